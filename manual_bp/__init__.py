@@ -1,0 +1,58 @@
+"""manual_bp: backpropagation derived by hand in NumPy, verified against torch autograd.
+
+>>> from manual_bp import Network
+>>> net = Network([2, 2, 2], activation="sigmoid", cost="quadratic", seed=0)
+"""
+
+from manual_bp.activations import (
+    ACTIVATIONS,
+    Activation,
+    Identity,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    get_activation,
+    register_activation,
+)
+from manual_bp.costs import COSTS, Cost, CrossEntropyCost, QuadraticCost, get_cost, register_cost
+from manual_bp.encoding import one_hot, to_labels
+from manual_bp.layers import ActivationLayer, Dense, Layer
+from manual_bp.network import Gradients, Network
+from manual_bp.optimizers import SGD, Optimizer, get_optimizer
+from manual_bp.regularizers import L2, Regularizer, get_regularizer
+from manual_bp.training import History, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "COSTS",
+    "L2",
+    "SGD",
+    "Activation",
+    "ActivationLayer",
+    "Cost",
+    "CrossEntropyCost",
+    "Dense",
+    "Gradients",
+    "History",
+    "Identity",
+    "Layer",
+    "Network",
+    "Optimizer",
+    "QuadraticCost",
+    "ReLU",
+    "Regularizer",
+    "Sigmoid",
+    "Tanh",
+    "__version__",
+    "get_activation",
+    "get_cost",
+    "get_optimizer",
+    "get_regularizer",
+    "one_hot",
+    "register_activation",
+    "register_cost",
+    "to_labels",
+    "train",
+]

@@ -1,0 +1,124 @@
+"""String-keyed registries of configurable components (activations, costs, ...).
+
+A component class has a ``name`` (plus optional ``aliases``) and lists its
+keyword hyper-parameters in ``hyperparameters``; :class:`Configurable` gives it
+a JSON config, equality and a repr from those. A :class:`Registry` maps names
+to classes and turns a name, class, instance or config into an instance, with
+an error listing the valid names for an unknown one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+__all__ = ["Configurable", "Registry"]
+
+
+class Configurable:
+    """Mixin: config, equality and repr from the ``hyperparameters`` attributes."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: Names of the keyword arguments of ``__init__``, stored as attributes.
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serialisable description: ``{"name": ..., <hyper-parameters>}``."""
+        config: dict[str, Any] = {"name": self.name}
+        for key in self.hyperparameters:
+            config[key] = getattr(self, key)
+        return config
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.get_config().items())))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
+        return f"{type(self).__name__}({params})"
+
+
+T = TypeVar("T", bound=Configurable)
+
+
+def canonical_name(name: str) -> str:
+    """Case-insensitive, ``_`` and ``-`` interchangeable: ``"Leaky_ReLU"`` -> ``"leaky-relu"``."""
+    return name.strip().lower().replace("_", "-")
+
+
+class Registry(Generic[T]):
+    """Name -> class map for one kind of component (``kind`` is used in errors)."""
+
+    def __init__(self, kind: str, base: type[T]) -> None:
+        self.kind = kind
+        self.base = base
+        self._classes: dict[str, type[T]] = {}
+
+    def register(self, cls: type[T]) -> type[T]:
+        """Class decorator: make ``cls`` available under its name and aliases."""
+        for key in (cls.name, *cls.aliases):
+            key = canonical_name(key)
+            if key in self._classes and self._classes[key] is not cls:
+                raise ValueError(f"{self.kind} name {key!r} is already registered")
+            self._classes[key] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        """Canonical names (no aliases), sorted."""
+        return sorted({cls.name for cls in self._classes.values()})
+
+    def classes(self) -> list[type[T]]:
+        """Registered classes, one each, sorted by name."""
+        unique = {cls.name: cls for cls in self._classes.values()}
+        return [unique[name] for name in sorted(unique)]
+
+    def lookup(self, name: str) -> type[T]:
+        """The class registered under ``name``; ``ValueError`` listing valid names."""
+        try:
+            return self._classes[canonical_name(name)]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and canonical_name(name) in self._classes
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def get(self, spec: str | T | type[T] | dict[str, Any]) -> T:
+        """An instance from a name, class, instance or config dict.
+
+        Raises
+        ------
+        ValueError
+            Unknown name (the message lists the valid ones) or unknown hyper-parameter.
+        TypeError
+            ``spec`` is none of the accepted kinds.
+        """
+        if isinstance(spec, self.base):
+            return spec
+        if isinstance(spec, type) and issubclass(spec, self.base):
+            return spec()
+        if isinstance(spec, str):
+            return self.lookup(spec)()
+        if isinstance(spec, dict):
+            params = dict(spec)
+            name = params.pop("name", None)
+            if not isinstance(name, str):
+                raise ValueError(f"{self.kind} config {spec!r} has no 'name'")
+            cls = self.lookup(name)
+            unknown = set(params) - set(cls.hyperparameters)
+            if unknown:
+                raise ValueError(
+                    f"{self.kind} {name!r} has no hyper-parameter(s) {sorted(unknown)}; "
+                    f"valid: {list(cls.hyperparameters)}"
+                )
+            return cls(**params)
+        raise TypeError(
+            f"{self.kind} must be a name, a {self.base.__name__} class or instance, "
+            f"or a config dict; got {type(spec).__name__}"
+        )

@@ -1,0 +1,166 @@
+"""Gradient checking: normalised errors, tolerances and central finite differences.
+
+The comparison rule used throughout the project (``docs/conventions.md``)::
+
+    |actual − expected| ≤ c·ε·max|expected| + rtol·|expected|     elementwise
+
+with ε the machine epsilon of the dtype and a small constant ``c`` (64). The
+error is normalised by the *largest* reference entry, because an elementwise
+relative error is meaningless for entries near zero. :func:`normalised_error`
+reports ``max|Δ| / max|expected|``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_C",
+    "assert_gradients_close",
+    "finite_difference_gradient",
+    "normalised_error",
+    "tolerance",
+]
+
+#: Multiple of the machine epsilon allowed, relative to max|expected|.
+DEFAULT_C = 64.0
+
+
+def tolerance(dtype: np.dtype | type = np.float64, c: float = DEFAULT_C) -> float:
+    """``c·ε`` for ``dtype``: the allowed normalised error."""
+    return c * float(np.finfo(dtype).eps)
+
+
+def normalised_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """``max|actual − expected| / max|expected|`` (absolute error if ``expected`` is all 0).
+
+    Entries where both are the same infinity count as equal; a NaN on either
+    side, or an infinity on one side only, gives ``inf``.
+    """
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: actual {actual.shape}, expected {expected.shape}")
+    if actual.size == 0:
+        return 0.0
+    same_inf = np.isinf(actual) & (actual == expected)
+    if np.isnan(actual).any() or np.isnan(expected).any():
+        return float("inf")
+    if (np.isinf(actual) != np.isinf(expected)).any():
+        return float("inf")
+    diff = np.where(same_inf, 0.0, np.abs(actual - expected))
+    finite_expected = np.where(np.isinf(expected), 0.0, np.abs(expected))
+    scale = float(finite_expected.max())
+    return float(diff.max()) / (scale if scale > 0 else 1.0)
+
+
+def assert_gradients_close(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    name: str = "gradient",
+    dtype: np.dtype | type = np.float64,
+    c: float = DEFAULT_C,
+    rtol: float | None = None,
+    atol: float | None = None,
+    scale: np.ndarray | None = None,
+) -> float:
+    """Assert ``|actual − expected| ≤ c·ε·max|expected| + rtol·|expected|`` elementwise.
+
+    Parameters
+    ----------
+    actual, expected : arrays of the same shape
+    name : str
+        Named in the failure message (e.g. ``"∂C/∂W[1]"``).
+    dtype : dtype whose ε sets the tolerance.
+    c : float
+        Multiple of ε (relative to ``max|expected|``).
+    rtol : float, optional
+        Elementwise relative slack; default ``c·ε``.
+    atol : float, optional
+        Replaces ``c·ε·max|expected|`` as the absolute bound when given
+        (for finite differences, whose error is not a multiple of ε).
+    scale : array, optional
+        Elementwise magnitude of the terms that were summed to form each entry
+        (``Σ|terms|``, see ``reference/conditioning.py``). Where it exceeds
+        ``max|expected|`` — a result of cancellation — the bound is
+        ``c·ε·scale`` instead, the a-priori rounding bound of a sum.
+
+    Returns
+    -------
+    float
+        The normalised error ``max|Δ| / max|expected|``.
+
+    Raises
+    ------
+    AssertionError
+        Naming ``name``, the shape, the worst elements with their expected and
+        actual values, and the bound.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        raise AssertionError(
+            f"{name}: shape {actual.shape} differs from the reference shape {expected.shape}"
+        )
+    eps_bound = tolerance(dtype, c)
+    rtol = eps_bound if rtol is None else rtol
+    finite = np.isfinite(expected)
+    largest = float(np.abs(expected[finite]).max()) if finite.any() else 0.0
+    bound_abs = eps_bound * largest if atol is None else atol
+    a64, e64 = actual.astype(np.float64), expected.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a64 - e64)
+        same = (a64 == e64) | (np.isnan(a64) & np.isnan(e64))
+        bound = bound_abs + rtol * np.abs(e64)
+        if scale is not None:
+            bound = np.maximum(bound, eps_bound * np.broadcast_to(scale, e64.shape))
+        bad = ~same & ~(diff <= bound)
+    error = normalised_error(actual, expected)
+    if bad.any():
+        raise AssertionError(_mismatch_message(name, a64, e64, diff, bad, bound_abs, rtol, error))
+    return error
+
+
+def _mismatch_message(name, actual, expected, diff, bad, bound_abs, rtol, error) -> str:
+    indices = np.argwhere(bad)
+    order = np.argsort(-np.nan_to_num(diff[bad], nan=np.inf))[:5]
+    lines = [
+        f"{name}: {len(indices)} of {actual.size} elements differ "
+        f"(shape {actual.shape}; normalised error {error:.3e}; "
+        f"bound {bound_abs:.3e} + {rtol:.1e}·|expected|). Worst:"
+    ]
+    for k in order:
+        index = tuple(int(i) for i in indices[k])
+        lines.append(
+            f"  at {index}: expected {expected[index]:.17g}, actual {actual[index]:.17g}, "
+            f"|Δ| = {diff[index]:.3e}"
+        )
+    return "\n".join(lines)
+
+
+def finite_difference_gradient(
+    f: Callable[[], float], x: np.ndarray, h: float = 1e-6
+) -> np.ndarray:
+    """Central differences ``(f(x + h e_i) − f(x − h e_i)) / 2h`` for every entry of ``x``.
+
+    ``x`` is perturbed *in place* (and restored), so ``f`` can close over it —
+    e.g. a network weight array. Use float64: the error is
+    ``O(h²)·|f'''| + O(ε·|f|/h)``.
+    """
+    if x.dtype != np.float64:
+        raise TypeError(f"finite differences need float64, got {x.dtype}")
+    grad = np.empty_like(x)
+    flat, grad_flat = x.reshape(-1), grad.reshape(-1)
+    if not np.shares_memory(flat, x):
+        raise ValueError("x must be contiguous so that it can be perturbed in place")
+    for i in range(flat.size):
+        original = flat[i]
+        step = h * max(1.0, abs(original))
+        flat[i] = original + step
+        f_plus = f()
+        flat[i] = original - step
+        f_minus = f()
+        flat[i] = original
+        grad_flat[i] = (f_plus - f_minus) / (2 * step)
+    return grad

@@ -1,0 +1,70 @@
+"""Weight regularisers: a penalty added to the cost and its gradient.
+
+The regularised cost is ``C = C₀ + R(W)``, where ``C₀`` is the mean mini-batch
+cost and ``N`` is the size of the whole training set (Nielsen's scaling).
+Only weights are regularised, never biases. The penalty's gradient is added to
+the weight gradients before the optimizer step, so that with plain SGD::
+
+    L2:  w ← w − η(∂C₀/∂w + (λ/N) w) = (1 − ηλ/N) w − η ∂C₀/∂w      (REG.l2)
+
+which is Nielsen's weight-decay update and torch's ``SGD(weight_decay=λ/N)``
+applied to the weights only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from manual_bp._registry import Configurable, Registry
+
+__all__ = ["L2", "REGULARIZERS", "Regularizer", "get_regularizer"]
+
+
+class Regularizer(Configurable):
+    """Base class: ``penalty(weights, N)`` and ``add_gradient(weights, grads, N)``."""
+
+    equation = ""
+
+    def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
+        """``R(W)``, the term added to the cost."""
+        raise NotImplementedError
+
+    def add_gradient(
+        self, weights: Sequence[np.ndarray], grads: Sequence[np.ndarray], n_train: int
+    ) -> None:
+        """Add ``∂R/∂W`` to each weight gradient, in place."""
+        raise NotImplementedError
+
+
+REGULARIZERS = Registry("regularizer", Regularizer)
+
+
+@REGULARIZERS.register
+class L2(Regularizer):
+    """``R = (λ/2N) Σ_w w²``, ``∂R/∂w = (λ/N) w``. Equation ``REG.l2``."""
+
+    name = "l2"
+    equation = "REG.l2"
+    hyperparameters = ("lmbda",)
+
+    def __init__(self, lmbda: float = 0.0) -> None:
+        if not np.isfinite(lmbda) or lmbda < 0:
+            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda}")
+        self.lmbda = float(lmbda)
+
+    def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
+        return 0.5 * self.lmbda / n_train * sum(float(np.vdot(W, W)) for W in weights)
+
+    def add_gradient(
+        self, weights: Sequence[np.ndarray], grads: Sequence[np.ndarray], n_train: int
+    ) -> None:
+        scale = self.lmbda / n_train
+        for W, g in zip(weights, grads, strict=True):
+            g += scale * W
+
+
+def get_regularizer(spec) -> Regularizer:
+    """A :class:`Regularizer` from a name, class, instance or config dict."""
+    return REGULARIZERS.get(spec)

@@ -1,0 +1,203 @@
+"""Mini-batch training with per-epoch monitoring (Nielsen's ``SGD``).
+
+Each epoch shuffles the training set with a seeded generator, splits it into
+mini-batches of ``batch_size`` samples (the last one may be smaller), and for
+each mini-batch computes the gradient of the mean cost (``SGD.average``:
+``∂C/∂θ = (1/m) Σ_x ∂C_x/∂θ``), adds the regulariser's gradient, and lets the
+optimizer update the parameters (plain SGD: ``θ ← θ − η ∂C/∂θ``, ``OPT.sgd``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from manual_bp._validation import as_inputs, as_targets, check_finite
+from manual_bp.optimizers import SGD, Optimizer
+from manual_bp.progress import ProgressBar
+from manual_bp.regularizers import L2, Regularizer
+
+if TYPE_CHECKING:
+    from manual_bp.network import Network
+
+__all__ = ["History", "iterate_minibatches", "train"]
+
+MONITORS = ("cost", "accuracy")
+
+
+@dataclass
+class History:
+    """Per-epoch learning curves. Lists are empty for what was not monitored."""
+
+    training_cost: list[float] = field(default_factory=list)
+    training_accuracy: list[float] = field(default_factory=list)
+    evaluation_cost: list[float] = field(default_factory=list)
+    evaluation_accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_seconds)
+
+    def best_evaluation_accuracy(self) -> tuple[int, float]:
+        """``(epoch, accuracy)`` of the best evaluation accuracy (epochs count from 1)."""
+        if not self.evaluation_accuracy:
+            raise ValueError("evaluation accuracy was not monitored")
+        best = int(np.argmax(self.evaluation_accuracy))
+        return best + 1, self.evaluation_accuracy[best]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+
+def iterate_minibatches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index arrays of one shuffled epoch, ``ceil(n / batch_size)`` of them."""
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train(
+    net: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    eta: float | None = None,
+    optimizer: Optimizer | None = None,
+    lmbda: float = 0.0,
+    regularizer: Regularizer | None = None,
+    evaluation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    monitor: Sequence[str] = MONITORS,
+    seed: int | np.random.Generator | None = None,
+    progress: bool = False,
+    log: TextIO | None = None,
+    callbacks: Sequence[Callable[[int, History], Any]] = (),
+) -> History:
+    """Train ``net`` in place with mini-batch gradient descent.
+
+    Parameters
+    ----------
+    net : Network
+    x : (N, n_in) array
+        Training inputs.
+    y : (N, n_out) array or (N,) integer labels
+        Training targets.
+    epochs, batch_size : int
+        Passes over the data; samples per mini-batch (Nielsen's ``mini_batch_size``).
+    eta : float, optional
+        Learning rate of plain SGD (Nielsen's η). Give ``eta`` or ``optimizer``.
+    optimizer : Optimizer, optional
+        Any :class:`~manual_bp.optimizers.Optimizer`, e.g. ``Adam(lr=1e-3)``.
+    lmbda : float
+        Nielsen's L2 strength λ: the weight decay ``(1 − ηλ/N)`` (``REG.l2``).
+    regularizer : Regularizer, optional
+        Instead of ``lmbda``: any :class:`~manual_bp.regularizers.Regularizer`.
+    evaluation_data : (x, y), optional
+        Monitored after every epoch alongside the training data.
+    monitor : subset of {"cost", "accuracy"}
+        What to record per epoch, on training and evaluation data.
+    seed : int or Generator, optional
+        Seed of the shuffling.
+    progress : bool
+        Show a progress bar per epoch on stderr.
+    log : text stream, optional
+        Where to print one line per epoch (cost and accuracy).
+    callbacks : callables ``f(epoch, history)``
+        Called after every epoch (epochs count from 1).
+
+    Returns
+    -------
+    History
+    """
+    if (eta is None) == (optimizer is None):
+        raise ValueError("give exactly one of eta (plain SGD) or optimizer")
+    if lmbda and regularizer is not None:
+        raise ValueError("give lmbda or regularizer, not both")
+    _check_positive_int(epochs, "epochs")
+    _check_positive_int(batch_size, "batch_size")
+    unknown = set(monitor) - set(MONITORS)
+    if unknown:
+        raise ValueError(f"unknown monitor(s) {sorted(unknown)}; valid: {list(MONITORS)}")
+    optimizer = optimizer if optimizer is not None else SGD(lr=eta)  # type: ignore[arg-type]
+    regularizer = regularizer if regularizer is not None else (L2(lmbda) if lmbda else None)
+
+    x = as_inputs(x, net.sizes[0], net.dtype)
+    y = as_targets(y, net.sizes[-1], x.shape[0], net.dtype)
+    check_finite(x, "x")
+    check_finite(y, "y")
+    if evaluation_data is not None:
+        x_eval = as_inputs(evaluation_data[0], net.sizes[0], net.dtype, "evaluation x")
+        y_eval = as_targets(
+            evaluation_data[1], net.sizes[-1], x_eval.shape[0], net.dtype, "evaluation y"
+        )
+    n_train = x.shape[0]
+    rng = np.random.default_rng(seed)
+    history = History()
+    params = [*net.weights, *net.biases]
+
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        batches = iterate_minibatches(n_train, batch_size, rng)
+        with ProgressBar(len(batches), f"epoch {epoch}/{epochs}", enabled=progress) as bar:
+            for index in batches:
+                grads = net.backprop(x[index], y[index])
+                weight_grads = grads.weights
+                if regularizer is not None:
+                    regularizer.add_gradient(net.weights, weight_grads, n_train)
+                optimizer.step(params, [*weight_grads, *grads.biases])
+                if not np.isfinite(grads.cost):
+                    bar.close()
+                    raise FloatingPointError(
+                        f"cost became {grads.cost} in epoch {epoch}; lower the learning rate"
+                    )
+                bar.update()
+        history.epoch_seconds.append(time.perf_counter() - start)
+        _monitor(net, history, "training", x, y, monitor, regularizer, n_train)
+        if evaluation_data is not None:
+            _monitor(net, history, "evaluation", x_eval, y_eval, monitor, regularizer, n_train)
+        if log is not None:
+            print(_epoch_line(epoch, epochs, history), file=log, flush=True)
+        for callback in callbacks:
+            callback(epoch, history)
+    return history
+
+
+def _monitor(
+    net: Network,
+    history: History,
+    split: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    monitor: Sequence[str],
+    regularizer: Regularizer | None,
+    n_train: int,
+) -> None:
+    if "cost" in monitor:
+        a = net.feedforward(x)
+        cost = net.cost.value(a, y)
+        if regularizer is not None:
+            cost += regularizer.penalty(net.weights, n_train)
+        getattr(history, f"{split}_cost").append(cost)
+    if "accuracy" in monitor:
+        getattr(history, f"{split}_accuracy").append(net.accuracy(x, y))
+
+
+def _epoch_line(epoch: int, epochs: int, history: History) -> str:
+    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}"]
+    for split in ("training", "evaluation"):
+        for metric, fmt in (("cost", "{:.4f}"), ("accuracy", "{:.2%}")):
+            values = getattr(history, f"{split}_{metric}")
+            if values:
+                parts.append(f"{split} {metric} " + fmt.format(values[-1]))
+    parts.append(f"{history.epoch_seconds[-1]:.2f}s")
+    return "  ".join(parts)
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,44 @@
+"""Hypothesis profiles: ``dev`` (fast, random), ``ci`` (derandomized, more examples)
+and ``stress`` (1000 random examples a test, for hunting rare failures).
+
+Choose with ``HYPOTHESIS_PROFILE=dev|ci|stress``; the default is ``ci`` when the
+``CI`` environment variable is set, else ``dev``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "stress",
+    max_examples=1000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _numpy_errors_raise():
+    """Overflow / invalid operations inside manual_bp are bugs unless explicitly silenced."""
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        yield

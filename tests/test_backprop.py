@@ -1,0 +1,146 @@
+"""Chapter ``docs/backprop.md``: BP1–BP4, ∂C/∂x, per-sample gradients, loop vs matrix form.
+
+Every quantity of :meth:`Network.backprop` is compared with torch autograd
+(float64, same parameters) on hypothesis-drawn networks (``tests/strategies.py``)
+with ``|Δ| ≤ 64·ε·max(max|g_torch|, S)``, ``S`` the magnitude bound of
+``reference/conditioning.py`` (it matters only where terms cancel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+
+from manual_bp.gradcheck import assert_gradients_close
+from reference import torch_per_sample_gradients, torch_run
+from reference.cases import build_case
+from reference.compare import network_comparisons
+from reference.conditioning import error_scales
+from tests.strategies import network_specs
+
+
+def _check(spec, equation: str) -> None:
+    net, x, y = build_case(spec)
+    checked = [c.check() for c in network_comparisons(net, x, y) if c.equation == equation]
+    assert checked or equation in ("BP2",), f"no quantity compared for {equation}"
+
+
+@given(network_specs())
+def test_forward_matches_torch(spec):
+    """FWD.dense: zˡ = aˡ⁻¹Wˡᵀ + bˡ and aˡ = σ(zˡ) for every layer."""
+    _check(spec, "FWD.dense")
+
+
+@given(network_specs())
+def test_bp1_output_error(spec):
+    """BP1: δᴸ = ∇ₐC ⊙ σ'(zᴸ) (or the cost's shortcut) equals autograd's n·∂C/∂zᴸ."""
+    _check(spec, "BP1")
+
+
+@given(network_specs())
+def test_bp2_hidden_errors(spec):
+    """BP2: δˡ = ((Wˡ⁺¹)ᵀδˡ⁺¹) ⊙ σ'(zˡ) for every hidden layer (retain_grad on each zˡ)."""
+    _check(spec, "BP2")
+
+
+@given(network_specs())
+def test_bp3_bias_gradients(spec):
+    """BP3: ∂C/∂bˡ = (1/n) Σ_x δˡ_x for every layer."""
+    _check(spec, "BP3")
+
+
+@given(network_specs())
+def test_bp4_weight_gradients(spec):
+    """BP4: ∂C/∂Wˡ = (1/n) Σ_x δˡ_x (aˡ⁻¹_x)ᵀ for every layer."""
+    _check(spec, "BP4")
+
+
+@given(network_specs())
+def test_input_gradient(spec):
+    """BP.input: ∂C/∂x = (1/n) δ¹ W¹ equals autograd's x.grad."""
+    _check(spec, "BP.input")
+
+
+@given(network_specs())
+def test_output_gradient(spec):
+    """COST.*.grad in a network: ∂C_x/∂aᴸ equals autograd's n·∂C/∂aᴸ (unfused forward).
+
+    torch's BCE clamps its logs and its gradient's denominator; the comparison
+    keeps the outputs where those clamps are inactive (docs/costs.md).
+    """
+    net, x, y = build_case(spec)
+    grads = net.backprop(x, y)
+    run = torch_run(net, x, y, fused=False)
+    a = grads.activations[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ours = grads.output_grad
+    inside = np.ones(a.shape, dtype=bool)
+    if net.cost.name == "cross-entropy":
+        inside = (a > 1e-6) & (a < 1 - 1e-6)
+    assert_gradients_close(
+        ours[inside], run.output_grad[inside] * x.shape[0], name=net.cost.equation_grad
+    )
+
+
+@given(network_specs(max_batch=8))
+def test_per_sample_gradients_match_vmap(spec):
+    """Per-sample ∂C_x/∂θ from Nielsen's loop equals torch.func.vmap(grad(C_x)).
+
+    SGD.average: the mean of the per-sample gradients is the mini-batch gradient.
+    """
+    net, x, y = build_case(spec)
+    loop_w, loop_b = net.backprop_per_sample(x, y)
+    vmap_w, vmap_b = torch_per_sample_gradients(net, x, y)
+    grads = net.backprop(x, y)
+    run = torch_run(net, x, y)
+    scales = error_scales(net, run, grads._targets)
+    for l in range(len(net.weights)):
+        # Per sample, ∂C_x/∂b = δ_x and ∂C_x/∂W = δ_x a_xᵀ: the scale is that of δ_x.
+        delta_scale = scales.deltas[l]
+        weight_scale = np.einsum("bi,bj->bij", delta_scale, np.abs(run.activations[l]))
+        assert_gradients_close(
+            loop_b[l], vmap_b[l], name=f"per-sample ∂C_x/∂b[{l + 1}]", scale=delta_scale
+        )
+        assert_gradients_close(
+            loop_w[l], vmap_w[l], name=f"per-sample ∂C_x/∂W[{l + 1}]", scale=weight_scale
+        )
+        assert_gradients_close(
+            grads.weights[l],
+            loop_w[l].mean(axis=0),
+            name=f"SGD.average ∂C/∂W[{l + 1}]",
+            scale=scales.weights[l],
+        )
+        assert_gradients_close(
+            grads.biases[l],
+            loop_b[l].mean(axis=0),
+            name=f"SGD.average ∂C/∂b[{l + 1}]",
+            scale=scales.biases[l],
+        )
+
+
+@given(network_specs(max_batch=6))
+def test_loop_form_equals_matrix_form(spec):
+    """The per-sample seed equations (backprop_single) and the matrix form agree.
+
+    Both are our code, so they must agree to rounding: same δˡ_x and ∂C_x/∂x.
+    """
+    net, x, y = build_case(spec)
+    grads = net.backprop(x, y)
+    run = torch_run(net, x, y)
+    scales = error_scales(net, run, grads._targets)
+    n = x.shape[0]
+    for i in range(n):
+        single = net.backprop_single(x[i], grads._targets[i])
+        for l in range(len(net.weights)):
+            assert_gradients_close(
+                single.deltas[l],
+                grads.deltas[l][i],
+                name=f"δ[{l + 1}] of sample {i}",
+                scale=scales.deltas[l][i],
+            )
+        assert_gradients_close(
+            single.input_grad / n,
+            grads.input_grad[i],
+            name=f"∂C/∂x of sample {i}",
+            scale=scales.input_grad[i],
+        )
