@@ -160,7 +160,8 @@ class CrossEntropyCost(Cost):
         return -terms.sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # ±inf where a is exactly 0 or 1 (or a(1 − a) underflows): the true value.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return (a - y) / (a * (1.0 - a))
 
 

@@ -6,9 +6,10 @@ gradient that is the result of such a cancellation against ``c·ε·max|g|``
 would flag correct code. This module propagates *magnitudes* instead of
 values through the same backward pass — the standard a-priori error bound::
 
+    S(zˡ) = S(aˡ⁻¹)|Wˡ|ᵀ + |bˡ|,  S(aˡ) = |aˡ| + |σ'(zˡ)| S(zˡ)   (forward rounding)
     S(δᴸ) = max(|δᴸ|, J̃ᵀ|∇ₐC|, |aᴸ| + |y| if a shortcut a − y is used)
     S(δˡ) = J̃(zˡ)ᵀ (max(S(δˡ⁺¹), max|δˡ⁺¹|) |Wˡ⁺¹|)   (BP2 with absolute values)
-    S(∂C/∂Wˡ) = S(δˡ)ᵀ |aˡ⁻¹| / n,   S(∂C/∂bˡ) = Σ_x S(δˡ_x) / n,   S(∂C/∂x) = S(δ¹)|W¹| / n
+    S(∂C/∂Wˡ) = S(δˡ)ᵀ S(aˡ⁻¹) / n,   S(∂C/∂bˡ) = Σ_x S(δˡ_x) / n,   S(∂C/∂x) = S(δ¹)|W¹| / n
 
 ``J̃ = |J_σ| + diag(r)`` is the absolute per-sample Jacobian of the activation,
 obtained from torch (``vmap(jacrev(σ))``, so coupled activations such as
@@ -18,6 +19,9 @@ the *derivative formula* subtracts: both we and torch evaluate
 saturation keeps an absolute, not relative, accuracy of ε — and NumPy's and
 torch's ``tanh`` differ in the last ulp. :data:`DERIVATIVE_ROUNDING` lists
 ``r`` per activation (default 0: the derivative is accurate relative to itself).
+``J̃`` also carries ``|σ''(z)|·S(z)``: ``z`` itself is only known to ``ε·S(z)``,
+which moves ``σ'(z)`` by ``|σ''|·ε·S(z)`` (the exponential tail of the sigmoid
+turns this into a relative error of ``ε·|z|``).
 The bound only ever *widens* the tolerance where a computation
 really is ill-conditioned; for well-conditioned entries ``max|g|`` dominates.
 """
@@ -33,7 +37,13 @@ from manual_bp import Network
 from reference.components import torch_activation
 from reference.network import TorchRun
 
-__all__ = ["DERIVATIVE_ROUNDING", "ErrorScales", "error_scales"]
+__all__ = [
+    "COST_GRAD_ROUNDING",
+    "DERIVATIVE_ROUNDING",
+    "ErrorScales",
+    "cost_grad_scale",
+    "error_scales",
+]
 
 #: activation name -> r(z, a): magnitude of the terms cancelling in σ'(z) as computed.
 DERIVATIVE_ROUNDING = {
@@ -46,14 +56,53 @@ DERIVATIVE_ROUNDING = {
 class ErrorScales:
     """Elementwise magnitudes, shaped like the quantities of :class:`TorchRun`."""
 
+    zs: list[np.ndarray]
+    activations: list[np.ndarray]
+    cost: float
     deltas: list[np.ndarray]
     weights: list[np.ndarray]
     biases: list[np.ndarray]
     input_grad: np.ndarray
 
 
-def _abs_jacobians(net: Network, run: TorchRun) -> list[np.ndarray]:
-    """``J̃ = |∂aˡ/∂zˡ| + diag(r)`` per sample, shape ``(batch, n_l, n_l)``, for every layer."""
+def _forward_scales(net: Network, run: TorchRun) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``S(zˡ)``: the absolute rounding error of ``zˡ`` is about ``ε·S(zˡ)``.
+
+    ``S(z¹) = |x||W¹|ᵀ + |b¹|``; ``S(aˡ) = |aˡ| + |σ'(zˡ)|·S(zˡ)`` (rounding of
+    ``zˡ`` moved through σ); ``S(zˡ⁺¹) = S(aˡ)|Wˡ⁺¹|ᵀ + |bˡ⁺¹|``.
+    """
+    z_scales, a_scales = [], [np.abs(run.activations[0])]
+    for l, (W, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+        z_scale = a_scales[-1] @ np.abs(W).T + np.abs(b)
+        z_scales.append(z_scale)
+        slope = np.abs(_elementwise_derivatives(net.activations[l], run.zs[l], order=1))
+        a_scales.append(np.abs(run.activations[l + 1]) + slope * z_scale)
+    return z_scales, a_scales
+
+
+def _elementwise_derivatives(activation, z: np.ndarray, order: int) -> np.ndarray:
+    """``σ'(z)`` (order 1) or ``σ''(z)`` (order 2) from torch, elementwise.
+
+    For a coupled activation (softmax) this returns, per unit, the row sums of
+    ``|J|`` (order 1) or ``2·|J|`` row sums (order 2, a bound for ``|∂J/∂z|``).
+    """
+    f = torch_activation(activation)
+    zt = torch.tensor(z, dtype=torch.float64)
+    if not activation.elementwise:
+        jac = torch.func.vmap(torch.func.jacrev(lambda v: f(v[None, :])[0]))(zt).abs()
+        return (jac.sum(dim=1) * (1.0 if order == 1 else 2.0)).numpy()
+
+    def scalar(v):
+        return f(v.reshape(1, 1)).reshape(())
+
+    derivative = torch.func.grad(scalar)
+    if order == 2:
+        derivative = torch.func.grad(derivative)
+    return torch.func.vmap(derivative)(zt.reshape(-1)).reshape(zt.shape).numpy()
+
+
+def _abs_jacobians(net: Network, run: TorchRun, z_scales: list[np.ndarray]) -> list[np.ndarray]:
+    """``J̃ = |∂aˡ/∂zˡ| + diag(r + |σ''|·S(z))`` per sample, ``(batch, n_l, n_l)``."""
     jacobians = []
     for l, (activation, z) in enumerate(zip(net.activations, run.zs, strict=True)):
         f = torch_activation(activation)
@@ -61,10 +110,13 @@ def _abs_jacobians(net: Network, run: TorchRun) -> list[np.ndarray]:
         jac = np.abs(
             torch.func.vmap(torch.func.jacrev(lambda v, f=f: f(v[None, :])[0]))(zt).numpy()
         )
+        # σ'(z) evaluated at a z that is off by ε·S(z) is off by |σ''(z)|·ε·S(z).
+        extra = np.abs(_elementwise_derivatives(activation, z, order=2)) * z_scales[l]
         rounding = DERIVATIVE_ROUNDING.get(activation.name)
         if rounding is not None:
-            diagonal = np.einsum("bii->bi", jac)  # a writable view of the diagonals
-            diagonal += rounding(z, run.activations[l + 1])
+            extra = extra + rounding(z, run.activations[l + 1])
+        diagonal = np.einsum("bii->bi", jac)  # a writable view of the diagonals
+        diagonal += extra
         jacobians.append(jac)
     return jacobians
 
@@ -88,7 +140,8 @@ def error_scales(net: Network, run: TorchRun, y: np.ndarray) -> ErrorScales:
     """
     n = run.input_grad.shape[0]
     weights_abs = [np.abs(np.asarray(W, dtype=np.float64)) for W in net.weights]
-    jacobians = _abs_jacobians(net, run)
+    z_scales, a_scales = _forward_scales(net, run)
+    jacobians = _abs_jacobians(net, run, z_scales)
     deltas = run.deltas
     scales: list[np.ndarray] = [np.empty(0)] * len(deltas)
     scales[-1] = _output_scale(net, run, y, jacobians[-1])
@@ -96,10 +149,35 @@ def error_scales(net: Network, run: TorchRun, y: np.ndarray) -> ErrorScales:
         propagated = np.maximum(scales[l + 1], np.abs(deltas[l + 1]).max(initial=0.0))
         scales[l] = np.einsum("bij,bi->bj", jacobians[l], propagated @ weights_abs[l + 1])
     top = [np.maximum(s, np.abs(d).max(initial=0.0)) for s, d in zip(scales, deltas, strict=True)]
-    activations_abs = [np.abs(a) for a in run.activations]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        grad_a = np.abs(net.cost.grad(run.activations[-1], y))
+    grad_a = np.where(np.isfinite(grad_a), grad_a, 0.0)
     return ErrorScales(
+        zs=z_scales,
+        activations=a_scales,
+        cost=abs(run.cost) + float((grad_a * a_scales[-1]).sum(axis=1).mean()),
         deltas=scales,
-        weights=[s.T @ a / n for s, a in zip(top, activations_abs[:-1], strict=True)],
+        weights=[s.T @ a / n for s, a in zip(top, a_scales[:-1], strict=True)],
         biases=[s.sum(axis=0) / n for s in top],
         input_grad=top[0] @ weights_abs[0] / n,
     )
+
+
+#: cost name -> r(a, y, g, s): magnitude of the terms cancelling in ∂C/∂a as computed,
+#: with g = |∂C/∂a| and s = S(a) (a itself is known to ε·s). Default: g·s/|a|.
+COST_GRAD_ROUNDING = {
+    "quadratic": lambda a, y, g, s: s + np.abs(y),  # a − y
+    # (a − y)/(a(1 − a)): a and 1 − a are known to ε·s absolute, i.e. relative ε·s/min(a, 1 − a).
+    "cross-entropy": lambda a, y, g, s: g * s / np.minimum(np.abs(a), np.abs(1 - a)),
+}
+
+
+def cost_grad_scale(
+    cost_name: str, a: np.ndarray, y: np.ndarray, g: np.ndarray, a_scale: np.ndarray
+) -> np.ndarray:
+    """Magnitude bound for the rounding error of ``∂C/∂a`` (see :data:`COST_GRAD_ROUNDING`)."""
+    g = np.abs(g)
+    rounding = COST_GRAD_ROUNDING.get(cost_name, lambda a, y, g, s: g * s / np.abs(a))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        scale = rounding(a, y, g, a_scale)
+    return np.maximum(g, np.where(np.isfinite(scale), scale, 0.0))
