@@ -1,0 +1,1 @@
+"""Subcommands of the ``manual-bp`` command line (one module each)."""
