@@ -7,7 +7,8 @@ equation ID it verifies. The ``verify`` command runs every check N times and
 reports, per equation ID, the number of cases and the worst error against
 each oracle; tests draw the same cases with hypothesis and assert.
 
-Register a new check with ``@register_check("name")``.
+Register a new check with ``@register_check("name")`` in a module
+``reference/checks_<topic>.py``; such modules are imported automatically.
 """
 
 from __future__ import annotations
@@ -67,3 +68,18 @@ def network_fd_check(rng: np.random.Generator) -> list[Comparison]:
     """A small smooth network against central finite differences (no torch)."""
     net, x, y = build_case(smooth_spec(rng))
     return finite_difference_comparisons(net, x, y)
+
+
+def _load_check_modules() -> None:
+    """Import every ``reference/checks_*.py`` so that their ``@register_check``s run."""
+    import importlib
+    import pkgutil
+
+    import reference
+
+    for module in pkgutil.iter_modules(reference.__path__):
+        if module.name.startswith("checks_"):
+            importlib.import_module(f"reference.{module.name}")
+
+
+_load_check_modules()
