@@ -57,5 +57,5 @@ def check_finite(array: np.ndarray, name: str) -> None:
     """Raise ``ValueError`` naming the first non-finite entry of ``array``."""
     finite = np.isfinite(array)
     if not finite.all():
-        index = np.unravel_index(int(np.argmin(finite)), array.shape)
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), array.shape))
         raise ValueError(f"{name} contains a non-finite value {array[index]} at index {index}")

@@ -233,7 +233,7 @@ class Network:
         )
 
     def backprop_single(self, x: np.ndarray, y: np.ndarray) -> Gradients:
-        """Backpropagation for ONE sample, written as Nielsen's seed equations.
+        """Backpropagation for ONE sample, written as Nielsen's seed equations (``BP.single``).
 
         The readable reference form: column-vector algebra on 1-D arrays, one
         sample at a time (``x`` of shape ``(n_in,)``, ``y`` of shape ``(n_out,)``

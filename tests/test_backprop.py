@@ -122,7 +122,7 @@ def test_per_sample_gradients_match_vmap(spec):
 
 @given(network_specs(max_batch=6))
 def test_loop_form_equals_matrix_form(spec):
-    """The per-sample seed equations (backprop_single) and the matrix form agree.
+    """BP.single: the per-sample seed equations (backprop_single) and the matrix form agree.
 
     Both are our code, so they must agree to rounding: same δˡ_x and ∂C_x/∂x.
     """

@@ -91,7 +91,7 @@ EQUATIONS = [
         "Stochastic gradient descent step",
         "θ ← θ − η ∂C/∂θ",
         "docs/training.md#OPT.sgd",
-        "manual_bp.optimizers.sgd.SGD.step",
+        "manual_bp.optimizers.sgd.SGD",
         "tests/test_training.py::test_sgd_step_matches_torch",
     ),
     Equation(

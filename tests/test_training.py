@@ -1,0 +1,174 @@
+"""Chapter ``docs/training.md``: initialisation, the SGD step, L2 weight decay, the loop."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from manual_bp import L2, SGD, Network
+from manual_bp.gradcheck import assert_gradients_close
+from reference.cases import build_case
+from tests.strategies import network_specs
+
+
+def test_default_initializer_statistics():
+    """INIT.default: W ~ N(0, 1/n_in) and b ~ N(0, 1); 'large' draws W ~ N(0, 1).
+
+    With 200 000 weights the sample variance has a relative standard error of
+    √(2/200000) ≈ 0.3 %, so a 3 % band is > 9 standard errors wide yet rejects
+    a missing or doubled 1/√n_in (a factor of 400 or 2).
+    """
+    net = Network([400, 500, 10], seed=0, initializer="default")
+    W = net.weights[0]
+    assert abs(W.mean()) < 5 * np.sqrt(1 / 400 / W.size)
+    assert W.var() * 400 == pytest.approx(1.0, rel=0.03)
+    biases = np.concatenate(list(net.biases))
+    assert biases.var() == pytest.approx(1.0, rel=0.3)
+    large = Network([400, 500, 10], seed=0, initializer="large")
+    assert large.weights[0].var() == pytest.approx(1.0, rel=0.03)
+
+
+def test_initializer_is_seeded():
+    a, b = Network([5, 4, 3], seed=7), Network([5, 4, 3], seed=7)
+    for Wa, Wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(Wa, Wb)
+    assert not np.array_equal(Network([5, 4, 3], seed=8).weights[0], a.weights[0])
+
+
+def _torch_params(net):
+    weights = [torch.tensor(np.array(W), requires_grad=True) for W in net.weights]
+    biases = [torch.tensor(np.array(b), requires_grad=True) for b in net.biases]
+    return weights, biases
+
+
+def _set_grads(tensors, grads):
+    for t, g in zip(tensors, grads, strict=True):
+        t.grad = torch.tensor(np.array(g))
+
+
+@given(network_specs(max_depth=3, max_width=8), st.floats(0.01, 5.0))
+def test_sgd_step_matches_torch(spec, eta):
+    """OPT.sgd: θ ← θ − η ∂C/∂θ equals torch.optim.SGD(lr=η) fed the same gradients."""
+    net, x, y = build_case(spec)
+    grads = net.backprop(x, y)
+    weights, biases = _torch_params(net)
+    _set_grads(weights, grads.weights)
+    _set_grads(biases, grads.biases)
+    torch.optim.SGD([*weights, *biases], lr=eta).step()
+    SGD(lr=eta).step([*net.weights, *net.biases], [*grads.weights, *grads.biases])
+    for l in range(len(net.weights)):
+        assert_gradients_close(net.weights[l], weights[l].detach().numpy(), name=f"W[{l + 1}]")
+        assert_gradients_close(net.biases[l], biases[l].detach().numpy(), name=f"b[{l + 1}]")
+
+
+@given(
+    network_specs(max_depth=3, max_width=8),
+    st.floats(0.01, 3.0),
+    st.floats(0.0, 10.0),
+    st.integers(1, 60000),
+)
+def test_l2_step_matches_torch_weight_decay(spec, eta, lmbda, n_train):
+    """REG.l2: w ← (1 − ηλ/N) w − η ∂C₀/∂w equals torch SGD with weight_decay = λ/N
+    on a parameter group holding only the weights (biases are not decayed)."""
+    net, x, y = build_case(spec)
+    grads = net.backprop(x, y)
+    weights, biases = _torch_params(net)
+    _set_grads(weights, grads.weights)
+    _set_grads(biases, grads.biases)
+    torch.optim.SGD(
+        [{"params": weights, "weight_decay": lmbda / n_train}, {"params": biases}], lr=eta
+    ).step()
+    # Nielsen's update written out: the (1 − ηλ/N) decay, then the gradient step.
+    expected_w = [
+        (1 - eta * lmbda / n_train) * W - eta * g
+        for W, g in zip(net.weights, grads.weights, strict=True)
+    ]
+    weight_grads = [g.copy() for g in grads.weights]
+    L2(lmbda).add_gradient(net.weights, weight_grads, n_train)
+    SGD(lr=eta).step([*net.weights, *net.biases], [*weight_grads, *grads.biases])
+    for l in range(len(net.weights)):
+        torch_w = weights[l].detach().numpy()
+        scale = np.abs(expected_w[l]) + eta * np.abs(grads.weights[l])
+        assert_gradients_close(net.weights[l], torch_w, name=f"W[{l + 1}]", scale=scale)
+        assert_gradients_close(expected_w[l], torch_w, name=f"Nielsen W[{l + 1}]", scale=scale)
+        assert_gradients_close(net.biases[l], biases[l].detach().numpy(), name=f"b[{l + 1}]")
+
+
+def test_l2_penalty_value():
+    """REG.l2: the penalty (λ/2N) Σ w² and its gradient (λ/N) w."""
+    weights = [np.arange(6.0).reshape(2, 3), np.array([[2.0, -1.0]])]
+    assert L2(4.0).penalty(weights, n_train=10) == pytest.approx(0.2 * (55 + 5))
+    grads = [np.zeros((2, 3)), np.zeros((1, 2))]
+    L2(4.0).add_gradient(weights, grads, n_train=10)
+    np.testing.assert_allclose(grads[1], [[0.8, -0.4]])
+
+
+def test_training_loop_equals_manual_minibatch_steps():
+    """The loop is seeded shuffling + one SGD.average gradient + one step per mini-batch."""
+    net, x, y = _small_case()
+    manual = net.copy()
+    history = net.train(x, y, epochs=2, batch_size=3, eta=0.7, lmbda=0.5, seed=11, monitor=())
+    rng = np.random.default_rng(11)
+    for _ in range(2):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), 3):
+            batch = order[start : start + 3]
+            grads = manual.backprop(x[batch], y[batch])
+            for W, g in zip(manual.weights, grads.weights, strict=True):
+                W[...] = (1 - 0.7 * 0.5 / len(x)) * W - 0.7 * g
+            for b, g in zip(manual.biases, grads.biases, strict=True):
+                b -= 0.7 * g
+    np.testing.assert_allclose(net._params, manual._params, rtol=1e-12, atol=1e-14)
+    assert history.epochs == 2 and history.training_cost == []
+
+
+def _small_case():
+    rng = np.random.default_rng(0)
+    net = Network([4, 5, 3], "sigmoid", "cross-entropy", seed=1)
+    return net, rng.standard_normal((10, 4)), rng.integers(0, 3, 10)
+
+
+def test_training_learns_and_monitors():
+    """Per-epoch monitoring of cost and accuracy on training and evaluation data."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 2))
+    labels = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    net = Network([2, 8, 2], "sigmoid", "cross-entropy", seed=0)
+    log = io.StringIO()
+    history = net.SGD(
+        (x[:200], labels[:200]), 15, 10, 1.0, 0.1, (x[200:], labels[200:]), seed=0, log=log
+    )
+    assert len(history.training_cost) == len(history.evaluation_accuracy) == 15
+    assert history.training_cost[-1] < history.training_cost[0]
+    assert history.evaluation_accuracy[-1] > 0.9
+    assert "evaluation accuracy" in log.getvalue().splitlines()[-1]
+    assert history.best_evaluation_accuracy()[1] == max(history.evaluation_accuracy)
+
+
+def test_training_rejects_bad_arguments():
+    net, x, y = _small_case()
+    with pytest.raises(ValueError, match="exactly one of eta"):
+        net.train(x, y, epochs=1, batch_size=2)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        net.train(x, y, epochs=1, batch_size=0, eta=0.1)
+    with pytest.raises(ValueError, match="unknown monitor"):
+        net.train(x, y, epochs=1, batch_size=2, eta=0.1, monitor=("loss",))
+    x_bad = x.copy()
+    x_bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x contains a non-finite value nan at index \(3, 1\)"):
+        net.train(x_bad, y, epochs=1, batch_size=2, eta=0.1)
+
+
+def test_divergence_is_reported():
+    net = Network([2, 3, 1], "identity", "quadratic", seed=0)
+    x = np.random.default_rng(0).standard_normal((20, 2)) * 100
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(FloatingPointError, match="learning rate"),
+    ):
+        net.train(x, x[:, :1], epochs=50, batch_size=5, eta=10.0, monitor=())
