@@ -271,7 +271,7 @@ class Network:
         # BP3 ∂C_x/∂bˡ = δˡ;  BP4 ∂C_x/∂Wˡ = δˡ (aˡ⁻¹)ᵀ
         grad_b = [delta.copy() for delta in deltas]
         grad_w = [
-            np.outer(delta, a_prev) for delta, a_prev in zip(deltas, activations, strict=False)
+            np.outer(delta, a_prev) for delta, a_prev in zip(deltas, activations[:-1], strict=True)
         ]
         input_grad = self.weights[0].T @ deltas[0]
         return Gradients(

@@ -1,0 +1,213 @@
+"""Every check can fail: break each equation on purpose and watch its test fail.
+
+Each mutation replaces one exact snippet of the library (dropping a ½, a 1/n, a
+transpose, a mask, σ' → σ, ...) in a temporary copy of the source tree, then
+runs the test that verifies the equation. The mutation must make it FAIL; a
+test that still passes proves nothing and fails here instead. The snippet must
+also still exist in the real source, so this table cannot silently go stale.
+
+Run alone with ``python -m pytest tests/test_mutations.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    equation: str
+    what: str
+    path: str
+    old: str
+    new: str
+    test: str
+
+
+MUTATIONS = [
+    Mutation(
+        "FWD.dense",
+        "drop the bias",
+        "manual_bp/network.py",
+        "            z = a @ W.T + b\n",
+        "            z = a @ W.T\n",
+        "tests/test_backprop.py::test_forward_matches_torch",
+    ),
+    Mutation(
+        "BP1",
+        "drop σ'(zᴸ) in the general BP1",
+        "manual_bp/costs.py",
+        "return activation.backward(self.grad(a, y), z, a)",
+        "return self.grad(a, y)",
+        "tests/test_backprop.py::test_bp1_output_error",
+    ),
+    Mutation(
+        "BP2",
+        "σ' → σ in hidden layers",
+        "manual_bp/network.py",
+        "deltas[l] = self.activations[l].backward(upstream, zs[l], activations[l + 1])",
+        "deltas[l] = upstream * activations[l + 1]",
+        "tests/test_backprop.py::test_bp2_hidden_errors",
+    ),
+    Mutation(
+        "BP2",
+        "transpose Wˡ⁺¹ (square layers only survive the shapes)",
+        "manual_bp/network.py",
+        "upstream = deltas[l + 1] @ self.weights[l + 1]\n",
+        "upstream = (deltas[l + 1] @ self.weights[l + 1].T if self.sizes[l + 2] == "
+        "self.sizes[l + 1] else deltas[l + 1] @ self.weights[l + 1])\n",
+        "tests/test_backprop.py::test_bp2_hidden_errors",
+    ),
+    Mutation(
+        "BP3",
+        "drop the 1/n",
+        "manual_bp/network.py",
+        "grad_b = [delta.sum(axis=0) / n for delta in deltas]",
+        "grad_b = [delta.sum(axis=0) for delta in deltas]",
+        "tests/test_backprop.py::test_bp3_bias_gradients",
+    ),
+    Mutation(
+        "BP4",
+        "drop the 1/n",
+        "manual_bp/network.py",
+        "delta.T @ a_prev / n for delta",
+        "delta.T @ a_prev for delta",
+        "tests/test_backprop.py::test_bp4_weight_gradients",
+    ),
+    Mutation(
+        "BP4",
+        "pair δˡ with aˡ instead of aˡ⁻¹ (square layers only)",
+        "manual_bp/network.py",
+        "delta.T @ a_prev / n for delta, a_prev in zip(deltas, activations[:-1], strict=True)",
+        "delta.T @ (a if a.shape == p.shape else p) / n for delta, a, p in "
+        "zip(deltas, activations[1:], activations[:-1], strict=True)",
+        "tests/test_backprop.py::test_bp4_weight_gradients",
+    ),
+    Mutation(
+        "BP.input",
+        "drop the 1/n",
+        "manual_bp/network.py",
+        "input_grad = deltas[0] @ self.weights[0] / n",
+        "input_grad = deltas[0] @ self.weights[0]",
+        "tests/test_backprop.py::test_input_gradient",
+    ),
+    Mutation(
+        "BP.single",
+        "drop σ' in the per-sample hidden layers",
+        "manual_bp/network.py",
+        "            deltas[l] = self.activations[l].backward(\n"
+        "                upstream[None, :], zs[l][None, :], activations[l + 1][None, :]\n"
+        "            )[0]\n",
+        "            deltas[l] = upstream\n",
+        "tests/test_backprop.py::test_loop_form_equals_matrix_form",
+    ),
+    Mutation(
+        "SGD.average",
+        "per-sample ∂C_x/∂W off by a factor 2",
+        "manual_bp/network.py",
+        "np.outer(delta, a_prev) for delta",
+        "2 * np.outer(delta, a_prev) for delta",
+        "tests/test_backprop.py::test_per_sample_gradients_match_vmap",
+    ),
+    Mutation(
+        "LAYER.dense",
+        "mean instead of sum for ∂C/∂b",
+        "manual_bp/layers/dense.py",
+        "return dz @ W, dz.T @ x, dz.sum(axis=0)",
+        "return dz @ W, dz.T @ x, dz.mean(axis=0)",
+        "tests/test_layers.py::test_dense_layer_backward_matches_torch",
+    ),
+    Mutation(
+        "INIT.default",
+        "1/n_in instead of 1/√n_in",
+        "manual_bp/initializers.py",
+        "rng.standard_normal(W.shape) / np.sqrt(W.shape[1])",
+        "rng.standard_normal(W.shape) / W.shape[1]",
+        "tests/test_training.py::test_default_initializer_statistics",
+    ),
+    Mutation(
+        "REG.l2",
+        "λ/2N instead of λ/N in the gradient",
+        "manual_bp/regularizers.py",
+        "scale = self.lmbda / n_train\n",
+        "scale = 0.5 * self.lmbda / n_train\n",
+        "tests/test_training.py::test_l2_step_matches_torch_weight_decay",
+    ),
+    Mutation(
+        "REG.l2",
+        "decay the biases too",
+        "manual_bp/training.py",
+        "regularizer.add_gradient(net.weights, weight_grads, n_train)",
+        "regularizer.add_gradient(net.weights, weight_grads, n_train); "
+        "regularizer.add_gradient(net.biases, grads.biases, n_train)",
+        "tests/test_training.py::test_training_loop_equals_manual_minibatch_steps",
+    ),
+]
+
+
+def _copy_tree(destination: Path) -> None:
+    for name in ("manual_bp", "reference", "tests", "docs"):
+        shutil.copytree(
+            ROOT / name, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    shutil.copy(ROOT / "pyproject.toml", destination / "pyproject.toml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: f"{m.equation}: {m.what}")
+def test_mutation_makes_its_test_fail(mutation: Mutation, tmp_path: Path):
+    source = (ROOT / mutation.path).read_text(encoding="utf-8")
+    assert source.count(mutation.old) == 1, (
+        f"the snippet to break {mutation.equation} is no longer found exactly once in "
+        f"{mutation.path}; update MUTATIONS"
+    )
+    _copy_tree(tmp_path)
+    (tmp_path / mutation.path).write_text(
+        source.replace(mutation.old, mutation.new), encoding="utf-8"
+    )
+    environment = {**os.environ, "HYPOTHESIS_PROFILE": "ci", "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            mutation.test,
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--no-header",
+        ],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, (
+        f"breaking {mutation.equation} ({mutation.what}) did not make "
+        f"{mutation.test} fail (exit {result.returncode}):\n{result.stdout[-2000:]}"
+        f"{result.stderr[-2000:]}"
+    )
+
+
+def test_mutated_tree_imports_the_copy(tmp_path: Path):
+    """Guard: the subprocess really runs the mutated copy, not an installed manual_bp."""
+    _copy_tree(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", "import manual_bp; print(manual_bp.__file__)"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.strip().startswith(str(tmp_path)), result.stdout + result.stderr
