@@ -18,6 +18,7 @@ Each class names the equation ID of its derivative (``ACT.<name>``), derived in
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,10 +27,19 @@ from manual_bp._registry import Configurable, Registry
 
 __all__ = [
     "ACTIVATIONS",
+    "ELU",
+    "GELU",
+    "SELU",
     "Activation",
+    "HardTanh",
     "Identity",
+    "LeakyReLU",
+    "LogSoftmax",
     "ReLU",
+    "SiLU",
     "Sigmoid",
+    "Softmax",
+    "Softplus",
     "Tanh",
     "get_activation",
     "register_activation",
@@ -110,8 +120,7 @@ class Sigmoid(Activation):
     equation = "ACT.sigmoid"
 
     def forward(self, z: np.ndarray) -> np.ndarray:
-        e = np.exp(-np.abs(z))
-        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+        return _sigmoid(z)
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a * (1.0 - a)
@@ -149,6 +158,280 @@ class ReLU(Activation):
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return np.where(z > 0, grad_a, 0.0).astype(grad_a.dtype, copy=False)
+
+
+@register_activation
+class LeakyReLU(Activation):
+    """``σ(z) = z`` for ``z > 0``, ``αz`` otherwise; ``σ'(z) = 1[z > 0] + α·1[z ≤ 0]``.
+
+    Equation ``ACT.leaky-relu``. At the kink ``z = 0`` the slope is ``α``:
+    torch's ``leaky_relu_backward`` passes ``grad`` only where ``z > 0`` and
+    ``α·grad`` everywhere else, and we follow it. ``α`` is torch's
+    ``negative_slope``.
+    """
+
+    name = "leaky-relu"
+    aliases = ("leakyrelu",)
+    equation = "ACT.leaky-relu"
+    hyperparameters = ("alpha",)
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = _finite_float(alpha, "alpha")
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return np.where(z > 0, z, self.alpha * z)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return np.where(z > 0, 1.0, self.alpha).astype(z.dtype, copy=False)
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return np.where(z > 0, grad_a, self.alpha * grad_a)
+
+
+@register_activation
+class ELU(Activation):
+    """``σ(z) = z`` for ``z > 0``, ``α(eᶻ − 1)`` otherwise. Equation ``ACT.elu``.
+
+    ``σ'(z) = 1`` for ``z > 0`` and ``α eᶻ`` for ``z ≤ 0``: at ``z = 0`` the
+    derivative is ``α`` (torch's ``elu_backward`` takes the ``z ≤ 0`` branch),
+    which is the true derivative only for ``α = 1``. The negative branch uses
+    ``expm1`` (no cancellation for small ``|z|``), and ``eᶻ`` rather than
+    ``a + α`` (which cancels as ``z → −∞``).
+    """
+
+    name = "elu"
+    equation = "ACT.elu"
+    hyperparameters = ("alpha",)
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = _finite_float(alpha, "alpha")
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        # min(z, 0): the unused branch must not overflow for large positive z.
+        return np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0.0)))
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return np.where(z > 0, 1.0, self.alpha * np.exp(np.minimum(z, 0.0))).astype(
+            z.dtype, copy=False
+        )
+
+
+#: SELU constants (Klambauer et al. 2017), as in torch.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@register_activation
+class SELU(Activation):
+    """``σ(z) = λ z`` for ``z > 0``, ``λα(eᶻ − 1)`` otherwise. Equation ``ACT.selu``.
+
+    ``λ ≈ 1.0507``, ``α ≈ 1.6733`` (:data:`SELU_SCALE`, :data:`SELU_ALPHA`).
+    ``σ'(z) = λ`` for ``z > 0`` and ``λα eᶻ`` for ``z ≤ 0`` (so ``λα`` at the
+    kink, torch's convention, as for :class:`ELU`).
+    """
+
+    name = "selu"
+    equation = "ACT.selu"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        negative = (SELU_SCALE * SELU_ALPHA) * np.expm1(np.minimum(z, 0.0))
+        return np.where(z > 0, SELU_SCALE * z, negative)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        negative = (SELU_SCALE * SELU_ALPHA) * np.exp(np.minimum(z, 0.0))
+        return np.where(z > 0, SELU_SCALE, negative).astype(z.dtype, copy=False)
+
+
+@register_activation
+class Softplus(Activation):
+    """``σ(z) = (1/β) ln(1 + e^{βz})``, and ``σ(z) = z`` where ``βz > threshold``.
+
+    Equation ``ACT.softplus``: ``σ'(z) = sigmoid(βz)`` (``= 1`` above the
+    threshold), exactly torch's ``F.softplus(z, beta, threshold)`` including the
+    switch to the identity (strictly above the threshold, as in torch). The log
+    is evaluated as ``max(βz, 0) + ln(1 + e^{−|βz|})`` so that no ``exp``
+    overflows, whatever the threshold.
+    """
+
+    name = "softplus"
+    equation = "ACT.softplus"
+    hyperparameters = ("beta", "threshold")
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        self.beta = _finite_float(beta, "beta")
+        if self.beta <= 0:
+            raise ValueError(f"softplus beta must be > 0, got {beta!r}")
+        self.threshold = _finite_float(threshold, "threshold")
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        bz = self.beta * z
+        soft = (np.maximum(bz, 0.0) + np.log1p(np.exp(-np.abs(bz)))) / self.beta
+        return np.where(bz > self.threshold, z, soft)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        bz = self.beta * z
+        return np.where(bz > self.threshold, 1.0, _sigmoid(bz)).astype(z.dtype, copy=False)
+
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_TANH_BETA = math.sqrt(2.0 / math.pi)
+_GELU_TANH_KAPPA = 0.044715
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+@register_activation
+class GELU(Activation):
+    """Gaussian error linear unit ``σ(z) = z Φ(z)``. Equation ``ACT.gelu``.
+
+    ``approximate="none"``: ``Φ(z) = ½ erfc(−z/√2)`` exactly and
+    ``σ'(z) = Φ(z) + z φ(z)`` with ``φ(z) = e^{−z²/2}/√(2π)``.
+
+    ``approximate="tanh"``: ``σ(z) = ½ z (1 + tanh u)``, ``u = √(2/π)(z + κz³)``,
+    ``κ = 0.044715``, and ``σ'(z) = ½(1 + tanh u) + ½ z (1 − tanh² u) u'``
+    with ``u' = √(2/π)(1 + 3κz²)`` — torch's ``F.gelu(approximate="tanh")``.
+
+    NumPy has no ``erf``; ``math.erfc`` is applied elementwise (``Φ`` via
+    ``erfc`` keeps full relative precision in the left tail, where
+    ``1 + erf`` cancels).
+    """
+
+    name = "gelu"
+    equation = "ACT.gelu"
+    hyperparameters = ("approximate",)
+
+    def __init__(self, approximate: str = "none") -> None:
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _cdf(self, z: np.ndarray) -> np.ndarray:
+        return (0.5 * _erfc(-_SQRT_HALF * z)).astype(z.dtype)
+
+    def _tanh_inner(self, z: np.ndarray) -> np.ndarray:
+        # z + κz³ written as z(1 + κz²): no overflow of z³ before the tanh saturates.
+        return np.tanh(_GELU_TANH_BETA * z * (1.0 + _GELU_TANH_KAPPA * z * z))
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        if self.approximate == "tanh":
+            return 0.5 * z * (1.0 + self._tanh_inner(z))
+        return z * self._cdf(z)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        if self.approximate == "tanh":
+            t = self._tanh_inner(z)
+            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * z * z)
+            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du
+        pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)  # underflows to 0, never overflows
+        return self._cdf(z) + z * pdf
+
+
+@register_activation
+class SiLU(Activation):
+    """Sigmoid-weighted linear unit (swish) ``σ(z) = z·sigmoid(z)``. Equation ``ACT.silu``.
+
+    ``σ'(z) = s(1 + z(1 − s))`` with ``s = sigmoid(z)``, as torch's ``silu_backward``.
+    """
+
+    name = "silu"
+    aliases = ("swish",)
+    equation = "ACT.silu"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return z * _sigmoid(z)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        s = _sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+
+
+@register_activation
+class HardTanh(Activation):
+    """``σ(z) = clip(z, min_val, max_val)``; ``σ'(z) = 1[min_val < z < max_val]``.
+
+    Equation ``ACT.hardtanh``. At the two kinks the derivative is 0: torch's
+    ``hardtanh_backward`` passes the gradient only strictly inside the interval.
+    """
+
+    name = "hardtanh"
+    aliases = ("hard-tanh",)
+    equation = "ACT.hardtanh"
+    hyperparameters = ("min_val", "max_val")
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
+        self.min_val = _finite_float(min_val, "min_val")
+        self.max_val = _finite_float(max_val, "max_val")
+        if not self.min_val < self.max_val:
+            raise ValueError(f"hardtanh needs min_val < max_val, got {min_val!r}, {max_val!r}")
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return np.clip(z, self.min_val, self.max_val)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return ((z > self.min_val) & (z < self.max_val)).astype(z.dtype)
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        inside = (z > self.min_val) & (z < self.max_val)
+        return np.where(inside, grad_a, 0.0).astype(grad_a.dtype, copy=False)
+
+
+@register_activation
+class Softmax(Activation):
+    """``σ(z)ⱼ = e^{zⱼ} / Σₖ e^{zₖ}`` over the units of each sample. Equation ``ACT.softmax``.
+
+    Not elementwise: ``∂aᵢ/∂zⱼ = aᵢ(δᵢⱼ − aⱼ)``, so the VJP is
+    ``∂C/∂z = a ⊙ (g − ⟨g, a⟩)`` per sample (``g = ∂C/∂a``), never
+    ``g ⊙ a(1 − a)``. The forward subtracts the row maximum first, so no
+    ``exp`` overflows (only underflows to 0).
+    """
+
+    name = "softmax"
+    equation = "ACT.softmax"
+    elementwise = False
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))
+
+
+@register_activation
+class LogSoftmax(Activation):
+    """``σ(z)ⱼ = zⱼ − ln Σₖ e^{zₖ}`` per sample (log-probabilities). Equation ``ACT.log-softmax``.
+
+    Not elementwise: ``∂aᵢ/∂zⱼ = δᵢⱼ − softmax(z)ⱼ``, so the VJP is
+    ``∂C/∂z = g − softmax(z) Σᵢ gᵢ`` with ``softmax(z) = eᵃ``. Log-sum-exp is
+    evaluated after subtracting the row maximum.
+    """
+
+    name = "log-softmax"
+    aliases = ("logsoftmax",)
+    equation = "ACT.log-softmax"
+    elementwise = False
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        shifted = z - z.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return grad_a - np.exp(a) * grad_a.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid without overflow: ``e^{−|z|}`` never exceeds 1."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, e) / (1.0 + e)
+
+
+def _finite_float(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
 
 
 def get_activation(spec: str | Activation | type[Activation] | dict[str, Any]) -> Activation:

@@ -16,19 +16,30 @@ applies and the general path otherwise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
-from manual_bp.activations import Activation
+from manual_bp.activations import Activation, _finite_float, _sigmoid
+from manual_bp.encoding import is_label_vector, one_hot
 
 __all__ = [
     "COSTS",
+    "BCEWithLogitsCost",
+    "CategoricalCrossEntropyCost",
     "Cost",
     "CrossEntropyCost",
+    "HuberCost",
+    "KLDivergenceCost",
+    "LogLikelihoodCost",
+    "MAECost",
+    "MultiMarginCost",
+    "PoissonNLLCost",
     "QuadraticCost",
+    "SmoothL1Cost",
     "get_cost",
     "register_cost",
 ]
@@ -125,10 +136,12 @@ class QuadraticCost(Cost):
     shortcuts = {"identity": ("SHORTCUT.identity-quadratic", _output_minus_target)}
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
         diff = a - y
         return 0.5 * np.einsum("ij,ij->i", diff, diff)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
         return a - y
 
 
@@ -155,14 +168,376 @@ class CrossEntropyCost(Cost):
     target_kind = "probability"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = _xlogy(y, a) + _xlogy(1.0 - y, 1.0 - a)
         return -terms.sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        # ±inf where a is exactly 0 or 1 (or a(1 − a) underflows): the true value.
+        _check_same_shape(a, y, self.name)
+        # Inside (0, 1) the one-fraction form (a − y)/(a(1 − a)) does not cancel. At a = 0
+        # or 1 exactly the derivative −y/a + (1 − y)/(1 − a) is evaluated term by term with
+        # 0·(1/0) = 0: finite (±1) where the target equals a, ±inf where it does not.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return (a - y) / (a * (1.0 - a))
+            inside = (a - y) / (a * (1.0 - a))
+            edge = np.where(y == 0, 0.0, -y / a) + np.where(y == 1, 0.0, (1.0 - y) / (1.0 - a))
+        return np.where((a > 0) & (a < 1), inside, edge).astype(a.dtype, copy=False)
+
+
+class _ClassTargetCost(Cost):
+    """A cost whose targets are classes: integer labels ``(batch,)`` or rows.
+
+    Rows must be probability distributions (non-negative, summing to 1: one-hot
+    rows or soft labels); labels are one-hot encoded after a range check.
+    """
+
+    target_kind = "labels"
+    #: Whether rows must be exactly one-hot (a single 1 per row).
+    one_hot_only: ClassVar[bool] = False
+
+    def _targets(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return class_targets(a, y, one_hot_only=self.one_hot_only, cost=self.name)
+
+
+def class_targets(
+    a: np.ndarray, y: np.ndarray, *, one_hot_only: bool = False, cost: str = "cost"
+) -> np.ndarray:
+    """Targets for a class cost as ``(batch, n_classes)`` rows shaped like ``a``.
+
+    Raises
+    ------
+    ValueError
+        A label outside ``[0, n_classes)`` (naming it and its index), a shape
+        that does not match ``a``, or a row that is not a distribution (not
+        one-hot, when ``one_hot_only``).
+    """
+    y = np.asarray(y)
+    if a.ndim != 2:
+        raise ValueError(f"{cost}: outputs must be (batch, n_classes), got shape {a.shape}")
+    if is_label_vector(y):
+        if y.shape[0] != a.shape[0]:
+            raise ValueError(f"{cost}: {y.shape[0]} labels for a batch of {a.shape[0]} outputs")
+        return one_hot(y, a.shape[1], dtype=a.dtype)
+    _check_same_shape(a, y, cost)
+    tol = math.sqrt(float(np.finfo(a.dtype).eps)) * max(1, a.shape[1])
+    if one_hot_only:
+        bad_rows = ~(((y == 0) | (y == 1)).all(axis=1) & (y.sum(axis=1) == 1))
+        what = "one-hot (a single 1, zeros elsewhere)"
+    else:
+        bad_rows = ~((y >= 0).all(axis=1) & (np.abs(y.sum(axis=1) - 1) <= tol))
+        what = "a probability distribution (non-negative, summing to 1)"
+    if bad_rows.any():
+        i = int(np.flatnonzero(bad_rows)[0])
+        raise ValueError(f"{cost}: target row {i} = {y[i]} is not {what}")
+    return y.astype(a.dtype, copy=False)
+
+
+def _check_same_shape(a: np.ndarray, y: np.ndarray, cost: str) -> None:
+    if np.shape(a) != np.shape(y):
+        raise ValueError(
+            f"{cost}: targets have shape {np.shape(y)}, outputs have shape {np.shape(a)}; "
+            "they must match (no broadcasting)"
+        )
+
+
+def _softmax_log_likelihood_shortcut(z: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # SHORTCUT.softmax-log-likelihood: a − y·Σy = a − y because the rows of y sum to 1.
+    return a - class_targets(a, y, cost="log-likelihood")
+
+
+@register_cost
+class LogLikelihoodCost(_ClassTargetCost):
+    """Nielsen's log-likelihood ``C_x = −ln a_y`` for a softmax output (ch. 3).
+
+    Equations ``COST.log-likelihood`` and ``COST.log-likelihood.grad``. With
+    target rows ``y`` (one-hot, or soft labels summing to 1)
+    ``C_x = −Σⱼ yⱼ ln aⱼ`` and ``∂C_x/∂aⱼ = −yⱼ/aⱼ`` (``0`` where ``yⱼ = 0``,
+    even at ``aⱼ = 0``). With a softmax output the Jacobian collapses the
+    sum and ``δᴸ = a − y`` (``SHORTCUT.softmax-log-likelihood``), which stays
+    finite when an output underflows to 0. torch: ``F.nll_loss(log a, labels)``.
+    """
+
+    name = "log-likelihood"
+    aliases = ("nll", "negative-log-likelihood")
+    equation_value = "COST.log-likelihood"
+    equation_grad = "COST.log-likelihood.grad"
+    shortcuts = {"softmax": ("SHORTCUT.softmax-log-likelihood", _softmax_log_likelihood_shortcut)}
+    valid_output_activations = ("softmax",)
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        y = self._targets(a, y)
+        with np.errstate(divide="ignore"):  # −ln 0 = +inf where a target class has a = 0
+            return -_xlogy(y, a).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        y = self._targets(a, y)
+        with np.errstate(divide="ignore"):
+            return np.where(y == 0, 0.0, -y / np.where(y == 0, 1.0, a)).astype(a.dtype, copy=False)
+
+
+@register_cost
+class CategoricalCrossEntropyCost(_ClassTargetCost):
+    """Softmax cross-entropy from logits ``C_x = ln Σₖ e^{aₖ} − Σⱼ yⱼ aⱼ`` (fused, stable).
+
+    Equations ``COST.categorical-cross-entropy`` and its ``.grad``: ``a`` are
+    logits (pair with an identity output), ``y`` one-hot rows, soft labels or
+    integer labels; ``C_x = −Σⱼ yⱼ log_softmax(a)ⱼ`` and
+    ``∂C_x/∂a = softmax(a) − y`` (the rows of ``y`` sum to 1). Log-sum-exp
+    subtracts the row maximum, so logits of ±1e4 give finite values.
+    torch: ``F.cross_entropy(a, y)``.
+    """
+
+    name = "categorical-cross-entropy"
+    aliases = ("softmax-cross-entropy", "cross-entropy-logits")
+    equation_value = "COST.categorical-cross-entropy"
+    equation_grad = "COST.categorical-cross-entropy.grad"
+    valid_output_activations = ("identity",)
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        y = self._targets(a, y)
+        shifted = a - a.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return -(np.where(y == 0, 0.0, y * log_probs)).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        y = self._targets(a, y)
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True) - y
+
+
+@register_cost
+class BCEWithLogitsCost(Cost):
+    """Binary cross-entropy from logits, ``C_x = Σⱼ [ln(1 + e^{aⱼ}) − yⱼ aⱼ]``.
+
+    Equations ``COST.bce-logits`` and ``COST.bce-logits.grad``: the
+    cross-entropy of ``sigmoid(a)`` written as a function of the logit ``a``
+    (pair with an identity output). Evaluated as
+    ``max(a, 0) − y a + ln(1 + e^{−|a|})``, so logits of ±1e4 give finite,
+    accurate values; ``∂C_x/∂a = sigmoid(a) − y``.
+    torch: ``F.binary_cross_entropy_with_logits``.
+    """
+
+    name = "bce-logits"
+    aliases = ("binary-cross-entropy-with-logits", "bce-with-logits")
+    equation_value = "COST.bce-logits"
+    equation_grad = "COST.bce-logits.grad"
+    valid_output_activations = ("identity",)
+    target_kind = "probability"
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return (np.maximum(a, 0.0) - y * a + np.log1p(np.exp(-np.abs(a)))).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return _sigmoid(a) - y
+
+
+@register_cost
+class MAECost(Cost):
+    """Absolute error ``C_x = Σⱼ |aⱼ − yⱼ|``. Equations ``COST.mae``, ``COST.mae.grad``.
+
+    ``∂C_x/∂aⱼ = sign(aⱼ − yⱼ)``, with ``0`` at ``a = y`` (torch's ``sign``).
+    torch: ``F.l1_loss(reduction="sum") / n``.
+    """
+
+    name = "mae"
+    aliases = ("l1", "mean-absolute-error", "absolute-error")
+    equation_value = "COST.mae"
+    equation_grad = "COST.mae.grad"
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return np.abs(a - y).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return np.sign(a - y)
+
+
+@register_cost
+class HuberCost(Cost):
+    """Huber cost ``C_x = Σⱼ h_δ(aⱼ − yⱼ)``. Equations ``COST.huber``, ``COST.huber.grad``.
+
+    ``h_δ(d) = ½d²`` for ``|d| ≤ δ`` and ``δ(|d| − ½δ)`` otherwise;
+    ``h'_δ(d) = clip(d, −δ, δ)``. torch: ``F.huber_loss(delta=δ, reduction="sum") / n``.
+    The hyper-parameter ``δ`` is called ``threshold`` here (``delta`` is the BP1
+    method of every cost).
+    """
+
+    name = "huber"
+    equation_value = "COST.huber"
+    equation_grad = "COST.huber.grad"
+    hyperparameters = ("threshold",)
+
+    def __init__(self, threshold: float = 1.0) -> None:
+        self.threshold = _finite_float(threshold, "threshold")
+        if self.threshold <= 0:
+            raise ValueError(f"huber threshold (δ) must be > 0, got {threshold!r}")
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        d, t = np.abs(a - y), self.threshold
+        return np.where(d <= t, 0.5 * d * d, t * (d - 0.5 * t)).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return np.clip(a - y, -self.threshold, self.threshold)
+
+
+@register_cost
+class SmoothL1Cost(Cost):
+    """Smooth L1 ``C_x = Σⱼ s_β(aⱼ − yⱼ)``. Equations ``COST.smooth-l1``, ``COST.smooth-l1.grad``.
+
+    ``s_β(d) = ½d²/β`` for ``|d| < β`` and ``|d| − ½β`` otherwise, i.e.
+    ``h_β(d)/β`` (Huber divided by β); ``s'_β(d) = clip(d/β, −1, 1)``.
+    torch: ``F.smooth_l1_loss(beta=β, reduction="sum") / n``.
+    """
+
+    name = "smooth-l1"
+    equation_value = "COST.smooth-l1"
+    equation_grad = "COST.smooth-l1.grad"
+    hyperparameters = ("beta",)
+
+    def __init__(self, beta: float = 1.0) -> None:
+        self.beta = _finite_float(beta, "beta")
+        if self.beta <= 0:
+            raise ValueError(
+                f"smooth-l1 beta must be > 0 (beta = 0 is the 'mae' cost), got {beta!r}"
+            )
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        d = np.abs(a - y)
+        return np.where(d < self.beta, 0.5 * d * d / self.beta, d - 0.5 * self.beta).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return np.clip((a - y) / self.beta, -1.0, 1.0)
+
+
+@register_cost
+class MultiMarginCost(_ClassTargetCost):
+    """Multi-class hinge ``C_x = Σ_{j≠y} max(0, m − a_y + aⱼ)`` (margin ``m``).
+
+    Equations ``COST.multi-margin`` and ``COST.multi-margin.grad``:
+    ``∂C_x/∂aⱼ = 1[m − a_y + aⱼ > 0]`` for ``j ≠ y`` and
+    ``∂C_x/∂a_y = −Σ_{j≠y} 1[m − a_y + aⱼ > 0]``; a hinge exactly at 0
+    contributes 0 (torch's strict ``>``). Targets: labels or one-hot rows.
+    torch's ``F.multi_margin_loss(p=1)`` divides each sample's sum by the
+    number of classes; we do not (the Weston–Watkins / CS231n form), so the
+    oracle multiplies by ``n_classes``.
+    """
+
+    name = "multi-margin"
+    aliases = ("hinge", "multi-class-hinge", "multiclass-hinge")
+    equation_value = "COST.multi-margin"
+    equation_grad = "COST.multi-margin.grad"
+    hyperparameters = ("margin",)
+    one_hot_only = True
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = _finite_float(margin, "margin")
+
+    def _hinges(self, a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = self._targets(a, y)
+        target_score = (a * y).sum(axis=1, keepdims=True)  # a_y (y is one-hot)
+        return self.margin - target_score + a, y
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        hinge, y = self._hinges(a, y)
+        return np.where(y == 1, 0.0, np.maximum(hinge, 0.0)).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        hinge, y = self._hinges(a, y)
+        active = ((hinge > 0) & (y == 0)).astype(a.dtype)
+        return active - y * active.sum(axis=1, keepdims=True)
+
+
+@register_cost
+class KLDivergenceCost(Cost):
+    """KL divergence ``C_x = KL(y ‖ p) = Σⱼ yⱼ (ln yⱼ − aⱼ)`` with ``a = ln p`` (log-probabilities).
+
+    Equations ``COST.kl-divergence`` and ``COST.kl-divergence.grad``. As in
+    ``F.kl_div(input, target)``: the network output ``a`` is the *log*-probability
+    (pair with a log-softmax output), the target ``y`` a probability distribution;
+    terms with ``yⱼ = 0`` are 0. ``∂C_x/∂a = −y``. torch's
+    ``reduction="batchmean"`` is exactly our mean of per-sample sums.
+    """
+
+    name = "kl-divergence"
+    aliases = ("kl", "kl-div", "kullback-leibler")
+    equation_value = "COST.kl-divergence"
+    equation_grad = "COST.kl-divergence.grad"
+    valid_output_activations = ("log-softmax",)
+    target_kind = "distribution"
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        if (y < 0).any():
+            raise ValueError(f"{self.name}: targets must be probabilities >= 0, got min {y.min()}")
+        return (_xlogy(y, y) - np.where(y == 0, 0.0, y * a)).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        _check_same_shape(a, y, self.name)
+        return (-y).astype(a.dtype, copy=False)
+
+
+@register_cost
+class PoissonNLLCost(Cost):
+    """Poisson negative log-likelihood (without the ``ln y!`` constant), as ``F.poisson_nll_loss``.
+
+    Equations ``COST.poisson-nll`` and ``COST.poisson-nll.grad``, for count
+    targets ``y ≥ 0``:
+
+    * ``log_input=False`` (default): ``a = λ ≥ 0`` is the rate (pair with a
+      softplus output), ``C_x = Σⱼ [λⱼ − yⱼ ln(λⱼ + ε)]`` and
+      ``∂C_x/∂λⱼ = 1 − yⱼ/(λⱼ + ε)``, ``ε = eps`` as in torch (finite at ``λ = 0``).
+    * ``log_input=True``: ``a = ln λ`` (identity output), ``C_x = Σⱼ [e^{aⱼ} − yⱼ aⱼ]``
+      and ``∂C_x/∂aⱼ = e^{aⱼ} − yⱼ``. ``e^a`` overflows to ``inf`` for ``a > 709``.
+    """
+
+    name = "poisson-nll"
+    aliases = ("poisson",)
+    equation_value = "COST.poisson-nll"
+    equation_grad = "COST.poisson-nll.grad"
+    hyperparameters = ("log_input", "eps")
+    valid_output_activations = ("softplus",)
+    target_kind = "count"
+
+    def __init__(self, log_input: bool = False, eps: float = 1e-8) -> None:
+        if not isinstance(log_input, (bool, np.bool_)):
+            raise TypeError(f"log_input must be a bool, got {log_input!r}")
+        self.log_input = bool(log_input)
+        self.eps = _finite_float(eps, "eps")
+        if self.eps <= 0:
+            raise ValueError(f"poisson-nll eps must be > 0, got {eps!r}")
+        if self.log_input:
+            self.valid_output_activations = ("identity",)
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        self._check(a, y)
+        if self.log_input:
+            with np.errstate(over="ignore"):  # e^a = inf for a > 709: the true (rounded) value
+                return (np.exp(a) - np.where(y == 0, 0.0, y * a)).sum(axis=1)
+        return (a - y * np.log(a + self.eps)).sum(axis=1)
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        self._check(a, y)
+        if self.log_input:
+            with np.errstate(over="ignore"):
+                return np.exp(a) - y
+        return 1.0 - y / (a + self.eps)
+
+    def _check(self, a: np.ndarray, y: np.ndarray) -> None:
+        _check_same_shape(a, y, self.name)
+        if (y < 0).any():
+            raise ValueError(f"{self.name}: count targets must be >= 0, got min {y.min()}")
+        if not self.log_input and (a < 0).any():
+            raise ValueError(
+                f"{self.name}: rates must be >= 0 with log_input=False, got min {a.min()} "
+                "(use a softplus output, or log_input=True for log-rates)"
+            )
 
 
 def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -33,11 +33,37 @@ TORCH_ACTIVATIONS: dict[str, Callable[[Activation], Callable[[Tensor], Tensor]]]
     "sigmoid": lambda act: torch.sigmoid,
     "tanh": lambda act: torch.tanh,
     "relu": lambda act: F.relu,
+    "leaky-relu": lambda act: lambda z: F.leaky_relu(z, negative_slope=act.alpha),
+    "elu": lambda act: lambda z: F.elu(z, alpha=act.alpha),
+    "selu": lambda act: F.selu,
+    "softplus": lambda act: lambda z: F.softplus(z, beta=act.beta, threshold=act.threshold),
+    "gelu": lambda act: lambda z: F.gelu(z, approximate=act.approximate),
+    "silu": lambda act: F.silu,
+    "hardtanh": lambda act: lambda z: F.hardtanh(z, min_val=act.min_val, max_val=act.max_val),
+    # Coupled: over the units of each sample, the last dim ((batch, n) and (1, n) alike).
+    "softmax": lambda act: lambda z: F.softmax(z, dim=-1),
+    "log-softmax": lambda act: lambda z: F.log_softmax(z, dim=-1),
 }
 
 
 def _batch_size(a: Tensor) -> int:
     return a.shape[0]
+
+
+def _labels(y: Tensor) -> Tensor:
+    """Class labels of one-hot target rows (torch's class-index losses need them)."""
+    return y.argmax(dim=1)
+
+
+def _log_likelihood(a: Tensor, y: Tensor) -> Tensor:
+    """``−Σ y ln a`` summed: ``F.nll_loss(log a, labels)`` for one-hot ``y``, any soft ``y``.
+
+    Masked twice (``where`` before the log and after) so that the gradient is
+    exactly 0, not 0/0, where ``y = 0`` and the softmax output underflowed to 0.
+    """
+    nonzero = y != 0
+    safe_log = torch.log(torch.where(nonzero, a, torch.ones_like(a)))
+    return -torch.where(nonzero, y * safe_log, torch.zeros_like(a)).sum()
 
 
 #: name -> f(cost_instance) -> ((a, y) -> mean per-sample cost)
@@ -48,6 +74,41 @@ TORCH_COSTS: dict[str, Callable[[Cost], Callable[[Tensor, Tensor], Tensor]]] = {
     # agrees with our definition wherever a ∈ (e⁻¹⁰⁰, 1 − e⁻¹⁰⁰) (see docs/costs.md).
     "cross-entropy": lambda cost: (
         lambda a, y: F.binary_cross_entropy(a, y, reduction="sum") / _batch_size(a)
+    ),
+    "bce-logits": lambda cost: (
+        lambda a, y: F.binary_cross_entropy_with_logits(a, y, reduction="sum") / _batch_size(a)
+    ),
+    "log-likelihood": lambda cost: lambda a, y: _log_likelihood(a, y) / _batch_size(a),
+    # F.cross_entropy with probability targets: −Σⱼ yⱼ log_softmax(a)ⱼ per sample.
+    "categorical-cross-entropy": lambda cost: (
+        lambda a, y: F.cross_entropy(a, y, reduction="sum") / _batch_size(a)
+    ),
+    "mae": lambda cost: lambda a, y: F.l1_loss(a, y, reduction="sum") / _batch_size(a),
+    "huber": lambda cost: (
+        lambda a, y: F.huber_loss(a, y, delta=cost.threshold, reduction="sum") / _batch_size(a)
+    ),
+    "smooth-l1": lambda cost: (
+        lambda a, y: F.smooth_l1_loss(a, y, beta=cost.beta, reduction="sum") / _batch_size(a)
+    ),
+    # multi_margin_loss divides each sample's hinge sum by the number of classes; we do not.
+    "multi-margin": lambda cost: (
+        lambda a, y: (
+            F.multi_margin_loss(a, _labels(y), p=1, margin=cost.margin, reduction="sum")
+            * a.shape[1]
+            / _batch_size(a)
+        )
+    ),
+    # kl_div(input = log-probabilities, target = probabilities); "batchmean" = Σ / batch.
+    "kl-divergence": lambda cost: (
+        lambda a, y: F.kl_div(a, y, reduction="batchmean", log_target=False)
+    ),
+    "poisson-nll": lambda cost: (
+        lambda a, y: (
+            F.poisson_nll_loss(
+                a, y, log_input=cost.log_input, full=False, eps=cost.eps, reduction="sum"
+            )
+            / _batch_size(a)
+        )
     ),
 }
 
@@ -60,6 +121,10 @@ TORCH_FUSED_OUTPUTS: dict[
 ] = {
     ("sigmoid", "cross-entropy"): lambda act, cost: (
         lambda z, y: F.binary_cross_entropy_with_logits(z, y, reduction="sum") / _batch_size(z)
+    ),
+    # softmax + log-likelihood = cross-entropy of the logits (log-sum-exp, no underflow).
+    ("softmax", "log-likelihood"): lambda act, cost: (
+        lambda z, y: F.cross_entropy(z, y, reduction="sum") / _batch_size(z)
     ),
 }
 

@@ -49,7 +49,21 @@ __all__ = [
 DERIVATIVE_ROUNDING = {
     "tanh": lambda z, a: 1.0 + a * a,  # 1 − a²
     "sigmoid": lambda z, a: np.abs(a),  # a(1 − a): 1 − a is exact to ε absolute
+    # a ⊙ (g − ⟨g, a⟩): the diagonal term aᵢgᵢ and aᵢ·aᵢgᵢ of the sum cancel as aᵢ → 1.
+    "softmax": lambda z, a: 2.0 * np.abs(a),
+    # g − eᵃ Σg: gᵢ and eᵃⁱgᵢ cancel as the probability eᵃⁱ → 1.
+    "log-softmax": lambda z, a: 2.0 * np.exp(a),
+    # s(1 + z(1 − s)) cancels where silu' = 0 (z ≈ −1.28): terms s(1 + |z|(1 − s)).
+    "silu": lambda z, a: _sigmoid(z) * (1.0 + np.abs(z)),
+    # Φ(z) + zφ(z) cancels where gelu' = 0 (z ≈ −0.75); torch's Φ = ½(1 + erf) is only
+    # absolutely accurate (½ε) in the left tail.
+    "gelu": lambda z, a: 0.5 + np.abs(z) * np.exp(-0.5 * np.minimum(z * z, 1400.0)),
 }
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, e) / (1.0 + e)
 
 
 @dataclass
@@ -130,6 +144,11 @@ def _output_scale(net: Network, run: TorchRun, y: np.ndarray, jacobian: np.ndarr
     candidates.append(np.einsum("bij,bi->bj", jacobian, grad_a))
     if net.output_activation.name in net.cost.shortcuts:
         candidates.append(np.abs(a) + np.abs(y))
+    elif net.cost.name in COST_GRAD_ROUNDING:
+        # ∇ₐC is itself a difference (softmax(a) − y, sigmoid(a) − y, a − y): its rounding,
+        # not only its value, goes through J̃ (issue 3).
+        rounding = cost_grad_scale(net.cost.name, a, y, grad_a, np.abs(a))
+        candidates.append(np.einsum("bij,bi->bj", jacobian, rounding))
     return np.maximum.reduce(candidates)
 
 
@@ -169,7 +188,28 @@ COST_GRAD_ROUNDING = {
     "quadratic": lambda a, y, g, s: s + np.abs(y),  # a − y
     # (a − y)/(a(1 − a)): a and 1 − a are known to ε·s absolute, i.e. relative ε·s/min(a, 1 − a).
     "cross-entropy": lambda a, y, g, s: g * s / np.minimum(np.abs(a), np.abs(1 - a)),
+    # sigmoid(a) − y; a known to ε·s moves sigmoid(a) by sigmoid'(a)·ε·s.
+    "bce-logits": lambda a, y, g, s: _sigmoid(a) * (1.0 + (1.0 - _sigmoid(a)) * s) + np.abs(y),
+    # softmax(a) − y; a known to ε·s moves pᵢ by at most 2pᵢ·ε·max(s) (row).
+    "categorical-cross-entropy": lambda a, y, g, s: (
+        _softmax(a) * (1.0 + 2.0 * s.max(axis=-1, keepdims=True)) + np.abs(y)
+    ),
+    "log-likelihood": lambda a, y, g, s: g * s / np.abs(a),  # −y/a: a quotient, no cancellation
+    "mae": lambda a, y, g, s: g,  # sign(a − y): exact
+    "huber": lambda a, y, g, s: s + np.abs(y),  # clip(a − y, ±δ)
+    "smooth-l1": lambda a, y, g, s: np.maximum(g, s + np.abs(y)),  # clip((a − y)/β, ±1)
+    "multi-margin": lambda a, y, g, s: g,  # counts of active hinges: exact
+    "kl-divergence": lambda a, y, g, s: g,  # −y: exact
+    # 1 − y/(λ + ε) (default log_input=False): the quotient is known to relative ε·s/(λ + ε).
+    "poisson-nll": lambda a, y, g, s: (
+        1.0 + np.abs(y) / (np.abs(a) + 1e-8) * (1.0 + s / (np.abs(a) + 1e-8))
+    ),
 }
+
+
+def _softmax(a: np.ndarray) -> np.ndarray:
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def cost_grad_scale(

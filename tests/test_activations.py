@@ -1,0 +1,191 @@
+"""Chapter ``docs/activations.md``: every activation's forward and VJP against torch.
+
+Alone (random upstream gradients, all pre-activation regimes, exact kinks,
+saturation at |z| up to 1e4) and inside random networks. Cases come from
+``reference/checks_components.py``, shared with the ``verify`` command.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from manual_bp import Network
+from manual_bp.activations import (
+    ACTIVATIONS,
+    ELU,
+    GELU,
+    SELU,
+    HardTanh,
+    LeakyReLU,
+    Softplus,
+    get_activation,
+)
+from manual_bp.gradcheck import assert_gradients_close
+from reference.cases import build_case
+from reference.checks_components import (
+    REGIMES,
+    activation_comparisons,
+    random_activation,
+    random_preactivations,
+    random_upstream,
+)
+from reference.compare import network_comparisons
+from reference.components import torch_activation
+from tests.strategies import network_specs
+
+NAMES = ACTIVATIONS.names()
+seeds = st.integers(0, 2**32 - 1)
+sizes = st.integers(1, 16)
+
+
+@given(st.sampled_from(NAMES), st.sampled_from(REGIMES), sizes, sizes, seeds)
+def test_activation_backward_matches_torch(name, regime, batch, n, seed):
+    """σ(z) and J_σ(z)ᵀg for a random upstream g equal torch's forward and autograd VJP.
+
+    Verifies ACT.identity, ACT.sigmoid, ACT.tanh, ACT.relu, ACT.leaky-relu,
+    ACT.elu, ACT.selu, ACT.softplus, ACT.gelu, ACT.silu, ACT.hardtanh,
+    ACT.softmax and ACT.log-softmax (hyper-parameters drawn at random and
+    passed to torch's op), in every regime of pre-activations.
+    """
+    rng = np.random.default_rng(seed)
+    activation = random_activation(rng, name)
+    z = random_preactivations(rng, activation, (batch, n), regime)
+    g = random_upstream(rng, z.shape)
+    for comparison in activation_comparisons(activation, z, g):
+        comparison.check()
+
+
+#: (activation, breakpoint, torch's derivative there): the documented kink conventions.
+KINKS = [
+    (get_activation("relu"), 0.0, 0.0),
+    (LeakyReLU(alpha=0.2), 0.0, 0.2),
+    (ELU(alpha=2.0), 0.0, 2.0),
+    (SELU(), 0.0, 1.0507009873554804934193349852946 * 1.6732632423543772848170429916717),
+    (HardTanh(), -1.0, 0.0),
+    (HardTanh(), 1.0, 0.0),
+    (HardTanh(min_val=-0.5, max_val=2.0), 2.0, 0.0),
+]
+
+
+@pytest.mark.parametrize(("activation", "point", "slope"), KINKS, ids=lambda v: repr(v))
+def test_kink_convention_matches_torch(activation, point, slope):
+    """At an exact breakpoint the derivative is torch's (relu'(0) = 0, leaky'(0) = α, ...)."""
+    z = np.array([[point, np.nextafter(point, -np.inf), np.nextafter(point, np.inf)]])
+    g = np.array([[1.5, -0.5, 2.0]])
+    ours = activation.backward(g, z, activation.forward(z))
+    zt = torch.tensor(z, requires_grad=True)
+    (theirs,) = torch.autograd.grad(torch_activation(activation)(zt), zt, torch.tensor(g))
+    np.testing.assert_array_equal(ours, theirs.numpy())
+    assert ours[0, 0] == 1.5 * slope
+
+
+def test_softplus_threshold_switch_matches_torch():
+    """Softplus switches to the identity strictly above βz = threshold, as torch."""
+    act = Softplus(beta=2.0, threshold=5.0)
+    z = np.array([[2.5, np.nextafter(2.5, 3), np.nextafter(2.5, 0)]])
+    zt = torch.tensor(z, requires_grad=True)
+    at = torch_activation(act)(zt)
+    (gt,) = torch.autograd.grad(at.sum(), zt)
+    ours = act.backward(np.ones_like(z), z, act.forward(z))
+    assert ours[0, 1] == gt[0, 1] == 1.0  # identity branch above the threshold
+    assert ours[0, 0] < 1.0 and gt[0, 0] < 1.0  # log branch at the threshold itself
+    assert_gradients_close(act.forward(z), at.detach().numpy(), name="softplus at threshold")
+    assert_gradients_close(ours, gt.numpy(), name="softplus' at threshold")
+
+
+@given(st.sampled_from(NAMES), sizes, seeds)
+def test_saturation_is_finite_and_matches_torch(name, n, seed):
+    """|z| up to 1e4: no overflow/invalid warning (they raise here), no NaN, torch's values."""
+    rng = np.random.default_rng(seed)
+    activation = random_activation(rng, name)
+    z = rng.choice([-1e4, -1e3, -750.0, -40.0, 40.0, 750.0, 1e3, 1e4], size=(3, n))
+    g = random_upstream(rng, z.shape)
+    a = activation.forward(z)
+    grad_z = activation.backward(g, z, a)
+    assert np.isfinite(a).all() and np.isfinite(grad_z).all()
+    for comparison in activation_comparisons(activation, z, g):
+        comparison.check()
+
+
+@given(st.sampled_from(NAMES), seeds)
+def test_float32_matches_float64(name, seed):
+    """Float32 in, float32 out, within c·ε(float32) of the float64 result."""
+    rng = np.random.default_rng(seed)
+    activation = random_activation(rng, name)
+    z = random_preactivations(rng, activation, (4, 5), "moderate").astype(np.float32)
+    g = random_upstream(rng, z.shape).astype(np.float32)
+    a32 = activation.forward(z)
+    grad32 = activation.backward(g, z, a32)
+    assert a32.dtype == np.float32 and grad32.dtype == np.float32
+    z64, g64 = z.astype(np.float64), g.astype(np.float64)
+    a64 = activation.forward(z64)
+    grad64 = activation.backward(g64, z64, a64)
+    scale = np.abs(g64) * (1 + np.abs(z64))  # float32 rounding of z moves σ by σ'·ε·|z|
+    assert_gradients_close(a32, a64, name="σ(z) float32", dtype=np.float32, scale=1 + np.abs(z64))
+    assert_gradients_close(grad32, grad64, name="VJP float32", dtype=np.float32, scale=scale)
+
+
+@given(
+    st.sampled_from(NAMES).flatmap(
+        lambda name: network_specs(max_depth=4, max_width=8, max_batch=6, activations=(name,))
+    )
+)
+def test_activation_inside_random_networks(spec):
+    """Each activation as hidden (and, where valid, output) layer of random networks vs autograd."""
+    net, x, y = build_case(spec)
+    for comparison in network_comparisons(net, x, y):
+        comparison.check()
+
+
+def test_elementwise_flag_and_coupled_vjp():
+    """Softmax/log-softmax are not elementwise: their VJP is not g ⊙ diag(J)."""
+    rng = np.random.default_rng(0)
+    z, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    for name in ("softmax", "log-softmax"):
+        act = get_activation(name)
+        assert not act.elementwise
+        with pytest.raises(NotImplementedError):
+            act.derivative(z, act.forward(z))
+        jac = np.stack([np.eye(4) for _ in range(3)])  # a wrong (diagonal) Jacobian differs
+        assert not np.allclose(act.backward(g, z, act.forward(z)), np.einsum("bij,bi->bj", jac, g))
+
+
+def test_lookup_by_name_alias_class_and_config():
+    """Names are case/underscore-insensitive; classes and config dicts work; configs round-trip."""
+    assert isinstance(get_activation("Leaky_ReLU"), LeakyReLU)
+    assert isinstance(get_activation("swish"), ACTIVATIONS.lookup("silu"))
+    assert isinstance(get_activation(GELU), GELU)
+    act = get_activation({"name": "gelu", "approximate": "tanh"})
+    assert act.approximate == "tanh"
+    for name in NAMES:
+        act = random_activation(np.random.default_rng(1), name)
+        assert get_activation(act.get_config()) == act
+    net = Network([3, 4, 2], activation="gelu", cost="huber")
+    assert isinstance(net.activations[0], GELU)
+    assert Network([3, 4, 2], activation=ELU(alpha=0.5)).activations[0].alpha == 0.5
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown activation 'gelux'.*leaky-relu.*softmax"):
+        get_activation("gelux")
+    with pytest.raises(ValueError, match="unknown activation"):
+        Network([2, 2], activation="swishy")
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (Softplus, {"beta": 0.0}),
+        (Softplus, {"beta": float("nan")}),
+        (GELU, {"approximate": "erf"}),
+        (HardTanh, {"min_val": 1.0, "max_val": -1.0}),
+        (ELU, {"alpha": float("inf")}),
+    ],
+)
+def test_invalid_hyperparameters_are_rejected(cls, kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs)) if cls is not HardTanh else "min_val"):
+        cls(**kwargs)

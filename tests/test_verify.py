@@ -1,0 +1,141 @@
+"""The ``verify`` command and runner (manual_bp.verify) and the generated equation index."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from manual_bp import verify
+from manual_bp.cli import main
+from manual_bp.equations import EQUATIONS
+from reference.compare import Comparison
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_equation_index_is_up_to_date():
+    """docs/equations.md is generated from the registry and docs/verification.json.
+
+    Stale after an equation is added or changed: regenerate with
+    ``python -m manual_bp verify --figures docs/verification.json --pages docs/equations.md``.
+    """
+    figures = verify.read_figures(ROOT / "docs/verification.json")
+    expected = verify.equations_page(figures)
+    actual = (ROOT / "docs/equations.md").read_text(encoding="utf-8")
+    assert actual == expected, f"docs/equations.md is stale; run: {verify.REGENERATE_PAGES}"
+
+
+def test_equation_index_links_code_test_and_figure():
+    page = verify.equations_page({"summary": "s", "equations": []})
+    for equation in EQUATIONS.values():
+        assert f'<a id="{equation.id}"></a>' in page
+        assert f"`{equation.code}`" in page and equation.test in page
+        assert f"({equation.doc_file.removeprefix('docs/')}#{equation.anchor})" in page
+
+
+def test_committed_report_covers_the_registry():
+    """docs/verification.json names every registered ID (else regenerate the report)."""
+    figures = verify.read_figures(ROOT / "docs/verification.json")
+    reported = {e["id"] for e in figures["equations"]}
+    assert set(EQUATIONS) <= reported, f"not in the report: {sorted(set(EQUATIONS) - reported)}"
+
+
+def _fake_checks(wrong: bool = False):
+    """Checks without torch: BP3 as a mean of rows, optionally off by a factor."""
+
+    def good(rng):
+        d = rng.standard_normal((4, 3))
+        return [Comparison("BP3", "∂C/∂b", d.mean(0), d.sum(0) / 4, oracle="torch")]
+
+    def bad(rng):
+        d = rng.standard_normal((4, 3))
+        return [Comparison("BP3", "∂C/∂b", d.sum(0), d.sum(0) / 4)]
+
+    def unknown(rng):
+        return [Comparison("NOT.AN.ID", "x", np.ones(2), np.ones(2))]
+
+    checks = {"good": good}
+    if wrong:
+        checks.update(bad=bad, unknown=unknown)
+    return checks
+
+
+def test_runner_tabulates_errors_and_coverage():
+    report = verify.run_verification(cases=3, only="BP3", checks=_fake_checks(), progress=False)
+    assert report.passed
+    result = report.results["BP3"]
+    assert result.cases == 3 and result.comparisons == 3 and result.failures == 0
+    assert result.worst["torch"] < 1e-15
+    assert "BP3" in report.to_text() and "all passed" in report.summary()
+    data = json.loads(report.to_json())
+    assert data["versions"]["numpy"] == np.__version__ and data["cases"] == 3
+    markdown = report.to_markdown(ROOT / "docs/verification.md")
+    assert "| `BP3` |" in markdown and "(backprop.md#BP3)" in markdown
+
+
+def test_runner_reports_failures_missing_and_unregistered():
+    report = verify.run_verification(cases=2, checks=_fake_checks(wrong=True), progress=False)
+    assert not report.passed
+    assert report.failed == ["BP3"] and report.results["BP3"].failures == 2
+    assert "check 'bad' case 0 (seed 0)" in report.results["BP3"].first_failure
+    assert "BP4" in report.missing and "BP3" not in report.missing
+    assert report.unregistered == ["NOT.AN.ID"]
+    text = report.to_text()
+    assert "FAIL BP3" in text and "NOT COVERED" in text and "NOT REGISTERED" in text
+
+
+def test_runner_reports_crashing_checks():
+    def crash(rng):
+        raise RuntimeError("boom")
+
+    report = verify.run_verification(
+        cases=1, only="BP3", checks={"good": _fake_checks()["good"], "crash": crash}, progress=False
+    )
+    assert not report.passed and "RuntimeError: boom" in report.check_errors[0]
+
+
+def test_cases_are_reproducible_per_check():
+    a = verify.case_rng(0, "network", 5).standard_normal(3)
+    np.testing.assert_array_equal(a, verify.case_rng(0, "network", 5).standard_normal(3))
+    assert not np.array_equal(a, verify.case_rng(0, "other", 5).standard_normal(3))
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="matches no registered equation ID"):
+        verify.run_verification(cases=1, only="NOPE*", checks={}, progress=False)
+    with pytest.raises(ValueError, match="positive integer"):
+        verify.run_verification(cases=0, checks={}, progress=False)
+
+
+def test_command_runs_real_checks(capsys, tmp_path):
+    """LAYER.dense and OPT.sgd against torch, end to end through the CLI."""
+    report, data = tmp_path / "v.md", tmp_path / "v.json"
+    options = ["--only", "LAYER.dense,OPT.sgd", "--cases", "3", "--no-progress"]
+    status = main(["verify", *options, "--report", str(report), "--json", str(data)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "LAYER.dense" in out and "all passed" in out
+    results = {e["id"]: e for e in json.loads(data.read_text())["equations"]}
+    assert results["LAYER.dense"]["cases"] == 3 and results["OPT.sgd"]["passed"]
+    assert "verified against torch" in report.read_text()
+
+
+def test_without_torch_says_how_to_install():
+    """Importing manual_bp.verify needs no torch; running it without torch explains the fix."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import manual_bp.verify\n"
+        "assert 'reference.checks' not in sys.modules\n"
+        "from manual_bp.cli import main\n"
+        "sys.exit(main(['verify', '--quick', '--no-progress']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3, done.stderr
+    assert 'pip install -e ".[test]" -c constraints.txt' in done.stderr
