@@ -123,7 +123,8 @@ def load_digits(
     Dataset
         ``x_*`` ``(n, 64)``, ``y_*`` ``(n,)``.
     """
-    for value, name in ((validation_fraction, "validation_fraction"), (test_fraction, "test_fraction")):
+    fractions = {"validation_fraction": validation_fraction, "test_fraction": test_fraction}
+    for name, value in fractions.items():
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     if validation_fraction + test_fraction >= 1:
@@ -143,7 +144,9 @@ def _read_digits_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with gzip.open(path, "rt", encoding="ascii") as handle:
             table = np.loadtxt(handle, delimiter=",", dtype=np.int64, comments="#")
     except FileNotFoundError:
-        raise DatasetError(f"{path}: embedded digits file is missing (reinstall manual-bp)") from None
+        raise DatasetError(
+            f"{path}: embedded digits file is missing (reinstall manual-bp)"
+        ) from None
     except (OSError, EOFError, ValueError) as error:
         raise DatasetError(f"{path}: embedded digits file is corrupt ({error})") from None
     if table.ndim != 2 or table.shape[1] != 65:
@@ -160,6 +163,8 @@ def load_mnist(
     *,
     verify_checksums: bool = False,
     dtype: np.dtype | type | str = np.float64,
+    counts: tuple[int, int] | None = (MNIST_TRAIN_COUNT, MNIST_TEST_COUNT),
+    validation_size: int = MNIST_VALIDATION_COUNT,
 ) -> Dataset:
     """MNIST from the four canonical IDX files, with Nielsen's split.
 
@@ -177,6 +182,22 @@ def load_mnist(
     files as they are on disk (a recompressed ``.gz`` has its own checksums,
     different from those published with the original files).
 
+    Parameters
+    ----------
+    directory : path
+    verify_checksums : bool
+    dtype : float32 or float64
+    counts : (n_train_file, n_test_file) or None
+        Expected numbers of images in the training and t10k files; ``None`` accepts
+        any (subsets, tests).
+    validation_size : int
+        Images taken from the end of the training file for validation.
+
+    Returns
+    -------
+    Dataset
+        ``x_*`` ``(n, 784)`` in ``[0, 1]``, ``y_*`` ``(n,)`` int64.
+
     Raises
     ------
     DatasetError
@@ -188,15 +209,20 @@ def load_mnist(
     paths = {key: _find_file(directory, stem) for key, stem in MNIST_FILES.items()}
     if verify_checksums:
         verify_file_checksums(directory, list(paths.values()))
-    train_x = _read_images(paths["train_images"], MNIST_TRAIN_COUNT)
-    train_y = _read_labels(paths["train_labels"], MNIST_TRAIN_COUNT)
-    test_x = _read_images(paths["test_images"], MNIST_TEST_COUNT)
-    test_y = _read_labels(paths["test_labels"], MNIST_TEST_COUNT)
+    n_train_file, n_test_file = counts if counts is not None else (None, None)
+    train_x = _read_images(paths["train_images"], n_train_file)
+    train_y = _read_labels(paths["train_labels"], train_x.shape[0], paths["train_images"])
+    test_x = _read_images(paths["test_images"], n_test_file)
+    test_y = _read_labels(paths["test_labels"], test_x.shape[0], paths["test_images"])
+    if not 0 <= validation_size < train_x.shape[0]:
+        raise ValueError(
+            f"validation_size {validation_size} must leave training images "
+            f"(the training file has {train_x.shape[0]})"
+        )
     dtype = _float_dtype(dtype)
-    n_train = MNIST_TRAIN_COUNT - MNIST_VALIDATION_COUNT
-    scale = dtype.type(1 / 255)
-    x_train = train_x.reshape(MNIST_TRAIN_COUNT, -1).astype(dtype) * scale
-    x_test = test_x.reshape(MNIST_TEST_COUNT, -1).astype(dtype) * scale
+    n_train = train_x.shape[0] - validation_size
+    x_train = train_x.reshape(train_x.shape[0], -1).astype(dtype) / dtype.type(255)
+    x_test = test_x.reshape(test_x.shape[0], -1).astype(dtype) / dtype.type(255)
     return Dataset(
         x_train[:n_train],
         train_y[:n_train],
@@ -262,22 +288,25 @@ def _read_bytes(path: Path) -> bytes:
         raise DatasetError(f"{path}: corrupt or truncated gzip data ({error})") from None
 
 
-def _read_images(path: Path, count: int) -> np.ndarray:
+def _read_images(path: Path, count: int | None) -> np.ndarray:
     images = read_idx(path)
-    magic = IMAGES_MAGIC if images.ndim == 3 else None
-    if magic is None:
+    if images.ndim != 3:
         raise DatasetError(
             f"{path}: expected an image file (magic {IMAGES_MAGIC}, 3 dimensions), "
             f"got {images.ndim} dimension(s) {images.shape}"
         )
-    if images.shape[0] != count:
-        raise DatasetError(f"{path}: expected {count} images, the header declares {images.shape[0]}")
+    if count is not None and images.shape[0] != count:
+        raise DatasetError(
+            f"{path}: expected {count} images, the header declares {images.shape[0]}"
+        )
     if images.shape[1:] != MNIST_SHAPE:
-        raise DatasetError(f"{path}: expected 28×28 images, got {images.shape[1]}×{images.shape[2]}")
+        raise DatasetError(
+            f"{path}: expected 28×28 images, got {images.shape[1]}×{images.shape[2]}"
+        )
     return images
 
 
-def _read_labels(path: Path, count: int) -> np.ndarray:
+def _read_labels(path: Path, count: int, images_path: Path) -> np.ndarray:
     labels = read_idx(path)
     if labels.ndim != 1:
         raise DatasetError(
@@ -286,23 +315,26 @@ def _read_labels(path: Path, count: int) -> np.ndarray:
         )
     if labels.shape[0] != count:
         raise DatasetError(
-            f"{path}: expected {count} labels (one per image), the header declares "
-            f"{labels.shape[0]}"
+            f"{path}: {labels.shape[0]} labels but {images_path.name} has {count} images "
+            f"(one label per image)"
         )
     if labels.max(initial=0) > 9:
         index = int(np.argmax(labels > 9))
-        raise DatasetError(f"{path}: label {int(labels[index])} at index {index} is not a digit 0..9")
+        raise DatasetError(
+            f"{path}: label {int(labels[index])} at index {index} is not a digit 0..9"
+        )
     return labels.astype(np.int64)
 
 
 def verify_file_checksums(directory: Path, paths: list[Path]) -> None:
     """Compare ``paths`` with ``directory/MD5SUMS`` (or ``SHA256SUMS``); ``DatasetError`` if not."""
-    for listing, algorithm in (("MD5SUMS", "md5"), ("SHA256SUMS", "sha256")):
-        sums_path = directory / listing
-        if sums_path.is_file():
-            break
-    else:
-        raise DatasetError(f"{directory}: no MD5SUMS or SHA256SUMS file to verify checksums against")
+    candidates = [(directory / "MD5SUMS", "md5"), (directory / "SHA256SUMS", "sha256")]
+    found = [(path, name) for path, name in candidates if path.is_file()]
+    if not found:
+        raise DatasetError(
+            f"{directory}: no MD5SUMS or SHA256SUMS file to verify checksums against"
+        )
+    sums_path, algorithm = found[0]
     expected: dict[str, str] = {}
     for line in sums_path.read_text(encoding="utf-8").splitlines():
         parts = line.split()

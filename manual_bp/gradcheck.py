@@ -55,7 +55,8 @@ def normalised_error(actual: np.ndarray, expected: np.ndarray) -> float:
         return float("inf")
     if (np.isinf(actual) != np.isinf(expected)).any():
         return float("inf")
-    diff = np.where(same_inf, 0.0, np.abs(actual - expected))
+    with np.errstate(invalid="ignore"):  # inf − inf where both are the same infinity
+        diff = np.where(same_inf, 0.0, np.abs(actual - expected))
     finite_expected = np.where(np.isinf(expected), 0.0, np.abs(expected))
     scale = float(finite_expected.max())
     return float(diff.max()) / (scale if scale > 0 else 1.0)

@@ -375,6 +375,19 @@ class Network:
         clone._params[...] = self._params
         return clone
 
+    def save(self, path: Any) -> Any:
+        """Write to ``path`` (``.json`` or ``.npz``) atomically (:mod:`manual_bp.serialization`)."""
+        from manual_bp.serialization import save_network
+
+        return save_network(self, path)
+
+    @staticmethod
+    def load(path: Any) -> Network:
+        """Read a network saved by :meth:`save`; see :mod:`manual_bp.serialization`."""
+        from manual_bp.serialization import load_network
+
+        return load_network(path)
+
     def __repr__(self) -> str:
         names = [activation.name for activation in self.activations]
         shown = names[0] if len(set(names)) == 1 else names

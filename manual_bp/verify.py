@@ -175,7 +175,10 @@ class EquationResult:
     def record(self, comparison: Any, where: str) -> None:
         """Check one comparison; count it and keep the worst error and first failure."""
         self.comparisons += 1
-        error = comparison.error
+        try:
+            error = comparison.error
+        except ValueError:  # shapes differ: check() below reports it
+            error = math.inf
         oracle = comparison.oracle
         current = self.worst.get(oracle)
         # Keep the maximum; a NaN error (NaN on one side) sticks.

@@ -47,7 +47,8 @@ seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 16)
 
 
-@given(st.sampled_from(NAMES), st.sampled_from(["moderate", "large"]), sizes, sizes, seeds)
+@pytest.mark.parametrize("name", NAMES)
+@given(regime=st.sampled_from(["moderate", "large"]), batch=sizes, n=sizes, seed=seeds)
 def test_cost_value_matches_torch(name, regime, batch, n, seed):
     """C = (1/n) Σ_x C_x equals the torch loss with its reduction mapped to ours.
 
@@ -64,7 +65,8 @@ def test_cost_value_matches_torch(name, regime, batch, n, seed):
     value.check()
 
 
-@given(st.sampled_from(NAMES), st.sampled_from(["moderate", "large"]), sizes, sizes, seeds)
+@pytest.mark.parametrize("name", NAMES)
+@given(regime=st.sampled_from(["moderate", "large"]), batch=sizes, n=sizes, seed=seeds)
 def test_cost_gradient_matches_torch(name, regime, batch, n, seed):
     """∂C_x/∂a equals n × autograd's gradient of the mean torch loss.
 
@@ -81,7 +83,8 @@ def test_cost_gradient_matches_torch(name, regime, batch, n, seed):
     grad.check()
 
 
-@given(st.sampled_from(SHORTCUTS), st.sampled_from([1.0, 5.0, 30.0, 1e4]), sizes, sizes, seeds)
+@pytest.mark.parametrize("pair", SHORTCUTS, ids="-".join)
+@given(z_scale=st.sampled_from([1.0, 5.0, 30.0, 1e4]), batch=sizes, n=sizes, seed=seeds)
 def test_shortcut_equals_general_bp1(pair, z_scale, batch, n, seed):
     """Property: the shortcut δᴸ = a − y equals the general BP1 path J_σᵀ∇ₐC, and torch.
 
@@ -119,7 +122,8 @@ def test_cost_inside_random_networks(spec):
 
 
 # ------------------------------------------------------------------ class labels
-@given(st.sampled_from(CLASS_COSTS), sizes, st.integers(2, 16), seeds)
+@pytest.mark.parametrize("name", CLASS_COSTS)
+@given(batch=sizes, n=st.integers(2, 16), seed=seeds)
 def test_integer_labels_equal_one_hot_rows(name, batch, n, seed):
     """Class costs give the same value and gradient for labels and their one-hot rows."""
     rng = np.random.default_rng(seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,12 +57,15 @@ def _fake_checks(wrong: bool = False):
         d = rng.standard_normal((4, 3))
         return [Comparison("BP3", "∂C/∂b", d.sum(0), d.sum(0) / 4)]
 
+    def misshapen(rng):
+        return [Comparison("BP4", "∂C/∂W", np.ones((2, 3)), np.ones((3, 2)))]
+
     def unknown(rng):
         return [Comparison("NOT.AN.ID", "x", np.ones(2), np.ones(2))]
 
     checks = {"good": good}
     if wrong:
-        checks.update(bad=bad, unknown=unknown)
+        checks.update(bad=bad, misshapen=misshapen, unknown=unknown)
     return checks
 
 
@@ -81,9 +85,11 @@ def test_runner_tabulates_errors_and_coverage():
 def test_runner_reports_failures_missing_and_unregistered():
     report = verify.run_verification(cases=2, checks=_fake_checks(wrong=True), progress=False)
     assert not report.passed
-    assert report.failed == ["BP3"] and report.results["BP3"].failures == 2
+    assert report.failed == ["BP3", "BP4"] and report.results["BP3"].failures == 2
     assert "check 'bad' case 0 (seed 0)" in report.results["BP3"].first_failure
-    assert "BP4" in report.missing and "BP3" not in report.missing
+    assert "shape (2, 3) differs" in report.results["BP4"].first_failure
+    assert report.results["BP4"].worst_ratio == np.inf
+    assert "BP2" in report.missing and "BP3" not in report.missing
     assert report.unregistered == ["NOT.AN.ID"]
     text = report.to_text()
     assert "FAIL BP3" in text and "NOT COVERED" in text and "NOT REGISTERED" in text
@@ -139,3 +145,45 @@ def test_without_torch_says_how_to_install():
     )
     assert done.returncode == 3, done.stderr
     assert 'pip install -e ".[test]" -c constraints.txt' in done.stderr
+
+
+@pytest.mark.slow
+def test_quick_verification_passes_and_covers_every_equation():
+    """``verify --quick`` in CI: every check passes and every registered ID gets cases.
+
+    Fails when an equation is registered without any check producing it (add a
+    ``@register_check`` in ``reference/checks_<topic>.py``).
+    """
+    report = verify.run_verification(cases=verify.QUICK_CASES, progress=False)
+    assert not report.missing, f"registered equations no check exercised: {report.missing}"
+    assert not report.unregistered, f"checked IDs absent from the registry: {report.unregistered}"
+    assert not report.check_errors, report.check_errors
+    assert report.passed, "\n".join(report._problems())
+
+
+def _github_slug(heading: str) -> str:
+    slug = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return slug.replace(" ", "-")
+
+
+def _anchors(markdown: Path) -> set[str]:
+    text = markdown.read_text(encoding="utf-8")
+    ids = set(re.findall(r'<a id="([^"]+)"></a>', text))
+    headings = re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)
+    return ids | {_github_slug(h) for h in headings}
+
+
+@pytest.mark.parametrize("page", ["docs/equations.md", "docs/verification.md"])
+def test_generated_pages_have_no_broken_links(page):
+    """Every relative link of the generated pages reaches a file, and an anchor in it."""
+    source = ROOT / page
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (source.parent / path).resolve() if path else source
+        missing_anchor = anchor and resolved.suffix == ".md" and resolved.exists()
+        if not resolved.exists() or (missing_anchor and anchor not in _anchors(resolved)):
+            broken.append(target)
+    assert not broken, f"{page}: broken links {sorted(set(broken))}"

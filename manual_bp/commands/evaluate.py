@@ -1,0 +1,81 @@
+"""``manual-bp evaluate FILE``: accuracy and confusion matrix of a saved network.
+
+Examples::
+
+    python -m manual_bp train --save digits.json
+    python -m manual_bp evaluate digits.json                 # embedded digits, test split
+    python -m manual_bp evaluate mnist.npz --mnist ../shared/data/mnist --split validation
+
+Exit status 0, or 2 for a missing/corrupt file or a network that does not fit the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_parser", "confusion_matrix", "format_confusion_matrix", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy and confusion matrix of a saved network",
+        description="Load a network saved by 'train --save' and evaluate it on a data set split.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("file", type=Path, help="saved network (.json or .npz)")
+    parser.add_argument(
+        "--mnist", metavar="DIR", type=Path, help="evaluate on MNIST from the IDX files in DIR"
+    )
+    parser.add_argument(
+        "--split", choices=("train", "validation", "test"), default="test", help="data split"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from manual_bp.data import load_digits, load_mnist
+    from manual_bp.serialization import load_network
+
+    net = load_network(args.file)
+    dtype = net.dtype
+    data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)
+    x, y = data.split(args.split)
+    if net.sizes[0] != data.n_features or net.sizes[-1] != data.n_classes:
+        raise ValueError(
+            f"{args.file}: network sizes {net.sizes} do not fit {data.name} "
+            f"({data.n_features} inputs, {data.n_classes} classes)"
+        )
+    predicted = net.predict(x)
+    matrix = confusion_matrix(y, predicted, data.n_classes)
+    accuracy = float(np.trace(matrix)) / len(y)
+    print(f"{net!r} from {args.file}")
+    print(f"{data.name} {args.split}: accuracy {accuracy:.2%} ({int(np.trace(matrix))}/{len(y)})")
+    print("confusion matrix (rows: true label, columns: predicted label)")
+    print(format_confusion_matrix(matrix))
+    return 0
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n_classes, n_classes)`` counts; ``[i, j]``: samples of class ``i`` predicted ``j``."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    return matrix
+
+
+def format_confusion_matrix(matrix: np.ndarray) -> str:
+    """A plain-text table with per-class recall in the last column."""
+    n = matrix.shape[0]
+    width = max(len(str(int(matrix.max(initial=0)))), len(str(n - 1)), 3)
+    header = "true\\pred " + " ".join(f"{j:>{width}}" for j in range(n)) + "   recall"
+    lines = [header]
+    for i in range(n):
+        total = int(matrix[i].sum())
+        recall = f"{matrix[i, i] / total:7.2%}" if total else "      —"
+        cells = " ".join(f"{int(v):>{width}}" for v in matrix[i])
+        lines.append(f"{i:>9} {cells}  {recall}")
+    return "\n".join(lines)

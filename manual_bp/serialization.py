@@ -1,0 +1,346 @@
+"""Save and load networks as JSON or ``.npz`` — no pickle anywhere.
+
+JSON (``*.json``) carries Nielsen's ``network2.save`` fields — ``sizes``,
+``weights`` (one ``(n_out, n_in)`` nested list per layer), ``biases`` (one
+``(n_out,)`` list per layer), ``cost`` (a name) — plus ``format``,
+``format_version``, ``dtype``, ``activations`` and ``cost_config`` (the
+``get_config()`` dicts) and ``initializer``. Floats are written with Python's
+``repr``, the shortest string that parses back to the same double, so a round
+trip is exact (float32 values are widened to float64 exactly and narrowed back
+exactly).
+
+``.npz`` (``*.npz``) stores the same header as a JSON string in the unicode
+array ``config`` and the parameters as arrays ``W0, W1, ...`` and ``b0, b1,
+...`` in the network's dtype; it is read with ``allow_pickle=False``.
+
+Writes are atomic: the file is written to a temporary file in the same
+directory, flushed and fsync'ed, then renamed over the target with
+:func:`os.replace`, so a crash or an error never leaves a half-written file or
+destroys the previous one. Loading validates the structure, the shapes, the
+dtype and the finiteness of every parameter and raises :class:`SerializationError`
+naming the file and what is wrong. A file written by Nielsen's ``network2.py``
+(biases as ``(n, 1)`` columns, cost ``"CrossEntropyCost"``) loads too, as a
+sigmoid network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from manual_bp.network import Network
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SerializationError",
+    "atomic_write",
+    "load_network",
+    "network_from_dict",
+    "network_to_dict",
+    "save_network",
+]
+
+FORMAT = "manual_bp.network"
+FORMAT_VERSION = 1
+SUFFIXES = (".json", ".npz")
+
+#: Cost class names used by Nielsen's ``network2.save`` -> our registry names.
+NIELSEN_COSTS = {"CrossEntropyCost": "cross-entropy", "QuadraticCost": "quadratic"}
+
+
+class SerializationError(ValueError):
+    """A saved network file is unreadable, malformed or inconsistent."""
+
+
+# ---------------------------------------------------------------------- save
+def save_network(net: Network, path: str | os.PathLike[str]) -> Path:
+    """Write ``net`` to ``path`` (``.json`` or ``.npz``) atomically; returns the path.
+
+    Raises ``ValueError`` for another suffix or for non-finite parameters (which
+    could not be loaded back).
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    params = _parameters(net)
+    for name, array in params.items():
+        if not np.isfinite(array).all():
+            raise ValueError(f"cannot save {path}: parameter {name} contains non-finite values")
+    header = _header(net)
+    if suffix == ".json":
+        document = dict(header)
+        document["weights"] = [W.tolist() for W in net.weights]
+        document["biases"] = [b.tolist() for b in net.biases]
+        text = json.dumps(document, allow_nan=False, separators=(",", ":"))
+        atomic_write(path, (text + "\n").encode("utf-8"))
+    else:
+        buffer = io.BytesIO()
+        np.savez(buffer, config=np.array(json.dumps(header)), **params)
+        atomic_write(path, buffer.getvalue())
+    return path
+
+
+def network_to_dict(net: Network) -> dict[str, Any]:
+    """The JSON document of :func:`save_network` as a dict (parameters as nested lists)."""
+    document = _header(net)
+    document["weights"] = [W.tolist() for W in net.weights]
+    document["biases"] = [b.tolist() for b in net.biases]
+    return document
+
+
+def _header(net: Network) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sizes": list(net.sizes),
+        "cost": net.cost.name,
+        "cost_config": net.cost.get_config(),
+        "activations": [activation.get_config() for activation in net.activations],
+        "dtype": net.dtype.name,
+        "initializer": net.initializer,
+    }
+
+
+def _parameters(net: Network) -> dict[str, np.ndarray]:
+    params = {f"W{l}": np.asarray(W) for l, W in enumerate(net.weights)}
+    params.update({f"b{l}": np.asarray(b) for l, b in enumerate(net.biases)})
+    return params
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``.
+
+    The temporary file is fsync'ed before the rename (so the new content is on
+    disk before it becomes visible) and removed if anything fails; the previous
+    ``path``, if any, stays intact until the rename.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot save {path}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (Windows).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------- load
+def load_network(path: str | os.PathLike[str]) -> Network:
+    """Read a network written by :func:`save_network` (or by Nielsen's ``network2.save``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    SerializationError
+        The file is corrupt or inconsistent; the message names the file and the fault.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        document = _read_json(path) if suffix == ".json" else _read_npz(path)
+        return network_from_dict(document)
+    except SerializationError as error:
+        raise SerializationError(f"{path}: {error}") from None
+    except (ValueError, TypeError, KeyError) as error:
+        # e.g. an unknown activation name: the registry's message lists the valid ones.
+        raise SerializationError(f"{path}: {error}") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SerializationError("not a UTF-8 JSON file") from None
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise SerializationError(f"corrupt JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise SerializationError(f"expected a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _reject_constant(name: str) -> float:
+    raise SerializationError(f"non-finite value {name} in the file")
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise SerializationError(f"corrupt .npz file ({error})") from None
+    if "config" not in arrays:
+        raise SerializationError("missing the 'config' entry")
+    config = arrays.pop("config")
+    if config.shape != () or config.dtype.kind != "U":
+        raise SerializationError("'config' must be a single JSON string")
+    try:
+        document = json.loads(str(config), parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise SerializationError(f"corrupt JSON in 'config' ({error})") from None
+    if not isinstance(document, dict):
+        raise SerializationError("'config' must hold a JSON object")
+    sizes = document.get("sizes")
+    n_layers = len(sizes) - 1 if isinstance(sizes, list) else 0
+    expected = {f"W{l}" for l in range(n_layers)} | {f"b{l}" for l in range(n_layers)}
+    if set(arrays) != expected:
+        raise SerializationError(
+            f"arrays {sorted(arrays)} do not match the {n_layers} layers of sizes {sizes} "
+            f"(expected {sorted(expected)})"
+        )
+    document["weights"] = [arrays[f"W{l}"] for l in range(n_layers)]
+    document["biases"] = [arrays[f"b{l}"] for l in range(n_layers)]
+    return document
+
+
+def network_from_dict(document: dict[str, Any]) -> Network:
+    """Build and validate a :class:`Network` from a saved document (see module docstring)."""
+    from manual_bp.network import Network
+
+    if "format" not in document and document.get("cost") in NIELSEN_COSTS:
+        document = _from_nielsen(document)
+    _check_format(document)
+    sizes = _check_sizes(document.get("sizes"))
+    dtype = document.get("dtype")
+    if dtype not in ("float32", "float64"):
+        raise SerializationError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    activations = document.get("activations")
+    if not isinstance(activations, list) or len(activations) != len(sizes) - 1:
+        raise SerializationError(
+            f"'activations' must list {len(sizes) - 1} activation configs, got {activations!r}"
+        )
+    cost = document.get("cost_config", document.get("cost"))
+    if not isinstance(cost, (str, dict)):
+        raise SerializationError(f"'cost' must be a name or a config, got {cost!r}")
+    initializer = document.get("initializer", "default")
+    if not isinstance(initializer, str):
+        raise SerializationError(f"'initializer' must be a name, got {initializer!r}")
+    weights = _check_parameters(document, "weights", sizes, dtype)
+    biases = _check_parameters(document, "biases", sizes, dtype)
+    net = Network(sizes, activations, cost, initializer=initializer, seed=0, dtype=dtype)
+    net.weights = weights
+    net.biases = biases
+    return net
+
+
+def _check_format(document: dict[str, Any]) -> None:
+    if document.get("format") != FORMAT:
+        raise SerializationError(
+            f"not a manual_bp network file ('format' is {document.get('format')!r}, "
+            f"expected {FORMAT!r})"
+        )
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise SerializationError(
+            f"unsupported format_version {version!r}; this manual_bp reads version {FORMAT_VERSION}"
+        )
+
+
+def _check_sizes(sizes: Any) -> list[int]:
+    if (
+        not isinstance(sizes, list)
+        or len(sizes) < 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+    ):
+        raise SerializationError(
+            f"'sizes' must be a list of at least two positive integers, got {sizes!r}"
+        )
+    return sizes
+
+
+def _check_parameters(
+    document: dict[str, Any], key: str, sizes: list[int], dtype: str
+) -> list[np.ndarray]:
+    values = document.get(key)
+    n_layers = len(sizes) - 1
+    if not isinstance(values, list) or len(values) != n_layers:
+        got = len(values) if isinstance(values, list) else type(values).__name__
+        raise SerializationError(f"'{key}' must list {n_layers} arrays (one per layer), got {got}")
+    arrays = []
+    for l, value in enumerate(values):
+        shape = (sizes[l + 1], sizes[l]) if key == "weights" else (sizes[l + 1],)
+        array = _as_float_array(value, f"{key}[{l}]")
+        if array.shape != shape:
+            raise SerializationError(
+                f"{key}[{l}] has shape {array.shape}; sizes {sizes} require {shape}"
+            )
+        if not np.isfinite(array).all():
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+            raise SerializationError(f"{key}[{l}] has a non-finite value at index {index}")
+        arrays.append(array.astype(dtype))
+    return arrays
+
+
+def _as_float_array(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiu":
+            raise SerializationError(f"{name} must hold numbers, got dtype {value.dtype}")
+        return value
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise SerializationError(f"{name} is not a rectangular array of numbers") from None
+    return array
+
+
+def _from_nielsen(document: dict[str, Any]) -> dict[str, Any]:
+    """Nielsen's ``network2.save`` format: biases as ``(n, 1)`` columns, sigmoid layers."""
+    sizes = _check_sizes(document.get("sizes"))
+    biases = document.get("biases")
+    if isinstance(biases, list):
+        biases = [np.asarray(b, dtype=np.float64).reshape(-1) for b in biases]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sizes": sizes,
+        "cost": NIELSEN_COSTS[document["cost"]],
+        "activations": [{"name": "sigmoid"}] * (len(sizes) - 1),
+        "dtype": "float64",
+        "weights": document.get("weights"),
+        "biases": biases,
+    }
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix or '(none)'!r}; use .json or .npz"
+        )
+    return suffix

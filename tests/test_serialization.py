@@ -1,0 +1,301 @@
+"""Save/load: exact round trips (JSON and .npz, float64 and float32), atomic writes,
+and clear errors for corrupt or inconsistent files."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import manual_bp.serialization as serialization
+from manual_bp.network import Network
+from manual_bp.serialization import (
+    FORMAT_VERSION,
+    SerializationError,
+    load_network,
+    network_to_dict,
+    save_network,
+)
+from reference.cases import build_case
+from tests.strategies import network_specs
+
+SUFFIXES = (".json", ".npz")
+
+
+def extreme_parameters(net: Network, seed: int) -> None:
+    """Fill the parameters with finite values over the whole exponent range of the dtype
+    (subnormals, huge, negative zero): only an exact format survives these."""
+    rng = np.random.default_rng(seed)
+    info = np.finfo(net.dtype)
+    n = net._params.size
+    exponents = rng.integers(int(np.log10(info.smallest_subnormal)) + 1, info.maxexp // 4, n)
+    values = rng.standard_normal(n) * 10.0 ** exponents.astype(np.float64)
+    with np.errstate(over="ignore"):
+        values = values.astype(net.dtype)
+    values[~np.isfinite(values)] = info.max
+    values[:: max(n // 3, 1)] = -0.0
+    net._params[...] = values
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+# ---------------------------------------------------------------------- round trips
+@given(
+    spec=network_specs(max_depth=3, max_width=8, max_batch=4),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    suffix=st.sampled_from(SUFFIXES),
+)
+def test_round_trip_is_bit_exact(tmp_path_factory, spec, dtype, suffix):
+    net, x, _ = build_case(spec, dtype=dtype)
+    path = tmp_path_factory.mktemp("net") / f"net{suffix}"
+    save_network(net, path)
+    loaded = load_network(path)
+    assert loaded.get_config() == net.get_config()
+    assert same_bits(loaded._params, net._params)
+    with np.errstate(all="ignore"):  # saturating activations may overflow: same on both
+        assert same_bits(loaded.feedforward(x), net.feedforward(x))
+
+
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float64, np.float32]))
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_round_trip_of_extreme_values(tmp_path_factory, suffix, seed, dtype):
+    net = Network([3, 4, 2], ["tanh", "sigmoid"], "quadratic", dtype=dtype)
+    extreme_parameters(net, seed)
+    path = tmp_path_factory.mktemp("net") / f"net{suffix}"
+    net.save(path)
+    assert same_bits(Network.load(path)._params, net._params)
+
+
+def test_round_trip_keeps_hyperparameters(tmp_path):
+    net = Network(
+        [4, 5, 3],
+        [{"name": "leaky-relu", "alpha": 0.3}, "softmax"],
+        "log-likelihood" if "log-likelihood" in _costs() else "cross-entropy",
+        initializer="large",
+        seed=3,
+    )
+    for suffix in SUFFIXES:
+        loaded = load_network(save_network(net, tmp_path / f"n{suffix}"))
+        assert loaded.activations == net.activations
+        assert loaded.cost == net.cost
+        assert loaded.initializer == "large"
+
+
+def _costs() -> list[str]:
+    from manual_bp.costs import COSTS
+
+    return COSTS.names()
+
+
+def test_json_carries_nielsens_fields_with_exact_floats(tmp_path):
+    net = Network([3, 2, 2], "sigmoid", "cross-entropy", seed=0)
+    net.weights[0][0, 0] = 0.1  # not representable: repr must write the shortest exact form
+    path = save_network(net, tmp_path / "net.json")
+    document = json.loads(path.read_text())
+    assert document["sizes"] == [3, 2, 2]
+    assert document["cost"] == "cross-entropy"
+    assert document["format_version"] == FORMAT_VERSION
+    assert document["dtype"] == "float64"
+    assert [a["name"] for a in document["activations"]] == ["sigmoid", "sigmoid"]
+    assert np.array(document["weights"][1]).shape == (2, 2)
+    assert np.array(document["biases"][0]).shape == (2,)
+    assert document["weights"][0][0][0] == 0.1
+    assert document == json.loads(json.dumps(network_to_dict(net)))
+
+
+def test_npz_loads_without_pickle(tmp_path):
+    net = Network([3, 2, 2], "sigmoid", seed=0, dtype=np.float32)
+    path = save_network(net, tmp_path / "net.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["W0", "W1", "b0", "b1", "config"]
+        assert archive["W0"].dtype == np.float32
+        assert json.loads(str(archive["config"]))["sizes"] == [3, 2, 2]
+    source = Path(serialization.__file__).read_text()
+    assert "import pickle" not in source and "allow_pickle=True" not in source
+
+
+def test_loads_nielsens_network2_file(tmp_path):
+    net = Network([3, 4, 2], "sigmoid", "cross-entropy", seed=1)
+    nielsen = {  # network2.Network.save: biases as (n, 1) columns, cost class name
+        "sizes": [3, 4, 2],
+        "weights": [W.tolist() for W in net.weights],
+        "biases": [b[:, None].tolist() for b in net.biases],
+        "cost": "CrossEntropyCost",
+    }
+    path = tmp_path / "nielsen.json"
+    path.write_text(json.dumps(nielsen))
+    loaded = load_network(path)
+    assert loaded.cost.name == "cross-entropy"
+    assert same_bits(loaded._params, net._params)
+
+
+# ---------------------------------------------------------------------- atomic writes
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_failed_write_keeps_original_and_leaves_no_temp_file(tmp_path, monkeypatch, suffix):
+    path = tmp_path / f"net{suffix}"
+    first = Network([2, 2], seed=0)
+    save_network(first, path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_network(Network([2, 2], seed=1), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_non_finite_parameters_are_refused_before_writing(tmp_path):
+    path = tmp_path / "net.json"
+    net = Network([2, 3, 2], seed=0)
+    save_network(net, path)
+    before = path.read_bytes()
+    net.biases[1][1] = np.nan
+    with pytest.raises(ValueError, match="parameter b1 contains non-finite values"):
+        save_network(net, path)
+    assert path.read_bytes() == before
+
+
+def test_overwrite_replaces_content(tmp_path):
+    path = tmp_path / "net.npz"
+    save_network(Network([2, 2], seed=0), path)
+    second = Network([2, 3, 2], seed=1)
+    save_network(second, path)
+    assert load_network(path).sizes == [2, 3, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.npz"]
+
+
+def test_bad_paths(tmp_path):
+    net = Network([2, 2], seed=0)
+    with pytest.raises(ValueError, match=r"unsupported file type '\.pkl'"):
+        save_network(net, tmp_path / "net.pkl")
+    with pytest.raises(FileNotFoundError, match=r"directory .* does not exist"):
+        save_network(net, tmp_path / "missing" / "net.json")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_network(tmp_path / "nothing.json")
+
+
+# ---------------------------------------------------------------------- corrupt files
+def saved_document(tmp_path) -> dict:
+    path = save_network(Network([3, 2, 2], "sigmoid", seed=0), tmp_path / "good.json")
+    return json.loads(path.read_text())
+
+
+def corrupt(document: dict, change) -> dict:
+    change(document)
+    return document
+
+
+CORRUPTIONS = {
+    "not an object": (lambda d: [1, 2], "expected a JSON object"),
+    "wrong format": (lambda d: corrupt(d, lambda d: d.update(format="x")), "not a manual_bp"),
+    "future version": (
+        lambda d: corrupt(d, lambda d: d.update(format_version=99)),
+        "unsupported format_version 99",
+    ),
+    "bad sizes": (
+        lambda d: corrupt(d, lambda d: d.update(sizes=[3, -2, 2])),
+        "'sizes' must be a list of at least two positive integers",
+    ),
+    "weight shape": (
+        lambda d: corrupt(d, lambda d: d["weights"][1].append([0.0, 0.0])),
+        r"weights\[1\] has shape \(3, 2\); sizes \[3, 2, 2\] require \(2, 2\)",
+    ),
+    "ragged weights": (
+        lambda d: corrupt(d, lambda d: d["weights"][0][0].pop()),
+        r"weights\[0\] is not a rectangular array",
+    ),
+    "missing biases": (
+        lambda d: corrupt(d, lambda d: d.pop("biases")),
+        "'biases' must list 2 arrays",
+    ),
+    "bias shape": (
+        lambda d: corrupt(d, lambda d: d["biases"][0].pop()),
+        r"biases\[0\] has shape \(1,\)",
+    ),
+    "string weight": (
+        lambda d: corrupt(d, lambda d: d["weights"][0][0].__setitem__(1, "x")),
+        r"weights\[0\] is not a rectangular array of numbers",
+    ),
+    "huge weight": (
+        lambda d: corrupt(d, lambda d: d["weights"][0][1].__setitem__(2, "__huge__")),
+        r"weights\[0\] has a non-finite value at index \(1, 2\)",
+    ),
+    "bad dtype": (
+        lambda d: corrupt(d, lambda d: d.update(dtype="float16")),
+        "dtype must be 'float32' or 'float64'",
+    ),
+    "unknown activation": (
+        lambda d: corrupt(d, lambda d: d["activations"][0].update(name="swishy")),
+        "unknown activation 'swishy'; valid names:",
+    ),
+    "activation count": (
+        lambda d: corrupt(d, lambda d: d["activations"].pop()),
+        "'activations' must list 2 activation configs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_inconsistent_json_names_file_and_fault(tmp_path, case):
+    change, message = CORRUPTIONS[case]
+    path = tmp_path / "bad.json"
+    text = json.dumps(change(saved_document(tmp_path)))
+    path.write_text(text.replace('"__huge__"', "1e400"))
+    with pytest.raises(SerializationError, match=message) as info:
+        load_network(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert path.read_text() == text.replace('"__huge__"', "1e400")  # a failed load never writes
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_truncated_file(tmp_path, suffix):
+    path = save_network(Network([3, 4, 2], seed=0), tmp_path / f"net{suffix}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    message = "corrupt JSON" if suffix == ".json" else r"corrupt \.npz file"
+    with pytest.raises(SerializationError, match=rf"net\{suffix}: {message}"):
+        load_network(path)
+
+
+def test_nan_literal_in_json(tmp_path):
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(saved_document(tmp_path)).replace("[[", "[[NaN,", 1))
+    with pytest.raises(SerializationError, match="non-finite value NaN"):
+        load_network(path)
+
+
+def test_npz_with_wrong_arrays(tmp_path):
+    path = save_network(Network([3, 2, 2], seed=0), tmp_path / "net.npz")
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays["W1"] = np.zeros((2, 5))
+    np.savez(tmp_path / "shape.npz", **arrays)
+    with pytest.raises(SerializationError, match=r"W|weights\[1\] has shape \(2, 5\)"):
+        load_network(tmp_path / "shape.npz")
+    arrays.pop("b0")
+    np.savez(tmp_path / "missing.npz", **arrays)
+    with pytest.raises(SerializationError, match="do not match the 2 layers"):
+        load_network(tmp_path / "missing.npz")
+    arrays = {"W0": np.zeros((2, 3))}
+    np.savez(tmp_path / "noconfig.npz", **arrays)
+    with pytest.raises(SerializationError, match="missing the 'config' entry"):
+        load_network(tmp_path / "noconfig.npz")
+
+
+def test_npz_with_object_array_is_refused(tmp_path):
+    path = tmp_path / "pickled.npz"
+    with zipfile.ZipFile(path, "w") as archive, archive.open("config.npy", "w") as handle:
+        np.lib.format.write_array(handle, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(SerializationError, match=r"pickled\.npz: corrupt \.npz file"):
+        load_network(path)
