@@ -8,7 +8,12 @@ the weight gradients before the optimizer step, so that with plain SGD::
     L2:  w ← w − η(∂C₀/∂w + (λ/N) w) = (1 − ηλ/N) w − η ∂C₀/∂w      (REG.l2)
 
 which is Nielsen's weight-decay update and torch's ``SGD(weight_decay=λ/N)``
-applied to the weights only.
+applied to the weights only, and::
+
+    L1:  w ← w − η(∂C₀/∂w + (λ/N) sgn w)                              (REG.l1)
+
+which shrinks every weight by the constant ηλ/N towards 0 (torch has no
+built-in equivalent: add ``(λ/N) Σ|w|`` to the loss).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from manual_bp._registry import Configurable, Registry
 
-__all__ = ["L2", "REGULARIZERS", "Regularizer", "get_regularizer"]
+__all__ = ["L1", "L2", "REGULARIZERS", "Regularizer", "get_regularizer"]
 
 
 class Regularizer(Configurable):
@@ -63,6 +68,34 @@ class L2(Regularizer):
         scale = self.lmbda / n_train
         for W, g in zip(weights, grads, strict=True):
             g += scale * W
+
+
+@REGULARIZERS.register
+class L1(Regularizer):
+    """``R = (λ/N) Σ_w |w|``, ``∂R/∂w = (λ/N) sgn w`` (0 at w = 0). Equation ``REG.l1``.
+
+    ``sgn 0 = 0`` is the subgradient torch's autograd of ``abs`` uses.
+    """
+
+    name = "l1"
+    equation = "REG.l1"
+    hyperparameters = ("lmbda",)
+
+    def __init__(self, lmbda: float = 0.0) -> None:
+        if not np.isfinite(lmbda) or lmbda < 0:
+            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda}")
+        self.lmbda = float(lmbda)
+
+    def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
+        return self.lmbda / n_train * sum(float(np.abs(W).sum()) for W in weights)
+
+    def add_gradient(
+        self, weights: Sequence[np.ndarray], grads: Sequence[np.ndarray], n_train: int
+    ) -> None:
+        # REG.l1: g += (λ/N) sgn(w)
+        scale = self.lmbda / n_train
+        for W, g in zip(weights, grads, strict=True):
+            g += scale * np.sign(W)
 
 
 def get_regularizer(spec) -> Regularizer:

@@ -23,6 +23,7 @@ from manual_bp.regularizers import L2, Regularizer
 
 if TYPE_CHECKING:
     from manual_bp.network import Network
+    from manual_bp.schedules import Schedule
 
 __all__ = ["History", "iterate_minibatches", "train"]
 
@@ -77,6 +78,8 @@ def train(
     progress: bool = False,
     log: TextIO | None = None,
     callbacks: Sequence[Callable[[int, History], Any]] = (),
+    schedule: Schedule | None = None,
+    fast: bool | None = None,
 ) -> History:
     """Train ``net`` in place with mini-batch gradient descent.
 
@@ -109,6 +112,13 @@ def train(
         Where to print one line per epoch (cost and accuracy).
     callbacks : callables ``f(epoch, history)``
         Called after every epoch (epochs count from 1).
+    schedule : Schedule, optional
+        Learning-rate schedule (:mod:`manual_bp.schedules`), bound to the optimizer
+        and stepped after every epoch (before the callbacks).
+    fast : bool, optional
+        Use :class:`manual_bp.fast.FastTrainer` (the same BP1–BP4 fused into
+        preallocated buffers; parameters checked for divergence once per epoch)
+        instead of the readable :meth:`Network.backprop` step. Default: fast.
 
     Returns
     -------
@@ -125,6 +135,8 @@ def train(
         raise ValueError(f"unknown monitor(s) {sorted(unknown)}; valid: {list(MONITORS)}")
     optimizer = optimizer if optimizer is not None else SGD(lr=eta)  # type: ignore[arg-type]
     regularizer = regularizer if regularizer is not None else (L2(lmbda) if lmbda else None)
+    if schedule is not None:
+        schedule.bind(optimizer)
 
     x = as_inputs(x, net.sizes[0], net.dtype)
     y = as_targets(y, net.sizes[-1], x.shape[0], net.dtype)
@@ -139,11 +151,20 @@ def train(
     rng = np.random.default_rng(seed)
     history = History()
     params = [*net.weights, *net.biases]
+    trainer = None
+    if fast or fast is None:
+        from manual_bp.fast import FastTrainer
+
+        trainer = FastTrainer(net, optimizer, regularizer, n_train)
+        trainer.check_targets(y)
 
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         batches = iterate_minibatches(n_train, batch_size, rng)
         with ProgressBar(len(batches), f"epoch {epoch}/{epochs}", enabled=progress) as bar:
+            if trainer is not None:
+                trainer.run_epoch(x, y, batches, bar.update if progress else None, epoch)
+                batches = ()
             for index in batches:
                 grads = net.backprop(x[index], y[index])
                 weight_grads = grads.weights
@@ -162,6 +183,8 @@ def train(
             _monitor(net, history, "evaluation", x_eval, y_eval, monitor, regularizer, n_train)
         if log is not None:
             print(_epoch_line(epoch, epochs, history), file=log, flush=True)
+        if schedule is not None:
+            schedule.step()
         for callback in callbacks:
             callback(epoch, history)
     return history

@@ -233,7 +233,9 @@ def cost_comparisons(cost: Cost, a: np.ndarray, y: np.ndarray) -> list[Compariso
         terms = terms + np.exp(np.minimum(a, 700.0))
     value_scale = np.array(terms.sum(axis=1).mean())
     return [
-        Comparison(cost.equation_value, "C", np.array(value), np.array(float(ct.detach())), value_scale),
+        Comparison(
+            cost.equation_value, "C", np.array(value), np.array(float(ct.detach())), value_scale
+        ),
         Comparison(cost.equation_grad, "∂C_x/∂a", grad, grad_ref, grad_scale),
     ]
 

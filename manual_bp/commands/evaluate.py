@@ -24,14 +24,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "evaluate",
         help="accuracy and confusion matrix of a saved network",
         description="Load a network saved by 'train --save' and evaluate it on a data set split.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("file", type=Path, help="saved network (.json or .npz)")
     parser.add_argument(
         "--mnist", metavar="DIR", type=Path, help="evaluate on MNIST from the IDX files in DIR"
     )
     parser.add_argument(
-        "--split", choices=("train", "validation", "test"), default="test", help="data split"
+        "--split",
+        choices=("train", "validation", "test"),
+        default="test",
+        help="data split (default: %(default)s)",
     )
     parser.set_defaults(func=run)
     return parser

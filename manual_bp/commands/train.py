@@ -47,7 +47,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Train a fully connected network with mini-batch SGD and report the test accuracy. "
             "Data: the embedded 8×8 digits (default) or MNIST IDX files (--mnist DIR)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -63,28 +62,59 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=_positive_int,
         default=DEFAULTS["sizes"],
         metavar="N",
-        help="hidden layer widths (input/output sizes come from the data), or all sizes",
+        help="hidden layer widths (input/output sizes come from the data), or all sizes "
+        "(default: %(default)s)",
     )
-    model.add_argument("--activation", default=DEFAULTS["activation"], help="hidden activation")
+    model.add_argument(
+        "--activation",
+        default=DEFAULTS["activation"],
+        help="hidden activation (default: %(default)s)",
+    )
     model.add_argument(
         "--output-activation", default=None, help="output activation (default: --activation)"
     )
-    model.add_argument("--cost", default=DEFAULTS["cost"], help="cost function name")
+    model.add_argument(
+        "--cost", default=DEFAULTS["cost"], help="cost function name (default: %(default)s)"
+    )
     model.add_argument(
         "--initializer",
         default=DEFAULTS["initializer"],
-        help="'default' (W ~ N(0, 1/n_in)) or 'large' (N(0, 1), Nielsen ch. 1)",
+        help="'default' (W ~ N(0, 1/n_in)) or 'large' (N(0, 1), Nielsen ch. 1) "
+        "(default: %(default)s)",
     )
-    model.add_argument("--dtype", choices=("float64", "float32"), default=DEFAULTS["dtype"])
+    model.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default=DEFAULTS["dtype"],
+        help="precision (default: %(default)s)",
+    )
     fit = parser.add_argument_group("training")
-    fit.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
-    fit.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"])
-    fit.add_argument("--eta", type=_positive_float, default=DEFAULTS["eta"], help="learning rate η")
     fit.add_argument(
-        "--lmbda", type=_non_negative_float, default=DEFAULTS["lmbda"], help="L2 strength λ"
+        "--epochs", type=_positive_int, default=DEFAULTS["epochs"], help="(default: %(default)s)"
     )
     fit.add_argument(
-        "--seed", type=int, default=DEFAULTS["seed"], help="seed of initialiser and shuffling"
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULTS["batch_size"],
+        help="mini-batch size (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--eta",
+        type=_positive_float,
+        default=DEFAULTS["eta"],
+        help="learning rate η of plain SGD (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--lmbda",
+        type=_non_negative_float,
+        default=DEFAULTS["lmbda"],
+        help="L2 strength λ (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS["seed"],
+        help="seed of initialiser and shuffling (default: %(default)s)",
     )
     _add_optimizer_arguments(fit)
     output = parser.add_argument_group("output")
