@@ -15,11 +15,13 @@ from manual_bp.activations import (
     register_activation,
 )
 from manual_bp.costs import COSTS, Cost, CrossEntropyCost, QuadraticCost, get_cost, register_cost
+from manual_bp.data import Dataset, DatasetError, load_digits, load_mnist
 from manual_bp.encoding import one_hot, to_labels
 from manual_bp.layers import ActivationLayer, Dense, Layer
 from manual_bp.network import Gradients, Network
 from manual_bp.optimizers import SGD, Optimizer, get_optimizer
 from manual_bp.regularizers import L2, Regularizer, get_regularizer
+from manual_bp.serialization import SerializationError, load_network, save_network
 from manual_bp.training import History, train
 
 __version__ = "0.1.0"
@@ -33,6 +35,8 @@ __all__ = [
     "ActivationLayer",
     "Cost",
     "CrossEntropyCost",
+    "Dataset",
+    "DatasetError",
     "Dense",
     "Gradients",
     "History",
@@ -43,6 +47,7 @@ __all__ = [
     "QuadraticCost",
     "ReLU",
     "Regularizer",
+    "SerializationError",
     "Sigmoid",
     "Tanh",
     "__version__",
@@ -50,9 +55,13 @@ __all__ = [
     "get_cost",
     "get_optimizer",
     "get_regularizer",
+    "load_digits",
+    "load_mnist",
+    "load_network",
     "one_hot",
     "register_activation",
     "register_cost",
+    "save_network",
     "to_labels",
     "train",
 ]

@@ -22,7 +22,7 @@ The equations, and the fused line that implements each (``s = 1/n``, or ``η/n``
     BP1        δᴸ = ∇ₐC ⊙ σ'(zᴸ)         subtract(a, y, out=d) for C = ½‖a − y‖² or an
                                         a − y shortcut; then d *= σ'; then d *= s
     BP2        δˡ = (δˡ⁺¹ Wˡ⁺¹) ⊙ σ'(zˡ)  dot(d_next, W_next, out=d); d *= σ'(zˡ)
-    BP3        ∂C/∂bˡ = (1/n) Σ_x δˡ_x   sum(d, axis=0, out=gb)        (1/n already in d)
+    BP3        ∂C/∂bˡ = (1/n) Σ_x δˡ_x   dot(ones, d, out=gb)          (1/n already in d)
     BP4        ∂C/∂Wˡ = (1/n) δˡᵀ aˡ⁻¹   dot(d.T, a_prev, out=gW)       (1/n already in d)
     OPT.sgd + REG.l2   w ← (1 − ηλ/N) w − η ∂C₀/∂w   params[:n_w] *= 1 − ηλ/N; params -= g
 
@@ -95,6 +95,8 @@ class _Buffers:
         self.deltas = [np.empty_like(z) for z in self.zs]
         self.scratch = [np.empty_like(z) for z in self.zs]
         self.masks = [np.empty(z.shape, dtype=bool) for z in self.zs]
+        # BP3's Σ_x as a product with a row of ones: one BLAS call, faster than sum(axis=0)
+        self.ones = np.ones(m, dtype)
 
 
 class FastTrainer:
@@ -238,7 +240,7 @@ class FastTrainer:
             d = buf.deltas[l]
             a_prev = buf.x if l == 0 else buf.activations[l - 1]
             np.dot(d.T, a_prev, out=self.grad_w[l])  # BP4: (1/n) δˡᵀ aˡ⁻¹
-            np.sum(d, axis=0, out=self.grad_b[l])  # BP3: (1/n) Σ_x δˡ_x
+            np.dot(buf.ones, d, out=self.grad_b[l])  # BP3: (1/n) Σ_x δˡ_x = 1ᵀ(δˡ/n)
             if l:  # BP2: δˡ⁻¹ = (δˡ Wˡ) ⊙ σ'(zˡ⁻¹)
                 np.dot(d, self.weights[l], out=buf.deltas[l - 1])
                 self._times_derivative(l - 1, buf.deltas[l - 1], buf)

@@ -40,6 +40,7 @@ from reference.network import TorchRun
 __all__ = [
     "COST_GRAD_ROUNDING",
     "DERIVATIVE_ROUNDING",
+    "FORWARD_ROUNDING",
     "ErrorScales",
     "cost_grad_scale",
     "error_scales",
@@ -66,6 +67,14 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0, 1.0, e) / (1.0 + e)
 
 
+#: activation name -> r(z, a): absolute rounding of σ(z) itself (/ε) where the formula
+#: cancels. torch's GELU ½z(1 + erf(z/√2)) (and ½z(1 + tanh u)) is only absolutely accurate
+#: for z < 0 (exactly −0 below z ≈ −8.3); ours uses erfc and is accurate (issue 3).
+FORWARD_ROUNDING = {
+    "gelu": lambda z, a: np.where(z < 0, 0.5 * np.abs(z), 0.0),
+}
+
+
 @dataclass
 class ErrorScales:
     """Elementwise magnitudes, shaped like the quantities of :class:`TorchRun`."""
@@ -90,7 +99,9 @@ def _forward_scales(net: Network, run: TorchRun) -> tuple[list[np.ndarray], list
         z_scale = a_scales[-1] @ np.abs(W).T + np.abs(b)
         z_scales.append(z_scale)
         slope = np.abs(_elementwise_derivatives(net.activations[l], run.zs[l], order=1))
-        a_scales.append(np.abs(run.activations[l + 1]) + slope * z_scale)
+        rounding = FORWARD_ROUNDING.get(net.activations[l].name)
+        own = 0.0 if rounding is None else rounding(run.zs[l], run.activations[l + 1])
+        a_scales.append(np.abs(run.activations[l + 1]) + slope * z_scale + own)
     return z_scales, a_scales
 
 

@@ -140,20 +140,35 @@ def _split(buffer: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def torch_regularised_groups(
-    weights: list[torch.Tensor], biases: list[torch.Tensor], regularizer: Regularizer | None, n: int
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    regularizer: Regularizer | None,
+    n: int,
+    opt: Optimizer,
 ):
     """Param groups equal to our regulariser where torch has one built in.
 
-    Nielsen's L2 (weights only) = ``weight_decay=λ/N`` on a group holding only
-    the weights (``REG.l2`` / ``OPT.weight-decay``); L1 has no torch option and
-    is added to the loss instead (see :func:`network_trajectories`).
+    Nielsen's L2 (weights only) = ``weight_decay`` raised by ``λ/N`` on a group
+    holding only the weights (``REG.l2`` / ``OPT.weight-decay``), for every
+    optimizer whose ``weight_decay`` is coupled. AdamW's is decoupled and L1 has
+    no torch option: those are added to the loss instead (:func:`torch_penalty`).
     """
-    if isinstance(regularizer, L2):
+    if isinstance(regularizer, L2) and not isinstance(opt, AdamW):
+        own = getattr(opt, "weight_decay", 0.0)
         return [
-            {"params": weights, "weight_decay": regularizer.lmbda / n},
-            {"params": biases, "weight_decay": 0.0},
+            {"params": weights, "weight_decay": own + regularizer.lmbda / n},
+            {"params": biases, "weight_decay": own},
         ]
     return [*weights, *biases]
+
+
+def torch_penalty(weights: list[torch.Tensor], regularizer: Regularizer | None, n: int, opt):
+    """The regulariser as a term of torch's loss, where no param group expresses it."""
+    if isinstance(regularizer, L1):
+        return regularizer.lmbda / n * sum(W.abs().sum() for W in weights)
+    if isinstance(regularizer, L2) and isinstance(opt, AdamW):
+        return regularizer.lmbda / (2 * n) * sum((W * W).sum() for W in weights)
+    return 0.0
 
 
 def network_trajectories(
@@ -186,7 +201,7 @@ def network_trajectories(
     batch_size = batch_size or n
     weights = [torch.tensor(W, dtype=torch.float64, requires_grad=True) for W in net.weights]
     biases = [torch.tensor(b, dtype=torch.float64, requires_grad=True) for b in net.biases]
-    twin = torch_optimizer(opt, torch_regularised_groups(weights, biases, regularizer, n))
+    twin = torch_optimizer(opt, torch_regularised_groups(weights, biases, regularizer, n, opt))
     twin_schedule = torch_schedule(schedule, twin) if schedule is not None else None
     targets = torch.tensor(as_targets(y, net.sizes[-1], n, np.float64))
     inputs = torch.tensor(np.asarray(x, dtype=np.float64))
@@ -199,8 +214,7 @@ def network_trajectories(
             twin.zero_grad()
             zs, activations = _forward(net, (weights, biases), inputs[index])
             loss = _loss(net, zs, activations, targets[index], fused=True)
-            if isinstance(regularizer, L1):
-                loss = loss + regularizer.lmbda / n * sum(W.abs().sum() for W in weights)
+            loss = loss + torch_penalty(weights, regularizer, n, opt)
             loss.backward()
             twin.step()
         if twin_schedule is not None:

@@ -165,3 +165,30 @@ def test_python_dash_m_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("digits: test accuracy")
+
+
+def test_optimizer_and_schedule_flags_reach_training(monkeypatch, capsys):
+    cli = pytest.importorskip("manual_bp.optimizers.cli")
+    from manual_bp.network import Network
+
+    seen = {}
+    original = Network.train
+
+    def spy(self, x, y, **kwargs):
+        seen.update(kwargs)
+        if kwargs.get("optimizer") is not None:
+            seen["initial_lr"] = kwargs["optimizer"].lr  # before a schedule changes it
+        return original(self, x, y, **kwargs)
+
+    monkeypatch.setattr(Network, "train", spy)
+    argv = ["train", "--quiet", "--epochs", "2", "--optimizer", "adam", "--lr", "0.01"]
+    if hasattr(cli, "schedule_from_args"):
+        argv += ["--schedule", "step", "--step-size", "1", "--gamma", "0.5"]
+    assert main(argv) == 0
+    assert seen["optimizer"].name == "adam" and seen["initial_lr"] == 0.01
+    assert "eta" not in seen
+    if hasattr(cli, "schedule_from_args"):
+        assert seen["schedule"].name == "step"
+    seen.clear()
+    assert main(["train", "--quiet", "--epochs", "1"]) == 0  # no flags: plain SGD with --eta
+    assert seen["eta"] == 0.5 and "optimizer" not in seen and "schedule" not in seen

@@ -134,7 +134,7 @@ def test_fast_float32_training_matches_torch_float32(spec, eta, lmbda, steps):
 )
 @given(spec=network_specs(**SMOOTH, max_batch=12))
 def test_fast_training_equals_readable(spec, optimizer, regularizer):
-    """train(fast=True) and train(fast=False) follow the same trajectory (both ours: to rounding)."""
+    """train(fast=True) and train(fast=False) follow the same trajectory (to rounding)."""
     net, x, y = build_case(spec)
     nets = [net, net.copy()]
     for candidate, fast in zip(nets, (True, False), strict=True):

@@ -116,7 +116,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULTS["seed"],
         help="seed of initialiser and shuffling (default: %(default)s)",
     )
-    _add_optimizer_arguments(fit)
+    _add_optimizer_arguments(parser)  # --optimizer & co. (manual_bp/optimizers/cli.py)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--save", metavar="FILE", type=Path, help="save the trained network (.json or .npz)"
@@ -131,7 +131,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _add_optimizer_arguments(group: argparse._ArgumentGroup) -> None:
+def _add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
     # Optimizer flags (--optimizer, --momentum, ...) come from manual_bp.optimizers.cli
     # when that module exists; without it training is plain SGD with --eta.
     try:
@@ -140,18 +140,23 @@ def _add_optimizer_arguments(group: argparse._ArgumentGroup) -> None:
         if error.name != "manual_bp.optimizers.cli":
             raise
         return
-    add_optimizer_arguments(group)
+    add_optimizer_arguments(parser)
 
 
-def _optimizer_from_args(args: argparse.Namespace):
-    """An Optimizer from the optimizer flags, or ``None`` for plain SGD with ``--eta``."""
+def _optimizer_from_args(args: argparse.Namespace) -> dict:
+    """Keyword arguments of ``train``: ``eta`` (plain SGD) or ``optimizer``, and ``schedule``."""
     try:
-        from manual_bp.optimizers.cli import optimizer_from_args
+        from manual_bp.optimizers import cli
     except ModuleNotFoundError as error:
         if error.name != "manual_bp.optimizers.cli":
             raise
-        return None
-    return optimizer_from_args(args)
+        return {"eta": args.eta}
+    optimizer = cli.optimizer_from_args(args)
+    step = {"eta": args.eta} if optimizer is None else {"optimizer": optimizer}
+    schedule = cli.schedule_from_args(args) if hasattr(cli, "schedule_from_args") else None
+    if schedule is not None:
+        step["schedule"] = schedule
+    return step
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,8 +179,7 @@ def run(args: argparse.Namespace) -> int:
         _check_writable(args.save, (".json", ".npz"))
     if args.plot is not None:
         _check_writable(args.plot, None)
-    optimizer = _optimizer_from_args(args)
-    step = {"eta": args.eta} if optimizer is None else {"optimizer": optimizer}
+    step = _optimizer_from_args(args)
     if not args.quiet:
         print(f"{data!r}\n{net!r}, {net.n_parameters} parameters", flush=True)
     history = net.train(

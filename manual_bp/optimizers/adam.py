@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from manual_bp.optimizers.base import OPTIMIZERS, Optimizer, check_hyperparameter
+from manual_bp.optimizers.base import OPTIMIZERS, Optimizer, check_hyperparameter, lerp
 
 __all__ = ["Adam", "AdamW"]
 
@@ -77,9 +77,7 @@ class Adam(Optimizer):
             else:
                 g = self._decayed(p, g, self.weight_decay, s["grad"])
             m, v, d = s["exp_avg"], s["exp_avg_sq"], s["scratch"]
-            np.subtract(g, m, out=d)  # mₜ = mₜ₋₁ + (1 − β₁)(g − mₜ₋₁), torch's lerp
-            d *= 1.0 - b1
-            m += d
+            lerp(m, g, 1.0 - b1, d)  # mₜ = mₜ₋₁ + (1 − β₁)(g − mₜ₋₁)
             v *= b2  # vₜ = β₂ vₜ₋₁ + (1 − β₂) g²
             np.multiply(g, g, out=d)
             d *= 1.0 - b2

@@ -98,6 +98,21 @@ class Optimizer(Configurable):
         return out
 
 
+def lerp(start: np.ndarray, end: np.ndarray, weight: float, scratch: np.ndarray) -> None:
+    """``start ← start + w·(end − start)`` in place, rounded as torch's ``lerp_``.
+
+    torch evaluates ``end − (end − start)(1 − w)`` when ``w ≥ 0.5``, which is
+    exact at ``w = 1`` (β = 0); the naive form cancels when ``|end| ≪ |start|``.
+    """
+    np.subtract(end, start, out=scratch)
+    if weight < 0.5:
+        scratch *= weight
+        start += scratch
+    else:
+        scratch *= 1.0 - weight
+        np.subtract(end, scratch, out=start)
+
+
 OPTIMIZERS = Registry("optimizer", Optimizer)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from manual_bp.optimizers.base import OPTIMIZERS, Optimizer, check_hyperparameter
+from manual_bp.optimizers.base import OPTIMIZERS, Optimizer, check_hyperparameter, lerp
 
 __all__ = ["RMSprop"]
 
@@ -79,9 +79,7 @@ class RMSprop(Optimizer):
             v += d
             if self.centered:  # OPT.rmsprop-centered: ḡₜ = ḡₜ₋₁ + (1 − α)(g − ḡₜ₋₁)
                 mean = s["grad_avg"]
-                np.subtract(g, mean, out=d)
-                d *= 1.0 - a
-                mean += d
+                lerp(mean, g, 1.0 - a, d)
                 np.multiply(mean, mean, out=d)
                 np.subtract(v, d, out=d)
                 np.maximum(d, 0.0, out=d)
