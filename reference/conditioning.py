@@ -199,8 +199,9 @@ COST_GRAD_ROUNDING = {
     "quadratic": lambda a, y, g, s: s + np.abs(y),  # a − y
     # (a − y)/(a(1 − a)): a and 1 − a are known to ε·s absolute, i.e. relative ε·s/min(a, 1 − a).
     "cross-entropy": lambda a, y, g, s: g * s / np.minimum(np.abs(a), np.abs(1 - a)),
-    # sigmoid(a) − y; a known to ε·s moves sigmoid(a) by sigmoid'(a)·ε·s.
-    "bce-logits": lambda a, y, g, s: _sigmoid(a) * (1.0 + (1.0 - _sigmoid(a)) * s) + np.abs(y),
+    # sigmoid(a) − y; a known to ε·s moves sigmoid(a) by sigmoid'(a)·ε·s. torch's per-sample
+    # (vmap) gradient is evaluated as 1 − sigmoid(−a) − y: only absolutely accurate, hence 1.
+    "bce-logits": lambda a, y, g, s: 1.0 + _sigmoid(a) * (1.0 - _sigmoid(a)) * s + np.abs(y),
     # softmax(a) − y; a known to ε·s moves pᵢ by at most 2pᵢ·ε·max(s) (row).
     "categorical-cross-entropy": lambda a, y, g, s: (
         _softmax(a) * (1.0 + 2.0 * s.max(axis=-1, keepdims=True)) + np.abs(y)

@@ -23,7 +23,11 @@ from hypothesis import strategies as st
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.network import Network
 from manual_bp.optimizers import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, RMSprop, get_optimizer
-from manual_bp.optimizers.cli import add_optimizer_arguments, optimizer_from_args, schedule_from_args
+from manual_bp.optimizers.cli import (
+    add_optimizer_arguments,
+    optimizer_from_args,
+    schedule_from_args,
+)
 from manual_bp.regularizers import L1, L2
 from manual_bp.schedules import (
     SCHEDULES,
@@ -81,7 +85,9 @@ def assert_trajectory(trajectory, label: str) -> float:
             scale = np.full(a.shape, trajectory.scales[i])
             worst = max(
                 worst,
-                assert_gradients_close(a, b, name=f"{label} θ[{i}] after step {k + 1}", scale=scale),
+                assert_gradients_close(
+                    a, b, name=f"{label} θ[{i}] after step {k + 1}", scale=scale
+                ),
             )
     return worst
 
@@ -154,8 +160,9 @@ def decayed_optimizers(draw):
     if kind == "sgd":
         return SGD(lr, weight_decay=wd)
     if kind == "sgd-momentum":
-        return SGD(lr, momentum=draw(st.floats(0.1, 0.9)), nesterov=draw(st.booleans()),
-                   weight_decay=wd)  # fmt: skip
+        return SGD(
+            lr, momentum=draw(st.floats(0.1, 0.9)), nesterov=draw(st.booleans()), weight_decay=wd
+        )
     if kind == "adagrad":
         return Adagrad(lr, weight_decay=wd)
     if kind == "rmsprop":
@@ -172,8 +179,21 @@ def test_weight_decay_trajectory(problem, opt):
 @st.composite
 def any_optimizers(draw, lr_max: float = 0.5):
     lr = draw(st.floats(1e-3, lr_max))
-    kind = draw(st.sampled_from(["sgd", "momentum", "nesterov", "adagrad", "rmsprop",
-                                 "rmsprop-centered", "adam", "amsgrad", "adamw"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            [
+                "sgd",
+                "momentum",
+                "nesterov",
+                "adagrad",
+                "rmsprop",
+                "rmsprop-centered",
+                "adam",
+                "amsgrad",
+                "adamw",
+            ]
+        )
+    )
     return {
         "sgd": lambda: SGD(lr),
         "momentum": lambda: SGD(lr, momentum=0.9, dampening=0.1),
@@ -198,8 +218,16 @@ def test_flat_buffer_equals_list_of_arrays(problem, opt):
 
 #: Costs under which 20 steps of these rates do not diverge (poisson-nll's exp can):
 #: a diverging trajectory amplifies rounding and proves nothing.
-STABLE_COSTS = ("bce-logits", "categorical-cross-entropy", "cross-entropy", "huber",
-                "kl-divergence", "log-likelihood", "quadratic", "smooth-l1")  # fmt: skip
+STABLE_COSTS = (
+    "bce-logits",
+    "categorical-cross-entropy",
+    "cross-entropy",
+    "huber",
+    "kl-divergence",
+    "log-likelihood",
+    "quadratic",
+    "smooth-l1",
+)
 
 
 def smooth_networks():
@@ -325,9 +353,13 @@ def test_train_steps_schedule_per_epoch(spec, name, adam):
     """train(..., schedule=...) uses η₀ in epoch 1 and ηₜ in epoch t + 1, as torch's
     ``scheduler.step()`` at the end of each epoch: end to end with torch's scheduler."""
     net, x, y = build_case(spec)
-    schedule = get_schedule({"step": {"name": "step", "step_size": 2, "gamma": 0.5},
-                             "exponential": {"name": "exponential", "gamma": 0.8},
-                             "cosine": {"name": "cosine", "T_max": 4}}[name])  # fmt: skip
+    schedule = get_schedule(
+        {
+            "step": {"name": "step", "step_size": 2, "gamma": 0.5},
+            "exponential": {"name": "exponential", "gamma": 0.8},
+            "cosine": {"name": "cosine", "T_max": 4},
+        }[name]
+    )
     opt = Adam(0.02) if adam else SGD(0.1, momentum=0.5)
     trajectory = network_trajectories(net, x, y, opt, epochs=10, schedule=schedule)
     assert_trajectory(trajectory, f"{opt!r} {schedule!r}")
@@ -340,12 +372,21 @@ def test_train_with_schedule_records_rates():
     y = np.arange(8) % 2
     opt = SGD(1.0)
     seen = []
-    net.train(x, y, epochs=5, batch_size=8, optimizer=opt, monitor=(),
-              schedule=StepLR(step_size=2, gamma=0.5),
-              callbacks=[lambda epoch, history: seen.append(opt.lr)])  # fmt: skip
+    net.train(
+        x,
+        y,
+        epochs=5,
+        batch_size=8,
+        optimizer=opt,
+        monitor=(),
+        schedule=StepLR(step_size=2, gamma=0.5),
+        callbacks=[lambda epoch, history: seen.append(opt.lr)],
+    )
     assert seen == [1.0, 0.5, 0.5, 0.25, 0.25]
     plain = Network([4, 3, 2], seed=0)
-    plain.train(x, y, epochs=2, batch_size=4, eta=0.5, monitor=(), schedule=ExponentialLR(gamma=0.5))
+    plain.train(
+        x, y, epochs=2, batch_size=4, eta=0.5, monitor=(), schedule=ExponentialLR(gamma=0.5)
+    )
 
 
 # ---------------------------------------------------------------- API and validation
@@ -397,8 +438,14 @@ def test_state_layout_must_not_change():
 def test_registries_and_configs_round_trip():
     assert OPTIMIZERS.names() == ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
     assert SCHEDULES.names() == ["cosine", "exponential", "step"]
-    for opt in (SGD(0.3), SGD(0.1, momentum=0.9, nesterov=True), Adagrad(), RMSprop(centered=True),
-                Adam(amsgrad=True), AdamW(weight_decay=0.5)):  # fmt: skip
+    for opt in (
+        SGD(0.3),
+        SGD(0.1, momentum=0.9, nesterov=True),
+        Adagrad(),
+        RMSprop(centered=True),
+        Adam(amsgrad=True),
+        AdamW(weight_decay=0.5),
+    ):
         assert get_optimizer(opt.get_config()) == opt
     assert SGD(0.3).get_config() == {"name": "sgd", "lr": 0.3}
     assert get_schedule({"name": "cosine", "T_max": 5}) == CosineAnnealingLR(T_max=5)

@@ -118,9 +118,7 @@ def schedule_from_args(args: argparse.Namespace) -> Schedule | None:
     name = getattr(args, "schedule", None)
     if name is None:
         if params:
-            raise ValueError(
-                f"schedule option(s) {sorted(params)} given without --schedule"
-            )
+            raise ValueError(f"schedule option(s) {sorted(params)} given without --schedule")
         return None
     cls = SCHEDULES.lookup(name)
     if cls.name == "cosine" and "T_max" not in params and getattr(args, "epochs", None):
