@@ -277,23 +277,25 @@ _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_TANH_BETA = math.sqrt(2.0 / math.pi)
 _GELU_TANH_KAPPA = 0.044715
-_erfc = np.frompyfunc(math.erfc, 1, 1)
+_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 @register_activation
 class GELU(Activation):
     """Gaussian error linear unit ``σ(z) = z Φ(z)``. Equation ``ACT.gelu``.
 
-    ``approximate="none"``: ``Φ(z) = ½ erfc(−z/√2)`` exactly and
+    ``approximate="none"``: ``Φ(z) = ½(1 + erf(z/√2))`` and
     ``σ'(z) = Φ(z) + z φ(z)`` with ``φ(z) = e^{−z²/2}/√(2π)``.
 
     ``approximate="tanh"``: ``σ(z) = ½ z (1 + tanh u)``, ``u = √(2/π)(z + κz³)``,
     ``κ = 0.044715``, and ``σ'(z) = ½(1 + tanh u) + ½ z (1 − tanh² u) u'``
     with ``u' = √(2/π)(1 + 3κz²)`` — torch's ``F.gelu(approximate="tanh")``.
 
-    NumPy has no ``erf``; ``math.erfc`` is applied elementwise (``Φ`` via
-    ``erfc`` keeps full relative precision in the left tail, where
-    ``1 + erf`` cancels).
+    NumPy has no ``erf``; ``math.erf`` is applied elementwise. Both forms are
+    evaluated exactly as torch does, *including* the cancellation of ``1 + erf``
+    (``1 + tanh``) in the left tail: a more accurate ``½ erfc(−z/√2)`` would give
+    ``−1e−149`` where torch gives ``−0``, and a following ReLU-like kink would
+    then see a different sign (``docs/activations.md``).
     """
 
     name = "gelu"
@@ -306,16 +308,15 @@ class GELU(Activation):
         self.approximate = approximate
 
     def _cdf(self, z: np.ndarray) -> np.ndarray:
-        return (0.5 * _erfc(-_SQRT_HALF * z)).astype(z.dtype)
+        return 0.5 * (1.0 + _erf(z * _SQRT_HALF).astype(z.dtype))
 
     def _tanh_inner(self, z: np.ndarray) -> np.ndarray:
-        # z + κz³ written as z(1 + κz²): no overflow of z³ before the tanh saturates.
-        return np.tanh(_GELU_TANH_BETA * z * (1.0 + _GELU_TANH_KAPPA * z * z))
+        return np.tanh(_GELU_TANH_BETA * (z + _GELU_TANH_KAPPA * (z * z * z)))
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         if self.approximate == "tanh":
             return 0.5 * z * (1.0 + self._tanh_inner(z))
-        return z * self._cdf(z)
+        return z * 0.5 * (1.0 + _erf(z * _SQRT_HALF).astype(z.dtype))  # torch's order
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         if self.approximate == "tanh":

@@ -182,8 +182,11 @@ def network_trajectories(
     regularizer: Regularizer | None = None,
     schedule: Schedule | None = None,
     seed: int = 0,
+    fast: bool | None = None,
 ) -> Trajectory:
     """Train a copy of ``net`` with :func:`manual_bp.training.train` and a torch twin.
+
+    ``fast`` is passed to ``train`` (fused FastTrainer or the readable backprop loop).
 
     Ours: ``train(copy, x, y, optimizer=opt, regularizer=..., schedule=...)``
     from our backprop; parameters recorded after every epoch. Torch: the same
@@ -242,5 +245,6 @@ def network_trajectories(
         monitor=(),
         seed=seed,
         callbacks=[record],
+        fast=fast,
     )
     return out

@@ -100,7 +100,8 @@ def test_per_sample_gradients_match_vmap(spec):
     for l in range(len(net.weights)):
         # Per sample, ∂C_x/∂b = δ_x and ∂C_x/∂W = δ_x a_xᵀ: the scale is that of δ_x.
         delta_scale = scales.deltas[l]
-        weight_scale = np.einsum("bi,bj->bij", delta_scale, np.abs(run.activations[l]))
+        # S(aˡ⁻¹), not |aˡ⁻¹|: it carries the rounding of σ itself (FORWARD_ROUNDING, GELU).
+        weight_scale = np.einsum("bi,bj->bij", delta_scale, scales.activations[l])
         assert_gradients_close(
             loop_b[l], vmap_b[l], name=f"per-sample ∂C_x/∂b[{l + 1}]", scale=delta_scale
         )

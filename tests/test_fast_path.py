@@ -33,9 +33,30 @@ from reference.cases import build_case
 from reference.conditioning import error_scales
 from tests.strategies import network_specs
 
-# Trajectory tests: no dyadic values or planted kinks, so that no zˡ sits exactly on
-# a kink after an update (where one rounding of difference flips relu'(z)).
-SMOOTH = {"dyadic": False, "kinks": False, "weight_scales": (0.5, 1.0), "max_width": 8}
+# Trajectory tests: well-conditioned networks (as tests/test_optimizers.py), so that
+# rounding differences are not amplified by the dynamics; no dyadic values or planted
+# kinks, so that no zˡ sits exactly on a kink after an update (where one rounding of
+# difference flips relu'(z)).
+STABLE_COSTS = (
+    "bce-logits",
+    "categorical-cross-entropy",
+    "cross-entropy",
+    "huber",
+    "kl-divergence",
+    "log-likelihood",
+    "quadratic",
+    "smooth-l1",
+)
+SMOOTH = {
+    "dyadic": False,
+    "kinks": False,
+    "weight_scales": (1.0,),
+    "max_depth": 3,
+    "max_width": 6,
+    "max_batch": 8,
+    "activations": ("identity", "sigmoid", "tanh", "relu"),
+    "costs": STABLE_COSTS,
+}
 
 
 @given(network_specs())
@@ -113,7 +134,7 @@ def test_fast_sgd_l2_steps_match_torch_optim(spec, eta, lmbda, steps):
 
 
 @given(
-    network_specs(**SMOOTH, activations=("sigmoid", "tanh", "relu", "identity", "softmax")),
+    network_specs(**SMOOTH),
     st.sampled_from([0.05, 0.3]),
     st.sampled_from([0.0, 2.0]),
     st.integers(1, 3),
@@ -164,7 +185,7 @@ def _replay_bound(net, x, y, *, epochs, batch_size, seed, lr, regularizer, momen
         ({"name": "sgd", "lr": 0.3}, {"name": "l1", "lmbda": 0.5}),  # generic regularizer
     ],
 )
-@given(spec=network_specs(**SMOOTH, max_batch=12))
+@given(spec=network_specs(**SMOOTH))
 def test_fast_training_equals_readable(spec, optimizer, regularizer):
     """train(fast=True) and train(fast=False) follow the same trajectory (to rounding).
 

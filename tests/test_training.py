@@ -108,11 +108,17 @@ def test_l2_penalty_value():
     np.testing.assert_allclose(grads[1], [[0.8, -0.4]])
 
 
-def test_training_loop_equals_manual_minibatch_steps():
-    """The loop is seeded shuffling + one SGD.average gradient + one step per mini-batch."""
+@pytest.mark.parametrize("fast", [True, False])
+def test_training_loop_equals_manual_minibatch_steps(fast):
+    """The loop is seeded shuffling + one SGD.average gradient + one step per mini-batch.
+
+    Both training paths: the fused one (manual_bp/fast.py) and the readable backprop loop.
+    """
     net, x, y = _small_case()
     manual = net.copy()
-    history = net.train(x, y, epochs=2, batch_size=3, eta=0.7, lmbda=0.5, seed=11, monitor=())
+    history = net.train(
+        x, y, epochs=2, batch_size=3, eta=0.7, lmbda=0.5, seed=11, monitor=(), fast=fast
+    )
     rng = np.random.default_rng(11)
     for _ in range(2):
         order = rng.permutation(len(x))
