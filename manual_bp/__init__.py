@@ -19,8 +19,16 @@ from manual_bp.data import Dataset, DatasetError, load_digits, load_mnist
 from manual_bp.encoding import one_hot, to_labels
 from manual_bp.layers import ActivationLayer, Dense, Layer
 from manual_bp.network import Gradients, Network
-from manual_bp.optimizers import SGD, Optimizer, get_optimizer
-from manual_bp.regularizers import L2, Regularizer, get_regularizer
+from manual_bp.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, get_optimizer
+from manual_bp.regularizers import L1, L2, Regularizer, get_regularizer
+from manual_bp.schedules import (
+    SCHEDULES,
+    CosineAnnealingLR,
+    ExponentialLR,
+    Schedule,
+    StepLR,
+    get_schedule,
+)
 from manual_bp.serialization import SerializationError, load_network, save_network
 from manual_bp.training import History, train
 
@@ -29,15 +37,22 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "COSTS",
+    "L1",
     "L2",
+    "SCHEDULES",
     "SGD",
     "Activation",
     "ActivationLayer",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "CosineAnnealingLR",
     "Cost",
     "CrossEntropyCost",
     "Dataset",
     "DatasetError",
     "Dense",
+    "ExponentialLR",
     "Gradients",
     "History",
     "Identity",
@@ -45,16 +60,20 @@ __all__ = [
     "Network",
     "Optimizer",
     "QuadraticCost",
+    "RMSprop",
     "ReLU",
     "Regularizer",
+    "Schedule",
     "SerializationError",
     "Sigmoid",
+    "StepLR",
     "Tanh",
     "__version__",
     "get_activation",
     "get_cost",
     "get_optimizer",
     "get_regularizer",
+    "get_schedule",
     "load_digits",
     "load_mnist",
     "load_network",

@@ -54,6 +54,10 @@ DERIVATIVE_ROUNDING = {
     "softmax": lambda z, a: 2.0 * np.abs(a),
     # g − eᵃ Σg: gᵢ and eᵃⁱgᵢ cancel as the probability eᵃⁱ → 1.
     "log-softmax": lambda z, a: 2.0 * np.exp(a),
+    # αeᶻ for z ≤ 0: torch's per-sample (vmap) path evaluates it as a + α, which is only
+    # absolutely accurate (0 where eᶻ < ε). Default α = 1 (random networks); SELU: λα.
+    "elu": lambda z, a: np.where(z <= 0, np.abs(a) + 1.0, 0.0),
+    "selu": lambda z, a: np.where(z <= 0, np.abs(a) + 1.7580993408473766, 0.0),
     # s(1 + z(1 − s)) cancels where silu' = 0 (z ≈ −1.28): terms s(1 + |z|(1 − s)).
     "silu": lambda z, a: _sigmoid(z) * (1.0 + np.abs(z)),
     # Φ(z) + zφ(z) cancels where gelu' = 0 (z ≈ −0.75); torch's Φ = ½(1 + erf) is only
