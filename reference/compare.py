@@ -18,10 +18,15 @@ from manual_bp.gradcheck import (
     finite_difference_gradient,
     normalised_error,
 )
-from reference.conditioning import error_scales
+from reference.conditioning import ambiguous_samples, error_scales
 from reference.network import torch_run
 
-__all__ = ["Comparison", "finite_difference_comparisons", "network_comparisons"]
+__all__ = [
+    "Comparison",
+    "drop_ambiguous_samples",
+    "finite_difference_comparisons",
+    "network_comparisons",
+]
 
 
 @dataclass
@@ -57,6 +62,22 @@ class Comparison:
         )
 
 
+def drop_ambiguous_samples(
+    net: Network, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` without the samples whose reference gradient is undefined.
+
+    See :func:`reference.conditioning.ambiguous_samples`: a unit within rounding
+    distance of a kink. Rare (a cancellation that is exactly 0 in exact
+    arithmetic); every other sample is kept, so the case is still checked.
+    """
+    ambiguous = ambiguous_samples(net, torch_run(net, x, y))
+    if not ambiguous.any():
+        return x, y
+    keep = ~ambiguous
+    return np.asarray(x)[keep], np.asarray(y)[keep]
+
+
 def network_comparisons(net: Network, x: np.ndarray, y: np.ndarray) -> list[Comparison]:
     """Every back-propagated quantity of one case, paired with autograd's.
 
@@ -64,6 +85,9 @@ def network_comparisons(net: Network, x: np.ndarray, y: np.ndarray) -> list[Comp
     ``BP3`` (∂C/∂bˡ), ``BP4`` (∂C/∂Wˡ), ``BP.input`` (∂C/∂x) and the cost's
     value equation (C, when finite).
     """
+    x, y = drop_ambiguous_samples(net, x, y)
+    if len(x) == 0:
+        return []
     grads = net.backprop(x, y)
     run = torch_run(net, x, y)
     scales = error_scales(net, run, grads._targets.astype(np.float64))

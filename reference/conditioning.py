@@ -42,6 +42,7 @@ __all__ = [
     "DERIVATIVE_ROUNDING",
     "FORWARD_ROUNDING",
     "ErrorScales",
+    "ambiguous_samples",
     "cost_grad_scale",
     "error_scales",
 ]
@@ -54,10 +55,6 @@ DERIVATIVE_ROUNDING = {
     "softmax": lambda z, a: 2.0 * np.abs(a),
     # g − eᵃ Σg: gᵢ and eᵃⁱgᵢ cancel as the probability eᵃⁱ → 1.
     "log-softmax": lambda z, a: 2.0 * np.exp(a),
-    # αeᶻ for z ≤ 0: torch's per-sample (vmap) path evaluates it as a + α, which is only
-    # absolutely accurate (0 where eᶻ < ε). Default α = 1 (random networks); SELU: λα.
-    "elu": lambda z, a: np.where(z <= 0, np.abs(a) + 1.0, 0.0),
-    "selu": lambda z, a: np.where(z <= 0, np.abs(a) + 1.7580993408473766, 0.0),
     # s(1 + z(1 − s)) cancels where silu' = 0 (z ≈ −1.28): terms s(1 + |z|(1 − s)).
     "silu": lambda z, a: _sigmoid(z) * (1.0 + np.abs(z)),
     # Φ(z) + zφ(z) cancels where gelu' = 0 (z ≈ −0.75); torch's Φ = ½(1 + erf) is only
@@ -158,7 +155,12 @@ def _output_scale(net: Network, run: TorchRun, y: np.ndarray, jacobian: np.ndarr
     grad_a = np.where(np.isfinite(grad_a), grad_a, 0.0)
     candidates.append(np.einsum("bij,bi->bj", jacobian, grad_a))
     if net.output_activation.name in net.cost.shortcuts:
-        candidates.append(np.abs(a) + np.abs(y))
+        # δ = a − y. For a bounded output (sigmoid, softmax) torch's fused losses compute it
+        # to ε *absolute* (vmap of BCE-with-logits goes through 1 − σ(−z), exactly 0 where
+        # σ(z) = 6e-68), so the magnitude of a is taken as at least 1.
+        bounded = net.output_activation.name != "identity"
+        magnitude = np.maximum(np.abs(a), 1.0) if bounded else np.abs(a)
+        candidates.append(magnitude + np.abs(y))
     elif net.cost.name in COST_GRAD_ROUNDING:
         # ∇ₐC is itself a difference (softmax(a) − y, sigmoid(a) − y, a − y): its rounding,
         # not only its value, goes through J̃ (issue 3).
@@ -237,3 +239,32 @@ def cost_grad_scale(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scale = rounding(a, y, g, a_scale)
     return np.maximum(g, np.where(np.isfinite(scale), scale, 0.0))
+
+
+def ambiguous_samples(net: Network, run: TorchRun, c: float = 64.0) -> np.ndarray:
+    """Samples with a unit whose ``z`` lies within rounding distance of a kink.
+
+    ``z`` is only known to ``ε·S(z)``. Where the derivative of an elementwise
+    activation changes by O(1) inside ``[z − τ, z + τ]``, ``τ = c·ε·S(z)`` (a
+    ReLU unit whose ``z`` is a cancellation that is 0 in exact arithmetic but
+    ``5.6e-17`` with one summation order and ``0`` with another), two correct
+    implementations may legitimately take different one-sided derivatives. Such
+    samples have no well-defined reference gradient; comparisons drop them.
+
+    Returns a boolean mask of shape ``(batch,)``.
+    """
+    z_scales, _ = _forward_scales(net, run)
+    ambiguous = np.zeros(run.input_grad.shape[0], dtype=bool)
+    eps = float(np.finfo(np.float64).eps)
+    for activation, z, z_scale in zip(net.activations, run.zs, z_scales, strict=True):
+        if not activation.elementwise:
+            continue  # coupled activations (softmax) are smooth
+        tau = c * eps * z_scale
+        with np.errstate(all="ignore"):
+            slopes = [
+                activation.derivative(v, activation.forward(v)) for v in (z - tau, z, z + tau)
+            ]
+        spread = np.maximum.reduce(slopes) - np.minimum.reduce(slopes)
+        jump = spread > 1e-6 * (1.0 + np.abs(slopes[1]))
+        ambiguous |= jump.any(axis=1)
+    return ambiguous

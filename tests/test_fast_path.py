@@ -179,10 +179,11 @@ def _replay_bound(net, x, y, *, epochs, batch_size, seed, lr, regularizer, momen
 @pytest.mark.parametrize(
     ("optimizer", "regularizer"),
     [
-        ({"name": "sgd", "lr": 0.3}, {"name": "l2", "lmbda": 2.0}),  # fused
-        ({"name": "sgd", "lr": 0.3}, None),  # fused, no decay
-        ({"name": "sgd", "lr": 0.1, "momentum": 0.5}, {"name": "l2", "lmbda": 2.0}),  # generic
-        ({"name": "sgd", "lr": 0.3}, {"name": "l1", "lmbda": 0.5}),  # generic regularizer
+        # η ≤ 0.1 (as tests/test_optimizers.py): deep identity chains diverge at η = 0.3.
+        ({"name": "sgd", "lr": 0.1}, {"name": "l2", "lmbda": 2.0}),  # fused
+        ({"name": "sgd", "lr": 0.1}, None),  # fused, no decay
+        ({"name": "sgd", "lr": 0.05, "momentum": 0.5}, {"name": "l2", "lmbda": 2.0}),  # generic
+        ({"name": "sgd", "lr": 0.1}, {"name": "l1", "lmbda": 0.5}),  # generic regularizer
     ],
 )
 @given(spec=network_specs(**SMOOTH))
