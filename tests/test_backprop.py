@@ -9,20 +9,25 @@ with ``|Δ| ≤ 64·ε·max(max|g_torch|, S)``, ``S`` the magnitude bound of
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+from hypothesis import assume, given
 
 from manual_bp.gradcheck import assert_gradients_close
 from reference import torch_per_sample_gradients, torch_run
 from reference.cases import build_case
-from reference.compare import network_comparisons
+from reference.compare import drop_ambiguous_samples, network_comparisons
 from reference.conditioning import cost_grad_scale, error_scales
 from tests.strategies import network_specs
 
 
 def _check(spec, equation: str) -> None:
     net, x, y = build_case(spec)
-    checked = [c.check() for c in network_comparisons(net, x, y) if c.equation == equation]
-    assert checked or equation in ("BP2",), f"no quantity compared for {equation}"
+    comparisons = network_comparisons(net, x, y)
+    # Empty only when every sample sits within rounding distance of a kink (no defined
+    # reference gradient; reference/conditioning.ambiguous_samples). hypothesis's health
+    # check fails the test if that ever stops being rare.
+    assume(comparisons)
+    checked = [c.check() for c in comparisons if c.equation == equation]
+    assert checked or equation == "BP2", f"no quantity compared for {equation}"
 
 
 @given(network_specs())
@@ -69,6 +74,8 @@ def test_output_gradient(spec):
     keeps the outputs where those clamps are inactive (docs/costs.md).
     """
     net, x, y = build_case(spec)
+    x, y = drop_ambiguous_samples(net, x, y)
+    assume(len(x))
     grads = net.backprop(x, y)
     run = torch_run(net, x, y, fused=False)
     a = grads.activations[-1]
@@ -92,6 +99,8 @@ def test_per_sample_gradients_match_vmap(spec):
     SGD.average: the mean of the per-sample gradients is the mini-batch gradient.
     """
     net, x, y = build_case(spec)
+    x, y = drop_ambiguous_samples(net, x, y)
+    assume(len(x))
     loop_w, loop_b = net.backprop_per_sample(x, y)
     vmap_w, vmap_b = torch_per_sample_gradients(net, x, y)
     grads = net.backprop(x, y)
@@ -129,6 +138,8 @@ def test_loop_form_equals_matrix_form(spec):
     Both are our code, so they must agree to rounding: same δˡ_x and ∂C_x/∂x.
     """
     net, x, y = build_case(spec)
+    x, y = drop_ambiguous_samples(net, x, y)
+    assume(len(x))
     grads = net.backprop(x, y)
     run = torch_run(net, x, y)
     scales = error_scales(net, run, grads._targets)
