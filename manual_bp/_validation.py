@@ -53,9 +53,17 @@ def as_targets(y, n_out: int, batch: int, dtype: np.dtype, name: str = "y") -> n
     return y.astype(dtype, copy=False)
 
 
-def check_finite(array: np.ndarray, name: str) -> None:
-    """Raise ``ValueError`` naming the first non-finite entry of ``array``."""
-    finite = np.isfinite(array)
-    if not finite.all():
-        index = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), array.shape))
-        raise ValueError(f"{name} contains a non-finite value {array[index]} at index {index}")
+def check_finite(array: np.ndarray, name: str, block_rows: int = 4096) -> None:
+    """Raise ``ValueError`` naming the first non-finite entry of ``array``.
+
+    Checked in blocks of rows so that a training set's check does not allocate a
+    full-size boolean temporary (50 000 × 784 would be 39 MB).
+    """
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
+    for start in range(0, rows.shape[0], block_rows):
+        finite = np.isfinite(rows[start : start + block_rows])
+        if not finite.all():
+            row, column = np.unravel_index(int(np.argmin(finite)), finite.shape)
+            flat = (start + int(row)) * rows.shape[1] + int(column)
+            index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
+            raise ValueError(f"{name} contains a non-finite value {array[index]} at index {index}")

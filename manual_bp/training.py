@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from manual_bp._validation import as_inputs, as_targets, check_finite
+from manual_bp.encoding import to_labels
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.progress import ProgressBar
 from manual_bp.regularizers import L2, Regularizer
@@ -150,7 +151,6 @@ def train(
     n_train = x.shape[0]
     rng = np.random.default_rng(seed)
     history = History()
-    params = [*net.weights, *net.biases]
     trainer = None
     if fast or fast is None:
         from manual_bp.fast import FastTrainer
@@ -164,19 +164,8 @@ def train(
         with ProgressBar(len(batches), f"epoch {epoch}/{epochs}", enabled=progress) as bar:
             if trainer is not None:
                 trainer.run_epoch(x, y, batches, bar.update if progress else None, epoch)
-                batches = ()
-            for index in batches:
-                grads = net.backprop(x[index], y[index])
-                weight_grads = grads.weights
-                if regularizer is not None:
-                    regularizer.add_gradient(net.weights, weight_grads, n_train)
-                optimizer.step(params, [*weight_grads, *grads.biases])
-                if not np.isfinite(grads.cost):
-                    bar.close()
-                    raise FloatingPointError(
-                        f"cost became {grads.cost} in epoch {epoch}; lower the learning rate"
-                    )
-                bar.update()
+            else:
+                _readable_epoch(net, x, y, batches, optimizer, regularizer, epoch, bar)
         history.epoch_seconds.append(time.perf_counter() - start)
         _monitor(net, history, "training", x, y, monitor, regularizer, n_train)
         if evaluation_data is not None:
@@ -190,6 +179,31 @@ def train(
     return history
 
 
+def _readable_epoch(
+    net: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    batches: list[np.ndarray],
+    optimizer: Optimizer,
+    regularizer: Regularizer | None,
+    epoch: int,
+    bar: ProgressBar,
+) -> None:
+    """One epoch of the readable path: Network.backprop (BP1–BP4), regulariser, step."""
+    params = [*net.weights, *net.biases]
+    for index in batches:
+        grads = net.backprop(x[index], y[index])
+        weight_grads = grads.weights
+        if regularizer is not None:
+            regularizer.add_gradient(net.weights, weight_grads, x.shape[0])
+        optimizer.step(params, [*weight_grads, *grads.biases])
+        if not np.isfinite(grads.cost):
+            raise FloatingPointError(
+                f"cost became {grads.cost} in epoch {epoch}; lower the learning rate"
+            )
+        bar.update()
+
+
 def _monitor(
     net: Network,
     history: History,
@@ -200,14 +214,17 @@ def _monitor(
     regularizer: Regularizer | None,
     n_train: int,
 ) -> None:
+    if not monitor:
+        return
+    a = net.feedforward(x)  # once for both metrics
     if "cost" in monitor:
-        a = net.feedforward(x)
         cost = net.cost.value(a, y)
         if regularizer is not None:
             cost += regularizer.penalty(net.weights, n_train)
         getattr(history, f"{split}_cost").append(cost)
     if "accuracy" in monitor:
-        getattr(history, f"{split}_accuracy").append(net.accuracy(x, y))
+        accuracy = float(np.mean(np.argmax(a, axis=1) == to_labels(y)))
+        getattr(history, f"{split}_accuracy").append(accuracy)
 
 
 def _epoch_line(epoch: int, epochs: int, history: History) -> str:

@@ -19,7 +19,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from manual_bp import Network
@@ -196,29 +196,34 @@ def test_fast_training_equals_readable(spec, optimizer, regularizer):
     net, x, y = build_case(spec)
     nets = [net, net.copy()]
     batch_size = max(1, x.shape[0] // 3)
-    bound = _replay_bound(
-        net,
-        x,
-        y,
-        epochs=2,
-        batch_size=batch_size,
-        seed=spec.seed,
-        lr=optimizer["lr"],
-        regularizer=None if regularizer is None else get_regularizer(regularizer),
-        momentum=optimizer.get("momentum", 0.0),
-    )
-    for candidate, fast in zip(nets, (True, False), strict=True):
-        candidate.train(
+    try:
+        bound = _replay_bound(
+            net,
             x,
             y,
             epochs=2,
             batch_size=batch_size,
-            optimizer=get_optimizer(optimizer),
-            regularizer=None if regularizer is None else get_regularizer(regularizer),
-            monitor=(),
             seed=spec.seed,
-            fast=fast,
+            lr=optimizer["lr"],
+            regularizer=None if regularizer is None else get_regularizer(regularizer),
+            momentum=optimizer.get("momentum", 0.0),
         )
+        for candidate, fast in zip(nets, (True, False), strict=True):
+            candidate.train(
+                x,
+                y,
+                epochs=2,
+                batch_size=batch_size,
+                optimizer=get_optimizer(optimizer),
+                regularizer=None if regularizer is None else get_regularizer(regularizer),
+                monitor=(),
+                seed=spec.seed,
+                fast=fast,
+            )
+    except FloatingPointError:
+        # The trajectory diverged (overflow): no trajectory to compare. Rare at η ≤ 0.1;
+        # hypothesis's health check fails the test if it stops being rare.
+        assume(False)
     assert_gradients_close(nets[0]._params, nets[1]._params, name="fast vs readable", scale=bound)
 
 

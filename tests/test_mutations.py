@@ -146,9 +146,9 @@ MUTATIONS = [
         "REG.l2",
         "decay the biases too",
         "manual_bp/training.py",
-        "regularizer.add_gradient(net.weights, weight_grads, n_train)",
-        "regularizer.add_gradient(net.weights, weight_grads, n_train); "
-        "regularizer.add_gradient(net.biases, grads.biases, n_train)",
+        "regularizer.add_gradient(net.weights, weight_grads, x.shape[0])",
+        "regularizer.add_gradient(net.weights, weight_grads, x.shape[0]); "
+        "regularizer.add_gradient(net.biases, grads.biases, x.shape[0])",
         "tests/test_training.py::test_training_loop_equals_manual_minibatch_steps",
     ),
     Mutation(
