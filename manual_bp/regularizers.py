@@ -28,9 +28,18 @@ __all__ = ["L1", "L2", "REGULARIZERS", "Regularizer", "get_regularizer"]
 
 
 class Regularizer(Configurable):
-    """Base class: ``penalty(weights, N)`` and ``add_gradient(weights, grads, N)``."""
+    """Base class: ``penalty(weights, N)`` and ``add_gradient(weights, grads, N)``.
+
+    ``lmbda`` is the strength λ ≥ 0, scaled by the training-set size N.
+    """
 
     equation = ""
+    hyperparameters = ("lmbda",)
+
+    def __init__(self, lmbda: float = 0.0) -> None:
+        if not np.isfinite(lmbda) or lmbda < 0:
+            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda}")
+        self.lmbda = float(lmbda)
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
         """``R(W)``, the term added to the cost."""
@@ -52,12 +61,6 @@ class L2(Regularizer):
 
     name = "l2"
     equation = "REG.l2"
-    hyperparameters = ("lmbda",)
-
-    def __init__(self, lmbda: float = 0.0) -> None:
-        if not np.isfinite(lmbda) or lmbda < 0:
-            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda}")
-        self.lmbda = float(lmbda)
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
         return 0.5 * self.lmbda / n_train * sum(float(np.vdot(W, W)) for W in weights)
@@ -79,12 +82,6 @@ class L1(Regularizer):
 
     name = "l1"
     equation = "REG.l1"
-    hyperparameters = ("lmbda",)
-
-    def __init__(self, lmbda: float = 0.0) -> None:
-        if not np.isfinite(lmbda) or lmbda < 0:
-            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda}")
-        self.lmbda = float(lmbda)
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
         return self.lmbda / n_train * sum(float(np.abs(W).sum()) for W in weights)
