@@ -31,22 +31,12 @@ from manual_bp.regularizers import L2, get_regularizer
 from reference import torch_run
 from reference.cases import build_case
 from reference.conditioning import error_scales
-from tests.strategies import network_specs
+from tests.strategies import STABLE_COSTS, network_specs
 
 # Trajectory tests: well-conditioned networks (as tests/test_optimizers.py), so that
 # rounding differences are not amplified by the dynamics; no dyadic values or planted
 # kinks, so that no zˡ sits exactly on a kink after an update (where one rounding of
 # difference flips relu'(z)).
-STABLE_COSTS = (
-    "bce-logits",
-    "categorical-cross-entropy",
-    "cross-entropy",
-    "huber",
-    "kl-divergence",
-    "log-likelihood",
-    "quadratic",
-    "smooth-l1",
-)
 SMOOTH = {
     "dyadic": False,
     "kinks": False,

@@ -39,7 +39,7 @@ from manual_bp.schedules import (
 )
 from reference.cases import build_case
 from reference.optim import network_trajectories, torch_optimizer, torch_schedule, trajectories
-from tests.strategies import SMOOTH_ACTIVATIONS, network_specs
+from tests.strategies import SMOOTH_ACTIVATIONS, STABLE_COSTS, network_specs
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -218,16 +218,6 @@ def test_flat_buffer_equals_list_of_arrays(problem, opt):
 
 #: Costs under which 20 steps of these rates do not diverge (poisson-nll's exp can):
 #: a diverging trajectory amplifies rounding and proves nothing.
-STABLE_COSTS = (
-    "bce-logits",
-    "categorical-cross-entropy",
-    "cross-entropy",
-    "huber",
-    "kl-divergence",
-    "log-likelihood",
-    "quadratic",
-    "smooth-l1",
-)
 
 
 def smooth_networks():
