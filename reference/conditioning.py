@@ -147,7 +147,17 @@ def _abs_jacobians(net: Network, run: TorchRun, z_scales: list[np.ndarray]) -> l
     return jacobians
 
 
-def _output_scale(net: Network, run: TorchRun, y: np.ndarray, jacobian: np.ndarray) -> np.ndarray:
+def _output_scale(
+    net: Network, run: TorchRun, y: np.ndarray, jacobian: np.ndarray, a_scale: np.ndarray
+) -> np.ndarray:
+    """``S(δᴸ)``; ``a_scale`` is ``S(aᴸ)``: ``aᴸ`` itself is only known to ``ε·S(aᴸ)``.
+
+    Every difference that ``∇ₐC`` or the shortcut ``a − y`` forms cancels against that
+    forward rounding, not against ``|aᴸ|``: with ``|Wᴸ|·|aᴸ⁻¹| ≫ |aᴸ|`` (weight scale 30)
+    two correct forward passes that sum ``zᴸ`` in a different order (the loop form's
+    ``W @ a`` against the matrix form's ``a @ Wᵀ``) give ``a − y`` that differ by
+    ``ε·S(zᴸ)``, far above ``ε·|a − y|``.
+    """
     a = run.activations[-1]
     candidates = [np.abs(run.deltas[-1])]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -159,12 +169,12 @@ def _output_scale(net: Network, run: TorchRun, y: np.ndarray, jacobian: np.ndarr
         # to ε *absolute* (vmap of BCE-with-logits goes through 1 − σ(−z), exactly 0 where
         # σ(z) = 6e-68), so the magnitude of a is taken as at least 1.
         bounded = net.output_activation.name != "identity"
-        magnitude = np.maximum(np.abs(a), 1.0) if bounded else np.abs(a)
+        magnitude = np.maximum(a_scale, 1.0) if bounded else a_scale
         candidates.append(magnitude + np.abs(y))
     elif net.cost.name in COST_GRAD_ROUNDING:
         # ∇ₐC is itself a difference (softmax(a) − y, sigmoid(a) − y, a − y): its rounding,
         # not only its value, goes through J̃ (issue 3).
-        rounding = cost_grad_scale(net.cost.name, a, y, grad_a, np.abs(a))
+        rounding = cost_grad_scale(net.cost.name, a, y, grad_a, a_scale)
         candidates.append(np.einsum("bij,bi->bj", jacobian, rounding))
     return np.maximum.reduce(candidates)
 
@@ -180,7 +190,7 @@ def error_scales(net: Network, run: TorchRun, y: np.ndarray) -> ErrorScales:
     jacobians = _abs_jacobians(net, run, z_scales)
     deltas = run.deltas
     scales: list[np.ndarray] = [np.empty(0)] * len(deltas)
-    scales[-1] = _output_scale(net, run, y, jacobians[-1])
+    scales[-1] = _output_scale(net, run, y, jacobians[-1], a_scales[-1])
     for l in range(len(deltas) - 2, -1, -1):
         propagated = np.maximum(scales[l + 1], np.abs(deltas[l + 1]).max(initial=0.0))
         scales[l] = np.einsum("bij,bi->bj", jacobians[l], propagated @ weights_abs[l + 1])
