@@ -1,0 +1,372 @@
+"""Checks of the sequence layers: RNN/LSTM/GRU, embedding, BPTT (``docs/sequences.md``).
+
+Oracles: ``torch.nn.RNN/LSTM/GRU`` (``batch_first=True``) run through
+``torch.func.functional_call`` with OUR parameters, float64; ``F.embedding``; central
+finite differences; and an adjoint (dot-product) test of every cell step's VJP,
+``⟨u, J v⟩ = ⟨Jᵀu, v⟩`` with ``J v`` from central differences. Upstream gradients on the
+output sequence AND on the final states are random. Blocks ``rnn``, ``lstm``, ``gru``
+put the layers in the middle of random stacks (``reference.stack.random_stack``).
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from manual_bp.layers import ActivationLayer, Dense, recurrent_cells
+from manual_bp.layers.embedding import Embedding
+from manual_bp.layers.recurrent import GRU, LSTM, RNN, RecurrentLayer
+from manual_bp.layers.recurrent_cells import CELLS
+from manual_bp.sequential import Sequential
+from reference.checks import register_check
+from reference.compare import Comparison
+from reference.stack import register_block, register_torch, stack_comparisons
+
+__all__ = ["recurrent_case", "recurrent_comparisons", "torch_recurrent"]
+
+KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+_TORCH = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM}
+_TORCH["gru"] = torch.nn.GRU
+
+
+def make_layer(kind: str, *args, **kwargs) -> RecurrentLayer:
+    """``kind`` in :data:`KINDS` -> our layer."""
+    if kind.startswith("rnn"):
+        return RNN(*args, nonlinearity=kind[4:], **kwargs)
+    return {"lstm": LSTM, "gru": GRU}[kind](*args, **kwargs)
+
+
+def torch_recurrent(layer: RecurrentLayer, params: dict, x: torch.Tensor, states=None):
+    """torch's module of the same configuration, called with OUR parameters: ``(out, final)``."""
+    options = {"nonlinearity": layer.nonlinearity} if isinstance(layer, RNN) else {}
+    module = _TORCH[layer.mode](
+        layer.input_size,
+        layer.hidden_size,
+        layer.num_layers,
+        bias=layer.bias,
+        bidirectional=layer.bidirectional,
+        batch_first=True,
+        dtype=torch.float64,
+        **options,
+    )
+    args = (x,) if states is None else (x, states)
+    return torch.func.functional_call(module, params, args)
+
+
+@register_torch(RecurrentLayer)
+def _recurrent(layer, params, buffers, x, cache):
+    states = None
+    if layer.initial_state is not None:
+        tensors = tuple(torch.tensor(s) for s in layer.initial_state)
+        states = tensors if layer.mode == "lstm" else tensors[0]
+    return torch_recurrent(layer, params, x, states)[0]
+
+
+@register_torch(Embedding)
+def _embedding(layer, params, buffers, x, cache):
+    indices = torch.tensor(cache.indices)
+    # Indices carry no derivative: 0·x keeps x in the graph so that ∂C/∂x = 0 is compared.
+    return F.embedding(indices, params["weight"], layer.padding_idx) + 0.0 * x.unsqueeze(-1)
+
+
+def recurrent_case(
+    kind: str,
+    batch: int,
+    length: int,
+    input_size: int,
+    hidden: int,
+    layers: int,
+    bias: bool,
+    bidirectional: bool,
+    seed: int,
+    with_initial: bool = True,
+) -> list[Comparison]:
+    """Functional API vs torch: outputs, final states, ∂x, ∂h0 (∂c0), every ∂θ.
+
+    ``C = Σ U ⊙ out + Σ V ⊙ h_T (+ Σ W ⊙ c_T)`` with random ``U, V, W``.
+    """
+    rng = np.random.default_rng(seed)
+    layer = make_layer(kind, input_size, hidden, layers, bias, bidirectional, seed=rng)
+    n_states = layer.cell.n_states
+    state_shape = (layers * layer.directions, batch, hidden)
+    x = rng.standard_normal((batch, length, input_size))
+    initial = [rng.standard_normal(state_shape) if with_initial else None for _ in range(n_states)]
+    d_out = rng.standard_normal((batch, length, hidden * layer.directions))
+    d_final = [rng.standard_normal(state_shape) for _ in range(n_states)]
+    return recurrent_comparisons(layer, x, initial, d_out, d_final)
+
+
+def recurrent_comparisons(layer, x, initial, d_out, d_final) -> list[Comparison]:
+    """Compare ``forward_sequence``/``backward_sequence`` of ``layer`` with torch's module."""
+    out, final, cache = layer.forward_sequence(x, *initial)
+    final = final if isinstance(final, tuple) else (final,)
+    result = layer.backward_sequence(d_out, *d_final, cache)
+    dx, d_initial, grads = result[0], result[1:-1], result[-1]
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+    xt = torch.tensor(x, requires_grad=True)
+    given = [torch.tensor(s, requires_grad=True) if s is not None else None for s in initial]
+    states = None
+    if given[0] is not None:
+        states = tuple(given) if layer.mode == "lstm" else given[0]
+    out_t, final_t = torch_recurrent(layer, params, xt, states)
+    final_t = final_t if isinstance(final_t, tuple) else (final_t,)
+    loss = (out_t * torch.tensor(d_out)).sum()
+    for f, d in zip(final_t, d_final, strict=True):
+        loss = loss + (f * torch.tensor(d)).sum()
+    loss.backward()
+    step, bptt = layer.equation, "BPTT.sequence"
+    comparisons = [
+        Comparison(step, "out", out, out_t.detach().numpy()),
+        Comparison(bptt, "∂C/∂x", dx, xt.grad.numpy()),
+    ]
+    for name, ours, theirs in zip(("h_T", "c_T"), final, final_t, strict=False):
+        comparisons.append(Comparison(step, name, ours, theirs.detach().numpy()))
+    for name, ours, theirs in zip(("∂C/∂h0", "∂C/∂c0"), d_initial, given, strict=False):
+        if theirs is not None:
+            comparisons.append(Comparison(bptt, name, ours, theirs.grad.numpy()))
+    for name, tensor in params.items():
+        comparisons.append(Comparison(step, f"∂C/∂{name}", grads[name], tensor.grad.numpy()))
+    return comparisons
+
+
+def _draw(rng: np.random.Generator, kind: str | None = None) -> dict:
+    return dict(
+        kind=kind or KINDS[int(rng.integers(len(KINDS)))],
+        batch=int(rng.integers(1, 5)),
+        length=int(rng.integers(1, 7)),
+        input_size=int(rng.integers(1, 5)),
+        hidden=int(rng.integers(1, 5)),
+        layers=int(rng.integers(1, 4)),
+        bias=bool(rng.integers(2)),
+        bidirectional=bool(rng.integers(2)),
+        seed=int(rng.integers(2**31)),
+        with_initial=bool(rng.integers(4)),  # mostly given; sometimes torch's zeros
+    )
+
+
+@register_check("sequences-recurrent")
+def recurrent_check(rng: np.random.Generator) -> list[Comparison]:
+    """RNN.step, LSTM.step, GRU.step, BPTT.sequence: a random recurrent layer vs torch."""
+    return recurrent_case(**_draw(rng))
+
+
+@register_check("sequences-recurrent-finite-differences")
+def recurrent_fd_check(rng: np.random.Generator) -> list[Comparison]:
+    """The same gradients against central finite differences of C (no torch)."""
+    case = _draw(rng)
+    case.update(batch=2, length=min(case["length"], 3), layers=min(case["layers"], 2))
+    if case["kind"] == "rnn_relu":
+        case["kind"] = "rnn_tanh"  # finite differences are invalid across relu's kink
+    rng = np.random.default_rng(case["seed"])
+    layer = make_layer(
+        case["kind"], case["input_size"], case["hidden"], case["layers"], case["bias"],
+        case["bidirectional"], seed=rng,
+    )  # fmt: skip
+    shape = (case["layers"] * layer.directions, case["batch"], case["hidden"])
+    x = rng.standard_normal((case["batch"], case["length"], case["input_size"]))
+    initial = [rng.standard_normal(shape) for _ in range(layer.cell.n_states)]
+    d_out = rng.standard_normal((*x.shape[:2], case["hidden"] * layer.directions))
+    d_final = [rng.standard_normal(shape) for _ in initial]
+
+    def cost() -> float:
+        out, final, _ = layer.forward_sequence(x, *initial)
+        final = final if isinstance(final, tuple) else (final,)
+        return float(
+            (out * d_out).sum() + sum((f * d).sum() for f, d in zip(final, d_final, strict=True))
+        )
+
+    _, _, cache = layer.forward_sequence(x, *initial)
+    result = layer.backward_sequence(d_out, *d_final, cache)
+    dx, d_initial, grads = result[0], result[1:-1], result[-1]
+    targets = [("BPTT.sequence", "∂C/∂x", dx, x)]
+    for i, (d, s) in enumerate(zip(d_initial, initial, strict=True)):
+        targets.append(("BPTT.sequence", f"∂C/∂state0[{i}]", d, s))
+    targets += [(layer.equation, f"∂C/∂{k}", grads[k], v) for k, v in layer.params.items()]
+    comparisons = []
+    for equation, name, actual, array in targets:
+        expected = finite_difference(cost, array)
+        atol = 1e-7 * (1.0 + float(np.abs(expected).max(initial=0.0)))  # O(h²) + O(ε/h)
+        comparisons.append(
+            Comparison(equation, name, actual, expected, oracle="finite-differences", atol=atol)
+        )
+    return comparisons
+
+
+def finite_difference(cost, array: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central differences of ``cost()`` in every entry of ``array`` (perturbed in place)."""
+    grad = np.empty(array.size)
+    flat = array.reshape(-1)
+    for i in range(flat.size):
+        original = flat[i]
+        flat[i] = original + h
+        plus = cost()
+        flat[i] = original - h
+        minus = cost()
+        flat[i] = original
+        grad[i] = (plus - minus) / (2 * h)
+    return grad.reshape(array.shape)
+
+
+@register_check("sequences-cell-adjoint")
+def cell_adjoint_check(rng: np.random.Generator) -> list[Comparison]:
+    """⟨u, J v⟩ = ⟨Jᵀu, v⟩ for each cell step, all inputs (x, state, θ) perturbed at once."""
+    comparisons = []
+    for kind, equation in zip(
+        KINDS, ("RNN.step", "RNN.step", "LSTM.step", "GRU.step"), strict=True
+    ):
+        cell = CELLS[kind]
+        batch, n_in, hidden = (int(k) for k in rng.integers(1, 5, size=3))
+        gh = cell.gates * hidden
+        params = {
+            "weight_ih": rng.standard_normal((gh, n_in)),
+            "weight_hh": rng.standard_normal((gh, hidden)),
+            "bias_ih": rng.standard_normal(gh),
+            "bias_hh": rng.standard_normal(gh),
+        }
+        x = rng.standard_normal((batch, n_in))
+        state = tuple(rng.standard_normal((batch, hidden)) for _ in range(cell.n_states))
+        u = tuple(rng.standard_normal((batch, hidden)) for _ in range(cell.n_states))
+        v_x = rng.standard_normal(x.shape)
+        v_s = tuple(rng.standard_normal(s.shape) for s in state)
+        v_p = {k: rng.standard_normal(p.shape) for k, p in params.items()}
+        _, cache = cell.step(x, state, params)
+        dx, d_state, grads = cell.step_backward(u, cache)
+        vjp_dot = (dx * v_x).sum() + sum((d * v).sum() for d, v in zip(d_state, v_s, strict=True))
+        vjp_dot += sum((grads[k] * v_p[k]).sum() for k in params)
+
+        h = 1e-6
+        plus, minus = (_moved(cell, t, x, state, params, v_x, v_s, v_p) for t in (h, -h))
+        jvp_dot = sum(
+            (ui * (a - b) / (2 * h)).sum() for ui, a, b in zip(u, plus, minus, strict=True)
+        )
+        atol = 1e-6 * (1.0 + abs(jvp_dot))  # central differences: O(h²)·|f‴| + O(ε/h)
+        comparisons.append(
+            Comparison(
+                equation,
+                f"{kind} ⟨Jᵀu, v⟩",
+                np.array(vjp_dot),
+                np.array(jvp_dot),
+                oracle="finite-differences",
+                atol=atol,
+            )
+        )
+    return comparisons
+
+
+def _moved(cell, t: float, x, state, params, v_x, v_s, v_p) -> tuple:
+    """The cell's new state at ``(x, state, θ) + t·v``."""
+    p = {k: params[k] + t * v_p[k] for k in params}
+    s = tuple(a + t * b for a, b in zip(state, v_s, strict=True))
+    return cell.step(x + t * v_x, s, p)[0]
+
+
+@register_check("sequences-embedding")
+def embedding_check(rng: np.random.Generator) -> list[Comparison]:
+    """EMB.lookup: repeated indices accumulate, the padding row gets none, vs F.embedding."""
+    vocab, dim = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    batch, length = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+    padding = None if rng.integers(2) else int(rng.integers(-vocab, vocab))
+    layer = Embedding(vocab, dim, padding, seed=rng)
+    x = rng.integers(0, vocab, size=(batch, length))  # small vocabularies: many repeats
+    d_out = rng.standard_normal((batch, length, dim))
+    out, cache = layer.forward(x.astype(np.float64) if rng.integers(2) else x)
+    _, grads = layer.backward(d_out, cache)
+    weight = torch.tensor(layer.params["weight"], requires_grad=True)
+    out_t = F.embedding(torch.tensor(x), weight, layer.padding_idx)
+    (out_t * torch.tensor(d_out)).sum().backward()
+    return [
+        Comparison("EMB.lookup", "out", out, out_t.detach().numpy()),
+        Comparison("EMB.lookup", "∂C/∂weight", grads["weight"], weight.grad.numpy()),
+    ]
+
+
+# ---------------------------------------------------------------------------- random stacks
+def _recurrent_block(kind: str):
+    def block(rng: np.random.Generator, shape: tuple[int, ...]):
+        hidden = int(rng.integers(1, 5))
+        layer = make_layer(
+            kind, shape[-1], hidden, int(rng.integers(1, 3)), bool(rng.integers(2)),
+            bool(rng.integers(2)),
+        )  # fmt: skip
+        return [layer], tuple(layer.output_shape(shape))
+
+    return block
+
+
+for _kind in KINDS:
+    register_block("sequences", _kind)(_recurrent_block(_kind))
+
+
+def magnitude_scales(layer: RecurrentLayer, d_out: np.ndarray, cache) -> dict[str, np.ndarray]:
+    """``Σ_t |δa_t|ᵀ|x_t|`` (and ``Σ_t |δa_t|`` for biases): the rounding bound of each sum.
+
+    A parameter gradient is a sum over batch and time of per-step terms; where the terms
+    cancel (a gradient of 1e-7 from terms of 1e-4) its rounding error is relative to
+    their magnitude, not to the result (docs/conventions.md, "Precision and tolerances").
+    The same backward pass is replayed with the per-step parameter products taken in
+    absolute value (a reference-side substitute for ``_param_grads``).
+    """
+
+    def absolute(d_ih, d_hh, x, h, params):
+        grads = {"weight_ih": np.abs(d_ih).T @ np.abs(x), "weight_hh": np.abs(d_hh).T @ np.abs(h)}
+        if params["bias_ih"] is not None:
+            grads["bias_ih"], grads["bias_hh"] = np.abs(d_ih).sum(0), np.abs(d_hh).sum(0)
+        return grads
+
+    with mock.patch.object(recurrent_cells, "_param_grads", absolute):
+        return layer.backward(d_out, cache)[1]
+
+
+def with_stack_scales(model: Sequential, x, y, comparisons: list[Comparison]) -> list[Comparison]:
+    """Attach :func:`magnitude_scales` to the recurrent layers' parameter comparisons."""
+    ours = model.backprop(x, y)
+    last = model.layers[-1]
+    out, caches = ours.output, ours.caches
+    rows = out.reshape(-1, out.shape[-1])
+    targets = model.prepare_targets(y, x.shape[0]).reshape(rows.shape)
+    z = caches[-1].input.reshape(rows.shape)
+    upstream = model.cost.delta(z, rows, targets, last.activation).reshape(out.shape) / len(rows)
+    by_name = {c.name: c for c in comparisons}
+    for index in reversed(range(len(model.layers) - 1)):
+        layer = model.layers[index]
+        if isinstance(layer, RecurrentLayer):
+            for name, scale in magnitude_scales(layer, upstream, caches[index]).items():
+                by_name[f"∂C/∂{index}.{name}"].scale = scale
+        if isinstance(layer, Dense):  # ∂W = Σ_rows dzᵀx over N·T rows cancels the same way
+            d_rows = np.abs(upstream.reshape(-1, upstream.shape[-1]))
+            x_rows = np.abs(caches[index].input.reshape(len(d_rows), -1))
+            by_name[f"∂C/∂{index}.weight"].scale = d_rows.T @ x_rows
+            if layer.bias:
+                by_name[f"∂C/∂{index}.bias"].scale = d_rows.sum(0)
+        upstream = layer.backward(upstream, caches[index])[0]
+    return comparisons
+
+
+@register_check("sequences-stack")
+def sequence_stack_check(rng: np.random.Generator) -> list[Comparison]:
+    """Recurrent layers (and attention, when registered) in the middle of random stacks."""
+    from reference.stack import random_stack
+
+    model, x, y = random_stack(rng, "sequences")
+    return with_stack_scales(model, x, y, stack_comparisons(model, x, y))
+
+
+@register_check("sequences-embedding-stack")
+def embedding_stack_check(rng: np.random.Generator) -> list[Comparison]:
+    """Embedding → recurrent → dense → softmax on integer sequences, vs torch."""
+    vocab, dim, length = int(rng.integers(2, 6)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    kind = KINDS[int(rng.integers(len(KINDS)))]
+    recurrent, shape = _recurrent_block(kind)(rng, (length, dim))
+    layers = [Embedding(vocab, dim, int(rng.integers(vocab))), *recurrent]
+    n_classes = int(rng.integers(2, 5))
+    layers += [Dense(shape[-1], n_classes), ActivationLayer("softmax")]
+    model = Sequential(
+        layers, "log-likelihood", input_shape=(length,), seed=int(rng.integers(2**31))
+    )
+    batch = int(rng.integers(1, 5))
+    x = rng.integers(0, vocab, size=(batch, length))
+    y = rng.integers(0, n_classes, size=(batch, length))
+    return with_stack_scales(model, x, y, stack_comparisons(model, x, y))
