@@ -1,0 +1,268 @@
+"""2-D convolution arithmetic: geometry, a readable and a fast (im2col + GEMM) form.
+
+Layout NCHW, weight ``(C_out, C_in/groups, kH, kW)`` as ``torch.nn.Conv2d``. With
+padding ``p`` (top/left; bottom/right may differ for ``"same"``), stride ``s`` and
+dilation ``d`` on each axis, output position ``y`` reads padded input rows
+``y·s + i·d`` for kernel rows ``i = 0 … k−1``::
+
+    out[n, o, y, x] = b[o] + Σ_{c, i, j} W[o, c, i, j] · xp[n, g·C_g + c, y·s + i·d, x·s + j·d]
+
+(``g = o // (C_out/groups)``; ``xp`` the zero-padded input). Every function here comes
+in two forms checked against each other by the tests: ``*_readable`` writes these sums
+with a loop over kernel offsets, ``*_fast`` gathers all windows into one matrix
+("im2col") and multiplies once. Derivations: ``docs/convolution.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = [
+    "Geometry",
+    "conv_forward_fast",
+    "conv_forward_readable",
+    "conv_input_grad_fast",
+    "conv_input_grad_readable",
+    "conv_weight_grad_fast",
+    "conv_weight_grad_readable",
+    "pad",
+    "unpad",
+]
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Kernel, stride, per-side padding ``((top, bottom), (left, right))``, dilation, groups."""
+
+    kernel: Pair
+    stride: Pair = (1, 1)
+    padding: tuple[Pair, Pair] = ((0, 0), (0, 0))
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+    def output_size(self, size: Pair) -> Pair:
+        """``⌊(H + p_top + p_bottom − d(k−1) − 1)/s⌋ + 1`` per axis (equation ``CONV.forward``)."""
+        out = []
+        for axis in range(2):
+            span = (
+                size[axis] + sum(self.padding[axis]) - self.dilation[axis] * (self.kernel[axis] - 1)
+            )
+            out.append((span - 1) // self.stride[axis] + 1 if span >= 1 else 0)
+        return out[0], out[1]
+
+
+def pad(x: np.ndarray, padding: tuple[Pair, Pair], value: float = 0.0) -> np.ndarray:
+    """A padded copy of ``x (N, C, H, W)``; the interior is written with explicit bounds.
+
+    (A slice ``[p:-p]`` would be empty for ``p = 0``; ``[p : p + H]`` never is.)
+    """
+    (top, bottom), (left, right) = padding
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+def unpad(xp: np.ndarray, padding: tuple[Pair, Pair], size: Pair) -> np.ndarray:
+    """The interior ``(N, C, H, W)`` of a padded array (a view)."""
+    (top, _), (left, _) = padding
+    return xp[:, :, top : top + size[0], left : left + size[1]]
+
+
+def windows(xp: np.ndarray, geometry: Geometry, out_size: Pair) -> np.ndarray:
+    """View ``(N, C, kH, kW, Ho, Wo)`` of ``xp``: ``[n, c, i, j, y, x] = xp[n, c, ys+id, xs+jd]``.
+
+    A strided view, no copy: strides of the kernel axes are the dilation, of the output
+    axes the stride.
+    """
+    sn, sc, sh, sw = xp.strides
+    (dh, dw), (th, tw) = geometry.dilation, geometry.stride
+    shape = (*xp.shape[:2], *geometry.kernel, *out_size)
+    return as_strided(xp, shape, (sn, sc, sh * dh, sw * dw, sh * th, sw * tw), writeable=False)
+
+
+# --------------------------------------------------------------------------- readable form
+def conv_forward_readable(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: Geometry
+) -> np.ndarray:
+    """Equation ``CONV.forward`` as written: one term per kernel offset ``(i, j)``.
+
+    x (N, C_in, H, W), weight (C_out, C_in/G, kH, kW), bias (C_out,) -> (N, C_out, Ho, Wo)
+    """
+    n, _, h, w = x.shape
+    c_out, c_group, kh, kw = weight.shape
+    groups, o_group = geometry.groups, c_out // geometry.groups
+    ho, wo = geometry.output_size((h, w))
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    xp = pad(x, geometry.padding)
+    out = np.zeros((n, c_out, ho, wo), dtype=x.dtype)
+    for g in range(groups):
+        xg = xp[:, g * c_group : (g + 1) * c_group]
+        wg = weight[g * o_group : (g + 1) * o_group]
+        for i in range(kh):
+            for j in range(kw):
+                # rows y·s + i·d for y = 0 … Ho−1
+                patch = xg[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh][
+                    :, :, :, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+                ]
+                out[:, g * o_group : (g + 1) * o_group] += np.einsum(
+                    "oc,ncyx->noyx", wg[:, :, i, j], patch
+                )
+    if bias is not None:
+        out += bias[:, None, None]
+    return out
+
+
+def conv_weight_grad_readable(
+    delta: np.ndarray, x: np.ndarray, weight_shape: tuple[int, ...], geometry: Geometry
+) -> np.ndarray:
+    """Equation ``CONV.weight``: ∂C/∂W[o,c,i,j] = Σ_{n,y,x} δ[n,o,y,x]·xp[n, c, ys+id, xs+jd].
+
+    delta (N, C_out, Ho, Wo), x (N, C_in, H, W) -> (C_out, C_in/G, kH, kW)
+    """
+    c_out, c_group, kh, kw = weight_shape
+    groups, o_group = geometry.groups, c_out // geometry.groups
+    _, _, ho, wo = delta.shape
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    xp = pad(x, geometry.padding)
+    grad = np.zeros(weight_shape, dtype=delta.dtype)
+    for g in range(groups):
+        xg = xp[:, g * c_group : (g + 1) * c_group]
+        dg = delta[:, g * o_group : (g + 1) * o_group]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xg[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh][
+                    :, :, :, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+                ]
+                grad[g * o_group : (g + 1) * o_group, :, i, j] = np.einsum(
+                    "noyx,ncyx->oc", dg, patch
+                )
+    return grad
+
+
+def conv_input_grad_readable(
+    delta: np.ndarray, weight: np.ndarray, size: Pair, geometry: Geometry
+) -> np.ndarray:
+    """Equation ``CONV.input``: full correlation of the stride-dilated δ with the flipped kernel.
+
+    δ is spread onto the padded input grid (``D[u = y·s] = δ[y]``, zeros between), padded
+    by ``d(k−1)`` zeros in front, and correlated, with dilation ``d``, with the kernel
+    flipped in both spatial axes and transposed in its channel axes; cropping the padding
+    gives ∂C/∂x.
+
+    delta (N, C_out, Ho, Wo), weight (C_out, C_in/G, kH, kW), size (H, W) -> (N, C_in, H, W)
+    """
+    n, c_out, ho, wo = delta.shape
+    _, c_group, kh, kw = weight.shape
+    groups, o_group = geometry.groups, c_out // geometry.groups
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    (top, bottom), (left, right) = geometry.padding
+    hp, wp = size[0] + top + bottom, size[1] + left + right
+    front_h, front_w = dh * (kh - 1), dw * (kw - 1)
+    # D: δ dilated by the stride, with d(k−1) zeros in front and enough behind to give Hp rows.
+    spread = np.zeros((n, c_out, hp + front_h, wp + front_w), dtype=delta.dtype)
+    spread[
+        :, :, front_h : front_h + sh * (ho - 1) + 1 : sh, front_w : front_w + sw * (wo - 1) + 1 : sw
+    ] = delta
+    flipped = weight[:, :, ::-1, ::-1]
+    grad_p = np.zeros((n, c_group * groups, hp, wp), dtype=delta.dtype)
+    for g in range(groups):
+        dg = spread[:, g * o_group : (g + 1) * o_group]
+        wg = flipped[g * o_group : (g + 1) * o_group]
+        for i in range(kh):
+            for j in range(kw):
+                patch = dg[:, :, i * dh : i * dh + hp, j * dw : j * dw + wp]
+                grad_p[:, g * c_group : (g + 1) * c_group] += np.einsum(
+                    "oc,noyx->ncyx", wg[:, :, i, j], patch
+                )
+    return unpad(grad_p, geometry.padding, size).copy()
+
+
+# --------------------------------------------------------------------------- fast form
+def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Pair]:
+    """Columns ``(G, C_g·kH·kW, N·Ho·Wo)`` (contiguous) of the windows of ``x (N, C, H, W)``.
+
+    Row ``(c, i, j)`` and column ``(n, y, x)`` hold ``xp[n, g·C_g + c, ys+id, xs+jd]``, so
+    the convolution of group ``g`` is the product ``W_g (C_out/G, C_g·kH·kW) @ cols[g]``.
+    """
+    n, c, h, w = x.shape
+    out_size = geometry.output_size((h, w))
+    xp = pad(x, geometry.padding) if any(any(p) for p in geometry.padding) else x
+    view = windows(xp, geometry, out_size)  # (N, C, kH, kW, Ho, Wo)
+    groups = geometry.groups
+    view = view.reshape(n, groups, c // groups, *geometry.kernel, *out_size)
+    cols = np.empty(
+        (groups, c // groups, *geometry.kernel, n, *out_size), dtype=x.dtype
+    )  # one copy, in GEMM order
+    np.copyto(cols, view.transpose(1, 2, 3, 4, 0, 5, 6))
+    return cols.reshape(groups, -1, n * out_size[0] * out_size[1]), out_size
+
+
+def conv_forward_fast(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: Geometry
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equation ``CONV.fast``: im2col and one batched GEMM. Returns ``(out, cols)``.
+
+    x (N, C_in, H, W) -> out (N, C_out, Ho, Wo); ``cols`` is kept for the weight gradient.
+    """
+    n = x.shape[0]
+    c_out = weight.shape[0]
+    groups = geometry.groups
+    cols, (ho, wo) = im2col(x, geometry)
+    w_mat = weight.reshape(groups, c_out // groups, -1)
+    prod = np.matmul(w_mat, cols)  # (G, C_out/G, N·Ho·Wo)
+    out = np.empty((n, c_out, ho, wo), dtype=x.dtype)
+    np.copyto(out.reshape(n, c_out, ho * wo), prod.reshape(c_out, n, ho * wo).transpose(1, 0, 2))
+    if bias is not None:
+        out += bias[:, None, None]
+    return out, cols
+
+
+def _delta_rows(delta: np.ndarray, groups: int) -> np.ndarray:
+    """δ ``(N, C_out, Ho, Wo)`` as ``(G, C_out/G, N·Ho·Wo)`` (the GEMM layout of ``cols``)."""
+    n, c_out, ho, wo = delta.shape
+    rows = np.ascontiguousarray(delta.reshape(n, c_out, ho * wo).transpose(1, 0, 2))
+    return rows.reshape(groups, c_out // groups, n * ho * wo)
+
+
+def conv_weight_grad_fast(
+    delta: np.ndarray, cols: np.ndarray, weight_shape: tuple[int, ...], geometry: Geometry
+) -> np.ndarray:
+    """Equation ``CONV.fast``: ``∂C/∂W_g = δ_g colsᵍᵀ`` — one GEMM per group."""
+    rows = _delta_rows(delta, geometry.groups)
+    return np.matmul(rows, cols.transpose(0, 2, 1)).reshape(weight_shape)
+
+
+def conv_input_grad_fast(
+    delta: np.ndarray, weight: np.ndarray, size: Pair, geometry: Geometry
+) -> np.ndarray:
+    """Equation ``CONV.fast``: ``dcols = W_gᵀ δ_g`` then col2im (add back per kernel offset).
+
+    delta (N, C_out, Ho, Wo), weight (C_out, C_in/G, kH, kW) -> (N, C_in, H, W)
+    """
+    n, c_out, ho, wo = delta.shape
+    _, c_group, kh, kw = weight.shape
+    groups = geometry.groups
+    rows = _delta_rows(delta, groups)
+    w_mat = weight.reshape(groups, c_out // groups, -1)
+    dcols = np.matmul(w_mat.transpose(0, 2, 1), rows)  # (G, C_g·kH·kW, N·Ho·Wo)
+    dcols = dcols.reshape(groups * c_group, kh, kw, n, ho, wo)
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    (top, bottom), (left, right) = geometry.padding
+    hp, wp = size[0] + top + bottom, size[1] + left + right
+    grad_p = np.zeros((groups * c_group, n, hp, wp), dtype=delta.dtype)  # channel-major: cheap adds
+    for i in range(kh):
+        for j in range(kw):
+            grad_p[
+                :,
+                :,
+                i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                j * dw : j * dw + sw * (wo - 1) + 1 : sw,
+            ] += dcols[:, i, j]
+    grad = grad_p[:, :, top : top + size[0], left : left + size[1]].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(grad)

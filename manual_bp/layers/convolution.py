@@ -1,0 +1,283 @@
+"""Convolution layers ``torch.nn.Conv2d`` and ``torch.nn.Conv1d`` (NCHW / NCL).
+
+Parameters under torch's names and shapes: ``weight (C_out, C_in/groups, kH, kW)``
+(``(C_out, C_in/groups, k)`` in 1-D) and ``bias (C_out,)``. The arithmetic lives in
+:mod:`manual_bp.layers._im2col` in a readable and a fast form; ``implementation="fast"``
+(the default) trains with im2col + GEMM, ``"readable"`` with the loop over kernel offsets
+that mirrors the derivation (``docs/convolution.md``). A 1-D convolution is the 2-D one on
+an input of height 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from manual_bp.initializers import initialize
+from manual_bp.layers import _im2col as conv
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+
+__all__ = ["Conv1d", "Conv2d", "ConvCache", "parse_geometry"]
+
+
+@dataclass
+class ConvCache(Cache):
+    """``input`` x, the weight used, and (fast form) the im2col matrix of x."""
+
+    weight: np.ndarray
+    cols: np.ndarray | None
+
+
+def _tuple(value: Any, name: str, dims: int, minimum: int) -> tuple[int, ...]:
+    items = (value,) * dims if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(items) != dims or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
+    ):
+        raise ValueError(f"{name} must be an integer ≥ {minimum} or {dims} of them, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+def parse_geometry(
+    dims: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, groups: Any
+) -> conv.Geometry:
+    """Validate torch-style arguments and return the 2-D :class:`Geometry` (1-D: height 1).
+
+    ``padding`` is an int, a tuple, ``"valid"`` (0) or ``"same"`` (stride 1 only, as torch;
+    total ``d(k−1)`` split with the smaller half in front, as ``torch`` does).
+    """
+    kernel = _tuple(kernel_size, "kernel_size", dims, 1)
+    strides = _tuple(stride, "stride", dims, 1)
+    dilations = _tuple(dilation, "dilation", dims, 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = tuple((0, 0) for _ in range(dims))
+        elif padding == "same":
+            if any(s != 1 for s in strides):
+                raise ValueError(f"padding='same' needs stride 1 (as torch), got stride={stride!r}")
+            totals = [d * (k - 1) for d, k in zip(dilations, kernel, strict=True)]
+            pads = tuple((t // 2, t - t // 2) for t in totals)
+        else:
+            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+    else:
+        pads = tuple((p, p) for p in _tuple(padding, "padding", dims, 0))
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if dims == 1:
+        kernel, strides, dilations, pads = (
+            (1, *kernel),
+            (1, *strides),
+            (1, *dilations),
+            ((0, 0), *pads),
+        )
+    return conv.Geometry(kernel, strides, pads, dilations, int(groups))
+
+
+class _ConvNd(Layer):
+    """Shared body of Conv1d/Conv2d: the layer works on ``(N, C, H, W)`` views."""
+
+    dims = 2
+    decay = ("weight",)
+    hyperparameters = (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "bias",
+        "padding_mode",
+        "weight_init",
+        "bias_init",
+        "implementation",
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        weight_init: str | dict[str, Any] = "torch",
+        bias_init: str | dict[str, Any] = "torch",
+        implementation: str = "fast",
+        seed: int | np.random.Generator | None = None,
+        dtype: np.dtype | type | str = np.float64,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _tuple(in_channels, "in_channels", 1, 1)[0]
+        self.out_channels = _tuple(out_channels, "out_channels", 1, 1)[0]
+        self.geometry = parse_geometry(self.dims, kernel_size, stride, padding, dilation, groups)
+        if self.in_channels % self.geometry.groups or self.out_channels % self.geometry.groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and "
+                f"out_channels={out_channels}"
+            )
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        if implementation not in ("fast", "readable"):
+            raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.groups, self.bias = dilation, int(groups), bool(bias)
+        self.padding_mode, self.implementation = padding_mode, implementation
+        self.weight_init, self.bias_init = weight_init, bias_init
+        kernel = self.geometry.kernel[2 - self.dims :]
+        dtype = np.dtype(dtype)
+        shape = (self.out_channels, self.in_channels // self.groups, *kernel)
+        self.params["weight"] = np.zeros(shape, dtype)
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_channels, dtype)
+        self.reset_parameters(np.random.default_rng(seed))
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """torch's default: U(±1/√fan_in) for weight and bias, fan_in = C_in/G · kH · kW."""
+        weight = self.params["weight"]
+        weight[...] = initialize(self.weight_init, rng, weight.shape, dtype=weight.dtype)
+        if self.bias:
+            fan_in = math.prod(weight.shape[1:])
+            scheme = "normal" if self.bias_init == "nielsen" else self.bias_init
+            self.params["bias"][...] = initialize(
+                scheme, rng, (self.out_channels,), fan_in=fan_in, dtype=weight.dtype
+            )
+
+    # -------------------------------------------------------------- 2-D views
+    def _as_2d(self, array: np.ndarray) -> np.ndarray:
+        return array if self.dims == 2 else array[:, :, None, :]
+
+    def _from_2d(self, array: np.ndarray) -> np.ndarray:
+        return array if self.dims == 2 else array[:, :, 0, :]
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != self.dims + 1 or shape[0] != self.in_channels:
+            want = "(C, H, W)" if self.dims == 2 else "(C, L)"
+            raise ValueError(
+                f"{self!r} needs per-sample inputs {want} with C = {self.in_channels}, got {shape}"
+            )
+        size = shape[1:] if self.dims == 2 else (1, shape[1])
+        out = self.geometry.output_size(size)
+        if min(out) < 1:
+            raise ValueError(
+                f"{self!r}: input {shape} is smaller than the dilated kernel (output {out})"
+            )
+        return (self.out_channels, *out[2 - self.dims :])
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ConvCache]:
+        """``x (N, C_in, H, W) -> (N, C_out, Ho, Wo)`` — equation ``CONV.forward``."""
+        check_input(x, self, ndim=self.dims + 2, name="x")
+        self.output_shape(x.shape[1:])
+        weight = self.params["weight"]
+        x2, w2 = self._as_2d(x), self._as_2d(weight)
+        if self.implementation == "fast":
+            out, cols = conv.conv_forward_fast(x2, w2, self.params.get("bias"), self.geometry)
+        else:
+            out, cols = (
+                conv.conv_forward_readable(x2, w2, self.params.get("bias"), self.geometry),
+                None,
+            )
+        return self._from_2d(out), ConvCache(x, weight, cols)
+
+    def backward(
+        self, dout: np.ndarray, cache: ConvCache
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``LAYER.conv2d`` / ``LAYER.conv1d``: ∂C/∂x (``CONV.input``), ∂C/∂W (``CONV.weight``),
+        ∂C/∂b = Σ_{n,y,x} δ[n, o, y, x]."""
+        expected = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
+        if not isinstance(dout, np.ndarray) or dout.shape != expected:
+            raise ValueError(
+                f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
+            )
+        delta, x2, w2 = self._as_2d(dout), self._as_2d(cache.input), self._as_2d(cache.weight)
+        size = x2.shape[2:]
+        if cache.cols is not None:
+            dw = conv.conv_weight_grad_fast(delta, cache.cols, w2.shape, self.geometry)
+            dx = conv.conv_input_grad_fast(delta, w2, size, self.geometry)
+        else:
+            dw = conv.conv_weight_grad_readable(delta, x2, w2.shape, self.geometry)
+            dx = conv.conv_input_grad_readable(delta, w2, size, self.geometry)
+        grads = {"weight": dw.reshape(cache.weight.shape)}
+        if self.bias:
+            grads["bias"] = delta.sum(axis=(0, 2, 3))
+        return self._from_2d(dx), grads
+
+    def jvp(
+        self, cache: ConvCache, dx: np.ndarray | None, dparams: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """``dout = conv(dx, W) + conv(x, dW) + db`` — the convolution is bilinear."""
+        x2, w2 = self._as_2d(cache.input), self._as_2d(cache.weight)
+        out = np.zeros((x2.shape[0], *self._as_2d_shape(x2.shape[1:])), dtype=x2.dtype)
+        dparams = dparams or {}
+        if dx is not None:
+            out += conv.conv_forward_fast(self._as_2d(dx), w2, None, self.geometry)[0]
+        if "weight" in dparams:
+            dw2 = dparams["weight"].reshape(w2.shape)
+            out += conv.conv_forward_fast(x2, dw2, None, self.geometry)[0]
+        if "bias" in dparams and self.bias:
+            out += dparams["bias"][:, None, None]
+        return self._from_2d(out)
+
+    def _as_2d_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.out_channels, *self.geometry.output_size(shape[1:]))
+
+    @classmethod
+    def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _ConvNd:
+        """``conv2d(16, 5, padding=2)`` on ``(C, H, W)`` -> ``Conv2d(C, 16, 5, padding=2)``."""
+        if len(input_shape) != cls.dims + 1:
+            want = "(C, H, W)" if cls.dims == 2 else "(C, L)"
+            raise ValueError(f"{cls.name} needs per-sample inputs {want}, got {tuple(input_shape)}")
+        return cls(input_shape[0], *args, **kwargs)
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        extra = f", stride={self.stride}" if self.stride != 1 else ""
+        extra += f", padding={self.padding!r}" if self.padding != 0 else ""
+        extra += f", dilation={self.dilation}" if self.dilation != 1 else ""
+        extra += f", groups={g.groups}" if g.groups != 1 else ""
+        extra += "" if self.bias else ", bias=False"
+        sizes = f"{self.in_channels}, {self.out_channels}, {self.kernel_size}"
+        return f"{type(self).__name__}({sizes}{extra})"
+
+
+@register_layer
+class Conv2d(_ConvNd):
+    """``torch.nn.Conv2d`` on NCHW inputs. Equation ``LAYER.conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (int, int), "same" (stride 1) or "valid"
+    groups : int dividing both channel counts (``groups = in_channels``: depthwise)
+    bias : bool
+    padding_mode : "zeros" only
+    weight_init, bias_init : schemes of :func:`manual_bp.initializers.initialize`
+        (default ``"torch"``: U(±1/√fan_in), fan_in = C_in/groups·kH·kW)
+    implementation : "fast" (im2col + GEMM) or "readable" (the derivation's sums)
+    """
+
+    name = "conv2d"
+    equation = "LAYER.conv2d"
+    dims = 2
+
+
+@register_layer
+class Conv1d(_ConvNd):
+    """``torch.nn.Conv1d`` on NCL inputs — Conv2d on a height-1 image. Equation ``LAYER.conv1d``.
+
+    Same parameters as :class:`Conv2d` with ints (or 1-tuples) for the sizes.
+    """
+
+    name = "conv1d"
+    equation = "LAYER.conv1d"
+    dims = 1

@@ -1,0 +1,210 @@
+"""``torch.nn.ConvTranspose2d``: the adjoint of a convolution (equation ``LAYER.conv-transpose2d``).
+
+A convolution ``K`` with weight ``W (C_in, C_out/G, kH, kW)`` maps ``C_out`` channels of
+size ``(H_out, W_out)`` to ``C_in`` channels of size ``(H, W)``. The transposed
+convolution is its adjoint ``Kᵀ`` — exactly the input-gradient map of ``K``
+(``CONV.input``) — plus a bias::
+
+    y = Kᵀ x + b,   ∂C/∂x = K δ,   ∂C/∂W = the weight gradient of K with the roles of
+                                    input (δ) and upstream gradient (x) swapped,
+    ∂C/∂b = Σ_{n,y,x} δ.
+
+``H_out = (H − 1)s − 2p + d(k − 1) + output_padding + 1`` (``output_padding`` picks one of
+the ``s`` input sizes that ``K`` maps to the same ``H``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from manual_bp.initializers import initialize
+from manual_bp.layers import _im2col as conv
+from manual_bp.layers.base import Layer, check_input, register_layer
+from manual_bp.layers.convolution import ConvCache, _tuple, parse_geometry
+
+__all__ = ["ConvTranspose2d"]
+
+
+@register_layer
+class ConvTranspose2d(Layer):
+    """``torch.nn.ConvTranspose2d`` on NCHW inputs; weight ``(C_in, C_out/groups, kH, kW)``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, dilation, output_padding : int or (int, int)
+        ``output_padding`` must be smaller than the stride or the dilation (as torch).
+    groups : int dividing both channel counts
+    bias : bool
+    weight_init, bias_init : initialiser schemes (default ``"torch"``: U(±1/√fan_in) with
+        torch's fan_in of this weight, ``C_out/groups · kH · kW``)
+    implementation : "fast" or "readable"
+    """
+
+    name = "conv-transpose2d"
+    aliases = ("convtranspose2d",)
+    equation = "LAYER.conv-transpose2d"
+    decay = ("weight",)
+    hyperparameters = (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "output_padding",
+        "groups",
+        "bias",
+        "dilation",
+        "padding_mode",
+        "weight_init",
+        "bias_init",
+        "implementation",
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        padding_mode: str = "zeros",
+        *,
+        weight_init: str | dict[str, Any] = "torch",
+        bias_init: str | dict[str, Any] = "torch",
+        implementation: str = "fast",
+        seed: int | np.random.Generator | None = None,
+        dtype: np.dtype | type | str = np.float64,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _tuple(in_channels, "in_channels", 1, 1)[0]
+        self.out_channels = _tuple(out_channels, "out_channels", 1, 1)[0]
+        if isinstance(padding, str):
+            raise ValueError(f"ConvTranspose2d takes an int or a pair as padding, got {padding!r}")
+        self.geometry = parse_geometry(2, kernel_size, stride, padding, dilation, groups)
+        self.output_padding_pair = _tuple(output_padding, "output_padding", 2, 0)
+        g = self.geometry
+        for axis in range(2):
+            if self.output_padding_pair[axis] >= max(g.stride[axis], g.dilation[axis]):
+                raise ValueError(
+                    f"output_padding={output_padding!r} must be smaller than the stride or the "
+                    f"dilation on each axis (stride={g.stride}, dilation={g.dilation})"
+                )
+        if self.in_channels % g.groups or self.out_channels % g.groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and "
+                f"out_channels={out_channels}"
+            )
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        if implementation not in ("fast", "readable"):
+            raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.output_padding, self.dilation, self.groups = output_padding, dilation, int(groups)
+        self.bias, self.padding_mode, self.implementation = bool(bias), padding_mode, implementation
+        self.weight_init, self.bias_init = weight_init, bias_init
+        dtype = np.dtype(dtype)
+        shape = (self.in_channels, self.out_channels // self.groups, *g.kernel)
+        self.params["weight"] = np.zeros(shape, dtype)
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_channels, dtype)
+        self.reset_parameters(np.random.default_rng(seed))
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        weight = self.params["weight"]
+        weight[...] = initialize(self.weight_init, rng, weight.shape, dtype=weight.dtype)
+        if self.bias:
+            scheme = "normal" if self.bias_init == "nielsen" else self.bias_init
+            fan_in = math.prod(weight.shape[1:])  # torch's fan_in of this weight tensor
+            self.params["bias"][...] = initialize(
+                scheme, rng, (self.out_channels,), fan_in=fan_in, dtype=weight.dtype
+            )
+
+    def _size(self, size: tuple[int, int]) -> tuple[int, int]:
+        g = self.geometry
+        out = tuple(
+            (size[a] - 1) * g.stride[a]
+            - sum(g.padding[a])
+            + g.dilation[a] * (g.kernel[a] - 1)
+            + self.output_padding_pair[a]
+            + 1
+            for a in range(2)
+        )
+        return out[0], out[1]
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[0] != self.in_channels:
+            raise ValueError(
+                f"{self!r} needs per-sample inputs (C, H, W) with C = {self.in_channels}, "
+                f"got {shape}"
+            )
+        out = self._size(shape[1:])
+        if min(out) < 1:
+            raise ValueError(f"{self!r}: input {shape} gives an empty output {out}")
+        return (self.out_channels, *out)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ConvCache]:
+        """``y = Kᵀx + b`` — the input-gradient map of the convolution K (``CONV.input``)."""
+        check_input(x, self, ndim=4, name="x")
+        size = self.output_shape(x.shape[1:])[1:]
+        weight = self.params["weight"]
+        if self.implementation == "fast":
+            out = conv.conv_input_grad_fast(x, weight, size, self.geometry)
+        else:
+            out = conv.conv_input_grad_readable(x, weight, size, self.geometry)
+        if self.bias:
+            out += self.params["bias"][:, None, None]
+        return out, ConvCache(x, weight, None)
+
+    def backward(
+        self, dout: np.ndarray, cache: ConvCache
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``LAYER.conv-transpose2d``: ∂C/∂x = Kδ; ∂C/∂W[i,o,·,·] = Σ x[n,i,y,x]·δp[n,o,ys+id,…]."""
+        expected = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
+        if not isinstance(dout, np.ndarray) or dout.shape != expected:
+            raise ValueError(
+                f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
+            )
+        x, weight = cache.input, cache.weight
+        size, full = x.shape[2:], self.geometry.output_size(dout.shape[2:])
+        if full != size:
+            # output_padding ≥ stride (allowed when < dilation): K maps the output to a larger
+            # grid whose extra rows/columns the forward never read — their δ is zero.
+            padded = np.zeros((*x.shape[:2], *full), dtype=x.dtype)
+            padded[:, :, : size[0], : size[1]] = x
+            x = padded
+        if self.implementation == "fast":
+            dx, cols = conv.conv_forward_fast(dout, weight, None, self.geometry)
+            dw = conv.conv_weight_grad_fast(x, cols, weight.shape, self.geometry)
+        else:
+            dx = conv.conv_forward_readable(dout, weight, None, self.geometry)
+            dw = conv.conv_weight_grad_readable(x, dout, weight.shape, self.geometry)
+        grads = {"weight": dw}
+        if self.bias:
+            grads["bias"] = dout.sum(axis=(0, 2, 3))
+        return np.ascontiguousarray(dx[:, :, : size[0], : size[1]]), grads
+
+    @classmethod
+    def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> ConvTranspose2d:
+        """``conv-transpose2d(8, 3, stride=2)`` on ``(C, H, W)``: ConvTranspose2d(C, 8, 3, 2)."""
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"conv-transpose2d needs per-sample inputs (C, H, W), got {input_shape}"
+            )
+        return cls(input_shape[0], *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"ConvTranspose2d({self.in_channels}, {self.out_channels}, {self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding})"
+        )

@@ -1,0 +1,131 @@
+"""MaxPool2d, AvgPool2d, GlobalAvgPool2d against torch (float64), random upstream gradients.
+
+Max pooling is checked on small-integer inputs, where ties inside a window are the rule
+rather than the exception: the gradient must go to the FIRST maximum in row-major window
+order, as torch's CPU kernel does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manual_bp.layers.pooling import (
+    AvgPool2d,
+    GlobalAvgPool2d,
+    MaxPool2d,
+    pool_output_size,
+    window_misses_input,
+)
+from reference.checks_convolution import layer_comparisons
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def pool_geometries(draw, kind: str) -> dict:
+    """Valid pooling arguments: kernel ≤ padded input, padding ≤ k/2, no all-padding window."""
+    size = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    ceil_mode = draw(st.booleans())
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 4), st.integers(1, 4))))
+    kernel, padding, dilation = [], [], []
+    for a in range(2):
+        d = 1 if kind == "avg" else draw(st.integers(1, 3))
+        p = draw(st.integers(0, 3))
+        k_max = (size[a] + 2 * p - 1) // d + 1
+        k = draw(st.integers(max(1, 2 * p), max(1, 2 * p, min(k_max, 7))))
+        if 2 * p > k or d * (k - 1) + 1 > size[a] + 2 * p:
+            p = 0  # the padding drawn does not fit this kernel
+            k = min(k, (size[a] - 1) // d + 1)
+        s = k if stride is None else stride[a]
+        out = pool_output_size(size[a], k, s, p, d, ceil_mode)
+        if window_misses_input(size[a], k, s, p, d, out):
+            d = 1  # dilation skipping the input entirely: not a valid geometry
+        kernel.append(k)
+        padding.append(p)
+        dilation.append(d)
+    kwargs = {"kernel_size": tuple(kernel), "stride": stride, "padding": tuple(padding)}
+    kwargs["ceil_mode"] = ceil_mode
+    if kind == "max":
+        kwargs["dilation"] = tuple(dilation)
+        kwargs["implementation"] = draw(st.sampled_from(["fast", "readable"]))
+    else:
+        kwargs["count_include_pad"] = draw(st.booleans())
+        kwargs["divisor_override"] = draw(st.one_of(st.none(), st.integers(1, 9)))
+    batch, channels = draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    return {"kwargs": kwargs, "shape": (batch, channels, *size)}
+
+
+@settings(max_examples=80)
+@given(pool_geometries("max"), seeds)
+def test_maxpool2d_matches_torch(geometry, seed):
+    """LAYER.maxpool2d: output and ∂C/∂x against F.max_pool2d on inputs in {−2, …, 2}.
+
+    Ties are everywhere; an exact match (error 0) shows the first-maximum rule is torch's.
+    """
+    rng = np.random.default_rng(seed)
+    layer = MaxPool2d(**geometry["kwargs"])
+    x = rng.integers(-2, 3, size=geometry["shape"]).astype(np.float64)
+    for comparison in layer_comparisons(layer, x, rng, integer_inputs=True):
+        comparison.check()
+
+
+@settings(max_examples=40)
+@given(pool_geometries("max"), seeds)
+def test_maxpool_readable_equals_fast(geometry, seed):
+    """LAYER.maxpool2d: the readable first-maximum loop equals the argmax + bincount form."""
+    x = np.random.default_rng(seed).integers(-1, 2, size=geometry["shape"]).astype(float)
+    fast = MaxPool2d(**{**geometry["kwargs"], "implementation": "fast"})
+    readable = MaxPool2d(**{**geometry["kwargs"], "implementation": "readable"})
+    out, cache = fast.forward(x)
+    u = np.random.default_rng(seed + 1).standard_normal(out.shape)
+    # equal up to the order in which overlapping windows' δ are summed
+    atol = 64 * np.finfo(float).eps * np.abs(u).sum()
+    np.testing.assert_allclose(fast.backward(u, cache)[0], readable.backward(u, cache)[0], 0, atol)
+
+
+def test_maxpool_ties_go_to_the_first_maximum():
+    """A window of equal values sends its whole gradient to its top-left element."""
+    layer = MaxPool2d(2)
+    x = np.ones((1, 1, 2, 4))
+    x[0, 0, 1, 3] = 1.0  # the second window is tied too
+    _, cache = layer.forward(x)
+    dx, _ = layer.backward(np.array([[[[3.0, 5.0]]]]), cache)
+    np.testing.assert_array_equal(dx[0, 0], [[3.0, 0, 5.0, 0], [0, 0, 0, 0]])
+
+
+@settings(max_examples=60)
+@given(pool_geometries("avg"), seeds)
+def test_avgpool2d_matches_torch(geometry, seed):
+    """LAYER.avgpool2d: count_include_pad, ceil_mode, divisor_override against F.avg_pool2d."""
+    rng = np.random.default_rng(seed)
+    layer = AvgPool2d(**geometry["kwargs"])
+    x = rng.standard_normal(geometry["shape"])
+    for comparison in layer_comparisons(layer, x, rng):
+        comparison.check()
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), seeds)
+def test_global_avgpool2d_matches_torch(n, c, h, w, seed):
+    """LAYER.global-avgpool2d against F.adaptive_avg_pool2d(x, 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    for comparison in layer_comparisons(GlobalAvgPool2d(), x, rng):
+        comparison.check()
+
+
+def test_pooling_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="at most half the kernel"):
+        MaxPool2d(2, padding=2)
+    with pytest.raises(ValueError, match="kernel_size"):
+        AvgPool2d(0)
+    with pytest.raises(ValueError, match="only padding"):
+        MaxPool2d(2, stride=2, padding=1, dilation=3).forward(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="smaller than the window"):
+        MaxPool2d(5).forward(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="upstream gradient"):
+        layer = AvgPool2d(2)
+        layer.backward(np.zeros((1, 1, 3, 3)), layer.forward(np.zeros((1, 1, 4, 4)))[1])
