@@ -350,7 +350,7 @@ def sequence_stack_check(rng: np.random.Generator) -> list[Comparison]:
     """Recurrent layers (and attention, when registered) in the middle of random stacks."""
     from reference.stack import random_stack
 
-    model, x, y = random_stack(rng, "sequences")
+    model, x, y = random_stack(rng, "sequences", blocks=KINDS)
     return with_stack_scales(model, x, y, stack_comparisons(model, x, y))
 
 

@@ -1,0 +1,238 @@
+"""Checks of attention (``ATT.softmax``, ``ATT.sdpa``, ``ATT.mha`` in ``docs/sequences.md``).
+
+Oracles: ``F.scaled_dot_product_attention`` and ``F.multi_head_attention_forward`` with
+OUR parameters in float64 (random upstream gradients; boolean, float and causal masks;
+cross-attention with ``S ≠ L``); central finite differences; the layer in the middle of
+random sequence stacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from manual_bp.layers.attention import (
+    MultiheadAttention,
+    scaled_dot_product_attention,
+    sdpa_backward,
+    softmax_backward,
+)
+from reference.checks import register_check
+from reference.checks_sequences import finite_difference, with_stack_scales
+from reference.compare import Comparison
+from reference.stack import random_stack, register_block, register_torch, stack_comparisons
+
+__all__ = ["mha_case", "sdpa_case", "torch_mha"]
+
+
+def _mask(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A random mask that leaves every query at least its first key (no empty row)."""
+    if kind == "none":
+        return None
+    if kind == "float":
+        return rng.standard_normal(shape)
+    allowed = rng.random(shape) < 0.6
+    allowed[..., 0] = True
+    return allowed
+
+
+def _sdpa_torch_mask(mask, causal: bool, shape: tuple[int, int]):
+    """SDPA's mask (True = may attend) and causal flag as one tensor (torch refuses both)."""
+    if mask is None and not causal:
+        return None
+    total = np.zeros(shape)
+    if mask is not None:
+        total = total + (np.where(mask, 0.0, -np.inf) if mask.dtype == np.bool_ else mask)
+    if causal:
+        total = total + np.where(np.tri(*shape, dtype=bool), 0.0, -np.inf)
+    return torch.tensor(total)
+
+
+def sdpa_case(
+    batch: tuple[int, ...], L: int, S: int, d: int, dv: int, mask_kind: str, causal: bool,
+    scale: float | None, seed: int,
+) -> list[Comparison]:  # fmt: skip
+    """ATT.sdpa and ATT.softmax against ``F.scaled_dot_product_attention``."""
+    rng = np.random.default_rng(seed)
+    q, k = rng.standard_normal((*batch, L, d)), rng.standard_normal((*batch, S, d))
+    v, d_out = rng.standard_normal((*batch, S, dv)), rng.standard_normal((*batch, L, dv))
+    mask = _mask(rng, mask_kind, (L, S))
+    out, cache = scaled_dot_product_attention(q, k, v, mask, causal=causal, scale=scale)
+    d_q, d_k, d_v = sdpa_backward(d_out, cache)
+    qt, kt, vt = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    out_t = F.scaled_dot_product_attention(
+        qt, kt, vt, attn_mask=_sdpa_torch_mask(mask, causal, (L, S)), scale=scale
+    )
+    (out_t * torch.tensor(d_out)).sum().backward()
+    # ATT.softmax alone, on unmasked random scores (masked entries have no finite logit).
+    scores = torch.tensor(rng.standard_normal(cache.weights.shape) * 3, requires_grad=True)
+    g = rng.standard_normal(cache.weights.shape)
+    (torch.softmax(scores, -1) * torch.tensor(g)).sum().backward()
+    d_s = softmax_backward(g, torch.softmax(scores, -1).detach().numpy())
+    # Magnitude bounds (docs/conventions.md): the same backward on absolute values. A
+    # query with one admissible key has P one-hot and ∂S = 0 exactly; both sides round.
+    p, s = cache.weights, cache.scale
+    abs_dp = np.abs(d_out) @ np.swapaxes(np.abs(v), -1, -2)
+    abs_ds = p * (abs_dp + (abs_dp * p).sum(-1, keepdims=True))
+    scale_q = s * abs_ds @ np.abs(k)
+    scale_k = s * np.swapaxes(abs_ds, -1, -2) @ np.abs(q)
+    return [
+        Comparison("ATT.sdpa", "out", out, out_t.detach().numpy()),
+        Comparison("ATT.sdpa", "∂C/∂q", d_q, qt.grad.numpy(), scale=scale_q),
+        Comparison("ATT.sdpa", "∂C/∂k", d_k, kt.grad.numpy(), scale=scale_k),
+        Comparison("ATT.sdpa", "∂C/∂v", d_v, vt.grad.numpy()),
+        Comparison("ATT.softmax", "∂C/∂S", d_s, scores.grad.numpy()),
+    ]
+
+
+def _draw_sdpa(rng: np.random.Generator) -> dict:
+    return dict(
+        batch=tuple(int(b) for b in rng.integers(1, 4, size=int(rng.integers(0, 3)))),
+        L=int(rng.integers(1, 6)),
+        S=int(rng.integers(1, 6)),
+        d=int(rng.integers(1, 6)),
+        dv=int(rng.integers(1, 6)),
+        mask_kind=("none", "bool", "float")[int(rng.integers(3))],
+        causal=bool(rng.integers(2)),
+        scale=None if rng.integers(2) else float(rng.uniform(0.1, 2.0)),
+        seed=int(rng.integers(2**31)),
+    )
+
+
+@register_check("attention-sdpa")
+def sdpa_check(rng: np.random.Generator) -> list[Comparison]:
+    """ATT.sdpa, ATT.softmax: a random attention against torch's."""
+    return sdpa_case(**_draw_sdpa(rng))
+
+
+def torch_mha(layer: MultiheadAttention, params: dict, q, k, v, attn_mask=None):
+    """``F.multi_head_attention_forward`` (seq-first inside; batch-first outside)."""
+    mask = _mha_torch_mask(attn_mask, layer.causal, (q.shape[1], k.shape[1]))
+    out, _ = F.multi_head_attention_forward(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), layer.embed_dim,
+        layer.num_heads, params["in_proj_weight"], params.get("in_proj_bias"), None, None,
+        False, 0.0, params["out_proj.weight"], params.get("out_proj.bias"), training=False,
+        need_weights=False, attn_mask=mask,
+    )  # fmt: skip
+    return out.transpose(0, 1)
+
+
+def _mha_torch_mask(attn_mask, causal: bool, shape: tuple[int, int]):
+    """The MHA mask (bool True = NOT allowed) plus the causal mask as one float tensor."""
+    if attn_mask is None and not causal:
+        return None
+    total = np.zeros(shape)
+    if attn_mask is not None:
+        m = np.asarray(attn_mask)
+        total = total + (np.where(m, -np.inf, 0.0) if m.dtype == np.bool_ else m)
+    if causal:
+        total = total + np.where(np.tri(*shape, dtype=bool), 0.0, -np.inf)
+    return torch.tensor(total)
+
+
+@register_torch(MultiheadAttention)
+def _mha(layer, params, buffers, x, cache):
+    return torch_mha(layer, params, x, x, x)
+
+
+def mha_case(
+    batch: int, L: int, S: int, heads: int, head_dim: int, bias: bool, causal: bool,
+    mask_kind: str, self_attention: bool, seed: int,
+) -> list[Comparison]:  # fmt: skip
+    """ATT.mha: the functional form (separate q, k, v) against torch, every gradient."""
+    rng = np.random.default_rng(seed)
+    E = heads * head_dim
+    S = L if self_attention else S
+    layer = MultiheadAttention(E, heads, bias, causal, seed=rng)
+    q = rng.standard_normal((batch, L, E))
+    k, v = rng.standard_normal((batch, S, E)), rng.standard_normal((batch, S, E))
+    if self_attention:
+        k = v = q
+    mask = _mask(rng, mask_kind, (L, S))
+    if mask is not None and mask.dtype == np.bool_:
+        mask = ~mask  # MHA's convention: True = NOT allowed (key 0 stays allowed)
+    d_out = rng.standard_normal((batch, L, E))
+    out, cache = layer.attend(q, k, v, mask)
+    d_q, d_k, d_v, grads = layer.attend_backward(d_out, cache)
+    params = {n: torch.tensor(p, requires_grad=True) for n, p in layer.params.items()}
+    qt, kt, vt = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    out_t = torch_mha(layer, params, qt, kt, vt, mask)
+    (out_t * torch.tensor(d_out)).sum().backward()
+    comparisons = [
+        Comparison("ATT.mha", "out", out, out_t.detach().numpy()),
+        Comparison("ATT.mha", "∂C/∂query", d_q, qt.grad.numpy()),
+        Comparison("ATT.mha", "∂C/∂key", d_k, kt.grad.numpy()),
+        Comparison("ATT.mha", "∂C/∂value", d_v, vt.grad.numpy()),
+    ]
+    comparisons += [
+        Comparison("ATT.mha", f"∂C/∂{n}", grads[n], t.grad.numpy()) for n, t in params.items()
+    ]
+    return comparisons
+
+
+def _draw_mha(rng: np.random.Generator) -> dict:
+    return dict(
+        batch=int(rng.integers(1, 4)),
+        L=int(rng.integers(1, 6)),
+        S=int(rng.integers(1, 6)),
+        heads=int(rng.integers(1, 4)),
+        head_dim=int(rng.integers(1, 4)),
+        bias=bool(rng.integers(2)),
+        causal=bool(rng.integers(2)),
+        mask_kind=("none", "bool", "float")[int(rng.integers(3))],
+        self_attention=bool(rng.integers(2)),
+        seed=int(rng.integers(2**31)),
+    )
+
+
+@register_check("attention-mha")
+def mha_check(rng: np.random.Generator) -> list[Comparison]:
+    """ATT.mha: multi-head attention with separate query, key, value vs torch."""
+    return mha_case(**_draw_mha(rng))
+
+
+@register_check("attention-finite-differences")
+def attention_fd_check(rng: np.random.Generator) -> list[Comparison]:
+    """ATT.sdpa and ATT.mha against central finite differences (no torch)."""
+    case = _draw_mha(rng)
+    layer = MultiheadAttention(case["heads"] * case["head_dim"], case["heads"], case["bias"],
+                               case["causal"], seed=rng)  # fmt: skip
+    x = rng.standard_normal((2, case["L"], layer.embed_dim))
+    d_out = rng.standard_normal(x.shape)
+
+    def cost() -> float:
+        return float((layer.forward(x)[0] * d_out).sum())
+
+    dx, grads = layer.backward(d_out, layer.forward(x)[1])
+    targets = [("∂C/∂x", dx, x)] + [(f"∂C/∂{n}", grads[n], p) for n, p in layer.params.items()]
+    comparisons = []
+    for name, actual, array in targets:
+        expected = finite_difference(cost, array)
+        atol = 1e-7 * (1.0 + float(np.abs(expected).max(initial=0.0)))  # O(h²) + O(ε/h)
+        comparisons.append(
+            Comparison("ATT.mha", name, actual, expected, oracle="finite-differences", atol=atol)
+        )
+    return comparisons
+
+
+@register_block("sequences", "mha")
+def _mha_block(rng: np.random.Generator, shape: tuple[int, ...]):
+    divisors = [h for h in range(1, shape[-1] + 1) if shape[-1] % h == 0]
+    heads = divisors[int(rng.integers(len(divisors)))]
+    return [MultiheadAttention(shape[-1], heads, bool(rng.integers(2)), bool(rng.integers(2)))], (
+        shape
+    )
+
+
+@register_check("attention-stack")
+def attention_stack_check(rng: np.random.Generator) -> list[Comparison]:
+    """ATT.mha as self-attention in the middle of a random sequence stack."""
+    model, x, y = random_stack(rng, "sequences", blocks=("mha", "lstm", "gru"))
+    # stack.py's owner() cannot walk "out_proj.weight" (a dotted torch name): tag here.
+    comparisons = stack_comparisons(model, x, y, equation="STACK.chain")
+    for comparison in comparisons:
+        index = comparison.name.removeprefix("∂C/∂").split(".", 1)[0]
+        if index.isdigit():
+            comparison.equation = model.layers[int(index)].equation or "STACK.chain"
+    return with_stack_scales(model, x, y, comparisons)

@@ -1,0 +1,142 @@
+"""ATT.softmax, ATT.sdpa, ATT.mha against torch in float64, finite differences, random stacks.
+
+Hypothesis draws batch axes, query/key lengths (1 included), head sizes, heads, bias,
+mask kind (none, boolean, float), causal, scale (default 1/√d or explicit) and
+self- versus cross-attention; upstream gradients are random.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manual_bp.layers.attention import (
+    MultiheadAttention,
+    scaled_dot_product_attention,
+    sdpa_backward,
+)
+from manual_bp.sequential import Sequential
+from reference.checks_attention import (
+    attention_fd_check,
+    attention_stack_check,
+    mha_case,
+    sdpa_case,
+)
+
+seeds = st.integers(0, 2**31 - 1)
+masks = st.sampled_from(("none", "bool", "float"))
+
+
+@given(
+    batch=st.lists(st.integers(1, 3), max_size=2).map(tuple),
+    L=st.integers(1, 5),
+    S=st.integers(1, 5),
+    d=st.integers(1, 5),
+    dv=st.integers(1, 5),
+    mask_kind=masks,
+    causal=st.booleans(),
+    scale=st.none() | st.floats(0.1, 2.0),
+    seed=seeds,
+)
+def test_sdpa_matches_torch(batch, L, S, d, dv, mask_kind, causal, scale, seed):
+    """ATT.sdpa (∂q, ∂k, ∂v; 1/√d scale, masks) and ATT.softmax vs torch's SDPA."""
+    for comparison in sdpa_case(batch, L, S, d, dv, mask_kind, causal, scale, seed):
+        comparison.check()
+
+
+@given(
+    batch=st.integers(1, 3),
+    L=st.integers(1, 5),
+    S=st.integers(1, 5),
+    heads=st.integers(1, 3),
+    head_dim=st.integers(1, 3),
+    bias=st.booleans(),
+    causal=st.booleans(),
+    mask_kind=masks,
+    self_attention=st.booleans(),
+    seed=seeds,
+)
+def test_mha_matches_torch(
+    batch, L, S, heads, head_dim, bias, causal, mask_kind, self_attention, seed
+):
+    """ATT.mha: q, k, v gradients and every packed parameter gradient vs torch."""
+    comparisons = mha_case(
+        batch, L, S, heads, head_dim, bias, causal, mask_kind, self_attention, seed
+    )
+    for comparison in comparisons:
+        comparison.check()
+
+
+@settings(max_examples=10)
+@given(seeds)
+def test_mha_matches_finite_differences(seed):
+    """ATT.mha (and through it ATT.sdpa) against central differences."""
+    for comparison in attention_fd_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+@settings(max_examples=20)
+@given(seeds)
+def test_mha_in_random_stacks(seed):
+    """ATT.mha self-attention in the middle of random sequence stacks (with LSTM/GRU)."""
+    for comparison in attention_stack_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+def test_parameters_and_init_match_torch():
+    ours = MultiheadAttention(6, 2, seed=0)
+    theirs = torch.nn.MultiheadAttention(6, 2, batch_first=True)
+    assert [(k, v.shape) for k, v in ours.params.items()] == [
+        (k, tuple(v.shape)) for k, v in theirs.state_dict().items()
+    ]
+    assert not ours.params["in_proj_bias"].any() and not ours.params["out_proj.bias"].any()
+    assert np.abs(ours.params["in_proj_weight"]).max() <= np.sqrt(6 / 24)
+    assert np.abs(ours.params["out_proj.weight"]).max() <= 1 / np.sqrt(6)
+    model = Sequential.from_spec([("mha", (3,), {"causal": True}), "dense"], (4, 6), n_outputs=2)
+    assert model.layers[0].embed_dim == 6 and model.layers[0].causal
+    assert [n for n, _ in model.named_parameters()][:2] == ["0.in_proj_weight", "0.in_proj_bias"]
+
+
+def test_causal_and_masks_agree():
+    """ATT.sdpa: causal equals a lower-triangular boolean mask; a float −inf mask likewise."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 4, 3)) for _ in range(3))
+    tri = np.tri(4, dtype=bool)
+    causal, _ = scaled_dot_product_attention(q, k, v, causal=True)
+    boolean, _ = scaled_dot_product_attention(q, k, v, tri)
+    additive, _ = scaled_dot_product_attention(q, k, v, np.where(tri, 0.0, -np.inf))
+    np.testing.assert_array_equal(causal, boolean)
+    np.testing.assert_array_equal(causal, additive)
+    assert np.allclose(causal[:, 0], v[:, 0])  # the first query sees only the first key
+
+
+def test_masked_keys_get_no_gradient():
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((1, 3, 2)) for _ in range(3))
+    mask = np.array([[True, False, True]] * 3)
+    _, cache = scaled_dot_product_attention(q, k, v, mask)
+    _, d_k, d_v = sdpa_backward(rng.standard_normal((1, 3, 2)), cache)
+    assert not d_k[0, 1].any() and not d_v[0, 1].any()
+
+
+def test_bad_inputs():
+    x = np.zeros((1, 2, 3))
+    with pytest.raises(ValueError, match="no key to attend"):
+        scaled_dot_product_attention(x, x, x, np.zeros((2, 2), bool))
+    with pytest.raises(TypeError, match="boolean or float"):
+        scaled_dot_product_attention(x, x, x, np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="last axes must be"):
+        scaled_dot_product_attention(x, x, x, np.ones((2, 3), bool))
+    with pytest.raises(ValueError, match="do not fit"):
+        scaled_dot_product_attention(x, np.zeros((1, 2, 4)), x)
+    with pytest.raises(ValueError, match="not divisible"):
+        MultiheadAttention(5, 2)
+    layer = MultiheadAttention(4, 2)
+    with pytest.raises(ValueError, match="last axes must be"):
+        layer.forward(np.zeros((1, 2, 3)))
+    _, cache = layer.forward(np.zeros((1, 2, 4)))
+    with pytest.raises(ValueError, match="d_out has shape"):
+        layer.backward(np.zeros((1, 3, 4)), cache)
