@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from manual_bp.training import train
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path("/work/shared/data/mnist")
 
@@ -112,8 +114,8 @@ def run_manual_bp(s, x, y, fast: bool) -> tuple[float, float]:
                       output_activation="identity", seed=0, dtype=s["dtype"])  # fmt: skip
     kwargs = dict(batch_size=s["batch"], eta=s["eta"], monitor=(), fast=fast)
     warm = net.copy()
-    warm.train(x[:1000], y[:1000], epochs=1, **kwargs)
-    seconds = net.train(x, y, epochs=1, seed=0, **kwargs).epoch_seconds[0]
+    train(warm, x[:1000], y[:1000], epochs=1, **kwargs)
+    seconds = train(net, x, y, epochs=1, seed=0, **kwargs).epoch_seconds[0]
     return seconds, rss
 
 

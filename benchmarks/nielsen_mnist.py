@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from manual_bp.training import train
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -130,7 +132,8 @@ def run_experiment(experiment: Experiment, data, seed: int, *, n_train: int, epo
             flush=True,
         )
 
-    net.train(
+    train(
+        net,
         data.x_train[:n_train],
         data.y_train[:n_train],
         epochs=epochs,

@@ -1,7 +1,11 @@
 """manual_bp: backpropagation derived by hand in NumPy, verified against torch autograd.
 
->>> from manual_bp import Network
+>>> from manual_bp import Network, Sequential, Dense
 >>> net = Network([2, 2, 2], activation="sigmoid", cost="quadratic", seed=0)
+>>> model = Sequential([Dense(2, 4), "relu", Dense(4, 2)], cost="quadratic", seed=0)
+
+Layers of every family register themselves in :data:`LAYERS` and are importable from
+:mod:`manual_bp.layers`; the most used ones are re-exported here.
 """
 
 from manual_bp.activations import (
@@ -17,7 +21,19 @@ from manual_bp.activations import (
 from manual_bp.costs import COSTS, Cost, CrossEntropyCost, QuadraticCost, get_cost, register_cost
 from manual_bp.data import Dataset, DatasetError, load_digits, load_mnist
 from manual_bp.encoding import one_hot, to_labels
-from manual_bp.layers import ActivationLayer, Dense, Layer
+from manual_bp.layers import (
+    LAYERS,
+    ActivationLayer,
+    Dense,
+    Flatten,
+    Layer,
+    Reshape,
+    Residual,
+    get_layer,
+)
+from manual_bp.layers import (
+    Identity as IdentityLayer,
+)
 from manual_bp.network import Gradients, Network
 from manual_bp.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, get_optimizer
 from manual_bp.regularizers import L1, L2, Regularizer, get_regularizer
@@ -29,8 +45,9 @@ from manual_bp.schedules import (
     StepLR,
     get_schedule,
 )
-from manual_bp.serialization import SerializationError, load_network, save_network
-from manual_bp.training import History, train
+from manual_bp.sequential import Sequential, StackGradients
+from manual_bp.serialization import SerializationError, load, load_network, save, save_network
+from manual_bp.training import History, nielsen_sgd, train
 
 __version__ = "0.1.0"
 
@@ -39,6 +56,7 @@ __all__ = [
     "COSTS",
     "L1",
     "L2",
+    "LAYERS",
     "SCHEDULES",
     "SGD",
     "Activation",
@@ -53,9 +71,11 @@ __all__ = [
     "DatasetError",
     "Dense",
     "ExponentialLR",
+    "Flatten",
     "Gradients",
     "History",
     "Identity",
+    "IdentityLayer",
     "Layer",
     "Network",
     "Optimizer",
@@ -63,23 +83,31 @@ __all__ = [
     "RMSprop",
     "ReLU",
     "Regularizer",
+    "Reshape",
+    "Residual",
     "Schedule",
+    "Sequential",
     "SerializationError",
     "Sigmoid",
+    "StackGradients",
     "StepLR",
     "Tanh",
     "__version__",
     "get_activation",
     "get_cost",
+    "get_layer",
     "get_optimizer",
     "get_regularizer",
     "get_schedule",
+    "load",
     "load_digits",
     "load_mnist",
     "load_network",
+    "nielsen_sgd",
     "one_hot",
     "register_activation",
     "register_cost",
+    "save",
     "save_network",
     "to_labels",
     "train",

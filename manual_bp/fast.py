@@ -37,18 +37,16 @@ their ``add_gradient``. Results equal the readable path's to rounding
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from manual_bp.activations import Activation, Identity, ReLU, Sigmoid, Tanh
 from manual_bp.costs import Cost, QuadraticCost
+from manual_bp.layers.dense import dense_forward
+from manual_bp.network import Network
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.parameters import allocate_views
 from manual_bp.regularizers import L2, Regularizer
-
-if TYPE_CHECKING:
-    from manual_bp.network import Network
 
 __all__ = ["FastTrainer"]
 
@@ -151,6 +149,11 @@ class FastTrainer:
         self._l2_scratch: np.ndarray | None = None
 
     # ------------------------------------------------------------------ support
+    @staticmethod
+    def supports(model: object) -> bool:
+        """Whether ``model`` has the fused path: Nielsen's :class:`Network` (Dense + σ only)."""
+        return isinstance(model, Network)
+
     @property
     def fused_update(self) -> bool:
         """Whether the update is plain SGD (``OPT.sgd``), folded into the gradient."""
@@ -191,8 +194,7 @@ class FastTrainer:
             buf.activations,
             strict=True,
         ):
-            np.dot(a_prev, W.T, out=z)
-            z += b
+            dense_forward(a_prev, W, b, out=z)  # FWD.dense, the library's one dense forward
             if kind == "sigmoid":  # 1/(1 + e^{−z}); e^{−z} = inf for z < −709 gives 0 exactly
                 np.negative(z, out=a)
                 np.exp(a, out=a)

@@ -1,18 +1,47 @@
-"""Weight initialisers (Nielsen, ch. 3).
+"""Weight initialisers: Nielsen's two (ch. 3) and torch's schemes, by name.
 
-``default``: ``Wˡ_jk ~ N(0, 1/n_{l−1})`` — Gaussian with standard deviation
-``1/√n_in`` — and ``bˡ_j ~ N(0, 1)``; it keeps ``zˡ`` of order one so sigmoid
-units do not start saturated. ``large``: ``Wˡ_jk, bˡ_j ~ N(0, 1)``, the
-initialiser of Nielsen's ch. 1 ``network.py``. Equation ``INIT.default``.
+Network-level (Nielsen): ``default`` fills ``Wˡ ~ N(0, 1/n_{l−1})`` and ``bˡ ~ N(0, 1)``
+(equation ``INIT.default``); ``large`` fills both with ``N(0, 1)`` (ch. 1).
+
+Per tensor (any layer): :func:`initialize` draws one array of a given shape under a
+named scheme, with fans computed as torch's ``_calculate_fan_in_and_fan_out``
+(``fan_in = shape[1]·receptive field``, ``fan_out = shape[0]·receptive field``) and gains
+as ``torch.nn.init.calculate_gain``. Each scheme's variance is derived in
+``docs/layers.md#INIT.schemes``:
+
+============== ==============================================================
+scheme          distribution
+============== ==============================================================
+nielsen         N(0, 1/fan_in)
+normal          N(0, 1)                            (Nielsen's ``large``)
+xavier-uniform  U(−a, a),  a = gain·√(6/(fan_in + fan_out))
+xavier-normal   N(0, gain²·2/(fan_in + fan_out))
+kaiming-uniform U(−a, a),  a = gain·√(3/fan)       (fan = fan_in or fan_out)
+kaiming-normal  N(0, gain²/fan)
+torch           U(−1/√fan_in, 1/√fan_in)           (Linear/Conv default: kaiming-uniform,
+                                                    a = √5; and their bias)
+zeros, ones     constants
+============== ==============================================================
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["INITIALIZERS", "default_initializer", "get_initializer", "large_initializer"]
+__all__ = [
+    "INITIALIZERS",
+    "SCHEMES",
+    "calculate_gain",
+    "default_initializer",
+    "fans",
+    "get_initializer",
+    "initialize",
+    "large_initializer",
+]
 
 Initializer = Callable[[np.random.Generator, Sequence[np.ndarray], Sequence[np.ndarray]], None]
 
@@ -42,10 +71,124 @@ INITIALIZERS: dict[str, Initializer] = {
 
 
 def get_initializer(name: str) -> Initializer:
-    """The initialiser registered under ``name``; ``ValueError`` listing valid names."""
+    """The network initialiser registered under ``name``; ``ValueError`` listing valid names."""
     try:
         return INITIALIZERS[name.strip().lower()]
     except KeyError:
         raise ValueError(
             f"unknown initializer {name!r}; valid names: {', '.join(sorted(INITIALIZERS))}"
         ) from None
+
+
+# ---------------------------------------------------------------------- per tensor
+def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> float:
+    """torch's ``calculate_gain``: the factor that keeps activations' variance near one."""
+    name = nonlinearity.strip().lower().replace("-", "_")
+    if name in ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d"):
+        return 1.0
+    if name in ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"):
+        return 1.0
+    if name == "tanh":
+        return 5.0 / 3.0
+    if name == "relu":
+        return math.sqrt(2.0)
+    if name == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return math.sqrt(2.0 / (1.0 + slope**2))
+    if name == "selu":
+        return 3.0 / 4.0
+    raise ValueError(
+        f"unknown nonlinearity {nonlinearity!r} for calculate_gain; valid: linear, sigmoid, "
+        f"tanh, relu, leaky_relu, selu, conv*/conv_transpose*"
+    )
+
+
+def fans(shape: Sequence[int]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` as torch computes them; 1-D arrays have fan_in = fan_out = n."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        n = shape[0] if shape else 1
+        return n, n
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _uniform(rng: np.random.Generator, shape, bound: float) -> np.ndarray:
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def initialize(
+    spec: str | dict[str, Any],
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    *,
+    fan_in: int | None = None,
+    fan_out: int | None = None,
+    dtype: np.dtype | type = np.float64,
+) -> np.ndarray:
+    """Draw an array of ``shape`` under scheme ``spec`` (equation ``INIT.schemes``).
+
+    ``spec`` is a name or ``{"name": ..., "gain": g, "mode": "fan_in"|"fan_out",
+    "nonlinearity": "relu", "param": slope}``. ``fan_in``/``fan_out`` override the fans
+    computed from ``shape`` (a bias uses its weight's fan_in, as torch does).
+    """
+    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = str(options.pop("name", "")).strip().lower().replace("_", "-")
+    computed_in, computed_out = fans(shape)
+    fan_in = computed_in if fan_in is None else fan_in
+    fan_out = computed_out if fan_out is None else fan_out
+    gain = options.pop("gain", None)
+    nonlinearity = options.pop("nonlinearity", None)
+    param = options.pop("param", None)
+    mode = options.pop("mode", "fan_in")
+    if options:
+        raise ValueError(f"initializer {name!r} has no option(s) {sorted(options)}")
+    explicit_gain = gain
+    if gain is None:
+        gain = calculate_gain(nonlinearity or "linear", param)
+    shape = tuple(int(s) for s in shape)
+    if name == "nielsen":
+        values = rng.standard_normal(shape) / math.sqrt(fan_in)
+    elif name in ("normal", "nielsen-large"):
+        values = rng.standard_normal(shape)
+    elif name == "xavier-uniform":
+        values = _uniform(rng, shape, gain * math.sqrt(6.0 / (fan_in + fan_out)))
+    elif name == "xavier-normal":
+        values = rng.standard_normal(shape) * (gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    elif name in ("kaiming-uniform", "kaiming-normal"):
+        if mode not in ("fan_in", "fan_out"):
+            raise ValueError(f"kaiming mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        fan = fan_in if mode == "fan_in" else fan_out
+        if explicit_gain is None:
+            # torch.nn.init.kaiming_*: a=0, nonlinearity="leaky_relu" by default, and the
+            # slope ``a`` defaults to 0 even when "leaky_relu" is named (gain √2), unlike
+            # calculate_gain("leaky_relu") whose default slope is 0.01.
+            gain = calculate_gain(nonlinearity or "leaky_relu", 0.0 if param is None else param)
+        std = gain / math.sqrt(fan)
+        if name == "kaiming-uniform":
+            values = _uniform(rng, shape, math.sqrt(3.0) * std)
+        else:
+            values = rng.standard_normal(shape) * std
+    elif name == "torch":
+        values = _uniform(rng, shape, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+    elif name == "zeros":
+        values = np.zeros(shape)
+    elif name == "ones":
+        values = np.ones(shape)
+    else:
+        raise ValueError(f"unknown initializer {name!r}; valid names: {', '.join(SCHEMES)}")
+    return values.astype(dtype)
+
+
+#: Names accepted by :func:`initialize`.
+SCHEMES = (
+    "kaiming-normal",
+    "kaiming-uniform",
+    "nielsen",
+    "normal",
+    "ones",
+    "torch",
+    "xavier-normal",
+    "xavier-uniform",
+    "zeros",
+)

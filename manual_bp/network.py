@@ -19,19 +19,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import as_inputs, as_targets
+from manual_bp._validation import as_inputs, as_targets, check_finite
 from manual_bp.activations import Activation, get_activation
 from manual_bp.costs import Cost, get_cost
 from manual_bp.encoding import to_labels
 from manual_bp.initializers import get_initializer
+from manual_bp.layers.dense import dense_forward
 from manual_bp.parameters import ParameterList, allocate_views
-
-if TYPE_CHECKING:
-    from manual_bp.training import History
 
 __all__ = ["Gradients", "Network"]
 
@@ -168,7 +166,7 @@ class Network:
         """Output ``aᴸ`` for inputs ``x`` of shape ``(batch, n_in)``: ``(batch, n_out)``."""
         a = as_inputs(x, self.sizes[0], self.dtype)
         for W, b, activation in zip(self.weights, self.biases, self.activations, strict=True):
-            a = activation.forward(a @ W.T + b)
+            a = activation.forward(dense_forward(a, W, b))
         return a
 
     def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -179,7 +177,7 @@ class Network:
         a = as_inputs(x, self.sizes[0], self.dtype)
         zs, activations = [], [a]
         for W, b, activation in zip(self.weights, self.biases, self.activations, strict=True):
-            z = a @ W.T + b
+            z = dense_forward(a, W, b)
             a = activation.forward(z)
             zs.append(z)
             activations.append(a)
@@ -327,35 +325,44 @@ class Network:
             raise ValueError(f"{labels.shape[0]} labels for {np.shape(x)[0]} inputs")
         return float(np.mean(self.predict(x) == labels))
 
-    # ------------------------------------------------------------------ training
-    def train(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> History:
-        """Train with mini-batch SGD; see :func:`manual_bp.training.train` for the options."""
-        from manual_bp.training import train
+    # ------------------------------------------------------------------ training protocol
+    # What manual_bp.training needs of a model (shared with Sequential); the trainer
+    # imports the model, never the reverse: train(net, x, y, ...), nielsen_sgd(net, ...).
+    def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """``x`` as a finite ``(batch, n_in)`` array of the network's dtype."""
+        x = as_inputs(x, self.sizes[0], self.dtype, name)
+        check_finite(x, name)
+        return x
 
-        return train(self, x, y, **kwargs)
+    def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
+        """Target rows ``(batch, n_out)``; integer labels are one-hot encoded."""
+        y = as_targets(y, self.sizes[-1], batch, self.dtype, name)
+        check_finite(y, name)
+        return y
 
-    def SGD(
-        self,
-        training_data: tuple[np.ndarray, np.ndarray],
-        epochs: int,
-        mini_batch_size: int,
-        eta: float,
-        lmbda: float = 0.0,
-        evaluation_data: tuple[np.ndarray, np.ndarray] | None = None,
-        **kwargs: Any,
-    ) -> History:
-        """Nielsen's call: ``net.SGD((x, y), epochs, mini_batch_size, eta, lmbda, (xv, yv))``."""
-        x, y = training_data
-        return self.train(
-            x,
-            y,
-            epochs=epochs,
-            batch_size=mini_batch_size,
-            eta=eta,
-            lmbda=lmbda,
-            evaluation_data=evaluation_data,
-            **kwargs,
-        )
+    def parameter_arrays(self) -> list[np.ndarray]:
+        """``[W¹, …, Wᴸ, b¹, …, bᴸ]`` (views of the flat buffer), the optimizers' order."""
+        return [*self.weights, *self.biases]
+
+    def regularized_indices(self) -> list[int]:
+        """Regularisers act on the weights only (Nielsen's L2), positions 0 … L−1."""
+        return list(range(len(self.weights)))
+
+    def loss_and_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """``(C, [∂C/∂W¹ …, ∂C/∂b¹ …])`` by BP1–BP4 (the readable training step)."""
+        grads = self.backprop(x, y)
+        return grads.cost, [*grads.weights, *grads.biases]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Outputs for monitoring; a Network has no train/eval difference."""
+        return self.feedforward(x)
+
+    def train(self, mode: bool = True) -> Network:
+        """Mode switch of the model protocol (no effect: no dropout or batch norm here)."""
+        return self
+
+    def eval(self) -> Network:
+        return self
 
     # ------------------------------------------------------------------ misc
     def get_config(self) -> dict[str, Any]:
@@ -374,19 +381,6 @@ class Network:
         )
         clone._params[...] = self._params
         return clone
-
-    def save(self, path: Any) -> Any:
-        """Write to ``path`` (``.json`` or ``.npz``) atomically (:mod:`manual_bp.serialization`)."""
-        from manual_bp.serialization import save_network
-
-        return save_network(self, path)
-
-    @staticmethod
-    def load(path: Any) -> Network:
-        """Read a network saved by :meth:`save`; see :mod:`manual_bp.serialization`."""
-        from manual_bp.serialization import load_network
-
-        return load_network(path)
 
     def __repr__(self) -> str:
         names = [activation.name for activation in self.activations]

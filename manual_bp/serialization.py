@@ -32,21 +32,24 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from manual_bp.network import Network
+from manual_bp import serialization_stack
+from manual_bp.network import Network
+from manual_bp.sequential import Sequential
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "SerializationError",
     "atomic_write",
+    "load",
     "load_network",
     "network_from_dict",
     "network_to_dict",
+    "save",
     "save_network",
 ]
 
@@ -63,6 +66,28 @@ class SerializationError(ValueError):
 
 
 # ---------------------------------------------------------------------- save
+def save(model: Network | Sequential, path: str | os.PathLike[str]) -> Path:
+    """Write a :class:`Network` or :class:`Sequential` to ``.json``/``.npz`` atomically.
+
+    A ``Sequential`` file (:mod:`manual_bp.serialization_stack`) holds every layer's
+    config, parameters, buffers (running statistics), mode and extra state (dropout
+    generators), so a round trip is bit-exact and continues training identically.
+    """
+    if isinstance(model, Sequential):
+        path = Path(path)
+        _suffix(path)
+        serialization_stack.write_sequential(model, path, atomic_write)
+        return path
+    if isinstance(model, Network):
+        return save_network(model, path)
+    raise TypeError(f"can save a Network or a Sequential, got {type(model).__name__}")
+
+
+def load(path: str | os.PathLike[str]) -> Network | Sequential:
+    """Read a file written by :func:`save` (or Nielsen's ``network2.save``)."""
+    return load_network(path, allow_sequential=True)
+
+
 def save_network(net: Network, path: str | os.PathLike[str]) -> Path:
     """Write ``net`` to ``path`` (``.json`` or ``.npz``) atomically; returns the path.
 
@@ -157,8 +182,10 @@ def _fsync_directory(directory: Path) -> None:
 
 
 # ---------------------------------------------------------------------- load
-def load_network(path: str | os.PathLike[str]) -> Network:
+def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False) -> Network:
     """Read a network written by :func:`save_network` (or by Nielsen's ``network2.save``).
+
+    With ``allow_sequential`` (what :func:`load` passes) a ``Sequential`` file loads too.
 
     Raises
     ------
@@ -173,6 +200,10 @@ def load_network(path: str | os.PathLike[str]) -> Network:
         raise FileNotFoundError(f"{path}: no such file")
     try:
         document = _read_json(path) if suffix == ".json" else _read_npz(path)
+        if serialization_stack.is_sequential_document(document):
+            if not allow_sequential:
+                raise SerializationError("holds a Sequential model; load it with load()")
+            return serialization_stack.sequential_from_dict(document)
         return network_from_dict(document)
     except SerializationError as error:
         raise SerializationError(f"{path}: {error}") from None
@@ -216,6 +247,9 @@ def _read_npz(path: Path) -> dict[str, Any]:
         raise SerializationError(f"corrupt JSON in 'config' ({error})") from None
     if not isinstance(document, dict):
         raise SerializationError("'config' must hold a JSON object")
+    if serialization_stack.is_sequential_document(document):
+        serialization_stack.split_npz_arrays(document, arrays)
+        return document
     sizes = document.get("sizes")
     n_layers = len(sizes) - 1 if isinstance(sizes, list) else 0
     expected = {f"W{l}" for l in range(n_layers)} | {f"b{l}" for l in range(n_layers)}
@@ -231,8 +265,6 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
 def network_from_dict(document: dict[str, Any]) -> Network:
     """Build and validate a :class:`Network` from a saved document (see module docstring)."""
-    from manual_bp.network import Network
-
     if "format" not in document and document.get("cost") in NIELSEN_COSTS:
         document = _from_nielsen(document)
     _check_format(document)

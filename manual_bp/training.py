@@ -1,4 +1,11 @@
-"""Mini-batch training with per-epoch monitoring (Nielsen's ``SGD``).
+"""Mini-batch training with per-epoch monitoring (Nielsen's ``SGD``), for any model.
+
+A model is a :class:`~manual_bp.network.Network` or a :class:`~manual_bp.sequential.Sequential`;
+training needs only their common protocol: ``prepare_inputs``/``prepare_targets``
+(validation), ``parameter_arrays`` (views updated in place), ``regularized_indices``,
+``loss_and_gradients`` (one mini-batch: cost and gradients of the mean cost), ``infer``
+(evaluation-mode outputs), ``train``/``eval`` (mode) and ``cost``. Training imports the
+models' protocol, never the other way round (CLI → training → model → layers → costs).
 
 Each epoch shuffles the training set with a seeded generator, splits it into
 mini-batches of ``batch_size`` samples (the last one may be smaller), and for
@@ -16,8 +23,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from manual_bp._validation import as_inputs, as_targets, check_finite
 from manual_bp.encoding import to_labels
+from manual_bp.fast import FastTrainer
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.progress import ProgressBar
 from manual_bp.regularizers import L2, Regularizer
@@ -25,8 +32,11 @@ from manual_bp.regularizers import L2, Regularizer
 if TYPE_CHECKING:
     from manual_bp.network import Network
     from manual_bp.schedules import Schedule
+    from manual_bp.sequential import Sequential
 
-__all__ = ["History", "iterate_minibatches", "train"]
+    Model = Network | Sequential
+
+__all__ = ["History", "iterate_minibatches", "nielsen_sgd", "train"]
 
 MONITORS = ("cost", "accuracy")
 
@@ -63,7 +73,7 @@ def iterate_minibatches(n: int, batch_size: int, rng: np.random.Generator) -> li
 
 
 def train(
-    net: Network,
+    net: Model,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -86,8 +96,8 @@ def train(
 
     Parameters
     ----------
-    net : Network
-    x : (N, n_in) array
+    net : Network or Sequential
+    x : (N, *input_shape) array
         Training inputs.
     y : (N, n_out) array or (N,) integer labels
         Training targets.
@@ -139,24 +149,23 @@ def train(
     if schedule is not None:
         schedule.bind(optimizer)
 
-    x = as_inputs(x, net.sizes[0], net.dtype)
-    y = as_targets(y, net.sizes[-1], x.shape[0], net.dtype)
-    check_finite(x, "x")
-    check_finite(y, "y")
+    x = net.prepare_inputs(x, "x")
+    y = net.prepare_targets(y, x.shape[0], "y")
     if evaluation_data is not None:
-        x_eval = as_inputs(evaluation_data[0], net.sizes[0], net.dtype, "evaluation x")
-        y_eval = as_targets(
-            evaluation_data[1], net.sizes[-1], x_eval.shape[0], net.dtype, "evaluation y"
-        )
+        x_eval = net.prepare_inputs(evaluation_data[0], "evaluation x")
+        y_eval = net.prepare_targets(evaluation_data[1], x_eval.shape[0], "evaluation y")
     n_train = x.shape[0]
     rng = np.random.default_rng(seed)
     history = History()
     trainer = None
-    if fast or fast is None:
-        from manual_bp.fast import FastTrainer
-
+    if fast and not FastTrainer.supports(net):
+        raise ValueError(
+            f"the fused trainer supports Network models only, not {type(net).__name__}"
+        )
+    if (fast or fast is None) and FastTrainer.supports(net):
         trainer = FastTrainer(net, optimizer, regularizer, n_train)
         trainer.check_targets(y)
+    net.train(True)
 
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -180,7 +189,7 @@ def train(
 
 
 def _readable_epoch(
-    net: Network,
+    net: Model,
     x: np.ndarray,
     y: np.ndarray,
     batches: list[np.ndarray],
@@ -189,23 +198,25 @@ def _readable_epoch(
     epoch: int,
     bar: ProgressBar,
 ) -> None:
-    """One epoch of the readable path: Network.backprop (BP1–BP4), regulariser, step."""
-    params = [*net.weights, *net.biases]
+    """One epoch of the readable path: the model's backprop, regulariser, optimizer step."""
+    params = net.parameter_arrays()
+    decayed = net.regularized_indices()
     for index in batches:
-        grads = net.backprop(x[index], y[index])
-        weight_grads = grads.weights
+        cost, grads = net.loss_and_gradients(x[index], y[index])
         if regularizer is not None:
-            regularizer.add_gradient(net.weights, weight_grads, x.shape[0])
-        optimizer.step(params, [*weight_grads, *grads.biases])
-        if not np.isfinite(grads.cost):
+            regularizer.add_gradient(
+                [params[i] for i in decayed], [grads[i] for i in decayed], x.shape[0]
+            )
+        optimizer.step(params, grads)
+        if not np.isfinite(cost):
             raise FloatingPointError(
-                f"cost became {grads.cost} in epoch {epoch}; lower the learning rate"
+                f"cost became {cost} in epoch {epoch}; lower the learning rate"
             )
         bar.update()
 
 
 def _monitor(
-    net: Network,
+    net: Model,
     history: History,
     split: str,
     x: np.ndarray,
@@ -216,15 +227,51 @@ def _monitor(
 ) -> None:
     if not monitor:
         return
-    a = net.feedforward(x)  # once for both metrics
+    a = net.infer(x)  # evaluation mode, once for both metrics
     if "cost" in monitor:
-        cost = net.cost.value(a, y)
+        cost = net.cost.value(_rows(a), _rows(y))
         if regularizer is not None:
-            cost += regularizer.penalty(net.weights, n_train)
+            params = net.parameter_arrays()
+            cost += regularizer.penalty([params[i] for i in net.regularized_indices()], n_train)
         getattr(history, f"{split}_cost").append(cost)
     if "accuracy" in monitor:
-        accuracy = float(np.mean(np.argmax(a, axis=1) == to_labels(y)))
+        accuracy = float(
+            np.mean(np.argmax(a, axis=-1) == to_labels(_rows(y)).reshape(a.shape[:-1]))
+        )
         getattr(history, f"{split}_accuracy").append(accuracy)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+
+
+def nielsen_sgd(
+    net: Network,
+    training_data: tuple[np.ndarray, np.ndarray],
+    epochs: int,
+    mini_batch_size: int,
+    eta: float,
+    lmbda: float = 0.0,
+    evaluation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    **kwargs: Any,
+) -> History:
+    """Nielsen's call ``net.SGD(training_data, epochs, mini_batch_size, eta, lmbda, eval)``.
+
+    As a function (``nielsen_sgd(net, (x, y), 30, 10, 0.5, 5.0, (xv, yv))``): the model
+    does not import its trainer, so the data path runs one way.
+    """
+    x, y = training_data
+    return train(
+        net,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=mini_batch_size,
+        eta=eta,
+        lmbda=lmbda,
+        evaluation_data=evaluation_data,
+        **kwargs,
+    )
 
 
 def _epoch_line(epoch: int, epochs: int, history: History) -> str:

@@ -37,9 +37,9 @@ def dense_layer_check(rng: np.random.Generator) -> list[Comparison]:
     """
     n_in, n_mid, n_out, batch = (int(k) for k in rng.integers(1, 13, size=4))
     first, middle, last = (
-        Dense(n_in, n_mid, rng=rng),
-        Dense(n_mid, n_out, rng=rng),
-        Dense(n_out, 3, rng=rng),
+        Dense(n_in, n_mid, seed=rng),
+        Dense(n_mid, n_out, seed=rng),
+        Dense(n_out, 3, seed=rng),
     )
     tanh, sigmoid = ActivationLayer("tanh"), ActivationLayer("sigmoid")
     x = rng.standard_normal((batch, n_in))
@@ -66,12 +66,12 @@ def dense_layer_check(rng: np.random.Generator) -> list[Comparison]:
         Comparison(
             "LAYER.dense",
             "∂C/∂W",
-            grads["W"],
+            grads["weight"],
             params["W2"].grad.numpy(),
             np.abs(d_h2).T @ np.abs(a1),
         ),
         Comparison(
-            "LAYER.dense", "∂C/∂b", grads["b"], params["b2"].grad.numpy(), np.abs(d_h2).sum(0)
+            "LAYER.dense", "∂C/∂b", grads["bias"], params["b2"].grad.numpy(), np.abs(d_h2).sum(0)
         ),
         Comparison("LAYER.dense", "∂C/∂x", d_a1, a1t.grad.numpy(), np.abs(d_h2) @ np.abs(middle.W)),
     ]

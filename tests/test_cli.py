@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import manual_bp.commands.train as train_command
 from manual_bp.cli import main
 from manual_bp.commands.evaluate import confusion_matrix, format_confusion_matrix
 from manual_bp.commands.train import resolve_sizes
-from manual_bp.serialization import load_network
+from manual_bp.serialization import load_network, save_network
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,16 +35,15 @@ def test_default_train_on_digits_reaches_90_percent(capsys):
 def test_train_monitors_validation_and_reports_test(monkeypatch, capsys):
     """Per-epoch lines are on the validation split; only the summary touches the test split."""
     from manual_bp.data import load_digits
-    from manual_bp.network import Network
 
     seen = {}
-    original = Network.train
+    original = train_command.train
 
-    def spy(self, x, y, **kwargs):
+    def spy(self, x, y, **kwargs):  # the command calls train(net, x, y, ...)
         seen.update(x=x, evaluation=kwargs["evaluation_data"])
         return original(self, x, y, **kwargs)
 
-    monkeypatch.setattr(Network, "train", spy)
+    monkeypatch.setattr(train_command, "train", spy)
     assert main(["train", "--quiet", "--epochs", "1"]) == 0
     data = load_digits()
     np.testing.assert_array_equal(seen["x"], data.x_train)
@@ -135,7 +135,7 @@ def test_corrupt_saved_file_gives_clear_error(tmp_path, capsys):
 def test_evaluate_network_that_does_not_fit_the_data(tmp_path, capsys):
     from manual_bp.network import Network
 
-    path = Network([10, 3], seed=0).save(tmp_path / "small.npz")
+    path = save_network(Network([10, 3], seed=0), tmp_path / "small.npz")
     assert main(["evaluate", str(path)]) == 2
     assert "do not fit digits (64 inputs, 10 classes)" in capsys.readouterr().err
 
@@ -169,18 +169,17 @@ def test_python_dash_m_entry_point():
 
 def test_optimizer_and_schedule_flags_reach_training(monkeypatch, capsys):
     cli = pytest.importorskip("manual_bp.optimizers.cli")
-    from manual_bp.network import Network
 
     seen = {}
-    original = Network.train
+    original = train_command.train
 
-    def spy(self, x, y, **kwargs):
+    def spy(self, x, y, **kwargs):  # the command calls train(net, x, y, ...)
         seen.update(kwargs)
         if kwargs.get("optimizer") is not None:
             seen["initial_lr"] = kwargs["optimizer"].lr  # before a schedule changes it
         return original(self, x, y, **kwargs)
 
-    monkeypatch.setattr(Network, "train", spy)
+    monkeypatch.setattr(train_command, "train", spy)
     argv = ["train", "--quiet", "--epochs", "2", "--optimizer", "adam", "--lr", "0.01"]
     if hasattr(cli, "schedule_from_args"):
         argv += ["--schedule", "step", "--step-size", "1", "--gamma", "0.5"]

@@ -28,6 +28,7 @@ from manual_bp.fast import FastTrainer
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.optimizers import SGD, get_optimizer
 from manual_bp.regularizers import L2, get_regularizer
+from manual_bp.training import train
 from reference import torch_run
 from reference.cases import build_case
 from reference.conditioning import error_scales
@@ -199,7 +200,8 @@ def test_fast_training_equals_readable(spec, optimizer, regularizer):
             momentum=optimizer.get("momentum", 0.0),
         )
         for candidate, fast in zip(nets, (True, False), strict=True):
-            candidate.train(
+            train(
+                candidate,
                 x,
                 y,
                 epochs=2,
@@ -241,11 +243,11 @@ def test_fast_is_default_and_checks_class_targets():
     net = Network([3, 2], "relu", "log-likelihood", output_activation="softmax", seed=0)
     x = np.ones((4, 3))
     with pytest.raises(ValueError, match="not a probability distribution"):
-        net.train(x, np.full((4, 2), 0.7), epochs=1, batch_size=2, eta=0.1)
+        train(net, x, np.full((4, 2), 0.7), epochs=1, batch_size=2, eta=0.1)
     calls = []
     original = net.backprop
     net.backprop = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
-    net.train(x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2, eta=0.1, monitor=())
+    train(net, x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2, eta=0.1, monitor=())
     assert not calls
-    net.train(x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2, eta=0.1, monitor=(), fast=False)
+    train(net, x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2, eta=0.1, monitor=(), fast=False)
     assert len(calls) == 2

@@ -24,7 +24,7 @@ from manual_bp.layers.dense import dense_forward
 
 
 def _dense_torch(x, p):
-    return torch.nn.functional.linear(x, p["W"], p["b"])
+    return torch.nn.functional.linear(x, p["weight"], p["bias"])
 
 
 @st.composite
@@ -43,10 +43,10 @@ def test_dense_layer_passes(setup):
     """The built-in Dense layer (LAYER.dense) passes against FD and torch."""
     n_in, n_out, batch, seed = setup
     rng = np.random.default_rng(seed)
-    layer = Dense(n_in, n_out, rng=rng)
+    layer = Dense(n_in, n_out, seed=rng)
     report = check_layer(layer, rng.standard_normal((batch, n_in)), torch_forward=_dense_torch)
     assert isinstance(report, GradcheckReport)
-    assert set(report.finite_differences) == set(report.torch) == {"x", "W", "b"}
+    assert set(report.finite_differences) == set(report.torch) == {"x", "weight", "bias"}
     assert max(report.torch.values()) < 1e-13
     assert max(report.finite_differences.values()) < 1e-5
 
@@ -120,38 +120,48 @@ class DenseMissingTranspose(Dense):
     """dW = xᵀ dz instead of dzᵀ x: the transpose of the right answer."""
 
     def backward(self, dz, cache):
-        x, W = cache
-        return dz @ W, {"W": x.T @ dz, "b": dz.sum(axis=0)}
+        x, W = cache.input, cache.weight
+        return dz @ W, {"weight": x.T @ dz, "bias": dz.sum(axis=0)}
 
 
 class DenseNoBiasSum(Dense):
     """db = dz: the batch sum of BP3 forgotten (shape (batch, n_out) instead of (n_out,))."""
 
     def backward(self, dz, cache):
-        x, W = cache
-        return dz @ W, {"W": dz.T @ x, "b": dz}
+        x, W = cache.input, cache.weight
+        return dz @ W, {"weight": dz.T @ x, "bias": dz}
 
 
 class DenseBiasMean(Dense):
     """db = mean of dz over the batch instead of the sum: right shape, wrong value."""
 
     def backward(self, dz, cache):
-        x, W = cache
-        return dz @ W, {"W": dz.T @ x, "b": dz.mean(axis=0)}
+        x, W = cache.input, cache.weight
+        return dz @ W, {"weight": dz.T @ x, "bias": dz.mean(axis=0)}
 
 
 class DenseMissingBiasGradient(Dense):
     def backward(self, dz, cache):
-        x, W = cache
-        return dz @ W, {"W": dz.T @ x}
+        x, W = cache.input, cache.weight
+        return dz @ W, {"weight": dz.T @ x}
 
 
 class DenseCopiedParams(Dense):
     """params returns copies: the checker cannot perturb what forward reads."""
 
+    def __init__(self, *args, **kwargs):
+        plain = Dense(*args, **kwargs)
+        state = dict(plain.__dict__)
+        self._params = state.pop("params")
+        self.__dict__.update(state)
+
     @property
     def params(self):
-        return {"W": self.W.copy(), "b": self.b.copy()}
+        return {name: array.copy() for name, array in self._params.items()}
+
+    @params.setter
+    def params(self, value):
+        self._params = value
 
 
 class ReLUWrongMask:
@@ -171,30 +181,32 @@ def test_missing_transpose_is_caught(setup):
     """A square W hides a missing transpose from any shape check; its values do not."""
     n, _, batch, seed = setup
     rng = np.random.default_rng(seed)
-    layer = DenseMissingTranspose(n, n, rng=rng)
-    with pytest.raises(AssertionError, match=r"parameter 'W' ∂C/∂W \(vs central finite") as info:
+    layer = DenseMissingTranspose(n, n, seed=rng)
+    with pytest.raises(
+        AssertionError, match=r"parameter 'weight' ∂C/∂weight \(vs central finite"
+    ) as info:
         check_layer(layer, rng.standard_normal((batch, n)))
     message = str(info.value)
     assert "expected" in message and "actual" in message and "at (" in message
-    assert "∂C/∂x" not in message and "'b'" not in message  # only W is wrong
+    assert "∂C/∂x" not in message and "'bias'" not in message  # only W is wrong
 
 
 def test_missing_transpose_is_caught_by_torch_and_shape():
     rng = np.random.default_rng(3)
-    layer = DenseMissingTranspose(3, 2, rng=rng)  # non-square: the shapes differ
+    layer = DenseMissingTranspose(3, 2, seed=rng)  # non-square: the shapes differ
     with pytest.raises(AssertionError) as info:
         check_layer(layer, rng.standard_normal((4, 3)), torch_forward=_dense_torch)
     message = str(info.value)
-    assert "parameter 'W' ∂C/∂W (vs central finite differences): shape (3, 2)" in message
-    assert "parameter 'W' ∂C/∂W (vs torch): shape (3, 2)" in message
+    assert "parameter 'weight' ∂C/∂weight (vs central finite differences): shape (3, 2)" in message
+    assert "parameter 'weight' ∂C/∂weight (vs torch): shape (3, 2)" in message
 
 
 def test_forgotten_bias_sum_is_caught():
     rng = np.random.default_rng(4)
-    with pytest.raises(AssertionError, match=r"parameter 'b' ∂C/∂b .*shape \(4, 2\)"):
-        check_layer(DenseNoBiasSum(3, 2, rng=rng), rng.standard_normal((4, 3)))
-    with pytest.raises(AssertionError, match=r"parameter 'b' ∂C/∂b \(vs central") as info:
-        check_layer(DenseBiasMean(3, 2, rng=rng), rng.standard_normal((4, 3)))
+    with pytest.raises(AssertionError, match=r"parameter 'bias' ∂C/∂bias .*shape \(4, 2\)"):
+        check_layer(DenseNoBiasSum(3, 2, seed=rng), rng.standard_normal((4, 3)))
+    with pytest.raises(AssertionError, match=r"parameter 'bias' ∂C/∂bias \(vs central") as info:
+        check_layer(DenseBiasMean(3, 2, seed=rng), rng.standard_normal((4, 3)))
     # The worst elements are listed with both values: the mean is 1/4 of the sum.
     match = re.search(r"expected ([-0-9.e]+), actual ([-0-9.e]+)", str(info.value))
     assert match and float(match[2]) == pytest.approx(float(match[1]) / 4, rel=1e-5)
@@ -202,14 +214,14 @@ def test_forgotten_bias_sum_is_caught():
 
 def test_missing_parameter_gradient_is_caught():
     rng = np.random.default_rng(5)
-    with pytest.raises(AssertionError, match="backward returned no gradient for parameter 'b'"):
-        check_layer(DenseMissingBiasGradient(3, 2, rng=rng), rng.standard_normal((2, 3)))
+    with pytest.raises(AssertionError, match="backward returned no gradient for parameter 'bias'"):
+        check_layer(DenseMissingBiasGradient(3, 2, seed=rng), rng.standard_normal((2, 3)))
 
 
 def test_copied_params_get_a_hint():
     rng = np.random.default_rng(6)
     with pytest.raises(AssertionError, match="return copies"):
-        check_layer(DenseCopiedParams(3, 2, rng=rng), rng.standard_normal((2, 3)))
+        check_layer(DenseCopiedParams(3, 2, seed=rng), rng.standard_normal((2, 3)))
 
 
 @given(seed=st.integers(0, 2**31 - 1))
@@ -238,22 +250,24 @@ def test_elementwise_softmax_derivative_is_caught():
 def test_wrong_torch_forward_is_reported():
     rng = np.random.default_rng(8)
     with pytest.raises(AssertionError, match="forward output"):
-        check_layer(Dense(3, 2, rng=rng), rng.standard_normal((2, 3)), torch_forward=lambda x, p: x)
+        check_layer(
+            Dense(3, 2, seed=rng), rng.standard_normal((2, 3)), torch_forward=lambda x, p: x
+        )
 
 
 def test_bad_arguments():
     rng = np.random.default_rng(9)
-    layer = Dense(3, 2, rng=rng)
+    layer = Dense(3, 2, seed=rng)
     x = rng.standard_normal((4, 3))
     with pytest.raises(ValueError, match=r"upstream has shape \(4, 3\), but the output has shape"):
         check_layer(layer, x, upstream=np.ones((4, 3)))
-    layer32 = Dense(3, 2, rng=rng, dtype=np.float32)
-    with pytest.raises(TypeError, match="parameter 'W' must be a float64"):
+    layer32 = Dense(3, 2, seed=rng, dtype=np.float32)
+    with pytest.raises(TypeError, match="parameter 'weight' must be a float64"):
         check_layer(layer32, x)
 
 
 def test_upstream_is_random_and_seeded():
-    layer = Dense(3, 2, rng=0)
+    layer = Dense(3, 2, seed=0)
     x = np.random.default_rng(1).standard_normal((4, 3))
     a, b = check_layer(layer, x, seed=2), check_layer(layer, x, seed=2)
     np.testing.assert_array_equal(a.upstream, b.upstream)
@@ -262,10 +276,10 @@ def test_upstream_is_random_and_seeded():
 
 def test_forward_reuses_dense_forward():
     """check_layer leaves the layer's parameters as they were (perturbed and restored)."""
-    layer = Dense(3, 2, rng=0)
+    layer = Dense(3, 2, seed=0)
     W, b = layer.W.copy(), layer.b.copy()
     x = np.random.default_rng(1).standard_normal((4, 3))
     check_layer(layer, x)
     np.testing.assert_array_equal(layer.W, W)
     np.testing.assert_array_equal(layer.b, b)
-    np.testing.assert_array_equal(layer.forward(x)[0], dense_forward(x, W, b)[0])
+    np.testing.assert_array_equal(layer.forward(x)[0], dense_forward(x, W, b))

@@ -27,9 +27,11 @@ def test_dense_layer_backward_matches_torch(seed):
 
 
 def test_dense_layer_rejects_wrong_shapes():
-    layer = Dense(3, 2, rng=0)
-    with pytest.raises(ValueError, match=r"x has shape \(4, 5\); expected \(batch, 3\)"):
+    layer = Dense(3, 2, seed=0)
+    with pytest.raises(ValueError, match=r"x has shape \(4, 5\); its last axes must be \(3\)"):
         layer.forward(np.zeros((4, 5)))
     _, cache = layer.forward(np.zeros((4, 3)))
-    with pytest.raises(ValueError, match=r"dz has shape \(4, 3\); expected \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"upstream gradient has shape \(4, 3\), expected \(4, 2\)"
+    ):
         layer.backward(np.zeros((4, 3)), cache)

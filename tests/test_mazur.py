@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from manual_bp import Network
+from manual_bp.training import train
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_mazur_gradients_and_update(mazur_net):
     # ∂E/∂w5 (= W²[0, 0]) and ∂E/∂w1 (= W¹[0, 0]) as in the example.
     assert grads.weights[1][0, 0] == pytest.approx(0.082167041, abs=1e-9)
     assert grads.weights[0][0, 0] == pytest.approx(0.000438568, abs=1e-9)
-    mazur_net.train(x, y, epochs=1, batch_size=1, eta=0.5, monitor=())
+    train(mazur_net, x, y, epochs=1, batch_size=1, eta=0.5, monitor=())
     # Mazur's updated weights after one step with η = 0.5 (biases are also updated here,
     # which the example leaves fixed; the weights do not depend on that within one step).
     np.testing.assert_allclose(

@@ -37,6 +37,7 @@ from manual_bp.schedules import (
     cosine_closed_form,
     get_schedule,
 )
+from manual_bp.training import train
 from reference.cases import build_case
 from reference.optim import network_trajectories, torch_optimizer, torch_schedule, trajectories
 from tests.strategies import SMOOTH_ACTIVATIONS, STABLE_COSTS, network_specs
@@ -375,7 +376,8 @@ def test_train_with_schedule_records_rates():
     y = np.arange(8) % 2
     opt = SGD(1.0)
     seen = []
-    net.train(
+    train(
+        net,
         x,
         y,
         epochs=5,
@@ -387,8 +389,8 @@ def test_train_with_schedule_records_rates():
     )
     assert seen == [1.0, 0.5, 0.5, 0.25, 0.25]
     plain = Network([4, 3, 2], seed=0)
-    plain.train(
-        x, y, epochs=2, batch_size=4, eta=0.5, monitor=(), schedule=ExponentialLR(gamma=0.5)
+    train(
+        plain, x, y, epochs=2, batch_size=4, eta=0.5, monitor=(), schedule=ExponentialLR(gamma=0.5)
     )
 
 

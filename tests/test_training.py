@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from manual_bp import L2, SGD, Network
 from manual_bp.gradcheck import assert_gradients_close
+from manual_bp.training import nielsen_sgd, train
 from reference.cases import build_case
 from tests.strategies import network_specs
 
@@ -116,8 +117,8 @@ def test_training_loop_equals_manual_minibatch_steps(fast):
     """
     net, x, y = _small_case()
     manual = net.copy()
-    history = net.train(
-        x, y, epochs=2, batch_size=3, eta=0.7, lmbda=0.5, seed=11, monitor=(), fast=fast
+    history = train(
+        net, x, y, epochs=2, batch_size=3, eta=0.7, lmbda=0.5, seed=11, monitor=(), fast=fast
     )
     rng = np.random.default_rng(11)
     for _ in range(2):
@@ -146,8 +147,8 @@ def test_training_learns_and_monitors():
     labels = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
     net = Network([2, 8, 2], "sigmoid", "cross-entropy", seed=0)
     log = io.StringIO()
-    history = net.SGD(
-        (x[:200], labels[:200]), 15, 10, 1.0, 0.1, (x[200:], labels[200:]), seed=0, log=log
+    history = nielsen_sgd(
+        net, (x[:200], labels[:200]), 15, 10, 1.0, 0.1, (x[200:], labels[200:]), seed=0, log=log
     )
     assert len(history.training_cost) == len(history.evaluation_accuracy) == 15
     assert history.training_cost[-1] < history.training_cost[0]
@@ -159,15 +160,15 @@ def test_training_learns_and_monitors():
 def test_training_rejects_bad_arguments():
     net, x, y = _small_case()
     with pytest.raises(ValueError, match="exactly one of eta"):
-        net.train(x, y, epochs=1, batch_size=2)
+        train(net, x, y, epochs=1, batch_size=2)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        net.train(x, y, epochs=1, batch_size=0, eta=0.1)
+        train(net, x, y, epochs=1, batch_size=0, eta=0.1)
     with pytest.raises(ValueError, match="unknown monitor"):
-        net.train(x, y, epochs=1, batch_size=2, eta=0.1, monitor=("loss",))
+        train(net, x, y, epochs=1, batch_size=2, eta=0.1, monitor=("loss",))
     x_bad = x.copy()
     x_bad[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"x contains a non-finite value nan at index \(3, 1\)"):
-        net.train(x_bad, y, epochs=1, batch_size=2, eta=0.1)
+        train(net, x_bad, y, epochs=1, batch_size=2, eta=0.1)
 
 
 def test_divergence_is_reported():
@@ -177,4 +178,4 @@ def test_divergence_is_reported():
         np.errstate(over="ignore", invalid="ignore"),
         pytest.raises(FloatingPointError, match="learning rate"),
     ):
-        net.train(x, x[:, :1], epochs=50, batch_size=5, eta=10.0, monitor=())
+        train(net, x, x[:, :1], epochs=50, batch_size=5, eta=10.0, monitor=())

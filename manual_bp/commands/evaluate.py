@@ -41,16 +41,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from manual_bp.data import load_digits, load_mnist
-    from manual_bp.serialization import load_network
+    from manual_bp.serialization import load
 
-    net = load_network(args.file)
+    net = load(args.file)
     dtype = net.dtype
     data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)
     x, y = data.split(args.split)
-    if net.sizes[0] != data.n_features or net.sizes[-1] != data.n_classes:
+    n_in = net.sizes[0] if hasattr(net, "sizes") else net.input_shape
+    n_out = net.sizes[-1] if hasattr(net, "sizes") else net.output_shape
+    if (n_in, n_out) not in (
+        (data.n_features, data.n_classes),
+        ((data.n_features,), (data.n_classes,)),
+    ):
         raise ValueError(
-            f"{args.file}: network sizes {net.sizes} do not fit {data.name} "
-            f"({data.n_features} inputs, {data.n_classes} classes)"
+            f"{args.file}: the model's inputs {n_in} and outputs {n_out} do not fit "
+            f"{data.name} ({data.n_features} inputs, {data.n_classes} classes)"
         )
     predicted = net.predict(x)
     matrix = confusion_matrix(y, predicted, data.n_classes)

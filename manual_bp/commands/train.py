@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from manual_bp.serialization import save
+from manual_bp.training import train
+
 __all__ = ["DEFAULTS", "add_parser", "run"]
 
 #: Defaults of the main job: measured to reach ≥ 90 % test accuracy on the embedded
@@ -56,6 +59,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train on MNIST from the four IDX files in DIR (gzipped or raw)",
     )
     model = parser.add_argument_group("network")
+    model.add_argument(
+        "--layers",
+        metavar="SPEC",
+        help="train a layer stack instead of Nielsen's network, e.g. "
+        "'dense(100), batchnorm1d, relu, dropout(0.2), dense, softmax' (sizes are inferred "
+        "from the data; a bare 'dense' maps to the classes); see docs/layers.md",
+    )
+    model.add_argument(
+        "--model",
+        metavar="FILE",
+        type=Path,
+        help="a layer stack from a .json or .toml spec: {layers = [...], cost = ...}",
+    )
     model.add_argument(
         "--sizes",
         nargs="+",
@@ -161,28 +177,50 @@ def _optimizer_from_args(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from manual_bp.data import load_digits, load_mnist
+    from manual_bp.model_spec import load_spec_file, parse_layers
     from manual_bp.network import Network
+    from manual_bp.sequential import Sequential
 
     started = time.perf_counter()
-    data = load_mnist(args.mnist, dtype=args.dtype) if args.mnist else load_digits(dtype=args.dtype)
-    sizes = resolve_sizes(args.sizes, data.n_features, data.n_classes)
-    net = Network(
-        sizes,
-        args.activation,
-        args.cost,
-        output_activation=args.output_activation,
-        initializer=args.initializer,
-        seed=args.seed,
-        dtype=args.dtype,
-    )
+    if args.layers is not None and args.model is not None:
+        raise ValueError("give --layers or --model, not both")
+    spec = None
+    if args.model is not None:
+        spec = load_spec_file(args.model)
+    elif args.layers is not None:
+        spec = {"layers": parse_layers(args.layers)}
     if args.save is not None:
         _check_writable(args.save, (".json", ".npz"))
     if args.plot is not None:
         _check_writable(args.plot, None)
     step = _optimizer_from_args(args)
+    data = load_mnist(args.mnist, dtype=args.dtype) if args.mnist else load_digits(dtype=args.dtype)
+    if spec is None:
+        sizes = resolve_sizes(args.sizes, data.n_features, data.n_classes)
+        title = f"{sizes}"
+        net = Network(
+            sizes,
+            args.activation,
+            args.cost,
+            output_activation=args.output_activation,
+            initializer=args.initializer,
+            seed=args.seed,
+            dtype=args.dtype,
+        )
+    else:
+        title = "layer stack"
+        net = Sequential.from_spec(
+            spec["layers"],
+            data.x_train.shape[1:],
+            data.n_classes,
+            cost=spec.get("cost", args.cost),
+            seed=args.seed,
+            dtype=args.dtype,
+        )
     if not args.quiet:
         print(f"{data!r}\n{net!r}, {net.n_parameters} parameters", flush=True)
-    history = net.train(
+    history = train(
+        net,
         data.x_train,
         data.y_train,
         epochs=args.epochs,
@@ -204,12 +242,12 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.1f} s total"
     )
     if args.save is not None:
-        net.save(args.save)
-        print(f"saved network to {args.save}")
+        save(net, args.save)
+        print(f"saved model to {args.save}")
     if args.plot is not None:
         from manual_bp.plotting import plot_learning_curves
 
-        plot_learning_curves(history, args.plot, title=f"{data.name} {sizes}")
+        plot_learning_curves(history, args.plot, title=f"{data.name} {title}")
         print(f"saved learning curves to {args.plot}")
     return 0
 

@@ -1,8 +1,44 @@
-"""Layers with the CS231n-style protocol ``forward(x) -> (out, cache)`` and
-``backward(dout, cache) -> (dx, param_grads)``; see :class:`~manual_bp.layers.base.Layer`."""
+"""Layers with the protocol ``forward(x) -> (out, cache)``, ``backward(dout, cache) -> (dx,
+grads)``; see :mod:`manual_bp.layers.base`. One module per family; every module of this
+package is imported here so that its layers register themselves in :data:`LAYERS`.
+"""
+
+import importlib
+import pkgutil
 
 from manual_bp.layers.activation import ActivationLayer
-from manual_bp.layers.base import Layer
+from manual_bp.layers.base import LAYERS, Cache, Layer, check_input, get_layer, register_layer
+from manual_bp.layers.containers import (
+    Flatten,
+    Identity,
+    Reshape,
+    Residual,
+    stack_backward,
+    stack_forward,
+    stack_output_shape,
+)
 from manual_bp.layers.dense import Dense, dense_backward, dense_forward
 
-__all__ = ["ActivationLayer", "Dense", "Layer", "dense_backward", "dense_forward"]
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = [
+    "LAYERS",
+    "ActivationLayer",
+    "Cache",
+    "Dense",
+    "Flatten",
+    "Identity",
+    "Layer",
+    "Reshape",
+    "Residual",
+    "check_input",
+    "dense_backward",
+    "dense_forward",
+    "get_layer",
+    "register_layer",
+    "stack_backward",
+    "stack_forward",
+    "stack_output_shape",
+]

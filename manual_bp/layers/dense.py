@@ -1,86 +1,206 @@
-"""Fully connected (dense) layer ``z = x Wᵀ + b``.
+"""Fully connected (dense) layer ``z = x Wᵀ + b`` — ``torch.nn.Linear``.
 
-Shapes follow Nielsen and ``torch.nn.Linear``: ``W`` is ``(n_out, n_in)``,
-``b`` is ``(n_out,)``, ``x`` is ``(batch, n_in)`` and ``z`` is ``(batch, n_out)``.
+Shapes follow Nielsen and ``torch.nn.Linear``: ``weight`` is ``(n_out, n_in)``, ``bias``
+is ``(n_out,)``; ``x`` is ``(batch, *, n_in)`` and ``z`` is ``(batch, *, n_out)`` — the
+map acts on the last axis, so the same layer serves feature vectors ``(N, D)`` and
+sequences ``(N, T, D)``. :func:`dense_forward` is the only dense forward in the library:
+:class:`~manual_bp.network.Network` and the fused trainer call it too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from manual_bp._validation import check_batch
+from manual_bp.initializers import initialize
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 
-__all__ = ["Dense", "dense_backward", "dense_forward"]
-
-DenseCache = tuple[np.ndarray, np.ndarray]
+__all__ = ["Dense", "DenseCache", "dense_backward", "dense_forward"]
 
 
-def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, DenseCache]:
-    """``z = x Wᵀ + b`` (equation ``FWD.dense``).
+@dataclass
+class DenseCache(Cache):
+    """``input`` x ``(batch, *, n_in)`` and the weight used: what the backward pass needs."""
+
+    weight: np.ndarray
+
+
+def dense_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``z = x Wᵀ + b`` (equation ``FWD.dense``), written into ``out`` when given.
 
     Parameters
     ----------
-    x : (batch, n_in)
+    x : (batch, *, n_in)
     W : (n_out, n_in)
-    b : (n_out,)
+    b : (n_out,) or None
+    out : (batch, *, n_out), optional — a preallocated buffer (the fused trainer's)
 
     Returns
     -------
-    z : (batch, n_out)
-    cache : (x, W), what :func:`dense_backward` needs.
+    z : (batch, *, n_out)
     """
-    return x @ W.T + b, (x, W)
+    z = np.matmul(x, W.T, out=out)
+    if b is not None:
+        z += b
+    return z
 
 
-def dense_backward(dz: np.ndarray, cache: DenseCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dense_backward(
+    dz: np.ndarray, x: np.ndarray, W: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of a scalar ``C`` through ``z = x Wᵀ + b`` (equation ``LAYER.dense``).
 
-    With ``dz = ∂C/∂z`` of shape ``(batch, n_out)``::
+    With ``dz = ∂C/∂z`` of shape ``(batch, *, n_out)`` and all leading axes flattened
+    into rows::
 
-        ∂C/∂x = dz W          (batch, n_in)     -- the (Wˡ⁺¹)ᵀδˡ⁺¹ of BP2, row-wise
-        ∂C/∂W = dzᵀ x         (n_out, n_in)     -- BP4 summed over the batch
-        ∂C/∂b = Σ_rows dz     (n_out,)          -- BP3 summed over the batch
+        ∂C/∂x = dz W          (batch, *, n_in)  -- the (Wˡ⁺¹)ᵀδˡ⁺¹ of BP2, row-wise
+        ∂C/∂W = dzᵀ x         (n_out, n_in)     -- BP4 summed over the rows
+        ∂C/∂b = Σ_rows dz     (n_out,)          -- BP3 summed over the rows
     """
-    x, W = cache
-    return dz @ W, dz.T @ x, dz.sum(axis=0)
+    dz_rows = dz.reshape(-1, dz.shape[-1])
+    x_rows = x.reshape(-1, x.shape[-1])
+    return dz @ W, dz_rows.T @ x_rows, dz_rows.sum(axis=0)
 
 
-class Dense:
-    """A dense layer holding ``W (n_out, n_in)`` and ``b (n_out,)``.
+@register_layer
+class Dense(Layer):
+    """``torch.nn.Linear``: ``z = x Wᵀ + b`` on the last axis. Equation ``LAYER.dense``.
 
-    Implements :class:`~manual_bp.layers.base.Layer`; ``backward`` returns the
-    parameter gradients ``{"W": ∂C/∂W, "b": ∂C/∂b}`` instead of storing them.
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+        Learn an additive bias (torch's ``bias=True``).
+    weight_init, bias_init : str or dict
+        Schemes of :func:`manual_bp.initializers.initialize`; default ``"torch"``
+        (``U(±1/√n_in)`` for both, as ``nn.Linear``). ``"nielsen"``/``"normal"`` give
+        Nielsen's ``N(0, 1/n_in)`` weights and ``N(0, 1)`` biases.
+    seed : int or Generator, optional
+        Initialise immediately from this seed (a :class:`Sequential` re-seeds anyway).
+    dtype : float64 or float32
     """
+
+    name = "dense"
+    aliases = ("linear",)
+    equation = "LAYER.dense"
+    decay = ("weight",)
+    hyperparameters = ("in_features", "out_features", "bias", "weight_init", "bias_init")
 
     def __init__(
         self,
-        n_in: int,
-        n_out: int,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
         *,
-        rng: np.random.Generator | int | None = None,
-        dtype: np.dtype | type = np.float64,
+        weight_init: str | dict[str, Any] = "torch",
+        bias_init: str | dict[str, Any] = "torch",
+        seed: int | np.random.Generator | None = None,
+        dtype: np.dtype | type | str = np.float64,
     ) -> None:
-        rng = np.random.default_rng(rng)
-        self.W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
-        self.b = rng.standard_normal(n_out).astype(dtype)
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
+        self.weight_init = weight_init
+        self.bias_init = bias_init
+        self.dtype = np.dtype(dtype)
+        self.params["weight"] = np.zeros((self.out_features, self.in_features), self.dtype)
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_features, self.dtype)
+        self.reset_parameters(np.random.default_rng(seed))
 
     @property
-    def params(self) -> dict[str, np.ndarray]:
-        return {"W": self.W, "b": self.b}
+    def W(self) -> np.ndarray:
+        """``weight``, Nielsen's ``Wˡ`` ``(n_out, n_in)``."""
+        return self.params["weight"]
+
+    @property
+    def b(self) -> np.ndarray | None:
+        """``bias`` ``(n_out,)``, or None without one."""
+        return self.params.get("bias")
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        weight = self.params["weight"]
+        weight[...] = initialize(self.weight_init, rng, weight.shape, dtype=weight.dtype)
+        if self.bias:
+            bias_scheme = self.bias_init
+            if bias_scheme == "nielsen":
+                bias_scheme = "normal"  # Nielsen's biases are N(0, 1)
+            self.params["bias"][...] = initialize(
+                bias_scheme, rng, (self.out_features,), fan_in=self.in_features, dtype=weight.dtype
+            )
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not input_shape or input_shape[-1] != self.in_features:
+            raise ValueError(
+                f"{self!r} needs inputs whose last axis has {self.in_features} features, "
+                f"got per-sample shape {tuple(input_shape)}"
+            )
+        return (*input_shape[:-1], self.out_features)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
-        """``x (batch, n_in) -> z (batch, n_out)``."""
-        check_batch(x, self.W.shape[1], "x")
-        return dense_forward(x, self.W, self.b)
+        """``x (batch, *, n_in) -> z (batch, *, n_out)``."""
+        check_input(x, self, ndim=range(2, 33), trailing=(self.in_features,), name="x")
+        weight = self.params["weight"]
+        return dense_forward(x, weight, self.params.get("bias")), DenseCache(x, weight)
 
     def backward(
         self, dz: np.ndarray, cache: DenseCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``dz (batch, n_out) -> (dx (batch, n_in), {"W": dW, "b": db})``."""
-        check_batch(dz, self.W.shape[0], "dz", batch=cache[0].shape[0])
-        dx, dW, db = dense_backward(dz, cache)
-        return dx, {"W": dW, "b": db}
+        """``dz (batch, *, n_out) -> (dx (batch, *, n_in), {"weight": dW, "bias": db})``."""
+        expected = (*cache.input.shape[:-1], self.out_features)
+        if not isinstance(dz, np.ndarray) or dz.shape != expected:
+            raise ValueError(
+                f"{self!r}: upstream gradient has shape {np.shape(dz)}, expected {expected}"
+            )
+        dx, dW, db = dense_backward(dz, cache.input, cache.weight)
+        grads = {"weight": dW}
+        if self.bias:
+            grads["bias"] = db
+        return dx, grads
+
+    def jvp(
+        self,
+        cache: DenseCache,
+        dx: np.ndarray | None,
+        dparams: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """``dz = dx Wᵀ + x dWᵀ + db`` — the forward-mode product (``LAYER.dense``)."""
+        x, W = cache.input, cache.weight
+        dz = np.zeros((*x.shape[:-1], self.out_features), dtype=x.dtype)
+        if dx is not None:
+            dz += dx @ W.T
+        dparams = dparams or {}
+        if "weight" in dparams:
+            dz += x @ dparams["weight"].T
+        if "bias" in dparams and self.bias:
+            dz += dparams["bias"]
+        return dz
+
+    @classmethod
+    def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> Dense:
+        """``dense(30)`` -> ``Dense(n_in, 30)``; a bare ``dense`` maps to the model's outputs."""
+        if args and "out_features" in kwargs:
+            raise ValueError("dense: give out_features once")
+        out = args[0] if args else kwargs.pop("out_features", n_outputs)
+        if out is None:
+            raise ValueError("dense needs out_features (e.g. dense(30))")
+        if not input_shape:
+            raise ValueError("dense needs an input with a feature axis")
+        return cls(input_shape[-1], out, *args[1:], **kwargs)
 
     def __repr__(self) -> str:
-        n_out, n_in = self.W.shape
-        return f"Dense({n_in}, {n_out})"
+        extra = "" if self.bias else ", bias=False"
+        return f"Dense({self.in_features}, {self.out_features}{extra})"
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

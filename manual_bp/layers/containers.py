@@ -1,0 +1,255 @@
+"""Structure: stacks of layers, residual blocks, and the shape-only layers.
+
+``stack_forward``/``stack_backward`` are backpropagation through a chain of layers —
+the chain rule ``∂C/∂x = J₁ᵀ J₂ᵀ … J_Lᵀ ∂C/∂out`` evaluated right to left, one VJP per
+layer (equation ``STACK.chain``). :class:`~manual_bp.sequential.Sequential` and
+:class:`Residual` are both built on them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from manual_bp.layers.base import (
+    Cache,
+    Layer,
+    build_layer,
+    check_input,
+    get_layer,
+    register_layer,
+)
+
+__all__ = [
+    "Flatten",
+    "Identity",
+    "Reshape",
+    "Residual",
+    "stack_backward",
+    "stack_forward",
+    "stack_output_shape",
+]
+
+
+def stack_forward(layers: Sequence[Layer], x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """``out = f_L(… f_1(x))`` and every layer's cache, first layer first."""
+    caches = []
+    for layer in layers:
+        x, cache = layer.forward(x)
+        caches.append(cache)
+    return x, caches
+
+
+def stack_backward(
+    layers: Sequence[Layer], dout: np.ndarray, caches: Sequence[Any]
+) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """The chain rule through a stack (``STACK.chain``): VJPs from the last layer down.
+
+    Returns ``(∂C/∂x, grads)`` with ``grads[i]`` the parameter gradients of ``layers[i]``.
+    """
+    grads: list[dict[str, np.ndarray]] = [{} for _ in layers]
+    for i in range(len(layers) - 1, -1, -1):
+        dout, grads[i] = layers[i].backward(dout, caches[i])
+    return dout, grads
+
+
+def stack_output_shape(layers: Sequence[Layer], input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-sample output shape of a stack; ``ValueError`` naming the layer that rejects it."""
+    shape = tuple(input_shape)
+    for index, layer in enumerate(layers):
+        try:
+            shape = tuple(layer.output_shape(shape))
+        except ValueError as error:
+            raise ValueError(f"layer {index} ({layer!r}): {error}") from None
+    return shape
+
+
+@register_layer
+class Identity(Layer):
+    """``out = x``; ``∂C/∂x = ∂C/∂out``."""
+
+    name = "identity-layer"
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        return x, Cache(x)
+
+    def backward(self, dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict]:
+        _check_like(self, dout, cache.input.shape)
+        return dout, {}
+
+    def jvp(self, cache: Cache, dx, dparams=None) -> np.ndarray:
+        return np.zeros_like(cache.input) if dx is None else dx
+
+
+@register_layer
+class Reshape(Layer):
+    """``torch.reshape`` of every sample to ``shape``; the backward reshapes back.
+
+    One entry may be ``-1`` (inferred). ``Reshape(1, 28, 28)`` turns MNIST rows into
+    ``(N, 1, 28, 28)`` images.
+    """
+
+    name = "reshape"
+    hyperparameters = ("shape",)
+
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+            shape = tuple(shape[0])
+        if not shape or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or (s < 1 and s != -1)
+            for s in shape
+        ):
+            raise ValueError(f"reshape needs positive sizes (one may be -1), got {shape!r}")
+        if list(shape).count(-1) > 1:
+            raise ValueError(f"reshape: at most one size may be -1, got {shape!r}")
+        self.shape = tuple(int(s) for s in shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        size = math.prod(input_shape)
+        known = math.prod(s for s in self.shape if s != -1)
+        if -1 in self.shape:
+            if size % known:
+                raise ValueError(f"{self!r} cannot reshape per-sample shape {input_shape}")
+            return tuple(size // known if s == -1 else s for s in self.shape)
+        if known != size:
+            raise ValueError(f"{self!r} cannot reshape per-sample shape {tuple(input_shape)}")
+        return self.shape
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        check_input(x, self, ndim=range(2, 33), name="x")
+        out_shape = self.output_shape(x.shape[1:])
+        return x.reshape(x.shape[0], *out_shape), Cache(x)
+
+    def backward(self, dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict]:
+        _check_like(self, dout, (cache.input.shape[0], *self.output_shape(cache.input.shape[1:])))
+        return dout.reshape(cache.input.shape), {}
+
+    def jvp(self, cache: Cache, dx, dparams=None) -> np.ndarray:
+        shape = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
+        return np.zeros(shape, cache.input.dtype) if dx is None else dx.reshape(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape)}
+
+    def __repr__(self) -> str:
+        return f"Reshape{self.shape}"
+
+
+@register_layer
+class Flatten(Reshape):
+    """``torch.nn.Flatten()``: every sample to one axis, ``(N, C, H, W) -> (N, C·H·W)``."""
+
+    name = "flatten"
+    hyperparameters = ()
+
+    def __init__(self) -> None:
+        super().__init__(-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+
+@dataclass
+class ResidualCache(Cache):
+    """``input`` x and the caches of the branch ``f``."""
+
+    branch: list[Any]
+
+
+@register_layer
+class Residual(Layer):
+    """A skip connection ``y = x + f(x)`` around a sub-stack ``f``. Equation ``LAYER.residual``.
+
+    ``x`` is used twice, so its gradient is the sum over both uses (micrograd's ``+=``)::
+
+        ∂C/∂x = ∂C/∂y + J_fᵀ ∂C/∂y
+
+    ``f`` must map a sample to the same shape. Parameters are named ``"<i>.<name>"`` for
+    the i-th layer of ``f`` (torch's ``nn.Sequential`` state-dict names).
+    """
+
+    name = "residual"
+    equation = "LAYER.residual"
+    hyperparameters = ("layers",)
+
+    def __init__(self, layers: Sequence[Layer | str | dict[str, Any]]) -> None:
+        super().__init__()
+        if isinstance(layers, (Layer, str, dict)):
+            layers = [layers]
+        self.layers = [get_layer(layer) for layer in layers]
+        if not self.layers:
+            raise ValueError("residual needs at least one layer in its branch")
+
+    def children(self) -> list[Layer]:
+        return self.layers
+
+    @classmethod
+    def from_shape(cls, input_shape, layers=(), *, n_outputs=None, **kwargs) -> Residual:
+        """``residual([dense(30), relu, dense])``: the branch's sizes inferred in order; a bare
+        ``dense`` at its end maps back to the input width (so that ``x + f(x)`` fits)."""
+        if kwargs:
+            raise ValueError(f"residual takes only its list of layers, got {sorted(kwargs)}")
+        shape, built = tuple(input_shape), []
+        for item in layers:
+            layer = build_layer(item, shape, n_outputs=input_shape[-1] if input_shape else None)
+            shape = tuple(layer.output_shape(shape))
+            built.append(layer)
+        return cls(built)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = stack_output_shape(self.layers, input_shape)
+        if shape != tuple(input_shape):
+            raise ValueError(
+                f"the residual branch maps per-sample shape {tuple(input_shape)} to {shape}; "
+                f"y = x + f(x) needs equal shapes"
+            )
+        return shape
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        for layer in self.layers:
+            layer.reset_parameters(rng)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ResidualCache]:
+        fx, caches = stack_forward(self.layers, x)
+        if fx.shape != x.shape:
+            raise ValueError(f"{self!r}: branch output {fx.shape} differs from input {x.shape}")
+        return x + fx, ResidualCache(x, caches)
+
+    def backward(self, dout: np.ndarray, cache: ResidualCache) -> tuple[np.ndarray, dict]:
+        _check_like(self, dout, cache.input.shape)
+        d_branch, grads = stack_backward(self.layers, dout, cache.branch)
+        named = {
+            f"{i}.{k}": g for i, layer_grads in enumerate(grads) for k, g in layer_grads.items()
+        }
+        return dout + d_branch, named  # both uses of x: the skip path and the branch
+
+    def jvp(self, cache: ResidualCache, dx, dparams=None) -> np.ndarray:
+        dparams = dparams or {}
+        tangent = dx
+        for i, (layer, layer_cache) in enumerate(zip(self.layers, cache.branch, strict=True)):
+            own = {
+                k.split(".", 1)[1]: v for k, v in dparams.items() if k.split(".", 1)[0] == str(i)
+            }
+            tangent = layer.jvp(layer_cache, tangent, own)
+        return tangent if dx is None else dx + tangent
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "layers": [layer.get_config() for layer in self.layers]}
+
+    def __repr__(self) -> str:
+        return f"Residual({self.layers!r})"
+
+
+def _check_like(layer: Layer, dout: Any, shape: tuple[int, ...]) -> None:
+    if not isinstance(dout, np.ndarray) or dout.shape != tuple(shape):
+        raise ValueError(
+            f"{layer!r}: upstream gradient has shape {np.shape(dout)}, expected {tuple(shape)}"
+        )

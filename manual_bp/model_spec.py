@@ -1,0 +1,107 @@
+"""Describe a layer stack in one line or in a small JSON/TOML file.
+
+Text form (``--layers`` on the command line), comma-separated, sizes inferred from the
+data::
+
+    reshape(1, 28, 28), conv2d(6, 5, padding=2), relu, maxpool2d(2), flatten,
+    dense(100), batchnorm1d, relu, dropout(p=0.2), dense, softmax
+
+Each item is a layer or activation name, optionally called with literal arguments;
+``residual([dense(30), relu, dense])`` nests. Names may use ``_`` for ``-``
+(``leaky_relu(alpha=0.2)``). A bare ``dense`` maps to the data's number of classes.
+
+File form (``--model spec.json`` or ``spec.toml``)::
+
+    {"layers": ["flatten", {"name": "dense", "args": [30]}, "relu", "dense", "softmax"],
+     "cost": "log-likelihood"}
+
+Parsing uses :mod:`ast` with literal arguments only — nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_spec_file", "parse_layers"]
+
+
+class SpecError(ValueError):
+    """A layer spec that cannot be parsed; the message names the offending item."""
+
+
+def parse_layers(text: str) -> list[dict[str, Any]]:
+    """``"dense(30), relu, dense"`` -> ``[{"name": "dense", "args": [30]}, "relu", ...]``."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("the layer spec is empty")
+    try:
+        tree = ast.parse(f"[{text}]", mode="eval")
+    except SyntaxError as error:
+        raise SpecError(f"cannot parse layer spec {text!r}: {error.msg}") from None
+    return [_item(node, text) for node in tree.body.elts]  # type: ignore[attr-defined]
+
+
+def _item(node: ast.AST, text: str) -> Any:
+    if isinstance(node, ast.Name):
+        return {"name": node.id}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        args = [_argument(arg, text) for arg in node.args]
+        kwargs = {kw.arg: _argument(kw.value, text) for kw in node.keywords if kw.arg}
+        if len(kwargs) != len(node.keywords):
+            raise SpecError(
+                f"'**' is not allowed in a layer spec: {ast.get_source_segment(text[1:], node)}"
+            )
+        return {"name": node.func.id, "args": args, **kwargs}
+    segment = ast.get_source_segment(f"[{text}]", node)
+    raise SpecError(f"not a layer: {segment!r} (expected a name or name(arguments))")
+
+
+def _argument(node: ast.AST, text: str) -> Any:
+    if isinstance(node, ast.List) and any(isinstance(e, (ast.Name, ast.Call)) for e in node.elts):
+        return [_item(e, text) for e in node.elts]  # a nested stack: residual([...])
+    if isinstance(node, ast.Name) and node.id in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[node.id]
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        segment = ast.get_source_segment(f"[{text}]", node)
+        raise SpecError(f"layer arguments must be literals, got {segment!r}") from None
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """``{"layers": [...], "cost": ..., ...}`` from a ``.json`` or ``.toml`` file."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, not a model spec file")
+    if not path.is_file():
+        raise SpecError(f"{path}: no such model spec file")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: cannot read ({error})") from None
+    try:
+        if suffix == ".json":
+            document = json.loads(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            document = tomllib.loads(text)
+        else:
+            raise SpecError(
+                f"{path}: a model spec must be .json or .toml, got {suffix or 'none'!r}"
+            )
+    except (json.JSONDecodeError, RecursionError, ValueError) as error:
+        if isinstance(error, SpecError):
+            raise
+        raise SpecError(f"{path}: malformed spec ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("layers"), list):
+        raise SpecError(f"{path}: the spec must be an object with a 'layers' list")
+    unknown = set(document) - {"layers", "cost", "input_shape"}
+    if unknown:
+        raise SpecError(
+            f"{path}: unknown key(s) {sorted(unknown)}; valid: layers, cost, input_shape"
+        )
+    return document

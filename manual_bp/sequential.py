@@ -1,0 +1,475 @@
+"""A layer-stack model: an ordered stack of layers and a cost — backpropagation as a chain of VJPs.
+
+:class:`Sequential` is the general model; :class:`~manual_bp.network.Network` is the
+named special case of Nielsen's book (Dense + activation, BP1–BP4 written inline), and
+the two give identical gradients (``tests/test_stack.py``).
+
+Backpropagation through the stack (``STACK.chain``)::
+
+    forward:   a⁰ = x,  aᵏ, cacheᵏ = layerᵏ.forward(aᵏ⁻¹)               k = 1 … K
+    seed:      gᴷ = ∂C/∂aᴷ = (1/n) ∇ₐC_x  (per-sample cost gradients of the mean cost)
+    backward:  gᵏ⁻¹, ∂C/∂θᵏ = layerᵏ.backward(gᵏ, cacheᵏ)               k = K … 1
+
+When the last layer is an activation with an exact shortcut for the cost (softmax +
+log-likelihood, sigmoid + cross-entropy, identity + quadratic), the seed is taken at
+``zᴷ`` as ``δᴷ/n`` (BP1's shortcut), exactly as ``Network`` does.
+
+Parameters live in one flat buffer (``model.flat_parameters``) and every layer's
+``params`` are views into it, so an optimizer's update of the buffer is seen by the
+layers and plain SGD is one vector operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from manual_bp._validation import check_finite
+from manual_bp.activations import Identity
+from manual_bp.costs import Cost, get_cost
+from manual_bp.encoding import is_label_vector, one_hot
+from manual_bp.layers.activation import ActivationLayer
+from manual_bp.layers.base import Layer, build_layer, get_layer
+from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
+from manual_bp.layers.dense import Dense
+
+__all__ = ["Sequential", "StackGradients"]
+
+LayerSpec = Layer | str | dict[str, Any]
+
+#: Rows per chunk when evaluating a large data set in evaluation mode.
+INFERENCE_CHUNK = 1024
+
+
+@dataclass
+class StackGradients:
+    """Result of :meth:`Sequential.backprop` on a mini-batch of ``n`` samples.
+
+    Attributes
+    ----------
+    cost : float
+        Mean mini-batch cost ``C = (1/n) Σ_x C_x``.
+    params : dict name -> array
+        ``∂C/∂θ`` for every parameter, under its dotted state-dict name (``"0.weight"``).
+    layers : list of dict
+        The same gradients per layer, under the layer's own names.
+    input_grad : array
+        ``∂C/∂x``, shaped like the input.
+    output : array
+        The model's output ``aᴷ``.
+    output_grad : array
+        ``∂C/∂aᴷ`` of the mean cost (the seed of the backward pass).
+    caches : list
+        Every layer's cache (its first field is the layer's input).
+    """
+
+    cost: float
+    params: dict[str, np.ndarray]
+    layers: list[dict[str, np.ndarray]]
+    input_grad: np.ndarray
+    output: np.ndarray
+    output_grad: np.ndarray
+    caches: list[Any]
+
+
+class Sequential:
+    """An ordered stack of layers with a cost, trained by :func:`manual_bp.train`.
+
+    Parameters
+    ----------
+    layers : sequence of Layer, names or configs
+        ``[Dense(64, 30), "relu", Dropout(0.2), Dense(30, 10), "softmax"]``; an activation's
+        name stands for an :class:`~manual_bp.layers.ActivationLayer`.
+    cost : name, Cost or config
+        The per-sample cost; the model's cost is the mean over the mini-batch.
+    input_shape : tuple of int, optional
+        Per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``. Checked through every
+        layer's ``output_shape`` at construction, so a stack that cannot work fails here,
+        before any data flows. Default: ``(in_features,)`` of a first dense layer.
+    seed : int or Generator, optional
+        Re-initialise every layer (and any layer's private generator) from this seed, in
+        order, so a model is reproducible from ``(layers, seed)``. ``None`` keeps the
+        layers' own initialisation.
+    dtype : float64 (default) or float32
+        Precision of parameters and computation.
+
+    Examples
+    --------
+    >>> from manual_bp import Dense, Sequential
+    >>> model = Sequential([Dense(4, 3), "tanh", Dense(3, 2)], cost="quadratic", seed=0)
+    >>> model.backprop(np.zeros((5, 4)), np.zeros((5, 2))).params["0.weight"].shape
+    (3, 4)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[LayerSpec],
+        cost: str | Cost | dict[str, Any] = "quadratic",
+        *,
+        input_shape: Sequence[int] | None = None,
+        seed: int | np.random.Generator | None = None,
+        dtype: np.dtype | type | str = np.float64,
+    ) -> None:
+        if isinstance(layers, (Layer, str, dict)) or not layers:
+            raise ValueError("Sequential needs a non-empty list of layers")
+        self.layers: list[Layer] = [get_layer(layer) for layer in layers]
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.cost: Cost = get_cost(cost)
+        last = self.layers[-1]
+        self.cost.check_output_activation(
+            last.activation if isinstance(last, ActivationLayer) else Identity()
+        )
+        self.input_shape = self._infer_input_shape(input_shape)
+        self.output_shape = (
+            stack_output_shape(self.layers, self.input_shape) if self.input_shape else None
+        )
+        if seed is not None:
+            self.reset_parameters(seed)
+        self._allocate()
+
+    # ------------------------------------------------------------------ construction
+    def _infer_input_shape(self, input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
+        if input_shape is not None:
+            shape = tuple(int(s) for s in input_shape)
+            if not shape or any(s < 1 for s in shape):
+                raise ValueError(f"input_shape must list positive sizes, got {input_shape!r}")
+            return shape
+        first = self.layers[0]
+        in_features = getattr(first, "in_features", None)
+        return (in_features,) if isinstance(in_features, int) else None
+
+    def _allocate(self) -> None:
+        """Move every parameter into one flat buffer and make the layers' params views of it."""
+        leaves = list(self._leaves())
+        total = sum(array.size for leaf in leaves for array in leaf.params.values())
+        self.flat_parameters = np.zeros(total, dtype=self.dtype)
+        offset = 0
+        for leaf in leaves:
+            for name, array in list(leaf.params.items()):
+                view = self.flat_parameters[offset : offset + array.size].reshape(array.shape)
+                view[...] = array
+                leaf.params[name] = view
+                offset += array.size
+            for name, array in list(leaf.buffers.items()):
+                if array.dtype.kind == "f":
+                    leaf.buffers[name] = array.astype(self.dtype)
+
+    def named_layers(self) -> list[tuple[str, Layer]]:
+        """``[("0", layer), ("1", residual), ("1.0", its first layer), ...]`` in pre-order."""
+        named: list[tuple[str, Layer]] = []
+
+        def visit(prefix: str, layers: Sequence[Layer]) -> None:
+            for index, layer in enumerate(layers):
+                path = f"{prefix}{index}"
+                named.append((path, layer))
+                visit(f"{path}.", layer.children())
+
+        visit("", self.layers)
+        return named
+
+    def _leaves(self, layers: Sequence[Layer] | None = None) -> Iterator[Layer]:
+        for layer in self.layers if layers is None else layers:
+            yield layer
+            yield from self._leaves(layer.children())
+
+    def reset_parameters(self, seed: int | np.random.Generator | None) -> None:
+        """Re-initialise every layer in order from one seeded generator."""
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.reset_parameters(rng)
+
+    @classmethod
+    def from_network(cls, net: Any) -> Sequential:
+        """The stack ``[Dense, σ¹, …, Dense, σᴸ]`` equal to Nielsen's ``net`` (parameters copied).
+
+        Both models then compute the same function and the same gradients: BP1–BP4 are
+        the Dense and activation VJPs of ``STACK.chain`` (``tests/test_stack.py``).
+        """
+        layers: list[Layer] = []
+        for W, b, activation in zip(net.weights, net.biases, net.activations, strict=True):
+            dense = Dense(W.shape[1], W.shape[0], dtype=net.dtype)
+            dense.params["weight"][...] = W
+            dense.params["bias"][...] = b
+            layers += [dense, ActivationLayer(activation)]
+        return cls(layers, net.cost, dtype=net.dtype)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Sequence[Any],
+        input_shape: Sequence[int],
+        n_outputs: int | None = None,
+        **kwargs: Any,
+    ) -> Sequential:
+        """Build from a spec whose sizes are inferred from the data's shape.
+
+        Each item is a name (``"relu"``, ``"dense"``), a ``(name, args, kwargs)`` triple,
+        or a config dict; a layer's ``from_shape`` fills in what depends on its input —
+        ``("dense", (30,), {})`` on 64 features is ``Dense(64, 30)``; a bare ``"dense"``
+        maps to ``n_outputs``. See :mod:`manual_bp.model_spec` for the text form.
+        """
+        shape = tuple(int(s) for s in input_shape)
+        layers = []
+        for index, item in enumerate(spec):
+            try:
+                layer = build_layer(item, shape, n_outputs)
+                shape = tuple(layer.output_shape(shape))
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"layer {index} ({_describe(item)}): {error}") from None
+            layers.append(layer)
+        return cls(layers, input_shape=input_shape, **kwargs)
+
+    # ------------------------------------------------------------------ parameters
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """``[("0.weight", view), ...]`` in buffer order, torch's state-dict names."""
+        named = []
+        for index, layer in enumerate(self.layers):
+            named += layer.named_parameters(f"{index}.")
+        return named
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        named = []
+        for index, layer in enumerate(self.layers):
+            named += layer.named_buffers(f"{index}.")
+        return named
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers under torch's names (copies)."""
+        state = {name: array.copy() for name, array in self.named_parameters()}
+        state.update({name: array.copy() for name, array in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy parameters and buffers in by name; every name must match, shapes exactly."""
+        targets = dict(self.named_parameters()) | dict(self.named_buffers())
+        missing, unexpected = set(targets) - set(state), set(state) - set(targets)
+        if missing or unexpected:
+            raise ValueError(
+                f"state dict does not match the model: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}"
+            )
+        for name, value in state.items():
+            value = np.asarray(value)
+            if value.shape != targets[name].shape:
+                raise ValueError(
+                    f"{name} must have shape {targets[name].shape}, got {value.shape} "
+                    f"(no broadcasting)"
+                )
+            if value.dtype.kind not in "fiub":
+                raise TypeError(f"{name} must be real numbers, got dtype {value.dtype}")
+            targets[name][...] = value
+
+    @property
+    def n_parameters(self) -> int:
+        return int(self.flat_parameters.size)
+
+    def parameter_arrays(self) -> list[np.ndarray]:
+        """Every parameter view, in buffer order (what optimizers update)."""
+        return [array for _, array in self.named_parameters()]
+
+    def regularized_indices(self) -> list[int]:
+        """Positions in :meth:`parameter_arrays` of the parameters regularisers act on."""
+        indices, position = [], 0
+        for leaf in self._leaves():
+            for name in leaf.params:
+                if name in leaf.decay:
+                    indices.append(position)
+                position += 1
+        return indices
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> Sequential:
+        """Training mode (``False``: evaluation), as ``torch.nn.Module.train``; returns self."""
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def eval(self) -> Sequential:
+        return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        return all(leaf.training for leaf in self._leaves())
+
+    # ------------------------------------------------------------------ data
+    def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """``x`` as a batch of ``dtype`` with the model's per-sample shape, finite."""
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+            raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
+        if self.input_shape is not None and x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"{name} has shape {x.shape}; the model takes a batch of shape "
+                f"(batch, {', '.join(map(str, self.input_shape))})"
+            )
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"{name} has shape {x.shape}; expected a non-empty batch")
+        x = x.astype(self.dtype, copy=False)
+        check_finite(x, name)
+        return x
+
+    def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
+        """Targets shaped like the output; integer labels are one-hot encoded on the last axis."""
+        y = np.asarray(y)
+        out_shape = self.output_shape
+        if is_label_vector(y) or (
+            out_shape is not None
+            and np.issubdtype(y.dtype, np.integer)
+            and y.shape == (batch, *out_shape[:-1])
+        ):
+            if y.shape[0] != batch:
+                raise ValueError(f"{name} has {y.shape[0]} labels for a batch of {batch} inputs")
+            if out_shape is None:
+                raise ValueError(f"{name}: class labels need a model with a known output shape")
+            return one_hot(y.reshape(-1), out_shape[-1], dtype=self.dtype).reshape(
+                (*y.shape, out_shape[-1])
+            )
+        if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
+            raise TypeError(f"{name} must be real numbers or integer labels, got dtype {y.dtype}")
+        expected = (batch, *out_shape) if out_shape is not None else None
+        if expected is not None and y.shape != expected:
+            raise ValueError(f"{name} has shape {y.shape}; the model's outputs are {expected}")
+        y = y.astype(self.dtype, copy=False)
+        check_finite(y, name)
+        return y
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        """``(output, caches)`` in the current mode (training mode updates running statistics)."""
+        return stack_forward(self.layers, x)
+
+    def backward(
+        self, dout: np.ndarray, caches: Sequence[Any]
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+        """The chain of VJPs (``STACK.chain``): ``(∂C/∂x, per-layer parameter gradients)``."""
+        return stack_backward(self.layers, dout, caches)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)[0]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""
+        modes = [leaf.training for leaf in self._leaves()]
+        self.eval()
+        try:
+            chunks = [
+                stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])[0]
+                for i in range(0, x.shape[0], INFERENCE_CHUNK)
+            ]
+        finally:
+            for leaf, mode in zip(self._leaves(), modes, strict=True):
+                leaf.training = mode
+        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Predicted classes ``argmax`` over the last axis, in evaluation mode."""
+        return np.argmax(self.infer(self.prepare_inputs(x)), axis=-1)
+
+    def backprop(self, x: Any, y: Any) -> StackGradients:
+        """Gradients of the mean cost on ``(x, y)`` through the stack (``STACK.chain``).
+
+        Runs in the current mode: in training mode batch norm uses (and updates) batch
+        statistics and dropout draws a mask, exactly as one training step does.
+        """
+        x = self.prepare_inputs(x)
+        y = self.prepare_targets(y, x.shape[0])
+        out, caches = self.forward(x)
+        n = _rows(out).shape[0]  # the mean runs over samples (and positions of a sequence)
+        last = self.layers[-1]
+        shortcut = _shortcut(self.cost, last)
+        if shortcut:
+            # BP1's exact shortcut at zᴷ (e.g. softmax + log-likelihood: δᴷ = a − y).
+            cache = caches[-1]
+            delta = self.cost.delta(_rows(cache.input), _rows(out), _rows(y), last.activation)
+            d_last = delta.reshape(out.shape) / n
+            dx, grads = stack_backward(self.layers[:-1], d_last, caches[:-1])
+            grads.append({})
+            output_grad = self.cost.grad(_rows(out), _rows(y)).reshape(out.shape) / n
+        else:
+            output_grad = self.cost.grad(_rows(out), _rows(y)).reshape(out.shape) / n
+            dx, grads = stack_backward(self.layers, output_grad, caches)
+        named = {
+            f"{index}.{name}": grad
+            for index, layer_grads in enumerate(grads)
+            for name, grad in layer_grads.items()
+        }
+        return StackGradients(
+            cost=self.cost.value(_rows(out), _rows(y)),
+            params=named,
+            layers=grads,
+            input_grad=dx,
+            output=out,
+            output_grad=output_grad,
+            caches=caches,
+        )
+
+    def loss_and_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """``(C, [∂C/∂θ in parameter_arrays() order])`` on validated arrays (the training step)."""
+        result = self.backprop(x, y)
+        return result.cost, [result.params[name] for name, _ in self.named_parameters()]
+
+    def total_cost(self, x: Any, y: Any) -> float:
+        """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
+        x = self.prepare_inputs(x)
+        out = self.infer(x)
+        return self.cost.value(_rows(out), _rows(self.prepare_targets(y, x.shape[0])))
+
+    def accuracy(self, x: Any, y: Any) -> float:
+        """Fraction of samples (or positions) whose argmax equals the label (labels or one-hot)."""
+        x = self.prepare_inputs(x)
+        targets = self.prepare_targets(y, x.shape[0])
+        return float(np.mean(np.argmax(self.infer(x), axis=-1) == np.argmax(targets, axis=-1)))
+
+    # ------------------------------------------------------------------ misc
+    def get_config(self) -> dict[str, Any]:
+        """Architecture (no parameters), JSON-serialisable."""
+        return {
+            "layers": [layer.get_config() for layer in self.layers],
+            "cost": self.cost.get_config(),
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "dtype": self.dtype.name,
+        }
+
+    def copy(self) -> Sequential:
+        """An independent model with the same architecture, parameters, buffers and mode."""
+        config = self.get_config()
+        clone = Sequential(
+            [get_layer(layer) for layer in config["layers"]],
+            config["cost"],
+            input_shape=self.input_shape,
+            dtype=self.dtype,
+        )
+        clone.load_state_dict(self.state_dict())
+        for mine, theirs in zip(self._leaves(), clone._leaves(), strict=True):
+            theirs.set_extra_state(mine.get_extra_state())
+            theirs.training = mine.training
+        return clone
+
+    def __repr__(self) -> str:
+        body = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {body}\n], cost={self.cost.name!r}, dtype={self.dtype.name})"
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """Costs take ``(rows, n_out)``: positions of a sequence output count as rows."""
+    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+
+
+def _shortcut(cost: Cost, last: Layer) -> bool:
+    if not isinstance(last, ActivationLayer):
+        return False
+    entry = cost.shortcuts.get(last.activation.name)
+    return entry is not None and cost.shortcut_applies(last.activation)
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, tuple) and len(item) == 3:
+        return str(item[0])
+    if isinstance(item, dict):
+        return str(item.get("name"))
+    return repr(item) if isinstance(item, Layer) else str(item)

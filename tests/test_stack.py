@@ -1,0 +1,368 @@
+"""The layer-stack model (docs/stack.md): STACK.chain, LAYER.residual, Network ≡ Sequential,
+save/load, training, the CLI's stack spec, and the one-way data path."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manual_bp import (
+    SGD,
+    Adam,
+    Dense,
+    Residual,
+    Sequential,
+    load,
+    save,
+    train,
+)
+from manual_bp.cli import main
+from manual_bp.layers import LAYERS, get_layer
+from manual_bp.model_spec import SpecError, parse_layers
+from reference.checks_stack import (
+    adjoint_check,
+    network_equivalence_check,
+    random_stack_check,
+    residual_check,
+    residual_model,
+)
+from reference.stack import random_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+seeds = st.integers(0, 2**31 - 1)
+
+
+@given(seeds)
+def test_stack_chain_random_stacks_match_torch(seed):
+    """STACK.chain: random stacks of every registered feature block (each layer kind also in
+    the middle), one training step or an evaluation pass: output, cost, ∂C/∂x, every
+    parameter gradient and every running statistic against torch autograd (float64)."""
+    for comparison in random_stack_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+@given(seeds)
+def test_stack_chain_equals_network_backprop(seed):
+    """STACK.chain: Sequential.from_network(net) gives Network.backprop's gradients (BP1–BP4
+    are the Dense and activation VJPs of the chain)."""
+    for comparison in network_equivalence_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+@given(seeds)
+@settings(max_examples=50)
+def test_stack_chain_adjoint(seed):
+    """STACK.chain: ⟨u, J v⟩ = ⟨Jᵀu, v⟩ with J v from torch.func.jvp of the same stack."""
+    for comparison in adjoint_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+@given(seeds)
+def test_residual_block_matches_torch(seed):
+    """LAYER.residual: y = x + f(x) between two layers; ∂C/∂x sums the skip and the branch."""
+    for comparison in residual_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+def test_residual_backward_sums_both_paths():
+    """With the branch's last weights zero, f ≡ 0 and ∂C/∂x = ∂C/∂y exactly (skip path);
+    with the skip path alone dropped the gradient would be zero."""
+    block = Residual([Dense(3, 3), "tanh", Dense(3, 3)])
+    block.layers[2].params["weight"][...] = 0.0
+    block.layers[2].params["bias"][...] = 0.0
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    y, cache = block.forward(x)
+    np.testing.assert_array_equal(y, x)
+    upstream = np.random.default_rng(1).standard_normal((4, 3))
+    dx, grads = block.backward(upstream, cache)
+    np.testing.assert_array_equal(dx, upstream)
+    assert set(grads) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    with pytest.raises(ValueError, match="needs equal shapes"):
+        Residual([Dense(3, 2)]).output_shape((3,))
+
+
+def test_residual_in_a_model_is_named_like_torch():
+    model = residual_model(np.random.default_rng(0), width=4)
+    names = [name for name, _ in model.named_parameters()]
+    assert "2.0.weight" in names and "2.2.bias" in names
+    assert len(model.regularized_indices()) == 4  # the four weights, not the biases
+
+
+# ---------------------------------------------------------------------- model mechanics
+def test_parameters_are_views_of_one_buffer():
+    model = Sequential([Dense(3, 4), "relu", Dense(4, 2)], seed=0)
+    model.flat_parameters[:] = np.arange(model.n_parameters)
+    assert model.layers[0].params["weight"][0, 0] == 0
+    assert model.layers[2].params["bias"][-1] == model.n_parameters - 1
+    assert model.n_parameters == 3 * 4 + 4 + 4 * 2 + 2
+
+
+def test_seed_makes_models_reproducible_and_different_seeds_differ():
+    def make(seed):
+        return Sequential([Dense(5, 4), "tanh", Dense(4, 3)], seed=seed)
+
+    np.testing.assert_array_equal(make(1).flat_parameters, make(1).flat_parameters)
+    assert not np.array_equal(make(1).flat_parameters, make(2).flat_parameters)
+
+
+def test_construction_checks_the_stack_before_any_data():
+    with pytest.raises(ValueError, match=r"layer 2 .*Dense\(5, 2\).*last axis has 5 features"):
+        Sequential([Dense(3, 4), "relu", Dense(5, 2)])
+    with pytest.raises(ValueError, match="needs an output activation"):
+        Sequential([Dense(3, 4), "relu"], cost="log-likelihood")
+    with pytest.raises(ValueError, match="non-empty list"):
+        Sequential([])
+    model = Sequential([Dense(3, 2)])
+    with pytest.raises(ValueError, match=r"x has shape \(4, 5\); the model takes .*\(batch, 3\)"):
+        model.backprop(np.zeros((4, 5)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        model.backprop(np.full((2, 3), np.nan), np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="real numbers"):
+        model.backprop(np.zeros((2, 3), complex), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"y has shape \(2, 3\); the model's outputs are"):
+        model.backprop(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_labels_and_one_hot_targets_give_the_same_gradients():
+    model = Sequential([Dense(3, 4), "tanh", Dense(4, 3), "softmax"], "log-likelihood", seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    labels = np.array([0, 2, 1, 1, 0])
+    a, b = model.backprop(x, labels), model.backprop(x, np.eye(3)[labels])
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_copy_and_state_dict_round_trip():
+    model, x, y = random_stack(np.random.default_rng(3), "features", max_blocks=4)
+    clone = model.copy()
+    for (n1, a1), (n2, a2) in zip(model.named_parameters(), clone.named_parameters(), strict=True):
+        assert n1 == n2 and np.array_equal(a1, a2) and a1 is not a2
+    g1, g2 = model.copy().backprop(x, y), clone.copy().backprop(x, y)
+    for name in g1.params:
+        np.testing.assert_array_equal(g1.params[name], g2.params[name])
+    with pytest.raises(ValueError, match="missing"):
+        model.load_state_dict({})
+
+
+# ---------------------------------------------------------------------- save / load
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@given(seed=seeds)
+@settings(max_examples=10)
+def test_save_load_is_bit_exact_and_continues_identically(tmp_path_factory, suffix, dtype, seed):
+    rng = np.random.default_rng(seed)
+    model, x, y = random_stack(rng, "features", max_blocks=4)
+    model = Sequential(
+        [get_layer(c) for c in model.get_config()["layers"]],
+        model.cost,
+        input_shape=model.input_shape,
+        seed=seed,
+        dtype=dtype,
+    )
+    n = x.shape[0]  # whole batches: batch norm refuses a batch of one in training
+    train(model, x, y, epochs=2, batch_size=n, optimizer=Adam(lr=0.01), monitor=(), seed=0)
+    path = tmp_path_factory.mktemp("m") / f"model{suffix}"
+    save(model, path)
+    loaded = load(path)
+    assert isinstance(loaded, Sequential) and loaded.dtype == model.dtype
+    state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    for name in state:
+        assert state[name].dtype == loaded_state[name].dtype
+        np.testing.assert_array_equal(state[name], loaded_state[name])
+    # the next step (dropout masks drawn from the saved generators) is identical
+    a, b = model.backprop(x, y), loaded.backprop(x, y)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_load_names_the_fault(tmp_path):
+    model = Sequential([Dense(3, 2)], seed=0)
+    path = tmp_path / "m.json"
+    save(model, path)
+    document = json.loads(path.read_text())
+    document["parameters"]["0.weight"] = [[1.0, 2.0]]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"0\.weight has shape \(1, 2\); the model needs \(2, 3\)"):
+        load(path)
+    document["parameters"]["0.weight"] = [[1e300] * 3] * 2
+    document["dtype"] = "float32"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="not finite in float32"):
+        load(path)
+
+
+# ---------------------------------------------------------------------- training
+def test_training_a_stack_reduces_the_cost_and_l2_decays_weights_only():
+    from manual_bp import load_digits
+
+    data = load_digits()
+    model = Sequential([Dense(64, 32), "relu", Dense(32, 10), "softmax"], "log-likelihood", seed=0)
+    history = train(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=6,
+        batch_size=16,
+        eta=0.2,
+        seed=0,
+        evaluation_data=(data.x_val, data.y_val),
+    )
+    assert history.training_cost[-1] < history.training_cost[0]
+    assert history.evaluation_accuracy[-1] > 0.85
+    # λ huge with η small: the decay factor (1 − ηλ/N) shrinks weights, never biases
+    frozen = Sequential([Dense(64, 4), "relu", Dense(4, 10), "softmax"], "log-likelihood", seed=0)
+    weights, biases = (frozen.layers[0].params[k].copy() for k in ("weight", "bias"))
+    x, y = data.x_train[:8], data.y_train[:8]
+    grads = frozen.backprop(x, y)
+    train(frozen, x, y, epochs=1, batch_size=8, optimizer=SGD(lr=0.1), lmbda=4.0, monitor=())
+    np.testing.assert_allclose(
+        frozen.layers[0].params["weight"],
+        weights - 0.1 * (grads.params["0.weight"] + 4.0 / 8 * weights),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    np.testing.assert_allclose(
+        frozen.layers[0].params["bias"], biases - 0.1 * grads.params["0.bias"], rtol=1e-12
+    )
+
+
+def test_fused_trainer_is_for_networks_only():
+    model = Sequential([Dense(2, 2)], seed=0)
+    with pytest.raises(ValueError, match="fused trainer supports Network models only"):
+        train(model, np.zeros((2, 2)), np.zeros((2, 2)), epochs=1, batch_size=1, eta=0.1, fast=True)
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_trains_a_stack_from_a_spec_and_saves_it(tmp_path, capsys):
+    path = tmp_path / "stack.npz"
+    spec = "dense(32), relu, residual([dense(16), tanh, dense]), dense, softmax"
+    argv = ["train", "--quiet", "--epochs", "8", "--layers", spec, "--cost", "log-likelihood"]
+    assert main([*argv, "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 85.0
+    assert isinstance(load(path), Sequential)
+    assert main(["evaluate", str(path)]) == 0
+
+
+def test_cli_model_file_json_and_toml(tmp_path, capsys):
+    json_spec = tmp_path / "m.json"
+    json_spec.write_text(
+        json.dumps(
+            {
+                "layers": ["flatten", {"name": "dense", "args": [16]}, "relu", "dense", "softmax"],
+                "cost": "log-likelihood",
+            }
+        )
+    )
+    toml_spec = tmp_path / "m.toml"
+    toml_spec.write_text('cost = "log-likelihood"\nlayers = ["flatten", "dense", "softmax"]\n')
+    for spec in (json_spec, toml_spec):
+        assert main(["train", "--quiet", "--epochs", "1", "--model", str(spec)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("dense(30), relu, nonsense, dense", "unknown layer 'nonsense'"),
+        ("dense(30), relu(", "cannot parse layer spec"),
+        ("dense(x=__import__('os'))", "must be literals"),
+        ("dense(30), 42", "not a layer"),
+        ("residual([dense(7)])", "needs equal shapes"),
+        ("", "empty"),
+    ],
+)
+def test_cli_bad_stack_specs_give_one_line(spec, message, capsys):
+    assert main(["train", "--quiet", "--epochs", "1", "--layers", spec]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_spec_parser_nests_and_reads_literals_only():
+    assert parse_layers("leaky_relu(alpha=0.2), residual([dense(4), relu])") == [
+        {"name": "leaky_relu", "args": [], "alpha": 0.2},
+        {"name": "residual", "args": [[{"name": "dense", "args": [4]}, {"name": "relu"}]]},
+    ]
+    with pytest.raises(SpecError):
+        parse_layers("dense(**{'a': 1})")
+
+
+def test_every_registered_layer_has_a_config_round_trip():
+    """Each layer class builds back from its own get_config (what save/load relies on)."""
+    rng = np.random.default_rng(0)
+    for kind in ("features",):
+        model, _, _ = random_stack(rng, kind, max_blocks=6)
+        for layer in model.layers:
+            rebuilt = get_layer(layer.get_config())
+            assert type(rebuilt) is type(layer) and rebuilt.get_config() == layer.get_config()
+    assert "dense" in LAYERS and "residual" in LAYERS
+
+
+# ---------------------------------------------------------------------- the data path
+#: Lower rank = closer to the user. A module may import only modules of its own or a
+#: higher rank: CLI → training → model → layers → costs, never back up.
+RANKS = [
+    ("manual_bp.cli", 0),
+    ("manual_bp.commands", 0),
+    ("manual_bp.__main__", 0),
+    ("manual_bp.verify", 0),
+    ("manual_bp.plotting", 0),
+    ("manual_bp.training", 1),
+    ("manual_bp.fast", 1),
+    ("manual_bp.serialization", 1),
+    ("manual_bp.sequence_training", 1),
+    ("manual_bp.curvature", 1),
+    ("manual_bp.network", 2),
+    ("manual_bp.sequential", 2),
+    ("manual_bp.model_spec", 2),
+    ("manual_bp.layers", 3),
+    ("manual_bp.initializers", 3),
+    ("manual_bp.parameters", 3),
+    ("manual_bp.costs", 4),
+    ("manual_bp.activations", 4),
+]
+
+
+def _rank(module: str) -> int | None:
+    matches = [
+        (len(prefix), rank)
+        for prefix, rank in RANKS
+        if module == prefix or module.startswith(prefix + ".") or module.startswith(prefix + "_")
+    ]
+    return max(matches)[1] if matches else None
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return [n for n in names if n.startswith("manual_bp")]
+
+
+def test_the_data_path_runs_one_way():
+    """No module imports a module closer to the user (lazy imports inside functions count)."""
+    violations = []
+    for path in sorted((ROOT / "manual_bp").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if module == "manual_bp.__init__":
+            continue  # the package's public face re-exports every level
+        own = _rank(module)
+        if own is None:
+            continue
+        for imported in _imports(path):
+            theirs = _rank(imported)
+            if theirs is not None and theirs < own:
+                violations.append(f"{module} (rank {own}) imports {imported} (rank {theirs})")
+    assert not violations, "\n".join(violations)
