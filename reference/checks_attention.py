@@ -19,8 +19,8 @@ from manual_bp.layers.attention import (
     softmax_backward,
 )
 from reference.checks import register_check
-from reference.checks_sequences import finite_difference, with_stack_scales
 from reference.compare import Comparison
+from reference.sequence_tools import finite_difference, with_stack_scales
 from reference.stack import random_stack, register_block, register_torch, stack_comparisons
 
 __all__ = ["mha_case", "sdpa_case", "torch_mha"]
