@@ -185,28 +185,37 @@ def conv_input_grad_readable(
 
 # --------------------------------------------------------------------------- fast form
 def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Pair]:
-    """Columns ``(G, C_g·kH·kW, N·Ho·Wo)`` (contiguous) of the windows of ``x (N, C, H, W)``.
+    """Columns ``(G, C_g·kH·kW, Ho·Wo·N)`` (contiguous) of the windows of ``x (N, C, H, W)``.
 
-    Row ``(c, i, j)`` and column ``(n, y, x)`` hold ``xp[n, g·C_g + c, ys+id, xs+jd]``, so
-    the convolution of group ``g`` is the product ``W_g (C_out/G, C_g·kH·kW) @ cols[g]``.
+    Row ``(c, i, j)`` and column ``(y, x, n)`` of block ``g`` hold
+    ``xp[n, g·C_g + c, ys+id, xs+jd]``, so the convolution of group ``g`` is ONE product
+    ``W_g (C_out/G, C_g·kH·kW) @ cols[g]``. The batch axis is innermost: with stride 1 a
+    window row ``(x, n)`` is one contiguous run of ``Wo·N`` numbers, so the copy (and
+    col2im's additions) run over long rows instead of ``Wo``-long snippets.
     """
     n, c, h, w = x.shape
     out_size = geometry.output_size((h, w))
-    xp = pad(x, geometry.padding) if any(any(p) for p in geometry.padding) else x
-    view = windows(xp, geometry, out_size)  # (N, C, kH, kW, Ho, Wo)
-    groups = geometry.groups
-    view = view.reshape(n, groups, c // groups, *geometry.kernel, *out_size)
-    cols = np.empty(
-        (groups, c // groups, *geometry.kernel, n, *out_size), dtype=x.dtype
-    )  # one copy, in GEMM order
-    np.copyto(cols, view.transpose(1, 2, 3, 4, 0, 5, 6))
-    return cols.reshape(groups, -1, n * out_size[0] * out_size[1]), out_size
+    (top, bottom), (left, right) = geometry.padding
+    # batch-last padded input (C, Hp, Wp, N); the interior written with explicit bounds
+    xp = np.zeros((c, h + top + bottom, w + left + right, n), dtype=x.dtype)
+    xp[:, top : top + h, left : left + w, :] = x.transpose(1, 2, 3, 0)
+    sc, sh, sw, sn = xp.strides
+    (dh, dw), (th, tw) = geometry.dilation, geometry.stride
+    view = as_strided(
+        xp,
+        (c, *geometry.kernel, *out_size, n),
+        (sc, sh * dh, sw * dw, sh * th, sw * tw, sn),
+        writeable=False,
+    )
+    cols = np.empty(view.shape, dtype=x.dtype)
+    np.copyto(cols, view)  # the one copy: every window, in GEMM order
+    return cols.reshape(geometry.groups, -1, out_size[0] * out_size[1] * n), out_size
 
 
 def conv_forward_fast(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: Geometry
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Equation ``CONV.fast``: im2col and one batched GEMM. Returns ``(out, cols)``.
+    """Equation ``CONV.fast``: im2col and one GEMM per group. Returns ``(out, cols)``.
 
     x (N, C_in, H, W) -> out (N, C_out, Ho, Wo); ``cols`` is kept for the weight gradient.
     """
@@ -215,25 +224,26 @@ def conv_forward_fast(
     groups = geometry.groups
     cols, (ho, wo) = im2col(x, geometry)
     w_mat = weight.reshape(groups, c_out // groups, -1)
-    prod = np.matmul(w_mat, cols)  # (G, C_out/G, N·Ho·Wo)
+    prod = np.matmul(w_mat, cols).reshape(c_out, ho, wo, n)  # (C_out, Ho, Wo, N)
     out = np.empty((n, c_out, ho, wo), dtype=x.dtype)
-    np.copyto(out.reshape(n, c_out, ho * wo), prod.reshape(c_out, n, ho * wo).transpose(1, 0, 2))
+    np.copyto(out, prod.transpose(3, 0, 1, 2))
     if bias is not None:
         out += bias[:, None, None]
     return out, cols
 
 
 def _delta_rows(delta: np.ndarray, groups: int) -> np.ndarray:
-    """δ ``(N, C_out, Ho, Wo)`` as ``(G, C_out/G, N·Ho·Wo)`` (the GEMM layout of ``cols``)."""
+    """δ ``(N, C_out, Ho, Wo)`` as ``(G, C_out/G, Ho·Wo·N)``, the column order of ``cols``."""
     n, c_out, ho, wo = delta.shape
-    rows = np.ascontiguousarray(delta.reshape(n, c_out, ho * wo).transpose(1, 0, 2))
-    return rows.reshape(groups, c_out // groups, n * ho * wo)
+    rows = np.empty((c_out, ho, wo, n), dtype=delta.dtype)
+    np.copyto(rows, delta.transpose(1, 2, 3, 0))
+    return rows.reshape(groups, c_out // groups, ho * wo * n)
 
 
 def conv_weight_grad_fast(
     delta: np.ndarray, cols: np.ndarray, weight_shape: tuple[int, ...], geometry: Geometry
 ) -> np.ndarray:
-    """Equation ``CONV.fast``: ``∂C/∂W_g = δ_g colsᵍᵀ`` — one GEMM per group."""
+    """Equation ``CONV.fast``: ``∂C/∂W_g = δ_g cols_gᵀ`` — one GEMM per group."""
     rows = _delta_rows(delta, geometry.groups)
     return np.matmul(rows, cols.transpose(0, 2, 1)).reshape(weight_shape)
 
@@ -241,7 +251,7 @@ def conv_weight_grad_fast(
 def conv_input_grad_fast(
     delta: np.ndarray, weight: np.ndarray, size: Pair, geometry: Geometry
 ) -> np.ndarray:
-    """Equation ``CONV.fast``: ``dcols = W_gᵀ δ_g`` then col2im (add back per kernel offset).
+    """Equation ``CONV.fast``: ``dcols_g = W_gᵀ δ_g`` then col2im (add back per kernel offset).
 
     delta (N, C_out, Ho, Wo), weight (C_out, C_in/G, kH, kW) -> (N, C_in, H, W)
     """
@@ -250,19 +260,17 @@ def conv_input_grad_fast(
     groups = geometry.groups
     rows = _delta_rows(delta, groups)
     w_mat = weight.reshape(groups, c_out // groups, -1)
-    dcols = np.matmul(w_mat.transpose(0, 2, 1), rows)  # (G, C_g·kH·kW, N·Ho·Wo)
-    dcols = dcols.reshape(groups * c_group, kh, kw, n, ho, wo)
+    dcols = np.matmul(w_mat.transpose(0, 2, 1), rows)  # (G, C_g·kH·kW, Ho·Wo·N)
+    dcols = dcols.reshape(groups * c_group, kh, kw, ho, wo, n)
     (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
     (top, bottom), (left, right) = geometry.padding
     hp, wp = size[0] + top + bottom, size[1] + left + right
-    grad_p = np.zeros((groups * c_group, n, hp, wp), dtype=delta.dtype)  # channel-major: cheap adds
+    grad_p = np.zeros((groups * c_group, hp, wp, n), dtype=delta.dtype)  # batch-last, as cols
     for i in range(kh):
         for j in range(kw):
-            grad_p[
-                :,
-                :,
-                i * dh : i * dh + sh * (ho - 1) + 1 : sh,
-                j * dw : j * dw + sw * (wo - 1) + 1 : sw,
-            ] += dcols[:, i, j]
-    grad = grad_p[:, :, top : top + size[0], left : left + size[1]].transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(grad)
+            rows_i = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols_j = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            grad_p[:, rows_i, cols_j, :] += dcols[:, i, j]
+    grad = np.empty((n, groups * c_group, *size), dtype=delta.dtype)
+    np.copyto(grad, grad_p[:, top : top + size[0], left : left + size[1], :].transpose(3, 0, 1, 2))
+    return grad

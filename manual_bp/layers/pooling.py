@@ -49,7 +49,7 @@ def window_misses_input(
 
 @dataclass
 class PoolCache(Cache):
-    """``input`` x and, for max pooling, the flat index of each window's maximum."""
+    """``input`` x and, for max pooling, the winning tap ``i·kW + j`` of each window."""
 
     index: np.ndarray | None = None
 
@@ -176,38 +176,48 @@ class MaxPool2d(_Pool2d):
         self.implementation = implementation
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, PoolCache]:
-        """``(N, C, H, W) -> (N, C, Ho, Wo)``; caches the flat padded index of each maximum."""
+        """``(N, C, H, W) -> (N, C, Ho, Wo)``; caches which tap ``i·kW + j`` won each window."""
         check_input(x, self, ndim=4, name="x")
         self.output_shape(x.shape[1:])
         geometry, out = self._geometry(x.shape[2:])
-        xp = pad(x, geometry.padding, -np.inf)
-        n, c, hp, wp = xp.shape
+        padded = any(any(p) for p in geometry.padding)
+        xp = pad(x, geometry.padding, -np.inf) if padded else x
+        view = windows(xp, geometry, out)  # (N, C, kH, kW, Ho, Wo), no copy
         kh, kw = self.kernel
-        view = windows(xp, geometry, out).transpose(0, 1, 4, 5, 2, 3).reshape(n, c, *out, kh * kw)
-        k = np.argmax(view, axis=-1)  # FIRST maximum in row-major (i, j) order
-        result = np.take_along_axis(view, k[..., None], axis=-1)[..., 0]
-        rows = np.arange(out[0])[:, None] * self.strides[0] + (k // kw) * self.dilation_pair[0]
-        cols = np.arange(out[1])[None, :] * self.strides[1] + (k % kw) * self.dilation_pair[1]
-        planes = np.arange(n * c).reshape(n, c, 1, 1)
-        index = (planes * hp + rows) * wp + cols
+        result = view[:, :, 0, 0].copy()
+        index = np.zeros(result.shape, dtype=np.int16)
+        nan = bool(np.isnan(x).any())  # one pass; the per-tap NaN test only when needed
+        for tap in range(1, kh * kw):
+            values = view[:, :, tap // kw, tap % kw]
+            # strictly greater keeps the FIRST maximum (torch: `val > max || isnan(val)`)
+            better = values > result
+            if nan:
+                better |= np.isnan(values)
+            np.copyto(result, values, where=better)
+            index[better] = tap
         return result, PoolCache(x, index)
 
     def backward(
         self, dout: np.ndarray, cache: PoolCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``LAYER.maxpool2d``: scatter-add δ to each window's first maximum."""
+        """``LAYER.maxpool2d``: each window's δ goes to its winning (first maximal) tap."""
         self._check_dout(dout, cache)
-        if self.implementation == "readable":
-            return self._backward_readable(dout, cache.input), {}
         x = cache.input
-        geometry, _ = self._geometry(x.shape[2:])
+        if self.implementation == "readable":
+            return self._backward_readable(dout, x), {}
+        geometry, (ho, wo) = self._geometry(x.shape[2:])
         (top, bottom), (left, right) = geometry.padding
         n, c, h, w = x.shape
-        hp, wp = h + top + bottom, w + left + right
-        # bincount sums the δ of windows sharing a maximum (overlapping windows)
-        flat = np.bincount(cache.index.ravel(), weights=dout.ravel(), minlength=n * c * hp * wp)
-        grad = flat.reshape(n, c, hp, wp)[:, :, top : top + h, left : left + w]
-        return np.ascontiguousarray(grad, dtype=x.dtype), {}
+        grad_p = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
+        (sh, sw), (dh, dw) = self.strides, self.dilation_pair
+        kw = self.kernel[1]
+        for tap in range(self.kernel[0] * kw):
+            i, j = divmod(tap, kw)
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            # overlapping windows may share a maximum: their δ add up
+            grad_p[:, :, rows, cols] += np.where(cache.index == tap, dout, 0)
+        return np.ascontiguousarray(grad_p[:, :, top : top + h, left : left + w]), {}
 
     def _backward_readable(self, dout: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The rule written out: visit offsets (i, j) row-major; the first one equal to the
