@@ -7,8 +7,8 @@ within each repeat (so load from other processes hits them alike) and prints
 medians, ratios and each child's peak memory. Nothing here is asserted.
 
 Work per measurement: one epoch over the 50 000 MNIST training images
-(``/work/shared/data/mnist`` via :func:`manual_bp.data.load_mnist`, or synthetic
-data of MNIST shape with ``--synthetic``), after a short untimed warm-up.
+(``$MANUAL_BP_MNIST`` or ``../shared/data/mnist``, via :func:`manual_bp.data.load_mnist`,
+or synthetic data of MNIST shape with ``--synthetic``), after a short untimed warm-up.
 
 Scenarios (``docs/performance.md``)::
 
@@ -46,10 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
+from manual_bp.data import default_mnist_dir
 from manual_bp.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST = Path("/work/shared/data/mnist")
+MNIST = default_mnist_dir()
 
 SCENARIOS = {
     "small": dict(sizes=[784, 30, 10], act="sigmoid", loss="quadratic", batch=10,

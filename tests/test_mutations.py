@@ -199,6 +199,22 @@ MUTATIONS = [
         'return np.einsum("ij,ij->i", diff, diff)',
         "tests/test_costs.py::test_cost_value_matches_torch",
     ),
+    Mutation(
+        "LAYER.residual",
+        "drop the skip path from the input gradient",
+        "manual_bp/layers/containers.py",
+        "return dout + d_branch, named  # both uses of x: the skip path and the branch",
+        "return d_branch, named",
+        "tests/test_stack.py::test_residual_block_matches_torch",
+    ),
+    Mutation(
+        "STACK.chain",
+        "pass a layer's upstream gradient straight through (skip its VJP)",
+        "manual_bp/layers/containers.py",
+        "        dout, grads[i] = layers[i].backward(dout, caches[i])\n",
+        "        dout, grads[i] = layers[i].backward(dout, caches[i]) if i else (dout, {})\n",
+        "tests/test_stack.py::test_stack_chain_equals_network_backprop",
+    ),
 ]
 
 

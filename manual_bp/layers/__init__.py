@@ -23,6 +23,10 @@ for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
+# Every registered layer class is importable from here: from manual_bp.layers import Conv2d.
+_EXPORTED = {cls.__name__: cls for cls in LAYERS.classes()}
+globals().update(_EXPORTED)
+
 __all__ = [
     "LAYERS",
     "ActivationLayer",
@@ -41,4 +45,7 @@ __all__ = [
     "stack_backward",
     "stack_forward",
     "stack_output_shape",
+    *sorted(
+        set(_EXPORTED) - {"ActivationLayer", "Dense", "Flatten", "Identity", "Reshape", "Residual"}
+    ),
 ]
