@@ -33,46 +33,89 @@ def finite_difference(cost, array: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return grad.reshape(array.shape)
 
 
-def magnitude_scales(layer: RecurrentLayer, d_out: np.ndarray, cache) -> dict[str, np.ndarray]:
-    """``Σ_t |δa_t|ᵀ|x_t|`` (and ``Σ_t |δa_t|`` for biases): the rounding bound of each sum.
+def _abs_step_backward(step_backward):
+    """A cell VJP evaluated on absolute values (upstream, cached values, parameters).
+
+    Every factor of the step's products becomes non-negative, so the result bounds the
+    magnitude of the terms each entry is summed from: the rounding bound ``S`` of
+    docs/conventions.md, propagated through time.
+    """
+
+    def backward(d_state, cache):
+        params = {k: None if v is None else np.abs(v) for k, v in cache.params.items()}
+        absolute = recurrent_cells.StepCache(
+            np.abs(cache.x),
+            tuple(np.abs(s) for s in cache.prev),
+            tuple(np.abs(v) for v in cache.values),
+            params,
+        )
+        dx, d_prev, grads = step_backward(tuple(np.abs(d) for d in d_state), absolute)
+        return np.abs(dx), tuple(np.abs(d) for d in d_prev), grads
+
+    return backward
+
+
+def _abs_param_grads(d_ih, d_hh, x, h, params):
+    grads = {"weight_ih": np.abs(d_ih).T @ np.abs(x), "weight_hh": np.abs(d_hh).T @ np.abs(h)}
+    if params["bias_ih"] is not None:
+        grads["bias_ih"], grads["bias_hh"] = np.abs(d_ih).sum(0), np.abs(d_hh).sum(0)
+    return grads
+
+
+def magnitude_scales(
+    layer: RecurrentLayer, d_out: np.ndarray, cache
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The layer's backward pass on absolute values: ``(S(∂C/∂x), {name: S(∂C/∂θ)})``.
 
     A parameter gradient is a sum over batch and time of per-step terms; where the terms
     cancel (a gradient of 1e-7 from terms of 1e-4) its rounding error is relative to
     their magnitude, not to the result (docs/conventions.md, "Precision and tolerances").
-    The same backward pass is replayed with the per-step parameter products taken in
-    absolute value (a reference-side substitute for ``_param_grads``).
+    The same BPTT is replayed with every step's VJP on absolute values (``|h − n|`` of the
+    GRU is taken as ``||h| − |n||``, a slight underestimate) — reference-side substitutes
+    for the cell's VJP and ``_param_grads``.
     """
-
-    def absolute(d_ih, d_hh, x, h, params):
-        grads = {"weight_ih": np.abs(d_ih).T @ np.abs(x), "weight_hh": np.abs(d_hh).T @ np.abs(h)}
-        if params["bias_ih"] is not None:
-            grads["bias_ih"], grads["bias_hh"] = np.abs(d_ih).sum(0), np.abs(d_hh).sum(0)
-        return grads
-
-    with mock.patch.object(recurrent_cells, "_param_grads", absolute):
-        return layer.backward(d_out, cache)[1]
+    cell = layer.cell
+    absolute = recurrent_cells.Cell(
+        cell.gates, cell.n_states, cell.step, _abs_step_backward(cell.step_backward)
+    )
+    with (
+        mock.patch.object(layer, "cell", absolute),
+        mock.patch.object(recurrent_cells, "_param_grads", _abs_param_grads),
+    ):
+        dx, grads = layer.backward(np.abs(d_out), cache)
+    return dx, grads
 
 
 def with_stack_scales(model: Sequential, x, y, comparisons: list[Comparison]) -> list[Comparison]:
-    """Attach :func:`magnitude_scales` to the recurrent layers' parameter comparisons."""
+    """Attach magnitude bounds to the recurrent and dense layers' parameter comparisons.
+
+    The upstream magnitude is propagated down the stack on absolute values (dense:
+    ``|δ| |W|``; tanh/sigmoid/relu: ``|δ| σ'``, σ' ≥ 0; recurrent: :func:`magnitude_scales`).
+    """
     ours = model.backprop(x, y)
     last = model.layers[-1]
     out, caches = ours.output, ours.caches
     rows = out.reshape(-1, out.shape[-1])
     targets = model.prepare_targets(y, x.shape[0]).reshape(rows.shape)
     z = caches[-1].input.reshape(rows.shape)
-    upstream = model.cost.delta(z, rows, targets, last.activation).reshape(out.shape) / len(rows)
+    delta = model.cost.delta(z, rows, targets, last.activation).reshape(out.shape) / len(rows)
+    upstream = np.abs(delta)
     by_name = {c.name: c for c in comparisons}
     for index in reversed(range(len(model.layers) - 1)):
         layer = model.layers[index]
         if isinstance(layer, RecurrentLayer):
-            for name, scale in magnitude_scales(layer, upstream, caches[index]).items():
+            dx, scales = magnitude_scales(layer, upstream, caches[index])
+            for name, scale in scales.items():
                 by_name[f"∂C/∂{index}.{name}"].scale = scale
-        if isinstance(layer, Dense):  # ∂W = Σ_rows dzᵀx over N·T rows cancels the same way
-            d_rows = np.abs(upstream.reshape(-1, upstream.shape[-1]))
+            upstream = dx
+            continue
+        if isinstance(layer, Dense):  # ∂W = Σ_rows dzᵀx over N·T rows
+            d_rows = upstream.reshape(-1, upstream.shape[-1])
             x_rows = np.abs(caches[index].input.reshape(len(d_rows), -1))
             by_name[f"∂C/∂{index}.weight"].scale = d_rows.T @ x_rows
             if layer.bias:
                 by_name[f"∂C/∂{index}.bias"].scale = d_rows.sum(0)
-        upstream = layer.backward(upstream, caches[index])[0]
+            upstream = upstream @ np.abs(layer.params["weight"])
+            continue
+        upstream = np.abs(layer.backward(upstream, caches[index])[0])
     return comparisons
