@@ -145,7 +145,7 @@ class Sequential:
 
     def _allocate(self) -> None:
         """Move every parameter into one flat buffer and make the layers' params views of it."""
-        leaves = list(self._leaves())
+        leaves = [layer for layer in self._leaves() if not layer.children()]
         total = sum(array.size for leaf in leaves for array in leaf.params.values())
         self.flat_parameters = np.zeros(total, dtype=self.dtype)
         offset = 0
@@ -276,6 +276,8 @@ class Sequential:
         """Positions in :meth:`parameter_arrays` of the parameters regularisers act on."""
         indices, position = [], 0
         for leaf in self._leaves():
+            if leaf.children():
+                continue  # a container's parameters are its children's
             for name in leaf.params:
                 if name in leaf.decay:
                     indices.append(position)

@@ -366,3 +366,21 @@ def test_the_data_path_runs_one_way():
             if theirs is not None and theirs < own:
                 violations.append(f"{module} (rank {own}) imports {imported} (rank {theirs})")
     assert not violations, "\n".join(violations)
+
+
+def test_gradcheck_helpers_work_on_stack_layers():
+    """manual_bp.gradcheck.check_layer accepts any layer of the protocol, containers too
+    (finite differences and torch): STACK.chain through a residual branch."""
+    import torch
+
+    from manual_bp.gradcheck import check_layer
+
+    block = Residual([Dense(3, 4, seed=0), "tanh", Dense(4, 3, seed=1)])
+    x = np.random.default_rng(2).standard_normal((5, 3))
+
+    def torch_forward(xt, p):
+        h = torch.tanh(torch.nn.functional.linear(xt, p["0.weight"], p["0.bias"]))
+        return xt + torch.nn.functional.linear(h, p["2.weight"], p["2.bias"])
+
+    report = check_layer(block, x, torch_forward=torch_forward)
+    assert set(report.torch) == {"x", "0.weight", "0.bias", "2.weight", "2.bias"}

@@ -101,8 +101,11 @@ class Layer(Configurable):
 
     def named_parameters(self, prefix: str = "") -> list[tuple[str, np.ndarray]]:
         """``[(dotted name, array)]`` for this layer and its children, torch's state-dict names."""
-        named = [(prefix + name, array) for name, array in self.params.items()]
-        for index, child in enumerate(self.children()):
+        children = self.children()
+        if not children:
+            return [(prefix + name, array) for name, array in self.params.items()]
+        named: list[tuple[str, np.ndarray]] = []  # a container's params are its children's
+        for index, child in enumerate(children):
             named += child.named_parameters(f"{prefix}{index}.")
         return named
 

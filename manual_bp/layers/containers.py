@@ -191,6 +191,18 @@ class Residual(Layer):
     def children(self) -> list[Layer]:
         return self.layers
 
+    @property
+    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        """The branch's parameters under ``"<i>.<name>"`` (views: in-place edits reach them)."""
+        if not hasattr(self, "layers"):
+            return {}
+        return dict(self.named_parameters())
+
+    @params.setter
+    def params(self, value: dict[str, np.ndarray]) -> None:
+        if value:
+            raise AttributeError("a residual block's parameters belong to its layers")
+
     @classmethod
     def from_shape(cls, input_shape, layers=(), *, n_outputs=None, **kwargs) -> Residual:
         """``residual([dense(30), relu, dense])``: the branch's sizes inferred in order; a bare
