@@ -1,0 +1,156 @@
+"""Move models between manual_bp and torch: ``from_torch(nn.Sequential)``, ``to_torch(model)``.
+
+Parameters and buffers use the same names and layouts in both libraries (``"0.weight"``,
+``"1.running_mean"``, …), so after the architecture is mapped module by module the state
+dicts copy 1:1 and the round trip is exact. Check your own torch model's gradients against
+the hand-derived ones in three lines::
+
+    model = from_torch(torch_model, cost="log-likelihood", input_shape=(1, 28, 28))
+    grads = model.backprop(x, y)                      # manual_bp, float64
+    # compare grads.params["0.weight"] with torch_model[0].weight.grad
+
+A module that has no manual_bp counterpart raises ``ValueError`` listing what is supported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from manual_bp.layers import LAYERS, ActivationLayer, Layer
+from manual_bp.sequential import Sequential
+
+__all__ = ["SUPPORTED", "from_torch", "to_torch"]
+
+#: torch activation module -> (manual_bp activation name, hyper-parameter mapping)
+_ACTIVATIONS: dict[type, tuple[str, Callable[[nn.Module], dict[str, Any]]]] = {
+    nn.Identity: ("identity", lambda m: {}),
+    nn.Sigmoid: ("sigmoid", lambda m: {}),
+    nn.Tanh: ("tanh", lambda m: {}),
+    nn.ReLU: ("relu", lambda m: {}),
+    nn.LeakyReLU: ("leaky-relu", lambda m: {"alpha": m.negative_slope}),
+    nn.ELU: ("elu", lambda m: {"alpha": m.alpha}),
+    nn.SELU: ("selu", lambda m: {}),
+    nn.Softplus: ("softplus", lambda m: {"beta": m.beta, "threshold": m.threshold}),
+    nn.GELU: ("gelu", lambda m: {"approximate": m.approximate}),
+    nn.SiLU: ("silu", lambda m: {}),
+    nn.Hardtanh: ("hardtanh", lambda m: {"min_val": m.min_val, "max_val": m.max_val}),
+    nn.Softmax: ("softmax", lambda m: {}),
+    nn.LogSoftmax: ("log-softmax", lambda m: {}),
+}
+
+#: torch module class name -> manual_bp layer name (hyper-parameters share torch's names)
+_LAYERS = {
+    "Linear": "dense",
+    "Conv1d": "conv1d",
+    "Conv2d": "conv2d",
+    "ConvTranspose2d": "conv-transpose2d",
+    "MaxPool2d": "maxpool2d",
+    "AvgPool2d": "avgpool2d",
+    "BatchNorm1d": "batchnorm1d",
+    "BatchNorm2d": "batchnorm2d",
+    "LayerNorm": "layernorm",
+    "Dropout": "dropout",
+    "Dropout2d": "dropout2d",
+    "Flatten": "flatten",
+    "Embedding": "embedding",
+}
+
+#: torch modules that can be mapped (those whose manual_bp layer is registered)
+SUPPORTED = sorted(
+    [cls.__name__ for cls in _ACTIVATIONS]
+    + [name for name, layer in _LAYERS.items() if layer in LAYERS]
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _layer_from_module(module: nn.Module, index: int) -> Layer:
+    activation = _ACTIVATIONS.get(type(module))
+    if activation is not None:
+        name, options = activation
+        if name in ("softmax", "log-softmax") and module.dim not in (-1, None, 1):
+            raise ValueError(f"module {index} ({module}): only dim=-1 (the last axis) is supported")
+        return ActivationLayer({"name": name, **options(module)})
+    name = _LAYERS.get(type(module).__name__)
+    if name is None or name not in LAYERS:
+        raise ValueError(
+            f"module {index} ({type(module).__name__}) has no manual_bp counterpart; "
+            f"supported: {', '.join(SUPPORTED)}"
+        )
+    cls = LAYERS.lookup(name)
+    kwargs: dict[str, Any] = {}
+    for key in cls.hyperparameters:
+        if key == "bias":
+            kwargs[key] = getattr(module, "bias", None) is not None
+        elif key in ("weight_init", "bias_init", "implementation"):
+            continue
+        elif hasattr(module, key):
+            kwargs[key] = _plain(getattr(module, key))
+    if name == "flatten" and (module.start_dim, module.end_dim) != (1, -1):
+        raise ValueError(f"module {index} (Flatten): only start_dim=1, end_dim=-1 is supported")
+    return cls(**kwargs)
+
+
+def from_torch(
+    module: nn.Sequential | Sequence[nn.Module],
+    *,
+    cost: Any = "quadratic",
+    input_shape: Sequence[int] | None = None,
+    dtype: str = "float64",
+) -> Sequential:
+    """A :class:`Sequential` with the architecture, parameters, buffers and mode of ``module``."""
+    modules = list(module)
+    layers = [_layer_from_module(m, i) for i, m in enumerate(modules)]
+    model = Sequential(layers, cost, input_shape=input_shape, dtype=dtype)
+    state = {k: v.detach().cpu().numpy() for k, v in nn.Sequential(*modules).state_dict().items()}
+    model.load_state_dict(state)
+    training = module.training if isinstance(module, nn.Module) else modules[0].training
+    model.train(training)
+    return model
+
+
+def _module_from_layer(layer: Layer, index: int) -> nn.Module:
+    if isinstance(layer, ActivationLayer):
+        config = layer.activation.get_config()
+        name = config.pop("name")
+        for cls, (manual_name, _) in _ACTIVATIONS.items():
+            if manual_name == name:
+                if name == "leaky-relu":
+                    return cls(negative_slope=config["alpha"])
+                if name in ("softmax", "log-softmax"):
+                    return cls(dim=-1)
+                return cls(**config)
+    torch_name = {v: k for k, v in _LAYERS.items()}.get(layer.name)
+    if torch_name is None:
+        raise ValueError(
+            f"layer {index} ({layer!r}) has no torch counterpart in nn; supported: "
+            f"{', '.join(sorted(set(_LAYERS.values()) & set(LAYERS.names())))} and activations"
+        )
+    config = layer.get_config()
+    config.pop("name")
+    for key in ("weight_init", "bias_init", "implementation"):
+        config.pop(key, None)
+    if torch_name == "LayerNorm":
+        config["normalized_shape"] = tuple(config["normalized_shape"])
+    return getattr(nn, torch_name)(**config)
+
+
+def to_torch(model: Sequential) -> nn.Sequential:
+    """An ``nn.Sequential`` (float64) equal to ``model``: modules, parameters, buffers, mode."""
+    modules = nn.Sequential(*(_module_from_layer(l, i) for i, l in enumerate(model.layers)))
+    modules = modules.to(torch.float64 if model.dtype == np.float64 else torch.float32)
+    state = {name: torch.from_numpy(np.array(array)) for name, array in model.state_dict().items()}
+    modules.load_state_dict(state)
+    modules.train(model.training)
+    return modules

@@ -1,0 +1,97 @@
+"""Models move between manual_bp and torch with identical parameters and buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from manual_bp import Dense, Sequential
+from reference.interop import SUPPORTED, from_torch, to_torch
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(6, 8),
+        nn.BatchNorm1d(8),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.0),
+        nn.Linear(8, 8),
+        nn.LayerNorm(8),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(8, 3),
+        nn.LogSoftmax(dim=-1),
+    ).double()
+
+
+def test_mlp_round_trip_is_exact_and_gradients_agree():
+    """The three-line check of a torch model's gradients against the hand-derived ones."""
+    torch_model = _mlp()
+    model = from_torch(torch_model, cost="quadratic")
+    back = to_torch(model)
+    for (name, a), (name_b, b) in zip(
+        torch_model.state_dict().items(), back.state_dict().items(), strict=True
+    ):
+        assert name == name_b and torch.equal(a, b)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 6)), rng.standard_normal((5, 3))
+    ours = model.backprop(x, y)
+    out = torch_model(torch.tensor(x))
+    (0.5 * ((out - torch.tensor(y)) ** 2).sum() / 5).backward()
+    for name, parameter in torch_model.named_parameters():
+        np.testing.assert_allclose(
+            ours.params[name], parameter.grad.numpy(), rtol=1e-10, atol=1e-13
+        )
+    np.testing.assert_allclose(ours.output, out.detach().numpy(), rtol=1e-12, atol=1e-14)
+    # the training step updated the same running statistics
+    for name, buffer in torch_model.named_buffers():
+        np.testing.assert_allclose(model.state_dict()[name], buffer.numpy(), rtol=1e-12)
+
+
+def test_cnn_round_trip():
+    pytest.importorskip("manual_bp.layers.convolution")
+    torch.manual_seed(1)
+    torch_model = (
+        nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.BatchNorm2d(3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(3 * 4 * 4, 2),
+        )
+        .double()
+        .eval()
+    )
+    model = from_torch(torch_model, input_shape=(1, 8, 8))
+    assert not model.training
+    x = np.random.default_rng(2).standard_normal((4, 1, 8, 8))
+    np.testing.assert_allclose(
+        model.infer(x), torch_model(torch.tensor(x)).detach().numpy(), rtol=1e-11, atol=1e-13
+    )
+    back = to_torch(model)
+    for a, b in zip(torch_model.state_dict().values(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_export_of_a_manual_model():
+    model = Sequential([Dense(4, 3), "tanh", Dense(3, 2), "softmax"], seed=0)
+    torch_model = to_torch(model)
+    x = np.random.default_rng(3).standard_normal((2, 4))
+    np.testing.assert_allclose(
+        torch_model(torch.tensor(x)).detach().numpy(), model.infer(x), rtol=1e-12
+    )
+
+
+def test_unsupported_modules_are_named_with_the_supported_list():
+    with pytest.raises(
+        ValueError,
+        match=r"module 1 \(RReLU\) has no manual_bp counterpart; "
+        r"supported: .*Linear",
+    ):
+        from_torch(nn.Sequential(nn.Linear(2, 2), nn.RReLU()))
+    with pytest.raises(ValueError, match="only dim=-1"):
+        from_torch(nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=0)))
+    assert "Linear" in SUPPORTED and "ReLU" in SUPPORTED
