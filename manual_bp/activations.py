@@ -79,6 +79,30 @@ class Activation(Configurable):
         """
         return grad_a * self.derivative(z, a)
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Return ``σ''(z)`` elementwise (equation ``ACT2.<name>``, ``docs/curvature.md``).
+
+        At a kink ``σ''`` is the derivative of the ``σ'`` this library (and torch) uses,
+        which is 0 on flat or linear pieces; the Dirac mass of a true second
+        derivative at a kink is not represented (it is zero almost everywhere).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not elementwise; use second_vjp()")
+
+    def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Jacobian–vector product ``J_σ(z) dz`` (forward mode). Shapes ``(batch, n)``.
+
+        Elementwise: ``σ'(z) ⊙ dz``; coupled activations override it.
+        """
+        return dz * self.derivative(z, a)
+
+    def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
+        """Second-order VJP ``Σₖ gₖ ∇²σₖ(z) dz`` with ``g = ∂C/∂a`` (``ACT2.*``).
+
+        The term the R-operator adds to the backward pass through σ (Pearlmutter 1994):
+        ``R{∂C/∂z} = J_σᵀ R{∂C/∂a} + Σₖ gₖ ∇²σₖ R{z}``. Elementwise: ``g ⊙ σ''(z) ⊙ dz``.
+        """
+        return grad_a * self.second_derivative(z, a) * dz
+
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.forward(z)
 
@@ -104,6 +128,10 @@ class Identity(Activation):
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return grad_a  # J = I: skip the multiplication by ones
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = 0`` (``ACT2.identity``)."""
+        return np.zeros_like(z)
+
 
 @register_activation
 class Sigmoid(Activation):
@@ -125,6 +153,10 @@ class Sigmoid(Activation):
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a * (1.0 - a)
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = σ(1 − σ)(1 − 2σ)`` (``ACT2.sigmoid``)."""
+        return a * (1.0 - a) * (1.0 - 2.0 * a)
+
 
 @register_activation
 class Tanh(Activation):
@@ -138,6 +170,10 @@ class Tanh(Activation):
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return 1.0 - a * a
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = −2 tanh z (1 − tanh² z)`` (``ACT2.tanh``)."""
+        return -2.0 * a * (1.0 - a * a)
 
 
 @register_activation
@@ -158,6 +194,10 @@ class ReLU(Activation):
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return np.where(z > 0, grad_a, 0.0).astype(grad_a.dtype, copy=False)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = 0`` everywhere, also at the kink (``ACT2.relu``: σ' is piecewise constant)."""
+        return np.zeros_like(z)
 
 
 @register_activation
@@ -187,6 +227,10 @@ class LeakyReLU(Activation):
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return np.where(z > 0, grad_a, self.alpha * grad_a)
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = 0`` everywhere, also at the kink (``ACT2.leaky-relu``)."""
+        return np.zeros_like(z)
+
 
 @register_activation
 class ELU(Activation):
@@ -215,6 +259,16 @@ class ELU(Activation):
             z.dtype, copy=False
         )
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = α eᶻ`` for ``z < 0``, 0 for ``z ≥ 0`` (``ACT2.elu``).
+
+        At the kink ``z = 0`` torch's double backward gives 0 (the right branch) although
+        its ``σ'(0) = α`` is the left one; we follow torch.
+        """
+        return np.where(z >= 0, 0.0, self.alpha * np.exp(np.minimum(z, 0.0))).astype(
+            z.dtype, copy=False
+        )
+
 
 #: SELU constants (Klambauer et al. 2017), as in torch.
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -240,6 +294,11 @@ class SELU(Activation):
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         negative = (SELU_SCALE * SELU_ALPHA) * np.exp(np.minimum(z, 0.0))
         return np.where(z > 0, SELU_SCALE, negative).astype(z.dtype, copy=False)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = λα eᶻ`` for ``z < 0``, 0 for ``z ≥ 0`` (``ACT2.selu``; kink: see ELU)."""
+        negative = (SELU_SCALE * SELU_ALPHA) * np.exp(np.minimum(z, 0.0))
+        return np.where(z >= 0, 0.0, negative).astype(z.dtype, copy=False)
 
 
 @register_activation
@@ -271,6 +330,18 @@ class Softplus(Activation):
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         bz = self.beta * z
         return np.where(bz > self.threshold, 1.0, _sigmoid(bz)).astype(z.dtype, copy=False)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = β s(1 − s)``, ``s = sigmoid(βz)``, for ``βz < threshold`` (``ACT2.softplus``).
+
+        0 for ``βz ≥ threshold``: torch's double backward switches at the threshold itself,
+        where its forward and ``σ'`` still take the soft branch; we follow torch.
+        """
+        bz = self.beta * z
+        s = _sigmoid(bz)
+        return np.where(bz >= self.threshold, 0.0, self.beta * s * (1.0 - s)).astype(
+            z.dtype, copy=False
+        )
 
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -326,6 +397,15 @@ class GELU(Activation):
         pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)  # underflows to 0, never overflows
         return self._cdf(z) + z * pdf
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``ACT2.gelu``: ``σ'' = φ(z)(2 − z²)``; tanh form ``(1 − t²)(u' − z t u'² + ½ z u'')``."""
+        if self.approximate == "tanh":
+            t = self._tanh_inner(z)
+            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * z * z)
+            ddu = _GELU_TANH_BETA * 6.0 * _GELU_TANH_KAPPA * z
+            return (1.0 - t * t) * (du - z * t * du * du + 0.5 * z * ddu)
+        return _INV_SQRT_2PI * np.exp(-0.5 * z * z) * (2.0 - z * z)
+
 
 @register_activation
 class SiLU(Activation):
@@ -344,6 +424,11 @@ class SiLU(Activation):
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         s = _sigmoid(z)
         return s * (1.0 + z * (1.0 - s))
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = s(1 − s)(2 + z(1 − 2s))``, ``s = sigmoid(z)`` (``ACT2.silu``)."""
+        s = _sigmoid(z)
+        return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
 
 
 @register_activation
@@ -375,6 +460,10 @@ class HardTanh(Activation):
         inside = (z > self.min_val) & (z < self.max_val)
         return np.where(inside, grad_a, 0.0).astype(grad_a.dtype, copy=False)
 
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = 0`` everywhere, also at both kinks (``ACT2.hardtanh``)."""
+        return np.zeros_like(z)
+
 
 @register_activation
 class Softmax(Activation):
@@ -397,6 +486,17 @@ class Softmax(Activation):
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))
 
+    def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``J dz = a ⊙ (dz − ⟨a, dz⟩)`` (J is symmetric, so this equals the VJP)."""
+        return self.backward(dz, z, a)
+
+    def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
+        """``Σₖ gₖ ∇²aₖ dz = g ⊙ w − a⟨g, w⟩ − ⟨g, a⟩ w`` with ``w = J dz`` (``ACT2.softmax``)."""
+        w = self.jvp(dz, z, a)
+        g_w = np.sum(grad_a * w, axis=-1, keepdims=True)
+        g_a = np.sum(grad_a * a, axis=-1, keepdims=True)
+        return grad_a * w - a * g_w - g_a * w
+
 
 @register_activation
 class LogSoftmax(Activation):
@@ -418,6 +518,16 @@ class LogSoftmax(Activation):
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return grad_a - np.exp(a) * grad_a.sum(axis=-1, keepdims=True)
+
+    def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``J dz = dz − ⟨softmax(z), dz⟩`` (``J = I − 1 softmaxᵀ``)."""
+        return dz - np.sum(np.exp(a) * dz, axis=-1, keepdims=True)
+
+    def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
+        """``Σₖ gₖ ∇²aₖ dz = −(Σₖ gₖ) p ⊙ (dz − ⟨p, dz⟩)``, ``p = eᵃ`` (``ACT2.log-softmax``)."""
+        p = np.exp(a)
+        w = p * (dz - np.sum(p * dz, axis=-1, keepdims=True))
+        return -grad_a.sum(axis=-1, keepdims=True) * w
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

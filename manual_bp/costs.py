@@ -112,6 +112,29 @@ class Cost(Configurable):
     def __call__(self, a: np.ndarray, y: np.ndarray) -> float:
         return self.value(a, y)
 
+    # ---------------------------------------------------------------- curvature (docs/curvature.md)
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Diagonal of the per-sample Hessian ``∇²ₐC_x``, shape ``(batch, n_out)``.
+
+        Only for costs whose Hessian is diagonal (a sum over units); equation
+        ``CURV.loss-hessian.<name>``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has a non-diagonal Hessian")
+
+    def hessian(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample Hessian ``∇²ₐC_x``, shape ``(batch, n_out, n_out)`` (``CURV.loss-hessian.*``).
+
+        Not divided by the batch size: the Hessian of the mean cost ``C`` is ``(1/n)`` of it.
+        """
+        return _diag_embed(self.hessian_diagonal(a, y))
+
+    def hessian_factor(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Symmetric factor ``S`` with ``S Sᵀ = ∇²ₐC_x``, shape ``(batch, n_out, n_out)``.
+
+        Diagonal Hessians ``diag(h)`` with ``h ≥ 0`` have ``S = diag(√h)`` (``CURV.loss-factor``).
+        """
+        return _diag_embed(np.sqrt(self.hessian_diagonal(a, y)))
+
 
 COSTS = Registry("cost", Cost)
 register_cost = COSTS.register
@@ -143,6 +166,11 @@ class QuadraticCost(Cost):
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         _check_same_shape(a, y, self.name)
         return a - y
+
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``∇²ₐC_x = I`` (``CURV.loss-hessian.quadratic``)."""
+        _check_same_shape(a, y, self.name)
+        return np.ones_like(a)
 
 
 @register_cost
@@ -182,6 +210,14 @@ class CrossEntropyCost(Cost):
             inside = (a - y) / (a * (1.0 - a))
             edge = np.where(y == 0, 0.0, -y / a) + np.where(y == 1, 0.0, (1.0 - y) / (1.0 - a))
         return np.where((a > 0) & (a < 1), inside, edge).astype(a.dtype, copy=False)
+
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``∂²C_x/∂aⱼ² = yⱼ/aⱼ² + (1 − yⱼ)/(1 − aⱼ)²`` (``CURV.loss-hessian.cross-entropy``)."""
+        _check_same_shape(a, y, self.name)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(y == 0, 0.0, y / (a * a)) + np.where(
+                y == 1, 0.0, (1.0 - y) / ((1.0 - a) * (1.0 - a))
+            )
 
 
 class _ClassTargetCost(Cost):
@@ -274,6 +310,12 @@ class LogLikelihoodCost(_ClassTargetCost):
         with np.errstate(divide="ignore", over="ignore"):  # −inf at a = 0 or a subnormal a
             return np.where(y == 0, 0.0, -y / np.where(y == 0, 1.0, a)).astype(a.dtype, copy=False)
 
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``∂²C_x/∂aⱼ² = yⱼ/aⱼ²`` (0 where ``yⱼ = 0``) (``CURV.loss-hessian.log-likelihood``)."""
+        y = self._targets(a, y)
+        with np.errstate(divide="ignore", over="ignore"):
+            return np.where(y == 0, 0.0, y / np.where(y == 0, 1.0, a * a))
+
 
 @register_cost
 class CategoricalCrossEntropyCost(_ClassTargetCost):
@@ -304,6 +346,23 @@ class CategoricalCrossEntropyCost(_ClassTargetCost):
         e = np.exp(a - a.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True) - y
 
+    def hessian(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``∇²ₐC_x = diag(p) − p pᵀ``, ``p = softmax(a)``.
+
+        Equation ``CURV.loss-hessian.categorical-cross-entropy``.
+        Independent of ``y`` (the rows of ``y`` sum to 1).
+        """
+        self._targets(a, y)
+        p = _softmax_rows(a)
+        return _diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+    def hessian_factor(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``S = diag(√p) − p √pᵀ``: ``S Sᵀ = diag(p) − 2ppᵀ + p(Σₖpₖ)pᵀ = diag(p) − ppᵀ``."""
+        self._targets(a, y)
+        p = _softmax_rows(a)
+        r = np.sqrt(p)
+        return _diag_embed(r) - p[:, :, None] * r[:, None, :]
+
 
 @register_cost
 class BCEWithLogitsCost(Cost):
@@ -332,6 +391,12 @@ class BCEWithLogitsCost(Cost):
         _check_same_shape(a, y, self.name)
         return _sigmoid(a) - y
 
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``∂²C_x/∂aⱼ² = s(1 − s)``, ``s = sigmoid(aⱼ)`` (``CURV.loss-hessian.bce-logits``)."""
+        _check_same_shape(a, y, self.name)
+        s = _sigmoid(a)
+        return s * (1.0 - s)
+
 
 @register_cost
 class MAECost(Cost):
@@ -353,6 +418,15 @@ class MAECost(Cost):
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         _check_same_shape(a, y, self.name)
         return np.sign(a - y)
+
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """0: ``|d|`` is linear on each side of ``d = 0`` (``CURV.loss-hessian.mae``).
+
+        Generalisation: the Hessian is taken as 0 also at ``a = y`` (the derivative of
+        the ``sign`` this library uses, whose jump is a Dirac mass we do not represent).
+        """
+        _check_same_shape(a, y, self.name)
+        return np.zeros_like(a)
 
 
 @register_cost
@@ -384,6 +458,11 @@ class HuberCost(Cost):
         _check_same_shape(a, y, self.name)
         return np.clip(a - y, -self.threshold, self.threshold)
 
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``1[|d| ≤ δ]``, ``d = a − y`` (``CURV.loss-hessian.huber``; edge: quadratic side)."""
+        _check_same_shape(a, y, self.name)
+        return (np.abs(a - y) <= self.threshold).astype(a.dtype)
+
 
 @register_cost
 class SmoothL1Cost(Cost):
@@ -414,6 +493,11 @@ class SmoothL1Cost(Cost):
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         _check_same_shape(a, y, self.name)
         return np.clip((a - y) / self.beta, -1.0, 1.0)
+
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``1[|d| < β]/β``, ``d = a − y`` (``CURV.loss-hessian.smooth-l1``; edge: linear side)."""
+        _check_same_shape(a, y, self.name)
+        return (np.abs(a - y) < self.beta).astype(a.dtype) / self.beta
 
 
 @register_cost
@@ -453,6 +537,15 @@ class MultiMarginCost(_ClassTargetCost):
         active = ((hinge > 0) & (y == 0)).astype(a.dtype)
         return active - y * active.sum(axis=1, keepdims=True)
 
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """0: each hinge is piecewise linear (``CURV.loss-hessian.multi-margin``).
+
+        Generalisation: 0 also exactly at a hinge (the derivative of the indicator
+        ``1[m − a_y + aⱼ > 0]`` used by :meth:`grad`, ignoring its Dirac mass).
+        """
+        self._targets(a, y)
+        return np.zeros_like(a)
+
 
 @register_cost
 class KLDivergenceCost(Cost):
@@ -481,6 +574,14 @@ class KLDivergenceCost(Cost):
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         _check_same_shape(a, y, self.name)
         return (-y).astype(a.dtype, copy=False)
+
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """0: ``C_x`` is linear in the log-probabilities (``CURV.loss-hessian.kl-divergence``).
+
+        The curvature comes from the log-softmax output (``ACT2.log-softmax``).
+        """
+        _check_same_shape(a, y, self.name)
+        return np.zeros_like(a)
 
 
 @register_cost
@@ -538,6 +639,27 @@ class PoissonNLLCost(Cost):
                 f"{self.name}: rates must be >= 0 with log_input=False, got min {a.min()} "
                 "(use a softplus output, or log_input=True for log-rates)"
             )
+
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``e^{aⱼ}`` (log-input) or ``yⱼ/(λⱼ + ε)²`` (``CURV.loss-hessian.poisson-nll``)."""
+        self._check(a, y)
+        if self.log_input:
+            with np.errstate(over="ignore"):
+                return np.exp(a)
+        return y / ((a + self.eps) * (a + self.eps))
+
+
+def _diag_embed(d: np.ndarray) -> np.ndarray:
+    """``(batch, n) -> (batch, n, n)`` diagonal matrices."""
+    out = np.zeros((*d.shape, d.shape[-1]), dtype=d.dtype)
+    idx = np.arange(d.shape[-1])
+    out[..., idx, idx] = d
+    return out
+
+
+def _softmax_rows(a: np.ndarray) -> np.ndarray:
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""Kronecker factors of the GGN block of each dense layer: KFLR (exact ``S``) and KFAC (MC).
+
+Scaling convention (``CURV.kfac-scaling``), stated once and followed everywhere: for a
+dense layer ``z = x Wᵀ + b`` with the homogeneous input ``x̃ = [x, 1]`` (``[x]`` without
+a bias) and ``W̃ = [W | b]`` flattened row-major,
+
+    A = (1/n) Σₓ x̃ₓ x̃ₓᵀ                       (input side,  (m_in + 1)²)
+    B = (1/n) Σₓ Σ_c Vₓ[c] Vₓ[c]ᵀ              (output side, m_out²)
+    G_W̃ ≈ B ⊗ A                                (numpy: np.kron(B, A))
+
+where ``Vₓ = (∂f/∂z)ᵀ Sₓ`` is the backpropagated factor of the per-sample loss Hessian:
+the exact ``S`` (``S Sᵀ = ∇²_f ℓ``) for KFLR (``CURV.kflr``, Botev et al. 2017) and the
+sampled gradients (``E[S̃ S̃ᵀ] = ∇²_f ℓ``) for KFAC (``CURV.kfac``, Martens & Grosse 2015).
+Each factor carries one ``1/n``, so the product has ``1/n²`` times ``n²`` pairs: the
+exact block ``(1/n) Σₓ (Vₓ Vₓᵀ) ⊗ (x̃ₓ x̃ₓᵀ)`` at ``n = 1``, and for every ``n`` when
+``Vₓ`` does not depend on ``x`` (a deep linear network with a quadratic cost).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from manual_bp.curvature.chain import Chain, DenseOp, as_chain
+from manual_bp.curvature.diagonal import backpropagate_factor
+from manual_bp.curvature.loss import output_factor, sampled_factor
+
+__all__ = ["ggn_block", "kfac", "kflr"]
+
+
+def _factors(chain: Chain, inputs, S) -> list[tuple[np.ndarray, np.ndarray]]:
+    n = inputs[0].shape[0]
+    at_output = backpropagate_factor(chain, inputs, S)
+    factors = []
+    for op, inp, V in zip(chain.ops, inputs, at_output, strict=True):
+        if not isinstance(op, DenseOp):
+            continue
+        xt = inp if op.b is None else np.hstack([inp, np.ones((n, 1), inp.dtype)])
+        A = xt.T @ xt / n
+        flat = V.reshape(-1, V.shape[2])
+        B = flat.T @ flat / n
+        factors.append((A, B))
+    return factors
+
+
+def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(A, B)]`` per dense layer, input first, with the exact factor (``CURV.kflr``)."""
+    chain = as_chain(model)
+    x, y = chain.data(x, y)
+    inputs, f = chain.forward(x)
+    return _factors(chain, inputs, output_factor(chain, f, y))
+
+
+def kfac(
+    model: Any, x: Any, y: Any, *, rng: np.random.Generator | int | None = None, n_samples: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(A, B)]`` per dense layer with the Monte-Carlo factor (``CURV.kfac``).
+
+    ``E[B] = B_KFLR``; ``A`` is the same as KFLR's.
+    """
+    chain = as_chain(model)
+    x, y = chain.data(x, y)
+    inputs, f = chain.forward(x)
+    S = sampled_factor(chain, f, np.random.default_rng(rng), n_samples)
+    return _factors(chain, inputs, S)
+
+
+def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:
+    """The block of a full GGN (flat ``parameter_arrays()`` order) for ``W̃ = [W | b]``.
+
+    Rows and columns ordered as ``W̃`` flattened row-major, matching ``np.kron(B, A)``.
+    """
+    chain = as_chain(model)
+    op = chain.dense[layer]
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in chain.shapes])
+    m_out, m_in = op.W.shape
+    idx = (offsets[op.iw] + np.arange(m_out * m_in)).reshape(m_out, m_in)
+    if op.ib is not None:
+        idx = np.hstack([idx, (offsets[op.ib] + np.arange(m_out))[:, None]])
+    idx = idx.ravel()
+    return G[np.ix_(idx, idx)]

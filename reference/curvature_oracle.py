@@ -1,0 +1,169 @@
+"""torch oracles of second-order and per-sample quantities (float64, torch.func).
+
+The model is written as a function of ONE flat parameter vector θ (``parameter_arrays()``
+order), so ``torch.func.hessian`` gives the whole Hessian, ``jvp(grad(·))`` gives ``H v``,
+``jacrev`` of the network output gives the Jacobian ``J`` for ``G = Jᵀ H_ℓ J``, and
+``vmap(grad(·))`` gives per-sample gradients. The GGN split point mirrors
+``manual_bp.curvature.chain.MATCHING_HEADS`` (the convention under test, not its code).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from manual_bp import Network
+from manual_bp.curvature.chain import MATCHING_HEADS
+from manual_bp.layers.activation import ActivationLayer
+from manual_bp.layers.dense import Dense
+from reference.components import torch_activation, torch_cost, torch_fused_output
+
+__all__ = ["TorchModel"]
+
+T = torch.float64
+
+
+class TorchModel:
+    """A Network or Dense/activation Sequential as torch functions of the flat θ."""
+
+    def __init__(self, model: Any, x: np.ndarray, y: np.ndarray) -> None:
+        self.model = model
+        self.shapes = [tuple(p.shape) for p in model.parameter_arrays()]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.theta = torch.tensor(
+            np.concatenate([p.ravel() for p in model.parameter_arrays()]), dtype=T
+        )
+        x = model.prepare_inputs(x)
+        self.x = torch.tensor(x, dtype=T)
+        self.y = torch.tensor(model.prepare_targets(y, x.shape[0]), dtype=T)
+        # layers: ("dense", iw, ib) or ("act", activation)
+        if isinstance(model, Network):
+            L = len(model.weights)
+            self.layers = []
+            for l, act in enumerate(model.activations):
+                self.layers += [("dense", l, L + l), ("act", act)]
+        else:
+            names = {n: i for i, (n, _) in enumerate(model.named_parameters())}
+            self.layers = []
+            for k, layer in enumerate(model.layers):
+                if isinstance(layer, Dense):
+                    self.layers.append(("dense", names[f"{k}.weight"], names.get(f"{k}.bias")))
+                elif isinstance(layer, ActivationLayer):
+                    self.layers.append(("act", layer.activation))
+                else:
+                    raise TypeError(layer)
+        self.cost = model.cost
+        last = self.layers[-1]
+        self.split = last[0] == "act" and (self.cost.name, last[1].name) in MATCHING_HEADS
+
+    def params(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        pieces = torch.split(theta, self.sizes)
+        return [p.reshape(s) for p, s in zip(pieces, self.shapes, strict=True)]
+
+    def output(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The network output f at the GGN split point."""
+        p = self.params(theta)
+        layers = self.layers[:-1] if self.split else self.layers
+        a = x
+        for layer in layers:
+            if layer[0] == "dense":
+                a = torch.nn.functional.linear(
+                    a, p[layer[1]], None if layer[2] is None else p[layer[2]]
+                )
+            else:
+                a = torch_activation(layer[1])(a)
+        return a
+
+    def loss_of_output(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean ℓ(f, y) over the rows of f."""
+        if self.split:
+            act = self.layers[-1][1]
+            fused = torch_fused_output(act, self.cost)
+            if fused is not None:
+                return fused(f, y)
+            return torch_cost(self.cost)(torch_activation(act)(f), y)
+        if self.cost.name == "cross-entropy":
+            # torch's BCE double backward adds an ε to a(1 − a) (relative error ~1e-11 at
+            # a = ½); the same function by xlogy has the exact second derivative.
+            return (
+                -(torch.special.xlogy(y, f) + torch.special.xlogy(1 - y, 1 - f)).sum() / f.shape[0]
+            )
+        if self.cost.name == "multi-margin":
+            # torch's multi_margin_loss has no forward-mode AD: the same hinge sum, by hand.
+            hinge = torch.relu(self.cost.margin - (f * y).sum(1, keepdim=True) + f)
+            return torch.where(y == 1, 0.0, hinge).sum() / f.shape[0]
+        return torch_cost(self.cost)(f, y)
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.loss_of_output(self.output(theta, self.x), self.y)
+
+    # ------------------------------------------------------------------ oracles
+    def hessian(self) -> np.ndarray:
+        return torch.func.hessian(self.loss)(self.theta).numpy(force=True)
+
+    def hvp(self, v: np.ndarray) -> np.ndarray:
+        vt = torch.tensor(v, dtype=T)
+        return torch.func.jvp(torch.func.grad(self.loss), (self.theta,), (vt,))[1].numpy(force=True)
+
+    def ggn(self, absolute: bool = False) -> np.ndarray:
+        """``Jᵀ H_f J`` with ``J = jacrev(f)(θ)`` and ``H_f`` the Hessian of the mean loss in f.
+
+        ``absolute=True``: ``|J|ᵀ |H_f| |J|``, the magnitude of the summed terms (the
+        a-priori rounding scale of every GGN entry, for cancelling sums).
+        """
+        f = self.output(self.theta, self.x)
+        J = torch.func.jacrev(lambda t: self.output(t, self.x).reshape(-1))(self.theta)
+        H = torch.func.hessian(lambda g: self.loss_of_output(g.reshape(f.shape), self.y))(
+            f.reshape(-1)
+        )
+        if absolute:
+            J, H = J.abs(), H.abs() + 1.0 / f.shape[0]  # + the unit mass of p (see floor)
+        return (J.T @ H @ J).numpy(force=True)
+
+    def output_hessian(self) -> np.ndarray:
+        """Per-sample ``∇²_f ℓ`` (n, m, m), not divided by n."""
+        f = self.output(self.theta, self.x)
+
+        def one(fi, yi):
+            return self.loss_of_output(fi[None], yi[None])
+
+        return torch.func.vmap(torch.func.hessian(one))(f, self.y).numpy(force=True)
+
+    def per_sample_gradients(self) -> np.ndarray:
+        """``∇θ C_x`` for every sample, ``(n, P)`` (not divided by n)."""
+
+        def one(theta, xi, yi):
+            return self.loss_of_output(self.output(theta, xi[None]), yi[None])
+
+        return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(
+            self.theta, self.x, self.y
+        ).numpy(force=True)
+
+    def residual_floor(self) -> float:
+        """Magnitude of the σ''·g terms: ``max|∇_f ℓₓ| · max(1, |x|, |f|)²``.
+
+        The residual terms of the Hessian, ``Σₖ gₖ ∇²σₖ``, are sums of products of the output
+        gradient with activations on both sides of each weight; where they cancel to
+        rounding noise (a saturated softmax: Hessian ~1e-17) a relative bound is meaningless,
+        so comparisons of H use ``c·ε`` times this magnitude as a floor.
+        """
+        f = self.output(self.theta, self.x)
+        g = torch.func.grad(lambda h: self.loss_of_output(h, self.y))(f) * f.shape[0]
+        size = max(1.0, float(self.x.abs().max()), float(f.abs().max()))
+        return float(g.abs().max()) * size * size
+
+    def floor(self) -> float:
+        """Scale of cancelling unit-mass terms: ``max(1, |x|, |f|)²`` (+ the residual floor).
+
+        A saturated softmax or sigmoid evaluates ``p(1 − p)``-type terms whose parts have
+        magnitude ``p ≤ 1`` while the result is ~1e-9; products with the activations on
+        both sides of a weight give this magnitude for every curvature entry.
+        """
+        f = self.output(self.theta, self.x)
+        size = max(1.0, float(self.x.abs().max()), float(f.abs().max()))
+        return size * size + self.residual_floor()
+
+    def gradient(self) -> np.ndarray:
+        return torch.func.grad(self.loss)(self.theta).numpy(force=True)

@@ -1,0 +1,182 @@
+"""Second-order and per-sample quantities (docs/curvature.md) against torch.func.
+
+Oracles: torch.func.hessian (whole Hessian, its diagonal), jvp(grad) for H v, jacrev Jᵀ H J
+for the GGN, vmap(grad) for per-sample gradients; structural identities; statistical
+checks of the Monte-Carlo estimators (seeded, with a tolerance from the standard error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manual_bp import Dense, Network, Sequential
+from manual_bp.activations import ACTIVATIONS
+from manual_bp.costs import COSTS
+from manual_bp.curvature import flatten, ggnvp, hessian_matrix, hvp
+from manual_bp.curvature.diagonal import diag_ggn, diag_ggn_mc, diag_hessian
+from manual_bp.curvature.eigen import top_eigenvalue
+from manual_bp.curvature.kfac import kfac, kflr
+from reference.cases import WEIGHT_SCALES, build_case
+from reference.checks import CHECKS
+from reference.checks_curvature import curvature_comparisons, to_sequential
+from reference.compare import drop_ambiguous_samples
+from reference.curvature_oracle import TorchModel
+from tests.strategies import network_specs
+
+SMALL = {"max_depth": 3, "max_width": 5, "max_batch": 5, "weight_scales": WEIGHT_SCALES[:3]}
+
+
+def _ids(comparisons) -> set[str]:
+    return {c.equation for c in comparisons}
+
+
+def test_activation_second_derivatives_match_torch():
+    """σ'' and the second-order VJP, every activation, both sides of and at every kink."""
+    ids = {
+        "ACT2.identity", "ACT2.sigmoid", "ACT2.tanh", "ACT2.relu", "ACT2.leaky-relu",
+        "ACT2.elu", "ACT2.selu", "ACT2.softplus", "ACT2.gelu", "ACT2.silu",
+        "ACT2.hardtanh", "ACT2.softmax", "ACT2.log-softmax",
+    }  # fmt: skip
+    assert ids == {f"ACT2.{name}" for name in ACTIVATIONS.names()}
+    for seed in range(20):
+        comparisons = CHECKS["curvature-activation-second"](np.random.default_rng(seed))
+        assert _ids(comparisons) == ids
+        for comparison in comparisons:
+            comparison.check()
+
+
+def test_loss_hessians_match_torch():
+    """Per-sample ∇²ₐC_x and S Sᵀ of every cost (CURV.loss-hessian.*, CURV.loss-factor)."""
+    ids = {
+        "CURV.loss-hessian.quadratic", "CURV.loss-hessian.cross-entropy",
+        "CURV.loss-hessian.log-likelihood", "CURV.loss-hessian.categorical-cross-entropy",
+        "CURV.loss-hessian.bce-logits", "CURV.loss-hessian.mae", "CURV.loss-hessian.huber",
+        "CURV.loss-hessian.smooth-l1", "CURV.loss-hessian.multi-margin",
+        "CURV.loss-hessian.kl-divergence", "CURV.loss-hessian.poisson-nll", "CURV.loss-factor",
+    }  # fmt: skip
+    assert ids - {"CURV.loss-factor"} == {f"CURV.loss-hessian.{n}" for n in COSTS.names()}
+    for seed in range(3):
+        comparisons = CHECKS["curvature-loss-hessian"](np.random.default_rng(seed))
+        assert _ids(comparisons) == ids
+        for comparison in comparisons:
+            comparison.check()
+
+
+@settings(max_examples=25)
+@given(spec=network_specs(**SMALL), sequential=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_curvature_matches_torch(spec, sequential, seed):
+    """Random networks (every activation and cost, kinks), as Network and as Sequential.
+
+    CURV.hvp, CURV.ggnvp, CURV.output-hessian, CURV.diag-ggn (factor and readable forms,
+    whole batch and per sample), CURV.diag-hessian, CURV.grad-norms,
+    CURV.sum-grad-squared, CURV.grad-variance.
+    """
+    rng = np.random.default_rng(seed)
+    net, x, y = build_case(spec)
+    x, y = drop_ambiguous_samples(net, x, y)
+    if x.shape[0] == 0:
+        return
+    model = to_sequential(net, rng) if sequential else net
+    for comparison in curvature_comparisons(model, x, y, rng):
+        comparison.check()
+
+
+def test_kflr_equals_ggn_block_at_batch_one_and_for_deep_linear_networks():
+    """CURV.kflr: B ⊗ A is the exact GGN block at n = 1, and for deep linear + quadratic."""
+    for seed in range(15):
+        for comparison in CHECKS["curvature-kflr"](np.random.default_rng(seed)):
+            assert comparison.equation == "CURV.kflr"
+            comparison.check()
+
+
+def test_hessian_columns_are_hessian_vector_products():
+    """CURV.hvp: H eᵢ is column i of torch's Hessian; diag H = diag G for linear units."""
+    net, x, y = build_case(next_spec("tanh", "log-likelihood"))
+    H = TorchModel(net, x, y).hessian()
+    np.testing.assert_allclose(hessian_matrix(net, x, y), H, rtol=0, atol=1e-13 * abs(H).max())
+    linear = Network([3, 4, 2], "identity", "bce-logits", seed=1)
+    xl, yl = np.random.default_rng(0).standard_normal((5, 3)), np.eye(2)[[0, 1, 1, 0, 1]]
+    # CURV.diag-hessian: no σ'' anywhere, so the residual vanishes.
+    np.testing.assert_allclose(
+        flatten(diag_hessian(linear, xl, yl)), flatten(diag_ggn(linear, xl, yl)), rtol=1e-14
+    )
+
+
+def next_spec(hidden: str, cost: str):
+    from reference.cases import NetworkSpec
+
+    out = {"log-likelihood": "softmax", "quadratic": "sigmoid"}.get(cost, "identity")
+    return NetworkSpec(sizes=(3, 4, 3), activations=(hidden, out), cost=cost, batch=4, seed=3)
+
+
+CONVEX = ("quadratic", "categorical-cross-entropy", "bce-logits", "log-likelihood", "mae", "huber")
+
+
+@settings(max_examples=15)
+@given(spec=network_specs(**SMALL, costs=(*CONVEX, "kl-divergence")))
+def test_ggn_is_positive_semidefinite_for_convex_costs(spec):
+    """CURV.ggnvp: vᵀ G v ≥ 0 for a loss convex in the network output."""
+    net, x, y = build_case(spec)
+    v = np.random.default_rng(spec.seed).standard_normal(net.n_parameters)
+    Gv = flatten(ggnvp(net, x, y, v))
+    assert v @ Gv >= -1e-12 * np.abs(v).sum() * max(np.abs(Gv).max(), 1.0)
+
+
+MC_CASES = [
+    ("categorical-cross-entropy", "identity"),
+    ("log-likelihood", "softmax"),
+    ("cross-entropy", "sigmoid"),
+    ("quadratic", "identity"),
+    ("bce-logits", "identity"),
+    ("kl-divergence", "log-softmax"),
+]
+
+
+@pytest.mark.parametrize(("cost", "output"), MC_CASES)
+def test_monte_carlo_estimators_are_unbiased(cost, output):
+    """CURV.diag-ggn-mc and CURV.kfac: mean of K seeded draws within 5 standard errors."""
+    from reference.cases import NetworkSpec
+
+    spec = NetworkSpec(sizes=(3, 4, 3), activations=("tanh", output), cost=cost, batch=6, seed=7)
+    net, x, y = build_case(spec)
+    exact = flatten(diag_ggn(net, x, y))
+    B_exact = flatten([B for _, B in kflr(net, x, y)])
+    K = 400
+    draws = np.stack([flatten(diag_ggn_mc(net, x, y, rng=k)) for k in range(K)])
+    kdraws = np.stack([flatten([B for _, B in kfac(net, x, y, rng=k)]) for k in range(K)])
+    for samples, target in ((draws, exact), (kdraws, B_exact)):
+        mean, se = samples.mean(0), samples.std(0, ddof=1) / np.sqrt(K)
+        assert np.all(np.abs(mean - target) <= 5 * se + 1e-12 * np.abs(target).max())
+
+
+def test_monte_carlo_needs_a_predictive_distribution():
+    net = Network([2, 3, 2], "tanh", "mae", seed=0)
+    with pytest.raises(ValueError, match="predictive distribution"):
+        diag_ggn_mc(net, np.zeros((2, 2)), np.zeros((2, 2)), rng=0)
+
+
+def test_top_eigenvalue_matches_torch():
+    """CURV.top-eigenvalue: power iteration on H v gives the largest-magnitude eigenvalue."""
+    net, x, y = build_case(next_spec("tanh", "log-likelihood"))
+    eigenvalues = np.linalg.eigvalsh(TorchModel(net, x, y).hessian())
+    expected = eigenvalues[np.argmax(np.abs(eigenvalues))]
+    lam, _ = top_eigenvalue(net, x, y, max_iter=2000, tol=1e-13)
+    assert abs(lam - expected) <= 1e-8 * abs(expected)
+
+
+def test_bad_input_is_rejected():
+    net = Network([2, 3, 2], "tanh", "quadratic", seed=0)
+    x, y = np.zeros((2, 2)), np.zeros((2, 2))
+    with pytest.raises(ValueError, match="direction has 3 entries"):
+        hvp(net, x, y, np.zeros(3))
+    with pytest.raises(ValueError, match="direction array 0 has shape"):
+        hvp(net, x, y, [np.zeros((2, 2))] + [np.zeros(s.shape) for s in net.parameter_arrays()[1:]])
+    from manual_bp.layers import Dropout
+
+    with pytest.raises(TypeError, match="Dense and activation layers only"):
+        hvp(Sequential([Dense(2, 2), Dropout(0.5)], "quadratic"), x, y, np.zeros(6))
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        diag_ggn_mc(Network([2, 2], "identity", "quadratic", seed=0), x, y, n_samples=0)
