@@ -158,6 +158,8 @@ class Sequential:
             for name, array in list(leaf.buffers.items()):
                 if array.dtype.kind == "f":
                     leaf.buffers[name] = array.astype(self.dtype)
+        # Names in buffer order, once: the training step maps gradients to them.
+        self._parameter_names = [name for name, _ in self.named_parameters()]
 
     def named_layers(self) -> list[tuple[str, Layer]]:
         """``[("0", layer), ("1", residual), ("1.0", its first layer), ...]`` in pre-order."""
@@ -413,7 +415,7 @@ class Sequential:
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
         """``(C, [∂C/∂θ in parameter_arrays() order])`` on validated arrays (the training step)."""
         result = self.backprop(x, y)
-        return result.cost, [result.params[name] for name, _ in self.named_parameters()]
+        return result.cost, [result.params[name] for name in self._parameter_names]
 
     def total_cost(self, x: Any, y: Any) -> float:
         """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
