@@ -1,0 +1,3 @@
+"""The mutation runner is a script, not a test module."""
+
+collect_ignore_glob = ["*.py"]
