@@ -159,16 +159,45 @@ def mha_case(
     qt, kt, vt = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
     out_t = torch_mha(layer, params, qt, kt, vt, mask)
     (out_t * torch.tensor(d_out)).sum().backward()
+    s_q, s_k, s_v, s_params = mha_magnitudes(layer, d_out, cache)
     comparisons = [
         Comparison("ATT.mha", "out", out, out_t.detach().numpy()),
-        Comparison("ATT.mha", "∂C/∂query", d_q, qt.grad.numpy()),
-        Comparison("ATT.mha", "∂C/∂key", d_k, kt.grad.numpy()),
-        Comparison("ATT.mha", "∂C/∂value", d_v, vt.grad.numpy()),
+        Comparison("ATT.mha", "∂C/∂query", d_q, qt.grad.numpy(), scale=s_q),
+        Comparison("ATT.mha", "∂C/∂key", d_k, kt.grad.numpy(), scale=s_k),
+        Comparison("ATT.mha", "∂C/∂value", d_v, vt.grad.numpy(), scale=s_v),
     ]
     comparisons += [
-        Comparison("ATT.mha", f"∂C/∂{n}", grads[n], t.grad.numpy()) for n, t in params.items()
+        Comparison("ATT.mha", f"∂C/∂{n}", grads[n], t.grad.numpy(), scale=s_params[n])
+        for n, t in params.items()
     ]
     return comparisons
+
+
+def mha_magnitudes(layer: MultiheadAttention, d_out: np.ndarray, cache) -> tuple:
+    """``attend_backward`` on absolute values: the magnitude bound ``S`` of each gradient.
+
+    The softmax VJP ``P ⊙ (P̄ − Σ P̄P)`` becomes ``P ⊙ (|P̄| + Σ|P̄|P)``; every other factor
+    is replaced by its absolute value (docs/conventions.md, "Precision and tolerances").
+    """
+    from unittest import mock
+
+    from manual_bp.layers import attention
+
+    absolute = MultiheadAttention(layer.embed_dim, layer.num_heads, layer.bias, layer.causal)
+    for name, array in layer.params.items():
+        absolute.params[name][...] = np.abs(array)
+    att = cache.attention
+    abs_cache = type(cache)(
+        np.abs(cache.input), np.abs(cache.key), np.abs(cache.value),
+        type(att)(np.abs(att.q), np.abs(att.k), np.abs(att.v), att.weights, att.scale),
+        np.abs(cache.merged),
+    )  # fmt: skip
+
+    def abs_softmax_backward(d_p, p):
+        return p * (np.abs(d_p) + (np.abs(d_p) * p).sum(axis=-1, keepdims=True))
+
+    with mock.patch.object(attention, "softmax_backward", abs_softmax_backward):
+        return absolute.attend_backward(np.abs(d_out), abs_cache)
 
 
 def _draw_mha(rng: np.random.Generator) -> dict:
