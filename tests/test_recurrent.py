@@ -186,3 +186,16 @@ def test_embedding_repeated_index_accumulates():
     d_out = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])
     _, grads = emb.backward(d_out, cache)
     np.testing.assert_array_equal(grads["weight"], [[0, 0], [9, 12], [0, 0]])
+
+
+def test_float32_model_stays_float32():
+    """Every sequence layer computes in the model's dtype (no silent float64 upcast)."""
+    spec = [("embedding", (5, 4), {}), ("lstm", (3,), {}), ("mha", (1,), {}), ("gru", (2,), {})]
+    spec += [("rnn", (2,), {"bidirectional": True}), "dense", "softmax"]
+    model = Sequential.from_spec(
+        spec, input_shape=(6,), n_outputs=5, cost="log-likelihood", seed=1, dtype="float32"
+    )
+    x = np.random.default_rng(0).integers(0, 5, (2, 6))
+    result = model.backprop(x, x)
+    assert result.output.dtype == np.float32
+    assert {g.dtype for g in result.params.values()} == {np.dtype(np.float32)}

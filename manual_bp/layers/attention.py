@@ -94,7 +94,7 @@ def scaled_dot_product_attention(
     """
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape} do not fit q kᵀ v")
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
     scores = scale * (q @ np.swapaxes(k, -1, -2))
     additive = _additive_mask(mask, causal, scores.shape[-2:], scores.dtype)
     if additive is not None:

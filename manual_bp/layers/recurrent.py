@@ -287,6 +287,10 @@ class RNN(_HiddenOnly):
         self.mode = f"rnn_{nonlinearity}"
         super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
 
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self.nonlinearity == "tanh" else f"{text[:-1]}, nonlinearity='relu')"
+
 
 @register_layer
 class GRU(_HiddenOnly):
