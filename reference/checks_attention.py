@@ -265,3 +265,36 @@ def attention_stack_check(rng: np.random.Generator) -> list[Comparison]:
         if index.isdigit():
             comparison.equation = model.layers[int(index)].equation or "STACK.chain"
     return with_stack_scales(model, x, y, comparisons)
+
+
+@register_check("attention-adjoint")
+def sdpa_adjoint_check(rng: np.random.Generator) -> list[Comparison]:
+    """ATT.sdpa: ⟨u, J v⟩ = ⟨Jᵀu, v⟩ with q, k, v perturbed at once (J v by central differences)."""
+    case = _draw_sdpa(rng)
+    L, S, d, dv = case["L"], case["S"], case["d"], case["dv"]
+    q, k = rng.standard_normal((2, L, d)), rng.standard_normal((2, S, d))
+    v, u = rng.standard_normal((2, S, dv)), rng.standard_normal((2, L, dv))
+    mask = _mask(rng, case["mask_kind"], (L, S))
+    options = {"causal": case["causal"], "scale": case["scale"]}
+    _, cache = scaled_dot_product_attention(q, k, v, mask, **options)
+    directions = [rng.standard_normal(a.shape) for a in (q, k, v)]
+    vjp_dot = sum((g * t).sum() for g, t in zip(sdpa_backward(u, cache), directions, strict=True))
+    h = 1e-6
+    plus, minus = (
+        scaled_dot_product_attention(
+            *(a + sign * h * t for a, t in zip((q, k, v), directions, strict=True)), mask, **options
+        )[0]
+        for sign in (1.0, -1.0)
+    )
+    jvp_dot = (u * (plus - minus) / (2 * h)).sum()
+    atol = 1e-6 * (1.0 + abs(jvp_dot))  # central differences: O(h²)·|f‴| + O(ε/h)
+    return [
+        Comparison(
+            "ATT.sdpa",
+            "⟨Jᵀu, v⟩",
+            np.array(vjp_dot),
+            np.array(jvp_dot),
+            oracle="finite-differences",
+            atol=atol,
+        )
+    ]

@@ -23,6 +23,7 @@ from reference.checks_attention import (
     attention_fd_check,
     attention_stack_check,
     mha_case,
+    sdpa_adjoint_check,
     sdpa_case,
 )
 
@@ -140,3 +141,10 @@ def test_bad_inputs():
     _, cache = layer.forward(np.zeros((1, 2, 4)))
     with pytest.raises(ValueError, match="d_out has shape"):
         layer.backward(np.zeros((1, 3, 4)), cache)
+
+
+@given(seeds)
+def test_sdpa_adjoint(seed):
+    """ATT.sdpa: the VJP is the adjoint of the forward-mode derivative, ⟨u, J v⟩ = ⟨Jᵀu, v⟩."""
+    for comparison in sdpa_adjoint_check(np.random.default_rng(seed)):
+        comparison.check()
