@@ -54,3 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input (file, shape, option): one clear line, no traceback.
         print(f"manual-bp {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except ArithmeticError as error:
+        # Divergent training (non-finite cost or parameters): a failure, not a usage error.
+        print(f"manual-bp {args.command}: failed: {error}", file=sys.stderr)
+        return 1
+    except RecursionError:
+        print(f"manual-bp {args.command}: error: input nested too deeply", file=sys.stderr)
+        return 2

@@ -384,3 +384,27 @@ def test_gradcheck_helpers_work_on_stack_layers():
 
     report = check_layer(block, x, torch_forward=torch_forward)
     assert set(report.torch) == {"x", "0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+@pytest.mark.parametrize("layers", [None, "dense(30), relu, dense"])
+def test_cli_divergence_is_one_line_and_exit_1(layers, capsys):
+    """A learning rate that diverges ends with one line naming the cause, on both paths."""
+    argv = [
+        "train",
+        "--quiet",
+        "--epochs",
+        "2",
+        "--eta",
+        "1e8",
+        "--cost",
+        "quadratic",
+        "--activation",
+        "relu",
+        "--output-activation",
+        "identity",
+    ]
+    if layers:
+        argv += ["--layers", layers]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "lower the learning rate" in err and "Traceback" not in err and err.count("\n") == 1
