@@ -14,7 +14,7 @@ Usage::
 
     python benchmarks/bench_stack.py                          # digits and MNIST, 5 epochs
     python benchmarks/bench_stack.py --data digits --epochs 30 --threads 2
-    python benchmarks/bench_stack.py --mnist DIR              # default $MANUAL_BP_MNIST or
+    python benchmarks/bench_stack.py --mnist DIR              # default $MANUAL_BP_MNIST_DIR or
                                                               # ../shared/data/mnist
 """
 

@@ -7,7 +7,7 @@ within each repeat (so load from other processes hits them alike) and prints
 medians, ratios and each child's peak memory. Nothing here is asserted.
 
 Work per measurement: one epoch over the 50 000 MNIST training images
-(``$MANUAL_BP_MNIST`` or ``../shared/data/mnist``, via :func:`manual_bp.data.load_mnist`,
+(``$MANUAL_BP_MNIST_DIR`` or ``../shared/data/mnist``, via :func:`manual_bp.data.load_mnist`,
 or synthetic data of MNIST shape with ``--synthetic``), after a short untimed warm-up.
 
 Scenarios (``docs/performance.md``)::

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from manual_bp import Network  # noqa: E402
-from manual_bp.data import load_mnist  # noqa: E402
+from manual_bp.data import default_mnist_dir, load_mnist  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -179,11 +179,6 @@ def table(results: list[dict]) -> str:
             f"{r['seconds_per_epoch']:.2f} |"
         )
     return "\n".join(lines)
-
-
-def default_mnist_dir() -> Path:
-    env = os.environ.get("MANUAL_BP_MNIST_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "data" / "mnist"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,11 +160,11 @@ def _read_digits_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------- MNIST
 #: Environment variable naming the MNIST directory (benchmarks, scripts and the CLI's
 #: ``--mnist`` without an argument fall back to it, then to ``../shared/data/mnist``).
-MNIST_ENV = "MANUAL_BP_MNIST"
+MNIST_ENV = "MANUAL_BP_MNIST_DIR"
 
 
 def default_mnist_dir() -> Path:
-    """``$MANUAL_BP_MNIST``, else ``../shared/data/mnist`` relative to the project root."""
+    """``$MANUAL_BP_MNIST_DIR``, else ``../shared/data/mnist`` relative to the project root."""
     configured = os.environ.get(MNIST_ENV)
     if configured:
         return Path(configured)
