@@ -199,3 +199,34 @@ def test_float32_model_stays_float32():
     result = model.backprop(x, x)
     assert result.output.dtype == np.float32
     assert {g.dtype for g in result.params.values()} == {np.dtype(np.float32)}
+
+
+@given(
+    batch=st.integers(1, 4),
+    length=st.integers(1, 6),
+    input_size=st.integers(1, 5),
+    hidden=st.integers(1, 5),
+    bias=st.booleans(),
+    seed=seeds,
+)
+def test_lstm_fast_form_equals_readable_form(batch, length, input_size, hidden, bias, seed):
+    """LSTM.step: the hoisted-projection fast form equals the per-step readable form."""
+    from manual_bp.gradcheck import assert_gradients_close
+    from manual_bp.layers.recurrent_fast import lstm_backward_fast, lstm_forward_fast
+
+    rng = np.random.default_rng(seed)
+    layer = LSTM(input_size, hidden, bias=bias, seed=rng)
+    x = rng.standard_normal((batch, length, input_size))
+    h0, c0, d_hT, d_cT = (rng.standard_normal((1, batch, hidden)) for _ in range(4))
+    d_out = rng.standard_normal((batch, length, hidden))
+    out, (h_T, c_T), cache = layer.forward_sequence(x, h0, c0)
+    readable = (out, h_T[0], c_T[0], *layer.backward_sequence(d_out, d_hT, d_cT, cache))
+    params = {k: layer.params.get(f"{k}_l0") for k in ("weight_ih", "weight_hh", "bias_ih")}
+    params["bias_hh"] = layer.params.get("bias_hh_l0")
+    out_f, (h_f, c_f), cache_f = lstm_forward_fast(x, h0[0], c0[0], params)
+    dx, dh0, dc0, grads = lstm_backward_fast(d_out, d_hT[0], d_cT[0], cache_f)
+    fast = (out_f, h_f, c_f, dx, dh0[None], dc0[None])
+    for name, a, b in zip(("out", "h_T", "c_T", "dx", "dh0", "dc0"), fast, readable, strict=False):
+        assert_gradients_close(a, b, name=f"LSTM.step fast {name}")
+    for name, grad in readable[-1].items():
+        assert_gradients_close(grads[name.removesuffix("_l0")], grad, name=f"LSTM.step {name}")
