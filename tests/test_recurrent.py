@@ -74,7 +74,7 @@ def test_cell_step_adjoint(seed):
         comparison.check()
 
 
-@settings(max_examples=30)
+@settings(max_examples=20)  # also run by `verify`
 @given(seeds)
 def test_recurrent_in_random_stacks(seed):
     """STACK.chain with RNN.step / LSTM.step / GRU.step layers in the middle of a stack."""
