@@ -186,6 +186,8 @@ def stack_comparisons(
             return equation
         layer: Layer = model.layers[int(name.split(".", 1)[0])]
         for part in name.split(".")[1:-1]:
+            if not part.isdigit():
+                break  # a layer's own dotted name (attention's "out_proj.weight")
             layer = layer.children()[int(part)]
         return layer.equation or "STACK.chain"
 
