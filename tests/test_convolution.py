@@ -68,6 +68,12 @@ def conv_geometries(draw, dims: int = 2, transpose: bool = False) -> dict:
     return {"kwargs": kwargs, "size": tuple(size), "batch": draw(st.integers(1, 4))}
 
 
+def _both_forms(geometry: dict, cls, seed: int):
+    """The layer in its fast AND its readable form (same parameters, same data)."""
+    for implementation in ("fast", "readable"):
+        yield _layer(geometry, cls, seed, implementation=implementation)
+
+
 def _layer(geometry: dict, cls, seed: int, **extra):
     layer = cls(**{**geometry["kwargs"], **extra}, seed=seed)
     rng = np.random.default_rng(seed)
@@ -87,25 +93,25 @@ def test_conv2d_layer_matches_torch(geometry, seed):
 
     C = Σ u ⊙ out with a random upstream gradient u (never all ones).
     """
-    layer, x, rng = _layer(geometry, Conv2d, seed)
-    _check_all(layer_comparisons(layer, x, rng))
+    for layer, x, rng in _both_forms(geometry, Conv2d, seed):
+        _check_all(layer_comparisons(layer, x, rng))
 
 
 @settings(max_examples=30)
 @given(conv_geometries(dims=1), seeds)
 def test_conv1d_layer_matches_torch(geometry, seed):
     """LAYER.conv1d: everything against F.conv1d on (N, C, L) inputs."""
-    layer, x, rng = _layer(geometry, Conv1d, seed)
-    assert layer.params["weight"].ndim == 3
-    _check_all(layer_comparisons(layer, x, rng))
+    for layer, x, rng in _both_forms(geometry, Conv1d, seed):
+        assert layer.params["weight"].ndim == 3
+        _check_all(layer_comparisons(layer, x, rng))
 
 
 @settings(max_examples=40)
 @given(conv_geometries(transpose=True), seeds)
 def test_conv_transpose2d_matches_torch(geometry, seed):
     """LAYER.conv-transpose2d: output, ∂C/∂x, ∂C/∂W, ∂C/∂b against F.conv_transpose2d."""
-    layer, x, rng = _layer(geometry, ConvTranspose2d, seed)
-    _check_all(layer_comparisons(layer, x, rng))
+    for layer, x, rng in _both_forms(geometry, ConvTranspose2d, seed):
+        _check_all(layer_comparisons(layer, x, rng))
 
 
 @settings(max_examples=40)
