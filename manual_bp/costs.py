@@ -569,7 +569,8 @@ class KLDivergenceCost(Cost):
         _check_same_shape(a, y, self.name)
         if (y < 0).any():
             raise ValueError(f"{self.name}: targets must be probabilities >= 0, got min {y.min()}")
-        return (_xlogy(y, y) - np.where(y == 0, 0.0, y * a)).sum(axis=1)
+        # Mask a before multiplying: 0·(−inf) would be NaN (an invalid-value warning).
+        return (_xlogy(y, y) - y * np.where(y == 0, 0.0, a)).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         _check_same_shape(a, y, self.name)

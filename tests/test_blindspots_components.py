@@ -114,8 +114,9 @@ def _float_hyperparameters():
     ("cls", "hyper"), list(_float_hyperparameters()), ids=lambda v: getattr(v, "name", v)
 )
 def test_bool_nan_and_inf_are_rejected_as_real_hyperparameters(cls, hyper):
-    """``True`` is not a number here (TypeError); NaN and ±inf are ValueErrors."""
-    with pytest.raises(TypeError, match=hyper):
+    """``True`` is not a number here (TypeError naming the parameter first); NaN and ±inf
+    are ValueErrors."""
+    with pytest.raises(TypeError, match=rf"^{hyper} must be a real number"):
         cls(**{hyper: True})
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises((ValueError, TypeError)):
@@ -364,6 +365,15 @@ def test_kl_divergence_with_a_target_entry_exactly_one():
     assert_gradients_close(np.array(cost.value(a, y)), np.array(value), name="KL value")
     assert cost.value(a, y) == pytest.approx(-a[[0, 1, 2], [0, 3, 1]].mean(), rel=1e-15)
     assert_gradients_close(cost.grad(a, y), grad, name="KL grad")
+
+
+def test_kl_divergence_terms_with_zero_target_are_zero_even_at_minus_infinity():
+    """``yⱼ = 0`` contributes 0 to C, also where ``aⱼ = −inf`` (0·(−inf) would be NaN)."""
+    cost = get_cost("kl-divergence")
+    a = np.array([[-np.inf, np.log(0.25), np.log(0.75)]])
+    y = np.array([[0.0, 0.5, 0.5]])
+    expected = 0.5 * (np.log(0.5) - np.log(0.25)) + 0.5 * (np.log(0.5) - np.log(0.75))
+    assert cost.value(a, y) == pytest.approx(expected, rel=1e-15)
 
 
 def test_categorical_cross_entropy_shifts_each_row_by_its_own_maximum():
