@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,18 @@ settings.register_profile(
 
 #: Triage of survivors: substring of a mutant's name -> why no test can see it
 #: (equivalent) or which test kills it now. Filled in from the page's survivors.
-TRIAGE: dict[str, str] = {}
+TRIAGE: dict[str, str] = {
+    "xǁHardTanhǁbackward__mutmut_16": (
+        "equivalent: `astype(..., copy=True)` instead of `copy=False` only copies the fresh "
+        "array `np.where` already returned; values, dtype and aliasing are unchanged."
+    ),
+    **dict.fromkeys(
+        ("second_derivative", "second_vjp", "hessian", "ǁjvp", "_diag_embed", "_softmax_rows"),
+        "not reached by the selected tests: a second-order method being added concurrently "
+        "(curvature work) and tested by its own tests, which are not in this run's list; "
+        "rerun with them once they land (`--tests ... tests/<curvature tests>`).",
+    ),
+}
 
 
 def _copy_tree(workdir: Path) -> None:
@@ -117,8 +129,9 @@ def _show(workdir: Path, name: str) -> str:
 
 
 def _score(statuses: dict[str, str]) -> tuple[int, int]:
-    tested = [s for s in statuses.values() if s in ("killed", "survived", "timeout")]
-    return sum(s != "survived" for s in tested), len(tested)
+    """(killed, tested): a timeout counts as killed, a mutant no test reaches as survived."""
+    tested = [s for s in statuses.values() if s in ("killed", "survived", "timeout", "no tests")]
+    return sum(s in ("killed", "timeout") for s in tested), len(tested)
 
 
 def _page(args, before, after, survivors, command: str) -> str:
@@ -141,6 +154,12 @@ def _page(args, before, after, survivors, command: str) -> str:
         "(approximately) generated; "
         + ("**a sample, not a full run** (CPU budget)." if args.sample > 1 else "all mutants."),
         "",
+        f"Statuses before: {dict(Counter(before.values()))}; "
+        f"after: {dict(Counter(after.values()))}."
+        " A timeout counts as killed (mutmut's convention; on a shared, niced CPU some are"
+        " slow survivors rather than kills); a mutant no selected test reaches counts as"
+        " survived.",
+        "",
         "| | killed | tested | score |",
         "|---|---|---|---|",
         f"| before | {kb} | {nb} | {100 * kb / max(nb, 1):.1f} % |",
@@ -153,7 +172,8 @@ def _page(args, before, after, survivors, command: str) -> str:
         reason = next((r for key, r in TRIAGE.items() if key in name), "not yet triaged")
         lines += [f"### `{name}`", "", f"Triage: {reason}", "", "```diff"]
         lines += [_show(args.workdir, name), "```", ""]
-    newly = sorted(n for n, s in before.items() if s == "survived" and after.get(n) != "survived")
+    alive = ("survived", "no tests")
+    newly = sorted(n for n, s in before.items() if s in alive and after.get(n) not in alive)
     lines += ["## Survivors of the old suite killed by the new tests", ""]
     lines += [f"- `{name}`" for name in newly] or ["(none)"]
     return "\n".join(lines) + "\n"
@@ -184,14 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     sample = everything[:: args.sample]
     _mutmut(args.workdir, sample, args.max_children)
     before = {n: s for n, s in _statuses(args.workdir, args.modules).items() if n in sample}
-    survivors = [n for n, s in before.items() if s == "survived"]
+    # "no tests": no selected test reaches the mutated function (e.g. a derivative() that
+    # the network path never calls); rerun with the new tests, which may reach it.
+    survivors = [n for n, s in before.items() if s in ("survived", "no tests")]
     after = dict(before)
     if survivors and args.new_tests:
         _configure(args.workdir, args.modules, args.tests + args.new_tests)
         _mutmut(args.workdir, survivors, args.max_children)
         statuses = _statuses(args.workdir, args.modules)
         after.update({n: statuses[n] for n in survivors})
-    left = sorted(n for n, s in after.items() if s == "survived")
+    record = args.workdir / "statuses.json"
+    record.write_text(json.dumps({"before": before, "after": after}, indent=1), encoding="utf-8")
+    left = sorted(n for n, s in after.items() if s in ("survived", "no tests"))
     args.page.write_text(_page(args, before, after, left, command), encoding="utf-8")
     print(f"before {_score(before)}, after {_score(after)}; wrote {args.page}")
     return 0
