@@ -259,6 +259,31 @@ def conv2d_check(rng: np.random.Generator) -> list[Comparison]:
     return conv_layer_comparisons(rng, 2)
 
 
+_RETAG = {"output": "CONV.forward", "∂C/∂x": "CONV.input", "∂C/∂weight": "CONV.weight"}
+
+
+@register_check("conv-equations")
+def conv_equations_check(rng: np.random.Generator) -> list[Comparison]:
+    """CONV.forward/.input/.weight (readable form) and CONV.fast (fast form) against torch.
+
+    One geometry, both forms with the same parameters; each quantity is tagged with the
+    equation that produced it (the bias gradient is LAYER.conv2d's).
+    """
+    kwargs = draw_conv_kwargs(rng)
+    seed, batch = int(rng.integers(2**31)), int(rng.integers(1, 5))
+    out: list[Comparison] = []
+    for implementation in ("readable", "fast"):
+        layer, size = build_conv(kwargs, seed=seed, implementation=implementation)
+        x = np.random.default_rng(seed).standard_normal((batch, layer.in_channels, *size))
+        for comparison in layer_comparisons(layer, x, np.random.default_rng(seed + 1)):
+            if implementation == "fast":
+                comparison.equation = "CONV.fast"
+            else:
+                comparison.equation = _RETAG.get(comparison.name, comparison.equation)
+            out.append(comparison)
+    return out
+
+
 @register_check("conv1d-layer")
 def conv1d_check(rng: np.random.Generator) -> list[Comparison]:
     """LAYER.conv1d against F.conv1d."""
