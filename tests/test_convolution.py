@@ -316,3 +316,45 @@ def test_padding_is_never_an_empty_slice():
         warnings.simplefilter("ignore")
         layer = Conv2d(2, 1, (2, 4), padding="same")
     assert layer.geometry.padding == ((0, 1), (1, 2))
+
+
+@settings(max_examples=20)
+@given(conv_geometries(), seeds, st.sampled_from([Conv2d, Conv1d]))
+def test_conv_jvp_is_the_bilinear_increment(geometry, seed, cls):
+    """jvp: the convolution is bilinear in (x, W), so J·(dx, dW, db) equals
+    conv(x + dx, W + dW) − conv(x, W) − conv(dx, dW) exactly (up to rounding)."""
+    if cls is Conv1d:
+        kw = geometry["kwargs"]
+        geometry = {
+            **geometry,
+            "size": geometry["size"][1:],
+            "kwargs": {
+                **kw,
+                **{k: kw[k][1] for k in ("kernel_size", "stride", "dilation") if kw[k]},
+                "padding": kw["padding"] if kw["padding"] == "same" else kw["padding"][1],
+            },
+        }
+    layer, x, rng = _layer(geometry, cls, seed)
+    out, cache = layer.forward(x)
+    dx = rng.standard_normal(x.shape)
+    dparams = {k: rng.standard_normal(v.shape) for k, v in layer.params.items()}
+    jvp = layer.jvp(cache, dx, dparams)
+
+    def run(inputs, params):
+        saved = {k: v.copy() for k, v in layer.params.items()}
+        for k, v in params.items():
+            layer.params[k][...] = v
+        result = layer.forward(inputs)[0]
+        for k, v in saved.items():
+            layer.params[k][...] = v
+        return result
+
+    plus = run(x + dx, {k: layer.params[k] + dparams[k] for k in dparams})
+    cross = run(
+        dx, {"weight": dparams["weight"], **({"bias": 0 * dparams["bias"]} if layer.bias else {})}
+    )
+    expected = plus - out - cross
+    scale = np.full(
+        jvp.shape, (np.abs(x) + np.abs(dx)).max() * 4 * np.abs(dparams["weight"]).sum() + 4
+    )
+    assert_gradients_close(jvp, expected, name="jvp", scale=scale)
