@@ -112,7 +112,7 @@ def _propagate(chain, inputs, H, g, residual: bool, per_sample: bool) -> list[np
             act, a = op.activation, op.activation.forward(inp)
             eye = np.eye(inp.shape[1])
             J = np.stack([act.jvp(np.broadcast_to(e, inp.shape), inp, a) for e in eye], axis=2)
-            H = np.einsum("nki,nkl,nlj->nij", J, H, J)
+            H = np.swapaxes(J, 1, 2) @ H @ J  # Jᵀ H J per sample
             if residual:  # Σₖ gₖ ∇²σₖ: diag(g ⊙ σ'') for an elementwise σ
                 cols = [act.second_vjp(g, np.broadcast_to(e, inp.shape), inp, a) for e in eye]
                 H = H + np.stack(cols, axis=2)
@@ -127,7 +127,7 @@ def _propagate(chain, inputs, H, g, residual: bool, per_sample: bool) -> list[np
                 out[op.iw] += d.T @ (inp * inp) / n
                 if op.ib is not None:
                     out[op.ib] += d.sum(axis=0) / n
-            H = np.einsum("ki,nkl,lj->nij", op.W, H, op.W)
+            H = op.W.T @ H @ op.W  # Wᵀ H W per sample
             g = g @ op.W
     return out
 

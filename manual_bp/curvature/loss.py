@@ -42,7 +42,7 @@ def output_hessian_composed(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.nd
     """
     a = chain.head.forward(f)
     J = _head_jacobian(chain, f, a)
-    H = np.einsum("nki,nkl,nlj->nij", J, chain.cost.hessian(a, y), J)
+    H = np.swapaxes(J, 1, 2) @ chain.cost.hessian(a, y) @ J
     g = chain.cost.grad(a, y)
     eye = np.eye(f.shape[1], dtype=f.dtype)
     residual = [chain.head.second_vjp(g, np.broadcast_to(e, f.shape), f, a) for e in eye]
