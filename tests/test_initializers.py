@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from manual_bp.initializers import SCHEMES, calculate_gain, fans, initialize
 from manual_bp.layers import LAYERS
-from reference.checks_layers import init_schemes_check, moment_comparisons, torch_init
+from reference.checks_initializers import init_schemes_check, moment_comparisons, torch_init
 
 seeds = st.integers(0, 2**31 - 1)
 
