@@ -621,7 +621,8 @@ class PoissonNLLCost(Cost):
         self._check(a, y)
         if self.log_input:
             with np.errstate(over="ignore"):  # e^a = inf for a > 709: the true (rounded) value
-                return (np.exp(a) - np.where(y == 0, 0.0, y * a)).sum(axis=1)
+                # Mask a before multiplying: 0·(−inf) (rate 0, count 0) would be NaN.
+                return (np.exp(a) - y * np.where(y == 0, 0.0, a)).sum(axis=1)
         return (a - y * np.log(a + self.eps)).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -376,6 +376,14 @@ def test_kl_divergence_terms_with_zero_target_are_zero_even_at_minus_infinity():
     assert cost.value(a, y) == pytest.approx(expected, rel=1e-15)
 
 
+def test_poisson_log_input_zero_count_at_zero_rate():
+    """log_input=True, a = ln λ = −inf (λ = 0) with y = 0: the term is e^a − 0 = 0, no NaN."""
+    cost = get_cost({"name": "poisson-nll", "log_input": True})
+    a = np.array([[-np.inf, 0.5]])
+    y = np.array([[0.0, 2.0]])
+    assert cost.value(a, y) == pytest.approx(np.exp(0.5) - 2.0 * 0.5, rel=1e-15)
+
+
 def test_categorical_cross_entropy_shifts_each_row_by_its_own_maximum():
     """Rows whose maxima differ by 2000 (a global shift underflows one row to 0/0)."""
     cost = get_cost("categorical-cross-entropy")
