@@ -377,11 +377,30 @@ def test_kl_divergence_terms_with_zero_target_are_zero_even_at_minus_infinity():
 
 
 def test_poisson_log_input_zero_count_at_zero_rate():
-    """log_input=True, a = ln λ = −inf (λ = 0) with y = 0: the term is e^a − 0 = 0, no NaN."""
+    """log_input=True, a = ln λ = −inf (λ = 0) with y = 0: the term is e^a − 0 = 0, no NaN;
+    e^a overflowing (a > 709) is the true rounded value +inf, without an error."""
     cost = get_cost({"name": "poisson-nll", "log_input": True})
     a = np.array([[-np.inf, 0.5]])
     y = np.array([[0.0, 2.0]])
     assert cost.value(a, y) == pytest.approx(np.exp(0.5) - 2.0 * 0.5, rel=1e-15)
+    assert cost.value(np.array([[800.0]]), np.array([[1.0]])) == np.inf
+
+
+def test_cross_entropy_at_outputs_exactly_zero_and_one():
+    """a ∈ {0, 1} with the matching target: finite value (0·ln 0 = 0), no invalid-value error."""
+    cost = get_cost("cross-entropy")
+    a, y = np.array([[0.0, 1.0, 0.5]]), np.array([[0.0, 1.0, 0.5]])
+    assert cost.value(a, y) == pytest.approx(np.log(2.0), rel=1e-15)
+
+
+@pytest.mark.parametrize("name", COSTS.names())
+def test_shape_mismatch_error_names_the_cost(name):
+    """A target shape that differs from the output's: ValueError starting with the cost's name."""
+    cost = get_cost(name)
+    a, y = _cost_inputs(cost, np.float64)
+    for method in (cost.grad, cost.per_sample):
+        with pytest.raises(ValueError, match=rf"^{name}: "):
+            method(a, y[:, :-1])
 
 
 def test_categorical_cross_entropy_shifts_each_row_by_its_own_maximum():
