@@ -30,6 +30,16 @@ def random_stack_check(rng: np.random.Generator) -> list[Comparison]:
     return stack_comparisons(model, x, y, equation="STACK.chain")
 
 
+@register_check("stack-random-images")
+def random_image_stack_check(rng: np.random.Generator) -> list[Comparison]:
+    """STACK.chain: random CNN stacks (conv, batch norm, dropout2d, pooling, … → flatten →
+    dense → softmax), a training step or an evaluation pass, against autograd."""
+    model, x, y = random_stack(rng, "images", max_blocks=4)
+    if rng.random() < 0.3:
+        model.eval()
+    return stack_comparisons(model, x, y, equation="STACK.chain")
+
+
 def residual_model(rng: np.random.Generator, *, width: int | None = None) -> Sequential:
     """``Dense → tanh → Residual(Dense → σ → Dense) → Dense → softmax``: the block mid-stack."""
     n_in, width = int(rng.integers(1, 7)), width or int(rng.integers(1, 7))

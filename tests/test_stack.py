@@ -28,6 +28,7 @@ from manual_bp.model_spec import SpecError, parse_layers
 from reference.checks_stack import (
     adjoint_check,
     network_equivalence_check,
+    random_image_stack_check,
     random_stack_check,
     residual_check,
     residual_model,
@@ -44,6 +45,14 @@ def test_stack_chain_random_stacks_match_torch(seed):
     the middle), one training step or an evaluation pass: output, cost, ∂C/∂x, every
     parameter gradient and every running statistic against torch autograd (float64)."""
     for comparison in random_stack_check(np.random.default_rng(seed)):
+        comparison.check()
+
+
+@given(seeds)
+@settings(max_examples=30)
+def test_stack_chain_random_image_stacks_match_torch(seed):
+    """STACK.chain: random CNN stacks of every registered image block, against torch."""
+    for comparison in random_image_stack_check(np.random.default_rng(seed)):
         comparison.check()
 
 
