@@ -136,7 +136,10 @@ def _elementwise_bound(actual, expected, dtype, c, rtol, atol, scale):
         diff = np.abs(a64 - e64)
         same = (a64 == e64) | (np.isnan(a64) & np.isnan(e64))
         # c·tiny: results in the subnormal range differ by flush-to-zero choices alone.
-        bound = bound_abs + rtol * np.abs(e64) + c * float(np.finfo(dtype).tiny)
+        # An infinite reference is matched only by the same infinity (``same``): its
+        # relative slack must not become an infinite bound that accepts anything.
+        relative = np.where(np.isinf(e64), 0.0, np.abs(e64))
+        bound = bound_abs + rtol * relative + c * float(np.finfo(dtype).tiny)
         if scale is not None:
             bound = np.maximum(bound, eps_bound * np.broadcast_to(scale, e64.shape))
     return a64, e64, diff, same, bound_abs, bound, rtol
@@ -169,7 +172,7 @@ def bound_ratio(
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(same, 0.0, diff / bound)
-    return float(np.nan_to_num(ratio, nan=np.inf).max())
+    return float(np.nan_to_num(ratio, nan=np.inf, posinf=np.inf).max())
 
 
 def _mismatch_message(name, actual, expected, diff, bad, bound_abs, bound, rtol, error) -> str:

@@ -24,16 +24,6 @@ from reference.compare import Comparison
 
 EPS = float(np.finfo(np.float64).eps)
 
-#: Found by these tests; gradcheck.py is outside this change's files (fix proposed in the
-#: issue 15 report): ``rtol·|expected|`` is ``inf`` where the reference is infinite, so
-#: any actual value (also −inf, or a finite one) passes against an infinite reference.
-INFINITE_REFERENCE_BUG = pytest.mark.xfail(
-    strict=True, reason="bound = rtol·|expected| = inf where expected = ±inf (issue 15)"
-)
-#: ``bound_ratio`` maps an infinite ratio to 1.8e308 (``np.nan_to_num`` without ``posinf``).
-INFINITE_RATIO_BUG = pytest.mark.xfail(
-    strict=True, reason="bound_ratio returns 1.8e308, not inf, for inf vs finite (issue 15)"
-)
 NAN, INF = float("nan"), float("inf")
 
 
@@ -134,9 +124,9 @@ def test_scale_widens_the_bound_only_where_it_exceeds_the_values():
         # implementations agree); the normalised error still reports inf.
         ([NAN, 1.0], [NAN, 1.0], True),
         ([INF, 1.0], [INF, 1.0], True),
-        pytest.param([INF, 1.0], [-INF, 1.0], False, marks=INFINITE_REFERENCE_BUG),
-        pytest.param([INF, 1.0], [1e308, 1.0], False, marks=INFINITE_RATIO_BUG),
-        pytest.param([1e308, 1.0], [INF, 1.0], False, marks=INFINITE_REFERENCE_BUG),
+        pytest.param([INF, 1.0], [-INF, 1.0], False),
+        pytest.param([INF, 1.0], [1e308, 1.0], False),
+        pytest.param([1e308, 1.0], [INF, 1.0], False),
     ],
 )
 def test_assert_gradients_close_with_nan_and_inf(actual, expected, passes):
