@@ -417,3 +417,30 @@ def test_cli_divergence_is_one_line_and_exit_1(layers, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "lower the learning rate" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cli_trains_a_sequence_model_on_a_synthetic_task(capsys):
+    """--task copy: an embedding + LSTM stack reaches near-perfect per-position accuracy."""
+    argv = [
+        "train",
+        "--quiet",
+        "--task",
+        "copy",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--layers",
+        "embedding(8, 16), lstm(32), dense, softmax",
+        "--cost",
+        "log-likelihood",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+    ]
+    assert main(argv) == 0
+    accuracy = float(capsys.readouterr().out.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 95.0
+    assert main(["train", "--quiet", "--task", "copy"]) == 2  # needs a stack
+    assert "give --layers or --model" in capsys.readouterr().err

@@ -58,6 +58,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=Path,
         help="train on MNIST from the four IDX files in DIR (gzipped or raw)",
     )
+    data.add_argument(
+        "--task",
+        choices=("copy", "reverse", "sum", "parity"),
+        help="train a sequence model on a synthetic task (integer sequences, per-position "
+        "labels; needs --layers or --model), e.g. --task reverse --layers "
+        "'embedding(8, 16), lstm(32, bidirectional=True), dense, softmax'",
+    )
+    data.add_argument(
+        "--length", type=_positive_int, default=8, help="sequence length of --task (default: 8)"
+    )
     model = parser.add_argument_group("network")
     model.add_argument(
         "--layers",
@@ -194,7 +204,18 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _check_writable(args.plot, None)
     step = _optimizer_from_args(args)
-    data = load_mnist(args.mnist, dtype=args.dtype) if args.mnist else load_digits(dtype=args.dtype)
+    if args.task is not None:
+        if spec is None:
+            raise ValueError("--task trains a layer stack: give --layers or --model too")
+        if args.mnist:
+            raise ValueError("give --task or --mnist, not both")
+        from manual_bp.sequence_data import load_task
+
+        data = load_task(args.task, length=args.length, seed=args.seed)
+    elif args.mnist:
+        data = load_mnist(args.mnist, dtype=args.dtype)
+    else:
+        data = load_digits(dtype=args.dtype)
     if spec is None:
         sizes = resolve_sizes(args.sizes, data.n_features, data.n_classes)
         title = f"{sizes}"
