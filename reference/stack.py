@@ -181,7 +181,7 @@ def stack_comparisons(
     for name, value in _parameter_magnitudes(model, ours).items():
         sensitivity[name] = np.maximum(sensitivity[name], value)
     for name, value in _rounding_sensitivity(model, x, y, state, delta).items():
-        sensitivity[name] = np.maximum(sensitivity[name], value)
+        sensitivity[name] = np.maximum(sensitivity.get(name, 0.0), value)
 
     def owner(name: str) -> str:
         if equation is not None:
@@ -208,7 +208,13 @@ def stack_comparisons(
         return np.maximum(np.maximum(np.abs(expected), floor), sensitivity[key])
 
     comparisons = [
-        Comparison(chain, "output", ours.output, out.detach().numpy(), scale=abs_scale(out)),
+        Comparison(
+            chain,
+            "output",
+            ours.output,
+            out.detach().numpy(),
+            scale=np.maximum(abs_scale(out), sensitivity["output"]),
+        ),
         Comparison(chain, "cost", np.array(ours.cost), loss.detach().numpy()),
         Comparison(
             chain, "∂C/∂x", ours.input_grad, xt.grad.numpy(), scale=scaled(xt.grad.numpy(), "x")
@@ -311,10 +317,10 @@ def _rounding_sensitivity(
         for index in range(len(model.layers) - 1, -1, -1):
             dout, grads = model.layers[index].backward(shake(dout), caches[index])
             named.update({f"{index}.{k}": g for k, g in grads.items()})
-        return dout, named
+        return dout, named, h
 
     try:
-        dx0, g0 = step(0.0, np.random.default_rng(1))
+        dx0, g0, out0 = step(0.0, np.random.default_rng(1))
         draws = [step(delta, np.random.default_rng(seed)) for seed in (1, 2)]
     finally:
         restore(after_buffers, after_extra)
@@ -322,9 +328,10 @@ def _rounding_sensitivity(
     # rounding pattern can align worse. Measured on batch norm over a batch of two below
     # a residual block (the worst case seen in 3000 random stacks): up to 2.5× the larger
     # of two draws, for a bias whose exact gradient is 0. Larger of two draws, times 4.
-    result = {"x": 4.0 * np.maximum(*(np.abs(dx - dx0) for dx, _ in draws)) / delta}
+    result = {"x": 4.0 * np.maximum(*(np.abs(dx - dx0) for dx, _, _ in draws)) / delta}
+    result["output"] = 4.0 * np.maximum(*(np.abs(h - out0) for _, _, h in draws)) / delta
     for name in g0:
-        spread = np.maximum(*(np.abs(g[name] - g0[name]) for _, g in draws))
+        spread = np.maximum(*(np.abs(g[name] - g0[name]) for _, g, _ in draws))
         result[name] = 4.0 * spread / delta
     return result
 
