@@ -86,8 +86,10 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         if suffix == ".json":
             document = json.loads(text)
         elif suffix == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10: the standard library has no TOML
+                raise SpecError(f"{path}: TOML specs need Python ≥ 3.11; use JSON") from None
             document = tomllib.loads(text)
         else:
             raise SpecError(
