@@ -1,7 +1,7 @@
 """Curvature in use: the top Hessian eigenvalue during training, and one Newton-CG step.
 
 Part 1 (``CURV.top-eigenvalue``): a [n_in, 30, 10] tanh/softmax network trained by SGD on
-the embedded digits (or MNIST with ``--mnist``, read from ``$MANUAL_BP_MNIST`` or
+the embedded digits (or MNIST with ``--mnist``, read from ``$MANUAL_BP_MNIST_DIR`` or
 ``../shared/data/mnist``); after every epoch, power iteration on ``H v`` (our R-operator) over
 a fixed batch gives the eigenvalue of largest magnitude, compared with the same iteration on
 torch's ``jvp(grad(C))`` from the same start vector. Printed per epoch, written as JSON with
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import numpy as np
 from manual_bp import Network
 from manual_bp.curvature import flatten, ggnvp, gradient
 from manual_bp.curvature.eigen import top_eigenvalue
-from manual_bp.data import load_digits, load_mnist
+from manual_bp.data import default_mnist_dir, load_digits, load_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,11 +69,7 @@ def conjugate_gradients(apply, b, iterations=100, tol=1e-12):
 
 
 def eigenvalue_curve(args) -> list[dict]:
-    if args.mnist:
-        directory = os.environ.get("MANUAL_BP_MNIST", str(ROOT.parent / "shared/data/mnist"))
-        data = load_mnist(directory)
-    else:
-        data = load_digits()
+    data = load_mnist(default_mnist_dir()) if args.mnist else load_digits()
     x, y = data.x_train[: args.train_size], data.y_train[: args.train_size]
     probe_x, probe_y = x[: args.probe], y[: args.probe]
     net = Network(

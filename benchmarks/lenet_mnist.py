@@ -1,7 +1,7 @@
 """Train the LeNet-5-style CNN of ``bench_cnn.py`` on MNIST with Adam; print test accuracy.
 
 Usage: ``nice python benchmarks/lenet_mnist.py --epochs 6 --seed 0 [--dtype float32]``.
-Data: ``--mnist`` or ``$MANUAL_BP_MNIST`` or ``../shared/data/mnist``. Training images: the
+Data: ``--mnist`` or ``$MANUAL_BP_MNIST_DIR`` or ``../shared/data/mnist``. Training images: the
 first 50 000 (Nielsen's split); accuracy on the 10 000 test images after every epoch.
 """
 

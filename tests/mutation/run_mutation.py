@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -192,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tests", nargs="*", default=NEW_TESTS)
     parser.add_argument("--sample", type=int, default=1, help="run every k-th mutant")
     parser.add_argument("--max-children", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/manual_bp_mutation"))
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "manual_bp_mutation"
+    )
     parser.add_argument("--page", type=Path, default=ROOT / "docs" / "mutation.md")
     args = parser.parse_args(argv)
     command = "python tests/mutation/run_mutation.py " + " ".join(argv or sys.argv[1:])
