@@ -58,16 +58,10 @@ class ActivationLayer(Layer):
         return self.activation.backward(grad_a, z, cache.output), {}
 
     def jvp(self, cache: ActivationCache, dx, dparams=None) -> np.ndarray:
-        """``da = J_σ dz``: ``σ'(z) ⊙ dz`` elementwise; softmax's J is symmetric (J = Jᵀ)."""
+        """``da = J_σ dz``: the activation's own forward-mode product (:meth:`Activation.jvp`)."""
         if dx is None:
             return np.zeros_like(cache.output)
-        if self.activation.elementwise:
-            return dx * self.activation.derivative(cache.input, cache.output)
-        if self.activation.name == "softmax":
-            return self.activation.backward(dx, cache.input, cache.output)
-        # log-softmax: J = I − 1 softmaxᵀ, so J dz = dz − ⟨softmax, dz⟩.
-        softmax = np.exp(cache.output)
-        return dx - np.sum(softmax * dx, axis=-1, keepdims=True)
+        return self.activation.jvp(dx, cache.input, cache.output)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "activation": self.activation.get_config()}
