@@ -56,8 +56,8 @@ class StackGradients:
         ``∂C/∂θ`` for every parameter, under its dotted state-dict name (``"0.weight"``).
     layers : list of dict
         The same gradients per layer, under the layer's own names.
-    input_grad : array
-        ``∂C/∂x``, shaped like the input.
+    input_grad : array or None
+        ``∂C/∂x``, shaped like the input (``None`` after ``backprop(..., input_grad=False)``).
     output : array
         The model's output ``aᴷ``.
     output_grad : array
@@ -69,7 +69,7 @@ class StackGradients:
     cost: float
     params: dict[str, np.ndarray]
     layers: list[dict[str, np.ndarray]]
-    input_grad: np.ndarray
+    input_grad: np.ndarray | None
     output: np.ndarray
     output_grad: np.ndarray
     caches: list[Any]
@@ -374,11 +374,13 @@ class Sequential:
         """Predicted classes ``argmax`` over the last axis, in evaluation mode."""
         return np.argmax(self.infer(self.prepare_inputs(x)), axis=-1)
 
-    def backprop(self, x: Any, y: Any) -> StackGradients:
+    def backprop(self, x: Any, y: Any, *, input_grad: bool = True) -> StackGradients:
         """Gradients of the mean cost on ``(x, y)`` through the stack (``STACK.chain``).
 
         Runs in the current mode: in training mode batch norm uses (and updates) batch
         statistics and dropout draws a mask, exactly as one training step does.
+        ``input_grad=False`` (the training step) skips ``∂C/∂x``: the sweep stops at the
+        lowest layer with parameters and ``input_grad`` is ``None``.
         """
         x = self.prepare_inputs(x)
         y = self.prepare_targets(y, x.shape[0])
@@ -391,12 +393,12 @@ class Sequential:
             cache = caches[-1]
             delta = self.cost.delta(_rows(cache.input), _rows(out), _rows(y), last.activation)
             d_last = delta.reshape(out.shape) / n
-            dx, grads = stack_backward(self.layers[:-1], d_last, caches[:-1])
+            dx, grads = stack_backward(self.layers[:-1], d_last, caches[:-1], input_grad=input_grad)
             grads.append({})
             output_grad = self.cost.grad(_rows(out), _rows(y)).reshape(out.shape) / n
         else:
             output_grad = self.cost.grad(_rows(out), _rows(y)).reshape(out.shape) / n
-            dx, grads = stack_backward(self.layers, output_grad, caches)
+            dx, grads = stack_backward(self.layers, output_grad, caches, input_grad=input_grad)
         named = {
             f"{index}.{name}": grad
             for index, layer_grads in enumerate(grads)
@@ -414,7 +416,7 @@ class Sequential:
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
         """``(C, [∂C/∂θ in parameter_arrays() order])`` on validated arrays (the training step)."""
-        result = self.backprop(x, y)
+        result = self.backprop(x, y, input_grad=False)
         return result.cost, [result.params[name] for name in self._parameter_names]
 
     def total_cost(self, x: Any, y: Any) -> float:

@@ -486,3 +486,42 @@ def test_layer_jvps_compose_to_torch_jvp(seed):
         ours, expected.numpy(), rtol=1e-10, atol=1e-12 * (1 + np.abs(expected.numpy()).max())
     )
     assert ours.shape == out.shape
+
+
+@pytest.mark.parametrize("kind", ["features", "images", "sequences"])
+@given(seed=seeds)
+@settings(max_examples=15)
+def test_training_step_skips_only_the_unused_input_gradient(kind, seed):
+    """STACK.chain with ``input_grad=False`` (what ``loss_and_gradients`` runs): every
+    parameter gradient is bit-identical to the full backward's, and no ∂C/∂x is made. The
+    lowest trainable layer (dense, convolution, recurrent, …) uses its
+    ``parameter_gradients``; parameter-free layers below it are not visited."""
+    rng = np.random.default_rng(seed)
+    model, x, y = random_stack(rng, kind)
+    if rng.random() < 0.5:
+        model.eval()
+    twin, trainer = model.copy(), model.copy()  # same parameters, buffers, dropout generators
+    full = model.backprop(x, y)
+    step = twin.backprop(x, y, input_grad=False)
+    assert full.input_grad is not None and step.input_grad is None
+    assert full.params.keys() == step.params.keys()
+    for name, grad in full.params.items():
+        np.testing.assert_array_equal(step.params[name], grad, err_msg=name)
+    cost, grads = trainer.loss_and_gradients(x, y)
+    assert cost == full.cost
+    for name, grad in zip(trainer._parameter_names, grads, strict=True):
+        np.testing.assert_array_equal(grad, full.params[name], err_msg=name)
+
+
+def test_parameter_free_bottom_layers_are_skipped_and_a_parameter_free_model_has_no_sweep():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 2, 3)), np.array([0, 1, 2, 1])
+    model = Sequential(
+        ["flatten", Dense(6, 3), "softmax"], cost="log-likelihood", input_shape=(2, 3), seed=1
+    )
+    step = model.backprop(x, y, input_grad=False)
+    full = model.backprop(x, y)
+    np.testing.assert_array_equal(step.params["1.weight"], full.params["1.weight"])
+    frozen = Sequential(["flatten", "softmax"], cost="log-likelihood", input_shape=(2, 3))
+    result = frozen.backprop(x, y, input_grad=False)
+    assert result.params == {} and result.input_grad is None

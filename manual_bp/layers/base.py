@@ -81,6 +81,14 @@ class Layer(Configurable):
     def backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         raise NotImplementedError
 
+    def parameter_gradients(self, dout: np.ndarray, cache: Any) -> dict[str, np.ndarray]:
+        """The parameter half of :meth:`backward`, for the lowest trainable layer of a stack.
+
+        Nothing below that layer needs ``∂C/∂x``; layers whose input gradient is expensive
+        (a convolution's col2im, a dense layer's ``dz W``) override this to skip it.
+        """
+        return self.backward(dout, cache)[1]
+
     def output_shape(self, input_shape: Shape) -> Shape:
         """Per-sample output shape for a per-sample input shape (default: unchanged)."""
         return tuple(input_shape)

@@ -45,14 +45,29 @@ def stack_forward(layers: Sequence[Layer], x: np.ndarray) -> tuple[np.ndarray, l
 
 
 def stack_backward(
-    layers: Sequence[Layer], dout: np.ndarray, caches: Sequence[Any]
-) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    layers: Sequence[Layer],
+    dout: np.ndarray,
+    caches: Sequence[Any],
+    *,
+    input_grad: bool = True,
+) -> tuple[np.ndarray | None, list[dict[str, np.ndarray]]]:
     """The chain rule through a stack (``STACK.chain``): VJPs from the last layer down.
 
     Returns ``(∂C/∂x, grads)`` with ``grads[i]`` the parameter gradients of ``layers[i]``.
+    With ``input_grad=False`` (a training step) the sweep stops at the lowest layer with
+    parameters, which computes only its parameter gradients, and ``∂C/∂x`` is ``None``.
     """
     grads: list[dict[str, np.ndarray]] = [{} for _ in layers]
-    for i in range(len(layers) - 1, -1, -1):
+    lowest = 0
+    if not input_grad:
+        trainable = [i for i, layer in enumerate(layers) if layer.params]
+        if not trainable:
+            return None, grads
+        lowest = trainable[0]
+    for i in range(len(layers) - 1, lowest - 1, -1):
+        if i == lowest and not input_grad:
+            grads[i] = layers[i].parameter_gradients(dout, caches[i])
+            return None, grads
         dout, grads[i] = layers[i].backward(dout, caches[i])
     return dout, grads
 

@@ -193,23 +193,33 @@ class _ConvNd(Layer):
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``LAYER.conv2d`` / ``LAYER.conv1d``: ∂C/∂x (``CONV.input``), ∂C/∂W (``CONV.weight``),
         ∂C/∂b = Σ_{n,y,x} δ[n, o, y, x]."""
+        grads = self.parameter_gradients(dout, cache)
+        delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
+        size = self._as_2d(cache.input).shape[2:]
+        if cache.cols is not None:
+            dx = conv.conv_input_grad_fast(delta, w2, size, self.geometry)
+        else:
+            dx = conv.conv_input_grad_readable(delta, w2, size, self.geometry)
+        return self._from_2d(dx), grads
+
+    def parameter_gradients(self, dout: np.ndarray, cache: ConvCache) -> dict[str, np.ndarray]:
+        """∂C/∂W (``CONV.weight``) and ∂C/∂b without ∂C/∂x (the stack's bottom layer)."""
         expected = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
         if not isinstance(dout, np.ndarray) or dout.shape != expected:
             raise ValueError(
                 f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
             )
-        delta, x2, w2 = self._as_2d(dout), self._as_2d(cache.input), self._as_2d(cache.weight)
-        size = x2.shape[2:]
+        delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
         if cache.cols is not None:
             dw = conv.conv_weight_grad_fast(delta, cache.cols, w2.shape, self.geometry)
-            dx = conv.conv_input_grad_fast(delta, w2, size, self.geometry)
         else:
-            dw = conv.conv_weight_grad_readable(delta, x2, w2.shape, self.geometry)
-            dx = conv.conv_input_grad_readable(delta, w2, size, self.geometry)
+            dw = conv.conv_weight_grad_readable(
+                delta, self._as_2d(cache.input), w2.shape, self.geometry
+            )
         grads = {"weight": dw.reshape(cache.weight.shape)}
         if self.bias:
             grads["bias"] = delta.sum(axis=(0, 2, 3))
-        return self._from_2d(dx), grads
+        return grads
 
     def jvp(
         self, cache: ConvCache, dx: np.ndarray | None, dparams: dict[str, np.ndarray] | None = None

@@ -50,8 +50,8 @@ def dense_forward(
 
 
 def dense_backward(
-    dz: np.ndarray, x: np.ndarray, W: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dz: np.ndarray, x: np.ndarray, W: np.ndarray, *, input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of a scalar ``C`` through ``z = x Wᵀ + b`` (equation ``LAYER.dense``).
 
     With ``dz = ∂C/∂z`` of shape ``(batch, *, n_out)`` and all leading axes flattened
@@ -60,10 +60,13 @@ def dense_backward(
         ∂C/∂x = dz W          (batch, *, n_in)  -- the (Wˡ⁺¹)ᵀδˡ⁺¹ of BP2, row-wise
         ∂C/∂W = dzᵀ x         (n_out, n_in)     -- BP4 summed over the rows
         ∂C/∂b = Σ_rows dz     (n_out,)          -- BP3 summed over the rows
+
+    ``input_grad=False`` skips ``∂C/∂x`` (returned as ``None``) for the bottom of a stack.
     """
     dz_rows = dz.reshape(-1, dz.shape[-1])
     x_rows = x.reshape(-1, x.shape[-1])
-    return dz @ W, dz_rows.T @ x_rows, dz_rows.sum(axis=0)
+    dx = dz @ W if input_grad else None
+    return dx, dz_rows.T @ x_rows, dz_rows.sum(axis=0)
 
 
 @register_layer
@@ -154,16 +157,25 @@ class Dense(Layer):
         self, dz: np.ndarray, cache: DenseCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``dz (batch, *, n_out) -> (dx (batch, *, n_in), {"weight": dW, "bias": db})``."""
-        expected = (*cache.input.shape[:-1], self.out_features)
-        if not isinstance(dz, np.ndarray) or dz.shape != expected:
-            raise ValueError(
-                f"{self!r}: upstream gradient has shape {np.shape(dz)}, expected {expected}"
-            )
+        self._check_upstream(dz, cache)
         dx, dW, db = dense_backward(dz, cache.input, cache.weight)
         grads = {"weight": dW}
         if self.bias:
             grads["bias"] = db
         return dx, grads
+
+    def parameter_gradients(self, dz: np.ndarray, cache: DenseCache) -> dict[str, np.ndarray]:
+        """BP4 and BP3 of :meth:`backward` without ``∂C/∂x = dz W`` (the stack's bottom)."""
+        self._check_upstream(dz, cache)
+        _, dW, db = dense_backward(dz, cache.input, cache.weight, input_grad=False)
+        return {"weight": dW, "bias": db} if self.bias else {"weight": dW}
+
+    def _check_upstream(self, dz: np.ndarray, cache: DenseCache) -> None:
+        expected = (*cache.input.shape[:-1], self.out_features)
+        if not isinstance(dz, np.ndarray) or dz.shape != expected:
+            raise ValueError(
+                f"{self!r}: upstream gradient has shape {np.shape(dz)}, expected {expected}"
+            )
 
     def jvp(
         self,
