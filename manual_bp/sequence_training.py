@@ -7,7 +7,10 @@
   ``chunk_length`` steps; each recurrent layer starts a chunk from the final state of
   the previous one (the state is carried forward as a value), but no gradient crosses
   a chunk boundary (torch: ``h = h.detach()`` between chunks). Each chunk's cost is the
-  mean over its own positions.
+  mean over its own positions (those not equal to the model's ``ignore_index``,
+  ``SEQ.ignore_index``); a chunk whose positions are all ignored (the padded tail of short
+  sequences) still carries the state forward but has no cost: it yields ``positions = 0``,
+  ``cost = nan`` and zero gradients, and :func:`train_sequences` takes no step on it.
 * :func:`train_sequences` — mini-batch training with truncated BPTT and clipping.
 """
 
@@ -70,12 +73,16 @@ def clip_grad_norm(
 
 @dataclass
 class ChunkResult:
-    """One chunk of truncated BPTT: its time span, mean cost and gradients (buffer order)."""
+    """One chunk of truncated BPTT: its time span, mean cost and gradients (buffer order).
+
+    ``positions`` is the number of positions the mean ran over (0: all ignored).
+    """
 
     start: int
     stop: int
     cost: float
     grads: list[np.ndarray]
+    positions: int = 0
 
 
 def _recurrent_layers(model: Sequential) -> list[RecurrentLayer]:
@@ -94,6 +101,29 @@ def _chunk_shapes(model: Sequential, length: int) -> Iterator[None]:
         yield
     finally:
         model.input_shape, model.output_shape = saved
+
+
+@dataclass
+class _ChunkPass:
+    cost: float
+    grads: list[np.ndarray]
+    positions: int
+    caches: list
+
+
+def _chunk(model: Sequential, x: np.ndarray, y: np.ndarray) -> _ChunkPass:
+    """One chunk's backprop, or only its forward pass when every position is ignored."""
+    x = model.prepare_inputs(x)
+    targets = model.prepare_targets(y, x.shape[0])
+    counted = targets.reshape(-1, targets.shape[-1]).any(axis=1)
+    positions = int(counted.sum()) if model.ignore_index is not None else counted.size
+    if positions == 0:
+        _, caches = model.forward(x)
+        grads = [np.zeros_like(array) for array in model.parameter_arrays()]
+        return _ChunkPass(float("nan"), grads, 0, caches)
+    result = model.backprop(x, targets)
+    grads = [result.params[name] for name, _ in model.named_parameters()]
+    return _ChunkPass(result.cost, grads, positions, result.caches)
 
 
 def truncated_bptt(
@@ -129,13 +159,12 @@ def truncated_bptt(
         for start in range(0, x.shape[1], chunk_length):
             stop = min(start + chunk_length, x.shape[1])
             with _chunk_shapes(model, stop - start):
-                result = model.backprop(x[:, start:stop], y[:, start:stop])
+                chunk = _chunk(model, x[:, start:stop], y[:, start:stop])
             for layer in layers:
-                cache = result.caches[model.layers.index(layer)]
+                cache = chunk.caches[model.layers.index(layer)]
                 # Carried as a value: the next chunk's backward never reaches this one.
                 layer.initial_state = tuple(state.copy() for state in cache.final)
-            grads = [result.params[name] for name, _ in model.named_parameters()]
-            yield ChunkResult(start, stop, result.cost, grads)
+            yield ChunkResult(start, stop, chunk.cost, chunk.grads, chunk.positions)
     finally:
         for layer, state in zip(layers, saved, strict=True):
             layer.initial_state = state
@@ -154,7 +183,8 @@ def train_sequences(
     seed: int | np.random.Generator | None = None,
 ) -> list[float]:
     """Mini-batch training with truncated BPTT (``chunk_length``; None: whole sequences)
-    and optional gradient clipping before every step. Returns the mean cost per epoch."""
+    and optional gradient clipping before every step. Returns the mean cost per epoch
+    (over the chunks that had positions to count)."""
     rng = np.random.default_rng(seed)
     x, y = np.asarray(x), np.asarray(y)
     chunk = chunk_length or x.shape[1]
@@ -166,9 +196,16 @@ def train_sequences(
         for begin in range(0, len(x), batch_size):
             rows = order[begin : begin + batch_size]
             for result in truncated_bptt(model, x[rows], y[rows], chunk):
+                if not result.positions:
+                    continue  # every position ignored: no cost, no step
                 if max_norm is not None:
                     clip_grad_norm(result.grads, max_norm)
                 optimizer.step(params, result.grads)
                 costs.append(result.cost)
+        if not costs:
+            raise ValueError(
+                f"no position of the data is counted: every label equals ignore_index="
+                f"{model.ignore_index}"
+            )
         history.append(float(np.mean(costs)))
     return history

@@ -30,11 +30,16 @@ import numpy as np
 from manual_bp._validation import check_finite
 from manual_bp.activations import Identity
 from manual_bp.costs import Cost, get_cost
-from manual_bp.encoding import is_label_vector, one_hot
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.base import Layer, build_layer, get_layer
 from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
 from manual_bp.layers.dense import Dense
+from manual_bp.sequential_targets import (
+    check_ignore_index,
+    masked_accuracy,
+    output_seed,
+    prepare_targets,
+)
 
 __all__ = ["Sequential", "StackGradients"]
 
@@ -95,6 +100,12 @@ class Sequential:
         layers' own initialisation.
     dtype : float64 (default) or float32
         Precision of parameters and computation.
+    ignore_index : int, optional
+        torch's ``cross_entropy(..., ignore_index=i)`` (equation ``SEQ.ignore_index``): a
+        position whose label is ``i`` (padding) is left out of the cost, of its gradient
+        and of the mean, which runs over the other positions only; ``accuracy`` skips it
+        too. Prepared targets mark it as an all-zero row (see
+        :mod:`manual_bp.sequential_targets`). Class-label costs only.
 
     Examples
     --------
@@ -112,6 +123,7 @@ class Sequential:
         input_shape: Sequence[int] | None = None,
         seed: int | np.random.Generator | None = None,
         dtype: np.dtype | type | str = np.float64,
+        ignore_index: int | None = None,
     ) -> None:
         if isinstance(layers, (Layer, str, dict)) or not layers:
             raise ValueError("Sequential needs a non-empty list of layers")
@@ -120,6 +132,7 @@ class Sequential:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.cost: Cost = get_cost(cost)
+        self.ignore_index = check_ignore_index(ignore_index, self.cost)
         last = self.layers[-1]
         self.cost.check_output_activation(
             last.activation if isinstance(last, ActivationLayer) else Identity()
@@ -318,29 +331,9 @@ class Sequential:
         return x
 
     def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
-        """Targets shaped like the output; integer labels are one-hot encoded on the last axis."""
-        y = np.asarray(y)
-        out_shape = self.output_shape
-        if is_label_vector(y) or (
-            out_shape is not None
-            and np.issubdtype(y.dtype, np.integer)
-            and y.shape == (batch, *out_shape[:-1])
-        ):
-            if y.shape[0] != batch:
-                raise ValueError(f"{name} has {y.shape[0]} labels for a batch of {batch} inputs")
-            if out_shape is None:
-                raise ValueError(f"{name}: class labels need a model with a known output shape")
-            return one_hot(y.reshape(-1), out_shape[-1], dtype=self.dtype).reshape(
-                (*y.shape, out_shape[-1])
-            )
-        if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
-            raise TypeError(f"{name} must be real numbers or integer labels, got dtype {y.dtype}")
-        expected = (batch, *out_shape) if out_shape is not None else None
-        if expected is not None and y.shape != expected:
-            raise ValueError(f"{name} has shape {y.shape}; the model's outputs are {expected}")
-        y = y.astype(self.dtype, copy=False)
-        check_finite(y, name)
-        return y
+        """Targets shaped like the output; integer labels are one-hot encoded on the last axis
+        (a label equal to ``ignore_index`` becomes an all-zero row)."""
+        return prepare_targets(y, batch, self.output_shape, self.dtype, self.ignore_index, name)
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
@@ -385,32 +378,31 @@ class Sequential:
         x = self.prepare_inputs(x)
         y = self.prepare_targets(y, x.shape[0])
         out, caches = self.forward(x)
-        n = _rows(out).shape[0]  # the mean runs over samples (and positions of a sequence)
         last = self.layers[-1]
-        shortcut = _shortcut(self.cost, last)
-        if shortcut:
+        if _shortcut(self.cost, last):
             # BP1's exact shortcut at zᴷ (e.g. softmax + log-likelihood: δᴷ = a − y).
-            cache = caches[-1]
-            delta = self.cost.delta(_rows(cache.input), _rows(out), _rows(y), last.activation)
-            d_last = delta.reshape(out.shape) / n
-            dx, grads = stack_backward(self.layers[:-1], d_last, caches[:-1], input_grad=input_grad)
+            seed = output_seed(
+                self.cost, out, y, self.ignore_index, z=caches[-1].input, activation=last.activation
+            )
+            dx, grads = stack_backward(
+                self.layers[:-1], seed.input_grad, caches[:-1], input_grad=input_grad
+            )
             grads.append({})
-            output_grad = self.cost.grad(_rows(out), _rows(y)).reshape(out.shape) / n
         else:
-            output_grad = self.cost.grad(_rows(out), _rows(y)).reshape(out.shape) / n
-            dx, grads = stack_backward(self.layers, output_grad, caches, input_grad=input_grad)
+            seed = output_seed(self.cost, out, y, self.ignore_index)
+            dx, grads = stack_backward(self.layers, seed.output_grad, caches, input_grad=input_grad)
         named = {
             f"{index}.{name}": grad
             for index, layer_grads in enumerate(grads)
             for name, grad in layer_grads.items()
         }
         return StackGradients(
-            cost=self.cost.value(_rows(out), _rows(y)),
+            cost=seed.cost,
             params=named,
             layers=grads,
             input_grad=dx,
             output=out,
-            output_grad=output_grad,
+            output_grad=seed.output_grad,
             caches=caches,
         )
 
@@ -422,24 +414,33 @@ class Sequential:
     def total_cost(self, x: Any, y: Any) -> float:
         """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
         x = self.prepare_inputs(x)
-        out = self.infer(x)
-        return self.cost.value(_rows(out), _rows(self.prepare_targets(y, x.shape[0])))
+        return self.output_cost(self.infer(x), self.prepare_targets(y, x.shape[0]))
 
     def accuracy(self, x: Any, y: Any) -> float:
-        """Fraction of samples (or positions) whose argmax equals the label (labels or one-hot)."""
+        """Fraction of samples (or counted positions) whose argmax equals the label."""
         x = self.prepare_inputs(x)
-        targets = self.prepare_targets(y, x.shape[0])
-        return float(np.mean(np.argmax(self.infer(x), axis=-1) == np.argmax(targets, axis=-1)))
+        return self.output_accuracy(self.infer(x), self.prepare_targets(y, x.shape[0]))
+
+    def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Mean cost of outputs against prepared targets, over the counted positions."""
+        return output_seed(self.cost, out, targets, self.ignore_index).cost
+
+    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Accuracy of outputs against prepared targets, over the counted positions."""
+        return masked_accuracy(out, targets, self.ignore_index)
 
     # ------------------------------------------------------------------ misc
     def get_config(self) -> dict[str, Any]:
         """Architecture (no parameters), JSON-serialisable."""
-        return {
+        config = {
             "layers": [layer.get_config() for layer in self.layers],
             "cost": self.cost.get_config(),
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "dtype": self.dtype.name,
         }
+        if self.ignore_index is not None:
+            config["ignore_index"] = self.ignore_index
+        return config
 
     def copy(self) -> Sequential:
         """An independent model with the same architecture, parameters, buffers and mode."""
@@ -449,6 +450,7 @@ class Sequential:
             config["cost"],
             input_shape=self.input_shape,
             dtype=self.dtype,
+            ignore_index=self.ignore_index,
         )
         clone.load_state_dict(self.state_dict())
         for mine, theirs in zip(self._leaves(), clone._leaves(), strict=True):
@@ -458,12 +460,9 @@ class Sequential:
 
     def __repr__(self) -> str:
         body = ",\n  ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([\n  {body}\n], cost={self.cost.name!r}, dtype={self.dtype.name})"
-
-
-def _rows(a: np.ndarray) -> np.ndarray:
-    """Costs take ``(rows, n_out)``: positions of a sequence output count as rows."""
-    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+        extra = "" if self.ignore_index is None else f", ignore_index={self.ignore_index}"
+        cost = f"cost={self.cost.name!r}{extra}, dtype={self.dtype.name}"
+        return f"Sequential([\n  {body}\n], {cost})"
 
 
 def _shortcut(cost: Cost, last: Layer) -> bool:

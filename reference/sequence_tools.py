@@ -98,7 +98,11 @@ def with_stack_scales(model: Sequential, x, y, comparisons: list[Comparison]) ->
     rows = out.reshape(-1, out.shape[-1])
     targets = model.prepare_targets(y, x.shape[0]).reshape(rows.shape)
     z = caches[-1].input.reshape(rows.shape)
-    delta = model.cost.delta(z, rows, targets, last.activation).reshape(out.shape) / len(rows)
+    # SEQ.ignore_index: ignored positions (all-zero target rows) seed nothing.
+    kept = targets.any(axis=1) if model.ignore_index is not None else np.ones(len(rows), bool)
+    delta = np.zeros_like(rows)
+    delta[kept] = model.cost.delta(z[kept], rows[kept], targets[kept], last.activation)
+    delta = delta.reshape(out.shape) / kept.sum()
     upstream = np.abs(delta)
     by_name = {c.name: c for c in comparisons}
     for index in reversed(range(len(model.layers) - 1)):

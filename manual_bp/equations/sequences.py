@@ -6,6 +6,7 @@ _D = "docs/sequences.md"
 _R = "tests/test_recurrent.py"
 _A = "tests/test_attention.py"
 _S = "tests/test_sequence_training.py"
+_P = "tests/test_padding.py"
 _CELLS = "manual_bp.layers.recurrent_cells"
 
 EQUATIONS = [
@@ -40,6 +41,14 @@ EQUATIONS = [
         f"{_D}#BPTT.sequence",
         "manual_bp.layers.recurrent.backprop_direction",
         f"{_R}::test_recurrent_matches_torch",
+    ),
+    Equation(
+        "SEQ.ignore_index",
+        "Sequence cost with an ignore index (padding)",
+        "m_r = 1[y_r ≠ i], n = Σ m_r;  C = (1/n) Σ m_r C_r;  ∂C/∂a_r = (m_r/n) ∇ₐC_r",
+        f"{_D}#SEQ.ignore_index",
+        "manual_bp.sequential_targets.output_seed",
+        f"{_P}::test_ignore_index_matches_torch",
     ),
     Equation(
         "EMB.lookup",
