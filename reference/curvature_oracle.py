@@ -9,6 +9,7 @@ order), so ``torch.func.hessian`` gives the whole Hessian, ``jvp(grad(·))`` giv
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.dense import Dense
 from reference.components import torch_activation, torch_cost, torch_fused_output
 
-__all__ = ["TorchModel"]
+__all__ = ["PREDICTIVE", "TorchModel", "mc_draw_moments"]
 
 T = torch.float64
 
@@ -167,3 +168,102 @@ class TorchModel:
 
     def gradient(self) -> np.ndarray:
         return torch.func.grad(self.loss)(self.theta).numpy(force=True)
+
+
+# ---------------------------------------------------------------------- Monte-Carlo moments
+#: (cost, head) -> predictive distribution p(ŷ | f): the convention under test, restated.
+PREDICTIVE = {
+    ("quadratic", None): "normal",
+    ("categorical-cross-entropy", None): "categorical",
+    ("bce-logits", None): "bernoulli",
+    ("log-likelihood", "softmax"): "categorical",
+    ("cross-entropy", "sigmoid"): "bernoulli",
+    ("kl-divergence", "log-softmax"): "categorical",
+}
+
+
+def mc_draw_moments(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact moments of ONE draw of the Monte-Carlo diag GGN and KFAC ``B`` (torch, float64).
+
+    A draw is ``(1/n) Σₓ Tₓ(ŷₓ)`` with ``ŷₓ ~ p(y | fₓ)`` independent across samples and
+    ``Tₓ(ŷ) = c·gₓ(ŷ)²`` (diagonal) or ``c·δₓ(ŷ)δₓ(ŷ)ᵀ`` (``B``; ``δ`` = the bias gradient),
+    ``gₓ(ŷ) = ∇θ ℓ(fₓ, ŷ)`` from torch. For a loss ``ℓ = m·NLL`` (KL targets of mass
+    ``m = Σy``) the outcome targets are ``m·e_k`` and ``c = 1/m``, since
+    ``E[∇ℓ∇ℓᵀ] = m²F`` while ``∇²ℓ = mF``. Finite supports (categorical: ``m`` outcomes,
+    Bernoulli: ``2^m``) are enumerated; for ``N(f, I)`` the gradient is linear in the noise,
+    ``g = Aε``, and Gaussian moments give the variance.
+
+    Returns
+    -------
+    dict with, per sample, ``"mean"``, ``"var"`` and ``"range"`` (a bound on
+    ``|Tₓ/n − E Tₓ/n|``; for the Gaussian ``√var``, the scale of its sub-exponential tail)
+    of the diagonal (``(n, P)``) and of ``B`` flattened layer by layer (``"b_mean"`` …).
+    """
+    tm = TorchModel(model, x, np.asarray(y))
+    head = tm.layers[-1][1].name if tm.split else None
+    kind = PREDICTIVE[(tm.cost.name, head)]
+    f = tm.output(tm.theta, tm.x).detach()
+    n, m = f.shape
+    offsets = np.cumsum([0, *tm.sizes])
+    dense = [op for op in tm.layers if op[0] == "dense"]
+    if any(op[2] is None for op in dense):
+        raise ValueError(
+            "mc_draw_moments reads δ from the bias gradients: every layer needs a bias"
+        )
+    bias = [slice(offsets[op[2]], offsets[op[2] + 1]) for op in dense]
+
+    def grads(xi, targets):  # ∇θ ℓ(f(θ, xi), ŷ) for every row ŷ of targets, (O, P)
+        def one(theta, yi):
+            return tm.loss_of_output(tm.output(theta, xi[None]), yi[None])
+
+        return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0))(tm.theta, targets)
+
+    out: dict[str, list] = {k: [] for k in ("mean", "var", "range", "b_mean", "b_var", "b_range")}
+    for i in range(n):
+        if kind == "normal":
+            A = grads(tm.x[i], f[i] + torch.eye(m, dtype=T)).numpy(force=True)  # g = Aᵀε
+            d = (A * A).sum(0) / n
+            Sb = [A[:, s].T @ A[:, s] / n for s in bias]
+            var_b = [np.outer(np.diag(S), np.diag(S)) + S * S for S in Sb]  # Isserlis
+            _append(
+                out,
+                (d, 2 * d * d, np.sqrt(2) * d),
+                [(S, v, np.sqrt(v)) for S, v in zip(Sb, var_b, strict=True)],
+            )
+            continue
+        if kind == "categorical":
+            p = torch.softmax(f[i], 0)
+            mass = float(tm.y[i].sum()) if tm.cost.name == "kl-divergence" else 1.0
+            targets, probs = mass * torch.eye(m, dtype=T), p
+        else:  # Bernoulli: every binary vector
+            s = torch.sigmoid(f[i])
+            bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=m)), dtype=T)
+            targets, mass = bits, 1.0
+            probs = torch.prod(torch.where(bits == 1, s, 1 - s), dim=1)
+        g = grads(tm.x[i], targets).numpy(force=True)
+        w = probs.numpy(force=True)[:, None]
+        c = 1.0 / (mass * n)  # c·g² with the draw's 1/n
+        Tb = [np.einsum("oi,oj->oij", g[:, s], g[:, s]).reshape(len(w), -1) for s in bias]
+        _append(out, _moments(c * g * g, w), [_moments(c * t, w) for t in Tb])
+    return {
+        k: np.stack([np.concatenate([np.ravel(a) for a in row]) for row in v])
+        if k.startswith("b_")
+        else np.stack(v)
+        for k, v in out.items()
+    }
+
+
+def _moments(T: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance and max deviation of outcomes ``T`` (O, K) with probabilities ``w``."""
+    mean = (w * T).sum(0)
+    dev = T - mean
+    support = w[:, 0] > 0
+    return mean, (w * dev * dev).sum(0), np.abs(dev[support]).max(0)
+
+
+def _append(out: dict, diag: tuple, blocks: list[tuple]) -> None:
+    """Store one sample's (mean, var, range) of the diagonal and of every layer's ``B``."""
+    for key, value in zip(("mean", "var", "range"), diag, strict=True):
+        out[key].append(value)
+    for j, key in enumerate(("b_mean", "b_var", "b_range")):
+        out[key].append([block[j] for block in blocks])

@@ -76,11 +76,18 @@ class Chain:
         return inputs, x
 
     def data(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validated ``(x, y)`` arrays (targets as rows; labels one-hot encoded)."""
+        """Validated ``(x, y)`` arrays (targets as rows; labels one-hot encoded).
+
+        Targets are checked against the cost's domain here, once, so that every quantity
+        rejects the same inputs (the exact diagonal GGN never calls the cost's gradient,
+        which is where the gradient path checks them).
+        """
         x = self.prepare.prepare_inputs(x)
         if x.ndim != 2:
             raise ValueError(f"curvature needs 2-D inputs (batch, features), got {x.shape}")
-        return x, self.prepare.prepare_targets(y, x.shape[0])
+        y = self.prepare.prepare_targets(y, x.shape[0])
+        self.cost.check_targets(y)
+        return x, y
 
     def zeros(self) -> list[np.ndarray]:
         """A zero array for every parameter, in ``parameter_arrays()`` order."""

@@ -62,7 +62,7 @@ def kfac(
     chain = as_chain(model)
     x, y = chain.data(x, y)
     inputs, f = chain.forward(x)
-    S = sampled_factor(chain, f, np.random.default_rng(rng), n_samples)
+    S = sampled_factor(chain, f, y, np.random.default_rng(rng), n_samples)
     return _factors(chain, inputs, S)
 
 

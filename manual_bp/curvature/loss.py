@@ -132,18 +132,24 @@ def sample_targets(chain: Chain, f: np.ndarray, rng: np.random.Generator) -> np.
 
 
 def sampled_factor(
-    chain: Chain, f: np.ndarray, rng: np.random.Generator, n_samples: int = 1
+    chain: Chain, f: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_samples: int = 1
 ) -> np.ndarray:
-    """Monte-Carlo factor ``S̃ = [∇_f ℓ(f, ŷ₁), …, ∇_f ℓ(f, ŷ_M)] / √M``, ``(n, m, M)``.
+    """Monte-Carlo factor ``S̃ = √(Σy) [∇_f ℓ(f, ŷ₁), …, ∇_f ℓ(f, ŷ_M)] / √M``, ``(n, m, M)``.
 
-    ``E[S̃ S̃ᵀ] = ∇²_f ℓ`` (``CURV.diag-ggn-mc``); the targets never enter.
+    ``E[S̃ S̃ᵀ] = ∇²_f ℓ`` (``CURV.diag-ggn-mc``). The targets ``ŷ`` are drawn from the
+    model; the data's ``y`` enter only through their mass ``Σⱼ yⱼ``, which is 1 except for
+    KL targets: ``ℓ = (Σy)·NLL(p, y/Σy)``, so ``∇²_f ℓ = (Σy)(diag p − ppᵀ)`` while the
+    gradient at a sampled one-hot ``ŷ`` is ``p − ŷ`` (mass 1) with ``E[(p − ŷ)(p − ŷ)ᵀ] =
+    diag p − ppᵀ``: each column is scaled by ``√(Σy)`` (without it the estimate is the
+    exact value divided by ``Σy``).
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
         raise TypeError(f"n_samples must be an integer, got {n_samples!r}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     cols = [output_gradient(chain, f, sample_targets(chain, f, rng)) for _ in range(n_samples)]
-    return np.stack(cols, axis=2) / np.sqrt(n_samples)
+    scale = np.sqrt(_target_mass(chain, f, y) / n_samples)  # (n, 1)
+    return np.stack(cols, axis=2) * scale[:, :, None]
 
 
 def _target_mass(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
