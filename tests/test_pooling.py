@@ -129,3 +129,55 @@ def test_pooling_rejects_bad_arguments():
     with pytest.raises(ValueError, match="upstream gradient"):
         layer = AvgPool2d(2)
         layer.backward(np.zeros((1, 1, 3, 3)), layer.forward(np.zeros((1, 1, 4, 4)))[1])
+
+
+@settings(max_examples=40)
+@given(pool_geometries("max"), seeds, st.sampled_from(["nan", "inf", "-inf", "zeros"]))
+def test_maxpool_non_finite_and_tied_inputs_and_upstream_follow_torch(geometry, seed, special):
+    """The fast forward takes pairwise maxima and then the first tap equal to the maximum;
+    NaN inputs take torch's own rule (``val > max || isnan(val)``: the last NaN wins) and a
+    non-finite δ must reach only its window's winner (NaN·0 may not leak). Inputs with NaN,
+    ±inf or many tied zeros (ReLU outputs), upstream with NaN/inf: forward values, the
+    winners and ∂C/∂x equal torch's, NaN positions included."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=geometry["shape"]).astype(float)
+    value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "zeros": 0.0}[special]
+    x[rng.random(x.shape) < rng.choice([0.3, 0.7, 1.0])] = value  # 1.0: every tap special
+    layer = MaxPool2d(**geometry["kwargs"])
+    out, cache = layer.forward(x)
+    dout = rng.normal(size=out.shape)
+    dout[rng.random(out.shape) < 0.2] = rng.choice([np.nan, np.inf, -np.inf])
+    kwargs = dict(geometry["kwargs"])
+    kwargs.pop("implementation")
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.max_pool2d(xt, **kwargs)
+    ref.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out, ref.detach().numpy())
+    # overlapping windows add their δ in another order than torch: rounding of a few ulps
+    # of Σ|δ| (≤ 36 windows share an input here); NaN and ±inf positions must agree exactly
+    finite = np.abs(dout[np.isfinite(dout)])
+    atol = 64 * np.finfo(float).eps * (finite.max() if finite.size else 0.0)
+    np.testing.assert_allclose(layer.backward(dout, cache)[0], xt.grad.numpy(), 0, atol)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "readable"])
+@pytest.mark.parametrize("value", [-np.inf, np.nan, "-inf and one NaN"])
+def test_maxpool_padding_never_wins_even_against_minus_infinity(implementation, value):
+    """torch visits only taps inside the input: a window whose input taps are all −∞ (or
+    NaN) sends δ to its first input tap (last NaN), never to the padding (lost gradient)."""
+    import torch
+
+    x = np.full((1, 1, 3, 3), -np.inf if isinstance(value, str) else value)
+    x[0, 0, 2, 2] = 1.0
+    if isinstance(value, str):
+        x[0, 0, 0, 0] = np.nan  # the NaN rule runs; other windows hold only −∞
+    layer = MaxPool2d(2, stride=1, padding=1, implementation=implementation)
+    out, cache = layer.forward(x)
+    dout = np.arange(1.0, 1.0 + out.size).reshape(out.shape)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.max_pool2d(xt, 2, stride=1, padding=1)
+    ref.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out, ref.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(dout, cache)[0], xt.grad.numpy())
