@@ -3,40 +3,121 @@
 Not a test (pytest does not collect this directory: see ``conftest.py`` here).
 Usage, from the repository root (CPU is shared: the run is niced)::
 
-    python tests/mutation/run_mutation.py --modules manual_bp/activations.py \\
-        manual_bp/costs.py --sample 4
+    python tests/mutation/run_mutation.py --groups all --sample 15 --budget-minutes 75
 
-Steps, all in a scratch copy of the tree (``--workdir``; the working tree is
-never touched, mutmut's ``mutants/`` directory lives in the copy):
+A *group* (:data:`GROUPS`) is a few modules with the short list of test files that
+exercise them ("before": the suite as it was) and the new test files written to kill
+their survivors ("after"). Per group, in its own scratch copy ``--workdir/<group>``:
 
-1. copy ``manual_bp/``, ``reference/``, ``tests/`` and ``pyproject.toml``; add a
-   ``[tool.mutmut]`` section and a hypothesis profile ``mutation`` (no example
-   database, no shrinking, derandomized: a mutant's failing example must not be
-   replayed into another run, and shrinking a kill is wasted time);
-2. "before": generate every mutant of ``--modules``, run every ``--sample``-th of
-   them against the ``--tests`` (the suite as it was);
-3. "after": rerun the survivors with ``--tests`` plus ``--new-tests`` (a
-   superset of tests cannot revive a killed mutant, so killed ones are not rerun);
-4. write ``--page`` with the date, the command, both scores and every survivor
-   with its diff and its triage from :data:`TRIAGE`.
+1. copy ``manual_bp/``, ``reference/``, ``tests/`` and ``pyproject.toml`` *as committed*
+   at ``--commit`` (``git archive``: other sessions' uncommitted edits are not measured);
+   add a ``[tool.mutmut]`` section and a hypothesis profile ``mutation`` (no example
+   database, no shrinking, derandomized: a mutant's failing example must not be replayed
+   into another run, and shrinking a kill is wasted time);
+2. "before": generate every mutant of the group's modules, run every ``--sample``-th;
+3. "after": copy the group's new test files from the working tree and rerun the
+   survivors with old + new tests (a superset of tests cannot revive a killed mutant);
+4. write the generated part of ``--page`` (between the markers; the rest of the page is
+   written by hand): date, command, commit, per-module table, every survivor with its
+   diff and its triage from :mod:`triage`.
+
+Resumable: ``<group>/state.json`` records every verdict as it is known; a rerun with the
+same ``--workdir`` skips finished groups and runs only the mutants without a verdict.
+``--budget-minutes`` stops the run (killing mutmut) when the wall-time budget is spent;
+what ran is kept, and a rerun continues. ``--page-only`` regenerates the page from the
+recorded states.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triage import TRIAGE
+
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TESTS = ["tests/test_activations.py", "tests/test_costs.py"]
-NEW_TESTS = ["tests/test_blindspots_components.py"]
+BEGIN, END = "<!-- run_mutation:begin -->", "<!-- run_mutation:end -->"
+
+#: group -> (modules, tests before, new tests after). Test lists are short on purpose:
+#: mutmut runs, per mutant, only the listed tests that reach the mutated function.
+GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "network": (
+        ["manual_bp/network.py"],
+        ["tests/test_backprop.py", "tests/test_training.py", "tests/test_serialization.py"],
+        ["tests/test_blindspots_model.py"],
+    ),
+    "fast": (
+        ["manual_bp/fast.py"],
+        ["tests/test_fast_path.py", "tests/test_blindspots_fast.py", "tests/test_training.py"],
+        ["tests/test_blindspots_model.py"],
+    ),
+    "sequential": (
+        ["manual_bp/sequential.py"],
+        ["tests/test_stack.py", "tests/test_sequence_training.py"],
+        ["tests/test_blindspots_model.py", "tests/test_adjoint.py"],
+    ),
+    "layers-core": (
+        [f"manual_bp/layers/{m}.py" for m in ("base", "dense", "containers", "activation")],
+        ["tests/test_layers.py", "tests/test_stack.py"],
+        ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
+    ),
+    "convolution": (
+        [f"manual_bp/layers/{m}.py" for m in ("convolution", "convolution_transpose", "_im2col")],
+        ["tests/test_convolution.py"],
+        ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
+    ),
+    "pooling": (
+        ["manual_bp/layers/pooling.py"],
+        ["tests/test_pooling.py"],
+        ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
+    ),
+    "normalisation": (
+        ["manual_bp/layers/normalisation.py", "manual_bp/layers/dropout.py"],
+        ["tests/test_normalisation.py", "tests/test_dropout.py"],
+        ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
+    ),
+    "recurrent": (
+        [f"manual_bp/layers/{m}.py" for m in ("recurrent", "recurrent_cells", "recurrent_fast")]
+        + ["manual_bp/layers/embedding.py"],
+        ["tests/test_recurrent.py"],
+        ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
+    ),
+    "attention": (
+        ["manual_bp/layers/attention.py"],
+        ["tests/test_attention.py"],
+        ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
+    ),
+    "optimizers": (
+        [f"manual_bp/optimizers/{m}.py" for m in ("base", "sgd", "adam", "rmsprop", "adagrad")]
+        + ["manual_bp/optimizers/cli.py", "manual_bp/schedules.py", "manual_bp/regularizers.py"],
+        ["tests/test_optimizers.py", "tests/test_blindspots_fast.py"],
+        ["tests/test_blindspots_optim.py"],
+    ),
+    "initializers": (
+        ["manual_bp/initializers.py"],
+        ["tests/test_initializers.py"],
+        ["tests/test_blindspots_optim.py"],
+    ),
+    "curvature": (
+        [f"manual_bp/curvature/{m}.py" for m in ("chain", "diagonal", "eigen", "kfac")]
+        + [f"manual_bp/curvature/{m}.py" for m in ("loss", "rop", "stats")],
+        ["tests/test_curvature.py"],
+        ["tests/test_blindspots_curvature.py"],
+    ),
+}
 
 PROFILE = """# Added by tests/mutation/run_mutation.py (only in the scratch copy).
 from hypothesis import Phase  # noqa: E402
@@ -52,29 +133,21 @@ settings.register_profile(
 )
 """
 
-#: Triage of survivors: substring of a mutant's name -> why no test can see it
-#: (equivalent) or which test kills it now. Filled in from the page's survivors.
-TRIAGE: dict[str, str] = {
-    "xǁHardTanhǁbackward__mutmut_16": (
-        "equivalent: `astype(..., copy=True)` instead of `copy=False` only copies the fresh "
-        "array `np.where` already returned; values, dtype and aliasing are unchanged."
-    ),
-    **dict.fromkeys(
-        ("second_derivative", "second_vjp", "hessian", "ǁjvp", "_diag_embed", "_softmax_rows"),
-        "not reached by the selected tests: a second-order method being added concurrently "
-        "(curvature work) and tested by its own tests, which are not in this run's list; "
-        "rerun with them once they land (`--tests ... tests/<curvature tests>`).",
-    ),
-}
 
-
-def _copy_tree(workdir: Path) -> None:
+def _copy_tree(workdir: Path, commit: str) -> None:
+    """The committed tree at ``commit`` (not the working tree) into ``workdir``."""
     if workdir.exists():
         shutil.rmtree(workdir)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", "mutants", "*.tmp")
-    for name in ("manual_bp", "reference", "tests"):
-        shutil.copytree(ROOT / name, workdir / name, ignore=ignore)
-    shutil.copy2(ROOT / "pyproject.toml", workdir / "pyproject.toml")
+    workdir.mkdir(parents=True)
+    paths = ["manual_bp", "reference", "tests", "pyproject.toml"]
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, *paths],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(workdir, filter="data")
     conftest = workdir / "tests" / "conftest.py"
     text = conftest.read_text(encoding="utf-8")
     marker = "settings.load_profile("
@@ -97,27 +170,41 @@ def _configure(workdir: Path, modules: list[str], tests: list[str]) -> None:
     path.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
 
 
-def _mutmut(workdir: Path, args: list[str], max_children: int) -> None:
+def _mutmut(workdir: Path, names: list[str], max_children: int, deadline: float) -> bool:
+    """Run mutmut on ``names``; False if the wall-time ``deadline`` stopped it."""
     env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation", "PYTHONPATH": str(workdir)}
     command = ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run"]
-    command += ["--max-children", str(max_children), *args]
-    subprocess.run(command, cwd=workdir, env=env, check=False)
+    command += ["--max-children", str(max_children), *names]
+    log = (workdir / "mutmut.log").open("a", encoding="utf-8")
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        process.wait(timeout=max(1.0, deadline - time.time()))
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        return False
+    finally:
+        log.close()
 
 
 def _statuses(workdir: Path, modules: list[str]) -> dict[str, str]:
     """Mutant name -> status, from mutmut's ``.meta`` files."""
-    sys.path.insert(0, str(workdir))
     from mutmut.stats import status_by_exit_code
 
     out = {}
     for module in modules:
         meta = workdir / "mutants" / (module + ".meta")
-        codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
-        out.update({name: status_by_exit_code[code] for name, code in codes.items()})
+        if meta.exists():
+            codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
+            out.update({name: status_by_exit_code[code] for name, code in codes.items()})
     return out
 
 
-def _show(workdir: Path, name: str) -> str:
+def show(workdir: Path, name: str) -> str:
+    """The mutant's diff (``-``/``+`` lines only), as ``mutmut show`` prints it."""
     done = subprocess.run(
         [sys.executable, "-m", "mutmut", "show", name],
         cwd=workdir,
@@ -129,55 +216,155 @@ def _show(workdir: Path, name: str) -> str:
     return "\n".join(line for line in lines if not line.startswith(("---", "+++")))
 
 
+ALIVE = ("survived", "no tests")
+DONE = ("killed", "timeout", *ALIVE, "suspicious", "skipped", "caught by type check")
+
+
 def _score(statuses: dict[str, str]) -> tuple[int, int]:
     """(killed, tested): a timeout counts as killed, a mutant no test reaches as survived."""
-    tested = [s for s in statuses.values() if s in ("killed", "survived", "timeout", "no tests")]
+    tested = [s for s in statuses.values() if s in ("killed", "timeout", *ALIVE)]
     return sum(s in ("killed", "timeout") for s in tested), len(tested)
 
 
-def _page(args, before, after, survivors, command: str) -> str:
-    kb, nb = _score(before)
-    ka, na = _score(after)
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def run_group(name: str, args, deadline: float) -> dict:
+    """Before and after phases of one group, resumable from ``<group>/state.json``."""
+    modules, tests, new_tests = GROUPS[name]
+    workdir = args.workdir / name
+    path = workdir / "state.json"
+    state = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if state is None:
+        _copy_tree(workdir, args.commit)
+        _configure(workdir, modules, tests)
+        _mutmut(workdir, ["manual_bp.no_such_mutant*"], args.max_children, deadline)  # generate
+        every = sorted(_statuses(workdir, modules))
+        state = {"group": name, "commit": args.commit, "sample": args.sample}
+        state |= {"generated": {m: 0 for m in modules}, "before": {}, "after": {}}
+        for mutant in every:
+            state["generated"][_module_of(mutant, modules)] += 1
+        state["sampled"] = every[:: args.sample]
+        path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+    def save(phase: str, names: list[str]) -> None:
+        statuses = _statuses(workdir, modules)
+        state[phase].update({n: statuses[n] for n in names if statuses.get(n) in DONE})
+        path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+    todo = [n for n in state["sampled"] if n not in state["before"]]
+    if todo and time.time() < deadline:
+        _configure(workdir, modules, tests)
+        _mutmut(workdir, todo, args.max_children, deadline)
+        save("before", todo)
+    alive = [n for n, s in state["before"].items() if s in ALIVE and n not in state["after"]]
+    if args.after and alive and len(state["before"]) == len(state["sampled"]):
+        present = [t for t in new_tests if (ROOT / t).exists()]
+        if not present:
+            return state
+        for test in present:
+            shutil.copy2(ROOT / test, workdir / test)
+        state["new_tests"] = present
+        _configure(workdir, modules, tests + present)
+        _mutmut(workdir, alive, args.max_children, deadline)
+        save("after", alive)
+    return state
+
+
+def _module_of(mutant: str, modules: list[str]) -> str:
+    """``manual_bp.layers.dense.xǁDenseǁforward__mutmut_3`` -> ``manual_bp/layers/dense.py``."""
+    for module in modules:
+        if mutant.startswith(module[:-3].replace("/", ".") + "."):
+            return module
+    raise ValueError(f"mutant {mutant} belongs to none of {modules}")
+
+
+def _table(states: list[dict]) -> list[str]:
     lines = [
-        "# Mutation testing",
+        "| module | generated | sampled | killed before | alive before | score before |"
+        " killed after | equivalent | score after (non-equivalent) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    totals = Counter()
+    for state in states:
+        modules = list(state["generated"])
+        for module in modules:
+            before = {n: s for n, s in state["before"].items() if _module_of(n, modules) == module}
+            after = {**before, **{n: s for n, s in state["after"].items() if n in before}}
+            kb, nb = _score(before)
+            ka, _ = _score(after)
+            equivalent = sum(
+                _triage(n).startswith("equivalent") for n, s in after.items() if s in ALIVE
+            )
+            row = Counter(gen=state["generated"][module], sampled=len(before), kb=kb, nb=nb)
+            row |= Counter(ka=ka, eq=equivalent)
+            totals.update(row)
+            lines.append(_row(f"`{module}`", row))
+    lines.append(_row("**all**", totals))
+    return lines
+
+
+def _row(label: str, c: Counter) -> str:
+    before = 100 * c["kb"] / max(c["nb"], 1)
+    after = 100 * c["ka"] / max(c["nb"] - c["eq"], 1)
+    return (
+        f"| {label} | {c['gen']} | {c['sampled']} | {c['kb']} | {c['nb'] - c['kb']} |"
+        f" {before:.1f} % | {c['ka']} | {c['eq']} | {after:.1f} % |"
+    )
+
+
+def _triage(name: str) -> str:
+    return next((reason for key, reason in TRIAGE.items() if key in name), "not yet triaged")
+
+
+def page_section(states: list[dict], args, command: str) -> str:
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commits = sorted({s["commit"] for s in states})
+    lines = [
+        BEGIN,
+        f"## Run of {date}: the other math modules (generated by `tests/mutation/run_mutation.py`)",
         "",
-        "Generated by `tests/mutation/run_mutation.py` (mutmut "
-        f"{_version()}); regenerate with the command below. Issue 15.",
+        f"- Command: `{command}` (mutmut {_version()}, under `nice -n 19`,"
+        f" {args.max_children} workers, CPU shared with other sessions)",
+        f"- Commit measured: {', '.join(f'`{c}`' for c in commits)} (`git archive`; the"
+        " working tree, with other sessions' uncommitted edits, is not measured)",
+        f"- Sample: every {args.sample}-th mutant of each group (sorted by name): **a sample,"
+        " not a full run** (CPU budget).",
+        "- A timeout counts as killed; a mutant that no listed test reaches (`no tests`) counts"
+        ' as alive. "Score after" is killed / (sampled − equivalent).',
         "",
-        f"- Date: {date}",
-        f"- Command: `{command}`",
-        f"- Modules: {', '.join(f'`{m}`' for m in args.modules)}",
-        f"- Tests before: {', '.join(f'`{t}`' for t in args.tests)}",
-        f"- Tests added after: {', '.join(f'`{t}`' for t in args.new_tests)}",
-        "- Hypothesis profile `mutation`: 10 examples, derandomized, no database, no shrinking.",
-        f"- Sample: every {args.sample}-th mutant of {len(before) * args.sample // 1} "
-        "(approximately) generated; "
-        + ("**a sample, not a full run** (CPU budget)." if args.sample > 1 else "all mutants."),
-        "",
-        f"Statuses before: {dict(Counter(before.values()))}; "
-        f"after: {dict(Counter(after.values()))}."
-        " A timeout counts as killed (mutmut's convention; on a shared, niced CPU some are"
-        " slow survivors rather than kills); a mutant no selected test reaches counts as"
-        " survived.",
-        "",
-        "| | killed | tested | score |",
-        "|---|---|---|---|",
-        f"| before | {kb} | {nb} | {100 * kb / max(nb, 1):.1f} % |",
-        f"| after | {ka} | {na} | {100 * ka / max(na, 1):.1f} % |",
-        "",
-        "## Survivors after the new tests, triaged",
+        "Groups and their tests (before → added after):",
         "",
     ]
-    for name in survivors:
-        reason = next((r for key, r in TRIAGE.items() if key in name), "not yet triaged")
-        lines += [f"### `{name}`", "", f"Triage: {reason}", "", "```diff"]
-        lines += [_show(args.workdir, name), "```", ""]
-    alive = ("survived", "no tests")
-    newly = sorted(n for n, s in before.items() if s in alive and after.get(n) not in alive)
-    lines += ["## Survivors of the old suite killed by the new tests", ""]
-    lines += [f"- `{name}`" for name in newly] or ["(none)"]
+    for state in states:
+        _, tests, _ = GROUPS[state["group"]]
+        new = state.get("new_tests", [])
+        lines.append(
+            f"- **{state['group']}**: {', '.join(f'`{t}`' for t in tests)}"
+            + (f" → {', '.join(f'`{t}`' for t in new)}" if new else "")
+            + f"; statuses before {dict(Counter(state['before'].values()))}"
+        )
+    lines += ["", *_table(states), "", "### Survivors of the old suite, triaged", ""]
+    lines += ["| mutant | change | status after | triage |", "|---|---|---|---|"]
+    for state in states:
+        workdir = args.workdir / state["group"]
+        for name, status in sorted(state["before"].items()):
+            if status not in ALIVE:
+                continue
+            diff = show(workdir, name).replace("|", "\\|").splitlines()
+            change = "<br>".join(f"`{line.strip()}`" for line in diff if line.strip() != "")
+            short = name.split(".")[-1].replace("xǁ", "").replace("ǁ", ".")
+            after = state["after"].get(name, "not rerun")
+            lines.append(f"| `{short}` ({status}) | {change} | {after} | {_triage(name)} |")
+    lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def write_page(page: Path, section: str) -> None:
+    text = page.read_text(encoding="utf-8") if page.exists() else "# Mutation testing\n"
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    page.write_text(text, encoding="utf-8")
 
 
 def _version() -> str:
@@ -188,39 +375,36 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modules", nargs="+", default=["manual_bp/activations.py"])
-    parser.add_argument("--tests", nargs="+", default=DEFAULT_TESTS)
-    parser.add_argument("--new-tests", nargs="*", default=NEW_TESTS)
-    parser.add_argument("--sample", type=int, default=1, help="run every k-th mutant")
+    parser.add_argument("--groups", nargs="+", default=["all"], help=f"all or of {list(GROUPS)}")
+    parser.add_argument("--sample", type=int, default=15, help="run every k-th mutant")
     parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--budget-minutes", type=float, default=80.0)
+    parser.add_argument("--commit", default="HEAD")
+    parser.add_argument("--after", action="store_true", help="rerun survivors with new tests")
+    parser.add_argument("--page-only", action="store_true")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "manual_bp_mutation"
     )
     parser.add_argument("--page", type=Path, default=ROOT / "docs" / "mutation.md")
     args = parser.parse_args(argv)
+    args.commit = subprocess.run(
+        ["git", "rev-parse", args.commit], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     command = "python tests/mutation/run_mutation.py " + " ".join(argv or sys.argv[1:])
-
-    _copy_tree(args.workdir)
-    _configure(args.workdir, args.modules, args.tests)
-    _mutmut(args.workdir, ["manual_bp.no_such_mutant*"], args.max_children)  # generate only
-    everything = sorted(_statuses(args.workdir, args.modules))
-    sample = everything[:: args.sample]
-    _mutmut(args.workdir, sample, args.max_children)
-    before = {n: s for n, s in _statuses(args.workdir, args.modules).items() if n in sample}
-    # "no tests": no selected test reaches the mutated function (e.g. a derivative() that
-    # the network path never calls); rerun with the new tests, which may reach it.
-    survivors = [n for n, s in before.items() if s in ("survived", "no tests")]
-    after = dict(before)
-    if survivors and args.new_tests:
-        _configure(args.workdir, args.modules, args.tests + args.new_tests)
-        _mutmut(args.workdir, survivors, args.max_children)
-        statuses = _statuses(args.workdir, args.modules)
-        after.update({n: statuses[n] for n in survivors})
-    record = args.workdir / "statuses.json"
-    record.write_text(json.dumps({"before": before, "after": after}, indent=1), encoding="utf-8")
-    left = sorted(n for n, s in after.items() if s in ("survived", "no tests"))
-    args.page.write_text(_page(args, before, after, left, command), encoding="utf-8")
-    print(f"before {_score(before)}, after {_score(after)}; wrote {args.page}")
+    names = list(GROUPS) if args.groups == ["all"] else args.groups
+    deadline = time.time() + 60 * args.budget_minutes
+    states = []
+    for name in names:
+        path = args.workdir / name / "state.json"
+        if args.page_only:
+            if path.exists():
+                states.append(json.loads(path.read_text(encoding="utf-8")))
+            continue
+        state = run_group(name, args, deadline)
+        states.append(state)
+        print(f"{name}: before {_score(state['before'])}, after phase {len(state['after'])}")
+    write_page(args.page, page_section(states, args, command))
+    print(f"wrote {args.page}")
     return 0
 
 

@@ -1,0 +1,258 @@
+"""Adjoint (dot-product) tests of every VJP in the library (issue 15, item 3).
+
+For a map ``f`` with Jacobian ``J`` at a point, our backward pass computes ``Jᵀu``; the
+identity ``⟨u, J v⟩ = ⟨Jᵀu, v⟩`` for random ``u`` and ``v`` (never ones) checks it against
+``J v`` from ``torch.func.jvp`` of the matching torch computation: a forward-mode oracle
+that shares no code with torch's (or our) reverse mode. Covered here:
+
+* every registered layer class (:data:`manual_bp.layers.LAYERS`), input *and* parameter
+  tangents at once: ``⟨u, J_x v_x + Σ_p J_p v_p⟩ = ⟨∂x, v_x⟩ + Σ_p ⟨∂p, v_p⟩``; layers
+  are drawn from the blocks of :mod:`reference.stack` (so they sit where a stack puts
+  them, at the input shape of a real model) and their torch forwards are the ones
+  registered there (:func:`reference.stack.torch_layer_forward`);
+* every activation's ``backward`` (``Jᵀ g`` of ``z -> σ(z)``, coupled ones included);
+* every cost's ``grad`` (``∂C_x/∂a``: the VJP of the per-sample cost with ``u`` a random
+  weight per sample).
+
+Tolerance: both sides are sums of products, each rounded relative to the magnitudes it
+adds, so the bound is ``c·ε`` times ``Σ|u||Jv| + Σ|Jᵀu||v|`` (``c = 64`` per
+:meth:`reference.compare.Comparison.check`), plus, for layers, the change of ``⟨Jᵀu, v⟩``
+when the cache and ``u`` are perturbed by a relative ``δ = 2⁻²⁶`` (per unit ``δ``), which
+bounds cancellation inside the layer (a normalisation over two features) that magnitude
+sums cannot see — the same model as :func:`reference.checks_stack.adjoint_comparison`.
+A wrong transpose, a dropped term or a wrong factor moves the identity by O(1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import reference.checks  # noqa: F401  (imports every checks_* module: torch forwards, blocks)
+from manual_bp.activations import ACTIVATIONS
+from manual_bp.costs import COSTS
+from manual_bp.layers import LAYERS, Embedding, Identity, Layer, Reshape
+from reference.checks_components import cost_case, random_activation, random_cost
+from reference.checks_convolution import build_conv, draw_conv_kwargs
+from reference.compare import Comparison
+from reference.components import torch_activation, torch_cost
+from reference.stack import BLOCKS, random_stack, shake_cache, torch_layer_forward
+
+seeds = st.integers(0, 2**31 - 1)
+LAYER_NAMES = sorted(cls.__name__ for cls in LAYERS.classes())
+
+
+# ------------------------------------------------------------------------ layer instances
+def _blocks_building(cls: type) -> list[tuple[str, str]]:
+    """``(kind, block)`` pairs of :data:`reference.stack.BLOCKS` whose stacks hold a ``cls``
+    at the top level (a class only ever inside a container would need its own case)."""
+    found = []
+    for kind, blocks in BLOCKS.items():
+        for block in sorted(blocks):
+            for seed in range(12):
+                model, _, _ = random_stack(np.random.default_rng(seed), kind, blocks=(block,))
+                if any(type(top) is cls for top in model.layers):
+                    found.append((kind, block))
+                    break
+    return found
+
+
+def _direct(name: str, rng: np.random.Generator) -> tuple[Layer, np.ndarray]:
+    """The layers no stack block builds, with an input: constructed as their checks do."""
+    batch = int(rng.integers(1, 4))
+    if name in ("Conv1d", "ConvTranspose2d"):
+        transpose, dims = name == "ConvTranspose2d", 1 if name == "Conv1d" else 2
+        kwargs = draw_conv_kwargs(rng, dims, transpose)
+        layer, size = build_conv(kwargs, dims, transpose, seed=int(rng.integers(2**31)))
+        return layer, rng.standard_normal((batch, layer.in_channels, *size))
+    if name == "Embedding":
+        vocab, dim = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        padding = None if rng.integers(2) else int(rng.integers(-vocab, vocab))
+        layer = Embedding(vocab, dim, padding, seed=rng)
+        return layer, rng.integers(0, vocab, size=(batch, int(rng.integers(1, 6)))).astype(float)
+    if name == "Identity":
+        return Identity(), rng.standard_normal((batch, int(rng.integers(1, 5)), 3))
+    if name == "Reshape":
+        return Reshape(3, -1), rng.standard_normal((batch, 2, int(rng.integers(1, 4)), 3))
+    raise LookupError(name)
+
+
+DIRECT = ("Conv1d", "ConvTranspose2d", "Embedding", "Identity", "Reshape")
+#: layer class name -> the (kind, block) pairs that build it (filled on first use)
+SOURCES: dict[str, list[tuple[str, str]]] = {}
+
+
+def _sources(name: str) -> list[tuple[str, str]]:
+    if name not in SOURCES:
+        cls = next(c for c in LAYERS.classes() if c.__name__ == name)
+        SOURCES[name] = _blocks_building(cls)
+    return SOURCES[name]
+
+
+def layer_case(name: str, rng: np.random.Generator) -> tuple[Layer, np.ndarray]:
+    """A ``name`` layer and its input: from a random stack of a block that builds it (the
+    input is what the layers below feed it; the mode is train or eval at random), else
+    constructed directly."""
+    if name in DIRECT:
+        layer, x = _direct(name, rng)
+        layer.train(bool(rng.integers(2)))
+        return layer, x
+    sources = _sources(name)
+    assert sources, f"no block of reference.stack.BLOCKS builds a {name}: register one"
+    kind, block = sources[int(rng.integers(len(sources)))]
+    while True:
+        model, x, _ = random_stack(rng, kind, blocks=(block,))
+        if rng.integers(2):
+            model.eval()
+        h = x
+        for top in model.layers:
+            if type(top).__name__ == name:
+                return top, h
+            h, _ = top.forward(h)
+
+
+DELTA = 2.0**-26
+
+
+JITTER = np.random.default_rng(2)
+
+
+def shake(array: np.ndarray) -> np.ndarray:
+    """``array`` perturbed by a relative ±δ per entry (the rounding-sensitivity probe)."""
+    return array * (1.0 + DELTA * JITTER.choice([-1.0, 1.0], size=array.shape))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.vdot(a, b))
+
+
+def _absdot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a).ravel() @ np.abs(b).ravel())
+
+
+def layer_adjoint(layer: Layer, x: np.ndarray, rng: np.random.Generator) -> Comparison:
+    """⟨u, J_x v_x + Σ J_p v_p⟩ (torch.func.jvp) against ⟨Jᵀu, v⟩ (our backward)."""
+    state = {k: v.copy() for k, v in layer.buffers.items()}
+    out, cache = layer.forward(x)
+    u = rng.standard_normal(out.shape)
+    dx, grads = layer.backward(u, cache)
+    names = sorted(layer.params)
+    v_x = rng.standard_normal(x.shape)
+    v_p = {n: rng.standard_normal(layer.params[n].shape) for n in names}
+    if isinstance(layer, Embedding) and layer.padding_idx is not None:
+        # torch's convention: the padding row is a constant (its gradient is 0 by
+        # definition), so it is no direction of the map; F.embedding's JVP would move it.
+        v_p["weight"][layer.padding_idx] = 0.0
+    buffers = {k: torch.tensor(v) for k, v in state.items()}
+
+    def function(xt, *params):
+        own = dict(zip(names, params, strict=True))
+        return torch_layer_forward(
+            layer, own, {k: b.clone() for k, b in buffers.items()}, xt, cache
+        )
+
+    primals = (torch.tensor(x), *(torch.tensor(layer.params[n]) for n in names))
+    tangents = (torch.tensor(v_x), *(torch.tensor(v_p[n]) for n in names))
+    # torch's fused CPU attention kernel has no forward mode: its math backend (the same
+    # function from differentiable primitives) has.
+    with sdpa_kernel(SDPBackend.MATH):
+        _, jv = torch.func.jvp(function, primals, tangents)
+    jv = jv.numpy()
+    left = _dot(u, jv)
+    right = _dot(dx, v_x) + sum(_dot(grads[n], v_p[n]) for n in names)
+    magnitude = _absdot(u, jv) + _absdot(dx, v_x) + sum(_absdot(grads[n], v_p[n]) for n in names)
+    # Cancellation inside the layer: the change of ⟨Jᵀu, v⟩ under a relative shake δ of
+    # the cache and of u, per unit δ (reference.checks_stack.adjoint_comparison's model).
+    dx_s, grads_s = layer.backward(shake(u), shake_cache(cache, shake))
+    shaken = _dot(dx_s, v_x) + sum(_dot(grads_s[n], v_p[n]) for n in names)
+    scale = np.array(magnitude + abs(shaken - right) / DELTA)
+    return Comparison(layer.equation, "adjoint ⟨u, J v⟩", np.array(right), np.array(left), scale)
+
+
+def test_every_registered_layer_class_is_covered():
+    """A new layer class must come with a block in reference.stack (or a case here)."""
+    for name in LAYER_NAMES:
+        assert name in DIRECT or _sources(name), name
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+@given(seed=seeds)
+@settings(max_examples=8)
+def test_layer_vjp_is_the_adjoint_of_torch_jvp(name, seed):
+    """LAYER.*: ``backward`` (input and parameter gradients) is the adjoint of the torch
+    forward's JVP, for every registered layer class, in training and evaluation mode."""
+    rng = np.random.default_rng(seed)
+    layer, x = layer_case(name, rng)
+    layer_adjoint(layer, x, rng).check()
+
+
+# ------------------------------------------------------------------------ activations
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+@given(seed=seeds, batch=st.integers(1, 5), n=st.integers(1, 6))
+@settings(max_examples=10)
+def test_activation_backward_is_the_adjoint_of_torch_jvp(name, seed, batch, n):
+    """ACT.*: ``backward(u, z, a) = J_σ(z)ᵀ u`` against ``J_σ(z) v`` of torch's σ (random
+    hyper-parameters; z away from kinks, where the JVP is one-sided)."""
+    rng = np.random.default_rng(seed)
+    activation = random_activation(rng, name)
+    z = rng.standard_normal((batch, n)) * 3.0
+    a = activation.forward(z)
+    u, v = rng.standard_normal(a.shape), rng.standard_normal(z.shape)
+    vjp = activation.backward(u, z, a)
+    _, jv = torch.func.jvp(torch_activation(activation), (torch.tensor(z),), (torch.tensor(v),))
+    jv = jv.numpy()
+    right = _dot(vjp, v)
+    # 1 − a² of a saturated tanh cancels: the shake of (u, z, a) measures what rounding of
+    # the inputs does to the derivative, as for layers.
+    shaken = _dot(activation.backward(shake(u), shake(z), shake(a)), v)
+    scale = np.array(_absdot(u, jv) + _absdot(vjp, v) + abs(shaken - right) / DELTA)
+    equation = activation.equation
+    Comparison(equation, "adjoint", np.array(right), np.array(_dot(u, jv)), scale).check()
+
+
+# ------------------------------------------------------------------------ costs
+#: Costs whose torch loss has no forward-mode derivative (torch 2.x): JVP by central
+#: differences instead (exact for their piecewise linear form, up to the rounding of C).
+NO_FORWARD_MODE = ("multi-margin",)
+
+
+@pytest.mark.parametrize("name", COSTS.names())
+@given(seed=seeds, batch=st.integers(1, 5), n=st.integers(2, 6))
+@settings(max_examples=10)
+def test_cost_grad_is_the_adjoint_of_torch_jvp(name, seed, batch, n):
+    """COST.*.grad: ``Σ_x w_x ⟨∂C_x/∂a_x, v_x⟩`` against the JVP of torch's batch loss
+    with per-sample weights ``w`` (a random cotangent of the per-sample cost vector:
+    ``grad`` is that VJP row by row)."""
+    rng = np.random.default_rng(seed)
+    cost = random_cost(rng, name)
+    a, y, _ = cost_case(rng, cost, batch, n, "moderate")
+    w, v = rng.standard_normal(batch), rng.standard_normal(a.shape)
+    grad = cost.grad(a, y)
+    loss = torch_cost(cost)
+    yt = torch.tensor(y)
+
+    def weighted(at):  # Σ_x w_x C_x: the batch mean of one-row losses, times the batch
+        return sum(w[i] * loss(at[i : i + 1], yt[i : i + 1]) for i in range(batch))
+
+    right = _dot(w[:, None] * grad, v)
+    if name in NO_FORWARD_MODE:
+        # Piecewise linear: a central difference is exact unless a hinge lies within h|v|
+        # (probability ~1e-6); what is left is the rounding of C, ε·Σ|w_x C_x| / h.
+        h, at, vt = 2.0**-20, torch.tensor(a), torch.tensor(v)
+        jv = float(weighted(at + h * vt) - weighted(at - h * vt)) / (2 * h)
+        values = [abs(w[i]) * float(loss(at[i : i + 1], yt[i : i + 1])) for i in range(batch)]
+        atol = 64 * np.finfo(float).eps * (1.0 + sum(values)) / h
+        fd = Comparison(cost.equation_grad, "adjoint", np.array(right), np.array(jv), atol=atol)
+        fd.oracle = "finite-differences"
+        fd.check()
+        return
+    _, jv = torch.func.jvp(weighted, (torch.tensor(a),), (torch.tensor(v),))
+    scale = _absdot(w[:, None] * grad, v) + _absdot(jv, 1.0)
+    scale += _dot(w[:, None] * np.abs(grad), np.abs(v))
+    Comparison(
+        cost.equation_grad, "adjoint", np.array(right), np.array(float(jv)), np.array(scale)
+    ).check()
