@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,8 +219,10 @@ def load_mnist(
         Naming the file and what is wrong.
     """
     directory = Path(directory)
-    if not directory.is_dir():
+    if not directory.exists():
         raise DatasetError(f"{directory}: MNIST directory does not exist")
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: is a file, not the MNIST directory (give its folder)")
     paths = {key: _find_file(directory, stem) for key, stem in MNIST_FILES.items()}
     if verify_checksums:
         verify_file_checksums(directory, list(paths.values()))
@@ -248,34 +252,56 @@ def load_mnist(
 
 
 def _find_file(directory: Path, stem: str) -> Path:
-    for candidate in (directory / f"{stem}.gz", directory / stem):
+    candidates = (directory / f"{stem}.gz", directory / stem)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
+    for candidate in candidates:
+        if candidate.exists():
+            kind = "a directory" if candidate.is_dir() else "not a regular file"
+            raise DatasetError(f"{candidate}: is {kind}, not an MNIST IDX file")
     raise DatasetError(f"{directory / stem}[.gz]: MNIST file is missing")
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+#: What each magic number means, for messages naming a file of the wrong role.
+ROLES = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
+
+
+def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.ndarray:
     """The ``uint8`` array stored in an IDX file (gzipped if the name ends in ``.gz``).
 
     Header: two zero bytes, type code ``0x08`` (unsigned byte), the number of
-    dimensions, then each dimension as a big-endian 32-bit integer.
+    dimensions, then each dimension as a big-endian 32-bit integer. With ``magic``
+    (:data:`IMAGES_MAGIC` or :data:`LABELS_MAGIC`) a file of the other role is refused
+    as such — before its length is compared with its header.
     """
     path = Path(path)
     data = _read_bytes(path)
+    if not data:
+        raise DatasetError(f"{path}: empty file, not an IDX file")
     if len(data) < 4:
         raise DatasetError(f"{path}: truncated IDX file ({len(data)} bytes, no header)")
-    magic = int.from_bytes(data[:4], "big")
+    found = int.from_bytes(data[:4], "big")
     if data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        hint = ""
+        if data[:2] == b"\x1f\x8b":
+            hint = " (the file is gzip-compressed: name it .gz)"
         raise DatasetError(
-            f"{path}: bad IDX magic number {magic} (0x{magic:08x}); expected "
-            f"{LABELS_MAGIC} for labels or {IMAGES_MAGIC} for images"
+            f"{path}: bad IDX magic number {found} (0x{found:08x}); expected "
+            f"{LABELS_MAGIC} for labels or {IMAGES_MAGIC} for images{hint}"
+        )
+    if magic is not None and found != magic:
+        what = ROLES.get(found, f"a {data[3]}-dimensional array")
+        raise DatasetError(
+            f"{path}: holds {what} (IDX magic {found}), expected {ROLES[magic]} "
+            f"(magic {magic}); files swapped or misnamed?"
         )
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DatasetError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)
     if len(data) < expected:
         raise DatasetError(
             f"{path}: truncated: header declares shape {shape} ({expected} bytes) "
@@ -291,18 +317,30 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"{path}: file is missing") from None
-    except (gzip.BadGzipFile, EOFError, OSError) as error:
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a directory, not an IDX file") from None
+    except PermissionError:
+        raise DatasetError(f"{path}: permission denied") from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+    if path.suffix != ".gz":
+        return raw
+    if not raw:
+        raise DatasetError(f"{path}: empty file, not gzip data")
+    if raw[:2] != b"\x1f\x8b":
+        hint = " (it is a raw IDX file: drop the .gz)" if raw[:3] == b"\0\0\x08" else ""
+        raise DatasetError(f"{path}: not gzip data{hint}")
+    try:
+        return gzip.decompress(raw)
+    except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as error:
         raise DatasetError(f"{path}: corrupt or truncated gzip data ({error})") from None
 
 
 def _read_images(path: Path, count: int | None) -> np.ndarray:
-    images = read_idx(path)
+    images = read_idx(path, magic=IMAGES_MAGIC)
     if images.ndim != 3:
         raise DatasetError(
             f"{path}: expected an image file (magic {IMAGES_MAGIC}, 3 dimensions), "
@@ -320,7 +358,7 @@ def _read_images(path: Path, count: int | None) -> np.ndarray:
 
 
 def _read_labels(path: Path, count: int, images_path: Path) -> np.ndarray:
-    labels = read_idx(path)
+    labels = read_idx(path, magic=LABELS_MAGIC)
     if labels.ndim != 1:
         raise DatasetError(
             f"{path}: expected a label file (magic {LABELS_MAGIC}, 1 dimension), "
@@ -349,7 +387,11 @@ def verify_file_checksums(directory: Path, paths: list[Path]) -> None:
         )
     sums_path, algorithm = found[0]
     expected: dict[str, str] = {}
-    for line in sums_path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = sums_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{sums_path}: not a UTF-8 text file of checksums") from None
+    for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2:
             expected[parts[1].lstrip("*")] = parts[0].lower()

@@ -38,9 +38,15 @@ def parse_layers(text: str) -> list[dict[str, Any]]:
         raise SpecError("the layer spec is empty")
     try:
         tree = ast.parse(f"[{text}]", mode="eval")
+        return [_item(node, text) for node in tree.body.elts]  # type: ignore[attr-defined]
     except SyntaxError as error:
-        raise SpecError(f"cannot parse layer spec {text!r}: {error.msg}") from None
-    return [_item(node, text) for node in tree.body.elts]  # type: ignore[attr-defined]
+        raise SpecError(f"cannot parse layer spec {_short(text)!r}: {error.msg}") from None
+    except (RecursionError, MemoryError):
+        raise SpecError(f"layer spec {_short(text)!r} is nested too deeply") from None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _item(node: ast.AST, text: str) -> Any:
@@ -78,27 +84,37 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpecError(f"{path}: no such model spec file")
     suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise SpecError(f"{path}: a model spec must be .json or .toml, got {suffix or 'none'!r}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"{path}: cannot read ({error})") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read ({error.strerror or error})") from None
+    if not data.strip():
+        raise SpecError(f"{path}: empty file, not a model spec")
     try:
-        if suffix == ".json":
-            document = json.loads(text)
-        elif suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10: the standard library has no TOML
-                raise SpecError(f"{path}: TOML specs need Python ≥ 3.11; use JSON") from None
-            document = tomllib.loads(text)
-        else:
-            raise SpecError(
-                f"{path}: a model spec must be .json or .toml, got {suffix or 'none'!r}"
-            )
-    except (json.JSONDecodeError, RecursionError, ValueError) as error:
-        if isinstance(error, SpecError):
-            raise
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"{path}: not a UTF-8 text file (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}); a model spec is JSON or TOML text"
+        ) from None
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10: the standard library has no TOML
+            raise SpecError(f"{path}: TOML specs need Python ≥ 3.11; use JSON") from None
+    try:
+        document = json.loads(text) if suffix == ".json" else tomllib.loads(text)
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a model spec") from None
+    except ValueError as error:  # JSONDecodeError, TOMLDecodeError, over-long integers
         raise SpecError(f"{path}: malformed spec ({error})") from None
+    if isinstance(document, dict) and str(document.get("format", "")).startswith("manual_bp."):
+        raise SpecError(
+            f"{path}: is a saved model ({document['format']}), not a model spec; "
+            "evaluate it with 'manual-bp evaluate'"
+        )
     if not isinstance(document, dict) or not isinstance(document.get("layers"), list):
         raise SpecError(f"{path}: the spec must be an object with a 'layers' list")
     unknown = set(document) - {"layers", "cost", "input_shape"}

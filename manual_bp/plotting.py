@@ -1,19 +1,31 @@
 """Learning curves with matplotlib (an optional extra: ``pip install manual-bp[plot]``).
 
-matplotlib is imported only when a plot is drawn, so the library itself needs
-NumPy only.
+matplotlib is imported only when a plot is checked or drawn, so the library itself
+needs NumPy only. The image format follows the file's suffix and must be one the
+Agg backend writes (:func:`image_formats`); :func:`check_plot_path` checks the path,
+the format and matplotlib before the training that the plot is for.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from manual_bp._files import (
+    MissingDependencyError,
+    PathError,
+    atomic_write,
+    check_output_file,
+)
+
 if TYPE_CHECKING:
     from manual_bp.training import History
 
-__all__ = ["plot_learning_curves"]
+__all__ = ["check_plot_path", "image_formats", "plot_learning_curves"]
+
+INSTALL_HINT = "pip install manual-bp[plot] (or pip install matplotlib)"
 
 
 def _pyplot():
@@ -23,10 +35,55 @@ def _pyplot():
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError(
-            "plotting needs matplotlib: pip install manual-bp[plot] (or pip install matplotlib)"
+        raise MissingDependencyError(
+            f"plotting needs matplotlib: {INSTALL_HINT}", name="matplotlib"
         ) from None
     return plt
+
+
+def image_formats() -> dict[str, str]:
+    """``{suffix: description}`` of the formats matplotlib can write here (``png``, ...)."""
+    plt = _pyplot()
+    figure = plt.figure()
+    try:
+        return dict(figure.canvas.get_supported_filetypes())
+    finally:
+        plt.close(figure)
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> Path:
+    """Fail before training if the curves could not be written to ``path``.
+
+    Checks that matplotlib imports, that the suffix names a format it writes, that
+    ``path`` is not a directory and its directory exists and is writable, and draws
+    a small figure in that format in memory (a format can need more than matplotlib:
+    Pillow codecs, LaTeX for ``.pgf``).
+    """
+    path = Path(path)
+    formats = image_formats()
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in formats:
+        got = (
+            f"{path.suffix!r} is not an image format matplotlib writes"
+            if fmt
+            else ("no suffix to name the image format")
+        )
+        raise PathError(f"{path}: {got}; use one of {', '.join('.' + f for f in sorted(formats))}")
+    check_output_file(path, "the learning curves")
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(1, 1))
+    try:
+        ax.plot([1, 2], [1, 2], label="check")
+        ax.set_title("check")
+        figure.savefig(io.BytesIO(), format=fmt, dpi=10)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise PathError(
+            f"{path}: matplotlib cannot write {fmt} here ({type(error).__name__}: {first})"
+        ) from None
+    finally:
+        plt.close(figure)
+    return path
 
 
 def plot_learning_curves(
@@ -39,7 +96,8 @@ def plot_learning_curves(
     history : History
         As returned by :func:`manual_bp.train`.
     path : file name
-        The image format follows the suffix (``.png``, ``.svg``, ``.pdf``).
+        The image format follows the suffix (``.png``, ``.svg``, ``.pdf``, ...; see
+        :func:`image_formats`). The file is written atomically, with the umask's mode.
     title : str
         Figure title.
 
@@ -48,8 +106,12 @@ def plot_learning_curves(
     Path
     """
     path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if not fmt:
+        raise PathError(f"{path}: no suffix to name the image format (e.g. .png)")
     plt = _pyplot()
     fig, (ax_cost, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    image = io.BytesIO()
     try:
         for split in ("training", "evaluation"):
             cost = getattr(history, f"{split}_cost")
@@ -67,7 +129,8 @@ def plot_learning_curves(
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        fig.savefig(image, format=fmt, dpi=100)
     finally:
         plt.close(fig)
+    atomic_write(path, image.getvalue())
     return path

@@ -16,20 +16,23 @@ array ``config`` and the parameters as arrays ``W0, W1, ...`` and ``b0, b1,
 Writes are atomic: the file is written to a temporary file in the same
 directory, flushed and fsync'ed, then renamed over the target with
 :func:`os.replace`, so a crash or an error never leaves a half-written file or
-destroys the previous one. Loading validates the structure, the shapes, the
-dtype and the finiteness of every parameter and raises :class:`SerializationError`
-naming the file and what is wrong. A file written by Nielsen's ``network2.py``
-(biases as ``(n, 1)`` columns, cost ``"CrossEntropyCost"``) loads too, as a
-sigmoid network.
+destroys the previous one; a new file gets the permissions the umask gives, a
+replaced one keeps its mode (:func:`manual_bp._files.atomic_write`).
+
+Loading validates the structure, the shapes, the dtype and the finiteness of
+every parameter *after* the cast to the model's dtype (``1e300`` in a float32
+model is refused, not loaded as ``inf``) and raises :class:`SerializationError`
+naming the file and what is wrong; a file of the wrong kind (a directory, JSON
+renamed ``.npz``, an archive holding pickled objects) says so. A file written by
+Nielsen's ``network2.py`` (biases as ``(n, 1)`` columns, cost ``"CrossEntropyCost"``)
+loads too, as a sigmoid network.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp import serialization_stack
+from manual_bp._files import PathError, atomic_write, check_input_file
 from manual_bp.network import Network
 from manual_bp.sequential import Sequential
 
@@ -141,46 +145,6 @@ def _parameters(net: Network) -> dict[str, np.ndarray]:
     return params
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``.
-
-    The temporary file is fsync'ed before the rename (so the new content is on
-    disk before it becomes visible) and removed if anything fails; the previous
-    ``path``, if any, stays intact until the rename.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot save {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------- load
 def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False) -> Network:
     """Read a network written by :func:`save_network` (or by Nielsen's ``network2.save``).
@@ -195,9 +159,10 @@ def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False
         The file is corrupt or inconsistent; the message names the file and the fault.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PathError(f"{path}: is a directory, not a saved model file")
     suffix = _suffix(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_input_file(path, "a saved model file", SUFFIXES)
     try:
         document = _read_json(path) if suffix == ".json" else _read_npz(path)
         if serialization_stack.is_sequential_document(document):
@@ -207,20 +172,31 @@ def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False
         return network_from_dict(document)
     except SerializationError as error:
         raise SerializationError(f"{path}: {error}") from None
-    except (ValueError, TypeError, KeyError) as error:
+    except RecursionError:
+        raise SerializationError(f"{path}: nested too deeply to be a saved model") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as error:
         # e.g. an unknown activation name: the registry's message lists the valid ones.
         raise SerializationError(f"{path}: {error}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    if not data.strip():
+        raise SerializationError("empty file, not a saved model (JSON)")
+    if data[:2] == b"PK":
+        raise SerializationError("is a zip (.npz) archive, not JSON; rename it .npz")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SerializationError("not a UTF-8 JSON file") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SerializationError(
+            f"not a UTF-8 JSON file (byte 0x{data[error.start]:02x} at offset {error.start})"
+        ) from None
     try:
         document = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
         raise SerializationError(f"corrupt JSON ({error})") from None
+    except RecursionError:
+        raise SerializationError("JSON nested too deeply to be a saved model") from None
     if not isinstance(document, dict):
         raise SerializationError(f"expected a JSON object, got {type(document).__name__}")
     return document
@@ -230,15 +206,18 @@ def _reject_constant(name: str) -> float:
     raise SerializationError(f"non-finite value {name} in the file")
 
 
+#: How an .npz archive (a zip file) starts; the empty archive starts with the end record.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise SerializationError(f"corrupt .npz file ({error})") from None
+    arrays = _npz_arrays(path)
     if "config" not in arrays:
         raise SerializationError("missing the 'config' entry")
     config = arrays.pop("config")
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise SerializationError(f"entry {key!r} of the archive is not a .npy array")
     if config.shape != () or config.dtype.kind != "U":
         raise SerializationError("'config' must be a single JSON string")
     try:
@@ -261,6 +240,39 @@ def _read_npz(path: Path) -> dict[str, Any]:
     document["weights"] = [arrays[f"W{l}"] for l in range(n_layers)]
     document["biases"] = [arrays[f"b{l}"] for l in range(n_layers)]
     return document
+
+
+def _npz_arrays(path: Path) -> dict[str, Any]:
+    """Every entry of the archive, refusing what is not a zip of numeric .npy arrays."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        raise SerializationError("empty file, not an .npz archive")
+    if head[:4] not in ZIP_MAGIC:
+        kind = "a file"
+        if head.lstrip()[:1] in (b"{", b"["):
+            kind = "JSON; rename it .json"
+        elif head.startswith(b"\x93NUMPY"):
+            kind = "a single .npy array"
+        raise SerializationError(f"not an .npz archive (a zip file): it is {kind}")
+    arrays: dict[str, Any] = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as error:
+                    if "pickle" not in str(error) and "Object arrays" not in str(error):
+                        raise
+                    raise SerializationError(
+                        f"entry {key!r} holds Python objects, which manual_bp never loads "
+                        "(a saved model holds numeric arrays and one JSON string)"
+                    ) from None
+    except SerializationError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise SerializationError(f"corrupt .npz file ({error})") from None
+    return arrays
 
 
 def network_from_dict(document: dict[str, Any]) -> Network:
@@ -332,10 +344,17 @@ def _check_parameters(
             raise SerializationError(
                 f"{key}[{l}] has shape {array.shape}; sizes {sizes} require {shape}"
             )
-        if not np.isfinite(array).all():
-            index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
-            raise SerializationError(f"{key}[{l}] has a non-finite value at index {index}")
-        arrays.append(array.astype(dtype))
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = array.astype(dtype)  # a float64 value beyond float32's range becomes inf
+        if not np.isfinite(cast).all():
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+            if not np.isfinite(array[index]):
+                raise SerializationError(f"{key}[{l}] has a non-finite value at index {index}")
+            raise SerializationError(
+                f"{key}[{l}] has a value {float(array[index]):.6g} at index {index} that "
+                f"overflows {dtype} (not finite once cast)"
+            )
+        arrays.append(cast)
     return arrays
 
 
@@ -345,10 +364,12 @@ def _as_float_array(value: Any, name: str) -> np.ndarray:
             raise SerializationError(f"{name} must hold numbers, got dtype {value.dtype}")
         return value
     try:
-        array = np.array(value, dtype=np.float64)
+        array = np.array(value)
     except (ValueError, TypeError):
         raise SerializationError(f"{name} is not a rectangular array of numbers") from None
-    return array
+    if array.dtype.kind not in "fiu":  # strings, booleans, objects (ragged or huge ints)
+        raise SerializationError(f"{name} is not a rectangular array of numbers")
+    return array.astype(np.float64)
 
 
 def _from_nielsen(document: dict[str, Any]) -> dict[str, Any]:

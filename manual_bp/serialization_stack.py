@@ -11,7 +11,8 @@ The document (JSON object, or the ``config`` string of an ``.npz``)::
 In an ``.npz`` the arrays are entries ``param:<name>`` and ``buffer:<name>`` in their own
 dtypes. Floats in JSON are written with ``repr`` (shortest round-tripping form), so round
 trips are bit-exact in float64 and float32. Loading checks every name, shape and value
-(finite, and still finite after the cast to the model's dtype) and names the fault.
+(finite, and still finite after the cast to the model's dtype; counters whole and in range;
+running variances ≥ 0) and names the fault.
 """
 
 from __future__ import annotations
@@ -141,16 +142,26 @@ def _checked_array(name: str, value: Any, target: np.ndarray | None) -> np.ndarr
         raise _Error(f"{name} must hold real numbers, got dtype {array.dtype}")
     if array.shape != target.shape:
         raise _Error(f"{name} has shape {array.shape}; the model needs {target.shape}")
-    if array.dtype.kind == "f":
-        with np.errstate(over="ignore"):
-            cast = array.astype(target.dtype)
-        if not np.isfinite(cast).all():
-            index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
-            raise _Error(
-                f"{name} has a value at index {index} that is not finite in {target.dtype}"
-            )
-        return cast
-    return array.astype(target.dtype)
+    if target.dtype.kind in "iu":  # counters (num_batches_tracked): whole numbers in range
+        return _checked_integers(name, array, target.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(target.dtype)  # a float64 beyond float32's range becomes inf
+    if not np.isfinite(cast).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        raise _Error(f"{name} has a value at index {index} that is not finite in {target.dtype}")
+    if name.rsplit(".", 1)[-1] == "running_var" and (cast < 0).any():
+        index = tuple(int(i) for i in np.argwhere(cast < 0)[0])
+        raise _Error(f"{name} has a negative variance at index {index}")
+    return cast
+
+
+def _checked_integers(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    values = array.astype(np.float64) if array.dtype.kind == "f" else array
+    whole = np.isfinite(values) & (values == np.round(values)) if array.dtype.kind == "f" else True
+    if not np.all(whole) or (values < max(info.min, 0)).any() or (values > info.max).any():
+        raise _Error(f"{name} must hold whole numbers in [0, {info.max}]")
+    return array.astype(dtype)
 
 
 def is_sequential_document(document: dict[str, Any]) -> bool:

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from manual_bp._files import atomic_write, check_input_file
 from manual_bp.equations import EQUATIONS, Equation
 from manual_bp.gradcheck import bound_ratio
 
@@ -153,6 +154,8 @@ class EquationResult:
     #: Largest |Δ| / bound over all comparisons (≤ 1 passes), and its quantity.
     worst_ratio: float = 0.0
     worst_ratio_quantity: str = ""
+    #: oracle -> largest |Δ| / bound against it (what the summary's headline cites).
+    worst_ratio_by_oracle: dict[str, float] = field(default_factory=dict)
     first_failure: str | None = None
     checks: list[str] = field(default_factory=list)
 
@@ -186,6 +189,9 @@ class EquationResult:
             self.worst[oracle] = error
             self.worst_quantity[oracle] = comparison.name
         ratio = _bound_ratio(comparison)
+        current = self.worst_ratio_by_oracle.get(oracle)
+        if current is None or (not math.isnan(current) and not ratio <= current):
+            self.worst_ratio_by_oracle[oracle] = ratio
         if not ratio <= self.worst_ratio:
             self.worst_ratio = ratio
             self.worst_ratio_quantity = f"{comparison.name} (vs {oracle})"
@@ -208,6 +214,9 @@ class EquationResult:
             "worst_quantity": self.worst_quantity,
             "worst_bound_ratio": _json_float(self.worst_ratio),
             "worst_bound_ratio_quantity": self.worst_ratio_quantity,
+            "worst_bound_ratio_by_oracle": {
+                k: _json_float(v) for k, v in self.worst_ratio_by_oracle.items()
+            },
             "first_failure": self.first_failure,
             "checks": self.checks,
             "passed": self.passed,
@@ -253,14 +262,24 @@ class VerificationReport:
         found = [(r.worst[oracle], r.id) for r in self.results.values() if oracle in r.worst]
         return max(found, key=lambda t: (math.isnan(t[0]), t[0])) if found else (0.0, None)
 
-    def worst_ratio(self) -> tuple[float, str | None]:
-        """The largest |Δ| / bound over all comparisons, and its ID."""
-        found = [(r.worst_ratio, r.id) for r in self.results.values() if r.comparisons]
+    def worst_ratio(self, oracle: str | None = None) -> tuple[float, str | None]:
+        """The largest |Δ| / bound over all comparisons (against ``oracle`` if given), and
+        its ID."""
+        if oracle is None:
+            found = [(r.worst_ratio, r.id) for r in self.results.values() if r.comparisons]
+        else:
+            found = [
+                (r.worst_ratio_by_oracle[oracle], r.id)
+                for r in self.results.values()
+                if oracle in r.worst_ratio_by_oracle
+            ]
         return max(found, key=lambda t: (math.isnan(t[0]), t[0])) if found else (0.0, None)
 
     def summary(self) -> str:
-        """One citable sentence."""
-        worst, worst_id = self.worst("torch")
+        """One citable sentence. Its figures are errors relative to their bounds — the
+        normalisation of the pass/fail judgement — since a normalised error
+        ``max|Δ| / max|g_ref|`` is meaningless where the reference is (nearly) zero."""
+        worst, worst_id = self.worst_ratio("torch")
         ratio, ratio_id = self.worst_ratio()
         verdict = "all passed" if self.passed else "FAILED"
         comparisons = sum(r.comparisons for r in self.results.values())
@@ -270,8 +289,8 @@ class VerificationReport:
             f"Python {self.versions['python']}) on {self.date[:10]}: "
             f"{sum(r.registered for r in self.results.values())} equations, "
             f"{self.cases} random cases per check ({len(self.checks)} checks, seed {self.seed}), "
-            f"{comparisons} comparisons, worst normalised error vs torch {_fmt(worst)}"
-            f"{f' ({worst_id})' if worst_id else ''}, largest error relative to its bound "
+            f"{comparisons} comparisons, largest error relative to its bound vs torch "
+            f"{worst:.2f}{f' ({worst_id})' if worst_id else ''}, over all oracles "
             f"{ratio:.2f}{f' ({ratio_id})' if ratio_id else ''}; {verdict}."
         )
 
@@ -709,18 +728,56 @@ def equations_page(
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` (UTF-8, ``\\n`` line ends), creating the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8", newline="\n")
+    """Write ``text`` to ``path`` (UTF-8, ``\\n`` line ends) atomically; the directory must
+    exist (a report never creates directories the user did not ask for)."""
+    atomic_write(path, text.encode("utf-8"))
 
 
 def read_figures(path: str | os.PathLike) -> dict[str, Any]:
-    """A verification JSON written by ``--json``."""
+    """A verification JSON written by ``--json``, checked to be one (``ValueError`` if not)."""
+    path = check_input_file(path, "a verification JSON", (".json",))
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path}: empty file, not a verification JSON")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        document = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 JSON file, not a verification JSON") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a verification JSON") from None
+    except ValueError as error:  # JSONDecodeError, over-long integers
         raise ValueError(f"{path} is not a verification JSON: {error}") from None
+    problem = _figures_problem(document)
+    if problem:
+        raise ValueError(f"{path}: not a verification JSON (written by --json): {problem}")
+    return document
+
+
+def _figures_problem(document: Any) -> str | None:
+    """What makes ``document`` unusable by :func:`equations_page`, or ``None``."""
+    if not isinstance(document, dict):
+        return f"expected a JSON object, got {type(document).__name__}"
+    if not isinstance(document.get("summary"), str):
+        return "no 'summary' sentence"
+    equations = document.get("equations")
+    if not isinstance(equations, list):
+        return "no 'equations' list"
+    for k, entry in enumerate(equations):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            return f"equations[{k}] has no 'id'"
+        cases = entry.get("cases")
+        if isinstance(cases, bool) or not isinstance(cases, int):
+            return f"equations[{k}] ({entry['id']}) has no integer 'cases'"
+        worst = entry.get("worst", {})
+        if not isinstance(worst, dict) or not all(
+            isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in worst.values()
+        ):
+            return f"equations[{k}] ({entry['id']}) has a malformed 'worst'"
+        try:
+            [float(v) for v in worst.values()]
+        except ValueError:
+            return f"equations[{k}] ({entry['id']}) has a non-numeric 'worst'"
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,7 +93,10 @@ def test_plot_writes_png(tmp_path, capsys):
         (["train", "--activation", "nope"], "unknown activation 'nope'; valid names:"),
         (["train", "--cost", "nope"], "unknown cost 'nope'; valid names:"),
         (["train", "--initializer", "zeros"], "unknown initializer 'zeros'"),
-        (["train", "--save", "net.pkl"], "net.pkl: unsupported file type; use .json or .npz"),
+        (
+            ["train", "--save", "net.pkl"],
+            "net.pkl: unsupported file type '.pkl' for the saved model; use .json or .npz",
+        ),
         (["train", "--mnist", "/nonexistent/mnist"], "MNIST directory does not exist"),
         (["evaluate", "/nonexistent/net.json"], "/nonexistent/net.json: no such file"),
     ],

@@ -181,7 +181,9 @@ def test_mnist_bad_magic(tmp_path, gz):
 def test_mnist_labels_file_in_place_of_images(tmp_path):
     arrays = make_mnist(tmp_path)
     replace_file(tmp_path, "test_images", idx_bytes(arrays["test_labels"]))
-    with pytest.raises(DatasetError, match=r"t10k-images.*expected an image file"):
+    with pytest.raises(
+        DatasetError, match=r"t10k-images.*holds labels \(IDX magic 2049\), expected images"
+    ):
         small(tmp_path)
 
 
@@ -207,7 +209,7 @@ def test_mnist_truncated_gzip_stream(tmp_path):
 def test_mnist_not_gzip_at_all(tmp_path):
     make_mnist(tmp_path)
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip data")
-    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz: corrupt"):
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz: not gzip data"):
         small(tmp_path)
 
 

@@ -6,7 +6,8 @@ Examples::
     python -m manual_bp evaluate digits.json                 # embedded digits, test split
     python -m manual_bp evaluate mnist.npz --mnist ../shared/data/mnist --split validation
 
-Exit status 0, or 2 for a missing/corrupt file or a network that does not fit the data.
+Exit status 0, or 2 for a missing, corrupt or wrong kind of file or a network that does
+not fit the data (see docs/cli.md).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from manual_bp._files import check_input_dir, check_input_file
     from manual_bp.data import load_digits, load_mnist
-    from manual_bp.serialization import load
+    from manual_bp.serialization import SUFFIXES, load
 
+    check_input_file(args.file, "a saved model file", SUFFIXES)
+    if args.mnist is not None:
+        check_input_dir(args.mnist, "the MNIST directory")
     net = load(args.file)
     dtype = net.dtype
     data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)

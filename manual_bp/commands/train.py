@@ -11,7 +11,9 @@ Input and output sizes come from the data: ``--sizes 30`` means one hidden layer
 of 30 units; full sizes (``--sizes 64 30 10``) are accepted when they match the
 data. Each epoch prints a progress bar (stderr) and one line with the training
 and validation cost and accuracy (stdout); the run ends with the test accuracy.
-Exit status 0, or 2 for bad options or data.
+Exit status 0; 1 when training fails (divergence, out of memory); 2 for bad options,
+data or output paths — all checked before training starts; 3 when ``--plot`` needs
+matplotlib (see docs/cli.md).
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     fit.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=DEFAULTS["seed"],
         help="seed of initialiser and shuffling (default: %(default)s)",
     )
@@ -187,28 +189,13 @@ def _optimizer_from_args(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from manual_bp.data import load_digits, load_mnist
-    from manual_bp.model_spec import load_spec_file, parse_layers
     from manual_bp.network import Network
     from manual_bp.sequential import Sequential
 
     started = time.perf_counter()
-    if args.layers is not None and args.model is not None:
-        raise ValueError("give --layers or --model, not both")
-    spec = None
-    if args.model is not None:
-        spec = load_spec_file(args.model)
-    elif args.layers is not None:
-        spec = {"layers": parse_layers(args.layers)}
-    if args.save is not None:
-        _check_writable(args.save, (".json", ".npz"))
-    if args.plot is not None:
-        _check_writable(args.plot, None)
+    spec = _preflight(args)  # every flag, input and output path: before any long work
     step = _optimizer_from_args(args)
     if args.task is not None:
-        if spec is None:
-            raise ValueError("--task trains a layer stack: give --layers or --model too")
-        if args.mnist:
-            raise ValueError("give --task or --mnist, not both")
         from manual_bp.sequence_data import load_task
 
         data = load_task(args.task, length=args.length, seed=args.seed)
@@ -230,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         title = "layer stack"
+        _check_input_shape(spec, data.x_train.shape[1:], args.model)
         net = Sequential.from_spec(
             spec["layers"],
             data.x_train.shape[1:],
@@ -281,13 +269,55 @@ def resolve_sizes(sizes: list[int], n_in: int, n_out: int) -> list[int]:
     return [n_in, *sizes, n_out]
 
 
-def _check_writable(path: Path, suffixes: tuple[str, ...] | None) -> None:
-    # Fail before training, not after minutes of it.
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise ValueError(f"{path}: unsupported file type; use {' or '.join(suffixes)}")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{path}: directory {directory} does not exist")
+def _preflight(args: argparse.Namespace) -> dict | None:
+    """Check what can be checked before training (fail now, not after minutes of it):
+    conflicting flags, the spec, the data directory, every output path and what writing
+    it needs (matplotlib and the image format for ``--plot``). Returns the layer spec."""
+    from manual_bp._files import check_distinct, check_input_dir, check_output_file
+    from manual_bp.model_spec import load_spec_file, parse_layers
+
+    if args.layers is not None and args.model is not None:
+        raise ValueError("give --layers or --model, not both")
+    if args.task is not None and args.mnist is not None:
+        raise ValueError("give --task or --mnist, not both")
+    if args.task is not None and args.layers is None and args.model is None:
+        raise ValueError("--task trains a layer stack: give --layers or --model too")
+    spec = None
+    if args.model is not None:
+        spec = load_spec_file(args.model)
+    elif args.layers is not None:
+        spec = {"layers": parse_layers(args.layers)}
+    if args.mnist is not None:
+        check_input_dir(args.mnist, "the MNIST directory")
+    check_distinct({"--save": args.save, "--plot": args.plot, "--model": args.model})
+    if args.save is not None:
+        check_output_file(args.save, "the saved model", (".json", ".npz"))
+    if args.plot is not None:
+        from manual_bp.plotting import check_plot_path
+
+        check_plot_path(args.plot)
+    return spec
+
+
+def _check_input_shape(spec: dict, shape: tuple[int, ...], source: Path | None) -> None:
+    declared = spec.get("input_shape")
+    if declared is None:
+        return
+    if not isinstance(declared, list) or tuple(declared) != tuple(shape):
+        raise ValueError(
+            f"{source}: input_shape {declared!r} does not match the data's per-sample "
+            f"shape {list(shape)}"
+        )
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -9,7 +9,8 @@ Examples::
     python -m manual_bp verify --figures docs/verification.json --pages docs/equations.md
 
 Exit status: 0 when every comparison passed and every registered equation got
-at least one case; 1 otherwise; 2 for bad options; 3 when torch is missing.
+at least one case; 1 otherwise; 2 for bad options or paths (every output path is
+checked before the run; no directory is created); 3 when torch is missing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
         "--cases",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help=f"random cases per check (default {DEFAULT_CASES})",
@@ -44,7 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     size.add_argument(
         "--quick", action="store_true", help=f"a short run: {QUICK_CASES} cases per check"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the cases (default 0)")
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the cases (default 0)"
+    )
     parser.add_argument(
         "--only",
         metavar="PATTERN",
@@ -67,13 +70,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+#: Output flags and the suffixes their files must have.
+OUTPUTS = {"report": (".md",), "json": (".json",), "pages": (".md",)}
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Every path checked before the run: outputs writable files of the right kind (no
+    directory is created), ``--figures`` a readable verification JSON."""
+    from manual_bp._files import check_distinct, check_output_file
+
+    if args.figures is not None and (args.pages is None or args.report or args.json):
+        raise ValueError("--figures only goes with --pages (it runs no checks)")
+    check_distinct({f"--{flag}": getattr(args, flag) for flag in ("figures", *OUTPUTS)})
+    for flag, suffixes in OUTPUTS.items():
+        path = getattr(args, flag)
+        if path is not None:
+            check_output_file(path, f"--{flag}", suffixes)
+
+
 def run(args: argparse.Namespace) -> int:
     from manual_bp import verify
 
+    _preflight(args)
     if args.figures is not None:
-        if args.pages is None or args.report or args.json:
-            raise ValueError("--figures only goes with --pages (it runs no checks)")
-        verify.write_text(args.pages, verify.equations_page(verify.read_figures(args.figures)))
+        figures = verify.read_figures(args.figures)
+        verify.write_text(args.pages, verify.equations_page(figures))
         print(f"wrote {args.pages}")
         return 0
     cases = verify.QUICK_CASES if args.quick else args.cases
@@ -98,3 +119,20 @@ def run(args: argparse.Namespace) -> int:
         verify.write_text(args.pages, verify.equations_page(report.to_dict()))
         print(f"wrote {args.pages}")
     return 0 if report.passed else 1
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
+    return value
