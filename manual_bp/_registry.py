@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Generic, TypeVar
 
-__all__ = ["Configurable", "Registry"]
+__all__ = ["Configurable", "Registry", "UnknownNameError"]
 
 
 class Configurable:
@@ -41,6 +41,15 @@ class Configurable:
 
 
 T = TypeVar("T", bound=Configurable)
+
+
+class UnknownNameError(KeyError, ValueError):
+    """An unknown registry name: a ``KeyError`` for ``REGISTRY[name]`` and a ``ValueError``
+    for ``get_*(name)`` (what the library raised before ``[]`` existed). The message
+    lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 def canonical_name(name: str) -> str:
@@ -76,18 +85,45 @@ class Registry(Generic[T]):
 
     def lookup(self, name: str) -> type[T]:
         """The class registered under ``name``; ``ValueError`` listing valid names."""
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{self.kind} name must be a string, got {type(name).__name__}; "
+                f"valid names: {', '.join(self.names())}"
+            )
         try:
             return self._classes[canonical_name(name)]
         except KeyError:
-            raise ValueError(
+            raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
             ) from None
+
+    def __getitem__(self, name: str) -> type[T]:
+        """``REGISTRY["relu"]``: the class (not an instance), as :meth:`lookup`.
+
+        An unknown name raises :class:`UnknownNameError`, which is both a ``KeyError``
+        (the mapping protocol) and a ``ValueError``, listing the valid names.
+        """
+        return self.lookup(name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and canonical_name(name) in self._classes
 
     def __iter__(self):
+        """Canonical names, sorted (aliases are accepted by lookups but not listed)."""
         return iter(self.names())
+
+    def __len__(self) -> int:
+        """Number of registered classes (aliases not counted)."""
+        return len(self.names())
+
+    def keys(self) -> list[str]:
+        return self.names()
+
+    def items(self) -> list[tuple[str, type[T]]]:
+        return [(cls.name, cls) for cls in self.classes()]
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self.names())})"
 
     def get(self, spec: str | T | type[T] | dict[str, Any]) -> T:
         """An instance from a name, class, instance or config dict.

@@ -1,12 +1,125 @@
-"""Input checks with errors that name the array, its shape and what was expected."""
+"""Input checks shared by every public entry point, with errors that name the true cause.
+
+Every array a user hands to the library goes through the same steps, in this order, so
+that an error names the *first* thing wrong with it (a dtype problem is never reported as
+a shape problem):
+
+1. :func:`as_array` — a rectangular array (ragged nesting is named as such);
+2. :func:`check_real_dtype` — real numbers: complex input is refused (never silently
+   cast to its real part), as are bool, object, string and date arrays;
+3. shape — exact, never broadcast (:func:`check_batch`); a batch with no samples gets
+   a message about emptiness (:func:`check_nonempty`);
+4. :func:`check_finite` — no NaN or ±inf, also after a cast to a narrower dtype (a float64
+   value above float32's range is reported as an overflow);
+5. domain — class labels in ``[0, n_classes)`` (:func:`check_labels`), and the target
+   domain a cost needs (:func:`check_target_domain`: probabilities in ``[0, 1]``,
+   non-negative counts, rows that are distributions, one-hot rows).
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
-from manual_bp.encoding import is_label_vector, one_hot
+__all__ = [
+    "TARGET_DOMAINS",
+    "as_array",
+    "as_inputs",
+    "as_targets",
+    "check_batch",
+    "check_finite",
+    "check_labels",
+    "check_nonempty",
+    "check_output_domain",
+    "check_real_dtype",
+    "check_target_domain",
+    "distribution_tolerance",
+]
 
-__all__ = ["as_inputs", "as_targets", "check_batch", "check_finite"]
+#: Target domains a cost can declare (``Cost.target_kind``), with what each requires.
+TARGET_DOMAINS = {
+    "real": "finite real numbers",
+    "probability": "probabilities in [0, 1]",
+    "count": "non-negative counts",
+    "distribution": "rows that are probability distributions (non-negative, summing to 1)",
+    "labels": "rows that are probability distributions (non-negative, summing to 1)",
+    "one-hot": "one-hot rows (a single 1, zeros elsewhere)",
+}
+
+#: Output domains a cost can declare (``Cost.output_domain``); outputs outside them
+#: would give a NaN or a negative cost.
+OUTPUT_DOMAINS = {
+    "real": "real numbers",
+    "probability": "probabilities in [0, 1] (e.g. a sigmoid or softmax output)",
+    "log-probability": "log-probabilities <= 0 (e.g. a log-softmax output)",
+    "log-distribution": (
+        "rows of log-probabilities of a distribution (<= 0, with exp summing to 1: "
+        "a log-softmax output)"
+    ),
+    "non-negative": "non-negative rates (e.g. a softplus output)",
+}
+
+
+# ---------------------------------------------------------------------- arrays and dtypes
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a NumPy array of real numbers; errors name ``name`` and the cause.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is ragged (nested sequences of different lengths).
+    TypeError
+        ``x`` is not made of real numbers (see :func:`check_real_dtype`).
+    """
+    if not isinstance(x, np.ndarray):
+        if x is None:
+            raise TypeError(f"{name} is None; expected an array of real numbers")
+        try:
+            x = np.asarray(x)
+        except ValueError as error:  # ragged nesting
+            raise ValueError(
+                f"{name} is not a rectangular array (rows of different lengths?): {error}"
+            ) from None
+    check_real_dtype(x, name)
+    return x
+
+
+def check_real_dtype(x: np.ndarray, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` holds real numbers (signed/unsigned int or float).
+
+    Complex arrays are refused rather than cast (NumPy's cast silently drops the
+    imaginary part); bool arrays are refused because ``True``/``False`` are flags, not
+    values; object, string, bytes and date arrays are not numbers.
+    """
+    kind = x.dtype.kind
+    if kind in "iuf":
+        return
+    if kind == "c":
+        raise TypeError(
+            f"{name} has complex dtype {x.dtype}; manual_bp computes with real numbers only "
+            "(take .real explicitly if the imaginary part is to be dropped)"
+        )
+    if kind == "b":
+        raise TypeError(
+            f"{name} has dtype bool; pass real numbers (e.g. .astype(float)) or, for "
+            "class labels, integers"
+        )
+    raise TypeError(f"{name} must be an array of real numbers, got dtype {x.dtype}")
+
+
+def check_nonempty(x: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` when ``x`` has no samples (or no features)."""
+    if x.ndim == 0:
+        return
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"{name} is empty: it has 0 samples (shape {x.shape}); a mean over no samples "
+            "is undefined"
+        )
+    if x.size == 0:
+        raise ValueError(f"{name} is empty: shape {x.shape} has a zero-length axis")
 
 
 def check_batch(x: np.ndarray, n_features: int, name: str, batch: int | None = None) -> None:
@@ -21,44 +134,21 @@ def check_batch(x: np.ndarray, n_features: int, name: str, batch: int | None = N
         )
 
 
-def as_inputs(x, n_in: int, dtype: np.dtype, name: str = "x") -> np.ndarray:
-    """``x`` as a ``(batch, n_in)`` array of ``dtype``; a single 1-D sample is an error."""
-    x = np.asarray(x)
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
-    if x.ndim == 1 and x.shape[0] == n_in:
-        raise ValueError(
-            f"{name} has shape {x.shape}: a single sample must be passed as a batch of one, "
-            f"shape (1, {n_in}) (e.g. {name}[None, :])"
-        )
-    check_batch(x, n_in, name)
-    return x.astype(dtype, copy=False)
-
-
-def as_targets(y, n_out: int, batch: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
-    """Targets as ``(batch, n_out)`` rows; 1-D integer labels are one-hot encoded."""
-    y = np.asarray(y)
-    if is_label_vector(y):
-        if y.shape[0] != batch:
-            raise ValueError(f"{name} has {y.shape[0]} labels for a batch of {batch} inputs")
-        return one_hot(y, n_out, dtype=dtype)
-    if not np.issubdtype(y.dtype, np.number):
-        raise TypeError(f"{name} must be numeric, got dtype {y.dtype}")
-    if y.ndim == 1:
-        raise ValueError(
-            f"{name} has shape {y.shape} with dtype {y.dtype}: pass integer class labels "
-            f"(batch,) or target rows (batch, {n_out})"
-        )
-    check_batch(y, n_out, name, batch=batch)
-    return y.astype(dtype, copy=False)
-
-
-def check_finite(array: np.ndarray, name: str, block_rows: int = 4096) -> None:
+def check_finite(
+    array: np.ndarray, name: str, block_rows: int = 4096, source: np.ndarray | None = None
+) -> None:
     """Raise ``ValueError`` naming the first non-finite entry of ``array``.
 
     Checked in blocks of rows so that a training set's check does not allocate a
-    full-size boolean temporary (50 000 × 784 would be 39 MB).
+    full-size boolean temporary (50 000 × 784 would be 39 MB). ``source`` is the array
+    before a cast: where it holds a finite value the message says that the cast
+    overflowed (a float64 1e39 becomes inf in float32).
     """
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return  # integers are always finite
+    if array.ndim == 0:
+        array = array.reshape(1)
+        source = None if source is None else np.reshape(source, 1)
     rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
     for start in range(0, rows.shape[0], block_rows):
         finite = np.isfinite(rows[start : start + block_rows])
@@ -66,4 +156,179 @@ def check_finite(array: np.ndarray, name: str, block_rows: int = 4096) -> None:
             row, column = np.unravel_index(int(np.argmin(finite)), finite.shape)
             flat = (start + int(row)) * rows.shape[1] + int(column)
             index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
+            if source is not None and source.dtype != array.dtype:
+                original = source[index]
+                if np.isfinite(original):
+                    raise ValueError(
+                        f"{name} has the value {original} at index {index}, which overflows "
+                        f"{array.dtype} (largest {np.finfo(array.dtype).max:.4g})"
+                    )
             raise ValueError(f"{name} contains a non-finite value {array[index]} at index {index}")
+
+
+# ---------------------------------------------------------------------- model inputs
+def as_inputs(x: Any, n_in: int, dtype: np.dtype, name: str = "x") -> np.ndarray:
+    """``x`` as a finite, non-empty ``(batch, n_in)`` array of ``dtype``.
+
+    A single 1-D sample is an error with a hint (``x[None, :]``).
+    """
+    x = as_array(x, name)
+    if x.ndim == 1 and x.shape[0] == n_in:
+        raise ValueError(
+            f"{name} has shape {x.shape}: a single sample must be passed as a batch of one, "
+            f"shape (1, {n_in}) (e.g. {name}[None, :])"
+        )
+    check_batch(x, n_in, name)
+    check_nonempty(x, name)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported by name below
+        cast = x.astype(dtype, copy=False)
+    check_finite(cast, name, source=x)
+    return cast
+
+
+def check_labels(labels: np.ndarray, n_classes: int, name: str = "labels") -> None:
+    """Raise ``ValueError`` naming the first label outside ``[0, n_classes)``."""
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad.reshape(-1))[0])
+        index = tuple(int(k) for k in np.unravel_index(i, labels.shape))
+        where = index[0] if len(index) == 1 else index
+        raise ValueError(
+            f"{name}: label {int(labels[index])} at index {where} is out of range for "
+            f"{n_classes} classes (valid: 0..{n_classes - 1})"
+        )
+
+
+def as_targets(y: Any, n_out: int, batch: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
+    """Finite target rows ``(batch, n_out)``; 1-D integer labels are range-checked, one-hot."""
+    from manual_bp.encoding import is_label_vector, one_hot
+
+    y = as_array(y, name)
+    if is_label_vector(y):
+        if y.shape[0] != batch:
+            raise ValueError(f"{name} has {y.shape[0]} labels for a batch of {batch} inputs")
+        check_nonempty(y, name)
+        check_labels(y, n_out, name)
+        return one_hot(y, n_out, dtype=dtype)
+    if y.ndim == 1:
+        integral = y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+        hint = " (these look like labels: pass them as integers, .astype(int))" if integral else ""
+        raise ValueError(
+            f"{name} has shape {y.shape} with dtype {y.dtype}: pass integer class labels "
+            f"(batch,) or target rows (batch, {n_out}){hint}"
+        )
+    check_batch(y, n_out, name, batch=batch)
+    check_nonempty(y, name)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = y.astype(dtype, copy=False)
+    check_finite(cast, name, source=y)
+    return cast
+
+
+# ---------------------------------------------------------------------- cost domains
+def distribution_tolerance(dtype: np.dtype, n_classes: int) -> float:
+    """How far a row sum may be from 1 and still count as a distribution: ``√ε·n``."""
+    return math.sqrt(float(np.finfo(dtype).eps)) * max(1, n_classes)
+
+
+def check_target_domain(y: np.ndarray, kind: str, cost: str) -> None:
+    """Raise ``ValueError`` naming the first target outside the domain ``kind``.
+
+    ``kind`` is one of :data:`TARGET_DOMAINS`: ``"real"`` (any finite value),
+    ``"probability"`` (each entry in [0, 1]), ``"count"`` (≥ 0), ``"distribution"`` and
+    ``"labels"`` (rows ≥ 0 summing to 1 within :func:`distribution_tolerance`),
+    ``"one-hot"``. ``y`` is ``(batch, n)`` and finite.
+    """
+    if kind == "real":
+        return
+    if kind in ("probability", "count"):
+        low, high = 0.0, (1.0 if kind == "probability" else np.inf)
+        bad = (y < low) | (y > high)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{cost}: target {y[index]} at index {index} is outside the cost's domain; "
+                f"targets must be {TARGET_DOMAINS[kind]}"
+            )
+        return
+    if kind == "one-hot":
+        bad_rows = ~(((y == 0) | (y == 1)).all(axis=1) & (y.sum(axis=1) == 1))
+    elif kind in ("distribution", "labels"):
+        tol = distribution_tolerance(y.dtype, y.shape[1])
+        bad_rows = ~((y >= 0).all(axis=1) & (np.abs(y.sum(axis=1) - 1) <= tol))
+    else:
+        raise ValueError(f"unknown target domain {kind!r}; valid: {', '.join(TARGET_DOMAINS)}")
+    if bad_rows.any():
+        i = int(np.flatnonzero(bad_rows)[0])
+        what = (
+            "one-hot (a single 1, zeros elsewhere)"
+            if kind == "one-hot"
+            else "a probability distribution (non-negative, summing to 1)"
+        )
+        raise ValueError(f"{cost}: target row {i} = {y[i]} is not {what}")
+
+
+def check_output_domain(a: np.ndarray, kind: str, cost: str) -> None:
+    """Raise ``ValueError`` when an output lies outside the domain the cost's formula needs.
+
+    NaN outputs pass (a diverged model is reported by the divergence check with its
+    cause, not as a domain error).
+    """
+    if kind == "real":
+        return
+    if kind == "probability":
+        bad = (a < 0) | (a > 1)
+    elif kind == "log-probability":
+        bad = a > 0
+    elif kind == "non-negative":
+        bad = a < 0
+    elif kind == "log-distribution":
+        with np.errstate(under="ignore"):
+            total = np.exp(a).sum(axis=1)
+        tol = distribution_tolerance(a.dtype, a.shape[1])
+        bad = (a > 0) | (np.abs(total - 1) > tol)[:, None]
+    else:
+        raise ValueError(f"unknown output domain {kind!r}; valid: {', '.join(OUTPUT_DOMAINS)}")
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{cost}: output {a[index]} at index {index} is outside the cost's domain; "
+            f"outputs must be {OUTPUT_DOMAINS[kind]}"
+        )
+
+
+def as_cost_arrays(
+    a: Any, y: Any, *, cost: str, target_kind: str, output_kind: str, labels: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, y)`` checked for a cost: real ``(batch, n)`` outputs, targets of the same shape.
+
+    Integer labels ``(batch,)`` are range-checked and one-hot encoded when ``labels``;
+    targets must be finite and in ``target_kind``'s domain, outputs in ``output_kind``'s.
+    """
+    from manual_bp.encoding import is_label_vector, one_hot
+
+    a = as_array(a, f"{cost}: outputs")
+    if a.ndim != 2:
+        raise ValueError(
+            f"{cost}: outputs must be (batch, n_out), got shape {a.shape} "
+            "(a single sample is a batch of one: a[None, :])"
+        )
+    check_nonempty(a, f"{cost}: the batch of outputs")
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    y = as_array(y, f"{cost}: targets")
+    if labels and is_label_vector(y):
+        if y.shape[0] != a.shape[0]:
+            raise ValueError(f"{cost}: {y.shape[0]} labels for a batch of {a.shape[0]} outputs")
+        check_labels(y, a.shape[1], f"{cost}: targets")
+        y = one_hot(y, a.shape[1], dtype=a.dtype)
+    elif y.shape != a.shape:
+        raise ValueError(
+            f"{cost}: targets have shape {y.shape}, outputs have shape {a.shape}; "
+            "they must match (no broadcasting)"
+        )
+    y = y.astype(a.dtype, copy=False)
+    check_finite(y, f"{cost}: targets")
+    check_target_domain(y, target_kind, cost)
+    check_output_domain(a, output_kind, cost)
+    return a, y

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import as_array
 
 __all__ = [
     "ACTIVATIONS",
@@ -68,7 +69,7 @@ class Activation(Configurable):
         """Return ``σ'(z)`` elementwise (only for elementwise activations).
 
         ``a = σ(z)`` is passed too because several derivatives are cheapest
-        in terms of the output (sigmoid: ``a(1−a)``, tanh: ``1−a²``).
+        in terms of the output (sigmoid: ``a(1−a)``, tanh: ``(1−a)(1+a)``).
         """
         raise NotImplementedError(f"{type(self).__name__} is not elementwise; use backward()")
 
@@ -104,6 +105,15 @@ class Activation(Configurable):
         return grad_a * self.second_derivative(z, a) * dz
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
+        """``σ(z)`` for any real array (as ``torch.nn.ReLU()(z)``); integers become float64.
+
+        The checked entry point: complex, bool, object and string arrays raise
+        ``TypeError`` (:func:`manual_bp._validation.as_array`). :meth:`forward` is the
+        unchecked one that layers call on arrays they produced.
+        """
+        z = as_array(z, "z")
+        if z.dtype.kind != "f":
+            z = z.astype(np.float64)
         return self.forward(z)
 
 
@@ -160,7 +170,13 @@ class Sigmoid(Activation):
 
 @register_activation
 class Tanh(Activation):
-    """``σ(z) = tanh z``; ``σ'(z) = 1 − tanh² z``. Equation ``ACT.tanh``."""
+    """``σ(z) = tanh z``; ``σ'(z) = 1 − tanh² z``. Equation ``ACT.tanh``.
+
+    ``1 − a²`` is evaluated as ``(1 − a)(1 + a)``: in partial saturation (``|a|`` near 1)
+    ``a·a`` rounds before the subtraction cancels, losing up to ~4e-9 relative, while
+    ``1 − a`` is exact there (Sterbenz) and the product is within an ulp or two of the
+    correctly rounded value torch computes (``tests/test_numerics.py``).
+    """
 
     name = "tanh"
     equation = "ACT.tanh"
@@ -169,11 +185,11 @@ class Tanh(Activation):
         return np.tanh(z)
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return 1.0 - a * a
+        return (1.0 - a) * (1.0 + a)
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """``σ'' = −2 tanh z (1 − tanh² z)`` (``ACT2.tanh``)."""
-        return -2.0 * a * (1.0 - a * a)
+        """``σ'' = −2 tanh z (1 − tanh² z)`` (``ACT2.tanh``), with ``(1 − a)(1 + a)``."""
+        return -2.0 * a * ((1.0 - a) * (1.0 + a))
 
 
 @register_activation
@@ -349,6 +365,8 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_TANH_BETA = math.sqrt(2.0 / math.pi)
 _GELU_TANH_KAPPA = 0.044715
 _erf = np.frompyfunc(math.erf, 1, 1)
+#: |z| beyond which GELU's φ(z) underflows to 0 and tanh u rounds to ±1 (both by far).
+_GELU_CLIP = 1e3
 
 
 @register_activation
@@ -381,8 +399,19 @@ class GELU(Activation):
     def _cdf(self, z: np.ndarray) -> np.ndarray:
         return 0.5 * (1.0 + _erf(z * _SQRT_HALF).astype(z.dtype))
 
+    @staticmethod
+    def _clipped(z: np.ndarray) -> np.ndarray:
+        """``z`` clipped to ±1e3, where φ(z) = 0 and tanh u = ±1 exactly already: powers of
+        ``z`` then never overflow, and no ``0 · inf`` arises from a saturated factor."""
+        return np.clip(z, -_GELU_CLIP, _GELU_CLIP)
+
+    def _pdf(self, z: np.ndarray) -> np.ndarray:
+        zc = self._clipped(z)
+        return _INV_SQRT_2PI * np.exp(-0.5 * zc * zc)  # underflows to 0, never overflows
+
     def _tanh_inner(self, z: np.ndarray) -> np.ndarray:
-        return np.tanh(_GELU_TANH_BETA * (z + _GELU_TANH_KAPPA * (z * z * z)))
+        zc = self._clipped(z)
+        return np.tanh(_GELU_TANH_BETA * (zc + _GELU_TANH_KAPPA * (zc * zc * zc)))
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         if self.approximate == "tanh":
@@ -391,20 +420,20 @@ class GELU(Activation):
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         if self.approximate == "tanh":
-            t = self._tanh_inner(z)
-            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * z * z)
-            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du
-        pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)  # underflows to 0, never overflows
-        return self._cdf(z) + z * pdf
+            t, zc = self._tanh_inner(z), self._clipped(z)
+            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * zc * zc)
+            return 0.5 * (1.0 + t) + 0.5 * zc * ((1.0 - t) * (1.0 + t)) * du
+        return self._cdf(z) + self._clipped(z) * self._pdf(z)
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``ACT2.gelu``: ``σ'' = φ(z)(2 − z²)``; tanh form ``(1 − t²)(u' − z t u'² + ½ z u'')``."""
         if self.approximate == "tanh":
-            t = self._tanh_inner(z)
-            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * z * z)
-            ddu = _GELU_TANH_BETA * 6.0 * _GELU_TANH_KAPPA * z
-            return (1.0 - t * t) * (du - z * t * du * du + 0.5 * z * ddu)
-        return _INV_SQRT_2PI * np.exp(-0.5 * z * z) * (2.0 - z * z)
+            t, zc = self._tanh_inner(z), self._clipped(z)
+            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * zc * zc)
+            ddu = _GELU_TANH_BETA * 6.0 * _GELU_TANH_KAPPA * zc
+            return ((1.0 - t) * (1.0 + t)) * (du - zc * t * du * du + 0.5 * zc * ddu)
+        zc = self._clipped(z)
+        return self._pdf(z) * (2.0 - zc * zc)
 
 
 @register_activation

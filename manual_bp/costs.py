@@ -16,15 +16,14 @@ applies and the general path otherwise.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import as_array, as_cost_arrays, check_finite, check_target_domain
 from manual_bp.activations import Activation, _finite_float, _sigmoid
-from manual_bp.encoding import is_label_vector, one_hot
 
 __all__ = [
     "COSTS",
@@ -60,9 +59,45 @@ class Cost(Configurable):
     valid_output_activations: ClassVar[tuple[str, ...] | None] = None
     #: Whether targets may be class labels (converted to one-hot).
     accepts_labels: ClassVar[bool] = True
-    #: Domain of the targets, used to draw valid test targets:
-    #: "real", "probability" ([0, 1]), "labels", "one-hot", "distribution", "count".
+    #: Domain of the targets (checked by :meth:`validate`, and used to draw valid test
+    #: targets): "real", "probability" ([0, 1]), "labels", "distribution", "count".
     target_kind: ClassVar[str] = "real"
+    #: Domain of the outputs the formula needs: "real", "probability", "log-probability",
+    #: "non-negative" (``manual_bp._validation.OUTPUT_DOMAINS``).
+    output_domain: ClassVar[str] = "real"
+
+    def target_domain(self) -> str:
+        """The domain :meth:`validate` checks targets against (``TARGET_DOMAINS``)."""
+        return self.target_kind
+
+    def validate(self, a, y) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, y)`` checked: real ``(batch, n_out)`` outputs in :attr:`output_domain`,
+        finite targets of the same shape in the target domain (labels one-hot encoded).
+
+        Raises
+        ------
+        TypeError
+            Complex, bool, object or string arrays.
+        ValueError
+            Empty batch, mismatched shapes (never broadcast), a non-finite target, a
+            label out of range, or a value outside the cost's domain (e.g. a target
+            outside [0, 1] for cross-entropy), which would give a NaN or negative cost.
+        """
+        return as_cost_arrays(
+            a,
+            y,
+            cost=self.name,
+            target_kind=self.target_domain(),
+            output_kind=self.output_domain,
+            labels=self.accepts_labels,
+        )
+
+    def check_targets(self, y) -> None:
+        """Check a whole target array ``(N, n_out)`` once (finite, in the target domain)."""
+        y = as_array(y, f"{self.name}: targets")
+        check_finite(y, f"{self.name}: targets")
+        if y.ndim == 2:
+            check_target_domain(y, self.target_domain(), self.name)
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-sample costs ``C_x``, shape ``(batch,)``."""
@@ -71,6 +106,34 @@ class Cost(Configurable):
     def value(self, a: np.ndarray, y: np.ndarray) -> float:
         """Mini-batch cost ``C = (1/n) Σ_x C_x``."""
         return float(np.mean(self.per_sample(a, y)))
+
+    #: Output-activation name -> name of the cost that is this cost of ``σ(zᴸ)`` written
+    #: as a function of the pre-activation ``zᴸ`` (e.g. cross-entropy of a sigmoid is
+    #: ``bce-logits`` of ``zᴸ``): finite and accurate where ``σ`` saturates.
+    logit_forms: ClassVar[dict[str, str]] = {}
+
+    def per_sample_from_logits(
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> np.ndarray:
+        """Per-sample ``C_x`` of the output ``a = σ(z)``, computed from ``z`` when possible.
+
+        Where ``activation`` has a logit form (:attr:`logit_forms`), ``C_x`` is evaluated
+        from ``zᴸ`` by that cost's stable formula, as torch's
+        ``binary_cross_entropy_with_logits`` does: a sigmoid output that rounds to exactly
+        1 at a finite logit gives a large finite cost, not ``inf``. Otherwise
+        :meth:`per_sample` of ``a``.
+        """
+        form = self.logit_forms.get(activation.name)
+        if form is None or not self.shortcut_applies(activation):
+            return self.per_sample(a, y)
+        a, y = self.validate(a, y)  # the checks (shapes, target domain) of this cost
+        return COSTS.lookup(form)().per_sample(z, y)
+
+    def value_from_logits(
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> float:
+        """Mini-batch cost of ``a = σ(z)``, from ``z`` where stable (see per_sample_from_logits)."""
+        return float(np.mean(self.per_sample_from_logits(z, a, y, activation)))
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-sample gradient ``∂C_x/∂a``, shape ``(batch, n_out)``."""
@@ -85,6 +148,7 @@ class Cost(Configurable):
         otherwise the general BP1 ``δᴸ = J_σᵀ ∇ₐC`` (``= ∇ₐC ⊙ σ'(zᴸ)`` for an
         elementwise σ).
         """
+        a, y = self.validate(a, y)
         shortcut = self.shortcuts.get(activation.name)
         if shortcut is not None and self.shortcut_applies(activation):
             return shortcut[1](z, a, y)
@@ -159,17 +223,17 @@ class QuadraticCost(Cost):
     shortcuts = {"identity": ("SHORTCUT.identity-quadratic", _output_minus_target)}
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         diff = a - y
         return 0.5 * np.einsum("ij,ij->i", diff, diff)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return a - y
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``∇²ₐC_x = I`` (``CURV.loss-hessian.quadratic``)."""
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.ones_like(a)
 
 
@@ -192,17 +256,19 @@ class CrossEntropyCost(Cost):
     equation_value = "COST.cross-entropy"
     equation_grad = "COST.cross-entropy.grad"
     shortcuts = {"sigmoid": ("SHORTCUT.sigmoid-cross-entropy", _output_minus_target)}
+    logit_forms = {"sigmoid": "bce-logits"}
     valid_output_activations = ("sigmoid",)
     target_kind = "probability"
+    output_domain = "probability"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = _xlogy(y, a) + _xlogy(1.0 - y, 1.0 - a)
         return -terms.sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         # Inside (0, 1) the one-fraction form (a − y)/(a(1 − a)) does not cancel. At a = 0
         # or 1 exactly the derivative −y/a + (1 − y)/(1 − a) is evaluated term by term with
         # 0·(1/0) = 0: finite (±1) where the target equals a, ±inf where it does not.
@@ -213,7 +279,7 @@ class CrossEntropyCost(Cost):
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``∂²C_x/∂aⱼ² = yⱼ/aⱼ² + (1 − yⱼ)/(1 − aⱼ)²`` (``CURV.loss-hessian.cross-entropy``)."""
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(y == 0, 0.0, y / (a * a)) + np.where(
                 y == 1, 0.0, (1.0 - y) / ((1.0 - a) * (1.0 - a))
@@ -231,8 +297,11 @@ class _ClassTargetCost(Cost):
     #: Whether rows must be exactly one-hot (a single 1 per row).
     one_hot_only: ClassVar[bool] = False
 
+    def target_domain(self) -> str:
+        return "one-hot" if self.one_hot_only else "labels"
+
     def _targets(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return class_targets(a, y, one_hot_only=self.one_hot_only, cost=self.name)
+        return self.validate(a, y)[1]
 
 
 def class_targets(
@@ -247,38 +316,14 @@ def class_targets(
         that does not match ``a``, or a row that is not a distribution (not
         one-hot, when ``one_hot_only``).
     """
-    y = np.asarray(y)
-    if a.ndim != 2:
-        raise ValueError(f"{cost}: outputs must be (batch, n_classes), got shape {a.shape}")
-    if is_label_vector(y):
-        if y.shape[0] != a.shape[0]:
-            raise ValueError(f"{cost}: {y.shape[0]} labels for a batch of {a.shape[0]} outputs")
-        return one_hot(y, a.shape[1], dtype=a.dtype)
-    _check_same_shape(a, y, cost)
-    tol = math.sqrt(float(np.finfo(a.dtype).eps)) * max(1, a.shape[1])
-    if one_hot_only:
-        bad_rows = ~(((y == 0) | (y == 1)).all(axis=1) & (y.sum(axis=1) == 1))
-        what = "one-hot (a single 1, zeros elsewhere)"
-    else:
-        bad_rows = ~((y >= 0).all(axis=1) & (np.abs(y.sum(axis=1) - 1) <= tol))
-        what = "a probability distribution (non-negative, summing to 1)"
-    if bad_rows.any():
-        i = int(np.flatnonzero(bad_rows)[0])
-        raise ValueError(f"{cost}: target row {i} = {y[i]} is not {what}")
-    return y.astype(a.dtype, copy=False)
-
-
-def _check_same_shape(a: np.ndarray, y: np.ndarray, cost: str) -> None:
-    if np.shape(a) != np.shape(y):
-        raise ValueError(
-            f"{cost}: targets have shape {np.shape(y)}, outputs have shape {np.shape(a)}; "
-            "they must match (no broadcasting)"
-        )
+    kind = "one-hot" if one_hot_only else "labels"
+    return as_cost_arrays(a, y, cost=cost, target_kind=kind, output_kind="real")[1]
 
 
 def _softmax_log_likelihood_shortcut(z: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    # SHORTCUT.softmax-log-likelihood: a − y·Σy = a − y because the rows of y sum to 1.
-    return a - class_targets(a, y, cost="log-likelihood")
+    # SHORTCUT.softmax-log-likelihood: a − y·Σy = a − y because the rows of y sum to 1
+    # (Cost.delta has validated y before calling a shortcut).
+    return a - y
 
 
 @register_cost
@@ -298,21 +343,23 @@ class LogLikelihoodCost(_ClassTargetCost):
     equation_value = "COST.log-likelihood"
     equation_grad = "COST.log-likelihood.grad"
     shortcuts = {"softmax": ("SHORTCUT.softmax-log-likelihood", _softmax_log_likelihood_shortcut)}
+    logit_forms = {"softmax": "categorical-cross-entropy"}
     valid_output_activations = ("softmax",)
+    output_domain = "probability"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        y = self._targets(a, y)
+        a, y = self.validate(a, y)
         with np.errstate(divide="ignore"):  # −ln 0 = +inf where a target class has a = 0
             return -_xlogy(y, a).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        y = self._targets(a, y)
+        a, y = self.validate(a, y)
         with np.errstate(divide="ignore", over="ignore"):  # −inf at a = 0 or a subnormal a
             return np.where(y == 0, 0.0, -y / np.where(y == 0, 1.0, a)).astype(a.dtype, copy=False)
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``∂²C_x/∂aⱼ² = yⱼ/aⱼ²`` (0 where ``yⱼ = 0``) (``CURV.loss-hessian.log-likelihood``)."""
-        y = self._targets(a, y)
+        a, y = self.validate(a, y)
         with np.errstate(divide="ignore", over="ignore"):
             return np.where(y == 0, 0.0, y / np.where(y == 0, 1.0, a * a))
 
@@ -336,13 +383,13 @@ class CategoricalCrossEntropyCost(_ClassTargetCost):
     valid_output_activations = ("identity",)
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        y = self._targets(a, y)
+        a, y = self.validate(a, y)
         shifted = a - a.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return -(np.where(y == 0, 0.0, y * log_probs)).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        y = self._targets(a, y)
+        a, y = self.validate(a, y)
         e = np.exp(a - a.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True) - y
 
@@ -352,13 +399,13 @@ class CategoricalCrossEntropyCost(_ClassTargetCost):
         Equation ``CURV.loss-hessian.categorical-cross-entropy``.
         Independent of ``y`` (the rows of ``y`` sum to 1).
         """
-        self._targets(a, y)
+        a, y = self.validate(a, y)
         p = _softmax_rows(a)
         return _diag_embed(p) - p[:, :, None] * p[:, None, :]
 
     def hessian_factor(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``S = diag(√p) − p √pᵀ``: ``S Sᵀ = diag(p) − 2ppᵀ + p(Σₖpₖ)pᵀ = diag(p) − ppᵀ``."""
-        self._targets(a, y)
+        a, y = self.validate(a, y)
         p = _softmax_rows(a)
         r = np.sqrt(p)
         return _diag_embed(r) - p[:, :, None] * r[:, None, :]
@@ -384,16 +431,16 @@ class BCEWithLogitsCost(Cost):
     target_kind = "probability"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return (np.maximum(a, 0.0) - y * a + np.log1p(np.exp(-np.abs(a)))).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return _sigmoid(a) - y
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``∂²C_x/∂aⱼ² = s(1 − s)``, ``s = sigmoid(aⱼ)`` (``CURV.loss-hessian.bce-logits``)."""
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         s = _sigmoid(a)
         return s * (1.0 - s)
 
@@ -412,11 +459,11 @@ class MAECost(Cost):
     equation_grad = "COST.mae.grad"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.abs(a - y).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.sign(a - y)
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -425,7 +472,7 @@ class MAECost(Cost):
         Generalisation: the Hessian is taken as 0 also at ``a = y`` (the derivative of
         the ``sign`` this library uses, whose jump is a Dirac mass we do not represent).
         """
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.zeros_like(a)
 
 
@@ -450,17 +497,18 @@ class HuberCost(Cost):
             raise ValueError(f"huber threshold (δ) must be > 0, got {threshold!r}")
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         d, t = np.abs(a - y), self.threshold
-        return np.where(d <= t, 0.5 * d * d, t * (d - 0.5 * t)).sum(axis=1)
+        q = np.minimum(d, t)  # the quadratic piece only where it is used: ½d² cannot overflow
+        return np.where(d <= t, 0.5 * q * q, t * (d - 0.5 * t)).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.clip(a - y, -self.threshold, self.threshold)
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``1[|d| ≤ δ]``, ``d = a − y`` (``CURV.loss-hessian.huber``; edge: quadratic side)."""
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return (np.abs(a - y) <= self.threshold).astype(a.dtype)
 
 
@@ -486,17 +534,18 @@ class SmoothL1Cost(Cost):
             )
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         d = np.abs(a - y)
-        return np.where(d < self.beta, 0.5 * d * d / self.beta, d - 0.5 * self.beta).sum(axis=1)
+        q = np.minimum(d, self.beta)  # ½d²/β only where used: no overflow for huge |d|
+        return np.where(d < self.beta, 0.5 * q * q / self.beta, d - 0.5 * self.beta).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.clip((a - y) / self.beta, -1.0, 1.0)
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``1[|d| < β]/β``, ``d = a − y`` (``CURV.loss-hessian.smooth-l1``; edge: linear side)."""
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return (np.abs(a - y) < self.beta).astype(a.dtype) / self.beta
 
 
@@ -524,7 +573,7 @@ class MultiMarginCost(_ClassTargetCost):
         self.margin = _finite_float(margin, "margin")
 
     def _hinges(self, a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y = self._targets(a, y)
+        a, y = self.validate(a, y)
         target_score = (a * y).sum(axis=1, keepdims=True)  # a_y (y is one-hot)
         return self.margin - target_score + a, y
 
@@ -543,7 +592,7 @@ class MultiMarginCost(_ClassTargetCost):
         Generalisation: 0 also exactly at a hinge (the derivative of the indicator
         ``1[m − a_y + aⱼ > 0]`` used by :meth:`grad`, ignoring its Dirac mass).
         """
-        self._targets(a, y)
+        a, y = self.validate(a, y)
         return np.zeros_like(a)
 
 
@@ -564,16 +613,15 @@ class KLDivergenceCost(Cost):
     equation_grad = "COST.kl-divergence.grad"
     valid_output_activations = ("log-softmax",)
     target_kind = "distribution"
+    output_domain = "log-distribution"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
-        if (y < 0).any():
-            raise ValueError(f"{self.name}: targets must be probabilities >= 0, got min {y.min()}")
+        a, y = self.validate(a, y)
         # Mask a before multiplying: 0·(−inf) would be NaN (an invalid-value warning).
         return (_xlogy(y, y) - y * np.where(y == 0, 0.0, a)).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return (-y).astype(a.dtype, copy=False)
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -581,7 +629,7 @@ class KLDivergenceCost(Cost):
 
         The curvature comes from the log-softmax output (``ACT2.log-softmax``).
         """
-        _check_same_shape(a, y, self.name)
+        a, y = self.validate(a, y)
         return np.zeros_like(a)
 
 
@@ -618,7 +666,7 @@ class PoissonNLLCost(Cost):
             self.valid_output_activations = ("identity",)
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        self._check(a, y)
+        a, y = self._check(a, y)
         if self.log_input:
             with np.errstate(over="ignore"):  # e^a = inf for a > 709: the true (rounded) value
                 # Mask a before multiplying: 0·(−inf) (rate 0, count 0) would be NaN.
@@ -626,29 +674,28 @@ class PoissonNLLCost(Cost):
         return (a - y * np.log(a + self.eps)).sum(axis=1)
 
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
-        self._check(a, y)
+        a, y = self._check(a, y)
         if self.log_input:
             with np.errstate(over="ignore"):
                 return np.exp(a) - y
         return 1.0 - y / (a + self.eps)
 
-    def _check(self, a: np.ndarray, y: np.ndarray) -> None:
-        _check_same_shape(a, y, self.name)
-        if (y < 0).any():
-            raise ValueError(f"{self.name}: count targets must be >= 0, got min {y.min()}")
+    def _check(self, a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, y = self.validate(a, y)  # count targets y >= 0 (target_kind "count")
         if not self.log_input and (a < 0).any():
             raise ValueError(
                 f"{self.name}: rates must be >= 0 with log_input=False, got min {a.min()} "
                 "(use a softplus output, or log_input=True for log-rates)"
             )
+        return a, y
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``e^{aⱼ}`` (log-input) or ``yⱼ/(λⱼ + ε)²`` (``CURV.loss-hessian.poisson-nll``)."""
-        self._check(a, y)
+        a, y = self._check(a, y)
         if self.log_input:
             with np.errstate(over="ignore"):
                 return np.exp(a)
-        return y / ((a + self.eps) * (a + self.eps))
+        return y / (a + self.eps) / (a + self.eps)  # (λ + ε)² would overflow for λ > 1e154
 
 
 def _diag_embed(d: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual_bp._validation import as_array, check_finite, check_labels
+
 __all__ = ["is_label_vector", "one_hot", "to_labels"]
 
 
@@ -15,30 +17,35 @@ def is_label_vector(y: np.ndarray) -> bool:
 def one_hot(labels: np.ndarray, n_classes: int, dtype=np.float64) -> np.ndarray:
     """``(batch,)`` integer labels -> ``(batch, n_classes)`` one-hot rows.
 
-    Raises ``ValueError`` naming the first label outside ``[0, n_classes)``.
+    Raises ``ValueError`` naming the first label outside ``[0, n_classes)``; ``TypeError``
+    for labels that are not integers (floats, bools, complex).
     """
-    labels = np.asarray(labels)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+        raise TypeError(f"n_classes must be an integer, got {n_classes!r}")
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    labels = as_array(labels, "labels")
     if not is_label_vector(labels):
         raise ValueError(
             f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
         )
-    bad = (labels < 0) | (labels >= n_classes)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"label {int(labels[i])} at index {i} is out of range for {n_classes} classes "
-            f"(valid: 0..{n_classes - 1})"
-        )
+    check_labels(labels, n_classes, "labels")
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
 
 
 def to_labels(y: np.ndarray) -> np.ndarray:
-    """Class labels from labels (returned as is) or from one-hot / score rows (argmax)."""
-    y = np.asarray(y)
+    """Class labels from labels (returned as is) or from one-hot / score rows (argmax).
+
+    Labels must be ``>= 0``; rows must be finite (an argmax over NaN is meaningless).
+    """
+    y = as_array(y, "y")
     if is_label_vector(y):
+        if y.size and y.min() < 0:
+            raise ValueError(f"y: label {int(y.min())} is negative; labels are 0, 1, …")
         return y
     if y.ndim != 2:
         raise ValueError(f"expected labels (batch,) or rows (batch, classes), got shape {y.shape}")
+    check_finite(y, "y")
     return np.argmax(y, axis=1)

@@ -42,6 +42,7 @@ import numpy as np
 
 from manual_bp.activations import Activation, Identity, ReLU, Sigmoid, Tanh
 from manual_bp.costs import Cost, QuadraticCost
+from manual_bp.divergence import check_training_state
 from manual_bp.layers.dense import dense_forward
 from manual_bp.network import Network
 from manual_bp.optimizers import SGD, Optimizer
@@ -166,14 +167,13 @@ class FastTrainer:
         )
 
     def check_targets(self, y: np.ndarray) -> None:
-        """Validate all target rows once (the readable path's shortcut checks every batch).
+        """Validate all target rows once (the readable path's cost checks every batch).
 
-        Class costs need rows that are distributions; the fused ``a − y`` does not
-        look at them, so they are checked here, before training.
+        Each cost's target domain (distributions for class costs, [0, 1] for
+        cross-entropy, counts ≥ 0 for Poisson, …): the fused ``a − y`` does not look
+        at the targets, so they are checked here, before training.
         """
-        check = getattr(self.net.cost, "_targets", None)
-        if self.output_kind == "a-y" and check is not None:
-            check(y, y)
+        self.net.cost.check_targets(y)
 
     # ------------------------------------------------------------------ one step
     def _buffers_for(self, m: int) -> _Buffers:
@@ -215,9 +215,10 @@ class FastTrainer:
             g *= a
             np.subtract(1, a, out=tmp)
             g *= tmp
-        elif kind == "tanh":  # tanh' = 1 − a²
-            np.multiply(a, a, out=tmp)
-            np.subtract(1, tmp, out=tmp)
+        elif kind == "tanh":  # tanh' = (1 − a)(1 + a): no cancellation of 1 − a² near |a| = 1
+            np.subtract(1, a, out=tmp)
+            g *= tmp
+            np.add(1, a, out=tmp)
             g *= tmp
         elif kind == "relu":  # relu'(z) = [z > 0]; relu'(0) = 0
             mask = buf.masks[l]
@@ -264,10 +265,8 @@ class FastTrainer:
 
         ``x`` is ``(n, n_in)``; ``y`` ``(n, n_out)`` rows or ``(n,)`` labels. Returns copies.
         """
-        from manual_bp._validation import as_inputs, as_targets
-
-        x = as_inputs(x, self.net.sizes[0], self.dtype)
-        y = as_targets(y, self.net.sizes[-1], x.shape[0], self.dtype)
+        x = self.net.prepare_inputs(x)
+        y = self.net.prepare_targets(y, x.shape[0])
         buf = self._load(x, y, None)
         with np.errstate(over="ignore", under="ignore"):
             self._forward(buf)
@@ -311,19 +310,32 @@ class FastTrainer:
         batches: Sequence[np.ndarray],
         on_batch: Callable[[], object] | None = None,
         epoch: int = 1,
-    ) -> None:
-        """One step per index array in ``batches``; raises if the parameters diverged.
+    ) -> float:
+        """One step per index array in ``batches``; returns the last mini-batch's cost.
 
         Overflow inside the epoch is not an error by itself (the sigmoid's ``e^{−z}``
-        reaches inf for ``z < −709`` and gives the correct 0); the parameters are
-        checked for finiteness once per epoch instead of the cost once per step.
+        reaches inf for ``z < −709`` and gives the correct 0). At the end of the epoch
+        the shared divergence check (:func:`manual_bp.divergence.check_training_state`,
+        the readable path's) looks at the parameters and at the cost of the last
+        mini-batch, computed once from its buffers: a non-finite one raises
+        :class:`~manual_bp.divergence.DivergenceError` naming the likely cause.
         """
+        buf = None
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             for index in batches:
                 self.step(x, y, index)
                 if on_batch is not None:
                     on_batch()
-        if not np.isfinite(self.params).all():
-            raise FloatingPointError(
-                f"parameters became non-finite in epoch {epoch}; lower the learning rate"
-            )
+            if len(batches):
+                buf = self._buffers_for(len(batches[-1]))
+        cost = None if buf is None else self._buffer_cost(buf)
+        check_training_state(self.params, cost, epoch=epoch, optimizer=self.optimizer, x=x)
+        return float("nan") if cost is None else cost
+
+    def _buffer_cost(self, buf: _Buffers) -> float:
+        """The cost of the mini-batch whose forward pass is in ``buf`` (from ``zᴸ`` if stable)."""
+        a, z = buf.activations[-1], buf.zs[-1]
+        if not (np.isfinite(a).all() and np.isfinite(z).all()):
+            return float("nan")  # diverged forward pass: no cost to compute (NaN, no warning)
+        with np.errstate(over="ignore", under="ignore"):
+            return self.net.cost.value_from_logits(z, a, buf.y, self.net.activations[-1])

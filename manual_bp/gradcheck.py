@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._validation import as_array, check_finite, check_nonempty
+
 __all__ = [
     "DEFAULT_C",
     "GradcheckReport",
@@ -45,7 +47,8 @@ def normalised_error(actual: np.ndarray, expected: np.ndarray) -> float:
     Entries where both are the same infinity count as equal; a NaN on either
     side, or an infinity on one side only, gives ``inf``.
     """
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    actual = as_array(actual, "actual").astype(np.float64)
+    expected = as_array(expected, "expected").astype(np.float64)
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: actual {actual.shape}, expected {expected.shape}")
     if actual.size == 0:
@@ -106,7 +109,7 @@ def assert_gradients_close(
         Naming ``name``, the shape, the worst elements with their expected and
         actual values, and the bound.
     """
-    actual, expected = np.asarray(actual), np.asarray(expected)
+    actual, expected = as_array(actual, name), as_array(expected, f"reference {name}")
     if actual.shape != expected.shape:
         raise AssertionError(
             f"{name}: shape {actual.shape} differs from the reference shape {expected.shape}"
@@ -162,7 +165,7 @@ def bound_ratio(
     quantities (the ``scale`` of a cancelling sum enlarges the bound). ``inf``
     for a shape mismatch or a NaN on one side only.
     """
-    actual, expected = np.asarray(actual), np.asarray(expected)
+    actual, expected = as_array(actual, "actual"), as_array(expected, "expected")
     if actual.shape != expected.shape:
         return float("inf")
     if actual.size == 0:
@@ -206,8 +209,14 @@ def finite_difference_gradient(
     ``|D(h) − D(2h)|``: it exposes both the truncation error and rounding noise
     in ``f``, so a caller can tell where the finite difference is uninformative.
     """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a NumPy array (perturbed in place), got {type(x).__name__}")
     if x.dtype != np.float64:
         raise TypeError(f"finite differences need float64, got {x.dtype}")
+    if x.size:
+        check_finite(x, "x")
+    if isinstance(h, bool) or not isinstance(h, (int, float, np.floating)) or not 0 < h < 1:
+        raise ValueError(f"the relative step h must be a number in (0, 1), got {h!r}")
     flat = x.reshape(-1)
     if not np.shares_memory(flat, x):
         raise ValueError("x must be contiguous so that it can be perturbed in place")
@@ -336,7 +345,10 @@ def check_layer(
     >>> check_layer(layer, x).worst < 1e-6
     True
     """
+    x = as_array(x, "x")
+    check_nonempty(x, "x")
     x = np.array(x, dtype=np.float64)  # a private copy, perturbed in place
+    check_finite(x, "x")
     params = dict(layer.params)
     for name, value in params.items():
         if not isinstance(value, np.ndarray) or value.dtype != np.float64:
@@ -460,9 +472,11 @@ class _FunctionLayer:
 def _upstream(upstream, shape, seed) -> np.ndarray:
     if upstream is None:
         return np.random.default_rng(seed).standard_normal(shape)
-    upstream = np.array(upstream, dtype=np.float64)
+    upstream = np.array(as_array(upstream, "upstream"), dtype=np.float64)
     if upstream.shape != shape:
         raise ValueError(f"upstream has shape {upstream.shape}, but the output has shape {shape}")
+    if upstream.size:
+        check_finite(upstream, "upstream")
     return upstream
 
 

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import as_inputs, as_targets, check_finite
+from manual_bp._validation import as_inputs, as_targets
 from manual_bp.activations import Activation, get_activation
 from manual_bp.costs import Cost, get_cost
-from manual_bp.encoding import to_labels
 from manual_bp.initializers import get_initializer
 from manual_bp.layers.dense import dense_forward
 from manual_bp.parameters import ParameterList, allocate_views
@@ -225,7 +224,7 @@ class Network:
             zs=zs,
             activations=activations,
             input_grad=input_grad,
-            cost=self.cost.value(activations[-1], y),
+            cost=self.cost.value_from_logits(zs[-1], activations[-1], y, self.activations[-1]),
             _cost_fn=self.cost,
             _targets=y,
         )
@@ -279,7 +278,9 @@ class Network:
             zs=zs,
             activations=activations,
             input_grad=input_grad,
-            cost=self.cost.value(activations[-1][None, :], target[None, :]),
+            cost=self.cost.value_from_logits(
+                zs[-1][None, :], activations[-1][None, :], target[None, :], self.activations[-1]
+            ),
             _cost_fn=self.cost,
             _targets=target[None, :],
         )
@@ -307,22 +308,42 @@ class Network:
 
         ``n`` is the size of the training set that ``λ`` is scaled by (default ``len(x)``).
         """
-        a = self.feedforward(x)
-        value = self.cost.value(a, as_targets(y, self.sizes[-1], a.shape[0], self.dtype))
+        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float, np.integer, np.floating)):
+            raise TypeError(f"lmbda must be a real number, got {lmbda!r}")
+        if not np.isfinite(lmbda) or lmbda < 0:
+            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda!r}")
+        value, a = self.cost_and_outputs(x, y)
         if lmbda:
             n = a.shape[0] if n is None else n
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"n (the training-set size) must be a positive integer, got {n!r}")
             value += 0.5 * (lmbda / n) * sum(float(np.vdot(W, W)) for W in self.weights)
         return value
+
+    def cost_and_outputs(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(C, aᴸ)``: the mean cost on ``(x, y)`` and the outputs, from one forward pass.
+
+        The cost is evaluated from ``zᴸ`` where the output activation has a stable logit
+        form (:meth:`Cost.value_from_logits`: cross-entropy of a sigmoid, log-likelihood of
+        a softmax), so a saturated output at a finite logit gives a finite cost.
+        """
+        zs, activations = self.forward(x)
+        a = activations[-1]
+        y = self.prepare_targets(y, a.shape[0])
+        return self.cost.value_from_logits(zs[-1], a, y, self.activations[-1]), a
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted class labels ``argmax aᴸ``, shape ``(batch,)``."""
         return np.argmax(self.feedforward(x), axis=1)
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Fraction of samples whose predicted class equals the label (labels or one-hot)."""
-        labels = to_labels(y)
-        if labels.shape[0] != np.shape(x)[0]:
-            raise ValueError(f"{labels.shape[0]} labels for {np.shape(x)[0]} inputs")
+        """Fraction of samples whose predicted class equals the label (labels or one-hot).
+
+        ``x`` and ``y`` get the checks of training data (:meth:`prepare_inputs`,
+        :meth:`prepare_targets`): labels in range, rows of the output's width, finite.
+        """
+        x = self.prepare_inputs(x)
+        labels = np.argmax(self.prepare_targets(y, x.shape[0]), axis=1)
         return float(np.mean(self.predict(x) == labels))
 
     # ------------------------------------------------------------------ training protocol
@@ -330,14 +351,18 @@ class Network:
     # imports the model, never the reverse: train(net, x, y, ...), nielsen_sgd(net, ...).
     def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
         """``x`` as a finite ``(batch, n_in)`` array of the network's dtype."""
-        x = as_inputs(x, self.sizes[0], self.dtype, name)
-        check_finite(x, name)
-        return x
+        return as_inputs(x, self.sizes[0], self.dtype, name)
 
     def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
-        """Target rows ``(batch, n_out)``; integer labels are one-hot encoded."""
+        """Target rows ``(batch, n_out)``, finite and in the cost's target domain.
+
+        Integer labels are range-checked and one-hot encoded; rows must match the output
+        width exactly; the cost's domain (e.g. [0, 1] for cross-entropy) is checked here,
+        so every entry point (training, evaluation data, ``accuracy``, ``total_cost``)
+        refuses the same targets.
+        """
         y = as_targets(y, self.sizes[-1], batch, self.dtype, name)
-        check_finite(y, name)
+        self.cost.check_targets(y)
         return y
 
     def parameter_arrays(self) -> list[np.ndarray]:

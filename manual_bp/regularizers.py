@@ -37,9 +37,16 @@ class Regularizer(Configurable):
     hyperparameters = ("lmbda",)
 
     def __init__(self, lmbda: float = 0.0) -> None:
+        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float, np.integer, np.floating)):
+            raise TypeError(f"lmbda must be a real number, got {lmbda!r}")
         if not np.isfinite(lmbda) or lmbda < 0:
             raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda}")
         self.lmbda = float(lmbda)
+
+    @staticmethod
+    def _check_n_train(n_train: int) -> None:
+        if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
+            raise ValueError(f"n_train (the training-set size N) must be >= 1, got {n_train!r}")
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
         """``R(W)``, the term added to the cost."""
@@ -63,11 +70,13 @@ class L2(Regularizer):
     equation = "REG.l2"
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
+        self._check_n_train(n_train)
         return 0.5 * self.lmbda / n_train * sum(float(np.vdot(W, W)) for W in weights)
 
     def add_gradient(
         self, weights: Sequence[np.ndarray], grads: Sequence[np.ndarray], n_train: int
     ) -> None:
+        self._check_n_train(n_train)
         scale = self.lmbda / n_train
         for W, g in zip(weights, grads, strict=True):
             g += scale * W
@@ -84,12 +93,14 @@ class L1(Regularizer):
     equation = "REG.l1"
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
+        self._check_n_train(n_train)
         return self.lmbda / n_train * sum(float(np.abs(W).sum()) for W in weights)
 
     def add_gradient(
         self, weights: Sequence[np.ndarray], grads: Sequence[np.ndarray], n_train: int
     ) -> None:
         # REG.l1: g += (λ/N) sgn(w)
+        self._check_n_train(n_train)
         scale = self.lmbda / n_train
         for W, g in zip(weights, grads, strict=True):
             g += scale * np.sign(W)

@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from manual_bp.encoding import to_labels
+from manual_bp.divergence import DivergenceError, check_parameters_finite, check_training_state
 from manual_bp.fast import FastTrainer
-from manual_bp.optimizers import SGD, Optimizer
+from manual_bp.optimizers import SGD, Optimizer, get_optimizer
 from manual_bp.progress import ProgressBar
-from manual_bp.regularizers import L2, Regularizer
+from manual_bp.regularizers import L2, Regularizer, get_regularizer
+from manual_bp.schedules import Schedule as _Schedule
 
 if TYPE_CHECKING:
     from manual_bp.network import Network
-    from manual_bp.schedules import Schedule
     from manual_bp.sequential import Sequential
 
     Model = Network | Sequential
 
-__all__ = ["History", "iterate_minibatches", "nielsen_sgd", "train"]
+__all__ = ["DivergenceError", "History", "iterate_minibatches", "nielsen_sgd", "train"]
 
 MONITORS = ("cost", "accuracy")
 
@@ -89,7 +89,7 @@ def train(
     progress: bool = False,
     log: TextIO | None = None,
     callbacks: Sequence[Callable[[int, History], Any]] = (),
-    schedule: Schedule | None = None,
+    schedule: _Schedule | None = None,
     fast: bool | None = None,
 ) -> History:
     """Train ``net`` in place with mini-batch gradient descent.
@@ -141,19 +141,31 @@ def train(
         raise ValueError("give lmbda or regularizer, not both")
     _check_positive_int(epochs, "epochs")
     _check_positive_int(batch_size, "batch_size")
-    unknown = set(monitor) - set(MONITORS)
-    if unknown:
-        raise ValueError(f"unknown monitor(s) {sorted(unknown)}; valid: {list(MONITORS)}")
-    optimizer = optimizer if optimizer is not None else SGD(lr=eta)  # type: ignore[arg-type]
-    regularizer = regularizer if regularizer is not None else (L2(lmbda) if lmbda else None)
+    monitor = _check_monitor(monitor)
+    _check_callbacks(callbacks)
+    # Names, classes and config dicts are accepted too (get_optimizer / get_regularizer).
+    optimizer = get_optimizer(optimizer) if optimizer is not None else SGD(lr=eta)  # type: ignore[arg-type]
+    if regularizer is not None:
+        regularizer = get_regularizer(regularizer)
+    elif lmbda:
+        regularizer = L2(lmbda)
     if schedule is not None:
+        if not isinstance(schedule, _Schedule):
+            raise TypeError(
+                f"schedule must be a Schedule (StepLR, ExponentialLR, ...), got {schedule!r}"
+            )
         schedule.bind(optimizer)
 
     x = net.prepare_inputs(x, "x")
     y = net.prepare_targets(y, x.shape[0], "y")
+    if getattr(net, "ignore_index", None) is None:  # ignored positions are all-zero rows
+        net.cost.check_targets(_rows(y))  # the target domain, before the first epoch
     if evaluation_data is not None:
-        x_eval = net.prepare_inputs(evaluation_data[0], "evaluation x")
-        y_eval = net.prepare_targets(evaluation_data[1], x_eval.shape[0], "evaluation y")
+        x_eval, y_eval = _evaluation_pair(evaluation_data)
+        x_eval = net.prepare_inputs(x_eval, "evaluation x")
+        y_eval = net.prepare_targets(y_eval, x_eval.shape[0], "evaluation y")
+    params = net.parameter_arrays()
+    check_parameters_finite(params, _parameter_names(net))
     n_train = x.shape[0]
     rng = np.random.default_rng(seed)
     history = History()
@@ -172,11 +184,24 @@ def train(
         batches = iterate_minibatches(n_train, batch_size, rng)
         with ProgressBar(len(batches), f"epoch {epoch}/{epochs}", enabled=progress) as bar:
             if trainer is not None:
-                trainer.run_epoch(x, y, batches, bar.update if progress else None, epoch)
+                last_cost = trainer.run_epoch(
+                    x, y, batches, bar.update if progress else None, epoch
+                )
             else:
-                _readable_epoch(net, x, y, batches, optimizer, regularizer, epoch, bar)
+                last_cost = _readable_epoch(net, x, y, batches, optimizer, regularizer, epoch, bar)
+        # The one divergence check of every path (DivergenceError with the likely cause).
+        check_training_state(params, last_cost, epoch=epoch, optimizer=optimizer, x=x)
         history.epoch_seconds.append(time.perf_counter() - start)
         _monitor(net, history, "training", x, y, monitor, regularizer, n_train)
+        if "cost" in monitor:
+            check_training_state(
+                params,
+                history.training_cost[-1],
+                epoch=epoch,
+                optimizer=optimizer,
+                x=x,
+                where="training cost after the epoch",
+            )
         if evaluation_data is not None:
             _monitor(net, history, "evaluation", x_eval, y_eval, monitor, regularizer, n_train)
         if log is not None:
@@ -197,22 +222,25 @@ def _readable_epoch(
     regularizer: Regularizer | None,
     epoch: int,
     bar: ProgressBar,
-) -> None:
-    """One epoch of the readable path: the model's backprop, regulariser, optimizer step."""
+) -> float:
+    """One epoch of the readable path: the model's backprop, regulariser, optimizer step.
+
+    Each mini-batch's cost is checked as soon as it is known (the shared check); returns
+    the last one.
+    """
     params = net.parameter_arrays()
     decayed = net.regularized_indices()
+    cost = float("nan")
     for index in batches:
         cost, grads = net.loss_and_gradients(x[index], y[index])
+        check_training_state((), cost, epoch=epoch, optimizer=optimizer, x=x)
         if regularizer is not None:
             regularizer.add_gradient(
                 [params[i] for i in decayed], [grads[i] for i in decayed], x.shape[0]
             )
         optimizer.step(params, grads)
-        if not np.isfinite(cost):
-            raise FloatingPointError(
-                f"cost became {cost} in epoch {epoch}; lower the learning rate"
-            )
         bar.update()
+    return cost
 
 
 def _monitor(
@@ -227,16 +255,20 @@ def _monitor(
 ) -> None:
     if not monitor:
         return
-    a = net.infer(x)  # evaluation mode, once for both metrics
+    cost_and_outputs = getattr(net, "cost_and_outputs", None)
+    if "cost" in monitor and cost_and_outputs is not None:
+        cost, a = cost_and_outputs(x, y)  # from the logits where that is stable
+    else:
+        a = net.infer(x)  # evaluation mode, once for both metrics
+        cost = net.cost.value(_rows(a), _rows(y)) if "cost" in monitor else 0.0
     if "cost" in monitor:
-        cost = net.cost.value(_rows(a), _rows(y))
         if regularizer is not None:
             params = net.parameter_arrays()
             cost += regularizer.penalty([params[i] for i in net.regularized_indices()], n_train)
         getattr(history, f"{split}_cost").append(cost)
     if "accuracy" in monitor:
         accuracy = float(
-            np.mean(np.argmax(a, axis=-1) == to_labels(_rows(y)).reshape(a.shape[:-1]))
+            np.mean(np.argmax(a, axis=-1) == np.argmax(_rows(y), axis=1).reshape(a.shape[:-1]))
         )
         getattr(history, f"{split}_accuracy").append(accuracy)
 
@@ -283,6 +315,49 @@ def _epoch_line(epoch: int, epochs: int, history: History) -> str:
                 parts.append(f"{split} {metric} " + fmt.format(values[-1]))
     parts.append(f"{history.epoch_seconds[-1]:.2f}s")
     return "  ".join(parts)
+
+
+def _check_monitor(monitor: Any) -> tuple[str, ...]:
+    if isinstance(monitor, str):
+        monitor = (monitor,)  # monitor="cost" means ("cost",), not the letters c, o, s, t
+    try:
+        monitor = tuple(monitor)
+    except TypeError:
+        raise TypeError(f"monitor must be a sequence of names, got {monitor!r}") from None
+    unknown = [m for m in monitor if m not in MONITORS]
+    if unknown:
+        raise ValueError(f"unknown monitor(s) {unknown}; valid: {list(MONITORS)}")
+    return monitor
+
+
+def _check_callbacks(callbacks: Any) -> None:
+    """Fail before the first epoch, not after it, on a callback that cannot be called."""
+    if callable(callbacks):
+        raise TypeError("callbacks must be a sequence of callables; wrap one in a list")
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callback {callback!r} is not callable")
+
+
+def _evaluation_pair(evaluation_data: Any) -> tuple[Any, Any]:
+    if not isinstance(evaluation_data, (tuple, list)) or len(evaluation_data) != 2:
+        raise TypeError(
+            "evaluation_data must be a pair (x, y), got "
+            f"{type(evaluation_data).__name__}"
+            + (f" of length {len(evaluation_data)}" if hasattr(evaluation_data, "__len__") else "")
+        )
+    return evaluation_data[0], evaluation_data[1]
+
+
+def _parameter_names(net: Model) -> list[str] | None:
+    names = getattr(net, "_parameter_names", None)
+    if names is not None:
+        return list(names)
+    weights = getattr(net, "weights", None)
+    if weights is None:
+        return None
+    n = len(weights)
+    return [f"weights[{i}]" for i in range(n)] + [f"biases[{i}]" for i in range(n)]
 
 
 def _check_positive_int(value: object, name: str) -> None:

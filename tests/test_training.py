@@ -179,3 +179,91 @@ def test_divergence_is_reported():
         pytest.raises(FloatingPointError, match="learning rate"),
     ):
         train(net, x, x[:, :1], epochs=50, batch_size=5, eta=10.0, monitor=())
+
+
+# ====================================================================== divergence, every path
+# One shared check (manual_bp.divergence.check_training_state), one exception type
+# (DivergenceError, a FloatingPointError), the same hint on the fast path, the readable
+# path and a Sequential trained by `train`.
+from manual_bp import Dense, Sequential  # noqa: E402
+from manual_bp.divergence import DivergenceError  # noqa: E402
+from manual_bp.optimizers import OPTIMIZERS  # noqa: E402
+
+
+def _model(path: str):
+    if path == "Sequential":
+        return Sequential([Dense(3, 4, seed=0), "relu", Dense(4, 1, seed=1)], "quadratic")
+    return Network([3, 4, 1], "relu", "quadratic", output_activation="identity", seed=0)
+
+
+PATHS = {
+    "Network fast": {"fast": True},
+    "Network readable": {"fast": False},
+    "Sequential": {},
+}
+
+
+def _data(scale=1.0):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 3)) * scale
+    x[:, 0] = 0.0  # a dead input: its weights' gradients are exactly 0
+    return x, rng.standard_normal((20, 1))
+
+
+@pytest.mark.parametrize("monitor", [(), ("cost",)])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_too_large_learning_rate_diverges_alike_on_every_path(path, monitor):
+    x, y = _data(100.0)
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(DivergenceError, match=r"lower the learning rate \(lr = 1e\+06\)"),
+    ):
+        train(_model(path), x, y, epochs=5, batch_size=5, eta=1e6, monitor=monitor, **PATHS[path])
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in OPTIMIZERS.names() if "eps" in OPTIMIZERS[n].hyperparameters]
+)
+@pytest.mark.parametrize("path", list(PATHS))
+def test_eps_zero_is_named_as_the_cause_on_every_path(path, name):
+    """A coordinate whose gradients are all 0 divides 0 by 0 when eps = 0 (Adam, RMSprop…)."""
+    x, y = _data()
+    optimizer = OPTIMIZERS[name](eps=0.0)
+    with (
+        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        pytest.raises(DivergenceError, match="eps = 0") as caught,
+    ):
+        train(_model(path), x, y, epochs=2, batch_size=5, optimizer=optimizer, **PATHS[path])
+    assert "learning rate" not in str(caught.value)
+    assert "\n" not in str(caught.value)  # one line
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_non_finite_parameters_before_training_are_not_a_learning_rate_problem(path, bad):
+    model = _model(path)
+    model.parameter_arrays()[0].flat[1] = bad
+    x, y = _data()
+    with pytest.raises(ValueError, match="before training started; this is not a learning-rate"):
+        train(model, x, y, epochs=1, batch_size=5, eta=0.01, **PATHS[path])
+
+
+@pytest.mark.parametrize("monitor", [(), ("cost",)])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_an_infinite_cost_with_finite_parameters_is_divergence_on_every_path(path, monitor):
+    """The fused path used to finish with an infinite cost and no error: ½‖a − y‖² of
+    outputs ~1e200 overflows while every parameter stays finite."""
+    model = _model(path)
+    for p in model.parameter_arrays():
+        p[...] = 1e100
+    x, y = _data()
+    x = np.abs(x) + 1.0
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(DivergenceError, match="cost became inf"),
+    ):
+        train(model, x, y, epochs=1, batch_size=5, eta=1e-300, monitor=monitor, **PATHS[path])
+
+
+def test_divergence_error_is_a_floating_point_error():
+    assert issubclass(DivergenceError, FloatingPointError)

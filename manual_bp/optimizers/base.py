@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import check_real_dtype
 
 __all__ = ["OPTIMIZERS", "Optimizer", "get_optimizer"]
 
@@ -62,9 +63,28 @@ class Optimizer(Configurable):
 
     @staticmethod
     def _check(params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        """Parameters: writeable float arrays (updated in place); gradients: real arrays
+        of the same shapes (never broadcast). Complex, bool and object arrays are refused.
+        """
         if len(params) != len(grads):
             raise ValueError(f"{len(params)} parameter arrays but {len(grads)} gradients")
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(
+                    f"parameter {i} must be a NumPy array (updated in place), "
+                    f"got {type(p).__name__}"
+                )
+            check_real_dtype(p, f"parameter {i}")
+            if p.dtype.kind != "f":
+                raise TypeError(
+                    f"parameter {i} has dtype {p.dtype}; parameters must be float arrays "
+                    "(an in-place update of integers would truncate)"
+                )
+            if not p.flags.writeable:
+                raise ValueError(f"parameter {i} is read-only; it is updated in place")
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"gradient {i} must be a NumPy array, got {type(g).__name__}")
+            check_real_dtype(g, f"gradient {i}")
             if p.shape != g.shape:
                 raise ValueError(f"gradient {i} has shape {g.shape}, parameter has {p.shape}")
 
