@@ -53,6 +53,10 @@ class TorchModel:
                     self.layers.append(("dense", names[f"{k}.weight"], names.get(f"{k}.bias")))
                 elif isinstance(layer, ActivationLayer):
                     self.layers.append(("act", layer.activation))
+                elif type(layer).__name__ in ("Identity", "Flatten") or (
+                    type(layer).__name__ == "Dropout" and (layer.p == 0 or not layer.training)
+                ):
+                    continue  # out = x on (batch, features) inputs
                 else:
                     raise TypeError(layer)
         self.cost = model.cost

@@ -220,7 +220,32 @@ def test_bad_input_is_rejected():
         hvp(net, x, y, [np.zeros((2, 2))] + [np.zeros(s.shape) for s in net.parameter_arrays()[1:]])
     from manual_bp.layers import Dropout
 
-    with pytest.raises(TypeError, match="Dense and activation layers only"):
+    with pytest.raises(TypeError, match=r"layer 1 \(Dropout.*training mode.*supported: Dense"):
         hvp(Sequential([Dense(2, 2), Dropout(0.5)], "quadratic"), x, y, np.zeros(6))
     with pytest.raises(ValueError, match="n_samples must be >= 1"):
         diag_ggn_mc(Network([2, 2], "identity", "quadratic", seed=0), x, y, n_samples=0)
+
+
+def test_identity_layers_are_skipped_and_other_layers_named():
+    """Identity, Flatten and Dropout (p = 0, or eval mode) are out = x on 2-D inputs, so the
+    curvature of a stack with them is that of the stack without them (torch's H, G); any
+    other layer raises one TypeError naming it and the supported layers."""
+    from manual_bp.layers import ActivationLayer, Conv2d, Dropout, Flatten, Identity
+
+    rng = np.random.default_rng(3)
+    layers = [Flatten(), Dense(3, 4), ActivationLayer("tanh"), Dropout(0.3), Identity()]
+    model = Sequential([*layers, Dense(4, 2), Dropout(0.0)], "quadratic", seed=1).eval()
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    v = rng.standard_normal(sum(p.size for p in model.parameter_arrays()))
+    tm = TorchModel(model, x, y)
+    H = tm.hessian()
+    np.testing.assert_allclose(flatten(hvp(model, x, y, v)), H @ v, atol=1e-13 * np.abs(H).max())
+    np.testing.assert_allclose(
+        flatten(diag_hessian(model, x, y)), np.diag(H), atol=1e-13 * np.abs(H).max()
+    )
+    model.train()
+    with pytest.raises(TypeError, match=r"layer 3 \(Dropout.*training mode"):
+        diag_ggn(model, x, y)
+    conv = Sequential([Conv2d(1, 1, 2), Flatten(), Dense(1, 2)], "quadratic")
+    with pytest.raises(TypeError, match=r"layer 0 \(Conv2d.*not supported; supported: Dense"):
+        kflr(conv, x, y)

@@ -24,7 +24,7 @@ import numpy as np
 from manual_bp.activations import Activation, Identity
 from manual_bp.costs import Cost
 
-__all__ = ["MATCHING_HEADS", "ActOp", "Chain", "DenseOp", "as_chain"]
+__all__ = ["MATCHING_HEADS", "SUPPORTED_LAYERS", "ActOp", "Chain", "DenseOp", "as_chain"]
 
 #: (cost name, output activation name) pairs whose loss is taken at the pre-activation.
 MATCHING_HEADS = frozenset(
@@ -115,13 +115,41 @@ def flatten(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.ravel(a) for a in arrays])
 
 
+#: What :func:`as_chain` accepts in a ``Sequential``, named in its error message.
+SUPPORTED_LAYERS = (
+    "Dense, ActivationLayer (every activation), and layers that are the identity on the "
+    "(batch, features) inputs curvature takes: Identity, Flatten, Dropout with p = 0 or in "
+    "eval mode"
+)
+
+
+def _is_dropout(layer: Any) -> bool:
+    from manual_bp.layers.dropout import Dropout
+
+    return type(layer) is Dropout
+
+
+def _is_identity(layer: Any) -> bool:
+    """The layer is ``out = x`` on (batch, features) inputs: no curvature of its own."""
+    from manual_bp.layers.containers import Flatten, Identity
+
+    if type(layer) in (Identity, Flatten):
+        return True
+    return _is_dropout(layer) and (layer.p == 0.0 or not layer.training)
+
+
 def as_chain(model: Any) -> Chain:
     """The :class:`Chain` of a ``Network`` or a ``Sequential`` of Dense + activation layers.
+
+    Layers that are the identity on 2-D inputs (``Identity``, ``Flatten``, ``Dropout`` when
+    it drops nothing) are skipped. Anything else — convolution, pooling, normalisation,
+    recurrent, attention, embedding, residual blocks, dropout in training mode (a random
+    function has no Hessian) — raises, naming the layer and :data:`SUPPORTED_LAYERS`.
 
     Raises
     ------
     TypeError
-        Another model type, or a stack with a layer other than Dense or an activation.
+        Another model type, or a stack with a layer outside :data:`SUPPORTED_LAYERS`.
     """
     from manual_bp.layers.activation import ActivationLayer
     from manual_bp.layers.dense import Dense
@@ -138,15 +166,21 @@ def as_chain(model: Any) -> Chain:
     elif isinstance(model, Sequential):
         index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
         for k, layer in enumerate(model.layers):
-            if isinstance(layer, Dense):
+            if type(layer) is Dense:
                 ib = index.get(f"{k}.bias")
                 ops.append(DenseOp(layer.W, layer.b, index[f"{k}.weight"], ib))
-            elif isinstance(layer, ActivationLayer):
+            elif type(layer) is ActivationLayer:
                 ops.append(ActOp(layer.activation))
-            else:
+            elif not _is_identity(layer):
+                mode = " in training mode (call model.eval())" if _is_dropout(layer) else ""
                 raise TypeError(
-                    f"curvature supports Dense and activation layers only; layer {k} is {layer!r}"
+                    f"curvature: layer {k} ({layer!r}){mode} is not supported; supported: "
+                    f"{SUPPORTED_LAYERS}"
                 )
+        if not any(isinstance(op, DenseOp) for op in ops):
+            raise TypeError(
+                f"curvature: the stack has no Dense layer; supported: {SUPPORTED_LAYERS}"
+            )
     else:
         raise TypeError(f"curvature needs a Network or a Sequential, got {type(model).__name__}")
     head: Activation = Identity()
