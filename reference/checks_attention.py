@@ -8,6 +8,8 @@ random sequence stacks.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,13 +29,20 @@ __all__ = ["mha_case", "sdpa_case", "torch_mha"]
 
 
 def _mask(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A random mask that leaves every query at least its first key (no empty row)."""
+    """A random SDPA mask (True = may attend); sometimes one query row admits no key at all
+    (weights 0, torch's safe softmax), every other row keeps at least its first key."""
     if kind == "none":
         return None
+    empty = int(rng.integers(shape[-2])) if rng.random() < 0.25 else None
     if kind == "float":
-        return rng.standard_normal(shape)
+        mask = rng.standard_normal(shape)
+        if empty is not None:
+            mask[..., empty, :] = -np.inf
+        return mask
     allowed = rng.random(shape) < 0.6
     allowed[..., 0] = True
+    if empty is not None:
+        allowed[..., empty, :] = False
     return allowed
 
 
@@ -133,7 +142,42 @@ def _mha_torch_mask(attn_mask, causal: bool, shape: tuple[int, int]):
 
 @register_torch(MultiheadAttention)
 def _mha(layer, params, buffers, x, cache):
+    if layer.key_padding_mask is not None:  # the layer protocol's per-batch padding mask
+        return torch_mha_module(layer, params, x, x, x, None, layer.key_padding_mask)
     return torch_mha(layer, params, x, x, x)
+
+
+def torch_mha_module(layer: MultiheadAttention, params: dict, q, k, v, attn_mask, padding):
+    """``torch.nn.MultiheadAttention(batch_first=True)`` itself, called with OUR parameters.
+
+    Masks are handed over in torch's own form (bool or float, 2-D or 3-D ``attn_mask``,
+    ``key_padding_mask``); ``causal`` becomes a float −inf mask added to ``attn_mask`` (torch's
+    ``is_causal`` is only a hint that ``attn_mask`` is causal).
+    """
+    module = torch.nn.MultiheadAttention(
+        layer.embed_dim, layer.num_heads, bias=layer.bias, batch_first=True, dtype=torch.float64
+    )
+    mask = None if attn_mask is None else torch.tensor(attn_mask)
+    if layer.causal:
+        L, S = q.shape[1], k.shape[1]
+        tril = torch.tensor(np.where(np.tri(L, S, dtype=bool), 0.0, -np.inf))
+        if mask is None:
+            mask = tril
+        else:
+            base = (
+                mask
+                if mask.dtype != torch.bool
+                else torch.zeros(mask.shape).masked_fill(mask, -np.inf).double()
+            )
+            mask = base + tril
+    padding = None if padding is None else torch.tensor(padding)
+    with warnings.catch_warnings():  # torch deprecates a bool mask beside a float one
+        warnings.simplefilter("ignore", UserWarning)
+        out, _ = torch.func.functional_call(
+            module, params, (q, k, v),
+            {"key_padding_mask": padding, "attn_mask": mask, "need_weights": False},
+        )  # fmt: skip
+    return out
 
 
 def mha_case(

@@ -14,8 +14,11 @@ import torch.nn.functional as F
 from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.layers.recurrent import RecurrentLayer
 from manual_bp.sequential import Sequential
+
+# A module object, not names: check modules are loaded by reference.checks in a loop and
+# must not need each other fully initialised at import time.
+from reference import checks_sequences as seq
 from reference.checks import register_check
-from reference.checks_sequences import KINDS, _recurrent_block, torch_recurrent
 from reference.compare import Comparison
 from reference.sequence_tools import with_stack_scales
 
@@ -30,7 +33,7 @@ def tbptt_model(
     width, n_classes = int(rng.integers(1, 5)), int(rng.integers(2, 5))
     layers, shape = [Dense(width, width), ActivationLayer("tanh")], (length, width)
     for _ in range(int(rng.integers(1, 3))):
-        new, shape = _recurrent_block(KINDS[int(rng.integers(len(KINDS)))])(rng, shape)
+        new, shape = seq._recurrent_block(seq.KINDS[int(rng.integers(len(seq.KINDS)))])(rng, shape)
         layers += new
     layers += [Dense(shape[-1], n_classes), ActivationLayer("softmax")]
     return Sequential(
@@ -52,7 +55,7 @@ def torch_tbptt(model: Sequential, x: np.ndarray, y: np.ndarray, chunk: int) -> 
         for index, layer in enumerate(model.layers):
             own = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{index}.")}
             if isinstance(layer, RecurrentLayer):
-                h, final = torch_recurrent(layer, own, h, states.get(index))
+                h, final = seq.torch_recurrent(layer, own, h, states.get(index))
                 detached = tuple(f.detach() for f in final) if isinstance(final, tuple) else None
                 states[index] = detached if detached is not None else final.detach()
             else:

@@ -5,16 +5,20 @@ row-wise, ``out = P v`` with ``s = 1/√d`` by default (equations ``ATT.sdpa``,
 ``ATT.softmax``). Shapes: ``q`` ``(..., L, d)``, ``k`` ``(..., S, d)``, ``v`` ``(..., S, d_v)``.
 Masks follow ``torch.nn.functional.scaled_dot_product_attention``: a boolean mask is
 True where a query MAY attend; a float mask is added to the scores; ``causal=True``
-lets position ``i`` see ``j ≤ i``. A query that may attend to nothing is refused
-(torch returns NaN there).
+lets position ``i`` see ``j ≤ i``. A query that may attend to nothing (a row of −inf)
+gets attention weights 0, hence output 0 and no gradient — torch 2.x's
+``F.scaled_dot_product_attention`` (the textbook softmax would give 0/0 = NaN).
 
 :class:`MultiheadAttention` keeps torch's packed parameters ``in_proj_weight`` ``(3E, E)``,
 ``in_proj_bias`` ``(3E,)``, ``out_proj.weight`` ``(E, E)``, ``out_proj.bias`` ``(E,)``, with
 ``batch_first=True`` tensors ``(N, L, E)``. As a :class:`Layer` it is self-attention
 (``query = key = value = x``); :meth:`MultiheadAttention.attend` / ``attend_backward``
 take ``q, k, v`` separately and return a gradient for each (equation ``ATT.mha``). Its
-``attn_mask`` follows ``nn.MultiheadAttention``: a boolean mask is True where attention
-is NOT allowed (the opposite of SDPA's), a float mask is added.
+masks follow ``nn.MultiheadAttention``: ``attn_mask`` ``(L, S)`` or ``(N·heads, L, S)`` and
+``key_padding_mask`` ``(N, S)``, each boolean (True = NOT allowed — the opposite of SDPA's)
+or float (added to the scores); both (and ``causal``) add up into one additive mask. A
+query left with no key attends to nothing (output ``out_proj.bias``), as torch's module
+with ``need_weights=False`` (with ``need_weights=True`` torch returns NaN there).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 
 __all__ = [
     "MultiheadAttention",
+    "mha_mask",
     "scaled_dot_product_attention",
     "sdpa_backward",
     "softmax_backward",
@@ -100,10 +105,13 @@ def scaled_dot_product_attention(
     if additive is not None:
         scores = scores + additive
     peak = scores.max(axis=-1, keepdims=True)
-    if not np.isfinite(peak).all():
-        raise ValueError("attention mask leaves a query with no key to attend to (a row of −inf)")
+    if np.isnan(peak).any() or np.isposinf(peak).any():
+        raise ValueError("attention scores hold nan or +inf (check q, k and the mask)")
+    # A row with no admissible key (all −inf): weights 0, not 0/0 (torch's safe softmax).
+    peak = np.where(np.isneginf(peak), 0.0, peak)
     weights = np.exp(scores - peak)  # max-shifted: exp never overflows
-    weights /= weights.sum(axis=-1, keepdims=True)
+    total = weights.sum(axis=-1, keepdims=True)
+    weights /= np.where(total == 0.0, 1.0, total)
     return weights @ v, AttentionCache(q, k, v, weights, scale)
 
 
@@ -121,6 +129,54 @@ def sdpa_backward(
     d_q = cache.scale * (d_scores @ cache.k)
     d_k = cache.scale * (np.swapaxes(d_scores, -1, -2) @ cache.q)
     return d_q, d_k, d_v
+
+
+def _mha_part(mask, name: str, shape: tuple[int, ...], dtype) -> np.ndarray | None:
+    """One ``nn.MultiheadAttention`` mask as floats: bool True -> −inf, float as given."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"{name} has shape {mask.shape}; expected {shape}")
+    if mask.dtype == np.bool_:
+        return np.where(mask, -np.inf, 0.0).astype(dtype)
+    if mask.dtype.kind != "f":
+        raise TypeError(f"{name} must be boolean or float, got dtype {mask.dtype}")
+    if np.isnan(mask).any() or np.isposinf(mask).any():
+        raise ValueError(f"{name} holds nan or +inf; a float mask adds finite values or −inf")
+    return mask.astype(dtype)
+
+
+def mha_mask(
+    attn_mask: np.ndarray | None,
+    key_padding_mask: np.ndarray | None,
+    causal: bool,
+    shape: tuple[int, int, int, int],
+    dtype,
+) -> np.ndarray | None:
+    """``nn.MultiheadAttention``'s masks as one additive array broadcasting to ``(N, h, L, S)``.
+
+    ``attn_mask`` ``(L, S)`` or ``(N·h, L, S)``, ``key_padding_mask`` ``(N, S)``; bool True
+    = NOT allowed (−inf), float added; ``causal`` adds −inf above the diagonal. A query
+    left with no key gets weights 0 (see :func:`scaled_dot_product_attention`).
+    """
+    n, heads, length, keys = shape
+    total = None
+    if attn_mask is not None and np.ndim(attn_mask) == 3:
+        part = _mha_part(attn_mask, "attn_mask", (n * heads, length, keys), dtype)
+        total = part.reshape(n, heads, length, keys)
+    else:
+        total = _mha_part(attn_mask, "attn_mask", (length, keys), dtype)
+    padding = _mha_part(key_padding_mask, "key_padding_mask", (n, keys), dtype)
+    if padding is not None:
+        padding = padding[:, None, None, :]
+        total = padding if total is None else total + padding
+    if causal:
+        tril = np.where(np.tri(length, keys, dtype=bool), 0.0, -np.inf).astype(dtype)
+        total = tril if total is None else total + tril
+    if total is not None:
+        total = total + np.zeros((length, keys), dtype)  # SDPA wants (…, L, S) last axes
+    return total
 
 
 @dataclass
@@ -145,6 +201,12 @@ class MultiheadAttention(Layer):
     causal : bool
         Self-attention as a layer: each position attends to itself and earlier ones.
     seed, dtype
+
+    Attributes
+    ----------
+    key_padding_mask : (N, S) array or None
+        Used by :meth:`forward` (the layer protocol), set by the caller for the batch
+        (True = padding, ignored as a key), like a recurrent layer's ``initial_state``.
     """
 
     name = "multihead_attention"
@@ -171,6 +233,7 @@ class MultiheadAttention(Layer):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.embed_dim, self.num_heads = int(embed_dim), int(num_heads)
         self.bias, self.causal = bool(bias), bool(causal)
+        self.key_padding_mask: np.ndarray | None = None
         E = self.embed_dim
         self.params["in_proj_weight"] = np.zeros((3 * E, E), dtype)
         if self.bias:
@@ -218,25 +281,27 @@ class MultiheadAttention(Layer):
         key: np.ndarray,
         value: np.ndarray,
         attn_mask: np.ndarray | None = None,
+        key_padding_mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, MHACache]:
         """``(out (N, L, E), cache)`` for ``query (N, L, E)``, ``key, value (N, S, E)``.
 
-        ``attn_mask`` ``(L, S)`` as ``nn.MultiheadAttention``: bool True = NOT allowed,
-        float = added to the scores. The layer's ``causal`` flag adds the causal mask.
+        ``attn_mask`` ``(L, S)`` or ``(N·heads, L, S)`` and ``key_padding_mask`` ``(N, S)``
+        as ``nn.MultiheadAttention``: bool True = NOT allowed, float = added to the scores
+        (:func:`mha_mask`). The layer's ``causal`` flag adds the causal mask.
         """
         check_input(query, self, ndim=3, trailing=(self.embed_dim,), name="query")
         check_input(key, self, ndim=3, trailing=(self.embed_dim,), name="key")
         check_input(value, self, ndim=3, trailing=(self.embed_dim,), name="value")
         if key.shape != value.shape or key.shape[0] != query.shape[0]:
             raise ValueError(f"query {query.shape}, key {key.shape}, value {value.shape} differ")
-        if attn_mask is not None and np.asarray(attn_mask).dtype == np.bool_:
-            attn_mask = ~np.asarray(attn_mask)  # to SDPA's convention: True = may attend
+        shape = (query.shape[0], self.num_heads, query.shape[1], key.shape[1])
+        mask = mha_mask(attn_mask, key_padding_mask, self.causal, shape, query.dtype)
         projected = [
             self._heads(x @ W.T + (0 if b is None else b))
             for part, x in enumerate((query, key, value))
             for W, b in [self._projection(part)]
         ]
-        heads, attention = scaled_dot_product_attention(*projected, attn_mask, causal=self.causal)
+        heads, attention = scaled_dot_product_attention(*projected, mask)
         merged = self._merge(heads)
         out = merged @ self.params["out_proj.weight"].T
         if self.bias:
@@ -272,8 +337,8 @@ class MultiheadAttention(Layer):
 
     # ------------------------------------------------------------------ Layer protocol
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, MHACache]:
-        """Self-attention ``x (N, L, E) -> (N, L, E)``."""
-        return self.attend(x, x, x)
+        """Self-attention ``x (N, L, E) -> (N, L, E)`` (``key_padding_mask`` if set)."""
+        return self.attend(x, x, x, key_padding_mask=self.key_padding_mask)
 
     def backward(self, d_out: np.ndarray, cache: MHACache) -> tuple[np.ndarray, dict]:
         """``∂C/∂x = ∂C/∂query + ∂C/∂key + ∂C/∂value`` (x feeds all three)."""

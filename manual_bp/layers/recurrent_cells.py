@@ -43,6 +43,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return out
 
 
+def _tanh_grad(t: np.ndarray) -> np.ndarray:
+    """``tanh'`` from the output: ``1 − t² = (1 − t)(1 + t)``, the factored form.
+
+    ``1 − t²`` rounds ``t²`` first and loses ``ε t²/(1 − t²)`` relative in saturation
+    (measured: 5e-14 at ``t = −0.9995``); the factored form is accurate to a few ε there,
+    as torch's fused ``1 − t·t`` (one rounding) is.
+    """
+    return (1.0 - t) * (1.0 + t)
+
+
 def _affine(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     z = x @ W.T
     return z if b is None else z + b
@@ -74,7 +84,7 @@ def rnn_step_backward(d_state: State, cache: StepCache, nonlinearity: str) -> tu
     (dh,) = d_state
     (h_new,) = cache.values
     # φ' from the output: tanh' = 1 − h², relu' = 1[a > 0] = 1[h > 0] (torch: 0 at a = 0).
-    da = dh * (1.0 - h_new**2) if nonlinearity == "tanh" else dh * (h_new > 0)
+    da = dh * _tanh_grad(h_new) if nonlinearity == "tanh" else dh * (h_new > 0)
     p = cache.params
     dx = da @ p["weight_ih"]
     dh_prev = da @ p["weight_hh"]
@@ -109,12 +119,12 @@ def lstm_step_backward(d_state: State, cache: StepCache) -> tuple:
     dh, dc_next = d_state
     i, f, g, o, tanh_c = cache.values
     _, c = cache.prev
-    dc = dc_next + dh * o * (1.0 - tanh_c**2)
+    dc = dc_next + dh * o * _tanh_grad(tanh_c)
     da = np.concatenate(
         [
             dc * g * i * (1.0 - i),  # input gate
             dc * c * f * (1.0 - f),  # forget gate
-            dc * i * (1.0 - g**2),  # cell candidate
+            dc * i * _tanh_grad(g),  # cell candidate
             dh * tanh_c * o * (1.0 - o),  # output gate
         ],
         axis=-1,
@@ -154,7 +164,7 @@ def gru_step_backward(d_state: State, cache: StepCache) -> tuple:
     (dh,) = d_state
     r, z, n, h_n = cache.values
     (h,) = cache.prev
-    da_n = dh * (1.0 - z) * (1.0 - n**2)
+    da_n = dh * (1.0 - z) * _tanh_grad(n)
     da_z = dh * (h - n) * z * (1.0 - z)
     da_r = da_n * h_n * r * (1.0 - r)
     d_ih = np.concatenate([da_r, da_z, da_n], axis=-1)

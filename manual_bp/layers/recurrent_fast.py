@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manual_bp.layers.recurrent_cells import _sigmoid
+from manual_bp.layers.recurrent_cells import _sigmoid, _tanh_grad
 
 __all__ = ["lstm_backward_fast", "lstm_forward_fast"]
 
@@ -75,10 +75,10 @@ def lstm_backward_fast(
         c_prev = cache.c[:, t - 1] if t else cache.c0
         tanh_c = np.tanh(cache.c[:, t])
         dh = dh + d_out[:, t]
-        dc = dc + dh * o * (1.0 - tanh_c**2)
+        dc = dc + dh * o * _tanh_grad(tanh_c)
         d_a[:, t, :H] = dc * g * i * (1.0 - i)
         d_a[:, t, H : 2 * H] = dc * c_prev * f * (1.0 - f)
-        d_a[:, t, 2 * H : 3 * H] = dc * i * (1.0 - g**2)
+        d_a[:, t, 2 * H : 3 * H] = dc * i * _tanh_grad(g)
         d_a[:, t, 3 * H :] = dh * tanh_c * o * (1.0 - o)
         dc = dc * f
         dh = d_a[:, t] @ cache.weight_hh
