@@ -354,3 +354,26 @@ def test_conv_jvp_is_the_bilinear_increment(geometry, seed, cls):
         jvp.shape, (np.abs(x) + np.abs(dx)).max() * 4 * np.abs(dparams["weight"]).sum() + 4
     )
     assert_gradients_close(jvp, expected, name="jvp", scale=scale)
+
+
+@settings(max_examples=30)
+@given(conv_geometries(), seeds, st.integers(1, 9))
+def test_panelled_gemms_match_torch(geometry, seed, panel):
+    """CONV.fast cuts a small-matrix × long-panel GEMM into column panels (and accumulates
+    the weight gradient's long reduction panel by panel). With a panel of 1–9 columns every
+    drawn geometry takes that path, remainders included: output, ∂C/∂x, ∂C/∂W against torch."""
+    geometry["kwargs"]["implementation"] = "fast"
+    layer, x, rng = _layer(geometry, Conv2d, seed)
+    saved = conv.PANEL, conv.SMALL_GEMM
+    conv.PANEL, conv.SMALL_GEMM = panel, 10**9
+    try:
+        _check_all(layer_comparisons(layer, x, rng))
+    finally:
+        conv.PANEL, conv.SMALL_GEMM = saved
+
+
+def test_lenet_first_layer_geometry_matches_torch():
+    """The geometry the panels were tuned on (batch 64, 1 → 6 channels, 5×5, 28×28 padded)."""
+    layer = Conv2d(1, 6, 5, padding=2, seed=3)
+    rng = np.random.default_rng(3)
+    _check_all(layer_comparisons(layer, rng.standard_normal((64, 1, 28, 28)), rng))

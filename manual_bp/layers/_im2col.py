@@ -212,6 +212,39 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Pair]:
     return cols.reshape(geometry.groups, -1, out_size[0] * out_size[1] * n), out_size
 
 
+#: A GEMM of a small matrix (≤ SMALL_GEMM entries, e.g. LeNet's first layer: 6 × 25) with a
+#: long panel of ``Ho·Wo·N`` columns runs at a fraction of OpenBLAS's rate (it streams the
+#: panel through cache once per output row); cut into PANEL-column slices it runs 2–3×
+#: faster (measured on LeNet's conv layers, float32, one thread). Larger GEMMs go whole.
+SMALL_GEMM, PANEL = 1024, 4096
+
+
+def _panel_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a (G, M, K) @ b (G, K, P)``, in column panels of ``b`` when ``a`` is small."""
+    g, m, k = a.shape
+    p = b.shape[2]
+    if m * k > SMALL_GEMM or p <= PANEL:
+        return np.matmul(a, b)
+    out = np.empty((g, m, p), dtype=np.result_type(a, b))
+    for start in range(0, p, PANEL):
+        np.matmul(a, b[:, :, start : start + PANEL], out=out[:, :, start : start + PANEL])
+    return out
+
+
+def _panel_matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a (G, M, P) @ b (G, K, P)ᵀ``: a long reduction, accumulated over panels of ``P``
+    when the ``M × K`` result is small."""
+    g, m, p = a.shape
+    k = b.shape[1]
+    if m * k > SMALL_GEMM or p <= PANEL:
+        return np.matmul(a, b.transpose(0, 2, 1))
+    out = np.zeros((g, m, k), dtype=np.result_type(a, b))
+    for start in range(0, p, PANEL):
+        part = slice(start, start + PANEL)
+        out += np.matmul(a[:, :, part], b[:, :, part].transpose(0, 2, 1))
+    return out
+
+
 def conv_forward_fast(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: Geometry
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +257,7 @@ def conv_forward_fast(
     groups = geometry.groups
     cols, (ho, wo) = im2col(x, geometry)
     w_mat = weight.reshape(groups, c_out // groups, -1)
-    prod = np.matmul(w_mat, cols).reshape(c_out, ho, wo, n)  # (C_out, Ho, Wo, N)
+    prod = _panel_matmul(w_mat, cols).reshape(c_out, ho, wo, n)  # (C_out, Ho, Wo, N)
     out = np.empty((n, c_out, ho, wo), dtype=x.dtype)
     np.copyto(out, prod.transpose(3, 0, 1, 2))
     if bias is not None:
@@ -245,7 +278,7 @@ def conv_weight_grad_fast(
 ) -> np.ndarray:
     """Equation ``CONV.fast``: ``∂C/∂W_g = δ_g cols_gᵀ`` — one GEMM per group."""
     rows = _delta_rows(delta, geometry.groups)
-    return np.matmul(rows, cols.transpose(0, 2, 1)).reshape(weight_shape)
+    return _panel_matmul_t(rows, cols).reshape(weight_shape)
 
 
 def conv_input_grad_fast(
@@ -260,7 +293,7 @@ def conv_input_grad_fast(
     groups = geometry.groups
     rows = _delta_rows(delta, groups)
     w_mat = weight.reshape(groups, c_out // groups, -1)
-    dcols = np.matmul(w_mat.transpose(0, 2, 1), rows)  # (G, C_g·kH·kW, Ho·Wo·N)
+    dcols = _panel_matmul(w_mat.transpose(0, 2, 1), rows)  # (G, C_g·kH·kW, Ho·Wo·N)
     dcols = dcols.reshape(groups * c_group, kh, kw, ho, wo, n)
     (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
     (top, bottom), (left, right) = geometry.padding
