@@ -241,7 +241,7 @@ EQUATIONS = [
     Equation(
         "CURV.diag-ggn-mc",
         "Monte-Carlo diagonal GGN",
-        "S̃ = ∇_f ℓ(f, ŷ)/√M, ŷ ~ p(y|f), E[S̃S̃ᵀ] = ∇²_f ℓ",
+        "S̃ = √(Σy) ∇_f ℓ(f, ŷ)/√M, ŷ ~ p(y|f), E[S̃S̃ᵀ] = ∇²_f ℓ",
         f"{_D}#CURV.diag-ggn-mc",
         "manual_bp.curvature.diagonal.diag_ggn_mc",
         _T + "test_monte_carlo_estimators_are_unbiased",
@@ -249,7 +249,8 @@ EQUATIONS = [
     Equation(
         "CURV.diag-hessian",
         "Diagonal Hessian",
-        "H_z = Jᵀ H_a J + diag(g ⊙ σ''), ∂²C/∂W_ij² = (1/n) Σₓ (H_z)ᵢᵢ xⱼ²",
+        "H_z = Jᵀ H_a J + diag(g ⊙ σ'') = V diag(s) Vᵀ (factored), "
+        "∂²C/∂W_ij² = (1/n) Σₓ (H_z)ᵢᵢ xⱼ²",
         f"{_D}#CURV.diag-hessian",
         "manual_bp.curvature.diagonal.diag_hessian",
         _T + "test_curvature_matches_torch",
