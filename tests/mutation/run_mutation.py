@@ -166,6 +166,7 @@ def _configure(workdir: Path, modules: list[str], tests: list[str]) -> None:
         'also_copy = ["reference"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
+        'process_isolation = "forkserver"\n'
     )
     path.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
 
@@ -173,6 +174,9 @@ def _configure(workdir: Path, modules: list[str], tests: list[str]) -> None:
 def _mutmut(workdir: Path, names: list[str], max_children: int, deadline: float) -> bool:
     """Run mutmut on ``names``; False if the wall-time ``deadline`` stopped it."""
     env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation", "PYTHONPATH": str(workdir)}
+    # One thread per worker: an OpenMP pool inherited by fork() deadlocks the child
+    # (torch), and such a worker is killed by the wall timeout and miscounted as killed.
+    env |= {key: "1" for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     command = ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run"]
     command += ["--max-children", str(max_children), *names]
     log = (workdir / "mutmut.log").open("a", encoding="utf-8")
@@ -311,6 +315,9 @@ def _row(label: str, c: Counter) -> str:
 
 
 def _triage(name: str) -> str:
+    """The triage of ``name``: its own entry, else the first entry whose key it contains."""
+    if name in TRIAGE:
+        return TRIAGE[name]
     return next((reason for key, reason in TRIAGE.items() if key in name), "not yet triaged")
 
 

@@ -1,6 +1,36 @@
-"""Triage of mutation survivors for ``run_mutation.py``: substring of a mutant's name ->
-why no test can see it ("equivalent: ...") or which new test kills it ("killed: ...")."""
+"""Triage of mutation survivors for ``run_mutation.py``: a mutant's full name (or a
+substring of names) -> why no test can see it ("equivalent: ...") or which new test kills
+it ("killed: ..."; each kill replayed: the mutant's exact source change against the new
+test, in a copy of the measured tree)."""
 
 from __future__ import annotations
 
-TRIAGE: dict[str, str] = {}
+N = "manual_bp.network.xǁNetworkǁ"
+F = "manual_bp.fast."
+
+TRIAGE: dict[str, str] = {
+    # ------------------------------------------------------------------ network.py
+    N + "__init____mutmut_2": (
+        'equivalent: the default activation name `"SIGMOID"`; registry names are '
+        "case-insensitive (`_registry.canonical_name` lowercases), the same Sigmoid is built."
+    ),
+    N + "accuracy__mutmut_2": (
+        "killed: `test_blindspots_model.py::test_accuracy_counts_labels_and_one_hot_rows_alike`"
+    ),
+    N + "backprop_per_sample__mutmut_28": (
+        "equivalent: `zip(..., strict=None)`; `x` and `y` were just validated to the same "
+        "batch size (`as_targets(y, ..., x.shape[0])`), so strictness is never exercised."
+    ),
+    N + "backprop_single__mutmut_20": (
+        "killed: `test_blindspots_model.py::test_backprop_single_takes_an_integer_label_like_"
+        "its_one_hot_row` (batch `None`: an integer label raised a batch-size error)"
+    ),
+    N + "total_cost__mutmut_22": (
+        "killed: `test_blindspots_model.py::test_total_cost_adds_the_l2_term_scaled_by_the_"
+        "training_set_size` (`n` ignored)"
+    ),
+    N + "total_cost__mutmut_36": (
+        "killed: `test_blindspots_model.py::test_total_cost_adds_the_l2_term_scaled_by_the_"
+        "training_set_size` (`np.vdot(W, )` raises)"
+    ),
+}
