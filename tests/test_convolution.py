@@ -20,6 +20,7 @@ from manual_bp.gradcheck import assert_gradients_close, finite_difference_gradie
 from manual_bp.layers import _im2col as conv
 from manual_bp.layers.convolution import Conv1d, Conv2d
 from manual_bp.layers.convolution_transpose import ConvTranspose2d
+from manual_bp.model_spec import parse_layers
 from manual_bp.sequential import Sequential
 from reference.checks_convolution import layer_comparisons
 from reference.stack import random_stack, stack_comparisons
@@ -223,21 +224,12 @@ def test_conv_layers_in_random_cnn_stacks(seed):
 
 
 def test_lenet_spec_infers_channels_and_trains_one_step():
-    """``conv2d(6, 5, padding=2)`` infers in_channels from (C, H, W); shapes of LeNet-5."""
-    spec = [
-        ("reshape", ((1, 28, 28),), {}),
-        ("conv2d", (6, 5), {"padding": 2}),
-        "relu",
-        ("maxpool2d", (2,), {}),
-        ("conv2d", (16, 5), {}),
-        "relu",
-        ("maxpool2d", (2,), {}),
-        "flatten",
-        ("dense", (120,), {}),
-        "relu",
-        ("dense", (10,), {}),
-        "softmax",
-    ]
+    """The LeNet-5 spec of docs/results.md, as the CLI parses it: ``conv2d(6, 5, padding=2)``
+    infers in_channels from (C, H, W); the shapes of LeNet-5."""
+    spec = parse_layers(
+        "reshape(1,28,28), conv2d(6,5,padding=2), relu, maxpool2d(2), conv2d(16,5), relu, "
+        "maxpool2d(2), flatten, dense(120), relu, dense(84), relu, dense(10), softmax"
+    )
     model = Sequential.from_spec(spec, (784,), 10, cost="log-likelihood", seed=0)
     conv2 = model.layers[4]
     assert isinstance(conv2, Conv2d) and conv2.params["weight"].shape == (16, 6, 5, 5)

@@ -75,6 +75,47 @@ def parse_geometry(
     return conv.Geometry(kernel, strides, pads, dilations, int(groups))
 
 
+def check_conv_options(layer: Layer, padding_mode: str, bias: Any, implementation: str) -> None:
+    """The options every convolution shares: groups divide both channel counts, zero
+    padding, a boolean bias, a known implementation."""
+    groups = layer.geometry.groups
+    if layer.in_channels % groups or layer.out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide in_channels={layer.in_channels} and "
+            f"out_channels={layer.out_channels}"
+        )
+    if padding_mode != "zeros":
+        raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+    if implementation not in ("fast", "readable"):
+        raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
+
+
+def allocate_conv_parameters(
+    layer: Layer, weight_shape: tuple[int, ...], dtype: Any, seed: Any
+) -> None:
+    """Zero ``weight`` (and ``bias``) of ``dtype``, then :func:`reset_conv_parameters`."""
+    dtype = np.dtype(dtype)
+    layer.params["weight"] = np.zeros(weight_shape, dtype)
+    if layer.bias:
+        layer.params["bias"] = np.zeros(layer.out_channels, dtype)
+    layer.reset_parameters(np.random.default_rng(seed))
+
+
+def reset_conv_parameters(layer: Layer, rng: np.random.Generator) -> None:
+    """``weight_init`` for the weight; the bias from torch's fan_in of that weight tensor
+    (``weight.shape[1] · kH · kW`` — for a transposed convolution C_out/G · kH · kW)."""
+    weight = layer.params["weight"]
+    weight[...] = initialize(layer.weight_init, rng, weight.shape, dtype=weight.dtype)
+    if layer.bias:
+        fan_in = math.prod(weight.shape[1:])
+        scheme = "normal" if layer.bias_init == "nielsen" else layer.bias_init
+        layer.params["bias"][...] = initialize(
+            scheme, rng, (layer.out_channels,), fan_in=fan_in, dtype=weight.dtype
+        )
+
+
 class _ConvNd(Layer):
     """Shared body of Conv1d/Conv2d: the layer works on ``(N, C, H, W)`` views."""
 
@@ -117,39 +158,18 @@ class _ConvNd(Layer):
         self.in_channels = _tuple(in_channels, "in_channels", 1, 1)[0]
         self.out_channels = _tuple(out_channels, "out_channels", 1, 1)[0]
         self.geometry = parse_geometry(self.dims, kernel_size, stride, padding, dilation, groups)
-        if self.in_channels % self.geometry.groups or self.out_channels % self.geometry.groups:
-            raise ValueError(
-                f"groups={groups} must divide in_channels={in_channels} and "
-                f"out_channels={out_channels}"
-            )
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
-        if implementation not in ("fast", "readable"):
-            raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
+        check_conv_options(self, padding_mode, bias, implementation)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups, self.bias = dilation, int(groups), bool(bias)
         self.padding_mode, self.implementation = padding_mode, implementation
         self.weight_init, self.bias_init = weight_init, bias_init
         kernel = self.geometry.kernel[2 - self.dims :]
-        dtype = np.dtype(dtype)
         shape = (self.out_channels, self.in_channels // self.groups, *kernel)
-        self.params["weight"] = np.zeros(shape, dtype)
-        if self.bias:
-            self.params["bias"] = np.zeros(self.out_channels, dtype)
-        self.reset_parameters(np.random.default_rng(seed))
+        allocate_conv_parameters(self, shape, dtype, seed)
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """torch's default: U(±1/√fan_in) for weight and bias, fan_in = C_in/G · kH · kW."""
-        weight = self.params["weight"]
-        weight[...] = initialize(self.weight_init, rng, weight.shape, dtype=weight.dtype)
-        if self.bias:
-            fan_in = math.prod(weight.shape[1:])
-            scheme = "normal" if self.bias_init == "nielsen" else self.bias_init
-            self.params["bias"][...] = initialize(
-                scheme, rng, (self.out_channels,), fan_in=fan_in, dtype=weight.dtype
-            )
+        reset_conv_parameters(self, rng)
 
     # -------------------------------------------------------------- 2-D views
     def _as_2d(self, array: np.ndarray) -> np.ndarray:

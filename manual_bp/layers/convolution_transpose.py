@@ -15,15 +15,20 @@ the ``s`` input sizes that ``K`` maps to the same ``H``).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from manual_bp.initializers import initialize
 from manual_bp.layers import _im2col as conv
 from manual_bp.layers.base import Layer, check_input, register_layer
-from manual_bp.layers.convolution import ConvCache, _tuple, parse_geometry
+from manual_bp.layers.convolution import (
+    ConvCache,
+    _tuple,
+    allocate_conv_parameters,
+    check_conv_options,
+    parse_geometry,
+    reset_conv_parameters,
+)
 
 __all__ = ["ConvTranspose2d"]
 
@@ -97,37 +102,17 @@ class ConvTranspose2d(Layer):
                     f"output_padding={output_padding!r} must be smaller than the stride or the "
                     f"dilation on each axis (stride={g.stride}, dilation={g.dilation})"
                 )
-        if self.in_channels % g.groups or self.out_channels % g.groups:
-            raise ValueError(
-                f"groups={groups} must divide in_channels={in_channels} and "
-                f"out_channels={out_channels}"
-            )
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
-        if implementation not in ("fast", "readable"):
-            raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
+        check_conv_options(self, padding_mode, bias, implementation)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.output_padding, self.dilation, self.groups = output_padding, dilation, int(groups)
         self.bias, self.padding_mode, self.implementation = bool(bias), padding_mode, implementation
         self.weight_init, self.bias_init = weight_init, bias_init
-        dtype = np.dtype(dtype)
         shape = (self.in_channels, self.out_channels // self.groups, *g.kernel)
-        self.params["weight"] = np.zeros(shape, dtype)
-        if self.bias:
-            self.params["bias"] = np.zeros(self.out_channels, dtype)
-        self.reset_parameters(np.random.default_rng(seed))
+        allocate_conv_parameters(self, shape, dtype, seed)
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        weight = self.params["weight"]
-        weight[...] = initialize(self.weight_init, rng, weight.shape, dtype=weight.dtype)
-        if self.bias:
-            scheme = "normal" if self.bias_init == "nielsen" else self.bias_init
-            fan_in = math.prod(weight.shape[1:])  # torch's fan_in of this weight tensor
-            self.params["bias"][...] = initialize(
-                scheme, rng, (self.out_channels,), fan_in=fan_in, dtype=weight.dtype
-            )
+        """torch's default: U(±1/√fan_in), fan_in = C_out/G · kH · kW (weight.shape[1:])."""
+        reset_conv_parameters(self, rng)
 
     def _size(self, size: tuple[int, int]) -> tuple[int, int]:
         g = self.geometry
