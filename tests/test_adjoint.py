@@ -188,6 +188,26 @@ def test_layer_vjp_is_the_adjoint_of_torch_jvp(name, seed):
     rng = np.random.default_rng(seed)
     layer, x = layer_case(name, rng)
     layer_adjoint(layer, x, rng).check()
+    if type(layer).jvp is not Layer.jvp:
+        own_jvp_adjoint(layer, x, rng).check()
+
+
+def own_jvp_adjoint(layer: Layer, x: np.ndarray, rng: np.random.Generator) -> Comparison:
+    """⟨u, layer.jvp(v)⟩ = ⟨layer.backward(u), v⟩: the layer's forward and reverse modes
+    are each other's adjoints (both ours; the torch oracle above pins each one)."""
+    out, cache = layer.forward(x)
+    u, v_x = rng.standard_normal(out.shape), rng.standard_normal(x.shape)
+    v_p = {n: rng.standard_normal(p.shape) for n, p in layer.params.items()}
+    jv = layer.jvp(cache, v_x, v_p)
+    dx, grads = layer.backward(u, cache)
+    right = _dot(dx, v_x) + sum(_dot(grads[n], v_p[n]) for n in v_p)
+    magnitude = _absdot(u, jv) + _absdot(dx, v_x) + sum(_absdot(grads[n], v_p[n]) for n in v_p)
+    dx_s, grads_s = layer.backward(shake(u), shake_cache(cache, shake))
+    shaken = _dot(dx_s, v_x) + sum(_dot(grads_s[n], v_p[n]) for n in v_p)
+    scale = np.array(magnitude + abs(shaken - right) / DELTA)
+    return Comparison(
+        layer.equation, "own jvp adjoint", np.array(right), np.array(_dot(u, jv)), scale
+    )
 
 
 # ------------------------------------------------------------------------ activations
@@ -212,6 +232,27 @@ def test_activation_backward_is_the_adjoint_of_torch_jvp(name, seed, batch, n):
     scale = np.array(_absdot(u, jv) + _absdot(vjp, v) + abs(shaken - right) / DELTA)
     equation = activation.equation
     Comparison(equation, "adjoint", np.array(right), np.array(_dot(u, jv)), scale).check()
+    # the activation's own forward mode is the adjoint of its backward, too
+    own = activation.jvp(v, z, a)
+    scale = np.array(_absdot(u, own) + _absdot(vjp, v) + abs(shaken - right) / DELTA)
+    Comparison(equation, "own jvp adjoint", np.array(right), np.array(_dot(u, own)), scale).check()
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+@given(seed=seeds, batch=st.integers(1, 5), n=st.integers(1, 6))
+@settings(max_examples=10)
+def test_activation_second_vjp_is_self_adjoint(name, seed, batch, n):
+    """ACT2.*: ``second_vjp(g, ·) = Σₖ gₖ ∇²σₖ(z)`` is a sum of Hessians, hence symmetric:
+    ``⟨w, S v⟩ = ⟨S w, v⟩`` (a transposed or mis-indexed coupled term breaks it)."""
+    rng = np.random.default_rng(seed)
+    activation = random_activation(rng, name)
+    z = rng.standard_normal((batch, n)) * 3.0
+    a = activation.forward(z)
+    g, v, w = (rng.standard_normal(z.shape) for _ in range(3))
+    sv, sw = activation.second_vjp(g, v, z, a), activation.second_vjp(g, w, z, a)
+    scale = np.array(_absdot(w, sv) + _absdot(sw, v))
+    equation = "ACT2." + activation.name
+    Comparison(equation, "symmetry", np.array(_dot(w, sv)), np.array(_dot(sw, v)), scale).check()
 
 
 # ------------------------------------------------------------------------ costs
