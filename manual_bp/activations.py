@@ -33,6 +33,7 @@ __all__ = [
     "SELU",
     "Activation",
     "HardTanh",
+    "Hardtanh",
     "Identity",
     "LeakyReLU",
     "LogSoftmax",
@@ -231,8 +232,17 @@ class LeakyReLU(Activation):
     equation = "ACT.leaky-relu"
     hyperparameters = ("alpha",)
 
-    def __init__(self, alpha: float = 0.01) -> None:
+    def __init__(self, alpha: float = 0.01, *, negative_slope: float | None = None) -> None:
+        if negative_slope is not None:  # torch's name for α
+            if alpha != 0.01:
+                raise ValueError("give alpha or negative_slope (torch's name), not both")
+            alpha = negative_slope
         self.alpha = _finite_float(alpha, "alpha")
+
+    @property
+    def negative_slope(self) -> float:
+        """torch's name for the slope ``α``."""
+        return self.alpha
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return np.where(z > 0, z, self.alpha * z)
@@ -557,6 +567,10 @@ class LogSoftmax(Activation):
         p = np.exp(a)
         w = p * (dz - np.sum(p * dz, axis=-1, keepdims=True))
         return -grad_a.sum(axis=-1, keepdims=True) * w
+
+
+#: torch's spelling (``torch.nn.Hardtanh``), the same class.
+Hardtanh = HardTanh
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -27,18 +27,27 @@ from manual_bp.activations import Activation, _finite_float, _sigmoid
 
 __all__ = [
     "COSTS",
+    "BCELoss",
     "BCEWithLogitsCost",
+    "BCEWithLogitsLoss",
     "CategoricalCrossEntropyCost",
     "Cost",
     "CrossEntropyCost",
+    "CrossEntropyLoss",
     "HuberCost",
+    "HuberLoss",
+    "KLDivLoss",
     "KLDivergenceCost",
+    "L1Loss",
     "LogLikelihoodCost",
     "MAECost",
     "MultiMarginCost",
+    "MultiMarginLoss",
     "PoissonNLLCost",
+    "PoissonNLLLoss",
     "QuadraticCost",
     "SmoothL1Cost",
+    "SmoothL1Loss",
     "get_cost",
     "register_cost",
 ]
@@ -482,8 +491,8 @@ class HuberCost(Cost):
 
     ``h_δ(d) = ½d²`` for ``|d| ≤ δ`` and ``δ(|d| − ½δ)`` otherwise;
     ``h'_δ(d) = clip(d, −δ, δ)``. torch: ``F.huber_loss(delta=δ, reduction="sum") / n``.
-    The hyper-parameter ``δ`` is called ``threshold`` here (``delta`` is the BP1
-    method of every cost).
+    The hyper-parameter ``δ`` is stored as ``threshold`` (``delta`` is the BP1 method of
+    every cost); ``HuberCost(delta=2.0)`` is accepted too, as ``torch.nn.HuberLoss``.
     """
 
     name = "huber"
@@ -491,7 +500,11 @@ class HuberCost(Cost):
     equation_grad = "COST.huber.grad"
     hyperparameters = ("threshold",)
 
-    def __init__(self, threshold: float = 1.0) -> None:
+    def __init__(self, threshold: float = 1.0, *, delta: float | None = None) -> None:
+        if delta is not None:  # torch's name for δ
+            if threshold != 1.0:
+                raise ValueError("give threshold or delta (torch's name), not both")
+            threshold = delta
         self.threshold = _finite_float(threshold, "threshold")
         if self.threshold <= 0:
             raise ValueError(f"huber threshold (δ) must be > 0, got {threshold!r}")
@@ -722,3 +735,17 @@ def get_cost(spec: str | Cost | type[Cost] | dict[str, Any]) -> Cost:
     An unknown name raises ``ValueError`` listing the valid names.
     """
     return COSTS.get(spec)
+
+
+# torch-named aliases: the same class, the same function of the same inputs; the reduction
+# is the mean over samples of per-sample sums (docs/conventions.md, "Where manual_bp's names
+# and defaults differ from torch's").
+BCELoss = CrossEntropyCost
+BCEWithLogitsLoss = BCEWithLogitsCost
+CrossEntropyLoss = CategoricalCrossEntropyCost
+HuberLoss = HuberCost
+KLDivLoss = KLDivergenceCost
+L1Loss = MAECost
+MultiMarginLoss = MultiMarginCost
+PoissonNLLLoss = PoissonNLLCost
+SmoothL1Loss = SmoothL1Cost

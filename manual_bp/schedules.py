@@ -66,11 +66,12 @@ class Schedule(Configurable):
         self.optimizer.lr = self.next_lr(self.last_epoch, self.optimizer.lr)
         return self.optimizer.lr
 
-    def get_last_lr(self) -> float:
-        """The current rate (torch's ``get_last_lr()[0]``)."""
+    def get_last_lr(self) -> list[float]:
+        """The current rate as a one-element list, as torch's ``get_last_lr()`` (one entry
+        per parameter group; an optimizer here has one group)."""
         if self.optimizer is None:
             raise RuntimeError(f"{self!r} is not bound to an optimizer")
-        return self.optimizer.lr
+        return [self.optimizer.lr]
 
     def next_lr(self, t: int, lr: float) -> float:
         raise NotImplementedError

@@ -315,7 +315,7 @@ def assert_schedule(schedule, base_lr: float, epochs: int) -> None:
     opt = SGD(base_lr)
     schedule.bind(opt)
     twin = torch_schedule(schedule, torch_optimizer(SGD(base_lr), [torch.zeros(1)]))
-    assert schedule.get_last_lr() == base_lr
+    assert schedule.get_last_lr() == [base_lr]  # a list, as torch's
     for epoch in range(1, epochs + 1):
         twin.optimizer.step()
         twin.step()

@@ -36,6 +36,8 @@ class Adam(Optimizer):
         Coupled L2 on every array passed (torch ``Adam(weight_decay=...)``).
     amsgrad : bool
         Use the running maximum of vₜ.
+    betas : (float, float), optional
+        torch's name: ``Adam(betas=(0.9, 0.99))`` sets ``beta1`` and ``beta2``.
     """
 
     name = "adam"
@@ -53,7 +55,10 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
+        *,
+        betas: tuple[float, float] | None = None,
     ) -> None:
+        beta1, beta2 = _betas(beta1, beta2, betas)
         self.lr = check_hyperparameter("lr", lr, closed="neither")
         self.beta1 = check_hyperparameter("beta1", beta1, high=1.0)
         self.beta2 = check_hyperparameter("beta2", beta2, high=1.0)
@@ -61,6 +66,11 @@ class Adam(Optimizer):
         self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
         self.amsgrad = bool(amsgrad)
         self.reset()
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        """torch's name: ``(beta1, beta2)``."""
+        return (self.beta1, self.beta2)
 
     def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
         """OPT.adam / OPT.amsgrad / OPT.adamw (see the class docstrings)."""
@@ -115,5 +125,18 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
+        *,
+        betas: tuple[float, float] | None = None,
     ) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay, amsgrad)
+        super().__init__(lr, beta1, beta2, eps, weight_decay, amsgrad, betas=betas)
+
+
+def _betas(beta1: float, beta2: float, betas: tuple[float, float] | None) -> tuple[float, float]:
+    """``(β₁, β₂)`` from ``beta1``/``beta2`` or torch's ``betas=(β₁, β₂)`` (not both)."""
+    if betas is None:
+        return beta1, beta2
+    if (beta1, beta2) != (0.9, 0.999):
+        raise ValueError("give beta1/beta2 or betas (torch's name), not both")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return betas[0], betas[1]
