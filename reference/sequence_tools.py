@@ -73,17 +73,21 @@ def magnitude_scales(
     their magnitude, not to the result (docs/conventions.md, "Precision and tolerances").
     The same BPTT is replayed with every step's VJP on absolute values (``|h − n|`` of the
     GRU is taken as ``||h| − |n||``, a slight underestimate) — reference-side substitutes
-    for the cell's VJP and ``_param_grads``.
+    for the cell's VJP and ``_param_grads``. A fast LSTM is replayed in the readable form
+    (the same function), whose per-step VJP can be substituted.
     """
     cell = layer.cell
     absolute = recurrent_cells.Cell(
         cell.gates, cell.n_states, cell.step, _abs_step_backward(cell.step_backward)
     )
-    with (
-        mock.patch.object(layer, "cell", absolute),
-        mock.patch.object(recurrent_cells, "_param_grads", _abs_param_grads),
-    ):
-        dx, grads = layer.backward(np.abs(d_out), cache)
+    with mock.patch.object(layer, "implementation", "readable", create=True):
+        if not isinstance(cache.steps[0], list):  # a fast LSTM's cache: replay step by step
+            cache = layer._forward(cache.input, cache.initial)[2]
+        with (
+            mock.patch.object(layer, "cell", absolute),
+            mock.patch.object(recurrent_cells, "_param_grads", _abs_param_grads),
+        ):
+            dx, grads = layer.backward(np.abs(d_out), cache)
     return dx, grads
 
 

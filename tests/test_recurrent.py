@@ -230,3 +230,50 @@ def test_lstm_fast_form_equals_readable_form(batch, length, input_size, hidden, 
         assert_gradients_close(a, b, name=f"LSTM.step fast {name}")
     for name, grad in readable[-1].items():
         assert_gradients_close(grads[name.removesuffix("_l0")], grad, name=f"LSTM.step {name}")
+
+
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 5),
+    input_size=st.integers(1, 4),
+    hidden=st.integers(1, 4),
+    layers=st.integers(1, 2),
+    bias=st.booleans(),
+    bidirectional=st.booleans(),
+    seed=seeds,
+)
+def test_lstm_implementations_agree_and_match_torch(
+    batch, length, input_size, hidden, layers, bias, bidirectional, seed
+):
+    """LSTM.step, BPTT.sequence: LSTM(implementation="fast") — the training path — and
+    "readable" give the same outputs, final states and gradients (stacked, bidirectional),
+    and the readable one matches torch (the fast one is the default of every other test)."""
+    from manual_bp.gradcheck import assert_gradients_close
+    from reference.checks_sequences import recurrent_comparisons
+
+    rng = np.random.default_rng(seed)
+    fast = LSTM(input_size, hidden, layers, bias, bidirectional, seed=rng)
+    readable = LSTM(input_size, hidden, layers, bias, bidirectional, implementation="readable")
+    for name, array in fast.params.items():
+        readable.params[name][...] = array
+    shape = (layers * fast.directions, batch, hidden)
+    x = rng.standard_normal((batch, length, input_size))
+    h0, c0, d_hT, d_cT = (rng.standard_normal(shape) for _ in range(4))
+    d_out = rng.standard_normal((batch, length, hidden * fast.directions))
+    results = []
+    for layer in (fast, readable):
+        out, (h_T, c_T), cache = layer.forward_sequence(x, h0, c0)
+        results.append((out, h_T, c_T, *layer.backward_sequence(d_out, d_hT, d_cT, cache)))
+    names = ("out", "h_T", "c_T", "∂C/∂x", "∂C/∂h0", "∂C/∂c0")
+    for name, a, b in zip(names, results[0], results[1], strict=False):
+        assert_gradients_close(a, b, name=f"LSTM.step fast vs readable {name}")
+    for name, grad in results[1][-1].items():
+        assert_gradients_close(
+            results[0][-1][name], grad, name=f"LSTM.step fast vs readable {name}"
+        )
+    for comparison in recurrent_comparisons(readable, x, [h0, c0], d_out, [d_hT, d_cT]):
+        comparison.check()
+    assert fast.fast and not readable.fast
+    assert get_layer(readable.get_config()).implementation == "readable"
+    with pytest.raises(ValueError, match="implementation must be"):
+        LSTM(2, 2, implementation="cudnn")

@@ -34,6 +34,7 @@ import numpy as np
 
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 from manual_bp.layers.recurrent_cells import CELLS, Cell
+from manual_bp.layers.recurrent_fast import lstm_backward_fast, lstm_forward_fast
 
 __all__ = ["GRU", "LSTM", "RNN", "RecurrentCache", "RecurrentLayer"]
 
@@ -42,10 +43,12 @@ States = tuple[np.ndarray, ...]
 
 @dataclass
 class RecurrentCache(Cache):
-    """``input`` ``(N, T, I)``; per (layer, direction) the step caches; the final states."""
+    """``input`` ``(N, T, I)``; per (layer, direction) the step caches (a fast LSTM: one
+    :class:`~manual_bp.layers.recurrent_fast.FastLSTMCache`); the initial and final states."""
 
-    steps: list[list[Any]]
+    steps: list[Any]
     final: States
+    initial: States = ()
 
 
 def run_direction(
@@ -135,6 +138,26 @@ class RecurrentLayer(Layer):
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
+    @property
+    def fast(self) -> bool:
+        """Whether directions run in the fast form (``recurrent_fast``; LSTM only)."""
+        return getattr(self, "implementation", "readable") == "fast"
+
+    def _run(self, x: np.ndarray, state: States, params: dict, reverse: bool):
+        """One direction forward: ``(out, final, cache)``; the reverse one on flipped time."""
+        if not self.fast:
+            return run_direction(self.cell, x, state, params, reverse)
+        out, final, cache = lstm_forward_fast(x[:, ::-1] if reverse else x, *state, params)
+        return (out[:, ::-1] if reverse else out), final, cache
+
+    def _run_backward(self, d_out: np.ndarray, d_final: States, cache: Any, reverse: bool):
+        """One direction's BPTT: ``(∂C/∂x, ∂C/∂state_0, grads)``."""
+        if not self.fast:
+            return backprop_direction(self.cell, d_out, d_final, cache, reverse)
+        d = d_out[:, ::-1] if reverse else d_out
+        dx, dh0, dc0, grads = lstm_backward_fast(d, *d_final, cache)
+        return (dx[:, ::-1] if reverse else dx), (dh0, dc0), grads
+
     def _cell_params(self, layer: int, suffix: str) -> dict[str, np.ndarray | None]:
         return {
             kind: self.params.get(f"{kind}_l{layer}{suffix}")
@@ -179,8 +202,8 @@ class RecurrentLayer(Layer):
             outs = []
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * self.directions + d
-                out, final, caches = run_direction(
-                    self.cell, h, tuple(s[k] for s in initial), self._cell_params(layer, suffix), d
+                out, final, caches = self._run(
+                    h, tuple(s[k] for s in initial), self._cell_params(layer, suffix), bool(d)
                 )
                 outs.append(out)
                 steps.append(caches)
@@ -188,7 +211,7 @@ class RecurrentLayer(Layer):
                     slot.append(value)
             h = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
         final_states = tuple(np.stack(slot) for slot in finals)
-        return h, final_states, RecurrentCache(x, steps, final_states)
+        return h, final_states, RecurrentCache(x, steps, final_states, initial)
 
     def _backward(
         self, d_out: np.ndarray, d_finals: tuple, cache: RecurrentCache
@@ -204,8 +227,7 @@ class RecurrentLayer(Layer):
             dx = None
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * self.directions + d
-                dx_d, d_state, step_grads = backprop_direction(
-                    self.cell,
+                dx_d, d_state, step_grads = self._run_backward(
                     d_out[..., d * H : (d + 1) * H],
                     tuple(s[k] for s in d_finals),
                     cache.steps[k],
@@ -303,11 +325,26 @@ class GRU(_HiddenOnly):
 
 @register_layer
 class LSTM(RecurrentLayer):
-    """``torch.nn.LSTM(batch_first=True)``, gates ``i, f, g, o``. Equation ``LSTM.step``."""
+    """``torch.nn.LSTM(batch_first=True)``, gates ``i, f, g, o``. Equation ``LSTM.step``.
+
+    ``implementation="fast"`` (default, the training path) hoists the input projections of
+    all steps and the parameter gradients out of the time loop
+    (:mod:`~manual_bp.layers.recurrent_fast`); ``"readable"`` unrolls
+    :func:`~manual_bp.layers.recurrent_cells.lstm_step` step by step as the derivation reads.
+    Both compute the same function and gradients (``tests/test_recurrent.py``).
+    """
 
     name = "lstm"
     mode = "lstm"
     equation = "LSTM.step"
+    hyperparameters = (*RecurrentLayer.hyperparameters, "implementation")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *args,
+                 implementation: str = "fast", **kwargs) -> None:  # fmt: skip
+        if implementation not in ("fast", "readable"):
+            raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
+        self.implementation = implementation
+        super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
 
     def forward_sequence(
         self, x: np.ndarray, h0: np.ndarray | None = None, c0: np.ndarray | None = None

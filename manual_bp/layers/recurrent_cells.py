@@ -34,13 +34,9 @@ class StepCache:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # Two branches so that exp never overflows (exp(-z) for z ≥ 0, exp(z) otherwise).
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
+    # exp never overflows: exp(−|z|) ≤ 1; 1/(1 + e^{−z}) for z ≥ 0, e^z/(1 + e^z) otherwise.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, e) / (1.0 + e)
 
 
 def _tanh_grad(t: np.ndarray) -> np.ndarray:

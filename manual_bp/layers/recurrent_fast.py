@@ -44,7 +44,9 @@ def lstm_forward_fast(
     W_ih, W_hh = params["weight_ih"], params["weight_hh"]
     n, length, _ = x.shape
     H = W_hh.shape[1]
-    projected = x @ W_ih.T  # every step's input projection in one product
+    # Every step's input projection in ONE (N·T, I) × (I, 4H) product. As a 2-D product it
+    # goes to BLAS; numpy's stacked (N, T, I) @ (I, 4H) loops over N instead (5× slower).
+    projected = (x.reshape(n * length, -1) @ W_ih.T).reshape(n, length, -1)
     if params["bias_ih"] is not None:
         projected += params["bias_ih"] + params["bias_hh"]
     gates = np.empty((n, length, 4 * H), dtype=x.dtype)
@@ -91,4 +93,5 @@ def lstm_backward_fast(
     if cache.bias:
         grads["bias_ih"] = rows.sum(axis=0)
         grads["bias_hh"] = grads["bias_ih"].copy()
-    return d_a @ cache.weight_ih, dh, dc, grads
+    dx = (rows @ cache.weight_ih).reshape(n, length, -1)
+    return dx, dh, dc, grads
