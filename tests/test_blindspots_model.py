@@ -64,3 +64,51 @@ def test_backprop_single_takes_an_integer_label_like_its_one_hot_row():
     for ours, expected in zip(from_label.weights + from_label.biases,
                               from_row.weights + from_row.biases, strict=True):  # fmt: skip
         np.testing.assert_array_equal(ours, expected)
+
+
+def test_fast_training_with_saturated_sigmoids_overflows_silently_and_equals_readable():
+    """A sigmoid unit at ``z < −709`` overflows ``e^{−z}`` to inf and correctly gives 0;
+    the fused trainer must neither raise (the suite turns overflow into an error, as a
+    user's ``np.seterr(all="raise")`` would) nor differ from the readable step."""
+    from manual_bp import train
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 2)) * 1e3  # |z| of the first layer far beyond 709
+    y = rng.integers(0, 2, size=8)
+    nets = [Network([2, 3, 2], "sigmoid", "cross-entropy", seed=7) for _ in range(2)]
+    for net, fast in zip(nets, (True, False), strict=True):
+        net.weights[0] *= 5.0
+        train(net, x, y, epochs=2, batch_size=4, eta=0.1, fast=fast, seed=1)
+    for ours, expected in zip(nets[0].weights + nets[0].biases,
+                              nets[1].weights + nets[1].biases, strict=True):  # fmt: skip
+        np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_fast_training_with_a_user_cost_whose_shortcut_is_not_a_minus_y():
+    """A user's cost may declare its own output shortcut ``δᴸ``; where it is not one of
+    the library's ``a − y`` shortcuts the fused trainer must call it (via ``cost.delta``),
+    not assume ``a − y``: trained parameters equal the readable path's."""
+    from manual_bp import train
+    from manual_bp.costs import Cost
+
+    def shortcut(z, a, y):  # δᴸ = ∂C/∂a ⊙ tanh'(z) = 2(a − y)(1 − a²)
+        return 2.0 * (a - y) * (1.0 - a * a)
+
+    class DoubledQuadratic(Cost):
+        name = "doubled-quadratic"
+        shortcuts = {"tanh": ("SHORTCUT.tanh-doubled-quadratic", shortcut)}
+
+        def per_sample(self, a, y):
+            return ((a - y) ** 2).sum(axis=1)
+
+        def grad(self, a, y):
+            return 2.0 * (a - y)
+
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((6, 3)), rng.uniform(-0.5, 0.5, size=(6, 2))
+    nets = [Network([3, 4, 2], "tanh", DoubledQuadratic(), seed=9) for _ in range(2)]
+    for net, fast in zip(nets, (True, False), strict=True):
+        train(net, x, y, epochs=2, batch_size=3, eta=0.1, fast=fast, seed=2)
+    for ours, expected in zip(nets[0].weights + nets[0].biases,
+                              nets[1].weights + nets[1].biases, strict=True):  # fmt: skip
+        np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-14)

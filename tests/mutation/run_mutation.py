@@ -131,6 +131,17 @@ settings.register_profile(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
+_settings_init = settings.__init__
+
+
+def _capped_init(self, parent=None, **kwargs):
+    # A test's own @settings(max_examples=N) is capped at the profile's 10 (CPU budget).
+    if "max_examples" in kwargs:
+        kwargs["max_examples"] = min(kwargs["max_examples"], 10)
+    _settings_init(self, parent, **kwargs)
+
+
+settings.__init__ = _capped_init
 """
 
 
@@ -253,6 +264,7 @@ def run_group(name: str, args, deadline: float) -> dict:
         state[phase].update({n: statuses[n] for n in names if statuses.get(n) in DONE})
         path.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
+    save("before", [n for n in state["sampled"] if n not in state["before"]])  # a resumed run
     todo = [n for n in state["sampled"] if n not in state["before"]]
     if todo and time.time() < deadline:
         _configure(workdir, modules, tests)

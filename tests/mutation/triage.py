@@ -33,4 +33,21 @@ TRIAGE: dict[str, str] = {
         "killed: `test_blindspots_model.py::test_total_cost_adds_the_l2_term_scaled_by_the_"
         "training_set_size` (`np.vdot(W, )` raises)"
     ),
+    # ------------------------------------------------------------------ fast.py
+    F + "x__output_kind__mutmut_12": (
+        "killed: `test_blindspots_model.py::test_fast_training_with_a_user_cost_whose_shortcut_"
+        "is_not_a_minus_y` (every built-in shortcut is `a − y`, so only a user's cost with its "
+        "own shortcut reaches this branch; the mutant trained it with `a − y`)"
+    ),
+    F + "xǁFastTrainerǁ__init____mutmut_6": (
+        "equivalent (values): every layer takes the generic path, `σ.forward` and "
+        "`σ.backward` of the activation object instead of the fused in-place formulas; the "
+        "same functions within rounding (the fused ones exist for speed: a slowdown only, "
+        "seen by `benchmarks/`, not by a value)"
+    ),
+    F + "xǁFastTrainerǁrun_epoch__mutmut_6": (
+        "killed: `test_blindspots_model.py::test_fast_training_with_saturated_sigmoids_"
+        "overflows_silently_and_equals_readable` (`e^{−z}` overflow of a saturated sigmoid "
+        "raised under `np.seterr(over='raise')`)"
+    ),
 }
