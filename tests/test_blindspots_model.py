@@ -112,3 +112,50 @@ def test_fast_training_with_a_user_cost_whose_shortcut_is_not_a_minus_y():
     for ours, expected in zip(nets[0].weights + nets[0].biases,
                               nets[1].weights + nets[1].biases, strict=True):  # fmt: skip
         np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-14)
+
+
+def _stack(**kwargs):
+    from manual_bp import Dense, Sequential
+
+    return Sequential(
+        [Dense(3, 5), "tanh", Dense(5, 4), "softmax"], "log-likelihood", input_shape=(3,),
+        seed=11, **kwargs,
+    )  # fmt: skip
+
+
+def test_sequential_total_cost_is_the_mean_negative_log_likelihood_in_eval_mode():
+    """``Sequential.total_cost(x, y)`` (what training monitors report) against torch:
+    ``F.cross_entropy`` of the logits of the same stack, mean over the batch."""
+    rng = np.random.default_rng(10)
+    model = _stack()
+    x, y = rng.standard_normal((7, 3)), rng.integers(0, 4, size=7)
+    (W1, b1), (W2, b2) = (
+        (torch.tensor(model.layers[i].params[name]) for name in ("weight", "bias")) for i in (0, 2)
+    )
+    logits = F.linear(torch.tanh(F.linear(torch.tensor(x), W1, b1)), W2, b2)
+    expected = float(F.cross_entropy(logits, torch.tensor(y)))
+    assert model.total_cost(x, y) == pytest.approx(expected, rel=1e-12)
+    assert model.total_cost(x, np.eye(4)[y]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_sequential_rejects_non_numeric_inputs_with_a_type_error():
+    """Strings or objects as inputs: one clear ``TypeError`` naming the dtype."""
+    model = _stack()
+    for bad in (np.array([["a", "b", "c"]]), np.array([[1, None, 2]], dtype=object)):
+        with pytest.raises(TypeError, match="x must be real numbers"):
+            model.predict(bad)
+
+
+def test_a_bad_layer_spec_is_named_in_full_in_the_error():
+    """``Sequential.from_spec``: the one-line error names the layer's index and its spec,
+    whatever its form (a name, a config dict, a malformed tuple)."""
+    from manual_bp import Sequential
+
+    cases = [
+        (["gru"], r"layer 0 \(gru\): gru needs per-sample sequences"),
+        ([{"name": "dense", "out_features": 2, "x": 1}], r"layer 0 \(dense\): "),
+        ([("conv2d", (3,))], r"layer 0 \(\('conv2d', \(3,\)\)\): "),
+    ]
+    for spec, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Sequential.from_spec(spec, (3,), 2, cost="quadratic")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 N = "manual_bp.network.xǁNetworkǁ"
 F = "manual_bp.fast."
+S = "manual_bp.sequential."
 
 TRIAGE: dict[str, str] = {
     # ------------------------------------------------------------------ network.py
@@ -49,5 +50,18 @@ TRIAGE: dict[str, str] = {
         "killed: `test_blindspots_model.py::test_fast_training_with_saturated_sigmoids_"
         "overflows_silently_and_equals_readable` (`e^{−z}` overflow of a saturated sigmoid "
         "raised under `np.seterr(over='raise')`)"
+    ),
+    # ------------------------------------------------------------------ sequential.py
+    S + "x__describe__mutmut_1": (
+        "killed: `test_blindspots_model.py::test_a_bad_layer_spec_is_named_in_full_in_the_error` "
+        "(a 3-letter name was cut to its first letter, a 3-key dict raised KeyError)"
+    ),
+    S + "xǁSequentialǁoutput_cost__mutmut_7": (
+        "killed: `test_blindspots_model.py::test_sequential_total_cost_is_the_mean_negative_log_"
+        "likelihood_in_eval_mode` (`Sequential.total_cost` against torch's cross-entropy)"
+    ),
+    S + "xǁSequentialǁprepare_inputs__mutmut_8": (
+        "killed: `test_blindspots_model.py::test_sequential_rejects_non_numeric_inputs_with_a_"
+        "type_error`"
     ),
 }
