@@ -129,9 +129,9 @@ def test_sequential_total_cost_is_the_mean_negative_log_likelihood_in_eval_mode(
     rng = np.random.default_rng(10)
     model = _stack()
     x, y = rng.standard_normal((7, 3)), rng.integers(0, 4, size=7)
-    (W1, b1), (W2, b2) = (
-        (torch.tensor(model.layers[i].params[name]) for name in ("weight", "bias")) for i in (0, 2)
-    )
+    (W1, b1), (W2, b2) = [
+        [torch.tensor(model.layers[i].params[name]) for name in ("weight", "bias")] for i in (0, 2)
+    ]
     logits = F.linear(torch.tanh(F.linear(torch.tensor(x), W1, b1)), W2, b2)
     expected = float(F.cross_entropy(logits, torch.tensor(y)))
     assert model.total_cost(x, y) == pytest.approx(expected, rel=1e-12)
