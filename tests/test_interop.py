@@ -115,7 +115,7 @@ def _sequence_stack(bidirectional: bool, causal: bool) -> nn.Sequential:
         LSTMSequence(4, H, 2, bidirectional=bidirectional),
         nn.LayerNorm(width),
         SelfAttention(width, 2 if width % 2 == 0 else 1, causal=causal),
-        GRUSequence(width, 3),
+        GRUSequence(width, 3, bias=False),
         RNNSequence(3, 4, nonlinearity="relu"),
         nn.Linear(4, 5),
         nn.Softmax(dim=-1),
