@@ -249,3 +249,6 @@ def test_identity_layers_are_skipped_and_other_layers_named():
     conv = Sequential([Conv2d(1, 1, 2), Flatten(), Dense(1, 2)], "quadratic")
     with pytest.raises(TypeError, match=r"layer 0 \(Conv2d.*not supported; supported: Dense"):
         kflr(conv, x, y)
+    masked = Sequential([Dense(3, 2), "softmax"], "log-likelihood", ignore_index=-100)
+    with pytest.raises(TypeError, match=r"ignore_index=-100 is not supported"):
+        hvp(masked, x, np.array([0, 1, -100, 1, 0]), v[:8])

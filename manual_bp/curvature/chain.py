@@ -164,6 +164,12 @@ def as_chain(model: Any) -> Chain:
         ):
             ops += [DenseOp(W, b, l, L + l), ActOp(act)]
     elif isinstance(model, Sequential):
+        if getattr(model, "ignore_index", None) is not None:
+            # the curvature rules average over every row; masked rows would be counted
+            raise TypeError(
+                f"curvature: a model with ignore_index={model.ignore_index} is not supported "
+                "(its mean runs over the counted positions only); build it without ignore_index"
+            )
         index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
         for k, layer in enumerate(model.layers):
             if type(layer) is Dense:
