@@ -11,7 +11,7 @@ EQUATIONS = [
         "Identity",
         "σ(z) = z,  σ'(z) = 1",
         f"{_D}#ACT.identity",
-        "manual_bp.activations.Identity",
+        "manual_bp.activations.smooth.Identity",
         _T,
     ),
     Equation(
@@ -19,7 +19,7 @@ EQUATIONS = [
         "Logistic sigmoid",
         "σ(z) = 1/(1 + e⁻ᶻ),  σ'(z) = σ(z)(1 − σ(z))",
         f"{_D}#ACT.sigmoid",
-        "manual_bp.activations.Sigmoid",
+        "manual_bp.activations.smooth.Sigmoid",
         _T,
     ),
     Equation(
@@ -27,7 +27,7 @@ EQUATIONS = [
         "Hyperbolic tangent",
         "σ(z) = tanh z,  σ'(z) = 1 − tanh² z",
         f"{_D}#ACT.tanh",
-        "manual_bp.activations.Tanh",
+        "manual_bp.activations.smooth.Tanh",
         _T,
     ),
     Equation(
@@ -35,7 +35,7 @@ EQUATIONS = [
         "Rectified linear unit",
         "σ(z) = max(0, z),  σ'(z) = 1[z > 0]",
         f"{_D}#ACT.relu",
-        "manual_bp.activations.ReLU",
+        "manual_bp.activations.piecewise.ReLU",
         _T,
     ),
     Equation(
@@ -43,7 +43,7 @@ EQUATIONS = [
         "Leaky ReLU (slope α)",
         "σ(z) = z (z > 0), αz (z ≤ 0);  σ'(z) = 1 (z > 0), α (z ≤ 0, torch's kink convention)",
         f"{_D}#ACT.leaky-relu",
-        "manual_bp.activations.LeakyReLU",
+        "manual_bp.activations.piecewise.LeakyReLU",
         _T,
     ),
     Equation(
@@ -51,7 +51,7 @@ EQUATIONS = [
         "Exponential linear unit (α)",
         "σ(z) = z (z > 0), α(eᶻ − 1) (z ≤ 0);  σ'(z) = 1 (z > 0), αeᶻ (z ≤ 0)",
         f"{_D}#ACT.elu",
-        "manual_bp.activations.ELU",
+        "manual_bp.activations.piecewise.ELU",
         _T,
     ),
     Equation(
@@ -59,7 +59,7 @@ EQUATIONS = [
         "Scaled ELU",
         "σ(z) = λz (z > 0), λα(eᶻ − 1) (z ≤ 0);  σ'(z) = λ (z > 0), λαeᶻ (z ≤ 0)",
         f"{_D}#ACT.selu",
-        "manual_bp.activations.SELU",
+        "manual_bp.activations.piecewise.SELU",
         _T,
     ),
     Equation(
@@ -67,7 +67,7 @@ EQUATIONS = [
         "Softplus (β, threshold)",
         "σ(z) = ln(1 + e^{βz})/β (βz ≤ threshold), z otherwise;  σ'(z) = sigmoid(βz), 1",
         f"{_D}#ACT.softplus",
-        "manual_bp.activations.Softplus",
+        "manual_bp.activations.smooth.Softplus",
         _T,
     ),
     Equation(
@@ -75,7 +75,7 @@ EQUATIONS = [
         "GELU (exact erf form and tanh approximation)",
         "σ(z) = zΦ(z), σ'(z) = Φ(z) + zφ(z);  tanh: ½z(1 + tanh u), u = √(2/π)(z + 0.044715z³)",
         f"{_D}#ACT.gelu",
-        "manual_bp.activations.GELU",
+        "manual_bp.activations.smooth.GELU",
         _T,
     ),
     Equation(
@@ -83,7 +83,7 @@ EQUATIONS = [
         "SiLU / swish",
         "σ(z) = z·s(z);  σ'(z) = s(z)(1 + z(1 − s(z))),  s = sigmoid",
         f"{_D}#ACT.silu",
-        "manual_bp.activations.SiLU",
+        "manual_bp.activations.smooth.SiLU",
         _T,
     ),
     Equation(
@@ -91,7 +91,7 @@ EQUATIONS = [
         "Hard tanh",
         "σ(z) = clip(z, min, max);  σ'(z) = 1[min < z < max]",
         f"{_D}#ACT.hardtanh",
-        "manual_bp.activations.HardTanh",
+        "manual_bp.activations.piecewise.HardTanh",
         _T,
     ),
     Equation(
@@ -99,7 +99,7 @@ EQUATIONS = [
         "Softmax (full VJP)",
         "aⱼ = e^{zⱼ}/Σₖe^{zₖ};  ∂C/∂z = a ⊙ (g − ⟨g, a⟩)",
         f"{_D}#ACT.softmax",
-        "manual_bp.activations.Softmax",
+        "manual_bp.activations.normalising.Softmax",
         _T,
     ),
     Equation(
@@ -107,7 +107,7 @@ EQUATIONS = [
         "Log-softmax (full VJP)",
         "aⱼ = zⱼ − ln Σₖe^{zₖ};  ∂C/∂z = g − softmax(z) Σᵢgᵢ",
         f"{_D}#ACT.log-softmax",
-        "manual_bp.activations.LogSoftmax",
+        "manual_bp.activations.normalising.LogSoftmax",
         _T,
     ),
 ]

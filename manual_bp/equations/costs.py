@@ -11,7 +11,7 @@ EQUATIONS = [
         "Quadratic cost",
         "Cₓ = ½‖a − y‖²",
         f"{_D}#COST.quadratic",
-        "manual_bp.costs.QuadraticCost",
+        "manual_bp.costs.regression.QuadraticCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -19,7 +19,7 @@ EQUATIONS = [
         "Gradient of the quadratic cost",
         "∂Cₓ/∂a = a − y",
         f"{_D}#COST.quadratic.grad",
-        "manual_bp.costs.QuadraticCost",
+        "manual_bp.costs.regression.QuadraticCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -27,7 +27,7 @@ EQUATIONS = [
         "Cross-entropy cost (Nielsen)",
         "Cₓ = −Σⱼ [yⱼ ln aⱼ + (1 − yⱼ) ln(1 − aⱼ)]",
         f"{_D}#COST.cross-entropy",
-        "manual_bp.costs.CrossEntropyCost",
+        "manual_bp.costs.classification.CrossEntropyCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -35,7 +35,7 @@ EQUATIONS = [
         "Gradient of the cross-entropy cost",
         "∂Cₓ/∂aⱼ = (aⱼ − yⱼ) / (aⱼ (1 − aⱼ))",
         f"{_D}#COST.cross-entropy.grad",
-        "manual_bp.costs.CrossEntropyCost",
+        "manual_bp.costs.classification.CrossEntropyCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -43,7 +43,7 @@ EQUATIONS = [
         "Sigmoid output with cross-entropy",
         "δᴸ = a − y",
         f"{_D}#SHORTCUT.sigmoid-cross-entropy",
-        "manual_bp.costs.CrossEntropyCost",
+        "manual_bp.costs.classification.CrossEntropyCost",
         f"{_T}::test_shortcut_equals_general_bp1",
     ),
     Equation(
@@ -51,7 +51,7 @@ EQUATIONS = [
         "Identity output with quadratic cost",
         "δᴸ = a − y",
         f"{_D}#SHORTCUT.identity-quadratic",
-        "manual_bp.costs.QuadraticCost",
+        "manual_bp.costs.regression.QuadraticCost",
         f"{_T}::test_shortcut_equals_general_bp1",
     ),
     Equation(
@@ -59,7 +59,7 @@ EQUATIONS = [
         "Binary cross-entropy from logits",
         "Cₓ = Σⱼ [ln(1 + e^{aⱼ}) − yⱼaⱼ]",
         f"{_D}#COST.bce-logits",
-        "manual_bp.costs.BCEWithLogitsCost",
+        "manual_bp.costs.classification.BCEWithLogitsCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -67,7 +67,7 @@ EQUATIONS = [
         "Gradient of the binary cross-entropy from logits",
         "∂Cₓ/∂a = sigmoid(a) − y",
         f"{_D}#COST.bce-logits.grad",
-        "manual_bp.costs.BCEWithLogitsCost",
+        "manual_bp.costs.classification.BCEWithLogitsCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -75,7 +75,7 @@ EQUATIONS = [
         "Log-likelihood (Nielsen ch. 3)",
         "Cₓ = −ln a_y = −Σⱼ yⱼ ln aⱼ",
         f"{_D}#COST.log-likelihood",
-        "manual_bp.costs.LogLikelihoodCost",
+        "manual_bp.costs.classification.LogLikelihoodCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -83,7 +83,7 @@ EQUATIONS = [
         "Gradient of the log-likelihood (Nielsen ch. 3)",
         "∂Cₓ/∂aⱼ = −yⱼ/aⱼ",
         f"{_D}#COST.log-likelihood.grad",
-        "manual_bp.costs.LogLikelihoodCost",
+        "manual_bp.costs.classification.LogLikelihoodCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -91,7 +91,7 @@ EQUATIONS = [
         "Categorical cross-entropy from logits",
         "Cₓ = ln Σₖe^{aₖ} − Σⱼ yⱼaⱼ",
         f"{_D}#COST.categorical-cross-entropy",
-        "manual_bp.costs.CategoricalCrossEntropyCost",
+        "manual_bp.costs.classification.CategoricalCrossEntropyCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -99,7 +99,7 @@ EQUATIONS = [
         "Gradient of the categorical cross-entropy from logits",
         "∂Cₓ/∂a = softmax(a) − y",
         f"{_D}#COST.categorical-cross-entropy.grad",
-        "manual_bp.costs.CategoricalCrossEntropyCost",
+        "manual_bp.costs.classification.CategoricalCrossEntropyCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -107,7 +107,7 @@ EQUATIONS = [
         "Absolute error",
         "Cₓ = Σⱼ |aⱼ − yⱼ|",
         f"{_D}#COST.mae",
-        "manual_bp.costs.MAECost",
+        "manual_bp.costs.regression.MAECost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -115,7 +115,7 @@ EQUATIONS = [
         "Gradient of the absolute error",
         "∂Cₓ/∂a = sign(a − y)",
         f"{_D}#COST.mae.grad",
-        "manual_bp.costs.MAECost",
+        "manual_bp.costs.regression.MAECost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -123,7 +123,7 @@ EQUATIONS = [
         "Huber cost (δ)",
         "Cₓ = Σⱼ h_δ(aⱼ − yⱼ), h_δ(d) = ½d² (|d| ≤ δ), δ(|d| − ½δ)",
         f"{_D}#COST.huber",
-        "manual_bp.costs.HuberCost",
+        "manual_bp.costs.regression.HuberCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -131,7 +131,7 @@ EQUATIONS = [
         "Gradient of the huber cost (δ)",
         "∂Cₓ/∂a = clip(a − y, −δ, δ)",
         f"{_D}#COST.huber.grad",
-        "manual_bp.costs.HuberCost",
+        "manual_bp.costs.regression.HuberCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -139,7 +139,7 @@ EQUATIONS = [
         "Smooth L1 (β)",
         "Cₓ = Σⱼ s_β(aⱼ − yⱼ), s_β(d) = ½d²/β (|d| < β), |d| − ½β",
         f"{_D}#COST.smooth-l1",
-        "manual_bp.costs.SmoothL1Cost",
+        "manual_bp.costs.regression.SmoothL1Cost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -147,7 +147,7 @@ EQUATIONS = [
         "Gradient of the smooth L1 (β)",
         "∂Cₓ/∂a = clip((a − y)/β, −1, 1)",
         f"{_D}#COST.smooth-l1.grad",
-        "manual_bp.costs.SmoothL1Cost",
+        "manual_bp.costs.regression.SmoothL1Cost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -155,7 +155,7 @@ EQUATIONS = [
         "Multi-class hinge (margin m)",
         "Cₓ = Σ_{j≠y} max(0, m − a_y + aⱼ)",
         f"{_D}#COST.multi-margin",
-        "manual_bp.costs.MultiMarginCost",
+        "manual_bp.costs.classification.MultiMarginCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -163,7 +163,7 @@ EQUATIONS = [
         "Gradient of the multi-class hinge (margin m)",
         "∂Cₓ/∂aⱼ = 1[m − a_y + aⱼ > 0] (j ≠ y), ∂Cₓ/∂a_y = −Σ_{j≠y} 1[…]",
         f"{_D}#COST.multi-margin.grad",
-        "manual_bp.costs.MultiMarginCost",
+        "manual_bp.costs.classification.MultiMarginCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -171,7 +171,7 @@ EQUATIONS = [
         "KL divergence (a = log-probabilities)",
         "Cₓ = Σⱼ yⱼ(ln yⱼ − aⱼ)",
         f"{_D}#COST.kl-divergence",
-        "manual_bp.costs.KLDivergenceCost",
+        "manual_bp.costs.distribution.KLDivergenceCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -179,7 +179,7 @@ EQUATIONS = [
         "Gradient of the kL divergence (a = log-probabilities)",
         "∂Cₓ/∂a = −y",
         f"{_D}#COST.kl-divergence.grad",
-        "manual_bp.costs.KLDivergenceCost",
+        "manual_bp.costs.distribution.KLDivergenceCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -187,7 +187,7 @@ EQUATIONS = [
         "Poisson negative log-likelihood",
         "Cₓ = Σⱼ [λⱼ − yⱼ ln(λⱼ + ε)]  (log_input: Σⱼ [e^{aⱼ} − yⱼaⱼ])",
         f"{_D}#COST.poisson-nll",
-        "manual_bp.costs.PoissonNLLCost",
+        "manual_bp.costs.distribution.PoissonNLLCost",
         f"{_T}::test_cost_value_matches_torch",
     ),
     Equation(
@@ -195,7 +195,7 @@ EQUATIONS = [
         "Gradient of the poisson negative log-likelihood",
         "∂Cₓ/∂λ = 1 − y/(λ + ε)  (log_input: eᵃ − y)",
         f"{_D}#COST.poisson-nll.grad",
-        "manual_bp.costs.PoissonNLLCost",
+        "manual_bp.costs.distribution.PoissonNLLCost",
         f"{_T}::test_cost_gradient_matches_torch",
     ),
     Equation(
@@ -203,7 +203,7 @@ EQUATIONS = [
         "Softmax output with log-likelihood",
         "δᴸ = a − y",
         f"{_D}#SHORTCUT.softmax-log-likelihood",
-        "manual_bp.costs.LogLikelihoodCost",
+        "manual_bp.costs.classification.LogLikelihoodCost",
         f"{_T}::test_shortcut_equals_general_bp1",
     ),
 ]

@@ -1,0 +1,71 @@
+"""Activation functions σ and their backward passes.
+
+Every activation maps the weighted input ``z`` of shape ``(batch, n)`` to the
+activation ``a = σ(z)`` of the same shape, and back-propagates with a
+vector–Jacobian product (VJP)::
+
+    backward(grad_a, z, a) -> grad_z      grad_z[x] = J_σ(z[x])ᵀ grad_a[x]
+
+For an elementwise σ the Jacobian is diagonal and the VJP is the Hadamard
+product of BP1/BP2, ``grad_a ⊙ σ'(z)``; such classes only implement
+:meth:`Activation.derivative`. Activations that couple units (softmax) override
+:meth:`Activation.backward` with their full VJP.
+
+Each class names the equation ID of its derivative (``ACT.<name>``), derived in
+``docs/activations.md``. New activations are registered with
+:func:`register_activation` and looked up by name with :func:`get_activation`
+(or ``ACTIVATIONS["relu"]``, the class).
+
+Modules, by concept (every name is importable from :mod:`manual_bp.activations`):
+
+* :mod:`~manual_bp.activations.base` — the :class:`Activation` protocol and the registry;
+* :mod:`~manual_bp.activations.smooth` — identity, sigmoid, tanh, softplus, GELU, SiLU;
+* :mod:`~manual_bp.activations.piecewise` — ReLU, leaky ReLU, ELU, SELU, hardtanh;
+* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax.
+"""
+
+from manual_bp.activations.base import (
+    ACTIVATIONS,
+    Activation,
+    _finite_float,
+    _sigmoid,
+    get_activation,
+    register_activation,
+)
+from manual_bp.activations.normalising import LogSoftmax, Softmax
+from manual_bp.activations.piecewise import (
+    ELU,
+    SELU,
+    SELU_ALPHA,
+    SELU_SCALE,
+    HardTanh,
+    Hardtanh,
+    LeakyReLU,
+    ReLU,
+)
+from manual_bp.activations.smooth import GELU, Identity, Sigmoid, SiLU, Softplus, Tanh
+
+__all__ = [
+    "ACTIVATIONS",
+    "ELU",
+    "GELU",
+    "SELU",
+    "SELU_ALPHA",
+    "SELU_SCALE",
+    "Activation",
+    "HardTanh",
+    "Hardtanh",
+    "Identity",
+    "LeakyReLU",
+    "LogSoftmax",
+    "ReLU",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Tanh",
+    "_finite_float",
+    "_sigmoid",
+    "get_activation",
+    "register_activation",
+]

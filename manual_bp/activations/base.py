@@ -1,0 +1,116 @@
+"""The :class:`Activation` protocol, the registry and shared helpers (``docs/activations.md``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import as_array
+
+__all__ = ["ACTIVATIONS", "Activation", "get_activation", "register_activation"]
+
+
+class Activation(Configurable):
+    """Base class of activation functions.
+
+    Subclasses set ``name`` and ``equation`` and implement :meth:`forward` and
+    either :meth:`derivative` (elementwise σ) or :meth:`backward` (coupled σ).
+    Hyper-parameters are keyword arguments of ``__init__`` stored as attributes
+    of the same name, so :meth:`get_config` can save them.
+    """
+
+    #: Equation ID of the backward pass, e.g. ``"ACT.sigmoid"``.
+    equation: ClassVar[str] = ""
+    #: True when σ acts on each unit separately (diagonal Jacobian).
+    elementwise: ClassVar[bool] = True
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        """Return ``a = σ(z)``, same shape as ``z``."""
+        raise NotImplementedError
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Return ``σ'(z)`` elementwise (only for elementwise activations).
+
+        ``a = σ(z)`` is passed too because several derivatives are cheapest
+        in terms of the output (sigmoid: ``a(1−a)``, tanh: ``(1−a)(1+a)``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not elementwise; use backward()")
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Vector–Jacobian product: ``∂C/∂z`` from ``∂C/∂a``. Shapes ``(batch, n)``.
+
+        Elementwise case (the ⊙ of BP1/BP2): ``∂C/∂z = ∂C/∂a ⊙ σ'(z)``.
+        """
+        return grad_a * self.derivative(z, a)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Return ``σ''(z)`` elementwise (equation ``ACT2.<name>``, ``docs/curvature.md``).
+
+        At a kink ``σ''`` is the derivative of the ``σ'`` this library (and torch) uses,
+        which is 0 on flat or linear pieces; the Dirac mass of a true second
+        derivative at a kink is not represented (it is zero almost everywhere).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not elementwise; use second_vjp()")
+
+    def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Jacobian–vector product ``J_σ(z) dz`` (forward mode). Shapes ``(batch, n)``.
+
+        Elementwise: ``σ'(z) ⊙ dz``; coupled activations override it.
+        """
+        return dz * self.derivative(z, a)
+
+    def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
+        """Second-order VJP ``Σₖ gₖ ∇²σₖ(z) dz`` with ``g = ∂C/∂a`` (``ACT2.*``).
+
+        The term the R-operator adds to the backward pass through σ (Pearlmutter 1994):
+        ``R{∂C/∂z} = J_σᵀ R{∂C/∂a} + Σₖ gₖ ∇²σₖ R{z}``. Elementwise: ``g ⊙ σ''(z) ⊙ dz``.
+        """
+        return grad_a * self.second_derivative(z, a) * dz
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        """``σ(z)`` for any real array (as ``torch.nn.ReLU()(z)``); integers become float64.
+
+        The checked entry point: complex, bool, object and string arrays raise
+        ``TypeError`` (:func:`manual_bp._validation.as_array`). :meth:`forward` is the
+        unchecked one that layers call on arrays they produced.
+        """
+        z = as_array(z, "z")
+        if z.dtype.kind != "f":
+            z = z.astype(np.float64)
+        return self.forward(z)
+
+
+ACTIVATIONS = Registry("activation", Activation)
+
+
+register_activation = ACTIVATIONS.register
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid without overflow: ``e^{−|z|}`` never exceeds 1."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, e) / (1.0 + e)
+
+
+def _finite_float(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def get_activation(
+    spec: str | Activation | type[Activation] | dict[str, Any],
+) -> Activation:
+    """Return an :class:`Activation` from a name, class, instance or config dict.
+
+    Names are case-insensitive and ``_``/``-`` are interchangeable
+    (``"leaky_relu"`` == ``"leaky-relu"``); an unknown name raises ``ValueError``
+    listing the valid names.
+    """
+    return ACTIVATIONS.get(spec)

@@ -1,0 +1,240 @@
+"""Smooth activations: identity, sigmoid, tanh, softplus, GELU, SiLU (``ACT.*``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from manual_bp.activations.base import (
+    Activation,
+    _finite_float,
+    _sigmoid,
+    register_activation,
+)
+
+__all__ = ["GELU", "Identity", "SiLU", "Sigmoid", "Softplus", "Tanh"]
+
+
+@register_activation
+class Identity(Activation):
+    """``σ(z) = z``; ``σ'(z) = 1``. Equation ``ACT.identity``."""
+
+    name = "identity"
+    aliases = ("linear", "none")
+    equation = "ACT.identity"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return z
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return np.ones_like(z)
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return grad_a  # J = I: skip the multiplication by ones
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = 0`` (``ACT2.identity``)."""
+        return np.zeros_like(z)
+
+
+@register_activation
+class Sigmoid(Activation):
+    """Logistic sigmoid ``σ(z) = 1/(1+e^{−z})``; ``σ'(z) = σ(z)(1−σ(z))``. ``ACT.sigmoid``.
+
+    Evaluated as ``1/(1+e^{−|z|})`` for ``z ≥ 0`` and ``e^{−|z|}/(1+e^{−|z|})``
+    for ``z < 0``, so ``exp`` never overflows: no warning and no NaN for any
+    finite ``z``, and tiny outputs keep full relative precision (which the
+    cross-entropy's ``ln a`` needs).
+    """
+
+    name = "sigmoid"
+    aliases = ("logistic",)
+    equation = "ACT.sigmoid"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return _sigmoid(z)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return a * (1.0 - a)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = σ(1 − σ)(1 − 2σ)`` (``ACT2.sigmoid``)."""
+        return a * (1.0 - a) * (1.0 - 2.0 * a)
+
+
+@register_activation
+class Tanh(Activation):
+    """``σ(z) = tanh z``; ``σ'(z) = 1 − tanh² z``. Equation ``ACT.tanh``.
+
+    ``1 − a²`` is evaluated as ``(1 − a)(1 + a)``: in partial saturation (``|a|`` near 1)
+    ``a·a`` rounds before the subtraction cancels, losing up to ~4e-9 relative, while
+    ``1 − a`` is exact there (Sterbenz) and the product is within an ulp or two of the
+    correctly rounded value torch computes (``tests/test_numerics.py``).
+    """
+
+    name = "tanh"
+    equation = "ACT.tanh"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return np.tanh(z)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return (1.0 - a) * (1.0 + a)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = −2 tanh z (1 − tanh² z)`` (``ACT2.tanh``), with ``(1 − a)(1 + a)``."""
+        return -2.0 * a * ((1.0 - a) * (1.0 + a))
+
+
+@register_activation
+class Softplus(Activation):
+    """``σ(z) = (1/β) ln(1 + e^{βz})``, and ``σ(z) = z`` where ``βz > threshold``.
+
+    Equation ``ACT.softplus``: ``σ'(z) = sigmoid(βz)`` (``= 1`` above the
+    threshold), exactly torch's ``F.softplus(z, beta, threshold)`` including the
+    switch to the identity (strictly above the threshold, as in torch). The log
+    is evaluated as ``max(βz, 0) + ln(1 + e^{−|βz|})`` so that no ``exp``
+    overflows, whatever the threshold.
+    """
+
+    name = "softplus"
+    equation = "ACT.softplus"
+    hyperparameters = ("beta", "threshold")
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        self.beta = _finite_float(beta, "beta")
+        if self.beta <= 0:
+            raise ValueError(f"softplus beta must be > 0, got {beta!r}")
+        self.threshold = _finite_float(threshold, "threshold")
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        bz = self.beta * z
+        soft = (np.maximum(bz, 0.0) + np.log1p(np.exp(-np.abs(bz)))) / self.beta
+        return np.where(bz > self.threshold, z, soft)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        bz = self.beta * z
+        return np.where(bz > self.threshold, 1.0, _sigmoid(bz)).astype(z.dtype, copy=False)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = β s(1 − s)``, ``s = sigmoid(βz)``, for ``βz < threshold`` (``ACT2.softplus``).
+
+        0 for ``βz ≥ threshold``: torch's double backward switches at the threshold itself,
+        where its forward and ``σ'`` still take the soft branch; we follow torch.
+        """
+        bz = self.beta * z
+        s = _sigmoid(bz)
+        return np.where(bz >= self.threshold, 0.0, self.beta * s * (1.0 - s)).astype(
+            z.dtype, copy=False
+        )
+
+
+_SQRT_HALF = math.sqrt(0.5)
+
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+_GELU_TANH_BETA = math.sqrt(2.0 / math.pi)
+
+
+_GELU_TANH_KAPPA = 0.044715
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+#: |z| beyond which GELU's φ(z) underflows to 0 and tanh u rounds to ±1 (both by far).
+_GELU_CLIP = 1e3
+
+
+@register_activation
+class GELU(Activation):
+    """Gaussian error linear unit ``σ(z) = z Φ(z)``. Equation ``ACT.gelu``.
+
+    ``approximate="none"``: ``Φ(z) = ½(1 + erf(z/√2))`` and
+    ``σ'(z) = Φ(z) + z φ(z)`` with ``φ(z) = e^{−z²/2}/√(2π)``.
+
+    ``approximate="tanh"``: ``σ(z) = ½ z (1 + tanh u)``, ``u = √(2/π)(z + κz³)``,
+    ``κ = 0.044715``, and ``σ'(z) = ½(1 + tanh u) + ½ z (1 − tanh² u) u'``
+    with ``u' = √(2/π)(1 + 3κz²)`` — torch's ``F.gelu(approximate="tanh")``.
+
+    NumPy has no ``erf``; ``math.erf`` is applied elementwise. Both forms are
+    evaluated exactly as torch does, *including* the cancellation of ``1 + erf``
+    (``1 + tanh``) in the left tail: a more accurate ``½ erfc(−z/√2)`` would give
+    ``−1e−149`` where torch gives ``−0``, and a following ReLU-like kink would
+    then see a different sign (``docs/activations.md``).
+    """
+
+    name = "gelu"
+    equation = "ACT.gelu"
+    hyperparameters = ("approximate",)
+
+    def __init__(self, approximate: str = "none") -> None:
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _cdf(self, z: np.ndarray) -> np.ndarray:
+        return 0.5 * (1.0 + _erf(z * _SQRT_HALF).astype(z.dtype))
+
+    @staticmethod
+    def _clipped(z: np.ndarray) -> np.ndarray:
+        """``z`` clipped to ±1e3, where φ(z) = 0 and tanh u = ±1 exactly already: powers of
+        ``z`` then never overflow, and no ``0 · inf`` arises from a saturated factor."""
+        return np.clip(z, -_GELU_CLIP, _GELU_CLIP)
+
+    def _pdf(self, z: np.ndarray) -> np.ndarray:
+        zc = self._clipped(z)
+        return _INV_SQRT_2PI * np.exp(-0.5 * zc * zc)  # underflows to 0, never overflows
+
+    def _tanh_inner(self, z: np.ndarray) -> np.ndarray:
+        zc = self._clipped(z)
+        return np.tanh(_GELU_TANH_BETA * (zc + _GELU_TANH_KAPPA * (zc * zc * zc)))
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        if self.approximate == "tanh":
+            return 0.5 * z * (1.0 + self._tanh_inner(z))
+        return z * 0.5 * (1.0 + _erf(z * _SQRT_HALF).astype(z.dtype))  # torch's order
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        if self.approximate == "tanh":
+            t, zc = self._tanh_inner(z), self._clipped(z)
+            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * zc * zc)
+            return 0.5 * (1.0 + t) + 0.5 * zc * ((1.0 - t) * (1.0 + t)) * du
+        return self._cdf(z) + self._clipped(z) * self._pdf(z)
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``ACT2.gelu``: ``σ'' = φ(z)(2 − z²)``; tanh form ``(1 − t²)(u' − z t u'² + ½ z u'')``."""
+        if self.approximate == "tanh":
+            t, zc = self._tanh_inner(z), self._clipped(z)
+            du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * zc * zc)
+            ddu = _GELU_TANH_BETA * 6.0 * _GELU_TANH_KAPPA * zc
+            return ((1.0 - t) * (1.0 + t)) * (du - zc * t * du * du + 0.5 * zc * ddu)
+        zc = self._clipped(z)
+        return self._pdf(z) * (2.0 - zc * zc)
+
+
+@register_activation
+class SiLU(Activation):
+    """Sigmoid-weighted linear unit (swish) ``σ(z) = z·sigmoid(z)``. Equation ``ACT.silu``.
+
+    ``σ'(z) = s(1 + z(1 − s))`` with ``s = sigmoid(z)``, as torch's ``silu_backward``.
+    """
+
+    name = "silu"
+    aliases = ("swish",)
+    equation = "ACT.silu"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return z * _sigmoid(z)
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        s = _sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+
+    def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``σ'' = s(1 − s)(2 + z(1 − 2s))``, ``s = sigmoid(z)`` (``ACT2.silu``)."""
+        s = _sigmoid(z)
+        return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))

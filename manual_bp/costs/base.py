@@ -1,0 +1,211 @@
+"""The :class:`Cost` protocol (value, gradient, BP1, domains, logit forms) and the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import (
+    as_array,
+    as_cost_arrays,
+    check_finite,
+    check_target_domain,
+)
+from manual_bp.activations import Activation
+
+__all__ = ["COSTS", "Cost", "Shortcut", "get_cost", "register_cost"]
+
+#: ``shortcut(z, a, y) -> δᴸ`` for one output activation.
+Shortcut = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class Cost(Configurable):
+    """Base class of costs. Subclasses implement :meth:`per_sample` and :meth:`grad`."""
+
+    #: Equation IDs of the value and of the gradient.
+    equation_value: ClassVar[str] = ""
+    equation_grad: ClassVar[str] = ""
+    #: Output-activation name -> (equation ID, exact shortcut for δᴸ).
+    shortcuts: ClassVar[dict[str, tuple[str, Shortcut]]] = {}
+    #: Output activations whose range the cost's domain needs (None: any).
+    valid_output_activations: ClassVar[tuple[str, ...] | None] = None
+    #: Whether targets may be class labels (converted to one-hot).
+    accepts_labels: ClassVar[bool] = True
+    #: Domain of the targets (checked by :meth:`validate`, and used to draw valid test
+    #: targets): "real", "probability" ([0, 1]), "labels", "distribution", "count".
+    target_kind: ClassVar[str] = "real"
+    #: Domain of the outputs the formula needs: "real", "probability", "log-probability",
+    #: "non-negative" (``manual_bp._validation.OUTPUT_DOMAINS``).
+    output_domain: ClassVar[str] = "real"
+
+    def target_domain(self) -> str:
+        """The domain :meth:`validate` checks targets against (``TARGET_DOMAINS``)."""
+        return self.target_kind
+
+    def validate(self, a, y) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, y)`` checked: real ``(batch, n_out)`` outputs in :attr:`output_domain`,
+        finite targets of the same shape in the target domain (labels one-hot encoded).
+
+        Raises
+        ------
+        TypeError
+            Complex, bool, object or string arrays.
+        ValueError
+            Empty batch, mismatched shapes (never broadcast), a non-finite target, a
+            label out of range, or a value outside the cost's domain (e.g. a target
+            outside [0, 1] for cross-entropy), which would give a NaN or negative cost.
+        """
+        return as_cost_arrays(
+            a,
+            y,
+            cost=self.name,
+            target_kind=self.target_domain(),
+            output_kind=self.output_domain,
+            labels=self.accepts_labels,
+        )
+
+    def check_targets(self, y) -> None:
+        """Check a whole target array ``(N, n_out)`` once (finite, in the target domain)."""
+        y = as_array(y, f"{self.name}: targets")
+        check_finite(y, f"{self.name}: targets")
+        if y.ndim == 2:
+            check_target_domain(y, self.target_domain(), self.name)
+
+    def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample costs ``C_x``, shape ``(batch,)``."""
+        raise NotImplementedError
+
+    def value(self, a: np.ndarray, y: np.ndarray) -> float:
+        """Mini-batch cost ``C = (1/n) Σ_x C_x``."""
+        return float(np.mean(self.per_sample(a, y)))
+
+    #: Output-activation name -> name of the cost that is this cost of ``σ(zᴸ)`` written
+    #: as a function of the pre-activation ``zᴸ`` (e.g. cross-entropy of a sigmoid is
+    #: ``bce-logits`` of ``zᴸ``): finite and accurate where ``σ`` saturates.
+    logit_forms: ClassVar[dict[str, str]] = {}
+
+    def per_sample_from_logits(
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> np.ndarray:
+        """Per-sample ``C_x`` of the output ``a = σ(z)``, computed from ``z`` when possible.
+
+        Where ``activation`` has a logit form (:attr:`logit_forms`), ``C_x`` is evaluated
+        from ``zᴸ`` by that cost's stable formula, as torch's
+        ``binary_cross_entropy_with_logits`` does: a sigmoid output that rounds to exactly
+        1 at a finite logit gives a large finite cost, not ``inf``. Otherwise
+        :meth:`per_sample` of ``a``.
+        """
+        form = self.logit_forms.get(activation.name)
+        if form is None or not self.shortcut_applies(activation):
+            return self.per_sample(a, y)
+        a, y = self.validate(a, y)  # the checks (shapes, target domain) of this cost
+        return COSTS.lookup(form)().per_sample(z, y)
+
+    def value_from_logits(
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> float:
+        """Mini-batch cost of ``a = σ(z)``, from ``z`` where stable (see per_sample_from_logits)."""
+        return float(np.mean(self.per_sample_from_logits(z, a, y, activation)))
+
+    def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample gradient ``∂C_x/∂a``, shape ``(batch, n_out)``."""
+        raise NotImplementedError
+
+    def delta(
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> np.ndarray:
+        """Output error ``δᴸ_x = ∂C_x/∂zᴸ`` per sample (BP1), shape ``(batch, n_out)``.
+
+        Uses the exact shortcut for ``activation`` when this cost has one,
+        otherwise the general BP1 ``δᴸ = J_σᵀ ∇ₐC`` (``= ∇ₐC ⊙ σ'(zᴸ)`` for an
+        elementwise σ).
+        """
+        a, y = self.validate(a, y)
+        shortcut = self.shortcuts.get(activation.name)
+        if shortcut is not None and self.shortcut_applies(activation):
+            return shortcut[1](z, a, y)
+        return self.delta_general(z, a, y, activation)
+
+    def delta_general(
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> np.ndarray:
+        """BP1 without shortcuts: ``δᴸ = J_σ(zᴸ)ᵀ ∇ₐC_x``. Equation ``BP1``."""
+        return activation.backward(self.grad(a, y), z, a)
+
+    def shortcut_applies(self, activation: Activation) -> bool:
+        """Whether the registered shortcut is exact for this activation instance."""
+        return True
+
+    def check_output_activation(self, activation: Activation) -> None:
+        """Raise ``ValueError`` if ``activation``'s range is outside this cost's domain."""
+        valid = self.valid_output_activations
+        if valid is not None and activation.name not in valid:
+            raise ValueError(
+                f"cost {self.name!r} needs an output activation in {list(valid)}, "
+                f"got {activation.name!r}"
+            )
+
+    def __call__(self, a: np.ndarray, y: np.ndarray) -> float:
+        return self.value(a, y)
+
+    # ---------------------------------------------------------------- curvature (docs/curvature.md)
+    def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Diagonal of the per-sample Hessian ``∇²ₐC_x``, shape ``(batch, n_out)``.
+
+        Only for costs whose Hessian is diagonal (a sum over units); equation
+        ``CURV.loss-hessian.<name>``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has a non-diagonal Hessian")
+
+    def hessian(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample Hessian ``∇²ₐC_x``, shape ``(batch, n_out, n_out)`` (``CURV.loss-hessian.*``).
+
+        Not divided by the batch size: the Hessian of the mean cost ``C`` is ``(1/n)`` of it.
+        """
+        return _diag_embed(self.hessian_diagonal(a, y))
+
+    def hessian_factor(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Symmetric factor ``S`` with ``S Sᵀ = ∇²ₐC_x``, shape ``(batch, n_out, n_out)``.
+
+        Diagonal Hessians ``diag(h)`` with ``h ≥ 0`` have ``S = diag(√h)`` (``CURV.loss-factor``).
+        """
+        return _diag_embed(np.sqrt(self.hessian_diagonal(a, y)))
+
+
+COSTS = Registry("cost", Cost)
+
+
+register_cost = COSTS.register
+
+
+def _output_minus_target(z: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return a - y
+
+
+def _diag_embed(d: np.ndarray) -> np.ndarray:
+    """``(batch, n) -> (batch, n, n)`` diagonal matrices."""
+    out = np.zeros((*d.shape, d.shape[-1]), dtype=d.dtype)
+    idx = np.arange(d.shape[-1])
+    out[..., idx, idx] = d
+    return out
+
+
+def _softmax_rows(a: np.ndarray) -> np.ndarray:
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x ln y`` with ``0 ln y = 0`` (also for ``y = 0``)."""
+    return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
+
+
+def get_cost(spec: str | Cost | type[Cost] | dict[str, Any]) -> Cost:
+    """Return a :class:`Cost` from a name, class, instance or config dict.
+
+    An unknown name raises ``ValueError`` listing the valid names.
+    """
+    return COSTS.get(spec)
