@@ -158,12 +158,15 @@ def train(
 
     x = net.prepare_inputs(x, "x")
     y = net.prepare_targets(y, x.shape[0], "y")
-    if getattr(net, "ignore_index", None) is None:  # ignored positions are all-zero rows
-        net.cost.check_targets(_rows(y))  # the target domain, before the first epoch
+    checked = [y]
     if evaluation_data is not None:
         x_eval, y_eval = _evaluation_pair(evaluation_data)
         x_eval = net.prepare_inputs(x_eval, "evaluation x")
         y_eval = net.prepare_targets(y_eval, x_eval.shape[0], "evaluation y")
+        checked.append(y_eval)
+    if getattr(net, "ignore_index", None) is None:  # ignored positions are all-zero rows
+        for targets in checked:  # the cost's target domain, before the first epoch
+            net.cost.check_targets(_rows(targets))
     params = net.parameter_arrays()
     check_parameters_finite(params, _parameter_names(net))
     n_train = x.shape[0]

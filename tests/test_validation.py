@@ -554,3 +554,20 @@ def _encoding():
     import manual_bp.encoding as encoding
 
     return encoding
+
+
+def _sequential():
+    return Sequential(
+        [Dense(3, 4, seed=0), "sigmoid", Dense(4, 2, seed=1), "sigmoid"], "cross-entropy"
+    )
+
+
+@pytest.mark.parametrize("case", ["outside [0, 1] for cross-entropy", "negative for cross-entropy"])
+@pytest.mark.parametrize("split", ["training", "evaluation"])
+def test_a_sequential_gets_the_cost_domain_check_before_training(split, case):
+    """The cost's target domain is checked by train() for every model, on both splits."""
+    y, error, pattern = BAD_TARGETS[case]
+    data = (X_GOOD, y) if split == "training" else (X_GOOD, ROWS)
+    evaluation = (X_GOOD, y) if split == "evaluation" else None
+    with pytest.raises(error, match=pattern):
+        train(_sequential(), *data, epochs=1, batch_size=2, eta=0.1, evaluation_data=evaluation)
