@@ -38,6 +38,8 @@ class DivergenceError(FloatingPointError):
 
 
 def _first_nonfinite(params: Sequence[np.ndarray]) -> tuple[int, tuple[int, ...], float] | None:
+    if isinstance(params, np.ndarray):  # one flat buffer, not a sequence of scalars
+        params = [params]
     for position, p in enumerate(params):
         finite = np.isfinite(p)
         if not finite.all():

@@ -329,7 +329,9 @@ class FastTrainer:
             if len(batches):
                 buf = self._buffers_for(len(batches[-1]))
         cost = None if buf is None else self._buffer_cost(buf)
-        check_training_state(self.params, cost, epoch=epoch, optimizer=self.optimizer, x=x)
+        check_training_state(
+            [*self.weights, *self.biases], cost, epoch=epoch, optimizer=self.optimizer, x=x
+        )
         return float("nan") if cost is None else cost
 
     def _buffer_cost(self, buf: _Buffers) -> float:

@@ -267,3 +267,13 @@ def test_an_infinite_cost_with_finite_parameters_is_divergence_on_every_path(pat
 
 def test_divergence_error_is_a_floating_point_error():
     assert issubclass(DivergenceError, FloatingPointError)
+
+
+def test_the_divergence_check_takes_one_flat_buffer_as_one_array():
+    """A flat parameter buffer is one array (not a sequence of scalars): the index named
+    is the entry's, and the check is one vectorised pass."""
+    from manual_bp.divergence import check_training_state
+
+    flat = np.array([1.0, 2.0, np.nan, 3.0])
+    with pytest.raises(DivergenceError, match=r"parameter array 0 became nan at index \(2,\)"):
+        check_training_state(flat, 1.0, epoch=3, optimizer=SGD(lr=0.1))
