@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from manual_bp._files import MissingDependencyError
 
@@ -26,10 +27,19 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS = ("train", "evaluate", "verify")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (the cause, and where to look), not the
+    whole usage block; subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        _print(f"{self.prog}: error: {_one_line_text(message)} (see: {self.prog} --help)")
+        self.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from manual_bp import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="manual-bp",
         description="Backpropagation by hand in NumPy, verified against torch autograd.",
     )
@@ -117,10 +127,15 @@ def _os_message(error: OSError) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
+    text = str(error)
     if isinstance(error, KeyError) and error.args:  # str(KeyError('x')) is "'x'"
-        text = f"missing key {error.args[0]!r}"
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+        plain = type(error) is KeyError  # a bare lookup; subclasses carry a message
+        text = f"missing key {error.args[0]!r}" if plain else str(error.args[0])
+    return _one_line_text(text)
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
 def _print(line: str) -> None:

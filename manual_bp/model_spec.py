@@ -25,6 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from manual_bp._files import check_input_file
+
 __all__ = ["load_spec_file", "parse_layers"]
 
 
@@ -79,17 +81,15 @@ def _argument(node: ast.AST, text: str) -> Any:
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """``{"layers": [...], "cost": ..., ...}`` from a ``.json`` or ``.toml`` file."""
     path = Path(path)
-    if path.is_dir():
-        raise SpecError(f"{path}: is a directory, not a model spec file")
-    if not path.is_file():
-        raise SpecError(f"{path}: no such model spec file")
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".toml"):
-        raise SpecError(f"{path}: a model spec must be .json or .toml, got {suffix or 'none'!r}")
     try:
+        check_input_file(path, "a model spec file", (".json", ".toml"))
         data = path.read_bytes()
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read ({error.strerror or error})") from None
+    except ValueError as error:  # a directory, a wrong suffix (PathError)
+        raise SpecError(str(error)) from None
+    except OSError as error:  # missing, unreadable
+        cause = str(error) if error.filename is None else f"{path}: {error.strerror}"
+        raise SpecError(cause) from None
+    suffix = path.suffix.lower()
     if not data.strip():
         raise SpecError(f"{path}: empty file, not a model spec")
     try:
@@ -109,7 +109,8 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     except RecursionError:
         raise SpecError(f"{path}: nested too deeply to be a model spec") from None
     except ValueError as error:  # JSONDecodeError, TOMLDecodeError, over-long integers
-        raise SpecError(f"{path}: malformed spec ({error})") from None
+        language = "JSON" if suffix == ".json" else "TOML"
+        raise SpecError(f"{path}: corrupt {language}, not a model spec ({error})") from None
     if isinstance(document, dict) and str(document.get("format", "")).startswith("manual_bp."):
         raise SpecError(
             f"{path}: is a saved model ({document['format']}), not a model spec; "

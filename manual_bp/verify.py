@@ -746,7 +746,7 @@ def read_figures(path: str | os.PathLike) -> dict[str, Any]:
     except RecursionError:
         raise ValueError(f"{path}: nested too deeply to be a verification JSON") from None
     except ValueError as error:  # JSONDecodeError, over-long integers
-        raise ValueError(f"{path} is not a verification JSON: {error}") from None
+        raise ValueError(f"{path}: corrupt JSON, not a verification JSON ({error})") from None
     problem = _figures_problem(document)
     if problem:
         raise ValueError(f"{path}: not a verification JSON (written by --json): {problem}")

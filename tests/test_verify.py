@@ -82,6 +82,34 @@ def test_runner_tabulates_errors_and_coverage():
     assert "| `BP3` |" in markdown and "(backprop.md#BP3)" in markdown
 
 
+def test_summary_headline_is_relative_to_the_bound():
+    """A passing comparison against an exact-zero reference has an absurd normalised error
+    max|Δ|/max|g_ref| (the report's old headline showed 4.3e+19); the headline cites the
+    error relative to its bound — the pass/fail normalisation — so a pass reads ≤ 1."""
+
+    def zero_reference(rng):
+        d = rng.standard_normal(3)
+        tiny = 1e-17 * rng.standard_normal(3)  # rounding noise against a (nearly) zero reference
+        return [
+            Comparison("BP3", "∂C/∂b", d.mean() + 0 * d, d.sum() / 3 + 0 * d, oracle="torch"),
+            Comparison("BP4", "∂C/∂W", tiny, 1e-30 * d, scale=np.ones(3), oracle="torch"),
+            Comparison("BP4", "∂C/∂W", 0.5 * d, 0.5 * d * (1 + 1e-14), oracle="finite-differences"),
+        ]
+
+    report = verify.run_verification(
+        cases=3, only="BP3,BP4", checks={"zero": zero_reference}, progress=False
+    )
+    assert report.passed and report.results["BP4"].worst["torch"] > 1e10  # absurd
+    summary = report.summary()
+    torch_ratio, torch_id = report.worst_ratio("torch")
+    overall, overall_id = report.worst_ratio()
+    assert torch_ratio <= 1 and overall <= 1 and overall >= torch_ratio
+    assert f"relative to its bound vs torch {torch_ratio:.2f} ({torch_id})" in summary
+    assert f"over all oracles {overall:.2f} ({overall_id})" in summary
+    assert "inf" not in summary and "e+" not in summary
+    assert report.to_dict()["equations"][1]["worst_bound_ratio_by_oracle"]["torch"] <= 1
+
+
 def test_runner_reports_failures_missing_and_unregistered():
     report = verify.run_verification(cases=2, checks=_fake_checks(wrong=True), progress=False)
     assert not report.passed

@@ -19,9 +19,12 @@ matplotlib (see docs/cli.md).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from manual_bp.serialization import save
 from manual_bp.training import train
@@ -206,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     if spec is None:
         sizes = resolve_sizes(args.sizes, data.n_features, data.n_classes)
         title = f"{sizes}"
+        _check_fits_in_memory(sizes, args.dtype)
         net = Network(
             sizes,
             args.activation,
@@ -274,7 +278,7 @@ def _preflight(args: argparse.Namespace) -> dict | None:
     conflicting flags, the spec, the data directory, every output path and what writing
     it needs (matplotlib and the image format for ``--plot``). Returns the layer spec."""
     from manual_bp._files import check_distinct, check_input_dir, check_output_file
-    from manual_bp.model_spec import load_spec_file, parse_layers
+    from manual_bp.model_spec import SpecError, load_spec_file, parse_layers
 
     if args.layers is not None and args.model is not None:
         raise ValueError("give --layers or --model, not both")
@@ -286,7 +290,10 @@ def _preflight(args: argparse.Namespace) -> dict | None:
     if args.model is not None:
         spec = load_spec_file(args.model)
     elif args.layers is not None:
-        spec = {"layers": parse_layers(args.layers)}
+        try:
+            spec = {"layers": parse_layers(args.layers)}
+        except SpecError as error:
+            raise SpecError(f"--layers: {error}") from None
     if args.mnist is not None:
         check_input_dir(args.mnist, "the MNIST directory")
     check_distinct({"--save": args.save, "--plot": args.plot, "--model": args.model})
@@ -297,6 +304,22 @@ def _preflight(args: argparse.Namespace) -> dict | None:
 
         check_plot_path(args.plot)
     return spec
+
+
+def _check_fits_in_memory(sizes: list[int], dtype: str) -> None:
+    """Refuse, as an input error, sizes whose parameters alone exceed physical memory
+    (``--sizes 10000000000`` would end in an allocation failure, or in swapping)."""
+    n_parameters = sum((sizes[l] + 1) * sizes[l + 1] for l in range(len(sizes) - 1))
+    needed = n_parameters * np.dtype(dtype).itemsize * 2  # parameters and gradients
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not POSIX: allocation will tell
+        return
+    if needed > available:
+        raise ValueError(
+            f"--sizes {sizes}: {n_parameters:.3g} parameters need {needed / 2**30:.3g} GiB, "
+            f"more than this machine's {available / 2**30:.3g} GiB of memory"
+        )
 
 
 def _check_input_shape(spec: dict, shape: tuple[int, ...], source: Path | None) -> None:
