@@ -174,6 +174,8 @@ def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False
         raise SerializationError(f"{path}: {error}") from None
     except RecursionError:
         raise SerializationError(f"{path}: nested too deeply to be a saved model") from None
+    except MemoryError:
+        raise SerializationError(f"{path}: declares a model too large to allocate") from None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as error:
         # e.g. an unknown activation name: the registry's message lists the valid ones.
         raise SerializationError(f"{path}: {error}") from None

@@ -296,3 +296,77 @@ def test_real_mnist_files():
         974,
         1009,
     ]
+
+
+# ---------------------------------------------------------------------- true causes (issue 14)
+IDX_CASES = {
+    # name: (file bytes, expected role magic, message)
+    "images magic in a labels file": (
+        idx_bytes(np.zeros((6, 1, 1), np.uint8), magic=2051),
+        2049,
+        r"holds images \(IDX magic 2051\), expected labels \(magic 2049\)",
+    ),
+    "labels magic in an images file": (
+        idx_bytes(np.zeros(6, np.uint8), magic=2049),
+        2051,
+        r"holds labels \(IDX magic 2049\), expected images",
+    ),
+    "a 2-d array where labels belong": (
+        idx_bytes(np.zeros((2, 3), np.uint8), magic=2050),
+        2049,
+        r"holds a 2-dimensional array \(IDX magic 2050\), expected labels",
+    ),
+    "empty file": (b"", 2049, "empty file, not an IDX file"),
+    "gzip data in a raw file": (
+        gzip.compress(idx_bytes(np.zeros(3, np.uint8))),
+        2049,
+        r"bad IDX magic number .* \(the file is gzip-compressed: name it \.gz\)",
+    ),
+    "header dimensions overflowing int64": (
+        struct.pack(">I4I", 0x0804, *([2**32 - 1] * 4)) + b"\0" * 8,
+        None,
+        r"truncated: header declares shape \(4294967295, 4294967295, 4294967295, 4294967295\)",
+    ),
+}
+
+
+class TestIdxTrueCause:
+    """read_idx names the true cause: the wrong role before any length check (an images
+    header on a labels-sized payload used to read as "truncated"), an empty file, gzip
+    data without .gz, header dimensions whose product overflows int64."""
+
+    @pytest.mark.parametrize("case", list(IDX_CASES))
+    def test_message(self, tmp_path, case):
+        data, magic, message = IDX_CASES[case]
+        path = tmp_path / "t10k-labels-idx1-ubyte"
+        path.write_bytes(data)
+        with pytest.raises(DatasetError, match=message) as info:
+            read_idx(path, magic=magic)
+        assert str(info.value).startswith(str(path))
+        if "magic" in case or "array" in case:  # the role, not a length, is at fault
+            assert "truncated" not in str(info.value)
+
+    def test_directory_and_raw_data_named_gz(self, tmp_path):
+        (tmp_path / "x.gz").mkdir()
+        with pytest.raises(DatasetError, match=r"x\.gz: is a directory, not an IDX file"):
+            read_idx(tmp_path / "x.gz")
+        raw = tmp_path / "y.gz"
+        raw.write_bytes(idx_bytes(np.zeros(3, np.uint8)))
+        with pytest.raises(DatasetError, match=r"y\.gz: not gzip data \(it is a raw IDX file"):
+            read_idx(raw)
+
+    def test_mnist_path_that_is_a_file_or_holds_a_directory(self, tmp_path):
+        make_mnist(tmp_path)
+        labels = tmp_path / "train-labels-idx1-ubyte.gz"
+        with pytest.raises(DatasetError, match="is a file, not the MNIST directory"):
+            load_mnist(labels)
+        labels.unlink()
+        labels.mkdir()
+        with pytest.raises(DatasetError, match=r"labels-idx1-ubyte\.gz: is a directory, not an"):
+            small(tmp_path)
+
+    def test_checksum_file_not_utf8(self, tmp_path):
+        make_mnist(tmp_path)
+        (tmp_path / "MD5SUMS").write_bytes(b"\xff\xfe not text")
+        with pytest.raises(DatasetError, match=r"MD5SUMS: not a UTF-8 text file of checksums"):
+            small(tmp_path, verify_checksums=True)

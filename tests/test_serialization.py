@@ -18,8 +18,10 @@ from manual_bp.network import Network
 from manual_bp.serialization import (
     FORMAT_VERSION,
     SerializationError,
+    load,
     load_network,
     network_to_dict,
+    save,
     save_network,
 )
 from reference.cases import build_case
@@ -302,3 +304,155 @@ def test_npz_with_object_array_is_refused(tmp_path):
     ) as info:
         load_network(path)
     assert "allow_pickle" not in str(info.value)  # not a hint to load it unsafely
+
+
+# ---------------------------------------------------------------------- hostile files (issue 14)
+STACK_SPEC = "dense(4), batchnorm1d, relu, dropout(0.2), dense, sigmoid"
+
+
+def _model(kind: str, dtype=np.float64):
+    """A Network, or a Sequential with parameters, buffers (batch norm) and extra state
+    (dropout's generator): every section a saved file has."""
+    from manual_bp.model_spec import parse_layers
+    from manual_bp.sequential import Sequential
+
+    if kind == "network":
+        return Network([3, 4, 2], ["tanh", "sigmoid"], "quadratic", seed=0, dtype=dtype)
+    return Sequential.from_spec(parse_layers(STACK_SPEC), (3,), 2, seed=0, dtype=dtype)
+
+
+def _arrays(model) -> dict[str, np.ndarray]:
+    if isinstance(model, Network):
+        return {f"p{k}": a for k, a in enumerate([*model.weights, *model.biases])}
+    return dict(model.named_parameters()) | dict(model.named_buffers())
+
+
+def _rewrite(path: Path, change) -> None:
+    """Apply ``change(document, arrays)`` to a saved file, JSON or .npz, in place."""
+    if path.suffix == ".json":
+        document = json.loads(path.read_text())
+        change(document, None)
+        path.write_text(json.dumps(document))
+        return
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    document = json.loads(str(arrays["config"]))
+    change(document, arrays)
+    arrays["config"] = np.array(json.dumps(document))
+    np.savez(path, **arrays)
+
+
+def _set_value(kind: str, entry: str, index: tuple, value: float):
+    """A change setting element ``index`` of a parameter or buffer in either format."""
+    is_buffer = "running" in entry or "tracked" in entry
+
+    def change(document, arrays):
+        if arrays is not None:  # .npz: the arrays themselves, widened to float64
+            key = entry if kind == "network" else f"{'buffer' if is_buffer else 'param'}:{entry}"
+            array = arrays[key].astype(np.float64)
+            array[index] = value
+            arrays[key] = array
+            return
+        if kind == "network":
+            parent = document["weights" if entry.startswith("W") else "biases"]
+            where = (int(entry[1:]), *index)
+        else:
+            parent = document["buffers" if is_buffer else "parameters"]
+            where = (entry, *index)
+        for key in where[:-1]:
+            parent = parent[key]
+        parent[where[-1]] = value
+
+    return change
+
+
+class TestLoadNeverYieldsNonFinite:
+    """Every load path (Network, Sequential; JSON, .npz): no non-finite parameter or
+    buffer, also after the cast to the model's dtype; counters whole; variances ≥ 0."""
+
+    @pytest.mark.parametrize("suffix", SUFFIXES)
+    @pytest.mark.parametrize(
+        "kind, entry, index",
+        [("network", "W0", (1, 2)), ("network", "b1", (0,)), ("sequential", "0.weight", (2, 1))],
+    )
+    def test_float64_value_overflowing_float32_is_refused(
+        self, tmp_path, kind, entry, index, suffix
+    ):
+        path = save(_model(kind, np.float32), tmp_path / f"m{suffix}")
+        _rewrite(path, _set_value(kind, entry, index, 1e300))
+        with pytest.raises(SerializationError, match=r"(overflows|not finite in) float32"):
+            load(path)
+        _rewrite(path, _set_value(kind, entry, index, 3e38))  # the largest float32s: fine
+        assert np.all([np.isfinite(a).all() for a in _arrays(load(path)).values()])
+
+    @pytest.mark.parametrize("suffix", SUFFIXES)
+    @pytest.mark.parametrize(
+        "entry, index, value, message",
+        [
+            ("1.running_var", (2,), -0.5, "negative variance"),
+            ("1.num_batches_tracked", (), 1.5, "whole numbers"),
+            ("1.num_batches_tracked", (), -1, "whole numbers"),
+            ("1.num_batches_tracked", (), 1e300, "whole numbers"),
+        ],
+    )
+    def test_buffers_out_of_their_domain_are_refused(
+        self, tmp_path, suffix, entry, index, value, message
+    ):
+        path = save(_model("sequential"), tmp_path / f"m{suffix}")
+        _rewrite(path, _set_value("sequential", entry, index, value))
+        with pytest.raises(SerializationError, match=message):
+            load(path)
+
+    @given(data=st.data())
+    @pytest.mark.parametrize("kind", ["network", "sequential"])
+    def test_any_corrupted_leaf_is_an_error_or_a_finite_model(self, tmp_path_factory, kind, data):
+        """Replace one value anywhere in a saved JSON document with a hostile one: loading
+        raises SerializationError naming the file, or gives a model whose every parameter
+        and buffer is finite with the original shapes — never another exception."""
+        model = _model(kind, data.draw(st.sampled_from([np.float64, np.float32])))
+        path = save(model, tmp_path_factory.mktemp("fuzz") / "m.json")
+        document = json.loads(path.read_text())
+        leaves = list(_leaves(document))
+        where = data.draw(st.sampled_from(leaves))
+        value = data.draw(HOSTILE_JSON)
+        _replace(document, where, value)
+        path.write_text(json.dumps(document))
+        try:
+            loaded = load(path)
+        except SerializationError as error:
+            assert str(error).startswith(str(path))
+            assert "\n" not in str(error)
+            return
+        shapes = {k: a.shape for k, a in _arrays(model).items()}
+        arrays = _arrays(loaded)
+        assert {k: a.shape for k, a in arrays.items()} == shapes
+        assert all(np.isfinite(a).all() for a in arrays.values())
+
+
+HOSTILE_JSON = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e300, -1e300, 1e39, 3.5e38, -0.0, 0, -1, 2**63, 10**30, True, None]),
+    st.text(max_size=5),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def _leaves(node, where=()):
+    """Paths to every scalar in a JSON document (and to small lists, as a whole)."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield from _leaves(child, (*where, key))
+    elif isinstance(node, list):
+        if where:
+            yield where
+        for k, child in enumerate(node):
+            yield from _leaves(child, (*where, k))
+    else:
+        yield where
+
+
+def _replace(document, where, value):
+    for key in where[:-1]:
+        document = document[key]
+    document[where[-1]] = value
