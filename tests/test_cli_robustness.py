@@ -584,11 +584,18 @@ class TestBadFlagValues:
         assert code == 2
         assert_one_line(err, argv[0], fragment)
 
-    @pytest.mark.parametrize("argv", [[], ["nope"], ["train", "--nope"], ["verify", "--cases"]])
-    def test_usage_errors_return_2(self, argv, capsys):
+    @pytest.mark.parametrize(
+        "argv", [["nope"], ["train", "--nope"], ["verify", "--cases"], ["evaluate"]]
+    )
+    def test_usage_errors_are_one_line_and_return_2(self, argv, capsys):
         assert main(argv) == 2  # returned, not raised: argparse's SystemExit is caught
         err = capsys.readouterr().err
-        assert "Traceback" not in err and err.strip()
+        assert "Traceback" not in err and err.count("\n") == 1, err  # not the usage block
+        assert "error:" in err and "--help" in err
+
+    def test_no_command_prints_help_and_returns_2(self, capsys):
+        assert main([]) == 2
+        assert "train" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- failures
