@@ -72,6 +72,11 @@ INITIALIZERS: dict[str, Initializer] = {
 
 def get_initializer(name: str) -> Initializer:
     """The network initialiser registered under ``name``; ``ValueError`` listing valid names."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"initializer must be a name, got {type(name).__name__}; valid names: "
+            f"{', '.join(sorted(INITIALIZERS))}"
+        )
     try:
         return INITIALIZERS[name.strip().lower()]
     except KeyError:
@@ -83,6 +88,14 @@ def get_initializer(name: str) -> Initializer:
 # ---------------------------------------------------------------------- per tensor
 def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> float:
     """torch's ``calculate_gain``: the factor that keeps activations' variance near one."""
+    if not isinstance(nonlinearity, str):
+        raise TypeError(f"nonlinearity must be a name, got {type(nonlinearity).__name__}")
+    if param is not None and (
+        isinstance(param, bool)
+        or not isinstance(param, (int, float, np.integer, np.floating))
+        or not math.isfinite(param)
+    ):
+        raise ValueError(f"param (the negative slope) must be a finite number, got {param!r}")
     name = nonlinearity.strip().lower().replace("-", "_")
     if name in ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d"):
         return 1.0
@@ -132,8 +145,18 @@ def initialize(
     "nonlinearity": "relu", "param": slope}``. ``fan_in``/``fan_out`` override the fans
     computed from ``shape`` (a bias uses its weight's fan_in, as torch does).
     """
+    if not isinstance(spec, (str, dict)):
+        raise TypeError(
+            f"initializer spec must be a name or a dict, got {type(spec).__name__}; "
+            f"valid names: {', '.join(SCHEMES)}"
+        )
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = str(options.pop("name", "")).strip().lower().replace("_", "-")
+    shape = _check_shape(shape)
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TypeError(f"initializer dtype must be a float dtype, got {np.dtype(dtype)}")
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)  # a seed (int) is accepted, as elsewhere
     computed_in, computed_out = fans(shape)
     fan_in = computed_in if fan_in is None else fan_in
     fan_out = computed_out if fan_out is None else fan_out
@@ -143,10 +166,22 @@ def initialize(
     mode = options.pop("mode", "fan_in")
     if options:
         raise ValueError(f"initializer {name!r} has no option(s) {sorted(options)}")
+    if gain is not None and (
+        isinstance(gain, bool)
+        or not isinstance(gain, (int, float, np.integer, np.floating))
+        or not math.isfinite(gain)
+    ):
+        raise ValueError(f"gain must be a finite number, got {gain!r}")
+    if name in _FAN_SCALED and min(fan_in, fan_out) < 1:
+        if not math.prod(shape):
+            return np.zeros(shape, dtype)  # nothing to draw, no scale needed
+        raise ValueError(
+            f"initializer {name!r} scales by the fans, which are fan_in={fan_in}, "
+            f"fan_out={fan_out} for shape {shape}; they must be >= 1"
+        )
     explicit_gain = gain
     if gain is None:
         gain = calculate_gain(nonlinearity or "linear", param)
-    shape = tuple(int(s) for s in shape)
     if name == "nielsen":
         values = rng.standard_normal(shape) / math.sqrt(fan_in)
     elif name in ("normal", "nielsen-large"):
@@ -178,6 +213,26 @@ def initialize(
     else:
         raise ValueError(f"unknown initializer {name!r}; valid names: {', '.join(SCHEMES)}")
     return values.astype(dtype)
+
+
+#: Schemes whose scale divides by a fan.
+_FAN_SCALED = frozenset(
+    {"nielsen", "xavier-uniform", "xavier-normal", "kaiming-uniform", "kaiming-normal", "torch"}
+)
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative Python ints; ``ValueError`` naming the bad entry."""
+    try:
+        entries = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of integers, got {shape!r}") from None
+    for entry in entries:
+        if isinstance(entry, bool) or not isinstance(entry, (int, np.integer)) or entry < 0:
+            raise ValueError(
+                f"shape entries must be non-negative integers, got {entry!r} in {shape}"
+            )
+    return tuple(int(e) for e in entries)
 
 
 #: Names accepted by :func:`initialize`.

@@ -571,3 +571,45 @@ def test_a_sequential_gets_the_cost_domain_check_before_training(split, case):
     evaluation = (X_GOOD, y) if split == "evaluation" else None
     with pytest.raises(error, match=pattern):
         train(_sequential(), *data, epochs=1, batch_size=2, eta=0.1, evaluation_data=evaluation)
+
+
+def _init():
+    import manual_bp.initializers as initializers
+
+    return initializers
+
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize(
+    "call, error, pattern",
+    [
+        (lambda: _init().initialize(None, RNG, (3, 2)), TypeError, "valid names"),
+        (lambda: _init().initialize("xavier", RNG, (3, 2)), ValueError, "valid names"),
+        (lambda: _init().initialize("normal", RNG, (3, -1)), ValueError, "non-negative"),
+        (lambda: _init().initialize("normal", RNG, (3, 2.5)), ValueError, "got 2.5"),
+        (lambda: _init().initialize("normal", RNG, 3), TypeError, "sequence of integers"),
+        (lambda: _init().initialize("normal", RNG, (3, 2), dtype=int), TypeError, "float dtype"),
+        (
+            lambda: _init().initialize({"name": "xavier-normal", "gain": "2"}, RNG, (3, 2)),
+            ValueError,
+            "gain",
+        ),
+        (
+            lambda: _init().initialize("kaiming-uniform", RNG, (4, 3), fan_in=0),
+            ValueError,
+            "fans",
+        ),
+        (lambda: _init().get_initializer(None), TypeError, "valid names: default, large"),
+        (lambda: _init().calculate_gain(None), TypeError, "nonlinearity"),
+        (lambda: _init().calculate_gain("leaky_relu", "a"), ValueError, "negative slope"),
+    ],
+)
+def test_initializers_check_their_arguments(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_an_empty_array_is_initialised_without_dividing_by_a_zero_fan():
+    assert _init().initialize("kaiming-normal", RNG, (3, 0)).shape == (3, 0)
