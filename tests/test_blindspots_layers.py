@@ -1,0 +1,242 @@
+"""Blind spots of the layers (``manual_bp/layers/``) found by mutation testing (issue 15,
+docs/mutation.md): behaviour a user sees — spec forms, error lines, reprs, forward modes —
+that no other test pinned. The mutants each test kills are listed in docs/mutation.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from manual_bp import Sequential
+from manual_bp.activations import ACTIVATIONS
+from manual_bp.layers import LAYERS, Dense, Identity, MaxPool2d, Reshape
+
+
+def test_unknown_layer_name_lists_every_layer_and_activation():
+    """An unknown name in a spec: one line listing the valid names, comma-separated."""
+    with pytest.raises(ValueError) as info:
+        Sequential.from_spec(["no-such-layer"], (3,), 2, cost="quadratic")
+    message = str(info.value)
+    assert f"layers: {', '.join(LAYERS.names())};" in message
+    assert message.endswith(f"activations: {', '.join(ACTIVATIONS.names())}")
+
+
+def test_a_layer_without_forward_mode_names_itself():
+    """``jvp`` of a layer that has none: ``NotImplementedError`` naming the class."""
+    layer = MaxPool2d(2)
+    _, cache = layer.forward(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(NotImplementedError, match=r"^MaxPool2d has no forward-mode product"):
+        layer.jvp(cache, np.zeros((1, 1, 2, 2)))
+
+
+def test_extra_state_of_a_stateless_layer_is_refused_naming_the_keys():
+    """Loading extra state into a layer that keeps none: a ``ValueError`` naming the keys."""
+    with pytest.raises(ValueError, match=r"Dense has no extra state, got \['b', 'z'\]"):
+        Dense(2, 3).set_extra_state({"z": 1, "b": 2})
+    Dense(2, 3).set_extra_state({})  # nothing to restore: accepted
+
+
+def test_identity_and_reshape_forward_modes():
+    """``jvp`` with no input tangent (``dx=None``: only parameters move, and these layers
+    have none) is zero; with a tangent, it is the layer applied to the tangent."""
+    rng = np.random.default_rng(0)
+    x, dx = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    _, cache = Identity().forward(x)
+    zero = Identity().jvp(cache, None)
+    assert zero.shape == x.shape and zero.dtype == x.dtype and not zero.any()
+    np.testing.assert_array_equal(Identity().jvp(cache, dx), dx)
+    layer = Reshape(4, -1)
+    out, cache = layer.forward(x)
+    np.testing.assert_array_equal(layer.jvp(cache, dx), dx.reshape(2, 4, 3))
+    assert out.shape == (2, 4, 3)
+
+
+def test_reshape_takes_its_shape_as_arguments_or_as_one_sequence():
+    """``Reshape(4, -1)``, ``Reshape((4, -1))`` and ``Reshape([4, -1])`` are the same layer."""
+    x = np.arange(24.0).reshape(2, 3, 4)
+    expected = Reshape(4, -1).forward(x)[0]
+    for layer in (Reshape((4, -1)), Reshape([4, -1])):
+        assert layer.shape == (4, -1)
+        np.testing.assert_array_equal(layer.forward(x)[0], expected)
+
+
+def test_residual_spec_takes_only_its_layers():
+    """``residual(..., width=3)``: one line naming the unexpected option."""
+    with pytest.raises(
+        ValueError, match=r"residual takes only its list of layers, got \['width'\]"
+    ):
+        Sequential.from_spec([("residual", (["dense"],), {"width": 3})], (3,), 2)
+
+
+def test_dense_repr_shows_a_missing_bias_and_spec_gives_out_features_once():
+    """``repr`` round-trips the constructor call; ``dense(30, out_features=30)`` is one
+    clear error, not Python's "multiple values" from inside the constructor."""
+    assert repr(Dense(3, 4)) == "Dense(3, 4)"
+    assert repr(Dense(3, 4, bias=False)) == "Dense(3, 4, bias=False)"
+    with pytest.raises(ValueError, match="dense: give out_features once"):
+        Sequential.from_spec([("dense", (5,), {"out_features": 5})], (3,), 2)
+
+
+def test_activation_layer_defaults_to_the_identity():
+    """``ActivationLayer()`` with no argument is the identity map (its backward too)."""
+    from manual_bp.layers import ActivationLayer
+
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    layer = ActivationLayer()
+    out, cache = layer.forward(x)
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(layer.backward(2 * x, cache)[0], 2 * x)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv2d", "conv-transpose2d"])
+def test_default_biases_follow_torch_bound_from_the_weight_fan_in(kind):
+    """torch's default bias ``U(−1/√fan_in, 1/√fan_in)``, ``fan_in`` of the *weight*
+    (``in_features``; ``C_in/G·kH·kW``; ``C_out/G·kH·kW`` for a transposed convolution):
+    every bias inside the bound and the largest near it (2000 draws)."""
+    from manual_bp.layers import Conv2d, ConvTranspose2d
+
+    if kind == "dense":
+        layer, fan_in = Dense(3, 2000, seed=0), 3
+    elif kind == "conv2d":  # weight (C_out, C_in/G, kH, kW)
+        layer, fan_in = Conv2d(2, 2000, 2, seed=0), 2 * 2 * 2
+    else:  # weight (C_in, C_out/G, kH, kW): torch's fan_in is C_out/G · kH · kW
+        layer, fan_in = ConvTranspose2d(2, 2000, 1, groups=2, seed=0), 1000
+    bias, bound = layer.params["bias"], 1 / np.sqrt(fan_in)
+    assert np.abs(bias).max() <= bound
+    assert np.abs(bias).max() > 0.98 * bound
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv2d"])
+def test_nielsen_biases_are_standard_normal(kind):
+    """``bias_init="nielsen"``: Nielsen's biases are N(0, 1), whatever the fan-in."""
+    from manual_bp.layers import Conv2d
+
+    if kind == "dense":
+        layer = Dense(50, 4000, bias_init="nielsen", seed=1)
+    else:
+        layer = Conv2d(16, 4000, 3, bias_init="nielsen", seed=1)
+    std = layer.params["bias"].std()
+    assert abs(std - 1.0) < 0.05  # sample std of 4000 normals: ±0.011 (1σ)
+
+
+def test_convolution_specs_name_the_input_shape_they_need():
+    """``conv2d`` on features, ``conv1d`` on images: one line saying what shape it needs."""
+    with pytest.raises(ValueError, match=r"conv2d needs per-sample inputs \(C, H, W\), got \(3,\)"):
+        Sequential.from_spec([("conv2d", (4, 3), {})], (3,), 2)
+    with pytest.raises(ValueError, match=r"conv1d needs per-sample inputs \(C, L\), got \(3,\)"):
+        Sequential.from_spec([("conv1d", (4, 3), {})], (3,), 2)
+
+
+def test_transposed_convolution_out_channels_is_one_integer():
+    """``out_channels`` is a single count: a pair is refused with the parameter's name."""
+    from manual_bp.layers import ConvTranspose2d
+
+    with pytest.raises(ValueError, match="out_channels"):
+        ConvTranspose2d(2, (3, 3), 2)
+
+
+# ---------------------------------------------------------------------------- pooling
+def test_avgpool_stride_is_honoured_and_float32_stays_float32():
+    """``AvgPool2d(2, stride=1)`` against ``F.avg_pool2d`` (overlapping windows), and a
+    float32 input gives a float32 output (no silent promotion)."""
+    import torch
+    import torch.nn.functional as F
+
+    from manual_bp.layers import AvgPool2d
+
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 5))
+    out, _ = AvgPool2d(2, stride=1).forward(x)
+    expected = F.avg_pool2d(torch.tensor(x), 2, stride=1).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-14, atol=1e-15)
+    assert AvgPool2d(2).forward(x.astype(np.float32))[0].dtype == np.float32
+
+
+def test_pooling_repr_and_bad_dilation_message():
+    """``repr`` shows the geometry; a bad ``dilation`` is named in its error line."""
+    assert repr(MaxPool2d(3, stride=1, padding=1)) == "MaxPool2d(3, stride=1, padding=1)"
+    with pytest.raises(ValueError, match=r"^dilation must be an integer ≥ 1"):
+        MaxPool2d(2, dilation=0)
+
+
+# ---------------------------------------------------------------------------- dropout
+def test_dropout_names_its_input_in_shape_errors():
+    from manual_bp.layers import Dropout
+
+    with pytest.raises(ValueError, match=r": x has shape \(\)"):
+        Dropout(0.5).forward(np.array(1.0))
+
+
+# ---------------------------------------------------------------------------- normalisation
+def test_normalisation_arguments_and_errors_are_one_clear_line():
+    """Type errors name the parameter; a wrong upstream gradient or input is refused."""
+    from manual_bp.layers import BatchNorm1d, LayerNorm
+
+    with pytest.raises(TypeError, match=r"^eps must be a number, got 'a'"):
+        LayerNorm(3, eps="a")
+    layer = LayerNorm(3)
+    _, cache = layer.forward(np.random.default_rng(3).standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"dout has shape \(4, 2\), expected \(4, 3\)"):
+        layer.backward(np.ones((4, 2)), cache)
+    with pytest.raises(ValueError, match=r"per-sample input \(2,\) does not end in"):
+        layer.output_shape((2,))
+    # a spec may give num_features explicitly; float32 stays float32
+    model = Sequential.from_spec([{"name": "batchnorm1d", "num_features": 3}], (3,), 3)
+    assert model.layers[0].num_features == 3
+    bn = BatchNorm1d(3, dtype=np.float32)
+    out, _ = bn.forward(np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32))
+    assert out.dtype == np.float32 and bn.params["weight"].dtype == np.float32
+
+
+def test_layernorm_refuses_an_upstream_gradient_of_another_shape():
+    """Even one that would broadcast: ``dout`` must have the output's shape."""
+    from manual_bp.layers import LayerNorm
+
+    layer = LayerNorm(3)
+    _, cache = layer.forward(np.random.default_rng(5).standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"dout has shape \(1, 3\), expected \(4, 3\)"):
+        layer.backward(np.ones((1, 3)), cache)
+
+
+# ---------------------------------------------------------------------------- sequences
+def test_embedding_errors_name_the_bad_index_and_float32_gradients_stay_float32():
+    from manual_bp.layers import Embedding
+
+    layer = Embedding(5, 2, seed=0, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"index 7 is outside \[0, 5\)"):
+        layer.forward(np.array([[0, 7, 1]]))
+    out, cache = layer.forward(np.array([[0, 4, 1]]))
+    dx, grads = layer.backward(np.ones_like(out), cache)
+    assert dx.dtype == np.float32 and grads["weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_recurrent_layers_have_torch_biases_by_default(kind):
+    """torch's recurrent modules have ``bias_ih_l0`` and ``bias_hh_l0`` unless
+    ``bias=False``: the same parameter names as ``torch.nn.<kind>(3, 4).state_dict()``."""
+    import torch
+
+    from manual_bp import layers
+
+    ours = getattr(layers, kind)(3, 4, seed=0)
+    theirs = getattr(torch.nn, kind)(3, 4, batch_first=True)
+    assert sorted(ours.params) == sorted(theirs.state_dict())
+    assert sorted(getattr(layers, kind)(3, 4, bias=False, seed=0).params) == sorted(
+        getattr(torch.nn, kind)(3, 4, bias=False).state_dict()
+    )
+
+
+# ---------------------------------------------------------------------------- attention
+def test_attention_repr_and_float32_causal_output():
+    from manual_bp.layers import MultiheadAttention
+
+    assert repr(MultiheadAttention(4, 2, bias=False, causal=True)) == (
+        "MultiheadAttention(4, 2, bias=False, causal=True)"
+    )
+    layer = MultiheadAttention(4, 2, causal=True, seed=0, dtype=np.float32)
+    x = np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)
+    out, cache = layer.forward(x)
+    assert out.dtype == np.float32
+    dx, grads = layer.backward(np.ones_like(out), cache)
+    assert dx.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads.values())
