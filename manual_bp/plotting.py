@@ -1,9 +1,11 @@
 """Learning curves with matplotlib (an optional extra: ``pip install manual-bp[plot]``).
 
 matplotlib is imported only when a plot is checked or drawn, so the library itself
-needs NumPy only. The image format follows the file's suffix and must be one the
-Agg backend writes (:func:`image_formats`); :func:`check_plot_path` checks the path,
-the format and matplotlib before the training that the plot is for.
+needs NumPy only. The curves are drawn on a standalone ``matplotlib.figure.Figure`` (no
+pyplot): no display is needed, and an interactive session's backend is left alone. The
+image format follows the file's suffix and must be one matplotlib writes
+(:func:`image_formats`); :func:`check_plot_path` checks the path, the format and
+matplotlib before the training that the plot is for.
 """
 
 from __future__ import annotations
@@ -28,27 +30,21 @@ __all__ = ["check_plot_path", "image_formats", "plot_learning_curves"]
 INSTALL_HINT = "pip install manual-bp[plot] (or pip install matplotlib)"
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A matplotlib ``Figure`` that is not managed by pyplot: no display, no global backend
+    switch (a user's interactive session keeps its own), nothing to close."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display needed
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise MissingDependencyError(
             f"plotting needs matplotlib: {INSTALL_HINT}", name="matplotlib"
         ) from None
-    return plt
+    return Figure(**kwargs)
 
 
 def image_formats() -> dict[str, str]:
     """``{suffix: description}`` of the formats matplotlib can write here (``png``, ...)."""
-    plt = _pyplot()
-    figure = plt.figure()
-    try:
-        return dict(figure.canvas.get_supported_filetypes())
-    finally:
-        plt.close(figure)
+    return dict(_figure().canvas.get_supported_filetypes())
 
 
 def check_plot_path(path: str | os.PathLike[str]) -> Path:
@@ -70,8 +66,8 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
         )
         raise PathError(f"{path}: {got}; use one of {', '.join('.' + f for f in sorted(formats))}")
     check_output_file(path, "the learning curves")
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(1, 1))
+    figure = _figure(figsize=(1, 1))
+    ax = figure.add_subplot()
     try:
         ax.plot([1, 2], [1, 2], label="check")
         ax.set_title("check")
@@ -81,8 +77,6 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
         raise PathError(
             f"{path}: matplotlib cannot write {fmt} here ({type(error).__name__}: {first})"
         ) from None
-    finally:
-        plt.close(figure)
     return path
 
 
@@ -109,28 +103,25 @@ def plot_learning_curves(
     fmt = path.suffix.lower().lstrip(".")
     if not fmt:
         raise PathError(f"{path}: no suffix to name the image format (e.g. .png)")
-    plt = _pyplot()
-    fig, (ax_cost, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(figsize=(10, 4))
+    ax_cost, ax_acc = fig.subplots(1, 2)
     image = io.BytesIO()
-    try:
-        for split in ("training", "evaluation"):
-            cost = getattr(history, f"{split}_cost")
-            accuracy = getattr(history, f"{split}_accuracy")
-            if cost:
-                ax_cost.plot(range(1, len(cost) + 1), cost, label=split)
-            if accuracy:
-                ax_acc.plot(range(1, len(accuracy) + 1), [100 * a for a in accuracy], label=split)
-        for ax, label in ((ax_cost, "cost"), (ax_acc, "accuracy (%)")):
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend()
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(image, format=fmt, dpi=100)
-    finally:
-        plt.close(fig)
+    for split in ("training", "evaluation"):
+        cost = getattr(history, f"{split}_cost")
+        accuracy = getattr(history, f"{split}_accuracy")
+        if cost:
+            ax_cost.plot(range(1, len(cost) + 1), cost, label=split)
+        if accuracy:
+            ax_acc.plot(range(1, len(accuracy) + 1), [100 * a for a in accuracy], label=split)
+    for ax, label in ((ax_cost, "cost"), (ax_acc, "accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(image, format=fmt, dpi=100)
     atomic_write(path, image.getvalue())
     return path
