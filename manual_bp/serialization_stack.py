@@ -4,6 +4,7 @@ The document (JSON object, or the ``config`` string of an ``.npz``)::
 
     {"format": "manual_bp.sequential", "format_version": 1, "dtype": "float64",
      "layers": [layer configs], "cost_config": {...}, "input_shape": [...] | null,
+     "ignore_index": null | int,                                   # SEQ.ignore_index
      "training": true, "extra_state": {"<layer path>": {...}},   # e.g. dropout generators
      "parameters": {"0.weight": [[...]], ...},                     # JSON only
      "buffers": {"1.running_mean": [...], ...}}                    # JSON only
@@ -48,6 +49,7 @@ def sequential_header(model: Sequential) -> dict[str, Any]:
         "layers": config["layers"],
         "cost_config": config["cost"],
         "input_shape": config["input_shape"],
+        "ignore_index": config.get("ignore_index"),
         "training": model.training,
         "extra_state": {path: state for path, state in extra.items() if state},
     }
@@ -106,6 +108,7 @@ def sequential_from_dict(document: dict[str, Any]) -> Sequential:
         document.get("cost_config"),
         input_shape=document.get("input_shape"),
         dtype=dtype,
+        ignore_index=document.get("ignore_index"),
     )
     state: dict[str, np.ndarray] = {}
     targets = dict(model.named_parameters()) | dict(model.named_buffers())

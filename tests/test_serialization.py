@@ -456,3 +456,26 @@ def _replace(document, where, value):
     for key in where[:-1]:
         document = document[key]
     document[where[-1]] = value
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_ignore_index_survives_save_and_load(tmp_path, suffix):
+    """SEQ.ignore_index is part of the model: a loaded model masks the same positions (its
+    cost on padded labels equals the original's) and a hostile value is named."""
+    from manual_bp import Sequential, load, save
+    from manual_bp.layers import Dense
+
+    model = Sequential([Dense(3, 4), "softmax"], "log-likelihood", ignore_index=-1, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    y = np.array([0, -1, 3, -1, 2])
+    path = tmp_path / f"model{suffix}"
+    save(model, path)
+    loaded = load(path)
+    assert loaded.ignore_index == -1
+    assert loaded.total_cost(x, y) == model.total_cost(x, y)
+    if suffix == ".json":
+        document = json.loads(path.read_text())
+        document["ignore_index"] = "pad"
+        path.write_text(json.dumps(document))
+        with pytest.raises(SerializationError, match=r"model\.json: ignore_index must be"):
+            load(path)
