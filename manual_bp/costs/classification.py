@@ -170,7 +170,7 @@ class LogLikelihoodCost(_ClassTargetCost):
     shortcuts = {"softmax": ("SHORTCUT.softmax-log-likelihood", _softmax_log_likelihood_shortcut)}
     logit_forms = {"softmax": "categorical-cross-entropy"}
     valid_output_activations = ("softmax",)
-    output_domain = "probability"
+    output_domain = "non-negative"  # ln a; a > 1 (dropout after a softmax) is finite
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         a, y = self.validate(a, y)

@@ -31,7 +31,6 @@ class KLDivergenceCost(Cost):
     equation_grad = "COST.kl-divergence.grad"
     valid_output_activations = ("log-softmax",)
     target_kind = "distribution"
-    output_domain = "log-distribution"
 
     def per_sample(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         a, y = self.validate(a, y)
