@@ -240,3 +240,14 @@ def test_attention_repr_and_float32_causal_output():
     dx, grads = layer.backward(np.ones_like(out), cache)
     assert dx.dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_mha_mask_has_the_dtype_asked_for():
+    """``mha_mask(..., dtype)`` (public: the masks of ``nn.MultiheadAttention`` as one
+    additive array): a float32 model gets a float32 mask, not a float64 promotion."""
+    from manual_bp.layers.attention import mha_mask
+
+    padding = np.array([[False, True, False]])
+    mask = mha_mask(None, padding, True, (1, 2, 3, 3), np.float32)
+    assert mask.dtype == np.float32 and mask.shape == (1, 1, 3, 3)
+    assert np.isneginf(mask[0, 0, 0, 1:]).all() and mask[0, 0, 2, 0] == 0.0

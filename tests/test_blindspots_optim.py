@@ -1,0 +1,129 @@
+"""Blind spots of optimizers, schedules, the optimizer CLI and initialisers found by mutation
+testing (issue 15, docs/mutation.md): defaults, flags and counters a user relies on that no
+other test pinned. The mutants each test kills are listed in docs/mutation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from manual_bp import Network
+from manual_bp.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+from manual_bp.optimizers.cli import add_optimizer_arguments, schedule_from_args
+
+OPTIMIZERS = (SGD, Adagrad, Adam, AdamW, RMSprop)
+
+
+def _defaults(function) -> dict:
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_default_hyperparameters_are_torchs(cls):
+    """Every default of ``__init__`` equals ``torch.optim.<cls>``'s (``betas`` split into
+    ``beta1``, ``beta2``), except SGD's ``lr``: ours is Nielsen's η = 0.1 (torch: 1e-3),
+    as docs/optimizers.md says (the CLI's ``--lr`` defaults to ``--eta`` for SGD)."""
+    ours = _defaults(cls.__init__)
+    theirs = _defaults(getattr(torch.optim, cls.__name__).__init__)
+    if "betas" in theirs:
+        theirs["beta1"], theirs["beta2"] = theirs.pop("betas")
+        ours.pop("betas", None)  # the keyword form of the same two defaults
+    if cls is SGD:
+        assert ours.pop("lr") == 0.1
+    for name, value in ours.items():
+        assert value == theirs[name], (cls.__name__, name, value, theirs[name])
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_step_count_counts_steps(cls):
+    """``t`` is the step count (torch's ``state["step"]``), reset by ``reset()``."""
+    opt = SGD(momentum=0.9) if cls is SGD else cls()
+    p = np.zeros(3)
+    for _ in range(3):
+        opt.step([p], [np.ones(3)])
+    assert opt.t == 3
+    opt.reset()
+    assert opt.t == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="plain SGD (no momentum, no weight decay) returns before `self.t += 1`: its step "
+    "count stays 0 (manual_bp/optimizers/sgd.py, SGD.step)",
+)
+def test_plain_sgd_counts_its_steps_too():
+    opt = SGD()
+    p = np.zeros(3)
+    for _ in range(3):
+        opt.step([p], [np.ones(3)])
+    assert opt.t == 3
+
+
+def test_adamw_amsgrad_follows_torch():
+    """``AdamW(amsgrad=True)`` keeps the running maximum of vₜ, as ``torch.optim.AdamW``:
+    five steps with gradients that shrink (where the maximum differs from vₜ)."""
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(4)
+    grads = [rng.standard_normal(4) * 0.5**k for k in range(5)]
+    ours, p = AdamW(0.1, amsgrad=True), p0.copy()
+    tp = torch.tensor(p0, requires_grad=True)
+    theirs = torch.optim.AdamW([tp], lr=0.1, amsgrad=True)
+    for g in grads:
+        ours.step([p], [g])
+        tp.grad = torch.tensor(g)
+        theirs.step()
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-13, atol=1e-15)
+    plain, q = AdamW(0.1), p0.copy()
+    for g in grads:
+        plain.step([q], [g])
+    assert not np.allclose(q, p)  # the flag changes the trajectory at all
+
+
+def test_interval_errors_show_which_ends_are_allowed():
+    """``lr`` must be in (0, inf): the message writes the interval with its open/closed
+    ends, so a user sees whether 0 itself is allowed."""
+    with pytest.raises(ValueError, match=r"^lr must be in \(0\.0, inf\), got 0\.0$"):
+        SGD(0.0)
+    with pytest.raises(ValueError, match=r"^momentum must be in \[0\.0, 1\.0\), got 1\.0$"):
+        SGD(0.1, momentum=1.0)
+
+
+def test_cli_cosine_schedule_lasts_the_training_by_default():
+    """``--schedule cosine`` without ``--t-max``: the half-period is ``--epochs``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int)
+    add_optimizer_arguments(parser)
+    schedule = schedule_from_args(parser.parse_args(["--schedule", "cosine", "--epochs", "7"]))
+    assert schedule.T_max == 7
+    schedule = schedule_from_args(
+        parser.parse_args(["--schedule", "cosine", "--epochs", "7", "--t-max", "3"])
+    )
+    assert schedule.T_max == 3
+
+
+def test_nielsen_default_initializer_statistics():
+    """``INIT.default``: ``W ~ N(0, 1/n_in)``, ``b ~ N(0, 1)`` (Nielsen's network2):
+    sample standard deviations of 120 000 weights and 300 biases."""
+    net = Network([400, 300], seed=0)
+    W, b = np.asarray(net.weights[0]), np.asarray(net.biases[0])
+    assert abs(W.std() * np.sqrt(400) - 1.0) < 0.01  # 1σ of the estimate ≈ 0.002
+    assert abs(W.mean()) < 0.01 / np.sqrt(400) * 5
+    assert abs(b.std() - 1.0) < 0.15  # 1σ ≈ 0.04
+
+
+def test_fans_of_scalars_and_vectors():
+    """torch's fan rule: a vector of n has fan_in = fan_out = n; a scalar counts as 1."""
+    from manual_bp.initializers import fans
+
+    assert fans((5,)) == (5, 5)
+    assert fans(()) == (1, 1)
+    assert fans((4, 3, 2, 2)) == (12, 16)
