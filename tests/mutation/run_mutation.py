@@ -256,7 +256,14 @@ def run_group(name: str, args, deadline: float) -> dict:
         state |= {"generated": {m: 0 for m in modules}, "before": {}, "after": {}}
         for mutant in every:
             state["generated"][_module_of(mutant, modules)] += 1
-        state["sampled"] = every[:: args.sample]
+        state["sampled"] = every[args.offset :: args.sample]
+        state["samples"] = [[args.sample, args.offset]]
+        path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    elif [args.sample, args.offset] not in state.setdefault("samples", [[state["sample"], 0]]):
+        # a denser sample: add every k-th mutant from another offset (verdicts are kept)
+        every = sorted(_statuses(workdir, modules))
+        state["sampled"] = sorted(set(state["sampled"]) | set(every[args.offset :: args.sample]))
+        state["samples"].append([args.sample, args.offset])
         path.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
     def save(phase: str, names: list[str]) -> None:
@@ -396,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", nargs="+", default=["all"], help=f"all or of {list(GROUPS)}")
     parser.add_argument("--sample", type=int, default=15, help="run every k-th mutant")
+    parser.add_argument("--offset", type=int, default=0, help="start of the k-th sample")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--budget-minutes", type=float, default=80.0)
     parser.add_argument("--commit", default="HEAD")

@@ -8,6 +8,23 @@ from __future__ import annotations
 N = "manual_bp.network.xǁNetworkǁ"
 F = "manual_bp.fast."
 S = "manual_bp.sequential."
+L = "manual_bp.layers."
+O = "manual_bp."
+C = "manual_bp.curvature."
+KL = "killed: `test_blindspots_layers.py::"
+KO = "killed: `test_blindspots_optim.py::"
+KC = "killed: `test_blindspots_curvature.py::"
+KN = KL + "test_normalisation_arguments_and_errors_are_one_clear_line`"
+KE = KL + "test_embedding_errors_name_the_bad_index_and_float32_gradients_stay_float32`"
+KH = KC + "test_composed_output_hessian_equals_the_closed_form_and_torch`"
+CLOSED = (
+    "equivalent: `check_hyperparameter` treats every `closed` other than left/right/both "
+    'as "neither": the same checks and the same message'
+)
+STRICT = (
+    "equivalent: `zip(..., strict=False)` over the chain's ops and their inputs, equal in "
+    "length by construction (`chain.forward` returns one input per op)"
+)
 
 TRIAGE: dict[str, str] = {
     # ------------------------------------------------------------------ network.py
@@ -64,4 +81,128 @@ TRIAGE: dict[str, str] = {
         "killed: `test_blindspots_model.py::test_sequential_rejects_non_numeric_inputs_with_a_"
         "type_error`"
     ),
+    # ------------------------------------------------------------------ layers
+    L + "base.x_build_layer__mutmut_41": KL
+    + "test_unknown_layer_name_lists_every_layer_and_activation`",
+    L + "base.xǁLayerǁjvp__mutmut_2": KL + "test_a_layer_without_forward_mode_names_itself`",
+    L + "base.xǁLayerǁset_extra_state__mutmut_3": (
+        KL + "test_extra_state_of_a_stateless_layer_is_refused_naming_the_keys`"
+    ),
+    L + "containers.xǁIdentityǁjvp__mutmut_3": KL + "test_identity_and_reshape_forward_modes`",
+    L + "containers.xǁReshapeǁ__init____mutmut_4": (
+        KL + "test_reshape_takes_its_shape_as_arguments_or_as_one_sequence`"
+    ),
+    L + "containers.xǁReshapeǁjvp__mutmut_3": (
+        KL + "test_identity_and_reshape_forward_modes`; also `test_adjoint.py` (own jvp adjoint)"
+    ),
+    L + "containers.xǁResidualǁfrom_shape__mutmut_2": KL
+    + "test_residual_spec_takes_only_its_layers`",
+    L + "dense.xǁDenseǁ__repr____mutmut_3": (
+        KL + "test_dense_repr_shows_a_missing_bias_and_spec_gives_out_features_once`"
+    ),
+    L + "dense.xǁDenseǁfrom_shape__mutmut_2": (
+        KL + "test_dense_repr_shows_a_missing_bias_and_spec_gives_out_features_once`"
+    ),
+    L + "activation.xǁActivationLayerǁ__init____mutmut_1": (
+        KL + "test_activation_layer_defaults_to_the_identity`"
+    ),
+    L + "dense.xǁDenseǁreset_parameters__mutmut_26": (
+        KL + "test_default_biases_follow_torch_bound_from_the_weight_fan_in[dense]` (the bias "
+        "bound came from the bias's own length, not the weight's fan-in)"
+    ),
+    L + "_im2col.x_conv_input_grad_fast__mutmut_18": (
+        "equivalent: `reshape(..., -2)`; NumPy (2.4) takes any negative size as the one "
+        "inferred, so -2 ≡ -1 (a NumPy that refused it would fail every convolution test)"
+    ),
+    L + "convolution.x_reset_conv_parameters__mutmut_23": (
+        KL + "test_nielsen_biases_are_standard_normal[conv2d]`"
+    ),
+    L + "convolution.xǁ_ConvNdǁfrom_shape__mutmut_5": (
+        KL + "test_convolution_specs_name_the_input_shape_they_need`"
+    ),
+    L + "convolution_transpose.xǁConvTranspose2dǁ__init____mutmut_40": (
+        KL + "test_transposed_convolution_out_channels_is_one_integer`"
+    ),
+    L + "pooling.xǁAvgPool2dǁ__init____mutmut_5": (
+        KL + "test_avgpool_stride_is_honoured_and_float32_stays_float32`"
+    ),
+    L + "pooling.xǁAvgPool2dǁforward__mutmut_31": (
+        KL + "test_avgpool_stride_is_honoured_and_float32_stays_float32`"
+    ),
+    L + "pooling.xǁ_Pool2dǁ__repr____mutmut_1": KL + "test_pooling_repr_and_bad_dilation_message`",
+    L + "pooling.xǁ_Pool2dǁ_setup__mutmut_45": KL + "test_pooling_repr_and_bad_dilation_message`",
+    L + "pooling.xǁ_Pool2dǁ_geometry__mutmut_22": (
+        "equivalent: more bottom/right padding than the last window reaches; windows are "
+        "indexed from the output size (`_out`), so the extra rows/columns are never read "
+        "(forward) and are cut off with the padding (backward) — memory and time only"
+    ),
+    L + "dropout.xǁDropoutǁ_check__mutmut_4": KL + "test_dropout_names_its_input_in_shape_errors`",
+    L + "dropout.xǁDropoutǁjvp__mutmut_5": (
+        "killed: `test_adjoint.py::test_layer_vjp_is_the_adjoint_of_torch_jvp[Dropout]` (own "
+        "jvp against backward)"
+    ),
+    L + "normalisation.x__positive_float__mutmut_3": KN,
+    L + "normalisation.xǁLayerNormǁoutput_shape__mutmut_8": KN,
+    L + "normalisation.xǁ_BatchNormǁ__init____mutmut_46": KN,
+    L + "normalisation.xǁ_BatchNormǁfrom_shape__mutmut_2": KN,
+    L + "normalisation.xǁLayerNormǁbackward__mutmut_2": (
+        KL + "test_layernorm_refuses_an_upstream_gradient_of_another_shape` (a broadcastable "
+        "`dout` was silently accepted)"
+    ),
+    L + "embedding.xǁEmbeddingǁbackward__mutmut_17": KE,
+    L + "embedding.xǁEmbeddingǁindices__mutmut_34": KE,
+    L + "recurrent.xǁRecurrentLayerǁ__init____mutmut_32": (
+        KL + "test_recurrent_layers_have_torch_biases_by_default` (every layer lost its biases)"
+    ),
+    L + "attention.x_mha_mask__mutmut_85": KL + "test_mha_mask_has_the_dtype_asked_for`",
+    L + "attention.xǁMultiheadAttentionǁ__repr____mutmut_7": (
+        KL + "test_attention_repr_and_float32_causal_output`"
+    ),
+    # ------------------------------------------------------------------ optimizers
+    O + "optimizers.adagrad.xǁAdagradǁ__init____mutmut_1": KO
+    + "test_default_hyperparameters_are_torchs`",
+    O + "optimizers.adam.xǁAdamWǁ__init____mutmut_18": (
+        KO + "test_adamw_amsgrad_follows_torch` (`AdamW(amsgrad=True)` ignored the flag)"
+    ),
+    O + "optimizers.base.x_check_hyperparameter__mutmut_37": (
+        KO + "test_interval_errors_show_which_ends_are_allowed`"
+    ),
+    O + "optimizers.cli.x_schedule_from_args__mutmut_37": (
+        KO + "test_cli_cosine_schedule_lasts_the_training_by_default`"
+    ),
+    O + "optimizers.sgd.xǁSGDǁstep__mutmut_26": KO + "test_step_count_counts_steps[SGD]`",
+    O + "schedules.xǁExponentialLRǁ__init____mutmut_11": CLOSED,
+    O + "schedules.xǁStepLRǁ__init____mutmut_13": CLOSED,
+    O + "initializers.x_default_initializer__mutmut_11": (
+        KO + "test_nielsen_default_initializer_statistics`"
+    ),
+    O + "initializers.x_fans__mutmut_7": KO + "test_fans_of_scalars_and_vectors`",
+    # ------------------------------------------------------------------ curvature
+    C + "chain.xǁChainǁcheck_direction__mutmut_35": (
+        "equivalent: `zip(..., strict=None)` right after `len(v) != len(self.shapes)` raised"
+    ),
+    C + "diagonal.x__residual_factor__mutmut_34": (
+        "equivalent (values): a float64 identity makes a float32 model's coupled-head "
+        "second-order VJP float64; the factor is accumulated into arrays of the chain's "
+        "dtype, so results move only within float32 rounding (towards the exact value)"
+    ),
+    C + "diagonal.x_diag_ggn_mc__mutmut_27": (
+        KC + "test_diag_ggn_mc_per_sample_has_a_batch_axis_and_averages_to_the_batch_diagonal`"
+    ),
+    C + "eigen.x_top_eigenvalue__mutmut_3": (
+        "equivalent: another fixed default seed of the start vector; the estimate is "
+        "reproducible either way and converges to the same λ within `tol` (what is promised)"
+    ),
+    C + "loss.x__head_jacobian__mutmut_15": KH,
+    C + "loss.x_output_hessian_composed__mutmut_23": KH,
+    C + "loss.x_output_hessian_composed__mutmut_46": KH,
+    C + "rop.x__matrix__mutmut_15": (
+        "equivalent: `np.stack` on axis 0 gives the transpose, and `_matrix` only builds "
+        "`hessian_matrix` and `ggn_matrix`, symmetric matrices (they differ at rounding: the "
+        "columns `H eᵢ` are each rounded)"
+    ),
+    C + "rop.x__r_sweep__mutmut_70": STRICT,
+    C + "stats.x__errors__mutmut_26": STRICT,
+    C + "rop.x_gradient__mutmut_23": KC + "test_rop_gradient_equals_torch`",
+    C + "rop.x_gradient__mutmut_6": KC + "test_rop_gradient_equals_torch`",
 }
