@@ -159,3 +159,54 @@ def test_a_bad_layer_spec_is_named_in_full_in_the_error():
     for spec, message in cases:
         with pytest.raises(ValueError, match=message):
             Sequential.from_spec(spec, (3,), 2, cost="quadratic")
+
+
+def test_a_float32_stack_stays_float32_from_data_to_gradients():
+    """``Sequential(dtype=float32)`` given float64 inputs and float64 target rows: every
+    parameter, buffer (batch norm's running statistics), output and gradient is float32."""
+    from manual_bp import Dense, Sequential
+    from manual_bp.layers import BatchNorm1d
+
+    rng = np.random.default_rng(12)
+    model = Sequential(
+        [Dense(3, 4), BatchNorm1d(4), "tanh", Dense(4, 2), "softmax"], "log-likelihood",
+        input_shape=(3,), seed=13, dtype=np.float32,
+    )  # fmt: skip
+    x, y = rng.standard_normal((6, 3)), np.eye(2)[rng.integers(0, 2, size=6)]
+    assert all(a.dtype == np.float32 for _, a in model.named_parameters())
+    floats = [a for _, a in model.named_buffers() if a.dtype.kind == "f"]  # not the counter
+    assert len(floats) == 2 and all(a.dtype == np.float32 for a in floats)
+    grads = model.backprop(x, y)
+    assert grads.input_grad.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads.params.values())
+    assert model.infer(model.prepare_inputs(x)).dtype == np.float32
+    for targets in (y, y.argmax(axis=1)):  # rows and labels: the model's dtype
+        assert model.prepare_targets(targets, 6).dtype == np.float32
+
+
+def test_saturated_softmax_log_likelihood_uses_the_shortcut_and_stays_finite():
+    """Logits so large that the softmax underflows to exactly 0: ``δᴸ = a − y`` (the
+    SHORTCUT, as torch's fused ``cross_entropy``) keeps the gradient finite and equal to
+    torch's; the general path would divide by a = 0."""
+    from manual_bp import Dense, Sequential
+
+    model = Sequential([Dense(2, 3), "softmax"], "log-likelihood", input_shape=(2,), seed=14)
+    model.layers[0].params["weight"][...] = [[900.0, 0.0], [0.0, 0.0], [-900.0, 0.0]]
+    model.layers[0].params["bias"][...] = 0.0
+    x, y = np.array([[1.0, 0.5], [-1.0, 2.0]]), np.array([1, 0])
+    grads = model.backprop(x, y)
+    W = torch.tensor(model.layers[0].params["weight"], requires_grad=True)
+    F.cross_entropy(torch.tensor(x) @ W.T, torch.tensor(y)).backward()
+    assert np.isfinite(grads.params["0.weight"]).all()
+    np.testing.assert_allclose(grads.params["0.weight"], W.grad.numpy(), rtol=1e-12, atol=0)
+
+
+def test_sequential_config_keeps_the_input_shape():
+    """``get_config`` records ``input_shape`` (``None`` when not given) and ``copy``
+    rebuilds the same model from it."""
+    from manual_bp import Sequential
+
+    with_shape = _stack()
+    assert with_shape.get_config()["input_shape"] == [3]
+    assert with_shape.copy().input_shape == (3,)
+    assert Sequential(["tanh"], "quadratic").get_config()["input_shape"] is None  # none known

@@ -12,6 +12,10 @@ L = "manual_bp.layers."
 O = "manual_bp."
 C = "manual_bp.curvature."
 KL = "killed: `test_blindspots_layers.py::"
+KF32 = (
+    "killed: `test_blindspots_model.py::test_a_float32_stack_stays_float32_from_data_to_"
+    "gradients` (a float32 model computed, or kept state, in float64)"
+)
 KO = "killed: `test_blindspots_optim.py::"
 KC = "killed: `test_blindspots_curvature.py::"
 KN = KL + "test_normalisation_arguments_and_errors_are_one_clear_line`"
@@ -205,4 +209,35 @@ TRIAGE: dict[str, str] = {
     C + "stats.x__errors__mutmut_26": STRICT,
     C + "rop.x_gradient__mutmut_23": KC + "test_rop_gradient_equals_torch`",
     C + "rop.x_gradient__mutmut_6": KC + "test_rop_gradient_equals_torch`",
+    S + "x__describe__mutmut_9": (
+        "killed: `test_blindspots_model.py::test_a_bad_layer_spec_is_named_in_full_in_the_error` "
+        "(a config dict was named `None`)"
+    ),
+    S + "xǁSequentialǁ_allocate__mutmut_25": KF32,
+    S + "xǁSequentialǁprepare_inputs__mutmut_34": KF32,
+    S + "xǁSequentialǁprepare_targets__mutmut_6": KF32,
+    S + "xǁSequentialǁbackprop__mutmut_12": (
+        "killed: `test_blindspots_model.py::test_saturated_softmax_log_likelihood_uses_the_"
+        "shortcut_and_stays_finite` (without the shortcut the gradient divides by a = 0)"
+    ),
+    S + "xǁSequentialǁget_config__mutmut_10": (
+        "killed: `test_blindspots_model.py::test_sequential_config_keeps_the_input_shape`"
+    ),
+    S + "xǁSequentialǁtotal_cost__mutmut_6": (
+        "killed: `test_blindspots_model.py::test_sequential_total_cost_is_the_mean_negative_log_"
+        "likelihood_in_eval_mode`"
+    ),
+    S + "xǁSequentialǁcopy__mutmut_24": (
+        "equivalent: `zip` without `strict` over the leaves of a model and of its clone, "
+        "built from the same config: equal in number by construction"
+    ),
+    S + "xǁSequentialǁfrom_network__mutmut_9": (
+        "equivalent: `zip` without `strict` over a Network's weights, biases and activations, "
+        "one per layer by construction"
+    ),
+    S + "xǁSequentialǁfrom_network__mutmut_17": (
+        "equivalent: each Dense is built in float64 and then overwritten with the network's "
+        "(float32) W and b; `Sequential(..., dtype=net.dtype)` moves every parameter into one "
+        "buffer of the model's dtype, so the parameters are the network's, bit for bit"
+    ),
 }
