@@ -251,3 +251,41 @@ def test_mha_mask_has_the_dtype_asked_for():
     mask = mha_mask(None, padding, True, (1, 2, 3, 3), np.float32)
     assert mask.dtype == np.float32 and mask.shape == (1, 1, 3, 3)
     assert np.isneginf(mask[0, 0, 0, 1:]).all() and mask[0, 0, 2, 0] == 0.0
+
+
+# ---------------------------------------------------------------------------- second pass
+def test_spec_triples_and_their_positional_arguments():
+    """``("dense", (5, False), {})``: a (name, args, kwargs) triple, every positional
+    argument passed on (here ``bias=False``)."""
+    model = Sequential.from_spec([("dense", (5, False), {}), ("dense", (2,), {})], (3,), 2)
+    first, second = model.layers
+    assert (first.in_features, first.out_features, first.bias) == (3, 5, False)
+    assert (second.in_features, second.out_features, second.bias) == (5, 2, True)
+
+
+def test_layers_refuse_inputs_without_a_batch_axis_or_with_too_many_axes():
+    """A single sample (no batch axis) is one clear error, not a silent batch of one;
+    ``Dense`` and ``Reshape`` take 2 to 32 axes (NumPy 1.x's limit, kept under NumPy 2)."""
+    for layer, x in ((Dense(3, 2), np.ones(3)), (Reshape(3, -1), np.ones(6))):
+        with pytest.raises(ValueError, match=r"x has shape \(\d+,\) \(1 axes\); expected 2 or"):
+            layer.forward(x)
+    with pytest.raises(ValueError, match=r"\(33 axes\)"):
+        Dense(3, 2).forward(np.zeros((1,) * 32 + (3,)))
+
+
+def test_layer_error_lines_and_reprs():
+    from manual_bp.layers import ActivationLayer, Flatten
+
+    assert repr(Flatten()) == "Flatten()"
+    with pytest.raises(ValueError, match=r"^reshape needs positive sizes \(one may be -1\)"):
+        Reshape(0, 3)
+    layer = ActivationLayer("tanh")
+    _, cache = layer.forward(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"upstream gradient has shape \(2, 4\), expected"):
+        layer.backward(np.zeros((2, 4)), cache)
+
+
+def test_a_float32_dense_layer_has_float32_parameters():
+    layer = Dense(3, 4, dtype=np.float32)
+    assert layer.params["weight"].dtype == np.float32
+    assert layer.params["bias"].dtype == np.float32
