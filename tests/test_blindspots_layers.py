@@ -289,3 +289,106 @@ def test_a_float32_dense_layer_has_float32_parameters():
     layer = Dense(3, 4, dtype=np.float32)
     assert layer.params["weight"].dtype == np.float32
     assert layer.params["bias"].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(cls.__name__ for cls in LAYERS.classes()))
+def test_layer_defaults_are_torchs(name):
+    """Every keyword default a layer shares with its ``torch.nn`` twin has torch's value
+    (``dtype`` excepted: float64 here, torch's default float32); recurrent layers have
+    ``num_layers=1, bias=True, bidirectional=False`` as torch's."""
+    import inspect
+
+    import torch
+
+    def defaults(function) -> dict:
+        parameters = inspect.signature(function).parameters.items()
+        return {k: p.default for k, p in parameters if p.default is not inspect.Parameter.empty}
+
+    cls = next(c for c in LAYERS.classes() if c.__name__ == name)
+    ours = defaults(cls.__init__)
+    ours.pop("dtype", None)
+    if name in ("RNN", "LSTM", "GRU"):  # torch's signature is (*args, **kwargs)
+        from manual_bp.layers.recurrent import RecurrentLayer
+
+        base = defaults(RecurrentLayer.__init__)
+        assert (base["num_layers"], base["bias"], base["bidirectional"]) == (1, True, False)
+        return
+    twin = getattr(torch.nn, {"Dense": "Linear"}.get(name, name), None)
+    if twin is None:
+        return  # ActivationLayer, GlobalAvgPool2d, Reshape, Residual: no torch twin
+    theirs = defaults(twin.__init__)
+    for key in ours.keys() & theirs.keys():
+        assert ours[key] == theirs[key], (name, key, ours[key], theirs[key])
+
+
+def test_convolution_and_pooling_reprs_messages_and_spec_triples():
+    from manual_bp.layers import AvgPool2d, Conv1d, Conv2d
+
+    assert repr(Conv2d(2, 3, 3)) == "Conv2d(2, 3, 3)"
+    assert repr(Conv2d(2, 3, 3, stride=2, dilation=2)) == "Conv2d(2, 3, 3, stride=2, dilation=2)"
+    with pytest.raises(ValueError, match=r"^in_channels must be an integer ≥ 1"):
+        Conv2d(0, 3, 2)
+    with pytest.raises(ValueError, match=r"^kernel_size must be an integer ≥ 1"):
+        MaxPool2d(0)
+    with pytest.raises(ValueError, match=r"needs per-sample inputs \(C, H, W\) with C = 2"):
+        Conv2d(2, 3, 3).output_shape((3,))
+    with pytest.raises(ValueError, match=r"needs per-sample inputs \(C, L\) with C = 2"):
+        Conv1d(2, 3, 3).output_shape((3,))
+    with pytest.raises(ValueError, match=r"^AvgPool2d\(2, .*: x has shape \(1, 4, 4\) \(3 axes\)"):
+        AvgPool2d(2).forward(np.zeros((1, 4, 4)))
+    model = Sequential.from_spec(
+        [("conv-transpose2d", (4, 2), {}), ("maxpool2d", (2,), {}), ("avgpool2d", (1,), {})],
+        (1, 3, 3), 2,
+    )  # fmt: skip
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "ConvTranspose2d", "MaxPool2d", "AvgPool2d",
+    ]  # fmt: skip
+    assert model.layers[0].out_channels == 4 and model.layers[1].kernel_size == 2
+
+
+@pytest.mark.parametrize("implementation", ["fast", "readable"])
+def test_maxpool_gradients_of_float32_stay_float32(implementation):
+    layer = MaxPool2d(2, padding=1, implementation=implementation)
+    x = np.random.default_rng(7).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    out, cache = layer.forward(x)
+    dx, _ = layer.backward(np.ones_like(out), cache)
+    assert out.dtype == np.float32 and dx.dtype == np.float32
+
+
+def test_normalisation_construction_and_errors():
+    """torch's initial γ = 1, β = 0; bool or fractional sizes refused; errors name the
+    parameter or the shapes at fault."""
+    from manual_bp.layers import BatchNorm1d, LayerNorm
+
+    bn = BatchNorm1d(3)
+    for _ in range(2):  # as built, and after reset_parameters (what a model's seed calls)
+        np.testing.assert_array_equal(bn.params["weight"], np.ones(3))
+        np.testing.assert_array_equal(bn.params["bias"], np.zeros(3))
+        bn.params["weight"][...], bn.params["bias"][...] = 2.0, 3.0
+        bn.reset_parameters(np.random.default_rng(0))
+    for bad in (True, 2.5, (3, True)):
+        with pytest.raises(ValueError, match="normalized_shape must be positive integers"):
+            LayerNorm(bad)
+    with pytest.raises(TypeError, match=r"^affine must be True or False, got 'yes'"):
+        BatchNorm1d(3, affine="yes")
+    _, cache = bn.forward(np.random.default_rng(8).standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"dout has shape \(4, 2\), expected \(4, 3\)"):
+        bn.backward(np.ones((4, 2)), cache)
+    with pytest.raises(ValueError, match=r"^layernorm needs an input with a feature axis$"):
+        LayerNorm.from_shape(())
+
+
+def test_conv_weight_gradient_keeps_float64_when_the_upstream_gradient_is_float32():
+    """A float64 convolution given a float32 ``dout``: the weight gradient of the long
+    reduction (``Ho·Wo·N`` > 4096, accumulated in panels) is computed in float64, equal
+    to the one from the same ``dout`` cast to float64."""
+    from manual_bp.layers import Conv2d
+
+    layer = Conv2d(1, 2, 3, padding=1, seed=0)
+    x = np.random.default_rng(9).standard_normal((2, 1, 48, 48))  # p = 48·48·2 = 4608
+    out, cache = layer.forward(x)
+    dout = np.random.default_rng(10).standard_normal(out.shape).astype(np.float32)
+    ours = layer.backward(dout, cache)[1]["weight"]
+    expected = layer.backward(dout.astype(np.float64), cache)[1]["weight"]
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)

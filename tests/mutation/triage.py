@@ -12,6 +12,8 @@ L = "manual_bp.layers."
 O = "manual_bp."
 C = "manual_bp.curvature."
 KL = "killed: `test_blindspots_layers.py::"
+KCP = KL + "test_convolution_and_pooling_reprs_messages_and_spec_triples`"
+KNC = KL + "test_normalisation_construction_and_errors`"
 KAX = KL + "test_layers_refuse_inputs_without_a_batch_axis_or_with_too_many_axes`"
 KF32 = (
     "killed: `test_blindspots_model.py::test_a_float32_stack_stays_float32_from_data_to_"
@@ -256,5 +258,56 @@ TRIAGE: dict[str, str] = {
     L + "dense.xǁDenseǁreset_parameters__mutmut_8": (
         "equivalent: `initialize(..., dtype=None)` draws in float64 and casts at its end; "
         "writing that into the float32 weight casts the same values the same way"
+    ),
+    L + "_im2col.x__panel_matmul__mutmut_6": (
+        "equivalent: `>` → `>=` at the size where one `matmul` and column panels of "
+        "`matmul`s are both used; the two branches compute the same product"
+    ),
+    L + "_im2col.x__panel_matmul_t__mutmut_29": (
+        KL + "test_conv_weight_gradient_keeps_float64_when_the_upstream_gradient_is_float32` "
+        "(the panel accumulator took dout's float32)"
+    ),
+    L + "_im2col.x_conv_forward_readable__mutmut_61": (
+        "equivalent: `einsum` subscripts in capitals, `OC,NCYX->NOYX`: the same contraction"
+    ),
+    L + "_im2col.x_im2col__mutmut_44": (
+        "equivalent: the overlapping `as_strided` view of im2col marked writeable; no caller "
+        "writes into it (the flag guards against a future one)"
+    ),
+    L + "convolution.xǁ_ConvNdǁ__init____mutmut_24": KCP,
+    L + "convolution.xǁ_ConvNdǁ__repr____mutmut_19": KCP,
+    L + "convolution.xǁ_ConvNdǁ__repr____mutmut_7": KCP,
+    L + "convolution.xǁ_ConvNdǁfrom_shape__mutmut_10": (
+        KL + "test_convolution_specs_name_the_input_shape_they_need`"
+    ),
+    L + "convolution.xǁ_ConvNdǁoutput_shape__mutmut_15": KCP,
+    L + "convolution_transpose.xǁConvTranspose2dǁ__init____mutmut_1": (
+        KL + "test_layer_defaults_are_torchs[ConvTranspose2d]` (default stride 2, torch's 1)"
+    ),
+    L + "convolution_transpose.xǁConvTranspose2dǁfrom_shape__mutmut_6": KCP,
+    L + "pooling.xǁAvgPool2dǁforward__mutmut_2": KCP,
+    L + "pooling.xǁAvgPool2dǁforward__mutmut_7": KCP,
+    L + "pooling.xǁMaxPool2dǁbackward__mutmut_24": (
+        KL + "test_maxpool_gradients_of_float32_stay_float32[readable]`"
+    ),
+    L + "pooling.xǁMaxPool2dǁbackward__mutmut_7": (
+        'equivalent (values): `implementation="readable"` runs the fast backward; both route '
+        "each gradient to the same first maximum (pinned equal by "
+        "`tests/test_pooling.py::test_maxpool_readable_equals_fast`): only the code path differs"
+    ),
+    L + "pooling.xǁ_Pool2dǁ_geometry__mutmut_10": (
+        "equivalent: as `_geometry__mutmut_22`, padding beyond the last window's reach, never read"
+    ),
+    L + "pooling.xǁ_Pool2dǁ_setup__mutmut_10": KCP,
+    L + "pooling.xǁ_Pool2dǁfrom_shape__mutmut_5": KCP,
+    L + "dropout.xǁDropoutǁreset_parameters__mutmut_6": (
+        "equivalent: `rng.integers(2**63 - 1)` is `rng.integers(0, 2**63 - 1)`: the same draw"
+    ),
+    L + "normalisation.xǁLayerNormǁ__init____mutmut_13": KNC,
+    L + "normalisation.xǁLayerNormǁfrom_shape__mutmut_9": KNC,
+    L + "normalisation.xǁ_BatchNormǁ__init____mutmut_34": KNC,
+    L + "normalisation.xǁ_BatchNormǁbackward__mutmut_5": KNC,
+    L + "normalisation.xǁ_BatchNormǁreset_parameters__mutmut_8": (
+        KNC[:-1] + " (β reset to 1, torch's is 0)`"
     ),
 }
