@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import check_finite
+from manual_bp._validation import as_array, check_finite, check_nonempty
 from manual_bp.activations import Identity
 from manual_bp.costs import Cost, get_cost
 from manual_bp.layers.activation import ActivationLayer
@@ -39,6 +39,7 @@ from manual_bp.sequential_targets import (
     masked_accuracy,
     output_seed,
     prepare_targets,
+    rows,
 )
 
 __all__ = ["Sequential", "StackGradients"]
@@ -316,24 +317,30 @@ class Sequential:
     # ------------------------------------------------------------------ data
     def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
         """``x`` as a batch of ``dtype`` with the model's per-sample shape, finite."""
-        x = np.asarray(x)
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
-            raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
+        x = as_array(x, name)  # real numbers: complex, bool, object and ragged input refused
         if self.input_shape is not None and x.shape[1:] != self.input_shape:
             raise ValueError(
                 f"{name} has shape {x.shape}; the model takes a batch of shape "
                 f"(batch, {', '.join(map(str, self.input_shape))})"
             )
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise ValueError(f"{name} has shape {x.shape}; expected a non-empty batch")
-        x = x.astype(self.dtype, copy=False)
-        check_finite(x, name)
-        return x
+        if x.ndim < 2:
+            raise ValueError(f"{name} has shape {x.shape}; expected a batch (samples first)")
+        check_nonempty(x, name)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below
+            cast = x.astype(self.dtype, copy=False)
+        check_finite(cast, name, source=x)
+        return cast
 
     def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
         """Targets shaped like the output; integer labels are one-hot encoded on the last axis
-        (a label equal to ``ignore_index`` becomes an all-zero row)."""
-        return prepare_targets(y, batch, self.output_shape, self.dtype, self.ignore_index, name)
+        (a label equal to ``ignore_index`` becomes an all-zero row). The cost's target domain
+        (e.g. [0, 1] for cross-entropy) is checked on the counted rows, as ``Network`` does."""
+        y = prepare_targets(y, batch, self.output_shape, self.dtype, self.ignore_index, name)
+        t = rows(y)
+        if self.ignore_index is not None:
+            t = t[t.any(axis=1)]  # ignored positions are zero rows, outside every class domain
+        self.cost.check_targets(t)
+        return y
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
@@ -351,17 +358,28 @@ class Sequential:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""
+        return self._infer(x)[0]
+
+    def _infer(self, x: np.ndarray, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(outputs, zᴷ)`` in evaluation mode; ``zᴷ`` (the last activation layer's input)
+        only with ``logits=True`` and a model ending in an activation, else None."""
+        keep_z = logits and isinstance(self.layers[-1], ActivationLayer)
         modes = [leaf.training for leaf in self._leaves()]
         self.eval()
+        outs, zs = [], []
         try:
-            chunks = [
-                stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])[0]
-                for i in range(0, x.shape[0], INFERENCE_CHUNK)
-            ]
+            for i in range(0, x.shape[0], INFERENCE_CHUNK):
+                out, caches = stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])
+                outs.append(out)
+                if keep_z:
+                    zs.append(caches[-1].input)
         finally:
             for leaf, mode in zip(self._leaves(), modes, strict=True):
                 leaf.training = mode
-        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+        if not keep_z:
+            return out, None
+        return out, np.concatenate(zs) if len(zs) > 1 else zs[0]
 
     def predict(self, x: Any) -> np.ndarray:
         """Predicted classes ``argmax`` over the last axis, in evaluation mode."""
@@ -379,17 +397,21 @@ class Sequential:
         y = self.prepare_targets(y, x.shape[0])
         out, caches = self.forward(x)
         last = self.layers[-1]
+        # the cost from zᴷ where the output activation has a stable logit form
+        logits = (
+            {"z": caches[-1].input, "activation": last.activation}
+            if isinstance(last, ActivationLayer)
+            else {}
+        )
         if _shortcut(self.cost, last):
             # BP1's exact shortcut at zᴷ (e.g. softmax + log-likelihood: δᴷ = a − y).
-            seed = output_seed(
-                self.cost, out, y, self.ignore_index, z=caches[-1].input, activation=last.activation
-            )
+            seed = output_seed(self.cost, out, y, self.ignore_index, shortcut=True, **logits)
             dx, grads = stack_backward(
                 self.layers[:-1], seed.input_grad, caches[:-1], input_grad=input_grad
             )
             grads.append({})
         else:
-            seed = output_seed(self.cost, out, y, self.ignore_index)
+            seed = output_seed(self.cost, out, y, self.ignore_index, **logits)
             dx, grads = stack_backward(self.layers, seed.output_grad, caches, input_grad=input_grad)
         named = {
             f"{index}.{name}": grad
@@ -413,8 +435,21 @@ class Sequential:
 
     def total_cost(self, x: Any, y: Any) -> float:
         """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
+        return self.cost_and_outputs(x, y)[0]
+
+    def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        """``(C, aᴷ)`` in evaluation mode from one pass, over the counted positions.
+
+        The cost is evaluated from ``zᴷ`` where the output activation has a stable logit
+        form (:meth:`Cost.value_from_logits`), so a saturated output at a finite logit gives
+        a finite cost, as ``Network.cost_and_outputs`` does.
+        """
         x = self.prepare_inputs(x)
-        return self.output_cost(self.infer(x), self.prepare_targets(y, x.shape[0]))
+        targets = self.prepare_targets(y, x.shape[0])
+        out, z = self._infer(x, logits=True)
+        last = self.layers[-1]
+        logits = {"z": z, "activation": last.activation} if z is not None else {}
+        return output_seed(self.cost, out, targets, self.ignore_index, **logits).cost, out
 
     def accuracy(self, x: Any, y: Any) -> float:
         """Fraction of samples (or counted positions) whose argmax equals the label."""

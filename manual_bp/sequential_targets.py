@@ -144,10 +144,13 @@ def output_seed(
     *,
     z: np.ndarray | None = None,
     activation: Any = None,
+    shortcut: bool = False,
 ) -> Seed:
     """Mean cost over the counted rows and its gradients (``STACK.chain``, ``SEQ.ignore_index``).
 
-    With ``z``/``activation`` given (BP1's exact shortcut applies), also ``∂C/∂zᴷ = δᴷ/n``.
+    With ``z``/``activation`` (the output layer's input and activation) the cost is taken
+    from ``zᴷ`` where that is stable (:meth:`Cost.value_from_logits`); with ``shortcut``
+    (BP1's exact shortcut applies) also ``∂C/∂zᴷ = δᴷ/n``.
     """
     a, t = rows(out), rows(y)
     mask = counted_rows(t, ignore_index)
@@ -162,11 +165,12 @@ def output_seed(
         full[mask] = per_row / n
         return full.reshape(out.shape)
 
-    d_z = None
-    if z is not None:
-        z_rows = rows(z) if mask is None else rows(z)[mask]
-        d_z = spread(cost.delta(z_rows, a, t, activation))
-    return Seed(cost.value(a, t), spread(cost.grad(a, t)), d_z)
+    if z is None:
+        return Seed(cost.value(a, t), spread(cost.grad(a, t)), None)
+    z_rows = rows(z) if mask is None else rows(z)[mask]
+    d_z = spread(cost.delta(z_rows, a, t, activation)) if shortcut else None
+    value = cost.value_from_logits(z_rows, a, t, activation)
+    return Seed(value, spread(cost.grad(a, t)), d_z)
 
 
 def masked_accuracy(out: np.ndarray, y: np.ndarray, ignore_index: int | None) -> float:

@@ -270,9 +270,12 @@ def _monitor(
             cost += regularizer.penalty([params[i] for i in net.regularized_indices()], n_train)
         getattr(history, f"{split}_cost").append(cost)
     if "accuracy" in monitor:
-        accuracy = float(
-            np.mean(np.argmax(a, axis=-1) == np.argmax(_rows(y), axis=1).reshape(a.shape[:-1]))
-        )
+        output_accuracy = getattr(net, "output_accuracy", None)  # masks ignored positions
+        if output_accuracy is not None:
+            accuracy = output_accuracy(a, y)
+        else:
+            hits = np.argmax(a, axis=-1) == np.argmax(_rows(y), axis=1).reshape(a.shape[:-1])
+            accuracy = float(np.mean(hits))
         getattr(history, f"{split}_accuracy").append(accuracy)
 
 

@@ -145,7 +145,7 @@ def test_all_padding_chunks_take_no_step():
 
 
 def test_train_steps_with_the_masked_gradient():
-    """train(): the mini-batch step uses the masked mean (monitoring off: see the xfail)."""
+    """train(): the mini-batch step uses the masked mean."""
     rng = np.random.default_rng(2)
     model = _model(seed=1)
     x, y = padded_batch(rng, 4, 6, 5, 3, -100)
@@ -157,11 +157,6 @@ def test_train_steps_with_the_masked_gradient():
     np.testing.assert_allclose(model.flat_parameters, expected.flat_parameters, rtol=1e-13)
 
 
-@pytest.mark.xfail(
-    reason="manual_bp/training.py::_monitor (helper H2) still computes cost and accuracy "
-    "itself; it must call model.output_cost/output_accuracy to honour ignore_index",
-    strict=False,
-)
 def test_train_monitoring_honours_ignore_index():
     rng = np.random.default_rng(3)
     model = _model(seed=2)

@@ -525,3 +525,64 @@ def test_parameter_free_bottom_layers_are_skipped_and_a_parameter_free_model_has
     frozen = Sequential(["flatten", "softmax"], cost="log-likelihood", input_shape=(2, 3))
     result = frozen.backprop(x, y, input_grad=False)
     assert result.params == {} and result.input_grad is None
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "message"),
+    [
+        (np.ones((2, 3), dtype=bool), TypeError, "dtype bool"),
+        (np.ones((2, 3), dtype=complex), TypeError, "complex"),
+        ([[1.0, 2.0, 3.0], [1.0]], ValueError, "not a rectangular array"),
+        (None, TypeError, "x is None"),
+        (np.ones((0, 3)), ValueError, "x is empty"),
+        (np.full((2, 3), 1e39), ValueError, "overflows float32"),
+        (np.array([[1.0, np.nan, 0.0], [0.0, 0.0, 0.0]]), ValueError, "non-finite"),
+    ],
+)
+def test_stack_inputs_are_validated_like_networks(x, error, message):
+    """Sequential refuses what Network refuses, naming the true cause (dtype, raggedness,
+    emptiness, a float32 overflow of a finite float64 value, NaN) — before any forward."""
+    model = Sequential([Dense(3, 2), "softmax"], "log-likelihood", dtype="float32", seed=0)
+    for call in (model.backprop, model.accuracy, model.total_cost):
+        with pytest.raises(error, match=message):
+            call(x, np.array([0, 1]))
+
+
+def test_stack_targets_outside_the_cost_domain_are_refused_everywhere():
+    """Targets of 2 for cross-entropy would give a negative cost: refused by backprop,
+    accuracy and total_cost alike (ignored positions are exempt)."""
+    model = Sequential([Dense(3, 2), "sigmoid"], "cross-entropy", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    y = np.full((4, 2), 2.0)
+    for call in (model.backprop, model.accuracy, model.total_cost):
+        with pytest.raises(ValueError, match=r"cross-entropy.*\[0, 1\]"):
+            call(x, y)
+
+
+@pytest.mark.parametrize(
+    ("output", "cost", "torch_loss"),
+    [("sigmoid", "cross-entropy", "bce_with_logits"), ("softmax", "log-likelihood", "ce")],
+)
+def test_saturated_stack_outputs_give_the_logit_form_cost(output, cost, torch_loss):
+    """A saturated output at a finite logit (σ(400) = 1 in float64): the cost comes from zᴷ
+    (as torch's *_with_logits / cross_entropy), finite and equal to torch's, in backprop
+    (training) and total_cost (evaluation) — not inf from log(1 − 1)."""
+    import torch
+
+    model = Sequential([Dense(2, 2), output], cost, seed=0)
+    layer = model.layers[0]
+    layer.params["weight"][...] = [[400.0, 0.0], [-400.0, 0.0]]  # e^{-800} underflows to 0
+    layer.params["bias"][...] = 0.0
+    x = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    y = np.array([1, 1])
+    z = torch.tensor(x @ layer.params["weight"].T)
+    t = torch.nn.functional.one_hot(torch.tensor(y), 2).double()
+    if torch_loss == "ce":
+        expected = torch.nn.functional.cross_entropy(z, torch.tensor(y)).item()
+    else:
+        expected = (
+            torch.nn.functional.binary_cross_entropy_with_logits(z, t, reduction="sum").item() / 2
+        )
+    assert np.isfinite(expected)
+    assert model.backprop(x, y).cost == pytest.approx(expected, rel=1e-12)
+    assert model.total_cost(x, y) == pytest.approx(expected, rel=1e-12)
