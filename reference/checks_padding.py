@@ -24,7 +24,7 @@ from manual_bp.sequential import Sequential
 from reference import checks_sequences as seq
 from reference.checks import register_check
 from reference.compare import Comparison
-from reference.sequence_tools import with_stack_scales
+from reference.sequence_tools import with_sensitivity, with_stack_scales
 from reference.stack import torch_layer_forward
 
 __all__ = ["ignore_index_case", "padded_batch", "torch_padded_step"]
@@ -104,40 +104,7 @@ def ignore_index_case(
         Comparison(eq, f"∂C/∂{name}", ours.params[name], theirs[f"∂C/∂{name}"])
         for name, _ in model.named_parameters()
     ]
-    return comparisons + _with_sensitivity(model, x, y, with_stack_scales(model, x, y, params))
-
-
-def _with_sensitivity(model: Sequential, x, y, comparisons: list[Comparison]) -> list:
-    """Raise each parameter comparison's scale to its measured condition: ``|g(θ·(1 ± δ)) −
-    g(θ)| / δ`` over two random sign patterns, times 4 (reference/stack.py's measured factor).
-
-    Rounding of the forward pass acts like relative perturbations of size ε; a saturated
-    tanh turns them into a large relative change of ``1 − h²`` (measured: 8e-14 relative in
-    ``∂C/∂W_hh`` at ``h ≈ ±0.9997`` where the Σ|terms| bound allowed 1.4e-14).
-    """
-    delta = 2.0**-26
-    base = model.backprop(x, y).params
-    arrays = dict(model.named_parameters())
-    saved = {name: array.copy() for name, array in arrays.items()}
-    spread = {name: np.zeros_like(g) for name, g in base.items()}
-    try:
-        for seed in (1, 2):
-            signs = np.random.default_rng(seed)
-            for name, array in arrays.items():
-                array[...] = saved[name] * (1.0 + delta * signs.choice([-1.0, 1.0], array.shape))
-            moved = model.backprop(x, y).params
-            for name in spread:
-                spread[name] = np.maximum(spread[name], np.abs(moved[name] - base[name]))
-    finally:
-        for name, array in arrays.items():
-            array[...] = saved[name]
-    for comparison in comparisons:
-        name = comparison.name.removeprefix("∂C/∂")
-        if name in spread:
-            measured = 4.0 * spread[name] / delta
-            scale = np.abs(comparison.expected) if comparison.scale is None else comparison.scale
-            comparison.scale = np.maximum(scale, measured)
-    return comparisons
+    return comparisons + with_sensitivity(model, x, y, with_stack_scales(model, x, y, params))
 
 
 def _draw(rng: np.random.Generator) -> dict:
