@@ -392,3 +392,33 @@ def test_conv_weight_gradient_keeps_float64_when_the_upstream_gradient_is_float3
     expected = layer.backward(dout.astype(np.float64), cache)[1]["weight"]
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_sequence_layers_reprs_messages_and_float32_parameters():
+    from manual_bp.layers import LSTM, Embedding, MultiheadAttention
+
+    assert repr(Embedding(5, 2)) == "Embedding(5, 2)"
+    assert repr(Embedding(5, 2, 1)) == "Embedding(5, 2, padding_idx=1)"
+    assert repr(LSTM(3, 4)) == "LSTM(3, 4)"
+    with pytest.raises(ValueError, match=r"^num_layers must be a positive integer, got 0"):
+        LSTM(3, 4, num_layers=0)
+    with pytest.raises(ValueError, match=r"takes per-sample sequences \(T, 3\), got .* \(5,\)"):
+        LSTM(3, 4).output_shape((5,))
+    for layer in (LSTM(3, 4, dtype=np.float32), MultiheadAttention(4, 2, dtype=np.float32)):
+        assert all(p.dtype == np.float32 for p in layer.params.values()), layer
+    for bad in ((4, True), (4.0, 2), (True, 1)):
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            MultiheadAttention(*bad)
+    layer = MultiheadAttention(4, 2, seed=0)
+    x = np.zeros((1, 3, 4))
+    with pytest.raises(ValueError, match=r": value has shape \(1, 3, 5\)"):
+        layer.attend(x, x, np.zeros((1, 3, 5)))
+
+
+def test_mha_mask_casts_a_float_mask_to_the_dtype_asked_for():
+    from manual_bp.layers.attention import mha_mask
+
+    attn = np.random.default_rng(11).standard_normal((3, 3))  # float64 additive mask
+    mask = mha_mask(attn, None, False, (1, 2, 3, 3), np.float32)
+    assert mask.dtype == np.float32
+    np.testing.assert_array_equal(mask, attn.astype(np.float32))

@@ -127,3 +127,52 @@ def test_fans_of_scalars_and_vectors():
     assert fans((5,)) == (5, 5)
     assert fans(()) == (1, 1)
     assert fans((4, 3, 2, 2)) == (12, 16)
+
+
+def test_hyperparameter_errors_name_the_parameter():
+    with pytest.raises(ValueError, match=r"^eps must be in \[0\.0, inf\)"):
+        Adagrad(eps=-1.0)
+    with pytest.raises(ValueError, match=r"^beta2 must be in \[0\.0, 1\.0\)"):
+        Adam(beta2=1.5)
+
+
+def test_cli_help_names_the_options_and_their_chapter():
+    """``--help`` shows the optimizer group and where the rules are documented."""
+    parser = argparse.ArgumentParser()
+    add_optimizer_arguments(parser)
+    text = parser.format_help()
+    assert "optimizer (docs/optimizers.md):" in text
+    assert "update rule (default: plain SGD with --eta); see docs/optimizers.md" in " ".join(
+        text.split()
+    )
+
+
+def test_centered_rmsprop_follows_torch_and_stays_finite_under_a_constant_gradient():
+    """``RMSprop(centered=True)`` against ``torch.optim.RMSprop(centered=True)``; and with
+    one gradient repeated, ``vₜ − ḡₜ²`` rounds below 0 for some entries (α = 0.1, about
+    step 16): the clamp at 0 keeps the update finite (torch's would take √ of it)."""
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal(5)
+    ours, p = RMSprop(0.01, alpha=0.8, centered=True), p0.copy()
+    tp = torch.tensor(p0, requires_grad=True)
+    theirs = torch.optim.RMSprop([tp], lr=0.01, alpha=0.8, centered=True)
+    for _ in range(4):
+        g = rng.standard_normal(5)
+        ours.step([p], [g])
+        tp.grad = torch.tensor(g)
+        theirs.step()
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-15)
+    opt, q = RMSprop(0.01, alpha=0.1, centered=True), np.zeros(300)
+    g = np.linspace(0.1, 3.0, 300)
+    for _ in range(40):
+        opt.step([q], [g])
+    assert np.isfinite(q).all()
+
+
+def test_regulariser_penalties():
+    """``REG.l2``: ``(λ/2N) Σ‖W‖²``; ``REG.l1``: ``(λ/N) Σ|w|`` (what ``total_cost`` adds)."""
+    from manual_bp.regularizers import L1, L2
+
+    weights = [np.array([[1.0, -2.0]]), np.array([[3.0], [-0.5]])]
+    assert L2(0.6).penalty(weights, 3) == pytest.approx(0.5 * 0.6 / 3 * (1 + 4 + 9 + 0.25))
+    assert L1(0.6).penalty(weights, 3) == pytest.approx(0.6 / 3 * (1 + 2 + 3 + 0.5))
