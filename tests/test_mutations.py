@@ -45,7 +45,7 @@ MUTATIONS = [
     Mutation(
         "BP1",
         "drop σ'(zᴸ) in the general BP1",
-        "manual_bp/costs.py",
+        "manual_bp/costs/base.py",
         "return activation.backward(self.grad(a, y), z, a)",
         "return self.grad(a, y)",
         "tests/test_backprop.py::test_bp1_output_error",
@@ -185,7 +185,7 @@ MUTATIONS = [
     Mutation(
         "ACT.softmax",
         "diagonal-only Jacobian",
-        "manual_bp/activations.py",
+        "manual_bp/activations/normalising.py",
         "return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))",
         "return a * (1 - a) * grad_a",
         "tests/test_activations.py::test_activation_backward_matches_torch",
@@ -193,7 +193,7 @@ MUTATIONS = [
     Mutation(
         "COST.quadratic",
         "drop the ½",
-        "manual_bp/costs.py",
+        "manual_bp/costs/regression.py",
         'return 0.5 * np.einsum("ij,ij->i", diff, diff)',
         'return np.einsum("ij,ij->i", diff, diff)',
         "tests/test_costs.py::test_cost_value_matches_torch",
@@ -293,6 +293,14 @@ MUTATIONS = [
         'return {"weight": dW, "bias": db} if self.bias else {"weight": dW}',
         'return {"weight": dW, "bias": 2 * db} if self.bias else {"weight": dW}',
         "tests/test_stack.py::test_training_step_skips_only_the_unused_input_gradient",
+    ),
+    Mutation(
+        "TBPTT.chunk",
+        "the state is not carried into the next chunk",
+        "manual_bp/sequence_training.py",
+        "layer.initial_state = tuple(state.copy() for state in cache.final)",
+        "layer.initial_state = None",
+        "tests/test_sequence_training.py::test_truncated_bptt_matches_torch",
     ),
     Mutation(
         "CURV.kflr",
