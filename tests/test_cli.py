@@ -157,6 +157,16 @@ def test_resolve_sizes():
     assert resolve_sizes([100, 30], 784, 10) == [784, 100, 30, 10]
 
 
+@pytest.mark.parametrize(
+    ("labels", "predicted", "message"),
+    [([0, 3], [0, 1], "labels: label 3 at index 1"), ([0, 1], [-1, 1], "predicted: label -1")],
+)
+def test_confusion_matrix_refuses_labels_out_of_range(labels, predicted, message):
+    """A label outside [0, n) is named (it was an IndexError, or -1 counted in the last row)."""
+    with pytest.raises(ValueError, match=message):
+        confusion_matrix(np.array(labels), np.array(predicted), 3)
+
+
 def test_confusion_matrix_table():
     matrix = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
     np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])

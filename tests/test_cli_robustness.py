@@ -585,6 +585,15 @@ class TestBadFlagValues:
         assert code == 2
         assert_one_line(err, argv[0], fragment)
 
+    @pytest.mark.parametrize("flag", ["--dampening", "--beta1", "--eps", "--lr", "--gamma"])
+    @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+    def test_non_finite_hyperparameters_name_the_flag_and_the_value(self, flag, value, capsys):
+        """Refused while parsing, so the line names the flag and what was typed (before, a
+        1e400 reached the optimizer as inf: "dampening must be in [0, 1], got inf")."""
+        code, _, err = run(["train", "--optimizer", "adam", f"{flag}={value}"], capsys)
+        assert code == 2
+        assert flag in err and value in err and "not a finite number" in err, err
+
     @pytest.mark.parametrize(
         "argv", [["nope"], ["train", "--nope"], ["verify", "--cases"], ["evaluate"]]
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from manual_bp._validation import check_labels
+
 __all__ = ["add_parser", "confusion_matrix", "format_confusion_matrix", "run"]
 
 
@@ -74,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     """``(n_classes, n_classes)`` counts; ``[i, j]``: samples of class ``i`` predicted ``j``."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    check_labels(labels, n_classes, "labels")
+    check_labels(predicted, n_classes, "predicted")
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    np.add.at(matrix, (labels, predicted), 1)
     return matrix
 
 

@@ -15,6 +15,7 @@ optimizer does not have is an error naming it.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from manual_bp.optimizers.base import OPTIMIZERS, Optimizer
@@ -71,12 +72,22 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser | argparse._Argument
     _add_options(schedule_group, _SCHEDULE_OPTIONS)
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite real number (``nan``, ``inf`` and ``1e400`` are refused here,
+    so the error names the flag and the value typed, not a derived ``inf``)."""
+    value = float(text)  # ValueError → argparse's "invalid finite_float value: ..."
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def _add_options(parser, options: dict[str, tuple[str, type, str]]) -> None:
     for dest, (_, kind, text) in options.items():
         flag = "--" + dest.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
         else:
+            kind = finite_float if kind is float else kind
             parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
 
 
