@@ -122,8 +122,8 @@ MUTATIONS = [
         "LAYER.dense",
         "mean instead of sum for ∂C/∂b",
         "manual_bp/layers/dense.py",
-        "return dz @ W, dz_rows.T @ x_rows, dz_rows.sum(axis=0)",
-        "return dz @ W, dz_rows.T @ x_rows, dz_rows.mean(axis=0)",
+        "return dx, dz_rows.T @ x_rows, dz_rows.sum(axis=0)",
+        "return dx, dz_rows.T @ x_rows, dz_rows.mean(axis=0)",
         "tests/test_layers.py::test_dense_layer_backward_matches_torch",
     ),
     Mutation(
@@ -248,10 +248,10 @@ MUTATIONS = [
     ),
     Mutation(
         "LAYER.maxpool2d",
-        "gradient to the last of tied maxima",
+        "the first tap of a window never wins (the first-maximum chain skips ne₀)",
         "manual_bp/layers/pooling.py",
-        "better = values > result",
-        "better = values >= result",
+        "for tap in range(len(taps) - 2, -1, -1):",
+        "for tap in range(len(taps) - 2, 0, -1):",
         "tests/test_pooling.py::test_maxpool2d_matches_torch",
     ),
     Mutation(
