@@ -176,3 +176,20 @@ def test_regulariser_penalties():
     weights = [np.array([[1.0, -2.0]]), np.array([[3.0], [-0.5]])]
     assert L2(0.6).penalty(weights, 3) == pytest.approx(0.5 * 0.6 / 3 * (1 + 4 + 9 + 0.25))
     assert L1(0.6).penalty(weights, 3) == pytest.approx(0.6 / 3 * (1 + 2 + 3 + 0.5))
+
+
+def test_gain_of_linear_maps_and_explicit_gains():
+    """``calculate_gain`` as torch's (``"identity"``, the activation's name here, is linear:
+    gain 1); an explicit ``gain`` overrides kaiming's default; Nielsen's large initialiser
+    and the ``"nielsen-large"`` scheme are N(0, 1)."""
+    from manual_bp.initializers import calculate_gain, initialize
+
+    for name in ("linear", "conv2d", "sigmoid", "tanh", "relu", "selu"):
+        assert calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name))
+    assert calculate_gain("identity") == 1.0
+    rng = np.random.default_rng(0)
+    W = initialize({"name": "kaiming-normal", "gain": 3.0}, rng, (400, 100))
+    assert abs(W.std() - 3.0 / np.sqrt(100)) < 0.01
+    assert abs(initialize("nielsen-large", rng, (200, 200)).std() - 1.0) < 0.02
+    net = Network([300, 200], initializer="large", seed=1)
+    assert abs(np.asarray(net.weights[0]).std() - 1.0) < 0.02
