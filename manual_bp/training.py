@@ -235,7 +235,10 @@ def _readable_epoch(
     decayed = net.regularized_indices()
     cost = float("nan")
     for index in batches:
-        cost, grads = net.loss_and_gradients(x[index], y[index])
+        # a diverging step overflows somewhere inside; the shared check below reports it
+        # as one DivergenceError instead of a trail of NumPy RuntimeWarnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            cost, grads = net.loss_and_gradients(x[index], y[index])
         check_training_state((), cost, epoch=epoch, optimizer=optimizer, x=x)
         if regularizer is not None:
             regularizer.add_gradient(

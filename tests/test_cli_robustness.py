@@ -616,7 +616,10 @@ class TestFailures:
         "argv, cause",
         [
             (["--eta", "1e300"], "lower the learning rate"),
-            (["--eta", "1e300", "--layers", "dense(8), sigmoid, dense, sigmoid"], "diverged"),
+            (
+                ["--eta", "1e300", "--layers", "dense(8), relu, dense", "--cost", "quadratic"],
+                "diverged",
+            ),
             (["--optimizer", "adam", "--eps", "0"], "eps"),
             (["--optimizer", "rmsprop", "--eps", "0"], "eps"),
         ],
