@@ -259,7 +259,9 @@ def run_group(name: str, args, deadline: float) -> dict:
         state["sampled"] = every[args.offset :: args.sample]
         state["samples"] = [[args.sample, args.offset]]
         path.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    elif [args.sample, args.offset] not in state.setdefault("samples", [[state["sample"], 0]]):
+    elif args.extend and [args.sample, args.offset] not in state.setdefault(
+        "samples", [[state["sample"], 0]]
+    ):
         # a denser sample: add every k-th mutant from another offset (verdicts are kept)
         every = sorted(_statuses(workdir, modules))
         state["sampled"] = sorted(set(state["sampled"]) | set(every[args.offset :: args.sample]))
@@ -351,8 +353,8 @@ def page_section(states: list[dict], args, command: str) -> str:
         f" {args.max_children} workers, CPU shared with other sessions)",
         f"- Commit measured: {', '.join(f'`{c}`' for c in commits)} (`git archive`; the"
         " working tree, with other sessions' uncommitted edits, is not measured)",
-        f"- Sample: every {args.sample}-th mutant of each group (sorted by name): **a sample,"
-        " not a full run** (CPU budget).",
+        "- Sample: every k-th mutant of each group's sorted names, from the offsets listed per"
+        " group (k, offset): **a sample, not a full run** (CPU budget).",
         "- A timeout counts as killed; a mutant that no listed test reaches (`no tests`) counts"
         ' as alive. "Score after" is killed / (sampled − equivalent).',
         "",
@@ -365,6 +367,8 @@ def page_section(states: list[dict], args, command: str) -> str:
         lines.append(
             f"- **{state['group']}**: {', '.join(f'`{t}`' for t in tests)}"
             + (f" → {', '.join(f'`{t}`' for t in new)}" if new else "")
+            + f"; sample (k, offset) {state.get('samples', [[state['sample'], 0]])}"
+            + f", commit `{state['commit'][:10]}`"
             + f"; statuses before {dict(Counter(state['before'].values()))}"
         )
     lines += ["", *_table(states), "", "### Survivors of the old suite, triaged", ""]
@@ -404,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", nargs="+", default=["all"], help=f"all or of {list(GROUPS)}")
     parser.add_argument("--sample", type=int, default=15, help="run every k-th mutant")
     parser.add_argument("--offset", type=int, default=0, help="start of the k-th sample")
+    parser.add_argument(
+        "--extend", action="store_true", help="add every --sample-th from --offset to a group"
+    )
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--budget-minutes", type=float, default=80.0)
     parser.add_argument("--commit", default="HEAD")
