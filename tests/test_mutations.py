@@ -260,6 +260,14 @@ MUTATIONS = [
         "manual_bp/layers/recurrent_cells.py",
         "    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)",
         "    f, i, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)",
+        "tests/test_recurrent.py::test_lstm_implementations_agree_and_match_torch",
+    ),
+    Mutation(
+        "LSTM.step",
+        "fast form (the training path): the cell update takes the input gate as forget gate",
+        "manual_bp/layers/recurrent_fast.py",
+        "c = g_t[:, H : 2 * H] * c + g_t[:, :H] * g_t[:, 2 * H : 3 * H]",
+        "c = g_t[:, :H] * c + g_t[:, H : 2 * H] * g_t[:, 2 * H : 3 * H]",
         "tests/test_recurrent.py::test_recurrent_matches_torch",
     ),
     Mutation(
