@@ -319,6 +319,26 @@ def test_layer_defaults_are_torchs(name):
     theirs = defaults(twin.__init__)
     for key in ours.keys() & theirs.keys():
         assert ours[key] == theirs[key], (name, key, ours[key], theirs[key])
+    if name not in REQUIRED:
+        return
+    # The same on built layers (what the constructor did with the defaults), attribute by
+    # attribute: an int stands for torch's tuple of it; a pooling stride None is the kernel.
+    layer, module = cls(*REQUIRED[name]), twin(*REQUIRED[name])
+    for key in ours.keys() & theirs.keys() - {"bias"}:
+        mine, its = getattr(layer, key), getattr(module, key)
+        if isinstance(its, tuple) and not isinstance(mine, tuple):
+            mine = (mine,) * len(its)
+        if key == "stride" and mine is None:
+            mine = module.kernel_size
+        assert mine == its, (name, key, mine, its)
+
+
+#: positional arguments that build each layer and its torch twin alike
+REQUIRED = {
+    "AvgPool2d": (2,), "BatchNorm1d": (3,), "BatchNorm2d": (3,), "Conv1d": (2, 2, 3),
+    "Conv2d": (2, 2, 3), "ConvTranspose2d": (2, 2, 3), "Dense": (3, 2), "Dropout": (),
+    "Dropout2d": (), "Embedding": (5, 2), "LayerNorm": (3,), "MaxPool2d": (2,),
+}  # fmt: skip
 
 
 def test_convolution_and_pooling_reprs_messages_and_spec_triples():

@@ -41,6 +41,13 @@ def test_default_hyperparameters_are_torchs(cls):
         assert ours.pop("lr") == 0.1
     for name, value in ours.items():
         assert value == theirs[name], (cls.__name__, name, value, theirs[name])
+    # and on built optimizers: torch's `defaults` against our attributes
+    built = getattr(torch.optim, cls.__name__)([torch.zeros(1, requires_grad=True)]).defaults
+    mine = cls()
+    if "betas" in built:
+        built["beta1"], built["beta2"] = built.pop("betas")
+    for name in ours:
+        assert getattr(mine, name) == built[name], (cls.__name__, name)
 
 
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
