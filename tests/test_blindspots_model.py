@@ -142,7 +142,7 @@ def test_sequential_rejects_non_numeric_inputs_with_a_type_error():
     """Strings or objects as inputs: one clear ``TypeError`` naming the dtype."""
     model = _stack()
     for bad in (np.array([["a", "b", "c"]]), np.array([[1, None, 2]], dtype=object)):
-        with pytest.raises(TypeError, match="x must be .*real numbers"):
+        with pytest.raises(TypeError, match=r"x must be .*real numbers"):
             model.predict(bad)
 
 

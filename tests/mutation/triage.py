@@ -12,7 +12,8 @@ L = "manual_bp.layers."
 O = "manual_bp."
 C = "manual_bp.curvature."
 KL = "killed: `test_blindspots_layers.py::"
-KSQ = KL + "test_sequence_layers_reprs_messages_and_float32_parameters`"
+KS = "killed: `test_blindspots_sequences.py::"
+KSQ = KS + "test_sequence_layers_reprs_messages_and_float32_parameters`"
 KRMS = (
     "killed: `test_blindspots_optim.py::test_centered_rmsprop_follows_torch_and_stays_finite_"
     "under_a_constant_gradient`"
@@ -28,7 +29,7 @@ KF32 = (
 KO = "killed: `test_blindspots_optim.py::"
 KC = "killed: `test_blindspots_curvature.py::"
 KN = KL + "test_normalisation_arguments_and_errors_are_one_clear_line`"
-KE = KL + "test_embedding_errors_name_the_bad_index_and_float32_gradients_stay_float32`"
+KE = KS + "test_embedding_errors_name_the_bad_index_and_float32_gradients_stay_float32`"
 KH = KC + "test_composed_output_hessian_equals_the_closed_form_and_torch`"
 CLOSED = (
     "equivalent: `check_hyperparameter` treats every `closed` other than left/right/both "
@@ -165,11 +166,11 @@ TRIAGE: dict[str, str] = {
     L + "embedding.xǁEmbeddingǁbackward__mutmut_17": KE,
     L + "embedding.xǁEmbeddingǁindices__mutmut_34": KE,
     L + "recurrent.xǁRecurrentLayerǁ__init____mutmut_32": (
-        KL + "test_recurrent_layers_have_torch_biases_by_default` (every layer lost its biases)"
+        KS + "test_recurrent_layers_have_torch_biases_by_default` (every layer lost its biases)"
     ),
-    L + "attention.x_mha_mask__mutmut_85": KL + "test_mha_mask_has_the_dtype_asked_for`",
+    L + "attention.x_mha_mask__mutmut_85": KS + "test_mha_mask_has_the_dtype_asked_for`",
     L + "attention.xǁMultiheadAttentionǁ__repr____mutmut_7": (
-        KL + "test_attention_repr_and_float32_causal_output`"
+        KS + "test_attention_repr_and_float32_causal_output`"
     ),
     # ------------------------------------------------------------------ optimizers
     O + "optimizers.adagrad.xǁAdagradǁ__init____mutmut_1": KO
@@ -334,7 +335,7 @@ TRIAGE: dict[str, str] = {
         "`(batch, 3H)`, where axis 1 is axis −1"
     ),
     L + "attention.x__additive_mask__mutmut_20": (
-        KL + "test_mha_mask_casts_a_float_mask_to_the_dtype_asked_for`"
+        KS + "test_mha_mask_casts_a_float_mask_to_the_dtype_asked_for`"
     ),
     L + "attention.xǁMultiheadAttentionǁ__init____mutmut_36": KSQ,
     L + "attention.xǁMultiheadAttentionǁ__init____mutmut_8": (
