@@ -62,12 +62,8 @@ def test_step_count_counts_steps(cls):
     assert opt.t == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plain SGD (no momentum, no weight decay) returns before `self.t += 1`: its step "
-    "count stays 0 (manual_bp/optimizers/sgd.py, SGD.step)",
-)
 def test_plain_sgd_counts_its_steps_too():
+    """Plain SGD (no momentum, no weight decay) returned before counting its step."""
     opt = SGD()
     p = np.zeros(3)
     for _ in range(3):

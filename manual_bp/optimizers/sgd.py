@@ -70,13 +70,13 @@ class SGD(Optimizer):
 
     def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
         params, grads = self._as_lists(params, grads)
+        first = self.t == 0
+        self.t += 1  # every rule counts its steps, plain SGD too
         if not self.momentum and not self.weight_decay:
             for p, g in zip(params, grads, strict=True):  # OPT.sgd: θ ← θ − η g
                 p -= self.lr * g
             return
         states = self._state(params)
-        first = self.t == 0
-        self.t += 1
         for p, g, s in zip(params, grads, states, strict=True):
             g = self._decayed(p, g, self.weight_decay, s["grad"])  # OPT.weight-decay
             if self.momentum:
