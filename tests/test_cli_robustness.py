@@ -592,7 +592,7 @@ class TestBadFlagValues:
         1e400 reached the optimizer as inf: "dampening must be in [0, 1], got inf")."""
         code, _, err = run(["train", "--optimizer", "adam", f"{flag}={value}"], capsys)
         assert code == 2
-        assert flag in err and value in err and "not a finite number" in err, err
+        assert flag in err and value in err and "expected a finite number" in err, err
 
     @pytest.mark.parametrize(
         "argv", [["nope"], ["train", "--nope"], ["verify", "--cases"], ["evaluate"]]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from manual_bp._argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from manual_bp.serialization import save
 from manual_bp.training import train
 
@@ -71,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "'embedding(8, 16), lstm(32, bidirectional=True), dense, softmax'",
     )
     data.add_argument(
-        "--length", type=_positive_int, default=8, help="sequence length of --task (default: 8)"
+        "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"
     )
     model = parser.add_argument_group("network")
     model.add_argument(
@@ -90,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument(
         "--sizes",
         nargs="+",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS["sizes"],
         metavar="N",
         help="hidden layer widths (input/output sizes come from the data), or all sizes "
@@ -121,29 +122,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     fit = parser.add_argument_group("training")
     fit.add_argument(
-        "--epochs", type=_positive_int, default=DEFAULTS["epochs"], help="(default: %(default)s)"
+        "--epochs", type=positive_int, default=DEFAULTS["epochs"], help="(default: %(default)s)"
     )
     fit.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS["batch_size"],
         help="mini-batch size (default: %(default)s)",
     )
     fit.add_argument(
         "--eta",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULTS["eta"],
         help="learning rate η of plain SGD (default: %(default)s)",
     )
     fit.add_argument(
         "--lmbda",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULTS["lmbda"],
         help="L2 strength λ (default: %(default)s)",
     )
     fit.add_argument(
         "--seed",
-        type=_seed,
+        type=non_negative_int,
         default=DEFAULTS["seed"],
         help="seed of initialiser and shuffling (default: %(default)s)",
     )
@@ -331,47 +332,3 @@ def _check_input_shape(spec: dict, shape: tuple[int, ...], source: Path | None) 
             f"{source}: input_shape {declared!r} does not match the data's per-sample "
             f"shape {list(shape)}"
         )
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}")
-    return value
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value

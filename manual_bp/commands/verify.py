@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from manual_bp._argtypes import non_negative_int, positive_int
+
 __all__ = ["add_parser", "run"]
 
 
@@ -37,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
         "--cases",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"random cases per check (default {DEFAULT_CASES})",
@@ -46,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--quick", action="store_true", help=f"a short run: {QUICK_CASES} cases per check"
     )
     parser.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seed of the cases (default 0)"
+        "--seed", type=non_negative_int, default=0, help="seed of the cases (default 0)"
     )
     parser.add_argument(
         "--only",
@@ -119,20 +121,3 @@ def run(args: argparse.Namespace) -> int:
         verify.write_text(args.pages, verify.equations_page(report.to_dict()))
         print(f"wrote {args.pages}")
     return 0 if report.passed else 1
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
-    return value

@@ -15,9 +15,9 @@ optimizer does not have is an error naming it.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
+from manual_bp._argtypes import finite_float
 from manual_bp.optimizers.base import OPTIMIZERS, Optimizer
 from manual_bp.schedules import SCHEDULES, Schedule
 
@@ -70,15 +70,6 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser | argparse._Argument
         help="learning-rate schedule, stepped per epoch (default: constant)",
     )
     _add_options(schedule_group, _SCHEDULE_OPTIONS)
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite real number (``nan``, ``inf`` and ``1e400`` are refused here,
-    so the error names the flag and the value typed, not a derived ``inf``)."""
-    value = float(text)  # ValueError → argparse's "invalid finite_float value: ..."
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
 
 
 def _add_options(parser, options: dict[str, tuple[str, type, str]]) -> None:
