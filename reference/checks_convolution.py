@@ -38,22 +38,11 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- torch forwards
-@register_torch(Conv2d)
-def _conv2d(layer, params, buffers, x, cache):
-    return F.conv2d(
-        x,
-        params["weight"],
-        params.get("bias"),
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.groups,
-    )
-
-
 @register_torch(Conv1d)
-def _conv1d(layer, params, buffers, x, cache):
-    return F.conv1d(
+@register_torch(Conv2d)
+def _conv(layer, params, buffers, x, cache):
+    convolve = F.conv2d if layer.dims == 2 else F.conv1d
+    return convolve(
         x,
         params["weight"],
         params.get("bias"),
