@@ -180,12 +180,12 @@ def torch_mha_module(layer: MultiheadAttention, params: dict, q, k, v, attn_mask
     return out
 
 
-def mha_case(
-    batch: int, L: int, S: int, heads: int, head_dim: int, bias: bool, causal: bool,
-    mask_kind: str, self_attention: bool, seed: int,
-) -> list[Comparison]:  # fmt: skip
-    """ATT.mha: the functional form (separate q, k, v) against torch, every gradient."""
-    rng = np.random.default_rng(seed)
+def mha_inputs(
+    rng: np.random.Generator, batch: int, L: int, S: int, heads: int, head_dim: int,
+    bias: bool, causal: bool, self_attention: bool,
+) -> tuple[MultiheadAttention, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """A seeded layer and random ``q (batch, L, E)``, ``k, v (batch, S, E)``; with
+    ``self_attention`` the three are one array (S = L), so ∂C/∂x sums three paths."""
     E = heads * head_dim
     S = L if self_attention else S
     layer = MultiheadAttention(E, heads, bias, causal, seed=rng)
@@ -193,6 +193,17 @@ def mha_case(
     k, v = rng.standard_normal((batch, S, E)), rng.standard_normal((batch, S, E))
     if self_attention:
         k = v = q
+    return layer, q, k, v
+
+
+def mha_case(
+    batch: int, L: int, S: int, heads: int, head_dim: int, bias: bool, causal: bool,
+    mask_kind: str, self_attention: bool, seed: int,
+) -> list[Comparison]:  # fmt: skip
+    """ATT.mha: the functional form (separate q, k, v) against torch, every gradient."""
+    rng = np.random.default_rng(seed)
+    layer, q, k, v = mha_inputs(rng, batch, L, S, heads, head_dim, bias, causal, self_attention)
+    S, E = k.shape[1], q.shape[2]
     mask = _mask(rng, mask_kind, (L, S))
     if mask is not None and mask.dtype == np.bool_:
         mask = ~mask  # MHA's convention: True = NOT allowed (key 0 stays allowed)

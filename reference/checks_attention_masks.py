@@ -52,13 +52,10 @@ def mha_mask_case(
 ) -> list[Comparison]:  # fmt: skip
     """ATT.mha with ``attn_mask`` (2-D or 3-D) and ``key_padding_mask`` against the torch module."""
     rng = np.random.default_rng(seed)
-    E = heads * head_dim
-    S = L if self_attention else S
-    layer = MultiheadAttention(E, heads, bias, causal, seed=rng)
-    q = rng.standard_normal((batch, L, E))
-    k, v = rng.standard_normal((batch, S, E)), rng.standard_normal((batch, S, E))
-    if self_attention:
-        k = v = q
+    layer, q, k, v = base.mha_inputs(
+        rng, batch, L, S, heads, head_dim, bias, causal, self_attention
+    )
+    S, E = k.shape[1], q.shape[2]
     attn = mha_mask_draw(rng, attn_kind, (batch * heads, L, S) if attn_3d else (L, S))
     padding = mha_mask_draw(rng, padding_kind, (batch, S))
     d_out = rng.standard_normal((batch, L, E))
