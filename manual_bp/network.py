@@ -304,8 +304,11 @@ class Network:
         :meth:`prepare_targets`): labels in range, rows of the output's width, finite.
         """
         x = self.prepare_inputs(x)
-        labels = np.argmax(self.prepare_targets(y, x.shape[0]), axis=1)
-        return float(np.mean(self.predict(x) == labels))
+        return self.output_accuracy(self.feedforward(x), self.prepare_targets(y, x.shape[0]))
+
+    def output_accuracy(self, a: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of outputs ``a`` against prepared target rows ``y`` (argmax against argmax)."""
+        return float(np.mean(np.argmax(a, axis=1) == np.argmax(y, axis=1)))
 
     # ------------------------------------------------------------------ training protocol
     # What manual_bp.training needs of a model (shared with Sequential); the trainer

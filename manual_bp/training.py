@@ -4,7 +4,8 @@ A model is a :class:`~manual_bp.network.Network` or a :class:`~manual_bp.sequent
 training needs only their common protocol: ``prepare_inputs``/``prepare_targets``
 (validation), ``parameter_arrays`` (views updated in place), ``regularized_indices``,
 ``loss_and_gradients`` (one mini-batch: cost and gradients of the mean cost), ``infer``
-(evaluation-mode outputs), ``train``/``eval`` (mode) and ``cost``. Training imports the
+(evaluation-mode outputs), ``cost_and_outputs`` and ``output_accuracy`` (monitoring),
+``train``/``eval`` (mode) and ``cost``. Training imports the
 models' protocol, never the other way round (CLI → training → model → layers → costs).
 
 Each epoch shuffles the training set with a seeded generator, splits it into
@@ -261,25 +262,16 @@ def _monitor(
 ) -> None:
     if not monitor:
         return
-    cost_and_outputs = getattr(net, "cost_and_outputs", None)
-    if "cost" in monitor and cost_and_outputs is not None:
-        cost, a = cost_and_outputs(x, y)  # from the logits where that is stable
-    else:
-        a = net.infer(x)  # evaluation mode, once for both metrics
-        cost = net.cost.value(_rows(a), _rows(y)) if "cost" in monitor else 0.0
-    if "cost" in monitor:
+    if "cost" in monitor:  # evaluation mode, one pass for both metrics; the cost from zᴸ
+        cost, a = net.cost_and_outputs(x, y)  # where that is stable
         if regularizer is not None:
             params = net.parameter_arrays()
             cost += regularizer.penalty([params[i] for i in net.regularized_indices()], n_train)
         getattr(history, f"{split}_cost").append(cost)
-    if "accuracy" in monitor:
-        output_accuracy = getattr(net, "output_accuracy", None)  # masks ignored positions
-        if output_accuracy is not None:
-            accuracy = output_accuracy(a, y)
-        else:
-            hits = np.argmax(a, axis=-1) == np.argmax(_rows(y), axis=1).reshape(a.shape[:-1])
-            accuracy = float(np.mean(hits))
-        getattr(history, f"{split}_accuracy").append(accuracy)
+    else:
+        a = net.infer(x)
+    if "accuracy" in monitor:  # the model's rule (a Sequential skips ignored positions)
+        getattr(history, f"{split}_accuracy").append(net.output_accuracy(a, y))
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
