@@ -31,7 +31,8 @@ from manual_bp._validation import as_array, check_finite, check_nonempty
 from manual_bp.activations import Identity
 from manual_bp.costs import Cost, get_cost
 from manual_bp.layers.activation import ActivationLayer
-from manual_bp.layers.base import Layer, build_layer, get_layer
+from manual_bp.layers.base import Layer
+from manual_bp.layers.build import build_layer, get_layer
 from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
 from manual_bp.layers.dense import Dense
 from manual_bp.sequential_parameters import StackParameters

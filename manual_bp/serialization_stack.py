@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import get_layer
+from manual_bp.layers.build import get_layer
 from manual_bp.sequential import Sequential
 
 __all__ = ["FORMAT", "sequential_from_dict", "sequential_header", "write_sequential"]

@@ -35,84 +35,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import reference.checks  # noqa: F401  (imports every checks_* module: torch forwards, blocks)
 from manual_bp.activations import ACTIVATIONS
 from manual_bp.costs import COSTS
-from manual_bp.layers import LAYERS, Embedding, Identity, Layer, Reshape
+from manual_bp.layers import LAYERS, Embedding, Layer
 from reference.checks_components import cost_case, random_activation, random_cost
-from reference.checks_convolution import build_conv, draw_conv_kwargs
 from reference.compare import Comparison
 from reference.components import torch_activation, torch_cost
-from reference.stack import BLOCKS, random_stack, shake_cache, torch_layer_forward
+from reference.layer_cases import DIRECT, layer_case, sources
+from reference.stack import shake_cache, torch_layer_forward
 
 seeds = st.integers(0, 2**31 - 1)
 LAYER_NAMES = sorted(cls.__name__ for cls in LAYERS.classes())
-
-
-# ------------------------------------------------------------------------ layer instances
-def _blocks_building(cls: type) -> list[tuple[str, str]]:
-    """``(kind, block)`` pairs of :data:`reference.stack.BLOCKS` whose stacks hold a ``cls``
-    at the top level (a class only ever inside a container would need its own case)."""
-    found = []
-    for kind, blocks in BLOCKS.items():
-        for block in sorted(blocks):
-            for seed in range(12):
-                model, _, _ = random_stack(np.random.default_rng(seed), kind, blocks=(block,))
-                if any(type(top) is cls for top in model.layers):
-                    found.append((kind, block))
-                    break
-    return found
-
-
-def _direct(name: str, rng: np.random.Generator) -> tuple[Layer, np.ndarray]:
-    """The layers no stack block builds, with an input: constructed as their checks do."""
-    batch = int(rng.integers(1, 4))
-    if name in ("Conv1d", "ConvTranspose2d"):
-        transpose, dims = name == "ConvTranspose2d", 1 if name == "Conv1d" else 2
-        kwargs = draw_conv_kwargs(rng, dims, transpose)
-        layer, size = build_conv(kwargs, dims, transpose, seed=int(rng.integers(2**31)))
-        return layer, rng.standard_normal((batch, layer.in_channels, *size))
-    if name == "Embedding":
-        vocab, dim = int(rng.integers(1, 6)), int(rng.integers(1, 5))
-        padding = None if rng.integers(2) else int(rng.integers(-vocab, vocab))
-        layer = Embedding(vocab, dim, padding, seed=rng)
-        return layer, rng.integers(0, vocab, size=(batch, int(rng.integers(1, 6)))).astype(float)
-    if name == "Identity":
-        return Identity(), rng.standard_normal((batch, int(rng.integers(1, 5)), 3))
-    if name == "Reshape":
-        return Reshape(3, -1), rng.standard_normal((batch, 2, int(rng.integers(1, 4)), 3))
-    raise LookupError(name)
-
-
-DIRECT = ("Conv1d", "ConvTranspose2d", "Embedding", "Identity", "Reshape")
-#: layer class name -> the (kind, block) pairs that build it (filled on first use)
-SOURCES: dict[str, list[tuple[str, str]]] = {}
-
-
-def _sources(name: str) -> list[tuple[str, str]]:
-    if name not in SOURCES:
-        cls = next(c for c in LAYERS.classes() if c.__name__ == name)
-        SOURCES[name] = _blocks_building(cls)
-    return SOURCES[name]
-
-
-def layer_case(name: str, rng: np.random.Generator) -> tuple[Layer, np.ndarray]:
-    """A ``name`` layer and its input: from a random stack of a block that builds it (the
-    input is what the layers below feed it; the mode is train or eval at random), else
-    constructed directly."""
-    if name in DIRECT:
-        layer, x = _direct(name, rng)
-        layer.train(bool(rng.integers(2)))
-        return layer, x
-    sources = _sources(name)
-    assert sources, f"no block of reference.stack.BLOCKS builds a {name}: register one"
-    kind, block = sources[int(rng.integers(len(sources)))]
-    while True:
-        model, x, _ = random_stack(rng, kind, blocks=(block,))
-        if rng.integers(2):
-            model.eval()
-        h = x
-        for top in model.layers:
-            if type(top).__name__ == name:
-                return top, h
-            h, _ = top.forward(h)
 
 
 DELTA = 2.0**-26
@@ -176,7 +107,7 @@ def layer_adjoint(layer: Layer, x: np.ndarray, rng: np.random.Generator) -> Comp
 def test_every_registered_layer_class_is_covered():
     """A new layer class must come with a block in reference.stack (or a case here)."""
     for name in LAYER_NAMES:
-        assert name in DIRECT or _sources(name), name
+        assert name in DIRECT or sources(name), name
 
 
 @pytest.mark.parametrize("name", LAYER_NAMES)

@@ -7,7 +7,16 @@ import importlib
 import pkgutil
 
 from manual_bp.layers.activation import ActivationLayer
-from manual_bp.layers.base import LAYERS, Cache, Layer, check_input, get_layer, register_layer
+from manual_bp.layers.base import (
+    LAYERS,
+    BatchCouplingError,
+    Cache,
+    ElementwiseLayer,
+    Layer,
+    check_input,
+    register_layer,
+)
+from manual_bp.layers.build import build_layer, get_layer
 from manual_bp.layers.containers import (
     Flatten,
     Identity,
@@ -30,13 +39,16 @@ globals().update(_EXPORTED)
 __all__ = [
     "LAYERS",
     "ActivationLayer",
+    "BatchCouplingError",
     "Cache",
     "Dense",
+    "ElementwiseLayer",
     "Flatten",
     "Identity",
     "Layer",
     "Reshape",
     "Residual",
+    "build_layer",
     "check_input",
     "dense_backward",
     "dense_forward",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.activations import Activation, get_activation
-from manual_bp.layers.base import Cache, Layer, register_layer
+from manual_bp.layers.base import Cache, Layer, register_layer, zero_residual
 
 __all__ = ["ActivationCache", "ActivationLayer"]
 
@@ -32,6 +32,7 @@ class ActivationLayer(Layer):
 
     name = "activation"
     hyperparameters = ("activation",)
+    product_equations = ("PROD.activation.vjp", "PROD.activation.jvp", "PROD.activation.residual")
 
     def __init__(self, activation: str | Activation | dict[str, Any] = "identity") -> None:
         super().__init__()
@@ -57,11 +58,27 @@ class ActivationLayer(Layer):
             )
         return self.activation.backward(grad_a, z, cache.output), {}
 
-    def jvp(self, cache: ActivationCache, dx, dparams=None) -> np.ndarray:
-        """``da = J_σ dz``: the activation's own forward-mode product (:meth:`Activation.jvp`)."""
-        if dx is None:
-            return np.zeros_like(cache.output)
-        return self.activation.jvp(dx, cache.input, cache.output)
+    # ------------------------------------------------------------------ products (V axis)
+    # The activation's own products broadcast over the leading V axis: an elementwise σ
+    # gives them from σ′ and σ″ (Activation's base class), a coupled one (softmax) over
+    # its last axis. ``PROD.activation.*`` in docs/products.md.
+    def input_vjp(self, cache: ActivationCache, M: np.ndarray) -> np.ndarray:
+        """``J_σᵀ M`` (``PROD.activation.vjp``): ``M ⊙ σ′(z)`` for an elementwise σ."""
+        return self.activation.backward(M, cache.input, cache.output)
+
+    def input_jvp(self, cache: ActivationCache, T: np.ndarray) -> np.ndarray:
+        """``J_σ T`` (``PROD.activation.jvp``): ``σ′(z) ⊙ T`` for an elementwise σ."""
+        return self.activation.jvp(T, cache.input, cache.output)
+
+    def param_jvp(self, cache: ActivationCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        raise ValueError(f"{self!r} has no parameters to take a tangent of")
+
+    def residual(self, cache, dout, T, T_params=None):
+        """``Σₖ doutₖ ∇²σₖ(z) T`` (``PROD.activation.residual``; ``ACT2.*``): ``dout ⊙ σ″ ⊙ T``
+        for an elementwise σ."""
+        if T is None:
+            return zero_residual(self, cache, T, T_params)
+        return self.activation.second_vjp(dout, T, cache.input, cache.output), {}
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "activation": self.activation.get_config()}

@@ -19,7 +19,20 @@ by the :class:`~manual_bp.sequential.Sequential` model and by :mod:`manual_bp.gr
   before any data flows through it;
 * ``reset_parameters(rng)`` — (re)initialise parameters and any private generator.
 
-Optional, for forward-mode and curvature code: ``jvp(cache, dx, dparams) -> dout``.
+Products on a leading axis of ``V`` vectors (``docs/products.md``; BackPACK's design): for a
+stack ``M`` of ``V`` cotangents ``(V, N, *out)`` or tangents ``T`` ``(V, N, *in)`` at the
+point a cache records, every layer provides
+
+* ``input_vjp(cache, M) -> (V, N, *in)``: ``J_xᵀ M``;
+* ``param_vjp(cache, M, sum_batch=True) -> {name: (V, *p)}`` (``(V, N, *p)`` per sample
+  with ``sum_batch=False``): ``J_θᵀ M``, one sample's share each when not summed;
+* ``input_jvp(cache, T) -> (V, N, *out)`` and ``param_jvp(cache, {name: (V, *p)})``:
+  ``J_x T`` and ``Σ_p J_p T_p``;
+* ``residual(cache, dout, T, T_params) -> ((V, N, *in), {name: (V, *p)})``: the
+  second-order term ``Σ_o dout_o ∇²_{(x,θ)} out_o · (T, T_params)`` that the R-operator adds
+  to the backward pass (zero for layers with ``hessian_is_zero``).
+
+``backward(dout, cache)`` is the ``V = 1`` form; ``jvp(cache, dx, dparams)`` too.
 """
 
 from __future__ import annotations
@@ -34,12 +47,14 @@ from manual_bp._registry import Configurable, Registry
 
 __all__ = [
     "LAYERS",
+    "BatchCouplingError",
     "Cache",
+    "ElementwiseLayer",
     "Layer",
-    "build_layer",
     "check_input",
-    "get_layer",
     "register_layer",
+    "tangent_count",
+    "zero_residual",
 ]
 
 Shape = tuple[int, ...]
@@ -50,6 +65,11 @@ class Cache:
     """What a layer's backward pass needs; subclasses add fields after ``input``."""
 
     input: np.ndarray
+
+
+class BatchCouplingError(ValueError):
+    """A per-sample quantity asked of a layer whose output couples the samples of a batch
+    (batch norm in training mode): one sample's share of a gradient is not a gradient."""
 
 
 class Layer(Configurable):
@@ -64,6 +84,12 @@ class Layer(Configurable):
     equation: ClassVar[str] = ""
     #: Names of the parameters regularisers act on (weights, not biases or BN's γ, β).
     decay: ClassVar[tuple[str, ...]] = ()
+    #: Equation IDs of the layer's products on the V axis (``PROD.<layer>.*``).
+    product_equations: ClassVar[tuple[str, ...]] = ()
+    #: True when ``out`` is affine in ``(x, θ)`` jointly: the second-order residual is 0.
+    hessian_is_zero: ClassVar[bool] = False
+    #: True when the input holds indices (an embedding's): no input products exist.
+    index_input: ClassVar[bool] = False
 
     params: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
@@ -99,8 +125,58 @@ class Layer(Configurable):
     def jvp(
         self, cache: Any, dx: np.ndarray | None, dparams: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """Forward-mode product ``dout = J_x dx + Σ_p J_p dp`` at the cached point."""
-        raise NotImplementedError(f"{type(self).__name__} has no forward-mode product (jvp)")
+        """Forward-mode product ``dout = J_x dx + Σ_p J_p dp`` at the cached point (``V = 1``).
+
+        Built on :meth:`input_jvp` and :meth:`param_jvp`; ``None``/missing terms are zero.
+        """
+        stacked = {k: v[None] for k, v in (dparams or {}).items() if k in self.params}
+        terms = [self.param_jvp(cache, stacked)[0]] if stacked else []
+        if dx is not None:
+            terms.append(self.input_jvp(cache, dx[None])[0])
+        if not terms:  # no direction at all: J·0 = 0, shaped like the output
+            x = cache.input
+            return np.zeros((x.shape[0], *self.output_shape(x.shape[1:])), x.dtype)
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    # ------------------------------------------------------------------ products (V axis)
+    def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M`` for ``V`` cotangents ``M`` ``(V, N, *out)``: ``(V, N, *in)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no input_vjp")
+
+    def param_vjp(self, cache: Any, M: np.ndarray, sum_batch: bool = True) -> dict[str, np.ndarray]:
+        """``J_θᵀ M`` per parameter: ``(V, *p)``, or ``(V, N, *p)`` (one per sample) when
+        ``sum_batch=False``. A layer without parameters returns ``{}``."""
+        if not self.params:
+            return {}
+        raise NotImplementedError(f"{type(self).__name__} has no param_vjp")
+
+    def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
+        """``J_x T`` for ``V`` input tangents ``T`` ``(V, N, *in)``: ``(V, N, *out)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no input_jvp")
+
+    def param_jvp(self, cache: Any, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``Σ_p J_p T_p`` for parameter tangents ``{name: (V, *p)}`` (missing names are
+        zero; ``V`` read from the first given): ``(V, N, *out)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no param_jvp")
+
+    def residual(
+        self,
+        cache: Any,
+        dout: np.ndarray,
+        T: np.ndarray | None,
+        T_params: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Second-order residual ``Σ_o dout_o ∇²out_o · (T, T_params)``, split into its input
+        part ``(V, N, *in)`` and parameter parts ``{name: (V, *p)}``.
+
+        ``dout`` ``(N, *out)`` is the gradient reaching the layer's output (no V axis: the
+        same for every direction). The R-operator's backward pass through the layer is
+        ``R{∂x} = J_xᵀ R{dout} + residual_x``, ``R{∂θ} = J_θᵀ R{dout} + residual_θ``
+        (Pearlmutter 1994). Layers with ``hessian_is_zero`` return zeros.
+        """
+        if not self.hessian_is_zero:
+            raise NotImplementedError(f"{type(self).__name__} has no residual product")
+        return zero_residual(self, cache, T, T_params)
 
     # ------------------------------------------------------------------ structure
     def children(self) -> list[Layer]:
@@ -157,59 +233,60 @@ class Layer(Configurable):
     __hash__ = object.__hash__
 
 
+class ElementwiseLayer(Layer):
+    """A parameter-free ``out = φ(x)`` acting on each entry: every product from φ′ and φ″.
+
+    Subclasses implement :meth:`derivative` (``φ′`` at the cached point, broadcastable to
+    the input) and, unless ``φ`` is linear, :meth:`second_derivative`; the Jacobian is
+    diagonal, so ``J_xᵀ M = J_x M = φ′ ⊙ M`` and the residual is ``dout ⊙ φ″ ⊙ T``
+    (``docs/products.md#PROD.elementwise``; BackPACK's ``df``/``d2f``).
+    """
+
+    def derivative(self, cache: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def second_derivative(self, cache: Any) -> np.ndarray | None:
+        """``φ″`` at the cached point; ``None`` when ``φ`` is linear (``hessian_is_zero``)."""
+        return None
+
+    def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
+        return M * self.derivative(cache)
+
+    def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
+        return T * self.derivative(cache)
+
+    def param_jvp(self, cache: Any, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        raise ValueError(f"{type(self).__name__} has no parameters to take a tangent of")
+
+    def residual(self, cache, dout, T, T_params=None):
+        second = None if self.hessian_is_zero else self.second_derivative(cache)
+        if second is None or T is None:
+            return zero_residual(self, cache, T, T_params)
+        return dout * second * T, {}
+
+
+def tangent_count(T: np.ndarray | None, T_params: dict[str, np.ndarray] | None) -> int:
+    """``V``, the number of directions, from whichever tangent is given."""
+    if T is not None:
+        return T.shape[0]
+    for value in (T_params or {}).values():
+        return value.shape[0]
+    raise ValueError("residual needs at least one tangent (T or T_params)")
+
+
+def zero_residual(
+    layer: Layer, cache: Any, T: np.ndarray | None, T_params: dict[str, np.ndarray] | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The residual of a layer whose Hessian is zero: zeros shaped like its input and params."""
+    V, x = tangent_count(T, T_params), cache.input
+    zeros_x = np.zeros((V, *x.shape), dtype=np.result_type(x.dtype, np.float32))
+    params = layer.params
+    return zeros_x, {name: np.zeros((V, *p.shape), p.dtype) for name, p in params.items()}
+
+
 #: name -> layer class; also resolves every activation name to an activation layer.
 LAYERS: Registry[Layer] = Registry("layer", Layer)
 register_layer = LAYERS.register
-
-
-def get_layer(spec: str | Layer | type[Layer] | dict[str, Any]) -> Layer:
-    """A layer from a name, class, instance or config dict (activation names included)."""
-    from manual_bp.layers.activation import ActivationLayer
-
-    if isinstance(spec, str) and spec not in LAYERS:
-        return ActivationLayer(spec)
-    if isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec["name"] not in LAYERS:
-        return ActivationLayer(spec)
-    return LAYERS.get(spec)
-
-
-def build_layer(item: Any, input_shape: Shape, n_outputs: int | None = None) -> Layer:
-    """A layer from a spec item, sizes inferred from the per-sample ``input_shape``.
-
-    ``item`` is a :class:`Layer` (used as is), a name (``"relu"``, ``"flatten"``), a
-    ``(name, args, kwargs)`` triple or a config dict (``{"name": "dense", "args": [30]}``
-    or ``{"name": "dense", "out_features": 30}``). Layer names go through the class's
-    ``from_shape``; any other name must be an activation (keyword options only).
-    """
-    from manual_bp.layers.activation import ActivationLayer
-
-    if isinstance(item, Layer):
-        return item
-    if isinstance(item, tuple) and len(item) == 3:
-        name, args, kwargs = item
-    elif isinstance(item, str):
-        name, args, kwargs = item, (), {}
-    elif isinstance(item, dict):
-        kwargs = dict(item)
-        name = kwargs.pop("name", None)
-        args = tuple(kwargs.pop("args", ()))
-        if not isinstance(name, str):
-            raise ValueError(f"layer config {item!r} has no 'name'")
-    else:
-        raise TypeError(f"a layer spec must be a name, a config dict or a Layer, got {item!r}")
-    if name in LAYERS:
-        cls = LAYERS.lookup(name)
-        return cls.from_shape(tuple(input_shape), *args, n_outputs=n_outputs, **dict(kwargs))
-    from manual_bp.activations import ACTIVATIONS
-
-    if name not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown layer {name!r}; layers: {', '.join(LAYERS.names())}; "
-            f"activations: {', '.join(ACTIVATIONS.names())}"
-        )
-    if args:
-        raise ValueError(f"activation {name!r} takes keyword options only, got {tuple(args)!r}")
-    return ActivationLayer({"name": name, **kwargs})
 
 
 def check_input(

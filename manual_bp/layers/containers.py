@@ -15,14 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import (
-    Cache,
-    Layer,
-    build_layer,
-    check_input,
-    get_layer,
-    register_layer,
-)
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.build import build_layer, get_layer
 
 __all__ = [
     "Flatten",

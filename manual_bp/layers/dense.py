@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.initializers import initialize
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
 
 __all__ = ["Dense", "DenseCache", "dense_backward", "dense_forward"]
 
@@ -90,6 +90,7 @@ class Dense(Layer):
     name = "dense"
     aliases = ("linear",)
     equation = "LAYER.dense"
+    product_equations = ("PROD.dense.vjp", "PROD.dense.jvp", "PROD.dense.residual")
     decay = ("weight",)
     hyperparameters = ("in_features", "out_features", "bias", "weight_init", "bias_init")
 
@@ -177,23 +178,82 @@ class Dense(Layer):
                 f"{self!r}: upstream gradient has shape {np.shape(dz)}, expected {expected}"
             )
 
-    def jvp(
+    # ------------------------------------------------------------------ products (V axis)
+    # Rows: every leading axis of x but the batch is a row of the same map, so x is viewed
+    # as (N, R, n_in) and a V-stack M as (V, N, R, n_out); ``PROD.dense.*`` in docs/products.md.
+    def input_vjp(self, cache: DenseCache, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M = M W`` ``(V, N, *, n_in)`` (``PROD.dense.vjp``; BP2's ``(Wˡ⁺¹)ᵀδ``)."""
+        return M @ cache.weight
+
+    def param_vjp(
+        self, cache: DenseCache, M: np.ndarray, sum_batch: bool = True
+    ) -> dict[str, np.ndarray]:
+        """``∂/∂W = Σ_rows M xᵀ``, ``∂/∂b = Σ_rows M`` (``PROD.dense.vjp``; BP4, BP3).
+
+        ``sum_batch=False`` keeps the batch axis: sample n's share sums its own rows only
+        (a sequence position is a row of the sample it belongs to).
+        """
+        x = cache.input
+        V, N = M.shape[0], x.shape[0]
+        x_rows = x.reshape(N, -1, self.in_features)  # (N, R, n_in)
+        M_rows = M.reshape(V, N, -1, self.out_features)  # (V, N, R, n_out)
+        if sum_batch:
+            flat = M_rows.reshape(V, -1, self.out_features)  # (V, N·R, n_out)
+            grads = {"weight": np.swapaxes(flat, 1, 2) @ x_rows.reshape(-1, self.in_features)}
+            if self.bias:
+                grads["bias"] = flat.sum(axis=1)
+            return grads
+        grads = {"weight": np.swapaxes(M_rows, 2, 3) @ x_rows}  # (V, N, n_out, n_in)
+        if self.bias:
+            grads["bias"] = M_rows.sum(axis=2)
+        return grads
+
+    def input_jvp(self, cache: DenseCache, T: np.ndarray) -> np.ndarray:
+        """``J_x T = T Wᵀ`` ``(V, N, *, n_out)`` (``PROD.dense.jvp``)."""
+        return T @ cache.weight.T
+
+    def param_jvp(self, cache: DenseCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``J_W T_W + J_b T_b = x T_Wᵀ + T_b`` ``(V, N, *, n_out)`` (``PROD.dense.jvp``)."""
+        x = cache.input
+        V = next(iter(T_params.values())).shape[0]
+        rows = x.reshape(-1, self.in_features)
+        out = np.zeros((V, rows.shape[0], self.out_features), dtype=x.dtype)
+        if "weight" in T_params:
+            out += rows @ np.swapaxes(T_params["weight"], 1, 2)  # (V, N·R, n_out)
+        if self.bias and "bias" in T_params:
+            out += T_params["bias"][:, None, :]
+        return out.reshape(V, *x.shape[:-1], self.out_features)
+
+    def residual(
         self,
         cache: DenseCache,
-        dx: np.ndarray | None,
-        dparams: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """``dz = dx Wᵀ + x dWᵀ + db`` — the forward-mode product (``LAYER.dense``)."""
-        x, W = cache.input, cache.weight
-        dz = np.zeros((*x.shape[:-1], self.out_features), dtype=x.dtype)
-        if dx is not None:
-            dz += dx @ W.T
-        dparams = dparams or {}
-        if "weight" in dparams:
-            dz += x @ dparams["weight"].T
-        if "bias" in dparams and self.bias:
-            dz += dparams["bias"]
-        return dz
+        dout: np.ndarray,
+        T: np.ndarray | None,
+        T_params: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``z = x Wᵀ + b`` is bilinear in ``(x, W)``: the only second-order terms are mixed
+        (``PROD.dense.residual``)::
+
+            residual_x = dout T_W        (V, N, *, n_in)   — R{W} in BP2's dout W
+            residual_W = Σ_rows dout T_xᵀ (V, n_out, n_in)  — R{x} in BP4's dout xᵀ
+            residual_b = 0
+        """
+        x = cache.input
+        V = tangent_count(T, T_params)
+        T_params = T_params or {}
+        dout_rows = dout.reshape(-1, self.out_features)  # (N·R, n_out)
+        if "weight" in T_params:
+            r_x = (dout_rows @ T_params["weight"]).reshape(V, *x.shape)
+        else:
+            r_x = np.zeros((V, *x.shape), dtype=x.dtype)
+        grads: dict[str, np.ndarray] = {}
+        if T is None:
+            grads["weight"] = np.zeros((V, self.out_features, self.in_features), dtype=x.dtype)
+        else:
+            grads["weight"] = dout_rows.T @ T.reshape(V, -1, self.in_features)
+        if self.bias:
+            grads["bias"] = np.zeros((V, self.out_features), dtype=x.dtype)
+        return r_x, grads
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> Dense:

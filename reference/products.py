@@ -1,0 +1,299 @@
+"""The ``torch.func`` oracle of the layer products on a leading axis of V vectors.
+
+For a layer ``out = f(θ, x)`` at the point its forward cache records, torch computes, in
+float64 and with ``V`` random vectors stacked by ``torch.func.vmap`` (never all ones):
+
+* ``vjp``: ``J_xᵀ M`` and ``J_θᵀ M`` (``torch.func.vjp``), and per sample the VJP of the
+  cotangent restricted to one sample (``M`` zero outside sample ``n``): sample ``n``'s share;
+* ``jvp``: ``J_x T`` and ``Σ_p J_p T_p`` (``torch.func.jvp``);
+* ``residual``: the JVP of ``(θ, x) ↦ J(θ, x)ᵀ g`` with the cotangent ``g`` held fixed
+  (forward over reverse), minus nothing: at fixed ``g`` it *is* ``Σ_o g_o ∇²f_o · (T, T_θ)``.
+
+:func:`product_comparisons` pairs each of the layer's products with its oracle under the
+layer's product equation IDs, plus the identities that tie them together without torch:
+the adjoint identities ``⟨M, J T⟩ = ⟨Jᵀ M, T⟩`` (input and parameters), the per-sample
+shares summing to the batch product, the symmetry of the second-order form
+``⟨T₂, R(T₁)⟩ = ⟨T₁, R(T₂)⟩``, and ``V = 1`` equal to ``backward``.
+
+Tolerance: ``c·ε`` relative to the larger of ``max|expected|`` and the change of our product
+when the cache and the vectors are shaken by a relative ``δ = 2⁻²⁶`` (per unit ``δ``): the
+rounding sensitivity of the computation, which magnitude alone misses under cancellation
+(the model of ``tests/test_adjoint.py``).
+
+A layer whose torch forward has no trustworthy second derivative (torch 2.13's fused
+``layer_norm``/``batch_norm`` double backward, see ``docs/products.md``) registers a
+plain-op twin with :func:`register_plain_twin`; the oracle then uses it for every product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from manual_bp.layers import BatchCouplingError, Layer
+from reference.compare import Comparison
+from reference.stack import TorchForward, shake_cache, torch_layer_forward
+
+__all__ = [
+    "PLAIN_TWINS",
+    "product_comparisons",
+    "register_plain_twin",
+    "torch_products",
+]
+
+#: layer class -> a plain-op torch forward (same signature as reference.stack's).
+PLAIN_TWINS: dict[type, TorchForward] = {}
+
+DELTA = 2.0**-26
+V = 3
+
+
+def register_plain_twin(cls: type) -> Callable[[TorchForward], TorchForward]:
+    def decorator(function: TorchForward) -> TorchForward:
+        PLAIN_TWINS[cls] = function
+        return function
+
+    return decorator
+
+
+def _oracle_forward(layer: Layer) -> Callable[..., torch.Tensor]:
+    for cls in type(layer).__mro__:
+        if cls in PLAIN_TWINS:
+            return PLAIN_TWINS[cls]
+    return torch_layer_forward
+
+
+def _t(array: np.ndarray) -> torch.Tensor:
+    return torch.tensor(np.asarray(array, dtype=np.float64))
+
+
+def torch_products(
+    layer: Layer,
+    x: np.ndarray,
+    cache: Any,
+    M: np.ndarray,
+    T: np.ndarray | None,
+    T_params: dict[str, np.ndarray],
+    g: np.ndarray,
+) -> dict[str, Any]:
+    """Every product of ``layer`` at ``(θ, x)`` by ``torch.func``, float64, V-stacked."""
+    names = sorted(layer.params)
+    forward = _oracle_forward(layer)
+    buffers = {k: _t(v) for k, v in layer.buffers.items()}
+    params = {n: _t(layer.params[n]) for n in names}
+    xt = _t(x)
+
+    def f(p: dict[str, torch.Tensor], xin: torch.Tensor) -> torch.Tensor:
+        return forward(layer, p, {k: b.clone() for k, b in buffers.items()}, xin, cache)
+
+    Mt, gt = _t(M), _t(g)
+    result: dict[str, Any] = {}
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no forward mode
+        _, vjp_fn = torch.func.vjp(f, params, xt)
+        dp, dx = torch.func.vmap(vjp_fn)(Mt)
+        result["input_vjp"] = dx.numpy()
+        result["param_vjp"] = {n: dp[n].numpy() for n in names}
+        # sample n's share: the cotangent restricted to sample n
+        N = x.shape[0]
+        eye = torch.eye(N, dtype=torch.float64).reshape(N, N, *([1] * (M.ndim - 2)))
+        masked = (Mt[:, None] * eye[None]).reshape(M.shape[0] * N, *M.shape[1:])
+        dp_n, _ = torch.func.vmap(vjp_fn)(masked)
+        result["param_vjp_per_sample"] = {
+            n: dp_n[n].reshape(M.shape[0], N, *dp_n[n].shape[1:]).numpy() for n in names
+        }
+        zeros_p = {n: torch.zeros_like(params[n]) for n in names}
+
+        def jvp_of(tp: dict[str, torch.Tensor], tx: torch.Tensor) -> torch.Tensor:
+            return torch.func.jvp(f, (params, xt), (tp, tx))[1]
+
+        if T is not None:
+            Tt = _t(T)
+            result["input_jvp"] = torch.func.vmap(lambda tx: jvp_of(zeros_p, tx))(Tt).numpy()
+        if names:
+            Tp = {n: _t(T_params[n]) for n in names}
+            zx = torch.zeros_like(xt)
+            result["param_jvp"] = torch.func.vmap(lambda tp: jvp_of(tp, zx))(Tp).numpy()
+
+        def gradient(p: dict[str, torch.Tensor], xin: torch.Tensor):
+            return torch.func.vjp(f, p, xin)[1](gt)
+
+        Tx = _t(T) if T is not None else torch.zeros((M.shape[0], *x.shape), dtype=torch.float64)
+        Tp = {n: _t(T_params[n]) for n in names}
+
+        def second(tp: dict[str, torch.Tensor], tx: torch.Tensor):
+            return torch.func.jvp(gradient, (params, xt), (tp, tx))[1]
+
+        r_p, r_x = torch.func.vmap(second)(Tp, Tx)
+        result["residual_input"] = r_x.numpy()
+        result["residual_params"] = {n: r_p[n].numpy() for n in names}
+    return result
+
+
+def _shake(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    def shake(array: np.ndarray) -> np.ndarray:
+        return array * (1.0 + DELTA * rng.choice([-1.0, 1.0], size=array.shape))
+
+    return shake
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.vdot(a, b))
+
+
+def _absdot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a).ravel() @ np.abs(b).ravel())
+
+
+def _ours(layer: Layer, cache: Any, M, T, T_params, g, per_sample: bool) -> dict[str, Any]:
+    ours: dict[str, Any] = {"param_vjp": layer.param_vjp(cache, M)}
+    if T is not None:
+        ours["input_vjp"] = layer.input_vjp(cache, M)
+        ours["input_jvp"] = layer.input_jvp(cache, T)
+    if layer.params:
+        ours["param_jvp"] = layer.param_jvp(cache, T_params)
+    if per_sample:
+        ours["param_vjp_per_sample"] = layer.param_vjp(cache, M, sum_batch=False)
+    r_x, r_p = layer.residual(cache, g, T, T_params)
+    ours["residual_input"], ours["residual_params"] = r_x, r_p
+    return ours
+
+
+def _flat(result: dict[str, Any]) -> dict[str, np.ndarray]:
+    flat = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}[{n}]": np.asarray(v) for n, v in value.items()})
+        else:
+            flat[key] = np.asarray(value)
+    return flat
+
+
+def _equation(layer: Layer, kind: str) -> str:
+    """The layer's product ID for ``vjp``/``jvp``/``residual`` (the class declares them)."""
+    ids = [e for e in layer.product_equations if e.endswith(f".{kind}")]
+    assert ids, f"{type(layer).__name__}.product_equations has no '*.{kind}' ID"
+    return ids[0]
+
+
+def product_comparisons(
+    layer: Layer, x: np.ndarray, rng: np.random.Generator, v: int = V
+) -> list[Comparison]:
+    """Every product of ``layer`` at input ``x`` against ``torch.func``, plus the identities."""
+    state = {k: b.copy() for k, b in layer.buffers.items()}
+    out, cache = layer.forward(x)
+    for k, b in state.items():  # the oracle runs at the buffers the forward used
+        layer.buffers[k][...] = b
+    index_input = getattr(layer, "index_input", False)
+    M = rng.standard_normal((v, *out.shape))
+    g = rng.standard_normal(out.shape)
+    T = None if index_input else rng.standard_normal((v, *x.shape))
+    T_params = {n: rng.standard_normal((v, *p.shape)) for n, p in layer.params.items()}
+    for name, frozen in getattr(layer, "constant_rows", dict)().items():
+        T_params[name][:, frozen] = 0.0  # e.g. an embedding's padding row is no direction
+    try:
+        layer.param_vjp(cache, M, sum_batch=False)
+        per_sample = True
+    except BatchCouplingError:
+        per_sample = False
+    ours = _ours(layer, cache, M, T, T_params, g, per_sample)
+    shaken = _ours(
+        layer,
+        shake_cache(cache, _shake(rng)),
+        *(_shake(rng)(a) if a is not None else None for a in (M, T)),
+        {n: _shake(rng)(a) for n, a in T_params.items()},
+        _shake(rng)(g),
+        per_sample,
+    )
+    expected = torch_products(layer, x, cache, M, T, T_params, g)
+    if not per_sample:
+        expected.pop("param_vjp_per_sample")
+    ours_flat, shaken_flat, expected_flat = _flat(ours), _flat(shaken), _flat(expected)
+    comparisons = []
+    for key, want in expected_flat.items():
+        kind = "residual" if key.startswith("residual") else key.split("_")[1][:3]
+        got = ours_flat.get(key)
+        if got is None:  # e.g. a parameter the layer left out of a product
+            got = np.full(want.shape, np.nan)
+        scale = np.maximum(np.abs(want), np.abs(shaken_flat.get(key, got) - got) / DELTA)
+        comparisons.append(
+            Comparison(_equation(layer, kind), f"{key} vs torch.func", got, want, scale)
+        )
+    comparisons += _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng)
+    return comparisons
+
+
+def _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng) -> list[Comparison]:
+    """Identities among our own products (no torch): adjoints, per-sample sums, symmetry,
+    and ``V = 1`` against ``backward``."""
+    found = []
+    vjp_id, jvp_id, res_id = (_equation(layer, k) for k in ("vjp", "jvp", "residual"))
+    names = sorted(layer.params)
+    for i in range(M.shape[0]):
+        left = right = magnitude = 0.0
+        if T is not None:
+            left += _dot(M[i], ours["input_jvp"][i])
+            right += _dot(ours["input_vjp"][i], T[i])
+            magnitude += _absdot(M[i], ours["input_jvp"][i]) + _absdot(ours["input_vjp"][i], T[i])
+        if names:
+            left += _dot(M[i], ours["param_jvp"][i])
+            magnitude += _absdot(M[i], ours["param_jvp"][i])
+            for n in names:
+                right += _dot(ours["param_vjp"][n][i], T_params[n][i])
+                magnitude += _absdot(ours["param_vjp"][n][i], T_params[n][i])
+        if T is not None or names:
+            found.append(
+                Comparison(
+                    jvp_id,
+                    f"adjoint ⟨M, J T⟩ = ⟨Jᵀ M, T⟩ [{i}]",
+                    np.array(left),
+                    np.array(right),
+                    np.array(magnitude),
+                )
+            )
+    if per_sample:
+        for n in names:
+            total = ours["param_vjp_per_sample"][n].sum(axis=1)
+            scale = np.abs(ours["param_vjp_per_sample"][n]).sum(axis=1)
+            found.append(
+                Comparison(vjp_id, f"Σ per-sample {n} = batch", total, ours["param_vjp"][n], scale)
+            )
+    # symmetry of the second-order form: ⟨T₂, R(T₁)⟩ = ⟨T₁, R(T₂)⟩
+    T2 = None if T is None else rng.standard_normal(T.shape)
+    T2_params = {n: rng.standard_normal(T_params[n].shape) for n in names}
+    for n, frozen in getattr(layer, "constant_rows", dict)().items():
+        T2_params[n][:, frozen] = 0.0
+    r2_x, r2_p = layer.residual(cache, g, T2, T2_params)
+    r1_x, r1_p = ours["residual_input"], ours["residual_params"]
+
+    def pair(tx, tp, rx, rp) -> tuple[float, float]:
+        value = magnitude = 0.0
+        if tx is not None:
+            value, magnitude = _dot(tx, rx), _absdot(tx, rx)
+        for n in names:
+            value += _dot(tp[n], rp[n])
+            magnitude += _absdot(tp[n], rp[n])
+        return value, magnitude
+
+    a, ma = pair(T2, T2_params, r1_x, r1_p)
+    b, mb = pair(T, T_params, r2_x, r2_p)
+    found.append(
+        Comparison(
+            res_id, "symmetry ⟨T₂, R T₁⟩ = ⟨T₁, R T₂⟩", np.array(a), np.array(b), np.array(ma + mb)
+        )
+    )
+    # V = 1 is backward
+    dx, grads = layer.backward(M[0], cache)
+    if T is not None:
+        found.append(
+            Comparison(
+                vjp_id, "backward = input_vjp at V = 1", dx, layer.input_vjp(cache, M[:1])[0]
+            )
+        )
+    one = layer.param_vjp(cache, M[:1])
+    for n in names:
+        found.append(Comparison(vjp_id, f"backward {n} = param_vjp at V = 1", grads[n], one[n][0]))
+    return found
