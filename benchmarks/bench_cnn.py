@@ -73,7 +73,7 @@ def load_data(mnist: str, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 def lenet(dtype: str, implementation: str = "fast"):
     sys.path.insert(0, str(ROOT))
-    from manual_bp.sequential import Sequential
+    from manual_bp.models.sequential import Sequential
 
     spec = []
     for item in SPEC:

@@ -87,7 +87,7 @@ from manual_bp.layers import (
 from manual_bp.layers import (
     Identity as IdentityLayer,
 )
-from manual_bp.network import Gradients, Network
+from manual_bp.models import Gradients, Network, Sequential, StackGradients
 from manual_bp.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -107,7 +107,6 @@ from manual_bp.schedules import (
     StepLR,
     get_schedule,
 )
-from manual_bp.sequential import Sequential, StackGradients
 from manual_bp.serialization import SerializationError, load, load_network, save, save_network
 from manual_bp.training import History, nielsen_sgd, train
 

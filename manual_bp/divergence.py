@@ -1,7 +1,7 @@
 """Divergence: one check and one exception for every training path, with the likely cause.
 
-Both training paths (the readable :meth:`~manual_bp.network.Network.backprop` step and the
-fused :class:`~manual_bp.fast.FastTrainer`, for a ``Network`` or a ``Sequential``) call
+Both training paths (the readable :meth:`~manual_bp.models.network.Network.backprop` step and the
+fused :class:`~manual_bp.training.fused.FusedTrainer`, for every model) call
 :func:`check_training_state` at the end of every epoch, with the parameters and the last
 cost they computed; the readable path also checks each mini-batch's cost as it goes. A
 non-finite parameter or cost raises :class:`DivergenceError` whose one-line message names

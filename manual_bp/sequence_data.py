@@ -3,7 +3,7 @@
 Every task returns a :class:`manual_bp.data.Dataset` whose ``x_*`` are integer token
 sequences ``(n, T)`` in ``[0, vocab)`` and whose ``y_*`` are per-time-step integer labels
 ``(n, T)`` in ``[0, n_classes)`` — what an ``embedding → recurrent → dense → softmax``
-stack is trained on (:class:`~manual_bp.sequential.Sequential` one-hot encodes the labels
+stack is trained on (:class:`~manual_bp.models.sequential.Sequential` one-hot encodes the labels
 and averages the cost over every position).
 
 ========= ==================================================== =========

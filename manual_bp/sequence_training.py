@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from manual_bp.layers.recurrent import RecurrentLayer
+from manual_bp.models.sequential import Sequential
 from manual_bp.optimizers import Optimizer
-from manual_bp.sequential import Sequential
 
 __all__ = ["ChunkResult", "clip_grad_norm", "train_sequences", "truncated_bptt"]
 

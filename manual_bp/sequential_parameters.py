@@ -1,147 +1,17 @@
-"""Parameter storage of a :class:`~manual_bp.sequential.Sequential`: one flat buffer.
+"""Deprecated: moved to :mod:`manual_bp.models.parameters` (the one-model layout, ``manual_bp.models``).
 
-Every parameter of every leaf layer is moved into ``flat_parameters`` and the layers'
-``params`` become views of it, so an optimizer's update of the buffer is seen by the layers
-and plain SGD is one vector operation. Names are torch's state-dict names (``"0.weight"``,
-``"1.0.running_mean"`` inside a container), in buffer order. Split from
-:mod:`manual_bp.sequential` (the model's data, forward and backward).
+Kept so that ``import manual_bp.sequential_parameters`` keeps working; it will be removed in a later
+release. Import from ``manual_bp.models.parameters`` (or the top level, ``from manual_bp import ...``).
 """
 
-from __future__ import annotations
+import warnings
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from manual_bp.models.parameters import StackParameters
 
-import numpy as np
-
-from manual_bp.layers.base import Layer
+warnings.warn(
+    "manual_bp.sequential_parameters is deprecated: import from manual_bp.models.parameters (or manual_bp)",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = ["StackParameters"]
-
-_Model = TypeVar("_Model", bound="StackParameters")
-
-
-class StackParameters:
-    """Mixin of :class:`~manual_bp.sequential.Sequential`: ``layers`` and ``dtype`` given,
-    the flat parameter buffer, named parameters and buffers, state dicts and modes."""
-
-    layers: list[Layer]
-    dtype: np.dtype
-    flat_parameters: np.ndarray
-    _parameter_names: list[str]
-
-    def _allocate(self) -> None:
-        """Move every parameter into one flat buffer and make the layers' params views of it."""
-        leaves = [layer for layer in self._leaves() if not layer.children()]
-        total = sum(array.size for leaf in leaves for array in leaf.params.values())
-        self.flat_parameters = np.zeros(total, dtype=self.dtype)
-        offset = 0
-        for leaf in leaves:
-            for name, array in list(leaf.params.items()):
-                view = self.flat_parameters[offset : offset + array.size].reshape(array.shape)
-                view[...] = array
-                leaf.params[name] = view
-                offset += array.size
-            for name, array in list(leaf.buffers.items()):
-                if array.dtype.kind == "f":
-                    leaf.buffers[name] = array.astype(self.dtype)
-        # Names in buffer order, once: the training step maps gradients to them.
-        self._parameter_names = [name for name, _ in self.named_parameters()]
-
-    def named_layers(self) -> list[tuple[str, Layer]]:
-        """``[("0", layer), ("1", residual), ("1.0", its first layer), ...]`` in pre-order."""
-        named: list[tuple[str, Layer]] = []
-
-        def visit(prefix: str, layers: Sequence[Layer]) -> None:
-            for index, layer in enumerate(layers):
-                path = f"{prefix}{index}"
-                named.append((path, layer))
-                visit(f"{path}.", layer.children())
-
-        visit("", self.layers)
-        return named
-
-    def _leaves(self, layers: Sequence[Layer] | None = None) -> Iterator[Layer]:
-        for layer in self.layers if layers is None else layers:
-            yield layer
-            yield from self._leaves(layer.children())
-
-    def reset_parameters(self, seed: int | np.random.Generator | None) -> None:
-        """Re-initialise every layer in order from one seeded generator."""
-        rng = np.random.default_rng(seed)
-        for layer in self.layers:
-            layer.reset_parameters(rng)
-
-    # ------------------------------------------------------------------ parameters
-    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
-        """``[("0.weight", view), ...]`` in buffer order, torch's state-dict names."""
-        named = []
-        for index, layer in enumerate(self.layers):
-            named += layer.named_parameters(f"{index}.")
-        return named
-
-    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
-        named = []
-        for index, layer in enumerate(self.layers):
-            named += layer.named_buffers(f"{index}.")
-        return named
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers under torch's names (copies)."""
-        state = {name: array.copy() for name, array in self.named_parameters()}
-        state.update({name: array.copy() for name, array in self.named_buffers()})
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy parameters and buffers in by name; every name must match, shapes exactly."""
-        targets = dict(self.named_parameters()) | dict(self.named_buffers())
-        missing, unexpected = set(targets) - set(state), set(state) - set(targets)
-        if missing or unexpected:
-            raise ValueError(
-                f"state dict does not match the model: missing {sorted(missing)}, "
-                f"unexpected {sorted(unexpected)}"
-            )
-        for name, value in state.items():
-            value = np.asarray(value)
-            if value.shape != targets[name].shape:
-                raise ValueError(
-                    f"{name} must have shape {targets[name].shape}, got {value.shape} "
-                    f"(no broadcasting)"
-                )
-            if value.dtype.kind not in "fiub":
-                raise TypeError(f"{name} must be real numbers, got dtype {value.dtype}")
-            targets[name][...] = value
-
-    @property
-    def n_parameters(self) -> int:
-        return int(self.flat_parameters.size)
-
-    def parameter_arrays(self) -> list[np.ndarray]:
-        """Every parameter view, in buffer order (what optimizers update)."""
-        return [array for _, array in self.named_parameters()]
-
-    def regularized_indices(self) -> list[int]:
-        """Positions in :meth:`parameter_arrays` of the parameters regularisers act on."""
-        indices, position = [], 0
-        for leaf in self._leaves():
-            if leaf.children():
-                continue  # a container's parameters are its children's
-            for name in leaf.params:
-                if name in leaf.decay:
-                    indices.append(position)
-                position += 1
-        return indices
-
-    # ------------------------------------------------------------------ modes
-    def train(self: _Model, mode: bool = True) -> _Model:
-        """Training mode (``False``: evaluation), as ``torch.nn.Module.train``; returns self."""
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
-    def eval(self: _Model) -> _Model:
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return all(leaf.training for leaf in self._leaves())

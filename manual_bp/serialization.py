@@ -41,8 +41,8 @@ import numpy as np
 
 from manual_bp import serialization_stack
 from manual_bp._files import PathError, atomic_write, check_input_file
-from manual_bp.network import Network
-from manual_bp.sequential import Sequential
+from manual_bp.models.network import Network
+from manual_bp.models.sequential import Sequential
 
 __all__ = [
     "FORMAT",
@@ -57,7 +57,7 @@ __all__ = [
     "save_network",
 ]
 
-FORMAT = "manual_bp.network"
+FORMAT = "manual_bp.models.network"
 FORMAT_VERSION = 1
 SUFFIXES = (".json", ".npz")
 

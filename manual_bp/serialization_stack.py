@@ -1,8 +1,8 @@
-"""Save and load :class:`~manual_bp.sequential.Sequential` models — JSON or ``.npz``, no pickle.
+"""Save and load :class:`~manual_bp.models.sequential.Sequential` models — JSON or ``.npz``, no pickle.
 
 The document (JSON object, or the ``config`` string of an ``.npz``)::
 
-    {"format": "manual_bp.sequential", "format_version": 1, "dtype": "float64",
+    {"format": "manual_bp.models.sequential", "format_version": 1, "dtype": "float64",
      "layers": [layer configs], "cost_config": {...}, "input_shape": [...] | null,
      "ignore_index": null | int,                                   # SEQ.ignore_index
      "training": true, "extra_state": {"<layer path>": {...}},   # e.g. dropout generators
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.build import get_layer
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 
 __all__ = ["FORMAT", "sequential_from_dict", "sequential_header", "write_sequential"]
 
-FORMAT = "manual_bp.sequential"
+FORMAT = "manual_bp.models.sequential"
 FORMAT_VERSION = 1
 
 

@@ -16,7 +16,7 @@ import torch
 from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.layers.attention import MultiheadAttention
 from manual_bp.layers.recurrent import LSTM
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 
 # A module object, not names: check modules are loaded by reference.checks in a loop and
 # must not need each other fully initialised at import time.

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.layers.embedding import Embedding
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 
 # A module object, not names: check modules are loaded by reference.checks in a loop and
 # must not need each other fully initialised at import time.

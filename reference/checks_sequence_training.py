@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.layers.recurrent import RecurrentLayer
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 
 # A module object, not names: check modules are loaded by reference.checks in a loop and
 # must not need each other fully initialised at import time.

@@ -18,7 +18,7 @@ from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.layers.embedding import Embedding
 from manual_bp.layers.recurrent import GRU, LSTM, RNN, RecurrentLayer
 from manual_bp.layers.recurrent_cells import CELLS
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.checks import register_check
 from reference.compare import Comparison
 from reference.sequence_tools import finite_difference, with_stack_scales

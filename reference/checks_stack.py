@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from manual_bp.layers import ActivationLayer, Dense, Residual
-from manual_bp.network import Network
-from manual_bp.sequential import Sequential
+from manual_bp.models.network import Network
+from manual_bp.models.sequential import Sequential
 from reference.checks import register_check
 from reference.compare import Comparison
 from reference.stack import random_stack, shake_cache, stack_comparisons, torch_layer_forward

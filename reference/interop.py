@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from manual_bp.layers import LAYERS, ActivationLayer, Layer
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 
 __all__ = [
     "SUPPORTED",

@@ -13,7 +13,7 @@ import numpy as np
 from manual_bp.layers import Dense, recurrent_cells
 from manual_bp.layers.embedding import Embedding, embedding_backward
 from manual_bp.layers.recurrent import RecurrentLayer
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.compare import Comparison
 
 __all__ = ["finite_difference", "magnitude_scales", "with_stack_scales"]

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from manual_bp.layers import ActivationLayer, Dense, Flatten, Identity, Layer, Reshape, Residual
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.compare import Comparison
 from reference.components import torch_activation, torch_cost
 

@@ -18,7 +18,7 @@ from manual_bp.layers.attention import (
     scaled_dot_product_attention,
     sdpa_backward,
 )
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.checks_attention import (
     attention_fd_check,
     attention_stack_check,

@@ -143,7 +143,7 @@ def test_corrupt_saved_file_gives_clear_error(tmp_path, capsys):
 
 
 def test_evaluate_network_that_does_not_fit_the_data(tmp_path, capsys):
-    from manual_bp.network import Network
+    from manual_bp.models.network import Network
 
     path = save_network(Network([10, 3], seed=0), tmp_path / "small.npz")
     assert main(["evaluate", str(path)]) == 2

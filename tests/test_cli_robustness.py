@@ -38,7 +38,7 @@ import manual_bp.commands.train as train_command
 from manual_bp import verify
 from manual_bp.cli import main
 from manual_bp.data import IMAGES_MAGIC, LABELS_MAGIC, MNIST_FILES
-from manual_bp.network import Network
+from manual_bp.models.network import Network
 from manual_bp.serialization import save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ class TestInputFiles:
         expected = {
             ("evaluate", ".json"): "not a manual_bp network file",
             ("evaluate", ".npz"): "not an .npz archive",
-            ("train", ".json"): "is a saved model (manual_bp.network), not a model spec",
+            ("train", ".json"): "is a saved model (manual_bp.models.network), not a model spec",
             ("verify", ".json"): "not a verification JSON",
         }[command, suffix]
         assert_one_line(err, command, str(path), expected)
@@ -639,7 +639,7 @@ class TestFailures:
         def huge(*args, **kwargs):
             raise MemoryError("Unable to allocate 56 GiB for an array")
 
-        monkeypatch.setattr("manual_bp.network.Network.__init__", huge)
+        monkeypatch.setattr("manual_bp.models.network.Network.__init__", huge)
         code, _, err = run(["train", "--quiet", "--sizes", "1000"], capsys)
         assert code == 1
         assert_one_line(err, "train", "not enough memory", "56 GiB", kind="failed")
@@ -717,7 +717,7 @@ def umask(request):
 
 def _writers(tmp_path: Path):
     from manual_bp.plotting import plot_learning_curves
-    from manual_bp.sequential import Sequential
+    from manual_bp.models.sequential import Sequential
     from manual_bp.training import History
 
     net = Network([3, 4, 2], seed=0)

@@ -21,7 +21,7 @@ from manual_bp.layers import _im2col as conv
 from manual_bp.layers.convolution import Conv1d, Conv2d
 from manual_bp.layers.convolution_transpose import ConvTranspose2d
 from manual_bp.model_spec import parse_layers
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.checks_convolution import layer_comparisons
 from reference.stack import random_stack, stack_comparisons
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from manual_bp.gradcheck import check_layer
 from manual_bp.layers import LAYERS, Dense
 from manual_bp.layers.dropout import Dropout, Dropout2d
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.checks_layers import dropout_check
 from reference.stack import random_stack, stack_comparisons
 

@@ -23,7 +23,7 @@ from manual_bp.layers.normalisation import (
     normalise_backward_graph,
     normalise_forward,
 )
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.checks_layers import (
     batchnorm_check,
     batchnorm_running_check,

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from manual_bp.gradcheck import assert_gradients_close
-from manual_bp.network import Network
+from manual_bp.models.network import Network
 from manual_bp.optimizers import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, RMSprop, get_optimizer
 from manual_bp.optimizers.cli import (
     add_optimizer_arguments,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from manual_bp.layers import LAYERS, get_layer
 from manual_bp.layers.embedding import Embedding
 from manual_bp.layers.recurrent import GRU, LSTM, RNN
-from manual_bp.sequential import Sequential
+from manual_bp.models.sequential import Sequential
 from reference.checks_sequences import (
     KINDS,
     cell_adjoint_check,

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import manual_bp.serialization as serialization
-from manual_bp.network import Network
+from manual_bp.models.network import Network
 from manual_bp.serialization import (
     FORMAT_VERSION,
     SerializationError,
@@ -314,7 +314,7 @@ def _model(kind: str, dtype=np.float64):
     """A Network, or a Sequential with parameters, buffers (batch norm) and extra state
     (dropout's generator): every section a saved file has."""
     from manual_bp.model_spec import parse_layers
-    from manual_bp.sequential import Sequential
+    from manual_bp.models.sequential import Sequential
 
     if kind == "network":
         return Network([3, 4, 2], ["tanh", "sigmoid"], "quadratic", seed=0, dtype=dtype)

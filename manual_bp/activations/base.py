@@ -70,6 +70,23 @@ class Activation(Configurable):
         """
         return grad_a * self.second_derivative(z, a) * dz
 
+    # ------------------------------------------------------------------ fast form
+    # What the fused training step calls: the same σ and VJP written into preallocated
+    # buffers. The generic forms copy the readable result; sigmoid, tanh, ReLU and the
+    # identity override them with in-place ufuncs (``docs/performance.md``).
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``σ(z)`` written into ``out`` (same shape and dtype); returns the array holding
+        it (``z`` itself for the identity, which needs no copy)."""
+        out[...] = self.forward(z)
+        return out
+
+    def backward_inplace(
+        self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, scratch: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`backward` overwriting ``grad_a`` (``scratch``: a spare buffer like ``z``)."""
+        grad_a[...] = self.backward(grad_a, z, a)
+        return grad_a
+
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """``σ(z)`` for any real array (as ``torch.nn.ReLU()(z)``); integers become float64.
 

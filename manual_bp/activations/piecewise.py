@@ -41,6 +41,15 @@ class ReLU(Activation):
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return np.where(z > 0, grad_a, 0.0).astype(grad_a.dtype, copy=False)
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.maximum(z, 0, out=out)
+
+    def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
+        """``g ⊙ 1[z > 0]`` in place (``relu'(0) = 0``); the mask is written into ``scratch``."""
+        np.greater(z, 0, out=scratch)
+        grad_a *= scratch
+        return grad_a
+
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = 0`` everywhere, also at the kink (``ACT2.relu``: σ' is piecewise constant)."""
         return np.zeros_like(z)

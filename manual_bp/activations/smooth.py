@@ -33,6 +33,12 @@ class Identity(Activation):
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return grad_a  # J = I: skip the multiplication by ones
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return z  # a = z: no copy
+
+    def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
+        return grad_a
+
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = 0`` (``ACT2.identity``)."""
         return np.zeros_like(z)
@@ -58,6 +64,21 @@ class Sigmoid(Activation):
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a * (1.0 - a)
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``1/(1 + e^{−z})`` in four in-place ufuncs; ``e^{−z} = inf`` for ``z < −709``
+        gives exactly 0 (the caller silences the overflow warning)."""
+        np.negative(z, out=out)
+        np.exp(out, out=out)
+        out += 1
+        return np.reciprocal(out, out=out)
+
+    def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
+        """``g ⊙ a(1 − a)`` in place."""
+        grad_a *= a
+        np.subtract(1, a, out=scratch)
+        grad_a *= scratch
+        return grad_a
+
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = σ(1 − σ)(1 − 2σ)`` (``ACT2.sigmoid``)."""
         return a * (1.0 - a) * (1.0 - 2.0 * a)
@@ -81,6 +102,17 @@ class Tanh(Activation):
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return (1.0 - a) * (1.0 + a)
+
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.tanh(z, out=out)
+
+    def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
+        """``g ⊙ (1 − a)(1 + a)`` in place (no cancellation of ``1 − a²`` near ``|a| = 1``)."""
+        np.subtract(1, a, out=scratch)
+        grad_a *= scratch
+        np.add(1, a, out=scratch)
+        grad_a *= scratch
+        return grad_a
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = −2 tanh z (1 − tanh² z)`` (``ACT2.tanh``), with ``(1 − a)(1 + a)``."""

@@ -193,8 +193,8 @@ def _optimizer_from_args(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from manual_bp.data import load_digits, load_mnist
-    from manual_bp.network import Network
-    from manual_bp.sequential import Sequential
+    from manual_bp.models.network import Network
+    from manual_bp.models.sequential import Sequential
 
     started = time.perf_counter()
     spec = _preflight(args)  # every flag, input and output path: before any long work

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,10 +17,42 @@ from manual_bp._validation import (
 )
 from manual_bp.activations import Activation
 
-__all__ = ["COSTS", "Cost", "Shortcut", "get_cost", "register_cost"]
+__all__ = ["COSTS", "Cost", "Fold", "Shortcut", "get_cost", "register_cost"]
 
 #: ``shortcut(z, a, y) -> δᴸ`` for one output activation.
 Shortcut = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """How a cost combines with one output activation: a row of the one table of folds.
+
+    Every path reads this table (``Cost.folds``): BP1 (the shortcut), the cost's value from
+    ``zᴸ``, the fused training step (``a − y`` in one subtract), curvature (the loss taken at
+    ``zᴸ``) and Monte-Carlo curvature (the predictive distribution).
+
+    Attributes
+    ----------
+    equation, delta : str and ``delta(z, a, y) -> δᴸ``, or None
+        BP1's exact shortcut at ``zᴸ`` and its equation ID (None: BP1's general form).
+    minus_target : bool
+        ``δᴸ = a − y`` exactly for valid targets (the fused step's one subtract).
+    logit_form : str or None
+        Name of the cost of ``zᴸ`` that evaluates ``C(σ(zᴸ), y)`` stably.
+    head : bool
+        The loss ``ℓ(zᴸ) = C(σ(zᴸ), y)`` is convex in ``zᴸ``: curvature takes σ into the
+        loss (``CURV.ggn-split``, Schraudolph 2002).
+    predictive : str or None
+        ``"normal"``, ``"bernoulli"``, ``"categorical"``, ``"poisson"``: the distribution
+        of targets given ``zᴸ`` whose Fisher equals the GGN (``CURV.diag-ggn-mc``).
+    """
+
+    equation: str | None = None
+    delta: Shortcut | None = None
+    minus_target: bool = False
+    logit_form: str | None = None
+    head: bool = False
+    predictive: str | None = None
 
 
 class Cost(Configurable):
@@ -28,7 +61,10 @@ class Cost(Configurable):
     #: Equation IDs of the value and of the gradient.
     equation_value: ClassVar[str] = ""
     equation_grad: ClassVar[str] = ""
-    #: Output-activation name -> (equation ID, exact shortcut for δᴸ).
+    #: Output-activation name -> :class:`Fold`: the one table of (cost, activation) pairs.
+    folds: ClassVar[dict[str, Fold]] = {}
+    #: Views of :attr:`folds` (derived per class, never written by hand): output-activation
+    #: name -> (equation ID, exact shortcut for δᴸ), and -> logit-form cost name.
     shortcuts: ClassVar[dict[str, tuple[str, Shortcut]]] = {}
     #: Output activations whose range the cost's domain needs (None: any).
     valid_output_activations: ClassVar[tuple[str, ...] | None] = None
@@ -84,8 +120,30 @@ class Cost(Configurable):
 
     #: Output-activation name -> name of the cost that is this cost of ``σ(zᴸ)`` written
     #: as a function of the pre-activation ``zᴸ`` (e.g. cross-entropy of a sigmoid is
-    #: ``bce-logits`` of ``zᴸ``): finite and accurate where ``σ`` saturates.
+    #: ``bce-logits`` of ``zᴸ``): finite and accurate where ``σ`` saturates. From :attr:`folds`.
     logit_forms: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.shortcuts = {
+            act: (fold.equation, fold.delta)
+            for act, fold in cls.folds.items()
+            if fold.equation is not None and fold.delta is not None
+        }
+        cls.logit_forms = {
+            act: fold.logit_form for act, fold in cls.folds.items() if fold.logit_form
+        }
+
+    def fold(self, activation: Activation) -> Fold | None:
+        """This cost's row of the table for ``activation`` (None: the pair does not fold)."""
+        fold = self.folds.get(activation.name)
+        return fold if fold is not None and self.shortcut_applies(activation) else None
+
+    def grad_into(self, a: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`grad` written into ``out`` (the fused training step's form; a cost whose
+        gradient is elementwise overrides it with in-place ufuncs)."""
+        out[...] = self.grad(a, y)
+        return out
 
     def per_sample_from_logits(
         self, z: np.ndarray, a: np.ndarray, y: np.ndarray, activation: Activation

@@ -11,6 +11,7 @@ from manual_bp._validation import as_cost_arrays
 from manual_bp.activations import _finite_float, _sigmoid
 from manual_bp.costs.base import (
     Cost,
+    Fold,
     _diag_embed,
     _output_minus_target,
     _softmax_rows,
@@ -46,8 +47,16 @@ class CrossEntropyCost(Cost):
     aliases = ("binary-cross-entropy", "bce")
     equation_value = "COST.cross-entropy"
     equation_grad = "COST.cross-entropy.grad"
-    shortcuts = {"sigmoid": ("SHORTCUT.sigmoid-cross-entropy", _output_minus_target)}
-    logit_forms = {"sigmoid": "bce-logits"}
+    folds = {
+        "sigmoid": Fold(
+            "SHORTCUT.sigmoid-cross-entropy",
+            _output_minus_target,
+            minus_target=True,
+            logit_form="bce-logits",
+            head=True,
+            predictive="bernoulli",
+        )
+    }
     valid_output_activations = ("sigmoid",)
     target_kind = "probability"
     output_domain = "probability"
@@ -90,6 +99,7 @@ class BCEWithLogitsCost(Cost):
     """
 
     name = "bce-logits"
+    folds = {"identity": Fold(head=True, predictive="bernoulli")}
     aliases = ("binary-cross-entropy-with-logits", "bce-with-logits")
     equation_value = "COST.bce-logits"
     equation_grad = "COST.bce-logits.grad"
@@ -167,8 +177,16 @@ class LogLikelihoodCost(_ClassTargetCost):
     aliases = ("nll", "negative-log-likelihood")
     equation_value = "COST.log-likelihood"
     equation_grad = "COST.log-likelihood.grad"
-    shortcuts = {"softmax": ("SHORTCUT.softmax-log-likelihood", _softmax_log_likelihood_shortcut)}
-    logit_forms = {"softmax": "categorical-cross-entropy"}
+    folds = {
+        "softmax": Fold(
+            "SHORTCUT.softmax-log-likelihood",
+            _softmax_log_likelihood_shortcut,
+            minus_target=True,
+            logit_form="categorical-cross-entropy",
+            head=True,
+            predictive="categorical",
+        )
+    }
     valid_output_activations = ("softmax",)
     output_domain = "non-negative"  # ln a; a > 1 (dropout after a softmax) is finite
 
@@ -202,6 +220,7 @@ class CategoricalCrossEntropyCost(_ClassTargetCost):
     """
 
     name = "categorical-cross-entropy"
+    folds = {"identity": Fold(head=True, predictive="categorical")}
     aliases = ("softmax-cross-entropy", "cross-entropy-logits")
     equation_value = "COST.categorical-cross-entropy"
     equation_grad = "COST.categorical-cross-entropy.grad"

@@ -7,6 +7,7 @@ import numpy as np
 from manual_bp.activations import _finite_float
 from manual_bp.costs.base import (
     Cost,
+    Fold,
     _xlogy,
     register_cost,
 )
@@ -26,6 +27,7 @@ class KLDivergenceCost(Cost):
     """
 
     name = "kl-divergence"
+    folds = {"log-softmax": Fold(head=True, predictive="categorical")}
     aliases = ("kl", "kl-div", "kullback-leibler")
     equation_value = "COST.kl-divergence"
     equation_grad = "COST.kl-divergence.grad"
@@ -65,6 +67,7 @@ class PoissonNLLCost(Cost):
     """
 
     name = "poisson-nll"
+    folds = {"identity": Fold(head=True, predictive="poisson")}  # a log-rate: log_input only
     aliases = ("poisson",)
     equation_value = "COST.poisson-nll"
     equation_grad = "COST.poisson-nll.grad"

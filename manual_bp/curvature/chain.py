@@ -1,6 +1,6 @@
 """A model as a chain of dense maps and activations, the form every curvature sweep walks.
 
-:class:`~manual_bp.network.Network` and a :class:`~manual_bp.sequential.Sequential` stack
+:class:`~manual_bp.models.network.Network` and a :class:`~manual_bp.models.sequential.Sequential` stack
 of :class:`~manual_bp.layers.Dense` and :class:`~manual_bp.layers.ActivationLayer` both
 become a :class:`Chain`: ``ops`` (dense or activation, in order), a ``head`` activation
 absorbed into the loss, the cost, and where each weight and bias sits in the model's
@@ -153,8 +153,8 @@ def as_chain(model: Any) -> Chain:
     """
     from manual_bp.layers.activation import ActivationLayer
     from manual_bp.layers.dense import Dense
-    from manual_bp.network import Network
-    from manual_bp.sequential import Sequential
+    from manual_bp.models.network import Network
+    from manual_bp.models.sequential import Sequential
 
     ops: list[DenseOp | ActOp] = []
     if isinstance(model, Network):

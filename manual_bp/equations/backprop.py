@@ -11,7 +11,7 @@ EQUATIONS = [
         "Forward pass of a dense layer",
         "zˡ = aˡ⁻¹ Wˡᵀ + bˡ,  aˡ = σ(zˡ)",
         f"{_BP}#FWD.dense",
-        "manual_bp.network.Network.forward",
+        "manual_bp.models.network.Network.forward",
         f"{_T}::test_forward_matches_torch",
     ),
     Equation(
@@ -19,7 +19,7 @@ EQUATIONS = [
         "Output error",
         "δᴸ = ∇ₐC ⊙ σ'(zᴸ)",
         f"{_BP}#BP1",
-        "manual_bp.network.Network.backprop",
+        "manual_bp.models.network.Network.backprop",
         f"{_T}::test_bp1_output_error",
     ),
     Equation(
@@ -27,7 +27,7 @@ EQUATIONS = [
         "Error of a hidden layer",
         "δˡ = ((Wˡ⁺¹)ᵀ δˡ⁺¹) ⊙ σ'(zˡ)",
         f"{_BP}#BP2",
-        "manual_bp.network.Network.backprop",
+        "manual_bp.models.network.Network.backprop",
         f"{_T}::test_bp2_hidden_errors",
     ),
     Equation(
@@ -35,7 +35,7 @@ EQUATIONS = [
         "Gradient of the biases",
         "∂C/∂bˡ = (1/n) Σₓ δˡₓ",
         f"{_BP}#BP3",
-        "manual_bp.network.Network.backprop",
+        "manual_bp.models.network.Network.backprop",
         f"{_T}::test_bp3_bias_gradients",
     ),
     Equation(
@@ -43,7 +43,7 @@ EQUATIONS = [
         "Gradient of the weights",
         "∂C/∂Wˡ = (1/n) Σₓ δˡₓ (aˡ⁻¹ₓ)ᵀ",
         f"{_BP}#BP4",
-        "manual_bp.network.Network.backprop",
+        "manual_bp.models.network.Network.backprop",
         f"{_T}::test_bp4_weight_gradients",
     ),
     Equation(
@@ -51,7 +51,7 @@ EQUATIONS = [
         "Gradient of the inputs",
         "∂C/∂x = (1/n) δ¹ W¹ (row-wise)",
         f"{_BP}#BP.input",
-        "manual_bp.network.Network.backprop",
+        "manual_bp.models.network.Network.backprop",
         f"{_T}::test_input_gradient",
     ),
     Equation(
@@ -59,7 +59,7 @@ EQUATIONS = [
         "Backpropagation for one sample (seed equations)",
         "δᴸ = ∇ₐC ⊙ σ'(zᴸ); δˡ = (Wˡ⁺¹)ᵀδˡ⁺¹ ⊙ σ'(zˡ); ∂C/∂b = δ; ∂C/∂W = δ aᵀ",
         f"{_BP}#BP.single",
-        "manual_bp.network.Network.backprop_single",
+        "manual_bp.models.network.Network.backprop_single",
         f"{_T}::test_loop_form_equals_matrix_form",
     ),
     Equation(
@@ -67,7 +67,7 @@ EQUATIONS = [
         "Mini-batch gradient as the mean of per-sample gradients",
         "∂C/∂θ = (1/n) Σₓ ∂Cₓ/∂θ",
         f"{_BP}#SGD.average",
-        "manual_bp.network.Network.backprop_per_sample",
+        "manual_bp.models.network.Network.backprop_per_sample",
         f"{_T}::test_per_sample_gradients_match_vmap",
     ),
     Equation(

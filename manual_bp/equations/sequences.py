@@ -47,7 +47,7 @@ EQUATIONS = [
         "Sequence cost with an ignore index (padding)",
         "m_r = 1[y_r ≠ i], n = Σ m_r;  C = (1/n) Σ m_r C_r;  ∂C/∂a_r = (m_r/n) ∇ₐC_r",
         f"{_D}#SEQ.ignore_index",
-        "manual_bp.sequential_targets.output_seed",
+        "manual_bp.models.targets.output_seed",
         f"{_P}::test_ignore_index_matches_torch",
     ),
     Equation(

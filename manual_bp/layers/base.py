@@ -2,7 +2,7 @@
 
 A layer is a differentiable map of a batch ``x`` of shape ``(batch, *in_shape)`` to
 ``out`` of shape ``(batch, *out_shape)``. Its contract, shared by every built-in layer,
-by the :class:`~manual_bp.sequential.Sequential` model and by :mod:`manual_bp.gradcheck`:
+by the :class:`~manual_bp.models.sequential.Sequential` model and by :mod:`manual_bp.gradcheck`:
 
 * ``params`` — trainable arrays under torch's names and shapes (``weight``, ``bias``,
   ``weight_ih_l0``, ...), so they copy 1:1 to and from the torch module;
@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
+from manual_bp.layers.steps import GenericStep
 
 __all__ = [
     "LAYERS",
@@ -137,6 +138,12 @@ class Layer(Configurable):
             x = cache.input
             return np.zeros((x.shape[0], *self.output_shape(x.shape[1:])), x.dtype)
         return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    def fast_step(self) -> Any:
+        """The layer's fast form for training (:mod:`manual_bp.layers.steps`): by default
+        its readable ``forward``/``backward`` (:class:`~manual_bp.layers.steps.GenericStep`);
+        layers with a fused form override this."""
+        return GenericStep(self)
 
     # ------------------------------------------------------------------ products (V axis)
     def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 ``stack_forward``/``stack_backward`` are backpropagation through a chain of layers —
 the chain rule ``∂C/∂x = J₁ᵀ J₂ᵀ … J_Lᵀ ∂C/∂out`` evaluated right to left, one VJP per
-layer (equation ``STACK.chain``). :class:`~manual_bp.sequential.Sequential` and
+layer (equation ``STACK.chain``). :class:`~manual_bp.models.sequential.Sequential` and
 :class:`Residual` are both built on them.
 """
 
@@ -44,12 +44,15 @@ def stack_backward(
     caches: Sequence[Any],
     *,
     input_grad: bool = True,
+    received: list | None = None,
 ) -> tuple[np.ndarray | None, list[dict[str, np.ndarray]]]:
     """The chain rule through a stack (``STACK.chain``): VJPs from the last layer down.
 
     Returns ``(∂C/∂x, grads)`` with ``grads[i]`` the parameter gradients of ``layers[i]``.
     With ``input_grad=False`` (a training step) the sweep stops at the lowest layer with
     parameters, which computes only its parameter gradients, and ``∂C/∂x`` is ``None``.
+    ``received`` (a list as long as ``layers``, optional) gets the gradient reaching each
+    visited layer's output (Nielsen's ``δˡ/n`` at a dense layer).
     """
     grads: list[dict[str, np.ndarray]] = [{} for _ in layers]
     lowest = 0
@@ -59,6 +62,8 @@ def stack_backward(
             return None, grads
         lowest = trainable[0]
     for i in range(len(layers) - 1, lowest - 1, -1):
+        if received is not None:
+            received[i] = dout
         if i == lowest and not input_grad:
             grads[i] = layers[i].parameter_gradients(dout, caches[i])
             return None, grads

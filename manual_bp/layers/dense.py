@@ -4,7 +4,7 @@ Shapes follow Nielsen and ``torch.nn.Linear``: ``weight`` is ``(n_out, n_in)``, 
 is ``(n_out,)``; ``x`` is ``(batch, *, n_in)`` and ``z`` is ``(batch, *, n_out)`` — the
 map acts on the last axis, so the same layer serves feature vectors ``(N, D)`` and
 sequences ``(N, T, D)``. :func:`dense_forward` is the only dense forward in the library:
-:class:`~manual_bp.network.Network` and the fused trainer call it too.
+:class:`~manual_bp.models.network.Network` and the fused trainer call it too.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 
 from manual_bp.initializers import initialize
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
+from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["Dense", "DenseCache", "dense_backward", "dense_forward"]
+__all__ = ["Dense", "DenseCache", "DenseStep", "dense_backward", "dense_forward"]
 
 
 @dataclass
@@ -178,6 +179,10 @@ class Dense(Layer):
                 f"{self!r}: upstream gradient has shape {np.shape(dz)}, expected {expected}"
             )
 
+    def fast_step(self) -> DenseStep:
+        """The fused form for training (:class:`DenseStep`)."""
+        return DenseStep(self)
+
     # ------------------------------------------------------------------ products (V axis)
     # Rows: every leading axis of x but the batch is a row of the same map, so x is viewed
     # as (N, R, n_in) and a V-stack M as (V, N, R, n_out); ``PROD.dense.*`` in docs/products.md.
@@ -270,6 +275,54 @@ class Dense(Layer):
     def __repr__(self) -> str:
         extra = "" if self.bias else ", bias=False"
         return f"Dense({self.in_features}, {self.out_features}{extra})"
+
+
+class DenseStep:
+    """The fast form of :class:`Dense` (``docs/performance.md``): the same ``FWD.dense`` and
+    ``LAYER.dense`` written into preallocated buffers, gradients straight into the
+    trainer's flat gradient buffer::
+
+        forward    z = x Wᵀ + b              matmul(x, W.T, out=z); z += b
+        backward   ∂C/∂W = dzᵀ x   (BP4)     dot(dz.T, x, out=gW)
+                   ∂C/∂b = 1ᵀ dz   (BP3)     dot(ones, dz, out=gb)  one BLAS call, not sum
+                   ∂C/∂x = dz W    (BP2)     dot(dz, W, out=dx)     only when asked
+
+    Leading axes are rows (``(N, T, D)`` inputs are ``N·T`` rows of the same map).
+    """
+
+    def __init__(self, layer: Dense) -> None:
+        self.layer = layer
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.x: np.ndarray | None = None
+
+    def _for(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        layer = self.layer
+
+        def make() -> tuple[np.ndarray, ...]:
+            rows = int(np.prod(x.shape[:-1]))
+            z = np.empty((*x.shape[:-1], layer.out_features), x.dtype)
+            return z, np.empty(x.shape, x.dtype), np.ones(rows, x.dtype)
+
+        return shape_buffers(self._buffers, (x.shape, x.dtype.str), make)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        z, _, _ = self._for(x)
+        self.x = x
+        return dense_forward(x, self.layer.params["weight"], self.layer.params.get("bias"), out=z)
+
+    def backward(
+        self, dz: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        x = self.x
+        _, dx, ones = self._for(x)
+        layer = self.layer
+        dz_rows = dz.reshape(-1, layer.out_features)
+        np.dot(dz_rows.T, x.reshape(-1, layer.in_features), out=grads["weight"])  # BP4
+        if layer.bias:
+            np.dot(ones, dz_rows, out=grads["bias"])  # BP3: 1ᵀ dz
+        if not need_dx:
+            return None
+        return np.matmul(dz, layer.params["weight"], out=dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
 
 
 def _positive_int(value: object, name: str) -> int:

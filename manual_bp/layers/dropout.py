@@ -40,7 +40,7 @@ class Dropout(Layer):
     p : float in [0, 1] — drop probability; ``p = 0`` is exactly the identity, ``p = 1``
         gives zeros (torch's convention)
     seed : int or Generator, optional — seed of the layer's own mask generator
-        (:class:`~manual_bp.sequential.Sequential` re-seeds it through ``reset_parameters``)
+        (:class:`~manual_bp.models.sequential.Sequential` re-seeds it through ``reset_parameters``)
     """
 
     name = "dropout"

@@ -2,7 +2,7 @@
 
 ``weight`` is ``(num_embeddings, embedding_dim)``, initialised ``N(0, 1)`` as torch's;
 the ``padding_idx`` row starts at zero and never receives a gradient. Inputs are integer
-indices ``(N, *)``; a :class:`~manual_bp.sequential.Sequential` hands every layer floats
+indices ``(N, *)``; a :class:`~manual_bp.models.sequential.Sequential` hands every layer floats
 (``prepare_inputs`` casts to the model's dtype), so float inputs are accepted when they
 hold whole numbers exactly and are rounded back to indices — anything else is refused.
 """

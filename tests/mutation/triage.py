@@ -5,9 +5,9 @@ test, in a copy of the measured tree)."""
 
 from __future__ import annotations
 
-N = "manual_bp.network.xǁNetworkǁ"
+N = "manual_bp.models.network.xǁNetworkǁ"
 F = "manual_bp.fast."
-S = "manual_bp.sequential."
+S = "manual_bp.models.sequential."
 L = "manual_bp.layers."
 O = "manual_bp."
 C = "manual_bp.curvature."

@@ -1,7 +1,8 @@
 """Mini-batch training with per-epoch monitoring (Nielsen's ``SGD``), for any model.
 
-A model is a :class:`~manual_bp.network.Network` or a :class:`~manual_bp.sequential.Sequential`;
-training needs only their common protocol: ``prepare_inputs``/``prepare_targets``
+A model is a :class:`~manual_bp.models.sequential.Sequential` (a Nielsen
+:class:`~manual_bp.models.network.Network` is one); training uses its protocol:
+``prepare_inputs``/``prepare_targets``
 (validation), ``parameter_arrays`` (views updated in place), ``regularized_indices``,
 ``loss_and_gradients`` (one mini-batch: cost and gradients of the mean cost), ``infer``
 (evaluation-mode outputs), ``cost_and_outputs`` and ``output_accuracy`` (monitoring),
@@ -25,17 +26,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from manual_bp.divergence import DivergenceError, check_parameters_finite, check_training_state
-from manual_bp.fast import FastTrainer
 from manual_bp.optimizers import SGD, Optimizer, get_optimizer
 from manual_bp.progress import ProgressBar
 from manual_bp.regularizers import L2, Regularizer, get_regularizer
 from manual_bp.schedules import Schedule as _Schedule
+from manual_bp.training.fused import FusedTrainer
 
 if TYPE_CHECKING:
-    from manual_bp.network import Network
-    from manual_bp.sequential import Sequential
-
-    Model = Network | Sequential
+    from manual_bp.models.sequential import Sequential as Model
 
 __all__ = ["DivergenceError", "History", "iterate_minibatches", "nielsen_sgd", "train"]
 
@@ -97,7 +95,7 @@ def train(
 
     Parameters
     ----------
-    net : Network or Sequential
+    net : Sequential (a Network included)
     x : (N, *input_shape) array
         Training inputs.
     y : (N, n_out) array or (N,) integer labels
@@ -128,9 +126,9 @@ def train(
         Learning-rate schedule (:mod:`manual_bp.schedules`), bound to the optimizer
         and stepped after every epoch (before the callbacks).
     fast : bool, optional
-        Use :class:`manual_bp.fast.FastTrainer` (the same BP1–BP4 fused into
-        preallocated buffers; parameters checked for divergence once per epoch)
-        instead of the readable :meth:`Network.backprop` step. Default: fast.
+        Use the fused step (:class:`~manual_bp.training.fused.FusedTrainer`: every layer's
+        fast form, preallocated buffers, one update; parameters checked for divergence once
+        per epoch) instead of the readable ``loss_and_gradients`` step. Default: fused.
 
     Returns
     -------
@@ -165,22 +163,15 @@ def train(
         x_eval = net.prepare_inputs(x_eval, "evaluation x")
         y_eval = net.prepare_targets(y_eval, x_eval.shape[0], "evaluation y")
         checked.append(y_eval)
-    if getattr(net, "ignore_index", None) is None:  # ignored positions are all-zero rows
+    if net.ignore_index is None:  # ignored positions are all-zero rows, outside every domain
         for targets in checked:  # the cost's target domain, before the first epoch
             net.cost.check_targets(_rows(targets))
     params = net.parameter_arrays()
-    check_parameters_finite(params, _parameter_names(net))
+    check_parameters_finite(params, [name for name, _ in net.named_parameters()])
     n_train = x.shape[0]
     rng = np.random.default_rng(seed)
     history = History()
-    trainer = None
-    if fast and not FastTrainer.supports(net):
-        raise ValueError(
-            f"the fused trainer supports Network models only, not {type(net).__name__}"
-        )
-    if (fast or fast is None) and FastTrainer.supports(net):
-        trainer = FastTrainer(net, optimizer, regularizer, n_train)
-        trainer.check_targets(y)
+    trainer = None if fast is False else FusedTrainer(net, optimizer, regularizer, n_train)
     net.train(True)
 
     for epoch in range(1, epochs + 1):
@@ -279,7 +270,7 @@ def _rows(a: np.ndarray) -> np.ndarray:
 
 
 def nielsen_sgd(
-    net: Network,
+    net: Model,
     training_data: tuple[np.ndarray, np.ndarray],
     epochs: int,
     mini_batch_size: int,
@@ -348,17 +339,6 @@ def _evaluation_pair(evaluation_data: Any) -> tuple[Any, Any]:
             + (f" of length {len(evaluation_data)}" if hasattr(evaluation_data, "__len__") else "")
         )
     return evaluation_data[0], evaluation_data[1]
-
-
-def _parameter_names(net: Model) -> list[str] | None:
-    names = getattr(net, "_parameter_names", None)
-    if names is not None:
-        return list(names)
-    weights = getattr(net, "weights", None)
-    if weights is None:
-        return None
-    n = len(weights)
-    return [f"weights[{i}]" for i in range(n)] + [f"biases[{i}]" for i in range(n)]
 
 
 def _check_positive_int(value: object, name: str) -> None:

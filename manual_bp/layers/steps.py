@@ -1,0 +1,60 @@
+"""The fast form of a layer for training: ``forward(x) -> out`` and ``backward(dout, grads,
+need_dx) -> dx`` writing the parameter gradients into the trainer's buffers.
+
+A layer's :meth:`~manual_bp.layers.base.Layer.fast_step` returns one; the fused trainer
+(:mod:`manual_bp.training.fused`) calls them in order, one mini-batch after another. The
+contract:
+
+* ``forward`` may return a buffer it owns (reused at the next step of the same shape);
+* ``backward`` writes ``∂C/∂θ`` (scaled as the seed was scaled) into ``grads[name]``, views
+  of the trainer's flat gradient buffer shaped like the parameters; it may overwrite the
+  ``dout`` it receives (nothing reads it afterwards) and returns ``∂C/∂x``, or ``None`` when
+  ``need_dx`` is false (the lowest layer with parameters).
+
+:class:`GenericStep` is the fallback for every layer: its readable ``forward``/``backward``
+with the gradients copied into the buffers. A layer whose training pays for a fused form
+(Dense, the activation layer) returns its own step class, written beside its readable form
+and checked against it (``tests/test_fast_path.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GenericStep", "shape_buffers"]
+
+
+class GenericStep:
+    """A layer's readable form as a fast step (no buffers of its own)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.cache: Any = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self.cache = self.layer.forward(x)
+        return out
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        if need_dx:
+            dx, computed = self.layer.backward(dout, self.cache)
+        else:
+            dx, computed = None, self.layer.parameter_gradients(dout, self.cache)
+        for name, view in grads.items():
+            view[...] = computed[name]
+        return dx
+
+
+def shape_buffers(
+    store: dict[tuple, tuple[np.ndarray, ...]], key: tuple, make: Any
+) -> tuple[np.ndarray, ...]:
+    """The buffers for ``key`` (a batch shape), made once by ``make()`` and kept: a training
+    run alternates between at most two mini-batch sizes (the last one may be smaller)."""
+    found = store.get(key)
+    if found is None:
+        found = store[key] = make()
+    return found

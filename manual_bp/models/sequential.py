@@ -1,0 +1,446 @@
+"""A layer-stack model: an ordered stack of layers and a cost — backpropagation as a chain of VJPs.
+
+:class:`Sequential` is the model; :class:`~manual_bp.models.network.Network` is Nielsen's
+named form of it (``[Dense, σ, …]`` with his names ``weights``, ``biases``, ``deltas``),
+not a second implementation. Every model has one parameter order, torch's state-dict order.
+
+Backpropagation through the stack (``STACK.chain``)::
+
+    forward:   a⁰ = x,  aᵏ, cacheᵏ = layerᵏ.forward(aᵏ⁻¹)               k = 1 … K
+    seed:      gᴷ = ∂C/∂aᴷ = (1/n) ∇ₐC_x  (per-sample cost gradients of the mean cost)
+    backward:  gᵏ⁻¹, ∂C/∂θᵏ = layerᵏ.backward(gᵏ, cacheᵏ)               k = K … 1
+
+When the last layer is an activation with an exact shortcut for the cost (softmax +
+log-likelihood, sigmoid + cross-entropy, identity + quadratic), the seed is taken at
+``zᴷ`` as ``δᴷ/n`` (BP1's shortcut), exactly as ``Network`` does.
+
+Parameters live in one flat buffer (``model.flat_parameters``) and every layer's
+``params`` are views into it, so an optimizer's update of the buffer is seen by the
+layers and plain SGD is one vector operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from manual_bp._validation import as_array, check_finite, check_nonempty
+from manual_bp.activations import Identity
+from manual_bp.costs import Cost, get_cost
+from manual_bp.layers.activation import ActivationLayer
+from manual_bp.layers.base import Layer
+from manual_bp.layers.build import build_layer, get_layer
+from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
+from manual_bp.models.parameters import StackParameters
+from manual_bp.models.targets import (
+    check_ignore_index,
+    masked_accuracy,
+    output_seed,
+    prepare_targets,
+    rows,
+)
+
+__all__ = ["MODELS", "Sequential", "StackGradients", "model_from_config"]
+
+LayerSpec = Layer | str | dict[str, Any]
+
+#: Rows per chunk when evaluating a large data set in evaluation mode.
+INFERENCE_CHUNK = 1024
+
+
+@dataclass
+class StackGradients:
+    """Result of :meth:`Sequential.backprop` on a mini-batch of ``n`` samples.
+
+    Attributes
+    ----------
+    cost : float
+        Mean mini-batch cost ``C = (1/n) Σ_x C_x``.
+    params : dict name -> array
+        ``∂C/∂θ`` for every parameter, under its dotted state-dict name (``"0.weight"``).
+    layers : list of dict
+        The same gradients per layer, under the layer's own names.
+    input_grad : array or None
+        ``∂C/∂x``, shaped like the input (``None`` after ``backprop(..., input_grad=False)``).
+    output : array
+        The model's output ``aᴷ``.
+    output_grad : array
+        ``∂C/∂aᴷ`` of the mean cost (the seed of the backward pass).
+    caches : list
+        Every layer's cache (its first field is the layer's input).
+    """
+
+    cost: float
+    params: dict[str, np.ndarray]
+    layers: list[dict[str, np.ndarray]]
+    input_grad: np.ndarray | None
+    output: np.ndarray
+    output_grad: np.ndarray
+    caches: list[Any]
+    #: The prepared targets (labels one-hot encoded; ignored positions all-zero rows).
+    targets: np.ndarray | None = None
+
+
+#: model name -> class; ``model_from_config`` builds any model from its ``get_config()``.
+MODELS: dict[str, type[Sequential]] = {}
+
+
+def model_from_config(config: dict[str, Any]) -> Sequential:
+    """The model a ``get_config()`` dict describes (parameters freshly initialised)."""
+    name = config.get("name", "sequential") if isinstance(config, dict) else None
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
+    return MODELS[name].from_config(config)
+
+
+class Sequential(StackParameters):
+    """An ordered stack of layers with a cost, trained by :func:`manual_bp.train`.
+
+    Parameters
+    ----------
+    layers : sequence of Layer, names or configs
+        ``[Dense(64, 30), "relu", Dropout(0.2), Dense(30, 10), "softmax"]``; an activation's
+        name stands for an :class:`~manual_bp.layers.ActivationLayer`.
+    cost : name, Cost or config
+        The per-sample cost; the model's cost is the mean over the mini-batch.
+    input_shape : tuple of int, optional
+        Per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``. Checked through every
+        layer's ``output_shape`` at construction, so a stack that cannot work fails here,
+        before any data flows. Default: ``(in_features,)`` of a first dense layer.
+    seed : int or Generator, optional
+        Re-initialise every layer (and any layer's private generator) from this seed, in
+        order, so a model is reproducible from ``(layers, seed)``. ``None`` keeps the
+        layers' own initialisation.
+    dtype : float64 (default) or float32
+        Precision of parameters and computation.
+    ignore_index : int, optional
+        torch's ``cross_entropy(..., ignore_index=i)`` (equation ``SEQ.ignore_index``): a
+        position whose label is ``i`` (padding) is left out of the cost, of its gradient
+        and of the mean, which runs over the other positions only; ``accuracy`` skips it
+        too. Prepared targets mark it as an all-zero row (see
+        :mod:`manual_bp.sequential_targets`). Class-label costs only.
+
+    Examples
+    --------
+    >>> from manual_bp import Dense, Sequential
+    >>> model = Sequential([Dense(4, 3), "tanh", Dense(3, 2)], cost="quadratic", seed=0)
+    >>> model.backprop(np.zeros((5, 4)), np.zeros((5, 2))).params["0.weight"].shape
+    (3, 4)
+    """
+
+    name = "sequential"
+
+    def __init__(
+        self,
+        layers: Sequence[LayerSpec],
+        cost: str | Cost | dict[str, Any] = "quadratic",
+        *,
+        input_shape: Sequence[int] | None = None,
+        seed: int | np.random.Generator | None = None,
+        dtype: np.dtype | type | str = np.float64,
+        ignore_index: int | None = None,
+    ) -> None:
+        if isinstance(layers, (Layer, str, dict)) or not layers:
+            raise ValueError("Sequential needs a non-empty list of layers")
+        self.layers: list[Layer] = [get_layer(layer) for layer in layers]
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.cost: Cost = get_cost(cost)
+        self.ignore_index = check_ignore_index(ignore_index, self.cost)
+        last = self.layers[-1]
+        self.cost.check_output_activation(
+            last.activation if isinstance(last, ActivationLayer) else Identity()
+        )
+        self.input_shape = self._infer_input_shape(input_shape)
+        self.output_shape = (
+            stack_output_shape(self.layers, self.input_shape) if self.input_shape else None
+        )
+        if seed is not None:
+            self.reset_parameters(seed)
+        self._allocate()
+
+    # ------------------------------------------------------------------ construction
+    def _infer_input_shape(self, input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
+        if input_shape is not None:
+            shape = tuple(int(s) for s in input_shape)
+            if not shape or any(s < 1 for s in shape):
+                raise ValueError(f"input_shape must list positive sizes, got {input_shape!r}")
+            return shape
+        first = self.layers[0]
+        in_features = getattr(first, "in_features", None)
+        return (in_features,) if isinstance(in_features, int) else None
+
+    @classmethod
+    def from_network(cls, net: Sequential) -> Sequential:
+        """A plain stack with ``net``'s layers, cost and parameters (copied).
+
+        A :class:`~manual_bp.models.network.Network` already is the stack
+        ``[Dense, σ¹, …, Dense, σᴸ]``; this gives it without Nielsen's names, e.g. to
+        extend it with other layers. The state-dict names are the same.
+        """
+        model = cls(
+            [get_layer(layer.get_config()) for layer in net.layers],
+            net.cost,
+            input_shape=net.input_shape,
+            dtype=net.dtype,
+            ignore_index=net.ignore_index,
+        )
+        model.load_state_dict(net.state_dict())
+        return model
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        """The model :meth:`get_config` describes (parameters freshly initialised)."""
+        return cls(
+            [get_layer(layer) for layer in config["layers"]],
+            config["cost"],
+            input_shape=config.get("input_shape"),
+            dtype=config.get("dtype", "float64"),
+            ignore_index=config.get("ignore_index"),
+        )
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Sequence[Any],
+        input_shape: Sequence[int],
+        n_outputs: int | None = None,
+        **kwargs: Any,
+    ) -> Sequential:
+        """Build from a spec whose sizes are inferred from the data's shape.
+
+        Each item is a name (``"relu"``, ``"dense"``), a ``(name, args, kwargs)`` triple,
+        or a config dict; a layer's ``from_shape`` fills in what depends on its input —
+        ``("dense", (30,), {})`` on 64 features is ``Dense(64, 30)``; a bare ``"dense"``
+        maps to ``n_outputs``. See :mod:`manual_bp.model_spec` for the text form.
+        """
+        shape = tuple(int(s) for s in input_shape)
+        layers = []
+        for index, item in enumerate(spec):
+            try:
+                layer = build_layer(item, shape, n_outputs)
+                shape = tuple(layer.output_shape(shape))
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"layer {index} ({_describe(item)}): {error}") from None
+            layers.append(layer)
+        return cls(layers, input_shape=input_shape, **kwargs)
+
+    # ------------------------------------------------------------------ data
+    def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """``x`` as a batch of ``dtype`` with the model's per-sample shape, finite."""
+        x = as_array(x, name)  # real numbers: complex, bool, object and ragged input refused
+        if self.input_shape is not None and x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"{name} has shape {x.shape}; the model takes a batch of shape "
+                f"(batch, {', '.join(map(str, self.input_shape))})"
+            )
+        if x.ndim < 2:
+            raise ValueError(f"{name} has shape {x.shape}; expected a batch (samples first)")
+        check_nonempty(x, name)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below
+            cast = x.astype(self.dtype, copy=False)
+        check_finite(cast, name, source=x)
+        return cast
+
+    def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
+        """Targets shaped like the output; integer labels are one-hot encoded on the last axis
+        (a label equal to ``ignore_index`` becomes an all-zero row). The cost's target domain
+        (e.g. [0, 1] for cross-entropy) is checked on the counted rows, as ``Network`` does."""
+        y = prepare_targets(y, batch, self.output_shape, self.dtype, self.ignore_index, name)
+        t = rows(y)
+        if self.ignore_index is not None:
+            t = t[t.any(axis=1)]  # ignored positions are zero rows, outside every class domain
+        self.cost.check_targets(t)
+        return y
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        """``(output, caches)`` in the current mode (training mode updates running statistics)."""
+        return self._stack_forward(x)
+
+    def _stack_forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        return stack_forward(self.layers, x)
+
+    def backward(
+        self, dout: np.ndarray, caches: Sequence[Any]
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+        """The chain of VJPs (``STACK.chain``): ``(∂C/∂x, per-layer parameter gradients)``."""
+        return stack_backward(self.layers, dout, caches)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)[0]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""
+        return self._infer(x)[0]
+
+    def _infer(self, x: np.ndarray, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(outputs, zᴷ)`` in evaluation mode; ``zᴷ`` (the last activation layer's input)
+        only with ``logits=True`` and a model ending in an activation, else None."""
+        keep_z = logits and isinstance(self.layers[-1], ActivationLayer)
+        modes = [leaf.training for leaf in self._leaves()]
+        self.eval()
+        outs, zs = [], []
+        try:
+            for i in range(0, x.shape[0], INFERENCE_CHUNK):
+                out, caches = stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])
+                outs.append(out)
+                if keep_z:
+                    zs.append(caches[-1].input)
+        finally:
+            for leaf, mode in zip(self._leaves(), modes, strict=True):
+                leaf.training = mode
+        out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+        if not keep_z:
+            return out, None
+        return out, np.concatenate(zs) if len(zs) > 1 else zs[0]
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Predicted classes ``argmax`` over the last axis, in evaluation mode."""
+        return np.argmax(self.infer(self.prepare_inputs(x)), axis=-1)
+
+    def backprop(self, x: Any, y: Any, *, input_grad: bool = True) -> StackGradients:
+        """Gradients of the mean cost on ``(x, y)`` through the stack (``STACK.chain``).
+
+        Runs in the current mode: in training mode batch norm uses (and updates) batch
+        statistics and dropout draws a mask, exactly as one training step does.
+        ``input_grad=False`` (the training step) skips ``∂C/∂x``: the sweep stops at the
+        lowest layer with parameters and ``input_grad`` is ``None``.
+        """
+        return self._backprop(x, y, input_grad=input_grad)
+
+    def _backprop(
+        self, x: Any, y: Any, *, input_grad: bool, received: list | None = None
+    ) -> StackGradients:
+        """:meth:`backprop`; ``received[k]`` gets the gradient reaching layer k's output."""
+        x = self.prepare_inputs(x)
+        y = self.prepare_targets(y, x.shape[0])
+        out, caches = self._stack_forward(x)
+        last = self.layers[-1]
+        # the cost from zᴷ where the output activation has a stable logit form
+        logits = (
+            {"z": caches[-1].input, "activation": last.activation}
+            if isinstance(last, ActivationLayer)
+            else {}
+        )
+        if _shortcut(self.cost, last):
+            # BP1's exact shortcut at zᴷ (e.g. softmax + log-likelihood: δᴷ = a − y).
+            seed = output_seed(self.cost, out, y, self.ignore_index, shortcut=True, **logits)
+            if received is not None:
+                received[-1] = seed.output_grad
+            dx, grads = stack_backward(
+                self.layers[:-1],
+                seed.input_grad,
+                caches[:-1],
+                input_grad=input_grad,
+                received=received,
+            )
+            grads.append({})
+        else:
+            seed = output_seed(self.cost, out, y, self.ignore_index, **logits)
+            dx, grads = stack_backward(
+                self.layers, seed.output_grad, caches, input_grad=input_grad, received=received
+            )
+        named = {
+            f"{index}.{name}": grad
+            for index, layer_grads in enumerate(grads)
+            for name, grad in layer_grads.items()
+        }
+        return StackGradients(
+            cost=seed.cost,
+            params=named,
+            layers=grads,
+            input_grad=dx,
+            output=out,
+            output_grad=seed.output_grad,
+            caches=caches,
+            targets=y,
+        )
+
+    def loss_and_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """``(C, [∂C/∂θ in parameter_arrays() order])`` on validated arrays (the training step)."""
+        result = self._backprop(x, y, input_grad=False)
+        return result.cost, [result.params[name] for name in self._parameter_names]
+
+    def total_cost(self, x: Any, y: Any) -> float:
+        """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
+        return self.cost_and_outputs(x, y)[0]
+
+    def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        """``(C, aᴷ)`` in evaluation mode from one pass, over the counted positions.
+
+        The cost is evaluated from ``zᴷ`` where the output activation has a stable logit
+        form (:meth:`Cost.value_from_logits`), so a saturated output at a finite logit gives
+        a finite cost, as ``Network.cost_and_outputs`` does.
+        """
+        x = self.prepare_inputs(x)
+        targets = self.prepare_targets(y, x.shape[0])
+        out, z = self._infer(x, logits=True)
+        last = self.layers[-1]
+        logits = {"z": z, "activation": last.activation} if z is not None else {}
+        return output_seed(self.cost, out, targets, self.ignore_index, **logits).cost, out
+
+    def accuracy(self, x: Any, y: Any) -> float:
+        """Fraction of samples (or counted positions) whose argmax equals the label."""
+        x = self.prepare_inputs(x)
+        return self.output_accuracy(self.infer(x), self.prepare_targets(y, x.shape[0]))
+
+    def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Mean cost of outputs against prepared targets, over the counted positions."""
+        return output_seed(self.cost, out, targets, self.ignore_index).cost
+
+    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Accuracy of outputs against prepared targets, over the counted positions."""
+        return masked_accuracy(out, targets, self.ignore_index)
+
+    # ------------------------------------------------------------------ misc
+    def get_config(self) -> dict[str, Any]:
+        """Architecture (no parameters), JSON-serialisable; :meth:`from_config` inverts it."""
+        config = {
+            "name": self.name,
+            "layers": [layer.get_config() for layer in self.layers],
+            "cost": self.cost.get_config(),
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "dtype": self.dtype.name,
+        }
+        if self.ignore_index is not None:
+            config["ignore_index"] = self.ignore_index
+        return config
+
+    def copy(self) -> Sequential:
+        """An independent model of the same class with the same architecture, parameters,
+        buffers, extra state (generators) and mode."""
+        clone = type(self).from_config(self.get_config())
+        clone.load_state_dict(self.state_dict())
+        for mine, theirs in zip(self._leaves(), clone._leaves(), strict=True):
+            theirs.set_extra_state(mine.get_extra_state())
+            theirs.training = mine.training
+        return clone
+
+    def __repr__(self) -> str:
+        body = ",\n  ".join(repr(layer) for layer in self.layers)
+        extra = "" if self.ignore_index is None else f", ignore_index={self.ignore_index}"
+        cost = f"cost={self.cost.name!r}{extra}, dtype={self.dtype.name}"
+        return f"Sequential([\n  {body}\n], {cost})"
+
+
+MODELS[Sequential.name] = Sequential
+
+
+def _shortcut(cost: Cost, last: Layer) -> bool:
+    if not isinstance(last, ActivationLayer):
+        return False
+    entry = cost.shortcuts.get(last.activation.name)
+    return entry is not None and cost.shortcut_applies(last.activation)
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, tuple) and len(item) == 3:
+        return str(item[0])
+    if isinstance(item, dict):
+        return str(item.get("name"))
+    return repr(item) if isinstance(item, Layer) else str(item)

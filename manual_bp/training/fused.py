@@ -1,0 +1,261 @@
+"""The fused training step, for every model: each layer's fast form, one flat update.
+
+:meth:`Sequential.loss_and_gradients` is the readable training step: it allocates every
+activation and gradient afresh and returns a list. At small mini-batches (Nielsen's 10) the
+time goes into call overhead and page faults of fresh temporaries, not arithmetic.
+:class:`FusedTrainer` runs exactly the same equations through each layer's fast form
+(:meth:`Layer.fast_step`: preallocated ``out=`` buffers, in-place ufuncs; the readable
+forward/backward for layers without one) and
+
+* writes every parameter gradient straight into one flat gradient buffer laid out like the
+  model's flat parameter buffer (torch's state-dict order), so plain SGD is ONE update;
+* folds the mean's ``1/n`` (and, for plain SGD, the learning rate ``η``) into the seed of
+  the backward pass: every VJP is linear in its cotangent, so scaling the seed by ``s``
+  scales every gradient by ``s``;
+* takes BP1's ``δᴸ = a − y`` as one subtract where the cost and the output activation fold
+  that way (:class:`~manual_bp.costs.Fold`, the costs' one table), and the cost's own
+  ``grad_into`` followed by the activation's in-place VJP otherwise.
+
+The equations and the fused line implementing each (``s = 1/n`` or ``η/n``)::
+
+    FWD.dense  zˡ = aˡ⁻¹ Wˡᵀ + bˡ       DenseStep: matmul(a_prev, W.T, out=z); z += b
+               aˡ = σ(zˡ)              ActivationStep: σ.forward_into(z, out=a)
+    BP1        δᴸ = a − y (folded)      subtract(a, y, out=d); d *= s
+               δᴸ = ∇ₐC ⊙ σ'(zᴸ)        cost.grad_into(a, y, out=d); d *= s; σ.backward_inplace
+    BP2        δˡ = (δˡ⁺¹ Wˡ⁺¹) ⊙ σ'(zˡ) DenseStep: dot(d, W, out=dx); then σ.backward_inplace
+    BP3, BP4   ∂C/∂bˡ, ∂C/∂Wˡ          DenseStep: dot(ones, d, out=gb); dot(d.T, a_prev, out=gW)
+    OPT.sgd + REG.l2   w ← (1 − ηλ/N) w − η ∂C₀/∂w    W *= 1 − ηλ/N (weights); θ -= g
+
+Optimizers other than plain SGD get ``optimizer.step`` on the same parameter views as the
+readable path (so their state layout is the same); regularizers other than L2 their
+``add_gradient``. Results equal the readable path's to rounding (``tests/test_fast_path.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from manual_bp.divergence import check_training_state
+from manual_bp.models.targets import output_seed
+from manual_bp.optimizers import SGD, Optimizer
+from manual_bp.regularizers import L2, Regularizer
+
+__all__ = ["FusedTrainer"]
+
+
+class FusedTrainer:
+    """Fused, allocation-free training steps for any model (``docs/performance.md``).
+
+    Parameters
+    ----------
+    model : Sequential (a Network included)
+        Trained in place; its flat parameter buffer ``model.flat_parameters`` is updated.
+    optimizer : Optimizer
+        Plain :class:`~manual_bp.optimizers.SGD` (no momentum or weight decay) is fused into
+        one update; any other gets ``optimizer.step(params, grads)`` on views.
+    regularizer : Regularizer, optional
+        :class:`~manual_bp.regularizers.L2` is fused (``REG.l2``); others use ``add_gradient``.
+    n_train : int
+        ``N``, the training-set size the regularizer is scaled by.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Optimizer,
+        regularizer: Regularizer | None = None,
+        n_train: int = 1,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.regularizer = regularizer
+        self.n_train = n_train
+        self.steps = [layer.fast_step() for layer in model.layers]
+        # One gradient buffer laid out like the parameters: grad views share their offsets.
+        self.grad = np.zeros_like(model.flat_parameters)
+        self.layer_grads = [
+            {name: model.same_place(self.grad, array) for name, array in layer.params.items()}
+            for layer in model.layers
+        ]
+        self.params = model.parameter_arrays()
+        self.grads = [model.same_place(self.grad, p) for p in self.params]
+        self.decayed = model.regularized_indices()
+        trainable = [i for i, layer in enumerate(model.layers) if layer.params]
+        self.lowest = trainable[0] if trainable else len(model.layers)
+        self.seed_kind = _seed_kind(model)
+        self._seeds: dict[tuple, np.ndarray] = {}
+        self._batches: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def fused_update(self) -> bool:
+        """Whether the update is plain SGD (``OPT.sgd``), folded into the gradient."""
+        opt, reg = self.optimizer, self.regularizer
+        return (
+            type(opt) is SGD
+            and not opt.momentum
+            and not opt.weight_decay
+            and (reg is None or type(reg) is L2)
+        )
+
+    # ------------------------------------------------------------------ one step
+    def _load(
+        self, x: np.ndarray, y: np.ndarray, index: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if index is None:
+            return x, y
+        m = index.shape[0]
+        found = self._batches.get(m)
+        if found is None:
+            found = self._batches[m] = (
+                np.empty((m, *x.shape[1:]), x.dtype),
+                np.empty((m, *y.shape[1:]), y.dtype),
+            )
+        xb, yb = found
+        # gather straight into the buffers; "clip" avoids the buffered copy that
+        # mode="raise" makes of out= (the indices come from a permutation)
+        np.take(x, index, axis=0, out=xb, mode="clip")
+        np.take(y, index, axis=0, out=yb, mode="clip")
+        return xb, yb
+
+    def _seed(self, out: np.ndarray, y: np.ndarray, factor: float) -> tuple[np.ndarray, int]:
+        """The backward pass's start: ``(g, k)`` with ``g`` the gradient (times ``factor``)
+        reaching layer ``k − 1``'s output."""
+        K = len(self.steps)
+        if self.seed_kind != "generic":
+            d = self._seeds.get(out.shape)
+            if d is None:
+                d = self._seeds[out.shape] = np.empty_like(out)
+            n_rows = out.size // out.shape[-1]
+            if self.seed_kind == "minus-target":  # BP1 folded: δᴸ = a − y, at zᴸ
+                np.subtract(out, y, out=d)
+                K -= 1
+            else:  # ∇ₐC_x into d; the output activation's VJP follows in the sweep
+                self.model.cost.grad_into(out, y, d)
+            d *= factor / n_rows
+            return d, K
+        model = self.model
+        logits = _logits(model, self.steps[-1])
+        shortcut = bool(logits) and _takes_shortcut(model)
+        seed = output_seed(model.cost, out, y, model.ignore_index, shortcut=shortcut, **logits)
+        g = seed.input_grad if shortcut else seed.output_grad
+        return (g * factor if factor != 1.0 else g), (K - 1 if shortcut else K)
+
+    def _forward_backward(self, xb: np.ndarray, yb: np.ndarray, factor: float) -> None:
+        out = xb
+        for step in self.steps:
+            out = step.forward(out)
+        self._last = (out, yb)
+        g, start = self._seed(out, yb, factor)
+        lowest, steps, grads = self.lowest, self.steps, self.layer_grads
+        for k in range(start - 1, lowest - 1, -1):
+            g = steps[k].backward(g, grads[k], k > lowest)
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """``∂C/∂θ`` of the mean cost on validated ``(x, y)`` by the fused path, in
+        ``parameter_arrays()`` order (copies)."""
+        with np.errstate(over="ignore", under="ignore"):
+            self._forward_backward(x, y, 1.0)
+        return [g.copy() for g in self.grads]
+
+    def step(self, x: np.ndarray, y: np.ndarray, index: np.ndarray | None = None) -> None:
+        """One training step on the mini-batch ``x[index], y[index]`` (all rows if None).
+
+        ``x`` and ``y`` must already be validated arrays of the model's dtype, as
+        :func:`manual_bp.training.train` passes them.
+        """
+        xb, yb = self._load(x, y, index)
+        opt, reg = self.optimizer, self.regularizer
+        if self.fused_update:
+            lr = float(opt.lr)  # read every step: schedules change it between epochs
+            self._forward_backward(xb, yb, lr)  # grad = η ∂C₀/∂θ
+            if reg is not None and reg.lmbda:  # REG.l2: w ← (1 − ηλ/N) w (weights only)
+                shrink = 1.0 - lr * reg.lmbda / self.n_train
+                for i in self.decayed:
+                    self.params[i] *= shrink
+            self.model.flat_parameters -= self.grad  # OPT.sgd: one call for all layers
+            return
+        self._forward_backward(xb, yb, 1.0)
+        if type(reg) is L2:  # ∂C/∂w += (λ/N) w
+            for i in self.decayed:
+                self.grads[i] += (reg.lmbda / self.n_train) * self.params[i]
+        elif reg is not None:
+            reg.add_gradient(
+                [self.params[i] for i in self.decayed],
+                [self.grads[i] for i in self.decayed],
+                self.n_train,
+            )
+        # The readable path's list layout, so optimizer state carries over between paths.
+        opt.step(self.params, self.grads)
+
+    def run_epoch(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batches: Sequence[np.ndarray],
+        on_batch: Callable[[], object] | None = None,
+        epoch: int = 1,
+    ) -> float:
+        """One step per index array in ``batches``; returns the last mini-batch's cost.
+
+        Overflow inside the epoch is not an error by itself (the sigmoid's ``e^{−z}``
+        reaches inf for ``z < −709`` and gives the correct 0). At the end of the epoch the
+        shared divergence check (:func:`manual_bp.divergence.check_training_state`) looks
+        at the parameters and at the cost of the last mini-batch, computed once from the
+        buffers: a non-finite one raises ``DivergenceError`` naming the likely cause.
+        """
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            for index in batches:
+                self.step(x, y, index)
+                if on_batch is not None:
+                    on_batch()
+        cost = self._last_cost()
+        check_training_state(self.params, cost, epoch=epoch, optimizer=self.optimizer, x=x)
+        return float("nan") if cost is None else cost
+
+    def _last_cost(self) -> float | None:
+        """The cost of the last mini-batch from its forward pass (from ``zᴸ`` where stable)."""
+        if self._last is None:
+            return None
+        out, y = self._last
+        model = self.model
+        logits = _logits(model, self.steps[-1])
+        z = logits.get("z")
+        if not np.isfinite(out).all() or (z is not None and not np.isfinite(z).all()):
+            return float("nan")  # diverged forward pass: no cost to compute (NaN, no warning)
+        with np.errstate(over="ignore", under="ignore"):
+            return output_seed(model.cost, out, y, model.ignore_index, **logits).cost
+
+
+def _logits(model: Any, last_step: Any) -> dict[str, Any]:
+    """``{"z": zᴷ, "activation": σ}`` when the model ends in an activation layer (its step
+    keeps the input ``z``), else ``{}``: the cost is then taken from ``zᴷ`` where stable."""
+    z = getattr(last_step, "z", None)
+    if z is None:
+        return {}
+    return {"z": z, "activation": model.layers[-1].activation}
+
+
+def _takes_shortcut(model: Any) -> bool:
+    """BP1's shortcut applies at the model's output (the costs' table, :class:`Fold`)."""
+    activation = getattr(model.layers[-1], "activation", None)
+    fold = None if activation is None else model.cost.fold(activation)
+    return fold is not None and fold.delta is not None
+
+
+def _seed_kind(model: Any) -> str:
+    """``"minus-target"`` (δᴸ = a − y folded), ``"cost-gradient"`` (∇ₐC into a buffer, then
+    the output activation's VJP) or ``"generic"`` (masks, coupled outputs: the readable seed)."""
+    if model.ignore_index is not None:
+        return "generic"
+    activation = getattr(model.layers[-1], "activation", None)
+    if activation is None:
+        return "generic"
+    fold = model.cost.fold(activation)
+    if fold is not None:
+        return "minus-target" if fold.minus_target else "generic"
+    flat_output = model.output_shape is not None and len(model.output_shape) == 1
+    return "cost-gradient" if flat_output else "generic"
