@@ -1,4 +1,4 @@
-"""The fused training path (``manual_bp/fast.py``, ``docs/performance.md``) against torch.
+"""The fused training path (``manual_bp/training/fused.py``, ``docs/performance.md``) vs torch.
 
 The fast path must pass the same verification as the readable one:
 
@@ -24,11 +24,10 @@ from hypothesis import strategies as st
 
 from manual_bp import Network
 from manual_bp._validation import as_targets
-from manual_bp.fast import FastTrainer
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.optimizers import SGD, get_optimizer
 from manual_bp.regularizers import L2, get_regularizer
-from manual_bp.training import train
+from manual_bp.training import FusedTrainer, train
 from reference import torch_run
 from reference.cases import build_case
 from reference.conditioning import error_scales
@@ -55,7 +54,8 @@ def test_fast_gradients_match_torch(spec):
     """BP3, BP4 of the fused step (δᴸ scaled by 1/n once) equal autograd's ∂C/∂bˡ, ∂C/∂Wˡ."""
     net, x, y = build_case(spec)
     rows = as_targets(y, net.sizes[-1], x.shape[0], net.dtype)
-    grad_w, grad_b = FastTrainer(net).gradients(x, y)
+    grads = FusedTrainer(net).gradients(x, y)  # torch's order: W¹, b¹, W², b², …
+    grad_w, grad_b = grads[0::2], grads[1::2]
     run = torch_run(net, x, y)
     scales = error_scales(net, run, rows)
     for l in range(len(net.weights)):
@@ -65,6 +65,11 @@ def test_fast_gradients_match_torch(spec):
         assert_gradients_close(
             grad_b[l], run.biases[l], name=f"BP3 fast ∂C/∂b[{l + 1}]", scale=scales.biases[l]
         )
+
+
+def _state_dict_order(weights, biases) -> list:
+    """``[W¹, b¹, W², b², …]``: every model's parameter order (torch's state dict)."""
+    return [p for pair in zip(weights, biases, strict=True) for p in pair]
 
 
 def _torch_sgd_steps(net, x, y, batches, eta, lmbda, n_train, dtype):
@@ -90,9 +95,9 @@ def _torch_sgd_steps(net, x, y, batches, eta, lmbda, n_train, dtype):
         for p, g in zip([*weights, *biases], [*run.weights, *run.biases], strict=True):
             p.grad = torch.tensor(g, dtype=tdtype)
         optimizer.step()
-        step = np.concatenate([s.ravel() for s in (*scales.weights, *scales.biases)])
+        step = np.concatenate([s.ravel() for s in _state_dict_order(scales.weights, scales.biases)])
         bound += eta * step + np.abs(shadow._params)
-    flat = np.concatenate([p.numpy().ravel() for p in (*weights, *biases)])
+    flat = np.concatenate([p.numpy().ravel() for p in _state_dict_order(weights, biases)])
     return flat, bound
 
 
@@ -102,7 +107,7 @@ def _check_sgd_trajectory(spec, eta, lmbda, steps, dtype):
     n = x.shape[0]
     batches = [rng.permutation(n)[: max(1, n // 2)] for _ in range(steps)]
     expected, bound = _torch_sgd_steps(net, x, y, batches, eta, lmbda, 4 * n, dtype)
-    trainer = FastTrainer(net, SGD(lr=eta), L2(lmbda), n_train=4 * n)
+    trainer = FusedTrainer(net, SGD(lr=eta), L2(lmbda), n_train=4 * n)
     assert trainer.fused_update
     rows = as_targets(y, net.sizes[-1], n, net.dtype)
     with np.errstate(over="ignore", under="ignore"):
@@ -152,13 +157,13 @@ def _replay_bound(net, x, y, *, epochs, batch_size, seed, lr, regularizer, momen
     optimizer = SGD(lr=lr, momentum=momentum)
     lmbda = 0.0 if regularizer is None else regularizer.lmbda
     bound = np.zeros_like(net._params)
-    n_w = sum(W.size for W in net.weights)
     for _ in range(epochs):
         for index in iterate_minibatches(x.shape[0], batch_size, rng):
             run = torch_run(shadow, x[index], rows[index])
             scales = error_scales(shadow, run, rows[index])
-            step = np.concatenate([s.ravel() for s in (*scales.weights, *scales.biases)])
-            step[:n_w] += lmbda / x.shape[0] * (1.0 + np.abs(shadow._params[:n_w]))
+            decay = [lmbda / x.shape[0] * (1.0 + np.abs(W)) for W in shadow.weights]
+            weights = [s + d for s, d in zip(scales.weights, decay, strict=True)]
+            step = np.concatenate([s.ravel() for s in _state_dict_order(weights, scales.biases)])
             bound += lr_eff * step + np.abs(shadow._params)
             grads = shadow.backprop(x[index], rows[index])
             if regularizer is not None:
@@ -225,7 +230,7 @@ def test_fused_step_allocates_no_large_array():
     rng = np.random.default_rng(0)
     x = rng.random((200, 784))
     y = np.eye(10)[rng.integers(0, 10, 200)]
-    trainer = FastTrainer(net, SGD(lr=3.0), L2(5.0), n_train=200)
+    trainer = FusedTrainer(net, SGD(lr=3.0), L2(5.0), n_train=200)
     index = rng.permutation(200)[:10]
     trainer.step(x, y, index)
     tracemalloc.start()
@@ -245,8 +250,8 @@ def test_fast_is_default_and_checks_class_targets():
     with pytest.raises(ValueError, match="not a probability distribution"):
         train(net, x, np.full((4, 2), 0.7), epochs=1, batch_size=2, eta=0.1)
     calls = []
-    original = net.backprop
-    net.backprop = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
+    original = net.loss_and_gradients  # the readable step
+    net.loss_and_gradients = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
     train(net, x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2, eta=0.1, monitor=())
     assert not calls
     train(net, x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2, eta=0.1, monitor=(), fast=False)

@@ -22,7 +22,7 @@ import torch
 from manual_bp import Network, train
 from manual_bp.activations import ACTIVATIONS, get_activation
 from manual_bp.costs import COSTS
-from manual_bp.fast import FastTrainer
+from manual_bp.training import FusedTrainer
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -87,7 +87,7 @@ def test_cost_is_finite_where_the_output_saturates_at_a_finite_logit(cost, outpu
 )
 def test_fused_trainer_last_batch_cost_is_from_the_logits(cost, output):
     net, x, y = _saturated_net(cost, output, 800.0)
-    trainer = FastTrainer(net, None, None, 3)
+    trainer = FusedTrainer(net, None, None, 3)
     from manual_bp.optimizers import SGD
 
     trainer.optimizer = SGD(lr=1e-300)
@@ -232,7 +232,7 @@ def test_no_runtime_warning_escapes_a_networks_backward_pass(cost, scale):
             with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise"):
                 warnings.simplefilter("error")
                 net.backprop(x, y)
-                FastTrainer(net).gradients(x, y)
+                FusedTrainer(net).gradients(x, y)
                 net.total_cost(x, y)
 
 
@@ -281,10 +281,11 @@ def test_fused_tanh_derivative_equals_the_activations():
     net = Network([1, 1], "tanh", "quadratic", seed=0)
     net.weights[0] = np.array([[1.0]])
     net.biases[0] = np.zeros(1)
-    trainer = FastTrainer(net)
+    trainer = FusedTrainer(net)
     for z in np.linspace(3.0, 15.0, 49):
         x, y = np.array([[z]]), np.array([[-0.5]])
-        fast_w, fast_b = trainer.gradients(x, y)
+        grads = trainer.gradients(x, y)  # [W¹, b¹, …]: torch's order
+        fast_w, fast_b = grads[0::2], grads[1::2]
         readable = net.backprop(x, y)
         np.testing.assert_allclose(fast_b[0], readable.biases[0], rtol=4 * EPS, atol=0)
         np.testing.assert_allclose(fast_w[0], readable.weights[0], rtol=4 * EPS, atol=0)

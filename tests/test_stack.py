@@ -16,6 +16,7 @@ from manual_bp import (
     SGD,
     Adam,
     Dense,
+    Network,
     Residual,
     Sequential,
     load,
@@ -242,10 +243,57 @@ def test_training_a_stack_reduces_the_cost_and_l2_decays_weights_only():
     )
 
 
-def test_fused_trainer_is_for_networks_only():
-    model = Sequential([Dense(2, 2)], seed=0)
-    with pytest.raises(ValueError, match="fused trainer supports Network models only"):
-        train(model, np.zeros((2, 2)), np.zeros((2, 2)), epochs=1, batch_size=1, eta=0.1, fast=True)
+def test_a_sequential_mlp_trains_on_the_networks_fused_path():
+    """One fused path for every model: a Network and the same stack built as a plain
+    Sequential follow bit-identical trajectories (the same layer steps, the same update)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((13, 6)), rng.random((13, 3))
+    net = Network([6, 5, 4, 3], ["relu", "tanh", "sigmoid"], "quadratic", seed=0)
+    model = Sequential.from_network(net)
+    assert type(model) is Sequential
+    for m in (net, model):
+        train(m, x, y, epochs=2, batch_size=4, eta=0.5, lmbda=1.0, seed=1, monitor=())
+    np.testing.assert_array_equal(net.flat_parameters, model.flat_parameters)
+
+
+@pytest.mark.parametrize("kind", ["features", "images", "sequences"])
+@given(seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=6, deadline=None)
+def test_fused_path_equals_the_readable_step_on_random_stacks(kind, seed):
+    """Every layer kind trains through its fast form (or the generic step) as through the
+    readable step, plain SGD (η/n folded into the seed) and momentum (optimizer.step on
+    the views): equal to rounding. The bound: each of the K steps rounds θ and its update
+    relative to their magnitudes, 64·ε·K·(|θ| + |θ₀| + Σ|Δθ|)."""
+    rng = np.random.default_rng(seed)
+    model, x, labels = random_stack(rng, kind)
+    for optimizer in ({"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.05, "momentum": 0.5}):
+        start, paths = model.copy(), []
+        for fast in (True, False):
+            candidate = start.copy()
+            train(
+                candidate,
+                x,
+                labels,
+                epochs=2,
+                batch_size=3,
+                optimizer=optimizer,
+                seed=seed,
+                monitor=(),
+                fast=fast,
+            )
+            paths.append(candidate.flat_parameters)
+        steps = 2 * -(-x.shape[0] // 3)
+        bound = (
+            64
+            * np.finfo(float).eps
+            * steps
+            * (
+                np.abs(paths[0])
+                + np.abs(start.flat_parameters)
+                + np.abs(paths[0] - start.flat_parameters)
+            )
+        )
+        assert np.all(np.abs(paths[0] - paths[1]) <= bound), (kind, optimizer)
 
 
 # ---------------------------------------------------------------------- CLI

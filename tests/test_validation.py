@@ -73,7 +73,8 @@ def test_parameter_assignment_is_checked(net):
     with pytest.raises(TypeError, match="number of weights arrays is fixed"):
         net.weights.append(np.zeros((2, 4)))
     net.weights[1] = np.ones((2, 4))
-    assert net._params[12:20].tolist() == [1.0] * 8  # writes through to the flat buffer
+    # writes through to the flat buffer, in torch's order W¹ (12), b¹ (4), W² (8), b²
+    assert net._params[16:24].tolist() == [1.0] * 8
     net.weights = [np.full((4, 3), 2.0), np.zeros((2, 4))]
     np.testing.assert_array_equal(net.weights[0], 2.0)
 
@@ -88,7 +89,7 @@ def test_single_sample_backprop_checks_shape(net):
 # input below is tried on every entry point; the error must name the true cause.
 from manual_bp import Dense, Sequential, train  # noqa: E402
 from manual_bp.costs import COSTS  # noqa: E402
-from manual_bp.fast import FastTrainer  # noqa: E402
+from manual_bp.training import FusedTrainer  # noqa: E402
 from manual_bp.optimizers import OPTIMIZERS  # noqa: E402
 
 X_GOOD = np.random.default_rng(0).standard_normal((5, 3))
@@ -114,7 +115,7 @@ X_ENTRY_POINTS = {
     "accuracy": lambda x, y: _net().accuracy(x, y),
     "cost_and_outputs": lambda x, y: _net().cost_and_outputs(x, y),
     "prepare_inputs": lambda x, y: _net().prepare_inputs(x),
-    "FastTrainer.gradients": lambda x, y: FastTrainer(_net()).gradients(x, y),
+    "FusedTrainer.gradients": lambda x, y: FusedTrainer(_net()).gradients(x, y),
     "train x": lambda x, y: _train(x, y),
     "train evaluation x": lambda x, y: _train(X_GOOD, Y_LABELS, evaluation_data=(x, y)),
     "Sequential.predict": lambda x, y: Sequential(

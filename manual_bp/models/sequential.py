@@ -272,7 +272,7 @@ class Sequential(StackParameters):
         return stack_backward(self.layers, dout, caches)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[0]
+        return self._stack_forward(x)[0]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""

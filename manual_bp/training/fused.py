@@ -53,7 +53,7 @@ class FusedTrainer:
     ----------
     model : Sequential (a Network included)
         Trained in place; its flat parameter buffer ``model.flat_parameters`` is updated.
-    optimizer : Optimizer
+    optimizer : Optimizer, optional (required by :meth:`step`)
         Plain :class:`~manual_bp.optimizers.SGD` (no momentum or weight decay) is fused into
         one update; any other gets ``optimizer.step(params, grads)`` on views.
     regularizer : Regularizer, optional
@@ -65,7 +65,7 @@ class FusedTrainer:
     def __init__(
         self,
         model: Any,
-        optimizer: Optimizer,
+        optimizer: Optimizer | None = None,
         regularizer: Regularizer | None = None,
         n_train: int = 1,
     ) -> None:
@@ -154,9 +154,12 @@ class FusedTrainer:
         for k in range(start - 1, lowest - 1, -1):
             g = steps[k].backward(g, grads[k], k > lowest)
 
-    def gradients(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-        """``∂C/∂θ`` of the mean cost on validated ``(x, y)`` by the fused path, in
-        ``parameter_arrays()`` order (copies)."""
+    def gradients(self, x: Any, y: Any) -> list[np.ndarray]:
+        """``∂C/∂θ`` of the mean cost on ``(x, y)`` by the fused path, in
+        ``parameter_arrays()`` order (copies); ``x`` and ``y`` are validated as the model
+        validates them (labels one-hot encoded)."""
+        x = self.model.prepare_inputs(x)
+        y = self.model.prepare_targets(y, x.shape[0])
         with np.errstate(over="ignore", under="ignore"):
             self._forward_backward(x, y, 1.0)
         return [g.copy() for g in self.grads]
