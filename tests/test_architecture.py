@@ -241,3 +241,32 @@ def test_deprecated_paths_warn_and_give_the_same_objects(old, new, monkeypatch):
     assert names
     for name in names:
         assert getattr(shim, name) is getattr(target, name), f"{old}.{name}"
+
+
+# ---------------------------------------------------------------------- the learning rate
+def test_the_learning_rate_is_decided_once_on_a_one_way_path():
+    """``train --eta`` reaches ``train(eta=…)`` untouched (SGD's ``lr`` is made there);
+    with an optimizer option, :func:`~manual_bp.optimizers.cli.learning_rate` decides
+    once: ``--lr``, else η for SGD, else the rule's default. The optimizer helpers never
+    import a command (the path does not come back)."""
+    from manual_bp.cli import build_parser
+    from manual_bp.optimizers.cli import step_from_args
+
+    def step(*argv):
+        return step_from_args(build_parser().parse_args(["train", "--eta", "0.3", *argv]))
+
+    assert step() == {"eta": 0.3}
+    assert step("--optimizer", "sgd")["optimizer"].lr == 0.3
+    assert step("--optimizer", "sgd", "--lr", "0.1")["optimizer"].lr == 0.1
+    assert step("--momentum", "0.9")["optimizer"].lr == 0.3
+    assert step("--optimizer", "adam")["optimizer"].lr == 1e-3
+    assert set(step("--schedule", "step", "--step-size", "2")) == {"eta", "schedule"}
+    assert "manual_bp.optimizers.cli" in _graph()["manual_bp.commands.train"]
+    upward = [
+        (module, name)
+        for module, imported in _graph().items()
+        if module.startswith("manual_bp.optimizers")
+        for name in imported
+        if _rank(name) == 0
+    ]
+    assert not upward, upward
