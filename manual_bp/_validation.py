@@ -36,6 +36,8 @@ __all__ = [
     "check_real_dtype",
     "check_target_domain",
     "distribution_tolerance",
+    "is_label_vector",
+    "one_hot_rows",
 ]
 
 #: Target domains a cost can declare (``Cost.target_kind``), with what each requires.
@@ -197,17 +199,29 @@ def check_labels(labels: np.ndarray, n_classes: int, name: str = "labels") -> No
         )
 
 
+# Label vectors live here, below the public encoding module (which builds one_hot on
+# them), so that these checks never import upward.
+def is_label_vector(y: np.ndarray) -> bool:
+    """True for a 1-D array of integers (class labels)."""
+    return y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+
+
+def one_hot_rows(labels: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
+    """``(batch,)`` labels already checked by :func:`check_labels` -> one-hot rows."""
+    out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
 def as_targets(y: Any, n_out: int, batch: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
     """Finite target rows ``(batch, n_out)``; 1-D integer labels are range-checked, one-hot."""
-    from manual_bp.encoding import is_label_vector, one_hot
-
     y = as_array(y, name)
     if is_label_vector(y):
         if y.shape[0] != batch:
             raise ValueError(f"{name} has {y.shape[0]} labels for a batch of {batch} inputs")
         check_nonempty(y, name)
         check_labels(y, n_out, name)
-        return one_hot(y, n_out, dtype=dtype)
+        return one_hot_rows(y, n_out, dtype)
     if y.ndim == 1:
         integral = y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
         hint = " (these look like labels: pass them as integers, .astype(int))" if integral else ""
@@ -298,8 +312,6 @@ def as_cost_arrays(
     Integer labels ``(batch,)`` are range-checked and one-hot encoded when ``labels``;
     targets must be finite and in ``target_kind``'s domain, outputs in ``output_kind``'s.
     """
-    from manual_bp.encoding import is_label_vector, one_hot
-
     a = as_array(a, f"{cost}: outputs")
     if a.ndim != 2:
         raise ValueError(
@@ -314,7 +326,7 @@ def as_cost_arrays(
         if y.shape[0] != a.shape[0]:
             raise ValueError(f"{cost}: {y.shape[0]} labels for a batch of {a.shape[0]} outputs")
         check_labels(y, a.shape[1], f"{cost}: targets")
-        y = one_hot(y, a.shape[1], dtype=a.dtype)
+        y = one_hot_rows(y, a.shape[1], a.dtype)
     elif y.shape != a.shape:
         raise ValueError(
             f"{cost}: targets have shape {y.shape}, outputs have shape {a.shape}; "

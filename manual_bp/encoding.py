@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual_bp._validation import as_array, check_finite, check_labels
+from manual_bp._validation import (
+    as_array,
+    check_finite,
+    check_labels,
+    is_label_vector,
+    one_hot_rows,
+)
 
 __all__ = ["is_label_vector", "one_hot", "to_labels"]
-
-
-def is_label_vector(y: np.ndarray) -> bool:
-    """True for a 1-D array of integers (class labels)."""
-    return y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
 
 
 def one_hot(labels: np.ndarray, n_classes: int, dtype=np.float64) -> np.ndarray:
@@ -30,9 +31,7 @@ def one_hot(labels: np.ndarray, n_classes: int, dtype=np.float64) -> np.ndarray:
             f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
         )
     check_labels(labels, n_classes, "labels")
-    out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
-    out[np.arange(labels.shape[0]), labels] = 1
-    return out
+    return one_hot_rows(labels, n_classes, dtype)
 
 
 def to_labels(y: np.ndarray) -> np.ndarray:

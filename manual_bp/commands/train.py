@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from manual_bp._argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from manual_bp.optimizers.cli import add_optimizer_arguments, step_from_args
 from manual_bp.serialization import save
 from manual_bp.training import train
 
@@ -148,7 +149,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULTS["seed"],
         help="seed of initialiser and shuffling (default: %(default)s)",
     )
-    _add_optimizer_arguments(parser)  # --optimizer & co. (manual_bp/optimizers/cli.py)
+    add_optimizer_arguments(parser)  # --optimizer, --lr, --schedule & co.
     output = parser.add_argument_group("output")
     output.add_argument(
         "--save", metavar="FILE", type=Path, help="save the trained network (.json or .npz)"
@@ -163,34 +164,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
-    # Optimizer flags (--optimizer, --momentum, ...) come from manual_bp.optimizers.cli
-    # when that module exists; without it training is plain SGD with --eta.
-    try:
-        from manual_bp.optimizers.cli import add_optimizer_arguments
-    except ModuleNotFoundError as error:
-        if error.name != "manual_bp.optimizers.cli":
-            raise
-        return
-    add_optimizer_arguments(parser)
-
-
-def _optimizer_from_args(args: argparse.Namespace) -> dict:
-    """Keyword arguments of ``train``: ``eta`` (plain SGD) or ``optimizer``, and ``schedule``."""
-    try:
-        from manual_bp.optimizers import cli
-    except ModuleNotFoundError as error:
-        if error.name != "manual_bp.optimizers.cli":
-            raise
-        return {"eta": args.eta}
-    optimizer = cli.optimizer_from_args(args)
-    step = {"eta": args.eta} if optimizer is None else {"optimizer": optimizer}
-    schedule = cli.schedule_from_args(args) if hasattr(cli, "schedule_from_args") else None
-    if schedule is not None:
-        step["schedule"] = schedule
-    return step
-
-
 def run(args: argparse.Namespace) -> int:
     from manual_bp.data import load_digits, load_mnist
     from manual_bp.models.network import Network
@@ -198,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     spec = _preflight(args)  # every flag, input and output path: before any long work
-    step = _optimizer_from_args(args)
+    step = step_from_args(args)  # eta (plain SGD) or optimizer, and schedule: passed on as is
     if args.task is not None:
         from manual_bp.sequence_data import load_task
 

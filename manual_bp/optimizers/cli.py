@@ -4,12 +4,17 @@
 hyper-parameters of every rule (``--momentum``, ``--beta1``, ...) plus
 ``--schedule`` and its options; ``optimizer_from_args(args)`` and
 ``schedule_from_args(args)`` build the objects, or return ``None`` when no
-such option was given (plain SGD with ``--eta``, constant rate).
+such option was given (plain SGD with ``--eta``, constant rate);
+``step_from_args(args)`` gives the keyword arguments of
+:func:`manual_bp.training.train` that say how to step: the one call a command makes.
 
-The learning rate is ``--lr`` when given, else ``--eta`` for SGD, else the
-rule's torch default (Adam 1e-3, Adagrad and RMSprop 1e-2), so that
-``--optimizer adam`` does not inherit SGD's η. An option that the chosen
-optimizer does not have is an error naming it.
+The path is one-way: a command calls these helpers and hands their result to
+``train`` unchanged; nothing here imports a command. The learning rate is decided
+in one place, :func:`learning_rate`: ``--lr`` when given, else ``--eta`` for SGD,
+else the rule's torch default (Adam 1e-3, Adagrad and RMSprop 1e-2), so that
+``--optimizer adam`` does not inherit SGD's η. With no optimizer option at all,
+η goes to ``train(eta=…)`` as given and becomes SGD's ``lr`` there, once. An
+option that the chosen optimizer does not have is an error naming it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from manual_bp._argtypes import finite_float
 from manual_bp.optimizers.base import OPTIMIZERS, Optimizer
 from manual_bp.schedules import SCHEDULES, Schedule
 
-__all__ = ["add_optimizer_arguments", "optimizer_from_args", "schedule_from_args"]
+__all__ = [
+    "add_optimizer_arguments",
+    "learning_rate",
+    "optimizer_from_args",
+    "schedule_from_args",
+    "step_from_args",
+]
 
 #: option dest -> (hyper-parameter name, type, help); ``bool`` options are flags.
 _OPTIMIZER_OPTIONS: dict[str, tuple[str, type, str]] = {
@@ -109,9 +120,33 @@ def optimizer_from_args(args: argparse.Namespace) -> Optimizer | None:
             f"optimizer {cls.name!r} has no option(s) "
             f"{', '.join('--' + u.replace('_', '-') for u in unknown)}"
         )
-    if "lr" not in params and cls.name == "sgd" and getattr(args, "eta", None) is not None:
-        params["lr"] = args.eta
-    return cls(**params)
+    lr = learning_rate(cls, params.pop("lr", None), getattr(args, "eta", None))
+    return cls(**params) if lr is None else cls(lr=lr, **params)
+
+
+def learning_rate(cls: type[Optimizer], lr: float | None, eta: float | None) -> float | None:
+    """The rate of ``cls``: ``--lr``, else η for SGD (``OPT.sgd``: η is its ``lr``), else
+    ``None`` (the rule's own default). The only place the CLI turns η into a rate."""
+    if lr is not None:
+        return lr
+    return eta if cls.name == "sgd" else None
+
+
+def step_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`manual_bp.training.train`: ``{"eta": η}`` for plain SGD
+    (no optimizer option given) or ``{"optimizer": …}``, plus ``"schedule"`` when one is.
+
+    Raises
+    ------
+    ValueError
+        As :func:`optimizer_from_args` and :func:`schedule_from_args`.
+    """
+    optimizer = optimizer_from_args(args)
+    step: dict[str, Any] = {"eta": args.eta} if optimizer is None else {"optimizer": optimizer}
+    schedule = schedule_from_args(args)
+    if schedule is not None:
+        step["schedule"] = schedule
+    return step
 
 
 def schedule_from_args(args: argparse.Namespace) -> Schedule | None:
