@@ -1,31 +1,34 @@
-"""Save and load networks as JSON or ``.npz`` — no pickle anywhere.
+"""Save and load any model as JSON or ``.npz`` — one format, one writer, one reader, no pickle.
 
-JSON (``*.json``) carries Nielsen's ``network2.save`` fields — ``sizes``,
-``weights`` (one ``(n_out, n_in)`` nested list per layer), ``biases`` (one
-``(n_out,)`` list per layer), ``cost`` (a name) — plus ``format``,
-``format_version``, ``dtype``, ``activations`` and ``cost_config`` (the
-``get_config()`` dicts) and ``initializer``. Floats are written with Python's
-``repr``, the shortest string that parses back to the same double, so a round
-trip is exact (float32 values are widened to float64 exactly and narrowed back
-exactly).
+The document (format ``manual_bp.model``, version 2) is built from the model's own protocol
+(``get_config``, ``named_layers``, state dict, extra state, modes), so a ``Network`` and a
+``Sequential`` of any layers are saved the same way::
 
-``.npz`` (``*.npz``) stores the same header as a JSON string in the unicode
-array ``config`` and the parameters as arrays ``W0, W1, ...`` and ``b0, b1,
-...`` in the network's dtype; it is read with ``allow_pickle=False``.
+    {"format": "manual_bp.model", "format_version": 2,
+     "config": model.get_config(),            # {"name": "network" | "sequential", ...}
+     "training": true | {"<layer path>": bool},   # one bool when every layer agrees
+     "extra_state": {"<layer path>": {...}},      # e.g. a dropout layer's generator
+     "parameters": {"0.weight": [[...]], ...},    # torch's state-dict names; JSON only
+     "buffers": {"1.running_mean": [...], ...}}   # JSON only
 
-Writes are atomic: the file is written to a temporary file in the same
-directory, flushed and fsync'ed, then renamed over the target with
-:func:`os.replace`, so a crash or an error never leaves a half-written file or
-destroys the previous one; a new file gets the permissions the umask gives, a
-replaced one keeps its mode (:func:`manual_bp._files.atomic_write`).
+Loading builds the model with :func:`~manual_bp.models.model_from_config` (a ``Network``
+file loads as a ``Network``: its config says so), checks and loads the state dict, then the
+extra state and the modes. JSON floats are written by ``repr``, the shortest string that
+parses back to the same double, so round trips are bit-exact (float32 is widened to float64
+exactly and narrowed back exactly). An ``.npz`` holds the same header, without the arrays,
+as one JSON string ``config`` and the arrays as ``param:<name>``/``buffer:<name>`` in their
+own dtypes; it is read with ``allow_pickle=False``.
 
-Loading validates the structure, the shapes, the dtype and the finiteness of
-every parameter *after* the cast to the model's dtype (``1e300`` in a float32
-model is refused, not loaded as ``inf``) and raises :class:`SerializationError`
-naming the file and what is wrong; a file of the wrong kind (a directory, JSON
-renamed ``.npz``, an archive holding pickled objects) says so. A file written by
-Nielsen's ``network2.py`` (biases as ``(n, 1)`` columns, cost ``"CrossEntropyCost"``)
-loads too, as a sigmoid network.
+Writes are atomic (:func:`manual_bp._files.atomic_write`): a crash or an error never leaves
+a half-written file or destroys the previous one. Loading checks every name, shape and value
+(finite after the cast to the model's dtype, counters whole, running variances ≥ 0;
+:mod:`manual_bp.serialization_checks`) and raises :class:`SerializationError` naming the
+file and the field at fault.
+
+Files of release 0.1 still load: ``manual_bp.network`` v1 (Nielsen's ``sizes``, ``weights``,
+``biases``, also his own ``network2.save`` files with ``(n, 1)`` bias columns and cost
+``"CrossEntropyCost"``) and ``manual_bp.sequential`` v1 are upgraded to the version-2
+document in memory, one small function each, and then take the one loading path.
 """
 
 from __future__ import annotations
@@ -33,16 +36,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from manual_bp import serialization_stack
 from manual_bp._files import PathError, atomic_write, check_input_file
-from manual_bp.models.network import Network
-from manual_bp.models.sequential import Sequential
+from manual_bp.models.sequential import Sequential, model_from_config
+from manual_bp.serialization_checks import SerializationError, checked_array, read_json, read_npz
 
 __all__ = [
     "FORMAT",
@@ -51,112 +52,88 @@ __all__ = [
     "atomic_write",
     "load",
     "load_network",
+    "model_from_document",
+    "model_to_document",
     "network_from_dict",
     "network_to_dict",
     "save",
     "save_network",
 ]
 
-FORMAT = "manual_bp.models.network"
-FORMAT_VERSION = 1
+FORMAT = "manual_bp.model"
+FORMAT_VERSION = 2
 SUFFIXES = (".json", ".npz")
+SECTIONS = ("parameters", "buffers")
+#: The prefix of a section's arrays in an ``.npz``.
+NPZ_PREFIX = {"parameters": "param", "buffers": "buffer"}
 
 #: Cost class names used by Nielsen's ``network2.save`` -> our registry names.
 NIELSEN_COSTS = {"CrossEntropyCost": "cross-entropy", "QuadraticCost": "quadratic"}
 
 
-class SerializationError(ValueError):
-    """A saved network file is unreadable, malformed or inconsistent."""
-
-
 # ---------------------------------------------------------------------- save
-def save(model: Network | Sequential, path: str | os.PathLike[str]) -> Path:
-    """Write a :class:`Network` or :class:`Sequential` to ``.json``/``.npz`` atomically.
+def save(model: Sequential, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` (any model) to ``path`` (``.json`` or ``.npz``) atomically.
 
-    A ``Sequential`` file (:mod:`manual_bp.serialization_stack`) holds every layer's
-    config, parameters, buffers (running statistics), mode and extra state (dropout
-    generators), so a round trip is bit-exact and continues training identically.
-    """
-    if isinstance(model, Sequential):
-        path = Path(path)
-        _suffix(path)
-        serialization_stack.write_sequential(model, path, atomic_write)
-        return path
-    if isinstance(model, Network):
-        return save_network(model, path)
-    raise TypeError(f"can save a Network or a Sequential, got {type(model).__name__}")
-
-
-def load(path: str | os.PathLike[str]) -> Network | Sequential:
-    """Read a file written by :func:`save` (or Nielsen's ``network2.save``)."""
-    return load_network(path, allow_sequential=True)
-
-
-def save_network(net: Network, path: str | os.PathLike[str]) -> Path:
-    """Write ``net`` to ``path`` (``.json`` or ``.npz``) atomically; returns the path.
-
-    Raises ``ValueError`` for another suffix or for non-finite parameters (which
-    could not be loaded back).
+    Raises ``ValueError`` for another suffix or for non-finite parameters or buffers (which
+    could not be loaded back), before anything is written.
     """
     path = Path(path)
     suffix = _suffix(path)
-    params = _parameters(net)
-    for name, array in params.items():
-        if not np.isfinite(array).all():
-            raise ValueError(f"cannot save {path}: parameter {name} contains non-finite values")
-    header = _header(net)
+    header, arrays = _header_and_arrays(model)
+    for section, named in arrays.items():
+        for name, array in named.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                kind = section[:-1]
+                raise ValueError(f"cannot save {path}: {kind} {name} contains non-finite values")
     if suffix == ".json":
-        document = dict(header)
-        document["weights"] = [W.tolist() for W in net.weights]
-        document["biases"] = [b.tolist() for b in net.biases]
+        document = header | {s: {n: a.tolist() for n, a in arrays[s].items()} for s in SECTIONS}
         text = json.dumps(document, allow_nan=False, separators=(",", ":"))
         atomic_write(path, (text + "\n").encode("utf-8"))
     else:
+        entries = {f"{NPZ_PREFIX[s]}:{n}": a for s in SECTIONS for n, a in arrays[s].items()}
         buffer = io.BytesIO()
-        np.savez(buffer, config=np.array(json.dumps(header)), **params)
+        np.savez(buffer, config=np.array(json.dumps(header)), **entries)
         atomic_write(path, buffer.getvalue())
     return path
 
 
-def network_to_dict(net: Network) -> dict[str, Any]:
-    """The JSON document of :func:`save_network` as a dict (parameters as nested lists)."""
-    document = _header(net)
-    document["weights"] = [W.tolist() for W in net.weights]
-    document["biases"] = [b.tolist() for b in net.biases]
-    return document
+def model_to_document(model: Sequential) -> dict[str, Any]:
+    """The JSON document :func:`save` writes, as a dict (arrays as nested lists)."""
+    header, arrays = _header_and_arrays(model)
+    return header | {s: {n: a.tolist() for n, a in arrays[s].items()} for s in SECTIONS}
 
 
-def _header(net: Network) -> dict[str, Any]:
-    return {
+def _header_and_arrays(model: Sequential) -> tuple[dict[str, Any], dict[str, dict]]:
+    layers = model.named_layers()
+    modes = {path: bool(layer.training) for path, layer in layers}
+    extra = {path: layer.get_extra_state() for path, layer in layers}
+    header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "sizes": list(net.sizes),
-        "cost": net.cost.name,
-        "cost_config": net.cost.get_config(),
-        "activations": [activation.get_config() for activation in net.activations],
-        "dtype": net.dtype.name,
-        "initializer": net.initializer,
+        "config": model.get_config(),
+        "training": modes if len(set(modes.values())) > 1 else model.training,
+        "extra_state": {path: state for path, state in extra.items() if state},
     }
-
-
-def _parameters(net: Network) -> dict[str, np.ndarray]:
-    params = {f"W{l}": np.asarray(W) for l, W in enumerate(net.weights)}
-    params.update({f"b{l}": np.asarray(b) for l, b in enumerate(net.biases)})
-    return params
+    arrays = {
+        "parameters": {name: np.asarray(a) for name, a in model.named_parameters()},
+        "buffers": {name: np.asarray(a) for name, a in model.named_buffers()},
+    }
+    return header, arrays
 
 
 # ---------------------------------------------------------------------- load
-def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False) -> Network:
-    """Read a network written by :func:`save_network` (or by Nielsen's ``network2.save``).
-
-    With ``allow_sequential`` (what :func:`load` passes) a ``Sequential`` file loads too.
+def load(path: str | os.PathLike[str]) -> Sequential:
+    """The model in a file written by :func:`save`, by release 0.1 or by Nielsen's
+    ``network2.save``, of the class its config names.
 
     Raises
     ------
     FileNotFoundError
         ``path`` does not exist.
     SerializationError
-        The file is corrupt or inconsistent; the message names the file and the fault.
+        The file is corrupt, of the wrong kind or inconsistent; the message names the file
+        and the fault.
     """
     path = Path(path)
     if path.is_dir():
@@ -164,73 +141,190 @@ def load_network(path: str | os.PathLike[str], *, allow_sequential: bool = False
     suffix = _suffix(path)
     check_input_file(path, "a saved model file", SUFFIXES)
     try:
-        document = _read_json(path) if suffix == ".json" else _read_npz(path)
-        if serialization_stack.is_sequential_document(document):
-            if not allow_sequential:
-                raise SerializationError("holds a Sequential model; load it with load()")
-            return serialization_stack.sequential_from_dict(document)
-        return network_from_dict(document)
+        return model_from_document(_read(path, suffix))
     except SerializationError as error:
         raise SerializationError(f"{path}: {error}") from None
     except RecursionError:
         raise SerializationError(f"{path}: nested too deeply to be a saved model") from None
     except MemoryError:
         raise SerializationError(f"{path}: declares a model too large to allocate") from None
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as error:
-        # e.g. an unknown activation name: the registry's message lists the valid ones.
+    except (ValueError, TypeError) as error:
+        # The model's and the registries' own checks: one line naming the field (an
+        # unknown activation's message lists the valid names).
         raise SerializationError(f"{path}: {error}") from None
+    except KeyError as error:
+        raise SerializationError(f"{path}: the model config lacks the field {error}") from None
+    except (IndexError, AttributeError, OverflowError):
+        raise SerializationError(f"{path}: the model config is malformed") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    if not data.strip():
-        raise SerializationError("empty file, not a saved model (JSON)")
-    if data[:2] == b"PK":
-        raise SerializationError("is a zip (.npz) archive, not JSON; rename it .npz")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SerializationError(
-            f"not a UTF-8 JSON file (byte 0x{data[error.start]:02x} at offset {error.start})"
-        ) from None
-    try:
-        document = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as error:
-        raise SerializationError(f"corrupt JSON ({error})") from None
-    except RecursionError:
-        raise SerializationError("JSON nested too deeply to be a saved model") from None
-    if not isinstance(document, dict):
-        raise SerializationError(f"expected a JSON object, got {type(document).__name__}")
+def _read(path: Path, suffix: str) -> dict[str, Any]:
+    """The document in ``path``; an ``.npz``'s arrays are moved into its sections."""
+    if suffix == ".json":
+        return read_json(path)
+    document, arrays = read_npz(path)
+    if document.get("format") in LEGACY_NETWORK:  # release 0.1: W0, W1, …, b0, b1, …
+        _legacy_npz_arrays(document, arrays)
+        return document
+    document["parameters"], document["buffers"] = {}, {}
+    sections = {prefix: section for section, prefix in NPZ_PREFIX.items()}
+    for key, array in arrays.items():
+        prefix, _, name = key.partition(":")
+        if prefix not in sections:
+            raise SerializationError(f"unexpected array {key!r} in the archive")
+        document[sections[prefix]][name] = array
     return document
 
 
-def _reject_constant(name: str) -> float:
-    raise SerializationError(f"non-finite value {name} in the file")
+def model_from_document(document: dict[str, Any]) -> Sequential:
+    """Build and check the model a saved document (any supported version) describes."""
+    document = _upgraded(document)
+    config = document.get("config")
+    if not isinstance(config, dict):
+        raise SerializationError("'config' must be an object (the model's get_config())")
+    if config.get("dtype", "float64") not in ("float32", "float64"):
+        raise SerializationError(
+            f"dtype must be 'float32' or 'float64', got {config.get('dtype')!r}"
+        )
+    model = model_from_config(config)
+    _load_arrays(model, document)
+    _load_extra_state(model, document.get("extra_state", {}))
+    _load_modes(model, document.get("training", True))
+    return model
 
 
-#: How an .npz archive (a zip file) starts; the empty archive starts with the end record.
-ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+def _load_arrays(model: Sequential, document: dict[str, Any]) -> None:
+    state = {}
+    named = {"parameters": model.named_parameters(), "buffers": model.named_buffers()}
+    for section in SECTIONS:
+        targets, values = dict(named[section]), document.get(section, {})
+        if not isinstance(values, dict):
+            raise SerializationError(f"'{section}' must be an object of named arrays")
+        missing = [name for name in targets if name not in values]
+        if missing:
+            raise SerializationError(f"'{section}' lacks {missing} (the model has {list(targets)})")
+        for name, value in values.items():
+            if name not in targets:
+                raise SerializationError(
+                    f"'{section}' has {name!r}, which the model does not (it has {list(targets)})"
+                )
+            state[name] = checked_array(f"{section[:-1]} {name}", value, targets[name])
+    model.load_state_dict(state)
 
 
-def _read_npz(path: Path) -> dict[str, Any]:
-    arrays = _npz_arrays(path)
-    if "config" not in arrays:
-        raise SerializationError("missing the 'config' entry")
-    config = arrays.pop("config")
-    for key, value in arrays.items():
-        if not isinstance(value, np.ndarray):
-            raise SerializationError(f"entry {key!r} of the archive is not a .npy array")
-    if config.shape != () or config.dtype.kind != "U":
-        raise SerializationError("'config' must be a single JSON string")
-    try:
-        document = json.loads(str(config), parse_constant=_reject_constant)
-    except json.JSONDecodeError as error:
-        raise SerializationError(f"corrupt JSON in 'config' ({error})") from None
-    if not isinstance(document, dict):
-        raise SerializationError("'config' must hold a JSON object")
-    if serialization_stack.is_sequential_document(document):
-        serialization_stack.split_npz_arrays(document, arrays)
-        return document
+def _load_extra_state(model: Sequential, extra: Any) -> None:
+    if not isinstance(extra, dict):
+        raise SerializationError("'extra_state' must be an object of layer states")
+    layers = dict(model.named_layers())
+    for path, state in extra.items():
+        if path not in layers:
+            raise SerializationError(f"extra_state names no layer {path!r}")
+        if not isinstance(state, dict):
+            raise SerializationError(f"extra_state[{path!r}] must be an object")
+        try:
+            layers[path].set_extra_state(state)
+        except ValueError as error:
+            raise SerializationError(f"extra_state[{path!r}]: {error}") from None
+        except (TypeError, KeyError, AttributeError, IndexError, OverflowError):
+            raise SerializationError(
+                f"extra_state[{path!r}] is not a valid state of {layers[path]!r}"
+            ) from None
+
+
+def _load_modes(model: Sequential, training: Any) -> None:
+    if isinstance(training, bool):
+        model.train(training)
+        return
+    layers = dict(model.named_layers())
+    if not isinstance(training, dict) or set(training) != set(layers):
+        raise SerializationError(
+            f"'training' must be true, false or an object naming every layer path {sorted(layers)}"
+        )
+    for path, mode in training.items():
+        if not isinstance(mode, bool):
+            raise SerializationError(f"training[{path!r}] must be true or false, got {mode!r}")
+        layers[path].training = mode
+
+
+# ---------------------------------------------------------------------- release 0.1 files
+#: Format names of release 0.1 (and their short-lived ``models.`` spellings from main).
+LEGACY_NETWORK = ("manual_bp.network", "manual_bp.models.network")
+LEGACY_SEQUENTIAL = ("manual_bp.sequential", "manual_bp.models.sequential")
+
+
+def _upgraded(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` as a version-2 document (release 0.1 and Nielsen's files upgraded)."""
+    if "format" not in document and NIELSEN_COSTS.get(str(document.get("cost"))):
+        document = _from_nielsen(document)
+    kind = document.get("format")
+    upgrade = _upgrade_network if kind in LEGACY_NETWORK else None
+    upgrade = _upgrade_sequential if kind in LEGACY_SEQUENTIAL else upgrade
+    expected = 1 if upgrade else FORMAT_VERSION
+    if upgrade is None and kind != FORMAT:
+        raise SerializationError(
+            f"not a manual_bp model file ('format' is {kind!r}, expected {FORMAT!r})"
+        )
+    version = document.get("format_version")
+    if version != expected or isinstance(version, bool):
+        raise SerializationError(
+            f"unsupported format_version {version!r} of {kind!r}; this manual_bp reads "
+            f"{FORMAT!r} version {FORMAT_VERSION} and release 0.1's files (version 1)"
+        )
+    return upgrade(document) if upgrade else document
+
+
+def _upgrade_network(document: dict[str, Any]) -> dict[str, Any]:
+    """``manual_bp.network`` v1: ``weights[l]``/``biases[l]`` are ``2l.weight``/``2l.bias``."""
+    parameters = {}
+    for key, name in (("weights", "weight"), ("biases", "bias")):
+        values = document.get(key)
+        if not isinstance(values, list):
+            raise SerializationError(f"'{key}' must list one array per layer")
+        parameters.update({f"{2 * l}.{name}": value for l, value in enumerate(values)})
+    config = {
+        "name": "network",
+        "sizes": document.get("sizes"),
+        "activations": document.get("activations"),
+        "cost": document.get("cost_config", document.get("cost")),
+        "dtype": document.get("dtype"),
+        "initializer": document.get("initializer", "default"),
+    }
+    return _v2(config, True, {}, parameters, {})
+
+
+def _upgrade_sequential(document: dict[str, Any]) -> dict[str, Any]:
+    """``manual_bp.sequential`` v1: the config's fields at the top level."""
+    config = {
+        "name": "sequential",
+        "layers": document.get("layers"),
+        "cost": document.get("cost_config"),
+        "input_shape": document.get("input_shape"),
+        "dtype": document.get("dtype"),
+    }
+    if document.get("ignore_index") is not None:
+        config["ignore_index"] = document["ignore_index"]
+    return _v2(
+        config,
+        document.get("training", True),
+        document.get("extra_state", {}),
+        document.get("parameters"),
+        document.get("buffers"),
+    )
+
+
+def _v2(config, training, extra_state, parameters, buffers) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "training": training,
+        "extra_state": extra_state,
+        "parameters": parameters,
+        "buffers": buffers,
+    }
+
+
+def _legacy_npz_arrays(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     sizes = document.get("sizes")
     n_layers = len(sizes) - 1 if isinstance(sizes, list) else 0
     expected = {f"W{l}" for l in range(n_layers)} | {f"b{l}" for l in range(n_layers)}
@@ -241,155 +335,49 @@ def _read_npz(path: Path) -> dict[str, Any]:
         )
     document["weights"] = [arrays[f"W{l}"] for l in range(n_layers)]
     document["biases"] = [arrays[f"b{l}"] for l in range(n_layers)]
-    return document
-
-
-def _npz_arrays(path: Path) -> dict[str, Any]:
-    """Every entry of the archive, refusing what is not a zip of numeric .npy arrays."""
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    if not head:
-        raise SerializationError("empty file, not an .npz archive")
-    if head[:4] not in ZIP_MAGIC:
-        kind = "a file"
-        if head.lstrip()[:1] in (b"{", b"["):
-            kind = "JSON; rename it .json"
-        elif head.startswith(b"\x93NUMPY"):
-            kind = "a single .npy array"
-        raise SerializationError(f"not an .npz archive (a zip file): it is {kind}")
-    arrays: dict[str, Any] = {}
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            for key in archive.files:
-                try:
-                    arrays[key] = archive[key]
-                except ValueError as error:
-                    if "pickle" not in str(error) and "Object arrays" not in str(error):
-                        raise
-                    raise SerializationError(
-                        f"entry {key!r} holds Python objects, which manual_bp never loads "
-                        "(a saved model holds numeric arrays and one JSON string)"
-                    ) from None
-    except SerializationError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise SerializationError(f"corrupt .npz file ({error})") from None
-    return arrays
-
-
-def network_from_dict(document: dict[str, Any]) -> Network:
-    """Build and validate a :class:`Network` from a saved document (see module docstring)."""
-    if "format" not in document and document.get("cost") in NIELSEN_COSTS:
-        document = _from_nielsen(document)
-    _check_format(document)
-    sizes = _check_sizes(document.get("sizes"))
-    dtype = document.get("dtype")
-    if dtype not in ("float32", "float64"):
-        raise SerializationError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    activations = document.get("activations")
-    if not isinstance(activations, list) or len(activations) != len(sizes) - 1:
-        raise SerializationError(
-            f"'activations' must list {len(sizes) - 1} activation configs, got {activations!r}"
-        )
-    cost = document.get("cost_config", document.get("cost"))
-    if not isinstance(cost, (str, dict)):
-        raise SerializationError(f"'cost' must be a name or a config, got {cost!r}")
-    initializer = document.get("initializer", "default")
-    if not isinstance(initializer, str):
-        raise SerializationError(f"'initializer' must be a name, got {initializer!r}")
-    weights = _check_parameters(document, "weights", sizes, dtype)
-    biases = _check_parameters(document, "biases", sizes, dtype)
-    net = Network(sizes, activations, cost, initializer=initializer, seed=0, dtype=dtype)
-    net.weights = weights
-    net.biases = biases
-    return net
-
-
-def _check_format(document: dict[str, Any]) -> None:
-    if document.get("format") != FORMAT:
-        raise SerializationError(
-            f"not a manual_bp network file ('format' is {document.get('format')!r}, "
-            f"expected {FORMAT!r})"
-        )
-    version = document.get("format_version")
-    if version != FORMAT_VERSION:
-        raise SerializationError(
-            f"unsupported format_version {version!r}; this manual_bp reads version {FORMAT_VERSION}"
-        )
-
-
-def _check_sizes(sizes: Any) -> list[int]:
-    if (
-        not isinstance(sizes, list)
-        or len(sizes) < 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
-    ):
-        raise SerializationError(
-            f"'sizes' must be a list of at least two positive integers, got {sizes!r}"
-        )
-    return sizes
-
-
-def _check_parameters(
-    document: dict[str, Any], key: str, sizes: list[int], dtype: str
-) -> list[np.ndarray]:
-    values = document.get(key)
-    n_layers = len(sizes) - 1
-    if not isinstance(values, list) or len(values) != n_layers:
-        got = len(values) if isinstance(values, list) else type(values).__name__
-        raise SerializationError(f"'{key}' must list {n_layers} arrays (one per layer), got {got}")
-    arrays = []
-    for l, value in enumerate(values):
-        shape = (sizes[l + 1], sizes[l]) if key == "weights" else (sizes[l + 1],)
-        array = _as_float_array(value, f"{key}[{l}]")
-        if array.shape != shape:
-            raise SerializationError(
-                f"{key}[{l}] has shape {array.shape}; sizes {sizes} require {shape}"
-            )
-        with np.errstate(over="ignore", invalid="ignore"):
-            cast = array.astype(dtype)  # a float64 value beyond float32's range becomes inf
-        if not np.isfinite(cast).all():
-            index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
-            if not np.isfinite(array[index]):
-                raise SerializationError(f"{key}[{l}] has a non-finite value at index {index}")
-            raise SerializationError(
-                f"{key}[{l}] has a value {float(array[index]):.6g} at index {index} that "
-                f"overflows {dtype} (not finite once cast)"
-            )
-        arrays.append(cast)
-    return arrays
-
-
-def _as_float_array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "fiu":
-            raise SerializationError(f"{name} must hold numbers, got dtype {value.dtype}")
-        return value
-    try:
-        array = np.array(value)
-    except (ValueError, TypeError):
-        raise SerializationError(f"{name} is not a rectangular array of numbers") from None
-    if array.dtype.kind not in "fiu":  # strings, booleans, objects (ragged or huge ints)
-        raise SerializationError(f"{name} is not a rectangular array of numbers")
-    return array.astype(np.float64)
 
 
 def _from_nielsen(document: dict[str, Any]) -> dict[str, Any]:
-    """Nielsen's ``network2.save`` format: biases as ``(n, 1)`` columns, sigmoid layers."""
-    sizes = _check_sizes(document.get("sizes"))
-    biases = document.get("biases")
-    if isinstance(biases, list):
-        biases = [np.asarray(b, dtype=np.float64).reshape(-1) for b in biases]
+    """Nielsen's ``network2.save``: biases as ``(n, 1)`` columns, sigmoid layers, float64."""
+    sizes, biases = document.get("sizes"), document.get("biases")
+    if isinstance(biases, list):  # a column [[b1], [b2], …] -> [b1, b2, …]
+        biases = [
+            [r[0] if isinstance(r, list) and len(r) == 1 else r for r in b]
+            if isinstance(b, list)
+            else b
+            for b in biases
+        ]
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": LEGACY_NETWORK[0],
+        "format_version": 1,
         "sizes": sizes,
-        "cost": NIELSEN_COSTS[document["cost"]],
-        "activations": [{"name": "sigmoid"}] * (len(sizes) - 1),
+        "cost": NIELSEN_COSTS[str(document["cost"])],
+        "activations": [{"name": "sigmoid"}] * (len(sizes) - 1 if isinstance(sizes, list) else 0),
         "dtype": "float64",
         "weights": document.get("weights"),
         "biases": biases,
     }
+
+
+# ---------------------------------------------------------------------- the old names
+def save_network(net: Sequential, path: str | os.PathLike[str]) -> Path:
+    """:func:`save` (the name of release 0.1)."""
+    return save(net, path)
+
+
+def load_network(path: str | os.PathLike[str]) -> Sequential:
+    """:func:`load` (the name of release 0.1): the model the file holds."""
+    return load(path)
+
+
+def network_to_dict(net: Sequential) -> dict[str, Any]:
+    """:func:`model_to_document` (the name of release 0.1)."""
+    return model_to_document(net)
+
+
+def network_from_dict(document: dict[str, Any]) -> Sequential:
+    """:func:`model_from_document` (the name of release 0.1)."""
+    return model_from_document(document)
 
 
 def _suffix(path: Path) -> str:

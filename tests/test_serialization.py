@@ -14,8 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import manual_bp.serialization as serialization
+import manual_bp.serialization_checks as serialization_checks
+from manual_bp.layers.containers import stack_forward
 from manual_bp.models.network import Network
 from manual_bp.serialization import (
+    FORMAT,
     FORMAT_VERSION,
     SerializationError,
     load,
@@ -97,19 +100,25 @@ def _costs() -> list[str]:
     return COSTS.names()
 
 
-def test_json_carries_nielsens_fields_with_exact_floats(tmp_path):
+def test_json_carries_config_and_state_dict_with_exact_floats(tmp_path):
     net = Network([3, 2, 2], "sigmoid", "cross-entropy", seed=0)
     net.weights[0][0, 0] = 0.1  # not representable: repr must write the shortest exact form
     path = save_network(net, tmp_path / "net.json")
     document = json.loads(path.read_text())
-    assert document["sizes"] == [3, 2, 2]
-    assert document["cost"] == "cross-entropy"
-    assert document["format_version"] == FORMAT_VERSION
-    assert document["dtype"] == "float64"
-    assert [a["name"] for a in document["activations"]] == ["sigmoid", "sigmoid"]
-    assert np.array(document["weights"][1]).shape == (2, 2)
-    assert np.array(document["biases"][0]).shape == (2,)
-    assert document["weights"][0][0][0] == 0.1
+    assert document["format"] == FORMAT == "manual_bp.model"
+    assert document["format_version"] == FORMAT_VERSION == 2
+    config = document["config"]
+    assert config == net.get_config()
+    assert config["name"] == "network" and config["sizes"] == [3, 2, 2]
+    assert config["cost"]["name"] == "cross-entropy"
+    assert config["dtype"] == "float64"
+    assert [a["name"] for a in config["activations"]] == ["sigmoid", "sigmoid"]
+    assert list(document["parameters"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert np.array(document["parameters"]["2.weight"]).shape == (2, 2)
+    assert np.array(document["parameters"]["0.bias"]).shape == (2,)
+    assert document["parameters"]["0.weight"][0][0] == 0.1
+    assert document["buffers"] == {} and document["extra_state"] == {}
+    assert document["training"] is True
     assert document == json.loads(json.dumps(network_to_dict(net)))
 
 
@@ -117,11 +126,18 @@ def test_npz_loads_without_pickle(tmp_path):
     net = Network([3, 2, 2], "sigmoid", seed=0, dtype=np.float32)
     path = save_network(net, tmp_path / "net.npz")
     with np.load(path, allow_pickle=False) as archive:
-        assert sorted(archive.files) == ["W0", "W1", "b0", "b1", "config"]
-        assert archive["W0"].dtype == np.float32
-        assert json.loads(str(archive["config"]))["sizes"] == [3, 2, 2]
-    source = Path(serialization.__file__).read_text()
-    assert "import pickle" not in source and "allow_pickle=True" not in source
+        assert sorted(archive.files) == [
+            "config",
+            "param:0.bias",
+            "param:0.weight",
+            "param:2.bias",
+            "param:2.weight",
+        ]
+        assert archive["param:0.weight"].dtype == np.float32
+        assert json.loads(str(archive["config"]))["config"]["sizes"] == [3, 2, 2]
+    for module in (serialization, serialization_checks):
+        source = Path(module.__file__).read_text()
+        assert "import pickle" not in source and "allow_pickle=True" not in source
 
 
 def test_loads_nielsens_network2_file(tmp_path):
@@ -163,7 +179,7 @@ def test_non_finite_parameters_are_refused_before_writing(tmp_path):
     save_network(net, path)
     before = path.read_bytes()
     net.biases[1][1] = np.nan
-    with pytest.raises(ValueError, match="parameter b1 contains non-finite values"):
+    with pytest.raises(ValueError, match=r"parameter 2\.bias contains non-finite values"):
         save_network(net, path)
     assert path.read_bytes() == before
 
@@ -206,44 +222,76 @@ CORRUPTIONS = {
         "unsupported format_version 99",
     ),
     "bad sizes": (
-        lambda d: corrupt(d, lambda d: d.update(sizes=[3, -2, 2])),
-        "'sizes' must be a list of at least two positive integers",
+        lambda d: corrupt(d, lambda d: d["config"].update(sizes=[3, -2, 2])),
+        "sizes must list at least two positive layer widths",
     ),
     "weight shape": (
-        lambda d: corrupt(d, lambda d: d["weights"][1].append([0.0, 0.0])),
-        r"weights\[1\] has shape \(3, 2\); sizes \[3, 2, 2\] require \(2, 2\)",
+        lambda d: corrupt(d, lambda d: d["parameters"]["2.weight"].append([0.0, 0.0])),
+        r"parameter 2\.weight has shape \(3, 2\); the model needs \(2, 2\)",
     ),
     "ragged weights": (
-        lambda d: corrupt(d, lambda d: d["weights"][0][0].pop()),
-        r"weights\[0\] is not a rectangular array",
+        lambda d: corrupt(d, lambda d: d["parameters"]["0.weight"][0].pop()),
+        r"parameter 0\.weight is not a rectangular array",
     ),
     "missing biases": (
-        lambda d: corrupt(d, lambda d: d.pop("biases")),
-        "'biases' must list 2 arrays",
+        lambda d: corrupt(d, lambda d: d["parameters"].pop("0.bias")),
+        r"'parameters' lacks \['0\.bias'\]",
+    ),
+    "unknown parameter": (
+        lambda d: corrupt(d, lambda d: d["parameters"].update({"4.weight": [[0.0]]})),
+        "'parameters' has '4.weight', which the model does not",
     ),
     "bias shape": (
-        lambda d: corrupt(d, lambda d: d["biases"][0].pop()),
-        r"biases\[0\] has shape \(1,\)",
+        lambda d: corrupt(d, lambda d: d["parameters"]["0.bias"].pop()),
+        r"parameter 0\.bias has shape \(1,\)",
     ),
     "string weight": (
-        lambda d: corrupt(d, lambda d: d["weights"][0][0].__setitem__(1, "x")),
-        r"weights\[0\] is not a rectangular array of numbers",
+        lambda d: corrupt(d, lambda d: d["parameters"]["0.weight"][0].__setitem__(1, "x")),
+        r"parameter 0\.weight is not a rectangular array of numbers",
     ),
     "huge weight": (
-        lambda d: corrupt(d, lambda d: d["weights"][0][1].__setitem__(2, "__huge__")),
-        r"weights\[0\] has a non-finite value at index \(1, 2\)",
+        lambda d: corrupt(d, lambda d: d["parameters"]["0.weight"][1].__setitem__(2, "__huge__")),
+        r"parameter 0\.weight has a non-finite value at index \(1, 2\)",
     ),
     "bad dtype": (
-        lambda d: corrupt(d, lambda d: d.update(dtype="float16")),
+        lambda d: corrupt(d, lambda d: d["config"].update(dtype="float16")),
         "dtype must be 'float32' or 'float64'",
     ),
     "unknown activation": (
-        lambda d: corrupt(d, lambda d: d["activations"][0].update(name="swishy")),
+        lambda d: corrupt(d, lambda d: d["config"]["activations"][0].update(name="swishy")),
         "unknown activation 'swishy'; valid names:",
     ),
     "activation count": (
-        lambda d: corrupt(d, lambda d: d["activations"].pop()),
-        "'activations' must list 2 activation configs",
+        lambda d: corrupt(d, lambda d: d["config"]["activations"].pop()),
+        "got 1 activations for 2 layers",
+    ),
+    "unknown model": (
+        lambda d: corrupt(d, lambda d: d["config"].update(name="forest")),
+        "unknown model 'forest'",
+    ),
+    "config not an object": (
+        lambda d: corrupt(d, lambda d: d.update(config=[1])),
+        "'config' must be an object",
+    ),
+    "config field missing": (
+        lambda d: corrupt(d, lambda d: d["config"].pop("sizes")),
+        "the model config lacks the field 'sizes'",
+    ),
+    "bad mode": (
+        lambda d: corrupt(d, lambda d: d.update(training="yes")),
+        "'training' must be true, false or an object naming every layer path",
+    ),
+    "mode of one layer": (
+        lambda d: corrupt(d, lambda d: d.update(training={"0": True, "1": 1, "2": 1, "3": 1})),
+        r"training\['1'\] must be true or false",
+    ),
+    "extra state of no layer": (
+        lambda d: corrupt(d, lambda d: d.update(extra_state={"7": {}})),
+        "extra_state names no layer '7'",
+    ),
+    "extra state for a stateless layer": (
+        lambda d: corrupt(d, lambda d: d.update(extra_state={"0": {"generator": 1}})),
+        r"extra_state\['0'\]: Dense has no extra state",
     ),
 }
 
@@ -281,15 +329,19 @@ def test_npz_with_wrong_arrays(tmp_path):
     path = save_network(Network([3, 2, 2], seed=0), tmp_path / "net.npz")
     with np.load(path) as archive:
         arrays = dict(archive)
-    arrays["W1"] = np.zeros((2, 5))
+    arrays["param:2.weight"] = np.zeros((2, 5))
     np.savez(tmp_path / "shape.npz", **arrays)
-    with pytest.raises(SerializationError, match=r"W|weights\[1\] has shape \(2, 5\)"):
+    with pytest.raises(SerializationError, match=r"parameter 2\.weight has shape \(2, 5\)"):
         load_network(tmp_path / "shape.npz")
-    arrays.pop("b0")
+    arrays.pop("param:0.bias")
     np.savez(tmp_path / "missing.npz", **arrays)
-    with pytest.raises(SerializationError, match="do not match the 2 layers"):
+    with pytest.raises(SerializationError, match=r"'parameters' lacks \['0\.bias'\]"):
         load_network(tmp_path / "missing.npz")
-    arrays = {"W0": np.zeros((2, 3))}
+    arrays["W0"] = np.zeros((2, 3))
+    np.savez(tmp_path / "stray.npz", **arrays)
+    with pytest.raises(SerializationError, match="unexpected array 'W0' in the archive"):
+        load_network(tmp_path / "stray.npz")
+    arrays = {"param:0.weight": np.zeros((2, 3))}
     np.savez(tmp_path / "noconfig.npz", **arrays)
     with pytest.raises(SerializationError, match="missing the 'config' entry"):
         load_network(tmp_path / "noconfig.npz")
@@ -322,8 +374,6 @@ def _model(kind: str, dtype=np.float64):
 
 
 def _arrays(model) -> dict[str, np.ndarray]:
-    if isinstance(model, Network):
-        return {f"p{k}": a for k, a in enumerate([*model.weights, *model.biases])}
     return dict(model.named_parameters()) | dict(model.named_buffers())
 
 
@@ -348,17 +398,13 @@ def _set_value(kind: str, entry: str, index: tuple, value: float):
 
     def change(document, arrays):
         if arrays is not None:  # .npz: the arrays themselves, widened to float64
-            key = entry if kind == "network" else f"{'buffer' if is_buffer else 'param'}:{entry}"
+            key = f"{'buffer' if is_buffer else 'param'}:{entry}"
             array = arrays[key].astype(np.float64)
             array[index] = value
             arrays[key] = array
             return
-        if kind == "network":
-            parent = document["weights" if entry.startswith("W") else "biases"]
-            where = (int(entry[1:]), *index)
-        else:
-            parent = document["buffers" if is_buffer else "parameters"]
-            where = (entry, *index)
+        parent = document["buffers" if is_buffer else "parameters"]
+        where = (entry, *index)
         for key in where[:-1]:
             parent = parent[key]
         parent[where[-1]] = value
@@ -373,7 +419,11 @@ class TestLoadNeverYieldsNonFinite:
     @pytest.mark.parametrize("suffix", SUFFIXES)
     @pytest.mark.parametrize(
         "kind, entry, index",
-        [("network", "W0", (1, 2)), ("network", "b1", (0,)), ("sequential", "0.weight", (2, 1))],
+        [
+            ("network", "0.weight", (1, 2)),
+            ("network", "2.bias", (0,)),
+            ("sequential", "0.weight", (2, 1)),
+        ],
     )
     def test_float64_value_overflowing_float32_is_refused(
         self, tmp_path, kind, entry, index, suffix
@@ -475,7 +525,102 @@ def test_ignore_index_survives_save_and_load(tmp_path, suffix):
     assert loaded.total_cost(x, y) == model.total_cost(x, y)
     if suffix == ".json":
         document = json.loads(path.read_text())
-        document["ignore_index"] = "pad"
+        document["config"]["ignore_index"] = "pad"
         path.write_text(json.dumps(document))
         with pytest.raises(SerializationError, match=r"model\.json: ignore_index must be"):
             load(path)
+
+
+# ---------------------------------------------------------------------- every model, one path
+ROUND_TRIPS = (".json", ".npz", "copy")
+
+
+def _random_model(data, kind: str):
+    """``(model, x, y)``: a random stack of ``kind`` (reference.stack.random_stack) or a
+    random Network, with a random training/evaluation mode per layer path."""
+    import reference.checks_attention
+    import reference.checks_convolution
+    import reference.checks_layers
+    import reference.checks_sequences  # noqa: F401  (they register the blocks)
+    from reference.stack import BLOCKS, random_stack
+
+    assert all(BLOCKS.values()), "a data kind without registered blocks"
+
+    if kind == "network":
+        spec = data.draw(network_specs(max_depth=3, max_width=6, max_batch=4))
+        model, x, y = build_case(spec, dtype=data.draw(st.sampled_from(DTYPES)))
+    else:
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        model, x, y = random_stack(rng, kind, max_blocks=2)
+    for _, layer in model.named_layers():
+        layer.training = data.draw(st.booleans())
+    return model, model.prepare_inputs(x), model.prepare_targets(y, len(x))
+
+
+DTYPES = (np.float64, np.float32)
+
+
+def _modes(model) -> dict[str, bool]:
+    return {path: layer.training for path, layer in model.named_layers()}
+
+
+def _extra(model) -> dict[str, dict]:
+    return {path: layer.get_extra_state() for path, layer in model.named_layers()}
+
+
+def _same_state(a, b) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    assert all(same_bits(sa[name], sb[name]) for name in sa)
+    assert _extra(a) == _extra(b)  # dropout generators: the same masks from here on
+    assert _modes(a) == _modes(b)
+
+
+def _step(model, x, y):
+    """Output and gradients in the model's current modes (moves running statistics and
+    generators exactly as training would)."""
+    with np.errstate(all="ignore"):  # saturating activations may overflow: same on both
+        out = stack_forward(model.layers, x)[0]  # in the current modes, for every model
+        cost, grads = model.loss_and_gradients(x, y)
+    return out, cost, grads
+
+
+@given(data=st.data(), how=st.sampled_from(ROUND_TRIPS))
+@pytest.mark.parametrize("kind", ["features", "images", "sequences", "network"])
+def test_every_model_round_trips_bit_for_bit(tmp_path_factory, kind, data, how):
+    """One writer and one reader for every model: a random stack of every data kind and a
+    random Network come back through JSON, .npz and copy() of the same class and config,
+    with the same parameters, buffers, modes and generator states, and then give the same
+    outputs, costs and gradients bit for bit (and stay equal: the same buffers after)."""
+    model, x, y = _random_model(data, kind)
+    _step(model, x, y)  # running statistics and generators away from their initial state
+    if how == "copy":
+        clone = model.copy()
+    else:
+        clone = load(save(model, tmp_path_factory.mktemp("m") / f"m{how}"))
+    assert type(clone) is type(model)
+    assert clone.get_config() == model.get_config()
+    _same_state(clone, model)
+    (out_a, cost_a, grads_a), (out_b, cost_b, grads_b) = _step(model, x, y), _step(clone, x, y)
+    assert same_bits(out_a, out_b)
+    assert np.array_equal(cost_a, cost_b, equal_nan=True)
+    assert all(same_bits(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+    _same_state(clone, model)
+
+
+def test_mixed_modes_are_saved_per_layer_path(tmp_path):
+    model = _model("sequential")
+    model.train()
+    model.layers[2].eval()  # the relu at path "2"; dropout (with a generator) at "3"
+    document = serialization.model_to_document(model)
+    assert document["training"] == {
+        "0": True,
+        "1": True,
+        "2": False,
+        "3": True,
+        "4": True,
+        "5": True,
+    }
+    assert set(document["extra_state"]) == {"3"}
+    model.eval()
+    assert serialization.model_to_document(model)["training"] is False

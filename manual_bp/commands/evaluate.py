@@ -54,12 +54,9 @@ def run(args: argparse.Namespace) -> int:
     dtype = net.dtype
     data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)
     x, y = data.split(args.split)
-    n_in = net.sizes[0] if hasattr(net, "sizes") else net.input_shape
-    n_out = net.sizes[-1] if hasattr(net, "sizes") else net.output_shape
-    if (n_in, n_out) not in (
-        (data.n_features, data.n_classes),
-        ((data.n_features,), (data.n_classes,)),
-    ):
+    # Every model knows its per-sample shapes (None when the config leaves them open).
+    n_in, n_out = net.input_shape, net.output_shape
+    if (n_in, n_out) != ((data.n_features,), (data.n_classes,)):
         raise ValueError(
             f"{args.file}: the model's inputs {n_in} and outputs {n_out} do not fit "
             f"{data.name} ({data.n_features} inputs, {data.n_classes} classes)"

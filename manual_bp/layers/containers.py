@@ -110,8 +110,14 @@ class Reshape(Layer):
     name = "reshape"
     hyperparameters = ("shape",)
 
-    def __init__(self, *shape: int) -> None:
+    def __init__(self, *sizes: int, shape: Sequence[int] | None = None) -> None:
         super().__init__()
+        # ``shape=`` as torch's ``nn.Unflatten(dim, sizes)`` keyword: what get_config writes.
+        if shape is not None and sizes:
+            raise ValueError(f"reshape: give the sizes or shape=, not both ({sizes}, {shape})")
+        shape = sizes if shape is None else shape
+        if not isinstance(shape, (list, tuple)):
+            shape = (shape,)
         if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
             shape = tuple(shape[0])
         if not shape or any(
