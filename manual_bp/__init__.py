@@ -110,7 +110,13 @@ from manual_bp.schedules import (
 from manual_bp.serialization import SerializationError, load, load_network, save, save_network
 from manual_bp.training import History, nielsen_sgd, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Importing a submodule binds its name here; the implementation modules that the API above
+# pulled in are not the API (``from manual_bp._validation import ...`` still works).
+for _module in ("_files", "_registry", "_validation", "progress", "serialization_checks"):
+    globals().pop(_module, None)
+del _module
 
 __all__ = [
     "ACTIVATIONS",

@@ -248,8 +248,8 @@ def _load_modes(model: Sequential, training: Any) -> None:
 
 # ---------------------------------------------------------------------- release 0.1 files
 #: Format names of release 0.1 (and their short-lived ``models.`` spellings from main).
-LEGACY_NETWORK = ("manual_bp.network", "manual_bp.models.network")
-LEGACY_SEQUENTIAL = ("manual_bp.sequential", "manual_bp.models.sequential")
+LEGACY_NETWORK = ("manual_bp.network",)
+LEGACY_SEQUENTIAL = ("manual_bp.sequential",)
 
 
 def _upgraded(document: dict[str, Any]) -> dict[str, Any]:

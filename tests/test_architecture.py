@@ -132,7 +132,7 @@ RANKS = {
     "manual_bp.plotting": 0,
     "manual_bp.training": 1,
     "manual_bp.serialization": 1,
-    "manual_bp.serialization_stack": 1,
+    "manual_bp.serialization_checks": 1,
     "manual_bp.sequence_training": 1,
     "manual_bp.curvature": 1,
     "manual_bp.models": 2,

@@ -129,13 +129,13 @@ def test_corrupt_saved_file_gives_clear_error(tmp_path, capsys):
     assert main(["train", "--quiet", "--epochs", "1", "--save", str(path)]) == 0
     capsys.readouterr()
     document = json.loads(path.read_text())
-    document["weights"][0] = document["weights"][0][:-1]
+    document["parameters"]["0.weight"] = document["parameters"]["0.weight"][:-1]
     path.write_text(json.dumps(document))
     assert main(["evaluate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == (
-        f"manual-bp evaluate: error: {path}: weights[0] has shape (29, 64); "
-        "sizes [64, 30, 10] require (30, 64)"
+        f"manual-bp evaluate: error: {path}: parameter 0.weight has shape (29, 64); "
+        "the model needs (30, 64)"
     )
     path.write_text(path.read_text()[:100])
     assert main(["evaluate", str(path)]) == 2

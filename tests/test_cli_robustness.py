@@ -187,9 +187,9 @@ class TestInputFiles:
         code, _, err = run([command, *before, path, *after], capsys)
         assert code == 2, err
         expected = {
-            ("evaluate", ".json"): "not a manual_bp network file",
+            ("evaluate", ".json"): "not a manual_bp model file",
             ("evaluate", ".npz"): "not an .npz archive",
-            ("train", ".json"): "is a saved model (manual_bp.models.network), not a model spec",
+            ("train", ".json"): "is a saved model (manual_bp.model), not a model spec",
             ("verify", ".json"): "not a verification JSON",
         }[command, suffix]
         assert_one_line(err, command, str(path), expected)
@@ -223,17 +223,18 @@ class TestInputFiles:
         path = save(net, tmp_path / f"net{suffix}")
         if suffix == ".json":
             document = json.loads(path.read_text())
-            document["weights"][0][1][2] = 1e300
+            document["parameters"]["0.weight"][1][2] = 1e300
             path.write_text(json.dumps(document))
         else:
             with np.load(path) as archive:
                 arrays = {k: archive[k] for k in archive.files}
-            arrays["W0"] = arrays["W0"].astype(np.float64)
-            arrays["W0"][1, 2] = 1e300
+            key = "param:0.weight"
+            arrays[key] = arrays[key].astype(np.float64)
+            arrays[key][1, 2] = 1e300
             np.savez(path, **arrays)
         code, _, err = run(["evaluate", path], capsys)
         assert code == 2
-        assert_one_line(err, "evaluate", str(path), "weights[0]", "(1, 2)", "overflows float32")
+        assert_one_line(err, "evaluate", str(path), "0.weight", "(1, 2)", "overflows float32")
 
 
 # ---------------------------------------------------------------------- data directories
