@@ -28,10 +28,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from manual_bp.models.sequential import Sequential  # noqa: E402
 from manual_bp.optimizers import Adam  # noqa: E402
 from manual_bp.sequence_data import load_task  # noqa: E402
 from manual_bp.sequence_training import train_sequences  # noqa: E402
-from manual_bp.models.sequential import Sequential  # noqa: E402
 
 
 def build(task: str, length: int, vocab: int, hidden: int, seed: int) -> Sequential:

@@ -1,7 +1,7 @@
-"""Deprecated: moved to :mod:`manual_bp.models.network` (the one-model layout, ``manual_bp.models``).
+"""Deprecated: ``manual_bp.network`` moved into :mod:`manual_bp.models` (one model).
 
 Kept so that ``import manual_bp.network`` keeps working; it will be removed in a later
-release. Import from ``manual_bp.models.network`` (or the top level, ``from manual_bp import ...``).
+release. Import from :mod:`manual_bp.models` or the top level (``from manual_bp import ...``).
 """
 
 import warnings

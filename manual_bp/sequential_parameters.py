@@ -1,7 +1,7 @@
-"""Deprecated: moved to :mod:`manual_bp.models.parameters` (the one-model layout, ``manual_bp.models``).
+"""Deprecated: ``manual_bp.sequential_parameters`` moved into :mod:`manual_bp.models` (one model).
 
 Kept so that ``import manual_bp.sequential_parameters`` keeps working; it will be removed in a later
-release. Import from ``manual_bp.models.parameters`` (or the top level, ``from manual_bp import ...``).
+release. Import from :mod:`manual_bp.models` or the top level (``from manual_bp import ...``).
 """
 
 import warnings
@@ -9,7 +9,7 @@ import warnings
 from manual_bp.models.parameters import StackParameters
 
 warnings.warn(
-    "manual_bp.sequential_parameters is deprecated: import from manual_bp.models.parameters (or manual_bp)",
+    "manual_bp.sequential_parameters is deprecated: import from manual_bp.models.parameters",
     DeprecationWarning,
     stacklevel=2,
 )

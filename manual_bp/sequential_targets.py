@@ -1,7 +1,7 @@
-"""Deprecated: moved to :mod:`manual_bp.models.targets` (the one-model layout, ``manual_bp.models``).
+"""Deprecated: ``manual_bp.sequential_targets`` moved into :mod:`manual_bp.models` (one model).
 
 Kept so that ``import manual_bp.sequential_targets`` keeps working; it will be removed in a later
-release. Import from ``manual_bp.models.targets`` (or the top level, ``from manual_bp import ...``).
+release. Import from :mod:`manual_bp.models` or the top level (``from manual_bp import ...``).
 """
 
 import warnings
@@ -9,7 +9,7 @@ import warnings
 from manual_bp.models.targets import *  # noqa: F403
 
 warnings.warn(
-    "manual_bp.sequential_targets is deprecated: import from manual_bp.models.targets (or manual_bp)",
+    "manual_bp.sequential_targets is deprecated: import from manual_bp.models.targets",
     DeprecationWarning,
     stacklevel=2,
 )

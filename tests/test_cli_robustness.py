@@ -717,8 +717,8 @@ def umask(request):
 
 
 def _writers(tmp_path: Path):
-    from manual_bp.plotting import plot_learning_curves
     from manual_bp.models.sequential import Sequential
+    from manual_bp.plotting import plot_learning_curves
     from manual_bp.training import History
 
     net = Network([3, 4, 2], seed=0)

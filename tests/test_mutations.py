@@ -79,7 +79,8 @@ MUTATIONS = [
         "transpose the dense weight gradient (square layers only survive the shapes)",
         "manual_bp/layers/dense.py",
         "    return dx, dz_rows.T @ x_rows, dz_rows.sum(axis=0)\n",
-        "    dW = x_rows.T @ dz_rows if x_rows.shape[1] == dz_rows.shape[1] else dz_rows.T @ x_rows\n"
+        "    square = x_rows.shape[1] == dz_rows.shape[1]\n"
+        "    dW = x_rows.T @ dz_rows if square else dz_rows.T @ x_rows\n"
         "    return dx, dW, dz_rows.sum(axis=0)\n",
         "tests/test_backprop.py::test_bp4_weight_gradients",
     ),

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from manual_bp import train
 from manual_bp.layers import Dense, Embedding
 from manual_bp.layers.recurrent import LSTM
+from manual_bp.models.sequential import Sequential
 from manual_bp.optimizers import SGD
 from manual_bp.sequence_training import train_sequences, truncated_bptt
-from manual_bp.models.sequential import Sequential
 from reference.checks_padding import ignore_index_case, padded_batch
 from reference.checks_sequence_training import tbptt_comparisons, tbptt_model
 from reference.checks_sequences import KINDS

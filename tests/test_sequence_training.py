@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from manual_bp.layers.recurrent import LSTM
+from manual_bp.models.sequential import Sequential
 from manual_bp.optimizers import Adam
 from manual_bp.sequence_data import TASKS, load_task, make_sequences
 from manual_bp.sequence_training import clip_grad_norm, train_sequences, truncated_bptt
-from manual_bp.models.sequential import Sequential
 from reference.checks_sequence_training import clip_check, tbptt_check, tbptt_model
 
 seeds = st.integers(0, 2**31 - 1)

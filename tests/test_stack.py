@@ -24,8 +24,7 @@ from manual_bp import (
 )
 from manual_bp.cli import main
 from manual_bp.gradcheck import assert_gradients_close
-from manual_bp.layers import LAYERS, get_layer
-from manual_bp.model_spec import SpecError, parse_layers
+from manual_bp.layers import get_layer
 from reference.checks_stack import (
     adjoint_check,
     network_equivalence_check,

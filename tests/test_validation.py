@@ -89,8 +89,8 @@ def test_single_sample_backprop_checks_shape(net):
 # input below is tried on every entry point; the error must name the true cause.
 from manual_bp import Dense, Sequential, train  # noqa: E402
 from manual_bp.costs import COSTS  # noqa: E402
-from manual_bp.training import FusedTrainer  # noqa: E402
 from manual_bp.optimizers import OPTIMIZERS  # noqa: E402
+from manual_bp.training import FusedTrainer  # noqa: E402
 
 X_GOOD = np.random.default_rng(0).standard_normal((5, 3))
 Y_LABELS = np.array([0, 1, 1, 0, 1])
