@@ -27,6 +27,12 @@ import numpy as np
 
 from manual_bp.activations import Activation, Identity
 from manual_bp.costs import Cost
+from manual_bp.layers.activation import ActivationLayer
+from manual_bp.layers.containers import Flatten
+from manual_bp.layers.containers import Identity as IdentityLayer
+from manual_bp.layers.dense import Dense
+from manual_bp.layers.dropout import Dropout
+from manual_bp.models.sequential import Sequential
 
 __all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]
 
@@ -65,11 +71,9 @@ class Link:
         batch ``(*p)``, for factor columns ``V`` ``(c, n, m_out)`` with signs ``(c, n)``
         (None: +1): the per-sample ``param_vjp`` of the columns, squared."""
         if self.one_output:
-            W2 = V * V if signs is None else V * V * signs[:, :, None]
-            grads = self.layer.param_vjp(
-                _squared(cache), W2.sum(axis=0)[None], sum_batch=not per_sample
-            )
-            return {name: g[0] for name, g in grads.items()}
+            V2 = V * V
+            d = V2.sum(axis=0) if signs is None else np.einsum("cn,cni->ni", signs, V2)
+            return self.param_diagonal(cache, d, per_sample)
         out = {}
         for name, g in self.layer.param_vjp(cache, V, sum_batch=False).items():  # (c, n, *p)
             g = g * g
@@ -77,6 +81,13 @@ class Link:
                 g *= signs.reshape(*signs.shape, *([1] * (g.ndim - 2)))
             out[name] = g.sum(axis=0) if per_sample else g.sum(axis=(0, 1))
         return out
+
+    def param_diagonal(self, cache: Any, d: np.ndarray, per_sample: bool) -> dict[str, np.ndarray]:
+        """``diag(J_θᵀ H J_θ)`` from ``d = diag H`` ``(n, m_out)`` at the output, for a link
+        with ``one_output`` (where only ``H``'s diagonal reaches the parameters' diagonal):
+        ``(J_θ⊙J_θ)ᵀ d``, the layer's ``param_vjp`` at the squared input."""
+        grads = self.layer.param_vjp(_squared(cache), d[None], sum_batch=not per_sample)
+        return {name: g[0] for name, g in grads.items()}
 
     def grad_norms(self, cache: Any, delta: np.ndarray) -> dict[str, np.ndarray]:
         """``‖J_θᵀ δₓ‖²`` per sample ``(n,)`` and parameter for per-sample errors ``δ``
@@ -118,6 +129,12 @@ class Chain:
             x, cache = link.layer.forward(x)
             caches.append(cache)
         return caches, x
+
+    def backwards(self, caches: list[Any], *rest: list[Any]):
+        """``(link, cache, *rest entries, below)`` from the last link to the first;
+        ``below`` is False at the first link, where no input gradient is needed."""
+        for k in range(len(self.links) - 1, -1, -1):
+            yield self.links[k], caches[k], *(r[k] for r in rest), k > 0
 
     def data(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validated ``(x, y)`` arrays (targets as rows; labels one-hot encoded).
@@ -170,16 +187,12 @@ SUPPORTED_LAYERS = (
 
 
 def _is_dropout(layer: Any) -> bool:
-    from manual_bp.layers.dropout import Dropout
-
     return type(layer) is Dropout
 
 
 def _is_identity(layer: Any) -> bool:
     """The layer is ``out = x`` on (batch, features) inputs: no curvature of its own."""
-    from manual_bp.layers.containers import Flatten, Identity
-
-    if type(layer) in (Identity, Flatten):
+    if type(layer) in (IdentityLayer, Flatten):
         return True
     return _is_dropout(layer) and (layer.p == 0.0 or not layer.training)
 
@@ -189,9 +202,6 @@ def _supported(layer: Any) -> tuple[bool, bool]:
     checked against torch — widening this set is all a new layer needs once it provides
     the V-axis products — and those whose parameters each reach one output per sample
     (:class:`Link`; an optional speed-up, exact either way)."""
-    from manual_bp.layers.activation import ActivationLayer
-    from manual_bp.layers.dense import Dense
-
     return type(layer) in (Dense, ActivationLayer), type(layer) is Dense
 
 
@@ -208,8 +218,6 @@ def as_chain(model: Any) -> Chain:
     TypeError
         Another model type, or a stack with a layer outside :data:`SUPPORTED_LAYERS`.
     """
-    from manual_bp.models.sequential import Sequential
-
     if not isinstance(model, Sequential):
         raise TypeError(f"curvature needs a Network or a Sequential, got {type(model).__name__}")
     if getattr(model, "ignore_index", None) is not None:
@@ -218,7 +226,8 @@ def as_chain(model: Any) -> Chain:
             f"curvature: a model with ignore_index={model.ignore_index} is not supported "
             "(its mean runs over the counted positions only); build it without ignore_index"
         )
-    position = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    named = model.named_parameters()
+    position = {name: i for i, (name, _) in enumerate(named)}
     links: list[Link] = []
     for k, layer in enumerate(model.layers):
         supported, one_output = _supported(layer)
@@ -240,5 +249,5 @@ def as_chain(model: Any) -> Chain:
         fold = model.cost.fold(activation)
         if fold is not None and fold.head:
             head, links = activation, links[:-1]
-    shapes = [tuple(p.shape) for p in model.parameter_arrays()]
+    shapes = [tuple(p.shape) for _, p in named]  # parameter_arrays() is this order
     return Chain(links, head, model.cost, shapes, np.dtype(model.dtype), model)

@@ -58,7 +58,8 @@ def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray) -> list:
     at_output = [None] * len(chain.links)
     for k in range(len(chain.links) - 1, -1, -1):
         at_output[k] = V
-        V = chain.links[k].layer.input_vjp(caches[k], V)
+        if k > 0:
+            V = chain.links[k].layer.input_vjp(caches[k], V)
     return at_output
 
 
@@ -130,7 +131,10 @@ def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np
     for k in range(len(chain.links) - 1, -1, -1):
         link, cache = chain.links[k], caches[k]
         layer = link.layer
-        if link.index:  # diag(J_θᵀ H J_θ) from H's eigen-factor on the V axis
+        if link.one_output:  # diag(J_θᵀ H J_θ) = (J_θ⊙J_θ)ᵀ diag H
+            for name, d in link.param_diagonal(cache, np.diagonal(H, 0, 1, 2), per_sample).items():
+                out[link.index[name]] += d if per_sample else d / n
+        elif link.index:  # the same from H's eigen-factor on the V axis
             lam, Q = np.linalg.eigh(H)
             V = np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1))
             _squares(link, cache, V, np.sign(lam).T, out, per_sample)
@@ -168,7 +172,7 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
     kept as ``H = Vᵀ diag(s) V``, factor columns ``V`` ``(c, n, m)`` on the V axis with
     signs ``s`` ``(c, n)``. It starts as ``S`` (``s = +1``); every layer maps the columns
     by its ``input_vjp``; a parameter-free layer appends the factor of its ``residual``
-    ``Σₖ gₖ∇²σₖ`` — when that matrix is diagonal (an elementwise σ), ``r`` gives the columns
+    ``Σₖ gₖ∇²σₖ`` — for an elementwise layer ``diag(r)``, ``r`` gives the columns
     ``√|rᵢ| eᵢ`` with signs ``sign(rᵢ)``, otherwise (softmax) the batched eigendecomposition
     ``R = Q Λ Qᵀ`` gives ``√|λ| qᵀ`` with ``sign(λ)``. Then a layer's parameter diagonal is
     ``(1/n) Σₓ Σ_c s_c (J_θᵀ Vₓ[c])²`` from its per-sample ``param_vjp``. Equal to
@@ -183,9 +187,10 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
     out = chain.zeros(n) if per_sample else chain.zeros()
     V = _columns(S)
     signs = np.ones(V.shape[:2], V.dtype)
-    for k in range(len(chain.links) - 1, -1, -1):
-        link, cache = chain.links[k], caches[k]
+    for link, cache, below in chain.backwards(caches):
         _squares(link, cache, V, signs, out, per_sample)
+        if not below:
+            break
         V = link.layer.input_vjp(cache, V)
         if not link.index:  # Dense is bilinear: no x–x residual
             R, r_signs = _residual_factor(link.layer, cache, g)
@@ -195,23 +200,32 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
     return out
 
 
+def _elementwise(layer) -> bool:
+    """The layer acts on each entry alone (its Jacobian and residual are diagonal)."""
+    from manual_bp.layers.base import ElementwiseLayer
+
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, ElementwiseLayer) or bool(getattr(activation, "elementwise", False))
+
+
 def _residual_factor(layer, cache, g: np.ndarray):
     """``(R, signs)`` with ``Rᵀ diag(signs) R = Σₖ gₖ∇²σₖ`` per sample (``R`` ``(c, n, m)``,
     signs ``(c, n)``), or ``(None, None)`` when it is zero.
 
-    Diagonal ``diag(r)`` (an elementwise σ): columns that are 0 for every sample (a linear
-    piece, ReLU everywhere) are dropped. Otherwise ``numpy.linalg.eigh`` of the symmetric
-    matrix from the layer's ``residual`` on the unit vectors.
+    Diagonal ``diag(r)`` (an elementwise layer: ``r`` is the residual of the ones vector):
+    columns that are 0 for every sample (a linear piece, ReLU everywhere) are dropped.
+    Otherwise ``numpy.linalg.eigh`` of the symmetric matrix from the layer's ``residual``
+    on the unit vectors.
     """
-    M = _residual_matrix(layer, cache, g)
-    n, m, _ = M.shape
-    r = np.diagonal(M, axis1=1, axis2=2)
-    if np.count_nonzero(M) == np.count_nonzero(r):  # diagonal
+    n, m = cache.input.shape
+    if _elementwise(layer):  # R = diag(r): its product with the ones vector is r
+        r = layer.residual(cache, g, np.ones((1, n, m), g.dtype))[0][0]
         keep = np.flatnonzero((r != 0).any(axis=0))
         if keep.size == 0:
             return None, None
-        R = np.zeros((keep.size, n, m), M.dtype)
+        R = np.zeros((keep.size, n, m), r.dtype)
         R[np.arange(keep.size), :, keep] = np.sqrt(np.abs(r[:, keep])).T
         return R, np.sign(r[:, keep]).T
+    M = _residual_matrix(layer, cache, g)
     lam, Q = np.linalg.eigh(0.5 * (M + np.swapaxes(M, 1, 2)))
     return np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1)), np.sign(lam).T

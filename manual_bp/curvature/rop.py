@@ -31,9 +31,10 @@ def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     caches, f = chain.forward(x)
     M = (output_gradient(chain, f, y) / x.shape[0])[None]  # (1, n, m)
     grads = chain.zeros()
-    for link, cache in zip(reversed(chain.links), reversed(caches), strict=True):
+    for link, cache, below in chain.backwards(caches):
         link.add(grads, link.layer.param_vjp(cache, M))
-        M = link.layer.input_vjp(cache, M)
+        if below:
+            M = link.layer.input_vjp(cache, M)
     return grads
 
 
@@ -60,17 +61,17 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     g = output_gradient(chain, f, y) / n
     rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n
     out = chain.zeros()
-    for link, cache, r_in in zip(
-        reversed(chain.links), reversed(caches), reversed(r_inputs), strict=True
-    ):
+    for link, cache, r_in, below in chain.backwards(caches, r_inputs):
         layer, tangents = link.layer, link.tangents(v)
         link.add(out, layer.param_vjp(cache, rg))
-        new_rg = layer.input_vjp(cache, rg)
+        res_x = None
         if exact and (r_in is not None or tangents is not None):
             res_x, res_p = layer.residual(cache, g, r_in, tangents)
-            new_rg = new_rg + res_x
             link.add(out, res_p)
-        g, rg = layer.input_vjp(cache, g[None])[0], new_rg
+        if below:
+            rg = layer.input_vjp(cache, rg) + (0.0 if res_x is None else res_x)
+            if exact:  # the GGN never needs g below the output
+                g = layer.input_vjp(cache, g[None])[0]
     return out
 
 

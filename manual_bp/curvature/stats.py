@@ -36,10 +36,11 @@ def _errors(model: Any, x: Any, y: Any):
     caches, f = chain.forward(x)
     M = output_gradient(chain, f, y)[None]  # per sample: no 1/n
     found = []
-    for link, cache in zip(reversed(chain.links), reversed(caches), strict=True):
+    for link, cache, below in chain.backwards(caches):
         if link.index:
             found.append((link, cache, M[0]))
-        M = link.layer.input_vjp(cache, M)
+        if below:
+            M = link.layer.input_vjp(cache, M)
     return chain, found
 
 
