@@ -109,9 +109,9 @@ def eigenvalue_curve(args) -> list[dict]:
             for start in range(0, len(x), args.batch):
                 idx = order[start : start + args.batch]
                 grads = net.backprop(x[idx], y[idx])
-                for p, g in zip(
-                    net.parameter_arrays(), [*grads.weights, *grads.biases], strict=True
-                ):
+                # parameter_arrays() is torch's state-dict order: W¹, b¹, W², b²
+                steps = [g for pair in zip(grads.weights, grads.biases, strict=True) for g in pair]
+                for p, g in zip(net.parameter_arrays(), steps, strict=True):
                     p -= args.eta * g
         v0 = np.random.default_rng(epoch).standard_normal(net.n_parameters)
         start = time.perf_counter()

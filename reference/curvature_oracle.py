@@ -3,8 +3,9 @@
 The model is written as a function of ONE flat parameter vector θ (``parameter_arrays()``
 order), so ``torch.func.hessian`` gives the whole Hessian, ``jvp(grad(·))`` gives ``H v``,
 ``jacrev`` of the network output gives the Jacobian ``J`` for ``G = Jᵀ H_ℓ J``, and
-``vmap(grad(·))`` gives per-sample gradients. The GGN split point mirrors
-``manual_bp.curvature.chain.MATCHING_HEADS`` (the convention under test, not its code).
+``vmap(grad(·))`` gives per-sample gradients. The GGN split point is written out here as
+:data:`MATCHING_HEADS` (the convention under test — the costs' ``Fold`` rows with ``head``
+— not its code).
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from manual_bp import Network
-from manual_bp.curvature.chain import MATCHING_HEADS
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.dense import Dense
 from reference.components import torch_activation, torch_cost, torch_fused_output
 
-__all__ = ["PREDICTIVE", "TorchModel", "mc_draw_moments"]
+__all__ = ["MATCHING_HEADS", "PREDICTIVE", "TorchModel", "mc_draw_moments"]
+
+#: (cost, output activation) pairs whose loss is taken at the pre-activation (Schraudolph
+#: 2002): ``ℓ(z) = C(σ(z), y)`` convex in ``z``.
+MATCHING_HEADS = frozenset(
+    {("log-likelihood", "softmax"), ("cross-entropy", "sigmoid"), ("kl-divergence", "log-softmax")}
+)
 
 T = torch.float64
 
@@ -40,25 +45,19 @@ class TorchModel:
         self.x = torch.tensor(x, dtype=T)
         self.y = torch.tensor(model.prepare_targets(y, x.shape[0]), dtype=T)
         # layers: ("dense", iw, ib) or ("act", activation)
-        if isinstance(model, Network):
-            L = len(model.weights)
-            self.layers = []
-            for l, act in enumerate(model.activations):
-                self.layers += [("dense", l, L + l), ("act", act)]
-        else:
-            names = {n: i for i, (n, _) in enumerate(model.named_parameters())}
-            self.layers = []
-            for k, layer in enumerate(model.layers):
-                if isinstance(layer, Dense):
-                    self.layers.append(("dense", names[f"{k}.weight"], names.get(f"{k}.bias")))
-                elif isinstance(layer, ActivationLayer):
-                    self.layers.append(("act", layer.activation))
-                elif type(layer).__name__ in ("Identity", "Flatten") or (
-                    type(layer).__name__ == "Dropout" and (layer.p == 0 or not layer.training)
-                ):
-                    continue  # out = x on (batch, features) inputs
-                else:
-                    raise TypeError(layer)
+        names = {n: i for i, (n, _) in enumerate(model.named_parameters())}
+        self.layers = []
+        for k, layer in enumerate(model.layers):  # every model is a stack (Network too)
+            if isinstance(layer, Dense):
+                self.layers.append(("dense", names[f"{k}.weight"], names.get(f"{k}.bias")))
+            elif isinstance(layer, ActivationLayer):
+                self.layers.append(("act", layer.activation))
+            elif type(layer).__name__ in ("Identity", "Flatten") or (
+                type(layer).__name__ == "Dropout" and (layer.p == 0 or not layer.training)
+            ):
+                continue  # out = x on (batch, features) inputs
+            else:
+                raise TypeError(layer)
         self.cost = model.cost
         last = self.layers[-1]
         self.split = last[0] == "act" and (self.cost.name, last[1].name) in MATCHING_HEADS

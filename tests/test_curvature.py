@@ -252,3 +252,60 @@ def test_identity_layers_are_skipped_and_other_layers_named():
     masked = Sequential([Dense(3, 2), "softmax"], "log-likelihood", ignore_index=-100)
     with pytest.raises(TypeError, match=r"ignore_index=-100 is not supported"):
         hvp(masked, x, np.array([0, 1, -100, 1, 0]), v[:8])
+
+
+def test_squares_by_the_squared_input_equal_squares_of_per_sample_vjps():
+    """A Dense link squares parameter VJPs by its own product at the squared input
+    (``Link.one_output``); the general route squares every column's per-sample
+    ``param_vjp``. Both give the same diagonal GGN/Hessian (whole batch and per sample)
+    and gradient statistics, so a layer without the shortcut is served exactly."""
+    from manual_bp.curvature import chain as chain_module
+    from manual_bp.curvature.stats import grad_norms, sum_grad_squared
+
+    rng = np.random.default_rng(5)
+    net = Network([3, 4, 4, 3], "tanh", "log-likelihood", output_activation="softmax", seed=2)
+    x, y = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)
+    quantities = {
+        "diag_ggn": lambda: diag_ggn(net, x, y),
+        "diag_ggn per sample": lambda: diag_ggn(net, x, y, per_sample=True),
+        "diag_hessian": lambda: diag_hessian(net, x, y),
+        "diag_hessian per sample": lambda: diag_hessian(net, x, y, per_sample=True),
+        "grad_norms": lambda: grad_norms(net, x, y),
+        "sum_grad_squared": lambda: sum_grad_squared(net, x, y),
+    }
+    fast = {name: q() for name, q in quantities.items()}
+    original = chain_module._supported
+    try:
+        chain_module._supported = lambda layer: (original(layer)[0], False)
+        assert not any(link.one_output for link in chain_module.as_chain(net).links)
+        general = {name: q() for name, q in quantities.items()}
+    finally:
+        chain_module._supported = original
+    for name in quantities:
+        for a, b in zip(fast[name], general[name], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_the_costs_fold_rows_decide_the_head():
+    """The head taken into the loss is the cost's Fold row (``head``), and its output
+    Hessian and factor are the row's closed forms: S Sᵀ = H, both at the pre-activation."""
+    from manual_bp.curvature import as_chain
+    from manual_bp.curvature.loss import output_factor, output_hessian
+
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((4, 3))
+    for cost, output in [
+        ("log-likelihood", "softmax"),
+        ("cross-entropy", "sigmoid"),
+        ("kl-divergence", "log-softmax"),
+        ("quadratic", "identity"),
+    ]:
+        net = Network([2, 3], "identity", cost, output_activation=output, seed=0)
+        chain = as_chain(net)
+        assert chain.head.name == output
+        y = rng.random((4, 3))
+        y /= y.sum(axis=1, keepdims=True)
+        H, S = output_hessian(chain, z, y), output_factor(chain, z, y)
+        np.testing.assert_allclose(S @ np.swapaxes(S, 1, 2), H, atol=1e-15)
+    net = Network([2, 3], "identity", "quadratic", output_activation="sigmoid", seed=0)
+    assert as_chain(net).head.name == "identity"  # quadratic + sigmoid does not fold

@@ -17,7 +17,7 @@ from manual_bp._validation import (
 )
 from manual_bp.activations import Activation
 
-__all__ = ["COSTS", "Cost", "Fold", "Shortcut", "get_cost", "register_cost"]
+__all__ = ["COSTS", "PREDICTIVE", "Cost", "Fold", "Shortcut", "get_cost", "register_cost"]
 
 #: ``shortcut(z, a, y) -> δᴸ`` for one output activation.
 Shortcut = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -44,7 +44,14 @@ class Fold:
         loss (``CURV.ggn-split``, Schraudolph 2002).
     predictive : str or None
         ``"normal"``, ``"bernoulli"``, ``"categorical"``, ``"poisson"``: the distribution
-        of targets given ``zᴸ`` whose Fisher equals the GGN (``CURV.diag-ggn-mc``).
+        of targets given ``zᴸ`` whose Fisher equals the GGN (``CURV.diag-ggn-mc``; the
+        samplers are :data:`PREDICTIVE`).
+    hessian, hessian_factor : ``(z, y) -> (batch, m, m)``, or None
+        For a folded σ (``head``): the per-sample ``∇²_z ℓ`` of ``ℓ(z) = C(σ(z), y)`` in
+        closed form at the pre-activation (``CURV.output-hessian``), finite where ``σ(z)``
+        underflows, and a symmetric factor ``S`` with ``S Sᵀ = ∇²_z ℓ``
+        (``CURV.loss-factor``). None: the cost's own :meth:`Cost.hessian` and
+        :meth:`Cost.hessian_factor` (an identity output).
     """
 
     equation: str | None = None
@@ -53,6 +60,8 @@ class Fold:
     logit_form: str | None = None
     head: bool = False
     predictive: str | None = None
+    hessian: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    hessian_factor: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 class Cost(Configurable):
@@ -232,6 +241,47 @@ class Cost(Configurable):
         """
         return _diag_embed(np.sqrt(self.hessian_diagonal(a, y)))
 
+    def output_hessian(self, z: np.ndarray, y: np.ndarray, activation: Activation) -> np.ndarray:
+        """Per-sample ``∇²_z C(σ(z), y)`` ``(batch, m, m)`` for an output σ taken into the
+        loss (``CURV.output-hessian``): the :class:`Fold` row's closed form, or for the
+        identity the cost's own :meth:`hessian`.
+
+        Raises
+        ------
+        ValueError
+            ``activation`` is neither the identity nor folded with a closed form.
+        """
+        return self._at_output(z, y, activation, "hessian")
+
+    def output_hessian_factor(
+        self, z: np.ndarray, y: np.ndarray, activation: Activation
+    ) -> np.ndarray:
+        """``S`` with ``S Sᵀ = ∇²_z C(σ(z), y)`` per sample (``CURV.loss-factor``): the
+        :class:`Fold` row's closed form, or for the identity :meth:`hessian_factor`."""
+        return self._at_output(z, y, activation, "hessian_factor")
+
+    def _at_output(self, z, y, activation: Activation, kind: str) -> np.ndarray:
+        fold = self.fold(activation)
+        form = None if fold is None else getattr(fold, kind)
+        if form is not None:
+            return form(z, y)
+        if activation.name != "identity":
+            raise ValueError(
+                f"cost {self.name!r} has no closed-form {kind.replace('_', ' ')} through "
+                f"{activation.name!r}; only through the identity or a folded output"
+            )
+        return getattr(self, kind)(z, y)
+
+    def predictive(self, activation: Activation) -> str | None:
+        """The :attr:`Fold.predictive` distribution of targets given ``σ``'s input, or None."""
+        fold = self.fold(activation)
+        return None if fold is None else fold.predictive
+
+    def target_mass(self, y: np.ndarray) -> np.ndarray | float:
+        """``Σⱼ yⱼ`` per sample ``(batch, 1)``, the scale of ``∇²ℓ`` a Monte-Carlo factor
+        drawn from the model misses: 1 unless targets may carry any mass (KL)."""
+        return 1.0
+
 
 COSTS = Registry("cost", Cost)
 
@@ -254,6 +304,55 @@ def _diag_embed(d: np.ndarray) -> np.ndarray:
 def _softmax_rows(a: np.ndarray) -> np.ndarray:
     e = np.exp(a - a.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_hessian(z: np.ndarray, mass: np.ndarray | None = None) -> np.ndarray:
+    """``(Σy)(diag p − p pᵀ)``, ``p = softmax(z)``: ``∇²_z`` of the log-likelihood of a
+    softmax (``Σy = 1``, ``mass`` None) and of KL through a log-softmax (``mass = Σy``
+    ``(batch, 1)``) (``CURV.output-hessian``)."""
+    p = _softmax_rows(z)
+    H = _diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return H if mass is None else mass[:, :, None] * H
+
+
+def softmax_hessian_factor(z: np.ndarray, mass: np.ndarray | None = None) -> np.ndarray:
+    """``√(Σy)(diag √p − p √pᵀ)``, a factor of :func:`softmax_hessian` (Dangel et al. 2020):
+    ``S Sᵀ = diag p − 2ppᵀ + p(Σₖpₖ)pᵀ = diag p − ppᵀ``."""
+    p = _softmax_rows(z)
+    r = np.sqrt(p)
+    S = _diag_embed(r) - p[:, :, None] * r[:, None, :]
+    return S if mass is None else np.sqrt(mass)[:, :, None] * S
+
+
+def _sample_normal(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return z + rng.standard_normal(z.shape)
+
+
+def _sample_bernoulli(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from manual_bp.activations import _sigmoid
+
+    return (rng.random(z.shape) < _sigmoid(z)).astype(z.dtype)
+
+
+def _sample_poisson(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return rng.poisson(np.exp(z)).astype(z.dtype)
+
+
+def _sample_categorical(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    p = _softmax_rows(z)
+    u = rng.random((z.shape[0], 1))
+    labels = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), z.shape[1] - 1)
+    return np.eye(z.shape[1], dtype=z.dtype)[labels]
+
+
+#: :attr:`Fold.predictive` name -> ``sample(z, rng)``: targets ``ŷ ~ p(y | z)`` of the
+#: exponential family with natural parameter ``z`` (``CURV.diag-ggn-mc``).
+PREDICTIVE: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "normal": _sample_normal,
+    "bernoulli": _sample_bernoulli,
+    "categorical": _sample_categorical,
+    "poisson": _sample_poisson,
+}
 
 
 def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:

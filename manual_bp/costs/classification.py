@@ -17,6 +17,8 @@ from manual_bp.costs.base import (
     _softmax_rows,
     _xlogy,
     register_cost,
+    softmax_hessian,
+    softmax_hessian_factor,
 )
 
 __all__ = [
@@ -27,6 +29,13 @@ __all__ = [
     "MultiMarginCost",
     "class_targets",
 ]
+
+
+def _sigmoid_curvature(z: np.ndarray) -> np.ndarray:
+    """``a(1 − a)``, ``a = sigmoid(z)``: the diagonal of ``∇²_z`` of the cross-entropy of a
+    sigmoid (``CURV.output-hessian``; finite where ``a`` rounds to 0 or 1)."""
+    s = _sigmoid(z)
+    return s * (1.0 - s)
 
 
 @register_cost
@@ -55,6 +64,8 @@ class CrossEntropyCost(Cost):
             logit_form="bce-logits",
             head=True,
             predictive="bernoulli",
+            hessian=lambda z, y: _diag_embed(_sigmoid_curvature(z)),
+            hessian_factor=lambda z, y: _diag_embed(np.sqrt(_sigmoid_curvature(z))),
         )
     }
     valid_output_activations = ("sigmoid",)
@@ -185,6 +196,8 @@ class LogLikelihoodCost(_ClassTargetCost):
             logit_form="categorical-cross-entropy",
             head=True,
             predictive="categorical",
+            hessian=lambda z, y: softmax_hessian(z),
+            hessian_factor=lambda z, y: softmax_hessian_factor(z),
         )
     }
     valid_output_activations = ("softmax",)

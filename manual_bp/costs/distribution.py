@@ -10,6 +10,8 @@ from manual_bp.costs.base import (
     Fold,
     _xlogy,
     register_cost,
+    softmax_hessian,
+    softmax_hessian_factor,
 )
 
 __all__ = ["KLDivergenceCost", "PoissonNLLCost"]
@@ -27,7 +29,14 @@ class KLDivergenceCost(Cost):
     """
 
     name = "kl-divergence"
-    folds = {"log-softmax": Fold(head=True, predictive="categorical")}
+    folds = {
+        "log-softmax": Fold(
+            head=True,
+            predictive="categorical",
+            hessian=lambda z, y: softmax_hessian(z, y.sum(axis=1, keepdims=True)),
+            hessian_factor=lambda z, y: softmax_hessian_factor(z, y.sum(axis=1, keepdims=True)),
+        )
+    }
     aliases = ("kl", "kl-div", "kullback-leibler")
     equation_value = "COST.kl-divergence"
     equation_grad = "COST.kl-divergence.grad"
@@ -42,6 +51,10 @@ class KLDivergenceCost(Cost):
     def grad(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         a, y = self.validate(a, y)
         return (-y).astype(a.dtype, copy=False)
+
+    def target_mass(self, y: np.ndarray) -> np.ndarray:
+        """``Σⱼ yⱼ`` per sample ``(batch, 1)``: KL targets may carry any mass."""
+        return y.sum(axis=1, keepdims=True)
 
     def hessian_diagonal(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """0: ``C_x`` is linear in the log-probabilities (``CURV.loss-hessian.kl-divergence``).
@@ -99,6 +112,11 @@ class PoissonNLLCost(Cost):
             with np.errstate(over="ignore"):
                 return np.exp(a) - y
         return 1.0 - y / (a + self.eps)
+
+    def predictive(self, activation) -> str | None:
+        """``"poisson"`` for log-rates only: the Fisher of ``Poisson(e^z)`` in ``z`` is the
+        GGN, that of a rate ``λ = a`` is not (``CURV.diag-ggn-mc``)."""
+        return super().predictive(activation) if self.log_input else None
 
     def _check(self, a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, y = self.validate(a, y)  # count targets y >= 0 (target_kind "count")

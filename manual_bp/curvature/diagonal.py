@@ -10,7 +10,7 @@ Monte-Carlo (``CURV.diag-ggn-mc``): the same with ``S`` replaced by gradients at
 drawn from the model (:func:`~manual_bp.curvature.loss.sampled_factor`).
 
 Diagonal Hessian (``CURV.diag-hessian``): the per-sample Hessian of ``ℓ`` with respect to
-each op's output is propagated as a matrix, ``H_z = J_σᵀ H_a J_σ + Σₖ gₖ ∇²σₖ`` through an
+each link's output is propagated as a matrix, ``H_z = J_σᵀ H_a J_σ + Σₖ gₖ ∇²σₖ`` through an
 activation (``diag(g ⊙ σ'')`` elementwise: the residual) and ``H_x = Wᵀ H_z W`` through a
 dense map; then ``∂²C/∂W_ij² = (1/n) Σₓ (H_z)ᵢᵢ xⱼ²``. Without the residual the same
 propagation is the readable form of the diagonal GGN, checked against the factor form.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.curvature.chain import ActOp, Chain, as_chain
+from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.loss import (
     output_factor,
     output_gradient,
@@ -43,38 +43,42 @@ __all__ = [
 ]
 
 
-def backpropagate_factor(chain: Chain, inputs: list[np.ndarray], S: np.ndarray) -> list:
-    """``V`` at every op's output: ``(n, c, m)`` arrays, ``V = Jᵀ S`` column by column.
+def _columns(S: np.ndarray) -> np.ndarray:
+    """A factor ``(n, m, c)`` as ``c`` cotangents on the V axis, ``(c, n, m)``."""
+    return np.ascontiguousarray(np.transpose(S, (2, 0, 1)))
 
-    Returns a list aligned with ``chain.ops``: entry ``k`` is the factor at op ``k``'s
-    OUTPUT (for a dense op, at ``z``).
+
+def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray) -> list:
+    """``V`` at every link's output: ``(c, n, m)`` arrays, ``V = Jᵀ S`` column by column.
+
+    The ``c`` columns of ``S`` ride the V axis of every layer's ``input_vjp``. Returns a
+    list aligned with ``chain.links``: entry ``k`` is the factor at link ``k``'s OUTPUT.
     """
-    V = np.ascontiguousarray(np.swapaxes(S, 1, 2))  # (n, c, m): columns as rows
-    at_output = [None] * len(chain.ops)
-    for k in range(len(chain.ops) - 1, -1, -1):
-        op, inp = chain.ops[k], inputs[k]
+    V = _columns(S)
+    at_output = [None] * len(chain.links)
+    for k in range(len(chain.links) - 1, -1, -1):
         at_output[k] = V
-        if isinstance(op, ActOp):
-            act = op.activation
-            if act.elementwise:
-                V = V * act.derivative(inp, act.forward(inp))[:, None, :]
-            else:  # batched VJP: repeat each sample's z for its c columns
-                z = np.repeat(inp, V.shape[1], axis=0)
-                flat = V.reshape(-1, V.shape[2])
-                V = act.backward(flat, z, act.forward(z)).reshape(V.shape)
-        else:
-            V = V @ op.W
+        if k > 0:
+            V = chain.links[k].layer.input_vjp(caches[k], V)
     return at_output
 
 
-def _diag_from_factor(chain, inputs, S, per_sample: bool) -> list[np.ndarray]:
-    n = inputs[0].shape[0]
-    out = [np.zeros((n, *s)) for s in chain.shapes] if per_sample else chain.zeros()
-    at_output = backpropagate_factor(chain, inputs, S)
-    for op, inp, V in zip(chain.ops, inputs, at_output, strict=True):
-        if isinstance(op, ActOp):
-            continue
-        _accumulate(out, op, inp, (V * V).sum(axis=1), per_sample)  # Σ_c V², (n, m_out)
+def _squares(link, cache, V: np.ndarray, signs, out: list, per_sample: bool) -> None:
+    """Add ``Σ_c s_c (J_θᵀ V_c)²`` per sample (``per_sample``) or its batch mean to ``out``
+    (:meth:`~manual_bp.curvature.chain.Link.param_squares`)."""
+    if not link.index:
+        return
+    n = V.shape[1]
+    for name, d in link.param_squares(cache, V, signs, per_sample).items():
+        out[link.index[name]] += d if per_sample else d / n
+
+
+def _diag_from_factor(chain, caches, S, per_sample: bool) -> list[np.ndarray]:
+    n = S.shape[0]
+    out = chain.zeros(n) if per_sample else chain.zeros()
+    at_output = backpropagate_factor(chain, caches, S)
+    for link, cache, V in zip(chain.links, caches, at_output, strict=True):
+        _squares(link, cache, V, None, out, per_sample)
     return out
 
 
@@ -82,8 +86,8 @@ def diag_ggn(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list[np
     """Exact diagonal of the GGN of ``C`` (``CURV.diag-ggn``), shaped like the parameters."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
-    return _diag_from_factor(chain, inputs, output_factor(chain, f, y), per_sample)
+    caches, f = chain.forward(x)
+    return _diag_from_factor(chain, caches, output_factor(chain, f, y), per_sample)
 
 
 def diag_ggn_mc(
@@ -102,30 +106,44 @@ def diag_ggn_mc(
     """
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
+    caches, f = chain.forward(x)
     S = sampled_factor(chain, f, y, np.random.default_rng(rng), n_samples)
-    return _diag_from_factor(chain, inputs, S, per_sample)
+    return _diag_from_factor(chain, caches, S, per_sample)
 
 
-def _propagate(chain, inputs, H, g, residual: bool, per_sample: bool) -> list[np.ndarray]:
+def _unit(n: int, m: int, dtype) -> np.ndarray:
+    """The ``m`` unit vectors of every sample as V tangents, ``(m, n, m)``."""
+    return np.broadcast_to(np.eye(m, dtype=dtype)[:, None, :], (m, n, m))
+
+
+def _residual_matrix(layer, cache, g: np.ndarray) -> np.ndarray:
+    """``Σₖ gₖ ∇²outₖ`` w.r.t. the layer's input per sample ``(n, m, m)``: its ``residual``
+    on the unit tangents (column ``i`` from ``eᵢ``)."""
+    n, m = cache.input.shape
+    res, _ = layer.residual(cache, g, _unit(n, m, g.dtype))  # (m, n, m): [i, x, :] = R eᵢ
+    return np.transpose(res, (1, 2, 0))
+
+
+def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np.ndarray]:
     """Readable form: carry the per-sample Hessian matrices ``(n, m, m)`` down the chain."""
-    n = inputs[0].shape[0]
-    out = [np.zeros((n, *s)) for s in chain.shapes] if per_sample else chain.zeros()
-    for k in range(len(chain.ops) - 1, -1, -1):
-        op, inp = chain.ops[k], inputs[k]
-        if isinstance(op, ActOp):
-            act, a = op.activation, op.activation.forward(inp)
-            eye = np.eye(inp.shape[1])
-            J = np.stack([act.jvp(np.broadcast_to(e, inp.shape), inp, a) for e in eye], axis=2)
-            H = np.swapaxes(J, 1, 2) @ H @ J  # Jᵀ H J per sample
-            if residual:  # Σₖ gₖ ∇²σₖ: diag(g ⊙ σ'') for an elementwise σ
-                cols = [act.second_vjp(g, np.broadcast_to(e, inp.shape), inp, a) for e in eye]
-                H = H + np.stack(cols, axis=2)
-            g = act.backward(g, inp, a)
-        else:
-            _accumulate(out, op, inp, np.diagonal(H, axis1=1, axis2=2), per_sample)
-            H = op.W.T @ H @ op.W  # Wᵀ H W per sample
-            g = g @ op.W
+    n = H.shape[0]
+    out = chain.zeros(n) if per_sample else chain.zeros()
+    for k in range(len(chain.links) - 1, -1, -1):
+        link, cache = chain.links[k], caches[k]
+        layer = link.layer
+        if link.one_output:  # diag(J_θᵀ H J_θ) = (J_θ⊙J_θ)ᵀ diag H
+            for name, d in link.param_diagonal(cache, np.diagonal(H, 0, 1, 2), per_sample).items():
+                out[link.index[name]] += d if per_sample else d / n
+        elif link.index:  # the same from H's eigen-factor on the V axis
+            lam, Q = np.linalg.eigh(H)
+            V = np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1))
+            _squares(link, cache, V, np.sign(lam).T, out, per_sample)
+        m_in = cache.input.shape[1]
+        J = np.transpose(layer.input_jvp(cache, _unit(n, m_in, H.dtype)), (1, 2, 0))
+        H = np.swapaxes(J, 1, 2) @ H @ J  # Jᵀ H J per sample
+        if residual and not link.index:  # Σₖ gₖ ∇²σₖ (Dense: bilinear, no x–x term)
+            H = H + _residual_matrix(layer, cache, g)
+        g = layer.input_vjp(cache, g[None])[0]
     return out
 
 
@@ -133,98 +151,81 @@ def diag_ggn_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -
     """``CURV.diag-ggn`` by propagating full per-sample matrices (readable; small models)."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
+    caches, f = chain.forward(x)
     H, g = output_hessian(chain, f, y), output_gradient(chain, f, y)
-    return _propagate(chain, inputs, H, g, residual=False, per_sample=per_sample)
+    return _propagate(chain, caches, H, g, residual=False, per_sample=per_sample)
 
 
 def diag_hessian_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list:
     """``CURV.diag-hessian`` by propagating full per-sample matrices (readable; small models)."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
+    caches, f = chain.forward(x)
     H, g = output_hessian(chain, f, y), output_gradient(chain, f, y)
-    return _propagate(chain, inputs, H, g, residual=True, per_sample=per_sample)
+    return _propagate(chain, caches, H, g, residual=True, per_sample=per_sample)
 
 
 def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list[np.ndarray]:
     """Exact diagonal of the Hessian of ``C`` (``CURV.diag-hessian``): GGN + σ'' residuals.
 
-    Factored form (Dangel et al. 2020): the per-sample Hessian at every op's output is kept
-    as ``H = V diag(s) Vᵀ``, a batch of factors ``V`` ``(n, c, m)`` with column signs ``s``
-    ``(n, c)``. It starts as ``S`` (``s = +1``); an activation multiplies every column by
-    ``J_σ`` and appends the factor of its residual ``Σₖ gₖ∇²σₖ`` — for an elementwise σ,
-    ``r = g ⊙ σ''`` gives the columns ``√|rᵢ| eᵢ`` with signs ``sign(rᵢ)``; for a coupled σ
-    (softmax) the batched eigendecomposition ``R = Q Λ Qᵀ`` gives ``√|λ| qᵀ`` with
-    ``sign(λ)``. A dense map multiplies by ``W``. Then
-    ``∂²C/∂W_ij² = (1/n) Σₓ Σ_c s_c Vₓ[c, i]² x_j²``. GEMMs over the whole batch; equal to
+    Factored form (Dangel et al. 2020): the per-sample Hessian at every link's output is
+    kept as ``H = Vᵀ diag(s) V``, factor columns ``V`` ``(c, n, m)`` on the V axis with
+    signs ``s`` ``(c, n)``. It starts as ``S`` (``s = +1``); every layer maps the columns
+    by its ``input_vjp``; a parameter-free layer appends the factor of its ``residual``
+    ``Σₖ gₖ∇²σₖ`` — for an elementwise layer ``diag(r)``, ``r`` gives the columns
+    ``√|rᵢ| eᵢ`` with signs ``sign(rᵢ)``, otherwise (softmax) the batched eigendecomposition
+    ``R = Q Λ Qᵀ`` gives ``√|λ| qᵀ`` with ``sign(λ)``. Then a layer's parameter diagonal is
+    ``(1/n) Σₓ Σ_c s_c (J_θᵀ Vₓ[c])²`` from its per-sample ``param_vjp``. Equal to
     :func:`diag_hessian_readable` (tested), at a cost that grows with the number of columns
     instead of with the cube of the width.
     """
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
+    caches, f = chain.forward(x)
     S, g = output_factor(chain, f, y), output_gradient(chain, f, y)
     n = x.shape[0]
-    out = [np.zeros((n, *s)) for s in chain.shapes] if per_sample else chain.zeros()
-    V = np.ascontiguousarray(np.swapaxes(S, 1, 2))  # (n, c, m)
+    out = chain.zeros(n) if per_sample else chain.zeros()
+    V = _columns(S)
     signs = np.ones(V.shape[:2], V.dtype)
-    for k in range(len(chain.ops) - 1, -1, -1):
-        op, inp = chain.ops[k], inputs[k]
-        if isinstance(op, ActOp):
-            act, a = op.activation, op.activation.forward(inp)
-            V = _vjp_columns(act, V, inp, a)
-            R, r_signs = _residual_factor(act, g, inp, a)
+    for link, cache, below in chain.backwards(caches):
+        _squares(link, cache, V, signs, out, per_sample)
+        if not below:
+            break
+        V = link.layer.input_vjp(cache, V)
+        if not link.index:  # Dense is bilinear: no x–x residual
+            R, r_signs = _residual_factor(link.layer, cache, g)
             if R is not None:
-                V, signs = np.concatenate([V, R], axis=1), np.concatenate([signs, r_signs], axis=1)
-            g = act.backward(g, inp, a)
-            continue
-        d = np.einsum("nc,nci->ni", signs, V * V)  # diag of V diag(s) Vᵀ, (n, m_out)
-        _accumulate(out, op, inp, d, per_sample)
-        V, g = V @ op.W, g @ op.W
+                V, signs = np.concatenate([V, R]), np.concatenate([signs, r_signs])
+        g = link.layer.input_vjp(cache, g[None])[0]
     return out
 
 
-def _vjp_columns(act, V: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``J_σᵀ`` applied to every column of every sample's factor ``V`` ``(n, c, m)``."""
-    if act.elementwise:
-        return V * act.derivative(z, a)[:, None, :]
-    c = V.shape[1]
-    zc, ac = np.repeat(z, c, axis=0), np.repeat(a, c, axis=0)
-    return act.backward(V.reshape(-1, V.shape[2]), zc, ac).reshape(V.shape)
+def _elementwise(layer) -> bool:
+    """The layer acts on each entry alone (its Jacobian and residual are diagonal)."""
+    from manual_bp.layers.base import ElementwiseLayer
+
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, ElementwiseLayer) or bool(getattr(activation, "elementwise", False))
 
 
-def _residual_factor(act, g: np.ndarray, z: np.ndarray, a: np.ndarray):
-    """``(R, signs)`` with ``R diag(signs) Rᵀ = Σₖ gₖ∇²σₖ`` per sample, or ``(None, None)``.
+def _residual_factor(layer, cache, g: np.ndarray):
+    """``(R, signs)`` with ``Rᵀ diag(signs) R = Σₖ gₖ∇²σₖ`` per sample (``R`` ``(c, n, m)``,
+    signs ``(c, n)``), or ``(None, None)`` when it is zero.
 
-    Elementwise: ``diag(r)``, ``r = g ⊙ σ''``; columns that are 0 for every sample (a
-    linear piece, ReLU everywhere) are dropped. Coupled: ``numpy.linalg.eigh`` of the
-    symmetric matrix built from one batched second-order VJP on the unit vectors.
+    Diagonal ``diag(r)`` (an elementwise layer: ``r`` is the residual of the ones vector):
+    columns that are 0 for every sample (a linear piece, ReLU everywhere) are dropped.
+    Otherwise ``numpy.linalg.eigh`` of the symmetric matrix from the layer's ``residual``
+    on the unit vectors.
     """
-    n, m = z.shape
-    if act.elementwise:
-        r = g * act.second_derivative(z, a)
+    n, m = cache.input.shape
+    if _elementwise(layer):  # R = diag(r): its product with the ones vector is r
+        r = layer.residual(cache, g, np.ones((1, n, m), g.dtype))[0][0]
         keep = np.flatnonzero((r != 0).any(axis=0))
         if keep.size == 0:
             return None, None
-        R = np.zeros((n, keep.size, m), z.dtype)
-        R[:, np.arange(keep.size), keep] = np.sqrt(np.abs(r[:, keep]))
-        return R, np.sign(r[:, keep])
-    eye = np.tile(np.eye(m, dtype=z.dtype), (n, 1))
-    rep = lambda t: np.repeat(t, m, axis=0)  # noqa: E731
-    M = act.second_vjp(rep(g), eye, rep(z), rep(a)).reshape(n, m, m)
+        R = np.zeros((keep.size, n, m), r.dtype)
+        R[np.arange(keep.size), :, keep] = np.sqrt(np.abs(r[:, keep])).T
+        return R, np.sign(r[:, keep]).T
+    M = _residual_matrix(layer, cache, g)
     lam, Q = np.linalg.eigh(0.5 * (M + np.swapaxes(M, 1, 2)))
-    return np.swapaxes(Q, 1, 2) * np.sqrt(np.abs(lam))[:, :, None], np.sign(lam)
-
-
-def _accumulate(out: list, op, inp: np.ndarray, d: np.ndarray, per_sample: bool) -> None:
-    """Add a dense op's diagonal from ``d = diag H_z`` ``(n, m_out)``: ``d x_j²``, and ``d``."""
-    n = inp.shape[0]
-    if per_sample:
-        out[op.iw] += d[:, :, None] * (inp * inp)[:, None, :]
-        if op.ib is not None:
-            out[op.ib] += d
-    else:
-        out[op.iw] += d.T @ (inp * inp) / n
-        if op.ib is not None:
-            out[op.ib] += d.sum(axis=0) / n
+    return np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1)), np.sign(lam).T

@@ -22,21 +22,24 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.curvature.chain import Chain, DenseOp, as_chain
+from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.loss import output_factor, sampled_factor
 
 __all__ = ["ggn_block", "kfac", "kflr"]
 
 
-def _factors(chain: Chain, inputs, S) -> list[tuple[np.ndarray, np.ndarray]]:
-    n = inputs[0].shape[0]
-    at_output = backpropagate_factor(chain, inputs, S)
+def _factors(chain: Chain, caches, S) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(A, B)`` for every link with parameters (a dense map ``z = x Wᵀ + b``): ``A`` from
+    its cached input, ``B`` from the factor columns at its output (V axis)."""
+    n = S.shape[0]
+    at_output = backpropagate_factor(chain, caches, S)
     factors = []
-    for op, inp, V in zip(chain.ops, inputs, at_output, strict=True):
-        if not isinstance(op, DenseOp):
+    for link, cache, V in zip(chain.links, caches, at_output, strict=True):
+        if not link.index:
             continue
-        xt = inp if op.b is None else np.hstack([inp, np.ones((n, 1), inp.dtype)])
+        inp = cache.input
+        xt = inp if "bias" not in link.index else np.hstack([inp, np.ones((n, 1), inp.dtype)])
         A = xt.T @ xt / n
         flat = V.reshape(-1, V.shape[2])
         B = flat.T @ flat / n
@@ -48,8 +51,8 @@ def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(A, B)]`` per dense layer, input first, with the exact factor (``CURV.kflr``)."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
-    return _factors(chain, inputs, output_factor(chain, f, y))
+    caches, f = chain.forward(x)
+    return _factors(chain, caches, output_factor(chain, f, y))
 
 
 def kfac(
@@ -61,9 +64,9 @@ def kfac(
     """
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
+    caches, f = chain.forward(x)
     S = sampled_factor(chain, f, y, np.random.default_rng(rng), n_samples)
-    return _factors(chain, inputs, S)
+    return _factors(chain, caches, S)
 
 
 def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:
@@ -72,11 +75,11 @@ def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:
     Rows and columns ordered as ``W̃`` flattened row-major, matching ``np.kron(B, A)``.
     """
     chain = as_chain(model)
-    op = chain.dense[layer]
+    index = [link.index for link in chain.links if link.index][layer]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in chain.shapes])
-    m_out, m_in = op.W.shape
-    idx = (offsets[op.iw] + np.arange(m_out * m_in)).reshape(m_out, m_in)
-    if op.ib is not None:
-        idx = np.hstack([idx, (offsets[op.ib] + np.arange(m_out))[:, None]])
+    m_out, m_in = chain.shapes[index["weight"]]
+    idx = (offsets[index["weight"]] + np.arange(m_out * m_in)).reshape(m_out, m_in)
+    if "bias" in index:
+        idx = np.hstack([idx, (offsets[index["bias"]] + np.arange(m_out))[:, None]])
     idx = idx.ravel()
     return G[np.ix_(idx, idx)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual_bp.costs.base import PREDICTIVE
 from manual_bp.curvature.chain import Chain
 
 __all__ = [
@@ -50,53 +51,23 @@ def output_hessian_composed(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.nd
 
 
 def output_hessian(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``∇²_f ℓ`` per sample, ``(n, m, m)`` (``CURV.output-hessian``).
+    """``∇²_f ℓ`` per sample, ``(n, m, m)`` (``CURV.output-hessian``): the cost's.
 
-    Identity head: the cost's Hessian (``CURV.loss-hessian.<cost>``). Matching heads
-    use the closed forms, finite even where ``a`` underflows (the composed form divides
-    by ``a``): softmax + log-likelihood and log-softmax + KL give
-    ``(Σy)(diag(p) − ppᵀ)``, sigmoid + cross-entropy ``diag(a(1 − a))``.
+    Identity head: the cost's Hessian (``CURV.loss-hessian.<cost>``). A folded head: the
+    closed form on the cost's :class:`~manual_bp.costs.Fold` row, finite even where ``a``
+    underflows (the composed form divides by ``a``): softmax + log-likelihood and
+    log-softmax + KL give ``(Σy)(diag(p) − ppᵀ)``, sigmoid + cross-entropy ``diag(a(1 − a))``.
     """
-    head = chain.head.name
-    if head == "identity":
-        return chain.cost.hessian(f, y)
-    if head == "sigmoid":
-        s = chain.head.forward(f)
-        return _diag(s * (1.0 - s))
-    p = np.exp(f - f.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    mass = _target_mass(chain, f, y)[:, :, None]
-    return mass * (_diag(p) - p[:, :, None] * p[:, None, :])
+    return chain.cost.output_hessian(f, y, chain.head)
 
 
 def output_factor(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``S`` with ``S Sᵀ = ∇²_f ℓ`` per sample, ``(n, m, c)`` (``CURV.loss-factor``).
 
-    Softmax-type heads: ``S = √(Σy) (diag(√p) − p √pᵀ)`` (Dangel et al. 2020).
+    The cost's (:meth:`~manual_bp.costs.Cost.output_hessian_factor`); softmax-type heads:
+    ``S = √(Σy) (diag(√p) − p √pᵀ)`` (Dangel et al. 2020).
     """
-    head = chain.head.name
-    if head == "identity":
-        return chain.cost.hessian_factor(f, y)
-    if head == "sigmoid":
-        s = chain.head.forward(f)
-        return _diag(np.sqrt(s * (1.0 - s)))
-    p = np.exp(f - f.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    r = np.sqrt(p)
-    mass = np.sqrt(_target_mass(chain, f, y))[:, :, None]
-    return mass * (_diag(r) - p[:, :, None] * r[:, None, :])
-
-
-#: (cost, head) -> predictive distribution of the targets given the output f.
-_PREDICTIVE = {
-    ("quadratic", "identity"): "normal",
-    ("categorical-cross-entropy", "identity"): "categorical",
-    ("bce-logits", "identity"): "bernoulli",
-    ("poisson-nll", "identity"): "poisson",
-    ("log-likelihood", "softmax"): "categorical",
-    ("cross-entropy", "sigmoid"): "bernoulli",
-    ("kl-divergence", "log-softmax"): "categorical",
-}
+    return chain.cost.output_hessian_factor(f, y, chain.head)
 
 
 def sample_targets(chain: Chain, f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -104,31 +75,19 @@ def sample_targets(chain: Chain, f: np.ndarray, rng: np.random.Generator) -> np.
 
     Defined where ``ℓ`` is the negative log-likelihood of an exponential family with
     natural parameter ``f``, so that ``E_ŷ[∇ℓ ∇ℓᵀ] = ∇²_f ℓ`` (the Fisher equals the GGN):
-    quadratic (``N(f, I)``), categorical (softmax), Bernoulli (sigmoid), Poisson
-    (``log_input=True``). Raises ``ValueError`` for any other cost and head.
+    the cost's :attr:`~manual_bp.costs.Fold.predictive` for the head — quadratic
+    (``N(f, I)``), categorical (softmax), Bernoulli (sigmoid), Poisson (``log_input=True``).
+    Raises ``ValueError`` for any other cost and head.
     """
-    kind = _PREDICTIVE.get((chain.cost.name, chain.head.name))
-    if kind == "poisson" and not chain.cost.log_input:
-        kind = None
+    kind = chain.cost.predictive(chain.head)
     if kind is None:
         raise ValueError(
             f"no predictive distribution whose Fisher equals the GGN for cost "
-            f"{chain.cost.name!r} with output {chain.head.name!r}; Monte-Carlo GGN needs one of "
-            f"{sorted(_PREDICTIVE)} (poisson-nll with log_input=True)"
+            f"{chain.cost.name!r} with output {chain.head.name!r}; Monte-Carlo GGN needs a "
+            f"cost whose Fold row for that output names one of {sorted(PREDICTIVE)} "
+            "(poisson-nll with log_input=True)"
         )
-    if kind == "normal":
-        return f + rng.standard_normal(f.shape)
-    if kind == "bernoulli":
-        from manual_bp.activations import _sigmoid
-
-        return (rng.random(f.shape) < _sigmoid(f)).astype(f.dtype)
-    if kind == "poisson":
-        return rng.poisson(np.exp(f)).astype(f.dtype)
-    p = np.exp(f - f.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    u = rng.random((f.shape[0], 1))
-    labels = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), f.shape[1] - 1)
-    return np.eye(f.shape[1], dtype=f.dtype)[labels]
+    return PREDICTIVE[kind](f, rng)
 
 
 def sampled_factor(
@@ -148,19 +107,7 @@ def sampled_factor(
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     cols = [output_gradient(chain, f, sample_targets(chain, f, rng)) for _ in range(n_samples)]
-    scale = np.sqrt(_target_mass(chain, f, y) / n_samples)  # (n, 1)
-    return np.stack(cols, axis=2) * scale[:, :, None]
-
-
-def _target_mass(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``Σⱼ yⱼ`` per sample ``(n, 1)``: 1 for class targets, any mass for KL targets."""
-    if chain.cost.name == "kl-divergence":
-        return y.sum(axis=1, keepdims=True)
-    return np.ones((f.shape[0], 1), dtype=f.dtype)
-
-
-def _diag(d: np.ndarray) -> np.ndarray:
-    out = np.zeros((*d.shape, d.shape[-1]), dtype=d.dtype)
-    i = np.arange(d.shape[-1])
-    out[:, i, i] = d
-    return out
+    S, mass = np.stack(cols, axis=2), chain.cost.target_mass(y)  # mass: a number or (n, 1)
+    if np.ndim(mass):
+        return S * np.sqrt(mass / n_samples)[:, :, None]
+    return S * float(np.sqrt(mass / n_samples))

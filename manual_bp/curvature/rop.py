@@ -17,69 +17,61 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.curvature.chain import ActOp, Chain, as_chain, flatten
+from manual_bp.curvature.chain import Chain, as_chain, flatten
 from manual_bp.curvature.loss import output_gradient, output_hessian
 
 __all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp"]
 
 
 def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
-    """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates)."""
+    """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates):
+    every layer's ``param_vjp`` and ``input_vjp`` on ``V = 1``."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
-    g = output_gradient(chain, f, y) / x.shape[0]
+    caches, f = chain.forward(x)
+    M = (output_gradient(chain, f, y) / x.shape[0])[None]  # (1, n, m)
     grads = chain.zeros()
-    for op, inp in zip(reversed(chain.ops), reversed(inputs), strict=True):
-        if isinstance(op, ActOp):
-            g = op.activation.backward(g, inp, op.activation.forward(inp))
-        else:
-            grads[op.iw] += g.T @ inp
-            if op.ib is not None:
-                grads[op.ib] += g.sum(axis=0)
-            g = g @ op.W
+    for link, cache, below in chain.backwards(caches):
+        link.add(grads, link.layer.param_vjp(cache, M))
+        if below:
+            M = link.layer.input_vjp(cache, M)
     return grads
 
 
 def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -> list:
-    """One forward and one backward R-pass; ``exact=False`` keeps only the GGN terms."""
+    """One forward and one backward R-pass; ``exact=False`` keeps only the GGN terms.
+
+    Forward: ``R{out} = J_x R{in} + J_θ v_θ`` (``input_jvp`` + ``param_jvp``). Backward:
+    ``R{∂in} = J_xᵀ R{∂out} + residual_x``, ``R{∂θ} = J_θᵀ R{∂out} + residual_θ``, the
+    residual being the layer's second-order term (``residual``; dropped for the GGN).
+    All on ``V = 1``.
+    """
     n = x.shape[0]
-    inputs, f = chain.forward(x)
-    # Forward R-pass: R{z} = R{x} Wᵀ + x R{W}ᵀ + R{b};  R{a} = J_σ R{z}.
-    r_inputs, r = [], None
-    for op, inp in zip(chain.ops, inputs, strict=True):
+    caches, f = chain.forward(x)
+    r_inputs, r = [], None  # R{·} of each link's input, (1, n, ·); None: zero
+    for link, cache in zip(chain.links, caches, strict=True):
         r_inputs.append(r)
-        if isinstance(op, ActOp):
-            r = op.activation.jvp(r, inp, op.activation.forward(inp)) if r is not None else None
-        else:
-            rz = inp @ v[op.iw].T
-            if op.ib is not None:
-                rz = rz + v[op.ib]
-            r = rz if r is None else rz + r @ op.W.T
+        tangents = link.tangents(v)
+        rz = None if r is None else link.layer.input_jvp(cache, r)
+        if tangents is not None:
+            pz = link.layer.param_jvp(cache, tangents)
+            rz = pz if rz is None else rz + pz
+        r = rz
     # Seed: g = (1/n) ∇_f ℓ,  R{g} = (1/n) ∇²_f ℓ R{f}.
     g = output_gradient(chain, f, y) / n
-    rg = np.einsum("nij,nj->ni", output_hessian(chain, f, y), r) / n
+    rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n
     out = chain.zeros()
-    for op, inp, r_in in zip(
-        reversed(chain.ops), reversed(inputs), reversed(r_inputs), strict=True
-    ):
-        if isinstance(op, ActOp):
-            act, a = op.activation, op.activation.forward(inp)
-            new_rg = act.backward(rg, inp, a)
-            if exact and r_in is not None:
-                new_rg = new_rg + act.second_vjp(g, r_in, inp, a)  # Σₖ gₖ ∇²σₖ R{z}
-            g, rg = act.backward(g, inp, a), new_rg
-        else:
-            # ∂C/∂W = gᵀ x  ⇒  R{∂C/∂W} = R{g}ᵀ x + gᵀ R{x};   ∂C/∂x = g W  ⇒  R{g W}.
-            out[op.iw] += rg.T @ inp
-            if exact and r_in is not None:
-                out[op.iw] += g.T @ r_in
-            if op.ib is not None:
-                out[op.ib] += rg.sum(axis=0)
-            new_rg = rg @ op.W
-            if exact:
-                new_rg = new_rg + g @ v[op.iw]
-            g, rg = g @ op.W, new_rg
+    for link, cache, r_in, below in chain.backwards(caches, r_inputs):
+        layer, tangents = link.layer, link.tangents(v)
+        link.add(out, layer.param_vjp(cache, rg))
+        res_x = None
+        if exact and (r_in is not None or tangents is not None):
+            res_x, res_p = layer.residual(cache, g, r_in, tangents)
+            link.add(out, res_p)
+        if below:
+            rg = layer.input_vjp(cache, rg) + (0.0 if res_x is None else res_x)
+            if exact:  # the GGN never needs g below the output
+                g = layer.input_vjp(cache, g[None])[0]
     return out
 
 

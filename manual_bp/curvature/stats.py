@@ -1,4 +1,4 @@
-"""Per-sample gradient statistics without materialising per-sample gradients.
+"""Per-sample gradient statistics from the layers' products.
 
 Convention (``CURV.grad-stats-scaling``): the per-sample gradient is that of the
 per-sample cost, ``gₓ = ∇θ Cₓ`` (NOT divided by ``n``), so the mini-batch gradient is
@@ -9,7 +9,11 @@ per-sample cost, ``gₓ = ∇θ Cₓ`` (NOT divided by ``n``), so the mini-batch
     Σₓ gₓ(W)⊙gₓ(W) = (δ⊙δ)ᵀ (x⊙x)                  (CURV.sum-grad-squared)
     Var[g] = (1/n) Σₓ gₓ⊙gₓ − ḡ⊙ḡ                   (CURV.grad-variance, ddof = 0)
 
-(Goodfellow 2015 for the norms; Dangel et al. 2020 for the batched forms.)
+(Goodfellow 2015 for the norms; Dangel et al. 2020 for the batched forms.) The sweeps
+take the squares from each layer's products (``PROD.*.vjp``,
+:meth:`~manual_bp.curvature.chain.Link.param_squares`): for a dense layer the layer's own
+``param_vjp``/``param_jvp`` at the squared input give the closed forms above without
+per-sample gradients; another layer would square its per-sample ``param_vjp``.
 """
 
 from __future__ import annotations
@@ -18,61 +22,57 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.curvature.chain import ActOp, as_chain
+from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.loss import output_gradient
 
 __all__ = ["batch_gradient", "grad_norms", "grad_variance", "sum_grad_squared"]
 
 
 def _errors(model: Any, x: Any, y: Any):
-    """``(chain, [(op, x_in, δ)] for every dense op)`` with per-sample ``δ = ∂Cₓ/∂z``."""
+    """``(chain, [(link, cache, δ)] for every link with parameters)``, per-sample errors
+    ``δₓ = ∂Cₓ/∂out`` at each such layer's output (no ``1/n``), by ``input_vjp``."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
-    inputs, f = chain.forward(x)
-    g = output_gradient(chain, f, y)  # per sample: no 1/n
+    caches, f = chain.forward(x)
+    M = output_gradient(chain, f, y)[None]  # per sample: no 1/n
     found = []
-    for op, inp in zip(reversed(chain.ops), reversed(inputs), strict=True):
-        if isinstance(op, ActOp):
-            g = op.activation.backward(g, inp, op.activation.forward(inp))
-        else:
-            found.append((op, inp, g))
-            g = g @ op.W
+    for link, cache, below in chain.backwards(caches):
+        if link.index:
+            found.append((link, cache, M[0]))
+        if below:
+            M = link.layer.input_vjp(cache, M)
     return chain, found
 
 
 def grad_norms(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``‖∇θ Cₓ‖²`` per sample and parameter array: ``(n,)`` each (``CURV.grad-norms``)."""
     chain, found = _errors(model, x, y)
-    n = found[0][1].shape[0]
+    n = found[0][2].shape[0]
     out = [np.zeros(n) for _ in chain.shapes]
-    for op, inp, delta in found:
-        d2 = np.einsum("ni,ni->n", delta, delta)
-        out[op.iw] = d2 * np.einsum("nj,nj->n", inp, inp)
-        if op.ib is not None:
-            out[op.ib] = d2
+    for link, cache, delta in found:
+        for name, norms in link.grad_norms(cache, delta).items():
+            out[link.index[name]] = norms
     return out
 
 
 def sum_grad_squared(model: Any, x: Any, y: Any) -> list[np.ndarray]:
-    """``Σₓ (∇θ Cₓ)²`` elementwise, shaped like the parameters (``CURV.sum-grad-squared``)."""
+    """``Σₓ (∇θ Cₓ)²`` elementwise, shaped like the parameters (``CURV.sum-grad-squared``):
+    the squares of each layer's per-sample ``param_vjp`` of ``δ``, summed over the batch."""
     chain, found = _errors(model, x, y)
     out = chain.zeros()
-    for op, inp, delta in found:
-        out[op.iw] = (delta * delta).T @ (inp * inp)
-        if op.ib is not None:
-            out[op.ib] = (delta * delta).sum(axis=0)
+    for link, cache, delta in found:
+        for name, sq in link.param_squares(cache, delta[None], None, per_sample=False).items():
+            out[link.index[name]] = sq
     return out
 
 
 def batch_gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
-    """``ḡ = (1/n) Σₓ ∇θ Cₓ = ∇C``."""
+    """``ḡ = (1/n) Σₓ ∇θ Cₓ = ∇C``: each layer's ``param_vjp`` of ``δ/n``."""
     chain, found = _errors(model, x, y)
     out = chain.zeros()
-    for op, inp, delta in found:
-        n = inp.shape[0]
-        out[op.iw] = delta.T @ inp / n
-        if op.ib is not None:
-            out[op.ib] = delta.sum(axis=0) / n
+    for link, cache, delta in found:
+        n = delta.shape[0]
+        link.add(out, link.layer.param_vjp(cache, delta[None] / n))
     return out
 
 
