@@ -8,6 +8,7 @@ random sequence stacks.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -147,6 +148,17 @@ def _mha(layer, params, buffers, x, cache):
     return torch_mha(layer, params, x, x, x)
 
 
+@functools.cache
+def _torch_module(embed_dim: int, heads: int, bias: bool) -> torch.nn.MultiheadAttention:
+    """One ``nn.MultiheadAttention`` per configuration; ``functional_call`` replaces all its
+    parameters. Built with torch.func's transforms switched off: its random initialisation
+    would otherwise fail inside ``torch.func.vmap`` (the products' oracle)."""
+    with torch._C._DisableFuncTorch():
+        return torch.nn.MultiheadAttention(
+            embed_dim, heads, bias=bias, batch_first=True, dtype=torch.float64
+        )
+
+
 def torch_mha_module(layer: MultiheadAttention, params: dict, q, k, v, attn_mask, padding):
     """``torch.nn.MultiheadAttention(batch_first=True)`` itself, called with OUR parameters.
 
@@ -154,9 +166,7 @@ def torch_mha_module(layer: MultiheadAttention, params: dict, q, k, v, attn_mask
     ``key_padding_mask``); ``causal`` becomes a float −inf mask added to ``attn_mask`` (torch's
     ``is_causal`` is only a hint that ``attn_mask`` is causal).
     """
-    module = torch.nn.MultiheadAttention(
-        layer.embed_dim, layer.num_heads, bias=layer.bias, batch_first=True, dtype=torch.float64
-    )
+    module = _torch_module(layer.embed_dim, layer.num_heads, layer.bias)
     mask = None if attn_mask is None else torch.tensor(attn_mask)
     if layer.causal:
         L, S = q.shape[1], k.shape[1]

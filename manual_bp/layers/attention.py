@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manual_bp.layers.attention_products import AttentionProducts
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 
 __all__ = [
@@ -190,7 +191,7 @@ class MHACache(Cache):
 
 
 @register_layer
-class MultiheadAttention(Layer):
+class MultiheadAttention(AttentionProducts, Layer):
     """``torch.nn.MultiheadAttention(E, heads, batch_first=True)``. Equation ``ATT.mha``.
 
     Parameters
@@ -207,11 +208,19 @@ class MultiheadAttention(Layer):
     key_padding_mask : (N, S) array or None
         Used by :meth:`forward` (the layer protocol), set by the caller for the batch
         (True = padding, ignored as a key), like a recurrent layer's ``initial_state``.
+
+    The products on a V axis (``input_vjp`` … ``residual``, ``PROD.multihead-attention.*``)
+    come from :class:`~manual_bp.layers.attention_products.AttentionProducts`.
     """
 
     name = "multihead_attention"
     aliases = ("mha",)
     equation = "ATT.mha"
+    product_equations = (
+        "PROD.multihead-attention.vjp",
+        "PROD.multihead-attention.jvp",
+        "PROD.multihead-attention.residual",
+    )
     decay = ("in_proj_weight", "out_proj.weight")
     hyperparameters = ("embed_dim", "num_heads", "bias", "causal")
 
