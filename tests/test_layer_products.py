@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 
 from manual_bp.activations import ACTIVATIONS
 from manual_bp.equations import EQUATIONS
-from manual_bp.layers import LAYERS, ActivationLayer, Dense, Layer
+from manual_bp.layers import LAYERS, ActivationLayer, Dense, ElementwiseLayer, Layer
+from manual_bp.layers.base import Cache
 from reference.checks_components import random_activation
 from reference.layer_cases import LAYER_NAMES, layer_case
 from reference.products import product_comparisons
+from reference.stack import register_torch
 
 seeds = st.integers(0, 2**31 - 1)
 PRODUCTS = ("input_vjp", "param_vjp", "input_jvp", "param_jvp", "residual")
@@ -94,3 +96,44 @@ def test_activation_products_match_torch_func(name, seed):
         *(int(k) for k in rng.integers(1, 5, size=rng.integers(1, 3))),
     )
     _check(layer, 2.0 * rng.standard_normal(shape), seed)
+
+
+class _Cube(ElementwiseLayer):
+    """``φ(x) = x³``: a nonlinear elementwise layer built only from φ′ and φ″ (not registered:
+    the base class is what is tested)."""
+
+    product_equations = (
+        "PROD.elementwise.vjp",
+        "PROD.elementwise.jvp",
+        "PROD.elementwise.residual",
+    )
+
+    def forward(self, x):
+        return x**3, Cache(x)
+
+    def backward(self, dout, cache):
+        return dout * 3 * cache.input**2, {}
+
+    def derivative(self, cache):
+        return 3 * cache.input**2
+
+    def second_derivative(self, cache):
+        return 6 * cache.input
+
+
+@register_torch(_Cube)
+def _cube(layer, params, buffers, x, cache):
+    return x**3
+
+
+@given(seed=seeds)
+@settings(max_examples=10, deadline=None)
+def test_elementwise_layer_products_from_derivatives(seed):
+    """PROD.elementwise: an ElementwiseLayer's five products come from φ′ and φ″ alone
+    (``x³``: φ′ = 3x², φ″ = 6x), against torch.func on (N, D) and (N, C, H, W) inputs."""
+    rng = np.random.default_rng(seed)
+    shape = (
+        int(rng.integers(1, 4)),
+        *(int(k) for k in rng.integers(1, 4, size=int(rng.integers(1, 4)))),
+    )
+    _check(_Cube(), rng.standard_normal(shape), seed)

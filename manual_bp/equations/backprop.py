@@ -19,7 +19,7 @@ EQUATIONS = [
         "Output error",
         "δᴸ = ∇ₐC ⊙ σ'(zᴸ)",
         f"{_BP}#BP1",
-        "manual_bp.models.network.Network.backprop",
+        "manual_bp.costs.base.Cost.delta",
         f"{_T}::test_bp1_output_error",
     ),
     Equation(
@@ -27,7 +27,7 @@ EQUATIONS = [
         "Error of a hidden layer",
         "δˡ = ((Wˡ⁺¹)ᵀ δˡ⁺¹) ⊙ σ'(zˡ)",
         f"{_BP}#BP2",
-        "manual_bp.models.network.Network.backprop",
+        "manual_bp.layers.dense.dense_backward",
         f"{_T}::test_bp2_hidden_errors",
     ),
     Equation(
@@ -35,7 +35,7 @@ EQUATIONS = [
         "Gradient of the biases",
         "∂C/∂bˡ = (1/n) Σₓ δˡₓ",
         f"{_BP}#BP3",
-        "manual_bp.models.network.Network.backprop",
+        "manual_bp.layers.dense.dense_backward",
         f"{_T}::test_bp3_bias_gradients",
     ),
     Equation(
@@ -43,7 +43,7 @@ EQUATIONS = [
         "Gradient of the weights",
         "∂C/∂Wˡ = (1/n) Σₓ δˡₓ (aˡ⁻¹ₓ)ᵀ",
         f"{_BP}#BP4",
-        "manual_bp.models.network.Network.backprop",
+        "manual_bp.layers.dense.dense_backward",
         f"{_T}::test_bp4_weight_gradients",
     ),
     Equation(

@@ -57,6 +57,14 @@ def product_equations(
 
 
 EQUATIONS = [
+    Equation(
+        "PROD.elementwise",
+        "Elementwise layer: every product from φ′ and φ″",
+        "J_xᵀ M = J_x M = φ′(x) ⊙ M;  residual_x = dout ⊙ φ″(x) ⊙ T",
+        f"{_D}#PROD.elementwise",
+        "manual_bp.layers.base.ElementwiseLayer",
+        f"{_T}::test_elementwise_layer_products_from_derivatives",
+    ),
     *product_equations(
         "dense",
         "Dense",

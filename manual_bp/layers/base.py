@@ -246,7 +246,7 @@ class ElementwiseLayer(Layer):
     Subclasses implement :meth:`derivative` (``φ′`` at the cached point, broadcastable to
     the input) and, unless ``φ`` is linear, :meth:`second_derivative`; the Jacobian is
     diagonal, so ``J_xᵀ M = J_x M = φ′ ⊙ M`` and the residual is ``dout ⊙ φ″ ⊙ T``
-    (``docs/products.md#PROD.elementwise``; BackPACK's ``df``/``d2f``).
+    (``PROD.elementwise`` in docs/products.md; BackPACK's ``df``/``d2f``).
     """
 
     def derivative(self, cache: Any) -> np.ndarray:

@@ -226,7 +226,8 @@ class Network(Sequential):
         received: list[np.ndarray | None] = [None] * len(self.layers)
         result = self._backprop(x, y, input_grad=True, received=received)
         n = result.caches[0].input.shape[0]
-        # δˡ_x = n ∂C/∂zˡ: the gradient each Dense layer received, of the mean cost.
+        # δˡ_x = n ∂C/∂zˡ: the gradient each Dense layer received, of the mean cost (BP1 at
+        # the top, BP2 below). BP.input: ∂C/∂x = (1/n) δ¹ W¹ is the bottom layer's input VJP.
         deltas = [n * received[k] for k in range(0, len(self.layers), 2)]
         zs, activations = _nielsen_intermediates(result.caches[0].input, result.caches)
         grads = result.layers[::2]
