@@ -43,9 +43,9 @@ seeds = st.integers(0, 2**31 - 1)
 CLASSES = ("MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Identity", "Reshape")
 
 
-def _check(layer: Layer, x: np.ndarray, seed: int) -> None:
+def _check(layer: Layer, x: np.ndarray, seed: int, c: float = 64.0) -> None:
     for comparison in product_comparisons(layer, x, np.random.default_rng(seed)):
-        comparison.check()
+        comparison.check(c=c)
 
 
 def _batch(rng: np.random.Generator) -> int:
@@ -74,7 +74,8 @@ def test_maxpool2d_products_match_torch_func(seed):
 def test_maxpool2d_products_follow_the_winner_rule_on_non_finite_inputs(special, seed):
     """PROD.maxpool2d.jvp and PROD.maxpool2d.vjp where the winner rule has its edge cases:
     NaN (the last NaN wins), ±inf, windows of −∞ whose padding must not win. The JVP's
-    gather equals torch.func's exactly, the VJP torch's and the readable backward's."""
+    gather equals torch.func's exactly, the VJP (cotangents holding NaN and ±inf, which
+    reach only their window's winner) torch's and the readable backward's."""
     rng = np.random.default_rng(seed)
     kwargs = draw_pool_kwargs(rng, "max")
     size = kwargs.pop("size")
@@ -83,6 +84,7 @@ def test_maxpool2d_products_follow_the_winner_rule_on_non_finite_inputs(special,
     x[rng.random(x.shape) < rng.choice([0.3, 0.7, 1.0])] = float(special)
     out, cache = layer.forward(x)
     T, M = rng.standard_normal((3, *x.shape)), rng.standard_normal((3, *out.shape))
+    M[rng.random(M.shape) < 0.2] = rng.choice([np.nan, np.inf, -np.inf])  # must not leak
 
     def pool(xin: torch.Tensor) -> torch.Tensor:
         return torch_layer_forward(layer, {}, {}, xin, cache)
@@ -93,7 +95,8 @@ def test_maxpool2d_products_follow_the_winner_rule_on_non_finite_inputs(special,
     _, vjp_fn = torch.func.vjp(pool, xt)
     (vjp,) = torch.func.vmap(vjp_fn)(torch.tensor(M))
     ours = layer.input_vjp(cache, M)
-    atol = 64 * np.finfo(float).eps * np.abs(M).max()  # overlapping windows add in any order
+    finite = np.abs(M[np.isfinite(M)])
+    atol = 64 * np.finfo(float).eps * finite.max(initial=0.0)  # windows add in any order
     np.testing.assert_allclose(ours, vjp.numpy(), rtol=0, atol=atol)
     readable = MaxPool2d(**kwargs, implementation="readable")
     np.testing.assert_allclose(ours[1], readable.backward(M[1], cache)[0], rtol=0, atol=atol)
@@ -226,7 +229,10 @@ def test_residual_products_match_torch_func(seed):
         shape = (int(rng.integers(1, 3)), int(rng.integers(3, 6)), int(rng.integers(3, 6)))
     layer = Residual(_branch(rng, shape))
     layer.train(bool(rng.integers(2)))
-    _check(layer, rng.standard_normal((int(rng.integers(2, 5)), *shape)), seed)
+    # A branch is a chain of up to ~10 layers: rounding accumulates along it, and one random
+    # shake of the caches (reference.products' sensitivity) can miss it under cancellation.
+    # Measured: a 4.weight VJP of relative error 6.7e-14 where 64ε gave 1.4e-14 (1 in ~300).
+    _check(layer, rng.standard_normal((int(rng.integers(2, 5)), *shape)), seed, c=512.0)
 
 
 @pytest.mark.parametrize("name", [*CLASSES, "Residual"])
