@@ -247,14 +247,18 @@ def stack_comparisons(
 
 
 def shake_cache(cache: Any, shake: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """A copy of a cache dataclass with every float array field perturbed (x̂, σ, a, ...)."""
+    """A copy of a cache dataclass with every float array field perturbed (x̂, σ, a, ...),
+    recursing into a list of child caches (a residual block's branch: its rounding lives
+    in its children's intermediates)."""
     if not dataclasses.is_dataclass(cache):
         return cache
-    changes = {
-        field.name: shake(value)
-        for field in dataclasses.fields(cache)
-        if isinstance(value := getattr(cache, field.name), np.ndarray) and value.dtype.kind == "f"
-    }
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(cache):
+        value = getattr(cache, field.name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            changes[field.name] = shake(value)
+        elif isinstance(value, list) and any(dataclasses.is_dataclass(c) for c in value):
+            changes[field.name] = [shake_cache(child, shake) for child in value]
     return dataclasses.replace(cache, **changes)
 
 

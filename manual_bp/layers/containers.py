@@ -3,7 +3,9 @@
 ``stack_forward``/``stack_backward`` are backpropagation through a chain of layers —
 the chain rule ``∂C/∂x = J₁ᵀ J₂ᵀ … J_Lᵀ ∂C/∂out`` evaluated right to left, one VJP per
 layer (equation ``STACK.chain``). :class:`~manual_bp.models.sequential.Sequential` and
-:class:`Residual` are both built on them.
+:class:`Residual` are both built on them. The products of a chain on the V axis are walks
+of its layers' products (:mod:`~manual_bp.layers.containers_products`, re-exported here):
+a residual block's are its branch's plus the skip path's identity.
 """
 
 from __future__ import annotations
@@ -15,8 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer, zero_residual
 from manual_bp.layers.build import build_layer, get_layer
+from manual_bp.layers.containers_products import (
+    stack_gradients,
+    stack_input_jvp,
+    stack_input_vjp,
+    stack_param_jvp,
+    stack_param_vjp,
+    stack_residual,
+    stack_tangents,
+    stack_vjp,
+)
 
 __all__ = [
     "Flatten",
@@ -25,7 +37,15 @@ __all__ = [
     "Residual",
     "stack_backward",
     "stack_forward",
+    "stack_gradients",
+    "stack_input_jvp",
+    "stack_input_vjp",
     "stack_output_shape",
+    "stack_param_jvp",
+    "stack_param_vjp",
+    "stack_residual",
+    "stack_tangents",
+    "stack_vjp",
 ]
 
 
@@ -87,6 +107,8 @@ class Identity(Layer):
     """``out = x``; ``∂C/∂x = ∂C/∂out``."""
 
     name = "identity-layer"
+    product_equations = ("PROD.identity.vjp", "PROD.identity.jvp", "PROD.identity.residual")
+    hessian_is_zero = True
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
         return x, Cache(x)
@@ -97,6 +119,22 @@ class Identity(Layer):
 
     def jvp(self, cache: Cache, dx, dparams=None) -> np.ndarray:
         return np.zeros_like(cache.input) if dx is None else dx
+
+    # products (V axis): J = I, so every product hands its vector on (no copy)
+    def input_vjp(self, cache: Cache, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M = M`` (``PROD.identity.vjp``)."""
+        return M
+
+    def input_jvp(self, cache: Cache, T: np.ndarray) -> np.ndarray:
+        """``J_x T = T`` (``PROD.identity.jvp``)."""
+        return T
+
+    def param_jvp(self, cache: Cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        raise ValueError(f"{self!r} has no parameters to take a tangent of")
+
+    def residual(self, cache, dout, T, T_params=None):
+        """Zero (``PROD.identity.residual``): out = x is linear."""
+        return zero_residual(self, cache, T, T_params)
 
 
 @register_layer
@@ -109,6 +147,8 @@ class Reshape(Layer):
 
     name = "reshape"
     hyperparameters = ("shape",)
+    product_equations = ("PROD.reshape.vjp", "PROD.reshape.jvp", "PROD.reshape.residual")
+    hessian_is_zero = True
 
     def __init__(self, *sizes: int, shape: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -153,6 +193,28 @@ class Reshape(Layer):
         shape = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
         return np.zeros(shape, cache.input.dtype) if dx is None else dx.reshape(shape)
 
+    # products (V axis): a reshape permutes nothing, so J and Jᵀ are reshapes of each sample
+    def input_vjp(self, cache: Cache, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M``: each of the V cotangents reshaped back to the input's shape
+        (``PROD.reshape.vjp``; Flatten's ``PROD.flatten.vjp`` is the same map)."""
+        return M.reshape(*M.shape[: -self._out_ndim(cache)], *cache.input.shape)
+
+    def input_jvp(self, cache: Cache, T: np.ndarray) -> np.ndarray:
+        """``J_x T``: each tangent reshaped like the output, ``(V, N, *shape)``
+        (``PROD.reshape.jvp``; ``PROD.flatten.jvp``)."""
+        x = cache.input
+        return T.reshape(*T.shape[: -x.ndim], x.shape[0], *self.output_shape(x.shape[1:]))
+
+    def _out_ndim(self, cache: Cache) -> int:
+        return 1 + len(self.output_shape(cache.input.shape[1:]))
+
+    def param_jvp(self, cache: Cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        raise ValueError(f"{self!r} has no parameters to take a tangent of")
+
+    def residual(self, cache, dout, T, T_params=None):
+        """Zero (``PROD.reshape.residual``, ``PROD.flatten.residual``): a reshape is linear."""
+        return zero_residual(self, cache, T, T_params)
+
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape)}
 
@@ -166,6 +228,7 @@ class Flatten(Reshape):
 
     name = "flatten"
     hyperparameters = ()
+    product_equations = ("PROD.flatten.vjp", "PROD.flatten.jvp", "PROD.flatten.residual")
 
     def __init__(self) -> None:
         super().__init__(-1)
@@ -199,6 +262,7 @@ class Residual(Layer):
     name = "residual"
     equation = "LAYER.residual"
     hyperparameters = ("layers",)
+    product_equations = ("PROD.residual.vjp", "PROD.residual.jvp", "PROD.residual.residual")
 
     def __init__(self, layers: Sequence[Layer | str | dict[str, Any]]) -> None:
         super().__init__()
@@ -272,6 +336,34 @@ class Residual(Layer):
             }
             tangent = layer.jvp(layer_cache, tangent, own)
         return tangent if dx is None else dx + tangent
+
+    # products (V axis): the skip path is the identity, the branch a walk of its layers
+    def input_vjp(self, cache: ResidualCache, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M = M + J_fᵀ M`` (``PROD.residual.vjp``): both uses of x."""
+        return M + stack_input_vjp(self.layers, cache.branch, M)
+
+    def param_vjp(
+        self, cache: ResidualCache, M: np.ndarray, sum_batch: bool = True
+    ) -> dict[str, np.ndarray]:
+        """``J_θᵀ M`` of the branch, ``{"<i>.<name>": (V, *p)}`` (``(V, N, *p)`` per sample);
+        the skip path has no parameters (``PROD.residual.vjp``)."""
+        return stack_param_vjp(self.layers, cache.branch, M, sum_batch=sum_batch)
+
+    def input_jvp(self, cache: ResidualCache, T: np.ndarray) -> np.ndarray:
+        """``J_x T = T + J_f T`` (``PROD.residual.jvp``)."""
+        return T + stack_input_jvp(self.layers, cache.branch, T)
+
+    def param_jvp(self, cache: ResidualCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``Σᵢ J_θᵢ T_θᵢ`` of the branch, carried up its layers (``PROD.residual.jvp``)."""
+        return stack_param_jvp(self.layers, cache.branch, T_params)
+
+    def residual(self, cache, dout, T, T_params=None):
+        """The branch's residual (``PROD.residual.residual``): the skip path x is linear, so
+        ``∇²y_o = ∇²f_o``, and the residual of the composition f is the R-operator's pass
+        down the branch with ``R{dout} = 0`` (:func:`stack_residual`)."""
+        r_x, r_params = stack_residual(self.layers, cache.branch, dout, T, T_params)
+        assert r_x is not None
+        return r_x, r_params
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "layers": [layer.get_config() for layer in self.layers]}

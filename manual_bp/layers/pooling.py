@@ -2,7 +2,9 @@
 
 Window ``(y, x)`` covers padded rows ``y·s + i·d``, ``i = 0 … k−1`` (columns alike), with
 ``H_out = ⌊(H + 2p − d(k−1) − 1)/s⌋ + 1`` (``ceil_mode``: rounded up, but no window may
-start in the bottom padding — torch's rule). Derivations: ``docs/convolution.md``.
+start in the bottom padding — torch's rule). Derivations: ``docs/convolution.md``; the
+products on the V axis (mixins from :mod:`~manual_bp.layers.pooling_products`):
+``docs/products.md``.
 
 Max pooling sends each upstream gradient to the FIRST maximal element of its window in
 row-major order ``(i, j)`` — torch's CPU kernel keeps the first maximum (``val > max``), and
@@ -20,6 +22,13 @@ import numpy as np
 from manual_bp.layers._im2col import Geometry, pad, windows
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 from manual_bp.layers.convolution import _tuple
+from manual_bp.layers.pooling_products import (
+    AvgPoolProducts,
+    GlobalAvgPoolProducts,
+    MaxPoolProducts,
+    max_pool_scatter,
+    scatter_taps,
+)
 
 __all__ = ["AvgPool2d", "GlobalAvgPool2d", "MaxPool2d", "pool_output_size"]
 
@@ -181,7 +190,7 @@ class _Pool2d(Layer):
 
 
 @register_layer
-class MaxPool2d(_Pool2d):
+class MaxPool2d(MaxPoolProducts, _Pool2d):
     """``torch.nn.MaxPool2d``: the maximum of each (dilated) window; padding counts as −∞.
 
     Equation ``LAYER.maxpool2d``: ∂C/∂x[n,c,u,v] = Σ_{(y,x): argmax of window (y,x) is (u,v)}
@@ -246,26 +255,7 @@ class MaxPool2d(_Pool2d):
         x = cache.input
         if self.implementation == "readable":
             return self._backward_readable(dout, x), {}
-        geometry, (ho, wo) = self._geometry(x.shape[2:])
-        (top, bottom), (left, right) = geometry.padding
-        n, c, h, w = x.shape
-        padded = top or bottom or left or right
-        grad_p = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
-        (sh, sw), (dh, dw) = self.strides, self.dilation_pair
-        kw = self.kernel[1]
-        # δ·[index = tap] is one multiplication when δ is finite; NaN·0 would leak a NaN
-        # into windows the tap did not win, so non-finite δ takes the exact select
-        finite = bool(np.isfinite(dout).all())
-        for tap in range(self.kernel[0] * kw):
-            i, j = divmod(tap, kw)
-            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-            won = cache.index == tap
-            # overlapping windows may share a maximum: their δ add up
-            grad_p[:, :, rows, cols] += dout * won if finite else np.where(won, dout, 0)
-        if not padded:
-            return grad_p, {}
-        return np.ascontiguousarray(grad_p[:, :, top : top + h, left : left + w]), {}
+        return max_pool_scatter(self, dout, cache.index, x.shape, x.dtype), {}
 
     def _backward_readable(self, dout: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The rule written out: visit offsets (i, j) row-major; the first one equal to the
@@ -304,7 +294,7 @@ class MaxPool2d(_Pool2d):
 
 
 @register_layer
-class AvgPool2d(_Pool2d):
+class AvgPool2d(AvgPoolProducts, _Pool2d):
     """``torch.nn.AvgPool2d``: window sums divided by torch's count. Equation ``LAYER.avgpool2d``.
 
     The divisor of window ``(y, x)`` is ``divisor_override`` if given, else the window's
@@ -369,23 +359,12 @@ class AvgPool2d(_Pool2d):
         """``LAYER.avgpool2d``: each window spreads δ/divisor over its k_H·k_W entries."""
         self._check_dout(dout, cache)
         x = cache.input
-        geometry, (ho, wo) = self._geometry(x.shape[2:])
         share = (dout / self.divisor(x.shape[2:])).astype(x.dtype, copy=False)
-        (top, bottom), (left, right) = geometry.padding
-        grad_p = np.zeros(
-            (*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right), x.dtype
-        )
-        sh, sw = self.strides
-        for i in range(self.kernel[0]):
-            for j in range(self.kernel[1]):
-                grad_p[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += (
-                    share
-                )
-        return grad_p[:, :, top : top + x.shape[2], left : left + x.shape[3]].copy(), {}
+        return scatter_taps(self, x.shape, (), lambda tap: share, x.dtype), {}
 
 
 @register_layer
-class GlobalAvgPool2d(Layer):
+class GlobalAvgPool2d(GlobalAvgPoolProducts, Layer):
     """``nn.AdaptiveAvgPool2d((1, 1))``: the mean of each channel, ``(N, C, H, W) -> (N, C, 1, 1)``.
 
     Equation ``LAYER.global-avgpool2d``: ∂C/∂x[n, c, u, v] = δ[n, c] / (H·W).
