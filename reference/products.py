@@ -20,9 +20,11 @@ when the cache and the vectors are shaken by a relative ``δ = 2⁻²⁶`` (per 
 larger of two random draws, times 4): the rounding sensitivity of the computation, which
 magnitude alone misses under cancellation (the model of ``reference/stack.py``).
 
-A layer whose torch forward has no trustworthy second derivative (torch 2.13's fused
-``layer_norm``/``batch_norm`` double backward, see ``docs/products.md``) registers a
-plain-op twin with :func:`register_plain_twin`; the oracle then uses it for every product.
+A layer whose torch forward cannot be differentiated twice by ``torch.func`` (a fused kernel
+without forward mode), or whose fused double backward one would rather not trust as the only
+oracle (``layer_norm``/``batch_norm``: reported wrong in the mixed block, not reproduced on
+torch 2.13.0+cpu here, and pinned by a test — ``docs/products.md``), registers a plain-op twin
+with :func:`register_plain_twin`; the oracle then uses it for every product.
 """
 
 from __future__ import annotations

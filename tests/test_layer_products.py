@@ -67,6 +67,8 @@ def test_dense_products_match_torch_func(seed):
     on (N, D) and (N, T, D) inputs, with and without bias, against torch.func."""
     rng = np.random.default_rng(seed)
     n_in, n_out = (int(k) for k in rng.integers(1, 6, size=2))
+    if rng.integers(2):
+        n_out = n_in  # square layers: a transposed product survives every shape check
     layer = Dense(n_in, n_out, bias=bool(rng.integers(2)), seed=rng)
     inner = tuple(int(k) for k in rng.integers(1, 4, size=int(rng.integers(0, 3))))
     x = rng.standard_normal((int(rng.integers(1, 5)), *inner, n_in))
