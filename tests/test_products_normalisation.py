@@ -40,9 +40,12 @@ def _check(layer: Layer, x: np.ndarray, seed: int) -> None:
     for comparison in product_comparisons(layer, x, rng):
         if comparison.name.startswith(("adjoint", "symmetry")):
             comparison.scale = comparison.scale * factor
-        elif factor > 1.0 and comparison.scale is not None:
+        elif comparison.scale is not None:
+            # one random shake draw can fall short of the actual rounding pattern (measured:
+            # 1.3× on a layer norm of 3 features, 1 case in 800); reference/stack.py measured
+            # up to 2.5× and takes 4× — the same margin here
             terms = factor * np.abs(comparison.expected)
-            comparison.scale = np.maximum(comparison.scale, terms)
+            comparison.scale = np.maximum(4.0 * comparison.scale, terms)
         comparison.check()
     _products_leave_the_layer_alone(layer, x, rng)
 
@@ -398,12 +401,14 @@ def test_residual_by_finite_differences_of_backward(kind, seed):
             n: (g_plus[n] - g_minus[n]) / (2 * h) for n in g_plus
         }
 
-    # Richardson's extrapolation of two central differences: O(h⁴), so a group of two
-    # close values (large third derivatives) still gives a sharp reference
-    (dx_h, g_h), (dx_half, g_half) = central(1e-3), central(5e-4)
+    # Richardson's extrapolation of two central differences, O(h⁴), with h scaled by the
+    # smallest group spread σ (N's length scale): a group of two close values has large
+    # higher derivatives
+    _, cache = layer.forward(x)
+    h = 1e-3 / float(np.max(cache.inv_std))
+    (dx_h, g_h), (dx_half, g_half) = central(h), central(h / 2)
     fd_x = (4 * dx_half - dx_h) / 3
     fd_p = {n: (4 * g_half[n] - g_h[n]) / 3 for n in g_h}
-    _, cache = layer.forward(x)
     r_x, r_p = layer.residual(cache, dout, T[None], {n: t[None] for n, t in T_params.items()})
     for got, want in [(r_x[0], fd_x), *((r_p[n][0], fd_p[n]) for n in layer.params)]:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
