@@ -24,6 +24,7 @@ from manual_bp.layers.normalisation import (
 )
 from reference.checks import register_check
 from reference.compare import Comparison
+from reference.products import register_plain_twin
 from reference.stack import random_stack, register_block, register_torch, stack_comparisons
 
 
@@ -49,6 +50,38 @@ def torch_layernorm(layer, params, buffers, x, cache):
     return F.layer_norm(
         x, layer.normalized_shape, params.get("weight"), params.get("bias"), layer.eps
     )
+
+
+def _plain_normalise(x, axes, eps):
+    """``(x − μ)/√(σ² + ε)`` from plain ops (mean, subtract, square, rsqrt)."""
+    centred = x - x.mean(axes, keepdim=True)
+    return centred * torch.rsqrt((centred * centred).mean(axes, keepdim=True) + eps)
+
+
+@register_plain_twin(_BatchNorm)
+def plain_batchnorm(layer, params, buffers, x, cache):
+    """Batch norm from plain torch ops (the products' oracle, ``reference.products``):
+    batch statistics in training mode or without running ones, else the running ones.
+    Leaves the buffers alone (the products act at the cached point)."""
+    shape = (1, layer.num_features) + (1,) * (x.ndim - 2)
+    if layer.training or not layer.track_running_stats:
+        out = _plain_normalise(x, (0, *range(2, x.ndim)), layer.eps)
+    else:
+        mean, var = buffers["running_mean"], buffers["running_var"]
+        out = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + layer.eps)
+    if "weight" in params:
+        out = out * params["weight"].reshape(shape) + params["bias"].reshape(shape)
+    return out
+
+
+@register_plain_twin(LayerNorm)
+def plain_layernorm(layer, params, buffers, x, cache):
+    """Layer norm from plain torch ops (the products' oracle)."""
+    axes = tuple(range(x.ndim - len(layer.normalized_shape), x.ndim))
+    out = _plain_normalise(x, axes, layer.eps)
+    if "weight" in params:
+        out = out * params["weight"] + params["bias"]
+    return out
 
 
 @register_torch(Dropout)

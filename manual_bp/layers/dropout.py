@@ -6,6 +6,11 @@ the kept ones by ``1/(1 − p)``, so ``E[y] = x`` and evaluation is the identity
 the layer's OWN generator, so a seeded model reproduces its masks, and the generator's
 state is saved with the model (:meth:`Dropout.get_extra_state`). The backward pass
 applies the same mask and scale: ``∂C/∂x = dout ⊙ m/(1 − p)``.
+
+For a fixed mask dropout is elementwise and linear: an
+:class:`~manual_bp.layers.base.ElementwiseLayer` with ``φ′ = m/(1 − p)`` in training and
+``φ′ = 1`` in evaluation, ``φ″ = 0`` (``PROD.dropout.*``, ``PROD.dropout2d.*`` in
+``docs/products.md``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import (
+    Cache,
+    ElementwiseLayer,
+    check_input,
+    register_layer,
+    zero_residual,
+)
 
 __all__ = ["Dropout", "Dropout2d", "DropoutCache"]
 
@@ -32,7 +43,7 @@ class DropoutCache(Cache):
 
 
 @register_layer
-class Dropout(Layer):
+class Dropout(ElementwiseLayer):
     """``torch.nn.Dropout(p)``: zero each element with probability ``p``, scale by 1/(1−p).
 
     Parameters
@@ -46,6 +57,8 @@ class Dropout(Layer):
     name = "dropout"
     equation = "LAYER.dropout"
     hyperparameters = ("p",)
+    product_equations = ("PROD.dropout.vjp", "PROD.dropout.jvp", "PROD.dropout.residual")
+    hessian_is_zero = True
 
     def __init__(self, p: float = 0.5, *, seed: int | np.random.Generator | None = None) -> None:
         super().__init__()
@@ -109,6 +122,22 @@ class Dropout(Layer):
             return np.zeros_like(cache.input)
         return dx if cache.mask is None else dx * cache.mask * cache.scale
 
+    # ------------------------------------------------------------------ products (V axis)
+    def derivative(self, cache: DropoutCache) -> np.ndarray:
+        """``φ′ = m/(1 − p)`` in training, ``1`` in evaluation, in the input's dtype and
+        broadcastable to it (Dropout2d's mask is ``(N, C, 1, …)``): ``J_xᵀ M = J_x M = φ′ ⊙ M``
+        (``PROD.dropout.vjp``, ``PROD.dropout.jvp``, ``PROD.dropout2d.vjp``,
+        ``PROD.dropout2d.jvp``)."""
+        dtype = cache.input.dtype
+        if cache.mask is None:
+            return np.ones((), dtype)
+        return cache.mask * np.asarray(cache.scale, dtype)
+
+    def residual(self, cache, dout, T, T_params=None):
+        """Zero (``PROD.dropout.residual``, ``PROD.dropout2d.residual``): for a fixed mask
+        ``x ↦ φ′ ⊙ x`` is linear, ``φ″ = 0``."""
+        return zero_residual(self, cache, T, T_params)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"
 
@@ -122,6 +151,7 @@ class Dropout2d(Dropout):
     """
 
     name = "dropout2d"
+    product_equations = ("PROD.dropout2d.vjp", "PROD.dropout2d.jvp", "PROD.dropout2d.residual")
 
     def _check(self, x: Any) -> None:
         check_input(x, self, ndim=(3, 4), name="x")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNormProducts
 
 __all__ = [
     "BatchNorm1d",
@@ -96,8 +97,11 @@ def normalise_backward_graph(
     return dc + dmu / n
 
 
-class _BatchNorm(Layer):
-    """Shared batch norm (``torch.nn.modules.batchnorm._BatchNorm``); subclasses fix ndim."""
+class _BatchNorm(BatchNormProducts, Layer):
+    """Shared batch norm (``torch.nn.modules.batchnorm._BatchNorm``); subclasses fix ndim.
+
+    Products on the V axis: :class:`~manual_bp.layers.normalisation_products.NormProducts`.
+    """
 
     equation = "LAYER.batchnorm"
     hyperparameters = ("num_features", "eps", "momentum", "affine", "track_running_stats")
@@ -251,6 +255,11 @@ class BatchNorm1d(_BatchNorm):
     """
 
     name = "batchnorm1d"
+    product_equations = (
+        "PROD.batchnorm1d.vjp",
+        "PROD.batchnorm1d.jvp",
+        "PROD.batchnorm1d.residual",
+    )
     _ndims = (2, 3)
 
 
@@ -262,11 +271,16 @@ class BatchNorm2d(_BatchNorm):
     """
 
     name = "batchnorm2d"
+    product_equations = (
+        "PROD.batchnorm2d.vjp",
+        "PROD.batchnorm2d.jvp",
+        "PROD.batchnorm2d.residual",
+    )
     _ndims = (4,)
 
 
 @register_layer
-class LayerNorm(Layer):
+class LayerNorm(LayerNormProducts, Layer):
     """``torch.nn.LayerNorm``: statistics per sample over the trailing ``normalized_shape``.
 
     Equation ``LAYER.layernorm``. No running statistics; training and evaluation agree.
@@ -280,6 +294,7 @@ class LayerNorm(Layer):
 
     name = "layernorm"
     equation = "LAYER.layernorm"
+    product_equations = ("PROD.layernorm.vjp", "PROD.layernorm.jvp", "PROD.layernorm.residual")
     hyperparameters = ("normalized_shape", "eps", "elementwise_affine")
 
     def __init__(
