@@ -26,9 +26,7 @@ as the short readable function the docs derive, checked against the stack.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -40,46 +38,13 @@ from manual_bp.costs import Cost
 from manual_bp.initializers import get_initializer
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.dense import Dense
+from manual_bp.models.parameters import ParameterList
+from manual_bp.models.records import Gradients
 from manual_bp.models.sequential import MODELS, Sequential
 
 __all__ = ["Gradients", "Network", "ParameterList", "check_lmbda", "check_sizes"]
 
 ActivationSpec = str | Activation | type[Activation] | dict[str, Any]
-
-
-@dataclass
-class Gradients:
-    """Result of :meth:`Network.backprop` for a mini-batch of ``n`` samples.
-
-    Attributes
-    ----------
-    weights, biases : lists of arrays
-        ``∂C/∂Wˡ`` (BP4) and ``∂C/∂bˡ`` (BP3) of the mean mini-batch cost ``C``.
-    deltas : list of (n, n_l) arrays
-        Per-sample errors ``δˡ_x = ∂C_x/∂zˡ_x`` (BP1, BP2); ``∂C/∂zˡ`` is ``deltas[l] / n``.
-    zs, activations : lists of arrays
-        Weighted inputs ``z¹ … zᴸ``; ``a⁰ = x, a¹, …, aᴸ``.
-    input_grad : (n, n_in) array
-        ``∂C/∂x`` of the mean cost (equation ``BP.input``).
-    cost : float
-        The mini-batch cost ``C``.
-    """
-
-    weights: list[np.ndarray]
-    biases: list[np.ndarray]
-    deltas: list[np.ndarray]
-    zs: list[np.ndarray]
-    activations: list[np.ndarray]
-    input_grad: np.ndarray
-    cost: float
-    _cost_fn: Cost = field(repr=False)
-    _targets: np.ndarray = field(repr=False)
-    _caches: list[Any] = field(repr=False, default_factory=list)
-
-    @cached_property
-    def output_grad(self) -> np.ndarray:
-        """Per-sample ``∂C_x/∂aᴸ_x``, shape ``(n, n_out)`` (equation ``COST.*.grad``)."""
-        return self._cost_fn.grad(self.activations[-1], self._targets)
 
 
 class Network(Sequential):
@@ -380,59 +345,6 @@ def _nielsen_intermediates(
     output (``ActivationCache``)."""
     zs = [cache.input for cache in caches[1::2]]
     return zs, [x, *(cache.output for cache in caches[1::2])]
-
-
-# ---------------------------------------------------------------------- Nielsen's lists
-class ParameterList(list):
-    """A fixed-length list of parameter views; assignment copies into the view.
-
-    ``net.weights[0] = W`` and ``net.weights = [...]`` both write into the model's flat
-    buffer after checking the shape, so a wrong shape is an error instead of silent
-    broadcasting.
-    """
-
-    def __init__(self, views: Iterable[np.ndarray], kind: str) -> None:
-        super().__init__(views)
-        self.kind = kind
-
-    def __setitem__(self, index, value) -> None:  # type: ignore[override]
-        if isinstance(index, slice):
-            targets = list.__getitem__(self, index)
-            values = list(value)
-            if len(values) != len(targets):
-                raise ValueError(
-                    f"cannot assign {len(values)} arrays to {len(targets)} {self.kind} slots"
-                )
-            for target, item in zip(targets, values, strict=True):
-                _copy_checked(target, item, self.kind)
-            return
-        position = range(len(self))[index]  # IndexError for out-of-range, like a list
-        _copy_checked(list.__getitem__(self, position), value, f"{self.kind}[{position}]")
-
-    def assign(self, values: Sequence[np.ndarray]) -> None:
-        """Replace every entry (``net.weights = values``), checking count and shapes."""
-        values = list(values)
-        if len(values) != len(self):
-            raise ValueError(f"expected {len(self)} {self.kind} arrays, got {len(values)}")
-        for i, value in enumerate(values):
-            self[i] = value
-
-    def _fixed(self, *args, **kwargs):
-        raise TypeError(f"the number of {self.kind} arrays is fixed by the network's sizes")
-
-    append = extend = insert = pop = remove = clear = __delitem__ = __iadd__ = _fixed  # type: ignore[assignment]
-    sort = reverse = _fixed  # type: ignore[assignment]
-
-
-def _copy_checked(target: np.ndarray, value, what: str) -> None:
-    value = np.asarray(value)
-    if value.shape != target.shape:
-        raise ValueError(
-            f"{what} must have shape {target.shape}, got {value.shape} (no broadcasting)"
-        )
-    if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
-        raise TypeError(f"{what} must be a real numeric array, got dtype {value.dtype}")
-    target[...] = value
 
 
 # ---------------------------------------------------------------------- constructor checks

@@ -9,14 +9,14 @@ and plain SGD is one vector operation. Names are torch's state-dict names (``"0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 from manual_bp.layers.base import Layer
 
-__all__ = ["StackParameters"]
+__all__ = ["ParameterList", "StackParameters"]
 
 _Model = TypeVar("_Model", bound="StackParameters")
 
@@ -154,3 +154,56 @@ class StackParameters:
     @property
     def training(self) -> bool:
         return all(leaf.training for leaf in self._leaves())
+
+
+# ---------------------------------------------------------------------- Nielsen's lists
+class ParameterList(list):
+    """A fixed-length list of parameter views; assignment copies into the view.
+
+    ``net.weights[0] = W`` and ``net.weights = [...]`` both write into the model's flat
+    buffer after checking the shape, so a wrong shape is an error instead of silent
+    broadcasting.
+    """
+
+    def __init__(self, views: Iterable[np.ndarray], kind: str) -> None:
+        super().__init__(views)
+        self.kind = kind
+
+    def __setitem__(self, index, value) -> None:  # type: ignore[override]
+        if isinstance(index, slice):
+            targets = list.__getitem__(self, index)
+            values = list(value)
+            if len(values) != len(targets):
+                raise ValueError(
+                    f"cannot assign {len(values)} arrays to {len(targets)} {self.kind} slots"
+                )
+            for target, item in zip(targets, values, strict=True):
+                _copy_checked(target, item, self.kind)
+            return
+        position = range(len(self))[index]  # IndexError for out-of-range, like a list
+        _copy_checked(list.__getitem__(self, position), value, f"{self.kind}[{position}]")
+
+    def assign(self, values: Sequence[np.ndarray]) -> None:
+        """Replace every entry (``net.weights = values``), checking count and shapes."""
+        values = list(values)
+        if len(values) != len(self):
+            raise ValueError(f"expected {len(self)} {self.kind} arrays, got {len(values)}")
+        for i, value in enumerate(values):
+            self[i] = value
+
+    def _fixed(self, *args, **kwargs):
+        raise TypeError(f"the number of {self.kind} arrays is fixed by the network's sizes")
+
+    append = extend = insert = pop = remove = clear = __delitem__ = __iadd__ = _fixed  # type: ignore[assignment]
+    sort = reverse = _fixed  # type: ignore[assignment]
+
+
+def _copy_checked(target: np.ndarray, value, what: str) -> None:
+    value = np.asarray(value)
+    if value.shape != target.shape:
+        raise ValueError(
+            f"{what} must have shape {target.shape}, got {value.shape} (no broadcasting)"
+        )
+    if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
+        raise TypeError(f"{what} must be a real numeric array, got dtype {value.dtype}")
+    target[...] = value

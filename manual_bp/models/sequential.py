@@ -22,7 +22,6 @@ layers and plain SGD is one vector operation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from manual_bp.layers.base import Layer
 from manual_bp.layers.build import build_layer, get_layer
 from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
 from manual_bp.models.parameters import StackParameters
+from manual_bp.models.records import StackGradients
 from manual_bp.models.targets import (
     check_ignore_index,
     masked_accuracy,
@@ -49,39 +49,6 @@ LayerSpec = Layer | str | dict[str, Any]
 
 #: Rows per chunk when evaluating a large data set in evaluation mode.
 INFERENCE_CHUNK = 1024
-
-
-@dataclass
-class StackGradients:
-    """Result of :meth:`Sequential.backprop` on a mini-batch of ``n`` samples.
-
-    Attributes
-    ----------
-    cost : float
-        Mean mini-batch cost ``C = (1/n) Σ_x C_x``.
-    params : dict name -> array
-        ``∂C/∂θ`` for every parameter, under its dotted state-dict name (``"0.weight"``).
-    layers : list of dict
-        The same gradients per layer, under the layer's own names.
-    input_grad : array or None
-        ``∂C/∂x``, shaped like the input (``None`` after ``backprop(..., input_grad=False)``).
-    output : array
-        The model's output ``aᴷ``.
-    output_grad : array
-        ``∂C/∂aᴷ`` of the mean cost (the seed of the backward pass).
-    caches : list
-        Every layer's cache (its first field is the layer's input).
-    """
-
-    cost: float
-    params: dict[str, np.ndarray]
-    layers: list[dict[str, np.ndarray]]
-    input_grad: np.ndarray | None
-    output: np.ndarray
-    output_grad: np.ndarray
-    caches: list[Any]
-    #: The prepared targets (labels one-hot encoded; ignored positions all-zero rows).
-    targets: np.ndarray | None = None
 
 
 #: model name -> class; ``model_from_config`` builds any model from its ``get_config()``.
