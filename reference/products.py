@@ -177,6 +177,8 @@ def _flat(result: dict[str, Any]) -> dict[str, np.ndarray]:
 def _equation(layer: Layer, kind: str) -> str:
     """The layer's product ID for ``vjp``/``jvp``/``residual`` (the class declares them)."""
     ids = [e for e in layer.product_equations if e.endswith(f".{kind}")]
+    if not ids and len(set(layer.product_equations)) == 1:
+        return layer.product_equations[0]  # one ID for every product (PROD.elementwise)
     assert ids, f"{type(layer).__name__}.product_equations has no '*.{kind}' ID"
     return ids[0]
 

@@ -18,12 +18,11 @@ from hypothesis import strategies as st
 
 from manual_bp.activations import ACTIVATIONS
 from manual_bp.equations import EQUATIONS
-from manual_bp.layers import LAYERS, ActivationLayer, Dense, ElementwiseLayer, Layer
-from manual_bp.layers.base import Cache
+from manual_bp.layers import LAYERS, ActivationLayer, Layer
 from reference.checks_components import random_activation
+from reference.checks_products import Cube, dense_case
 from reference.layer_cases import LAYER_NAMES, layer_case
 from reference.products import product_comparisons
-from reference.stack import register_torch
 
 seeds = st.integers(0, 2**31 - 1)
 PRODUCTS = ("input_vjp", "param_vjp", "input_jvp", "param_jvp", "residual")
@@ -65,13 +64,7 @@ def _check(layer: Layer, x: np.ndarray, seed: int) -> None:
 def test_dense_products_match_torch_func(seed):
     """PROD.dense.vjp, PROD.dense.jvp, PROD.dense.residual: every product of a dense layer
     on (N, D) and (N, T, D) inputs, with and without bias, against torch.func."""
-    rng = np.random.default_rng(seed)
-    n_in, n_out = (int(k) for k in rng.integers(1, 6, size=2))
-    if rng.integers(2):
-        n_out = n_in  # square layers: a transposed product survives every shape check
-    layer = Dense(n_in, n_out, bias=bool(rng.integers(2)), seed=rng)
-    inner = tuple(int(k) for k in rng.integers(1, 4, size=int(rng.integers(0, 3))))
-    x = rng.standard_normal((int(rng.integers(1, 5)), *inner, n_in))
+    layer, x = dense_case(np.random.default_rng(seed))
     _check(layer, x, seed)
 
 
@@ -100,34 +93,6 @@ def test_activation_products_match_torch_func(name, seed):
     _check(layer, 2.0 * rng.standard_normal(shape), seed)
 
 
-class _Cube(ElementwiseLayer):
-    """``φ(x) = x³``: a nonlinear elementwise layer built only from φ′ and φ″ (not registered:
-    the base class is what is tested)."""
-
-    product_equations = (
-        "PROD.elementwise.vjp",
-        "PROD.elementwise.jvp",
-        "PROD.elementwise.residual",
-    )
-
-    def forward(self, x):
-        return x**3, Cache(x)
-
-    def backward(self, dout, cache):
-        return dout * 3 * cache.input**2, {}
-
-    def derivative(self, cache):
-        return 3 * cache.input**2
-
-    def second_derivative(self, cache):
-        return 6 * cache.input
-
-
-@register_torch(_Cube)
-def _cube(layer, params, buffers, x, cache):
-    return x**3
-
-
 @given(seed=seeds)
 @settings(max_examples=10, deadline=None)
 def test_elementwise_layer_products_from_derivatives(seed):
@@ -138,4 +103,4 @@ def test_elementwise_layer_products_from_derivatives(seed):
         int(rng.integers(1, 4)),
         *(int(k) for k in rng.integers(1, 4, size=int(rng.integers(1, 4)))),
     )
-    _check(_Cube(), rng.standard_normal(shape), seed)
+    _check(Cube(), rng.standard_normal(shape), seed)
