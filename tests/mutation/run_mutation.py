@@ -65,23 +65,23 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["tests/test_blindspots_components.py", "tests/test_adjoint.py"],
     ),
     "network": (
-        ["manual_bp/network.py"],
+        ["manual_bp/models/network.py", "manual_bp/models/records.py"],
         ["tests/test_backprop.py", "tests/test_training.py", "tests/test_serialization.py"],
         ["tests/test_blindspots_model.py"],
     ),
     "fast": (
-        ["manual_bp/fast.py"],
+        ["manual_bp/training/fused.py", "manual_bp/layers/steps.py"],
         ["tests/test_fast_path.py", "tests/test_blindspots_fast.py", "tests/test_training.py"],
         ["tests/test_blindspots_model.py"],
     ),
     "sequential": (
-        ["manual_bp/sequential.py"],
+        [f"manual_bp/models/{m}.py" for m in ("sequential", "parameters", "targets")],
         ["tests/test_stack.py", "tests/test_sequence_training.py"],
         ["tests/test_blindspots_model.py", "tests/test_adjoint.py"],
     ),
     "layers-core": (
         [f"manual_bp/layers/{m}.py" for m in ("base", "dense", "containers", "activation")],
-        ["tests/test_layers.py", "tests/test_stack.py"],
+        ["tests/test_layers.py", "tests/test_stack.py", "tests/test_layer_products.py"],
         ["tests/test_blindspots_layers.py", "tests/test_adjoint.py"],
     ),
     "convolution": (
