@@ -132,7 +132,7 @@ def conv_param_jvp(
     if T_weight is not None:
         out = _images(_weight_matrix(T_weight, groups) @ cols, n, tuple(out_size))
     else:
-        out = np.zeros(out_shape, np.result_type(cols, T_bias))
+        out = np.zeros(out_shape, cols.dtype if T_bias is None else np.result_type(cols, T_bias))
     if T_bias is not None:
         out += T_bias[:, None, :, None, None]
     return out
@@ -231,7 +231,7 @@ def transpose_param_jvp(
         dcols = w_t @ _rows(x, geometry.groups)  # (V, G, K, H·W·N)
         out = col2im(dcols.reshape(V, -1, *geometry.kernel, h, w, n), out_size, geometry)
     else:
-        out = np.zeros(out_shape, np.result_type(x, T_bias))
+        out = np.zeros(out_shape, x.dtype if T_bias is None else np.result_type(x, T_bias))
     if T_bias is not None:
         out += T_bias[:, None, :, None, None]
     return out
