@@ -22,6 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 
 __all__ = [
     "Geometry",
+    "col2im",
     "conv_forward_fast",
     "conv_forward_readable",
     "conv_input_grad_fast",
@@ -294,16 +295,27 @@ def conv_input_grad_fast(
     rows = _delta_rows(delta, groups)
     w_mat = weight.reshape(groups, c_out // groups, -1)
     dcols = _panel_matmul(w_mat.transpose(0, 2, 1), rows)  # (G, C_g·kH·kW, Ho·Wo·N)
-    dcols = dcols.reshape(groups * c_group, kh, kw, ho, wo, n)
+    return col2im(dcols.reshape(groups * c_group, kh, kw, ho, wo, n), size, geometry)
+
+
+def col2im(dcols: np.ndarray, size: Pair, geometry: Geometry) -> np.ndarray:
+    """The adjoint of :func:`im2col`: add every column entry back onto the input position
+    it was read from, one kernel offset ``(i, j)`` at a time, and crop the padding.
+
+    dcols (*lead, C, kH, kW, Ho, Wo, N) -> (*lead, N, C, H, W); leading axes (a V axis of
+    products) ride along.
+    """
+    *lead, c, kh, kw, ho, wo, n = dcols.shape
     (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
     (top, bottom), (left, right) = geometry.padding
     hp, wp = size[0] + top + bottom, size[1] + left + right
-    grad_p = np.zeros((groups * c_group, hp, wp, n), dtype=delta.dtype)  # batch-last, as cols
+    grad_p = np.zeros((*lead, c, hp, wp, n), dtype=dcols.dtype)  # batch-last, as cols
     for i in range(kh):
         for j in range(kw):
             rows_i = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
             cols_j = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-            grad_p[:, rows_i, cols_j, :] += dcols[:, i, j]
-    grad = np.empty((n, groups * c_group, *size), dtype=delta.dtype)
-    np.copyto(grad, grad_p[:, top : top + size[0], left : left + size[1], :].transpose(3, 0, 1, 2))
+            grad_p[..., rows_i, cols_j, :] += dcols[..., i, j, :, :, :]
+    grad = np.empty((*lead, n, c, *size), dtype=dcols.dtype)
+    inner = grad_p[..., top : top + size[0], left : left + size[1], :]
+    np.copyto(grad, np.moveaxis(inner, -1, -4))
     return grad

@@ -18,7 +18,8 @@ import numpy as np
 
 from manual_bp.initializers import initialize
 from manual_bp.layers import _im2col as conv
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers import convolution_products as products
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
 
 __all__ = ["Conv1d", "Conv2d", "ConvCache", "parse_geometry"]
 
@@ -173,10 +174,11 @@ class _ConvNd(Layer):
 
     # -------------------------------------------------------------- 2-D views
     def _as_2d(self, array: np.ndarray) -> np.ndarray:
-        return array if self.dims == 2 else array[:, :, None, :]
+        """A 1-D array ``(..., L)`` as ``(..., 1, L)`` (inputs, weights, V-stacks alike)."""
+        return array if self.dims == 2 else array[..., None, :]
 
     def _from_2d(self, array: np.ndarray) -> np.ndarray:
-        return array if self.dims == 2 else array[:, :, 0, :]
+        return array if self.dims == 2 else array[..., 0, :]
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
@@ -241,21 +243,91 @@ class _ConvNd(Layer):
             grads["bias"] = delta.sum(axis=(0, 2, 3))
         return grads
 
-    def jvp(
-        self, cache: ConvCache, dx: np.ndarray | None, dparams: dict[str, np.ndarray] | None = None
-    ) -> np.ndarray:
-        """``dout = conv(dx, W) + conv(x, dW) + db`` — the convolution is bilinear."""
-        x2, w2 = self._as_2d(cache.input), self._as_2d(cache.weight)
-        out = np.zeros((x2.shape[0], *self._as_2d_shape(x2.shape[1:])), dtype=x2.dtype)
-        dparams = dparams or {}
-        if dx is not None:
-            out += conv.conv_forward_fast(self._as_2d(dx), w2, None, self.geometry)[0]
-        if "weight" in dparams:
-            dw2 = dparams["weight"].reshape(w2.shape)
-            out += conv.conv_forward_fast(x2, dw2, None, self.geometry)[0]
-        if "bias" in dparams and self.bias:
-            out += dparams["bias"][:, None, None]
+    # -------------------------------------------------------------- products (V axis)
+    # Two-dimensional views of V-stacks (``[..., None, :]`` in 1-D) and the im2col arithmetic
+    # of manual_bp.layers.convolution_products; derivations: docs/products.md.
+    def input_vjp(self, cache: ConvCache, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M = col2im(W_gᵀ M_g)`` ``(V, N, C_in, *size)`` (``PROD.conv2d.vjp``,
+        ``PROD.conv1d.vjp``): BP2 through the convolution, the V·N cotangents as one batch."""
+        size = self._as_2d(cache.input).shape[2:]
+        dx = products.conv_input_vjp(self._as_2d(M), self._as_2d(cache.weight), size, self.geometry)
+        return self._from_2d(dx)
+
+    def param_vjp(
+        self, cache: ConvCache, M: np.ndarray, sum_batch: bool = True
+    ) -> dict[str, np.ndarray]:
+        """``J_Wᵀ M = M_g U_gᵀ`` (``CONV.weight`` per direction), ``J_bᵀ M = Σ_{n,y,x} M``
+        (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``); ``sum_batch=False``: sample n's columns
+        only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
+        cols = self._cols(cache)
+        dw, db = products.conv_param_vjp(
+            self._as_2d(M), cols, self._as_2d(cache.weight).shape, self.geometry.groups, sum_batch
+        )
+        grads = {"weight": dw.reshape(*dw.shape[: 1 if sum_batch else 2], *cache.weight.shape)}
+        if self.bias:
+            grads["bias"] = db
+        return grads
+
+    def input_jvp(self, cache: ConvCache, T: np.ndarray) -> np.ndarray:
+        """``J_x T = W_g U_g(T)``, the convolution of each tangent without bias
+        (``PROD.conv2d.jvp``, ``PROD.conv1d.jvp``)."""
+        out = products.conv_input_jvp(self._as_2d(T), self._as_2d(cache.weight), self.geometry)
         return self._from_2d(out)
+
+    def param_jvp(self, cache: ConvCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``J_W T_W + J_b T_b = (T_W)_g U_g(x) + T_b`` (``PROD.conv2d.jvp``,
+        ``PROD.conv1d.jvp``): the convolution of x with each weight tangent."""
+        x2 = self._as_2d(cache.input)
+        V = tangent_count(None, T_params)
+        out_shape = (V, x2.shape[0], *self._as_2d_shape(x2.shape[1:]))
+        T_weight = T_params.get("weight")
+        out = products.conv_param_jvp(
+            self._cols(cache),
+            out_shape,
+            self.geometry.groups,
+            None if T_weight is None else self._as_2d(T_weight),
+            T_params.get("bias") if self.bias else None,
+        )
+        return self._from_2d(out)
+
+    def residual(
+        self,
+        cache: ConvCache,
+        dout: np.ndarray,
+        T: np.ndarray | None,
+        T_params: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Bilinear in ``(x, W)``: only the mixed terms (``PROD.conv2d.residual``,
+        ``PROD.conv1d.residual``)::
+
+            residual_x = col2im((T_W)_gᵀ dout_g)   — R{W} in BP2's col2im(W_gᵀ δ_g)
+            residual_W = dout_g U_g(T_x)ᵀ          — R{x} in CONV.weight's δ_g U_gᵀ
+            residual_b = 0
+        """
+        x, weight = cache.input, cache.weight
+        V = tangent_count(T, T_params)
+        T_weight = (T_params or {}).get("weight")
+        r_x, r_w = products.conv_residual(
+            self._as_2d(dout),
+            None if T is None else self._as_2d(T),
+            None if T_weight is None else self._as_2d(T_weight),
+            self._as_2d(x).shape[2:],
+            self._as_2d(weight).shape,
+            self.geometry,
+        )
+        dtype = np.result_type(x, weight)
+        r_x = np.zeros((V, *x.shape), dtype) if r_x is None else self._from_2d(r_x)
+        r_w = np.zeros((V, *weight.shape), dtype) if r_w is None else r_w.reshape(V, *weight.shape)
+        grads = {"weight": r_w}
+        if self.bias:
+            grads["bias"] = np.zeros((V, self.out_channels), dtype)
+        return r_x, grads
+
+    def _cols(self, cache: ConvCache) -> np.ndarray:
+        """``U(x) (G, C_g·kH·kW, Ho·Wo·N)``: the fast forward's, or unfolded now (readable)."""
+        if cache.cols is not None:
+            return cache.cols
+        return conv.im2col(self._as_2d(cache.input), self.geometry)[0]
 
     def _as_2d_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (self.out_channels, *self.geometry.output_size(shape[1:]))
@@ -298,6 +370,7 @@ class Conv2d(_ConvNd):
 
     name = "conv2d"
     equation = "LAYER.conv2d"
+    product_equations = ("PROD.conv2d.vjp", "PROD.conv2d.jvp", "PROD.conv2d.residual")
     dims = 2
 
 
@@ -310,4 +383,5 @@ class Conv1d(_ConvNd):
 
     name = "conv1d"
     equation = "LAYER.conv1d"
+    product_equations = ("PROD.conv1d.vjp", "PROD.conv1d.jvp", "PROD.conv1d.residual")
     dims = 1

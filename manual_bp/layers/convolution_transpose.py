@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers import _im2col as conv
-from manual_bp.layers.base import Layer, check_input, register_layer
+from manual_bp.layers import convolution_products as products
+from manual_bp.layers.base import Layer, check_input, register_layer, tangent_count
 from manual_bp.layers.convolution import (
     ConvCache,
     _tuple,
@@ -52,6 +53,11 @@ class ConvTranspose2d(Layer):
     name = "conv-transpose2d"
     aliases = ("convtranspose2d",)
     equation = "LAYER.conv-transpose2d"
+    product_equations = (
+        "PROD.conv-transpose2d.vjp",
+        "PROD.conv-transpose2d.jvp",
+        "PROD.conv-transpose2d.residual",
+    )
     decay = ("weight",)
     hyperparameters = (
         "in_channels",
@@ -178,6 +184,64 @@ class ConvTranspose2d(Layer):
         if self.bias:
             grads["bias"] = dout.sum(axis=(0, 2, 3))
         return np.ascontiguousarray(dx[:, :, : size[0], : size[1]]), grads
+
+    # ------------------------------------------------------------------ products (V axis)
+    # y = K_Wᵀ x̃ + b: the convolution products with U and col2im swapped
+    # (manual_bp.layers.convolution_products; derivations: docs/products.md).
+    def input_vjp(self, cache: ConvCache, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M = K_W M = W_g U_g(M)``, cropped to x's grid (``PROD.conv-transpose2d.vjp``):
+        the convolution of each cotangent, ``(V, N, C_in, H, W)``."""
+        size = cache.input.shape[2:]
+        return products.transpose_input_vjp(M, cache.weight, size, self.geometry)
+
+    def param_vjp(
+        self, cache: ConvCache, M: np.ndarray, sum_batch: bool = True
+    ) -> dict[str, np.ndarray]:
+        """``J_Wᵀ M = x̃_g U_g(M)ᵀ``, ``J_bᵀ M = Σ_{n,y,x} M`` (``PROD.conv-transpose2d.vjp``);
+        ``sum_batch=False``: one GEMM batched over ``(v, n, g)``, ``(V, N, *p)``."""
+        dw, db = products.transpose_param_vjp(
+            M, cache.input, cache.weight.shape, self.geometry, sum_batch
+        )
+        return {"weight": dw, "bias": db} if self.bias else {"weight": dw}
+
+    def input_jvp(self, cache: ConvCache, T: np.ndarray) -> np.ndarray:
+        """``J_x T = K_Wᵀ T = col2im(W_gᵀ T_g)``, the forward without bias
+        (``PROD.conv-transpose2d.jvp``)."""
+        size = self.output_shape(cache.input.shape[1:])[1:]
+        return products.transpose_input_jvp(T, cache.weight, size, self.geometry)
+
+    def param_jvp(self, cache: ConvCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``J_W T_W + J_b T_b = col2im((T_W)_gᵀ x_g) + T_b`` (``PROD.conv-transpose2d.jvp``)."""
+        x = cache.input
+        out_shape = (tangent_count(None, T_params), x.shape[0], *self.output_shape(x.shape[1:]))
+        T_bias = T_params.get("bias") if self.bias else None
+        return products.transpose_param_jvp(
+            x, out_shape, self.geometry, T_params.get("weight"), T_bias
+        )
+
+    def residual(
+        self,
+        cache: ConvCache,
+        dout: np.ndarray,
+        T: np.ndarray | None,
+        T_params: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Bilinear in ``(x, W)``: only the mixed terms (``PROD.conv-transpose2d.residual``)::
+
+        residual_x = K_{T_W} dout, cropped = (T_W)_g U_g(dout)
+        residual_W = T̃_x,g U_g(dout)ᵀ
+        residual_b = 0
+        """
+        x, weight = cache.input, cache.weight
+        V = tangent_count(T, T_params)
+        r_x, r_w = products.transpose_residual(
+            dout, T, (T_params or {}).get("weight"), x.shape[2:], weight.shape, self.geometry
+        )
+        dtype = np.result_type(x, weight)
+        grads = {"weight": np.zeros((V, *weight.shape), dtype) if r_w is None else r_w}
+        if self.bias:
+            grads["bias"] = np.zeros((V, self.out_channels), dtype)
+        return (np.zeros((V, *x.shape), dtype) if r_x is None else r_x), grads
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> ConvTranspose2d:

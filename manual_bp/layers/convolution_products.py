@@ -1,0 +1,262 @@
+"""Convolution products on a leading axis of V vectors, in im2col form (``PROD.conv2d.*``,
+``PROD.conv1d.*``, ``PROD.conv-transpose2d.*``; derivations in ``docs/products.md``).
+
+A convolution ``K_W`` with weight ``W (C_out, C_in/G, kH, kW)`` is, per group ``g``, one
+matrix product of ``W_g (C_out/G, C_g·kH·kW)`` with the unfolded input ``U_g(x)``
+(:func:`~manual_bp.layers._im2col.im2col`: one column per output position ``(y, x, n)``,
+one row per ``(c, i, j)``; stride, dilation and padding only decide which input entry a
+column reads)::
+
+    out_g = W_g U_g(x) (+ b),       U(x)ᵀ's adjoint is col2im (add back where read).
+
+It is bilinear in ``(x, W)``; every product below is one GEMM per group with the V (and,
+per sample, the batch) axis as a batch axis of ``np.matmul``, no loop over V or N.
+Arrays are 2-D views: ``(V, N, C, H, W)`` stacks, weights ``(V, C_out, C_g, kH, kW)``
+(a 1-D convolution is a 2-D one of height 1). ``ConvTranspose2d`` is ``y = K_Wᵀ x̃ + b``
+(``x̃`` is ``x`` zero-padded to the grid ``K_W`` maps onto), so its products are the
+same pieces with the roles of ``U`` and col2im swapped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from manual_bp.layers._im2col import (
+    Geometry,
+    col2im,
+    conv_forward_fast,
+    conv_input_grad_fast,
+    im2col,
+)
+
+__all__ = [
+    "conv_input_jvp",
+    "conv_input_vjp",
+    "conv_param_jvp",
+    "conv_param_vjp",
+    "conv_residual",
+    "transpose_input_jvp",
+    "transpose_input_vjp",
+    "transpose_param_jvp",
+    "transpose_param_vjp",
+    "transpose_residual",
+]
+
+Pair = tuple[int, int]
+
+
+# --------------------------------------------------------------------------- layouts
+def _fold(A: np.ndarray) -> np.ndarray:
+    """``(V, N, *rest)`` as ``(V·N, *rest)``: V directions are V more samples of a linear map."""
+    return A.reshape(A.shape[0] * A.shape[1], *A.shape[2:])
+
+
+def _rows(A: np.ndarray, groups: int) -> np.ndarray:
+    """``(*lead, N, C, H, W)`` as ``(*lead, G, C/G, H·W·N)``: the column order of im2col."""
+    *lead, n, c, h, w = A.shape
+    batch_last = np.ascontiguousarray(np.moveaxis(A, -4, -1))  # (*lead, C, H, W, N)
+    return batch_last.reshape(*lead, groups, c // groups, h * w * n)
+
+
+def _images(rows: np.ndarray, n: int, size: Pair) -> np.ndarray:
+    """``(*lead, G, C/G, H·W·N)`` back to ``(*lead, N, C, H, W)`` (the inverse of _rows)."""
+    *lead, g, c_group, _ = rows.shape
+    batch_last = rows.reshape(*lead, g * c_group, *size, n)
+    return np.ascontiguousarray(np.moveaxis(batch_last, -1, -4))
+
+
+def _stack_cols(X: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Pair]:
+    """``U`` of every direction of ``X (V, N, C, H, W)``: the view ``(G, K, Q, V, N)``
+    (``K = C_g·kH·kW`` rows, ``Q = Ho·Wo`` positions) of one im2col of the folded stack."""
+    V, N = X.shape[:2]
+    cols, out_size = im2col(_fold(X), geometry)  # (G, K, Q·V·N), columns (y, x, v, n)
+    return cols.reshape(*cols.shape[:2], -1, V, N), out_size
+
+
+def _per_sample_cols(cols: np.ndarray, n: int) -> np.ndarray:
+    """``U (G, K, Q·N)`` as ``(N, G, K, Q)``, contiguous: sample n's columns, for a GEMM
+    batched over samples."""
+    g, k, _ = cols.shape
+    return np.ascontiguousarray(cols.reshape(g, k, -1, n).transpose(3, 0, 1, 2))
+
+
+def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
+    """``(*lead, C_a, C_b, kH, kW)`` as ``(*lead, G, C_a/G, C_b·kH·kW)``: W_g as a matrix."""
+    lead = weight.shape[:-4]
+    return weight.reshape(*lead, groups, weight.shape[-4] // groups, -1)
+
+
+# --------------------------------------------------------------------------- convolution
+def conv_input_vjp(M: np.ndarray, weight: np.ndarray, size: Pair, geometry: Geometry):
+    """``J_xᵀ M = col2im(W_gᵀ M_g)`` for each of the V cotangents ``(V, N, C_out, Ho, Wo)``:
+    the input gradient of the V·N folded samples. Returns ``(V, N, C_in, H, W)``."""
+    dx = conv_input_grad_fast(_fold(M), weight, size, geometry)
+    return dx.reshape(*M.shape[:2], *dx.shape[1:])
+
+
+def conv_input_jvp(T: np.ndarray, weight: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """``J_x T = W_g U_g(T)`` (the convolution without bias) of ``T (V, N, C_in, H, W)``."""
+    out, _ = conv_forward_fast(_fold(T), weight, None, geometry)
+    return out.reshape(*T.shape[:2], *out.shape[1:])
+
+
+def conv_param_vjp(
+    M: np.ndarray, cols: np.ndarray, weight_shape: tuple[int, ...], groups: int, sum_batch: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``J_Wᵀ M = M_g U_gᵀ`` and ``J_bᵀ M = Σ_{n,y,x} M`` for ``M (V, N, C_out, Ho, Wo)`` and
+    the cached ``U = cols (G, K, Q·N)``.
+
+    Summed: one GEMM per ``(v, g)`` over all ``Q·N`` columns -> ``(V, *W)``, ``(V, C_out)``.
+    Per sample: the same GEMM batched over ``(v, n, g)``, each over sample n's ``Q``
+    columns only -> ``(V, N, *W)``, ``(V, N, C_out)``.
+    """
+    V, N = M.shape[:2]
+    if sum_batch:
+        grad = _rows(M, groups) @ cols.swapaxes(-1, -2)  # (V, G, C_out/G, K)
+        return grad.reshape(V, *weight_shape), M.sum(axis=(1, 3, 4))
+    per_sample = M.reshape(V, N, groups, M.shape[2] // groups, -1)  # (V, N, G, C_out/G, Q)
+    grad = per_sample @ _per_sample_cols(cols, N).swapaxes(-1, -2)  # (V, N, G, C_out/G, K)
+    return grad.reshape(V, N, *weight_shape), M.sum(axis=(3, 4))
+
+
+def conv_param_jvp(
+    cols: np.ndarray,
+    out_shape: tuple[int, ...],
+    groups: int,
+    T_weight: np.ndarray | None,
+    T_bias: np.ndarray | None,
+) -> np.ndarray:
+    """``J_W T_W + J_b T_b = (T_W)_g U_g(x) + T_b`` for weight tangents ``(V, *W)`` and bias
+    tangents ``(V, C_out)`` (either may be None); ``out_shape = (V, N, C_out, Ho, Wo)``."""
+    _, n, _, *out_size = out_shape
+    if T_weight is not None:
+        out = _images(_weight_matrix(T_weight, groups) @ cols, n, tuple(out_size))
+    else:
+        out = np.zeros(out_shape, cols.dtype if T_bias is None else np.result_type(cols, T_bias))
+    if T_bias is not None:
+        out += T_bias[:, None, :, None, None]
+    return out
+
+
+def conv_residual(
+    g: np.ndarray,
+    T: np.ndarray | None,
+    T_weight: np.ndarray | None,
+    size: Pair,
+    weight_shape: tuple[int, ...],
+    geometry: Geometry,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The mixed second-order terms of ``⟨g, K_W x⟩`` (bilinear: no ``xx`` or ``WW`` block)::
+
+        residual_x = col2im((T_W)_gᵀ g_g)   (V, N, C_in, H, W)  — J_xᵀ g with W -> T_W
+        residual_W = g_g U_g(T_x)ᵀ          (V, *W)             — J_Wᵀ g with x -> T_x
+
+    ``None`` where the tangent that would drive the term is missing.
+    """
+    groups = geometry.groups
+    g_rows = _rows(g, groups)  # (G, C_out/G, Q·N)
+    r_x = r_w = None
+    if T_weight is not None:
+        dcols = _weight_matrix(T_weight, groups).swapaxes(-1, -2) @ g_rows  # (V, G, K, Q·N)
+        V, (n, _, ho, wo) = T_weight.shape[0], g.shape
+        r_x = col2im(dcols.reshape(V, -1, *geometry.kernel, ho, wo, n), size, geometry)
+    if T is not None:
+        cols, _ = _stack_cols(T, geometry)  # (G, K, Q, V, N)
+        cols_v = np.ascontiguousarray(cols.transpose(3, 0, 1, 2, 4))  # (V, G, K, Q, N)
+        cols_v = cols_v.reshape(*cols_v.shape[:3], -1)
+        r_w = (g_rows @ cols_v.swapaxes(-1, -2)).reshape(T.shape[0], *weight_shape)
+    return r_x, r_w
+
+
+# --------------------------------------------------------------------------- transposed
+def pad_to(x: np.ndarray, full: Pair) -> np.ndarray:
+    """``x (..., H, W)`` zero-padded at the end to ``full``: the grid ``K_W`` maps onto (larger
+    than x when ``output_padding ≥ stride``; the forward never reads the extra rows)."""
+    if tuple(x.shape[-2:]) == tuple(full):
+        return x
+    padded = np.zeros((*x.shape[:-2], *full), dtype=x.dtype)
+    padded[..., : x.shape[-2], : x.shape[-1]] = x
+    return padded
+
+
+def transpose_input_jvp(
+    T: np.ndarray, weight: np.ndarray, out_size: Pair, geometry: Geometry
+) -> np.ndarray:
+    """``J_x T = K_Wᵀ T = col2im(W_gᵀ T_g)`` for ``T (V, N, C_in, H, W)``: ``(V, N, C_out, …)``."""
+    out = conv_input_grad_fast(_fold(T), weight, out_size, geometry)
+    return out.reshape(*T.shape[:2], *out.shape[1:])
+
+
+def transpose_input_vjp(
+    M: np.ndarray, weight: np.ndarray, size: Pair, geometry: Geometry
+) -> np.ndarray:
+    """``J_xᵀ M = K_W M = W_g U_g(M)``, cropped to x's grid ``size``: ``(V, N, C_in, H, W)``."""
+    out, _ = conv_forward_fast(_fold(M), weight, None, geometry)
+    out = out[:, :, : size[0], : size[1]]
+    return np.ascontiguousarray(out).reshape(*M.shape[:2], *out.shape[1:])
+
+
+def transpose_param_vjp(
+    M: np.ndarray, x: np.ndarray, weight_shape: tuple[int, ...], geometry: Geometry, sum_batch: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``J_Wᵀ M = x̃_g U_g(M)ᵀ`` (the weight gradient of ``K_W`` with input ``M`` and upstream
+    gradient ``x̃``) and ``J_bᵀ M = Σ_{n,y,x} M``; per sample batched over ``(v, n, g)``."""
+    V, N = M.shape[:2]
+    groups = geometry.groups
+    cols, full = _stack_cols(M, geometry)  # (G, K, Q, V, N)
+    x_full = pad_to(x, full)
+    if sum_batch:
+        cols_v = np.ascontiguousarray(cols.transpose(3, 0, 1, 2, 4))  # (V, G, K, Q, N)
+        cols_v = cols_v.reshape(*cols_v.shape[:3], -1)
+        grad = _rows(x_full, groups) @ cols_v.swapaxes(-1, -2)  # (V, G, C_in/G, K)
+        return grad.reshape(V, *weight_shape), M.sum(axis=(1, 3, 4))
+    cols_n = np.ascontiguousarray(cols.transpose(3, 4, 0, 1, 2))  # (V, N, G, K, Q)
+    x_n = x_full.reshape(N, groups, x.shape[1] // groups, -1)  # (N, G, C_in/G, Q)
+    grad = x_n @ cols_n.swapaxes(-1, -2)  # (V, N, G, C_in/G, K)
+    return grad.reshape(V, N, *weight_shape), M.sum(axis=(3, 4))
+
+
+def transpose_param_jvp(
+    x: np.ndarray,
+    out_shape: tuple[int, ...],
+    geometry: Geometry,
+    T_weight: np.ndarray | None,
+    T_bias: np.ndarray | None,
+) -> np.ndarray:
+    """``J_W T_W + J_b T_b = K_{T_W}ᵀ x + T_b = col2im((T_W)_gᵀ x_g) + T_b`` with
+    ``out_shape = (V, N, C_out, Ho, Wo)``."""
+    V, (n, _, h, w), out_size = out_shape[0], x.shape, out_shape[3:]
+    if T_weight is not None:
+        w_t = _weight_matrix(T_weight, geometry.groups).swapaxes(-1, -2)  # (V, G, K, C_in/G)
+        dcols = w_t @ _rows(x, geometry.groups)  # (V, G, K, H·W·N)
+        out = col2im(dcols.reshape(V, -1, *geometry.kernel, h, w, n), out_size, geometry)
+    else:
+        out = np.zeros(out_shape, x.dtype if T_bias is None else np.result_type(x, T_bias))
+    if T_bias is not None:
+        out += T_bias[:, None, :, None, None]
+    return out
+
+
+def transpose_residual(
+    g: np.ndarray,
+    T: np.ndarray | None,
+    T_weight: np.ndarray | None,
+    size: Pair,
+    weight_shape: tuple[int, ...],
+    geometry: Geometry,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The mixed second-order terms of ``⟨g, K_Wᵀ x̃⟩ = ⟨K_W g, x̃⟩``::
+
+    residual_x = K_{T_W} g, cropped = (T_W)_g U_g(g)   (V, N, C_in, H, W)
+    residual_W = T̃_x,g U_g(g)ᵀ                          (V, *W)
+    """
+    groups = geometry.groups
+    cols, full = im2col(g, geometry)  # (G, K, Q·N) on K_W's output grid
+    r_x = r_w = None
+    if T_weight is not None:
+        out = _images(_weight_matrix(T_weight, groups) @ cols, g.shape[0], full)
+        r_x = np.ascontiguousarray(out[..., : size[0], : size[1]])
+    if T is not None:
+        grad = _rows(pad_to(T, full), groups) @ cols.swapaxes(-1, -2)  # (V, G, C_in/G, K)
+        r_w = grad.reshape(T.shape[0], *weight_shape)
+    return r_x, r_w
