@@ -35,9 +35,12 @@ options = st.fixed_dictionaries(
 def _check(layer: Layer, x: np.ndarray, seed: int) -> None:
     for comparison in product_comparisons(layer, x, np.random.default_rng(seed)):
         if layer.index_input and comparison.name == "input_vjp vs torch.func":
-            # indices carry no derivative: torch's is 0, so is ours (the oracle only asks
-            # input_vjp of layers with an input tangent, so it is compared here)
+            # indices carry no derivative: torch's is 0, and so is ours; the oracle asks
+            # input_vjp only of layers with an input tangent, so it is compared here
             assert not np.any(comparison.expected)
+            out, cache = layer.forward(x)
+            M = np.random.default_rng(seed).standard_normal((2, *out.shape))
+            np.testing.assert_array_equal(layer.input_vjp(cache, M), np.zeros((2, *x.shape)))
             continue
         comparison.check()
 
@@ -111,6 +114,14 @@ def test_embedding_products_match_torch_func(vocab, dim, padded, index_shape, se
     assert layer.constant_rows() == ({} if padding is None else {"weight": padding % vocab})
     x = rng.integers(0, vocab, size=tuple(index_shape))
     _check(layer, x.astype(float) if rng.integers(2) else x, seed)
+    # the padding row is a constant: a tangent in it moves nothing (J adjoint to Jᵀ, whose
+    # padding row is 0); the oracle zeroes that row of its tangents, so check it here
+    out, cache = layer.forward(x)
+    M = rng.standard_normal((2, *out.shape))
+    T_W = rng.standard_normal((2, vocab, dim))  # padding row included
+    left = np.vdot(M, layer.param_jvp(cache, {"weight": T_W}))
+    right = np.vdot(layer.param_vjp(cache, M)["weight"], T_W)
+    np.testing.assert_allclose(left, right, rtol=1e-12, atol=1e-12)
 
 
 @given(
