@@ -21,10 +21,11 @@ from manual_bp.layers.recurrent_cells import CELLS
 from manual_bp.models.sequential import Sequential
 from reference.checks import register_check
 from reference.compare import Comparison
+from reference.products import register_plain_twin
 from reference.sequence_tools import finite_difference, with_stack_scales
 from reference.stack import register_block, register_torch, stack_comparisons
 
-__all__ = ["recurrent_case", "recurrent_comparisons", "torch_recurrent"]
+__all__ = ["plain_recurrent", "recurrent_case", "recurrent_comparisons", "torch_recurrent"]
 
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 _TORCH = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM}
@@ -57,11 +58,76 @@ def torch_recurrent(layer: RecurrentLayer, params: dict, x: torch.Tensor, states
 
 @register_torch(RecurrentLayer)
 def _recurrent(layer, params, buffers, x, cache):
-    states = None
-    if layer.initial_state is not None:
-        tensors = tuple(torch.tensor(s) for s in layer.initial_state)
-        states = tensors if layer.mode == "lstm" else tensors[0]
-    return torch_recurrent(layer, params, x, states)[0]
+    return torch_recurrent(layer, params, x, _initial_tensors(layer))[0]
+
+
+def _initial_tensors(layer: RecurrentLayer):
+    """``layer.initial_state`` as constant tensors in torch's form (``h0`` or ``(h0, c0)``)."""
+    if layer.initial_state is None:
+        return None
+    tensors = tuple(torch.tensor(s) for s in layer.initial_state)
+    return tensors if layer.mode == "lstm" else tensors[0]
+
+
+def _plain_cell(mode: str, x, state, p):
+    """One step written with plain torch ops (forward and forward-over-reverse friendly)."""
+    gi = F.linear(x, p["weight_ih"], p.get("bias_ih"))
+    gh = F.linear(state[0], p["weight_hh"], p.get("bias_hh"))
+    if mode == "rnn_tanh":
+        return (torch.tanh(gi + gh),)
+    if mode == "rnn_relu":
+        return (torch.relu(gi + gh),)
+    if mode == "lstm":
+        a_i, a_f, a_g, a_o = (gi + gh).chunk(4, dim=-1)
+        c = torch.sigmoid(a_f) * state[1] + torch.sigmoid(a_i) * torch.tanh(a_g)
+        return torch.sigmoid(a_o) * torch.tanh(c), c
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return ((1 - z) * n + z * state[0],)
+
+
+def plain_recurrent(layer: RecurrentLayer, params: dict, x: torch.Tensor, states=None):
+    """torch's RNN/LSTM/GRU as plain-op cells looped over time: ``(out, final)`` in the
+    module's form (the twin of :func:`torch_recurrent`, which calls ``_VF`` kernels)."""
+    L, D, H = layer.num_layers, layer.directions, layer.hidden_size
+    n_states = layer.cell.n_states
+    if states is None:
+        zeros = x.new_zeros((L * D, x.shape[0], H))
+        states = (zeros,) * n_states
+    elif not isinstance(states, tuple):
+        states = (states,)
+    finals: list[list[torch.Tensor]] = [[] for _ in range(n_states)]
+    h = x
+    for layer_index in range(L):
+        outs = []
+        for d in range(D):
+            k, suffix = layer_index * D + d, "_reverse" if d else ""
+            p = {
+                kind: params[f"{kind}_l{layer_index}{suffix}"]
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                if f"{kind}_l{layer_index}{suffix}" in params
+            }
+            state = tuple(s[k] for s in states)
+            steps = range(h.shape[1] - 1, -1, -1) if d else range(h.shape[1])
+            out: list[torch.Tensor | None] = [None] * h.shape[1]
+            for t in steps:
+                state = _plain_cell(layer.mode, h[:, t], state, p)
+                out[t] = state[0]
+            outs.append(torch.stack(out, dim=1))
+            for slot, value in zip(finals, state, strict=True):
+                slot.append(value)
+        h = torch.cat(outs, dim=-1) if D > 1 else outs[0]
+    final = tuple(torch.stack(slot) for slot in finals)
+    return h, (final if layer.mode == "lstm" else final[0])
+
+
+@register_plain_twin(RecurrentLayer)
+def _recurrent_twin(layer, params, buffers, x, cache):
+    """The oracle of the products (``PROD.rnn/lstm/gru.*``): torch's ``_VF`` recurrent
+    kernels are not trusted under forward mode / forward-over-reverse in ``torch.func``."""
+    return plain_recurrent(layer, params, x, _initial_tensors(layer))[0]
 
 
 @register_torch(Embedding)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, register_layer
+from manual_bp.layers.base import Cache, Layer, register_layer, tangent_count, zero_residual
 
 __all__ = ["Embedding", "EmbeddingCache", "embedding_backward"]
 
@@ -56,6 +56,10 @@ class Embedding(Layer):
 
     name = "embedding"
     equation = "EMB.lookup"
+    product_equations = ("PROD.embedding.vjp", "PROD.embedding.jvp", "PROD.embedding.residual")
+    #: out = W[x] is linear in W and the indices are no direction: the residual is zero.
+    hessian_is_zero = True
+    index_input = True
     hyperparameters = ("num_embeddings", "embedding_dim", "padding_idx")
 
     def __init__(
@@ -127,6 +131,55 @@ class Embedding(Layer):
             raise ValueError(f"{self!r}: d_out has shape {np.shape(d_out)}, expected {expected}")
         weight = embedding_backward(d_out, cache.indices, self.num_embeddings, self.padding_idx)
         return np.zeros(cache.input.shape, dtype=d_out.dtype), {"weight": weight}
+
+    # ------------------------------------------------------------------ products (V axis)
+    # The indices carry no derivative (index_input): only the weight has products. The
+    # padding row is a constant (torch never updates it): its VJP row is zero and its
+    # tangent contributes nothing. ``PROD.embedding.*`` in docs/products.md.
+    def constant_rows(self) -> dict[str, int]:
+        """``{"weight": padding_idx}`` when a padding row is set (a constant, no direction)."""
+        return {} if self.padding_idx is None else {"weight": self.padding_idx}
+
+    def input_vjp(self, cache: EmbeddingCache, M: np.ndarray) -> np.ndarray:
+        """``0`` ``(V, N, *)``: indices have no derivative (``backward``'s ``∂C/∂x``, per V)."""
+        return np.zeros((M.shape[0], *cache.input.shape), dtype=M.dtype)
+
+    def param_vjp(
+        self, cache: EmbeddingCache, M: np.ndarray, sum_batch: bool = True
+    ) -> dict[str, np.ndarray]:
+        """``(J_Wᵀ M)[k] = Σ_{(n,r): x[n,r] = k} M[n,r]`` (``PROD.embedding.vjp``): the
+        scatter-add of the cotangent rows into the rows they looked up, padding row zero.
+
+        ``sum_batch=False``: sample n's share scatters its own positions only, into
+        ``(V, N, K, D)`` (one weight-shaped gradient per sample).
+        """
+        V, N, K, D = M.shape[0], cache.indices.shape[0], self.num_embeddings, self.embedding_dim
+        rows = M.reshape(V, -1, D).swapaxes(0, 1)  # (N·R, V, D): scatter along axis 0
+        index = cache.indices.reshape(-1)
+        if not sum_batch:  # sample n scatters into its own block of K rows
+            index = index + K * np.repeat(np.arange(N), index.size // max(N, 1))
+        grad = np.zeros((K if sum_batch else N * K, V, D), dtype=M.dtype)
+        np.add.at(grad, index, rows)  # unbuffered: a repeated index accumulates
+        # to (V, K, D), or per sample (V, N, K, D)
+        grad = grad.swapaxes(0, 1) if sum_batch else grad.reshape(N, K, V, D).transpose(2, 0, 1, 3)
+        if self.padding_idx is not None:
+            grad[..., self.padding_idx, :] = 0.0
+        return {"weight": grad}
+
+    def param_jvp(self, cache: EmbeddingCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``J_W T_W = T_W[x]`` (``PROD.embedding.jvp``): the gather of the tangent rows,
+        ``(V, N, *, D)``; positions holding the padding index get 0 (a constant row)."""
+        V = tangent_count(None, T_params)
+        if "weight" not in T_params:
+            return np.zeros((V, *cache.indices.shape, self.embedding_dim), cache.input.dtype)
+        out = T_params["weight"][:, cache.indices]
+        if self.padding_idx is not None:
+            out[:, cache.indices == self.padding_idx] = 0.0
+        return out
+
+    def residual(self, cache, dout, T, T_params=None):
+        """Zero (``PROD.embedding.residual``): ``out = W[x]`` is linear in ``W``."""
+        return zero_residual(self, cache, T, T_params)
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> Embedding:

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import Cache, check_input, register_layer
 from manual_bp.layers.recurrent_cells import CELLS, Cell
 from manual_bp.layers.recurrent_fast import lstm_backward_fast, lstm_forward_fast
+from manual_bp.layers.recurrent_products import RecurrentProducts
 
 __all__ = ["GRU", "LSTM", "RNN", "RecurrentCache", "RecurrentLayer"]
 
@@ -88,8 +89,9 @@ def backprop_direction(
     return dx, d_state, grads
 
 
-class RecurrentLayer(Layer):
-    """Shared machinery of RNN, LSTM and GRU (see the module docstring)."""
+class RecurrentLayer(RecurrentProducts):
+    """Shared machinery of RNN, LSTM and GRU (see the module docstring); the products on a
+    V axis come from :class:`~manual_bp.layers.recurrent_products.RecurrentProducts`."""
 
     mode = ""
     decay = ()  # set per instance: every weight_* parameter
@@ -299,6 +301,7 @@ class RNN(_HiddenOnly):
 
     name = "rnn"
     equation = "RNN.step"
+    product_equations = ("PROD.rnn.vjp", "PROD.rnn.jvp", "PROD.rnn.residual")
     hyperparameters = (*RecurrentLayer.hyperparameters, "nonlinearity")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *args,
@@ -321,6 +324,7 @@ class GRU(_HiddenOnly):
     name = "gru"
     mode = "gru"
     equation = "GRU.step"
+    product_equations = ("PROD.gru.vjp", "PROD.gru.jvp", "PROD.gru.residual")
 
 
 @register_layer
@@ -337,6 +341,7 @@ class LSTM(RecurrentLayer):
     name = "lstm"
     mode = "lstm"
     equation = "LSTM.step"
+    product_equations = ("PROD.lstm.vjp", "PROD.lstm.jvp", "PROD.lstm.residual")
     hyperparameters = (*RecurrentLayer.hyperparameters, "implementation")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *args,
