@@ -67,7 +67,11 @@ def _model(w: dict):
         from manual_bp.sequential import Sequential
     n_out = 16 if w.get("sequence") else 10
     return Sequential.from_spec(
-        parse_layers(", ".join(w["spec"])), w["shape"], n_out, cost="log-likelihood", seed=0,
+        parse_layers(", ".join(w["spec"])),
+        w["shape"],
+        n_out,
+        cost="log-likelihood",
+        seed=0,
         dtype=w["dtype"],
     )
 
@@ -98,7 +102,11 @@ def run(tree: Path, name: str, threads: int) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree), **{v: str(threads) for v in THREAD_VARS})
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker", name],
-        cwd=tree, env=env, capture_output=True, text=True, check=True,
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
 

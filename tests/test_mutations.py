@@ -122,7 +122,7 @@ MUTATIONS = [
         "PROD.dense.residual",
         "drop the mixed term R{W} in the dense layer's backward (a GGN product, not H v)",
         "manual_bp/layers/dense.py",
-        "            r_x = (dout_rows @ T_params[\"weight\"]).reshape(V, *x.shape)\n",
+        '            r_x = (dout_rows @ T_params["weight"]).reshape(V, *x.shape)\n',
         "            r_x = np.zeros((V, *x.shape), dtype=x.dtype)\n",
         "tests/test_layer_products.py::test_dense_products_match_torch_func",
     ),
