@@ -85,7 +85,7 @@ def torch_products(
     """Every product of ``layer`` at ``(θ, x)`` by ``torch.func``, float64, V-stacked."""
     names = sorted(layer.params)
     forward = _oracle_forward(layer)
-    buffers = {k: _t(v) for k, v in layer.buffers.items()}
+    buffers = {k: _t(v) for k, v in layer.named_buffers()}  # a container's: its children's
     params = {n: _t(layer.params[n]) for n in names}
     xt = _t(x)
 
@@ -187,10 +187,11 @@ def product_comparisons(
     layer: Layer, x: np.ndarray, rng: np.random.Generator, v: int = V
 ) -> list[Comparison]:
     """Every product of ``layer`` at input ``x`` against ``torch.func``, plus the identities."""
-    state = {k: b.copy() for k, b in layer.buffers.items()}
+    buffers = dict(layer.named_buffers())  # a container's: its children's, by dotted name
+    state = {k: b.copy() for k, b in buffers.items()}
     out, cache = layer.forward(x)
     for k, b in state.items():  # the oracle runs at the buffers the forward used
-        layer.buffers[k][...] = b
+        buffers[k][...] = b
     index_input = getattr(layer, "index_input", False)
     M = rng.standard_normal((v, *out.shape))
     g = rng.standard_normal(out.shape)
