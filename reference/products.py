@@ -204,23 +204,20 @@ def product_comparisons(
         per_sample = True
     except BatchCouplingError:
         per_sample = False
-    ours = _ours(layer, cache, M, T, T_params, g, per_sample)
+    T2 = None if T is None else rng.standard_normal(T.shape)  # for the symmetry identity
+    T2_params = {n: rng.standard_normal(a.shape) for n, a in T_params.items()}
+    for name, frozen in getattr(layer, "constant_rows", dict)().items():
+        T2_params[name][:, frozen] = 0.0
+    point = (cache, M, T, T_params, g, T2, T2_params)
+    ours = _ours(layer, *point[:5], per_sample)
     # One random ±δ pattern estimates how far rounding moves a value; the actual pattern can
     # align worse (measured up to 4.8× one draw at the end of a deep residual chain): the
-    # larger of two draws, times 4, as reference/stack.py's sensitivity model.
-    shakes = [
-        _flat(
-            _ours(
-                layer,
-                shake_cache(cache, _shake(rng)),
-                *(_shake(rng)(a) if a is not None else None for a in (M, T)),
-                {n: _shake(rng)(a) for n, a in T_params.items()},
-                _shake(rng)(g),
-                per_sample,
-            )
-        )
-        for _ in range(2)
-    ]
+    # larger of two draws, times 4, as reference/stack.py's sensitivity model. The same
+    # shaken points serve the identities, whose terms cancel inside a normalisation over
+    # two values ((σ² + ε)/ε) where magnitude sums cannot see it.
+    shaken_points = [_shaken(point, rng) for _ in range(2)]
+    shaken_ours = [_ours(layer, *q[:5], per_sample) for q in shaken_points]
+    shakes = [_flat(o) for o in shaken_ours]
     expected = torch_products(layer, x, cache, M, T, T_params, g)
     if not per_sample:
         expected.pop("param_vjp_per_sample")
@@ -238,13 +235,41 @@ def product_comparisons(
         comparisons.append(
             Comparison(_equation(layer, kind), f"{key} vs torch.func", got, want, scale)
         )
-    comparisons += _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng)
+    base = _identities(layer, *point, ours, per_sample)
+    moved_ids = [
+        _identities(layer, *q, o, per_sample)
+        for q, o in zip(shaken_points, shaken_ours, strict=True)
+    ]
+    for i, (equation, name, actual, want, magnitude) in enumerate(base):
+        moved = np.maximum(
+            *(np.maximum(np.abs(m[i][2] - actual), np.abs(m[i][3] - want)) for m in moved_ids)
+        )
+        scale = np.maximum(magnitude, 4.0 * moved / DELTA)
+        comparisons.append(Comparison(equation, name, actual, want, scale))
     return comparisons
 
 
-def _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng) -> list[Comparison]:
-    """Identities among our own products (no torch): adjoints, per-sample sums, symmetry,
-    and ``V = 1`` against ``backward``."""
+def _shaken(point: tuple, rng: np.random.Generator) -> tuple:
+    """``(cache, M, T, T_params, g, T2, T2_params)`` with every float entry times ``1 ± δ``."""
+    cache, *vectors = point
+    shake = _shake(rng)
+
+    def each(value):
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return {k: shake(v) for k, v in value.items()}
+        return shake(value)
+
+    return (shake_cache(cache, shake), *(each(v) for v in vectors))
+
+
+def _identities(
+    layer: Layer, cache, M, T, T_params, g, T2, T2_params, ours, per_sample: bool
+) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Identities among our own products (no torch): adjoints, per-sample sums, symmetry of
+    the residual, and ``V = 1`` against ``backward``, as ``(ID, name, actual, expected,
+    magnitude)``."""
     found = []
     vjp_id, jvp_id, res_id = (_equation(layer, k) for k in ("vjp", "jvp", "residual"))
     names = sorted(layer.params)
@@ -262,7 +287,7 @@ def _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng) -> 
                 magnitude += _absdot(ours["param_vjp"][n][i], T_params[n][i])
         if T is not None or names:
             found.append(
-                Comparison(
+                (
                     jvp_id,
                     f"adjoint ⟨M, J T⟩ = ⟨Jᵀ M, T⟩ [{i}]",
                     np.array(left),
@@ -274,14 +299,8 @@ def _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng) -> 
         for n in names:
             total = ours["param_vjp_per_sample"][n].sum(axis=1)
             scale = np.abs(ours["param_vjp_per_sample"][n]).sum(axis=1)
-            found.append(
-                Comparison(vjp_id, f"Σ per-sample {n} = batch", total, ours["param_vjp"][n], scale)
-            )
+            found.append((vjp_id, f"Σ per-sample {n} = batch", total, ours["param_vjp"][n], scale))
     # symmetry of the second-order form: ⟨T₂, R(T₁)⟩ = ⟨T₁, R(T₂)⟩
-    T2 = None if T is None else rng.standard_normal(T.shape)
-    T2_params = {n: rng.standard_normal(T_params[n].shape) for n in names}
-    for n, frozen in getattr(layer, "constant_rows", dict)().items():
-        T2_params[n][:, frozen] = 0.0
     r2_x, r2_p = layer.residual(cache, g, T2, T2_params)
     r1_x, r1_p = ours["residual_input"], ours["residual_params"]
 
@@ -297,19 +316,15 @@ def _identities(layer, cache, out, M, T, T_params, g, ours, per_sample, rng) -> 
     a, ma = pair(T2, T2_params, r1_x, r1_p)
     b, mb = pair(T, T_params, r2_x, r2_p)
     found.append(
-        Comparison(
-            res_id, "symmetry ⟨T₂, R T₁⟩ = ⟨T₁, R T₂⟩", np.array(a), np.array(b), np.array(ma + mb)
-        )
+        (res_id, "symmetry ⟨T₂, R T₁⟩ = ⟨T₁, R T₂⟩", np.array(a), np.array(b), np.array(ma + mb))
     )
     # V = 1 is backward
     dx, grads = layer.backward(M[0], cache)
     if T is not None:
-        found.append(
-            Comparison(
-                vjp_id, "backward = input_vjp at V = 1", dx, layer.input_vjp(cache, M[:1])[0]
-            )
-        )
+        v1 = layer.input_vjp(cache, M[:1])[0]
+        found.append((vjp_id, "backward = input_vjp at V = 1", dx, v1, np.abs(v1)))
     one = layer.param_vjp(cache, M[:1])
     for n in names:
-        found.append(Comparison(vjp_id, f"backward {n} = param_vjp at V = 1", grads[n], one[n][0]))
+        v1 = one[n][0]
+        found.append((vjp_id, f"backward {n} = param_vjp at V = 1", grads[n], v1, np.abs(v1)))
     return found

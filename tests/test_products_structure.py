@@ -332,7 +332,8 @@ def test_stack_residual_is_the_hessian_vector_product_of_a_chain(seed):
         h = xin
         for i, (layer, cache) in enumerate(zip(layers, caches, strict=True)):
             own = {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".")[0] == str(i)}
-            h = product_oracle_forward(layer, own, {}, h, cache)
+            buffers = {k: torch.tensor(v) for k, v in layer.named_buffers()}  # eval-mode BN
+            h = product_oracle_forward(layer, own, buffers, h, cache)
         return (torch.tensor(g) * h).sum() + 0.5 * (h * h).sum()
 
     params = {n: torch.tensor(p.astype(float)) for n, p in named.items()}
@@ -368,9 +369,14 @@ def test_residual_product_oracle_equals_the_first_order_oracle(seed):
     params = {n: torch.tensor(p.astype(float)) for n, p in layer.params.items()}
     cotangent = torch.tensor(rng.standard_normal(x.shape))
     results = []
+    buffers = {k: torch.tensor(v) for k, v in layer.named_buffers()}  # the branch's batch norms
     for forward in (product_oracle_forward, torch_layer_forward):
         value, vjp_fn = torch.func.vjp(
-            lambda p, xin, f=forward: f(layer, p, {}, xin, cache), params, torch.tensor(x)
+            lambda p, xin, f=forward: f(
+                layer, p, {k: b.clone() for k, b in buffers.items()}, xin, cache
+            ),
+            params,
+            torch.tensor(x),
         )
         results.append((value, *vjp_fn(cotangent)))
     (out_a, dp_a, dx_a), (out_b, dp_b, dx_b) = results
