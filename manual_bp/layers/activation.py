@@ -100,16 +100,16 @@ class ActivationStep:
     def __init__(self, layer: ActivationLayer) -> None:
         self.activation = layer.activation
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.z: np.ndarray | None = None
-        self.a: np.ndarray | None = None
-        self.scratch: np.ndarray | None = None
+        self.z = self.a = self.out = self.scratch = None
 
     def forward(self, z: np.ndarray) -> np.ndarray:
-        out, self.scratch = shape_buffers(
-            self._buffers, (z.shape, z.dtype.str), lambda: (np.empty_like(z), np.empty_like(z))
-        )
+        # z is usually the layer below's output buffer, the same step after step
+        if z is not self.z and (self.z is None or self.z.shape != z.shape):
+            self.out, self.scratch = shape_buffers(
+                self._buffers, z.shape, lambda: (np.empty_like(z), np.empty_like(z))
+            )
         self.z = z
-        self.a = self.activation.forward_into(z, out)
+        self.a = self.activation.forward_into(z, self.out)
         return self.a
 
     def backward(self, g: np.ndarray, grads: dict, need_dx: bool) -> np.ndarray:

@@ -287,42 +287,48 @@ class DenseStep:
                    ∂C/∂b = 1ᵀ dz   (BP3)     dot(ones, dz, out=gb)  one BLAS call, not sum
                    ∂C/∂x = dz W    (BP2)     dot(dz, W, out=dx)     only when asked
 
-    Leading axes are rows (``(N, T, D)`` inputs are ``N·T`` rows of the same map).
+    Leading axes are rows (``(N, T, D)`` inputs are ``N·T`` rows of the same map). The
+    parameters are views of the model's flat buffer, updated in place, so the step keeps
+    them; the buffers of the current batch shape are picked once per forward pass.
     """
 
     def __init__(self, layer: Dense) -> None:
         self.layer = layer
+        self.W = layer.params["weight"]
+        self.b = layer.params.get("bias")
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
-
-    def _for(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        layer = self.layer
-
-        def make() -> tuple[np.ndarray, ...]:
-            rows = int(np.prod(x.shape[:-1]))
-            z = np.empty((*x.shape[:-1], layer.out_features), x.dtype)
-            return z, np.empty(x.shape, x.dtype), np.ones(rows, x.dtype)
-
-        return shape_buffers(self._buffers, (x.shape, x.dtype.str), make)
+        self.x = self.z = self.dx = self.ones = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        z, _, _ = self._for(x)
+        # the input is usually the same buffer step after step: compare shapes only if not
+        if x is not self.x and (self.x is None or self.x.shape != x.shape):
+            self.z, self.dx, self.ones = shape_buffers(
+                self._buffers, x.shape, lambda: self._make(x)
+            )
         self.x = x
-        return dense_forward(x, self.layer.params["weight"], self.layer.params.get("bias"), out=z)
+        return dense_forward(x, self.W, self.b, out=self.z)
+
+    def _make(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        rows = int(np.prod(x.shape[:-1]))
+        z = np.empty((*x.shape[:-1], self.layer.out_features), x.dtype)
+        return z, np.empty(x.shape, x.dtype), np.ones(rows, x.dtype)
 
     def backward(
         self, dz: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         x = self.x
-        _, dx, ones = self._for(x)
-        layer = self.layer
-        dz_rows = dz.reshape(-1, layer.out_features)
-        np.dot(dz_rows.T, x.reshape(-1, layer.in_features), out=grads["weight"])  # BP4
-        if layer.bias:
-            np.dot(ones, dz_rows, out=grads["bias"])  # BP3: 1ᵀ dz
+        if x.ndim == 2:
+            np.dot(dz.T, x, out=grads["weight"])  # BP4
+            if self.b is not None:
+                np.dot(self.ones, dz, out=grads["bias"])  # BP3: 1ᵀ dz
+        else:
+            dz_rows = dz.reshape(-1, dz.shape[-1])
+            np.dot(dz_rows.T, x.reshape(-1, x.shape[-1]), out=grads["weight"])
+            if self.b is not None:
+                np.dot(self.ones, dz_rows, out=grads["bias"])
         if not need_dx:
             return None
-        return np.matmul(dz, layer.params["weight"], out=dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
+        return np.matmul(dz, self.W, out=self.dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
 
 
 def _positive_int(value: object, name: str) -> int:
