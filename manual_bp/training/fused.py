@@ -241,10 +241,10 @@ class FusedTrainer:
 def _logits(model: Any, last_step: Any) -> dict[str, Any]:
     """``{"z": zᴷ, "activation": σ}`` when the model ends in an activation layer (its step
     keeps the input ``z``), else ``{}``: the cost is then taken from ``zᴷ`` where stable."""
-    z = getattr(last_step, "z", None)
-    if z is None:
+    activation = getattr(model.layers[-1], "activation", None)
+    if activation is None:
         return {}
-    return {"z": z, "activation": model.layers[-1].activation}
+    return {"z": last_step.z, "activation": activation}
 
 
 def _takes_shortcut(model: Any) -> bool:
