@@ -20,6 +20,7 @@ keeps ``∇²ₐC = I``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,15 +96,31 @@ class Link:
         ``param_jvp`` of ones at the squared input."""
         n = delta.shape[0]
         if self.one_output:
-            sq = _squared(cache)
-            out = {}
-            for name in self.index:
-                ones = np.ones((1, *self.layer.params[name].shape), delta.dtype)
-                reach = self.layer.param_jvp(sq, {name: ones})[0]  # (n, m_out)
-                out[name] = np.einsum("ni,ni->n", delta * delta, reach)
-            return out
+            # every parameter at once on the V axis: direction k is ones on parameter k
+            names = tuple(self.index)
+            shapes = tuple(tuple(self.layer.params[name].shape) for name in names)
+            reach = self.layer.param_jvp(
+                _squared(cache), _unit_tangents(names, shapes, delta.dtype.str)
+            )
+            norms = np.einsum("kni,ni->kn", reach, delta * delta)  # reach: (k, n, m_out)
+            return {name: norms[k] for k, name in enumerate(names)}
         grads = self.layer.param_vjp(cache, delta[None], sum_batch=False)
         return {name: (g[0].reshape(n, -1) ** 2).sum(axis=1) for name, g in grads.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_tangents(
+    names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], dtype: str
+) -> dict[str, np.ndarray]:
+    """``{name: (k, *p)}`` with direction ``k`` all ones on the k-th parameter, zero on the
+    others (read-only: shared between calls)."""
+    tangents = {}
+    for k, (name, shape) in enumerate(zip(names, shapes, strict=True)):
+        t = np.zeros((len(names), *shape), dtype)
+        t[k] = 1
+        t.flags.writeable = False
+        tangents[name] = t
+    return tangents
 
 
 def _squared(cache: Any) -> Any:

@@ -31,7 +31,8 @@ class StackGradients:
     output : array
         The model's output ``aᴷ``.
     output_grad : array
-        ``∂C/∂aᴷ`` of the mean cost (the seed of the backward pass).
+        ``∂C/∂aᴷ`` of the mean cost (computed on first use: a pass seeded through BP1's
+        shortcut at ``zᴷ`` does not need it).
     caches : list
         Every layer's cache (its first field is the layer's input).
     """
@@ -41,10 +42,14 @@ class StackGradients:
     layers: list[dict[str, np.ndarray]]
     input_grad: np.ndarray | None
     output: np.ndarray
-    output_grad: np.ndarray
     caches: list[Any]
     #: The prepared targets (labels one-hot encoded; ignored positions all-zero rows).
     targets: np.ndarray | None = None
+    _seed: Any = field(default=None, repr=False)
+
+    @property
+    def output_grad(self) -> np.ndarray:
+        return self._seed.output_grad
 
 
 @dataclass

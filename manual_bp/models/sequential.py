@@ -283,7 +283,9 @@ class Sequential(StackParameters):
     def _backprop(
         self, x: Any, y: Any, *, input_grad: bool, received: list | None = None
     ) -> StackGradients:
-        """:meth:`backprop`; ``received[k]`` gets the gradient reaching layer k's output."""
+        """:meth:`backprop`; ``received[k]`` gets the gradient reaching layer k's output (for
+        every layer the backward pass visits: not the output activation when the seed is
+        taken through BP1's shortcut at its input)."""
         x = self.prepare_inputs(x)
         y = self.prepare_targets(y, x.shape[0])
         out, caches = self._stack_forward(x)
@@ -297,8 +299,6 @@ class Sequential(StackParameters):
         if _shortcut(self.cost, last):
             # BP1's exact shortcut at zᴷ (e.g. softmax + log-likelihood: δᴷ = a − y).
             seed = output_seed(self.cost, out, y, self.ignore_index, shortcut=True, **logits)
-            if received is not None:
-                received[-1] = seed.output_grad
             dx, grads = stack_backward(
                 self.layers[:-1],
                 seed.input_grad,
@@ -323,9 +323,9 @@ class Sequential(StackParameters):
             layers=grads,
             input_grad=dx,
             output=out,
-            output_grad=seed.output_grad,
             caches=caches,
             targets=y,
+            _seed=seed,
         )
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:

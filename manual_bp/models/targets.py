@@ -18,7 +18,7 @@ row is never a valid target. A batch in which every position is ignored has no m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -125,15 +125,29 @@ def counted_rows(y_rows: np.ndarray, ignore_index: int | None) -> np.ndarray | N
     return None if mask.all() else mask
 
 
-@dataclass
 class Seed:
-    """The cost of a batch and the gradients that start the backward pass."""
+    """The cost of a batch and the gradients that start the backward pass.
 
-    cost: float
-    #: ``∂C/∂aᴷ`` of the mean cost, shaped like the output (zero at ignored positions).
-    output_grad: np.ndarray
-    #: ``∂C/∂zᴷ`` (BP1's shortcut through the last activation) or None.
-    input_grad: np.ndarray | None
+    ``output_grad`` (``∂C/∂aᴷ`` of the mean cost, shaped like the output, zero at ignored
+    positions) is computed on first use: a backward pass seeded through BP1's shortcut
+    (``input_grad``, ``∂C/∂zᴷ``) never needs it.
+    """
+
+    __slots__ = ("_make_output_grad", "_output_grad", "cost", "input_grad")
+
+    def __init__(
+        self, cost: float, output_grad: Callable[[], np.ndarray], input_grad: np.ndarray | None
+    ) -> None:
+        self.cost = cost
+        self.input_grad = input_grad
+        self._make_output_grad = output_grad
+        self._output_grad: np.ndarray | None = None
+
+    @property
+    def output_grad(self) -> np.ndarray:
+        if self._output_grad is None:
+            self._output_grad = self._make_output_grad()
+        return self._output_grad
 
 
 def output_seed(
@@ -166,11 +180,11 @@ def output_seed(
         return full.reshape(out.shape)
 
     if z is None:
-        return Seed(cost.value(a, t), spread(cost.grad(a, t)), None)
+        return Seed(cost.value(a, t), lambda: spread(cost.grad(a, t)), None)
     z_rows = rows(z) if mask is None else rows(z)[mask]
     d_z = spread(cost.delta(z_rows, a, t, activation)) if shortcut else None
     value = cost.value_from_logits(z_rows, a, t, activation)
-    return Seed(value, spread(cost.grad(a, t)), d_z)
+    return Seed(value, lambda: spread(cost.grad(a, t)), d_z)
 
 
 def masked_accuracy(out: np.ndarray, y: np.ndarray, ignore_index: int | None) -> float:
