@@ -221,9 +221,12 @@ class GELU(Activation):
         zc = self._clipped(z)
         return _INV_SQRT_2PI * np.exp(-0.5 * zc * zc)  # underflows to 0, never overflows
 
-    def _tanh_inner(self, z: np.ndarray) -> np.ndarray:
+    def _tanh_argument(self, z: np.ndarray) -> np.ndarray:
         zc = self._clipped(z)
-        return np.tanh(_GELU_TANH_BETA * (zc + _GELU_TANH_KAPPA * (zc * zc * zc)))
+        return _GELU_TANH_BETA * (zc + _GELU_TANH_KAPPA * (zc * zc * zc))
+
+    def _tanh_inner(self, z: np.ndarray) -> np.ndarray:
+        return np.tanh(self._tanh_argument(z))
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         if self.approximate == "tanh":
@@ -238,12 +241,20 @@ class GELU(Activation):
         return self._cdf(z) + self._clipped(z) * self._pdf(z)
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """``ACT2.gelu``: ``σ'' = φ(z)(2 − z²)``; tanh form ``(1 − t²)(u' − z t u'² + ½ z u'')``."""
+        """``ACT2.gelu``: ``σ'' = φ(z)(2 − z²)``; tanh form ``(1 − t²)(u' − z t u'² + ½ z u'')``.
+
+        In the tanh form ``1 − t² = sech² u`` is taken as ``4e/(1 + e)²`` with ``e = e^{−2|u|}``:
+        ``(1 − t)(1 + t)`` from a rounded ``t`` near ±1 loses ``ε/(1 − |t|)`` relative (3.6e-12
+        at z = 4.1, against torch's 2.3e-13), and this form neither cancels nor overflows.
+        """
         if self.approximate == "tanh":
-            t, zc = self._tanh_inner(z), self._clipped(z)
+            u, zc = self._tanh_argument(z), self._clipped(z)
+            t = np.tanh(u)
+            e = np.exp(-2.0 * np.abs(u))  # underflows to 0 for large |u|: sech² = 0
+            sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e))
             du = _GELU_TANH_BETA * (1.0 + 3.0 * _GELU_TANH_KAPPA * zc * zc)
             ddu = _GELU_TANH_BETA * 6.0 * _GELU_TANH_KAPPA * zc
-            return ((1.0 - t) * (1.0 + t)) * (du - zc * t * du * du + 0.5 * zc * ddu)
+            return sech2 * (du - zc * t * du * du + 0.5 * zc * ddu)
         zc = self._clipped(z)
         return self._pdf(z) * (2.0 - zc * zc)
 
