@@ -191,11 +191,11 @@ class GELU(Activation):
     with ``u' = √(2/π)(1 + 3κz²)`` — torch's ``F.gelu(approximate="tanh")``.
 
     ``erf`` is ``scipy.special.erf``, a vectorised C ufunc with a float32 loop (float32 in,
-    float32 out; the values are exactly those of ``math.erf`` rounded to float32). Both forms
-    are evaluated exactly as torch does, *including* the cancellation of ``1 + erf``
-    (``1 + tanh``) in the left tail: a more accurate ``½ erfc(−z/√2)`` would give
-    ``−1e−149`` where torch gives ``−0``, and a following ReLU-like kink would
-    then see a different sign (``docs/activations.md``).
+    float32 out; the values are exactly those of ``math.erf`` rounded to float32; in float64
+    within 3 ulp of torch's erf). Both forms are evaluated exactly as torch does,
+    *including* the cancellation of ``1 + erf`` (``1 + tanh``) in the left tail: a more
+    accurate ``½ erfc(−z/√2)`` (or ``ndtr``) would give ``−1e−149`` where torch gives ``−0``,
+    and a following ReLU-like kink would then see a different sign (``docs/activations.md``).
     """
 
     name = "gelu"
