@@ -353,7 +353,10 @@ def main() -> None:
             row["load"] = os.getloadavg()[0]
             results.append(row)
             print_row(row, header=len(results) == 1)
-    print(f"({load()}; GEMM %: the step's GEMM FLOPs / its time / the 512³ GEMM rate)")
+    print(
+        f"({load()}; range: manual/torch per repetition; "
+        "GEMM %: the step's GEMM FLOPs / its time / the 512³ GEMM rate)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": results}, indent=1))
 
@@ -362,11 +365,14 @@ def summarise(name: str, dtype: str, threads: int, runs: dict) -> dict:
     med = {k: statistics.median(r["seconds" if k != "gemm" else "gflops"] for r in rs)
            for k, rs in runs.items()}  # fmt: skip
     flops = gemm_flops(name, WORKLOADS[name]["batch"])
+    pairs = zip(runs["manual_bp"], runs["torch"], strict=True)
+    per_repeat = [m["seconds"] / t["seconds"] for m, t in pairs]
     gemm = med["gemm"] * 1e9
     return {
         "workload": name, "label": WORKLOADS[name]["label"], "dtype": dtype,
         "threads": threads, "manual_ms": med["manual_bp"] * 1e3, "torch_ms": med["torch"] * 1e3,
         "ratio": med["manual_bp"] / med["torch"],
+        "ratio_range": [min(per_repeat), max(per_repeat)],
         "manual_peak_mb": statistics.median(r["peak_mb"] for r in runs["manual_bp"]),
         "torch_peak_mb": statistics.median(r["peak_mb"] for r in runs["torch"]),
         "gemm_gflops": med["gemm"], "step_gemm_mflop": flops / 1e6,
@@ -378,12 +384,13 @@ def summarise(name: str, dtype: str, threads: int, runs: dict) -> dict:
 def print_row(row: dict, header: bool) -> None:
     if header:
         print(f"{'workload':<12}{'dtype':>8}{'thr':>4}{'manual ms':>11}{'torch ms':>10}"
-              f"{'ratio':>7}{'peak MB m/t':>14}{'GEMM GF/s':>10}{'MFLOP':>8}"
+              f"{'ratio':>7}{'range':>11}{'peak MB m/t':>14}{'GEMM GF/s':>10}{'MFLOP':>8}"
               f"{'GEMM % m/t':>13}")  # fmt: skip
     peaks = f"{row['manual_peak_mb']:.0f}/{row['torch_peak_mb']:.0f}"
+    spread = "{:.2f}–{:.2f}".format(*row["ratio_range"])
     fractions = f"{100 * row['manual_gemm_fraction']:.1f}/{100 * row['torch_gemm_fraction']:.1f}"
     print(f"{row['workload']:<12}{row['dtype']:>8}{row['threads']:>4}{row['manual_ms']:>11.3f}"
-          f"{row['torch_ms']:>10.3f}{row['ratio']:>7.2f}{peaks:>14}{row['gemm_gflops']:>10.1f}"
+          f"{row['torch_ms']:>10.3f}{row['ratio']:>7.2f}{spread:>11}{peaks:>14}{row['gemm_gflops']:>10.1f}"
           f"{row['step_gemm_mflop']:>8.1f}{fractions:>13}", flush=True)  # fmt: skip
 
 
