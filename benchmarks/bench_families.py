@@ -353,12 +353,12 @@ def main() -> None:
             row["load"] = os.getloadavg()[0]
             results.append(row)
             print_row(row, header=len(results) == 1)
+            if args.json:  # after every row: a run stopped early keeps what it measured
+                Path(args.json).write_text(json.dumps({"args": vars(args), "rows": results}))
     print(
         f"({load()}; range: manual/torch per repetition; "
         "GEMM %: the step's GEMM FLOPs / its time / the 512³ GEMM rate)"
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": results}, indent=1))
 
 
 def summarise(name: str, dtype: str, threads: int, runs: dict) -> dict:
