@@ -440,3 +440,20 @@ def test_per_sample_shares_of_batch_norm_in_training_mode_raise():
     _, cache = no_stats.forward(x[:, :, 0, 0])
     with pytest.raises(BatchCouplingError):
         no_stats.param_vjp(cache, M[:, :, :, 0, 0], sum_batch=False)
+
+
+def test_batchnorm_without_affine_parameters_still_refuses_per_sample_shares():
+    """PROD.batchnorm1d.vjp: with batch statistics a batch norm couples the samples even
+    without γ, β, so a per-sample walk through it (a dense layer below it) must be refused,
+    not given an empty dict (a residual block's walk took that as "no coupling")."""
+    from manual_bp.layers import BatchCouplingError, BatchNorm1d
+
+    layer = BatchNorm1d(3, affine=False)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    _, cache = layer.forward(x)
+    with pytest.raises(BatchCouplingError, match="batch statistics"):
+        layer.param_vjp(cache, np.random.default_rng(1).standard_normal((1, 4, 3)), sum_batch=False)
+    layer.eval()
+    _, cache = layer.forward(x)
+    M = np.random.default_rng(2).standard_normal((1, 4, 3))
+    assert layer.param_vjp(cache, M, sum_batch=False) == {}

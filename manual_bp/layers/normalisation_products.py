@@ -98,14 +98,16 @@ class NormProducts:
         ``sum_batch=False`` keeps the batch axis; with batch statistics of a batch norm this
         raises :class:`BatchCouplingError` (``x̂`` of every sample depends on all of them).
         """
-        if not self.params:
-            return {}
+        # the coupling is refused before the no-parameter shortcut: a batch norm without
+        # affine parameters still couples the samples for every layer below it
         if not sum_batch and self._couples_batch and cache.batch_stats:
             raise BatchCouplingError(
                 f"{self!r} uses batch statistics (training mode): every sample's x̂ depends on "
                 "the whole batch, so a per-sample share of its parameter gradient is no "
                 "per-sample gradient"
             )
+        if not self.params:
+            return {}
         return {
             "weight": self._reduce(cache, M * cache.x_hat, sum_batch),
             "bias": self._reduce(cache, M, sum_batch),
