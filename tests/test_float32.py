@@ -20,6 +20,7 @@ float32 ``Sequential`` of every stack block, trained one fused epoch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -28,9 +29,12 @@ import pytest
 
 import reference.checks  # noqa: F401  (registers every block of reference.stack.BLOCKS)
 from manual_bp import train
-from manual_bp.layers import BatchCouplingError, Layer
+from manual_bp.activations import ACTIVATIONS
+from manual_bp.costs import COSTS
+from manual_bp.layers import ActivationLayer, BatchCouplingError, Dense, Layer
 from manual_bp.models import Sequential
 from manual_bp.optimizers import Adam
+from reference.checks_components import cost_case, random_activation, random_cost
 from reference.layer_cases import LAYER_NAMES, layer_case
 from reference.stack import BLOCKS, random_stack
 
@@ -121,10 +125,9 @@ def _results(layer: Layer, x: np.ndarray, rng: np.random.Generator) -> dict[str,
         found["input_jvp"] = layer.input_jvp(cache, T)
     if layer.params:
         found["param_vjp(sum)"] = layer.param_vjp(cache, M)
-        try:  # no per-sample share under batch statistics (BatchCouplingError)
+        # no per-sample share under batch statistics (BatchCouplingError)
+        with contextlib.suppress(BatchCouplingError):
             found["param_vjp(per sample)"] = layer.param_vjp(cache, M, sum_batch=False)
-        except BatchCouplingError:
-            pass
         found["param_jvp"] = layer.param_jvp(cache, Tp)
     if not layer.hessian_is_zero:
         found["residual"] = layer.residual(cache, dout, T, Tp or None)
@@ -159,9 +162,7 @@ def test_float32_model_trains_in_float32(block):
         stack, x, y = random_stack(rng, kind, blocks=(name,))
         for layer in stack.layers:  # float32 layer attributes (Dense.dtype, initial states)
             make_float32(layer)
-        model = Sequential(
-            stack.layers, stack.cost, input_shape=stack.input_shape, dtype="float32"
-        )
+        model = Sequential(stack.layers, stack.cost, input_shape=stack.input_shape, dtype="float32")
         x = x.astype(F32)
         step = {"eta": 0.1} if optimizer is None else {"optimizer": optimizer}
         train(model, x, y, epochs=1, batch_size=2, monitor=(), seed=0, fast=True, **step)
@@ -173,3 +174,59 @@ def test_float32_model_trains_in_float32(block):
         }
         leaks = float64_leaks(state)
         assert not leaks, f"{kind}/{name} ({'sgd' if optimizer is None else 'adam'}): {leaks}"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS.names()))
+def test_float32_activation_computes_in_float32(activation, seed):
+    """Every activation of the catalogue (drawn options), as a layer on float32 (N, D) and
+    (N, T, D) inputs: output, cache, backward and products float32 (PROD.activation.*)."""
+    rng = np.random.default_rng(seed)
+    layer = ActivationLayer(random_activation(rng, activation))
+    shape = (int(rng.integers(1, 4)), *(int(k) for k in rng.integers(1, 5, size=1 + seed % 2)))
+    x = (2.0 * rng.standard_normal(shape)).astype(F32)
+    leaks = [
+        f"{key}{path}"
+        for key, value in _results(layer, x, rng).items()
+        for path in float64_leaks(value)
+    ]
+    assert not leaks, f"{activation} (seed {seed}) leaks float64:\n" + "\n".join(leaks)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("cost_name", sorted(COSTS.names()))
+def test_float32_cost_computes_in_float32(cost_name, seed):
+    """Every cost of the catalogue (drawn options) on float32 outputs and targets: the
+    per-sample cost, ∇ₐC (``grad`` and ``grad_into``), the output error δᴸ (BP1, with its
+    shortcut and without) and, where defined, the Hessian diagonal are float32."""
+    rng = np.random.default_rng(seed)
+    cost = random_cost(rng, cost_name)
+    a64, y64, activation = cost_case(rng, cost, int(rng.integers(1, 5)), int(rng.integers(2, 5)))
+    z = (2.0 * rng.standard_normal(a64.shape)).astype(F32)  # a = σ(z) of float32 z below
+    a, y = activation.forward(z), y64.astype(F32)
+    assert a.dtype == F32, f"{activation.name}.forward: {a.dtype}"
+    found: dict[str, Any] = {
+        "per_sample": cost.per_sample(a, y),
+        "grad": cost.grad(a, y),
+        "grad_into": cost.grad_into(a, y, np.empty_like(a)),
+        "delta": cost.delta(z, a, y, activation),
+        "delta_general": cost.delta_general(z, a, y, activation),
+    }
+    with contextlib.suppress(NotImplementedError, ValueError):
+        found["hessian_diagonal"] = cost.hessian_diagonal(a, y)
+    leaks = [f"{key}{path}" for key, value in found.items() for path in float64_leaks(value)]
+    assert not leaks, f"{cost_name} (seed {seed}) leaks float64:\n" + "\n".join(leaks)
+
+
+@pytest.mark.parametrize("cost_name", sorted(COSTS.names()))
+def test_float32_model_of_every_cost_trains_in_float32(cost_name):
+    """A float32 Dense → σ model under every cost, one fused epoch: float32 parameters."""
+    rng = np.random.default_rng(3)
+    cost = random_cost(rng, cost_name)
+    _, y, activation = cost_case(rng, cost, 6, 3)
+    layers = [Dense(4, 3, seed=rng, dtype=F32), ActivationLayer(activation)]
+    model = Sequential(layers, cost, input_shape=(4,), dtype="float32")
+    x = rng.standard_normal((6, 4)).astype(F32)
+    train(model, x, y.astype(F32), epochs=1, batch_size=4, eta=0.1, monitor=(), seed=0)
+    leaks = float64_leaks(dict(model.named_parameters()))
+    assert model.flat_parameters.dtype == F32 and not leaks, f"{cost_name}: {leaks}"
