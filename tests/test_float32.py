@@ -31,7 +31,7 @@ import reference.checks  # noqa: F401  (registers every block of reference.stack
 from manual_bp import train
 from manual_bp.activations import ACTIVATIONS
 from manual_bp.costs import COSTS
-from manual_bp.layers import ActivationLayer, BatchCouplingError, Dense, Layer
+from manual_bp.layers import ActivationLayer, BatchCouplingError, Dense, Dropout, Dropout2d, Layer
 from manual_bp.models import Sequential
 from manual_bp.optimizers import Adam
 from reference.checks_components import cost_case, random_activation, random_cost
@@ -230,3 +230,36 @@ def test_float32_model_of_every_cost_trains_in_float32(cost_name):
     train(model, x, y.astype(F32), epochs=1, batch_size=4, eta=0.1, monitor=(), seed=0)
     leaks = float64_leaks(dict(model.named_parameters()))
     assert model.flat_parameters.dtype == F32 and not leaks, f"{cost_name}: {leaks}"
+
+
+class _RecordingGenerator:
+    """A generator that records the dtype of every array it draws."""
+
+    def __init__(self, generator: np.random.Generator) -> None:
+        self.generator, self.dtypes = generator, []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.generator, name)
+
+        def draw(*args: Any, **kwargs: Any) -> Any:
+            out = method(*args, **kwargs)
+            self.dtypes.append(np.asarray(out).dtype)
+            return out
+
+        return draw
+
+
+@pytest.mark.parametrize("cls", [Dropout, Dropout2d])
+def test_float32_dropout_draws_its_mask_in_float32(cls):
+    """LAYER.dropout: a float32 input's mask comes from a float32 uniform draw (a float64
+    draw was a temporary of the input's size); a float64 input's draw is unchanged."""
+    x = np.random.default_rng(1).standard_normal((8, 3, 4, 5))
+    masks = {}
+    for dtype in (np.float64, np.float32):
+        layer = cls(0.4, seed=2).train()
+        layer._generator = recorder = _RecordingGenerator(layer._generator)
+        out, cache = layer.forward(x.astype(dtype))
+        assert out.dtype == dtype and recorder.dtypes == [np.dtype(dtype)], recorder.dtypes
+        masks[dtype] = cache.mask
+    reference = np.random.default_rng(2).random(masks[np.float64].shape) >= 0.4
+    np.testing.assert_array_equal(masks[np.float64], reference)  # float64 masks as before
