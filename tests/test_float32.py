@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,15 @@ import reference.checks  # noqa: F401  (registers every block of reference.stack
 from manual_bp import train
 from manual_bp.activations import ACTIVATIONS
 from manual_bp.costs import COSTS
-from manual_bp.layers import ActivationLayer, BatchCouplingError, Dense, Dropout, Dropout2d, Layer
+from manual_bp.layers import (
+    ActivationLayer,
+    BatchCouplingError,
+    Dense,
+    Dropout,
+    Dropout2d,
+    Layer,
+    attention,
+)
 from manual_bp.models import Sequential
 from manual_bp.optimizers import Adam
 from reference.checks_components import cost_case, random_activation, random_cost
@@ -263,3 +272,40 @@ def test_float32_dropout_draws_its_mask_in_float32(cls):
         masks[dtype] = cache.mask
     reference = np.random.default_rng(2).random(masks[np.float64].shape) >= 0.4
     np.testing.assert_array_equal(masks[np.float64], reference)  # float64 masks as before
+
+
+def _peak_bytes(function: Any, *args: Any) -> tuple[Any, int]:
+    """``function(*args)`` and the peak of the memory it allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        result = function(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _built_in_float32(function: Any, *args: Any) -> None:
+    """A float32 array built without a float64 one of its size: a float64 temporary cast
+    down costs 8 + 4 bytes per element beside the result's 4 (a bool condition adds 1)."""
+    result, peak = _peak_bytes(function, *args)
+    assert result.dtype == F32, result.dtype
+    assert peak < 2 * result.nbytes, f"peak {peak} B for a {result.nbytes} B float32 result"
+
+
+def test_float32_leaky_relu_derivative_is_built_in_float32():
+    """ACT.leaky-relu's σ′ = 1 or α: built from float32 scalars (PROD.activation.jvp)."""
+    z = np.random.default_rng(0).standard_normal(1 << 20).astype(F32)
+    activation = ACTIVATIONS.get("leaky-relu")
+    _built_in_float32(activation.derivative, z, activation.forward(z))
+
+
+def test_float32_attention_masks_are_built_in_float32():
+    """Boolean attention masks (a key padding mask of the batch, a per-head mask, the causal
+    triangle) become float32 additive masks of 0 and −inf without a float64 copy."""
+    rng = np.random.default_rng(0)
+    key_padding = rng.random((256, 4096)) < 0.3
+    _built_in_float32(attention._mha_part, key_padding, "key_padding_mask", key_padding.shape, F32)
+    _built_in_float32(
+        attention._additive_mask, rng.random((512, 512)) < 0.3, False, (512, 512), F32
+    )
+    _built_in_float32(attention._additive_mask, None, True, (1024, 1024), F32)
