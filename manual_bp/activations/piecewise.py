@@ -86,7 +86,8 @@ class LeakyReLU(Activation):
         return np.where(z > 0, z, self.alpha * z)
 
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return np.where(z > 0, 1.0, self.alpha).astype(z.dtype, copy=False)
+        one, alpha = z.dtype.type(1.0), z.dtype.type(self.alpha)  # no float64 array of z's size
+        return np.where(z > 0, one, alpha)
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return np.where(z > 0, grad_a, self.alpha * grad_a)

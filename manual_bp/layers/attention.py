@@ -50,13 +50,21 @@ class AttentionCache:
     scale: float
 
 
+def _zero_or_minus_inf(keep: np.ndarray, dtype) -> np.ndarray:
+    """``0`` where ``keep``, ``−inf`` elsewhere, built in ``dtype``: ``np.where`` of two
+    Python floats would make a float64 array of the mask's size (``(N·H, L, S)`` at most) to
+    cast down in a float32 model."""
+    dtype = np.dtype(dtype)
+    return np.where(keep, dtype.type(0.0), dtype.type(-np.inf))
+
+
 def _additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int], dtype):
     """SDPA's masks as one additive ``(…, L, S)`` array of 0 and −inf (None: no mask)."""
     total = None
     if mask is not None:
         mask = np.asarray(mask)
         if mask.dtype == np.bool_:
-            total = np.where(mask, 0.0, -np.inf).astype(dtype)
+            total = _zero_or_minus_inf(mask, dtype)
         elif mask.dtype.kind == "f":
             total = mask.astype(dtype)
         else:
@@ -66,7 +74,7 @@ def _additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int]
                 f"attention mask has shape {mask.shape}; its last axes must be {shape}"
             )
     if causal:
-        tril = np.where(np.tri(*shape, dtype=bool), 0.0, -np.inf).astype(dtype)
+        tril = _zero_or_minus_inf(np.tri(*shape, dtype=bool), dtype)
         total = tril if total is None else total + tril
     return total
 
@@ -140,7 +148,7 @@ def _mha_part(mask, name: str, shape: tuple[int, ...], dtype) -> np.ndarray | No
     if mask.shape != shape:
         raise ValueError(f"{name} has shape {mask.shape}; expected {shape}")
     if mask.dtype == np.bool_:
-        return np.where(mask, -np.inf, 0.0).astype(dtype)
+        return _zero_or_minus_inf(~mask, dtype)
     if mask.dtype.kind != "f":
         raise TypeError(f"{name} must be boolean or float, got dtype {mask.dtype}")
     if np.isnan(mask).any() or np.isposinf(mask).any():
@@ -173,7 +181,7 @@ def mha_mask(
         padding = padding[:, None, None, :]
         total = padding if total is None else total + padding
     if causal:
-        tril = np.where(np.tri(length, keys, dtype=bool), 0.0, -np.inf).astype(dtype)
+        tril = _zero_or_minus_inf(np.tri(length, keys, dtype=bool), dtype)
         total = tril if total is None else total + tril
     if total is not None:
         total = total + np.zeros((length, keys), dtype)  # SDPA wants (…, L, S) last axes

@@ -101,8 +101,11 @@ class Dropout(ElementwiseLayer):
         self._check(x)
         if not self.training:
             return x, DropoutCache(x, None, 1.0)
-        # keep with probability 1 − p: u ~ U[0, 1) and u ≥ p (p = 0 keeps everything)
-        mask = self._generator.random(self._mask_shape(x)) >= self.p
+        # keep with probability 1 − p: u ~ U[0, 1) and u ≥ p (p = 0 keeps everything); u is
+        # drawn in float32 for a float32 input (no float64 temporary of the input's size; p
+        # is then compared rounded to float32), in float64 otherwise
+        draw = np.float32 if x.dtype == np.float32 else np.float64
+        mask = self._generator.random(self._mask_shape(x), dtype=draw) >= self.p
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
         return x * mask * scale, DropoutCache(x, mask, scale)
 

@@ -351,7 +351,11 @@ class AvgPool2d(AvgPoolProducts, _Pool2d):
         self.output_shape(x.shape[1:])
         geometry, out = self._geometry(x.shape[2:])
         total = windows(pad(x, geometry.padding), geometry, out).sum(axis=(2, 3))
-        return (total / self.divisor(x.shape[2:])).astype(x.dtype, copy=False), PoolCache(x)
+        # D in x's precision (small counts, exact): a float64 D made a float64 quotient the
+        # size of the output, cast back; float32 quotients are the same (double rounding of
+        # a quotient is innocuous), float64 ones unchanged
+        divisor = self.divisor(x.shape[2:]).astype(x.dtype, copy=False)
+        return (total / divisor).astype(x.dtype, copy=False), PoolCache(x)
 
     def backward(
         self, dout: np.ndarray, cache: PoolCache
@@ -359,7 +363,8 @@ class AvgPool2d(AvgPoolProducts, _Pool2d):
         """``LAYER.avgpool2d``: each window spreads δ/divisor over its k_H·k_W entries."""
         self._check_dout(dout, cache)
         x = cache.input
-        share = (dout / self.divisor(x.shape[2:])).astype(x.dtype, copy=False)
+        divisor = self.divisor(x.shape[2:]).astype(x.dtype, copy=False)  # as in forward
+        share = (dout / divisor).astype(x.dtype, copy=False)
         return scatter_taps(self, x.shape, (), lambda tap: share, x.dtype), {}
 
 
