@@ -151,6 +151,7 @@ def test_loads_nielsens_network2_file(tmp_path):
     path = tmp_path / "nielsen.json"
     path.write_text(json.dumps(nielsen))
     loaded = load_network(path)
+    assert type(loaded) is Network
     assert loaded.cost.name == "cross-entropy"
     assert same_bits(loaded._params, net._params)
 

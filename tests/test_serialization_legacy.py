@@ -15,7 +15,7 @@ from manual_bp.layers.build import get_layer
 from manual_bp.layers.containers import Flatten, Reshape, stack_forward
 from manual_bp.models.network import Network
 from manual_bp.models.sequential import Sequential
-from manual_bp.serialization import FORMAT, SerializationError, load, load_network, save
+from manual_bp.serialization import FORMAT, SerializationError, load, save
 
 DATA = Path(__file__).parent / "data" / "release_0_1"
 FILES = sorted(
@@ -71,22 +71,6 @@ def test_reshape_and_flatten_round_trip_through_their_configs():
         Reshape(2, shape=[2])
     with pytest.raises(ValueError, match="positive sizes"):
         Reshape(shape="ab")
-
-
-def test_nielsens_network2_file_loads(tmp_path):
-    net = Network([3, 4, 2], "sigmoid", "cross-entropy", seed=1)
-    nielsen = {  # network2.Network.save: biases as (n, 1) columns, cost class name
-        "sizes": [3, 4, 2],
-        "weights": [W.tolist() for W in net.weights],
-        "biases": [b[:, None].tolist() for b in net.biases],
-        "cost": "CrossEntropyCost",
-    }
-    path = tmp_path / "nielsen.json"
-    path.write_text(json.dumps(nielsen))
-    loaded = load_network(path)
-    assert type(loaded) is Network
-    assert loaded.cost.name == "cross-entropy"
-    assert same_bits(loaded.flat_parameters, net.flat_parameters)
 
 
 def _old(name: str) -> dict:

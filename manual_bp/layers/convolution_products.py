@@ -132,10 +132,8 @@ def conv_param_jvp(
     if T_weight is not None:
         out = _images(_weight_matrix(T_weight, groups) @ cols, n, tuple(out_size))
     else:
-        out = np.zeros(out_shape, cols.dtype if T_bias is None else np.result_type(cols, T_bias))
-    if T_bias is not None:
-        out += T_bias[:, None, :, None, None]
-    return out
+        out = None
+    return _plus_bias(out, out_shape, cols.dtype, T_bias)
 
 
 def conv_residual(
@@ -231,10 +229,8 @@ def transpose_param_jvp(
         dcols = w_t @ _rows(x, geometry.groups)  # (V, G, K, H·W·N)
         out = col2im(dcols.reshape(V, -1, *geometry.kernel, h, w, n), out_size, geometry)
     else:
-        out = np.zeros(out_shape, x.dtype if T_bias is None else np.result_type(x, T_bias))
-    if T_bias is not None:
-        out += T_bias[:, None, :, None, None]
-    return out
+        out = None
+    return _plus_bias(out, out_shape, x.dtype, T_bias)
 
 
 def transpose_residual(
@@ -260,3 +256,15 @@ def transpose_residual(
         grad = _rows(pad_to(T, full), groups) @ cols.swapaxes(-1, -2)  # (V, G, C_in/G, K)
         r_w = grad.reshape(T.shape[0], *weight_shape)
     return r_x, r_w
+
+
+def _plus_bias(
+    out: np.ndarray | None, out_shape: tuple[int, ...], dtype: np.dtype, T_bias: np.ndarray | None
+) -> np.ndarray:
+    """``out + T_b`` per output channel (``out`` None: no weight tangent, zeros), the bias
+    half of both convolutions' parameter JVPs."""
+    if out is None:
+        out = np.zeros(out_shape, dtype if T_bias is None else np.result_type(dtype, T_bias))
+    if T_bias is not None:
+        out += T_bias[:, None, :, None, None]
+    return out

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.divergence import check_training_state
+from manual_bp.layers.steps import shape_buffers
 from manual_bp.models.targets import output_seed
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.regularizers import L2, Regularizer
@@ -88,7 +89,7 @@ class FusedTrainer:
         trainable = [i for i, layer in enumerate(model.layers) if layer.params]
         self.lowest = trainable[0] if trainable else len(model.layers)
         self.seed_kind = _seed_kind(model)
-        self._seeds: dict[tuple, np.ndarray] = {}
+        self._seeds: dict[tuple, tuple[np.ndarray, ...]] = {}
         self._seed_buffer: np.ndarray | None = None
         self._fused = self.fused_update  # the optimizer and regularizer are fixed per run
         self.cost = model.cost
@@ -133,7 +134,8 @@ class FusedTrainer:
         if self.seed_kind != "generic":
             d = self._seed_buffer
             if d is None or d.shape != out.shape:
-                d = self._seed_buffer = self._seeds.setdefault(out.shape, np.empty_like(out))
+                (d,) = shape_buffers(self._seeds, out.shape, lambda: (np.empty_like(out),))
+                self._seed_buffer = d
             n_rows = out.size // out.shape[-1]
             if self.seed_kind == "minus-target":  # BP1 folded: δᴸ = a − y, at zᴸ
                 np.subtract(out, y, out=d)
