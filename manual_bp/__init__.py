@@ -8,6 +8,7 @@ Layers of every family register themselves in :data:`LAYERS` and are importable 
 :mod:`manual_bp.layers`; the most used ones are re-exported here.
 """
 
+from manual_bp._threads import get_num_threads, set_num_threads
 from manual_bp.activations import (
     ACTIVATIONS,
     ELU,
@@ -114,7 +115,8 @@ __version__ = "0.2.0"
 
 # Importing a submodule binds its name here; the implementation modules that the API above
 # pulled in are not the API (``from manual_bp._validation import ...`` still works).
-for _module in ("_files", "_registry", "_validation", "progress", "serialization_checks"):
+_HIDDEN = ("_files", "_registry", "_threads", "_validation", "progress", "serialization_checks")
+for _module in _HIDDEN:
     globals().pop(_module, None)
 del _module
 
@@ -214,6 +216,7 @@ __all__ = [
     "get_activation",
     "get_cost",
     "get_layer",
+    "get_num_threads",
     "get_optimizer",
     "get_regularizer",
     "get_schedule",
@@ -228,6 +231,7 @@ __all__ = [
     "register_cost",
     "save",
     "save_network",
+    "set_num_threads",
     "to_labels",
     "train",
 ]

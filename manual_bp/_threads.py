@@ -1,0 +1,169 @@
+"""Threads over slices of the mini-batch for the work BLAS does not parallelise.
+
+NumPy hands every matrix product to BLAS, which uses all the threads it was started with;
+everything else (ufuncs, copies, reductions) runs on one core. NumPy releases the GIL inside
+ufunc loops and copies of non-object arrays, so plain Python threads, each given a slice of
+the rows, run that work in parallel.
+
+The contract that keeps results independent of the thread count (``tests/test_threads.py``
+trains with 1 and 2 threads and compares the parameters bit for bit):
+
+* only work whose every output element depends on its own row is split: elementwise ufuncs,
+  copies and gathers (im2col), per-row reductions (softmax, LayerNorm). Such work gives the
+  same bits on any slicing;
+* a reduction *over* the rows (a bias gradient, batch-norm statistics) is never split by the
+  thread count: it runs in one call, or over slices fixed by the data's shape alone
+  (:func:`fixed_slices`), combined in a fixed order;
+* matrix products stay whole, on the calling thread, for BLAS to thread.
+
+:func:`parallel_rows` is the one entry. It runs ``work(rows)`` for each slice of
+``range(n)``: the first slice on the calling thread, the others on a pool of
+``get_num_threads() − 1`` persistent workers. Below :data:`MIN_ELEMENTS` elements per slice,
+or with one thread, it calls ``work(slice(0, n))`` directly (a hand-off costs ~10 µs).
+
+The thread count is :func:`set_num_threads` (torch's name), by default the first of
+``MANUAL_BP_NUM_THREADS``, ``OMP_NUM_THREADS`` that is set, else the CPUs this process may
+use. BLAS reads its own count from ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` at import.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+__all__ = [
+    "MIN_ELEMENTS",
+    "even_slices",
+    "fixed_slices",
+    "get_num_threads",
+    "parallel_rows",
+    "set_num_threads",
+]
+
+_ENV_VARS = ("MANUAL_BP_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _default_threads() -> int:
+    for var in _ENV_VARS:
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                count = int(value)
+            except ValueError:
+                continue
+            if count >= 1:
+                return count
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on every platform
+        return max(1, os.cpu_count() or 1)
+
+
+class _Pool:
+    """``size − 1`` daemon workers, each fed through its own queue (no executor overhead)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.inboxes: list[queue.SimpleQueue] = []
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(size - 1):
+            inbox: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), daemon=True).start()
+            self.inboxes.append(inbox)
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        while True:
+            work, rows = inbox.get()
+            try:
+                work(rows)
+                self.done.put(None)
+            except BaseException as error:  # re-raised on the calling thread
+                self.done.put(error)
+
+    def run(self, work: Callable[[slice], object], slices: list[slice]) -> None:
+        for inbox, rows in zip(self.inboxes, slices[1:], strict=False):
+            inbox.put((work, rows))
+        first_error: BaseException | None = None
+        try:
+            work(slices[0])
+        except BaseException as error:
+            first_error = error
+        for _ in slices[1:]:
+            error = self.done.get()
+            if first_error is None and error is not None:
+                first_error = error
+        if first_error is not None:
+            raise first_error
+
+
+_threads = _default_threads()
+_pool: _Pool | None = None
+_lock = threading.Lock()
+
+
+def get_num_threads() -> int:
+    """The number of threads :func:`parallel_rows` uses (torch's ``get_num_threads``)."""
+    return _threads
+
+
+def set_num_threads(count: int) -> None:
+    """Use ``count`` threads for row-parallel work (torch's ``set_num_threads``).
+
+    BLAS keeps the count it read from the environment at import; set
+    ``OMP_NUM_THREADS`` before starting Python to change both.
+    """
+    global _threads, _pool
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"set_num_threads: count must be an integer ≥ 1, got {count!r}")
+    with _lock:
+        _threads = count
+        if _pool is not None and _pool.size != count:
+            _pool = None  # the old workers idle on their empty queues
+
+
+def _get_pool() -> _Pool:
+    global _pool
+    with _lock:
+        if _pool is None or _pool.size != _threads:
+            _pool = _Pool(_threads)
+        return _pool
+
+
+def even_slices(n: int, parts: int) -> list[slice]:
+    """``range(n)`` cut into ``parts`` contiguous slices whose sizes differ by at most 1."""
+    base, extra = divmod(n, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def fixed_slices(n: int, rows: int) -> list[slice]:
+    """``range(n)`` in slices of ``rows`` (the last shorter): a slicing that depends on the
+    data's shape only, for reductions that must not depend on the thread count."""
+    return [slice(a, min(a + rows, n)) for a in range(0, n, rows)]
+
+
+#: Elements per slice below which a hand-off to a worker (~50 µs to wake it) costs more
+#: than it saves; a work function should bundle several passes over its rows.
+MIN_ELEMENTS = 1 << 16
+
+
+def parallel_rows(work: Callable[[slice], object], n: int, row_size: int = 1) -> None:
+    """Run ``work(rows)`` over ``range(n)`` cut into one slice per thread.
+
+    ``row_size`` is the number of elements one row's work touches: a slice gets at least
+    :data:`MIN_ELEMENTS` of them. ``work`` must write its results for ``rows`` only (into
+    arrays it closes over) and give the same bits for any slicing: see the module's
+    contract. Exceptions raised in any slice are re-raised here after every slice finished.
+    """
+    threads = _threads
+    min_rows = max(1, -(-MIN_ELEMENTS // max(1, row_size)))
+    if threads == 1 or n < 2 * min_rows:
+        work(slice(0, n))
+        return
+    parts = min(threads, n // min_rows)
+    _get_pool().run(work, even_slices(n, parts))
