@@ -15,6 +15,9 @@ every row)::
                  dense(128→512)(x))), LayerNorm; quadratic cost against random targets of
                  the output's shape; length 64, batch 16
 
+The last column is the NumPy memory manual_bp allocates within one steady step (its peak,
+by ``tracemalloc``): the fast forms preallocate, so what remains are the temporaries.
+
 One training step = forward, backward, plain-SGD update on ONE fixed mini-batch of random
 data, drawn identically (``numpy.random.default_rng(0)``) in both libraries, same
 architecture; each library initialises its own parameters. manual_bp steps through
@@ -41,6 +44,7 @@ Usage::
 
     python benchmarks/bench_families.py --threads 1 --repeats 3
     python benchmarks/bench_families.py --threads 1,2 --workloads lenet,lstm --json out.json
+    python benchmarks/bench_families.py --threads 1,2 --dtype float32,float64  # every row in both
     python benchmarks/bench_families.py --quick            # 1 repeat, few steps, 1 thread
 """
 
@@ -55,6 +59,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +282,18 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def step_allocations(step) -> float:
+    """MB of NumPy arrays allocated and alive at the peak of one steady step (``tracemalloc``
+    sees NumPy's data buffers; preallocated buffers of earlier steps are not counted). Not
+    measured for torch, whose allocator ``tracemalloc`` does not see."""
+    tracemalloc.start()
+    try:
+        step()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def worker(args) -> None:
     if args.worker == "gemm":
         rng = np.random.default_rng(0)
@@ -293,7 +310,8 @@ def worker(args) -> None:
         step = torch_step(args.workload, args.dtype, w["lr"], x, y, args.threads)
     with np.errstate(over="ignore", under="ignore"):
         seconds = median_step_seconds(step, args.warmup, args.steps)
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb()}))
+        allocated = step_allocations(step) if args.worker == "manual_bp" else None
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(), "alloc_mb": allocated}))
 
 
 # ---------------------------------------------------------------------- parent
@@ -320,8 +338,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per worker")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--dtype", choices=("float32", "float64"),
-                        help="every row in this dtype (default: each row's own)")  # fmt: skip
+    parser.add_argument("--dtype", help="comma-separated float32/float64: every row in each "
+                        "(default: each row's own)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 repeat, 5 steps, 1 thread")
     parser.add_argument("--json", help="also write every measurement here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -335,6 +353,10 @@ def main() -> None:
     if args.quick:
         args.repeats, args.steps, args.warmup, args.threads = 1, 5, 2, "1"
     names = args.workloads.split(",")
+    dtypes = args.dtype.split(",") if args.dtype else [None]
+    for dtype in dtypes:
+        if dtype not in (None, "float32", "float64"):
+            parser.error(f"--dtype: {dtype!r} is not float32 or float64")
     for name in names:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
@@ -343,8 +365,8 @@ def main() -> None:
           f"process; cpus: {os.cpu_count()}; {time.strftime('%Y-%m-%d %H:%M %Z')}")  # fmt: skip
     results = []
     for threads in (int(t) for t in args.threads.split(",")):
-        for name in names:
-            dtype = args.dtype or WORKLOADS[name]["dtype"]
+        for name, chosen in itertools.product(names, dtypes):
+            dtype = chosen or WORKLOADS[name]["dtype"]
             runs: dict[str, list[dict]] = {kind: [] for kind in (*LIBRARIES, "gemm")}
             for _ in range(args.repeats):
                 for kind in runs:  # interleaved: background load hits every library alike
@@ -357,7 +379,8 @@ def main() -> None:
                 Path(args.json).write_text(json.dumps({"args": vars(args), "rows": results}))
     print(
         f"({load()}; range: manual/torch per repetition; "
-        "GEMM %: the step's GEMM FLOPs / its time / the 512³ GEMM rate)"
+        "GEMM %: the step's GEMM FLOPs / its time / the 512³ GEMM rate; alloc MB: NumPy "
+        "memory manual_bp allocates within one steady step, at its peak)"
     )
 
 
@@ -375,6 +398,7 @@ def summarise(name: str, dtype: str, threads: int, runs: dict) -> dict:
         "ratio_range": [min(per_repeat), max(per_repeat)],
         "manual_peak_mb": statistics.median(r["peak_mb"] for r in runs["manual_bp"]),
         "torch_peak_mb": statistics.median(r["peak_mb"] for r in runs["torch"]),
+        "manual_alloc_mb": statistics.median(r["alloc_mb"] for r in runs["manual_bp"]),
         "gemm_gflops": med["gemm"], "step_gemm_mflop": flops / 1e6,
         "manual_gemm_fraction": flops / med["manual_bp"] / gemm,
         "torch_gemm_fraction": flops / med["torch"] / gemm, "runs": runs,
@@ -385,13 +409,14 @@ def print_row(row: dict, header: bool) -> None:
     if header:
         print(f"{'workload':<12}{'dtype':>8}{'thr':>4}{'manual ms':>11}{'torch ms':>10}"
               f"{'ratio':>7}{'range':>11}{'peak MB m/t':>14}{'GEMM GF/s':>10}{'MFLOP':>8}"
-              f"{'GEMM % m/t':>13}")  # fmt: skip
+              f"{'GEMM % m/t':>13}{'alloc MB':>9}")  # fmt: skip
     peaks = f"{row['manual_peak_mb']:.0f}/{row['torch_peak_mb']:.0f}"
     spread = "{:.2f}–{:.2f}".format(*row["ratio_range"])
     fractions = f"{100 * row['manual_gemm_fraction']:.1f}/{100 * row['torch_gemm_fraction']:.1f}"
     print(f"{row['workload']:<12}{row['dtype']:>8}{row['threads']:>4}{row['manual_ms']:>11.3f}"
           f"{row['torch_ms']:>10.3f}{row['ratio']:>7.2f}{spread:>11}{peaks:>14}{row['gemm_gflops']:>10.1f}"
-          f"{row['step_gemm_mflop']:>8.1f}{fractions:>13}", flush=True)  # fmt: skip
+          f"{row['step_gemm_mflop']:>8.1f}{fractions:>13}{row['manual_alloc_mb']:>9.2f}",
+          flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

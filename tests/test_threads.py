@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import manual_bp
 from manual_bp import _threads
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -65,3 +72,79 @@ def test_an_error_in_a_worker_reaches_the_caller(two_threads):
 def test_set_num_threads_refuses_non_positive_integers(bad):
     with pytest.raises(ValueError, match="count must be an integer"):
         manual_bp.set_num_threads(bad)
+
+
+# ---------------------------------------------------------------------- whole training runs
+#: One small model per layer family, trained by the fused path (every layer's fast form).
+_FAMILIES = {
+    "mlp": ("[('dense', (64,), {}), 'relu', 'dense', 'softmax']", "(48,)", 10, "log-likelihood"),
+    "cnn": (
+        "[('conv2d', (8, 3), {'padding': 1}), 'batchnorm2d', 'relu', ('maxpool2d', (2,), {}),"
+        " ('conv2d', (16, 3), {'stride': 2}), 'relu', 'global-avgpool2d', 'flatten', 'dense',"
+        " 'softmax']",
+        "(3, 16, 16)",
+        10,
+        "log-likelihood",
+    ),
+    "lstm": (
+        "[('embedding', (50, 16), {}), ('lstm', (32,), {}), 'dense', 'softmax']",
+        "(12,)",
+        50,
+        "log-likelihood",
+    ),
+    "transformer": (
+        "[('residual', ([('multihead_attention', (4,), {'causal': True})],), {}), 'layernorm',"
+        " ('residual', ([('dense', (128,), {}), 'gelu', 'dense'],), {}), 'layernorm']",
+        "(16, 32)",
+        32,
+        "quadratic",
+    ),
+}
+
+_TRAIN = """
+import hashlib, sys
+import numpy as np
+from manual_bp.models.sequential import Sequential
+from manual_bp.optimizers import SGD
+from manual_bp.training.fused import FusedTrainer
+spec, shape, n_out, cost, dtype = {spec}, {shape}, {n_out}, {cost!r}, {dtype!r}
+model = Sequential.from_spec(spec, shape, n_out, cost=cost, seed=0, dtype=dtype)
+rng = np.random.default_rng(1)
+n = 64
+if {family!r} == "lstm":
+    x = rng.integers(0, 50, (n, *shape)); y = rng.integers(0, 50, (n, *shape))
+elif {family!r} == "transformer":
+    x = rng.standard_normal((n, *shape)); y = rng.standard_normal((n, *shape))
+else:
+    x = rng.standard_normal((n, *shape)); y = rng.integers(0, n_out, n)
+x = model.prepare_inputs(x); y = model.prepare_targets(y, n)
+trainer = FusedTrainer(model, SGD(lr=0.05))
+for step in range(3):
+    trainer.step(x, y, rng.permutation(n)[:48])
+print(hashlib.sha256(model.flat_parameters.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
+    """Issue 22: the row-parallel work does not change a bit — 1 and 2 threads of ours, a
+    fresh process each, BLAS's own thread count held at 2 in both.
+
+    BLAS's count is held because OpenBLAS itself is not bit-identical across its thread
+    counts: measured on this machine (``benchmarks/blas_determinism.py``), 20 of 28 float32
+    and 4 of 28 float64 products of these models' shapes (e.g. the weight gradient
+    ``(27, 16384) × (16384, 8)``) give different last bits with 1 and 2 BLAS threads (``docs/performance.md``, "Two cores").
+    """
+    spec, shape, n_out, cost = _FAMILIES[family]
+    code = _TRAIN.format(spec=spec, shape=shape, n_out=n_out, cost=cost, dtype=dtype, family=family)
+    digests = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), MANUAL_BP_NUM_THREADS=threads)
+        env.update({v: "2" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 0, result.stderr
+        digests.append(result.stdout.strip())
+    assert digests[0] == digests[1]
