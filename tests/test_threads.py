@@ -134,7 +134,8 @@ def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
     BLAS's count is held because OpenBLAS itself is not bit-identical across its thread
     counts: measured on this machine (``benchmarks/blas_determinism.py``), 20 of 28 float32
     and 4 of 28 float64 products of these models' shapes (e.g. the weight gradient
-    ``(27, 16384) × (16384, 8)``) give different last bits with 1 and 2 BLAS threads (``docs/performance.md``, "Two cores").
+    ``(27, 16384) × (16384, 8)``) give different last bits with 1 and 2 BLAS threads
+    (``docs/performance.md``, "Two cores").
     """
     spec, shape, n_out, cost = _FAMILIES[family]
     code = _TRAIN.format(spec=spec, shape=shape, n_out=n_out, cost=cost, dtype=dtype, family=family)
