@@ -272,10 +272,13 @@ def run(config: Configuration) -> Outcome:
 
 
 # ---------------------------------------------------------------------- the ledger
-def outcomes() -> dict[str, Outcome]:
-    """Every configuration's outcome, by key (absent classes left out)."""
+def outcomes(only: set[str] | None = None) -> dict[str, Outcome]:
+    """Every configuration's outcome, by key (absent classes left out); ``only``: these
+    torch class names."""
     found = {}
     for config in configurations():
+        if only is not None and config.torch_name not in only:
+            continue
         outcome = run(config)
         if outcome.status != "absent":
             found[config.key] = outcome
@@ -292,8 +295,9 @@ def ledger(found: dict[str, Outcome]) -> dict[str, dict[str, str]]:
 
 
 def main() -> None:
-    """``python -m reference.torch_modules [--ledger PATH]``: print the counts (and write
-    the ledger of configurations that do not agree yet)."""
+    """``python -m reference.torch_modules [--ledger PATH] [--only Conv2d,LSTM]``: print the
+    counts (and write the ledger of configurations that do not agree yet); with ``--only``,
+    every non-agreeing configuration of those classes."""
     import argparse
     import collections
     import json
@@ -301,15 +305,22 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--ledger", help="write the non-agreeing configurations here")
+    parser.add_argument("--only", help="comma-separated torch class names")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    if only is not None and args.ledger:
+        parser.error("--ledger needs every class: drop --only")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        found = outcomes()
+        found = outcomes(only)
     counts = collections.Counter(o.status for o in found.values())
     worst = max((o.error for o in found.values() if o.status == "agree"), default=0.0)
     classes = {key.split("/")[1] for key in found}
     print(f"{len(found)} configurations of {len(classes)} module classes: {dict(counts)}; "
           f"worst agreement {worst:.1e}")  # fmt: skip
+    if only is not None:
+        for key, entry in ledger(found).items():
+            print(f"{entry['status']:>8}  {key}: {entry['detail']}")
     if args.ledger:
         with open(args.ledger, "w", encoding="utf-8") as handle:
             json.dump(ledger(found), handle, indent=1, ensure_ascii=False)
