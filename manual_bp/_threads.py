@@ -24,21 +24,31 @@ or with one thread, it calls ``work(slice(0, n))`` directly (a hand-off costs ~1
 The thread count is :func:`set_num_threads` (torch's name), by default the first of
 ``MANUAL_BP_NUM_THREADS``, ``OMP_NUM_THREADS`` that is set, else the CPUs this process may
 use. BLAS reads its own count from ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` at import.
+
+:func:`one_blas_thread` runs a block with BLAS on one thread: a loop of small products (an
+LSTM's recurrent ``h W_hhᵀ``, ``(32 × 128)·(128 × 512)``, 35 times a step) runs ~3× slower
+on two OpenBLAS threads than on one (waking the second thread costs more than it saves;
+measured 161 µs against 45 µs a product with the other core busy). It reaches NumPy's
+OpenBLAS through its own ``*_set_num_threads`` symbol (``ctypes``; ~0.2 µs a call) and is a
+no-op where that library is not found.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "MIN_ELEMENTS",
     "even_slices",
     "fixed_slices",
     "get_num_threads",
+    "one_blas_thread",
     "parallel_rows",
     "set_num_threads",
 ]
@@ -68,31 +78,32 @@ class _Pool:
     def __init__(self, size: int) -> None:
         self.size = size
         self.inboxes: list[queue.SimpleQueue] = []
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(size - 1):
             inbox: queue.SimpleQueue = queue.SimpleQueue()
             threading.Thread(target=self._serve, args=(inbox,), daemon=True).start()
             self.inboxes.append(inbox)
 
     def _serve(self, inbox: queue.SimpleQueue) -> None:
+        _local.worker = True  # a nested parallel_rows runs inline (it would wait on itself)
         while True:
-            work, rows = inbox.get()
+            work, rows, done = inbox.get()
             try:
                 work(rows)
-                self.done.put(None)
+                done.put(None)
             except BaseException as error:  # re-raised on the calling thread
-                self.done.put(error)
+                done.put(error)
 
     def run(self, work: Callable[[slice], object], slices: list[slice]) -> None:
+        done: queue.SimpleQueue = queue.SimpleQueue()  # this call's own: calls may overlap
         for inbox, rows in zip(self.inboxes, slices[1:], strict=False):
-            inbox.put((work, rows))
+            inbox.put((work, rows, done))
         first_error: BaseException | None = None
         try:
             work(slices[0])
         except BaseException as error:
             first_error = error
         for _ in slices[1:]:
-            error = self.done.get()
+            error = done.get()
             if first_error is None and error is not None:
                 first_error = error
         if first_error is not None:
@@ -101,6 +112,7 @@ class _Pool:
 
 _threads = _default_threads()
 _pool: _Pool | None = None
+_local = threading.local()
 _lock = threading.Lock()
 
 
@@ -159,11 +171,61 @@ def parallel_rows(work: Callable[[slice], object], n: int, row_size: int = 1) ->
     :data:`MIN_ELEMENTS` of them. ``work`` must write its results for ``rows`` only (into
     arrays it closes over) and give the same bits for any slicing: see the module's
     contract. Exceptions raised in any slice are re-raised here after every slice finished.
+    Called from inside a slice's work (a nested split), it runs ``work`` inline.
     """
     threads = _threads
     min_rows = max(1, -(-MIN_ELEMENTS // max(1, row_size)))
-    if threads == 1 or n < 2 * min_rows:
+    if threads == 1 or n < 2 * min_rows or getattr(_local, "worker", False):
         work(slice(0, n))
         return
     parts = min(threads, n // min_rows)
     _get_pool().run(work, even_slices(n, parts))
+
+
+# ---------------------------------------------------------------------- BLAS's own threads
+def _find_openblas() -> tuple[Callable[[int], None], Callable[[], int]] | None:
+    """NumPy's OpenBLAS ``(set_num_threads, get_num_threads)``, found among the libraries
+    this process has loaded (NumPy's wheel names its copy ``libscipy_openblas64_``)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"), ("openblas_", "")):
+            setter = getattr(library, f"{prefix}set_num_threads{suffix}", None)
+            getter = getattr(library, f"{prefix}get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                return setter, getter
+    return None
+
+
+import numpy as _numpy  # noqa: E402 — loads NumPy's BLAS before it is looked for
+
+del _numpy
+_blas = _find_openblas()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with BLAS on one thread, then restore its count (see the module
+    docstring). Products give BLAS's one-thread bits inside the block whatever the count."""
+    if _blas is None:
+        yield
+        return
+    setter, getter = _blas
+    before = getter()
+    if before == 1:
+        yield
+        return
+    setter(1)
+    try:
+        yield
+    finally:
+        setter(before)

@@ -149,3 +149,28 @@ def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
         assert result.returncode == 0, result.stderr
         digests.append(result.stdout.strip())
     assert digests[0] == digests[1]
+
+
+def test_a_nested_split_runs_inline_instead_of_waiting_on_itself(two_threads):
+    """A row-parallel work function that itself calls parallel_rows (a softmax inside a
+    split activation pass) must not deadlock: the worker's nested call runs inline."""
+    inner: list[slice] = []
+
+    def outer(rows):
+        _threads.parallel_rows(inner.append, 1 << 18, 1)
+
+    _threads.parallel_rows(outer, 1 << 18, 1)
+    assert len(inner) == 3  # the calling thread split again (2), the worker ran inline (1)
+
+
+def test_one_blas_thread_restores_the_count():
+    if _threads._blas is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS found in /proc/self/maps")
+    _, get = _threads._blas
+    before = get()
+    with _threads.one_blas_thread():
+        assert get() == 1
+    assert get() == before
+    with pytest.raises(RuntimeError), _threads.one_blas_thread():
+        raise RuntimeError("inside")
+    assert get() == before
