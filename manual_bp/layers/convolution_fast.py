@@ -70,7 +70,8 @@ class ConvStep:
             "cols": np.empty((c, kh, kw, n, ho, wo), dt),
             "out": np.empty((n, c_out, ho, wo), dt),
             "delta": np.empty((c_out, n, ho, wo), dt),
-            "dxp": np.empty((n, c, h + top + bottom, w + left + right), dt) if padded else None,
+            # channel-major like dU, so col2im's additions read and write in one order
+            "dxp": np.empty((c, n, h + top + bottom, w + left + right), dt),
             "dx": np.empty((n, c, h, w), dt),
             "ones": np.ones(n * ho * wo, dt),
         }
@@ -170,20 +171,19 @@ class ConvStep:
     def _col2im(self, rows: slice) -> None:
         """Sample rows ``rows`` of ∂C/∂x: every entry of ``dU`` added back onto the padded
         position it was read from, one kernel offset at a time (a fixed order), then the
-        interior copied out."""
+        interior copied out (sample-major)."""
         g, buf = self.geometry, self.buf
         (h, w), (ho, wo) = buf["size"], buf["out_size"]
         (sh, sw), (dh, dw) = g.stride, g.dilation
         (top, _), (left, _) = g.padding
         dcols = buf["cols"]
-        target = buf["dx"] if buf["dxp"] is None else buf["dxp"]
-        part = target[rows]
+        part = buf["dxp"][:, rows]  # (C, n, Hp, Wp)
         part.fill(0)
         for i in range(g.kernel[0]):
             rows_i = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
             for j in range(g.kernel[1]):
                 cols_j = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
                 spot = part[:, :, rows_i, cols_j]
-                np.add(spot, dcols[:, i, j, rows].transpose(1, 0, 2, 3), out=spot)
-        if buf["dxp"] is not None:
-            np.copyto(buf["dx"][rows], part[:, :, top : top + h, left : left + w])
+                np.add(spot, dcols[:, i, j, rows], out=spot)
+        inner = part[:, :, top : top + h, left : left + w]
+        np.copyto(buf["dx"][rows], inner.transpose(1, 0, 2, 3))
