@@ -25,6 +25,12 @@ per-sample work, run over slices of the batch by :func:`~manual_bp._threads.para
 (bit-identical on any slicing: each output element is written by its own sample's pass in a
 fixed kernel-offset order). The GEMMs stay whole for BLAS; the weight and bias gradients
 are one call each, never split.
+
+The price of the layout: im2col's and col2im's innermost runs are ``Wo`` numbers long (a
+batch-last layout, :func:`~manual_bp.layers._im2col.im2col`, has runs of ``Wo·N`` at stride
+1), so on LeNet's small layers these copies cost 2–3× the batch-last ones; the transposed
+copies the batch-last layout needs (the output into NCHW, δ into it) cost more on cnn-bn.
+col2im adds into a channel-major ``(C, N, Hp, Wp)`` buffer, the order of ``dU``.
 """
 
 from __future__ import annotations
