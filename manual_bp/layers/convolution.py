@@ -20,6 +20,7 @@ from manual_bp.initializers import initialize
 from manual_bp.layers import _im2col as conv
 from manual_bp.layers import convolution_products as products
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
+from manual_bp.layers.convolution_fast import ConvStep
 
 __all__ = ["Conv1d", "Conv2d", "ConvCache", "parse_geometry"]
 
@@ -242,6 +243,14 @@ class _ConvNd(Layer):
         if self.bias:
             grads["bias"] = delta.sum(axis=(0, 2, 3))
         return grads
+
+    def fast_step(self) -> Any:
+        """Training's fast form: :class:`~manual_bp.layers.convolution_fast.ConvStep`
+        (preallocated im2col panels, no transposed copies); ``implementation="readable"``
+        trains with the readable form (:class:`~manual_bp.layers.steps.GenericStep`)."""
+        if self.implementation != "fast":
+            return super().fast_step()
+        return ConvStep(self)
 
     # -------------------------------------------------------------- products (V axis)
     # Two-dimensional views of V-stacks (``[..., None, :]`` in 1-D) and the im2col arithmetic
