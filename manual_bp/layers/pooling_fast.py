@@ -196,10 +196,15 @@ class GlobalAvgPoolStep:
             self.shape = None
             return self.generic.forward(x)
         n, c, h, w = x.shape
-        out, _, ones = shape_buffers(
+        out, _, ones, _ = shape_buffers(
             self._buffers,
             x.shape,
-            lambda: (np.empty((n, c, 1, 1), x.dtype), np.empty_like(x), np.ones(h * w, x.dtype)),
+            lambda: (
+                np.empty((n, c, 1, 1), x.dtype),
+                np.empty_like(x),
+                np.ones(h * w, x.dtype),
+                np.empty((n, c, 1, 1), x.dtype),  # δ/(H·W)
+            ),
         )
         self.shape = x.shape
         np.matmul(x.reshape(n, c, h * w), ones, out=out.reshape(n, c))  # BLAS, whole
@@ -219,11 +224,11 @@ class GlobalAvgPoolStep:
                 f"{self.layer!r}: upstream gradient has shape {np.shape(dout)}, "
                 f"expected {(n, c, 1, 1)}"
             )
-        dx = self._buffers[self.shape][1]
-        area = dx.dtype.type(h * w)
+        _, dx, _, share = self._buffers[self.shape]
+        np.divide(dout, dx.dtype.type(h * w), out=share)
 
         def work(rows: slice) -> None:
-            np.divide(dout[rows], area, out=dx[rows])  # broadcast over (H, W)
+            np.copyto(dx[rows], share[rows])  # broadcast over (H, W)
 
         parallel_rows(work, n, c * h * w)
         return dx
