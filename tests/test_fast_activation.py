@@ -122,3 +122,23 @@ def test_split_step_keeps_results_returned_in_fresh_arrays(threads):
     ref_a, cache = layer.forward(z)
     np.testing.assert_allclose(a, ref_a, rtol=1e-15)
     np.testing.assert_allclose(dz, layer.backward(g, cache)[0], rtol=1e-14, atol=1e-300)
+
+
+def test_coupled_activation_is_called_whole(threads):
+    """Softmax may split its own rows with parallel_rows; a second split around it would
+    call parallel_rows from a pool worker, which waits on itself: the step calls it whole."""
+    seen = []
+
+    class Recording(type(get_activation("softmax"))):
+        def forward_into(self, z, out):
+            seen.append(z.shape)
+            return super().forward_into(z, out)
+
+        def backward_inplace(self, grad_a, z, a, scratch):
+            seen.append(z.shape)
+            return super().backward_inplace(grad_a, z, a, scratch)
+
+    threads(2)
+    z, g = _data((256, 600), np.float64)
+    _fast(ActivationLayer(Recording()), z, g)
+    assert seen == [z.shape, z.shape]

@@ -99,14 +99,15 @@ class ActivationStep:
     place (``g ← g ⊙ σ′(z)``, BP1/BP2's ⊙), through the activation's own fast forms
     (:meth:`Activation.forward_into`, :meth:`Activation.backward_inplace`).
 
-    Large arrays are cut into slices of the batch, one per thread
-    (:func:`~manual_bp._threads.parallel_rows`): every activation acts on each sample
-    separately (elementwise, or softmax over a sample's last axis), so any slicing gives
-    the same bits.
+    Large arrays of an elementwise σ are cut into slices of the batch, one per thread
+    (:func:`~manual_bp._threads.parallel_rows`): any slicing gives the same bits. A coupled
+    σ (softmax) is called whole: it may split its own rows, and ``parallel_rows`` called
+    from inside a pool worker would wait on itself.
     """
 
     def __init__(self, layer: ActivationLayer) -> None:
         self.activation = layer.activation
+        self.split = layer.activation.elementwise
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.z = self.a = self.out = self.scratch = None
 
@@ -117,7 +118,7 @@ class ActivationStep:
                 self._buffers, z.shape, lambda: (np.empty_like(z), np.empty_like(z))
             )
         self.z = z
-        if not _splits(z):
+        if not (self.split and _splits(z)):
             self.a = self.activation.forward_into(z, self.out)
             return self.a
         out, forward_into, holds_z = self.out, self.activation.forward_into, []
@@ -136,7 +137,7 @@ class ActivationStep:
 
     def backward(self, g: np.ndarray, grads: dict, need_dx: bool) -> np.ndarray:
         z, a, scratch = self.z, self.a, self.scratch
-        if not _splits(z) or g.shape != z.shape:
+        if not (self.split and _splits(z)) or g.shape != z.shape:
             return self.activation.backward_inplace(g, z, a, scratch)
         backward_inplace = self.activation.backward_inplace
 
