@@ -159,3 +159,36 @@ def test_need_dx_false_and_bad_upstream_shape():
     assert step.backward(np.zeros((2, 3, 2, 2)), {}, False) is None
     with pytest.raises(ValueError, match="upstream gradient"):
         step.backward(np.zeros((2, 3, 4, 4)), {}, True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_cnn_with_batch_norm_and_pooling_matches_the_readable_step(dtype):
+    """conv → BN → ReLU → max-pool → conv → ReLU → avg-pool → GAP → dense: the fused
+    gradients (every fast step of this branch) equal the readable step's, and both
+    update the running statistics alike."""
+    from manual_bp.models.sequential import Sequential
+    from manual_bp.training import FusedTrainer
+
+    spec = [("conv2d", (4, 3), {"padding": 1}), "batchnorm2d", "relu", ("maxpool2d", (2,), {}),
+            ("conv2d", (6, 3), {"padding": 1}), "relu", ("avgpool2d", (2,), {}),
+            "global-avgpool2d", "flatten", "dense", "softmax"]  # fmt: skip
+    model, fused_model = (
+        Sequential.from_spec(spec, (3, 8, 8), 5, cost="log-likelihood", seed=0, dtype=dtype)
+        for _ in range(2)
+    )
+    rng = np.random.default_rng(0)
+    x = model.prepare_inputs(rng.standard_normal((6, 3, 8, 8)).astype(dtype))
+    y = model.prepare_targets(rng.integers(0, 5, 6), 6)
+    fused = FusedTrainer(fused_model).gradients(x, y)
+    _, readable = model.loss_and_gradients(x, y)
+    tol = 1e-12 if dtype == "float64" else 1e-4
+    # the first conv's bias gradient is 0 up to rounding (batch norm removes the mean):
+    # absolute errors are measured against the largest gradient
+    scale = max(np.abs(g).max() for g in readable)
+    for got, want in zip(fused, readable, strict=True):
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+    for (name, got), (_, want) in zip(
+        fused_model.named_buffers(), model.named_buffers(), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
