@@ -119,11 +119,9 @@ class MaxPoolStep(_TiledStep):
                 idx *= ne
 
         parallel_rows(work, x.shape[0], x[0].size)
-        for rows in nan_rows:  # torch's rule with NaN: the readable path's scan
-            from manual_bp.layers.pooling import _first_maximum_with_nan
-
-            result, idx = _first_maximum_with_nan(_taps(x[rows], kernel), None)
-            out[rows], index[rows] = result, idx
+        for rows in nan_rows:  # torch's rule with NaN: the readable forward's scan
+            result, cache = self.layer.forward(x[rows])
+            out[rows], index[rows] = result, cache.index
         return out
 
     def tiled_backward(self, dout: np.ndarray) -> np.ndarray:
