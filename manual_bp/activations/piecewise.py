@@ -22,6 +22,18 @@ __all__ = [
 ]
 
 
+_ZERO_ROWS: dict[np.dtype, np.ndarray] = {}
+
+
+def _zero_row(dtype: np.dtype) -> np.ndarray:
+    """A read-only row of zeros (one per dtype) for :meth:`ReLU.forward_into`."""
+    row = _ZERO_ROWS.get(dtype)
+    if row is None:
+        row = _ZERO_ROWS[dtype] = np.zeros(8192, dtype)
+        row.flags.writeable = False
+    return row
+
+
 @register_activation
 class ReLU(Activation):
     """``σ(z) = max(0, z)``; ``σ'(z) = 1[z > 0]``. Equation ``ACT.relu``.
@@ -42,12 +54,33 @@ class ReLU(Activation):
         return np.where(z > 0, grad_a, 0.0).astype(grad_a.dtype, copy=False)
 
     def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return np.maximum(z, 0, out=out)
+        """``max(z, 0)`` into ``out``. Against a row of zeros rather than the scalar 0:
+        NumPy's ``maximum`` with a scalar operand takes a non-vectorised loop (~3× slower);
+        same values (NaN propagates, ``max(−0, 0)`` as the scalar form)."""
+        if not (z.flags.c_contiguous and out.flags.c_contiguous):
+            return np.maximum(z, 0, out=out)
+        flat_z, flat_out = z.reshape(-1), out.reshape(-1)
+        zeros = _zero_row(z.dtype)
+        width = zeros.shape[0]
+        whole = flat_z.shape[0] - flat_z.shape[0] % width
+        if whole:
+            np.maximum(
+                flat_z[:whole].reshape(-1, width), zeros, out=flat_out[:whole].reshape(-1, width)
+            )
+        if whole < flat_z.shape[0]:
+            rest = flat_z.shape[0] - whole
+            np.maximum(flat_z[whole:], zeros[:rest], out=flat_out[whole:])
+        return out
 
     def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
-        """``g ⊙ 1[z > 0]`` in place (``relu'(0) = 0``); the mask is written into ``scratch``."""
-        np.greater(z, 0, out=scratch)
-        grad_a *= scratch
+        """``g ⊙ 1[z > 0]`` in place (``relu'(0) = 0``); the boolean mask is written into
+        ``scratch``'s memory (a float mask cost a slower bool→float comparison)."""
+        if scratch.flags.c_contiguous and z.size:
+            mask = scratch.reshape(-1).view(np.bool_)[: z.size].reshape(z.shape)
+        else:
+            mask = np.empty(z.shape, np.bool_)
+        np.greater(z, 0, out=mask)
+        np.multiply(grad_a, mask, out=grad_a)
         return grad_a
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:

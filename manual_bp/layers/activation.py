@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp import _threads
+from manual_bp._threads import parallel_rows
 from manual_bp.activations import Activation, get_activation
 from manual_bp.layers.base import Cache, Layer, register_layer, zero_residual
 from manual_bp.layers.steps import shape_buffers
@@ -95,10 +97,17 @@ class ActivationLayer(Layer):
 class ActivationStep:
     """The fast form of :class:`ActivationLayer`: ``a = σ(z)`` into a buffer and the VJP in
     place (``g ← g ⊙ σ′(z)``, BP1/BP2's ⊙), through the activation's own fast forms
-    (:meth:`Activation.forward_into`, :meth:`Activation.backward_inplace`)."""
+    (:meth:`Activation.forward_into`, :meth:`Activation.backward_inplace`).
+
+    Large arrays of an elementwise σ are cut into slices of the batch, one per thread
+    (:func:`~manual_bp._threads.parallel_rows`): any slicing gives the same bits. A coupled
+    σ (softmax) is called whole: it may split its own rows, and ``parallel_rows`` called
+    from inside a pool worker would wait on itself.
+    """
 
     def __init__(self, layer: ActivationLayer) -> None:
         self.activation = layer.activation
+        self.split = layer.activation.elementwise
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.z = self.a = self.out = self.scratch = None
 
@@ -109,8 +118,43 @@ class ActivationStep:
                 self._buffers, z.shape, lambda: (np.empty_like(z), np.empty_like(z))
             )
         self.z = z
-        self.a = self.activation.forward_into(z, self.out)
+        if not (self.split and _splits(z)):
+            self.a = self.activation.forward_into(z, self.out)
+            return self.a
+        out, forward_into, holds_z = self.out, self.activation.forward_into, []
+
+        def work(rows: slice) -> None:
+            zr, target = z[rows], out[rows]
+            held = forward_into(zr, target)
+            if held is zr:  # the identity: a = z, no copy
+                holds_z.append(True)
+            elif held is not target:
+                target[...] = held
+
+        parallel_rows(work, z.shape[0], z.size // z.shape[0])
+        self.a = z if holds_z else out
         return self.a
 
     def backward(self, g: np.ndarray, grads: dict, need_dx: bool) -> np.ndarray:
-        return self.activation.backward_inplace(g, self.z, self.a, self.scratch)
+        z, a, scratch = self.z, self.a, self.scratch
+        if not (self.split and _splits(z)) or g.shape != z.shape:
+            return self.activation.backward_inplace(g, z, a, scratch)
+        backward_inplace = self.activation.backward_inplace
+
+        def work(rows: slice) -> None:
+            gr = g[rows]
+            held = backward_inplace(gr, z[rows], a[rows], scratch[rows])
+            if held is not gr:
+                gr[...] = held
+
+        parallel_rows(work, z.shape[0], z.size // z.shape[0])
+        return g
+
+
+def _splits(z: np.ndarray) -> bool:
+    """Whether :func:`parallel_rows` would cut ``z``'s batch (else one direct call)."""
+    threads = _threads.get_num_threads()
+    if threads == 1 or z.ndim == 0 or z.shape[0] < 2:
+        return False
+    row_size = max(1, z.size // z.shape[0])
+    return z.shape[0] >= 2 * max(1, -(-_threads.MIN_ELEMENTS // row_size))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.normalisation_fast import BatchNormStep, LayerNormStep
 from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNormProducts
 
 __all__ = [
@@ -222,6 +223,10 @@ class _BatchNorm(BatchNormProducts, Layer):
             grads = {"weight": np.sum(dout * cache.x_hat, axis=axes), "bias": dout.sum(axis=axes)}
         return dx, grads
 
+    def fast_step(self) -> BatchNormStep:
+        """The fused form for training (:mod:`~manual_bp.layers.normalisation_fast`)."""
+        return BatchNormStep(self)
+
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _BatchNorm:
         """``batchnorm1d`` / ``batchnorm2d`` in a spec: ``num_features`` is the channel axis."""
@@ -359,6 +364,10 @@ class LayerNorm(LayerNormProducts, Layer):
             lead = tuple(range(x.ndim - len(self.normalized_shape)))
             grads = {"weight": np.sum(dout * cache.x_hat, axis=lead), "bias": dout.sum(axis=lead)}
         return dx, grads
+
+    def fast_step(self) -> LayerNormStep:
+        """The fused form for training (:mod:`~manual_bp.layers.normalisation_fast`)."""
+        return LayerNormStep(self)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         k = len(self.normalized_shape)

@@ -22,6 +22,7 @@ import numpy as np
 from manual_bp.layers._im2col import Geometry, pad, windows
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 from manual_bp.layers.convolution import _tuple
+from manual_bp.layers.pooling_fast import AvgPoolFast, GlobalAvgPoolFast, MaxPoolFast
 from manual_bp.layers.pooling_products import (
     AvgPoolProducts,
     GlobalAvgPoolProducts,
@@ -190,7 +191,7 @@ class _Pool2d(Layer):
 
 
 @register_layer
-class MaxPool2d(MaxPoolProducts, _Pool2d):
+class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
     """``torch.nn.MaxPool2d``: the maximum of each (dilated) window; padding counts as −∞.
 
     Equation ``LAYER.maxpool2d``: ∂C/∂x[n,c,u,v] = Σ_{(y,x): argmax of window (y,x) is (u,v)}
@@ -294,7 +295,7 @@ class MaxPool2d(MaxPoolProducts, _Pool2d):
 
 
 @register_layer
-class AvgPool2d(AvgPoolProducts, _Pool2d):
+class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
     """``torch.nn.AvgPool2d``: window sums divided by torch's count. Equation ``LAYER.avgpool2d``.
 
     The divisor of window ``(y, x)`` is ``divisor_override`` if given, else the window's
@@ -369,7 +370,7 @@ class AvgPool2d(AvgPoolProducts, _Pool2d):
 
 
 @register_layer
-class GlobalAvgPool2d(GlobalAvgPoolProducts, Layer):
+class GlobalAvgPool2d(GlobalAvgPoolFast, GlobalAvgPoolProducts, Layer):
     """``nn.AdaptiveAvgPool2d((1, 1))``: the mean of each channel, ``(N, C, H, W) -> (N, C, 1, 1)``.
 
     Equation ``LAYER.global-avgpool2d``: ∂C/∂x[n, c, u, v] = δ[n, c] / (H·W).

@@ -1,0 +1,253 @@
+"""Fast forms of the pooling layers for the fused training step (:mod:`manual_bp.layers.steps`).
+
+Mixed into :class:`~manual_bp.layers.pooling.MaxPool2d`, ``AvgPool2d`` and
+``GlobalAvgPool2d`` (their ``fast_step``). The common case of LeNet-style pooling —
+``kernel == stride``, no padding, dilation 1, ``H`` and ``W`` multiples of the kernel —
+tiles the input: ``x`` reshaped to ``(N, C, Ho, kH, Wo, kW)`` (no copy) gives every tap
+``(i, j)`` as the strided view ``[:, :, :, i, :, j]``, and the backward pass writes each
+element of ``∂C/∂x`` exactly once through the same views (no zero fill, no scatter-add).
+Other geometries take the readable forward/backward (:class:`GenericStep`).
+
+Equations: ``LAYER.maxpool2d`` (each window's δ to its FIRST maximal tap in row-major
+order, torch's rule; a window holding a NaN takes the readable path's rule),
+``LAYER.avgpool2d`` (δ / divisor to every tap), ``LAYER.global-avgpool2d`` (δ / (H·W)).
+Every pass is per sample, split over the batch with :func:`parallel_rows`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from manual_bp._threads import parallel_rows
+from manual_bp.layers.steps import GenericStep, shape_buffers
+
+__all__ = ["AvgPoolFast", "GlobalAvgPoolFast", "MaxPoolFast"]
+
+
+def _tiles(layer: Any, x: np.ndarray) -> bool:
+    """Whether the windows tile ``x`` exactly (the reshape fast case)."""
+    return (
+        x.ndim == 4
+        and tuple(layer.strides) == tuple(layer.kernel)
+        and tuple(layer.pads) == (0, 0)
+        and tuple(layer.dilation_pair) == (1, 1)
+        and x.shape[2] % layer.kernel[0] == 0
+        and x.shape[3] % layer.kernel[1] == 0
+        and x.shape[2] >= layer.kernel[0]
+        and x.shape[3] >= layer.kernel[1]
+    )
+
+
+def _taps(array: np.ndarray, kernel: tuple[int, int]) -> list[np.ndarray]:
+    """The ``kH·kW`` tap views ``(N, C, Ho, Wo)`` of a tiled ``(N, C, H, W)`` array."""
+    n, c, h, w = array.shape
+    kh, kw = kernel
+    tiled = array.reshape(n, c, h // kh, kh, w // kw, kw)
+    return [tiled[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+
+
+class _TiledStep:
+    """Shared frame: the tiled fast case, or the readable form (:class:`GenericStep`)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.generic = GenericStep(layer)
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.shape: tuple[int, ...] | None = None  # None: the readable form ran
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not (isinstance(x, np.ndarray) and _tiles(self.layer, x) and x.flags.c_contiguous):
+            self.shape = None
+            return self.generic.forward(x)
+        self.shape = x.shape
+        return self.tiled_forward(x)
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        if self.shape is None:
+            return self.generic.backward(dout, grads, need_dx)
+        if not need_dx:
+            return None
+        expected = self._buffers[self.shape][0].shape
+        if not isinstance(dout, np.ndarray) or dout.shape != expected:
+            raise ValueError(
+                f"{self.layer!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
+            )
+        return self.tiled_backward(dout)
+
+    def _make(self, x: np.ndarray, *extra: Any) -> tuple[np.ndarray, ...]:
+        n, c, h, w = x.shape
+        kh, kw = self.layer.kernel
+        return (np.empty((n, c, h // kh, w // kw), x.dtype), np.empty_like(x), *extra)
+
+
+class MaxPoolStep(_TiledStep):
+    """``LAYER.maxpool2d`` on tiling windows: maxima by pairwise ``maximum`` over the taps,
+    the first maximal tap ``ne₀(1 + ne₁(1 + …))`` as in the readable form."""
+
+    def tiled_forward(self, x: np.ndarray) -> np.ndarray:
+        kernel = self.layer.kernel
+        count = kernel[0] * kernel[1]
+        pooled = (*x.shape[:2], x.shape[2] // kernel[0], x.shape[3] // kernel[1])
+        out, _, index, differs = shape_buffers(
+            self._buffers,
+            x.shape,
+            lambda: self._make(
+                x,
+                np.empty(pooled, np.int8 if count < 128 else np.int16),  # the winning tap
+                np.empty(pooled, bool),
+            ),
+        )
+        nan_rows: list[slice] = []
+
+        def work(rows: slice) -> None:
+            taps = _taps(x[rows], kernel)
+            result, idx, ne = out[rows], index[rows], differs[rows]
+            np.copyto(result, taps[0])
+            for values in taps[1:]:
+                np.maximum(result, values, out=result)
+            if np.isnan(result).any():  # NaN propagates: a window holds one (rare)
+                nan_rows.append(rows)
+                return
+            idx[...] = 0
+            for tap in range(count - 2, -1, -1):
+                idx += 1
+                np.not_equal(taps[tap], result, out=ne)
+                idx *= ne
+
+        parallel_rows(work, x.shape[0], x[0].size)
+        for rows in nan_rows:  # torch's rule with NaN: the readable forward's scan
+            result, cache = self.layer.forward(x[rows])
+            out[rows], index[rows] = result, cache.index
+        return out
+
+    def tiled_backward(self, dout: np.ndarray) -> np.ndarray:
+        """Each tap's slice of ``∂C/∂x`` is ``δ·[tap won]``: written once, no scatter."""
+        _, dx, index, won = self._buffers[self.shape]
+        kernel = self.layer.kernel
+
+        def work(rows: slice) -> None:
+            g, idx, mask = dout[rows], index[rows], won[rows]
+            for tap, target in enumerate(_taps(dx[rows], kernel)):
+                np.equal(idx, tap, out=mask)
+                np.multiply(g, mask, out=target)
+
+        parallel_rows(work, dx.shape[0], dx[0].size)
+        return dx
+
+
+class AvgPoolStep(_TiledStep):
+    """``LAYER.avgpool2d`` on tiling windows: the tap sum over the divisor (``kH·kW``, or
+    ``divisor_override``); backward: ``δ/divisor`` to every tap."""
+
+    def _divisor(self) -> float:
+        layer = self.layer
+        if layer.divisor_override is not None:
+            return float(layer.divisor_override)
+        return float(layer.kernel[0] * layer.kernel[1])
+
+    def tiled_forward(self, x: np.ndarray) -> np.ndarray:
+        out, _ = shape_buffers(self._buffers, x.shape, lambda: self._make(x))
+        kernel, divisor = self.layer.kernel, x.dtype.type(self._divisor())
+
+        def work(rows: slice) -> None:
+            taps, result = _taps(x[rows], kernel), out[rows]
+            if len(taps) == 1:
+                np.copyto(result, taps[0])
+            else:
+                np.add(taps[0], taps[1], out=result)
+            for values in taps[2:]:
+                result += values
+            result /= divisor
+
+        parallel_rows(work, x.shape[0], x[0].size)
+        return out
+
+    def tiled_backward(self, dout: np.ndarray) -> np.ndarray:
+        share, dx = self._buffers[self.shape]  # the output buffer is free: holds δ/divisor
+        kernel, divisor = self.layer.kernel, dx.dtype.type(self._divisor())
+
+        def work(rows: slice) -> None:
+            np.divide(dout[rows], divisor, out=share[rows])
+            for target in _taps(dx[rows], kernel):
+                np.copyto(target, share[rows])
+
+        parallel_rows(work, dx.shape[0], dx[0].size)
+        return dx
+
+
+class GlobalAvgPoolStep:
+    """``LAYER.global-avgpool2d``: channel means by a matrix-vector product with ones
+    (per-sample sums), ``δ/(H·W)`` broadcast into one buffer."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.generic = GenericStep(layer)
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.shape: tuple[int, ...] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.flags.c_contiguous):
+            self.shape = None
+            return self.generic.forward(x)
+        n, c, h, w = x.shape
+        out, _, ones, _ = shape_buffers(
+            self._buffers,
+            x.shape,
+            lambda: (
+                np.empty((n, c, 1, 1), x.dtype),
+                np.empty_like(x),
+                np.ones(h * w, x.dtype),
+                np.empty((n, c, 1, 1), x.dtype),  # δ/(H·W)
+            ),
+        )
+        self.shape = x.shape
+        np.matmul(x.reshape(n, c, h * w), ones, out=out.reshape(n, c))  # BLAS, whole
+        out /= x.dtype.type(h * w)
+        return out
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        if self.shape is None:
+            return self.generic.backward(dout, grads, need_dx)
+        if not need_dx:
+            return None
+        n, c, h, w = self.shape
+        if not isinstance(dout, np.ndarray) or dout.shape != (n, c, 1, 1):
+            raise ValueError(
+                f"{self.layer!r}: upstream gradient has shape {np.shape(dout)}, "
+                f"expected {(n, c, 1, 1)}"
+            )
+        _, dx, _, share = self._buffers[self.shape]
+        np.divide(dout, dx.dtype.type(h * w), out=share)
+
+        def work(rows: slice) -> None:
+            np.copyto(dx[rows], share[rows])  # broadcast over (H, W)
+
+        parallel_rows(work, n, c * h * w)
+        return dx
+
+
+class MaxPoolFast:
+    """Mixin: ``MaxPool2d.fast_step``."""
+
+    def fast_step(self) -> MaxPoolStep:
+        return MaxPoolStep(self)
+
+
+class AvgPoolFast:
+    """Mixin: ``AvgPool2d.fast_step``."""
+
+    def fast_step(self) -> AvgPoolStep:
+        return AvgPoolStep(self)
+
+
+class GlobalAvgPoolFast:
+    """Mixin: ``GlobalAvgPool2d.fast_step``."""
+
+    def fast_step(self) -> GlobalAvgPoolStep:
+        return GlobalAvgPoolStep(self)
