@@ -30,6 +30,14 @@ class Softmax(Activation):
         e = np.exp(z - z.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`forward` written into ``out`` in place, the same operations in the same
+        order (so the same bits); only the per-row max and sum are temporaries."""
+        np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
+        np.exp(out, out=out)
+        np.divide(out, out.sum(axis=-1, keepdims=True), out=out)
+        return out
+
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))
 
