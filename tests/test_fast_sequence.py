@@ -182,3 +182,20 @@ def test_softmax_forward_into_is_forward_bit_for_bit():
         out = np.empty_like(z)
         assert softmax.forward_into(z, out) is out
         assert out.dtype == dtype and np.array_equal(out, softmax.forward(z))
+
+
+def test_softmax_forward_into_same_bits_on_one_and_two_threads():
+    """ACT.softmax over rows split between threads: the same bits as one call."""
+    rng = np.random.default_rng(1)
+    softmax = get_activation("softmax")
+    z = (10 * rng.standard_normal((6, 50, 1000))).astype(np.float32)  # 300 rows of 1000
+    before = manual_bp.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            manual_bp.set_num_threads(threads)
+            results.append(softmax.forward_into(z, np.empty_like(z)).copy())
+    finally:
+        manual_bp.set_num_threads(before)
+    assert np.array_equal(results[0], results[1])
+    assert np.array_equal(results[0], softmax.forward(z))
