@@ -13,6 +13,7 @@ import manual_bp
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.layers.recurrent import GRU, LSTM, RNN
 from manual_bp.layers.recurrent_fast import LSTMStep
+from manual_bp.layers.recurrent_steps import GRUStep, RNNStep
 from manual_bp.layers.steps import GenericStep
 from reference.checks_sequences import torch_recurrent
 
@@ -141,8 +142,86 @@ def test_lstm_step_float32_and_thread_count_independent():
     np.testing.assert_allclose(dx, dx_r, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [RNN, GRU])
-def test_rnn_and_gru_train_through_their_readable_form(cls):
-    """RNN and GRU have no fused step yet: the readable forward/backward (GenericStep)."""
-    assert isinstance(cls(2, 3).fast_step(), GenericStep)
+def _hidden_case(kind, rng, batch, length, input_size, hidden, layers, bias, bidi, initial):
+    options = {"nonlinearity": kind[4:]} if kind.startswith("rnn") else {}
+    cls = GRU if kind == "gru" else RNN
+    layer = cls(input_size, hidden, layers, bias, bidi, seed=rng, **options)
+    if initial:
+        layer.initial_state = (rng.standard_normal((layers * layer.directions, batch, hidden)),)
+    x = rng.standard_normal((batch, length, input_size))
+    d_out = rng.standard_normal((batch, length, hidden * layer.directions))
+    return layer, x, d_out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(["rnn_tanh", "rnn_relu", "gru"]),
+    batch=st.integers(1, 5),
+    length=st.integers(1, 7),
+    input_size=st.integers(1, 6),
+    hidden=st.integers(1, 6),
+    layers=st.integers(1, 2),
+    bias=st.booleans(),
+    bidirectional=st.booleans(),
+    with_initial=st.booleans(),
+    seed=seeds,
+)
+def test_rnn_and_gru_fast_steps_equal_readable_and_torch(
+    kind, batch, length, input_size, hidden, layers, bias, bidirectional, with_initial, seed
+):
+    """RNN.step, GRU.step, BPTT.sequence: RNNStep/GRUStep (one layer and direction; the
+    readable form otherwise) equal the readable per-step cells and torch's autograd."""
+    rng = np.random.default_rng(seed)
+    layer, x, d_out = _hidden_case(
+        kind, rng, batch, length, input_size, hidden, layers, bias, bidirectional, with_initial
+    )
+    step = layer.fast_step()
+    single = layers == 1 and not bidirectional
+    assert isinstance(step, GRUStep if kind == "gru" else RNNStep) == single
+    out, dx, grads = _run(step, layer, x, d_out)
+    out_r, dx_r, grads_r = _run(GenericStep(layer), layer, x, d_out)
+    assert_gradients_close(out, out_r, name=f"{kind} step out vs readable")
+    assert_gradients_close(dx, dx_r, name=f"{kind} step ∂C/∂x vs readable")
+    for name in grads:
+        assert_gradients_close(grads[name], grads_r[name], name=f"{kind} {name} vs readable")
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+    xt = torch.tensor(x, requires_grad=True)
+    h0 = None if layer.initial_state is None else torch.tensor(layer.initial_state[0])
+    out_t, _ = torch_recurrent(layer, params, xt, h0)
+    out_t.backward(torch.tensor(d_out))
+    assert_gradients_close(out, out_t.detach().numpy(), name=f"{kind} out vs torch")
+    assert_gradients_close(dx, xt.grad.numpy(), name=f"{kind} ∂C/∂x vs torch")
+    for name, p in params.items():
+        assert_gradients_close(grads[name], p.grad.numpy(), name=f"{kind} {name} vs torch")
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "gru"])
+def test_rnn_and_gru_steps_float32_and_thread_count_independent(kind):
+    """float32 buffers and gradients; 1 and 2 threads give the same bits."""
+    rng = np.random.default_rng(5)
+    layer, x, d_out = _hidden_case(kind, rng, 8, 9, 12, 20, 1, True, False, True)
+    x, d_out = x.astype(np.float32), d_out.astype(np.float32)
+    for name, array in list(layer.params.items()):
+        layer.params[name] = array.astype(np.float32)
+    layer.initial_state = (layer.initial_state[0].astype(np.float32),)
+    before = manual_bp.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            manual_bp.set_num_threads(threads)
+            results.append(_run(layer.fast_step(), layer, x, d_out))
+    finally:
+        manual_bp.set_num_threads(before)
+    (out, dx, grads), (out2, dx2, grads2) = results
+    assert out.dtype == dx.dtype == np.float32
+    assert np.array_equal(out, out2) and np.array_equal(dx, dx2)
+    for name in grads:
+        assert grads[name].dtype == np.float32 and np.array_equal(grads[name], grads2[name])
+    out_r, dx_r, _ = _run(GenericStep(layer), layer, x, d_out)
+    np.testing.assert_allclose(out, out_r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx, dx_r, rtol=1e-4, atol=1e-5)
+
+
+def test_readable_lstm_trains_through_its_readable_form():
+    """LSTM(implementation="readable") keeps the per-step readable form in training."""
     assert isinstance(LSTM(2, 3, implementation="readable").fast_step(), GenericStep)

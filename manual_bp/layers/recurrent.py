@@ -36,6 +36,7 @@ from manual_bp.layers.base import Cache, check_input, register_layer
 from manual_bp.layers.recurrent_cells import CELLS, Cell
 from manual_bp.layers.recurrent_fast import LSTMStep, lstm_backward_fast, lstm_forward_fast
 from manual_bp.layers.recurrent_products import RecurrentProducts
+from manual_bp.layers.recurrent_steps import GRUStep, RNNStep
 from manual_bp.layers.steps import GenericStep
 
 __all__ = ["GRU", "LSTM", "RNN", "RecurrentCache", "RecurrentLayer"]
@@ -258,6 +259,14 @@ class RecurrentLayer(RecurrentProducts):
         """``(∂C/∂x, grads)``; the final states receive no gradient (they are not outputs)."""
         dx, _, grads = self._backward(d_out, (None,) * self.cell.n_states, cache)
         return dx, grads
+
+    def fast_step(self) -> Any:
+        """The fused step of one layer and direction (:class:`~manual_bp.layers.
+        recurrent_steps.RNNStep`, ``GRUStep``; the LSTM's overrides this); the readable
+        forward/backward (``GenericStep``) for stacked or bidirectional layers."""
+        if self.num_layers == 1 and not self.bidirectional:
+            return (GRUStep if self.mode == "gru" else RNNStep)(self)
+        return GenericStep(self)
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> RecurrentLayer:
