@@ -235,8 +235,13 @@ class EmbeddingStep:
         grad = grads["weight"]
         grad[...] = 0.0
         if not index.size:
-            return self.dx if need_dx else None
+            return self._zero_dx() if need_dx else None
         grad[ordered[starts]] = np.add.reduceat(rows[order], starts, axis=0)
         if self.layer.padding_idx is not None:
             grad[self.layer.padding_idx] = 0.0
-        return self.dx if need_dx else None  # indices are not differentiable: zeros
+        return self._zero_dx() if need_dx else None
+
+    def _zero_dx(self) -> np.ndarray:
+        """Indices are not differentiable: zeros (refilled: a receiver may overwrite it)."""
+        self.dx[...] = 0.0
+        return self.dx
