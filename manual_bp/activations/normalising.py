@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual_bp._threads import parallel_rows
 from manual_bp.activations.base import (
     Activation,
     register_activation,
 )
 
 __all__ = ["LogSoftmax", "Softmax"]
+
+
+def _softmax_rows(z: np.ndarray, out: np.ndarray) -> None:
+    """``out = e^{z − max} / Σ e^{z − max}`` per row, in ``out`` (Softmax.forward's steps)."""
+    np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    np.divide(out, out.sum(axis=-1, keepdims=True), out=out)
 
 
 @register_activation
@@ -29,6 +37,18 @@ class Softmax(Activation):
     def forward(self, z: np.ndarray) -> np.ndarray:
         e = np.exp(z - z.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
+
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`forward` written into ``out`` in place, the same operations in the same
+        order (so the same bits); only the per-row max and sum are temporaries. Each row is
+        its own work, so the rows are split over the threads (:func:`parallel_rows`)."""
+        if not (z.flags.c_contiguous and out.flags.c_contiguous) or z.ndim < 2:
+            _softmax_rows(z, out)
+            return out
+        width = z.shape[-1]
+        z_rows, out_rows = z.reshape(-1, width), out.reshape(-1, width)
+        parallel_rows(lambda rows: _softmax_rows(z_rows[rows], out_rows[rows]), len(z_rows), width)
+        return out
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))

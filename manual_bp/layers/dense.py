@@ -297,7 +297,7 @@ class DenseStep:
         self.W = layer.params["weight"]
         self.b = layer.params.get("bias")
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x = self.z = self.dx = self.ones = None
+        self.x = self.z = self.dx = self.ones = self.z2 = self.dx2 = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         # the input is usually the same buffer step after step: compare shapes only if not
@@ -305,8 +305,14 @@ class DenseStep:
             self.z, self.dx, self.ones = shape_buffers(
                 self._buffers, x.shape, lambda: self._make(x)
             )
+            self.z2 = self.z.reshape(-1, self.z.shape[-1])  # views of the same buffers
+            self.dx2 = self.dx.reshape(-1, self.dx.shape[-1])
         self.x = x
-        return dense_forward(x, self.W, self.b, out=self.z)
+        if x.ndim == 2:
+            return dense_forward(x, self.W, self.b, out=self.z)
+        # (N, T, D): one 2-D GEMM on the (N·T, D) views; numpy's stacked matmul loops over N
+        dense_forward(x.reshape(-1, x.shape[-1]), self.W, self.b, out=self.z2)
+        return self.z
 
     def _make(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         rows = int(np.prod(x.shape[:-1]))
@@ -328,7 +334,10 @@ class DenseStep:
                 np.dot(self.ones, dz_rows, out=grads["bias"])
         if not need_dx:
             return None
-        return np.matmul(dz, self.W, out=self.dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
+        if x.ndim == 2:
+            return np.matmul(dz, self.W, out=self.dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
+        np.matmul(dz_rows, self.W, out=self.dx2)  # the same, one 2-D GEMM over N·T rows
+        return self.dx
 
 
 def _positive_int(value: object, name: str) -> int:

@@ -34,8 +34,10 @@ import numpy as np
 
 from manual_bp.layers.base import Cache, check_input, register_layer
 from manual_bp.layers.recurrent_cells import CELLS, Cell
-from manual_bp.layers.recurrent_fast import lstm_backward_fast, lstm_forward_fast
+from manual_bp.layers.recurrent_fast import LSTMStep, lstm_backward_fast, lstm_forward_fast
 from manual_bp.layers.recurrent_products import RecurrentProducts
+from manual_bp.layers.recurrent_steps import GRUStep, RNNStep
+from manual_bp.layers.steps import GenericStep
 
 __all__ = ["GRU", "LSTM", "RNN", "RecurrentCache", "RecurrentLayer"]
 
@@ -258,6 +260,14 @@ class RecurrentLayer(RecurrentProducts):
         dx, _, grads = self._backward(d_out, (None,) * self.cell.n_states, cache)
         return dx, grads
 
+    def fast_step(self) -> Any:
+        """The fused step of one layer and direction (:class:`~manual_bp.layers.
+        recurrent_steps.RNNStep`, ``GRUStep``; the LSTM's overrides this); the readable
+        forward/backward (``GenericStep``) for stacked or bidirectional layers."""
+        if self.num_layers == 1 and not self.bidirectional:
+            return (GRUStep if self.mode == "gru" else RNNStep)(self)
+        return GenericStep(self)
+
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> RecurrentLayer:
         """``lstm(32)`` on sequences ``(T, D)`` -> ``LSTM(D, 32)``."""
@@ -350,6 +360,13 @@ class LSTM(RecurrentLayer):
             raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
         self.implementation = implementation
         super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
+
+    def fast_step(self) -> Any:
+        """:class:`~manual_bp.layers.recurrent_fast.LSTMStep` for one layer and direction in
+        the fast implementation; the readable forward/backward (``GenericStep``) otherwise."""
+        if self.fast and self.num_layers == 1 and not self.bidirectional:
+            return LSTMStep(self)
+        return GenericStep(self)
 
     def forward_sequence(
         self, x: np.ndarray, h0: np.ndarray | None = None, c0: np.ndarray | None = None

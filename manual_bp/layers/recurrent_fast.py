@@ -17,7 +17,7 @@ import numpy as np
 
 from manual_bp.layers.recurrent_cells import _sigmoid, _tanh_grad
 
-__all__ = ["lstm_backward_fast", "lstm_forward_fast"]
+__all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast"]
 
 
 @dataclass
@@ -95,3 +95,162 @@ def lstm_backward_fast(
         grads["bias_hh"] = grads["bias_ih"].copy()
     dx = (rows @ cache.weight_ih).reshape(n, length, -1)
     return dx, dh, dc, grads
+
+
+class LSTMStep:
+    """The fused training step of a one-layer, one-direction :class:`LSTM` (``LSTM.step``
+    unrolled, ``BPTT.sequence``), every array a preallocated buffer.
+
+    Layout: time-major ``(T, N, ·)`` buffers, so step ``t``'s slice is one contiguous block.
+    Forward, with ``s = [½, ½, 1, ½]`` per gate block (i, f, g, o) and ``s ⊙ W`` the rows
+    scaled once per pass (a power of two: exact)::
+
+        A      = (x s⊙W_ihᵀ + s⊙(b_ih + b_hh))       all T steps, ONE GEMM into A (T·N, 4H)
+        A[t]  += h_{t−1} (s⊙W_hh)ᵀ                   GEMM out= a scratch, one add
+        A[t]   = s ⊙ tanh(A[t]) + (1 − s)            σ(a) = ½ + ½ tanh(a/2) for i, f, o; tanh g
+        c_t    = f ⊙ c_{t−1} + i ⊙ g,  h_t = o ⊙ tanh(c_t)
+
+    Backward (in place, carried ``δh``, ``δc``; ``τ = tanh c_t``)::
+
+        δh += ∂C/∂out_t;  δc += δh ⊙ o ⊙ (1 − τ)(1 + τ)
+        δA[t] = [δc⊙g⊙i(1−i), δc⊙c_{t−1}⊙f(1−f), δc⊙i⊙(1−g)(1+g), δh⊙τ⊙o(1−o)]
+        δc ← δc ⊙ f;  δh ← δA[t] W_hh                 (GEMM out= δh)
+
+    then ONE GEMM each: ``∂C/∂W_ih = δAᵀ x``, ``∂C/∂W_hh = δAᵀ h_{t−1}``, ``∂C/∂b = 1ᵀ δA``
+    (both biases), ``∂C/∂x = δA W_ih``. Per-step work is elementwise on ``(N, ·)`` blocks:
+    too small for the thread pool's hand-off; the GEMMs go whole to BLAS.
+    """
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.W_ih, self.W_hh = layer.params["weight_ih_l0"], layer.params["weight_hh_l0"]
+        self.b_ih, self.b_hh = layer.params.get("bias_ih_l0"), layer.params.get("bias_hh_l0")
+        H = layer.hidden_size
+        dtype = self.W_ih.dtype
+        self.scale = np.full(4 * H, 0.5, dtype)
+        self.scale[2 * H : 3 * H] = 1.0
+        self.shift = 1.0 - self.scale  # ½ for i, f, o; 0 for g
+        self.W_ih_s, self.W_hh_s = np.empty_like(self.W_ih), np.empty_like(self.W_hh)
+        self.b_s = np.empty(4 * H, dtype)
+        self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
+        self.buf: dict[str, np.ndarray] | None = None
+        self.shape: tuple | None = None
+
+    def _make(self, n: int, length: int, width: int, dtype) -> dict[str, np.ndarray]:
+        H = self.layer.hidden_size
+        e = np.empty
+        return {
+            "x": e((length, n, width), dtype),  # x time-major (for the GEMMs)
+            "A": e((length, n, 4 * H), dtype),  # pre-activations, then gates in place
+            "h": e((length + 1, n, H), dtype),  # h_0 … h_T
+            "c": e((length + 1, n, H), dtype),  # c_0 … c_T
+            "tc": e((length, n, H), dtype),  # tanh c_t
+            "out": e((n, length, H), dtype),  # batch-major output
+            "tmp4": e((n, 4 * H), dtype),
+            "t1": e((n, H), dtype),
+            "t2": e((n, H), dtype),
+            "dh": e((n, H), dtype),
+            "dc": e((n, H), dtype),
+            "dA": e((length, n, 4 * H), dtype),
+            "dxT": e((length * n, width), dtype),
+            "dx": e((n, length, width), dtype),
+            "ones": np.ones(length * n, dtype),
+        }
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        length, width = x.shape[1:]
+        if self.shape != x.shape:
+            self.buf = shape_buffers_dict(self._buffers, x.shape, self._make, x.dtype)
+            self.shape = x.shape
+        b, H = self.buf, self.layer.hidden_size
+        scale = self.scale
+        np.multiply(self.W_ih, scale[:, None], out=self.W_ih_s)
+        np.multiply(self.W_hh, scale[:, None], out=self.W_hh_s)
+        b["x"][...] = x.transpose(1, 0, 2)
+        A, h, c, tc, tmp4, t1 = b["A"], b["h"], b["c"], b["tc"], b["tmp4"], b["t1"]
+        np.matmul(b["x"].reshape(-1, width), self.W_ih_s.T, out=A.reshape(-1, 4 * H))
+        if self.b_ih is not None:
+            np.add(self.b_ih, self.b_hh, out=self.b_s)
+            self.b_s *= scale
+            A += self.b_s
+        initial = self.layer.initial_state
+        if initial is None:
+            h[0] = 0.0
+            c[0] = 0.0
+        else:
+            h[0], c[0] = initial[0][0], initial[1][0]
+        W_hh_sT = self.W_hh_s.T
+        for t in range(length):
+            a = A[t]
+            np.matmul(h[t], W_hh_sT, out=tmp4)
+            a += tmp4
+            np.tanh(a, out=a)
+            a *= scale
+            a += self.shift
+            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            np.multiply(f, c[t], out=c[t + 1])
+            np.multiply(i, g, out=t1)
+            c[t + 1] += t1
+            np.tanh(c[t + 1], out=tc[t])
+            np.multiply(o, tc[t], out=h[t + 1])
+        out = b["out"]
+        out[...] = h[1:].transpose(1, 0, 2)
+        return out
+
+    def backward(
+        self, d_out: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        b, H = self.buf, self.layer.hidden_size
+        n, length, width = self.shape
+        A, c, tc, dA = b["A"], b["c"], b["tc"], b["dA"]
+        dh, dc, t1, t2 = b["dh"], b["dc"], b["t1"], b["t2"]
+        dh[...] = 0.0  # the final states are not outputs: no gradient reaches them
+        dc[...] = 0.0
+        W_hh = self.W_hh
+        for t in range(length - 1, -1, -1):
+            a, d = A[t], dA[t]
+            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            di, df, dg, do = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
+            tau = tc[t]
+            dh += d_out[:, t]
+            np.subtract(1.0, tau, out=t1)  # δc += δh ⊙ o ⊙ (1 − τ)(1 + τ)
+            np.add(1.0, tau, out=t2)
+            t1 *= t2
+            t1 *= o
+            t1 *= dh
+            dc += t1
+            np.subtract(1.0, a, out=d)  # σ(1 − σ) for i, f, o (g's block is redone below)
+            d *= a
+            np.multiply(dh, tau, out=t1)  # δo = δh ⊙ τ ⊙ o(1 − o)
+            do *= t1
+            np.multiply(dc, g, out=t1)  # δi = δc ⊙ g ⊙ i(1 − i)
+            di *= t1
+            np.multiply(dc, c[t], out=t1)  # δf = δc ⊙ c_{t−1} ⊙ f(1 − f)
+            df *= t1
+            np.subtract(1.0, g, out=dg)  # δg = δc ⊙ i ⊙ (1 − g)(1 + g)
+            np.add(1.0, g, out=t2)
+            dg *= t2
+            np.multiply(dc, i, out=t1)
+            dg *= t1
+            dc *= f
+            np.matmul(d, W_hh, out=dh)
+        rows = dA.reshape(-1, 4 * H)
+        np.dot(rows.T, b["x"].reshape(-1, width), out=grads["weight_ih_l0"])
+        np.dot(rows.T, b["h"][:-1].reshape(-1, H), out=grads["weight_hh_l0"])
+        if self.b_ih is not None:
+            np.dot(b["ones"], rows, out=grads["bias_ih_l0"])
+            grads["bias_hh_l0"][...] = grads["bias_ih_l0"]
+        if not need_dx:
+            return None
+        np.matmul(rows, self.W_ih, out=b["dxT"])
+        dx = b["dx"]
+        dx[...] = b["dxT"].reshape(length, n, width).transpose(1, 0, 2)
+        return dx
+
+
+def shape_buffers_dict(store: dict, key: tuple, make, dtype) -> dict[str, np.ndarray]:
+    """:func:`~manual_bp.layers.steps.shape_buffers` for a dict of named buffers."""
+    found = store.get(key)
+    if found is None:
+        found = store[key] = make(*key, dtype)
+    return found
