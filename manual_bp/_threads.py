@@ -45,6 +45,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "MIN_ELEMENTS",
+    "SMALL_PRODUCT_FLOPS",
     "even_slices",
     "fixed_slices",
     "get_num_threads",
@@ -212,11 +213,16 @@ del _numpy
 _blas = _find_openblas()
 
 
+#: FLOPs of one product below which a loop of such products runs on one BLAS thread.
+SMALL_PRODUCT_FLOPS = 1 << 24
+
+
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
+def one_blas_thread(flops: int = 0) -> Iterator[None]:
     """Run the block with BLAS on one thread, then restore its count (see the module
-    docstring). Products give BLAS's one-thread bits inside the block whatever the count."""
-    if _blas is None:
+    docstring) — if its products are small: ``flops``, one product's ``2·m·k·n``, below
+    :data:`SMALL_PRODUCT_FLOPS` (0: always). Products give BLAS's one-thread bits inside."""
+    if _blas is None or flops >= SMALL_PRODUCT_FLOPS:
         yield
         return
     setter, getter = _blas

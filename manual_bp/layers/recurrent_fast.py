@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manual_bp._threads import one_blas_thread
 from manual_bp.layers.recurrent_cells import _sigmoid, _tanh_grad
 
 __all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast"]
@@ -180,19 +181,20 @@ class LSTMStep:
         else:
             h[0], c[0] = initial[0][0], initial[1][0]
         W_hh_sT = self.W_hh_s.T
-        for t in range(length):
-            a = A[t]
-            np.matmul(h[t], W_hh_sT, out=tmp4)
-            a += tmp4
-            np.tanh(a, out=a)
-            a *= scale
-            a += self.shift
-            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            np.multiply(f, c[t], out=c[t + 1])
-            np.multiply(i, g, out=t1)
-            c[t + 1] += t1
-            np.tanh(c[t + 1], out=tc[t])
-            np.multiply(o, tc[t], out=h[t + 1])
+        with one_blas_thread(2 * x.shape[0] * H * 4 * H):  # the recurrent products are small
+            for t in range(length):
+                a = A[t]
+                np.matmul(h[t], W_hh_sT, out=tmp4)
+                a += tmp4
+                np.tanh(a, out=a)
+                a *= scale
+                a += self.shift
+                i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+                np.multiply(f, c[t], out=c[t + 1])
+                np.multiply(i, g, out=t1)
+                c[t + 1] += t1
+                np.tanh(c[t + 1], out=tc[t])
+                np.multiply(o, tc[t], out=h[t + 1])
         out = b["out"]
         out[...] = h[1:].transpose(1, 0, 2)
         return out
@@ -207,33 +209,34 @@ class LSTMStep:
         dh[...] = 0.0  # the final states are not outputs: no gradient reaches them
         dc[...] = 0.0
         W_hh = self.W_hh
-        for t in range(length - 1, -1, -1):
-            a, d = A[t], dA[t]
-            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            di, df, dg, do = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
-            tau = tc[t]
-            dh += d_out[:, t]
-            np.subtract(1.0, tau, out=t1)  # δc += δh ⊙ o ⊙ (1 − τ)(1 + τ)
-            np.add(1.0, tau, out=t2)
-            t1 *= t2
-            t1 *= o
-            t1 *= dh
-            dc += t1
-            np.subtract(1.0, a, out=d)  # σ(1 − σ) for i, f, o (g's block is redone below)
-            d *= a
-            np.multiply(dh, tau, out=t1)  # δo = δh ⊙ τ ⊙ o(1 − o)
-            do *= t1
-            np.multiply(dc, g, out=t1)  # δi = δc ⊙ g ⊙ i(1 − i)
-            di *= t1
-            np.multiply(dc, c[t], out=t1)  # δf = δc ⊙ c_{t−1} ⊙ f(1 − f)
-            df *= t1
-            np.subtract(1.0, g, out=dg)  # δg = δc ⊙ i ⊙ (1 − g)(1 + g)
-            np.add(1.0, g, out=t2)
-            dg *= t2
-            np.multiply(dc, i, out=t1)
-            dg *= t1
-            dc *= f
-            np.matmul(d, W_hh, out=dh)
+        with one_blas_thread(2 * n * H * 4 * H):  # the recurrent products are small
+            for t in range(length - 1, -1, -1):
+                a, d = A[t], dA[t]
+                i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+                di, df, dg, do = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
+                tau = tc[t]
+                dh += d_out[:, t]
+                np.subtract(1.0, tau, out=t1)  # δc += δh ⊙ o ⊙ (1 − τ)(1 + τ)
+                np.add(1.0, tau, out=t2)
+                t1 *= t2
+                t1 *= o
+                t1 *= dh
+                dc += t1
+                np.subtract(1.0, a, out=d)  # σ(1 − σ) for i, f, o (g's block is redone below)
+                d *= a
+                np.multiply(dh, tau, out=t1)  # δo = δh ⊙ τ ⊙ o(1 − o)
+                do *= t1
+                np.multiply(dc, g, out=t1)  # δi = δc ⊙ g ⊙ i(1 − i)
+                di *= t1
+                np.multiply(dc, c[t], out=t1)  # δf = δc ⊙ c_{t−1} ⊙ f(1 − f)
+                df *= t1
+                np.subtract(1.0, g, out=dg)  # δg = δc ⊙ i ⊙ (1 − g)(1 + g)
+                np.add(1.0, g, out=t2)
+                dg *= t2
+                np.multiply(dc, i, out=t1)
+                dg *= t1
+                dc *= f
+                np.matmul(d, W_hh, out=dh)
         rows = dA.reshape(-1, 4 * H)
         np.dot(rows.T, b["x"].reshape(-1, width), out=grads["weight_ih_l0"])
         np.dot(rows.T, b["h"][:-1].reshape(-1, H), out=grads["weight_hh_l0"])
