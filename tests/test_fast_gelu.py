@@ -70,3 +70,17 @@ def test_fast_gelu_step_matches_torch_float64_and_threads():
         np.testing.assert_allclose(a, at.detach().numpy(), rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(dz, dt.numpy(), rtol=1e-13, atol=1e-15)
     assert all(np.array_equal(x, y) for x, y in zip(*results, strict=True))
+
+
+def test_fast_gelu_kept_buffer_never_serves_other_arrays():
+    """A forward_into without its backward, its arrays dropped, then new arrays of the same
+    shape (NumPy's allocator would hand back the same memory): the gradient is recomputed."""
+    gelu = get_activation("gelu")
+    for seed in range(5):
+        z, g = _data(np.float32, (32, 16), seed=seed)
+        gelu.forward_into(-z, np.empty_like(z))  # its out is dropped at once
+        z2 = z.copy()
+        a = np.empty_like(z)
+        a[...] = gelu.forward(z2)
+        expected = gelu.backward(g, z2, a)
+        assert np.array_equal(gelu.backward_inplace(g.copy(), z2, a, np.empty_like(z)), expected)

@@ -247,14 +247,16 @@ class GELU(Activation):
         if found is None:
             if len(kept) >= self._MAX_KEPT:
                 kept.clear()
-            found = kept[key] = [np.empty_like(out), np.empty_like(out), None]
+            found = kept[key] = [np.empty_like(out), np.empty_like(out), None, None]
         w = found[0]
         np.multiply(z, _SQRT_HALF, out=w)
         special.erf(w, out=w)
         w += 1.0
         np.multiply(z, 0.5, out=out)  # torch's order: (z · ½) · (1 + erf(z/√2))
         out *= w
-        found[2] = self._key(z)
+        # the arrays themselves are held until the backward pass: their memory (the key)
+        # cannot be freed and reused by other arrays meanwhile
+        found[2], found[3] = self._key(z), (z, out)
         return out
 
     def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
@@ -274,8 +276,8 @@ class GELU(Activation):
         scratch *= zc
         w *= 0.5  # Φ = ½(1 + erf); w is spent (the next forward_into rewrites it)
         scratch += w
-        if len(found) == 3:
-            found[2] = None  # w now holds Φ: a second backward recomputes
+        if len(found) == 4:
+            found[2] = found[3] = None  # w now holds Φ: a second backward recomputes
         grad_a *= scratch
         return grad_a
 
