@@ -24,6 +24,7 @@ with ``need_weights=False`` (with ``need_weights=True`` torch returns NaN there)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -361,6 +362,13 @@ class MultiheadAttention(AttentionProducts, Layer):
         """``∂C/∂x = ∂C/∂query + ∂C/∂key + ∂C/∂value`` (x feeds all three)."""
         d_q, d_k, d_v, grads = self.attend_backward(d_out, cache)
         return d_q + d_k + d_v, grads
+
+    def fast_step(self) -> Any:
+        """The fused self-attention step for training
+        (:class:`~manual_bp.layers.attention_fast.AttentionStep`)."""
+        from manual_bp.layers.attention_fast import AttentionStep  # it imports this module
+
+        return AttentionStep(self)
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> MultiheadAttention:

@@ -327,6 +327,13 @@ class Residual(Layer):
         }
         return dout + d_branch, named  # both uses of x: the skip path and the branch
 
+    def fast_step(self) -> Any:
+        """The fused form for training: the branch's own fast steps
+        (:class:`~manual_bp.layers.containers_fast.ResidualStep`)."""
+        from manual_bp.layers.containers_fast import ResidualStep  # it imports this module
+
+        return ResidualStep(self)
+
     def jvp(self, cache: ResidualCache, dx, dparams=None) -> np.ndarray:
         dparams = dparams or {}
         tangent = dx
