@@ -1,5 +1,6 @@
-"""GELU's fast form (``ACT.gelu``): erf once per step, kept from ``forward_into`` for
-``backward_inplace``; the same bits as the readable form, torch's values, any row slicing."""
+"""GELU's fast form (``ACT.gelu``): erf once per step, kept by ``forward_into`` in the step's
+state buffer for ``backward_inplace``; the same bits as the readable form, torch's values,
+any row slicing."""
 
 from __future__ import annotations
 
@@ -26,29 +27,42 @@ def test_fast_gelu_equals_readable_bit_for_bit(dtype):
     a = gelu.forward(z)
     dz = gelu.backward(g, z, a)
     out, scratch, g2 = np.empty_like(z), np.empty_like(z), g.copy()
-    a2 = gelu.forward_into(z, out)
-    dz2 = gelu.backward_inplace(g2, z, a2, scratch)
+    state = np.empty((gelu.fast_state, *z.shape), dtype)
+    a2 = gelu.forward_into(z, out, state=state)
+    dz2 = gelu.backward_inplace(g2, z, a2, scratch, state=state)
     assert a2.dtype == dtype and dz2.dtype == dtype
     assert np.array_equal(a, a2) and np.array_equal(dz, dz2)
-    # without a kept w (backward alone, or a second time): recomputed, same bits
+    # without a state (plain calls): w recomputed, the same bits
+    assert np.array_equal(gelu.forward_into(z, np.empty_like(z)), a)
     g3 = g.copy()
     assert np.array_equal(gelu.backward_inplace(g3, z, a2, scratch), dz)
-    g4 = g.copy()
-    assert np.array_equal(get_activation("gelu").backward_inplace(g4, z, a, scratch), dz)
 
 
-def test_fast_gelu_row_slices_find_their_own_kept_buffer():
+def test_fast_gelu_row_slices_use_their_rows_of_the_state():
     z, g = _data(np.float32, (100, 40))
     gelu = get_activation("gelu")
     a = gelu.forward(z)
     dz = gelu.backward(g, z, a)
     out, scratch, g2 = np.empty_like(z), np.empty_like(z), g.copy()
+    state = np.empty((gelu.fast_state, *z.shape), z.dtype)
     parts = (slice(0, 37), slice(37, 100))
     for rows in parts:
-        gelu.forward_into(z[rows], out[rows])
+        gelu.forward_into(z[rows], out[rows], state=state[:, rows])
     for rows in parts[::-1]:
-        gelu.backward_inplace(g2[rows], z[rows], out[rows], scratch[rows])
+        gelu.backward_inplace(g2[rows], z[rows], out[rows], scratch[rows], state=state[:, rows])
     assert np.array_equal(out, a) and np.array_equal(g2, dz)
+
+
+def test_the_step_keeps_the_state_between_forward_and_backward():
+    """The erf of the forward pass serves the backward pass (evaluated once per step): a
+    state holding garbage w changes the gradient, so the backward reads it."""
+    z, g = _data(np.float64, (16, 8))
+    step = ActivationLayer("gelu").fast_step()
+    step.forward(z)
+    step.state[0] += 1.0  # a different w than forward_into left
+    gelu = get_activation("gelu")
+    expected = gelu.backward(g, z, gelu.forward(z))
+    assert not np.array_equal(step.backward(g.copy(), {}, True), expected)
 
 
 def test_fast_gelu_step_matches_torch_float64_and_threads():
@@ -70,17 +84,3 @@ def test_fast_gelu_step_matches_torch_float64_and_threads():
         np.testing.assert_allclose(a, at.detach().numpy(), rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(dz, dt.numpy(), rtol=1e-13, atol=1e-15)
     assert all(np.array_equal(x, y) for x, y in zip(*results, strict=True))
-
-
-def test_fast_gelu_kept_buffer_never_serves_other_arrays():
-    """A forward_into without its backward, its arrays dropped, then new arrays of the same
-    shape (NumPy's allocator would hand back the same memory): the gradient is recomputed."""
-    gelu = get_activation("gelu")
-    for seed in range(5):
-        z, g = _data(np.float32, (32, 16), seed=seed)
-        gelu.forward_into(-z, np.empty_like(z))  # its out is dropped at once
-        z2 = z.copy()
-        a = np.empty_like(z)
-        a[...] = gelu.forward(z2)
-        expected = gelu.backward(g, z2, a)
-        assert np.array_equal(gelu.backward_inplace(g.copy(), z2, a, np.empty_like(z)), expected)

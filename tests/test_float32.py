@@ -39,7 +39,7 @@ from manual_bp.layers import (
     Dropout,
     Dropout2d,
     Layer,
-    attention,
+    attention_masks,
 )
 from manual_bp.models import Sequential
 from manual_bp.optimizers import Adam
@@ -304,8 +304,10 @@ def test_float32_attention_masks_are_built_in_float32():
     triangle) become float32 additive masks of 0 and −inf without a float64 copy."""
     rng = np.random.default_rng(0)
     key_padding = rng.random((256, 4096)) < 0.3
-    _built_in_float32(attention._mha_part, key_padding, "key_padding_mask", key_padding.shape, F32)
     _built_in_float32(
-        attention._additive_mask, rng.random((512, 512)) < 0.3, False, (512, 512), F32
+        attention_masks._mha_part, key_padding, "key_padding_mask", key_padding.shape, F32
     )
-    _built_in_float32(attention._additive_mask, None, True, (1024, 1024), F32)
+    _built_in_float32(
+        attention_masks.additive_mask, rng.random((512, 512)) < 0.3, False, (512, 512), F32
+    )
+    _built_in_float32(attention_masks.additive_mask, None, True, (1024, 1024), F32)

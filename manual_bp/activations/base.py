@@ -73,7 +73,12 @@ class Activation(Configurable):
     # ------------------------------------------------------------------ fast form
     # What the fused training step calls: the same σ and VJP written into preallocated
     # buffers. The generic forms copy the readable result; sigmoid, tanh, ReLU and the
-    # identity override them with in-place ufuncs (``docs/performance.md``).
+    # identity override them with in-place ufuncs (``docs/performance.md``). An activation
+    # whose backward reuses work of its forward (GELU's erf) sets ``fast_state`` to the
+    # number of z-shaped buffers it keeps: the step then passes ``state`` (shape
+    # ``(fast_state, *z.shape)``, its own) to both calls of the same step.
+    fast_state = 0
+
     def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``σ(z)`` written into ``out`` (same shape and dtype); returns the array holding
         it (``z`` itself for the identity, which needs no copy)."""

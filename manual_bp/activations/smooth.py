@@ -224,60 +224,46 @@ class GELU(Activation):
         return w
 
     # ------------------------------------------------------------------ fast form
-    # The fused step calls forward_into(z, out), then backward_inplace(g, z, out, scratch) on
-    # the same arrays. erf (SciPy's scalar Cephes loop: ~70% of GELU's time) is evaluated
-    # once per step: forward_into keeps 1 + erf(z/√2) in a buffer of its own, keyed on the
-    # memory of ``out`` (row slices of one buffer, run on several threads, each find theirs),
-    # and backward_inplace reuses it when handed that ``a`` and that ``z``. The tanh form
-    # keeps the generic (readable, copied) fast form.
-    _MAX_KEPT = 64  # kept buffer sets, at most: a few batch shapes × a few row slices
+    # erf (SciPy's scalar Cephes loop: ~70% of GELU's time) is evaluated once per step:
+    # forward_into writes w = 1 + erf(z/√2) into state[0], a buffer the fused step owns and
+    # hands back to backward_inplace (with state[1] as room for the clipped z). Without a
+    # state (a plain call) each recomputes. The tanh form keeps the generic fast form.
+    fast_state = 2
 
-    @staticmethod
-    def _key(a: np.ndarray) -> tuple:
-        return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
-
-    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``σ(z)`` into ``out`` in :meth:`forward`'s operation order (the same bits); keeps
-        ``w = 1 + erf(z/√2)`` for :meth:`backward_inplace`."""
+    def forward_into(
+        self, z: np.ndarray, out: np.ndarray, state: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``σ(z)`` into ``out`` in :meth:`forward`'s operation order (the same bits);
+        ``w = 1 + erf(z/√2)`` kept in ``state[0]`` for :meth:`backward_inplace`."""
         if self.approximate == "tanh":
             return super().forward_into(z, out)
-        kept = self.__dict__.setdefault("_kept", {})
-        key = self._key(out)
-        found = kept.get(key)
-        if found is None:
-            if len(kept) >= self._MAX_KEPT:
-                kept.clear()
-            found = kept[key] = [np.empty_like(out), np.empty_like(out), None, None]
-        w = found[0]
+        w = np.empty_like(out) if state is None else state[0]
         np.multiply(z, _SQRT_HALF, out=w)
         special.erf(w, out=w)
         w += 1.0
         np.multiply(z, 0.5, out=out)  # torch's order: (z · ½) · (1 + erf(z/√2))
         out *= w
-        # the arrays themselves are held until the backward pass: their memory (the key)
-        # cannot be freed and reused by other arrays meanwhile
-        found[2], found[3] = self._key(z), (z, out)
         return out
 
-    def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
-        """``g ⊙ (½w + z_c φ(z_c))`` in place, ``w`` kept by :meth:`forward_into` for this
-        ``(z, a)`` (recomputed otherwise); the operation order of :meth:`derivative`."""
+    def backward_inplace(
+        self, grad_a, z, a, scratch, state: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``g ⊙ (½w + z_c φ(z_c))`` in place, in :meth:`derivative`'s operation order; ``w``
+        from ``state[0]`` as :meth:`forward_into` left it (recomputed without a state)."""
         if self.approximate == "tanh":
             return super().backward_inplace(grad_a, z, a, scratch)
-        found = self.__dict__.get("_kept", {}).get(self._key(a))
-        if found is None or found[2] != self._key(z):
-            found = [self._one_plus_erf(z), np.empty_like(z)]
-        w, zc = found[0], found[1]
+        if state is None:
+            w, zc = self._one_plus_erf(z), np.empty_like(z)
+        else:
+            w, zc = state[0], state[1]
         np.clip(z, -_GELU_CLIP, _GELU_CLIP, out=zc)
         np.multiply(zc, -0.5, out=scratch)  # φ = e^{−z²/2}/√(2π), as _pdf
         scratch *= zc
         np.exp(scratch, out=scratch)
         scratch *= _INV_SQRT_2PI
         scratch *= zc
-        w *= 0.5  # Φ = ½(1 + erf); w is spent (the next forward_into rewrites it)
+        w *= 0.5  # Φ = ½(1 + erf): w is spent (the next forward_into rewrites it)
         scratch += w
-        if len(found) == 4:
-            found[2] = found[3] = None  # w now holds Φ: a second backward recomputes
         grad_a *= scratch
         return grad_a
 

@@ -108,24 +108,35 @@ class ActivationStep:
     def __init__(self, layer: ActivationLayer) -> None:
         self.activation = layer.activation
         self.split = layer.activation.elementwise
+        self.kept = layer.activation.fast_state  # buffers kept from forward for backward
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.z = self.a = self.out = self.scratch = None
+        self.z = self.a = self.out = self.scratch = self.state = None
+
+    def _make(self, z: np.ndarray) -> tuple[np.ndarray, ...]:
+        state = np.empty((self.kept, *z.shape), z.dtype) if self.kept else None
+        return np.empty_like(z), np.empty_like(z), state
+
+    def _state(self, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """``state=`` for the activation's fast forms (nothing for one without)."""
+        if not self.kept:
+            return {}
+        return {"state": self.state if rows is None else self.state[:, rows]}
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         # z is usually the layer below's output buffer, the same step after step
         if z is not self.z and (self.z is None or self.z.shape != z.shape):
-            self.out, self.scratch = shape_buffers(
-                self._buffers, z.shape, lambda: (np.empty_like(z), np.empty_like(z))
+            self.out, self.scratch, self.state = shape_buffers(
+                self._buffers, z.shape, lambda: self._make(z)
             )
         self.z = z
         if not (self.split and _splits(z)):
-            self.a = self.activation.forward_into(z, self.out)
+            self.a = self.activation.forward_into(z, self.out, **self._state())
             return self.a
         out, forward_into, holds_z = self.out, self.activation.forward_into, []
 
         def work(rows: slice) -> None:
             zr, target = z[rows], out[rows]
-            held = forward_into(zr, target)
+            held = forward_into(zr, target, **self._state(rows))
             if held is zr:  # the identity: a = z, no copy
                 holds_z.append(True)
             elif held is not target:
@@ -138,12 +149,12 @@ class ActivationStep:
     def backward(self, g: np.ndarray, grads: dict, need_dx: bool) -> np.ndarray:
         z, a, scratch = self.z, self.a, self.scratch
         if not (self.split and _splits(z)) or g.shape != z.shape:
-            return self.activation.backward_inplace(g, z, a, scratch)
+            return self.activation.backward_inplace(g, z, a, scratch, **self._state())
         backward_inplace = self.activation.backward_inplace
 
         def work(rows: slice) -> None:
             gr = g[rows]
-            held = backward_inplace(gr, z[rows], a[rows], scratch[rows])
+            held = backward_inplace(gr, z[rows], a[rows], scratch[rows], **self._state(rows))
             if held is not gr:
                 gr[...] = held
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers.attention_fast import AttentionStep
+from manual_bp.layers.attention_masks import additive_mask, mha_mask
 from manual_bp.layers.attention_products import AttentionProducts
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 
@@ -49,35 +51,6 @@ class AttentionCache:
     v: np.ndarray
     weights: np.ndarray
     scale: float
-
-
-def _zero_or_minus_inf(keep: np.ndarray, dtype) -> np.ndarray:
-    """``0`` where ``keep``, ``−inf`` elsewhere, built in ``dtype``: ``np.where`` of two
-    Python floats would make a float64 array of the mask's size (``(N·H, L, S)`` at most) to
-    cast down in a float32 model."""
-    dtype = np.dtype(dtype)
-    return np.where(keep, dtype.type(0.0), dtype.type(-np.inf))
-
-
-def _additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int], dtype):
-    """SDPA's masks as one additive ``(…, L, S)`` array of 0 and −inf (None: no mask)."""
-    total = None
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.dtype == np.bool_:
-            total = _zero_or_minus_inf(mask, dtype)
-        elif mask.dtype.kind == "f":
-            total = mask.astype(dtype)
-        else:
-            raise TypeError(f"attention mask must be boolean or float, got dtype {mask.dtype}")
-        if mask.shape[-2:] != shape:
-            raise ValueError(
-                f"attention mask has shape {mask.shape}; its last axes must be {shape}"
-            )
-    if causal:
-        tril = _zero_or_minus_inf(np.tri(*shape, dtype=bool), dtype)
-        total = tril if total is None else total + tril
-    return total
 
 
 def softmax_backward(d_p: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -111,7 +84,7 @@ def scaled_dot_product_attention(
         raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape} do not fit q kᵀ v")
     scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
     scores = scale * (q @ np.swapaxes(k, -1, -2))
-    additive = _additive_mask(mask, causal, scores.shape[-2:], scores.dtype)
+    additive = additive_mask(mask, causal, scores.shape[-2:], scores.dtype)
     if additive is not None:
         scores = scores + additive
     peak = scores.max(axis=-1, keepdims=True)
@@ -139,54 +112,6 @@ def sdpa_backward(
     d_q = cache.scale * (d_scores @ cache.k)
     d_k = cache.scale * (np.swapaxes(d_scores, -1, -2) @ cache.q)
     return d_q, d_k, d_v
-
-
-def _mha_part(mask, name: str, shape: tuple[int, ...], dtype) -> np.ndarray | None:
-    """One ``nn.MultiheadAttention`` mask as floats: bool True -> −inf, float as given."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.shape != shape:
-        raise ValueError(f"{name} has shape {mask.shape}; expected {shape}")
-    if mask.dtype == np.bool_:
-        return _zero_or_minus_inf(~mask, dtype)
-    if mask.dtype.kind != "f":
-        raise TypeError(f"{name} must be boolean or float, got dtype {mask.dtype}")
-    if np.isnan(mask).any() or np.isposinf(mask).any():
-        raise ValueError(f"{name} holds nan or +inf; a float mask adds finite values or −inf")
-    return mask.astype(dtype)
-
-
-def mha_mask(
-    attn_mask: np.ndarray | None,
-    key_padding_mask: np.ndarray | None,
-    causal: bool,
-    shape: tuple[int, int, int, int],
-    dtype,
-) -> np.ndarray | None:
-    """``nn.MultiheadAttention``'s masks as one additive array broadcasting to ``(N, h, L, S)``.
-
-    ``attn_mask`` ``(L, S)`` or ``(N·h, L, S)``, ``key_padding_mask`` ``(N, S)``; bool True
-    = NOT allowed (−inf), float added; ``causal`` adds −inf above the diagonal. A query
-    left with no key gets weights 0 (see :func:`scaled_dot_product_attention`).
-    """
-    n, heads, length, keys = shape
-    total = None
-    if attn_mask is not None and np.ndim(attn_mask) == 3:
-        part = _mha_part(attn_mask, "attn_mask", (n * heads, length, keys), dtype)
-        total = part.reshape(n, heads, length, keys)
-    else:
-        total = _mha_part(attn_mask, "attn_mask", (length, keys), dtype)
-    padding = _mha_part(key_padding_mask, "key_padding_mask", (n, keys), dtype)
-    if padding is not None:
-        padding = padding[:, None, None, :]
-        total = padding if total is None else total + padding
-    if causal:
-        tril = _zero_or_minus_inf(np.tri(length, keys, dtype=bool), dtype)
-        total = tril if total is None else total + tril
-    if total is not None:
-        total = total + np.zeros((length, keys), dtype)  # SDPA wants (…, L, S) last axes
-    return total
 
 
 @dataclass
@@ -366,7 +291,6 @@ class MultiheadAttention(AttentionProducts, Layer):
     def fast_step(self) -> Any:
         """The fused self-attention step for training
         (:class:`~manual_bp.layers.attention_fast.AttentionStep`)."""
-        from manual_bp.layers.attention_fast import AttentionStep  # it imports this module
 
         return AttentionStep(self)
 

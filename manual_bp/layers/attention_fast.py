@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
-from manual_bp.layers.attention import mha_mask
+from manual_bp.layers.attention_masks import mha_mask
 from manual_bp.layers.steps import shape_buffers
 
 __all__ = ["AttentionStep"]

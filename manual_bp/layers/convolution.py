@@ -199,8 +199,10 @@ class _ConvNd(Layer):
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, ConvCache]:
         """``x (N, C_in, H, W) -> (N, C_out, Ho, Wo)`` — equation ``CONV.forward``."""
         check_input(x, self, ndim=self.dims + 2, name="x")
-        self.output_shape(x.shape[1:])
+        out_shape = self.output_shape(x.shape[1:])
         weight = self.params["weight"]
+        if x.shape[0] == 0:  # an empty batch: an empty output, as torch
+            return np.zeros((0, *out_shape), weight.dtype), ConvCache(x, weight, None)
         x2, w2 = self._as_2d(x), self._as_2d(weight)
         if self.implementation == "fast":
             out, cols = conv.conv_forward_fast(x2, w2, self.params.get("bias"), self.geometry)
@@ -217,6 +219,8 @@ class _ConvNd(Layer):
         """``LAYER.conv2d`` / ``LAYER.conv1d``: ∂C/∂x (``CONV.input``), ∂C/∂W (``CONV.weight``),
         ∂C/∂b = Σ_{n,y,x} δ[n, o, y, x]."""
         grads = self.parameter_gradients(dout, cache)
+        if dout.shape[0] == 0:
+            return np.zeros(cache.input.shape, cache.weight.dtype), grads
         delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
         size = self._as_2d(cache.input).shape[2:]
         if cache.cols is not None:
@@ -232,6 +236,8 @@ class _ConvNd(Layer):
             raise ValueError(
                 f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
             )
+        if dout.shape[0] == 0:  # an empty batch: zero parameter gradients, as torch
+            return {name: np.zeros_like(value) for name, value in self.params.items()}
         delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
         if cache.cols is not None:
             dw = conv.conv_weight_grad_fast(delta, cache.cols, w2.shape, self.geometry)

@@ -79,6 +79,37 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["tests/test_stack.py", "tests/test_sequence_training.py"],
         ["tests/test_blindspots_model.py", "tests/test_adjoint.py"],
     ),
+    "fast-layers": (
+        [
+            f"manual_bp/layers/{m}.py"
+            for m in (
+                "convolution_fast",
+                "normalisation_fast",
+                "pooling_fast",
+                "attention_fast",
+                "containers_fast",
+                "recurrent_steps",
+                "recurrent_fast",
+            )
+        ]
+        + ["manual_bp/_threads.py"],
+        [
+            f"tests/test_fast_{m}.py"
+            for m in (
+                "convolution",
+                "normalisation",
+                "pooling",
+                "attention",
+                "residual",
+                "recurrent",
+                "sequence",
+                "activation",
+                "gelu",
+            )
+        ]
+        + ["tests/test_threads.py"],
+        ["tests/test_fast_path.py", "tests/test_blindspots_fast.py"],
+    ),
     "layers-core": (
         [f"manual_bp/layers/{m}.py" for m in ("base", "dense", "containers", "activation")],
         ["tests/test_layers.py", "tests/test_stack.py", "tests/test_layer_products.py"],

@@ -1,0 +1,91 @@
+"""Attention masks as one additive array of 0 and −inf (torch's conventions).
+
+SDPA's masks (``torch.nn.functional.scaled_dot_product_attention``: boolean True = MAY
+attend, float added, ``causal`` = ``j ≤ i``) and ``nn.MultiheadAttention``'s (boolean True =
+NOT allowed, the opposite; ``attn_mask`` ``(L, S)`` or ``(N·heads, L, S)``,
+``key_padding_mask`` ``(N, S)``) become one additive array built in the model's dtype. Split
+from :mod:`manual_bp.layers.attention` so its readable and fast forms share them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["additive_mask", "mha_mask"]
+
+
+def _zero_or_minus_inf(keep: np.ndarray, dtype) -> np.ndarray:
+    """``0`` where ``keep``, ``−inf`` elsewhere, built in ``dtype``: ``np.where`` of two
+    Python floats would make a float64 array of the mask's size (``(N·H, L, S)`` at most) to
+    cast down in a float32 model."""
+    dtype = np.dtype(dtype)
+    return np.where(keep, dtype.type(0.0), dtype.type(-np.inf))
+
+
+def additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int], dtype):
+    """SDPA's masks as one additive ``(…, L, S)`` array of 0 and −inf (None: no mask)."""
+    total = None
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype == np.bool_:
+            total = _zero_or_minus_inf(mask, dtype)
+        elif mask.dtype.kind == "f":
+            total = mask.astype(dtype)
+        else:
+            raise TypeError(f"attention mask must be boolean or float, got dtype {mask.dtype}")
+        if mask.shape[-2:] != shape:
+            raise ValueError(
+                f"attention mask has shape {mask.shape}; its last axes must be {shape}"
+            )
+    if causal:
+        tril = _zero_or_minus_inf(np.tri(*shape, dtype=bool), dtype)
+        total = tril if total is None else total + tril
+    return total
+
+
+def _mha_part(mask, name: str, shape: tuple[int, ...], dtype) -> np.ndarray | None:
+    """One ``nn.MultiheadAttention`` mask as floats: bool True -> −inf, float as given."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"{name} has shape {mask.shape}; expected {shape}")
+    if mask.dtype == np.bool_:
+        return _zero_or_minus_inf(~mask, dtype)
+    if mask.dtype.kind != "f":
+        raise TypeError(f"{name} must be boolean or float, got dtype {mask.dtype}")
+    if np.isnan(mask).any() or np.isposinf(mask).any():
+        raise ValueError(f"{name} holds nan or +inf; a float mask adds finite values or −inf")
+    return mask.astype(dtype)
+
+
+def mha_mask(
+    attn_mask: np.ndarray | None,
+    key_padding_mask: np.ndarray | None,
+    causal: bool,
+    shape: tuple[int, int, int, int],
+    dtype,
+) -> np.ndarray | None:
+    """``nn.MultiheadAttention``'s masks as one additive array broadcasting to ``(N, h, L, S)``.
+
+    ``attn_mask`` ``(L, S)`` or ``(N·h, L, S)``, ``key_padding_mask`` ``(N, S)``; bool True
+    = NOT allowed (−inf), float added; ``causal`` adds −inf above the diagonal. A query
+    left with no key gets weights 0 (see :func:`scaled_dot_product_attention`).
+    """
+    n, heads, length, keys = shape
+    total = None
+    if attn_mask is not None and np.ndim(attn_mask) == 3:
+        part = _mha_part(attn_mask, "attn_mask", (n * heads, length, keys), dtype)
+        total = part.reshape(n, heads, length, keys)
+    else:
+        total = _mha_part(attn_mask, "attn_mask", (length, keys), dtype)
+    padding = _mha_part(key_padding_mask, "key_padding_mask", (n, keys), dtype)
+    if padding is not None:
+        padding = padding[:, None, None, :]
+        total = padding if total is None else total + padding
+    if causal:
+        tril = _zero_or_minus_inf(np.tri(length, keys, dtype=bool), dtype)
+        total = tril if total is None else total + tril
+    if total is not None:
+        total = total + np.zeros((length, keys), dtype)  # SDPA wants (…, L, S) last axes
+    return total
