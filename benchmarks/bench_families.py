@@ -45,6 +45,7 @@ Usage::
     python benchmarks/bench_families.py --threads 1 --repeats 3
     python benchmarks/bench_families.py --threads 1,2 --workloads lenet,lstm --json out.json
     python benchmarks/bench_families.py --threads 1,2 --dtype float32,float64  # every row in both
+    python benchmarks/bench_families.py --threads 1,2 --before /tmp/base  # + an older tree
     python benchmarks/bench_families.py --quick            # 1 repeat, few steps, 1 thread
 """
 
@@ -317,11 +318,15 @@ def worker(args) -> None:
 # ---------------------------------------------------------------------- parent
 def measure(kind: str, workload: str, dtype: str, threads: int, args) -> dict:
     env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    tree = str(ROOT)
+    if kind == "before":  # this script's manual_bp worker, importing the other tree
+        kind, tree = "manual_bp", str(Path(args.before).resolve())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (tree, os.environ.get("PYTHONPATH"))))
+    env.pop("MANUAL_BP_NUM_THREADS", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
            "--workload", workload, "--worker-dtype", dtype, "--threads", str(threads),
            "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
-    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{kind} worker on {workload} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -342,6 +347,8 @@ def main() -> None:
                         "(default: each row's own)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 repeat, 5 steps, 1 thread")
     parser.add_argument("--json", help="also write every measurement here")
+    parser.add_argument("--before", help="another source tree (e.g. a git worktree of an "
+                        "earlier commit): its manual_bp is timed too, interleaved")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--worker-dtype", dest="worker_dtype", help=argparse.SUPPRESS)
@@ -367,7 +374,8 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         for name, chosen in itertools.product(names, dtypes):
             dtype = chosen or WORKLOADS[name]["dtype"]
-            runs: dict[str, list[dict]] = {kind: [] for kind in (*LIBRARIES, "gemm")}
+            kinds = (*LIBRARIES, "gemm", *(("before",) if args.before else ()))
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
             for _ in range(args.repeats):
                 for kind in runs:  # interleaved: background load hits every library alike
                     runs[kind].append(measure(kind, name, dtype, threads, args))
@@ -402,6 +410,7 @@ def summarise(name: str, dtype: str, threads: int, runs: dict) -> dict:
         "gemm_gflops": med["gemm"], "step_gemm_mflop": flops / 1e6,
         "manual_gemm_fraction": flops / med["manual_bp"] / gemm,
         "torch_gemm_fraction": flops / med["torch"] / gemm, "runs": runs,
+        "before_ms": med["before"] * 1e3 if "before" in med else None,
     }  # fmt: skip
 
 
@@ -415,7 +424,9 @@ def print_row(row: dict, header: bool) -> None:
     fractions = f"{100 * row['manual_gemm_fraction']:.1f}/{100 * row['torch_gemm_fraction']:.1f}"
     print(f"{row['workload']:<12}{row['dtype']:>8}{row['threads']:>4}{row['manual_ms']:>11.3f}"
           f"{row['torch_ms']:>10.3f}{row['ratio']:>7.2f}{spread:>11}{peaks:>14}{row['gemm_gflops']:>10.1f}"
-          f"{row['step_gemm_mflop']:>8.1f}{fractions:>13}{row['manual_alloc_mb']:>9.2f}",
+          f"{row['step_gemm_mflop']:>8.1f}{fractions:>13}{row['manual_alloc_mb']:>9.2f}"
+          + ("" if row["before_ms"] is None else
+             f"   before {row['before_ms']:.3f} ms ({row['manual_ms'] / row['before_ms']:.2f}×)"),
           flush=True)  # fmt: skip
 
 

@@ -46,13 +46,11 @@ from contextlib import contextmanager
 __all__ = [
     "MIN_ELEMENTS",
     "SMALL_PRODUCT_FLOPS",
-    "blas_threads",
     "even_slices",
     "fixed_slices",
     "get_num_threads",
     "one_blas_thread",
     "parallel_rows",
-    "set_blas_threads",
     "set_num_threads",
 ]
 
@@ -217,18 +215,6 @@ _blas = _find_openblas()
 
 #: FLOPs of one product below which a loop of such products runs on one BLAS thread.
 SMALL_PRODUCT_FLOPS = 1 << 24
-
-
-def blas_threads() -> int:
-    """BLAS's current thread count (1 where NumPy's OpenBLAS was not found)."""
-    return 1 if _blas is None else _blas[1]()
-
-
-def set_blas_threads(count: int) -> None:
-    """Set BLAS's thread count (a no-op where NumPy's OpenBLAS was not found): the cheap form
-    of :func:`one_blas_thread` for a hot path, which restores the count itself."""
-    if _blas is not None:
-        _blas[0](count)
 
 
 @contextmanager

@@ -111,26 +111,32 @@ class ActivationStep:
         self.kept = layer.activation.fast_state  # buffers kept from forward for backward
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.z = self.a = self.out = self.scratch = self.state = None
+        self.whole: dict[str, np.ndarray] = {}  # state= of a whole-batch call
+        self.rows_split, self.threads_seen = False, 0
 
     def _make(self, z: np.ndarray) -> tuple[np.ndarray, ...]:
         state = np.empty((self.kept, *z.shape), z.dtype) if self.kept else None
         return np.empty_like(z), np.empty_like(z), state
 
-    def _state(self, rows: slice | None = None) -> dict[str, np.ndarray]:
-        """``state=`` for the activation's fast forms (nothing for one without)."""
-        if not self.kept:
-            return {}
-        return {"state": self.state if rows is None else self.state[:, rows]}
+    def _state(self, rows: slice) -> dict[str, np.ndarray]:
+        """``state=`` of the rows ``rows`` (nothing for an activation without one)."""
+        return {"state": self.state[:, rows]} if self.kept else {}
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         # z is usually the layer below's output buffer, the same step after step
+        threads = _threads.get_num_threads()
         if z is not self.z and (self.z is None or self.z.shape != z.shape):
             self.out, self.scratch, self.state = shape_buffers(
                 self._buffers, z.shape, lambda: self._make(z)
             )
+            self.whole = {"state": self.state} if self.kept else {}
+            self.threads_seen = 0
+        if threads != self.threads_seen:  # decided once per shape and thread count
+            self.rows_split = self.split and _splits(z)
+            self.threads_seen = threads
         self.z = z
-        if not (self.split and _splits(z)):
-            self.a = self.activation.forward_into(z, self.out, **self._state())
+        if not self.rows_split:
+            self.a = self.activation.forward_into(z, self.out, **self.whole)
             return self.a
         out, forward_into, holds_z = self.out, self.activation.forward_into, []
 
@@ -148,8 +154,8 @@ class ActivationStep:
 
     def backward(self, g: np.ndarray, grads: dict, need_dx: bool) -> np.ndarray:
         z, a, scratch = self.z, self.a, self.scratch
-        if not (self.split and _splits(z)) or g.shape != z.shape:
-            return self.activation.backward_inplace(g, z, a, scratch, **self._state())
+        if not self.rows_split or g.shape != z.shape:
+            return self.activation.backward_inplace(g, z, a, scratch, **self.whole)
         backward_inplace = self.activation.backward_inplace
 
         def work(rows: slice) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._threads import SMALL_PRODUCT_FLOPS, blas_threads, set_blas_threads
 from manual_bp.initializers import initialize
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
 from manual_bp.layers.steps import shape_buffers
@@ -290,10 +289,7 @@ class DenseStep:
 
     Leading axes are rows (``(N, T, D)`` inputs are ``N·T`` rows of the same map). The
     parameters are views of the model's flat buffer, updated in place, so the step keeps
-    them; the buffers of the current batch shape are picked once per forward pass. Products
-    below :data:`~manual_bp._threads.SMALL_PRODUCT_FLOPS` run on one BLAS thread: waking a
-    second costs more than it saves (Nielsen's MLP: 0.076 ms a step on two BLAS threads,
-    0.049 ms on one).
+    them; the buffers of the current batch shape are picked once per forward pass.
     """
 
     def __init__(self, layer: Dense) -> None:
@@ -302,7 +298,6 @@ class DenseStep:
         self.b = layer.params.get("bias")
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.x = self.z = self.dx = self.ones = self.z2 = self.dx2 = None
-        self.narrow = False  # the products are small: one BLAS thread
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         # the input is usually the same buffer step after step: compare shapes only if not
@@ -312,18 +307,7 @@ class DenseStep:
             )
             self.z2 = self.z.reshape(-1, self.z.shape[-1])  # views of the same buffers
             self.dx2 = self.dx.reshape(-1, self.dx.shape[-1])
-            flops = 2 * self.z2.shape[0] * self.W.size
-            self.narrow = flops < SMALL_PRODUCT_FLOPS
         self.x = x
-        if self.narrow and (wide := blas_threads()) > 1:
-            set_blas_threads(1)
-            try:
-                return self._forward(x)
-            finally:
-                set_blas_threads(wide)
-        return self._forward(x)
-
-    def _forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim == 2:
             return dense_forward(x, self.W, self.b, out=self.z)
         # (N, T, D): one 2-D GEMM on the (N·T, D) views; numpy's stacked matmul loops over N
@@ -336,17 +320,6 @@ class DenseStep:
         return z, np.empty(x.shape, x.dtype), np.ones(rows, x.dtype)
 
     def backward(
-        self, dz: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
-    ) -> np.ndarray | None:
-        if self.narrow and (wide := blas_threads()) > 1:
-            set_blas_threads(1)
-            try:
-                return self._backward(dz, grads, need_dx)
-            finally:
-                set_blas_threads(wide)
-        return self._backward(dz, grads, need_dx)
-
-    def _backward(
         self, dz: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         x = self.x

@@ -13,8 +13,34 @@ contract:
 
 :class:`GenericStep` is the fallback for every layer: its readable ``forward``/``backward``
 with the gradients copied into the buffers. A layer whose training pays for a fused form
-(Dense, the activation layer) returns its own step class, written beside its readable form
-and checked against it (``tests/test_fast_path.py``).
+returns its own step class, written beside its readable form and checked against it and
+against torch (``tests/test_fast_*.py``):
+
+=====================  ==========================================  ==========================
+layer                  step (module)                               what it fuses
+=====================  ==========================================  ==========================
+Dense                  ``DenseStep`` (``dense``)                   GEMMs into buffers, BP3 as
+                                                                   one GEMV; small products
+                                                                   on one BLAS thread
+activation layer       ``ActivationStep`` (``activation``)         σ and its VJP in place,
+                                                                   rows over threads
+Conv1d, Conv2d         ``ConvStep`` (``convolution_fast``)         im2col/col2im panels, no
+                                                                   transposed copies
+BatchNorm, LayerNorm   ``BatchNormStep``, ``LayerNormStep``        statistics, scale and
+                       (``normalisation_fast``)                    shift in one pass each
+MaxPool2d, AvgPool2d,  ``MaxPoolStep``, ``AvgPoolStep``,           tiling windows by reshape
+GlobalAvgPool2d        ``GlobalAvgPoolStep`` (``pooling_fast``)
+MultiheadAttention     ``AttentionStep`` (``attention_fast``)      one q/k/v GEMM, batched
+                                                                   heads, softmax VJP in place
+Residual               ``ResidualStep`` (``containers_fast``)      the branch's own steps
+LSTM, GRU, RNN         ``LSTMStep`` (``recurrent_fast``),          one input-projection GEMM,
+                       ``GRUStep``, ``RNNStep``                    time-major gates in place
+                       (``recurrent_steps``)
+Embedding              ``EmbeddingStep`` (``embedding``)           gather; sorted reduceat
+=====================  ==========================================  ==========================
+
+Work that BLAS does not thread is split over the mini-batch's rows with
+:func:`manual_bp._threads.parallel_rows` (the same bits on any thread count).
 """
 
 from __future__ import annotations
