@@ -159,13 +159,17 @@ def _options(module: nn.Module) -> dict[str, tuple[Any, Any]]:
             continue
         value = getattr(module, name, parameter.default)
         if name == "bias" and not isinstance(value, bool):
-            value = value is not None
+            # without an affine map (weight None too) the bias flag has nothing to say
+            no_affine = value is None and getattr(module, "weight", 0) is None
+            value = parameter.default if no_affine else value is not None
         options[name] = (_plain(value), _plain(parameter.default))
     return options
 
 
 def _flatten_shape(start: int, end: int, shape: Shape, label: str) -> tuple[int, ...] | None:
     """The per-sample shape after ``nn.Flatten(start, end)``; None means the plain Flatten()."""
+    if start == 0:
+        raise ValueError(f"{label}: flattening the batch axis (start_dim=0) is not expressible")
     if shape is None:
         if (start, end) in ((1, -1),):
             return None
