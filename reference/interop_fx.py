@@ -68,15 +68,18 @@ _ADDS = (operator.add, torch.add, "add")
 
 
 def _where(node: fx.Node) -> str:
-    """``file:line: code`` of the user's source that made ``node`` (torch's frames skipped)."""
+    """``file:line: code`` of the innermost user source that made ``node`` (torch's frames
+    skipped), or the node's name when the trace kept no stack."""
     lines = (node.stack_trace or "").splitlines()
     torch_dir = os.path.dirname(torch.__file__)
+    where = f"node {node.name}"
     for i, line in enumerate(lines):
         found = re.match(r'\s*File "(.+)", line (\d+), in ', line)
         if found and not found.group(1).startswith(torch_dir):
             code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            return f"{found.group(1)}:{found.group(2)}: {code}"
-    return f"node {node.name}"
+            code = "" if code.startswith("File ") else f" ({code})"  # no source: <stdin>
+            where = f"{found.group(1)}:{found.group(2)}{code}"
+    return where
 
 
 def _refuse(node: fx.Node, why: str) -> ValueError:
@@ -170,6 +173,8 @@ def sequential_from_fx(module: nn.Module) -> nn.Sequential:
             break
         if _is_shape_node(node):
             continue
+        if node.op == "get_attr":
+            continue  # a tensor attribute: refused below where a chain operation uses it
         tensors = [a for a in node.all_input_nodes if not _is_shape_node(a)]
         if (node.op == "call_function" and node.target in _ADDS) or (
             node.op == "call_method" and node.target == "add"
@@ -189,10 +194,14 @@ def sequential_from_fx(module: nn.Module) -> nn.Sequential:
                 raise _refuse(node, "manual_bp has no layer that joins tensors (concatenation)")
             position[node], head = position[head], node  # cat of one tensor: the tensor
             continue
+        module_of_node = _module_of(node, owners)  # first: is it an operation we have?
+        constants = [a.target for a in tensors if a.op == "get_attr"]
+        if constants:
+            raise _refuse(node, f"it uses the tensor attribute {constants[0]!r} outside a module")
         if tensors != [head]:
             raise _refuse(node, "its input is not the previous result (a branch manual_bp's "
                           "Sequential cannot express; only x + f(x) closes one)")  # fmt: skip
-        items.append(_module_of(node, owners))
+        items.append(module_of_node)
         head, position[node] = node, len(items)
     return nn.Sequential(*items).train(module.training)
 
