@@ -247,7 +247,9 @@ def _activation_module(fn: Any, label: str) -> nn.Module:
     raise ValueError(f"{label}: activation {fn!r} has no manual_bp counterpart")
 
 
-def _encoder_layer(module: nn.TransformerEncoderLayer, label: str, shape: Shape) -> Pairs:
+def _encoder_layer(
+    module: nn.TransformerEncoderLayer, label: str, prefix: str, shape: Shape
+) -> Pairs:
     """``nn.TransformerEncoderLayer`` as manual_bp's Residual/LayerNorm/Dense/attention layers.
 
     ``norm_first=False``: ``x ← LN₁(x + Drop(SA(x)))``, ``x ← LN₂(x + FF(x))``;
@@ -264,7 +266,7 @@ def _encoder_layer(module: nn.TransformerEncoderLayer, label: str, shape: Shape)
     pairs: Pairs = []
     for item in plan:
         sub = item if isinstance(item, list) else [item]
-        branch = _pairs(sub, f"{label}", shape)
+        branch = _pairs(sub, prefix, shape)
         if isinstance(item, list):
             layers = [layer for layer, _ in branch]
             pairs.append((ResidualLayer(layers), Residual(*(m for _, m in branch))))
@@ -286,7 +288,7 @@ def _pairs(modules: Sequence[nn.Module], prefix: str, shape: Shape) -> Pairs:
             layer = ResidualLayer([layer for layer, _ in branch])
             new = [(layer, Residual(*(m for _, m in branch)))]
         elif isinstance(module, nn.TransformerEncoderLayer):
-            new = _encoder_layer(module, label, shape)
+            new = _encoder_layer(module, label, f"{prefix}{i}.", shape)
         else:
             new = [(_layer_from_module(module, label, shape), module)]
         for layer, _ in new:

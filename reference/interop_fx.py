@@ -49,6 +49,17 @@ def _flatten(args: tuple, kwargs: dict) -> nn.Module:
     return nn.Flatten(start, end)
 
 
+def _named(cls: type[nn.Module], names: tuple[str, ...]):
+    """A functional call whose positional options are ordered differently from the module's."""
+
+    def build(args: tuple, kwargs: dict) -> nn.Module:
+        return cls(**dict(zip(names, args, strict=False)), **kwargs)
+
+    return build
+
+
+_MAX_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
 #: functional form (function or method name) -> builder(extra args, kwargs) of its module
 _FUNCTIONS: dict[Any, Any] = {
     F.relu: _act(nn.ReLU), torch.relu: _act(nn.ReLU), "relu": _act(nn.ReLU),
@@ -62,6 +73,8 @@ _FUNCTIONS: dict[Any, Any] = {
     F.log_softmax: _softmax(nn.LogSoftmax), torch.log_softmax: _softmax(nn.LogSoftmax),
     "log_softmax": _softmax(nn.LogSoftmax),
     torch.flatten: _flatten, "flatten": _flatten,
+    F.max_pool2d: _named(nn.MaxPool2d, _MAX_POOL), F.avg_pool2d: _act(nn.AvgPool2d),
+    F.adaptive_avg_pool2d: _act(nn.AdaptiveAvgPool2d),
 }  # fmt: skip
 _RESHAPES = ("view", "reshape")
 _ADDS = (operator.add, torch.add, "add")

@@ -163,3 +163,26 @@ def test_what_a_sequential_cannot_express_is_refused_in_one_line_naming_node_and
     assert "\n" not in text
     if "torch.fx" not in text:  # a traced node: its name and the test's source line
         assert "cannot convert traced node" in text and "test_interop_fx.py:" in text, text
+
+
+class Pools(nn.Module):
+    """Functional pools, whose positional options are ordered unlike their modules'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.conv(x), 2, 1, 1, 1, True)  # (kernel, stride, pad, dil, ceil)
+        x = F.avg_pool2d(x, 2, 1, 0, False, False)  # (kernel, stride, pad, ceil, count_pad)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def test_functional_pools_keep_their_options():
+    torch.manual_seed(3)
+    torch_model = Pools().double()
+    model = from_torch(torch_model, input_shape=(2, 7, 7))
+    assert model.layers[1].ceil_mode and not model.layers[2].count_include_pad
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 2, 7, 7))
+    compare(torch_model, model, x, rng, torch_parameters(torch_model, input_shape=(2, 7, 7)))
