@@ -186,3 +186,34 @@ def test_functional_pools_keep_their_options():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 2, 7, 7))
     compare(torch_model, model, x, rng, torch_parameters(torch_model, input_shape=(2, 7, 7)))
+
+
+class DigitsNet(nn.Module):
+    """The README's example (the lead's README draft): a torch model as torch users write one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.bn, self.fc = nn.BatchNorm2d(8), nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x.view(x.size(0), 1, 8, 8)))
+        x = F.relu(x + self.bn(self.conv2(x)))  # residual add -> Residual block
+        return F.softmax(self.fc(torch.flatten(F.max_pool2d(x, 2), 1)), dim=-1)
+
+
+def test_the_readme_example_converts_checks_and_trains():
+    from manual_bp import Adam, load_digits, train
+
+    torch.manual_seed(0)
+    net, data = DigitsNet().double(), load_digits()
+    model = from_torch(net, cost="log-likelihood", input_shape=(64,))
+    x, y = data.x_train[:32], data.y_train[:32]
+    grads = model.backprop(x, y)
+    F.nll_loss(torch.log(net(torch.tensor(x))), torch.tensor(y)).backward()
+    for name, p in torch_parameters(net, input_shape=(64,)).items():
+        np.testing.assert_allclose(grads.params[name], p.grad.numpy(), rtol=1e-9, atol=1e-12)
+    before = model.accuracy(data.x_test, data.y_test)
+    train(model, data.x_train, data.y_train, epochs=2, batch_size=32, optimizer=Adam(lr=1e-3),
+          seed=0)  # fmt: skip
+    assert model.accuracy(data.x_test, data.y_test) > max(0.5, before)
