@@ -23,78 +23,45 @@ base modules', so parameters copy 1:1. ``from_torch`` also accepts the plain mod
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from manual_bp.layers import LAYERS, ActivationLayer, Layer
+from manual_bp.layers import Residual as ResidualLayer
 from manual_bp.models.sequential import Sequential
+from reference.interop_modules import (
+    GRUSequence,
+    LSTMSequence,
+    Reshape,
+    Residual,
+    RNNSequence,
+    SelfAttention,
+)
 
 __all__ = [
     "SUPPORTED",
     "GRUSequence",
     "LSTMSequence",
     "RNNSequence",
+    "Reshape",
+    "Residual",
     "SelfAttention",
     "from_torch",
     "to_torch",
+    "torch_parameters",
 ]
-
-
-class LSTMSequence(nn.LSTM):
-    """``nn.LSTM(batch_first=True)`` whose forward returns the output sequence only."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, batch_first=True, **kwargs)
-
-    def forward(self, x: torch.Tensor, hx: Any = None) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x, hx)[0]
-
-
-class GRUSequence(nn.GRU):
-    """``nn.GRU(batch_first=True)`` whose forward returns the output sequence only."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, batch_first=True, **kwargs)
-
-    def forward(self, x: torch.Tensor, hx: Any = None) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x, hx)[0]
-
-
-class RNNSequence(nn.RNN):
-    """``nn.RNN(batch_first=True)`` whose forward returns the output sequence only."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, batch_first=True, **kwargs)
-
-    def forward(self, x: torch.Tensor, hx: Any = None) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x, hx)[0]
-
-
-class SelfAttention(nn.MultiheadAttention):
-    """``nn.MultiheadAttention(batch_first=True)`` as a one-input layer: ``attn(x, x, x)``.
-
-    ``causal=True`` adds the float causal mask (−inf above the diagonal), manual_bp's
-    ``MultiheadAttention(causal=True)``.
-    """
-
-    def __init__(self, embed_dim: int, num_heads: int, *, causal: bool = False, **kwargs: Any):
-        super().__init__(embed_dim, num_heads, batch_first=True, **kwargs)
-        self.causal = causal
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        mask = None
-        if self.causal:
-            n = x.shape[1]
-            mask = torch.full((n, n), float("-inf"), dtype=x.dtype, device=x.device).triu(1)
-        return super().forward(x, x, x, attn_mask=mask, need_weights=False)[0]
 
 
 #: manual_bp sequence layer name -> the torch stand-in that to_torch builds
 _SEQUENCE_MODULES = {"lstm": LSTMSequence, "gru": GRUSequence, "rnn": RNNSequence}
+_RNN_OPTIONS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+                "bidirectional", "proj_size", "nonlinearity")  # fmt: skip
 
 #: torch activation module -> (manual_bp activation name, hyper-parameter mapping)
 _ACTIVATIONS: dict[type, tuple[str, Callable[[nn.Module], dict[str, Any]]]] = {
@@ -121,12 +88,15 @@ _LAYERS = {
     "ConvTranspose2d": "conv-transpose2d",
     "MaxPool2d": "maxpool2d",
     "AvgPool2d": "avgpool2d",
+    "AdaptiveAvgPool2d": "global-avgpool2d",
     "BatchNorm1d": "batchnorm1d",
     "BatchNorm2d": "batchnorm2d",
     "LayerNorm": "layernorm",
     "Dropout": "dropout",
     "Dropout2d": "dropout2d",
     "Flatten": "flatten",
+    "Unflatten": "reshape",
+    "Reshape": "reshape",
     "Embedding": "embedding",
     "LSTM": "lstm",
     "GRU": "gru",
@@ -142,88 +112,238 @@ _LAYERS = {
 SUPPORTED = sorted(
     [cls.__name__ for cls in _ACTIVATIONS]
     + [name for name, layer in _LAYERS.items() if layer in LAYERS]
+    + ["Residual", "Sequential", "TransformerEncoderLayer"]
 )
+
+#: constructor arguments that do not change the numbers (or are the tensor's own business)
+_NEUTRAL_ARGS = {"self", "device", "dtype", "inplace", "_weight", "_freeze", "args", "kwargs"}
+
+Shape = tuple[int, ...] | None
+Pairs = list[tuple[Layer, nn.Module]]
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return tuple(_plain(v) for v in value)
     return value
 
 
-def _layer_from_module(module: nn.Module, index: int) -> Layer:
+def _options(module: nn.Module) -> dict[str, tuple[Any, Any]]:
+    """``{torch option: (its value, the value meaning manual_bp's behaviour without it)}``.
+
+    An option the library's class takes is passed on; one it lacks must be at its neutral value.
+    """
+    if isinstance(module, nn.RNNBase):
+        return {
+            "dropout": (float(module.dropout), 0.0),
+            "proj_size": (int(getattr(module, "proj_size", 0)), 0),
+            "batch_first": (
+                bool(module.batch_first),
+                True,
+            ),  # the library's layers were batch-major
+        }
+    if isinstance(module, nn.MultiheadAttention):
+        return {
+            "dropout": (float(module.dropout), 0.0),
+            "batch_first": (bool(module.batch_first), True),
+            "add_bias_kv": (module.bias_k is not None, False),
+            "add_zero_attn": (bool(module.add_zero_attn), False),
+            "kdim": (module.kdim, module.embed_dim),
+            "vdim": (module.vdim, module.embed_dim),
+        }
+    options = {}
+    for name, parameter in inspect.signature(type(module).__init__).parameters.items():
+        if name in _NEUTRAL_ARGS or parameter.default is inspect.Parameter.empty:
+            continue
+        value = getattr(module, name, parameter.default)
+        if name == "bias" and not isinstance(value, bool):
+            # without an affine map (weight None too) the bias flag has nothing to say
+            no_affine = value is None and getattr(module, "weight", 0) is None
+            value = parameter.default if no_affine else value is not None
+        options[name] = (_plain(value), _plain(parameter.default))
+    return options
+
+
+def _flatten_shape(start: int, end: int, shape: Shape, label: str) -> tuple[int, ...] | None:
+    """The per-sample shape after ``nn.Flatten(start, end)``; None means the plain Flatten()."""
+    if start == 0:
+        raise ValueError(f"{label}: flattening the batch axis (start_dim=0) is not expressible")
+    if shape is None:
+        if (start, end) in ((1, -1),):
+            return None
+        raise ValueError(f"{label}: Flatten({start}, {end}) needs input_shape= to be mapped")
+    ndim = len(shape) + 1
+    start, end = start % ndim, end % ndim
+    if start == 0:
+        raise ValueError(f"{label}: flattening the batch axis (start_dim=0) is not expressible")
+    if end == ndim - 1 and start == 1:
+        return None
+    s = shape
+    return (*s[: start - 1], int(np.prod(s[start - 1 : end])), *s[end:])
+
+
+def _layer_from_module(module: nn.Module, label: str, shape: Shape) -> Layer:
     activation = _ACTIVATIONS.get(type(module))
     if activation is not None:
         name, options = activation
-        if name in ("softmax", "log-softmax") and module.dim not in (-1, None, 1):
-            raise ValueError(f"module {index} ({module}): only dim=-1 (the last axis) is supported")
+        if name in ("softmax", "log-softmax"):
+            last = -1 if shape is None else len(shape)
+            if module.dim not in (-1, None, 1 if shape is None else last):
+                raise ValueError(f"{label}: only dim=-1 (the last axis) is supported")
         return ActivationLayer({"name": name, **options(module)})
     name = _LAYERS.get(type(module).__name__)
     if name is None or name not in LAYERS:
-        raise ValueError(
-            f"module {index} ({type(module).__name__}) has no manual_bp counterpart; "
-            f"supported: {', '.join(SUPPORTED)}"
-        )
-    _check_sequence_module(module, index)
+        raise ValueError(f"{label} has no manual_bp counterpart; supported: {', '.join(SUPPORTED)}")
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        if _plain(module.output_size) not in (1, (1, 1)):
+            raise ValueError(f"{label}: only output_size=1 (the global average pool) is supported")
+        return LAYERS.lookup(name)()
+    if isinstance(module, nn.Flatten):
+        new = _flatten_shape(module.start_dim, module.end_dim, shape, label)
+        return LAYERS.lookup("flatten")() if new is None else LAYERS.lookup("reshape")(*new)
+    if isinstance(module, nn.Unflatten):
+        if shape is None:
+            raise ValueError(f"{label}: Unflatten needs input_shape= to be mapped")
+        dim = module.dim % (len(shape) + 1)
+        if dim == 0:
+            raise ValueError(f"{label}: unflattening the batch axis (dim=0) is not expressible")
+        sizes = tuple(_plain(module.unflattened_size))
+        return LAYERS.lookup(name)(*shape[: dim - 1], *sizes, *shape[dim:])
+    if isinstance(module, Reshape):
+        return LAYERS.lookup(name)(*module.shape)
     cls = LAYERS.lookup(name)
     kwargs: dict[str, Any] = {}
+    for key, (value, neutral) in _options(module).items():
+        if key in cls.hyperparameters:
+            kwargs[key] = value
+        elif value != neutral:
+            raise ValueError(
+                f"{label}: {key}={value!r} is not supported by manual_bp's {cls.__name__}"
+            )
     for key in cls.hyperparameters:
-        if key == "bias" and isinstance(getattr(module, "bias", None), bool):
-            kwargs[key] = module.bias  # nn.RNN/LSTM/GRU keep a flag, not a tensor
-        elif key == "bias" and isinstance(module, nn.MultiheadAttention):
+        if key in kwargs or key in ("weight_init", "bias_init", "implementation"):
+            continue
+        if key == "bias" and isinstance(module, nn.MultiheadAttention):
             kwargs[key] = module.in_proj_bias is not None
-        elif key == "causal":
-            kwargs[key] = bool(getattr(module, "causal", False))
+        elif key == "bias" and isinstance(getattr(module, "bias", None), bool):
+            kwargs[key] = module.bias  # nn.RNN/LSTM/GRU keep a flag, not a tensor
         elif key == "bias":
             kwargs[key] = getattr(module, "bias", None) is not None
-        elif key in ("weight_init", "bias_init", "implementation"):
-            continue
+        elif key == "causal":
+            kwargs[key] = bool(getattr(module, "causal", False))
         elif hasattr(module, key):
             kwargs[key] = _plain(getattr(module, key))
-    if name == "flatten" and (module.start_dim, module.end_dim) != (1, -1):
-        raise ValueError(f"module {index} (Flatten): only start_dim=1, end_dim=-1 is supported")
     return cls(**kwargs)
 
 
-def _check_sequence_module(module: nn.Module, index: int) -> None:
-    """Refuse the options of torch's sequence modules that manual_bp does not model."""
-    label = f"module {index} ({type(module).__name__})"
-    if isinstance(module, nn.RNNBase):
-        if not module.batch_first:
-            raise ValueError(f"{label}: only batch_first=True (batch-major sequences) is supported")
-        if module.dropout:
-            raise ValueError(
-                f"{label}: dropout between layers is not supported (got {module.dropout})"
-            )
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"{label}: proj_size is not supported")
-    if isinstance(module, nn.MultiheadAttention):
-        if not module.batch_first:
-            raise ValueError(f"{label}: only batch_first=True is supported")
-        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
-            raise ValueError(f"{label}: kdim/vdim, add_bias_kv and add_zero_attn are not supported")
-        if module.dropout:
-            raise ValueError(f"{label}: attention dropout is not supported (got {module.dropout})")
+def _activation_module(fn: Any, label: str) -> nn.Module:
+    if isinstance(fn, nn.Module):
+        return fn
+    known = {F.relu: nn.ReLU, F.gelu: nn.GELU}
+    if fn in known:
+        return known[fn]()
+    raise ValueError(f"{label}: activation {fn!r} has no manual_bp counterpart")
+
+
+def _encoder_layer(
+    module: nn.TransformerEncoderLayer, label: str, prefix: str, shape: Shape
+) -> Pairs:
+    """``nn.TransformerEncoderLayer`` as manual_bp's Residual/LayerNorm/Dense/attention layers.
+
+    ``norm_first=False``: ``x ← LN₁(x + Drop(SA(x)))``, ``x ← LN₂(x + FF(x))``;
+    ``norm_first=True``: ``x ← x + Drop(SA(LN₁(x)))``, ``x ← x + FF(LN₂(x))``, with
+    ``FF = Drop₂ ∘ Linear₂ ∘ Drop ∘ act ∘ Linear₁`` (torch's ``_sa_block``/``_ff_block``).
+    """
+    act = _activation_module(module.activation, f"{label}.activation")
+    attention = [module.self_attn, module.dropout1]
+    feed = [module.linear1, act, module.dropout, module.linear2, module.dropout2]
+    if module.norm_first:
+        plan: list[Any] = [[module.norm1, *attention], [module.norm2, *feed]]
+    else:
+        plan = [attention, module.norm1, feed, module.norm2]
+    pairs: Pairs = []
+    for item in plan:
+        sub = item if isinstance(item, list) else [item]
+        branch = _pairs(sub, prefix, shape)
+        if isinstance(item, list):
+            layers = [layer for layer, _ in branch]
+            pairs.append((ResidualLayer(layers), Residual(*(m for _, m in branch))))
+        else:
+            pairs += branch
+    return pairs
+
+
+def _pairs(modules: Sequence[nn.Module], prefix: str, shape: Shape) -> Pairs:
+    """``(manual_bp layer, torch module holding its state under the layer's names)`` in order;
+    nested ``nn.Sequential``s are inlined, ``Residual``s and encoder layers expanded."""
+    pairs: Pairs = []
+    for i, module in enumerate(modules):
+        label = f"module {prefix}{i} ({type(module).__name__})"
+        if type(module) is nn.Sequential:
+            new = _pairs(list(module), f"{prefix}{i}.", shape)
+        elif isinstance(module, Residual):
+            branch = _pairs(list(module), f"{prefix}{i}.", shape)
+            layer = ResidualLayer([layer for layer, _ in branch])
+            new = [(layer, Residual(*(m for _, m in branch)))]
+        elif isinstance(module, nn.TransformerEncoderLayer):
+            new = _encoder_layer(module, label, f"{prefix}{i}.", shape)
+        else:
+            new = [(_layer_from_module(module, label, shape), module)]
+        for layer, _ in new:
+            try:
+                shape = None if shape is None else tuple(layer.output_shape(shape))
+            except (ValueError, TypeError, NotImplementedError):
+                shape = None  # a layout the layer does not describe per sample: stop tracking
+        pairs += new
+    return pairs
+
+
+def _as_sequential(module: nn.Module | Sequence[nn.Module]) -> Any:
+    if isinstance(module, nn.Module) and not isinstance(module, nn.Sequential):
+        if type(module).__name__ in SUPPORTED or type(module) in _ACTIVATIONS:
+            return nn.Sequential(module).train(module.training)
+        from reference.interop_fx import sequential_from_fx  # torch.fx only when needed
+
+        return sequential_from_fx(module)
+    return module
 
 
 def from_torch(
-    module: nn.Sequential | Sequence[nn.Module],
+    module: nn.Module | Sequence[nn.Module],
     *,
     cost: Any = "quadratic",
     input_shape: Sequence[int] | None = None,
     dtype: str = "float64",
 ) -> Sequential:
-    """A :class:`Sequential` with the architecture, parameters, buffers and mode of ``module``."""
+    """A :class:`Sequential` with the architecture, parameters, buffers and mode of ``module``.
+
+    ``module``: an ``nn.Sequential`` (or a list of modules), one supported module, or any
+    ``nn.Module`` subclass, which is traced with ``torch.fx`` (:mod:`reference.interop_fx`).
+    ``input_shape`` (per sample) is needed to map ``Flatten``/``Unflatten`` of inner axes.
+    """
+    module = _as_sequential(module)
     modules = list(module)
-    layers = [_layer_from_module(m, i) for i, m in enumerate(modules)]
-    model = Sequential(layers, cost, input_shape=input_shape, dtype=dtype)
-    state = {k: v.detach().cpu().numpy() for k, v in nn.Sequential(*modules).state_dict().items()}
-    model.load_state_dict(state)
+    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    pairs = _pairs(modules, "", shape)
+    model = Sequential([layer for layer, _ in pairs], cost, input_shape=input_shape, dtype=dtype)
+    mirror = nn.Sequential(*(m for _, m in pairs))
+    model.load_state_dict({k: v.detach().cpu().numpy() for k, v in mirror.state_dict().items()})
     training = module.training if isinstance(module, nn.Module) else modules[0].training
     model.train(training)
     return model
+
+
+def torch_parameters(
+    module: nn.Module | Sequence[nn.Module], *, input_shape: Sequence[int] | None = None
+) -> dict[str, nn.Parameter]:
+    """``module``'s parameters under the names ``from_torch(module)`` gives them (the same
+    tensor objects: after ``backward`` their ``.grad`` compares with manual_bp's by name)."""
+    modules = _as_sequential(module)
+    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    mirror = nn.Sequential(*(m for _, m in _pairs(list(modules), "", shape)))
+    return dict(mirror.named_parameters(remove_duplicate=False))
 
 
 def _module_from_layer(layer: Layer, index: int) -> nn.Module:
@@ -237,31 +357,45 @@ def _module_from_layer(layer: Layer, index: int) -> nn.Module:
                 if name in ("softmax", "log-softmax"):
                     return cls(dim=-1)
                 return cls(**config)
+        raise ValueError(f"layer {index} ({layer!r}): activation {name!r} has no torch module")
+    config = layer.get_config()
+    config.pop("name")
+    for key in ("weight_init", "bias_init", "implementation"):
+        config.pop(key, None)
+    if isinstance(layer, ResidualLayer):
+        return Residual(*(_module_from_layer(c, i) for i, c in enumerate(layer.layers)))
     if layer.name in _SEQUENCE_MODULES:
-        options = {"nonlinearity": layer.nonlinearity} if layer.name == "rnn" else {}
-        return _SEQUENCE_MODULES[layer.name](
-            layer.input_size, layer.hidden_size, layer.num_layers, bias=layer.bias,
-            bidirectional=layer.bidirectional, **options,
-        )  # fmt: skip
+        kwargs = {k: v for k, v in config.items() if k in _RNN_OPTIONS}
+        return _SEQUENCE_MODULES[layer.name](**kwargs)
     if layer.name == "multihead_attention":
-        return SelfAttention(layer.embed_dim, layer.num_heads, bias=layer.bias, causal=layer.causal)
+        allowed = set(inspect.signature(nn.MultiheadAttention.__init__).parameters)
+        kwargs = {k: v for k, v in config.items() if k in allowed}
+        return SelfAttention(**kwargs, causal=bool(config.get("causal", False)))
+    if layer.name == "reshape":
+        return Reshape(*layer.shape)
+    if layer.name == "flatten":
+        return nn.Flatten()
+    if layer.name == "global-avgpool2d":
+        return nn.AdaptiveAvgPool2d(1)
+    if layer.name == "identity-layer":
+        return nn.Identity()
     torch_name = {v: k for k, v in _LAYERS.items()}.get(layer.name)
     if torch_name is None:
         raise ValueError(
             f"layer {index} ({layer!r}) has no torch counterpart in nn; supported: "
             f"{', '.join(sorted(set(_LAYERS.values()) & set(LAYERS.names())))} and activations"
         )
-    config = layer.get_config()
-    config.pop("name")
-    for key in ("weight_init", "bias_init", "implementation"):
-        config.pop(key, None)
     if torch_name == "LayerNorm":
         config["normalized_shape"] = tuple(config["normalized_shape"])
     return getattr(nn, torch_name)(**config)
 
 
 def to_torch(model: Sequential) -> nn.Sequential:
-    """An ``nn.Sequential`` (float64) equal to ``model``: modules, parameters, buffers, mode."""
+    """An ``nn.Sequential`` (float64) equal to ``model``: modules, parameters, buffers, mode.
+
+    Residual blocks become :class:`Residual` (``x + f(x)``), reshapes :class:`Reshape`, the
+    global average pool ``nn.AdaptiveAvgPool2d(1)``, sequence layers the stand-ins above.
+    """
     modules = nn.Sequential(*(_module_from_layer(l, i) for i, l in enumerate(model.layers)))
     modules = modules.to(torch.float64 if model.dtype == np.float64 else torch.float32)
     state = {name: torch.from_numpy(np.array(array)) for name, array in model.state_dict().items()}
