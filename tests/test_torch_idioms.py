@@ -154,3 +154,24 @@ def test_train_and_eval_return_the_model():
     ours, _ = _pair()
     assert ours.eval() is ours and not ours.training
     assert ours.train() is ours and ours.training
+
+
+def test_training_a_slice_trains_the_parents_layers():
+    from manual_bp import train
+
+    model = Sequential(Dense(3, 4), "tanh", Dense(4, 2), seed=0)
+    head = model[2:]
+    before = model.state_dict()
+    rng = np.random.default_rng(0)
+    train(
+        head,
+        rng.standard_normal((8, 4)),
+        rng.standard_normal((8, 2)),
+        epochs=1,
+        batch_size=4,
+        eta=0.1,
+    )
+    after = model.state_dict()
+    assert np.array_equal(after["0.weight"], before["0.weight"])  # not in the slice
+    assert not np.array_equal(after["2.weight"], before["2.weight"])  # trained through it
+    assert np.array_equal(after["2.weight"], head.state_dict()["2.weight"])
