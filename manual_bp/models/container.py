@@ -23,16 +23,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from manual_bp.layers.base import Layer
 from manual_bp.layers.containers import stack_output_shape
 from manual_bp.models.parameters import StackParameters
-
-if TYPE_CHECKING:
-    from manual_bp.models.sequential import Sequential
 
 __all__ = ["ContainerIdioms", "split_arguments"]
 
@@ -87,9 +84,7 @@ class ContainerIdioms(StackParameters):
             raise IndexError(f"index {index} is out of range for {len(self)} layers")
         return self.layers[int(index)]
 
-    def _slice(self, index: slice) -> Sequential:
-        from manual_bp.models.sequential import Sequential
-
+    def _slice(self, index: slice) -> ContainerIdioms:
         positions = range(len(self))[index]
         if len(positions) == 0:
             raise ValueError(f"the slice {index} selects no layer")
@@ -102,7 +97,12 @@ class ContainerIdioms(StackParameters):
         # the cost belongs to the whole model's output: kept only if the slice ends there
         cost = self.cost if stop == len(self) else "quadratic"
         named = OrderedDict(zip(self.names[start:stop], self.layers[start:stop], strict=True))
-        return Sequential._sharing(self, named, cost, shape)
+        return self._sharing(named, cost, shape)
+
+    def _sharing(self, named: OrderedDict, cost: Any, input_shape: Any) -> ContainerIdioms:
+        """A plain stack of ``named``'s layers whose buffer is a view of this one's (the
+        model class gives it: this module does not import it)."""
+        raise NotImplementedError
 
     def _share_buffer_of(self, parent: StackParameters) -> None:
         """Make ``flat_parameters`` the view of ``parent``'s buffer these layers occupy."""

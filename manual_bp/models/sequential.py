@@ -140,15 +140,13 @@ class Sequential(Evaluation):
             stack_output_shape(self.layers, self.input_shape) if self.input_shape else None
         )
 
-    @classmethod
-    def _sharing(
-        cls, parent: Sequential, named: OrderedDict, cost: Any, input_shape: Any
-    ) -> Sequential:
-        """A model of ``named``'s layer objects whose buffer is a view of ``parent``'s."""
-        model = cls.__new__(Sequential)
+    def _sharing(self, named: OrderedDict, cost: Any, input_shape: Any) -> Sequential:
+        """A ``Sequential`` of ``named``'s layer objects whose buffer is a view of this
+        model's (:meth:`~manual_bp.models.container.ContainerIdioms.__getitem__`)."""
+        model = Sequential.__new__(Sequential)
         model.layers, model.names = list(named.values()), list(named.keys())
-        model._construct(cost, input_shape, parent.dtype, None)
-        model._share_buffer_of(parent)
+        model._construct(cost, input_shape, self.dtype, None)
+        model._share_buffer_of(self)
         return model
 
     # ------------------------------------------------------------------ construction
