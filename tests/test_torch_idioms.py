@@ -175,3 +175,17 @@ def test_training_a_slice_trains_the_parents_layers():
     assert np.array_equal(after["0.weight"], before["0.weight"])  # not in the slice
     assert not np.array_equal(after["2.weight"], before["2.weight"])  # trained through it
     assert np.array_equal(after["2.weight"], head.state_dict()["2.weight"])
+
+
+def test_a_torch_state_dict_loads_as_it_is():
+    """``load_state_dict(torch_model.state_dict())``: tensors (detached, float32 or float64)
+    go in without conversion code, and the outputs then agree with torch's."""
+    ours, _ = _pair()
+    theirs = nn.Sequential(
+        OrderedDict([("fc1", nn.Linear(4, 5)), ("bn", nn.BatchNorm1d(5)), ("fc2", nn.Linear(5, 3))])
+    )  # float32, torch's own initialisation
+    theirs(torch.randn(7, 4))  # running statistics away from their start
+    assert ours.load_state_dict(theirs.state_dict()) == ([], [])
+    x = np.random.default_rng(2).standard_normal((6, 4)).astype(np.float32)
+    expected = theirs.eval()(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(ours.eval()(x.astype(np.float64)), expected, rtol=1e-5, atol=1e-6)
