@@ -189,3 +189,28 @@ def test_a_torch_state_dict_loads_as_it_is():
     x = np.random.default_rng(2).standard_normal((6, 4)).astype(np.float32)
     expected = theirs.eval()(torch.tensor(x)).detach().numpy()
     np.testing.assert_allclose(ours.eval()(x.astype(np.float64)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        ("ab", "names must list 2 distinct layer names"),
+        (["a"], "names must list 2 distinct layer names"),
+        (["a", "a"], "names must list 2 distinct layer names"),
+        (["a", 3], "layer names must be non-empty strings"),
+        (["a", "b.c"], "layer names must be non-empty strings without '.'"),
+    ],
+)
+def test_a_file_with_bad_names_is_one_clear_error(tmp_path, names, message):
+    import json
+
+    from manual_bp import load, save
+    from manual_bp.serialization import SerializationError
+
+    model = Sequential(OrderedDict([("fc", Dense(2, 2)), ("act", "tanh")]))
+    path = save(model, tmp_path / "m.json")
+    document = json.loads(path.read_text())
+    document["config"]["names"] = names
+    path.write_text(json.dumps(document))
+    with pytest.raises(SerializationError, match=rf"m\.json: {message}"):
+        load(path)

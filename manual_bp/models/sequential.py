@@ -183,6 +183,12 @@ class Sequential(Evaluation):
         """The model :meth:`get_config` describes (parameters freshly initialised)."""
         layers = [get_layer(layer) for layer in config["layers"]]
         names = config.get("names")
+        if names is not None and (
+            not isinstance(names, list)
+            or len(names) != len(layers)
+            or len(set(names)) != len(names)
+        ):
+            raise ValueError(f"names must list {len(layers)} distinct layer names, got {names!r}")
         return cls(
             OrderedDict(zip(names, layers, strict=True)) if names else layers,
             cost=config["cost"],
