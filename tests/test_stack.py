@@ -155,7 +155,8 @@ def test_copy_and_state_dict_round_trip():
     g1, g2 = model.copy().backprop(x, y), clone.copy().backprop(x, y)
     for name in g1.params:
         np.testing.assert_array_equal(g1.params[name], g2.params[name])
-    with pytest.raises(ValueError, match="missing"):
+    # torch's wording (and torch's RuntimeError; ValueError as before)
+    with pytest.raises(ValueError, match=r'Missing key\(s\) in state_dict: "0.weight", "0.bias"'):
         model.load_state_dict({})
 
 

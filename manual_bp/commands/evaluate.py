@@ -5,6 +5,12 @@ Examples::
     python -m manual_bp train --save digits.json
     python -m manual_bp evaluate digits.json                 # embedded digits, test split
     python -m manual_bp evaluate mnist.npz --mnist ../shared/data/mnist --split validation
+    python -m manual_bp train --task reverse --layers "embedding(8, 16), lstm(32), dense, \
+        softmax" --save rev.json && python -m manual_bp evaluate rev.json --task reverse
+
+A ``--task`` model is evaluated on the task's data drawn with the same ``--length`` and
+``--seed`` as in ``train`` (the defaults match ``train``'s); its confusion matrix counts
+every position.
 
 Exit status 0, or 2 for a missing, corrupt or wrong kind of file or a network that does
 not fit the data (see docs/cli.md).
@@ -17,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from manual_bp._argtypes import non_negative_int, positive_int
 from manual_bp._validation import check_labels
+from manual_bp.commands.train import DEFAULTS
 
 __all__ = ["add_parser", "confusion_matrix", "format_confusion_matrix", "run"]
 
@@ -31,6 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("file", type=Path, help="saved network (.json or .npz)")
     parser.add_argument(
         "--mnist", metavar="DIR", type=Path, help="evaluate on MNIST from the IDX files in DIR"
+    )
+    parser.add_argument(
+        "--task",
+        choices=("copy", "reverse", "sum", "parity"),
+        help="evaluate a sequence model on the synthetic task it was trained on",
+    )
+    parser.add_argument(
+        "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=DEFAULTS["seed"],
+        help="seed of --task's data, as given to train (default: %(default)s)",
     )
     parser.add_argument(
         "--split",
@@ -50,22 +72,32 @@ def run(args: argparse.Namespace) -> int:
     check_input_file(args.file, "a saved model file", SUFFIXES)
     if args.mnist is not None:
         check_input_dir(args.mnist, "the MNIST directory")
+        if args.task is not None:
+            raise ValueError("give --task or --mnist, not both")
     net = load(args.file)
     dtype = net.dtype
-    data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)
+    if args.task is not None:
+        from manual_bp.sequence_data import load_task
+
+        data = load_task(args.task, length=args.length, seed=args.seed)
+        expected = ((data.n_features,), (data.n_features, data.n_classes))
+    else:
+        data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)
+        expected = ((data.n_features,), (data.n_classes,))
     x, y = data.split(args.split)
     # Every model knows its per-sample shapes (None when the config leaves them open).
     n_in, n_out = net.input_shape, net.output_shape
-    if (n_in, n_out) != ((data.n_features,), (data.n_classes,)):
+    if (n_in, n_out) != expected:
         raise ValueError(
             f"{args.file}: the model's inputs {n_in} and outputs {n_out} do not fit "
             f"{data.name} ({data.n_features} inputs, {data.n_classes} classes)"
         )
     predicted = net.predict(x)
-    matrix = confusion_matrix(y, predicted, data.n_classes)
-    accuracy = float(np.trace(matrix)) / len(y)
+    matrix = confusion_matrix(np.ravel(y), np.ravel(predicted), data.n_classes)
+    total = int(matrix.sum())  # samples, or positions of a sequence task
+    accuracy = float(np.trace(matrix)) / total
     print(f"{net!r} from {args.file}")
-    print(f"{data.name} {args.split}: accuracy {accuracy:.2%} ({int(np.trace(matrix))}/{len(y)})")
+    print(f"{data.name} {args.split}: accuracy {accuracy:.2%} ({int(np.trace(matrix))}/{total})")
     print("confusion matrix (rows: true label, columns: predicted label)")
     print(format_confusion_matrix(matrix))
     return 0

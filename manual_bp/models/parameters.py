@@ -9,14 +9,31 @@ and plain SGD is one vector operation. Names are torch's state-dict names (``"0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 from manual_bp.layers.base import Layer
 
-__all__ = ["ParameterList", "StackParameters"]
+__all__ = ["IncompatibleKeys", "ParameterList", "StackParameters", "StateDictError"]
+
+
+class StateDictError(ValueError, RuntimeError):
+    """A state dict that does not fit the model (torch raises ``RuntimeError``; earlier
+    releases of this library ``ValueError``: both catch it)."""
+
+
+class IncompatibleKeys(NamedTuple):
+    """``load_state_dict``'s result, torch's ``_IncompatibleKeys``."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
 
 _Model = TypeVar("_Model", bound="StackParameters")
 
@@ -61,14 +78,18 @@ class StackParameters:
         """``[("0", layer), ("1", residual), ("1.0", its first layer), ...]`` in pre-order."""
         named: list[tuple[str, Layer]] = []
 
-        def visit(prefix: str, layers: Sequence[Layer]) -> None:
-            for index, layer in enumerate(layers):
-                path = f"{prefix}{index}"
-                named.append((path, layer))
-                visit(f"{path}.", layer.children())
+        def visit(path: str, layer: Layer) -> None:
+            named.append((path, layer))
+            for index, child in enumerate(layer.children()):
+                visit(f"{path}.{index}", child)
 
-        visit("", self.layers)
+        for prefix, layer in zip(self._name_prefixes(), self.layers, strict=True):
+            visit(prefix[:-1], layer)
         return named
+
+    def _name_prefixes(self) -> list[str]:
+        """``"<name>."`` of every top-level layer (its position unless named)."""
+        return [f"{index}." for index in range(len(self.layers))]
 
     def _leaves(self, layers: Sequence[Layer] | None = None) -> Iterator[Layer]:
         for layer in self.layers if layers is None else layers:
@@ -85,41 +106,60 @@ class StackParameters:
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         """``[("0.weight", view), ...]`` in buffer order, torch's state-dict names."""
         named = []
-        for index, layer in enumerate(self.layers):
-            named += layer.named_parameters(f"{index}.")
+        for prefix, layer in zip(self._name_prefixes(), self.layers, strict=True):
+            named += layer.named_parameters(prefix)
         return named
 
     def named_buffers(self) -> list[tuple[str, np.ndarray]]:
         named = []
-        for index, layer in enumerate(self.layers):
-            named += layer.named_buffers(f"{index}.")
+        for prefix, layer in zip(self._name_prefixes(), self.layers, strict=True):
+            named += layer.named_buffers(prefix)
         return named
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers under torch's names (copies)."""
-        state = {name: array.copy() for name, array in self.named_parameters()}
-        state.update({name: array.copy() for name, array in self.named_buffers()})
+        """Parameters and buffers under torch's names (copies), in torch's order: layer by
+        layer in pre-order, each layer's parameters then its buffers (``"0.weight"``,
+        ``"0.bias"``, ``"0.running_mean"``, …, ``"1.weight"``)."""
+        state = {}
+        for path, layer in self.named_layers():
+            if not layer.children():  # a container's parameters are its children's
+                state.update({f"{path}.{k}": v.copy() for k, v in layer.params.items()})
+            state.update({f"{path}.{k}": v.copy() for k, v in layer.buffers.items()})
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy parameters and buffers in by name; every name must match, shapes exactly."""
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy parameters and buffers in by name, shapes exactly, as ``torch``'s.
+
+        ``strict=True``: every key must match, else one line in torch's wording (``Missing
+        key(s) in state_dict: "0.weight".``) and nothing is loaded. ``strict=False`` loads the
+        keys that match. Returns ``(missing_keys, unexpected_keys)`` as torch does.
+        """
         targets = dict(self.named_parameters()) | dict(self.named_buffers())
-        missing, unexpected = set(targets) - set(state), set(state) - set(targets)
-        if missing or unexpected:
-            raise ValueError(
-                f"state dict does not match the model: missing {sorted(missing)}, "
-                f"unexpected {sorted(unexpected)}"
-            )
+        missing = [name for name in targets if name not in state]
+        unexpected = [name for name in state if name not in targets]
+        if strict and (missing or unexpected):
+            parts = [f"Error(s) in loading state_dict for {type(self).__name__}:"]
+            if missing:
+                parts.append(f"Missing key(s) in state_dict: {_quoted(missing)}.")
+            if unexpected:
+                parts.append(f"Unexpected key(s) in state_dict: {_quoted(unexpected)}.")
+            raise StateDictError(" ".join(parts))
+        checked = {}
         for name, value in state.items():
+            if name not in targets:
+                continue
             value = np.asarray(value)
             if value.shape != targets[name].shape:
-                raise ValueError(
-                    f"{name} must have shape {targets[name].shape}, got {value.shape} "
-                    f"(no broadcasting)"
+                raise StateDictError(
+                    f"size mismatch for {name}: copying a param with shape {value.shape} from "
+                    f"checkpoint, the shape in current model is {targets[name].shape}"
                 )
             if value.dtype.kind not in "fiub":
                 raise TypeError(f"{name} must be real numbers, got dtype {value.dtype}")
+            checked[name] = value
+        for name, value in checked.items():  # all checked first: an error loads nothing
             targets[name][...] = value
+        return IncompatibleKeys(missing, unexpected)
 
     @property
     def n_parameters(self) -> int:

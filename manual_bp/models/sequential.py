@@ -21,6 +21,7 @@ layers and plain SGD is one vector operation.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,11 +34,11 @@ from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.base import Layer
 from manual_bp.layers.build import build_layer, get_layer
 from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
-from manual_bp.models.parameters import StackParameters
+from manual_bp.models.container import split_arguments
+from manual_bp.models.evaluation import Evaluation
 from manual_bp.models.records import StackGradients
 from manual_bp.models.targets import (
     check_ignore_index,
-    masked_accuracy,
     output_seed,
     prepare_targets,
     rows,
@@ -46,10 +47,6 @@ from manual_bp.models.targets import (
 __all__ = ["MODELS", "Sequential", "StackGradients", "model_from_config"]
 
 LayerSpec = Layer | str | dict[str, Any]
-
-#: Rows per chunk when evaluating a large data set in evaluation mode.
-INFERENCE_CHUNK = 1024
-
 
 #: model name -> class; ``model_from_config`` builds any model from its ``get_config()``.
 MODELS: dict[str, type[Sequential]] = {}
@@ -63,16 +60,21 @@ def model_from_config(config: dict[str, Any]) -> Sequential:
     return MODELS[name].from_config(config)
 
 
-class Sequential(StackParameters):
+class Sequential(Evaluation):
     """An ordered stack of layers with a cost, trained by :func:`manual_bp.train`.
 
     Parameters
     ----------
-    layers : sequence of Layer, names or configs
-        ``[Dense(64, 30), "relu", Dropout(0.2), Dense(30, 10), "softmax"]``; an activation's
-        name stands for an :class:`~manual_bp.layers.ActivationLayer`.
+    *layers : Layer, names or configs; or one list of them; or one ``OrderedDict``
+        ``Sequential(Dense(64, 30), "relu", Dense(30, 10), "softmax")`` as torch's, or
+        ``Sequential([Dense(64, 30), "relu", …])``; an activation's name stands for an
+        :class:`~manual_bp.layers.ActivationLayer`. ``Sequential(OrderedDict([("fc1",
+        Dense(64, 30)), …]))`` names the layers: the state-dict keys are ``"fc1.weight"``
+        (else a layer's name is its position). The torch idioms (``seq[i]``, ``seq[i:j]``
+        sharing memory, ``len``, iteration, ``append``): :mod:`manual_bp.models.container`.
     cost : name, Cost or config
-        The per-sample cost; the model's cost is the mean over the mini-batch.
+        The per-sample cost; the model's cost is the mean over the mini-batch. After a list
+        or an ``OrderedDict`` it may also be given by position (``Sequential([…], "quadratic")``).
     input_shape : tuple of int, optional
         Per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``. Checked through every
         layer's ``output_shape`` at construction, so a stack that cannot work fails here,
@@ -102,21 +104,32 @@ class Sequential(StackParameters):
 
     def __init__(
         self,
-        layers: Sequence[LayerSpec],
-        cost: str | Cost | dict[str, Any] = "quadratic",
-        *,
+        *layers: Any,
+        cost: str | Cost | dict[str, Any] | None = None,
         input_shape: Sequence[int] | None = None,
         seed: int | np.random.Generator | None = None,
         dtype: np.dtype | type | str = np.float64,
         ignore_index: int | None = None,
     ) -> None:
-        if isinstance(layers, (Layer, str, dict)) or not layers:
+        specs, names, positional_cost = split_arguments(layers)
+        if positional_cost is not None and cost is not None:
+            raise ValueError("cost given twice: by position and as cost=")
+        cost = positional_cost if cost is None else cost
+        if not specs:
             raise ValueError("Sequential needs a non-empty list of layers")
-        self.layers: list[Layer] = [get_layer(layer) for layer in layers]
+        self.layers: list[Layer] = [get_layer(layer) for layer in specs]
+        self.names = names if names is not None else [str(i) for i in range(len(self.layers))]
+        self._construct(cost, input_shape, dtype, ignore_index)
+        if seed is not None:
+            self.reset_parameters(seed)
+        self._allocate()
+
+    def _construct(self, cost: Any, input_shape: Any, dtype: Any, ignore_index: Any) -> None:
+        """Dtype, cost and shapes, checked: everything but the parameter buffer."""
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.cost: Cost = get_cost(cost)
+        self.cost: Cost = get_cost("quadratic" if cost is None else cost)
         self.ignore_index = check_ignore_index(ignore_index, self.cost)
         last = self.layers[-1]
         self.cost.check_output_activation(
@@ -126,9 +139,15 @@ class Sequential(StackParameters):
         self.output_shape = (
             stack_output_shape(self.layers, self.input_shape) if self.input_shape else None
         )
-        if seed is not None:
-            self.reset_parameters(seed)
-        self._allocate()
+
+    def _sharing(self, named: OrderedDict, cost: Any, input_shape: Any) -> Sequential:
+        """A ``Sequential`` of ``named``'s layer objects whose buffer is a view of this
+        model's (:meth:`~manual_bp.models.container.ContainerIdioms.__getitem__`)."""
+        model = Sequential.__new__(Sequential)
+        model.layers, model.names = list(named.values()), list(named.keys())
+        model._construct(cost, input_shape, self.dtype, None)
+        model._share_buffer_of(self)
+        return model
 
     # ------------------------------------------------------------------ construction
     def _infer_input_shape(self, input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -151,7 +170,7 @@ class Sequential(StackParameters):
         """
         model = cls(
             [get_layer(layer.get_config()) for layer in net.layers],
-            net.cost,
+            cost=net.cost,
             input_shape=net.input_shape,
             dtype=net.dtype,
             ignore_index=net.ignore_index,
@@ -162,9 +181,17 @@ class Sequential(StackParameters):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
         """The model :meth:`get_config` describes (parameters freshly initialised)."""
+        layers = [get_layer(layer) for layer in config["layers"]]
+        names = config.get("names")
+        if names is not None and (
+            not isinstance(names, list)
+            or len(names) != len(layers)
+            or len(set(names)) != len(names)
+        ):
+            raise ValueError(f"names must list {len(layers)} distinct layer names, got {names!r}")
         return cls(
-            [get_layer(layer) for layer in config["layers"]],
-            config["cost"],
+            OrderedDict(zip(names, layers, strict=True)) if names else layers,
+            cost=config["cost"],
             input_shape=config.get("input_shape"),
             dtype=config.get("dtype", "float64"),
             ignore_index=config.get("ignore_index"),
@@ -241,35 +268,6 @@ class Sequential(StackParameters):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._stack_forward(x)[0]
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""
-        return self._infer(x)[0]
-
-    def _infer(self, x: np.ndarray, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(outputs, zᴷ)`` in evaluation mode; ``zᴷ`` (the last activation layer's input)
-        only with ``logits=True`` and a model ending in an activation, else None."""
-        keep_z = logits and isinstance(self.layers[-1], ActivationLayer)
-        modes = [leaf.training for leaf in self._leaves()]
-        self.eval()
-        outs, zs = [], []
-        try:
-            for i in range(0, x.shape[0], INFERENCE_CHUNK):
-                out, caches = stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])
-                outs.append(out)
-                if keep_z:
-                    zs.append(caches[-1].input)
-        finally:
-            for leaf, mode in zip(self._leaves(), modes, strict=True):
-                leaf.training = mode
-        out = np.concatenate(outs) if len(outs) > 1 else outs[0]
-        if not keep_z:
-            return out, None
-        return out, np.concatenate(zs) if len(zs) > 1 else zs[0]
-
-    def predict(self, x: Any) -> np.ndarray:
-        """Predicted classes ``argmax`` over the last axis, in evaluation mode."""
-        return np.argmax(self.infer(self.prepare_inputs(x)), axis=-1)
-
     def backprop(self, x: Any, y: Any, *, input_grad: bool = True) -> StackGradients:
         """Gradients of the mean cost on ``(x, y)`` through the stack (``STACK.chain``).
 
@@ -313,8 +311,8 @@ class Sequential(StackParameters):
                 self.layers, seed.output_grad, caches, input_grad=input_grad, received=received
             )
         named = {
-            f"{index}.{name}": grad
-            for index, layer_grads in enumerate(grads)
+            f"{prefix}{name}": grad
+            for prefix, layer_grads in zip(self._name_prefixes(), grads, strict=True)
             for name, grad in layer_grads.items()
         }
         return StackGradients(
@@ -333,37 +331,6 @@ class Sequential(StackParameters):
         result = self._backprop(x, y, input_grad=False)
         return result.cost, [result.params[name] for name in self._parameter_names]
 
-    def total_cost(self, x: Any, y: Any) -> float:
-        """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
-        return self.cost_and_outputs(x, y)[0]
-
-    def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
-        """``(C, aᴷ)`` in evaluation mode from one pass, over the counted positions.
-
-        The cost is evaluated from ``zᴷ`` where the output activation has a stable logit
-        form (:meth:`Cost.value_from_logits`), so a saturated output at a finite logit gives
-        a finite cost, as ``Network.cost_and_outputs`` does.
-        """
-        x = self.prepare_inputs(x)
-        targets = self.prepare_targets(y, x.shape[0])
-        out, z = self._infer(x, logits=True)
-        last = self.layers[-1]
-        logits = {"z": z, "activation": last.activation} if z is not None else {}
-        return output_seed(self.cost, out, targets, self.ignore_index, **logits).cost, out
-
-    def accuracy(self, x: Any, y: Any) -> float:
-        """Fraction of samples (or counted positions) whose argmax equals the label."""
-        x = self.prepare_inputs(x)
-        return self.output_accuracy(self.infer(x), self.prepare_targets(y, x.shape[0]))
-
-    def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
-        """Mean cost of outputs against prepared targets, over the counted positions."""
-        return output_seed(self.cost, out, targets, self.ignore_index).cost
-
-    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
-        """Accuracy of outputs against prepared targets, over the counted positions."""
-        return masked_accuracy(out, targets, self.ignore_index)
-
     # ------------------------------------------------------------------ misc
     def get_config(self) -> dict[str, Any]:
         """Architecture (no parameters), JSON-serialisable; :meth:`from_config` inverts it."""
@@ -376,6 +343,8 @@ class Sequential(StackParameters):
         }
         if self.ignore_index is not None:
             config["ignore_index"] = self.ignore_index
+        if self.names != [str(i) for i in range(len(self.layers))]:
+            config["names"] = list(self.names)  # OrderedDict names (positions are implied)
         return config
 
     def copy(self) -> Sequential:
@@ -389,7 +358,11 @@ class Sequential(StackParameters):
         return clone
 
     def __repr__(self) -> str:
-        body = ",\n  ".join(repr(layer) for layer in self.layers)
+        if self.names == [str(i) for i in range(len(self.layers))]:
+            body = ",\n  ".join(repr(layer) for layer in self.layers)
+        else:
+            body = ",\n  ".join(f"({n!r}, {layer!r})" for n, layer in self.named_children())
+            return f"Sequential(OrderedDict([\n  {body}\n]), cost={self.cost.name!r})"
         extra = "" if self.ignore_index is None else f", ignore_index={self.ignore_index}"
         cost = f"cost={self.cost.name!r}{extra}, dtype={self.dtype.name}"
         return f"Sequential([\n  {body}\n], {cost})"

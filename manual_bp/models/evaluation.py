@@ -1,0 +1,84 @@
+"""Evaluation of a :class:`~manual_bp.models.sequential.Sequential`: outputs in evaluation mode
+(in chunks of rows), predictions, the mean cost and accuracy. Split from
+:mod:`manual_bp.models.sequential` (construction, forward and backward).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from manual_bp.layers.activation import ActivationLayer
+from manual_bp.layers.containers import stack_forward
+from manual_bp.models.container import ContainerIdioms
+from manual_bp.models.targets import masked_accuracy, output_seed
+
+__all__ = ["INFERENCE_CHUNK", "Evaluation"]
+
+#: Rows per chunk when evaluating a large data set in evaluation mode.
+INFERENCE_CHUNK = 1024
+
+
+class Evaluation(ContainerIdioms):
+    """Mixin of :class:`~manual_bp.models.sequential.Sequential`: evaluation-mode passes."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""
+        return self._infer(x)[0]
+
+    def _infer(self, x: np.ndarray, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(outputs, zᴷ)`` in evaluation mode; ``zᴷ`` (the last activation layer's input)
+        only with ``logits=True`` and a model ending in an activation, else None."""
+        keep_z = logits and isinstance(self.layers[-1], ActivationLayer)
+        modes = [leaf.training for leaf in self._leaves()]
+        self.eval()
+        outs, zs = [], []
+        try:
+            for i in range(0, x.shape[0], INFERENCE_CHUNK):
+                out, caches = stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])
+                outs.append(out)
+                if keep_z:
+                    zs.append(caches[-1].input)
+        finally:
+            for leaf, mode in zip(self._leaves(), modes, strict=True):
+                leaf.training = mode
+        out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+        if not keep_z:
+            return out, None
+        return out, np.concatenate(zs) if len(zs) > 1 else zs[0]
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Predicted classes ``argmax`` over the last axis, in evaluation mode."""
+        return np.argmax(self.infer(self.prepare_inputs(x)), axis=-1)
+
+    def total_cost(self, x: Any, y: Any) -> float:
+        """Mean cost in evaluation mode (no regulariser term; :func:`train` adds it)."""
+        return self.cost_and_outputs(x, y)[0]
+
+    def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        """``(C, aᴷ)`` in evaluation mode from one pass, over the counted positions.
+
+        The cost is evaluated from ``zᴷ`` where the output activation has a stable logit
+        form (:meth:`Cost.value_from_logits`), so a saturated output at a finite logit gives
+        a finite cost, as ``Network.cost_and_outputs`` does.
+        """
+        x = self.prepare_inputs(x)
+        targets = self.prepare_targets(y, x.shape[0])
+        out, z = self._infer(x, logits=True)
+        last = self.layers[-1]
+        logits = {"z": z, "activation": last.activation} if z is not None else {}
+        return output_seed(self.cost, out, targets, self.ignore_index, **logits).cost, out
+
+    def accuracy(self, x: Any, y: Any) -> float:
+        """Fraction of samples (or counted positions) whose argmax equals the label."""
+        x = self.prepare_inputs(x)
+        return self.output_accuracy(self.infer(x), self.prepare_targets(y, x.shape[0]))
+
+    def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Mean cost of outputs against prepared targets, over the counted positions."""
+        return output_seed(self.cost, out, targets, self.ignore_index).cost
+
+    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Accuracy of outputs against prepared targets, over the counted positions."""
+        return masked_accuracy(out, targets, self.ignore_index)
