@@ -89,6 +89,7 @@ from manual_bp.layers import (
     Identity as IdentityLayer,
 )
 from manual_bp.models import Gradients, Network, Sequential, StackGradients
+from manual_bp.models.parameters import StateDictError
 from manual_bp.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -208,6 +209,7 @@ __all__ = [
     "Softmax",
     "Softplus",
     "StackGradients",
+    "StateDictError",
     "StepLR",
     "Tanh",
     "__version__",

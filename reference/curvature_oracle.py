@@ -47,9 +47,11 @@ class TorchModel:
         # layers: ("dense", iw, ib) or ("act", activation)
         names = {n: i for i, (n, _) in enumerate(model.named_parameters())}
         self.layers = []
+        prefixes = [name for name, _ in model.named_children()]  # "0", "1", … or own names
         for k, layer in enumerate(model.layers):  # every model is a stack (Network too)
             if isinstance(layer, Dense):
-                self.layers.append(("dense", names[f"{k}.weight"], names.get(f"{k}.bias")))
+                w, b = f"{prefixes[k]}.weight", f"{prefixes[k]}.bias"
+                self.layers.append(("dense", names[w], names.get(b)))
             elif isinstance(layer, ActivationLayer):
                 self.layers.append(("act", layer.activation))
             elif type(layer).__name__ in ("Identity", "Flatten") or (

@@ -24,6 +24,7 @@ base modules', so parameters copy 1:1. ``from_torch`` also accepts the plain mod
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -396,7 +397,12 @@ def to_torch(model: Sequential) -> nn.Sequential:
     Residual blocks become :class:`Residual` (``x + f(x)``), reshapes :class:`Reshape`, the
     global average pool ``nn.AdaptiveAvgPool2d(1)``, sequence layers the stand-ins above.
     """
-    modules = nn.Sequential(*(_module_from_layer(l, i) for i, l in enumerate(model.layers)))
+    modules = nn.Sequential(
+        OrderedDict(
+            (name, _module_from_layer(layer, i))
+            for i, (name, layer) in enumerate(model.named_children())
+        )
+    )
     modules = modules.to(torch.float64 if model.dtype == np.float64 else torch.float32)
     state = {name: torch.from_numpy(np.array(array)) for name, array in model.state_dict().items()}
     modules.load_state_dict(state)

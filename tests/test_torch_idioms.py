@@ -214,3 +214,26 @@ def test_a_file_with_bad_names_is_one_clear_error(tmp_path, names, message):
     path.write_text(json.dumps(document))
     with pytest.raises(SerializationError, match=rf"m\.json: {message}"):
         load(path)
+
+
+def test_curvature_and_the_torch_export_follow_the_layer_names():
+    """A model built from an OrderedDict keeps its names everywhere parameters are keyed:
+    the curvature walk (which maps layers to parameter keys) and ``to_torch``'s module names."""
+    from manual_bp.curvature import gradient, hvp
+    from reference.interop import to_torch
+
+    def build(named: bool) -> Sequential:
+        layers = [Dense(4, 3), "tanh", Dense(3, 2)]
+        if named:
+            layers = OrderedDict(zip(("fc1", "act", "fc2"), layers, strict=True))
+        return Sequential(layers, cost="quadratic", seed=0)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
+    named, plain = build(True), build(False)
+    v = [rng.standard_normal(p.shape) for p in plain.parameters()]
+    for ours, theirs in zip(gradient(named, x, y), gradient(plain, x, y), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(hvp(named, x, y, v), hvp(plain, x, y, v), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert list(to_torch(named).state_dict()) == [n for n, _ in named.named_parameters()]

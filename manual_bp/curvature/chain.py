@@ -246,10 +246,10 @@ def as_chain(model: Any) -> Chain:
     named = model.named_parameters()
     position = {name: i for i, (name, _) in enumerate(named)}
     links: list[Link] = []
-    for k, layer in enumerate(model.layers):
+    for k, (layer_name, layer) in enumerate(model.named_children()):  # torch's state-dict keys
         supported, one_output = _supported(layer)
         if supported:
-            index = {name: position[f"{k}.{name}"] for name in layer.params}
+            index = {name: position[f"{layer_name}.{name}"] for name in layer.params}
             links.append(Link(layer, index, one_output))
         elif not _is_identity(layer):
             mode = " in training mode (call model.eval())" if _is_dropout(layer) else ""
