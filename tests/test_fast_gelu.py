@@ -154,3 +154,18 @@ def test_float32_gelu_matches_torch_float32_on_a_grid():
     bound = 4 * np.finfo(np.float32).eps * (1 + np.abs(z))
     assert np.all(np.abs(a - at.detach().numpy()) <= bound)
     assert np.all(np.abs(d - dt.numpy()) <= bound)
+
+
+def test_erf_float32_bit_select_equals_np_where_of_its_branches():
+    """The int32 mask select gives exactly ``where(|w| < 1, w + wP(w²), ±(1 − e^{−w²}R(1/|w|)))``
+    (no bit of the other branch leaks in), the sign bit included."""
+    from manual_bp.activations import erf32
+
+    rng = np.random.default_rng(7)
+    w = np.concatenate([rng.uniform(-5, 5, 200_000), [1.0, -1.0, 0.0, -0.0]]).astype(np.float32)
+    x = np.abs(w)
+    with np.errstate(all="ignore"):
+        near = erf32._horner(erf32._P, w * w, np.empty_like(w)) * w + w
+        far = 1 - erf32._horner(erf32._R, 1 / x, np.empty_like(w)) * np.exp(-(w * w))
+    expected = np.where(x < 1, near, np.copysign(far, w))
+    assert np.array_equal(_erf32(w).view(np.int32), expected.view(np.int32))
