@@ -169,3 +169,17 @@ def test_erf_float32_bit_select_equals_np_where_of_its_branches():
         far = 1 - erf32._horner(erf32._R, 1 / x, np.empty_like(w)) * np.exp(-(w * w))
     expected = np.where(x < 1, near, np.copysign(far, w))
     assert np.array_equal(_erf32(w).view(np.int32), expected.view(np.int32))
+
+
+def test_fast_gelu_float32_blocks_and_strided_arrays_give_the_readable_bits():
+    """The float32 fast forward runs contiguous arrays in blocks of _GELU_BLOCK elements and
+    strided ones whole: both give the readable form's bits."""
+    from manual_bp.activations import smooth
+
+    z, _ = _data(np.float32, (3, smooth._GELU_BLOCK + 7))
+    gelu = get_activation("gelu")
+    for arg in (z, z.T):  # contiguous over 4 blocks; a transposed (strided) view
+        state = np.empty((gelu.fast_state, *arg.shape), np.float32)
+        out = gelu.forward_into(arg, np.empty_like(arg), state=state)
+        assert np.array_equal(out, gelu.forward(arg))
+        assert np.array_equal(state[0], gelu._one_plus_erf(arg))

@@ -176,6 +176,28 @@ def _erf_half(z: np.ndarray, out: np.ndarray, t1: np.ndarray, t2: np.ndarray) ->
     return erf_float32(z, _SQRT_HALF, out, t1, t2)
 
 
+def _gelu_from_erf(z: np.ndarray, out: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``σ = (z · ½) · (1 + erf)`` into ``out`` (torch's order), ``w = 1 + erf`` kept."""
+    w += 1.0
+    np.multiply(z, 0.5, out=out)
+    out *= w
+    return out
+
+
+def _gelu_float32(z: np.ndarray, out: np.ndarray, w: np.ndarray, t2: np.ndarray) -> np.ndarray:
+    """float32 GELU's fast forward on one block: ``out`` and ``t2`` are the erf's scratch
+    until ``out`` is written."""
+    _erf_half(z, w, out, t2)
+    return _gelu_from_erf(z, out, w)
+
+
+#: Elements per block of float32 GELU's fast forward: its ~55 passes over four arrays of
+#: 4 × 256 KB stay in a core's L2 (1 MB here); measured 2.05 → 1.85 ms for 1024×512 with
+#: the caches evicted before each call, against whole 2 MB arrays. Elementwise: any
+#: blocking gives the same bits.
+_GELU_BLOCK = 1 << 16
+
+
 _GELU_TANH_BETA = math.sqrt(2.0 / math.pi)
 
 
@@ -250,14 +272,17 @@ class GELU(Activation):
         if self.approximate == "tanh":
             return super().forward_into(z, out)
         w = np.empty_like(out) if state is None else state[0]
-        if z.dtype == np.float32:  # out and state[1] are its scratch until written below
-            _erf_half(z, w, out, np.empty_like(out) if state is None else state[1])
-        else:
+        if z.dtype != np.float32:
             np.multiply(z, _SQRT_HALF, out=w)
             special.erf(w, out=w)
-        w += 1.0
-        np.multiply(z, 0.5, out=out)  # torch's order: (z · ½) · (1 + erf(z/√2))
-        out *= w
+            return _gelu_from_erf(z, out, w)
+        t2 = np.empty_like(out) if state is None else state[1]
+        arrays = (z, out, w, t2)
+        if not all(array.flags.c_contiguous for array in arrays):
+            return _gelu_float32(*arrays)
+        flat = [array.reshape(-1) for array in arrays]  # views, blocks of them below
+        for start in range(0, z.size, _GELU_BLOCK):
+            _gelu_float32(*(array[start : start + _GELU_BLOCK] for array in flat))
         return out
 
     def backward_inplace(
