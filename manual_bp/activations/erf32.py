@@ -25,8 +25,9 @@ and two or more pieces of degree ~18 above 1 (a monomial fit of one piece on ``[
 stays ≥ 300 ulp off up to degree 22): ≥ 90 passes, slower than SciPy's 6.2 ms.
 
 Both branches are evaluated on every element (their out-of-range values overflow or divide
-by zero harmlessly: ``np.errstate`` silences that) and the result is selected by
-``x² ≥ 1``: a mask costs one pass, a gather of either branch's elements many.
+by zero harmlessly: ``np.errstate`` silences that; a gather of either branch's elements
+would cost more) and the result is selected where ``x ≥ 1`` by int32 bit masks (x's bits
+against 1's; ~0.4 ms in all, where ``np.copyto(where=)`` took 4 ms and ``np.where`` 0.9).
 """
 
 from __future__ import annotations
