@@ -1,6 +1,7 @@
 """Special functions come from ``scipy.special``; nothing elementwise runs as a Python loop.
 
-Issue 22. GELU's ``erf`` (``ACT.gelu``) and the costs' ``x ln y`` (``COST.cross-entropy``,
+Issue 22. GELU's float64 ``erf`` (``ACT.gelu``; float32 uses ``manual_bp.activations.erf32``,
+tested in ``tests/test_fast_gelu.py``) and the costs' ``x ln y`` (``COST.cross-entropy``,
 ``COST.log-likelihood``, ``COST.kl-divergence``) are SciPy ufuncs. Checked here against torch
 at the edges (both tails, large ``|z|``, exactly at 0) and for dtype: float32 in gives
 float32 out with no cast anywhere (a SciPy loop that returned float64 would fail here, not
