@@ -15,10 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manual_bp._threads import one_blas_thread
+from manual_bp._threads import (
+    _get_pool,
+    _local,
+    even_slices,
+    fixed_slices,
+    get_num_threads,
+    one_blas_thread,
+)
 from manual_bp.layers.recurrent_cells import _sigmoid, _tanh_grad
 
-__all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast"]
+__all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast", "recurrence_slices", "run_slices"]
 
 
 @dataclass
@@ -136,6 +143,8 @@ class LSTMStep:
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.buf: dict[str, np.ndarray] | None = None
         self.shape: tuple | None = None
+        self.slices: list[slice] = []
+        self.d_out: np.ndarray | None = None  # backward's upstream gradient, for its slices
 
     def _make(self, n: int, length: int, width: int, dtype) -> dict[str, np.ndarray]:
         H = self.layer.hidden_size
@@ -146,6 +155,8 @@ class LSTMStep:
             "h": e((length + 1, n, H), dtype),  # h_0 … h_T
             "c": e((length + 1, n, H), dtype),  # c_0 … c_T
             "tc": e((length, n, H), dtype),  # tanh c_t
+            "tp": e((length, n, H), dtype),  # o ⊙ (1 − τ)(1 + τ), for BPTT
+            "tg": e((length, n, H), dtype),  # scratch of BPTT's factors
             "out": e((n, length, H), dtype),  # batch-major output
             "tmp4": e((n, 4 * H), dtype),
             "t1": e((n, H), dtype),
@@ -159,16 +170,17 @@ class LSTMStep:
         }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        length, width = x.shape[1:]
+        width = x.shape[2]
         if self.shape != x.shape:
             self.buf = shape_buffers_dict(self._buffers, x.shape, self._make, x.dtype)
             self.shape = x.shape
+            self.slices = recurrence_slices(x.shape[0])
         b, H = self.buf, self.layer.hidden_size
         scale = self.scale
         np.multiply(self.W_ih, scale[:, None], out=self.W_ih_s)
         np.multiply(self.W_hh, scale[:, None], out=self.W_hh_s)
         b["x"][...] = x.transpose(1, 0, 2)
-        A, h, c, tc, tmp4, t1 = b["A"], b["h"], b["c"], b["tc"], b["tmp4"], b["t1"]
+        A, h, c = b["A"], b["h"], b["c"]
         np.matmul(b["x"].reshape(-1, width), self.W_ih_s.T, out=A.reshape(-1, 4 * H))
         if self.b_ih is not None:
             np.add(self.b_ih, self.b_hh, out=self.b_s)
@@ -180,21 +192,8 @@ class LSTMStep:
             c[0] = 0.0
         else:
             h[0], c[0] = initial[0][0], initial[1][0]
-        W_hh_sT = self.W_hh_s.T
         with one_blas_thread(2 * x.shape[0] * H * 4 * H):  # the recurrent products are small
-            for t in range(length):
-                a = A[t]
-                np.matmul(h[t], W_hh_sT, out=tmp4)
-                a += tmp4
-                np.tanh(a, out=a)
-                a *= scale
-                a += self.shift
-                i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-                np.multiply(f, c[t], out=c[t + 1])
-                np.multiply(i, g, out=t1)
-                c[t + 1] += t1
-                np.tanh(c[t + 1], out=tc[t])
-                np.multiply(o, tc[t], out=h[t + 1])
+            run_slices(self._forward_rows, self.slices)
         out = b["out"]
         out[...] = h[1:].transpose(1, 0, 2)
         return out
@@ -204,39 +203,11 @@ class LSTMStep:
     ) -> np.ndarray | None:
         b, H = self.buf, self.layer.hidden_size
         n, length, width = self.shape
-        A, c, tc, dA = b["A"], b["c"], b["tc"], b["dA"]
-        dh, dc, t1, t2 = b["dh"], b["dc"], b["t1"], b["t2"]
-        dh[...] = 0.0  # the final states are not outputs: no gradient reaches them
-        dc[...] = 0.0
-        W_hh = self.W_hh
+        dA = b["dA"]
+        self.d_out = d_out
         with one_blas_thread(2 * n * H * 4 * H):  # the recurrent products are small
-            for t in range(length - 1, -1, -1):
-                a, d = A[t], dA[t]
-                i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-                di, df, dg, do = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
-                tau = tc[t]
-                dh += d_out[:, t]
-                np.subtract(1.0, tau, out=t1)  # δc += δh ⊙ o ⊙ (1 − τ)(1 + τ)
-                np.add(1.0, tau, out=t2)
-                t1 *= t2
-                t1 *= o
-                t1 *= dh
-                dc += t1
-                np.subtract(1.0, a, out=d)  # σ(1 − σ) for i, f, o (g's block is redone below)
-                d *= a
-                np.multiply(dh, tau, out=t1)  # δo = δh ⊙ τ ⊙ o(1 − o)
-                do *= t1
-                np.multiply(dc, g, out=t1)  # δi = δc ⊙ g ⊙ i(1 − i)
-                di *= t1
-                np.multiply(dc, c[t], out=t1)  # δf = δc ⊙ c_{t−1} ⊙ f(1 − f)
-                df *= t1
-                np.subtract(1.0, g, out=dg)  # δg = δc ⊙ i ⊙ (1 − g)(1 + g)
-                np.add(1.0, g, out=t2)
-                dg *= t2
-                np.multiply(dc, i, out=t1)
-                dg *= t1
-                dc *= f
-                np.matmul(d, W_hh, out=dh)
+            run_slices(self._backward_rows, self.slices)
+        self.d_out = None
         rows = dA.reshape(-1, 4 * H)
         np.dot(rows.T, b["x"].reshape(-1, width), out=grads["weight_ih_l0"])
         np.dot(rows.T, b["h"][:-1].reshape(-1, H), out=grads["weight_hh_l0"])
@@ -249,6 +220,105 @@ class LSTMStep:
         dx = b["dx"]
         dx[...] = b["dxT"].reshape(length, n, width).transpose(1, 0, 2)
         return dx
+
+    def _forward_rows(self, group: list[slice]) -> None:
+        """The forward recurrence of the batch rows of ``group`` (contiguous fixed slices):
+        one product per slice, the elementwise work over all its rows at once."""
+        b, H = self.buf, self.layer.hidden_size
+        r = slice(group[0].start, group[-1].stop)
+        A, h, c, tc = b["A"], b["h"], b["c"], b["tc"]
+        tmp4, t1, scale, shift = b["tmp4"], b["t1"][r], self.scale, self.shift
+        W_hh_sT = self.W_hh_s.T
+        for t in range(A.shape[0]):
+            a = A[t, r]
+            for s in group:
+                np.matmul(h[t, s], W_hh_sT, out=tmp4[s])
+            a += tmp4[r]
+            np.tanh(a, out=a)
+            a *= scale
+            a += shift
+            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            c_next, tau = c[t + 1, r], tc[t, r]
+            np.multiply(f, c[t, r], out=c_next)
+            np.multiply(i, g, out=t1)
+            c_next += t1
+            np.tanh(c_next, out=tau)
+            np.multiply(o, tau, out=h[t + 1, r])
+
+    def _backward_rows(self, group: list[slice]) -> None:
+        """BPTT of the batch rows of ``group`` (contiguous fixed slices) into ``δA``: one
+        product per slice, the elementwise work over all its rows at once.
+
+        Every factor of ``δA`` the forward pass fixed is formed first, for all steps at once
+        (``D = [g⊙i(1−i), c_{t−1}⊙f(1−f), i⊙(1−g)(1+g), τ⊙o(1−o)]`` in ``δA`` itself, and
+        ``P = o⊙(1−τ)(1+τ)``), so a step is five small in-place products and the GEMM::
+
+            δh += ∂C/∂out_t;  δc += δh ⊙ P_t;  δA[t] = D_t ⊙ [δc, δc, δc, δh]
+            δc ← δc ⊙ f;  δh ← δA[t] W_hh
+
+        The carried ``δh``, ``δc`` start at 0: the final states are not outputs.
+        """
+        b, H, d_out = self.buf, self.layer.hidden_size, self.d_out
+        r = slice(group[0].start, group[-1].stop)
+        length, n = b["A"].shape[:2]
+        A4 = b["A"].reshape(length, n, 4, H)[:, r]  # (T, rows, gate, H) views
+        D4 = b["dA"].reshape(length, n, 4, H)[:, r]
+        dA, dh_all = b["dA"], b["dh"]
+        tc, P, tmp, c_prev = b["tc"][:, r], b["tp"][:, r], b["tg"][:, r], b["c"][:-1, r]
+        i, f, g, o = A4[:, :, 0], A4[:, :, 1], A4[:, :, 2], A4[:, :, 3]
+        np.subtract(1.0, A4, out=D4)  # σ(1 − σ) for i, f, o (g's block is redone below)
+        D4 *= A4
+        Dg = D4[:, :, 2]
+        np.subtract(1.0, g, out=Dg)  # (1 − g)(1 + g)
+        np.add(1.0, g, out=tmp)
+        Dg *= tmp
+        D4[:, :, 0] *= g
+        D4[:, :, 1] *= c_prev
+        Dg *= i
+        D4[:, :, 3] *= tc
+        np.subtract(1.0, tc, out=P)  # P = o ⊙ (1 − τ)(1 + τ)
+        np.add(1.0, tc, out=tmp)
+        P *= tmp
+        P *= o
+        dh, dc, t1 = b["dh"][r], b["dc"][r], b["t1"][r]
+        dh[...] = 0.0
+        dc[...] = 0.0
+        dc3 = dc[:, None, :]  # δc against the i, f, g blocks at once
+        W_hh = self.W_hh
+        for t in range(length - 1, -1, -1):
+            d = D4[t]
+            dh += d_out[r, t]
+            np.multiply(dh, P[t], out=t1)
+            dc += t1
+            d[:, 3] *= dh
+            d[:, :3] *= dc3
+            dc *= f[t]
+            for s in group:
+                np.matmul(dA[t, s], W_hh, out=dh_all[s])
+
+
+#: Batch rows from which the recurrence runs on two shape-fixed halves (one per thread).
+SPLIT_ROWS = 16
+
+
+def recurrence_slices(n: int) -> list[slice]:
+    """The batch rows cut into the slices whose recurrences run apart: two halves from
+    :data:`SPLIT_ROWS` rows, else one. Fixed by the batch size alone (never by the thread
+    count), so every product ``h[t, r] W_hhᵀ`` has the same shape on 1 or 2 threads."""
+    return fixed_slices(n, -(-n // 2) if n >= SPLIT_ROWS else max(n, 1))
+
+
+def run_slices(work, slices: list[slice]) -> None:
+    """``work(group)`` for the shape-fixed ``slices`` cut into one contiguous group per
+    thread (all of them on one thread). A slice's results depend on neither the group nor
+    the thread: ``work`` runs one product per slice and row-wise work over the group."""
+    threads = 1 if getattr(_local, "worker", False) else get_num_threads()
+    if threads == 1 or len(slices) == 1:
+        work(slices)
+        return
+    parts = min(threads, len(slices))
+    groups = [slices[k.start : k.stop] for k in even_slices(len(slices), parts)]
+    _get_pool().run(work, groups)
 
 
 def shape_buffers_dict(store: dict, key: tuple, make, dtype) -> dict[str, np.ndarray]:
