@@ -139,6 +139,7 @@ class LSTMStep:
         self.scale[2 * H : 3 * H] = 1.0
         self.shift = 1.0 - self.scale  # ½ for i, f, o; 0 for g
         self.W_ih_s, self.W_hh_s = np.empty_like(self.W_ih), np.empty_like(self.W_hh)
+        self.W_hhT = np.empty_like(self.W_hh.T, order="C")
         self.b_s = np.empty(4 * H, dtype)
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.buf: dict[str, np.ndarray] | None = None
@@ -155,8 +156,8 @@ class LSTMStep:
             "h": e((length + 1, n, H), dtype),  # h_0 … h_T
             "c": e((length + 1, n, H), dtype),  # c_0 … c_T
             "tc": e((length, n, H), dtype),  # tanh c_t
-            "tp": e((length, n, H), dtype),  # o ⊙ (1 − τ)(1 + τ), for BPTT
-            "tg": e((length, n, H), dtype),  # scratch of BPTT's factors
+            "tp": e((CHUNK, n, H), dtype),  # o ⊙ (1 − τ)(1 + τ), for BPTT
+            "tg": e((CHUNK, n, H), dtype),  # scratch of BPTT's factors
             "out": e((n, length, H), dtype),  # batch-major output
             "tmp4": e((n, 4 * H), dtype),
             "t1": e((n, H), dtype),
@@ -205,6 +206,7 @@ class LSTMStep:
         n, length, width = self.shape
         dA = b["dA"]
         self.d_out = d_out
+        np.copyto(self.W_hhT, self.W_hh.T)
         with one_blas_thread(2 * n * H * 4 * H):  # the recurrent products are small
             run_slices(self._backward_rows, self.slices)
         self.d_out = None
@@ -249,9 +251,10 @@ class LSTMStep:
         """BPTT of the batch rows of ``group`` (contiguous fixed slices) into ``δA``: one
         product per slice, the elementwise work over all its rows at once.
 
-        Every factor of ``δA`` the forward pass fixed is formed first, for all steps at once
+        Every factor of ``δA`` the forward pass fixed is formed first
         (``D = [g⊙i(1−i), c_{t−1}⊙f(1−f), i⊙(1−g)(1+g), τ⊙o(1−o)]`` in ``δA`` itself, and
-        ``P = o⊙(1−τ)(1+τ)``), so a step is five small in-place products and the GEMM::
+        ``P = o⊙(1−τ)(1+τ)``) for :data:`CHUNK` steps at a time, so a step is five small
+        in-place products and the GEMM::
 
             δh += ∂C/∂out_t;  δc += δh ⊙ P_t;  δA[t] = D_t ⊙ [δc, δc, δc, δh]
             δc ← δc ⊙ f;  δh ← δA[t] W_hh
@@ -263,39 +266,50 @@ class LSTMStep:
         length, n = b["A"].shape[:2]
         A4 = b["A"].reshape(length, n, 4, H)[:, r]  # (T, rows, gate, H) views
         D4 = b["dA"].reshape(length, n, 4, H)[:, r]
+        tc, c_prev = b["tc"][:, r], b["c"][:-1, r]
         dA, dh_all = b["dA"], b["dh"]
-        tc, P, tmp, c_prev = b["tc"][:, r], b["tp"][:, r], b["tg"][:, r], b["c"][:-1, r]
-        i, f, g, o = A4[:, :, 0], A4[:, :, 1], A4[:, :, 2], A4[:, :, 3]
-        np.subtract(1.0, A4, out=D4)  # σ(1 − σ) for i, f, o (g's block is redone below)
-        D4 *= A4
-        Dg = D4[:, :, 2]
-        np.subtract(1.0, g, out=Dg)  # (1 − g)(1 + g)
-        np.add(1.0, g, out=tmp)
-        Dg *= tmp
-        D4[:, :, 0] *= g
-        D4[:, :, 1] *= c_prev
-        Dg *= i
-        D4[:, :, 3] *= tc
-        np.subtract(1.0, tc, out=P)  # P = o ⊙ (1 − τ)(1 + τ)
-        np.add(1.0, tc, out=tmp)
-        P *= tmp
-        P *= o
         dh, dc, t1 = b["dh"][r], b["dc"][r], b["t1"][r]
         dh[...] = 0.0
         dc[...] = 0.0
         dc3 = dc[:, None, :]  # δc against the i, f, g blocks at once
-        W_hh = self.W_hh
-        for t in range(length - 1, -1, -1):
-            d = D4[t]
-            dh += d_out[r, t]
-            np.multiply(dh, P[t], out=t1)
-            dc += t1
-            d[:, 3] *= dh
-            d[:, :3] *= dc3
-            dc *= f[t]
-            for s in group:
-                np.matmul(dA[t, s], W_hh, out=dh_all[s])
+        # W_hh as the transpose of a contiguous W_hhᵀ: BLAS's faster path for these shapes
+        # (float64, 16 rows: 95 µs a product against 134 from W_hh itself)
+        W_hh = self.W_hhT.T
+        # the factors for CHUNK steps at a time: few calls, blocks that stay in cache
+        for stop in range(length, 0, -CHUNK):
+            k = slice(max(0, stop - CHUNK), stop)
+            a4, d4, tau = A4[k], D4[k], tc[k]
+            m = stop - k.start
+            P, tmp = b["tp"][:m, r], b["tg"][:m, r]
+            g = a4[:, :, 2]
+            np.subtract(1.0, a4, out=d4)  # σ(1 − σ) for i, f, o (g's block is redone below)
+            d4 *= a4
+            Dg = d4[:, :, 2]
+            np.subtract(1.0, g, out=Dg)  # (1 − g)(1 + g)
+            np.add(1.0, g, out=tmp)
+            Dg *= tmp
+            d4[:, :, 0] *= g
+            d4[:, :, 1] *= c_prev[k]
+            Dg *= a4[:, :, 0]
+            d4[:, :, 3] *= tau
+            np.subtract(1.0, tau, out=P)  # P = o ⊙ (1 − τ)(1 + τ)
+            np.add(1.0, tau, out=tmp)
+            P *= tmp
+            P *= a4[:, :, 3]
+            for t in range(stop - 1, k.start - 1, -1):
+                d = D4[t]
+                dh += d_out[r, t]
+                np.multiply(dh, P[t - k.start], out=t1)
+                dc += t1
+                d[:, 3] *= dh
+                d[:, :3] *= dc3
+                dc *= A4[t, :, 1]
+                for s in group:
+                    np.matmul(dA[t, s], W_hh, out=dh_all[s])
 
+
+#: Steps whose BPTT factors are formed together (blocks that stay in cache).
+CHUNK = 4
 
 #: Batch rows from which the recurrence runs on two shape-fixed halves (one per thread).
 SPLIT_ROWS = 16
