@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import manual_bp
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.layers.recurrent import GRU, LSTM, RNN
-from manual_bp.layers.recurrent_fast import LSTMStep, recurrence_slices
+from manual_bp.layers.recurrent_fast import LSTMStep
 from manual_bp.layers.recurrent_steps import GRUStep, RNNStep
 from manual_bp.layers.steps import GenericStep
 from reference.checks_sequences import torch_recurrent
@@ -142,54 +142,9 @@ def test_lstm_step_float32_and_thread_count_independent():
     np.testing.assert_allclose(dx, dx_r, rtol=1e-4, atol=1e-5)
 
 
-@settings(max_examples=15, deadline=None)
-@given(
-    batch=st.integers(16, 23),
-    length=st.integers(1, 6),
-    hidden=st.integers(1, 6),
-    bias=st.booleans(),
-    with_initial=st.booleans(),
-    seed=seeds,
-)
-def test_lstm_step_on_split_batches_equals_readable_torch_and_threads(
-    batch, length, hidden, bias, with_initial, seed
-):
-    """From SPLIT_ROWS rows the recurrence runs on two shape-fixed halves (one per thread):
-    still the readable step and torch's autograd (float64), and the same bits on 1 and 2
-    threads."""
-    rng = np.random.default_rng(seed)
-    fast, readable, x, d_out = _case(rng, batch, length, 3, hidden, 1, bias, False, with_initial)
-    assert len(recurrence_slices(batch)) == 2
-    before = manual_bp.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            manual_bp.set_num_threads(threads)
-            results.append(_run(fast.fast_step(), fast, x, d_out))
-    finally:
-        manual_bp.set_num_threads(before)
-    (out, dx, grads), (out2, dx2, grads2) = results
-    assert np.array_equal(out, out2) and np.array_equal(dx, dx2)
-    for name in grads:
-        assert np.array_equal(grads[name], grads2[name])
-    out_r, dx_r, grads_r = _run(GenericStep(readable), readable, x, d_out)
-    params = {k: torch.tensor(v, requires_grad=True) for k, v in fast.params.items()}
-    xt = torch.tensor(x, requires_grad=True)
-    states = (
-        None if fast.initial_state is None else tuple(torch.tensor(s) for s in fast.initial_state)
-    )
-    out_t, _ = torch_recurrent(fast, params, xt, states)
-    out_t.backward(torch.tensor(d_out))
-    assert_gradients_close(out, out_r, name="split LSTMStep out vs readable")
-    assert_gradients_close(dx, dx_r, name="split LSTMStep ∂C/∂x vs readable")
-    assert_gradients_close(dx, xt.grad.numpy(), name="split LSTMStep ∂C/∂x vs torch")
-    for name, p in params.items():
-        assert_gradients_close(grads[name], grads_r[name], name=f"split {name} vs readable")
-        assert_gradients_close(grads[name], p.grad.numpy(), name=f"split {name} vs torch")
-
-
 def test_lstm_step_float32_benchmark_shape_same_bits_on_one_and_two_threads():
-    """The benchmark's shape (batch 32: two halves of 16, 128 units) in float32."""
+    """The benchmark's shape (batch 32, 128 units: BPTT's chunks of steps, a last short one)
+    in float32: the same bits on 1 and 2 threads."""
     rng = np.random.default_rng(5)
     layer = LSTM(64, 128, seed=4, dtype=np.float32)
     x = rng.standard_normal((32, 9, 64)).astype(np.float32)

@@ -15,17 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manual_bp._threads import (
-    _get_pool,
-    _local,
-    even_slices,
-    fixed_slices,
-    get_num_threads,
-    one_blas_thread,
-)
+from manual_bp._threads import one_blas_thread
 from manual_bp.layers.recurrent_cells import _sigmoid, _tanh_grad
 
-__all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast", "recurrence_slices", "run_slices"]
+__all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast"]
 
 
 @dataclass
@@ -118,15 +111,18 @@ class LSTMStep:
         A[t]   = s ⊙ tanh(A[t]) + (1 − s)            σ(a) = ½ + ½ tanh(a/2) for i, f, o; tanh g
         c_t    = f ⊙ c_{t−1} + i ⊙ g,  h_t = o ⊙ tanh(c_t)
 
-    Backward (in place, carried ``δh``, ``δc``; ``τ = tanh c_t``)::
+    Backward (in place, carried ``δh``, ``δc``; ``τ = tanh c_t``; the factors the forward
+    pass fixed are formed a few steps at a time before their steps, see :meth:`_bptt`)::
 
         δh += ∂C/∂out_t;  δc += δh ⊙ o ⊙ (1 − τ)(1 + τ)
         δA[t] = [δc⊙g⊙i(1−i), δc⊙c_{t−1}⊙f(1−f), δc⊙i⊙(1−g)(1+g), δh⊙τ⊙o(1−o)]
         δc ← δc ⊙ f;  δh ← δA[t] W_hh                 (GEMM out= δh)
 
     then ONE GEMM each: ``∂C/∂W_ih = δAᵀ x``, ``∂C/∂W_hh = δAᵀ h_{t−1}``, ``∂C/∂b = 1ᵀ δA``
-    (both biases), ``∂C/∂x = δA W_ih``. Per-step work is elementwise on ``(N, ·)`` blocks:
-    too small for the thread pool's hand-off; the GEMMs go whole to BLAS.
+    (both biases), ``∂C/∂x = δA W_ih``. The loops stay on one thread, their products on one
+    BLAS thread: two halves of the batch on two Python threads ran slower (each step is ~10
+    short GIL-releasing calls, the threads convoy on the GIL: 2.3 → 2.7 ms forward, 2.7 →
+    3.2 backward), and two BLAS threads give other float32 bits for these shapes than one.
     """
 
     def __init__(self, layer) -> None:
@@ -144,8 +140,6 @@ class LSTMStep:
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.buf: dict[str, np.ndarray] | None = None
         self.shape: tuple | None = None
-        self.slices: list[slice] = []
-        self.d_out: np.ndarray | None = None  # backward's upstream gradient, for its slices
 
     def _make(self, n: int, length: int, width: int, dtype) -> dict[str, np.ndarray]:
         H = self.layer.hidden_size
@@ -175,7 +169,6 @@ class LSTMStep:
         if self.shape != x.shape:
             self.buf = shape_buffers_dict(self._buffers, x.shape, self._make, x.dtype)
             self.shape = x.shape
-            self.slices = recurrence_slices(x.shape[0])
         b, H = self.buf, self.layer.hidden_size
         scale = self.scale
         np.multiply(self.W_ih, scale[:, None], out=self.W_ih_s)
@@ -194,7 +187,7 @@ class LSTMStep:
         else:
             h[0], c[0] = initial[0][0], initial[1][0]
         with one_blas_thread(2 * x.shape[0] * H * 4 * H):  # the recurrent products are small
-            run_slices(self._forward_rows, self.slices)
+            self._recurrence()
         out = b["out"]
         out[...] = h[1:].transpose(1, 0, 2)
         return out
@@ -205,11 +198,8 @@ class LSTMStep:
         b, H = self.buf, self.layer.hidden_size
         n, length, width = self.shape
         dA = b["dA"]
-        self.d_out = d_out
-        np.copyto(self.W_hhT, self.W_hh.T)
         with one_blas_thread(2 * n * H * 4 * H):  # the recurrent products are small
-            run_slices(self._backward_rows, self.slices)
-        self.d_out = None
+            self._bptt(d_out)
         rows = dA.reshape(-1, 4 * H)
         np.dot(rows.T, b["x"].reshape(-1, width), out=grads["weight_ih_l0"])
         np.dot(rows.T, b["h"][:-1].reshape(-1, H), out=grads["weight_hh_l0"])
@@ -223,64 +213,57 @@ class LSTMStep:
         dx[...] = b["dxT"].reshape(length, n, width).transpose(1, 0, 2)
         return dx
 
-    def _forward_rows(self, group: list[slice]) -> None:
-        """The forward recurrence of the batch rows of ``group`` (contiguous fixed slices):
-        one product per slice, the elementwise work over all its rows at once."""
+    def _recurrence(self) -> None:
+        """The forward loop: ``A[t] += h_{t−1} (s⊙W_hh)ᵀ``, the gates in place, ``c_t``, ``h_t``."""
         b, H = self.buf, self.layer.hidden_size
-        r = slice(group[0].start, group[-1].stop)
         A, h, c, tc = b["A"], b["h"], b["c"], b["tc"]
-        tmp4, t1, scale, shift = b["tmp4"], b["t1"][r], self.scale, self.shift
+        tmp4, t1, scale, shift = b["tmp4"], b["t1"], self.scale, self.shift
         W_hh_sT = self.W_hh_s.T
         for t in range(A.shape[0]):
-            a = A[t, r]
-            for s in group:
-                np.matmul(h[t, s], W_hh_sT, out=tmp4[s])
-            a += tmp4[r]
+            a = A[t]
+            np.matmul(h[t], W_hh_sT, out=tmp4)
+            a += tmp4
             np.tanh(a, out=a)
             a *= scale
             a += shift
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            c_next, tau = c[t + 1, r], tc[t, r]
-            np.multiply(f, c[t, r], out=c_next)
+            np.multiply(f, c[t], out=c[t + 1])
             np.multiply(i, g, out=t1)
-            c_next += t1
-            np.tanh(c_next, out=tau)
-            np.multiply(o, tau, out=h[t + 1, r])
+            c[t + 1] += t1
+            np.tanh(c[t + 1], out=tc[t])
+            np.multiply(o, tc[t], out=h[t + 1])
 
-    def _backward_rows(self, group: list[slice]) -> None:
-        """BPTT of the batch rows of ``group`` (contiguous fixed slices) into ``δA``: one
-        product per slice, the elementwise work over all its rows at once.
+    def _bptt(self, d_out: np.ndarray) -> None:
+        """BPTT into ``δA``.
 
         Every factor of ``δA`` the forward pass fixed is formed first
         (``D = [g⊙i(1−i), c_{t−1}⊙f(1−f), i⊙(1−g)(1+g), τ⊙o(1−o)]`` in ``δA`` itself, and
-        ``P = o⊙(1−τ)(1+τ)``) for :data:`CHUNK` steps at a time, so a step is five small
-        in-place products and the GEMM::
+        ``P = o⊙(1−τ)(1+τ)``) for :data:`CHUNK` steps at a time (blocks that stay in cache),
+        so a step is five small in-place products and the GEMM::
 
             δh += ∂C/∂out_t;  δc += δh ⊙ P_t;  δA[t] = D_t ⊙ [δc, δc, δc, δh]
             δc ← δc ⊙ f;  δh ← δA[t] W_hh
 
         The carried ``δh``, ``δc`` start at 0: the final states are not outputs.
         """
-        b, H, d_out = self.buf, self.layer.hidden_size, self.d_out
-        r = slice(group[0].start, group[-1].stop)
+        b, H = self.buf, self.layer.hidden_size
         length, n = b["A"].shape[:2]
-        A4 = b["A"].reshape(length, n, 4, H)[:, r]  # (T, rows, gate, H) views
-        D4 = b["dA"].reshape(length, n, 4, H)[:, r]
-        tc, c_prev = b["tc"][:, r], b["c"][:-1, r]
-        dA, dh_all = b["dA"], b["dh"]
-        dh, dc, t1 = b["dh"][r], b["dc"][r], b["t1"][r]
+        A4 = b["A"].reshape(length, n, 4, H)  # (T, N, gate, H) views
+        D4 = b["dA"].reshape(length, n, 4, H)
+        tc, c_prev, dA = b["tc"], b["c"][:-1], b["dA"]
+        dh, dc, t1 = b["dh"], b["dc"], b["t1"]
         dh[...] = 0.0
         dc[...] = 0.0
         dc3 = dc[:, None, :]  # δc against the i, f, g blocks at once
         # W_hh as the transpose of a contiguous W_hhᵀ: BLAS's faster path for these shapes
-        # (float64, 16 rows: 95 µs a product against 134 from W_hh itself)
+        # (float64: 95 µs a product against 134 from W_hh itself at 16 rows; 78 vs 100 at 32)
+        np.copyto(self.W_hhT, self.W_hh.T)
         W_hh = self.W_hhT.T
-        # the factors for CHUNK steps at a time: few calls, blocks that stay in cache
         for stop in range(length, 0, -CHUNK):
             k = slice(max(0, stop - CHUNK), stop)
             a4, d4, tau = A4[k], D4[k], tc[k]
             m = stop - k.start
-            P, tmp = b["tp"][:m, r], b["tg"][:m, r]
+            P, tmp = b["tp"][:m], b["tg"][:m]
             g = a4[:, :, 2]
             np.subtract(1.0, a4, out=d4)  # σ(1 − σ) for i, f, o (g's block is redone below)
             d4 *= a4
@@ -298,41 +281,17 @@ class LSTMStep:
             P *= a4[:, :, 3]
             for t in range(stop - 1, k.start - 1, -1):
                 d = D4[t]
-                dh += d_out[r, t]
+                dh += d_out[:, t]
                 np.multiply(dh, P[t - k.start], out=t1)
                 dc += t1
                 d[:, 3] *= dh
                 d[:, :3] *= dc3
                 dc *= A4[t, :, 1]
-                for s in group:
-                    np.matmul(dA[t, s], W_hh, out=dh_all[s])
+                np.matmul(dA[t], W_hh, out=dh)
 
 
 #: Steps whose BPTT factors are formed together (blocks that stay in cache).
 CHUNK = 4
-
-#: Batch rows from which the recurrence runs on two shape-fixed halves (one per thread).
-SPLIT_ROWS = 16
-
-
-def recurrence_slices(n: int) -> list[slice]:
-    """The batch rows cut into the slices whose recurrences run apart: two halves from
-    :data:`SPLIT_ROWS` rows, else one. Fixed by the batch size alone (never by the thread
-    count), so every product ``h[t, r] W_hhᵀ`` has the same shape on 1 or 2 threads."""
-    return fixed_slices(n, -(-n // 2) if n >= SPLIT_ROWS else max(n, 1))
-
-
-def run_slices(work, slices: list[slice]) -> None:
-    """``work(group)`` for the shape-fixed ``slices`` cut into one contiguous group per
-    thread (all of them on one thread). A slice's results depend on neither the group nor
-    the thread: ``work`` runs one product per slice and row-wise work over the group."""
-    threads = 1 if getattr(_local, "worker", False) else get_num_threads()
-    if threads == 1 or len(slices) == 1:
-        work(slices)
-        return
-    parts = min(threads, len(slices))
-    groups = [slices[k.start : k.stop] for k in even_slices(len(slices), parts)]
-    _get_pool().run(work, groups)
 
 
 def shape_buffers_dict(store: dict, key: tuple, make, dtype) -> dict[str, np.ndarray]:
