@@ -142,6 +142,27 @@ def test_lstm_step_float32_and_thread_count_independent():
     np.testing.assert_allclose(dx, dx_r, rtol=1e-4, atol=1e-5)
 
 
+def test_lstm_step_float32_benchmark_shape_same_bits_on_one_and_two_threads():
+    """The benchmark's shape (batch 32, 128 units: BPTT's chunks of steps, a last short one)
+    in float32: the same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(5)
+    layer = LSTM(64, 128, seed=4, dtype=np.float32)
+    x = rng.standard_normal((32, 9, 64)).astype(np.float32)
+    d_out = rng.standard_normal((32, 9, 128)).astype(np.float32)
+    before = manual_bp.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 1):
+            manual_bp.set_num_threads(threads)
+            results.append(_run(layer.fast_step(), layer, x, d_out))
+    finally:
+        manual_bp.set_num_threads(before)
+    for other in results[1:]:
+        assert np.array_equal(results[0][0], other[0]) and np.array_equal(results[0][1], other[1])
+        for name in results[0][2]:
+            assert np.array_equal(results[0][2][name], other[2][name])
+
+
 def _hidden_case(kind, rng, batch, length, input_size, hidden, layers, bias, bidi, initial):
     options = {"nonlinearity": kind[4:]} if kind.startswith("rnn") else {}
     cls = GRU if kind == "gru" else RNN

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manual_bp
+from manual_bp._threads import MIN_ELEMENTS
 from manual_bp.activations import get_activation
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.layers.dense import Dense, DenseStep
@@ -97,6 +98,32 @@ def test_sequence_model_float32_and_thread_count_independent():
     assert not any(isinstance(s, GenericStep) for s in trainer.steps)
     for a, b in zip(*results, strict=True):
         assert a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_large_output_seed_split_over_rows_matches_readable_and_threads():
+    """From 2·MIN_ELEMENTS output elements the seed δ = (a − onehot)/(N·T) runs as one work
+    call over row slices (``parallel_rows``): the readable path's gradients (float64) and the
+    same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(8)
+    vocab, length, batch = 1000, 12, 12  # 144 rows × 1000 classes ≥ 2·MIN_ELEMENTS
+    assert batch * length * vocab >= 2 * MIN_ELEMENTS
+    model = _model(vocab, 4, 6, length, seed=5)
+    tokens = rng.integers(0, vocab, (batch, length)).astype(np.float64)
+    labels = rng.integers(0, vocab, (batch, length))
+    x = model.prepare_inputs(tokens)
+    y = model.prepare_targets(labels, batch)
+    _, readable = model.loss_and_gradients(x, y)
+    before = manual_bp.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            manual_bp.set_num_threads(threads)
+            results.append(FusedTrainer(model).gradients(tokens, labels))
+    finally:
+        manual_bp.set_num_threads(before)
+    for k, (a, b, c) in enumerate(zip(*results, readable, strict=True)):
+        assert np.array_equal(a, b)
+        assert_gradients_close(a, c, name=f"fused vs readable θ[{k}]")
 
 
 @settings(max_examples=25, deadline=None)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._threads import MIN_ELEMENTS, parallel_rows
 from manual_bp.divergence import check_training_state
 from manual_bp.layers.steps import shape_buffers
 from manual_bp.models.targets import output_seed
@@ -136,13 +137,24 @@ class FusedTrainer:
             if d is None or d.shape != out.shape:
                 (d,) = shape_buffers(self._seeds, out.shape, lambda: (np.empty_like(out),))
                 self._seed_buffer = d
-            n_rows = out.size // out.shape[-1]
+            width = out.shape[-1]
+            n_rows = out.size // width
+            scale = factor / n_rows
             if self.seed_kind == "minus-target":  # BP1 folded: δᴸ = a − y, at zᴸ
+                if out.size >= 2 * MIN_ELEMENTS and out.flags.c_contiguous and y.flags.c_contiguous:
+                    a2, y2, d2 = out.reshape(-1, width), y.reshape(-1, width), d.reshape(-1, width)
+
+                    def work(rows: slice) -> None:  # both passes on each thread's rows
+                        np.subtract(a2[rows], y2[rows], out=d2[rows])
+                        d2[rows] *= scale
+
+                    parallel_rows(work, n_rows, width)  # elementwise: the same bits on any cut
+                    return d, K - 1
                 np.subtract(out, y, out=d)
                 K -= 1
             else:  # ∇ₐC_x into d; the output activation's VJP follows in the sweep
                 self.cost.grad_into(out, y, d)
-            d *= factor / n_rows
+            d *= scale
             return d, K
         model = self.model
         logits = _logits(model, self.steps[-1])
