@@ -20,17 +20,14 @@ this layout). A 1×1 stride-1 unpadded convolution skips im2col: ``U`` is x itse
 forward and ∂C/∂x are per-sample GEMMs on x's and δ's own memory, and only the weight
 gradient needs x laid ``(C, N·H·W)`` (one copy, beside δ's).
 
-Threads. The forward is per-sample work end to end: each thread takes a slice of the batch
-and runs its im2col (with the padded copy of x), its per-sample products ``W_g U_g[:, n]``
-and its bias additions in one hand-off, with BLAS on one thread (one_blas_thread): a
-per-sample product gives the same bits whichever thread runs it. The backward runs
-:data:`UNITS` shape-fixed chunks of samples (``fixed_slices``), each chunk's copy of δ,
-partial weight/bias gradients and ``dU`` product in one hand-off on one BLAS thread; the
-partials are summed in chunk order (a reduction over a slicing fixed by N alone), col2im
-follows per sample. Nothing depends on the thread count: 1 and 2 threads give the same bits.
-Measured (float32, two busy cores): BLAS's two threads on the first layer's weight gradient
-``(32 × 65536)·(65536 × 27)`` took 3.9 ms against 1.7 on one; split over our threads each
-chunk is ~0.4 ms. A 1×1 convolution keeps whole products (BLAS's threads).
+Threads: im2col (with the padded copy of x), the copies of δ (and x) and col2im are
+per-sample work, run over slices of the batch by :func:`~manual_bp._threads.parallel_rows`
+(bit-identical on any slicing: each output element is written by its own sample's pass in a
+fixed kernel-offset order). The GEMMs stay whole for BLAS; the weight and bias gradients
+are one call each, never split. A small layer's forward (:data:`SMALL_SAMPLE_FLOPS`) is the
+exception: each thread runs its samples' im2col, per-sample products (BLAS on one thread,
+so a sample's product has the same bits on whichever thread runs it) and bias in one
+hand-off.
 
 The price of the layout: im2col's and col2im's innermost runs are ``Wo`` numbers long (a
 batch-last layout, :func:`~manual_bp.layers._im2col.im2col`, has runs of ``Wo·N`` at stride
@@ -46,14 +43,18 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from manual_bp._threads import MIN_ELEMENTS, fixed_slices, one_blas_thread, parallel_rows
+from manual_bp._threads import one_blas_thread, parallel_rows
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["UNITS", "ConvStep"]
+__all__ = ["SMALL_SAMPLE_FLOPS", "ConvStep"]
 
-#: The backward's work units: the batch cut into this many chunks of ``⌈N/UNITS⌉`` samples,
-#: a slicing fixed by the batch size alone (see :meth:`ConvStep._backward_chunks`).
-UNITS = 4
+#: FLOPs of one sample's forward product ``W_g U_g[:, n]`` below which each thread runs its
+#: samples' im2col, products and bias in one hand-off on one BLAS thread (LeNet's layers,
+#: cnn-bn's first: 0.2–1.8 MFLOP; cnn-bn's first forward 1.31 ms against 1.47, LeNet's
+#: second 0.50 against 0.84, two threads, same process). Above it (cnn-bn's second layer,
+#: 8.3 MFLOP) im2col is split and the products go whole to BLAS's threads: 6.0–6.4 ms
+#: against 8.0–8.5 split over our threads (float32, two threads, busy machine).
+SMALL_SAMPLE_FLOPS = 1 << 22
 
 
 class ConvStep:
@@ -78,7 +79,6 @@ class ConvStep:
         dt = x2.dtype
         c_out = self.layer.out_channels
         padded = any(map(any, g.padding))
-        chunks = fixed_slices(n, max(1, -(-n // UNITS)))
         return {
             "size": (h, w),
             "out_size": (ho, wo),
@@ -91,16 +91,11 @@ class ConvStep:
             "dxp": np.empty((c, n, h + top + bottom, w + left + right), dt),
             "dx": np.empty((n, c, h, w), dt),
             "ones": np.ones(n * ho * wo, dt),
-            # per-chunk partial gradients, summed in chunk order (a shape-fixed reduction)
-            "chunks": chunks,
-            "gw_parts": np.empty((len(chunks), *self.layer.params["weight"].shape), dt),
-            "gb_parts": np.empty((len(chunks), c_out), dt),
         }
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``CONV.fast``: im2col into ``U``, then ``out[n]_g = W_g U_g[:, n] + b``, per slice
-        of samples (one hand-off each, products on one BLAS thread)."""
+        """``CONV.fast``: im2col into ``U``, then ``out[n]_g = W_g U_g[:, n] + b``."""
         layer = self.layer
         x2 = layer._as_2d(x)
         if x is not self.x and (self.x is None or self.x.shape != x.shape):
@@ -118,19 +113,12 @@ class ConvStep:
                 np.matmul(w_mat[g], x_g[:, g], out=out_g[:, g])
         else:
             cols_g = buf["cols"].reshape(groups, w_mat.shape[2], n, -1)  # (G, K_g, N, Ho·Wo)
-            b = None if bias is None else bias[:, None, None]
-
-            def forward_rows(rows: slice) -> None:
-                self._im2col(rows)
-                for g in range(groups):
-                    u = cols_g[g][:, rows].transpose(1, 0, 2)
-                    np.matmul(w_mat[g], u, out=out_g[rows, g])
-                if b is not None:
-                    np.add(out[rows], b, out=out[rows])
-
-            with one_blas_thread():
-                parallel_rows(forward_rows, n, cols_g[0, :, 0].size + out[0].size)
-            return layer._from_2d(out)
+            if 2 * w_mat.size * cols_g.shape[3] < SMALL_SAMPLE_FLOPS:
+                self._forward_split(w_mat, cols_g, out_g, bias)
+                return layer._from_2d(out)
+            parallel_rows(self._im2col, n, x2[0].size * int(np.prod(self.geometry.kernel)))
+            for g in range(groups):
+                np.matmul(w_mat[g], cols_g[g].transpose(1, 0, 2), out=out_g[:, g])
         if bias is not None:
             b = bias[:, None, None]
 
@@ -139,6 +127,24 @@ class ConvStep:
 
             parallel_rows(add_bias, n, out[0].size)
         return layer._from_2d(out)
+
+    def _forward_split(
+        self, w_mat: np.ndarray, cols_g: np.ndarray, out_g: np.ndarray, bias: np.ndarray | None
+    ) -> None:
+        """A small layer's forward, per slice of samples in one hand-off: im2col, the
+        per-sample products on one BLAS thread (the same bits on any thread), the bias."""
+        out = self.buf["out"]
+        b = None if bias is None else bias[:, None, None]
+
+        def forward_rows(rows: slice) -> None:
+            self._im2col(rows)
+            for g in range(cols_g.shape[0]):
+                np.matmul(w_mat[g], cols_g[g][:, rows].transpose(1, 0, 2), out=out_g[rows, g])
+            if b is not None:
+                np.add(out[rows], b, out=out[rows])
+
+        with one_blas_thread():
+            parallel_rows(forward_rows, out.shape[0], cols_g[:, :, 0].size + out[0].size)
 
     def _im2col(self, rows: slice) -> None:
         """Sample rows ``rows`` of ``U``: the padded copy of x, then ONE strided copy of all
@@ -176,74 +182,29 @@ class ConvStep:
         d_all = buf["delta"]  # (C_out, N, Ho, Wo)
         cols = buf["cols"]
 
-        if not self.pointwise:
-            self._backward_chunks(delta, w_mat, grads, need_dx)
-            return layer._from_2d(buf["dx"]) if need_dx else None
-
-        def lay_out(rows: slice) -> None:  # U = x laid (C, N, H, W), δ as (C_out, N, H, W)
+        def lay_out(rows: slice) -> None:
             np.copyto(d_all[:, rows], delta[rows].transpose(1, 0, 2, 3))
-            np.copyto(cols[:, 0, 0, rows], x2[rows].transpose(1, 0, 2, 3))
+            if self.pointwise:  # U = x laid (C, N, H, W)
+                np.copyto(cols[:, 0, 0, rows], x2[rows].transpose(1, 0, 2, 3))
 
-        parallel_rows(lay_out, n, delta[0].size + x2[0].size)
-        d_mat = d_all.reshape(groups, o_g, -1)  # (G, O_g, N·H·W)
-        u_mat = cols.reshape(groups, k_g, -1)  # (G, K_g, N·H·W)
+        parallel_rows(lay_out, n, delta[0].size + (x2[0].size if self.pointwise else 0))
+        d_mat = d_all.reshape(groups, o_g, -1)  # (G, O_g, N·Ho·Wo)
+        u_mat = cols.reshape(groups, k_g, -1)  # (G, K_g, N·Ho·Wo)
         np.matmul(d_mat, u_mat.transpose(0, 2, 1), out=grads["weight"].reshape(groups, o_g, k_g))
         if "bias" in grads:
             np.dot(d_all.reshape(c_out, -1), buf["ones"], out=grads["bias"])
         if not need_dx:
             return None
         dx = buf["dx"]
-        d_g = delta.reshape(n, groups, o_g, -1)
-        dx_g = dx.reshape(n, groups, k_g, -1)
-        for g in range(groups):
-            np.matmul(w_mat[g].T, d_g[:, g], out=dx_g[:, g])
+        if self.pointwise:
+            d_g = delta.reshape(n, groups, o_g, -1)
+            dx_g = dx.reshape(n, groups, k_g, -1)
+            for g in range(groups):
+                np.matmul(w_mat[g].T, d_g[:, g], out=dx_g[:, g])
+            return layer._from_2d(dx)
+        np.matmul(w_mat.transpose(0, 2, 1), d_mat, out=u_mat)  # dU, over U's buffer
+        parallel_rows(self._col2im, n, cols[:, :, :, 0].size + x2[0].size)
         return layer._from_2d(dx)
-
-    def _backward_chunks(
-        self, delta: np.ndarray, w_mat: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
-    ) -> None:
-        """The im2col backward in :data:`UNITS` chunks of samples, all of a chunk's passes
-        in one hand-off, its products on one BLAS thread: δ laid ``(C_out, n, Ho, Wo)``; the
-        chunk's partial ``∂C/∂W_g = D_g U_gᵀ`` and ``∂C/∂b = D 1``; ``dU_g = W_gᵀ D_g`` over
-        U's columns (U is spent); then col2im over the thread's whole run of samples (its
-        calls are one per kernel offset: fewer, longer ones). The partials are summed in
-        chunk order: the slicing and every product's shape depend on the batch size alone,
-        never on the thread count, so 1 and 2 threads give the same bits."""
-        buf, groups = self.buf, self.geometry.groups
-        n, c_out = delta.shape[:2]
-        o_g, k_g = w_mat.shape[1:]
-        d_all = buf["delta"]  # (C_out, N, Ho, Wo)
-        d_g = d_all.reshape(groups, o_g, n, -1)  # (G, O_g, N, Ho·Wo)
-        u_g = buf["cols"].reshape(groups, k_g, n, -1)  # (G, K_g, N, Ho·Wo)
-        gw_parts = buf["gw_parts"].reshape(-1, groups, o_g, k_g)
-        gb_parts, ones = buf["gb_parts"], buf["ones"]
-        has_bias = "bias" in grads
-        chunks = buf["chunks"]
-
-        def backward_chunks(part: slice) -> None:
-            if part.stop <= part.start:
-                return
-            for c in range(len(chunks))[part]:
-                rows = chunks[c]
-                size = rows.stop - rows.start
-                np.copyto(d_all[:, rows], delta[rows].transpose(1, 0, 2, 3))
-                for g in range(groups):
-                    d = d_g[g][:, rows].reshape(o_g, -1)
-                    u = u_g[g][:, rows].reshape(k_g, -1)
-                    np.matmul(d, u.T, out=gw_parts[c, g])
-                    if need_dx:
-                        np.matmul(w_mat[g].T, d, out=u)  # dU over U's buffer
-                if has_bias:
-                    np.dot(d_all[:, rows].reshape(c_out, -1), ones[: size * d_g.shape[3]],
-                           out=gb_parts[c])  # fmt: skip
-            if need_dx:  # over the whole run of samples: col2im's calls are per kernel offset
-                self._col2im(slice(chunks[part.start].start, chunks[part.stop - 1].stop))
-
-        with one_blas_thread():
-            parallel_rows(backward_chunks, len(chunks), MIN_ELEMENTS)
-        np.sum(buf["gw_parts"], axis=0, out=grads["weight"])
-        if has_bias:
-            np.sum(gb_parts, axis=0, out=grads["bias"])
 
     def _col2im(self, rows: slice) -> None:
         """Sample rows ``rows`` of ∂C/∂x: every entry of ``dU`` added back onto the padded
