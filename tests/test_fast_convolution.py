@@ -144,11 +144,13 @@ def test_readable_implementation_keeps_generic_step():
 @pytest.mark.parametrize("small", [0, 1 << 30])
 def test_both_forms(monkeypatch, small):
     """The forward's products whole for BLAS's threads or per slice of samples with im2col
-    over ours (``SMALL_SAMPLE_FLOPS`` forces each form) against torch, float64, with and
-    without ∂C/∂x: cnn-bn's second layer and a grouped, padded, strided one."""
+    over ours, col2im channel-major or batch-last (``SMALL_SAMPLE_FLOPS``,
+    ``BATCH_LAST_SIZE`` force each form) against torch, float64, with and without ∂C/∂x:
+    cnn-bn's second layer and a grouped, padded, strided one."""
     from manual_bp.layers import convolution_fast
 
     monkeypatch.setattr(convolution_fast, "SMALL_SAMPLE_FLOPS", small)
+    monkeypatch.setattr(convolution_fast, "BATCH_LAST_SIZE", small)
     rng = np.random.default_rng(4)
     for kwargs, size, batch in [
         (dict(in_channels=32, out_channels=64, kernel_size=3, stride=2), (12, 12), 9),
