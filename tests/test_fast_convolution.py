@@ -50,7 +50,20 @@ def _torch(layer, x, dout):
 @given(st.data(), st.sampled_from([Conv2d, Conv1d]), seeds)
 def test_step_matches_readable_and_torch(data, cls, seed):
     """Forward, ∂C/∂x, ∂C/∂W, ∂C/∂b of the step against the readable layer and torch, for
-    two steps of one batch shape (buffer reuse) and one of another batch size."""
+    two steps of one batch shape (buffer reuse) and one of another batch size; each form of
+    the forward and of col2im (``SMALL_SAMPLE_FLOPS``, ``BATCH_LAST_SIZE`` forced)."""
+    from manual_bp.layers import convolution_fast
+
+    saved = convolution_fast.SMALL_SAMPLE_FLOPS, convolution_fast.BATCH_LAST_SIZE
+    small = data.draw(st.sampled_from([0, 1 << 30]))
+    convolution_fast.SMALL_SAMPLE_FLOPS = convolution_fast.BATCH_LAST_SIZE = small
+    try:
+        _check_step(data, cls, seed)
+    finally:
+        convolution_fast.SMALL_SAMPLE_FLOPS, convolution_fast.BATCH_LAST_SIZE = saved
+
+
+def _check_step(data, cls, seed):
     geometry = data.draw(conv_geometries(dims=2 if cls is Conv2d else 1))
     layer = _layer(geometry, cls, seed)
     step = layer.fast_step()
