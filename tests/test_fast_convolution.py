@@ -50,7 +50,20 @@ def _torch(layer, x, dout):
 @given(st.data(), st.sampled_from([Conv2d, Conv1d]), seeds)
 def test_step_matches_readable_and_torch(data, cls, seed):
     """Forward, ∂C/∂x, ∂C/∂W, ∂C/∂b of the step against the readable layer and torch, for
-    two steps of one batch shape (buffer reuse) and one of another batch size."""
+    two steps of one batch shape (buffer reuse) and one of another batch size; each form of
+    the forward and of col2im (``SMALL_SAMPLE_FLOPS``, ``BATCH_LAST_SIZE`` forced)."""
+    from manual_bp.layers import convolution_fast
+
+    saved = convolution_fast.SMALL_SAMPLE_FLOPS, convolution_fast.BATCH_LAST_SIZE
+    small = data.draw(st.sampled_from([0, 1 << 30]))
+    convolution_fast.SMALL_SAMPLE_FLOPS = convolution_fast.BATCH_LAST_SIZE = small
+    try:
+        _check_step(data, cls, seed)
+    finally:
+        convolution_fast.SMALL_SAMPLE_FLOPS, convolution_fast.BATCH_LAST_SIZE = saved
+
+
+def _check_step(data, cls, seed):
     geometry = data.draw(conv_geometries(dims=2 if cls is Conv2d else 1))
     layer = _layer(geometry, cls, seed)
     step = layer.fast_step()
@@ -139,3 +152,32 @@ def test_readable_implementation_keeps_generic_step():
     from manual_bp.layers.steps import GenericStep
 
     assert isinstance(Conv2d(2, 3, 3, implementation="readable").fast_step(), GenericStep)
+
+
+@pytest.mark.parametrize("small", [0, 1 << 30])
+def test_both_forms(monkeypatch, small):
+    """The forward's products whole for BLAS's threads or per slice of samples with im2col
+    over ours, col2im channel-major or batch-last (``SMALL_SAMPLE_FLOPS``,
+    ``BATCH_LAST_SIZE`` force each form) against torch, float64, with and without ∂C/∂x:
+    cnn-bn's second layer and a grouped, padded, strided one."""
+    from manual_bp.layers import convolution_fast
+
+    monkeypatch.setattr(convolution_fast, "SMALL_SAMPLE_FLOPS", small)
+    monkeypatch.setattr(convolution_fast, "BATCH_LAST_SIZE", small)
+    rng = np.random.default_rng(4)
+    for kwargs, size, batch in [
+        (dict(in_channels=32, out_channels=64, kernel_size=3, stride=2), (12, 12), 9),
+        (dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2),
+         (9, 8), 7),
+    ]:  # fmt: skip
+        layer = Conv2d(**kwargs, seed=5)
+        x = rng.standard_normal((batch, kwargs["in_channels"], *size))
+        dout = rng.standard_normal((batch, *layer.output_shape(x.shape[1:])))
+        out_t, dx_t, grads_t = _torch(layer, x, dout)
+        for need_dx in (True, False):
+            out, dx, grads = _run(layer.fast_step(), x, dout, need_dx)
+            np.testing.assert_allclose(out, out_t, rtol=1e-10, atol=1e-10)
+            if need_dx:
+                np.testing.assert_allclose(dx, dx_t, rtol=1e-10, atol=1e-10)
+            for name in grads_t:
+                np.testing.assert_allclose(grads[name], grads_t[name], rtol=1e-10, atol=1e-10)

@@ -24,13 +24,21 @@ Threads: im2col (with the padded copy of x), the copies of δ (and x) and col2im
 per-sample work, run over slices of the batch by :func:`~manual_bp._threads.parallel_rows`
 (bit-identical on any slicing: each output element is written by its own sample's pass in a
 fixed kernel-offset order). The GEMMs stay whole for BLAS; the weight and bias gradients
-are one call each, never split.
+are one call each, never split. A small layer's forward (:data:`SMALL_SAMPLE_FLOPS`) is the
+exception: each thread runs its samples' im2col, per-sample products (BLAS on one thread,
+so a sample's product has the same bits on whichever thread runs it) and bias in one
+hand-off.
 
 The price of the layout: im2col's and col2im's innermost runs are ``Wo`` numbers long (a
 batch-last layout, :func:`~manual_bp.layers._im2col.im2col`, has runs of ``Wo·N`` at stride
 1), so on LeNet's small layers these copies cost 2–3× the batch-last ones; the transposed
 copies the batch-last layout needs (the output into NCHW, δ into it) cost more on cnn-bn.
-col2im adds into a channel-major ``(C, N, Hp, Wp)`` buffer, the order of ``dU``.
+col2im adds into a channel-major ``(C, N, Hp, Wp)`` buffer, the order of ``dU``. For small
+inputs (:data:`BATCH_LAST_SIZE`, LeNet's) ∂C/∂x goes batch-last instead: δ is copied once
+more as ``(C_out, Ho, Wo, N)``, ``dU = W_gᵀ D_g`` comes out ``(C, kH, kW, Ho, Wo, N)`` into
+U's buffer, col2im adds runs of N numbers into ``(C, Hp, Wp, N)`` (split over channels: each
+element still added by one thread in a fixed order) and the interior is copied back to NCHW
+(split over samples).
 """
 
 from __future__ import annotations
@@ -40,10 +48,24 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from manual_bp._threads import parallel_rows
+from manual_bp._threads import one_blas_thread, parallel_rows
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["ConvStep"]
+__all__ = ["BATCH_LAST_SIZE", "SMALL_SAMPLE_FLOPS", "ConvStep"]
+
+#: FLOPs of one sample's forward product ``W_g U_g[:, n]`` below which each thread runs its
+#: samples' im2col, products and bias in one hand-off on one BLAS thread (LeNet's layers,
+#: cnn-bn's first: 0.2–1.8 MFLOP; cnn-bn's first forward 1.31 ms against 1.47, LeNet's
+#: second 0.50 against 0.84, two threads, same process). Above it (cnn-bn's second layer,
+#: 8.3 MFLOP) im2col is split and the products go whole to BLAS's threads: 6.0–6.4 ms
+#: against 8.0–8.5 split over our threads (float32, two threads, busy machine).
+SMALL_SAMPLE_FLOPS = 1 << 22
+
+#: Input elements per sample up to which ∂C/∂x's col2im runs batch-last (runs of N numbers
+#: instead of Wo): LeNet's second layer (6·14·14) 1.48 → 0.97 ms a backward on one thread,
+#: 1.79 → 1.01 on two (float32; float64 2.29 → 1.86); cnn-bn's second (32·32·32) gains
+#: nothing (13.3 against 13.1 ms: its crop back to NCHW costs what the adds save).
+BATCH_LAST_SIZE = 8192
 
 
 class ConvStep:
@@ -68,6 +90,7 @@ class ConvStep:
         dt = x2.dtype
         c_out = self.layer.out_channels
         padded = any(map(any, g.padding))
+        batch_last = c * h * w <= BATCH_LAST_SIZE and not self.pointwise
         return {
             "size": (h, w),
             "out_size": (ho, wo),
@@ -77,7 +100,13 @@ class ConvStep:
             "out": np.empty((n, c_out, ho, wo), dt),
             "delta": np.empty((c_out, n, ho, wo), dt),
             # channel-major like dU, so col2im's additions read and write in one order
-            "dxp": np.empty((c, n, h + top + bottom, w + left + right), dt),
+            "batch_last": batch_last,
+            "dxp": None if batch_last else np.empty((c, n, h + top + bottom, w + left + right), dt),
+            # the batch-last col2im: δ laid (C_out, Ho, Wo, N), ∂C/∂x padded (C, Hp, Wp, N)
+            "delta_bl": np.empty((c_out, ho, wo, n), dt) if batch_last else None,
+            "dxp_bl": np.empty((c, h + top + bottom, w + left + right, n), dt)
+            if batch_last
+            else None,
             "dx": np.empty((n, c, h, w), dt),
             "ones": np.ones(n * ho * wo, dt),
         }
@@ -101,8 +130,11 @@ class ConvStep:
             for g in range(groups):
                 np.matmul(w_mat[g], x_g[:, g], out=out_g[:, g])
         else:
-            parallel_rows(self._im2col, n, x2[0].size * int(np.prod(self.geometry.kernel)))
             cols_g = buf["cols"].reshape(groups, w_mat.shape[2], n, -1)  # (G, K_g, N, Ho·Wo)
+            if 2 * w_mat.size * cols_g.shape[3] < SMALL_SAMPLE_FLOPS:
+                self._forward_split(w_mat, cols_g, out_g, bias)
+                return layer._from_2d(out)
+            parallel_rows(self._im2col, n, x2[0].size * int(np.prod(self.geometry.kernel)))
             for g in range(groups):
                 np.matmul(w_mat[g], cols_g[g].transpose(1, 0, 2), out=out_g[:, g])
         if bias is not None:
@@ -113,6 +145,24 @@ class ConvStep:
 
             parallel_rows(add_bias, n, out[0].size)
         return layer._from_2d(out)
+
+    def _forward_split(
+        self, w_mat: np.ndarray, cols_g: np.ndarray, out_g: np.ndarray, bias: np.ndarray | None
+    ) -> None:
+        """A small layer's forward, per slice of samples in one hand-off: im2col, the
+        per-sample products on one BLAS thread (the same bits on any thread), the bias."""
+        out = self.buf["out"]
+        b = None if bias is None else bias[:, None, None]
+
+        def forward_rows(rows: slice) -> None:
+            self._im2col(rows)
+            for g in range(cols_g.shape[0]):
+                np.matmul(w_mat[g], cols_g[g][:, rows].transpose(1, 0, 2), out=out_g[rows, g])
+            if b is not None:
+                np.add(out[rows], b, out=out[rows])
+
+        with one_blas_thread():
+            parallel_rows(forward_rows, out.shape[0], cols_g[:, :, 0].size + out[0].size)
 
     def _im2col(self, rows: slice) -> None:
         """Sample rows ``rows`` of ``U``: the padded copy of x, then ONE strided copy of all
@@ -170,9 +220,46 @@ class ConvStep:
             for g in range(groups):
                 np.matmul(w_mat[g].T, d_g[:, g], out=dx_g[:, g])
             return layer._from_2d(dx)
-        np.matmul(w_mat.transpose(0, 2, 1), d_mat, out=u_mat)  # dU, over U's buffer
-        parallel_rows(self._col2im, n, cols[:, :, :, 0].size + x2[0].size)
+        if not buf["batch_last"]:
+            np.matmul(w_mat.transpose(0, 2, 1), d_mat, out=u_mat)  # dU, over U's buffer
+            parallel_rows(self._col2im, n, cols[:, :, :, 0].size + x2[0].size)
+            return layer._from_2d(dx)
+        d_bl, dxp_bl = buf["delta_bl"], buf["dxp_bl"]
+
+        def lay_out_bl(out_channels: slice) -> None:
+            np.copyto(d_bl[out_channels], delta[:, out_channels].transpose(1, 2, 3, 0))
+
+        parallel_rows(lay_out_bl, c_out, delta[:, 0].size)
+        # dU with columns (Ho, Wo, N), over U's buffer (U is spent)
+        np.matmul(w_mat.transpose(0, 2, 1), d_bl.reshape(groups, o_g, -1), out=u_mat)
+        parallel_rows(self._col2im_bl, dxp_bl.shape[0], dxp_bl[0].size + cols[0].size)
+
+        def crop(rows: slice) -> None:
+            (h, w), ((top, _), (left, _)) = buf["size"], self.geometry.padding
+            np.copyto(
+                dx[rows], dxp_bl[:, top : top + h, left : left + w, rows].transpose(3, 0, 1, 2)
+            )
+
+        parallel_rows(crop, n, x2[0].size)
         return layer._from_2d(dx)
+
+    def _col2im_bl(self, channels: slice) -> None:
+        """Input channels ``channels`` of the batch-last ∂C/∂x: every entry of ``dU``
+        ``(C, kH, kW, Ho, Wo, N)`` added onto the padded ``(C, Hp, Wp, N)`` position it was
+        read from, one kernel offset at a time (a fixed order): runs of N numbers."""
+        g, buf = self.geometry, self.buf
+        ho, wo = buf["out_size"]
+        (sh, sw), (dh, dw) = g.stride, g.dilation
+        n = buf["dxp_bl"].shape[3]
+        dcols = buf["cols"].reshape(-1, *g.kernel, ho, wo, n)[channels]
+        part = buf["dxp_bl"][channels]
+        part.fill(0)
+        for i in range(g.kernel[0]):
+            rows_i = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            for j in range(g.kernel[1]):
+                cols_j = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+                spot = part[:, rows_i, cols_j]
+                np.add(spot, dcols[:, i, j], out=spot)
 
     def _col2im(self, rows: slice) -> None:
         """Sample rows ``rows`` of ∂C/∂x: every entry of ``dU`` added back onto the padded
