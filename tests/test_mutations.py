@@ -187,8 +187,8 @@ MUTATIONS = [
         "BP4",
         "fast path: drop the 1/n of the mean cost",
         "manual_bp/training/fused.py",
-        "            d *= factor / n_rows\n",
-        "            d *= factor\n",
+        "            scale = factor / n_rows\n",
+        "            scale = factor\n",
         "tests/test_fast_path.py::test_fast_sgd_l2_steps_match_torch_optim",
     ),
     Mutation(
@@ -334,6 +334,14 @@ MUTATIONS = [
         "np.matmul(w_mat.transpose(0, 2, 1), d_mat, out=u_mat)",
         "np.matmul(w_mat.transpose(0, 2, 1) * 1.5, d_mat, out=u_mat)",
         "tests/test_fast_convolution.py::test_step_matches_readable_and_torch",
+    ),
+    Mutation(
+        "LAYER.conv2d",
+        "training step (ConvStep), batch-last col2im: the input gradient's product uses W",
+        "manual_bp/layers/convolution_fast.py",
+        "np.matmul(w_mat.transpose(0, 2, 1), d_bl.reshape(groups, o_g, -1), out=u_mat)",
+        "np.matmul(w_mat.transpose(0, 2, 1) * 1.5, d_bl.reshape(groups, o_g, -1), out=u_mat)",
+        "tests/test_fast_convolution.py::test_both_forms",
     ),
     Mutation(
         "ATT.sdpa",
