@@ -45,7 +45,7 @@ Usage::
     python benchmarks/bench_families.py --threads 1 --repeats 3
     python benchmarks/bench_families.py --threads 1,2 --workloads lenet,lstm --json out.json
     python benchmarks/bench_families.py --threads 1,2 --dtype float32,float64  # every row in both
-    python benchmarks/bench_families.py --threads 1,2 --before /tmp/base  # + an older tree
+    python benchmarks/bench_families.py --threads 1,2 --before ../base  # + a git worktree
     python benchmarks/bench_families.py --quick            # 1 repeat, few steps, 1 thread
 """
 
