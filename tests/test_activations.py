@@ -25,6 +25,7 @@ from manual_bp.activations import (
     get_activation,
 )
 from manual_bp.gradcheck import assert_gradients_close
+from manual_bp.layers import ActivationLayer
 from reference.cases import build_case
 from reference.checks_components import (
     REGIMES,
@@ -192,3 +193,35 @@ def test_unknown_name_lists_valid_names():
 def test_invalid_hyperparameters_are_rejected(cls, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs)) if cls is not HardTanh else "min_val"):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4)])
+def test_the_activation_layer_takes_the_shapes_torch_takes(name, shape):
+    """torch's activation modules take a scalar and an unbatched vector (its module_db's
+    ``scalar`` and ``no_batch_dim`` configurations); so does the layer, in every dtype, with
+    its gradient shaped like its input. A coupled σ (softmax) needs an axis to act along."""
+    layer = ActivationLayer(name)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = np.asarray(rng.standard_normal(shape), dtype=dtype)
+        if not layer.activation.elementwise and not shape:
+            with pytest.raises(ValueError, match="needs an axis to act along"):
+                layer.forward(x)
+            continue
+        a, cache = layer.forward(x)
+        upstream = np.asarray(rng.standard_normal(shape), dtype=dtype)
+        dx, grads = layer.backward(upstream, cache)
+        assert np.shape(a) == shape and np.shape(dx) == shape and not grads
+        assert np.asarray(a).dtype == dtype and np.asarray(dx).dtype == dtype
+        # the same numbers as the batched call with that input as one row
+        a_row, cache_row = layer.forward(x.reshape(1, *shape) if shape else x.reshape(1, 1))
+        dx_row, _ = layer.backward(upstream.reshape(a_row.shape), cache_row)
+        np.testing.assert_array_equal(np.asarray(a).reshape(-1), a_row.reshape(-1))
+        np.testing.assert_array_equal(np.asarray(dx).reshape(-1), dx_row.reshape(-1))
+
+
+@pytest.mark.parametrize("bad", [[0.5, 1.0], 0.5, None])
+def test_the_activation_layer_refuses_what_is_not_an_array(bad):
+    with pytest.raises(ValueError, match="must be a NumPy array"):
+        ActivationLayer("relu").forward(bad)

@@ -252,7 +252,7 @@ class GELU(Activation):
         if z.dtype == np.float32:
             w = _erf_half(z, np.empty_like(z), np.empty_like(z), np.empty_like(z))
         else:
-            w = z * _SQRT_HALF
+            w = np.multiply(z, _SQRT_HALF, out=np.empty_like(z))  # an array even when 0-d
             special.erf(w, out=w)
         w += 1.0
         return w

@@ -46,8 +46,12 @@ class ActivationLayer(Layer):
         return self.activation.equation
 
     def forward(self, z: np.ndarray) -> tuple[np.ndarray, ActivationCache]:
-        if not isinstance(z, np.ndarray) or z.ndim < 2:
-            raise ValueError(f"{self!r}: input must be a batch, got shape {np.shape(z)}")
+        # torch's activation modules take any shape (a scalar, an unbatched vector); a
+        # coupled σ (softmax) acts along the last axis, so it needs one
+        if not isinstance(z, np.ndarray):
+            raise ValueError(f"{self!r}: input must be a NumPy array, got {type(z).__name__}")
+        if z.ndim == 0 and not self.activation.elementwise:
+            raise ValueError(f"{self!r}: input needs an axis to act along (the last), got shape ()")
         a = self.activation.forward(z)
         return a, ActivationCache(z, a)
 
@@ -55,9 +59,14 @@ class ActivationLayer(Layer):
         self, grad_a: np.ndarray, cache: ActivationCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         z = cache.input
-        if not isinstance(grad_a, np.ndarray) or grad_a.shape != z.shape:
+        if not isinstance(grad_a, np.ndarray):
             raise ValueError(
-                f"{self!r}: upstream gradient has shape {np.shape(grad_a)}, expected {z.shape}"
+                f"{self!r}: upstream gradient must be a NumPy array of shape {z.shape}, got "
+                f"{type(grad_a).__name__}"
+            )
+        if grad_a.shape != z.shape:
+            raise ValueError(
+                f"{self!r}: upstream gradient has shape {grad_a.shape}, expected {z.shape}"
             )
         return self.activation.backward(grad_a, z, cache.output), {}
 
