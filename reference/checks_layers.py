@@ -70,7 +70,9 @@ def plain_batchnorm(layer, params, buffers, x, cache):
         mean, var = buffers["running_mean"], buffers["running_var"]
         out = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + layer.eps)
     if "weight" in params:
-        out = out * params["weight"].reshape(shape) + params["bias"].reshape(shape)
+        out = out * params["weight"].reshape(shape)
+    if "bias" in params:
+        out = out + params["bias"].reshape(shape)
     return out
 
 
@@ -80,7 +82,9 @@ def plain_layernorm(layer, params, buffers, x, cache):
     axes = tuple(range(x.ndim - len(layer.normalized_shape), x.ndim))
     out = _plain_normalise(x, axes, layer.eps)
     if "weight" in params:
-        out = out * params["weight"] + params["bias"]
+        out = out * params["weight"]
+    if "bias" in params:
+        out = out + params["bias"]
     return out
 
 
@@ -298,7 +302,8 @@ def forward_sizes(model, caches) -> list[np.ndarray]:
             if cache.weight is not None:
                 shape = cache.weight.shape if isinstance(layer, LayerNorm) else layer._shape(x)
                 size = size * np.abs(cache.weight).reshape(shape)
-                size = size + np.abs(layer.params["bias"]).reshape(shape)
+                if "bias" in layer.params:
+                    size = size + np.abs(layer.params["bias"]).reshape(shape)
         elif isinstance(layer, Dropout):
             size = np.abs(layer.backward(size, cache)[0])
         else:

@@ -46,9 +46,10 @@ def _clone(layer):
     track=st.booleans(),
     momentum=st.sampled_from([None, 0.1, 1.0]),
     training=st.booleans(),
+    bias=st.booleans(),
 )
 def test_batchnorm_step_matches_readable_and_torch(
-    seed, spatial, batch, affine, track, momentum, training
+    seed, spatial, batch, affine, track, momentum, training, bias
 ):
     """LAYER.batchnorm / .running / .eval: fast step = readable form = torch, float64."""
     rng = np.random.default_rng(seed)
@@ -56,11 +57,10 @@ def test_batchnorm_step_matches_readable_and_torch(
     if (training or not track) and batch * int(np.prod(spatial)) < 2:
         batch = 2
     cls = BatchNorm2d if len(spatial) == 2 else BatchNorm1d
-    options = {"momentum": momentum, "affine": affine, "track_running_stats": track}
+    options = {"momentum": momentum, "affine": affine, "track_running_stats": track, "bias": bias}
     ours = cls(channels, eps=float(rng.choice([1e-5, 0.1])), **options)
-    if affine:
-        ours.params["weight"][...] = rng.standard_normal(channels)
-        ours.params["bias"][...] = rng.standard_normal(channels)
+    for array in ours.params.values():  # γ and, unless bias=False, β
+        array[...] = rng.standard_normal(channels)
     if track:
         ours.buffers["running_mean"][...] = rng.standard_normal(channels)
         ours.buffers["running_var"][...] = rng.uniform(0.5, 2.0, channels)
@@ -102,27 +102,34 @@ def test_batchnorm_step_matches_readable_and_torch(
         ).check()
     if affine:  # the lowest layer: gradients only
         _, none, only = _step(_clone(readable), x, u, need_dx=False)
-        assert none is None and set(only) == {"weight", "bias"}
+        assert none is None and set(only) == {"weight", "bias"} - (set() if bias else {"bias"})
 
 
 @settings(max_examples=40)
-@given(seed=seeds, axes=st.integers(1, 3), lead=st.integers(1, 2), affine=st.booleans())
-def test_layernorm_step_matches_readable_and_torch(seed, axes, lead, affine):
+@given(
+    seed=seeds,
+    axes=st.integers(1, 3),
+    lead=st.integers(1, 2),
+    affine=st.booleans(),
+    bias=st.booleans(),
+)
+def test_layernorm_step_matches_readable_and_torch(seed, axes, lead, affine, bias):
     """LAYER.layernorm: fast step = readable form = torch, float64, 1–3 normalised axes."""
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in rng.integers(1, 5, lead + axes))
     normalized = shape[lead:]
-    ours = LayerNorm(normalized, eps=float(rng.choice([1e-5, 0.1])), elementwise_affine=affine)
-    if affine:
-        ours.params["weight"][...] = rng.standard_normal(normalized)
-        ours.params["bias"][...] = rng.standard_normal(normalized)
+    ours = LayerNorm(
+        normalized, eps=float(rng.choice([1e-5, 0.1])), elementwise_affine=affine, bias=bias
+    )
+    for array in ours.params.values():  # γ and, unless bias=False, β
+        array[...] = rng.standard_normal(normalized)
     x = rng.standard_normal(shape) * 2.0 + rng.standard_normal()
     u = rng.standard_normal(shape)
     y, dx, grads = _step(ours, x, u)
     ref_y, cache = ours.forward(x)
     ref_dx, ref_grads = ours.backward(u, cache)
     theirs = torch.nn.LayerNorm(
-        normalized, eps=ours.eps, elementwise_affine=affine, dtype=torch.float64
+        normalized, eps=ours.eps, elementwise_affine=affine, bias=bias, dtype=torch.float64
     )
     with torch.no_grad():
         for name, p in theirs.named_parameters():

@@ -179,6 +179,33 @@ def test_layernorm_products_match_torch_func(seed, eps, affine, training):
     _check(layer, _spread(rng, (int(rng.integers(1, 5)), *per_sample)), seed)
 
 
+@given(
+    seed=seeds,
+    kind=st.sampled_from(["batchnorm1d", "batchnorm2d", "layernorm"]),
+    training=st.booleans(),
+    track=st.booleans(),
+)
+@settings(max_examples=20, deadline=None)
+def test_norm_products_without_bias_match_torch_func(seed, kind, training, track):
+    """torch 2.13's ``bias=False`` (γ learned, no β): PROD.batchnorm1d/2d.* and
+    PROD.layernorm.* hold without the β terms, against the plain-op oracle."""
+    rng = np.random.default_rng(seed)
+    if kind == "layernorm":
+        per_sample = tuple(int(s) for s in rng.integers(1, 5, size=int(rng.integers(1, 4))))
+        k = int(rng.integers(1, len(per_sample) + 1))
+        layer = LayerNorm(per_sample[-k:], 1e-5, True, False).train(training)
+        shape = (int(rng.integers(1, 5)), *per_sample)
+    else:
+        channels, spatial = int(rng.integers(1, 5)), 2 if kind == "batchnorm2d" else 1
+        cls = BatchNorm2d if kind == "batchnorm2d" else BatchNorm1d
+        layer = cls(channels, 1e-5, 0.1, True, track, bias=False).train(training)
+        shape = (int(rng.integers(2, 5)), channels, *rng.integers(2, 4, size=spatial))
+    assert list(layer.params) == ["weight"]
+    for array in layer.params.values():
+        array[...] = rng.standard_normal(array.shape)
+    _check(layer, _spread(rng, shape), seed)
+
+
 def _dropout_case(cls, seed, p, training, shape):
     layer = cls(p, seed=seed).train(training)
     _check(layer, np.random.default_rng(seed).standard_normal(shape), seed)

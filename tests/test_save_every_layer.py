@@ -88,6 +88,7 @@ def _norm1d(draw, shape: Shape):
         momentum=draw(st.sampled_from([0.1, 0.5, None])),
         affine=draw(st.booleans()),
         track_running_stats=draw(st.booleans()),
+        bias=draw(st.booleans()),
     )
 
 
@@ -98,6 +99,7 @@ def _norm2d(draw, shape: Shape):
         momentum=draw(st.sampled_from([0.1, 0.5, None])),
         affine=draw(st.booleans()),
         track_running_stats=draw(st.booleans()),
+        bias=draw(st.booleans()),
     )
 
 
@@ -107,6 +109,7 @@ def _layernorm(draw, shape: Shape):
         size if len(size) > 1 else size[0],
         eps=draw(st.sampled_from([1e-5, 1e-2])),
         elementwise_affine=draw(st.booleans()),
+        bias=draw(st.booleans()),
     )
 
 

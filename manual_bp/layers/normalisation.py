@@ -105,7 +105,7 @@ class _BatchNorm(BatchNormProducts, Layer):
     """
 
     equation = "LAYER.batchnorm"
-    hyperparameters = ("num_features", "eps", "momentum", "affine", "track_running_stats")
+    hyperparameters = ("num_features", "eps", "momentum", "affine", "track_running_stats", "bias")
     _ndims: tuple[int, ...] = ()
 
     def __init__(
@@ -116,6 +116,7 @@ class _BatchNorm(BatchNormProducts, Layer):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
+        bias: bool = True,
         dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
@@ -131,11 +132,13 @@ class _BatchNorm(BatchNormProducts, Layer):
             momentum = float(momentum)
         self.momentum = momentum
         self.affine = _flag(affine, "affine")
+        self.bias = _flag(bias, "bias")  # torch 2.13: β learned only if affine and bias
         self.track_running_stats = _flag(track_running_stats, "track_running_stats")
         dtype = np.dtype(dtype)
         if self.affine:
             self.params["weight"] = np.ones(self.num_features, dtype)
-            self.params["bias"] = np.zeros(self.num_features, dtype)
+            if self.bias:
+                self.params["bias"] = np.zeros(self.num_features, dtype)
         if self.track_running_stats:
             self.buffers["running_mean"] = np.zeros(self.num_features, dtype)
             self.buffers["running_var"] = np.ones(self.num_features, dtype)
@@ -143,9 +146,7 @@ class _BatchNorm(BatchNormProducts, Layer):
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """γ = 1, β = 0 and fresh running statistics, as torch's ``reset_parameters``."""
-        if self.affine:
-            self.params["weight"][...] = 1.0
-            self.params["bias"][...] = 0.0
+        _reset_affine(self.params)
         if self.track_running_stats:
             self.buffers["running_mean"][...] = 0.0
             self.buffers["running_var"][...] = 1.0
@@ -182,11 +183,13 @@ class _BatchNorm(BatchNormProducts, Layer):
             mean = self.buffers["running_mean"].reshape(shape)
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"].reshape(shape) + self.eps)
             x_hat = (x - mean) * inv_std
-        weight = self.params.get("weight")
+        weight, beta = self.params.get("weight"), self.params.get("bias")
         out = x_hat
-        if self.affine:
+        if weight is not None:
             shape = self._shape(x)
-            out = x_hat * weight.reshape(shape) + self.params["bias"].reshape(shape)
+            out = x_hat * weight.reshape(shape)
+            if beta is not None:
+                out = out + beta.reshape(shape)
         return out, NormCache(x, x_hat, inv_std, use_batch, weight)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
@@ -218,10 +221,7 @@ class _BatchNorm(BatchNormProducts, Layer):
             dx = normalise_backward(g, cache.x_hat, cache.inv_std, axes)
         else:
             dx = g * cache.inv_std
-        grads = {}
-        if self.affine:
-            grads = {"weight": np.sum(dout * cache.x_hat, axis=axes), "bias": dout.sum(axis=axes)}
-        return dx, grads
+        return dx, _affine_gradients(self.params, dout, cache.x_hat, axes)
 
     def fast_step(self) -> BatchNormStep:
         """The fused form for training (:mod:`~manual_bp.layers.normalisation_fast`)."""
@@ -300,13 +300,14 @@ class LayerNorm(LayerNormProducts, Layer):
     name = "layernorm"
     equation = "LAYER.layernorm"
     product_equations = ("PROD.layernorm.vjp", "PROD.layernorm.jvp", "PROD.layernorm.residual")
-    hyperparameters = ("normalized_shape", "eps", "elementwise_affine")
+    hyperparameters = ("normalized_shape", "eps", "elementwise_affine", "bias")
 
     def __init__(
         self,
         normalized_shape: int | tuple[int, ...],
         eps: float = 1e-5,
         elementwise_affine: bool = True,
+        bias: bool = True,
         *,
         dtype: np.dtype | type | str = np.float64,
     ) -> None:
@@ -321,9 +322,11 @@ class LayerNorm(LayerNormProducts, Layer):
         self.normalized_shape = tuple(int(s) for s in shape)
         self.eps = _positive_float(eps, "eps")
         self.elementwise_affine = _flag(elementwise_affine, "elementwise_affine")
+        self.bias = _flag(bias, "bias")  # β learned only if elementwise_affine and bias
         if self.elementwise_affine:
             self.params["weight"] = np.ones(self.normalized_shape, np.dtype(dtype))
-            self.params["bias"] = np.zeros(self.normalized_shape, np.dtype(dtype))
+            if self.bias:
+                self.params["bias"] = np.zeros(self.normalized_shape, np.dtype(dtype))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -331,9 +334,7 @@ class LayerNorm(LayerNormProducts, Layer):
         return config
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        if self.elementwise_affine:
-            self.params["weight"][...] = 1.0
-            self.params["bias"][...] = 0.0
+        _reset_affine(self.params)
 
     def _axes(self, x: np.ndarray) -> tuple[int, ...]:
         return tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
@@ -344,8 +345,10 @@ class LayerNorm(LayerNormProducts, Layer):
             x, self, ndim=range(len(self.normalized_shape) + 1, 33), trailing=self.normalized_shape
         )
         x_hat, _, _, inv_std = normalise_forward(x, self._axes(x), self.eps)
-        weight = self.params.get("weight")
-        out = x_hat if weight is None else x_hat * weight + self.params["bias"]
+        weight, beta = self.params.get("weight"), self.params.get("bias")
+        out = x_hat if weight is None else x_hat * weight
+        if beta is not None:
+            out = out + beta
         return out, NormCache(x, x_hat, inv_std, True, weight)
 
     def backward(self, dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, dict]:
@@ -359,11 +362,8 @@ class LayerNorm(LayerNormProducts, Layer):
         axes = self._axes(x)
         g = dout if cache.weight is None else dout * cache.weight
         dx = normalise_backward(g, cache.x_hat, cache.inv_std, axes)
-        grads = {}
-        if self.elementwise_affine:
-            lead = tuple(range(x.ndim - len(self.normalized_shape)))
-            grads = {"weight": np.sum(dout * cache.x_hat, axis=lead), "bias": dout.sum(axis=lead)}
-        return dx, grads
+        lead = tuple(range(x.ndim - len(self.normalized_shape)))
+        return dx, _affine_gradients(self.params, dout, cache.x_hat, lead)
 
     def fast_step(self) -> LayerNormStep:
         """The fused form for training (:mod:`~manual_bp.layers.normalisation_fast`)."""
@@ -390,8 +390,30 @@ class LayerNorm(LayerNormProducts, Layer):
     def __repr__(self) -> str:
         return (
             f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine})"
+            f"elementwise_affine={self.elementwise_affine}"
+            + ("" if self.bias else ", bias=False")
+            + ")"
         )
+
+
+def _reset_affine(params: dict[str, np.ndarray]) -> None:
+    """γ = 1 and β = 0 where learned (torch's ``reset_parameters``)."""
+    if "weight" in params:
+        params["weight"][...] = 1.0
+    if "bias" in params:
+        params["bias"][...] = 0.0
+
+
+def _affine_gradients(
+    params: dict[str, np.ndarray], dout: np.ndarray, x_hat: np.ndarray, axes: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """``∂C/∂γ = Σ dout·x̂`` and ``∂C/∂β = Σ dout`` over ``axes``, for the learned ones."""
+    grads = {}
+    if "weight" in params:
+        grads["weight"] = np.sum(dout * x_hat, axis=axes)
+    if "bias" in params:
+        grads["bias"] = dout.sum(axis=axes)
+    return grads
 
 
 def _positive_float(value: object, name: str) -> float:

@@ -126,8 +126,9 @@ class BatchNormStep:
 
         parallel_rows(dot, n, ch * length)
         sum_dyc = rows.sum(axis=0)
-        if layer.affine:
+        if "weight" in grads:
             np.multiply(sum_dyc, inv_std, out=grads["weight"])  # Σ dy·x̂
+        if "bias" in grads:
             grads["bias"][...] = sum_dy
         if not need_dx:
             return None
@@ -193,7 +194,9 @@ class LayerNormStep:
         x2 = x.reshape(r_count, d)
         weight, bias, eps = layer.params.get("weight"), layer.params.get("bias"), layer.eps
         if weight is not None:
-            weight, bias = weight.reshape(-1), bias.reshape(-1)
+            weight = weight.reshape(-1)
+        if bias is not None:
+            bias = bias.reshape(-1)
 
         def work(r: slice) -> None:
             mean, s = stat[r], inv_std[r]
@@ -208,7 +211,8 @@ class LayerNormStep:
             x_hat[r] *= s[:, None]
             if weight is not None:
                 np.multiply(x_hat[r], weight, out=out[r])
-                out[r] += bias
+                if bias is not None:
+                    out[r] += bias
 
         parallel_rows(work, r_count, d)
         return (x_hat if weight is None else out).reshape(x.shape)
@@ -230,7 +234,8 @@ class LayerNormStep:
             parallel_rows(product, r_count, d)
             ones = np.ones(r_count, dy.dtype)
             np.matmul(ones, scratch, out=grads["weight"].reshape(-1))  # Σ_rows dy·x̂
-            np.matmul(ones, dy, out=grads["bias"].reshape(-1))  # Σ_rows dy
+            if "bias" in grads:
+                np.matmul(ones, dy, out=grads["bias"].reshape(-1))  # Σ_rows dy
         if not need_dx:
             return None
 

@@ -106,12 +106,12 @@ class NormProducts:
                 "the whole batch, so a per-sample share of its parameter gradient is no "
                 "per-sample gradient"
             )
-        if not self.params:
-            return {}
-        return {
-            "weight": self._reduce(cache, M * cache.x_hat, sum_batch),
-            "bias": self._reduce(cache, M, sum_batch),
-        }
+        grads = {}
+        if "weight" in self.params:
+            grads["weight"] = self._reduce(cache, M * cache.x_hat, sum_batch)
+        if "bias" in self.params:
+            grads["bias"] = self._reduce(cache, M, sum_batch)
+        return grads
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
         """``J_x T = γ ⊙ J_N T`` (``PROD.batchnorm1d.jvp``, ``PROD.batchnorm2d.jvp``,
@@ -166,7 +166,7 @@ class NormProducts:
         if "weight" in T_params:
             r_x += self._n_jvp(cache, dout * self._param_view(T_params["weight"], x.ndim, True))
         p_shape = (V, *self.params["weight"].shape)
-        grads = {"bias": np.zeros(p_shape, dtype=x.dtype)}
+        grads = {"bias": np.zeros(p_shape, dtype=x.dtype)} if "bias" in self.params else {}
         if T is None:
             grads["weight"] = np.zeros(p_shape, dtype=x.dtype)
         else:
