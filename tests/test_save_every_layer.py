@@ -81,26 +81,18 @@ def _dense(draw, shape: Shape):
     )
 
 
-def _norm1d(draw, shape: Shape):
-    return L["BatchNorm1d"](
-        shape[0],
-        eps=draw(st.sampled_from([1e-5, 1e-3])),
-        momentum=draw(st.sampled_from([0.1, 0.5, None])),
-        affine=draw(st.booleans()),
-        track_running_stats=draw(st.booleans()),
-        bias=draw(st.booleans()),
-    )
+def _batchnorm(cls_name: str) -> Builder:
+    def build(draw, shape: Shape):
+        return L[cls_name](
+            shape[0],
+            eps=draw(st.sampled_from([1e-5, 1e-3])),
+            momentum=draw(st.sampled_from([0.1, 0.5, None])),
+            affine=draw(st.booleans()),
+            track_running_stats=draw(st.booleans()),
+            bias=draw(st.booleans()),
+        )
 
-
-def _norm2d(draw, shape: Shape):
-    return L["BatchNorm2d"](
-        shape[0],
-        eps=draw(st.sampled_from([1e-5, 1e-3])),
-        momentum=draw(st.sampled_from([0.1, 0.5, None])),
-        affine=draw(st.booleans()),
-        track_running_stats=draw(st.booleans()),
-        bias=draw(st.booleans()),
-    )
+    return build
 
 
 def _layernorm(draw, shape: Shape):
@@ -258,8 +250,8 @@ VOCABULARY = 6
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
     "AvgPool2d": (("images",), _pool(L["AvgPool2d"])),
-    "BatchNorm1d": (("features",), _norm1d),
-    "BatchNorm2d": (("images",), _norm2d),
+    "BatchNorm1d": (("features",), _batchnorm("BatchNorm1d")),
+    "BatchNorm2d": (("images",), _batchnorm("BatchNorm2d")),
     "Conv1d": (("sequences",), _conv1d),
     "Conv2d": (("images",), _conv2d),
     "ConvTranspose2d": (("images",), _conv_transpose2d),
