@@ -12,8 +12,8 @@ trains with 1 and 2 threads and compares the parameters bit for bit):
   copies and gathers (im2col), per-row reductions (softmax, LayerNorm). Such work gives the
   same bits on any slicing;
 * a reduction *over* the rows (a bias gradient, batch-norm statistics) is never split by the
-  thread count: it runs in one call, or over slices fixed by the data's shape alone
-  (:func:`fixed_slices`), combined in a fixed order;
+  thread count: it runs in one call, or over slices fixed by the data's shape alone,
+  combined in a fixed order;
 * matrix products stay whole, on the calling thread, for BLAS to thread.
 
 :func:`parallel_rows` is the one entry. It runs ``work(rows)`` for each slice of
@@ -47,10 +47,10 @@ __all__ = [
     "MIN_ELEMENTS",
     "SMALL_PRODUCT_FLOPS",
     "even_slices",
-    "fixed_slices",
     "get_num_threads",
     "one_blas_thread",
     "parallel_rows",
+    "row_parts",
     "set_num_threads",
 ]
 
@@ -154,12 +154,6 @@ def even_slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def fixed_slices(n: int, rows: int) -> list[slice]:
-    """``range(n)`` in slices of ``rows`` (the last shorter): a slicing that depends on the
-    data's shape only, for reductions that must not depend on the thread count."""
-    return [slice(a, min(a + rows, n)) for a in range(0, n, rows)]
-
-
 #: Elements per slice below which a hand-off to a worker (~50 µs to wake it) costs more
 #: than it saves; a work function should bundle several passes over its rows.
 MIN_ELEMENTS = 1 << 16
@@ -174,13 +168,20 @@ def parallel_rows(work: Callable[[slice], object], n: int, row_size: int = 1) ->
     contract. Exceptions raised in any slice are re-raised here after every slice finished.
     Called from inside a slice's work (a nested split), it runs ``work`` inline.
     """
-    threads = _threads
-    min_rows = max(1, -(-MIN_ELEMENTS // max(1, row_size)))
-    if threads == 1 or n < 2 * min_rows or getattr(_local, "worker", False):
+    parts = row_parts(n, row_size)
+    if parts == 1 or getattr(_local, "worker", False):
         work(slice(0, n))
         return
-    parts = min(threads, n // min_rows)
     _get_pool().run(work, even_slices(n, parts))
+
+
+def row_parts(n: int, row_size: int = 1) -> int:
+    """How many slices :func:`parallel_rows` cuts ``n`` rows of ``row_size`` elements into
+    (1: the work runs whole on the calling thread)."""
+    min_rows = max(1, -(-MIN_ELEMENTS // max(1, row_size)))
+    if _threads == 1 or n < 2 * min_rows:
+        return 1
+    return min(_threads, n // min_rows)
 
 
 # ---------------------------------------------------------------------- BLAS's own threads

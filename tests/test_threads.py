@@ -33,8 +33,11 @@ def test_even_slices_cover_the_rows_once(n, parts):
     assert not sizes or max(sizes) - min(sizes) <= 1
 
 
-def test_fixed_slices_depend_on_the_shape_only(two_threads):
-    assert _threads.fixed_slices(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+def test_row_parts_is_the_split_parallel_rows_makes(two_threads):
+    for n, row_size in [(8, 4), (512, 512), (1 << 18, 1), (3, 1 << 20)]:
+        seen: list[slice] = []
+        _threads.parallel_rows(seen.append, n, row_size)
+        assert len(seen) == _threads.row_parts(n, row_size)
 
 
 def test_parallel_rows_splits_large_work_and_gives_the_same_bits(two_threads):

@@ -141,7 +141,8 @@ class ActivationStep:
             self.whole = {"state": self.state} if self.kept else {}
             self.threads_seen = 0
         if threads != self.threads_seen:  # decided once per shape and thread count
-            self.rows_split = self.split and _splits(z)
+            rows = z.shape[0] if z.ndim else 1  # parallel_rows's own decision, per shape
+            self.rows_split = self.split and _threads.row_parts(rows, z.size // max(rows, 1)) > 1
             self.threads_seen = threads
         self.z = z
         if not self.rows_split:
@@ -175,12 +176,3 @@ class ActivationStep:
 
         parallel_rows(work, z.shape[0], z.size // z.shape[0])
         return g
-
-
-def _splits(z: np.ndarray) -> bool:
-    """Whether :func:`parallel_rows` would cut ``z``'s batch (else one direct call)."""
-    threads = _threads.get_num_threads()
-    if threads == 1 or z.ndim == 0 or z.shape[0] < 2:
-        return False
-    row_size = max(1, z.size // z.shape[0])
-    return z.shape[0] >= 2 * max(1, -(-_threads.MIN_ELEMENTS // row_size))
