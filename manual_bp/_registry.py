@@ -21,12 +21,19 @@ class Configurable:
     aliases: ClassVar[tuple[str, ...]] = ()
     #: Names of the keyword arguments of ``__init__``, stored as attributes.
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    #: Hyper-parameters kept under another attribute name (``bias`` -> ``has_bias`` on a
+    #: layer whose ``bias`` is torch's bias array).
+    stored_as: ClassVar[dict[str, str]] = {}
+
+    def hyperparameter(self, key: str) -> Any:
+        """The value of hyper-parameter ``key`` (an ``__init__`` keyword)."""
+        return getattr(self, self.stored_as.get(key, key))
 
     def get_config(self) -> dict[str, Any]:
         """JSON-serialisable description: ``{"name": ..., <hyper-parameters>}``."""
         config: dict[str, Any] = {"name": self.name}
         for key in self.hyperparameters:
-            config[key] = getattr(self, key)
+            config[key] = self.hyperparameter(key)
         return config
 
     def __eq__(self, other: object) -> bool:
@@ -36,7 +43,7 @@ class Configurable:
         return hash(tuple(sorted(self.get_config().items())))
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
+        params = ", ".join(f"{k}={self.hyperparameter(k)!r}" for k in self.hyperparameters)
         return f"{type(self).__name__}({params})"
 
 

@@ -166,7 +166,7 @@ def torch_mha_module(layer: MultiheadAttention, params: dict, q, k, v, attn_mask
     ``key_padding_mask``); ``causal`` becomes a float −inf mask added to ``attn_mask`` (torch's
     ``is_causal`` is only a hint that ``attn_mask`` is causal).
     """
-    module = _torch_module(layer.embed_dim, layer.num_heads, layer.bias)
+    module = _torch_module(layer.embed_dim, layer.num_heads, layer.has_bias)
     mask = None if attn_mask is None else torch.tensor(attn_mask)
     if layer.causal:
         L, S = q.shape[1], k.shape[1]
@@ -248,7 +248,7 @@ def mha_magnitudes(layer: MultiheadAttention, d_out: np.ndarray, cache) -> tuple
 
     from manual_bp.layers import attention
 
-    absolute = MultiheadAttention(layer.embed_dim, layer.num_heads, layer.bias, layer.causal)
+    absolute = MultiheadAttention(layer.embed_dim, layer.num_heads, layer.has_bias, layer.causal)
     for name, array in layer.params.items():
         absolute.params[name][...] = np.abs(array)
     att = cache.attention

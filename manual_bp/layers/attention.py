@@ -175,14 +175,14 @@ class MultiheadAttention(AttentionProducts, Layer):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.embed_dim, self.num_heads = int(embed_dim), int(num_heads)
-        self.bias, self.causal = bool(bias), bool(causal)
+        self.has_bias, self.causal = bool(bias), bool(causal)
         self.key_padding_mask: np.ndarray | None = None
         E = self.embed_dim
         self.params["in_proj_weight"] = np.zeros((3 * E, E), dtype)
-        if self.bias:
+        if self.has_bias:
             self.params["in_proj_bias"] = np.zeros(3 * E, dtype)
         self.params["out_proj.weight"] = np.zeros((E, E), dtype)
-        if self.bias:
+        if self.has_bias:
             self.params["out_proj.bias"] = np.zeros(E, dtype)
         self.reset_parameters(np.random.default_rng(seed))
 
@@ -247,7 +247,7 @@ class MultiheadAttention(AttentionProducts, Layer):
         heads, attention = scaled_dot_product_attention(*projected, mask)
         merged = self._merge(heads)
         out = merged @ self.params["out_proj.weight"].T
-        if self.bias:
+        if self.has_bias:
             out = out + self.params["out_proj.bias"]
         return out, MHACache(query, key, value, attention, merged)
 
@@ -273,7 +273,7 @@ class MultiheadAttention(AttentionProducts, Layer):
             d_w.append(d.T @ x.reshape(-1, self.embed_dim))
             d_b.append(d.sum(axis=0))
         grads = {"in_proj_weight": np.concatenate(d_w), **grads}
-        if self.bias:
+        if self.has_bias:
             grads["in_proj_bias"] = np.concatenate(d_b)
             grads["out_proj.bias"] = rows.sum(axis=0)
         return (*d_inputs, {name: grads[name] for name in self.params})
@@ -302,5 +302,5 @@ class MultiheadAttention(AttentionProducts, Layer):
         return cls(input_shape[-1], *args, **kwargs)
 
     def __repr__(self) -> str:
-        extra = ("" if self.bias else ", bias=False") + (", causal=True" if self.causal else "")
+        extra = ("" if self.has_bias else ", bias=False") + (", causal=True" if self.causal else "")
         return f"MultiheadAttention({self.embed_dim}, {self.num_heads}{extra})"

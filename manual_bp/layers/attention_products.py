@@ -143,7 +143,7 @@ class AttentionProducts:
         terms = [] if T is None else [T @ W_in.T]
         if T_Win is not None:
             terms.append(x @ _t(T_Win)[:, None])  # (N, L, E) @ (V, 1, E, 3E)
-        if self.bias and T_bin is not None:
+        if self.has_bias and T_bin is not None:
             terms.append(T_bin[:, None, None, :])
         du = _total(terms, (V, *x.shape[:-1], 3 * E), x.dtype)
         dq, dk, dv = _split(du, self.num_heads)
@@ -153,7 +153,7 @@ class AttentionProducts:
         terms = [dZ @ W_o.T]
         if T_Wo is not None:
             terms.append(Z @ _t(T_Wo)[:, None])
-        if self.bias and T_bo is not None:
+        if self.has_bias and T_bo is not None:
             terms.append(T_bo[:, None, None, :])
         return Tangents(dq, dk, dv, dS, dP, dZ, _total(terms, (), x.dtype))
 
@@ -191,10 +191,10 @@ class AttentionProducts:
         """
         du = self._cotangents(cache, M).u
         grads = {"in_proj_weight": _row_outer(du, cache.input, sum_batch)}
-        if self.bias:
+        if self.has_bias:
             grads["in_proj_bias"] = _row_sum(du, sum_batch)
         grads["out_proj.weight"] = _row_outer(M, cache.merged, sum_batch)
-        if self.bias:
+        if self.has_bias:
             grads["out_proj.bias"] = _row_sum(M, sum_batch)
         return {name: grads[name] for name in self.params}
 
@@ -259,7 +259,7 @@ class AttentionProducts:
         if T is not None:
             r_Win = r_Win + _row_outer(g.u, T)
         grads = {"in_proj_weight": r_Win, "out_proj.weight": r_Wo}
-        if self.bias:
+        if self.has_bias:
             grads["in_proj_bias"] = _row_sum(R_u)
             grads["out_proj.bias"] = np.zeros((V, self.embed_dim), x.dtype)
         return r_x, {name: grads[name] for name in self.params}

@@ -91,6 +91,8 @@ class Layer(Configurable):
     hessian_is_zero: ClassVar[bool] = False
     #: True when the input holds indices (an embedding's): no input products exist.
     index_input: ClassVar[bool] = False
+    #: ``bias`` is torch's bias array (``None`` when absent); the flag is ``has_bias``.
+    stored_as: ClassVar[dict[str, str]] = {"bias": "has_bias"}
 
     params: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
@@ -100,6 +102,18 @@ class Layer(Configurable):
         self.params = {}
         self.buffers = {}
         self.training = True
+
+    def __getattr__(self, name: str) -> Any:
+        """torch's attribute access to parameters: ``layer.weight`` is ``params["weight"]``
+        (the array itself, so in-place writes update the layer); ``layer.bias`` is ``None``
+        on a layer built with ``bias=False``, as torch's."""
+        # Only reached when ordinary lookup fails; ``params`` itself must not recurse.
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            return params[name]
+        if name == "bias" and self.__dict__.get("has_bias") is False:
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ protocol
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:

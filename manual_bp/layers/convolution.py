@@ -100,7 +100,7 @@ def allocate_conv_parameters(
     """Zero ``weight`` (and ``bias``) of ``dtype``, then :func:`reset_conv_parameters`."""
     dtype = np.dtype(dtype)
     layer.params["weight"] = np.zeros(weight_shape, dtype)
-    if layer.bias:
+    if layer.has_bias:
         layer.params["bias"] = np.zeros(layer.out_channels, dtype)
     layer.reset_parameters(np.random.default_rng(seed))
 
@@ -110,7 +110,7 @@ def reset_conv_parameters(layer: Layer, rng: np.random.Generator) -> None:
     (``weight.shape[1] · kH · kW`` — for a transposed convolution C_out/G · kH · kW)."""
     weight = layer.params["weight"]
     weight[...] = initialize(layer.weight_init, rng, weight.shape, dtype=weight.dtype)
-    if layer.bias:
+    if layer.has_bias:
         fan_in = math.prod(weight.shape[1:])
         scheme = "normal" if layer.bias_init == "nielsen" else layer.bias_init
         layer.params["bias"][...] = initialize(
@@ -162,7 +162,7 @@ class _ConvNd(Layer):
         self.geometry = parse_geometry(self.dims, kernel_size, stride, padding, dilation, groups)
         check_conv_options(self, padding_mode, bias, implementation)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.groups, self.bias = dilation, int(groups), bool(bias)
+        self.dilation, self.groups, self.has_bias = dilation, int(groups), bool(bias)
         self.padding_mode, self.implementation = padding_mode, implementation
         self.weight_init, self.bias_init = weight_init, bias_init
         kernel = self.geometry.kernel[2 - self.dims :]
@@ -246,7 +246,7 @@ class _ConvNd(Layer):
                 delta, self._as_2d(cache.input), w2.shape, self.geometry
             )
         grads = {"weight": dw.reshape(cache.weight.shape)}
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = delta.sum(axis=(0, 2, 3))
         return grads
 
@@ -279,7 +279,7 @@ class _ConvNd(Layer):
             self._as_2d(M), cols, self._as_2d(cache.weight).shape, self.geometry.groups, sum_batch
         )
         grads = {"weight": dw.reshape(*dw.shape[: 1 if sum_batch else 2], *cache.weight.shape)}
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = db
         return grads
 
@@ -301,7 +301,7 @@ class _ConvNd(Layer):
             out_shape,
             self.geometry.groups,
             None if T_weight is None else self._as_2d(T_weight),
-            T_params.get("bias") if self.bias else None,
+            T_params.get("bias") if self.has_bias else None,
         )
         return self._from_2d(out)
 
@@ -334,7 +334,7 @@ class _ConvNd(Layer):
         r_x = np.zeros((V, *x.shape), dtype) if r_x is None else self._from_2d(r_x)
         r_w = np.zeros((V, *weight.shape), dtype) if r_w is None else r_w.reshape(V, *weight.shape)
         grads = {"weight": r_w}
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = np.zeros((V, self.out_channels), dtype)
         return r_x, grads
 
@@ -361,7 +361,7 @@ class _ConvNd(Layer):
         extra += f", padding={self.padding!r}" if self.padding != 0 else ""
         extra += f", dilation={self.dilation}" if self.dilation != 1 else ""
         extra += f", groups={g.groups}" if g.groups != 1 else ""
-        extra += "" if self.bias else ", bias=False"
+        extra += "" if self.has_bias else ", bias=False"
         sizes = f"{self.in_channels}, {self.out_channels}, {self.kernel_size}"
         return f"{type(self).__name__}({sizes}{extra})"
 

@@ -111,7 +111,8 @@ class ConvTranspose2d(Layer):
         check_conv_options(self, padding_mode, bias, implementation)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.output_padding, self.dilation, self.groups = output_padding, dilation, int(groups)
-        self.bias, self.padding_mode, self.implementation = bool(bias), padding_mode, implementation
+        self.has_bias, self.padding_mode = bool(bias), padding_mode
+        self.implementation = implementation
         self.weight_init, self.bias_init = weight_init, bias_init
         shape = (self.in_channels, self.out_channels // self.groups, *g.kernel)
         allocate_conv_parameters(self, shape, dtype, seed)
@@ -153,7 +154,7 @@ class ConvTranspose2d(Layer):
             out = conv.conv_input_grad_fast(x, weight, size, self.geometry)
         else:
             out = conv.conv_input_grad_readable(x, weight, size, self.geometry)
-        if self.bias:
+        if self.has_bias:
             out += self.params["bias"][:, None, None]
         return out, ConvCache(x, weight, None)
 
@@ -181,7 +182,7 @@ class ConvTranspose2d(Layer):
             dx = conv.conv_forward_readable(dout, weight, None, self.geometry)
             dw = conv.conv_weight_grad_readable(x, dout, weight.shape, self.geometry)
         grads = {"weight": dw}
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = dout.sum(axis=(0, 2, 3))
         return np.ascontiguousarray(dx[:, :, : size[0], : size[1]]), grads
 
@@ -202,7 +203,7 @@ class ConvTranspose2d(Layer):
         dw, db = products.transpose_param_vjp(
             M, cache.input, cache.weight.shape, self.geometry, sum_batch
         )
-        return {"weight": dw, "bias": db} if self.bias else {"weight": dw}
+        return {"weight": dw, "bias": db} if self.has_bias else {"weight": dw}
 
     def input_jvp(self, cache: ConvCache, T: np.ndarray) -> np.ndarray:
         """``J_x T = K_Wᵀ T = col2im(W_gᵀ T_g)``, the forward without bias
@@ -214,7 +215,7 @@ class ConvTranspose2d(Layer):
         """``J_W T_W + J_b T_b = col2im((T_W)_gᵀ x_g) + T_b`` (``PROD.conv-transpose2d.jvp``)."""
         x = cache.input
         out_shape = (tangent_count(None, T_params), x.shape[0], *self.output_shape(x.shape[1:]))
-        T_bias = T_params.get("bias") if self.bias else None
+        T_bias = T_params.get("bias") if self.has_bias else None
         return products.transpose_param_jvp(
             x, out_shape, self.geometry, T_params.get("weight"), T_bias
         )
@@ -239,7 +240,7 @@ class ConvTranspose2d(Layer):
         )
         dtype = np.result_type(x, weight)
         grads = {"weight": np.zeros((V, *weight.shape), dtype) if r_w is None else r_w}
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = np.zeros((V, self.out_channels), dtype)
         return (np.zeros((V, *x.shape), dtype) if r_x is None else r_x), grads
 

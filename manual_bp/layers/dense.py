@@ -111,12 +111,12 @@ class Dense(Layer):
         self.out_features = _positive_int(out_features, "out_features")
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
-        self.bias = bool(bias)
+        self.has_bias = bool(bias)
         self.weight_init = weight_init
         self.bias_init = bias_init
         self.dtype = np.dtype(dtype)
         self.params["weight"] = np.zeros((self.out_features, self.in_features), self.dtype)
-        if self.bias:
+        if self.has_bias:
             self.params["bias"] = np.zeros(self.out_features, self.dtype)
         self.reset_parameters(np.random.default_rng(seed))
 
@@ -133,7 +133,7 @@ class Dense(Layer):
     def reset_parameters(self, rng: np.random.Generator) -> None:
         weight = self.params["weight"]
         weight[...] = initialize(self.weight_init, rng, weight.shape, dtype=weight.dtype)
-        if self.bias:
+        if self.has_bias:
             bias_scheme = self.bias_init
             if bias_scheme == "nielsen":
                 bias_scheme = "normal"  # Nielsen's biases are N(0, 1)
@@ -162,7 +162,7 @@ class Dense(Layer):
         self._check_upstream(dz, cache)
         dx, dW, db = dense_backward(dz, cache.input, cache.weight)
         grads = {"weight": dW}
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = db
         return dx, grads
 
@@ -170,7 +170,7 @@ class Dense(Layer):
         """BP4 and BP3 of :meth:`backward` without ``∂C/∂x = dz W`` (the stack's bottom)."""
         self._check_upstream(dz, cache)
         _, dW, db = dense_backward(dz, cache.input, cache.weight, input_grad=False)
-        return {"weight": dW, "bias": db} if self.bias else {"weight": dW}
+        return {"weight": dW, "bias": db} if self.has_bias else {"weight": dW}
 
     def _check_upstream(self, dz: np.ndarray, cache: DenseCache) -> None:
         expected = (*cache.input.shape[:-1], self.out_features)
@@ -205,11 +205,11 @@ class Dense(Layer):
         if sum_batch:
             flat = M_rows.reshape(V, -1, self.out_features)  # (V, N·R, n_out)
             grads = {"weight": np.swapaxes(flat, 1, 2) @ x_rows.reshape(-1, self.in_features)}
-            if self.bias:
+            if self.has_bias:
                 grads["bias"] = flat.sum(axis=1)
             return grads
         grads = {"weight": np.swapaxes(M_rows, 2, 3) @ x_rows}  # (V, N, n_out, n_in)
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = M_rows.sum(axis=2)
         return grads
 
@@ -225,7 +225,7 @@ class Dense(Layer):
         out = np.zeros((V, rows.shape[0], self.out_features), dtype=x.dtype)
         if "weight" in T_params:
             out += rows @ np.swapaxes(T_params["weight"], 1, 2)  # (V, N·R, n_out)
-        if self.bias and "bias" in T_params:
+        if self.has_bias and "bias" in T_params:
             out += T_params["bias"][:, None, :]
         return out.reshape(V, *x.shape[:-1], self.out_features)
 
@@ -256,7 +256,7 @@ class Dense(Layer):
             grads["weight"] = np.zeros((V, self.out_features, self.in_features), dtype=x.dtype)
         else:
             grads["weight"] = dout_rows.T @ T.reshape(V, -1, self.in_features)
-        if self.bias:
+        if self.has_bias:
             grads["bias"] = np.zeros((V, self.out_features), dtype=x.dtype)
         return r_x, grads
 
@@ -273,7 +273,7 @@ class Dense(Layer):
         return cls(input_shape[-1], out, *args[1:], **kwargs)
 
     def __repr__(self) -> str:
-        extra = "" if self.bias else ", bias=False"
+        extra = "" if self.has_bias else ", bias=False"
         return f"Dense({self.in_features}, {self.out_features}{extra})"
 
 

@@ -132,12 +132,12 @@ class _BatchNorm(BatchNormProducts, Layer):
             momentum = float(momentum)
         self.momentum = momentum
         self.affine = _flag(affine, "affine")
-        self.bias = _flag(bias, "bias")  # torch 2.13: β learned only if affine and bias
+        self.has_bias = _flag(bias, "bias")  # torch 2.13: β learned only if affine and bias
         self.track_running_stats = _flag(track_running_stats, "track_running_stats")
         dtype = np.dtype(dtype)
         if self.affine:
             self.params["weight"] = np.ones(self.num_features, dtype)
-            if self.bias:
+            if self.has_bias:
                 self.params["bias"] = np.zeros(self.num_features, dtype)
         if self.track_running_stats:
             self.buffers["running_mean"] = np.zeros(self.num_features, dtype)
@@ -322,10 +322,10 @@ class LayerNorm(LayerNormProducts, Layer):
         self.normalized_shape = tuple(int(s) for s in shape)
         self.eps = _positive_float(eps, "eps")
         self.elementwise_affine = _flag(elementwise_affine, "elementwise_affine")
-        self.bias = _flag(bias, "bias")  # β learned only if elementwise_affine and bias
+        self.has_bias = _flag(bias, "bias")  # β learned only if elementwise_affine and bias
         if self.elementwise_affine:
             self.params["weight"] = np.ones(self.normalized_shape, np.dtype(dtype))
-            if self.bias:
+            if self.has_bias:
                 self.params["bias"] = np.zeros(self.normalized_shape, np.dtype(dtype))
 
     def get_config(self) -> dict[str, Any]:
@@ -391,7 +391,7 @@ class LayerNorm(LayerNormProducts, Layer):
         return (
             f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
             f"elementwise_affine={self.elementwise_affine}"
-            + ("" if self.bias else ", bias=False")
+            + ("" if self.has_bias else ", bias=False")
             + ")"
         )
 

@@ -118,6 +118,7 @@ class RecurrentLayer(RecurrentProducts):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
         self.bias, self.bidirectional = bool(bias), bool(bidirectional)
+        self.has_bias = self.bias  # torch's nn.RNNBase keeps ``bias`` as a flag
         self.dtype = np.dtype(dtype)
         self.cell: Cell = CELLS[self.mode]
         self.initial_state: States | None = None
