@@ -53,12 +53,39 @@ __all__ = [
     "ElementwiseLayer",
     "Layer",
     "check_input",
+    "layer_dtype",
     "register_layer",
     "tangent_count",
     "zero_residual",
 ]
 
 Shape = tuple[int, ...]
+
+#: The floating dtypes a layer's parameters may have (torch's float32 and float64).
+LAYER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def layer_dtype(dtype: Any, owner: str, device: Any = None) -> np.dtype:
+    """torch's ``device=`` and ``dtype=`` keywords of a layer constructor, checked in one place.
+
+    ``dtype`` is float32 or float64 as a NumPy dtype, its name, or torch's ``torch.float32``
+    / ``torch.float64`` (recognised by name: torch is not imported here); ``None`` is the
+    library's default, float64 (torch's default is float32: ``docs/conventions.md``).
+    ``device`` must be ``None`` or ``"cpu"``: the library computes with NumPy on the CPU.
+    """
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"{owner}: device={device!r} has no meaning here (NumPy on the CPU)")
+    if dtype is None:
+        return np.dtype(np.float64)
+    name = str(dtype)
+    name = name.removeprefix("torch.") if name.startswith("torch.") else name
+    try:
+        found = np.dtype(name if isinstance(dtype, str) or name != str(dtype) else dtype)
+    except TypeError:
+        found = None
+    if found is None or found not in LAYER_DTYPES:  # (np.dtype == None is float64's test)
+        raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype!r}")
+    return found
 
 
 @dataclass
