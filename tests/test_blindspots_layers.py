@@ -210,8 +210,8 @@ def test_spec_triples_and_their_positional_arguments():
     argument passed on (here ``bias=False``)."""
     model = Sequential.from_spec([("dense", (5, False), {}), ("dense", (2,), {})], (3,), 2)
     first, second = model.layers
-    assert (first.in_features, first.out_features, first.bias) == (3, 5, False)
-    assert (second.in_features, second.out_features, second.bias) == (5, 2, True)
+    assert (first.in_features, first.out_features, first.has_bias) == (3, 5, False)
+    assert (second.in_features, second.out_features, second.has_bias) == (5, 2, True)
 
 
 def test_layers_refuse_inputs_without_a_batch_axis_or_with_too_many_axes():

@@ -122,7 +122,7 @@ def test_readable_equals_fast(geometry, seed):
     layer, x, rng = _layer(geometry, Conv2d, seed, implementation="fast")
     readable = Conv2d(**{**geometry["kwargs"], "implementation": "readable"})
     readable.params["weight"][...] = layer.params["weight"]
-    if layer.bias:
+    if layer.has_bias:
         readable.params["bias"][...] = layer.params["bias"]
     out, cache = layer.forward(x)
     out_r, cache_r = readable.forward(x)
@@ -145,7 +145,7 @@ def test_adjoint_identity(geometry, seed):
     """CONV.input: ⟨u, K v⟩ = ⟨Kᵀ u, v⟩ for the input map and the weight map, and the
     transposed convolution's forward IS the convolution's input-gradient map."""
     layer, v, rng = _layer(geometry, Conv2d, seed)
-    layer.bias and layer.params["bias"].fill(0.0)
+    layer.has_bias and layer.params["bias"].fill(0.0)
     out, cache = layer.forward(v)
     u = rng.standard_normal(out.shape)
     dv, grads = layer.backward(u, cache)
@@ -338,9 +338,8 @@ def test_conv_jvp_is_the_bilinear_increment(geometry, seed, cls):
         return result
 
     plus = run(x + dx, {k: layer.params[k] + dparams[k] for k in dparams})
-    cross = run(
-        dx, {"weight": dparams["weight"], **({"bias": 0 * dparams["bias"]} if layer.bias else {})}
-    )
+    zero_bias = {"bias": 0 * dparams["bias"]} if layer.has_bias else {}
+    cross = run(dx, {"weight": dparams["weight"], **zero_bias})
     expected = plus - out - cross
     scale = np.full(
         jvp.shape, (np.abs(x) + np.abs(dx)).max() * 4 * np.abs(dparams["weight"]).sum() + 4

@@ -23,7 +23,7 @@ def _run_step(layer, x, g, need_dx=True):
 
 def _torch_mha(layer, x, g, padding):
     E, H = layer.embed_dim, layer.num_heads
-    mha = torch.nn.MultiheadAttention(E, H, bias=layer.bias, batch_first=True).double()
+    mha = torch.nn.MultiheadAttention(E, H, bias=layer.has_bias, batch_first=True).double()
     with torch.no_grad():
         for name, p in mha.named_parameters():
             p.copy_(torch.from_numpy(layer.params[name]))
