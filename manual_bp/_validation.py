@@ -213,6 +213,16 @@ def one_hot_rows(labels: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
     return out
 
 
+def not_labels_message(y: np.ndarray, name: str, labels: str, rows: str) -> str:
+    """The one line for label-shaped targets that are not integers (float class labels)."""
+    integral = y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    hint = " (these look like labels: pass them as integers, .astype(int))" if integral else ""
+    return (
+        f"{name} has shape {y.shape} with dtype {y.dtype}: pass integer class labels "
+        f"{labels} or target rows {rows}{hint}"
+    )
+
+
 def as_targets(y: Any, n_out: int, batch: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
     """Finite target rows ``(batch, n_out)``; 1-D integer labels are range-checked, one-hot."""
     y = as_array(y, name)
@@ -223,12 +233,7 @@ def as_targets(y: Any, n_out: int, batch: int, dtype: np.dtype, name: str = "y")
         check_labels(y, n_out, name)
         return one_hot_rows(y, n_out, dtype)
     if y.ndim == 1:
-        integral = y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-        hint = " (these look like labels: pass them as integers, .astype(int))" if integral else ""
-        raise ValueError(
-            f"{name} has shape {y.shape} with dtype {y.dtype}: pass integer class labels "
-            f"(batch,) or target rows (batch, {n_out}){hint}"
-        )
+        raise ValueError(not_labels_message(y, name, "(batch,)", f"(batch, {n_out})"))
     check_batch(y, n_out, name, batch=batch)
     check_nonempty(y, name)
     with np.errstate(over="ignore", invalid="ignore"):

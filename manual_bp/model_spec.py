@@ -21,7 +21,9 @@ Parsing uses :mod:`ast` with literal arguments only — nothing is evaluated.
 from __future__ import annotations
 
 import ast
+import io
 import json
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ def parse_layers(text: str) -> list[dict[str, Any]]:
     """``"dense(30), relu, dense"`` -> ``[{"name": "dense", "args": [30]}, "relu", ...]``."""
     if not isinstance(text, str) or not text.strip():
         raise SpecError("the layer spec is empty")
+    text = _hyphenated_names(text)
     try:
         tree = ast.parse(f"[{text}]", mode="eval")
         return [_item(node, text) for node in tree.body.elts]  # type: ignore[attr-defined]
@@ -45,6 +48,31 @@ def parse_layers(text: str) -> list[dict[str, Any]]:
         raise SpecError(f"cannot parse layer spec {_short(text)!r}: {error.msg}") from None
     except (RecursionError, MemoryError):
         raise SpecError(f"layer spec {_short(text)!r} is nested too deeply") from None
+
+
+def _hyphenated_names(text: str) -> str:
+    """``leaky-relu`` -> ``leaky_relu``: a registry's hyphenated name written as listed.
+
+    Python would read ``leaky-relu`` as a subtraction; a hyphen joining two names with no
+    space (outside string literals) is part of the name. ``a - b`` and ``x=-1`` are left as
+    they are (and refused, or read, as before)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return text  # ast.parse below names the problem
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    joins = [
+        offsets[minus.start[0] - 1] + minus.start[1]
+        for before, minus, after in zip(tokens, tokens[1:], tokens[2:], strict=False)
+        if before.type == tokenize.NAME and minus.string == "-" and after.type == tokenize.NAME
+        and before.end == minus.start and minus.end == after.start
+    ]  # fmt: skip
+    for at in reversed(joins):
+        text = text[:at] + "_" + text[at + 1 :]
+    return text
 
 
 def _short(text: str, limit: int = 60) -> str:

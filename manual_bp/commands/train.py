@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,27 +94,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--sizes",
         nargs="+",
         type=positive_int,
-        default=DEFAULTS["sizes"],
         metavar="N",
         help="hidden layer widths (input/output sizes come from the data), or all sizes "
-        "(default: %(default)s)",
+        f"(default: {DEFAULTS['sizes']})",
     )
     model.add_argument(
         "--activation",
-        default=DEFAULTS["activation"],
-        help="hidden activation (default: %(default)s)",
+        help=f"hidden activation (default: {DEFAULTS['activation']})",
     )
     model.add_argument(
         "--output-activation", default=None, help="output activation (default: --activation)"
     )
     model.add_argument(
-        "--cost", default=DEFAULTS["cost"], help="cost function name (default: %(default)s)"
+        "--cost",
+        help=f"cost function name (default: {DEFAULTS['cost']}, or the model spec's 'cost')",
     )
     model.add_argument(
         "--initializer",
-        default=DEFAULTS["initializer"],
         help="'default' (W ~ N(0, 1/n_in)) or 'large' (N(0, 1), Nielsen ch. 1) "
-        "(default: %(default)s)",
+        f"(default: {DEFAULTS['initializer']})",
     )
     model.add_argument(
         "--dtype",
@@ -181,15 +180,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = load_digits(dtype=args.dtype)
     if spec is None:
-        sizes = resolve_sizes(args.sizes, data.n_features, data.n_classes)
+        sizes = resolve_sizes(_given(args, "sizes"), data.n_features, data.n_classes)
         title = f"{sizes}"
         _check_fits_in_memory(sizes, args.dtype)
         net = Network(
             sizes,
-            args.activation,
-            args.cost,
+            _given(args, "activation"),
+            _given(args, "cost"),
             output_activation=args.output_activation,
-            initializer=args.initializer,
+            initializer=_given(args, "initializer"),
             seed=args.seed,
             dtype=args.dtype,
         )
@@ -200,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             spec["layers"],
             data.x_train.shape[1:],
             data.n_classes,
-            cost=spec.get("cost", args.cost),
+            cost=spec.get("cost") or _given(args, "cost"),
             seed=args.seed,
             dtype=args.dtype,
         )
@@ -247,6 +246,34 @@ def resolve_sizes(sizes: list[int], n_in: int, n_out: int) -> list[int]:
     return [n_in, *sizes, n_out]
 
 
+#: Flags that describe the fully connected network (``--sizes`` form) only: with a layer
+#: stack they have no meaning, and are refused rather than silently ignored.
+NETWORK_ONLY_FLAGS = ("sizes", "activation", "output_activation", "initializer")
+
+
+def _given(args: argparse.Namespace, key: str) -> Any:
+    """A flag's value, or the main job's default when it was not given."""
+    value = getattr(args, key)
+    return DEFAULTS[key] if value is None else value
+
+
+def _check_flags_apply(args: argparse.Namespace, spec: dict) -> None:
+    """Refuse flags a layer stack ignores, and a --cost that contradicts the spec's."""
+    source = "--model" if args.model is not None else "--layers"
+    for key in NETWORK_ONLY_FLAGS:
+        if getattr(args, key) is not None:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{flag} describes the fully connected network (--sizes form) and does not "
+                f"apply to a layer stack given by {source}: write it into the layer spec"
+            )
+    if args.cost is not None and spec.get("cost") not in (None, args.cost):
+        raise ValueError(
+            f"--cost {args.cost!r} contradicts the spec's cost {spec['cost']!r} in "
+            f"{args.model}: give one"
+        )
+
+
 def _preflight(args: argparse.Namespace) -> dict | None:
     """Check what can be checked before training (fail now, not after minutes of it):
     conflicting flags, the spec, the data directory, every output path and what writing
@@ -268,6 +295,8 @@ def _preflight(args: argparse.Namespace) -> dict | None:
             spec = {"layers": parse_layers(args.layers)}
         except SpecError as error:
             raise SpecError(f"--layers: {error}") from None
+    if spec is not None:
+        _check_flags_apply(args, spec)
     if args.mnist is not None:
         check_input_dir(args.mnist, "the MNIST directory")
     check_distinct({"--save": args.save, "--plot": args.plot, "--model": args.model})

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import check_finite
+from manual_bp._validation import check_finite, not_labels_message
 from manual_bp.costs import Cost
 from manual_bp.encoding import is_label_vector
 
@@ -105,6 +105,13 @@ def prepare_targets(
     if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
         raise TypeError(f"{name} must be real numbers or integer labels, got dtype {y.dtype}")
     expected = (batch, *out_shape) if out_shape is not None else None
+    if expected is not None and y.shape in ((batch,), expected[:-1]) and y.shape != expected:
+        label_shape = (
+            "(batch,)" if y.ndim == 1 else f"(batch, {', '.join(map(str, out_shape[:-1]))})"
+        )
+        raise ValueError(
+            not_labels_message(y, name, label_shape, f"(batch, {', '.join(map(str, out_shape))})")
+        )
     if expected is not None and y.shape != expected:
         raise ValueError(f"{name} has shape {y.shape}; the model's outputs are {expected}")
     y = y.astype(dtype, copy=False)
