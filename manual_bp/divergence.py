@@ -92,10 +92,14 @@ def check_training_state(
     optimizer: Any,
     x: np.ndarray | None = None,
     where: str = "",
+    buffers: Sequence[tuple[str, np.ndarray]] = (),
 ) -> None:
-    """Raise :class:`DivergenceError` if ``cost`` or any parameter is non-finite.
+    """Raise :class:`DivergenceError` if ``cost``, any parameter or any floating buffer
+    (``(name, array)`` pairs: batch norm's running statistics) is non-finite.
 
-    The message names what became non-finite, in which epoch, and the likely cause.
+    The message names what became non-finite, in which epoch, and the likely cause. A
+    buffer can overflow while the cost stays finite (batch norm normalises inputs of any
+    scale, its running variance does not): found here, not when saving.
     """
     problem = None
     if cost is not None and not np.isfinite(cost):
@@ -105,6 +109,12 @@ def check_training_state(
         if found is not None:
             position, index, value = found
             problem = f"parameter array {position} became {value} at index {index}"
+    floating = [(n, b) for n, b in buffers if b.dtype.kind == "f"]
+    if problem is None and floating:
+        found = _first_nonfinite([b for _, b in floating])
+        if found is not None:
+            position, index, value = found
+            problem = f"buffer {floating[position][0]} became {value} at index {index}"
     if problem is None:
         return
     at = f" ({where})" if where else ""

@@ -265,6 +265,23 @@ def test_an_infinite_cost_with_finite_parameters_is_divergence_on_every_path(pat
         train(model, x, y, epochs=1, batch_size=5, eta=1e-300, monitor=monitor, **PATHS[path])
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_overflowing_buffer_stops_training_naming_epoch_and_buffer(fast):
+    """Batch norm normalises inputs of any scale, so the cost stays finite while its running
+    variance overflows: training stops at the end of that epoch (issue 24, item 7), not when
+    the model is saved."""
+    from manual_bp.layers import BatchNorm1d
+
+    model = Sequential([Dense(3, 4, seed=0), BatchNorm1d(4), Dense(4, 2, seed=1)], "quadratic")
+    x, _ = _data(1e200)
+    y = np.random.default_rng(1).standard_normal((20, 2))
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(DivergenceError, match=r"epoch 1: buffer 1\.running_var became inf"),
+    ):
+        train(model, x, y, epochs=3, batch_size=5, eta=1e-3, fast=fast)
+
+
 def test_divergence_error_is_a_floating_point_error():
     assert issubclass(DivergenceError, FloatingPointError)
 

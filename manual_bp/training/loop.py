@@ -185,7 +185,14 @@ def train(
             else:
                 last_cost = _readable_epoch(net, x, y, batches, optimizer, regularizer, epoch, bar)
         # The one divergence check of every path (DivergenceError with the likely cause).
-        check_training_state(params, last_cost, epoch=epoch, optimizer=optimizer, x=x)
+        check_training_state(
+            params,
+            last_cost,
+            epoch=epoch,
+            optimizer=optimizer,
+            x=x,
+            buffers=list(net.named_buffers()),  # looked up now: a layer may replace its arrays
+        )
         history.epoch_seconds.append(time.perf_counter() - start)
         _monitor(net, history, "training", x, y, monitor, regularizer, n_train)
         if "cost" in monitor:
