@@ -82,6 +82,36 @@ def test_runner_tabulates_errors_and_coverage():
     assert "| `BP3` |" in markdown and "(backprop.md#BP3)" in markdown
 
 
+def test_text_table_explains_its_columns():
+    """The terminal table has a legend: a reader meets Δ/bound without the Markdown report."""
+    text = verify.run_verification(cases=2, only="BP3", checks=_fake_checks(), progress=False)
+    text = text.to_text()
+    assert "Δ/bound: worst |Δ|/bound" in text and "passes when it is" in text
+    assert "vs torch, vs FD, other: worst normalised error" in text
+
+
+def test_torch_kernel_notes_do_not_reach_stderr(capsys):
+    """torch's C++ notes ("Triggered internally at …") about its own kernels are not
+    findings; a warning of any other kind still surfaces."""
+    import warnings
+
+    def noisy(rng):
+        warnings.warn("Using padding='same' with even kernel lengths may require a "
+                      "zero-padded copy (Triggered internally at Convolution.cpp:1101.)",
+                      UserWarning, stacklevel=1)  # fmt: skip
+        return _fake_checks()["good"](rng)
+
+    verify.run_verification(cases=2, only="BP3", checks={"noisy": noisy}, progress=False)
+    assert capsys.readouterr().err == ""
+
+    def other(rng):
+        warnings.warn("something else", UserWarning, stacklevel=1)
+        return _fake_checks()["good"](rng)
+
+    with pytest.warns(UserWarning, match="something else"):
+        verify.run_verification(cases=1, only="BP3", checks={"other": other}, progress=False)
+
+
 def test_summary_headline_is_relative_to_the_bound():
     """A passing comparison against an exact-zero reference has an absurd normalised error
     max|Δ|/max|g_ref| (the report's old headline showed 4.3e+19); the headline cites the
