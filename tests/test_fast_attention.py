@@ -23,7 +23,7 @@ def _run_step(layer, x, g, need_dx=True):
 
 def _torch_mha(layer, x, g, padding):
     E, H = layer.embed_dim, layer.num_heads
-    mha = torch.nn.MultiheadAttention(E, H, bias=layer.bias, batch_first=True).double()
+    mha = torch.nn.MultiheadAttention(E, H, bias=layer.has_bias, batch_first=True).double()
     with torch.no_grad():
         for name, p in mha.named_parameters():
             p.copy_(torch.from_numpy(layer.params[name]))
@@ -42,7 +42,7 @@ def _torch_mha(layer, x, g, padding):
 @pytest.mark.parametrize("padded", [False, True])
 def test_fast_attention_matches_readable_and_torch(causal, bias, padded):
     rng = np.random.default_rng(7)
-    layer = MultiheadAttention(24, 3, bias=bias, causal=causal, seed=1)
+    layer = MultiheadAttention(24, 3, bias=bias, batch_first=True, causal=causal, seed=1)
     if bias:  # torch initialises them to 0: make them count
         layer.params["in_proj_bias"][...] = rng.standard_normal(72)
         layer.params["out_proj.bias"][...] = rng.standard_normal(24)
@@ -71,7 +71,7 @@ def test_fast_attention_matches_readable_and_torch(causal, bias, padded):
 
 
 def test_fast_attention_fully_masked_query_attends_to_nothing():
-    layer = MultiheadAttention(8, 2, seed=0)
+    layer = MultiheadAttention(8, 2, batch_first=True, seed=0)
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal((2, 4, 8)), rng.standard_normal((2, 4, 8))
     layer.key_padding_mask = np.ones((2, 4), bool)
@@ -89,7 +89,7 @@ def test_fast_attention_fully_masked_query_attends_to_nothing():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_attention_threads_bit_identical_and_dtype(dtype):
     """Large enough for parallel_rows to split the batch (8 samples × 4·64·64 scores)."""
-    layer = MultiheadAttention(64, 4, causal=True, seed=2, dtype=dtype)
+    layer = MultiheadAttention(64, 4, batch_first=True, causal=True, seed=2, dtype=dtype)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((8, 64, 64)).astype(dtype)
     g = rng.standard_normal((8, 64, 64)).astype(dtype)
