@@ -83,8 +83,8 @@ def to_external(layout: Layout, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _split_heads(a: np.ndarray, heads: int) -> np.ndarray:
     """``(N, L, E) -> (N, heads, L, E/heads)``."""
-    n, length, _ = a.shape
-    return a.reshape(n, length, heads, -1).transpose(0, 2, 1, 3)
+    n, length, width = a.shape
+    return a.reshape(n, length, heads, width // heads).transpose(0, 2, 1, 3)  # N may be 0
 
 
 def _merge_heads(a: np.ndarray) -> np.ndarray:
