@@ -254,3 +254,35 @@ def test_products_in_every_layout_and_refusals():
     extra = MultiheadAttention(4, 2, add_zero_attn=True, seed=0)
     with pytest.raises(NotImplementedError, match="add_bias_kv/add_zero_attn"):
         extra.input_vjp(extra.forward(x)[1], g[None])
+
+
+def test_products_of_time_major_and_unbatched_are_the_batch_first_ones_transposed():
+    """PROD.multihead-attention.jvp, .residual, .vjp: a time-major layer's products are the
+    batch-first layer's with the two leading data axes swapped, bit for bit; unbatched
+    ones agree with backward."""
+    rng = np.random.default_rng(0)
+    tm = MultiheadAttention(4, 2, seed=0)
+    bf = MultiheadAttention(4, 2, batch_first=True, seed=0)
+    x = rng.standard_normal((3, 2, 4))
+    _, c_tm = tm.forward(x)
+    _, c_bf = bf.forward(x.transpose(1, 0, 2))
+    swap = (0, 2, 1, 3)
+    T, g = rng.standard_normal((2, *x.shape)), rng.standard_normal(x.shape)
+    T_params = {n: rng.standard_normal((2, *p.shape)) for n, p in tm.params.items()}
+    np.testing.assert_array_equal(
+        tm.input_jvp(c_tm, T).transpose(swap), bf.input_jvp(c_bf, T.transpose(swap))
+    )
+    np.testing.assert_array_equal(
+        tm.param_jvp(c_tm, T_params).transpose(swap), bf.param_jvp(c_bf, T_params)
+    )
+    r_tm, rp_tm = tm.residual(c_tm, g, T, T_params)
+    r_bf, rp_bf = bf.residual(c_bf, g.transpose(1, 0, 2), T.transpose(swap), T_params)
+    np.testing.assert_array_equal(r_tm.transpose(swap), r_bf)
+    shares_tm = tm.param_vjp(c_tm, T, sum_batch=False)
+    shares_bf = bf.param_vjp(c_bf, T.transpose(swap), sum_batch=False)
+    for name in tm.params:
+        np.testing.assert_array_equal(rp_tm[name], rp_bf[name])
+        np.testing.assert_array_equal(shares_tm[name], shares_bf[name])
+    _, c_un = tm.forward(x[:, 0])  # unbatched (L, E)
+    dx, _ = tm.backward(g[:, 0], c_un)
+    np.testing.assert_allclose(tm.input_vjp(c_un, g[None, :, 0])[0], dx, rtol=1e-12, atol=1e-15)
