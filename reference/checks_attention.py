@@ -198,7 +198,7 @@ def mha_inputs(
     ``self_attention`` the three are one array (S = L), so ∂C/∂x sums three paths."""
     E = heads * head_dim
     S = L if self_attention else S
-    layer = MultiheadAttention(E, heads, bias, causal, seed=rng)
+    layer = MultiheadAttention(E, heads, bias=bias, batch_first=True, causal=causal, seed=rng)
     q = rng.standard_normal((batch, L, E))
     k, v = rng.standard_normal((batch, S, E)), rng.standard_normal((batch, S, E))
     if self_attention:
@@ -246,22 +246,24 @@ def mha_magnitudes(layer: MultiheadAttention, d_out: np.ndarray, cache) -> tuple
     """
     from unittest import mock
 
-    from manual_bp.layers import attention
+    from manual_bp.layers import attention_sdpa
 
-    absolute = MultiheadAttention(layer.embed_dim, layer.num_heads, layer.has_bias, layer.causal)
+    absolute = MultiheadAttention(layer.embed_dim, layer.num_heads, bias=layer.has_bias,
+                                  batch_first=True, causal=layer.causal)  # fmt: skip
     for name, array in layer.params.items():
         absolute.params[name][...] = np.abs(array)
-    att = cache.attention
-    abs_cache = type(cache)(
-        np.abs(cache.input), np.abs(cache.key), np.abs(cache.value),
+    att, core = cache.attention, cache.core
+    abs_core = type(core)(
+        tuple(np.abs(a) for a in core.inputs),
         type(att)(np.abs(att.q), np.abs(att.k), np.abs(att.v), att.weights, att.scale),
-        np.abs(cache.merged),
+        np.abs(core.merged),
     )  # fmt: skip
+    abs_cache = type(cache)(np.abs(cache.input), None, None, abs_core, cache.layout, None)
 
     def abs_softmax_backward(d_p, p):
         return p * (np.abs(d_p) + (np.abs(d_p) * p).sum(axis=-1, keepdims=True))
 
-    with mock.patch.object(attention, "softmax_backward", abs_softmax_backward):
+    with mock.patch.object(attention_sdpa, "softmax_backward", abs_softmax_backward):
         return absolute.attend_backward(np.abs(d_out), abs_cache)
 
 
@@ -290,8 +292,8 @@ def mha_check(rng: np.random.Generator) -> list[Comparison]:
 def attention_fd_check(rng: np.random.Generator) -> list[Comparison]:
     """ATT.sdpa and ATT.mha against central finite differences (no torch)."""
     case = _draw_mha(rng)
-    layer = MultiheadAttention(case["heads"] * case["head_dim"], case["heads"], case["bias"],
-                               case["causal"], seed=rng)  # fmt: skip
+    layer = MultiheadAttention(case["heads"] * case["head_dim"], case["heads"], bias=case["bias"],
+                               batch_first=True, causal=case["causal"], seed=rng)  # fmt: skip
     x = rng.standard_normal((2, case["L"], layer.embed_dim))
     d_out = rng.standard_normal(x.shape)
 
@@ -314,7 +316,8 @@ def attention_fd_check(rng: np.random.Generator) -> list[Comparison]:
 def _mha_block(rng: np.random.Generator, shape: tuple[int, ...]):
     divisors = [h for h in range(1, shape[-1] + 1) if shape[-1] % h == 0]
     heads = divisors[int(rng.integers(len(divisors)))]
-    return [MultiheadAttention(shape[-1], heads, bool(rng.integers(2)), bool(rng.integers(2)))], (
+    bias, causal = bool(rng.integers(2)), bool(rng.integers(2))
+    return [MultiheadAttention(shape[-1], heads, bias=bias, batch_first=True, causal=causal)], (
         shape
     )
 

@@ -100,7 +100,8 @@ def attention_self_stack_check(rng: np.random.Generator) -> list[Comparison]:
     length, n_in = int(rng.integers(1, 6)), int(rng.integers(1, 5))
     heads, head_dim = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     E, n_classes, batch = heads * head_dim, int(rng.integers(2, 5)), int(rng.integers(1, 4))
-    mha = MultiheadAttention(E, heads, bool(rng.integers(2)), bool(rng.integers(2)))
+    bias, causal = bool(rng.integers(2)), bool(rng.integers(2))
+    mha = MultiheadAttention(E, heads, bias=bias, batch_first=True, causal=causal)
     layers = [Dense(n_in, E), ActivationLayer("tanh"), mha]
     width = E
     if rng.integers(2):

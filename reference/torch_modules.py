@@ -245,7 +245,7 @@ def run(config: Configuration) -> Outcome:
     rng = np.random.default_rng(0)
     upstream = rng.standard_normal(tuple(torch_out.shape))
     float_inputs = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-    wrt = float_inputs[:1] + list(module.parameters())
+    wrt = float_inputs + list(module.parameters())
     grads = torch.autograd.grad(
         torch_out, wrt, torch.from_numpy(upstream), allow_unused=True
     )  # fmt: skip
@@ -255,10 +255,16 @@ def run(config: Configuration) -> Outcome:
     except Exception as error:
         return _failure(error)
     errors = {"output": _relative(_first(out), torch_out.detach().numpy())}
-    if float_inputs and float_inputs[0] is inputs[0]:
+    if len(float_inputs) > 1 and isinstance(dx, tuple) and len(dx) == len(float_inputs):
+        # Several float inputs (attention's query, key, value) and a ``dx`` tuple in torch's
+        # argument order: every input's gradient is compared; otherwise the first only.
+        for i, (mine, theirs) in enumerate(zip(dx, grads, strict=False)):
+            reference = np.zeros_like(mine) if theirs is None else theirs.numpy()
+            errors[f"input grad {i}"] = _relative(mine, reference)
+    elif float_inputs and float_inputs[0] is inputs[0]:
         errors["input grad"] = _relative(_first(dx), grads[0].numpy())
     names = [name for name, _ in module.named_parameters()]
-    for name, grad in zip(names, grads[len(float_inputs[:1]) :], strict=True):
+    for name, grad in zip(names, grads[len(float_inputs) :], strict=True):
         reference = np.zeros(0) if grad is None else grad.numpy()
         if grad is None:
             continue

@@ -89,7 +89,7 @@ def test_mha_in_random_stacks(seed):
 
 
 def test_parameters_and_init_match_torch():
-    ours = MultiheadAttention(6, 2, seed=0)
+    ours = MultiheadAttention(6, 2, batch_first=True, seed=0)
     theirs = torch.nn.MultiheadAttention(6, 2, batch_first=True)
     assert [(k, v.shape) for k, v in ours.params.items()] == [
         (k, tuple(v.shape)) for k, v in theirs.state_dict().items()
@@ -136,7 +136,7 @@ def test_bad_inputs():
         scaled_dot_product_attention(x, np.zeros((1, 2, 4)), x)
     with pytest.raises(ValueError, match="not divisible"):
         MultiheadAttention(5, 2)
-    layer = MultiheadAttention(4, 2)
+    layer = MultiheadAttention(4, 2, batch_first=True)
     with pytest.raises(ValueError, match="last axes must be"):
         layer.forward(np.zeros((1, 2, 3)))
     _, cache = layer.forward(np.zeros((1, 2, 4)))
@@ -201,7 +201,7 @@ def test_fully_masked_query_attends_to_nothing_as_torch_sdpa():
     assert not out[0, 1].any() and out[0, 0].any() and not cache.weights[0, 1].any()
     d_q, _, _ = sdpa_backward(rng.standard_normal(out.shape), cache)
     assert not d_q[0, 1].any()
-    layer = MultiheadAttention(4, 2, seed=0)
+    layer = MultiheadAttention(4, 2, batch_first=True, seed=0)
     layer.params["out_proj.bias"][...] = rng.standard_normal(4)
     x = rng.standard_normal((3, 2, 4))
     padding = np.array([[False, True], [True, True], [False, False]])
@@ -214,7 +214,8 @@ def test_fully_masked_query_attends_to_nothing_as_torch_sdpa():
     np.testing.assert_allclose(out, fast.detach().numpy(), rtol=1e-13, atol=1e-15)
     textbook, _ = module(xt, xt, xt, key_padding_mask=mask, need_weights=True)
     assert torch.isnan(textbook[1]).all() and not torch.isnan(textbook[0]).any()
-    dx, _ = layer.backward(rng.standard_normal(x.shape), cache)
+    d_inputs, _ = layer.backward(rng.standard_normal(x.shape), cache)  # key, value given
+    dx = sum(d_inputs)  # x fed the query, the key and the value
     assert not dx[1].any()  # entry 1 reaches the cost only through out_proj.bias
     with pytest.raises(ValueError, match=r"key_padding_mask has shape \(3, 3\)"):
         layer.attend(x, x, x, key_padding_mask=np.zeros((3, 3), bool))

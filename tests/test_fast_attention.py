@@ -42,7 +42,7 @@ def _torch_mha(layer, x, g, padding):
 @pytest.mark.parametrize("padded", [False, True])
 def test_fast_attention_matches_readable_and_torch(causal, bias, padded):
     rng = np.random.default_rng(7)
-    layer = MultiheadAttention(24, 3, bias=bias, causal=causal, seed=1)
+    layer = MultiheadAttention(24, 3, bias=bias, batch_first=True, causal=causal, seed=1)
     if bias:  # torch initialises them to 0: make them count
         layer.params["in_proj_bias"][...] = rng.standard_normal(72)
         layer.params["out_proj.bias"][...] = rng.standard_normal(24)
@@ -71,7 +71,7 @@ def test_fast_attention_matches_readable_and_torch(causal, bias, padded):
 
 
 def test_fast_attention_fully_masked_query_attends_to_nothing():
-    layer = MultiheadAttention(8, 2, seed=0)
+    layer = MultiheadAttention(8, 2, batch_first=True, seed=0)
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal((2, 4, 8)), rng.standard_normal((2, 4, 8))
     layer.key_padding_mask = np.ones((2, 4), bool)
@@ -89,7 +89,7 @@ def test_fast_attention_fully_masked_query_attends_to_nothing():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_attention_threads_bit_identical_and_dtype(dtype):
     """Large enough for parallel_rows to split the batch (8 samples × 4·64·64 scores)."""
-    layer = MultiheadAttention(64, 4, causal=True, seed=2, dtype=dtype)
+    layer = MultiheadAttention(64, 4, batch_first=True, causal=True, seed=2, dtype=dtype)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((8, 64, 64)).astype(dtype)
     g = rng.standard_normal((8, 64, 64)).astype(dtype)
@@ -108,3 +108,29 @@ def test_fast_attention_threads_bit_identical_and_dtype(dtype):
     ref_out, _ = layer.forward(x)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(o1, ref_out, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"batch_first": True, "dropout": 0.1}, {"batch_first": True, "add_bias_kv": True},
+     {"batch_first": True, "add_zero_attn": True}],
+)  # fmt: skip
+def test_fast_step_only_for_the_measured_configuration(options):
+    """The fused step covers batch-first, packed, no extra keys, no dropout (the benchmark's);
+    time-major (torch's default), dropout and extra keys train through the readable form,
+    whose step gives the readable gradients."""
+    from manual_bp.layers.attention_fast import AttentionStep
+    from manual_bp.layers.steps import GenericStep
+
+    assert isinstance(MultiheadAttention(8, 2, batch_first=True).fast_step(), AttentionStep)
+    layer = MultiheadAttention(8, 2, seed=0, **options).eval()
+    assert isinstance(layer.fast_step(), GenericStep)
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((3, 4, 8)), rng.standard_normal((3, 4, 8))
+    out, dx, grads = _run_step(layer, x, g)
+    ref_out, cache = layer.forward(x)
+    ref_dx, ref_grads = layer.backward(g, cache)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(dx, ref_dx)
+    for name in layer.params:
+        np.testing.assert_array_equal(grads[name], ref_grads[name])

@@ -25,7 +25,9 @@ PADDING = ("none", "bool", "float")
 
 
 def _layer(rng, batch, length, heads, head_dim, bias, causal, padding, dtype=np.float64):
-    layer = MultiheadAttention(heads * head_dim, heads, bias, causal, seed=rng, dtype=dtype)
+    layer = MultiheadAttention(
+        heads * head_dim, heads, bias=bias, batch_first=True, causal=causal, seed=rng, dtype=dtype
+    )
     layer.key_padding_mask = mha_mask_draw(rng, padding, (batch, length))
     x = rng.standard_normal((batch, length, layer.embed_dim)).astype(dtype)
     return layer, x
@@ -88,7 +90,7 @@ def test_mha_products_keep_float32(length, heads, bias, causal, padding, seed):
     the same layer in float64 to float32 rounding."""
     rng = np.random.default_rng(seed)
     layer, x = _layer(rng, 2, length, heads, 2, bias, causal, padding, np.float32)
-    wide = MultiheadAttention(layer.embed_dim, heads, bias, causal)
+    wide = MultiheadAttention(layer.embed_dim, heads, bias=bias, batch_first=True, causal=causal)
     for name, p in layer.params.items():
         wide.params[name][...] = p
     wide.key_padding_mask = layer.key_padding_mask

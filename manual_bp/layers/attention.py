@@ -1,39 +1,55 @@
-"""Scaled dot-product and multi-head attention — torch's SDPA and ``nn.MultiheadAttention``.
+"""``nn.MultiheadAttention`` as torch has it, every constructor option and forward form.
 
-``scaled_dot_product_attention(q, k, v)``: ``S = s·q kᵀ (+ mask)``, ``P = softmax(S)``
-row-wise, ``out = P v`` with ``s = 1/√d`` by default (equations ``ATT.sdpa``,
-``ATT.softmax``). Shapes: ``q`` ``(..., L, d)``, ``k`` ``(..., S, d)``, ``v`` ``(..., S, d_v)``.
-Masks follow ``torch.nn.functional.scaled_dot_product_attention``: a boolean mask is
-True where a query MAY attend; a float mask is added to the scores; ``causal=True``
-lets position ``i`` see ``j ≤ i``. A query that may attend to nothing (a row of −inf)
-gets attention weights 0, hence output 0 and no gradient — torch 2.x's
-``F.scaled_dot_product_attention`` (the textbook softmax would give 0/0 = NaN).
+:class:`MultiheadAttention` takes torch's arguments — ``(embed_dim, num_heads, dropout=0.0,
+bias=True, add_bias_kv=False, add_zero_attn=False, kdim=None, vdim=None,
+batch_first=False, device=None, dtype=None)`` — and keeps torch's parameters under their
+state-dict names: ``in_proj_weight`` ``(3E, E)`` (or ``q_proj_weight`` ``(E, E)``,
+``k_proj_weight`` ``(E, kdim)``, ``v_proj_weight`` ``(E, vdim)`` when ``kdim``/``vdim``
+differ from ``E``), ``in_proj_bias`` ``(3E,)``, ``bias_k``/``bias_v`` ``(1, 1, E)``,
+``out_proj.weight`` ``(E, E)``, ``out_proj.bias`` ``(E,)``. Inputs are time-major
+``(L, N, E)`` by default, as torch's; ``(N, L, E)`` with ``batch_first=True``; unbatched
+``(L, E)``. The library's extension ``causal=True`` (keyword) adds the causal mask itself.
 
-:class:`MultiheadAttention` keeps torch's packed parameters ``in_proj_weight`` ``(3E, E)``,
-``in_proj_bias`` ``(3E,)``, ``out_proj.weight`` ``(E, E)``, ``out_proj.bias`` ``(E,)``, with
-``batch_first=True`` tensors ``(N, L, E)``. As a :class:`Layer` it is self-attention
-(``query = key = value = x``); :meth:`MultiheadAttention.attend` / ``attend_backward``
-take ``q, k, v`` separately and return a gradient for each (equation ``ATT.mha``). Its
-masks follow ``nn.MultiheadAttention``: ``attn_mask`` ``(L, S)`` or ``(N·heads, L, S)`` and
-``key_padding_mask`` ``(N, S)``, each boolean (True = NOT allowed — the opposite of SDPA's)
-or float (added to the scores); both (and ``causal``) add up into one additive mask. A
-query left with no key attends to nothing (output ``out_proj.bias``), as torch's module
-with ``need_weights=False`` (with ``need_weights=True`` torch returns NaN there).
+``forward(query, key=None, value=None, key_padding_mask=None, need_weights=None,
+attn_mask=None, average_attn_weights=True, is_causal=False) -> (out, cache)``: torch's
+forward with the layer protocol's return; ``key``/``value`` omitted (a layer in a stack)
+is self-attention. ``layer(query, key, value, ...)`` returns ``(out, weights)`` as torch's
+module. Masks as torch's (:func:`~manual_bp.layers.attention_masks.mha_mask`): boolean True
+= NOT allowed, float added. A query left with no admissible key: with ``need_weights=True``
+(torch's default in the three-input call) the textbook softmax gives NaN, as torch's module
+does; with ``need_weights=False`` — the default of the one-input layer form, whose weights
+nobody asked for — it attends to nothing (output ``out_proj.bias``), as torch's SDPA path.
+
+Computation in :mod:`~manual_bp.layers.attention_core`; SDPA in
+:mod:`~manual_bp.layers.attention_sdpa`; products in
+:mod:`~manual_bp.layers.attention_products`; the fused training step in
+:mod:`~manual_bp.layers.attention_fast`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from manual_bp.layers.attention_core import CoreCache, mha_backward, mha_forward, to_internal
 from manual_bp.layers.attention_fast import AttentionStep
-from manual_bp.layers.attention_masks import additive_mask, mha_mask
+from manual_bp.layers.attention_masks import mha_mask
 from manual_bp.layers.attention_products import AttentionProducts
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.attention_sdpa import (
+    AttentionCache,
+    scaled_dot_product_attention,
+    sdpa_backward,
+    softmax_backward,
+)
+from manual_bp.layers.base import Cache, Layer, layer_dtype, register_layer
+from manual_bp.layers.steps import GenericStep
 
 __all__ = [
+    "AttentionCache",
+    "MHACache",
     "MultiheadAttention",
     "mha_mask",
     "scaled_dot_product_attention",
@@ -43,108 +59,56 @@ __all__ = [
 
 
 @dataclass
-class AttentionCache:
-    """``q, k, v``, the attention weights ``P`` and the scale ``s``."""
-
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    weights: np.ndarray
-    scale: float
-
-
-def softmax_backward(d_p: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """``∂C/∂S = P ⊙ (∂C/∂P − Σ_j ∂C/∂P_j P_j)`` row-wise (equation ``ATT.softmax``).
-
-    The softmax Jacobian is ``diag(p) − p pᵀ``; applied to a row ``g`` it is
-    ``p ⊙ g − p (pᵀg)`` — never formed as a matrix.
-    """
-    return p * (d_p - (d_p * p).sum(axis=-1, keepdims=True))
-
-
-def scaled_dot_product_attention(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    mask: np.ndarray | None = None,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-) -> tuple[np.ndarray, AttentionCache]:
-    """``out = softmax(s·q kᵀ + mask) v`` (equation ``ATT.sdpa``); ``(out, cache)``.
-
-    Parameters
-    ----------
-    q : (..., L, d); k : (..., S, d); v : (..., S, d_v)
-    mask : (..., L, S) bool (True = may attend) or float (added), broadcast over the batch axes
-    causal : bool
-    scale : float, default ``1/√d``
-    """
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape} do not fit q kᵀ v")
-    scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
-    scores = scale * (q @ np.swapaxes(k, -1, -2))
-    additive = additive_mask(mask, causal, scores.shape[-2:], scores.dtype)
-    if additive is not None:
-        scores = scores + additive
-    peak = scores.max(axis=-1, keepdims=True)
-    if np.isnan(peak).any() or np.isposinf(peak).any():
-        raise ValueError("attention scores hold nan or +inf (check q, k and the mask)")
-    # A row with no admissible key (all −inf): weights 0, not 0/0 (torch's safe softmax).
-    peak = np.where(np.isneginf(peak), 0.0, peak)
-    weights = np.exp(scores - peak)  # max-shifted: exp never overflows
-    total = weights.sum(axis=-1, keepdims=True)
-    weights /= np.where(total == 0.0, 1.0, total)
-    return weights @ v, AttentionCache(q, k, v, weights, scale)
-
-
-def sdpa_backward(
-    d_out: np.ndarray, cache: AttentionCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(∂C/∂q, ∂C/∂k, ∂C/∂v)`` of :func:`scaled_dot_product_attention` (``ATT.sdpa``).
-
-    ``∂v = Pᵀ δ``, ``∂P = δ vᵀ``, ``∂S`` by :func:`softmax_backward` (masked entries have
-    ``P = 0`` and so receive none), ``∂q = s ∂S k``, ``∂k = s ∂Sᵀ q``.
-    """
-    p = cache.weights
-    d_v = np.swapaxes(p, -1, -2) @ d_out
-    d_scores = softmax_backward(d_out @ np.swapaxes(cache.v, -1, -2), p)
-    d_q = cache.scale * (d_scores @ cache.k)
-    d_k = cache.scale * (np.swapaxes(d_scores, -1, -2) @ cache.q)
-    return d_q, d_k, d_v
-
-
-@dataclass
 class MHACache(Cache):
-    """``input`` (the query), key and value inputs, projections and the SDPA cache."""
+    """``input`` (the query as given), ``key``/``value`` as given (None: self-attention),
+    the batch-first computation's cache ``core``, the ``layout`` and the returned weights."""
 
-    key: np.ndarray
-    value: np.ndarray
-    attention: AttentionCache
-    merged: np.ndarray
+    key: np.ndarray | None
+    value: np.ndarray | None
+    core: CoreCache
+    layout: Any
+    weights: np.ndarray | None
+
+    @property
+    def attention(self) -> AttentionCache:
+        return self.core.attention
+
+    @property
+    def merged(self) -> np.ndarray:
+        return self.core.merged
+
+    @property
+    def self_attention(self) -> bool:
+        return self.key is None and self.value is None
+
+
+def _positive(label: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 @register_layer
 class MultiheadAttention(AttentionProducts, Layer):
-    """``torch.nn.MultiheadAttention(E, heads, batch_first=True)``. Equation ``ATT.mha``.
+    """``torch.nn.MultiheadAttention``. Equations ``ATT.mha``, ``ATT.bias-kv``, ``ATT.dropout``.
 
-    Parameters
+    Parameters (torch's, in torch's order)
     ----------
-    embed_dim : int
-    num_heads : int, dividing ``embed_dim``
-    bias : bool
-    causal : bool
-        Self-attention as a layer: each position attends to itself and earlier ones.
-    seed, dtype
+    embed_dim, num_heads : int (``num_heads`` divides ``embed_dim``)
+    dropout : float in [0, 1] — on the attention weights in training (own seeded generator)
+    bias, add_bias_kv, add_zero_attn : bool
+    kdim, vdim : int or None (``embed_dim``)
+    batch_first : bool — False (torch's default): time-major ``(L, N, E)``
+    device, dtype : torch's keywords (:func:`~manual_bp.layers.base.layer_dtype`)
+    causal : bool, keyword — the library's extension: each query sees itself and earlier keys
+    seed : int or Generator, keyword
 
     Attributes
     ----------
-    key_padding_mask : (N, S) array or None
-        Used by :meth:`forward` (the layer protocol), set by the caller for the batch
-        (True = padding, ignored as a key), like a recurrent layer's ``initial_state``.
-
-    The products on a V axis (``input_vjp`` … ``residual``, ``PROD.multihead-attention.*``)
-    come from :class:`~manual_bp.layers.attention_products.AttentionProducts`.
+    key_padding_mask : array or None
+        Used by the one-input :meth:`forward` (a layer in a stack) when none is passed:
+        set by the caller for the batch (True = padding), like a recurrent layer's
+        ``initial_state``.
     """
 
     name = "multihead_attention"
@@ -155,46 +119,97 @@ class MultiheadAttention(AttentionProducts, Layer):
         "PROD.multihead-attention.jvp",
         "PROD.multihead-attention.residual",
     )
-    decay = ("in_proj_weight", "out_proj.weight")
-    hyperparameters = ("embed_dim", "num_heads", "bias", "causal")
+    decay = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+             "out_proj.weight")  # fmt: skip
+    hyperparameters = ("embed_dim", "num_heads", "dropout", "bias", "add_bias_kv",
+                       "add_zero_attn", "kdim", "vdim", "batch_first", "causal")  # fmt: skip
 
     def __init__(
         self,
         embed_dim: int,
         num_heads: int,
+        dropout: float = 0.0,
         bias: bool = True,
-        causal: bool = False,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = False,
+        device: Any = None,
+        dtype: Any = None,
         *,
+        causal: bool = False,
         seed: int | np.random.Generator | None = None,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
-        for label, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        dtype = layer_dtype(dtype, "MultiheadAttention", device)
+        self.embed_dim = _positive("embed_dim", embed_dim)
+        self.num_heads = _positive("num_heads", num_heads)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        self.embed_dim, self.num_heads = int(embed_dim), int(num_heads)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+            raise TypeError(f"dropout must be a number, got {dropout!r}")
+        if not (math.isfinite(dropout) and 0.0 <= dropout <= 1.0):
+            raise ValueError(f"dropout must be in [0, 1], got {dropout!r}")
+        self.dropout = float(dropout)
+        self.kdim = self.embed_dim if kdim is None else _positive("kdim", kdim)
+        self.vdim = self.embed_dim if vdim is None else _positive("vdim", vdim)
         self.has_bias, self.causal = bool(bias), bool(causal)
+        self.add_bias_kv, self.add_zero_attn = bool(add_bias_kv), bool(add_zero_attn)
+        self.batch_first = bool(batch_first)
         self.key_padding_mask: np.ndarray | None = None
         E = self.embed_dim
-        self.params["in_proj_weight"] = np.zeros((3 * E, E), dtype)
+        if self.kdim == E and self.vdim == E:  # torch's _qkv_same_embed_dim: packed
+            self.params["in_proj_weight"] = np.zeros((3 * E, E), dtype)
+        else:
+            for name, width in (("q", E), ("k", self.kdim), ("v", self.vdim)):
+                self.params[f"{name}_proj_weight"] = np.zeros((E, width), dtype)
         if self.has_bias:
             self.params["in_proj_bias"] = np.zeros(3 * E, dtype)
+        if self.add_bias_kv:
+            self.params["bias_k"] = np.zeros((1, 1, E), dtype)
+            self.params["bias_v"] = np.zeros((1, 1, E), dtype)
         self.params["out_proj.weight"] = np.zeros((E, E), dtype)
         if self.has_bias:
             self.params["out_proj.bias"] = np.zeros(E, dtype)
+        self._generator = np.random.default_rng(seed)
         self.reset_parameters(np.random.default_rng(seed))
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        """torch's: Xavier-uniform ``in_proj_weight``, ``U(±1/√E)`` ``out_proj.weight``, 0 bias."""
-        E = self.embed_dim
-        bound = np.sqrt(6.0 / (E + 3 * E))  # xavier_uniform_ on the (3E, E) matrix
-        self.params["in_proj_weight"][...] = rng.uniform(-bound, bound, (3 * E, E))
-        self.params["out_proj.weight"][...] = rng.uniform(-1 / np.sqrt(E), 1 / np.sqrt(E), (E, E))
+        """torch's: Xavier-uniform ``in_proj_weight`` (or each separate projection), Xavier-
+        normal ``bias_k``/``bias_v``, ``U(±1/√E)`` ``out_proj.weight``, zero biases. The
+        dropout generator is re-seeded from ``rng`` only when there is dropout (so a
+        dropout-free model draws exactly what it drew before the option existed)."""
+        E, p = self.embed_dim, self.params
+        for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            if name in p:
+                bound = np.sqrt(6.0 / sum(p[name].shape))  # xavier_uniform_ on (out, in)
+                p[name][...] = rng.uniform(-bound, bound, p[name].shape)
+        p["out_proj.weight"][...] = rng.uniform(-1 / np.sqrt(E), 1 / np.sqrt(E), (E, E))
         for name in ("in_proj_bias", "out_proj.bias"):
-            if name in self.params:
-                self.params[name][...] = 0.0
+            if name in p:
+                p[name][...] = 0.0
+        for name in ("bias_k", "bias_v"):
+            if name in p:  # xavier_normal_ on (1, 1, E): fan_in = fan_out = E
+                p[name][...] = rng.normal(0.0, np.sqrt(2.0 / (2 * E)), (1, 1, E))
+        if self.dropout > 0.0:
+            self._generator = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The dropout generator's state when there is dropout (a reload draws the same)."""
+        return {"generator": self._generator.bit_generator.state} if self.dropout else {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        if set(state) != {"generator"}:
+            raise ValueError(f"{self!r}: extra state has keys {sorted(state)}, not 'generator'")
+        kind = getattr(np.random, str(state["generator"].get("bit_generator")), None)
+        if kind is None:
+            raise ValueError(f"{self!r}: unknown bit generator in {state['generator']!r}")
+        bit_generator = kind()
+        bit_generator.state = state["generator"]
+        self._generator = np.random.Generator(bit_generator)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 2 or input_shape[-1] != self.embed_dim:
@@ -203,104 +218,110 @@ class MultiheadAttention(AttentionProducts, Layer):
             )
         return tuple(input_shape)
 
-    # ------------------------------------------------------------------ functional form
-    def _heads(self, a: np.ndarray) -> np.ndarray:
-        """``(N, L, E) -> (N, heads, L, E/heads)``."""
-        n, length, _ = a.shape
-        return a.reshape(n, length, self.num_heads, -1).transpose(0, 2, 1, 3)
-
-    def _merge(self, a: np.ndarray) -> np.ndarray:
-        n, _, length, _ = a.shape
-        return a.transpose(0, 2, 1, 3).reshape(n, length, self.embed_dim)
-
-    def _projection(self, part: int) -> tuple[np.ndarray, np.ndarray | None]:
-        E, b = self.embed_dim, self.params.get("in_proj_bias")
-        rows = slice(part * E, (part + 1) * E)
-        return self.params["in_proj_weight"][rows], None if b is None else b[rows]
-
-    def attend(
+    # ------------------------------------------------------------------ torch's forward
+    def forward(
         self,
         query: np.ndarray,
-        key: np.ndarray,
-        value: np.ndarray,
-        attn_mask: np.ndarray | None = None,
+        key: np.ndarray | None = None,
+        value: np.ndarray | None = None,
         key_padding_mask: np.ndarray | None = None,
+        need_weights: bool | None = None,
+        attn_mask: np.ndarray | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
     ) -> tuple[np.ndarray, MHACache]:
-        """``(out (N, L, E), cache)`` for ``query (N, L, E)``, ``key, value (N, S, E)``.
+        """``(out, cache)``; torch's arguments (see the module). ``key``/``value`` omitted:
+        self-attention with :attr:`key_padding_mask`. ``need_weights`` None: True when
+        ``key`` or ``value`` is given (torch's call), False in the one-input form.
+        ``is_causal`` is torch's hint that ``attn_mask`` is causal: it needs ``attn_mask``
+        and the mask is used as given. The weights torch would return are ``cache.weights``
+        (``(N, L, S')``, ``(N, h, L, S')`` with ``average_attn_weights=False``, no ``N``
+        unbatched; after dropout, as torch's; None unless ``need_weights``)."""
+        given = key is not None or value is not None
+        if need_weights is None:
+            need_weights = given
+        if is_causal and attn_mask is None:
+            raise ValueError(f"{self!r}: is_causal is torch's hint about attn_mask: pass attn_mask")
+        if not given and key_padding_mask is None:
+            key_padding_mask = self.key_padding_mask
+        key = query if key is None else key
+        value = key if value is None else value
+        layout, inputs = to_internal(self, query, key, value)
+        if not layout.batched and key_padding_mask is not None and np.ndim(key_padding_mask) == 1:
+            key_padding_mask = np.asarray(key_padding_mask)[None]  # unbatched (S,), torch's
+        out, core = mha_forward(self, inputs, attn_mask, key_padding_mask, safe=not need_weights)
+        weights = None
+        if need_weights:
+            weights = core.attention.dropped
+            weights = weights.mean(axis=1) if average_attn_weights else weights
+            weights = weights if layout.batched else weights[0]
+        cache = MHACache(query, None if not given else key, None if not given else value,
+                         core, layout, weights)  # fmt: skip
+        return layout.outward(out), cache
 
-        ``attn_mask`` ``(L, S)`` or ``(N·heads, L, S)`` and ``key_padding_mask`` ``(N, S)``
-        as ``nn.MultiheadAttention``: bool True = NOT allowed, float = added to the scores
-        (:func:`mha_mask`). The layer's ``causal`` flag adds the causal mask.
-        """
-        check_input(query, self, ndim=3, trailing=(self.embed_dim,), name="query")
-        check_input(key, self, ndim=3, trailing=(self.embed_dim,), name="key")
-        check_input(value, self, ndim=3, trailing=(self.embed_dim,), name="value")
-        if key.shape != value.shape or key.shape[0] != query.shape[0]:
-            raise ValueError(f"query {query.shape}, key {key.shape}, value {value.shape} differ")
-        shape = (query.shape[0], self.num_heads, query.shape[1], key.shape[1])
-        mask = mha_mask(attn_mask, key_padding_mask, self.causal, shape, query.dtype)
-        projected = [
-            self._heads(x @ W.T + (0 if b is None else b))
-            for part, x in enumerate((query, key, value))
-            for W, b in [self._projection(part)]
-        ]
-        heads, attention = scaled_dot_product_attention(*projected, mask)
-        merged = self._merge(heads)
-        out = merged @ self.params["out_proj.weight"].T
-        if self.has_bias:
-            out = out + self.params["out_proj.bias"]
-        return out, MHACache(query, key, value, attention, merged)
+    def __call__(self, query: np.ndarray, *args: Any, **kwargs: Any) -> tuple:
+        """torch's module call: ``(out, weights)`` (``weights`` None unless asked)."""
+        out, cache = self.forward(query, *args, **kwargs)
+        return out, cache.weights
 
-    def attend_backward(
-        self, d_out: np.ndarray, cache: MHACache
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """``(∂C/∂query, ∂C/∂key, ∂C/∂value, grads)`` (equation ``ATT.mha``)."""
-        if not isinstance(d_out, np.ndarray) or d_out.shape != cache.input.shape:
+    def backward(self, d_out: np.ndarray, cache: MHACache) -> tuple[Any, dict]:
+        """``(∂C/∂x, grads)`` for self-attention (``∂query + ∂key + ∂value``: x feeds all
+        three); ``((∂query, ∂key, ∂value), grads)``, torch's argument order, when ``key``
+        or ``value`` was given."""
+        if not isinstance(d_out, np.ndarray) or d_out.shape != self._out_shape(cache):
             raise ValueError(
-                f"{self!r}: d_out has shape {np.shape(d_out)}, expected {cache.input.shape}"
+                f"{self!r}: d_out has shape {np.shape(d_out)}, expected {self._out_shape(cache)}"
             )
-        rows = d_out.reshape(-1, self.embed_dim)
-        grads = {"out_proj.weight": rows.T @ cache.merged.reshape(-1, self.embed_dim)}
-        d_heads = self._heads(d_out @ self.params["out_proj.weight"])
-        d_projected = sdpa_backward(d_heads, cache.attention)
-        d_inputs, d_w, d_b = [], [], []
-        for part, (x, d) in enumerate(
-            zip((cache.input, cache.key, cache.value), d_projected, strict=True)
-        ):
-            d = self._merge(d).reshape(-1, self.embed_dim)
-            W, _ = self._projection(part)
-            d_inputs.append((d @ W).reshape(x.shape))
-            d_w.append(d.T @ x.reshape(-1, self.embed_dim))
-            d_b.append(d.sum(axis=0))
-        grads = {"in_proj_weight": np.concatenate(d_w), **grads}
-        if self.has_bias:
-            grads["in_proj_bias"] = np.concatenate(d_b)
-            grads["out_proj.bias"] = rows.sum(axis=0)
-        return (*d_inputs, {name: grads[name] for name in self.params})
+        layout = cache.layout
+        d_inputs, grads = mha_backward(self, layout.inward(d_out), cache.core)
+        d_q, d_k, d_v = (layout.outward(d) for d in d_inputs)
+        if cache.self_attention:
+            return d_q + d_k + d_v, grads
+        return (d_q, d_k, d_v), grads
 
-    # ------------------------------------------------------------------ Layer protocol
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, MHACache]:
-        """Self-attention ``x (N, L, E) -> (N, L, E)`` (``key_padding_mask`` if set)."""
-        return self.attend(x, x, x, key_padding_mask=self.key_padding_mask)
+    def _out_shape(self, cache: MHACache) -> tuple[int, ...]:
+        return (*cache.input.shape[:-1], self.embed_dim)
 
-    def backward(self, d_out: np.ndarray, cache: MHACache) -> tuple[np.ndarray, dict]:
-        """``∂C/∂x = ∂C/∂query + ∂C/∂key + ∂C/∂value`` (x feeds all three)."""
-        d_q, d_k, d_v, grads = self.attend_backward(d_out, cache)
-        return d_q + d_k + d_v, grads
+    # ------------------------------------------------------------------ the old two-call form
+    def attend(self, query, key, value, attn_mask=None, key_padding_mask=None):
+        """``forward(query, key, value, …, need_weights=False)``: ``(out, cache)``."""
+        return self.forward(query, key, value, key_padding_mask, False, attn_mask)
+
+    def attend_backward(self, d_out: np.ndarray, cache: MHACache) -> tuple:
+        """``(∂C/∂query, ∂C/∂key, ∂C/∂value, grads)`` (equation ``ATT.mha``)."""
+        layout = cache.layout
+        d_inputs, grads = mha_backward(self, layout.inward(d_out), cache.core)
+        return (*(layout.outward(d) for d in d_inputs), grads)
 
     def fast_step(self) -> Any:
-        """The fused self-attention step for training
-        (:class:`~manual_bp.layers.attention_fast.AttentionStep`)."""
-
-        return AttentionStep(self)
+        """The fused self-attention step (:class:`~manual_bp.layers.attention_fast.AttentionStep`)
+        for the measured configuration — batch-first, packed, no extra keys, no dropout; any
+        other configuration trains through its readable form (``GenericStep``)."""
+        plain = not (self.add_bias_kv or self.add_zero_attn or self.dropout)
+        if self.batch_first and plain and "in_proj_weight" in self.params:
+            return AttentionStep(self)
+        return GenericStep(self)
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> MultiheadAttention:
-        """``mha(heads)`` on sequences ``(L, E)`` -> ``MultiheadAttention(E, heads)``."""
+        """``mha(heads)`` or torch's ``mha(E, heads, …)`` on sequences ``(L, E)``: batch-first,
+        as a stack's data is (``batch_first=False`` is refused here)."""
         if len(input_shape) != 2:
             raise ValueError(f"multihead_attention needs sequences (L, E), got {input_shape}")
+        if not kwargs.setdefault("batch_first", True):
+            raise ValueError("multihead_attention in a stack is batch-first: drop batch_first")
+        if len(args) >= 2:  # torch's order: embed_dim given
+            if args[0] != input_shape[-1]:
+                raise ValueError(f"embed_dim {args[0]} differs from the input's {input_shape[-1]}")
+            return cls(*args, **kwargs)
         return cls(input_shape[-1], *args, **kwargs)
 
     def __repr__(self) -> str:
-        extra = ("" if self.has_bias else ", bias=False") + (", causal=True" if self.causal else "")
-        return f"MultiheadAttention({self.embed_dim}, {self.num_heads}{extra})"
+        options = [f"{self.embed_dim}", f"{self.num_heads}"]
+        defaults = {"dropout": 0.0, "bias": True, "add_bias_kv": False, "add_zero_attn": False,
+                    "kdim": self.embed_dim, "vdim": self.embed_dim, "batch_first": False,
+                    "causal": False}  # fmt: skip
+        for key, default in defaults.items():
+            if self.hyperparameter(key) != default:
+                options.append(f"{key}={self.hyperparameter(key)!r}")
+        return f"MultiheadAttention({', '.join(options)})"

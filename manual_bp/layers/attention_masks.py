@@ -65,12 +65,16 @@ def mha_mask(
     causal: bool,
     shape: tuple[int, int, int, int],
     dtype,
+    *,
+    extra: int = 0,
 ) -> np.ndarray | None:
     """``nn.MultiheadAttention``'s masks as one additive array broadcasting to ``(N, h, L, S)``.
 
     ``attn_mask`` ``(L, S)`` or ``(N·h, L, S)``, ``key_padding_mask`` ``(N, S)``; bool True
-    = NOT allowed (−inf), float added; ``causal`` adds −inf above the diagonal. A query
-    left with no key gets weights 0 (see :func:`scaled_dot_product_attention`).
+    = NOT allowed (−inf), float added; ``causal`` adds −inf above the diagonal. ``extra``
+    keys appended after the ``S`` given ones (``add_bias_kv``, ``add_zero_attn``) get 0
+    columns, always visible, as torch's ``pad(mask, (0, 1))``. A query
+    left with no key: see :func:`~manual_bp.layers.attention_sdpa.attention_weights`.
     """
     n, heads, length, keys = shape
     total = None
@@ -88,4 +92,6 @@ def mha_mask(
         total = tril if total is None else total + tril
     if total is not None:
         total = total + np.zeros((length, keys), dtype)  # SDPA wants (…, L, S) last axes
+        if extra:
+            total = np.concatenate([total, np.zeros((*total.shape[:-1], extra), dtype)], -1)
     return total

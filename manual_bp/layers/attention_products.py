@@ -113,15 +113,38 @@ class Cotangents(NamedTuple):
 class AttentionProducts:
     """The five products of :class:`MultiheadAttention` as a layer (``PROD.multihead-attention.*``).
 
-    A mixin: it reads ``num_heads``, ``embed_dim``, ``bias`` and ``params`` of the layer and
-    the :class:`MHACache` of its forward pass (``input`` x, ``attention`` with the q, k, v
-    heads, the weights ``P`` and the scale ``s``, ``merged`` Z).
+    A mixin: it reads ``num_heads``, ``embed_dim``, ``has_bias`` and ``params`` of the layer
+    and the :class:`MHACache` of its forward pass (the batch-first input x, ``attention``
+    with the q, k, v heads, the weights ``P`` and the scale ``s``, ``merged`` Z, and the
+    ``layout``: every product takes and returns the caller's layout — time-major, batch-first
+    or unbatched — and computes batch-first). Self-attention with packed projections, no
+    extra keys and no dropout in training; any other configuration is refused in one line.
     """
 
     num_heads: int
     embed_dim: int
-    bias: bool
+    has_bias: bool
+    add_bias_kv: bool
+    add_zero_attn: bool
     params: dict[str, np.ndarray]
+
+    # ------------------------------------------------------------------ the point
+    def _point(self, cache: Any) -> np.ndarray:
+        """The batch-first input ``x`` of a self-attention cache these products cover; a
+        clear refusal for the configurations they do not (cross-attention, extra keys,
+        dropout in training, separate projection weights)."""
+        reason = None
+        if not cache.self_attention:
+            reason = "cross-attention (key/value given): products cover self-attention"
+        elif self.add_bias_kv or self.add_zero_attn:
+            reason = "add_bias_kv/add_zero_attn"
+        elif cache.attention.keep is not None:
+            reason = "dropout in training (products are taken in eval mode)"
+        elif "in_proj_weight" not in self.params:
+            reason = "separate q/k/v projection weights (kdim/vdim)"
+        if reason is not None:
+            raise NotImplementedError(f"{self!r}: no V-axis products for {reason}")
+        return cache.core.inputs[0]
 
     # ------------------------------------------------------------------ the chain
     def _tangents(self, cache: Any, T: np.ndarray | None, T_params: dict) -> Tangents:
@@ -135,7 +158,7 @@ class AttentionProducts:
 
         ``T`` ``(V, N, L, E)`` or None, ``T_params`` ``{name: (V, *p)}`` (missing: zero).
         """
-        x, att, Z = cache.input, cache.attention, cache.merged
+        x, att, Z = self._point(cache), cache.attention, cache.merged
         W_in, W_o = self.params["in_proj_weight"], self.params["out_proj.weight"]
         V, E = tangent_count(T, T_params), self.embed_dim
         T_Win, T_bin = T_params.get("in_proj_weight"), T_params.get("in_proj_bias")
@@ -180,7 +203,10 @@ class AttentionProducts:
         ``∂u`` stacks the query, key and value cotangents and ``W_in`` their projections,
         so the product sums the three paths from ``x``: ``∂q W_q + ∂k W_k + ∂v W_v``.
         """
-        return self._cotangents(cache, M).u @ self.params["in_proj_weight"]
+        self._point(cache)
+        lay = cache.layout
+        du = self._cotangents(cache, lay.inward(M, 1)).u
+        return lay.outward(du @ self.params["in_proj_weight"], 1)
 
     def param_vjp(self, cache: Any, M: np.ndarray, sum_batch: bool = True) -> dict:
         """``J_θᵀ M`` (``PROD.multihead-attention.vjp``), each a sum over rows (positions)::
@@ -189,8 +215,9 @@ class AttentionProducts:
 
         ``sum_batch=False``: sample n's share sums its own L positions only, ``(V, N, *p)``.
         """
+        x, M = self._point(cache), cache.layout.inward(M, 1)
         du = self._cotangents(cache, M).u
-        grads = {"in_proj_weight": _row_outer(du, cache.input, sum_batch)}
+        grads = {"in_proj_weight": _row_outer(du, x, sum_batch)}
         if self.has_bias:
             grads["in_proj_bias"] = _row_sum(du, sum_batch)
         grads["out_proj.weight"] = _row_outer(M, cache.merged, sum_batch)
@@ -202,12 +229,13 @@ class AttentionProducts:
         """``J_x T`` ``(V, N, L, E)``: the chain of :meth:`_tangents` with only ``T``
         (``PROD.multihead-attention.jvp``); x feeds q, k and v, so ``du = T W_inᵀ``
         carries a tangent into all three."""
-        return self._tangents(cache, T, {}).out
+        lay = cache.layout
+        return lay.outward(self._tangents(cache, lay.inward(T, 1), {}).out, 1)
 
     def param_jvp(self, cache: Any, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``Σ_p J_p T_p`` ``(V, N, L, E)``: the chain with only the parameter tangents
         (``PROD.multihead-attention.jvp``): ``du = x T_Winᵀ + T_bin``, ``+ Z T_Woᵀ + T_bo``."""
-        return self._tangents(cache, None, T_params).out
+        return cache.layout.outward(self._tangents(cache, None, T_params).out, 1)
 
     def residual(
         self,
@@ -231,7 +259,9 @@ class AttentionProducts:
         Each second term is a step's mixed term; softmax has its own second derivative.
         """
         T_params = T_params or {}
-        x, att = cache.input, cache.attention
+        x, att, lay = self._point(cache), cache.attention, cache.layout
+        dout = lay.inward(dout)
+        T = None if T is None else lay.inward(T, 1)
         P, heads = att.weights, self.num_heads
         V = tangent_count(T, T_params)
         W_in = self.params["in_proj_weight"]
@@ -262,4 +292,4 @@ class AttentionProducts:
         if self.has_bias:
             grads["in_proj_bias"] = _row_sum(R_u)
             grads["out_proj.bias"] = np.zeros((V, self.embed_dim), x.dtype)
-        return r_x, {name: grads[name] for name in self.params}
+        return lay.outward(r_x, 1), {name: grads[name] for name in self.params}
