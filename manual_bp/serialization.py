@@ -1,10 +1,10 @@
 """Save and load any model as JSON or ``.npz`` — one format, one writer, one reader, no pickle.
 
-The document (format ``manual_bp.model``, version 2) is built from the model's own protocol
+The document (format ``manual_bp.model``, version 3) is built from the model's own protocol
 (``get_config``, ``named_layers``, state dict, extra state, modes), so a ``Network`` and a
 ``Sequential`` of any layers are saved the same way::
 
-    {"format": "manual_bp.model", "format_version": 2,
+    {"format": "manual_bp.model", "format_version": 3,
      "config": model.get_config(),            # {"name": "network" | "sequential", ...}
      "training": true | {"<layer path>": bool},   # one bool when every layer agrees
      "extra_state": {"<layer path>": {...}},      # e.g. a dropout layer's generator
@@ -18,6 +18,11 @@ parses back to the same double, so round trips are bit-exact (float32 is widened
 exactly and narrowed back exactly). An ``.npz`` holds the same header, without the arrays,
 as one JSON string ``config`` and the arrays as ``param:<name>``/``buffer:<name>`` in their
 own dtypes; it is read with ``allow_pickle=False``.
+
+Version 3 differs from version 2 in one default only: recurrent layers and multi-head
+attention follow torch's time-major layout unless ``batch_first=True``; a version-2 file's
+layers were batch-major, so loading one sets ``batch_first=True`` on them
+(:func:`_batch_major_sequences`).
 
 Writes are atomic (:func:`manual_bp._files.atomic_write`): a crash or an error never leaves
 a half-written file or destroys the previous one. Loading checks every name, shape and value
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._files import PathError, atomic_write, check_input_file
+from manual_bp._registry import canonical_name
 from manual_bp.models.sequential import Sequential, model_from_config
 from manual_bp.serialization_checks import SerializationError, checked_array, read_json, read_npz
 
@@ -61,7 +67,7 @@ __all__ = [
 ]
 
 FORMAT = "manual_bp.model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SUFFIXES = (".json", ".npz")
 SECTIONS = ("parameters", "buffers")
 #: The prefix of a section's arrays in an ``.npz``.
@@ -259,18 +265,41 @@ def _upgraded(document: dict[str, Any]) -> dict[str, Any]:
     kind = document.get("format")
     upgrade = _upgrade_network if kind in LEGACY_NETWORK else None
     upgrade = _upgrade_sequential if kind in LEGACY_SEQUENTIAL else upgrade
-    expected = 1 if upgrade else FORMAT_VERSION
+    expected = (1,) if upgrade else (2, FORMAT_VERSION)
     if upgrade is None and kind != FORMAT:
         raise SerializationError(
             f"not a manual_bp model file ('format' is {kind!r}, expected {FORMAT!r})"
         )
     version = document.get("format_version")
-    if version != expected or isinstance(version, bool):
+    if version not in expected or isinstance(version, bool):
         raise SerializationError(
             f"unsupported format_version {version!r} of {kind!r}; this manual_bp reads "
-            f"{FORMAT!r} version {FORMAT_VERSION} and release 0.1's files (version 1)"
+            f"{FORMAT!r} versions 2 and {FORMAT_VERSION} and release 0.1's files (version 1)"
         )
-    return upgrade(document) if upgrade else document
+    document = upgrade(document) if upgrade else document
+    if document.get("format_version") == 2:
+        document = {**document, "format_version": FORMAT_VERSION}
+        document["config"] = _batch_major_sequences(document.get("config"))
+    return document
+
+
+#: Layers whose default layout became torch's time-major one in format version 3.
+TIME_MAJOR_SINCE_V3 = ("rnn", "lstm", "gru", "multihead-attention")
+
+
+def _batch_major_sequences(config: Any) -> Any:
+    """Version 2 → 3: recurrent layers and attention were batch-major, and their configs
+    carried no ``batch_first`` (torch's default, False, is the default since version 3).
+    Every such layer config, nested ones included, gets ``batch_first=True``."""
+    if isinstance(config, list):
+        return [_batch_major_sequences(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    upgraded = {key: _batch_major_sequences(value) for key, value in config.items()}
+    name = config.get("name")
+    if isinstance(name, str) and canonical_name(name) in TIME_MAJOR_SINCE_V3:
+        upgraded.setdefault("batch_first", True)
+    return upgraded
 
 
 def _upgrade_network(document: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +344,7 @@ def _upgrade_sequential(document: dict[str, Any]) -> dict[str, Any]:
 def _v2(config, training, extra_state, parameters, buffers) -> dict[str, Any]:
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2,  # then upgraded to the current version by _upgraded
         "config": config,
         "training": training,
         "extra_state": extra_state,

@@ -105,7 +105,7 @@ def test_json_carries_config_and_state_dict_with_exact_floats(tmp_path):
     path = save_network(net, tmp_path / "net.json")
     document = json.loads(path.read_text())
     assert document["format"] == FORMAT == "manual_bp.model"
-    assert document["format_version"] == FORMAT_VERSION == 2
+    assert document["format_version"] == FORMAT_VERSION == 3
     config = document["config"]
     assert config == net.get_config()
     assert config["name"] == "network" and config["sizes"] == [3, 2, 2]
@@ -301,3 +301,36 @@ def test_every_model_round_trips_bit_for_bit(tmp_path_factory, kind, data, how):
     assert np.array_equal(cost_a, cost_b, equal_nan=True)
     assert all(same_bits(a, b) for a, b in zip(grads_a, grads_b, strict=True))
     _same_state(clone, model)
+
+
+def test_version_2_sequence_layers_load_batch_major(tmp_path):
+    """Format 2 → 3: recurrent layers and attention were batch-major and their configs had
+    no ``batch_first``; a version-2 file (nested layers included) loads batch-major, the
+    model it was saved from, not torch's time-major default."""
+    from manual_bp.models.sequential import Sequential
+
+    model = Sequential.from_spec(
+        ["lstm(6)", {"name": "residual", "args": [["mha(2)"]]}, "gru(4)", "rnn(4)", "dense"],
+        (5, 3), 2, cost="quadratic", seed=0,
+    )  # fmt: skip
+    path = tmp_path / "v3.json"
+    save(model, path)
+    document = json.loads(path.read_text())
+    assert document["format_version"] == 3
+
+    def strip(config):
+        if isinstance(config, list):
+            return [strip(c) for c in config]
+        if isinstance(config, dict):
+            return {k: strip(v) for k, v in config.items() if k != "batch_first"}
+        return config
+
+    stripped = strip(document["config"])
+    assert "batch_first" not in json.dumps(stripped)
+    old = tmp_path / "v2.json"
+    old.write_text(json.dumps({**document, "format_version": 2, "config": stripped}))
+    x = np.random.default_rng(0).standard_normal((4, 5, 3))
+    assert np.array_equal(load(old).infer(x), model.infer(x))
+    # a version-3 file means what it says: without batch_first, torch's default
+    path.write_text(json.dumps({**document, "config": stripped}))
+    assert not np.array_equal(load(path).infer(x), model.infer(x))
