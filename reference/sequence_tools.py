@@ -130,7 +130,7 @@ def with_stack_scales(model: Sequential, x, y, comparisons: list[Comparison]) ->
             d_rows = upstream.reshape(-1, upstream.shape[-1])
             x_rows = np.abs(caches[index].input.reshape(len(d_rows), -1))
             by_name[f"∂C/∂{index}.weight"].scale = d_rows.T @ x_rows
-            if layer.bias:
+            if layer.has_bias:
                 by_name[f"∂C/∂{index}.bias"].scale = d_rows.sum(0)
             upstream = upstream @ np.abs(layer.params["weight"])
             continue
