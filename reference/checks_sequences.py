@@ -32,23 +32,36 @@ _TORCH = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.L
 _TORCH["gru"] = torch.nn.GRU
 
 
-def make_layer(kind: str, *args, **kwargs) -> RecurrentLayer:
-    """``kind`` in :data:`KINDS` -> our layer."""
+def make_layer(
+    kind: str,
+    input_size: int,
+    hidden: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    bidirectional: bool = False,
+    **kwargs,
+) -> RecurrentLayer:
+    """``kind`` in :data:`KINDS` -> our layer, batch-major unless ``batch_first=False`` is
+    given (these checks draw batch-major data and stacks)."""
+    kwargs.setdefault("batch_first", True)
+    kwargs.update(num_layers=num_layers, bias=bias, bidirectional=bidirectional)
     if kind.startswith("rnn"):
-        return RNN(*args, nonlinearity=kind[4:], **kwargs)
-    return {"lstm": LSTM, "gru": GRU}[kind](*args, **kwargs)
+        return RNN(input_size, hidden, nonlinearity=kind[4:], **kwargs)
+    return {"lstm": LSTM, "gru": GRU}[kind](input_size, hidden, **kwargs)
 
 
 def torch_recurrent(layer: RecurrentLayer, params: dict, x: torch.Tensor, states=None):
     """torch's module of the same configuration, called with OUR parameters: ``(out, final)``."""
     options = {"nonlinearity": layer.nonlinearity} if isinstance(layer, RNN) else {}
+    if layer.proj_size:
+        options["proj_size"] = layer.proj_size
     module = _TORCH[layer.mode](
         layer.input_size,
         layer.hidden_size,
         layer.num_layers,
         bias=layer.bias,
         bidirectional=layer.bidirectional,
-        batch_first=True,
+        batch_first=layer.batch_first,
         dtype=torch.float64,
         **options,
     )
@@ -90,7 +103,11 @@ def _plain_cell(mode: str, x, state, p):
 
 def plain_recurrent(layer: RecurrentLayer, params: dict, x: torch.Tensor, states=None):
     """torch's RNN/LSTM/GRU as plain-op cells looped over time: ``(out, final)`` in the
-    module's form (the twin of :func:`torch_recurrent`, which calls ``_VF`` kernels)."""
+    module's form (the twin of :func:`torch_recurrent`, which calls ``_VF`` kernels); a
+    time-major layer's ``x`` ``(T, N, I)`` and output are swapped around the batch-major loop."""
+    if not layer.batch_first and x.dim() == 3:
+        out, final = plain_recurrent(_BatchMajor(layer), params, x.transpose(0, 1), states)
+        return out.transpose(0, 1), final
     L, D, H = layer.num_layers, layer.directions, layer.hidden_size
     n_states = layer.cell.n_states
     if states is None:
@@ -121,6 +138,16 @@ def plain_recurrent(layer: RecurrentLayer, params: dict, x: torch.Tensor, states
         h = torch.cat(outs, dim=-1) if D > 1 else outs[0]
     final = tuple(torch.stack(slot) for slot in finals)
     return h, (final if layer.mode == "lstm" else final[0])
+
+
+class _BatchMajor:
+    """``layer`` read as batch-major (for :func:`plain_recurrent`)."""
+
+    def __init__(self, layer: RecurrentLayer) -> None:
+        self.layer, self.batch_first = layer, True
+
+    def __getattr__(self, name: str):
+        return getattr(self.layer, name)
 
 
 @register_plain_twin(RecurrentLayer)

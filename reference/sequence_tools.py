@@ -82,7 +82,9 @@ def magnitude_scales(
     )
     with mock.patch.object(layer, "implementation", "readable", create=True):
         if not isinstance(cache.steps[0], list):  # a fast LSTM's cache: replay step by step
-            cache = layer._forward(cache.input, cache.initial)[2]
+            replay = layer._forward(cache.x, cache.initial)[2]  # the batch-major core
+            replay.input, replay.layout, replay.final = cache.input, cache.layout, cache.final
+            cache = replay
         with (
             mock.patch.object(layer, "cell", absolute),
             mock.patch.object(recurrent_cells, "_param_grads", _abs_param_grads),

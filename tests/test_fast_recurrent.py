@@ -29,8 +29,9 @@ def _run(step, layer, x, d_out, need_dx=True):
 
 
 def _case(rng, batch, length, input_size, hidden, layers, bias, bidirectional, with_initial):
-    fast = LSTM(input_size, hidden, layers, bias, bidirectional, seed=rng)
-    readable = LSTM(input_size, hidden, layers, bias, bidirectional, implementation="readable")
+    options = dict(num_layers=layers, bias=bias, bidirectional=bidirectional, batch_first=True)
+    fast = LSTM(input_size, hidden, **options, seed=rng)
+    readable = LSTM(input_size, hidden, **options, implementation="readable")
     for name, array in fast.params.items():
         readable.params[name][...] = array
     shape = (layers * fast.directions, batch, hidden)
@@ -91,7 +92,7 @@ def test_lstm_step_bottom_of_stack_skips_dx_and_reuses_buffers():
     """need_dx=False returns None with the same parameter gradients; a second batch size
     gets its own buffers and the first size's results stay reproducible."""
     rng = np.random.default_rng(0)
-    layer = LSTM(3, 4, seed=1)
+    layer = LSTM(3, 4, batch_first=True, seed=1)
     step = layer.fast_step()
     x, d_out = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
     out, dx, grads = _run(step, layer, x, d_out)
@@ -109,7 +110,7 @@ def test_lstm_step_bottom_of_stack_skips_dx_and_reuses_buffers():
 def test_lstm_step_float32_and_thread_count_independent():
     """float32 in, float32 buffers and gradients out; 1 and 2 threads give the same bits."""
     rng = np.random.default_rng(3)
-    layer = LSTM(16, 24, seed=2, dtype=np.float32)
+    layer = LSTM(16, 24, batch_first=True, seed=2, dtype=np.float32)
     layer.initial_state = tuple(
         rng.standard_normal((1, 8, 24)).astype(np.float32) for _ in range(2)
     )
@@ -133,7 +134,7 @@ def test_lstm_step_float32_and_thread_count_independent():
     assert np.array_equal(out, out2) and np.array_equal(dx, dx2)
     for name in grads:
         assert grads[name].dtype == np.float32 and np.array_equal(grads[name], grads2[name])
-    readable = LSTM(16, 24, dtype=np.float32, implementation="readable")
+    readable = LSTM(16, 24, batch_first=True, dtype=np.float32, implementation="readable")
     for name, array in layer.params.items():
         readable.params[name][...] = array
     readable.initial_state = layer.initial_state
@@ -146,7 +147,7 @@ def test_lstm_step_float32_benchmark_shape_same_bits_on_one_and_two_threads():
     """The benchmark's shape (batch 32, 128 units: BPTT's chunks of steps, a last short one)
     in float32: the same bits on 1 and 2 threads."""
     rng = np.random.default_rng(5)
-    layer = LSTM(64, 128, seed=4, dtype=np.float32)
+    layer = LSTM(64, 128, batch_first=True, seed=4, dtype=np.float32)
     x = rng.standard_normal((32, 9, 64)).astype(np.float32)
     d_out = rng.standard_normal((32, 9, 128)).astype(np.float32)
     before = manual_bp.get_num_threads()
@@ -166,7 +167,10 @@ def test_lstm_step_float32_benchmark_shape_same_bits_on_one_and_two_threads():
 def _hidden_case(kind, rng, batch, length, input_size, hidden, layers, bias, bidi, initial):
     options = {"nonlinearity": kind[4:]} if kind.startswith("rnn") else {}
     cls = GRU if kind == "gru" else RNN
-    layer = cls(input_size, hidden, layers, bias, bidi, seed=rng, **options)
+    layer = cls(
+        input_size, hidden, num_layers=layers, bias=bias, bidirectional=bidi, batch_first=True,
+        seed=rng, **options,
+    )  # fmt: skip
     if initial:
         layer.initial_state = (rng.standard_normal((layers * layer.directions, batch, hidden)),)
     x = rng.standard_normal((batch, length, input_size))

@@ -48,6 +48,7 @@ def _check(layer: Layer, x: np.ndarray, seed: int) -> None:
 def _recurrent(cls, rng, opts, with_initial: bool, **kwargs):
     """A layer of ``cls`` with ``opts``, its input, and (maybe) a caller's initial state."""
     input_size, hidden = (int(k) for k in rng.integers(1, 5, size=2))
+    kwargs.setdefault("batch_first", True)  # the oracle's per-sample products: batch first
     layer = cls(input_size, hidden, **opts, **kwargs, seed=rng)
     batch, length = int(rng.integers(1, 4)), int(rng.integers(1, 5))
     if with_initial:
@@ -173,7 +174,7 @@ def test_products_keep_float32(name):
         x = rng.integers(0, 5, size=(2, 4))
     else:
         cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[name]
-        layer = cls(3, 2, 2, bidirectional=True, seed=rng, dtype=f32)
+        layer = cls(3, 2, 2, bidirectional=True, batch_first=True, seed=rng, dtype=f32)
         layer.initial_state = tuple(
             rng.standard_normal((4, 2, 2)).astype(f32) for _ in range(layer.cell.n_states)
         )

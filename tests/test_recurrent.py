@@ -132,7 +132,7 @@ def test_from_spec_infers_input_size():
 
 def test_rnn_relu_kink_matches_torch():
     """relu'(0) = 0 at the kink, as torch: pre-activations of exactly zero."""
-    layer = RNN(1, 1, nonlinearity="relu", bias=False)
+    layer = RNN(1, 1, nonlinearity="relu", bias=False, batch_first=True)
     layer.params["weight_ih_l0"][...] = 1.0
     layer.params["weight_hh_l0"][...] = 1.0
     x = np.array([[[0.0], [1.0], [-1.0]]])  # a = 0, 1, 0: twice at the kink
@@ -150,13 +150,15 @@ def _explicit(layer, x):
 
 
 def test_bad_inputs_raise_before_work():
-    lstm = LSTM(3, 2)
-    with pytest.raises(ValueError, match="x has shape"):
-        lstm.forward(np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="last axes must be"):
+    lstm = LSTM(3, 2, batch_first=True)
+    with pytest.raises(ValueError, match=r"input has shape \(3,\)"):
+        lstm.forward(np.zeros(3))
+    with pytest.raises(ValueError, match=r"input has shape \(2, 4, 5\); expected \(N, T, 3\)"):
         lstm.forward(np.zeros((2, 4, 5)))
     with pytest.raises(ValueError, match="length ≥ 1"):
         lstm.forward(np.zeros((2, 0, 3)))
+    with pytest.raises(ValueError, match="length ≥ 1"):
+        LSTM(3, 2).forward(np.zeros((0, 2, 3)))  # time-major: T is the first axis
     with pytest.raises(ValueError, match=r"h0 has shape \(2, 2\)"):
         lstm.forward_sequence(np.zeros((2, 4, 3)), np.zeros((2, 2)))
     _, _, cache = lstm.forward_sequence(np.zeros((2, 4, 3)))
@@ -215,7 +217,7 @@ def test_lstm_fast_form_equals_readable_form(batch, length, input_size, hidden, 
     from manual_bp.layers.recurrent_fast import lstm_backward_fast, lstm_forward_fast
 
     rng = np.random.default_rng(seed)
-    layer = LSTM(input_size, hidden, bias=bias, seed=rng)
+    layer = LSTM(input_size, hidden, bias=bias, batch_first=True, seed=rng)
     x = rng.standard_normal((batch, length, input_size))
     h0, c0, d_hT, d_cT = (rng.standard_normal((1, batch, hidden)) for _ in range(4))
     d_out = rng.standard_normal((batch, length, hidden))
@@ -252,8 +254,9 @@ def test_lstm_implementations_agree_and_match_torch(
     from reference.checks_sequences import recurrent_comparisons
 
     rng = np.random.default_rng(seed)
-    fast = LSTM(input_size, hidden, layers, bias, bidirectional, seed=rng)
-    readable = LSTM(input_size, hidden, layers, bias, bidirectional, implementation="readable")
+    options = dict(num_layers=layers, bias=bias, bidirectional=bidirectional, batch_first=True)
+    fast = LSTM(input_size, hidden, **options, seed=rng)
+    readable = LSTM(input_size, hidden, **options, implementation="readable")
     for name, array in fast.params.items():
         readable.params[name][...] = array
     shape = (layers * fast.directions, batch, hidden)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.layers.recurrent import LSTM
 from manual_bp.models.sequential import Sequential
 from manual_bp.optimizers import Adam
@@ -46,6 +47,16 @@ def test_truncation_cuts_the_gradient_but_carries_the_state():
     assert all(getattr(layer, "initial_state", None) is None for layer in model.layers)
     with pytest.raises(ValueError, match="chunk_length"):
         next(truncated_bptt(model, x, y, 0))
+
+
+def test_trainer_refuses_a_time_major_layer():
+    """Spec-built layers are batch-major (the trainer's form); a layer built with torch's
+    default batch_first=False is refused in one line, not fed transposed sequences."""
+    layers = [LSTM(3, 4), Dense(4, 2), ActivationLayer("softmax")]
+    model = Sequential(layers, "log-likelihood", input_shape=(5, 3), seed=0)
+    x, y = np.zeros((2, 5, 3)), np.zeros((2, 5), dtype=int)
+    with pytest.raises(ValueError, match=r"time-major.*batch_first=True"):
+        next(truncated_bptt(model, x, y, 2))
 
 
 @given(seeds)

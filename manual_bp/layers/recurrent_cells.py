@@ -92,7 +92,9 @@ def lstm_step(x: np.ndarray, prev: State, params: Params) -> tuple:
     """LSTM step, torch gate order ``i, f, g, o`` (``LSTM.step``).
 
     ``[a_i a_f a_g a_o] = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh``; ``i, f, o = σ(a)``,
-    ``g = tanh(a_g)``; ``c_t = f ⊙ c_{t-1} + i ⊙ g``; ``h_t = o ⊙ tanh(c_t)``.
+    ``g = tanh(a_g)``; ``c_t = f ⊙ c_{t-1} + i ⊙ g``; ``h_t = o ⊙ tanh(c_t)``, or with
+    torch's ``proj_size`` P the projected ``h_t = (o ⊙ tanh c_t) W_hrᵀ`` (``W_hr`` ``(P, H)``,
+    ``LSTM.proj``): ``h`` has P units, ``c`` keeps H.
     """
     h, c = prev
     a = _affine(x, params["weight_ih"], params["bias_ih"])
@@ -102,6 +104,8 @@ def lstm_step(x: np.ndarray, prev: State, params: Params) -> tuple:
     c_new = f * c + i * g
     tanh_c = np.tanh(c_new)
     h_new = o * tanh_c
+    if params.get("weight_hr") is not None:
+        h_new = h_new @ params["weight_hr"].T
     return (h_new, c_new), StepCache(x, prev, (i, f, g, o, tanh_c), params)
 
 
@@ -111,10 +115,16 @@ def lstm_step_backward(d_state: State, cache: StepCache) -> tuple:
     ``δc = δc_t + δh_t ⊙ o ⊙ (1 − tanh² c_t)`` (both paths into ``c_t``), then
     ``δi = δc ⊙ g``, ``δf = δc ⊙ c_{t-1}``, ``δg = δc ⊙ i``, ``δo = δh_t ⊙ tanh c_t``,
     ``δc_{t-1} = δc ⊙ f``; through the gate nonlinearities to ``δa`` and the affine map.
+    With a projection (``LSTM.proj``) ``∂C/∂W_hr = δh_tᵀ (o ⊙ tanh c_t)`` and the unprojected
+    ``δh`` the formulas above take is ``δh_t W_hr``.
     """
     dh, dc_next = d_state
     i, f, g, o, tanh_c = cache.values
     _, c = cache.prev
+    W_hr = cache.params.get("weight_hr")
+    if W_hr is not None:
+        d_hr = dh.T @ (o * tanh_c)
+        dh = dh @ W_hr
     dc = dc_next + dh * o * _tanh_grad(tanh_c)
     da = np.concatenate(
         [
@@ -128,7 +138,10 @@ def lstm_step_backward(d_state: State, cache: StepCache) -> tuple:
     p = cache.params
     dx = da @ p["weight_ih"]
     dh_prev = da @ p["weight_hh"]
-    return dx, (dh_prev, dc * f), _param_grads(da, da, cache.x, cache.prev[0], p)
+    grads = _param_grads(da, da, cache.x, cache.prev[0], p)
+    if W_hr is not None:
+        grads["weight_hr"] = d_hr
+    return dx, (dh_prev, dc * f), grads
 
 
 # ---------------------------------------------------------------------------- GRU

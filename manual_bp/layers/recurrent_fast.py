@@ -47,7 +47,7 @@ def lstm_forward_fast(
     H = W_hh.shape[1]
     # Every step's input projection in ONE (N·T, I) × (I, 4H) product. As a 2-D product it
     # goes to BLAS; numpy's stacked (N, T, I) @ (I, 4H) loops over N instead (5× slower).
-    projected = (x.reshape(n * length, -1) @ W_ih.T).reshape(n, length, -1)
+    projected = (x.reshape(n * length, x.shape[-1]) @ W_ih.T).reshape(n, length, 4 * H)
     if params["bias_ih"] is not None:
         projected += params["bias_ih"] + params["bias_hh"]
     gates = np.empty((n, length, 4 * H), dtype=x.dtype)
@@ -88,13 +88,13 @@ def lstm_backward_fast(
     h_prev = np.concatenate([cache.h0[:, None], cache.h[:, :-1]], axis=1)
     rows = d_a.reshape(-1, 4 * H)
     grads = {
-        "weight_ih": rows.T @ cache.x.reshape(len(rows), -1),
+        "weight_ih": rows.T @ cache.x.reshape(len(rows), cache.x.shape[-1]),
         "weight_hh": rows.T @ h_prev.reshape(len(rows), H),
     }
     if cache.bias:
         grads["bias_ih"] = rows.sum(axis=0)
         grads["bias_hh"] = grads["bias_ih"].copy()
-    dx = (rows @ cache.weight_ih).reshape(n, length, -1)
+    dx = (rows @ cache.weight_ih).reshape(n, length, cache.weight_ih.shape[1])
     return dx, dh, dc, grads
 
 

@@ -17,7 +17,11 @@ is a Python loop (each step needs the previous one):
   its R-derivative ``R{δS}`` ``(V, N, H)``.
 
 Directions are traced from either cache form (the readable per-step caches or the fast
-LSTM's stacked arrays) into real-time arrays ``(N, T, ·)``.
+LSTM's stacked arrays) into real-time arrays ``(N, T, ·)``. The sweeps run in the core's
+batch-major layout: a product's argument and result are in the forward input's layout
+(time-major, batch-major or unbatched, ``(V, …)``). Dropout between layers (training mode)
+is the forward pass's fixed mask, a diagonal linear map, applied on both sweeps. A projected
+LSTM (``proj_size``) is refused: the cell products do not model ``W_hr``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from manual_bp.layers.base import Layer, tangent_count
 from manual_bp.layers.recurrent_cell_products import CELL_PRODUCTS
 from manual_bp.layers.recurrent_fast import FastLSTMCache
+from manual_bp.layers.recurrent_unroll import from_core, sequence_to_core
 
 __all__ = ["DirectionTrace", "RecurrentProducts", "trace_direction"]
 
@@ -136,6 +141,21 @@ class RecurrentProducts(Layer):
     def _traces(self, cache) -> list[DirectionTrace]:
         return [trace_direction(s, bool(k % self.directions)) for k, s in enumerate(cache.steps)]
 
+    def _core(self, cache, A: np.ndarray | None) -> np.ndarray | None:
+        """A product's argument in the core's layout ``(V, N, T, ·)``; refuses ``proj_size``."""
+        if self.proj_size:
+            raise NotImplementedError(
+                f"{self!r}: the V-axis products do not model proj_size (W_hr); "
+                "use backward / backward_sequence"
+            )
+        return None if A is None else sequence_to_core(A, cache.layout)
+
+    @staticmethod
+    def _masked(cache, layer: int, *arrays):
+        """``arrays`` through the dropout mask on ``layer``'s output (unchanged: none)."""
+        mask = cache.masks[layer] if cache.masks else None
+        return arrays if mask is None else tuple(None if a is None else a * mask for a in arrays)
+
     def _direction_tangents(self, T_params, layer: int, d: int) -> dict:
         suffix = "_reverse" if d else ""
         return {kind: T_params.get(f"{kind}_l{layer}{suffix}") for kind in _KINDS}
@@ -162,7 +182,7 @@ class RecurrentProducts(Layer):
                 stacks[k] = (d_ih, d_hh)
                 dx_d = d_ih @ tr.weight_ih
                 dx = dx_d if dx is None else dx + dx_d
-            M = dx
+            (M,) = self._masked(cache, layer - 1, dx) if layer else (dx,)
         return M, stacks
 
     def _sweep_jvp(self, cache, T, T_params):
@@ -210,6 +230,7 @@ class RecurrentProducts(Layer):
                 records[k] = (tx, t_prev, t_new, aux)
                 outs.append(t_new[0])
             tx = np.concatenate(outs, axis=-1) if D > 1 else outs[0]
+            (tx,) = self._masked(cache, layer, tx)
         return tx, records
 
     # ------------------------------------------------------------------ products (V axis)
@@ -221,14 +242,14 @@ class RecurrentProducts(Layer):
         ``δS_{t-1} = δa_hh W_hh + direct``; after the loop ``J_xᵀ M = δa_ih W_ih`` in one
         product, summed over directions and handed to the layer below.
         """
-        return self._sweep_vjp(cache, M)[0]
+        return from_core(self._sweep_vjp(cache, self._core(cache, M))[0], cache.layout)
 
     def param_vjp(self, cache, M: np.ndarray, sum_batch: bool = True) -> dict[str, np.ndarray]:
         """``J_θᵀ M`` (``PROD.rnn.vjp``, ``PROD.lstm.vjp``, ``PROD.gru.vjp``): weights are
         shared by every step, so ``∂W_ih = Σ_t δa_ihᵀ x_t``, ``∂W_hh = Σ_t δa_hhᵀ h_{t-1}``,
         ``∂b = Σ_t δa``, over batch and time, or per sample over its own steps only
         (``sum_batch=False``: ``(V, N, *p)``)."""
-        _, stacks = self._sweep_vjp(cache, M)
+        _, stacks = self._sweep_vjp(cache, self._core(cache, M))
         traces, grads = self._traces(cache), {}
         for k, (d_ih, d_hh) in stacks.items():
             layer, d = divmod(k, self.directions)
@@ -247,13 +268,13 @@ class RecurrentProducts(Layer):
         """``J_x T`` ``(V, N, T, H·D)``: forward mode through time (``PROD.rnn.jvp``,
         ``PROD.lstm.jvp``, ``PROD.gru.jvp``); ``ȧ_ih = ẋ W_ihᵀ``, ``ȧ_hh = Ṡ_{t-1} W_hhᵀ``,
         the cell's tangent map gives ``Ṡ_t`` (``Ṡ_0 = 0``: the initial state is constant)."""
-        return self._sweep_jvp(cache, T, {})[0]
+        return from_core(self._sweep_jvp(cache, self._core(cache, T), {})[0], cache.layout)
 
     def param_jvp(self, cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``Σ_p J_p T_p`` (``PROD.rnn.jvp``, ``PROD.lstm.jvp``, ``PROD.gru.jvp``): the same
         sweep with ``ȧ_ih = x Ṫ_W_ihᵀ + Ṫ_b_ih``, ``ȧ_hh = h_{t-1} Ṫ_W_hhᵀ + Ṫ_b_hh +
         Ṡ_{t-1} W_hhᵀ`` (missing names are zero)."""
-        return self._sweep_jvp(cache, None, T_params)[0]
+        return from_core(self._sweep_jvp(cache, self._core(cache, None), T_params)[0], cache.layout)
 
     def residual(self, cache, dout, T, T_params=None):
         """``Σ_o dout_o ∇²out_o · (T, T_θ)``: the R-operator through time at fixed ``dout``
@@ -272,6 +293,7 @@ class RecurrentProducts(Layer):
         """
         T_params = T_params or {}
         V = tangent_count(T, T_params)
+        T, dout = self._core(cache, T), sequence_to_core(dout, cache.layout)
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
         _, records = self._sweep_jvp(cache, T, T_params)
         traces, grads = self._traces(cache), {}
@@ -293,8 +315,8 @@ class RecurrentProducts(Layer):
                 Rdx = Rdx_d if Rdx is None else Rdx + Rdx_d
                 for kind, value in r_params.items():
                     grads[f"{kind}_l{layer}{suffix}"] = value
-            g, Rg = dx, Rdx
-        return Rg, {name: grads[name] for name in self.params}
+            g, Rg = self._masked(cache, layer - 1, dx, Rdx) if layer else (dx, Rdx)
+        return from_core(Rg, cache.layout), {name: grads[name] for name in self.params}
 
 
 def _residual_direction(cell, tr: DirectionTrace, tp: dict, record, g, Rg, V: int):
