@@ -92,8 +92,8 @@ def time_lstm_kernels(
     from manual_bp.layers.recurrent import LSTM
 
     rng = np.random.default_rng(seed)
-    fast = LSTM(input_size, hidden, seed=seed)
-    readable = LSTM(input_size, hidden, implementation="readable")
+    fast = LSTM(input_size, hidden, batch_first=True, seed=seed)
+    readable = LSTM(input_size, hidden, batch_first=True, implementation="readable")
     for name, array in fast.params.items():
         readable.params[name][...] = array
     x = rng.standard_normal((batch, length, input_size))

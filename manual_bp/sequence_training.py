@@ -86,16 +86,9 @@ class ChunkResult:
 
 
 def _recurrent_layers(model: Sequential) -> list[RecurrentLayer]:
-    """The top-level recurrent layers; each must be batch-major (the chunks are sliced on
-    axis 1 and ``Sequential`` is batch-major): spec-built layers are, torch's default is not."""
-    layers = [layer for layer in model.layers if isinstance(layer, RecurrentLayer)]
-    for layer in layers:
-        if not layer.batch_first:
-            raise ValueError(
-                f"{layer!r} is time-major (torch's default batch_first=False); the sequence "
-                "trainer takes batch-major (N, T, …) sequences: build it with batch_first=True"
-            )
-    return layers
+    """The top-level recurrent layers; each is batch-major (the chunks are sliced on axis 1):
+    ``Sequential`` refuses a time-major layer when it is built."""
+    return [layer for layer in model.layers if isinstance(layer, RecurrentLayer)]
 
 
 @contextmanager

@@ -106,7 +106,7 @@ def attention_self_stack_check(rng: np.random.Generator) -> list[Comparison]:
     width = E
     if rng.integers(2):
         width = int(rng.integers(1, 5))
-        layers.append(LSTM(E, width))
+        layers.append(LSTM(E, width, batch_first=True))
     layers += [Dense(width, n_classes), ActivationLayer("softmax")]
     model = Sequential(
         layers, "log-likelihood", input_shape=(length, n_in), seed=int(rng.integers(2**31))

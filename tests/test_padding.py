@@ -51,7 +51,7 @@ def test_ignore_index_matches_torch(kind, batch, length, n_classes, ignore_class
 
 
 def _model(ignore_index=-100, cost="log-likelihood", out="softmax", seed=0):
-    layers = [Embedding(5, 3, padding_idx=0), LSTM(3, 4), Dense(4, 3), out]
+    layers = [Embedding(5, 3, padding_idx=0), LSTM(3, 4, batch_first=True), Dense(4, 3), out]
     return Sequential(layers, cost, input_shape=(6,), seed=seed, ignore_index=ignore_index)
 
 

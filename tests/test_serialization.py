@@ -307,10 +307,11 @@ def test_version_2_sequence_layers_load_batch_major(tmp_path):
     """Format 2 → 3: recurrent layers and attention were batch-major and their configs had
     no ``batch_first``; a version-2 file (nested layers included) loads batch-major, the
     model it was saved from, not torch's time-major default."""
+    from manual_bp.model_spec import parse_layers
     from manual_bp.models.sequential import Sequential
 
     model = Sequential.from_spec(
-        ["lstm(6)", {"name": "residual", "args": [["mha(2)"]]}, "gru(4)", "rnn(4)", "dense"],
+        parse_layers("lstm(6), residual([mha(2)]), gru(4), rnn(4), dense"),
         (5, 3), 2, cost="quadratic", seed=0,
     )  # fmt: skip
     path = tmp_path / "v3.json"
@@ -331,6 +332,8 @@ def test_version_2_sequence_layers_load_batch_major(tmp_path):
     old.write_text(json.dumps({**document, "format_version": 2, "config": stripped}))
     x = np.random.default_rng(0).standard_normal((4, 5, 3))
     assert np.array_equal(load(old).infer(x), model.infer(x))
-    # a version-3 file means what it says: without batch_first, torch's default
+    # a version-3 file means what it says: without batch_first, torch's time-major default,
+    # which a (batch-major) Sequential refuses, naming the layer
     path.write_text(json.dumps({**document, "config": stripped}))
-    assert not np.array_equal(load(path).infer(x), model.infer(x))
+    with pytest.raises(SerializationError, match=r"v3\.json: LSTM\(3, 6\) is time-major"):
+        load(path)

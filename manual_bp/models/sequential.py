@@ -129,6 +129,12 @@ class Sequential(Evaluation):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        for leaf in self._leaves():
+            if getattr(leaf, "batch_first", True) is False:  # absent on most layers: no axis
+                raise ValueError(
+                    f"{leaf!r} is time-major (batch_first=False, torch's default) but a "
+                    "Sequential's data is batch-major (N, ...): build it with batch_first=True"
+                )
         self.cost: Cost = get_cost("quadratic" if cost is None else cost)
         self.ignore_index = check_ignore_index(ignore_index, self.cost)
         last = self.layers[-1]
