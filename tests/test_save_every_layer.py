@@ -187,27 +187,35 @@ def _pool(cls: type) -> Builder:
 
 def _recurrent(cls: type) -> Builder:
     def build(draw, shape: Shape):
-        options = {"num_layers": draw(st.integers(1, 2)), "seed": _seed(draw)}
-        if (
-            cls is not L["LSTM"]
-            or "bidirectional" in inspect.signature(L["GRU"].__init__).parameters
-        ):
-            options["bidirectional"] = draw(st.booleans())
+        options = {
+            "num_layers": draw(st.integers(1, 2)),
+            "bias": draw(st.booleans()),
+            "bidirectional": draw(st.booleans()),
+            "dropout": draw(st.sampled_from([0.0, 0.5])),  # a generator to save when > 0
+            "seed": _seed(draw),
+        }
+        hidden = draw(st.integers(2, 3))
         if cls is L["RNN"]:
             options["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
-        return cls(shape[-1], draw(st.integers(1, 3)), **_kwargs(cls, **options))
+        if cls is L["LSTM"]:
+            options["proj_size"] = draw(st.integers(0, hidden - 1))
+        return cls(shape[-1], hidden, **_kwargs(cls, **options))
 
     return build
 
 
 def _attention(draw, shape: Shape):
-    heads = draw(st.sampled_from([h for h in (1, 2) if shape[-1] % h == 0]))
+    E = shape[-1]
+    heads = draw(st.sampled_from([h for h in (1, 2) if E % h == 0]))
     return L["MultiheadAttention"](
-        shape[-1],
+        E,
         heads,
         **_kwargs(
             L["MultiheadAttention"],
+            dropout=draw(st.sampled_from([0.0, 0.5])),
             bias=draw(st.booleans()),
+            add_bias_kv=draw(st.booleans()),
+            add_zero_attn=draw(st.booleans()),
             causal=draw(st.booleans()),
             seed=_seed(draw),
         ),
