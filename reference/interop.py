@@ -143,7 +143,7 @@ def _options(module: nn.Module) -> dict[str, tuple[Any, Any]]:
             "batch_first": (
                 bool(module.batch_first),
                 True,
-            ),  # the library's layers were batch-major
+            ),  # a Sequential is batch-major: time-major layers are refused there
         }
     if isinstance(module, nn.MultiheadAttention):
         return {

@@ -176,8 +176,9 @@ def test_random_models_convert_both_ways_and_match_torch(case, seed):
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "MultiheadAttention"])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_the_batch_first_flag_is_converted_faithfully(kind, batch_first):
-    """torch's ``batch_first`` reaches manual_bp's layer as it is (whatever either default),
-    or, while the layer has no such flag and the module is time-major, is refused by name."""
+    """torch's ``batch_first`` reaches manual_bp's layer as it is; a time-major module is
+    refused in one line naming it, since a ``Sequential``'s data is batch-major (torch's
+    ``nn.Sequential`` cannot hold a plain recurrent module or attention either)."""
     torch.manual_seed(0)
     from reference.interop_modules import GRUSequence, LSTMSequence, RNNSequence, SelfAttention
 
@@ -187,9 +188,8 @@ def test_the_batch_first_flag_is_converted_faithfully(kind, batch_first):
         if stand_in is None
         else stand_in(4, 4, batch_first=batch_first)
     ).double()
-    layer_class = LAYERS.lookup("multihead_attention" if stand_in is None else kind.lower())
-    if "batch_first" not in layer_class.hyperparameters and not batch_first:
-        with pytest.raises(ValueError, match=r"batch_first=False is not supported"):
+    if not batch_first:
+        with pytest.raises(ValueError, match=r"is time-major .* build it with batch_first=True"):
             from_torch([module])
         return
     model = from_torch([module])
@@ -221,3 +221,35 @@ def test_modules_and_options_without_a_counterpart_are_refused_in_one_line(modul
     with pytest.raises(ValueError, match=message) as error:
         from_torch([module])
     assert "\n" not in str(error.value)
+
+
+def _option_modules():
+    from reference.interop_modules import GRUSequence, LSTMSequence, RNNSequence, SelfAttention
+
+    return {
+        "LSTM proj_size, 2 layers, bidirectional": lambda: LSTMSequence(
+            4, 3, 2, bidirectional=True, proj_size=2, dropout=0.5
+        ),
+        "GRU no bias, dropout": lambda: GRUSequence(4, 3, 2, bias=False, dropout=0.5),
+        "RNN relu": lambda: RNNSequence(4, 3, nonlinearity="relu"),
+        "attention bias_kv, zero_attn, dropout": lambda: SelfAttention(
+            4, 2, add_bias_kv=True, add_zero_attn=True, dropout=0.5
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_option_modules()))
+def test_torch_options_of_sequence_modules_convert_both_ways(case):
+    """Options the layers now model (issue 23) convert instead of being refused: output,
+    input and parameter gradients equal torch's (eval mode: dropout is the identity), and
+    ``to_torch`` gives back a module with the same options."""
+    torch.manual_seed(0)
+    module = _option_modules()[case]().double().eval()
+    model = from_torch([module], input_shape=(5, 4))
+    model.eval()
+    rng = np.random.default_rng(0)
+    compare(nn.Sequential(module), model, rng.standard_normal((3, 5, 4)), rng)
+    back = to_torch(model)[0]
+    for option in ("dropout", "proj_size", "bias", "add_zero_attn", "nonlinearity"):
+        if hasattr(module, option) and not isinstance(getattr(module, option), torch.Tensor):
+            assert getattr(back, option) == getattr(module, option), option
