@@ -30,7 +30,7 @@ import traceback
 import warnings
 import zlib
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -96,6 +96,17 @@ def load_checks() -> dict[str, Check]:
     return dict(checks.CHECKS)
 
 
+def load_module_walk() -> Callable[[], dict[str, Any]]:
+    """``reference.torch_modules.walk_summary``: torch's own module tests, summarised."""
+    try:
+        walk = importlib.import_module("reference.torch_modules")
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in ("torch", "expecttest"):
+            raise TorchMissingError(TORCH_MISSING) from error
+        raise
+    return walk.walk_summary
+
+
 def case_rng(seed: int, check: str, case: int) -> np.random.Generator:
     """The generator of case ``case`` of ``check``: reproducible one case at a time.
 
@@ -132,6 +143,7 @@ def run_verification(
     checks: dict[str, Check] | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
+    module_walk: Callable[[], dict[str, Any]] | None = None,
 ) -> VerificationReport:
     """Run every check on ``cases`` random cases and collect the results per equation ID.
 
@@ -150,6 +162,10 @@ def run_verification(
         ``{name: check}``; default :func:`load_checks` (needs torch).
     progress : bool
         Show a :class:`~manual_bp.progress.ProgressBar` on ``stream`` (stderr).
+    module_walk : callable, optional
+        Returns the summary of torch's own module tests for the report; default
+        :func:`load_module_walk` on a full run (no ``only``, the registered checks), none
+        otherwise.
 
     Raises
     ------
@@ -167,6 +183,8 @@ def run_verification(
         raise ValueError(
             f"--only {only!r} matches no registered equation ID; IDs: {', '.join(EQUATIONS)}"
         )
+    if module_walk is None and checks is None and only is None:
+        module_walk = load_module_walk()
     checks = load_checks() if checks is None else checks
     results = {
         e.id: EquationResult(e.id, e.name, e.doc) for e in EQUATIONS.values() if selected(e.id)
@@ -195,6 +213,7 @@ def run_verification(
                 counts[name] = case + 1
                 failures = sum(r.failures for r in results.values()) + len(errors)
                 bar.postfix = f"{failures} failures" if failures else ""
+    module_tests = module_walk() if module_walk is not None else None
     return VerificationReport(
         seed=seed,
         cases=cases,
@@ -205,6 +224,7 @@ def run_verification(
         versions=versions(),
         date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         seconds=time.perf_counter() - start,
+        module_tests=module_tests,
     )
 
 

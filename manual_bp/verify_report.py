@@ -16,6 +16,11 @@ from typing import Any
 
 from manual_bp.equations import EQUATIONS
 from manual_bp.gradcheck import bound_ratio
+from manual_bp.verify_modules import (
+    module_tests_markdown,
+    module_tests_problems,
+    module_tests_text,
+)
 from manual_bp.verify_pages import _fmt
 
 __all__ = ["ORACLES", "ORACLE_NOTES", "EquationResult", "VerificationReport"]
@@ -143,6 +148,8 @@ class VerificationReport:
     versions: dict[str, str]
     date: str
     seconds: float
+    #: ``reference.torch_modules.summary()`` of torch's own module tests (full runs only).
+    module_tests: dict[str, Any] | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -160,7 +167,13 @@ class VerificationReport:
 
     @property
     def passed(self) -> bool:
-        return not (self.failed or self.missing or self.unregistered or self.check_errors)
+        return not (
+            self.failed
+            or self.missing
+            or self.unregistered
+            or self.check_errors
+            or module_tests_problems(self.module_tests)
+        )
 
     def worst(self, oracle: str = "torch") -> tuple[float, str | None]:
         """The worst error against ``oracle`` over all IDs, and its ID."""
@@ -214,6 +227,7 @@ class VerificationReport:
             "missing": self.missing,
             "unregistered": self.unregistered,
             "check_errors": self.check_errors,
+            "torch_module_tests": self.module_tests,
         }
 
     def to_json(self) -> str:
@@ -241,7 +255,9 @@ class VerificationReport:
             for row in [header, *rows]
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([*lines, "", *TEXT_LEGEND, "", *self._problems(), self.summary()]) + "\n"
+        walk = [module_tests_text(self.module_tests)] if self.module_tests else []
+        text = [*lines, "", *TEXT_LEGEND, "", *self._problems(), *walk, self.summary()]
+        return "\n".join(text) + "\n"
 
     def to_markdown(self, path: str | os.PathLike | None = None) -> str:
         """The report as Markdown; links are relative to ``path``'s directory (``docs/``)."""
@@ -311,6 +327,8 @@ class VerificationReport:
                 f"| `{r.id}` | {r.name} | {doc} | {r.cases} | {torch_cell} | {fd_cell} | "
                 f"{other_cell} | {_ratio_cell(r)} | {_verdict(r)} |"
             )
+        if self.module_tests:
+            lines += ["", *module_tests_markdown(self.module_tests)]
         lines += ["", "Checks run (cases each):", ""]
         lines += [f"- `{name}`: {n}" for name, n in self.checks.items()]
         problems = self._problems()
@@ -335,6 +353,7 @@ class VerificationReport:
                 f"{', '.join(self.unregistered)}"
             )
         out += [f"CHECK ERROR {e}" for e in self.check_errors]
+        out += module_tests_problems(self.module_tests)
         return out
 
 

@@ -19,8 +19,12 @@ criterion walk of issue 26.
 
 Outcomes: ``agree``; ``disagree`` (a value or a parameter name differs); ``refused`` (the
 library raised ``ValueError``/``TypeError``/``NotImplementedError`` from its own code: a
-clear refusal); ``crash`` (any other exception, or one raised inside NumPy); ``absent`` (no
-class of torch's name: not counted).
+clear refusal); ``crash`` (any other exception, or one raised inside NumPy); ``excluded``
+(listed in :data:`EXCLUDED` with its reason, not played); ``absent`` (no class of torch's
+name: not counted).
+
+:func:`summary` gives the counts the verification report cites (``manual_bp verify`` runs
+the walk through :func:`walk_summary`).
 """
 
 from __future__ import annotations
@@ -37,10 +41,28 @@ import manual_bp.activations as activations
 import manual_bp.layers as layers
 from manual_bp.layers import ActivationLayer
 
-__all__ = ["Configuration", "Outcome", "configurations", "manual_class", "run"]
+__all__ = [
+    "EXCLUDED",
+    "Configuration",
+    "Outcome",
+    "configurations",
+    "manual_class",
+    "run",
+    "summary",
+    "walk_summary",
+]
 
 #: Relative agreement required in float64 (the measured worst agreement is ~1e-14).
 TOLERANCE = 1e-10
+
+#: The only reasons a configuration may be left unplayed: what has no meaning for a NumPy
+#: CPU library (issue 23, item 1).
+EXCLUSION_REASONS = ("device", "sparse", "quantised")
+
+#: Configurations not played, by key, with ``(reason, explanation)``; ``reason`` is one of
+#: :data:`EXCLUSION_REASONS`. Empty today: torch's tests of the modules the library has
+#: pass no device other than the CPU, no sparse gradients and no quantised module.
+EXCLUDED: dict[str, tuple[str, str]] = {}
 
 
 @dataclass
@@ -227,6 +249,9 @@ def run(config: Configuration) -> Outcome:
     cls = manual_class(config.torch_name)
     if cls is None:
         return Outcome("absent")
+    if config.key in EXCLUDED:
+        reason, why = EXCLUDED[config.key]
+        return Outcome("excluded", f"{reason}: {why}")
     module = _build_torch(config)
     try:
         layer = _build_ours(cls, config)
@@ -296,8 +321,42 @@ def ledger(found: dict[str, Outcome]) -> dict[str, dict[str, str]]:
     return {
         key: {"status": o.status, "detail": o.detail}
         for key, o in sorted(found.items())
-        if o.status != "agree"
+        if o.status not in ("agree", "excluded")
     }
+
+
+def summary(found: dict[str, Outcome]) -> dict[str, Any]:
+    """The counts the verification report cites: configurations run, per outcome, per class
+    and source (``module_db``/``common_nn``), and the worst agreement."""
+    import collections
+
+    by_class: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    by_source: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for key, outcome in found.items():
+        source, name = key.split("/")[:2]
+        by_class[name][outcome.status] += 1
+        by_source[source][outcome.status] += 1
+    counts = collections.Counter(o.status for o in found.values())
+    agreeing = [o.error for o in found.values() if o.status == "agree"]
+    return {
+        "configurations": len(found),
+        "classes": len(by_class),
+        **{s: counts.get(s, 0) for s in ("agree", "disagree", "refused", "crash", "excluded")},
+        "worst_agreement": max(agreeing, default=0.0),
+        "tolerance": TOLERANCE,
+        "by_source": {k: dict(v) for k, v in sorted(by_source.items())},
+        "by_class": {k: dict(v) for k, v in sorted(by_class.items())},
+    }
+
+
+def walk_summary() -> dict[str, Any]:
+    """Play every configuration and summarise (torch's own warnings silenced: they concern
+    torch's kernels, and the report's stderr carries progress only)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return summary(outcomes())
 
 
 def main() -> None:

@@ -53,3 +53,18 @@ def test_the_ledger_has_no_crash(found):
     accepted outcome: the library refuses what it does not support, in its own words."""
     crashes = {k: o.detail for k, o in found.items() if o.status == "crash"}
     assert not crashes, crashes
+
+
+def test_exclusions_are_only_what_has_no_meaning_here(found):
+    """The exclusion table holds device, sparse or quantised configurations only, each with
+    its explanation, and names configurations that exist."""
+    for key, (reason, why) in torch_modules.EXCLUDED.items():
+        assert reason in torch_modules.EXCLUSION_REASONS and why, key
+        assert found.get(key) is not None and found[key].status == "excluded", key
+
+
+def test_summary_counts_every_configuration(found):
+    summary = torch_modules.summary(found)
+    outcomes = ("agree", "disagree", "refused", "crash", "excluded")
+    assert sum(summary[o] for o in outcomes) == summary["configurations"] == len(found)
+    assert sum(sum(c.values()) for c in summary["by_class"].values()) == len(found)

@@ -112,6 +112,35 @@ def test_torch_kernel_notes_do_not_reach_stderr(capsys):
         verify.run_verification(cases=1, only="BP3", checks={"other": other}, progress=False)
 
 
+def _walk(**counts):
+    summary = {"configurations": 5, "classes": 2, "agree": 4, "disagree": 0, "refused": 1,
+               "crash": 0, "excluded": 0, "worst_agreement": 2e-15, "tolerance": 1e-10,
+               "by_source": {"module_db": {"agree": 4, "refused": 1}},
+               "by_class": {"Conv2d": {"agree": 3, "refused": 1},
+                            "ReLU": {"agree": 1}}}  # fmt: skip
+    summary.update(counts)
+    return lambda: summary
+
+
+def test_report_cites_torchs_module_tests():
+    """The counts of torch's own module tests (configurations, per outcome, per class) are
+    in every form of the report; a refusal is a known gap, a disagreement or crash fails."""
+    run = verify.run_verification
+    report = run(cases=2, only="BP3", checks=_fake_checks(), progress=False, module_walk=_walk())
+    assert report.passed
+    line = "torch's own module tests: 5 configurations of 2 module classes: 4 agree, 1 refused"
+    assert line in report.to_text()
+    markdown = report.to_markdown(ROOT / "docs/verification.md")
+    assert (
+        "## torch's own module tests" in markdown and "| `Conv2d` | 3 | 0 | 1 | 0 | 0 |" in markdown
+    )
+    assert json.loads(report.to_json())["torch_module_tests"]["refused"] == 1
+    for bad in ({"disagree": 1}, {"crash": 2}):
+        failed = run(cases=2, only="BP3", checks=_fake_checks(), progress=False,
+                     module_walk=_walk(**bad))  # fmt: skip
+        assert not failed.passed and "TORCH MODULE TESTS" in failed.to_text()
+
+
 def test_summary_headline_is_relative_to_the_bound():
     """A passing comparison against an exact-zero reference has an absurd normalised error
     max|Δ|/max|g_ref| (the report's old headline showed 4.3e+19); the headline cites the
