@@ -122,7 +122,7 @@ def test_readable_equals_fast(geometry, seed):
     layer, x, rng = _layer(geometry, Conv2d, seed, implementation="fast")
     readable = Conv2d(**{**geometry["kwargs"], "implementation": "readable"})
     readable.params["weight"][...] = layer.params["weight"]
-    if layer.bias:
+    if layer.has_bias:
         readable.params["bias"][...] = layer.params["bias"]
     out, cache = layer.forward(x)
     out_r, cache_r = readable.forward(x)
@@ -145,7 +145,7 @@ def test_adjoint_identity(geometry, seed):
     """CONV.input: ⟨u, K v⟩ = ⟨Kᵀ u, v⟩ for the input map and the weight map, and the
     transposed convolution's forward IS the convolution's input-gradient map."""
     layer, v, rng = _layer(geometry, Conv2d, seed)
-    layer.bias and layer.params["bias"].fill(0.0)
+    layer.has_bias and layer.params["bias"].fill(0.0)
     out, cache = layer.forward(v)
     u = rng.standard_normal(out.shape)
     dv, grads = layer.backward(u, cache)
@@ -264,7 +264,9 @@ def test_float32_is_preserved():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"padding_mode": "reflect"}, "padding_mode 'reflect' is not supported"),
+        ({"padding_mode": "mirror"}, "padding_mode must be one of"),
+        ({"device": "cuda"}, "device='cuda' has no meaning"),
+        ({"dtype": "float16"}, "dtype must be float32 or float64"),
         ({"groups": 4}, "groups=4 must divide"),
         ({"padding": "same", "stride": 2}, "padding='same' needs stride 1"),
         ({"padding": "full"}, "padding must be an int"),
@@ -287,7 +289,7 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
         layer.forward(np.zeros((2, 3, 4, 8)))
     with pytest.raises(ValueError, match="expected 4 axes"):
-        layer.forward(np.zeros((3, 8, 8)))
+        layer.forward(np.zeros((8, 8)))  # (C, H, W) is one sample, as torch; (H, W) is not
     _, cache = layer.forward(np.zeros((2, 3, 8, 8)))
     with pytest.raises(ValueError, match="upstream gradient"):
         layer.backward(np.zeros((2, 4, 3, 3)), cache)
@@ -339,7 +341,7 @@ def test_conv_jvp_is_the_bilinear_increment(geometry, seed, cls):
 
     plus = run(x + dx, {k: layer.params[k] + dparams[k] for k in dparams})
     cross = run(
-        dx, {"weight": dparams["weight"], **({"bias": 0 * dparams["bias"]} if layer.bias else {})}
+        dx, {"weight": dparams["weight"], **({"bias": 0 * dparams["bias"]} if layer.has_bias else {})}
     )
     expected = plus - out - cross
     scale = np.full(

@@ -36,7 +36,7 @@ def _torch(layer, x, dout):
     F = torch.nn.functional
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(layer.params["weight"], requires_grad=True)
-    bt = torch.tensor(layer.params["bias"], requires_grad=True) if layer.bias else None
+    bt = torch.tensor(layer.params["bias"], requires_grad=True) if layer.has_bias else None
     conv = F.conv2d if isinstance(layer, Conv2d) else F.conv1d
     out = conv(xt, wt, bt, layer.stride, layer.padding, layer.dilation, layer.groups)
     out.backward(torch.tensor(dout))
