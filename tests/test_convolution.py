@@ -341,7 +341,8 @@ def test_conv_jvp_is_the_bilinear_increment(geometry, seed, cls):
 
     plus = run(x + dx, {k: layer.params[k] + dparams[k] for k in dparams})
     cross = run(
-        dx, {"weight": dparams["weight"], **({"bias": 0 * dparams["bias"]} if layer.has_bias else {})}
+        dx,
+        {"weight": dparams["weight"], **({"bias": 0 * dparams["bias"]} if layer.has_bias else {})},
     )
     expected = plus - out - cross
     scale = np.full(
