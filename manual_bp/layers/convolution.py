@@ -22,7 +22,7 @@ import numpy as np
 from manual_bp.initializers import initialize
 from manual_bp.layers import _im2col as conv
 from manual_bp.layers import convolution_products as products
-from manual_bp.layers._unbatched import Unbatched
+from manual_bp.layers._unbatched import unbatched
 from manual_bp.layers.base import (
     Cache,
     Layer,
@@ -144,7 +144,7 @@ def reset_conv_parameters(layer: Layer, rng: np.random.Generator) -> None:
 
 class _ConvNd(Layer):
     """Shared body of Conv1d/Conv2d: the layer works on ``(N, C, H, W)`` views (the
-    classes mix :class:`~manual_bp.layers._unbatched.Unbatched` in front of it)."""
+    classes take unbatched inputs too: :func:`~manual_bp.layers._unbatched.unbatched`)."""
 
     dims = 2
     decay = ("weight",)
@@ -429,7 +429,8 @@ class _ConvNd(Layer):
 
 
 @register_layer
-class Conv2d(Unbatched, _ConvNd):
+@unbatched
+class Conv2d(_ConvNd):
     """``torch.nn.Conv2d`` on NCHW inputs. Equation ``LAYER.conv2d``.
 
     Parameters
@@ -456,7 +457,8 @@ class Conv2d(Unbatched, _ConvNd):
 
 
 @register_layer
-class Conv1d(Unbatched, _ConvNd):
+@unbatched
+class Conv1d(_ConvNd):
     """``torch.nn.Conv1d`` on NCL inputs — Conv2d on a height-1 image. Equation ``LAYER.conv1d``.
 
     Same parameters as :class:`Conv2d` with ints (or 1-tuples) for the sizes.
