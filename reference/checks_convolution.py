@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from manual_bp.layers import ActivationLayer
 from manual_bp.layers.convolution import Conv1d, Conv2d
 from manual_bp.layers.convolution_transpose import ConvTranspose2d
+from manual_bp.layers.padding import pad_indices
 from manual_bp.layers.pooling import (
     AvgPool2d,
     GlobalAvgPool2d,
@@ -25,6 +26,7 @@ from manual_bp.layers.pooling import (
     pool_output_size,
     window_misses_input,
 )
+from manual_bp.layers.pooling_adaptive import AdaptiveAvgPool2d
 from reference.checks import register_check
 from reference.compare import Comparison
 from reference.stack import register_block, register_torch
@@ -41,13 +43,20 @@ __all__ = [
 @register_torch(Conv1d)
 @register_torch(Conv2d)
 def _conv(layer, params, buffers, x, cache):
+    """torch's module forward: a padding mode other than zeros is ``F.pad`` (torch's
+    ``_reversed_padding_repeated_twice``, last axis first) and an unpadded convolution."""
     convolve = F.conv2d if layer.dims == 2 else F.conv1d
+    padding = layer.padding
+    if layer.padding_mode != "zeros":
+        pads = layer.pad_map.pads[2 - layer.dims :]
+        x = F.pad(x, [v for pair in reversed(pads) for v in pair], mode=layer.padding_mode)
+        padding = 0
     return convolve(
         x,
         params["weight"],
         params.get("bias"),
         layer.stride,
-        layer.padding,
+        padding,
         layer.dilation,
         layer.groups,
     )
@@ -92,6 +101,11 @@ def _global_avgpool2d(layer, params, buffers, x, cache):
     return F.adaptive_avg_pool2d(x, 1)
 
 
+@register_torch(AdaptiveAvgPool2d)
+def _adaptive_avgpool2d(layer, params, buffers, x, cache):
+    return F.adaptive_avg_pool2d(x, layer.output_size)
+
+
 # ----------------------------------------------------------------------------- geometries
 def _pair(rng: np.random.Generator, low: int, high: int, square: bool) -> Any:
     a = int(rng.integers(low, high + 1))
@@ -133,6 +147,8 @@ def draw_conv_kwargs(
         "bias": bool(rng.random() < 0.8),
         "size": tuple(size),
     }
+    if not transpose:
+        kwargs["padding_mode"] = _draw_padding_mode(rng, kwargs, size, kernel, dilation)
     if transpose:
         # output size must be ≥ 1 after removing 2p: shrink padding where needed
         pads, out_pads = [], []
@@ -143,6 +159,29 @@ def draw_conv_kwargs(
             out_pads.append(out_pad)
         kwargs["padding"], kwargs["output_padding"] = tuple(pads), tuple(out_pads)
     return kwargs
+
+
+def _draw_padding_mode(
+    rng: np.random.Generator, kwargs: dict[str, Any], size: list, kernel: list, dilation: list
+) -> str:
+    """torch's padding modes, zeros half the time; a mode the sizes do not allow (reflect:
+    padding < size; circular: ≤ size) falls back to zeros. Drawn last: the geometry of a
+    seed is the one drawn before padding modes existed."""
+    mode = str(rng.choice(["zeros", "zeros", "zeros", "reflect", "replicate", "circular"]))
+    if mode == "zeros":
+        return mode
+    padding = kwargs["padding"]
+    for a in range(len(size)):
+        if padding == "same":
+            total = dilation[a] * (kernel[a] - 1)
+            before, after = total // 2, total - total // 2
+        else:
+            before = after = padding[a] if isinstance(padding, tuple) else padding
+        try:
+            pad_indices(size[a], before, after, mode)
+        except ValueError:
+            return "zeros"
+    return mode
 
 
 def draw_pool_kwargs(rng: np.random.Generator, kind: str) -> dict[str, Any]:
