@@ -384,3 +384,15 @@ def _pool_block(rng: np.random.Generator, shape: tuple[int, ...]):
         cls = MaxPool2d if kind == "max" else AvgPool2d
         layer = cls(k, int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)))
     return [layer], layer.output_shape(shape)
+
+
+@register_block("images", "adaptive-pool")
+def _adaptive_pool_block(rng: np.random.Generator, shape: tuple[int, ...]):
+    """Adaptive average pooling to a drawn size (an int, a pair, a None entry)."""
+    _, h, w = shape
+    sizes = [int(rng.integers(1, h + 2)), int(rng.integers(1, w + 2))]
+    if rng.random() < 0.3:
+        sizes[int(rng.integers(2))] = None
+    output_size = sizes[0] if rng.random() < 0.3 and sizes[0] is not None else tuple(sizes)
+    layer = AdaptiveAvgPool2d(output_size)
+    return [layer], layer.output_shape(shape)
