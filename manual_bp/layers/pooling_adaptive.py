@@ -68,7 +68,8 @@ class AdaptiveAvgPool2d(Layer):
             raise ValueError(
                 f"output_size must be an integer ≥ 0 or two of them (or None), got {output_size!r}"
             )
-        self.output_size = output_size
+        # a pair as a tuple, as torch keeps it (and as a JSON list comes back)
+        self.output_size = tuple(items) if isinstance(output_size, (tuple, list)) else output_size
         self.sizes = tuple(None if v is None else int(v) for v in items)
 
     def _out(self, size: tuple[int, ...]) -> tuple[int, int]:
