@@ -48,8 +48,19 @@ def _conv(layer, params, buffers, x, cache):
     convolve = F.conv2d if layer.dims == 2 else F.conv1d
     padding = layer.padding
     if layer.padding_mode != "zeros":
-        pads = layer.pad_map.pads[2 - layer.dims :]
-        x = F.pad(x, [v for pair in reversed(pads) for v in pair], mode=layer.padding_mode)
+        # torch's own split of the padding (its module's attribute), not the layer's
+        module = (torch.nn.Conv2d if layer.dims == 2 else torch.nn.Conv1d)(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            bias=False,
+            padding_mode=layer.padding_mode,
+        )
+        x = F.pad(x, list(module._reversed_padding_repeated_twice), mode=layer.padding_mode)
         padding = 0
     return convolve(
         x,
