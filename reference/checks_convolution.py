@@ -48,19 +48,7 @@ def _conv(layer, params, buffers, x, cache):
     convolve = F.conv2d if layer.dims == 2 else F.conv1d
     padding = layer.padding
     if layer.padding_mode != "zeros":
-        # torch's own split of the padding (its module's attribute), not the layer's
-        module = (torch.nn.Conv2d if layer.dims == 2 else torch.nn.Conv1d)(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            layer.groups,
-            bias=False,
-            padding_mode=layer.padding_mode,
-        )
-        x = F.pad(x, list(module._reversed_padding_repeated_twice), mode=layer.padding_mode)
+        x = F.pad(x, _torch_pads(layer), mode=layer.padding_mode)
         padding = 0
     return convolve(
         x,
@@ -71,6 +59,25 @@ def _conv(layer, params, buffers, x, cache):
         layer.dilation,
         layer.groups,
     )
+
+
+def _torch_pads(layer) -> list[int]:
+    """torch's ``_reversed_padding_repeated_twice`` (``_ConvNd.__init__``'s rule restated
+    from torch, not taken from the layer; a module built here would draw random numbers,
+    which vmap forbids): last axis first, ``'same'`` with ``⌊d(k−1)/2⌋`` in front."""
+    from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
+
+    ntuple = _ntuple(layer.dims)
+    if layer.padding == "valid":
+        return [0, 0] * layer.dims
+    if layer.padding != "same":
+        return list(_reverse_repeat_tuple(ntuple(layer.padding), 2))
+    pads = [0, 0] * layer.dims
+    kernel, dilation = ntuple(layer.kernel_size), ntuple(layer.dilation)
+    for d, k, i in zip(dilation, kernel, range(layer.dims - 1, -1, -1), strict=True):
+        total = d * (k - 1)
+        pads[2 * i], pads[2 * i + 1] = total // 2, total - total // 2
+    return pads
 
 
 @register_torch(ConvTranspose2d)
