@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from manual_bp.layers import ActivationLayer
 from manual_bp.layers.convolution import Conv1d, Conv2d
 from manual_bp.layers.convolution_transpose import ConvTranspose2d
+from manual_bp.layers.padding import pad_indices
 from manual_bp.layers.pooling import (
     AvgPool2d,
     GlobalAvgPool2d,
@@ -25,6 +26,7 @@ from manual_bp.layers.pooling import (
     pool_output_size,
     window_misses_input,
 )
+from manual_bp.layers.pooling_adaptive import AdaptiveAvgPool2d
 from reference.checks import register_check
 from reference.compare import Comparison
 from reference.stack import register_block, register_torch
@@ -41,16 +43,41 @@ __all__ = [
 @register_torch(Conv1d)
 @register_torch(Conv2d)
 def _conv(layer, params, buffers, x, cache):
+    """torch's module forward: a padding mode other than zeros is ``F.pad`` (torch's
+    ``_reversed_padding_repeated_twice``, last axis first) and an unpadded convolution."""
     convolve = F.conv2d if layer.dims == 2 else F.conv1d
+    padding = layer.padding
+    if layer.padding_mode != "zeros":
+        x = F.pad(x, _torch_pads(layer), mode=layer.padding_mode)
+        padding = 0
     return convolve(
         x,
         params["weight"],
         params.get("bias"),
         layer.stride,
-        layer.padding,
+        padding,
         layer.dilation,
         layer.groups,
     )
+
+
+def _torch_pads(layer) -> list[int]:
+    """torch's ``_reversed_padding_repeated_twice`` (``_ConvNd.__init__``'s rule restated
+    from torch, not taken from the layer; a module built here would draw random numbers,
+    which vmap forbids): last axis first, ``'same'`` with ``⌊d(k−1)/2⌋`` in front."""
+    from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
+
+    ntuple = _ntuple(layer.dims)
+    if layer.padding == "valid":
+        return [0, 0] * layer.dims
+    if layer.padding != "same":
+        return list(_reverse_repeat_tuple(ntuple(layer.padding), 2))
+    pads = [0, 0] * layer.dims
+    kernel, dilation = ntuple(layer.kernel_size), ntuple(layer.dilation)
+    for d, k, i in zip(dilation, kernel, range(layer.dims - 1, -1, -1), strict=True):
+        total = d * (k - 1)
+        pads[2 * i], pads[2 * i + 1] = total // 2, total - total // 2
+    return pads
 
 
 @register_torch(ConvTranspose2d)
@@ -90,6 +117,11 @@ def _avgpool2d(layer, params, buffers, x, cache):
 @register_torch(GlobalAvgPool2d)
 def _global_avgpool2d(layer, params, buffers, x, cache):
     return F.adaptive_avg_pool2d(x, 1)
+
+
+@register_torch(AdaptiveAvgPool2d)
+def _adaptive_avgpool2d(layer, params, buffers, x, cache):
+    return F.adaptive_avg_pool2d(x, layer.output_size)
 
 
 # ----------------------------------------------------------------------------- geometries
@@ -133,6 +165,8 @@ def draw_conv_kwargs(
         "bias": bool(rng.random() < 0.8),
         "size": tuple(size),
     }
+    if not transpose:
+        kwargs["padding_mode"] = _draw_padding_mode(rng, kwargs, size, kernel, dilation)
     if transpose:
         # output size must be ≥ 1 after removing 2p: shrink padding where needed
         pads, out_pads = [], []
@@ -143,6 +177,29 @@ def draw_conv_kwargs(
             out_pads.append(out_pad)
         kwargs["padding"], kwargs["output_padding"] = tuple(pads), tuple(out_pads)
     return kwargs
+
+
+def _draw_padding_mode(
+    rng: np.random.Generator, kwargs: dict[str, Any], size: list, kernel: list, dilation: list
+) -> str:
+    """torch's padding modes, zeros half the time; a mode the sizes do not allow (reflect:
+    padding < size; circular: ≤ size) falls back to zeros. Drawn last: the geometry of a
+    seed is the one drawn before padding modes existed."""
+    mode = str(rng.choice(["zeros", "zeros", "zeros", "reflect", "replicate", "circular"]))
+    if mode == "zeros":
+        return mode
+    padding = kwargs["padding"]
+    for a in range(len(size)):
+        if padding == "same":
+            total = dilation[a] * (kernel[a] - 1)
+            before, after = total // 2, total - total // 2
+        else:
+            before = after = padding[a] if isinstance(padding, tuple) else padding
+        try:
+            pad_indices(size[a], before, after, mode)
+        except ValueError:
+            return "zeros"
+    return mode
 
 
 def draw_pool_kwargs(rng: np.random.Generator, kind: str) -> dict[str, Any]:
@@ -344,4 +401,16 @@ def _pool_block(rng: np.random.Generator, shape: tuple[int, ...]):
         k = int(rng.integers(1, min(3, h, w) + 1))
         cls = MaxPool2d if kind == "max" else AvgPool2d
         layer = cls(k, int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)))
+    return [layer], layer.output_shape(shape)
+
+
+@register_block("images", "adaptive-pool")
+def _adaptive_pool_block(rng: np.random.Generator, shape: tuple[int, ...]):
+    """Adaptive average pooling to a drawn size (an int, a pair, a None entry)."""
+    _, h, w = shape
+    sizes = [int(rng.integers(1, h + 2)), int(rng.integers(1, w + 2))]
+    if rng.random() < 0.3:
+        sizes[int(rng.integers(2))] = None
+    output_size = sizes[0] if rng.random() < 0.3 and sizes[0] is not None else tuple(sizes)
+    layer = AdaptiveAvgPool2d(output_size)
     return [layer], layer.output_shape(shape)

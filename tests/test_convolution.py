@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -264,7 +265,9 @@ def test_float32_is_preserved():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"padding_mode": "reflect"}, "padding_mode 'reflect' is not supported"),
+        ({"padding_mode": "mirror"}, "padding_mode must be one of"),
+        ({"device": "cuda"}, "device='cuda' has no meaning"),
+        ({"dtype": "float16"}, "dtype must be float32 or float64"),
         ({"groups": 4}, "groups=4 must divide"),
         ({"padding": "same", "stride": 2}, "padding='same' needs stride 1"),
         ({"padding": "full"}, "padding must be an int"),
@@ -287,7 +290,7 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
         layer.forward(np.zeros((2, 3, 4, 8)))
     with pytest.raises(ValueError, match="expected 4 axes"):
-        layer.forward(np.zeros((3, 8, 8)))
+        layer.forward(np.zeros((8, 8)))  # (C, H, W) is one sample, as torch; (H, W) is not
     _, cache = layer.forward(np.zeros((2, 3, 8, 8)))
     with pytest.raises(ValueError, match="upstream gradient"):
         layer.backward(np.zeros((2, 4, 3, 3)), cache)
@@ -368,3 +371,168 @@ def test_lenet_first_layer_geometry_matches_torch():
     layer = Conv2d(1, 6, 5, padding=2, seed=3)
     rng = np.random.default_rng(3)
     _check_all(layer_comparisons(layer, rng.standard_normal((64, 1, 28, 28)), rng))
+
+
+# ------------------------------------------------------------------ torch's options (issue 23)
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    st.integers(1, 7),
+    st.integers(1, 7),
+    st.integers(0, 6),
+    st.integers(0, 6),
+    seeds,
+)
+def test_padding_modes_match_torch(mode, h, w, before, after, seed):
+    """PAD.map: the index map's gather and its scatter-back VJP against F.pad's autograd,
+    for every mode on both axes (asymmetric pads; torch's size rules), and Conv1d/Conv2d
+    with the mode (integer and 'same' padding) against the module's F.pad + conv."""
+    from manual_bp.layers.padding import PadMap
+
+    rng = np.random.default_rng(seed)
+    pads = ((before, after), (after, before))
+    pad_map = PadMap(pads, mode)
+    x = rng.standard_normal((2, 3, h, w))
+    allowed = {
+        "reflect": max(before, after) < min(h, w),
+        "circular": max(before, after) <= min(h, w),
+    }
+    if not allowed.get(mode, True):
+        with pytest.raises(ValueError, match=f"padding_mode='{mode}'"):
+            pad_map.forward(x)
+        return
+    xt = torch.tensor(x, requires_grad=True)
+    mode_t = "constant" if mode == "zeros" else mode
+    padded = torch.nn.functional.pad(xt, [after, before, before, after], mode=mode_t)
+    upstream = rng.standard_normal(tuple(padded.shape))
+    padded.backward(torch.tensor(upstream))
+    assert np.array_equal(pad_map.forward(x), padded.detach().numpy())
+    np.testing.assert_allclose(
+        pad_map.vjp(upstream, (h, w)), xt.grad.numpy(), rtol=1e-13, atol=1e-13
+    )
+    # the layers: a padding mode with integer padding, then with 'same'
+    for cls, shape in ((Conv2d, (2, 3, h, w)), (Conv1d, (2, 3, w))):
+        for padding, kernel in ((min(before, h - 1, w - 1), 3), ("same", 2)):
+            if mode in ("reflect",) and kernel - 1 >= min(h, w):
+                continue
+            layer = cls(3, 4, kernel, padding=padding, padding_mode=mode, seed=seed)
+            if min(layer._padded_size(shape[2:] if cls is Conv2d else (1, w))) < kernel:
+                continue
+            for comparison in layer_comparisons(layer, rng.standard_normal(shape), rng):
+                comparison.check()
+
+
+def test_padding_mode_rules_follow_torch():
+    """reflect needs padding < size, circular ≤ size (torch's messages' rule); ConvTranspose2d
+    takes zeros only; an unknown mode is named."""
+    with pytest.raises(ValueError, match="smaller than the input size 3"):
+        Conv2d(1, 1, 3, padding=3, padding_mode="reflect").forward(np.zeros((1, 1, 3, 8)))
+    with pytest.raises(ValueError, match="at most the input size 2"):
+        Conv1d(1, 1, 1, padding=3, padding_mode="circular").forward(np.zeros((1, 1, 2)))
+    Conv1d(1, 1, 1, padding=2, padding_mode="circular").forward(np.zeros((1, 1, 2)))
+    Conv2d(1, 1, 1, padding=5, padding_mode="replicate").forward(np.zeros((1, 1, 1, 1)))
+    with pytest.raises(ValueError, match="padding_mode must be one of \\('zeros',\\)"):
+        ConvTranspose2d(1, 1, 3, padding_mode="reflect")
+
+
+@pytest.mark.parametrize("implementation", ["fast", "readable"])
+def test_unbatched_inputs_match_torch(implementation):
+    """torch's unbatched (C, L) / (C, H, W) inputs: Conv1d, Conv2d (a padding mode, 'same')
+    and ConvTranspose2d (output_size) against the torch modules; products against the
+    batch of one."""
+    rng = np.random.default_rng(0)
+    cases = [
+        (Conv1d, dict(in_channels=4, out_channels=5, kernel_size=3, padding="same"), (4, 7), {}),
+        (
+            Conv2d,
+            dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2,
+                 padding_mode="reflect"),
+            (4, 6, 5),
+            {},
+        ),
+        (
+            ConvTranspose2d,
+            dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2),
+            (4, 3, 4),
+            {"output_size": (6, 8)},
+        ),
+    ]  # fmt: skip
+    for cls, kwargs, shape, call in cases:
+        module = getattr(torch.nn, cls.__name__)(**kwargs).double()
+        layer = cls(**kwargs, implementation=implementation)
+        for name, tensor in module.named_parameters():
+            layer.params[name][...] = tensor.detach().numpy()
+        x = rng.standard_normal(shape)
+        xt = torch.tensor(x, requires_grad=True)
+        out_t = module(xt, **call)
+        upstream = rng.standard_normal(tuple(out_t.shape))
+        out_t.backward(torch.tensor(upstream))
+        out, cache = layer.forward(x, **call)
+        dx, grads = layer.backward(upstream, cache)
+        assert cache.input is x and out.shape == tuple(out_t.shape)
+        np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+        for name, tensor in module.named_parameters():
+            np.testing.assert_allclose(grads[name], tensor.grad.numpy(), rtol=1e-12, atol=1e-12)
+        _, batched = layer.forward(x[None], **call)
+        M = rng.standard_normal((2, *out.shape))
+        T = rng.standard_normal((2, *x.shape))
+        T_p = {n: rng.standard_normal((2, *p.shape)) for n, p in layer.params.items()}
+        pairs = [
+            (layer.input_vjp(cache, M), layer.input_vjp(batched, M[:, None])[:, 0]),
+            (layer.input_jvp(cache, T), layer.input_jvp(batched, T[:, None])[:, 0]),
+            (layer.param_jvp(cache, T_p), layer.param_jvp(batched, T_p)[:, 0]),
+            (layer.residual(cache, upstream, T, T_p)[0],
+             layer.residual(batched, upstream[None], T[:, None], T_p)[0][:, 0]),
+        ]  # fmt: skip
+        per_sample = layer.param_vjp(batched, M[:, None], sum_batch=False)
+        for name, value in layer.param_vjp(cache, M, sum_batch=False).items():
+            pairs.append((value, per_sample[name][:, 0]))
+        for ours, reference in pairs:
+            np.testing.assert_array_equal(ours, reference)
+
+
+def test_conv_transpose2d_output_size_and_empty_batches_follow_torch():
+    """ConvTranspose2d.forward(x, output_size): torch's output_padding per call (its range
+    checked); empty batches of every convolution give empty outputs and zero gradients."""
+    layer = ConvTranspose2d(2, 3, 3, stride=3, padding=1)
+    module = torch.nn.ConvTranspose2d(2, 3, 3, stride=3, padding=1).double()
+    x = np.random.default_rng(1).standard_normal((2, 2, 3, 4))
+    for size in [(7, 10), (9, 12), (8, 11), (2, 3, 9, 10)]:
+        expected = module(torch.tensor(x), output_size=size).shape
+        out, cache = layer.forward(x, output_size=size)
+        assert out.shape == tuple(expected)
+        dx, _ = layer.backward(np.ones_like(out), cache)
+        assert dx.shape == x.shape
+    with pytest.raises(ValueError, match=r"must lie in \[7, 9\]"):
+        layer.forward(x, output_size=(10, 10))
+    for empty, conv_layer in [
+        (np.zeros((0, 2, 3, 4)), ConvTranspose2d(2, 3, 3, stride=2)),
+        (np.zeros((0, 2, 5, 4)), Conv2d(2, 3, 3, padding=1, padding_mode="circular")),
+        (np.zeros((0, 2, 5)), Conv1d(2, 3, 3)),
+    ]:
+        module = getattr(torch.nn, type(conv_layer).__name__)(
+            **{k: conv_layer.hyperparameter(k) for k in ("in_channels", "out_channels")},
+            kernel_size=conv_layer.kernel_size,
+            stride=conv_layer.stride,
+            padding=conv_layer.padding,
+        )
+        out, cache = conv_layer.forward(empty)
+        assert out.shape == tuple(module(torch.zeros(empty.shape)).shape)
+        dx, grads = conv_layer.backward(out, cache)
+        assert dx.shape == empty.shape
+        assert all(not g.any() and g.shape == conv_layer.params[n].shape for n, g in grads.items())
+
+
+def test_new_options_survive_the_config_round_trip():
+    """padding_mode and the other torch options in get_config / LAYERS.get."""
+    from manual_bp.layers import LAYERS
+
+    for layer in (
+        Conv2d(2, 3, 3, padding="same", padding_mode="replicate"),
+        Conv1d(2, 2, 2, padding=1, padding_mode="circular", groups=2),
+        ConvTranspose2d(2, 4, 3, stride=2, output_padding=1, groups=2, dilation=2),
+    ):
+        copy = LAYERS.get(layer.get_config())
+        assert copy.get_config() == layer.get_config()
+        assert copy.pad_map == layer.pad_map if hasattr(layer, "pad_map") else True

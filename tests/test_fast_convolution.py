@@ -36,7 +36,7 @@ def _torch(layer, x, dout):
     F = torch.nn.functional
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(layer.params["weight"], requires_grad=True)
-    bt = torch.tensor(layer.params["bias"], requires_grad=True) if layer.bias else None
+    bt = torch.tensor(layer.params["bias"], requires_grad=True) if layer.has_bias else None
     conv = F.conv2d if isinstance(layer, Conv2d) else F.conv1d
     out = conv(xt, wt, bt, layer.stride, layer.padding, layer.dilation, layer.groups)
     out.backward(torch.tensor(dout))
@@ -181,3 +181,32 @@ def test_both_forms(monkeypatch, small):
                 np.testing.assert_allclose(dx, dx_t, rtol=1e-10, atol=1e-10)
             for name in grads_t:
                 np.testing.assert_allclose(grads[name], grads_t[name], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_padding_modes_train_with_the_generic_step(mode, need_dx):
+    """A padding mode other than zeros trains with the layer's own forward/backward (the
+    fused zeros path stays as it is): the step's out, dx and gradients equal torch's."""
+    from manual_bp.layers.steps import GenericStep
+    from reference.checks_convolution import _conv
+
+    rng = np.random.default_rng(3)
+    for layer, x in (
+        (Conv2d(3, 4, 3, stride=2, padding=(1, 2), padding_mode=mode, seed=1), (2, 3, 7, 6)),
+        (Conv1d(2, 4, 4, padding="same", padding_mode=mode, seed=2), (3, 2, 9)),
+    ):
+        step = layer.fast_step()
+        assert isinstance(step, GenericStep)
+        x = rng.standard_normal(x)
+        dout = rng.standard_normal((x.shape[0], *layer.output_shape(x.shape[1:])))
+        out, dx, grads = _run(step, x, dout, need_dx)
+        xt = torch.tensor(x, requires_grad=True)
+        params = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+        out_t = _conv(layer, params, {}, xt, None)
+        out_t.backward(torch.tensor(dout))
+        np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+        if need_dx:
+            np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+        for name, tensor in params.items():
+            np.testing.assert_allclose(grads[name], tensor.grad.numpy(), rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,9 @@ from manual_bp.layers.pooling import (
     pool_output_size,
     window_misses_input,
 )
+from manual_bp.layers.pooling_adaptive import AdaptiveAvgPool2d, adaptive_windows
 from reference.checks_convolution import layer_comparisons
+from reference.products import product_comparisons
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -181,3 +184,117 @@ def test_maxpool_padding_never_wins_even_against_minus_infinity(implementation, 
     ref.backward(torch.tensor(dout))
     np.testing.assert_array_equal(out, ref.detach().numpy())
     np.testing.assert_array_equal(layer.backward(dout, cache)[0], xt.grad.numpy())
+
+
+# ------------------------------------------------------------------ torch's options (issue 23)
+@settings(max_examples=60, deadline=None)
+@given(pool_geometries("max"), seeds, st.booleans())
+def test_maxpool2d_return_indices_match_torch(geometry, seed, batched):
+    """MaxPool2d(return_indices=True): layer(x) is (out, indices) with torch's flat
+    per-plane indices (ties on small integers: the first maximum), batched or not."""
+    rng = np.random.default_rng(seed)
+    kwargs = {k: v for k, v in geometry["kwargs"].items() if k != "implementation"}
+    shape = geometry["shape"] if batched else geometry["shape"][1:]
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    out_t, indices_t = torch.nn.MaxPool2d(**kwargs, return_indices=True)(torch.tensor(x))
+    layer = MaxPool2d(**geometry["kwargs"], return_indices=True)
+    out, indices = layer(x)
+    assert indices.dtype == np.int64
+    np.testing.assert_array_equal(out, out_t.numpy())
+    np.testing.assert_array_equal(indices, indices_t.numpy())
+    _, cache = layer.forward(x)
+    np.testing.assert_array_equal(layer.indices(cache), indices)
+    assert isinstance(MaxPool2d(**geometry["kwargs"])(x), np.ndarray)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["max", "avg", "global", "adaptive"]), seeds)
+def test_pooling_unbatched_and_empty_batches_follow_torch(kind, seed):
+    """Unbatched (C, H, W) inputs against torch's modules (output and ∂C/∂x; products equal
+    the batch of one's); an empty batch gives an empty output and gradient."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((int(rng.integers(1, 4)), int(rng.integers(3, 8)), 6))
+    kwargs: dict = {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}
+    if kind == "global":
+        layer, module = GlobalAvgPool2d(), torch.nn.AdaptiveAvgPool2d(1)
+    elif kind == "adaptive":
+        layer, module = AdaptiveAvgPool2d((4, None)), torch.nn.AdaptiveAvgPool2d((4, None))
+    else:
+        cls = MaxPool2d if kind == "max" else AvgPool2d
+        layer, module = cls(**kwargs), getattr(torch.nn, cls.__name__)(**kwargs)
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = module(xt)
+    upstream = rng.standard_normal(tuple(out_t.shape))
+    out_t.backward(torch.tensor(upstream))
+    out, cache = layer.forward(x)
+    dx, _ = layer.backward(upstream, cache)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-13, atol=1e-13)
+    _, batched = layer.forward(x[None])
+    M, T = rng.standard_normal((2, *out.shape)), rng.standard_normal((2, *x.shape))
+    np.testing.assert_array_equal(
+        layer.input_vjp(cache, M), layer.input_vjp(batched, M[:, None])[:, 0]
+    )
+    np.testing.assert_array_equal(
+        layer.input_jvp(cache, T), layer.input_jvp(batched, T[:, None])[:, 0]
+    )
+    empty = np.zeros((0, *x.shape))
+    out, cache = layer.forward(empty)
+    assert out.shape == tuple(module(torch.zeros(empty.shape)).shape)
+    assert layer.backward(out, cache)[0].shape == empty.shape
+
+
+def test_adaptive_windows_are_torchs_floor_ceil_rule():
+    """Row y of H_o covers [⌊yH/H_o⌋, ⌈(y+1)H/H_o⌉): overlapping, unequal windows."""
+    windows = adaptive_windows(5, 3)
+    assert [tuple(np.flatnonzero(row)) for row in windows] == [(0, 1), (1, 2, 3), (3, 4)]
+    assert adaptive_windows(4, 6).sum(axis=1).tolist() == [1.0, 2.0, 1.0, 1.0, 2.0, 1.0]
+    assert adaptive_windows(7, 1).tolist() == [[1.0] * 7]
+
+
+@st.composite
+def adaptive_cases(draw) -> tuple[AdaptiveAvgPool2d, tuple[int, ...]]:
+    size = (draw(st.integers(1, 10)), draw(st.integers(1, 10)))
+    out = draw(
+        st.one_of(
+            st.integers(1, 8),
+            st.tuples(
+                st.one_of(st.none(), st.integers(1, 8)), st.one_of(st.none(), st.integers(1, 8))
+            ),
+        )
+    )
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), *size)
+    return AdaptiveAvgPool2d(out), shape
+
+
+@settings(max_examples=60, deadline=None)
+@given(adaptive_cases(), seeds)
+def test_adaptive_avgpool2d_matches_torch(case, seed):
+    """LAYER.adaptive-avgpool2d: output sizes (ints, pairs, None entries; larger than the
+    input too) against F.adaptive_avg_pool2d; the config round trip keeps output_size."""
+    from manual_bp.layers import LAYERS
+
+    layer, shape = case
+    rng = np.random.default_rng(seed)
+    for comparison in layer_comparisons(layer, rng.standard_normal(shape), rng):
+        comparison.check()
+    assert LAYERS.get(layer.get_config()).sizes == layer.sizes
+
+
+@settings(max_examples=20, deadline=None)
+@given(adaptive_cases(), seeds)
+def test_adaptive_avgpool2d_products_match_torch_func(case, seed):
+    """PROD.adaptive-avgpool2d.vjp, PROD.adaptive-avgpool2d.jvp,
+    PROD.adaptive-avgpool2d.residual against torch.func, with the identities."""
+    layer, shape = case
+    rng = np.random.default_rng(seed)
+    for comparison in product_comparisons(layer, rng.standard_normal(shape), rng):
+        comparison.check()
+
+
+def test_adaptive_avgpool2d_rejects_bad_output_sizes():
+    for bad in (-1, (2, 3, 4), 1.5, (True, 2)):
+        with pytest.raises(ValueError, match="output_size must be"):
+            AdaptiveAvgPool2d(bad)
+    with pytest.raises(TypeError, match="return_indices must be True or False"):
+        MaxPool2d(2, return_indices=1)

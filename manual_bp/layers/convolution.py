@@ -1,36 +1,43 @@
-"""Convolution layers ``torch.nn.Conv2d`` and ``torch.nn.Conv1d`` (NCHW / NCL).
+"""Convolution layers ``torch.nn.Conv2d`` and ``torch.nn.Conv1d`` (NCHW / NCL; unbatched
+``(C, H, W)`` / ``(C, L)`` too, as torch).
 
 Parameters under torch's names and shapes: ``weight (C_out, C_in/groups, kH, kW)``
 (``(C_out, C_in/groups, k)`` in 1-D) and ``bias (C_out,)``. The arithmetic lives in
 :mod:`manual_bp.layers._im2col` in a readable and a fast form; ``implementation="fast"``
 (the default) trains with im2col + GEMM, ``"readable"`` with the loop over kernel offsets
 that mirrors the derivation (``docs/convolution.md``). A 1-D convolution is the 2-D one on
-an input of height 1.
+an input of height 1. ``padding_mode`` ``'reflect'``/``'replicate'``/``'circular'`` pads
+with the index map of :mod:`manual_bp.layers.padding` (``PAD.map``) and convolves the padded
+input without padding, as torch does.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from manual_bp.initializers import initialize
 from manual_bp.layers import _im2col as conv
-from manual_bp.layers import convolution_products as products
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
+from manual_bp.layers._unbatched import unbatched
+from manual_bp.layers.base import Cache, Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.convolution_fast import ConvStep
+from manual_bp.layers.convolution_products import ConvProducts
+from manual_bp.layers.padding import PADDING_MODES, PadMap
 
 __all__ = ["Conv1d", "Conv2d", "ConvCache", "parse_geometry"]
 
 
 @dataclass
 class ConvCache(Cache):
-    """``input`` x, the weight used, and (fast form) the im2col matrix of x."""
+    """``input`` x, the weight used, (fast form) the im2col matrix of x and (a padding mode
+    other than zeros) the 2-D view of x padded by its index map."""
 
     weight: np.ndarray
     cols: np.ndarray | None
+    padded: np.ndarray | None = None
 
 
 def _tuple(value: Any, name: str, dims: int, minimum: int) -> tuple[int, ...]:
@@ -77,17 +84,27 @@ def parse_geometry(
     return conv.Geometry(kernel, strides, pads, dilations, int(groups))
 
 
-def check_conv_options(layer: Layer, padding_mode: str, bias: Any, implementation: str) -> None:
-    """The options every convolution shares: groups divide both channel counts, zero
-    padding, a boolean bias, a known implementation."""
+def check_conv_options(
+    layer: Layer,
+    padding_mode: str,
+    bias: Any,
+    implementation: str,
+    modes: tuple[str, ...] = PADDING_MODES,
+) -> None:
+    """The options every convolution shares: groups divide both channel counts, one of
+    torch's padding modes (``modes``: those the class takes), a boolean bias, a known
+    implementation."""
     groups = layer.geometry.groups
     if layer.in_channels % groups or layer.out_channels % groups:
         raise ValueError(
             f"groups={groups} must divide in_channels={layer.in_channels} and "
             f"out_channels={layer.out_channels}"
         )
-    if padding_mode != "zeros":
-        raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
+    if padding_mode not in modes:
+        raise ValueError(
+            f"padding_mode must be one of {modes} for {type(layer).__name__} (as torch), "
+            f"got {padding_mode!r}"
+        )
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False, got {bias!r}")
     if implementation not in ("fast", "readable"):
@@ -118,8 +135,9 @@ def reset_conv_parameters(layer: Layer, rng: np.random.Generator) -> None:
         )
 
 
-class _ConvNd(Layer):
-    """Shared body of Conv1d/Conv2d: the layer works on ``(N, C, H, W)`` views."""
+class _ConvNd(ConvProducts, Layer):
+    """Shared body of Conv1d/Conv2d: the layer works on ``(N, C, H, W)`` views (the
+    classes take unbatched inputs too: :func:`~manual_bp.layers._unbatched.unbatched`)."""
 
     dims = 2
     decay = ("weight",)
@@ -149,18 +167,25 @@ class _ConvNd(Layer):
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
         *,
         weight_init: str | dict[str, Any] = "torch",
         bias_init: str | dict[str, Any] = "torch",
         implementation: str = "fast",
         seed: int | np.random.Generator | None = None,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, type(self).__name__, device)
         self.in_channels = _tuple(in_channels, "in_channels", 1, 1)[0]
         self.out_channels = _tuple(out_channels, "out_channels", 1, 1)[0]
         self.geometry = parse_geometry(self.dims, kernel_size, stride, padding, dilation, groups)
         check_conv_options(self, padding_mode, bias, implementation)
+        # a padding mode other than zeros: torch pads by the mode, then convolves unpadded
+        self.pad_map: PadMap | None = None
+        if padding_mode != "zeros":
+            self.pad_map = PadMap(self.geometry.padding, padding_mode)
+            self.geometry = replace(self.geometry, padding=((0, 0), (0, 0)))
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups, self.has_bias = dilation, int(groups), bool(bias)
         self.padding_mode, self.implementation = padding_mode, implementation
@@ -181,6 +206,21 @@ class _ConvNd(Layer):
     def _from_2d(self, array: np.ndarray) -> np.ndarray:
         return array if self.dims == 2 else array[..., 0, :]
 
+    def _pad(self, array2: np.ndarray) -> np.ndarray:
+        """``PAD.map`` of a 2-D view (the identity for zeros: the geometry pads then)."""
+        return array2 if self.pad_map is None else self.pad_map.forward(array2)
+
+    def _pad_vjp(self, grad2: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """The transpose of :meth:`_pad`: padded copies add back onto the input ``size``."""
+        return grad2 if self.pad_map is None else self.pad_map.vjp(grad2, tuple(size))
+
+    def _padded_size(self, size: tuple[int, ...]) -> tuple[int, int]:
+        """The 2-D size the geometry convolves: ``size`` grown by the padding map."""
+        if self.pad_map is None:
+            return size[0], size[1]
+        out = self.pad_map.padded_size(tuple(size))
+        return out[0], out[1]
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         if len(shape) != self.dims + 1 or shape[0] != self.in_channels:
@@ -189,7 +229,9 @@ class _ConvNd(Layer):
                 f"{self!r} needs per-sample inputs {want} with C = {self.in_channels}, got {shape}"
             )
         size = shape[1:] if self.dims == 2 else (1, shape[1])
-        out = self.geometry.output_size(size)
+        if self.pad_map is not None:
+            self.pad_map.indices(size)  # torch's size rules of the mode, one clear line
+        out = self.geometry.output_size(self._padded_size(size))
         if min(out) < 1:
             raise ValueError(
                 f"{self!r}: input {shape} is smaller than the dilated kernel (output {out})"
@@ -204,14 +246,16 @@ class _ConvNd(Layer):
         if x.shape[0] == 0:  # an empty batch: an empty output, as torch
             return np.zeros((0, *out_shape), weight.dtype), ConvCache(x, weight, None)
         x2, w2 = self._as_2d(x), self._as_2d(weight)
+        xp = self._pad(x2)
         if self.implementation == "fast":
-            out, cols = conv.conv_forward_fast(x2, w2, self.params.get("bias"), self.geometry)
+            out, cols = conv.conv_forward_fast(xp, w2, self.params.get("bias"), self.geometry)
         else:
             out, cols = (
-                conv.conv_forward_readable(x2, w2, self.params.get("bias"), self.geometry),
+                conv.conv_forward_readable(xp, w2, self.params.get("bias"), self.geometry),
                 None,
             )
-        return self._from_2d(out), ConvCache(x, weight, cols)
+        padded = None if self.pad_map is None else xp
+        return self._from_2d(out), ConvCache(x, weight, cols, padded)
 
     def backward(
         self, dout: np.ndarray, cache: ConvCache
@@ -224,10 +268,10 @@ class _ConvNd(Layer):
         delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
         size = self._as_2d(cache.input).shape[2:]
         if cache.cols is not None:
-            dx = conv.conv_input_grad_fast(delta, w2, size, self.geometry)
+            dx = conv.conv_input_grad_fast(delta, w2, self._padded_size(size), self.geometry)
         else:
-            dx = conv.conv_input_grad_readable(delta, w2, size, self.geometry)
-        return self._from_2d(dx), grads
+            dx = conv.conv_input_grad_readable(delta, w2, self._padded_size(size), self.geometry)
+        return self._from_2d(self._pad_vjp(dx, size)), grads
 
     def parameter_gradients(self, dout: np.ndarray, cache: ConvCache) -> dict[str, np.ndarray]:
         """∂C/∂W (``CONV.weight``) and ∂C/∂b without ∂C/∂x (the stack's bottom layer)."""
@@ -242,9 +286,8 @@ class _ConvNd(Layer):
         if cache.cols is not None:
             dw = conv.conv_weight_grad_fast(delta, cache.cols, w2.shape, self.geometry)
         else:
-            dw = conv.conv_weight_grad_readable(
-                delta, self._as_2d(cache.input), w2.shape, self.geometry
-            )
+            xp = self._padded2(cache)
+            dw = conv.conv_weight_grad_readable(delta, xp, w2.shape, self.geometry)
         grads = {"weight": dw.reshape(cache.weight.shape)}
         if self.has_bias:
             grads["bias"] = delta.sum(axis=(0, 2, 3))
@@ -253,99 +296,15 @@ class _ConvNd(Layer):
     def fast_step(self) -> Any:
         """Training's fast form: :class:`~manual_bp.layers.convolution_fast.ConvStep`
         (preallocated im2col panels, no transposed copies); ``implementation="readable"``
-        trains with the readable form (:class:`~manual_bp.layers.steps.GenericStep`)."""
-        if self.implementation != "fast":
+        and a padding mode other than zeros train with the layer's own forward/backward
+        (:class:`~manual_bp.layers.steps.GenericStep`: im2col + GEMM on the padded input)."""
+        if self.implementation != "fast" or self.pad_map is not None:
             return super().fast_step()
         return ConvStep(self)
 
-    # -------------------------------------------------------------- products (V axis)
-    # Two-dimensional views of V-stacks (``[..., None, :]`` in 1-D) and the im2col arithmetic
-    # of manual_bp.layers.convolution_products; derivations: docs/products.md.
-    def input_vjp(self, cache: ConvCache, M: np.ndarray) -> np.ndarray:
-        """``J_xᵀ M = col2im(W_gᵀ M_g)`` ``(V, N, C_in, *size)`` (``PROD.conv2d.vjp``,
-        ``PROD.conv1d.vjp``): BP2 through the convolution, the V·N cotangents as one batch."""
-        size = self._as_2d(cache.input).shape[2:]
-        dx = products.conv_input_vjp(self._as_2d(M), self._as_2d(cache.weight), size, self.geometry)
-        return self._from_2d(dx)
-
-    def param_vjp(
-        self, cache: ConvCache, M: np.ndarray, sum_batch: bool = True
-    ) -> dict[str, np.ndarray]:
-        """``J_Wᵀ M = M_g U_gᵀ`` (``CONV.weight`` per direction), ``J_bᵀ M = Σ_{n,y,x} M``
-        (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``); ``sum_batch=False``: sample n's columns
-        only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
-        cols = self._cols(cache)
-        dw, db = products.conv_param_vjp(
-            self._as_2d(M), cols, self._as_2d(cache.weight).shape, self.geometry.groups, sum_batch
-        )
-        grads = {"weight": dw.reshape(*dw.shape[: 1 if sum_batch else 2], *cache.weight.shape)}
-        if self.has_bias:
-            grads["bias"] = db
-        return grads
-
-    def input_jvp(self, cache: ConvCache, T: np.ndarray) -> np.ndarray:
-        """``J_x T = W_g U_g(T)``, the convolution of each tangent without bias
-        (``PROD.conv2d.jvp``, ``PROD.conv1d.jvp``)."""
-        out = products.conv_input_jvp(self._as_2d(T), self._as_2d(cache.weight), self.geometry)
-        return self._from_2d(out)
-
-    def param_jvp(self, cache: ConvCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
-        """``J_W T_W + J_b T_b = (T_W)_g U_g(x) + T_b`` (``PROD.conv2d.jvp``,
-        ``PROD.conv1d.jvp``): the convolution of x with each weight tangent."""
-        x2 = self._as_2d(cache.input)
-        V = tangent_count(None, T_params)
-        out_shape = (V, x2.shape[0], *self._as_2d_shape(x2.shape[1:]))
-        T_weight = T_params.get("weight")
-        out = products.conv_param_jvp(
-            self._cols(cache),
-            out_shape,
-            self.geometry.groups,
-            None if T_weight is None else self._as_2d(T_weight),
-            T_params.get("bias") if self.has_bias else None,
-        )
-        return self._from_2d(out)
-
-    def residual(
-        self,
-        cache: ConvCache,
-        dout: np.ndarray,
-        T: np.ndarray | None,
-        T_params: dict[str, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Bilinear in ``(x, W)``: only the mixed terms (``PROD.conv2d.residual``,
-        ``PROD.conv1d.residual``)::
-
-            residual_x = col2im((T_W)_gᵀ dout_g)   — R{W} in BP2's col2im(W_gᵀ δ_g)
-            residual_W = dout_g U_g(T_x)ᵀ          — R{x} in CONV.weight's δ_g U_gᵀ
-            residual_b = 0
-        """
-        x, weight = cache.input, cache.weight
-        V = tangent_count(T, T_params)
-        T_weight = (T_params or {}).get("weight")
-        r_x, r_w = products.conv_residual(
-            self._as_2d(dout),
-            None if T is None else self._as_2d(T),
-            None if T_weight is None else self._as_2d(T_weight),
-            self._as_2d(x).shape[2:],
-            self._as_2d(weight).shape,
-            self.geometry,
-        )
-        dtype = np.result_type(x, weight)
-        r_x = np.zeros((V, *x.shape), dtype) if r_x is None else self._from_2d(r_x)
-        r_w = np.zeros((V, *weight.shape), dtype) if r_w is None else r_w.reshape(V, *weight.shape)
-        grads = {"weight": r_w}
-        if self.has_bias:
-            grads["bias"] = np.zeros((V, self.out_channels), dtype)
-        return r_x, grads
-
-    def _cols(self, cache: ConvCache) -> np.ndarray:
-        """``U(x) (G, C_g·kH·kW, Ho·Wo·N)``: the fast forward's, or unfolded now (readable)."""
-        if cache.cols is not None:
-            return cache.cols
-        return conv.im2col(self._as_2d(cache.input), self.geometry)[0]
-
-    def _as_2d_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (self.out_channels, *self.geometry.output_size(shape[1:]))
+    def _padded2(self, cache: ConvCache) -> np.ndarray:
+        """The 2-D input the geometry convolves: x, or x padded by the mode's index map."""
+        return self._as_2d(cache.input) if cache.padded is None else cache.padded
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _ConvNd:
@@ -362,11 +321,13 @@ class _ConvNd(Layer):
         extra += f", dilation={self.dilation}" if self.dilation != 1 else ""
         extra += f", groups={g.groups}" if g.groups != 1 else ""
         extra += "" if self.has_bias else ", bias=False"
+        extra += "" if self.pad_map is None else f", padding_mode={self.padding_mode!r}"
         sizes = f"{self.in_channels}, {self.out_channels}, {self.kernel_size}"
         return f"{type(self).__name__}({sizes}{extra})"
 
 
 @register_layer
+@unbatched
 class Conv2d(_ConvNd):
     """``torch.nn.Conv2d`` on NCHW inputs. Equation ``LAYER.conv2d``.
 
@@ -377,7 +338,10 @@ class Conv2d(_ConvNd):
     padding : int, (int, int), "same" (stride 1) or "valid"
     groups : int dividing both channel counts (``groups = in_channels``: depthwise)
     bias : bool
-    padding_mode : "zeros" only
+    padding_mode : "zeros", "reflect", "replicate" or "circular" (torch's index maps,
+        ``PAD.map``; with ``padding="same"`` too, as torch)
+    device, dtype : torch's keywords (``device`` None or "cpu"; ``dtype`` float32 or float64,
+        ``None``: float64)
     weight_init, bias_init : schemes of :func:`manual_bp.initializers.initialize`
         (default ``"torch"``: U(±1/√fan_in), fan_in = C_in/groups·kH·kW)
     implementation : "fast" (im2col + GEMM) or "readable" (the derivation's sums)
@@ -387,9 +351,11 @@ class Conv2d(_ConvNd):
     equation = "LAYER.conv2d"
     product_equations = ("PROD.conv2d.vjp", "PROD.conv2d.jvp", "PROD.conv2d.residual")
     dims = 2
+    batched_ndim = 4
 
 
 @register_layer
+@unbatched
 class Conv1d(_ConvNd):
     """``torch.nn.Conv1d`` on NCL inputs — Conv2d on a height-1 image. Equation ``LAYER.conv1d``.
 
@@ -400,3 +366,4 @@ class Conv1d(_ConvNd):
     equation = "LAYER.conv1d"
     product_equations = ("PROD.conv1d.vjp", "PROD.conv1d.jvp", "PROD.conv1d.residual")
     dims = 1
+    batched_ndim = 3

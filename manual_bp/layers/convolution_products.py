@@ -19,6 +19,8 @@ same pieces with the roles of ``U`` and col2im swapped.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from manual_bp.layers._im2col import (
@@ -28,8 +30,10 @@ from manual_bp.layers._im2col import (
     conv_input_grad_fast,
     im2col,
 )
+from manual_bp.layers.base import tangent_count
 
 __all__ = [
+    "ConvProducts",
     "conv_input_jvp",
     "conv_input_vjp",
     "conv_param_jvp",
@@ -268,3 +272,100 @@ def _plus_bias(
     if T_bias is not None:
         out += T_bias[:, None, :, None, None]
     return out
+
+
+class ConvProducts:
+    """The V-axis products of Conv1d/Conv2d (mixed into ``_ConvNd``): two-dimensional views
+    of V-stacks (``[..., None, :]`` in 1-D) through the functions above, composed with the
+    padding mode's index map (``PAD.map``: tangents padded, cotangents scattered back).
+    Derivations: docs/products.md."""
+
+    def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
+        """``J_xᵀ M = col2im(W_gᵀ M_g)`` ``(V, N, C_in, *size)`` (``PROD.conv2d.vjp``,
+        ``PROD.conv1d.vjp``): BP2 through the convolution, the V·N cotangents as one batch."""
+        size = self._as_2d(cache.input).shape[2:]
+        w2, padded = self._as_2d(cache.weight), self._padded_size(size)
+        dx = conv_input_vjp(self._as_2d(M), w2, padded, self.geometry)
+        return self._from_2d(self._pad_vjp(dx, size))
+
+    def param_vjp(self, cache: Any, M: np.ndarray, sum_batch: bool = True) -> dict[str, np.ndarray]:
+        """``J_Wᵀ M = M_g U_gᵀ`` (``CONV.weight`` per direction), ``J_bᵀ M = Σ_{n,y,x} M``
+        (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``); ``sum_batch=False``: sample n's columns
+        only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
+        cols = self._cols(cache)
+        dw, db = conv_param_vjp(
+            self._as_2d(M), cols, self._as_2d(cache.weight).shape, self.geometry.groups, sum_batch
+        )
+        grads = {"weight": dw.reshape(*dw.shape[: 1 if sum_batch else 2], *cache.weight.shape)}
+        if self.has_bias:
+            grads["bias"] = db
+        return grads
+
+    def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
+        """``J_x T = W_g U_g(T)``, the convolution of each tangent without bias
+        (``PROD.conv2d.jvp``, ``PROD.conv1d.jvp``)."""
+        T2 = self._pad(self._as_2d(T))
+        out = conv_input_jvp(T2, self._as_2d(cache.weight), self.geometry)
+        return self._from_2d(out)
+
+    def param_jvp(self, cache: Any, T_params: dict[str, np.ndarray]) -> np.ndarray:
+        """``J_W T_W + J_b T_b = (T_W)_g U_g(x) + T_b`` (``PROD.conv2d.jvp``,
+        ``PROD.conv1d.jvp``): the convolution of x with each weight tangent."""
+        x2 = self._padded2(cache)
+        V = tangent_count(None, T_params)
+        out_shape = (V, x2.shape[0], *self._as_2d_shape(x2.shape[1:]))
+        T_weight = T_params.get("weight")
+        out = conv_param_jvp(
+            self._cols(cache),
+            out_shape,
+            self.geometry.groups,
+            None if T_weight is None else self._as_2d(T_weight),
+            T_params.get("bias") if self.has_bias else None,
+        )
+        return self._from_2d(out)
+
+    def residual(
+        self,
+        cache: Any,
+        dout: np.ndarray,
+        T: np.ndarray | None,
+        T_params: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Bilinear in ``(x, W)``: only the mixed terms (``PROD.conv2d.residual``,
+        ``PROD.conv1d.residual``)::
+
+            residual_x = col2im((T_W)_gᵀ dout_g)   — R{W} in BP2's col2im(W_gᵀ δ_g)
+            residual_W = dout_g U_g(T_x)ᵀ          — R{x} in CONV.weight's δ_g U_gᵀ
+            residual_b = 0
+        """
+        x, weight = cache.input, cache.weight
+        V = tangent_count(T, T_params)
+        T_weight = (T_params or {}).get("weight")
+        size = self._as_2d(x).shape[2:]
+        r_x, r_w = conv_residual(
+            self._as_2d(dout),
+            None if T is None else self._pad(self._as_2d(T)),
+            None if T_weight is None else self._as_2d(T_weight),
+            self._padded_size(size),
+            self._as_2d(weight).shape,
+            self.geometry,
+        )
+        dtype = np.result_type(x, weight)
+        if r_x is None:
+            r_x = np.zeros((V, *x.shape), dtype)
+        else:
+            r_x = self._from_2d(self._pad_vjp(r_x, size))
+        r_w = np.zeros((V, *weight.shape), dtype) if r_w is None else r_w.reshape(V, *weight.shape)
+        grads = {"weight": r_w}
+        if self.has_bias:
+            grads["bias"] = np.zeros((V, self.out_channels), dtype)
+        return r_x, grads
+
+    def _cols(self, cache: Any) -> np.ndarray:
+        """``U(x) (G, C_g·kH·kW, Ho·Wo·N)``: the fast forward's, or unfolded now (readable)."""
+        if cache.cols is not None:
+            return cache.cols
+        return im2col(self._padded2(cache), self.geometry)[0]
+
+    def _as_2d_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.out_channels, *self.geometry.output_size(shape[1:]))

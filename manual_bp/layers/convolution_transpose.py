@@ -10,18 +10,21 @@ convolution is its adjoint ``Kᵀ`` — exactly the input-gradient map of ``K``
     ∂C/∂b = Σ_{n,y,x} δ.
 
 ``H_out = (H − 1)s − 2p + d(k − 1) + output_padding + 1`` (``output_padding`` picks one of
-the ``s`` input sizes that ``K`` maps to the same ``H``).
+the ``s`` input sizes that ``K`` maps to the same ``H``; ``forward(x, output_size=…)`` picks
+it per call, as torch). Unbatched ``(C, H, W)`` inputs and empty batches as torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from manual_bp.layers import _im2col as conv
 from manual_bp.layers import convolution_products as products
-from manual_bp.layers.base import Layer, check_input, register_layer, tangent_count
+from manual_bp.layers._unbatched import unbatched
+from manual_bp.layers.base import Layer, check_input, layer_dtype, register_layer, tangent_count
 from manual_bp.layers.convolution import (
     ConvCache,
     _tuple,
@@ -31,10 +34,18 @@ from manual_bp.layers.convolution import (
     reset_conv_parameters,
 )
 
-__all__ = ["ConvTranspose2d"]
+__all__ = ["ConvTranspose2d", "ConvTransposeCache"]
+
+
+@dataclass
+class ConvTransposeCache(ConvCache):
+    """:class:`ConvCache` and the ``output_padding`` of this call (``output_size`` picks it)."""
+
+    output_padding: tuple[int, int] = (0, 0)
 
 
 @register_layer
+@unbatched
 class ConvTranspose2d(Layer):
     """``torch.nn.ConvTranspose2d`` on NCHW inputs; weight ``(C_in, C_out/groups, kH, kW)``.
 
@@ -45,6 +56,8 @@ class ConvTranspose2d(Layer):
         ``output_padding`` must be smaller than the stride or the dilation (as torch).
     groups : int dividing both channel counts
     bias : bool
+    padding_mode : "zeros" only (torch's ConvTranspose2d takes no other)
+    device, dtype : torch's keywords (``device`` None or "cpu"; ``dtype`` float32 or float64)
     weight_init, bias_init : initialiser schemes (default ``"torch"``: U(±1/√fan_in) with
         torch's fan_in of this weight, ``C_out/groups · kH · kW``)
     implementation : "fast" or "readable"
@@ -59,6 +72,7 @@ class ConvTranspose2d(Layer):
         "PROD.conv-transpose2d.residual",
     )
     decay = ("weight",)
+    batched_ndim = 4
     hyperparameters = (
         "in_channels",
         "out_channels",
@@ -87,14 +101,16 @@ class ConvTranspose2d(Layer):
         bias: bool = True,
         dilation: int | tuple[int, int] = 1,
         padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
         *,
         weight_init: str | dict[str, Any] = "torch",
         bias_init: str | dict[str, Any] = "torch",
         implementation: str = "fast",
         seed: int | np.random.Generator | None = None,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, "ConvTranspose2d", device)
         self.in_channels = _tuple(in_channels, "in_channels", 1, 1)[0]
         self.out_channels = _tuple(out_channels, "out_channels", 1, 1)[0]
         if isinstance(padding, str):
@@ -108,7 +124,7 @@ class ConvTranspose2d(Layer):
                     f"output_padding={output_padding!r} must be smaller than the stride or the "
                     f"dilation on each axis (stride={g.stride}, dilation={g.dilation})"
                 )
-        check_conv_options(self, padding_mode, bias, implementation)
+        check_conv_options(self, padding_mode, bias, implementation, modes=("zeros",))
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.output_padding, self.dilation, self.groups = output_padding, dilation, int(groups)
         self.has_bias, self.padding_mode = bool(bias), padding_mode
@@ -121,53 +137,91 @@ class ConvTranspose2d(Layer):
         """torch's default: U(±1/√fan_in), fan_in = C_out/G · kH · kW (weight.shape[1:])."""
         reset_conv_parameters(self, rng)
 
-    def _size(self, size: tuple[int, int]) -> tuple[int, int]:
+    def _size(
+        self, size: tuple[int, ...], output_padding: tuple[int, int] | None = None
+    ) -> tuple[int, int]:
         g = self.geometry
+        extra = self.output_padding_pair if output_padding is None else output_padding
         out = tuple(
             (size[a] - 1) * g.stride[a]
             - sum(g.padding[a])
             + g.dilation[a] * (g.kernel[a] - 1)
-            + self.output_padding_pair[a]
+            + extra[a]
             + 1
             for a in range(2)
         )
         return out[0], out[1]
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(
+        self, input_shape: tuple[int, ...], output_padding: tuple[int, int] | None = None
+    ) -> tuple[int, ...]:
         shape = tuple(input_shape)
         if len(shape) != 3 or shape[0] != self.in_channels:
             raise ValueError(
                 f"{self!r} needs per-sample inputs (C, H, W) with C = {self.in_channels}, "
                 f"got {shape}"
             )
-        out = self._size(shape[1:])
+        out = self._size(shape[1:], output_padding)
         if min(out) < 1:
             raise ValueError(f"{self!r}: input {shape} gives an empty output {out}")
         return (self.out_channels, *out)
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ConvCache]:
-        """``y = Kᵀx + b`` — the input-gradient map of the convolution K (``CONV.input``)."""
+    def output_padding_for(self, size: tuple[int, ...], output_size: Any) -> tuple[int, int]:
+        """torch's ``_output_padding``: the ``output_padding`` giving ``output_size`` (its last
+        two entries), which must lie in ``[H_min, H_min + s − 1]`` (``H_min``: ``op = 0``)."""
+        if output_size is None:
+            return self.output_padding_pair
+        wanted = tuple(int(v) for v in output_size)
+        if len(wanted) in (3, 4):  # torch's (C, H, W) / (N, C, H, W) forms
+            wanted = wanted[-2:]
+        if len(wanted) != 2:
+            raise ValueError(f"output_size must have 2 (or 3, 4) entries, got {output_size!r}")
+        smallest = self._size(size, (0, 0))
+        for a in range(2):
+            top = smallest[a] + self.geometry.stride[a] - 1
+            if not smallest[a] <= wanted[a] <= top:
+                raise ValueError(
+                    f"output_size={output_size!r}: size {wanted[a]} of axis {a} must lie in "
+                    f"[{smallest[a]}, {top}] for input {tuple(size)} (as torch)"
+                )
+        return wanted[0] - smallest[0], wanted[1] - smallest[1]
+
+    def forward(
+        self, x: np.ndarray, output_size: Any = None
+    ) -> tuple[np.ndarray, ConvTransposeCache]:
+        """``y = Kᵀx + b`` — the input-gradient map of the convolution K (``CONV.input``);
+        ``output_size`` (torch's) chooses the output padding of this call."""
         check_input(x, self, ndim=4, name="x")
-        size = self.output_shape(x.shape[1:])[1:]
+        extra = self.output_padding_for(x.shape[2:], output_size)
+        size = self.output_shape(x.shape[1:], extra)[1:]
         weight = self.params["weight"]
-        if self.implementation == "fast":
+        if x.shape[0] == 0:  # an empty batch: an empty output, as torch
+            out = np.zeros((0, self.out_channels, *size), weight.dtype)
+        elif self.implementation == "fast":
             out = conv.conv_input_grad_fast(x, weight, size, self.geometry)
         else:
             out = conv.conv_input_grad_readable(x, weight, size, self.geometry)
         if self.has_bias:
             out += self.params["bias"][:, None, None]
-        return out, ConvCache(x, weight, None)
+        return out, ConvTransposeCache(x, weight, None, None, extra)
+
+    def _out_shape(self, cache: ConvTransposeCache) -> tuple[int, ...]:
+        """The per-sample output shape of the call ``cache`` records."""
+        return self.output_shape(cache.input.shape[1:], cache.output_padding)
 
     def backward(
         self, dout: np.ndarray, cache: ConvCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``LAYER.conv-transpose2d``: ∂C/∂x = Kδ; ∂C/∂W[i,o,·,·] = Σ x[n,i,y,x]·δp[n,o,ys+id,…]."""
-        expected = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
+        expected = (cache.input.shape[0], *self._out_shape(cache))
         if not isinstance(dout, np.ndarray) or dout.shape != expected:
             raise ValueError(
                 f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
             )
         x, weight = cache.input, cache.weight
+        if x.shape[0] == 0:  # an empty batch: zero parameter gradients, as torch
+            zeros = {name: np.zeros_like(value) for name, value in self.params.items()}
+            return np.zeros(x.shape, weight.dtype), zeros
         size, full = x.shape[2:], self.geometry.output_size(dout.shape[2:])
         if full != size:
             # output_padding ≥ stride (allowed when < dilation): K maps the output to a larger
@@ -208,13 +262,13 @@ class ConvTranspose2d(Layer):
     def input_jvp(self, cache: ConvCache, T: np.ndarray) -> np.ndarray:
         """``J_x T = K_Wᵀ T = col2im(W_gᵀ T_g)``, the forward without bias
         (``PROD.conv-transpose2d.jvp``)."""
-        size = self.output_shape(cache.input.shape[1:])[1:]
+        size = self._out_shape(cache)[1:]
         return products.transpose_input_jvp(T, cache.weight, size, self.geometry)
 
     def param_jvp(self, cache: ConvCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``J_W T_W + J_b T_b = col2im((T_W)_gᵀ x_g) + T_b`` (``PROD.conv-transpose2d.jvp``)."""
         x = cache.input
-        out_shape = (tangent_count(None, T_params), x.shape[0], *self.output_shape(x.shape[1:]))
+        out_shape = (tangent_count(None, T_params), x.shape[0], *self._out_shape(cache))
         T_bias = T_params.get("bias") if self.has_bias else None
         return products.transpose_param_jvp(
             x, out_shape, self.geometry, T_params.get("weight"), T_bias

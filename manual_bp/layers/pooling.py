@@ -1,4 +1,5 @@
-"""Pooling layers on NCHW inputs: ``MaxPool2d``, ``AvgPool2d``, ``GlobalAvgPool2d`` (torch's).
+"""Pooling layers on NCHW inputs: ``MaxPool2d``, ``AvgPool2d``, ``GlobalAvgPool2d`` (torch's;
+unbatched ``(C, H, W)`` inputs and empty batches too, as torch).
 
 Window ``(y, x)`` covers padded rows ``y·s + i·d``, ``i = 0 … k−1`` (columns alike), with
 ``H_out = ⌊(H + 2p − d(k−1) − 1)/s⌋ + 1`` (``ceil_mode``: rounded up, but no window may
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers._im2col import Geometry, pad, windows
+from manual_bp.layers._unbatched import UnbatchedCache, unbatched
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 from manual_bp.layers.convolution import _tuple
 from manual_bp.layers.pooling_fast import AvgPoolFast, GlobalAvgPoolFast, MaxPoolFast
@@ -27,6 +29,8 @@ from manual_bp.layers.pooling_products import (
     AvgPoolProducts,
     GlobalAvgPoolProducts,
     MaxPoolProducts,
+    _first_maximum,
+    _first_maximum_with_nan,
     max_pool_scatter,
     scatter_taps,
 )
@@ -57,51 +61,13 @@ def window_misses_input(
     return bool((((taps >= 0) & (taps < size)).sum(axis=1) == 0).any())
 
 
-def _first_maximum(
-    taps: list[np.ndarray], inside: list[np.ndarray] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Window maxima and the FIRST tap attaining each (torch's tie rule), for NaN-free taps.
-
-    ``m = max_t tap_t`` by pairwise maxima; with ``ne_t = [tap_t ≠ m or tap t in the
-    padding]`` the first index is ``ne₀(1 + ne₁(1 + … (1 + ne_{K−2})))``: it stops growing
-    at the first tap inside the input equal to ``m``. Whole-array operations only — several
-    times faster than a select per tap.
-    """
-    result = taps[0].copy()
-    for values in taps[1:]:
-        np.maximum(result, values, out=result)
-    index = np.zeros(result.shape, dtype=np.int16)
-    for tap in range(len(taps) - 2, -1, -1):
-        index += 1
-        differs = taps[tap] != result
-        index *= differs if inside is None else differs | ~inside[tap]
-    return result, index
-
-
-def _first_maximum_with_nan(
-    taps: list[np.ndarray], inside: list[np.ndarray] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """torch's CPU rule written out, from ``max = −∞`` at the first tap inside the input:
-    ``val > max || isnan(val)`` replaces the running maximum (so the LAST NaN wins)."""
-    result = np.full(taps[0].shape, -np.inf, dtype=taps[0].dtype)
-    index = np.full(result.shape, -1, dtype=np.int16)
-    for tap, values in enumerate(taps):
-        better = (values > result) | np.isnan(values)
-        first = index < 0
-        if inside is not None:
-            better &= inside[tap]
-            first &= inside[tap]
-        better |= first  # the first tap inside the input starts the scan
-        np.copyto(result, values, where=better)
-        index[better] = tap
-    return result, index
-
-
 @dataclass
 class PoolCache(Cache):
-    """``input`` x and, for max pooling, the winning tap ``i·kW + j`` of each window."""
+    """``input`` x and, for max pooling, the winning tap ``i·kW + j`` of each window (and,
+    with ``return_indices``, torch's flat index ``u·W + v`` of that tap in x's plane)."""
 
     index: np.ndarray | None = None
+    indices: np.ndarray | None = None
 
 
 class _Pool2d(Layer):
@@ -191,11 +157,16 @@ class _Pool2d(Layer):
 
 
 @register_layer
+@unbatched
 class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
     """``torch.nn.MaxPool2d``: the maximum of each (dilated) window; padding counts as −∞.
 
     Equation ``LAYER.maxpool2d``: ∂C/∂x[n,c,u,v] = Σ_{(y,x): argmax of window (y,x) is (u,v)}
     δ[n,c,y,x], the argmax being the first maximum in row-major window order.
+
+    ``return_indices=True``: ``layer(x)`` returns ``(out, indices)`` as torch's module does
+    (``forward`` keeps the protocol's ``(out, cache)``; :meth:`indices` reads them off the
+    cache): torch's flat index ``u·W + v`` of each window's winner in its ``(H, W)`` plane.
     """
 
     name = "maxpool2d"
@@ -205,9 +176,11 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
         "stride",
         "padding",
         "dilation",
+        "return_indices",
         "ceil_mode",
         "implementation",
     )
+    batched_ndim = 4
 
     def __init__(
         self,
@@ -215,6 +188,7 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
         stride: int | tuple[int, int] | None = None,
         padding: int | tuple[int, int] = 0,
         dilation: int | tuple[int, int] = 1,
+        return_indices: bool = False,
         ceil_mode: bool = False,
         *,
         implementation: str = "fast",
@@ -223,7 +197,32 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
         self._setup(kernel_size, stride, padding, dilation, ceil_mode)
         if implementation not in ("fast", "readable"):
             raise ValueError(f"implementation must be 'fast' or 'readable', got {implementation!r}")
-        self.implementation = implementation
+        if not isinstance(return_indices, (bool, np.bool_)):
+            raise TypeError(f"return_indices must be True or False, got {return_indices!r}")
+        self.implementation, self.return_indices = implementation, bool(return_indices)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """torch's module call: ``out``, or ``(out, indices)`` with ``return_indices``."""
+        out, cache = self.forward(x)
+        return (out, self.indices(cache)) if self.return_indices else out
+
+    def indices(self, cache: PoolCache | UnbatchedCache) -> np.ndarray:
+        """torch's ``indices`` of the forward ``cache`` records (``int64``, out's shape):
+        window ``(y, x)``'s winning tap ``(i, j)`` sits at ``u = y·s_H + i·d_H − p_H``,
+        ``v = x·s_W + j·d_W − p_W`` of the unpadded plane, flattened as ``u·W + v``."""
+        if isinstance(cache, UnbatchedCache):
+            return self.indices(cache.inner)[0]
+        if cache.indices is None:
+            cache.indices = self._flat_indices(cache.index, cache.input.shape[2:])
+        return cache.indices
+
+    def _flat_indices(self, index: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        ho, wo = index.shape[-2:]
+        (sh, sw), (dh, dw), (ph, pw) = self.strides, self.dilation_pair, self.pads
+        tap = index.astype(np.int64)
+        rows = np.arange(ho)[:, None] * sh + (tap // self.kernel[1]) * dh - ph
+        cols = np.arange(wo)[None, :] * sw + (tap % self.kernel[1]) * dw - pw
+        return rows * size[1] + cols
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, PoolCache]:
         """``(N, C, H, W) -> (N, C, Ho, Wo)``; caches which tap ``i·kW + j`` won each window."""
@@ -246,7 +245,10 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
             result, index = _first_maximum_with_nan(taps, inside)
         else:
             result, index = _first_maximum(taps, inside)
-        return result, PoolCache(x, index)
+        cache = PoolCache(x, index)
+        if self.return_indices:
+            self.indices(cache)
+        return result, cache
 
     def backward(
         self, dout: np.ndarray, cache: PoolCache
@@ -295,6 +297,7 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
 
 
 @register_layer
+@unbatched
 class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
     """``torch.nn.AvgPool2d``: window sums divided by torch's count. Equation ``LAYER.avgpool2d``.
 
@@ -313,6 +316,7 @@ class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
         "count_include_pad",
         "divisor_override",
     )
+    batched_ndim = 4
 
     def __init__(
         self,
@@ -370,16 +374,19 @@ class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
 
 
 @register_layer
+@unbatched
 class GlobalAvgPool2d(GlobalAvgPoolFast, GlobalAvgPoolProducts, Layer):
-    """``nn.AdaptiveAvgPool2d((1, 1))``: the mean of each channel, ``(N, C, H, W) -> (N, C, 1, 1)``.
+    """torch's ``nn.AdaptiveAvgPool2d(1)`` (``((1, 1))``): the mean of each channel,
+    ``(N, C, H, W) -> (N, C, 1, 1)`` — :class:`~manual_bp.layers.pooling_adaptive.
+    AdaptiveAvgPool2d` with ``output_size=1``, kept for its fused fast step.
 
     Equation ``LAYER.global-avgpool2d``: ∂C/∂x[n, c, u, v] = δ[n, c] / (H·W).
     """
 
     name = "global-avgpool2d"
-    aliases = ("adaptive-avgpool2d",)
     equation = "LAYER.global-avgpool2d"
     hyperparameters = ()
+    batched_ndim = 4
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
