@@ -26,7 +26,8 @@ COMMANDS: dict[str, list[str]] = {
     ],
     "transpose": [
         "--layers",
-        "reshape(1, 8, 8), conv_transpose2d(2, 2, stride=2), global_avgpool2d, flatten, "
+        "reshape(1, 8, 8), conv_transpose2d(2, 2, stride=2), adaptive_avgpool2d((3, None)), "
+        "global_avgpool2d, flatten, "
         "dense, softmax",
     ],
     "sequences": [

@@ -130,19 +130,8 @@ def _conv2d(draw, shape: Shape):
     )
 
 
-def _padding_modes() -> list[str]:
-    """The padding modes this version's Conv2d takes (torch's four once all are there)."""
-    modes = []
-    for mode in ("zeros", "reflect", "replicate", "circular"):
-        try:
-            L["Conv2d"](1, 1, 1, padding_mode=mode)
-        except ValueError:
-            continue
-        modes.append(mode)
-    return modes
-
-
-PADDING_MODES = _padding_modes()
+#: torch's four padding modes: every one is a hyper-parameter the round trip must keep.
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _conv_transpose2d(draw, shape: Shape):
@@ -180,6 +169,8 @@ def _pool(cls: type) -> Builder:
         if cls is L["AvgPool2d"]:
             options["count_include_pad"] = draw(st.booleans())
             options["divisor_override"] = draw(st.sampled_from([None, 3]))
+        else:  # MaxPool2d: the indices are torch's second output, the stack uses the first
+            options["return_indices"] = draw(st.booleans())
         return cls(kernel, **options)
 
     return build
@@ -257,6 +248,12 @@ VOCABULARY = 6
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
+    "AdaptiveAvgPool2d": (
+        ("images",),
+        lambda draw, shape: L["AdaptiveAvgPool2d"](
+            draw(st.sampled_from([1, 2, (2, None), (None, 1), (3, 2)]))
+        ),
+    ),
     "AvgPool2d": (("images",), _pool(L["AvgPool2d"])),
     "BatchNorm1d": (("features",), _batchnorm("BatchNorm1d")),
     "BatchNorm2d": (("images",), _batchnorm("BatchNorm2d")),
