@@ -70,7 +70,7 @@ def test_reshape_takes_its_shape_as_arguments_or_as_one_sequence():
 def test_residual_spec_takes_only_its_layers():
     """``residual(..., width=3)``: one line naming the unexpected option."""
     with pytest.raises(
-        ValueError, match=r"residual takes only its list of layers, got \['width'\]"
+        ValueError, match=r"layer 'residual' has no option\(s\) \['width'\]; options: layers$"
     ):
         Sequential.from_spec([("residual", (["dense"],), {"width": 3})], (3,), 2)
 
