@@ -89,7 +89,7 @@ _LAYERS = {
     "ConvTranspose2d": "conv-transpose2d",
     "MaxPool2d": "maxpool2d",
     "AvgPool2d": "avgpool2d",
-    "AdaptiveAvgPool2d": "global-avgpool2d",
+    "AdaptiveAvgPool2d": "adaptive-avgpool2d",
     "BatchNorm1d": "batchnorm1d",
     "BatchNorm2d": "batchnorm2d",
     "LayerNorm": "layernorm",
@@ -198,9 +198,7 @@ def _layer_from_module(module: nn.Module, label: str, shape: Shape) -> Layer:
     if name is None or name not in LAYERS:
         raise ValueError(f"{label} has no manual_bp counterpart; supported: {', '.join(SUPPORTED)}")
     if isinstance(module, nn.AdaptiveAvgPool2d):
-        if _plain(module.output_size) not in (1, (1, 1)):
-            raise ValueError(f"{label}: only output_size=1 (the global average pool) is supported")
-        return LAYERS.lookup(name)()
+        return LAYERS.lookup(name)(_plain(module.output_size))
     if isinstance(module, nn.Flatten):
         new = _flatten_shape(module.start_dim, module.end_dim, shape, label)
         return LAYERS.lookup("flatten")() if new is None else LAYERS.lookup("reshape")(*new)

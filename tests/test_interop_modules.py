@@ -70,7 +70,8 @@ def _conv2d(rng):
                      ceil_mode=_flag(rng)),
         nn.AvgPool2d(2, stride=1, padding=int(rng.integers(0, 2)), ceil_mode=_flag(rng),
                      count_include_pad=_flag(rng), divisor_override=[None, 3][rng.integers(2)]),
-        [nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((1, 1)), nn.Identity()][rng.integers(3)],
+        [nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((1, 1)), nn.AdaptiveAvgPool2d((2, None)),
+         nn.AdaptiveAvgPool2d(3), nn.Identity()][rng.integers(5)],
         nn.Flatten(),
     ]  # fmt: skip
     return modules, (c, 9, 9)
@@ -203,7 +204,6 @@ def test_the_batch_first_flag_is_converted_faithfully(kind, batch_first):
 @pytest.mark.parametrize(
     ("module", "message"),
     [
-        (nn.AdaptiveAvgPool2d(2), "only output_size=1"),
         (nn.Flatten(0), "flattening the batch axis"),
         (nn.Unflatten(1, (2, 2)), "Unflatten needs input_shape="),
         (nn.Embedding(4, 2, max_norm=1.0), "max_norm=1.0 is not supported"),
