@@ -10,6 +10,7 @@ products (an extra leading axis). A 0-d input is a one-element axis (softmax 1, 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -59,6 +60,7 @@ def _scalar_as_axis(method: Callable) -> Callable:
     """Run ``method(self, *gs, z, a)`` of a 0-d ``z`` on a one-element last axis (torch
     treats a scalar as one); the V-stacked ``gs`` of the products keep their leading axes."""
 
+    @functools.wraps(method)
     def wrapped(self, *args):
         *gs, z, a = args
         if np.ndim(z) == 0:
@@ -66,7 +68,6 @@ def _scalar_as_axis(method: Callable) -> Callable:
             return out.reshape(out.shape[:-1])  # an array, also when 0-d
         return method(self, *args)
 
-    wrapped.__doc__, wrapped.__name__ = method.__doc__, method.__name__
     return wrapped
 
 
