@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import Cache, Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.normalisation_fast import BatchNormStep, LayerNormStep
 from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNormProducts
 
@@ -115,11 +115,13 @@ class _BatchNorm(BatchNormProducts, Layer):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
+        device: Any = None,
+        dtype: Any = None,
         *,
         bias: bool = True,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, type(self).__name__, device)
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         if num_features < 1:
@@ -134,7 +136,6 @@ class _BatchNorm(BatchNormProducts, Layer):
         self.affine = _flag(affine, "affine")
         self.has_bias = _flag(bias, "bias")  # torch 2.13: β learned only if affine and bias
         self.track_running_stats = _flag(track_running_stats, "track_running_stats")
-        dtype = np.dtype(dtype)
         if self.affine:
             self.params["weight"] = np.ones(self.num_features, dtype)
             if self.has_bias:
@@ -168,9 +169,18 @@ class _BatchNorm(BatchNormProducts, Layer):
         self._check(x)
         axes = (0, *range(2, x.ndim))
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
+        if use_batch and x.size == 0:
+            # torch: an empty output; the running statistics stay, but the batch is counted
+            # (num_batches_tracked, which momentum=None's average divides by). The empty
+            # batch then acts as the affine map of no statistics (x̂ = x, 1/σ = 1): empty
+            # products, zero parameter gradients, no mean of nothing.
+            if self.training and self.track_running_stats:
+                self.buffers["num_batches_tracked"][...] += 1
+            use_batch, x_hat = False, x.copy()
+            inv_std = np.ones(self._shape(x), x.dtype)
+        elif use_batch:
             n = math.prod(x.shape[a] for a in axes)
-            if n < 2:
+            if n == 1:  # torch's _verify_batch_size: only exactly one value is refused
                 raise ValueError(
                     f"{self!r}: expected more than 1 value per channel when training, got "
                     f"input of shape {x.shape}"
@@ -308,10 +318,11 @@ class LayerNorm(LayerNormProducts, Layer):
         eps: float = 1e-5,
         elementwise_affine: bool = True,
         bias: bool = True,
-        *,
-        dtype: np.dtype | type | str = np.float64,
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, "LayerNorm", device)
         shape = (normalized_shape,) if np.ndim(normalized_shape) == 0 else normalized_shape
         if not shape or any(
             isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
@@ -324,9 +335,9 @@ class LayerNorm(LayerNormProducts, Layer):
         self.elementwise_affine = _flag(elementwise_affine, "elementwise_affine")
         self.has_bias = _flag(bias, "bias")  # β learned only if elementwise_affine and bias
         if self.elementwise_affine:
-            self.params["weight"] = np.ones(self.normalized_shape, np.dtype(dtype))
+            self.params["weight"] = np.ones(self.normalized_shape, dtype)
             if self.has_bias:
-                self.params["bias"] = np.zeros(self.normalized_shape, np.dtype(dtype))
+                self.params["bias"] = np.zeros(self.normalized_shape, dtype)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
