@@ -57,14 +57,14 @@ def _check_dim(dim: object) -> int | None:
 
 
 def _scalar_as_axis(method: Callable) -> Callable:
-    """Run ``method(self, *gs, z, a)`` of a 0-d ``z`` on a one-element last axis (torch
+    """Run ``method(self, *gs, z, a)`` of a 0-d ``a = σ(z)`` on a one-element last axis (torch
     treats a scalar as one); the V-stacked ``gs`` of the products keep their leading axes."""
 
     @functools.wraps(method)
     def wrapped(self, *args):
-        *gs, z, a = args
-        if np.ndim(z) == 0:
-            out = method(self, *(g[..., None] for g in gs), z[None], a[None])
+        *gs, _, a = args
+        if np.ndim(a) == 0:  # a has z's shape (callers may pass z=None: a is enough)
+            out = method(self, *(g[..., None] for g in gs), None, a[None])
             return out.reshape(out.shape[:-1])  # an array, also when 0-d
         return method(self, *args)
 
@@ -88,7 +88,8 @@ class _AlongDim(Activation):
         self.dim = _check_dim(dim)
 
     def axis(self, z: np.ndarray) -> int:
-        """The negative axis this σ acts along in ``z`` (:func:`softmax_axis`)."""
+        """The negative axis this σ acts along in ``z`` or ``a = σ(z)``, one shape
+        (:func:`softmax_axis`)."""
         return softmax_axis(self.dim, np.ndim(z), self.name)
 
     def forward(self, z: np.ndarray) -> np.ndarray:
@@ -142,7 +143,7 @@ class Softmax(_AlongDim):
 
     @_scalar_as_axis
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return a * (grad_a - np.sum(grad_a * a, axis=self.axis(z), keepdims=True))
+        return a * (grad_a - np.sum(grad_a * a, axis=self.axis(a), keepdims=True))
 
     def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``J dz = a ⊙ (dz − ⟨a, dz⟩)`` (J is symmetric, so this equals the VJP)."""
@@ -151,7 +152,7 @@ class Softmax(_AlongDim):
     @_scalar_as_axis
     def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
         """``Σₖ gₖ ∇²aₖ dz = g ⊙ w − a⟨g, w⟩ − ⟨g, a⟩ w`` with ``w = J dz`` (``ACT2.softmax``)."""
-        axis = self.axis(z)
+        axis = self.axis(a)
         w = self.jvp(dz, z, a)
         g_w = np.sum(grad_a * w, axis=axis, keepdims=True)
         g_a = np.sum(grad_a * a, axis=axis, keepdims=True)
@@ -178,17 +179,17 @@ class LogSoftmax(_AlongDim):
 
     @_scalar_as_axis
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return grad_a - np.exp(a) * grad_a.sum(axis=self.axis(z), keepdims=True)
+        return grad_a - np.exp(a) * grad_a.sum(axis=self.axis(a), keepdims=True)
 
     @_scalar_as_axis
     def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``J dz = dz − ⟨softmax(z), dz⟩`` (``J = I − 1 softmaxᵀ``)."""
-        return dz - np.sum(np.exp(a) * dz, axis=self.axis(z), keepdims=True)
+        return dz - np.sum(np.exp(a) * dz, axis=self.axis(a), keepdims=True)
 
     @_scalar_as_axis
     def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
         """``Σₖ gₖ ∇²aₖ dz = −(Σₖ gₖ) p ⊙ (dz − ⟨p, dz⟩)``, ``p = eᵃ`` (``ACT2.log-softmax``)."""
-        axis = self.axis(z)
+        axis = self.axis(a)
         p = np.exp(a)
         w = p * (dz - np.sum(p * dz, axis=axis, keepdims=True))
         return -grad_a.sum(axis=axis, keepdims=True) * w
