@@ -69,6 +69,10 @@ def test_unbatched_products_are_the_batch_of_one():
 
 def test_linear_is_dense_under_torchs_name_and_keywords():
     assert Linear is Dense
+    x = np.ones((2, 3))
+    np.testing.assert_array_equal(
+        Linear(3, 2, seed=0).forward(input=x)[0], Linear(3, 2, seed=0).forward(x)[0]
+    )
     assert get_layer({"name": "linear", "in_features": 3, "out_features": 2}).out_features == 2
     assert parse_layers("linear(30)") == [{"name": "linear", "args": [30]}]
     model = Sequential.from_spec(

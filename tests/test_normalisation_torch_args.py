@@ -99,3 +99,32 @@ def test_device_and_dtype_keywords_as_torch(cls, args):
         cls(*args, device="cuda")
     with pytest.raises(ValueError, match="dtype must be float32 or float64"):
         cls(*args, dtype=np.int32)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3,)])
+def test_layernorm_takes_an_unbatched_input_as_torch(shape):
+    """LAYER.layernorm on an input of ``normalized_shape`` alone: readable, fused, torch."""
+    rng = np.random.default_rng(2)
+    ours = LayerNorm(shape)
+    theirs = torch.nn.LayerNorm(shape, dtype=torch.float64)
+    for name, p in ours.params.items():
+        p[...] = rng.standard_normal(p.shape)
+        getattr(theirs, name).data = torch.from_numpy(p.copy())
+    x, u = rng.standard_normal(shape), rng.standard_normal(shape)
+    y, cache = ours.forward(x)
+    dx, grads = ours.backward(u, cache)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = theirs(xt)
+    got = torch.autograd.grad(yt, [xt, theirs.weight, theirs.bias], torch.from_numpy(u))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(dx, got[0].numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(grads["weight"], got[1].numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(grads["bias"], got[2].numpy(), rtol=0, atol=1e-14)
+    step = ours.fast_step()
+    fast = {name: np.empty_like(p) for name, p in ours.params.items()}
+    np.testing.assert_allclose(step.forward(x), y, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(step.backward(u.copy(), fast, True), dx, rtol=0, atol=1e-14)
+    M = rng.standard_normal((2, *shape))
+    vjp = ours.input_vjp(cache, M)
+    for v in range(2):
+        np.testing.assert_allclose(vjp[v], ours.backward(M[v], cache)[0], rtol=0, atol=1e-14)

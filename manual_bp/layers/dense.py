@@ -163,8 +163,10 @@ class Dense(Layer):
             )
         return (*input_shape[:-1], self.out_features)
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
-        """``x (batch, *, n_in) -> z (batch, *, n_out)``; unbatched ``(n_in,) -> (n_out,)``."""
+    def forward(self, input: np.ndarray) -> tuple[np.ndarray, DenseCache]:
+        """``x (batch, *, n_in) -> z (batch, *, n_out)``; unbatched ``(n_in,) -> (n_out,)``.
+        The argument's name is torch's (``Linear.forward(input)``)."""
+        x = input
         check_input(x, self, ndim=range(1, 33), trailing=(self.in_features,), name="x")
         weight = self.params["weight"]
         return dense_forward(x, weight, self.params.get("bias")), DenseCache(x, weight)

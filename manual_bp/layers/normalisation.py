@@ -351,9 +351,10 @@ class LayerNorm(LayerNormProducts, Layer):
         return tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, NormCache]:
-        """``x (N, *, *normalized_shape) -> y`` of the same shape (``LAYER.layernorm``)."""
+        """``x (N, *, *normalized_shape) -> y`` of the same shape (``LAYER.layernorm``); an
+        unbatched ``x`` of ``normalized_shape`` alone too, as torch."""
         check_input(
-            x, self, ndim=range(len(self.normalized_shape) + 1, 33), trailing=self.normalized_shape
+            x, self, ndim=range(len(self.normalized_shape), 33), trailing=self.normalized_shape
         )
         x_hat, _, _, inv_std = normalise_forward(x, self._axes(x), self.eps)
         weight, beta = self.params.get("weight"), self.params.get("bias")

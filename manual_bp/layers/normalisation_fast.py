@@ -179,7 +179,7 @@ class LayerNormStep:
         check_input(
             x,
             layer,
-            ndim=range(len(layer.normalized_shape) + 1, 33),
+            ndim=range(len(layer.normalized_shape), 33),  # unbatched too, as torch
             trailing=layer.normalized_shape,
         )
         r_count = x.size // d
