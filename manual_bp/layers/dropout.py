@@ -50,6 +50,8 @@ class Dropout(ElementwiseLayer):
     ----------
     p : float in [0, 1] — drop probability; ``p = 0`` is exactly the identity, ``p = 1``
         gives zeros (torch's convention)
+    inplace : bool — torch's flag, accepted; the result is the same (a new array: the
+        input a layer below cached must survive)
     seed : int or Generator, optional — seed of the layer's own mask generator
         (:class:`~manual_bp.models.sequential.Sequential` re-seeds it through ``reset_parameters``)
     """
@@ -60,8 +62,17 @@ class Dropout(ElementwiseLayer):
     product_equations = ("PROD.dropout.vjp", "PROD.dropout.jvp", "PROD.dropout.residual")
     hessian_is_zero = True
 
-    def __init__(self, p: float = 0.5, *, seed: int | np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        inplace: bool = False,
+        *,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
         super().__init__()
+        if not isinstance(inplace, (bool, np.bool_)):
+            raise TypeError(f"inplace must be True or False, got {inplace!r}")
+        self.inplace = bool(inplace)  # torch's flag: accepted, the result is the same
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)):
             raise TypeError(f"dropout probability p must be a number, got {p!r}")
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):
@@ -94,7 +105,7 @@ class Dropout(ElementwiseLayer):
         return x.shape
 
     def _check(self, x: Any) -> None:
-        check_input(x, self, ndim=range(1, 33), name="x")
+        check_input(x, self, ndim=range(33), name="x")  # a scalar too, as torch
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, DropoutCache]:
         """``x -> x ⊙ m/(1 − p)`` in training, ``x`` in evaluation (``LAYER.dropout``)."""
@@ -107,7 +118,8 @@ class Dropout(ElementwiseLayer):
         draw = np.float32 if x.dtype == np.float32 else np.float64
         mask = self._generator.random(self._mask_shape(x), dtype=draw) >= self.p
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        return x * mask * scale, DropoutCache(x, mask, scale)
+        # asarray: a 0-d input's product is a NumPy scalar (free for any other shape)
+        return np.asarray(x * mask * scale), DropoutCache(x, mask, scale)
 
     def backward(self, dout: np.ndarray, cache: DropoutCache) -> tuple[np.ndarray, dict]:
         """``∂C/∂x = dout ⊙ m/(1 − p)`` with the forward's own mask (``LAYER.dropout``)."""
@@ -117,7 +129,7 @@ class Dropout(ElementwiseLayer):
             )
         if cache.mask is None:
             return dout, {}
-        return dout * cache.mask * cache.scale, {}
+        return np.asarray(dout * cache.mask * cache.scale), {}
 
     def jvp(self, cache: DropoutCache, dx, dparams=None) -> np.ndarray:
         """``dout = dx ⊙ m/(1 − p)`` (dropout is linear in x for a fixed mask)."""
