@@ -120,10 +120,10 @@ def test_registry_and_bad_inputs():
         layer.backward(np.zeros((3, 2)), cache)
 
 
-@pytest.mark.parametrize("shape", [(), (4,)])
+@pytest.mark.parametrize("shape", [(4,), (2, 3)])
 def test_torch_inplace_flag_and_unbatched_inputs(shape):
     """LAYER.dropout with torch's ``inplace=True`` (the same result, the input intact) on
-    the shapes torch's Dropout takes, a scalar included; eval mode is the identity."""
+    an unbatched vector and a batch; eval mode is the identity."""
     x = np.full(shape, 2.0)
     layer, plain = Dropout(0.5, True, seed=3), Dropout(0.5, seed=3)
     y, cache = layer.forward(x)

@@ -1,7 +1,7 @@
 """``Embedding``'s torch options (issue 23): ``max_norm``/``norm_type`` (EMB.renorm: rows
 renormalised in the forward pass, in place on the weight), ``scale_grad_by_freq``
-(EMB.lookup's per-row mean), ``padding_idx`` with both, ``sparse``/``_freeze`` refused,
-``_weight``, ``device``/``dtype`` — readable form and fused step against ``torch.nn.Embedding``.
+(EMB.lookup's per-row mean), ``padding_idx`` with both, ``sparse=True`` refused,
+``device``/``dtype`` — readable form and fused step against ``torch.nn.Embedding``.
 """
 
 from __future__ import annotations
@@ -66,13 +66,9 @@ def test_options_round_trip_and_refusals():
     )
     with pytest.raises(ValueError, match="sparse=True has no meaning here"):
         Embedding(5, 2, sparse=True)
-    with pytest.raises(ValueError, match="_freeze=True is not supported"):
-        Embedding(5, 2, _freeze=True)
     with pytest.raises(ValueError, match="device='cuda' has no meaning here"):
         Embedding(5, 2, device="cuda")
     assert Embedding(5, 2, dtype=torch.float32).params["weight"].dtype == np.float32
-    weight = np.arange(10.0).reshape(5, 2)
-    np.testing.assert_array_equal(Embedding(5, 2, 0, _weight=weight).params["weight"], weight)
     _, cache = layer.forward(np.array([[0, 1]]))
     with pytest.raises(ValueError, match="scale_grad_by_freq rescales the gradient"):
         layer.param_vjp(cache, np.zeros((1, 1, 2, 2)))

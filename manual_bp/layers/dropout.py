@@ -105,7 +105,7 @@ class Dropout(ElementwiseLayer):
         return x.shape
 
     def _check(self, x: Any) -> None:
-        check_input(x, self, ndim=range(33), name="x")  # a scalar too, as torch
+        check_input(x, self, ndim=range(1, 33), name="x")
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, DropoutCache]:
         """``x -> x ⊙ m/(1 − p)`` in training, ``x`` in evaluation (``LAYER.dropout``)."""
@@ -118,8 +118,7 @@ class Dropout(ElementwiseLayer):
         draw = np.float32 if x.dtype == np.float32 else np.float64
         mask = self._generator.random(self._mask_shape(x), dtype=draw) >= self.p
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        # asarray: a 0-d input's product is a NumPy scalar (free for any other shape)
-        return np.asarray(x * mask * scale), DropoutCache(x, mask, scale)
+        return x * mask * scale, DropoutCache(x, mask, scale)
 
     def backward(self, dout: np.ndarray, cache: DropoutCache) -> tuple[np.ndarray, dict]:
         """``∂C/∂x = dout ⊙ m/(1 − p)`` with the forward's own mask (``LAYER.dropout``)."""
@@ -129,7 +128,7 @@ class Dropout(ElementwiseLayer):
             )
         if cache.mask is None:
             return dout, {}
-        return np.asarray(dout * cache.mask * cache.scale), {}
+        return dout * cache.mask * cache.scale, {}
 
     def jvp(self, cache: DropoutCache, dx, dparams=None) -> np.ndarray:
         """``dout = dx ⊙ m/(1 − p)`` (dropout is linear in x for a fixed mask)."""

@@ -100,8 +100,6 @@ class Embedding(Layer):
     norm_type : float — the ``p`` of that norm (default 2)
     scale_grad_by_freq : bool — divide each row's gradient by its count in the batch
     sparse : bool — torch's sparse gradients: refused (NumPy arrays here are dense)
-    _weight : array, optional — the initial weight (torch's ``from_pretrained`` path)
-    _freeze : bool — torch's frozen weight: refused (every parameter trains here)
     device, dtype : torch's keywords (``None`` or ``"cpu"``; float64 by default, or float32)
     seed : int or Generator, optional
     """
@@ -130,8 +128,6 @@ class Embedding(Layer):
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
         sparse: bool = False,
-        _weight: Any = None,
-        _freeze: bool = False,
         device: Any = None,
         dtype: Any = None,
         *,
@@ -141,8 +137,6 @@ class Embedding(Layer):
         dtype = layer_dtype(dtype, "Embedding", device)
         if sparse:
             raise ValueError("Embedding: sparse=True has no meaning here (dense NumPy gradients)")
-        if _freeze:
-            raise ValueError("Embedding: _freeze=True is not supported (every parameter trains)")
         for name, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -163,17 +157,9 @@ class Embedding(Layer):
         if not isinstance(scale_grad_by_freq, (bool, np.bool_)):
             raise TypeError(f"scale_grad_by_freq must be True or False, got {scale_grad_by_freq!r}")
         self.scale_grad_by_freq = bool(scale_grad_by_freq)
+        self.sparse = False  # torch's attribute: dense gradients only
         self.params["weight"] = np.zeros((self.num_embeddings, self.embedding_dim), dtype)
-        if _weight is None:
-            self.reset_parameters(np.random.default_rng(seed))
-        else:  # torch's _weight: taken as is (its padding row too)
-            weight = np.asarray(_weight)
-            if weight.shape != self.params["weight"].shape:
-                raise ValueError(
-                    f"Embedding: _weight has shape {weight.shape}, expected "
-                    f"{self.params['weight'].shape}"
-                )
-            self.params["weight"][...] = weight
+        self.reset_parameters(np.random.default_rng(seed))
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """``N(0, 1)`` for every row; the padding row zero (torch's ``reset_parameters``)."""
