@@ -113,3 +113,16 @@ def test_inplace_and_deprecated_spellings_give_torchs_result(ours, theirs, kwarg
     np.testing.assert_array_equal(z, kept)
     with pytest.raises(TypeError, match="inplace must be True or False"):
         ours(inplace="yes")
+
+
+@pytest.mark.parametrize("cls", [Softmax, LogSoftmax])
+@pytest.mark.parametrize("shape, dim", [((0, 5), 0), ((0, 5), 1), ((3, 0), -1), ((2, 0, 4), 1)])
+def test_softmax_of_an_empty_input_is_empty_as_torch(cls, shape, dim):
+    """An empty batch, or an empty axis to normalise along: an empty output and gradient."""
+    layer = ActivationLayer(cls(dim))
+    with np.errstate(all="raise"):
+        a, cache = layer.forward(np.zeros(shape))
+        dz, _ = layer.backward(np.zeros(shape), cache)
+        fast = layer.fast_step()
+        assert fast.forward(np.zeros(shape)).shape == shape
+    assert a.shape == dz.shape == shape

@@ -95,7 +95,10 @@ class _AlongDim(Activation):
     def forward(self, z: np.ndarray) -> np.ndarray:
         if z.ndim == 0:
             return self._forward(z[None], -1).reshape(())
-        return self._forward(z, self.axis(z))
+        axis = self.axis(z)
+        if z.shape[axis] == 0:  # torch: an empty output (no maximum, no sum of nothing)
+            return np.empty_like(z)
+        return self._forward(z, axis)
 
     def _forward(self, z: np.ndarray, axis: int) -> np.ndarray:
         raise NotImplementedError
@@ -129,7 +132,7 @@ class Softmax(_AlongDim):
         order (so the same bits); only the per-row max and sum are temporaries. Along the
         last axis each row is its own work, so the rows are split over the threads
         (:func:`parallel_rows`)."""
-        if z.ndim == 0:
+        if z.ndim == 0 or z.size == 0:
             out[...] = self.forward(z)
             return out
         axis = self.axis(z)
