@@ -78,6 +78,11 @@ def _softmax_rows(z: np.ndarray, out: np.ndarray, axis: int = -1) -> None:
     np.divide(out, out.sum(axis=axis, keepdims=True), out=out)
 
 
+def _softmax_vjp(grad_a: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``a ⊙ (g − ⟨g, a⟩)`` along the last axis (``ACT.softmax``)."""
+    return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))
+
+
 class _AlongDim(Activation):
     """The ``dim`` hyper-parameter shared by softmax and log-softmax."""
 
@@ -146,7 +151,11 @@ class Softmax(_AlongDim):
 
     @_scalar_as_axis
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return a * (grad_a - np.sum(grad_a * a, axis=self.axis(a), keepdims=True))
+        axis = self.axis(a)
+        if axis != -1:  # along another axis: the same VJP with that axis moved last
+            g, p = np.moveaxis(grad_a, axis, -1), np.moveaxis(a, axis, -1)
+            return np.moveaxis(_softmax_vjp(g, p), -1, axis)
+        return _softmax_vjp(grad_a, a)
 
     def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``J dz = a ⊙ (dz − ⟨a, dz⟩)`` (J is symmetric, so this equals the VJP)."""
