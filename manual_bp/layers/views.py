@@ -255,10 +255,11 @@ class Flatten(Reshape):
 
 
 @register_layer
-class Unflatten(_View):
+class Unflatten(Reshape):
     """``torch.nn.Unflatten(dim, unflattened_size)``: axis ``dim`` of the whole input (batch
     axis 0 included) split into ``unflattened_size`` (one entry may be ``-1``), the inverse
-    of :class:`Flatten`; ``Unflatten(1, (C, H, W))`` turns rows into images.
+    of :class:`Flatten`; ``Unflatten(1, (C, H, W))`` turns rows into images. A per-sample
+    reshape when ``dim`` is not the batch axis, hence a :class:`Reshape`.
     """
 
     name = "unflatten"
@@ -267,7 +268,7 @@ class Unflatten(_View):
     product_equations = ("PROD.reshape.vjp", "PROD.reshape.jvp", "PROD.reshape.residual")
 
     def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:
-        super().__init__()
+        _View.__init__(self)  # no Reshape sizes: the rule is full_shape's
         self.dim = _integer(dim, "dim")
         if not isinstance(unflattened_size, (list, tuple)):
             raise TypeError(
@@ -289,6 +290,14 @@ class Unflatten(_View):
                 f"of dim {self.dim} ({size}) of an input of shape {shape}"
             )
         return (*shape[:dim], *sizes, *shape[dim + 1 :])
+
+    def _check(self, x: Any) -> None:
+        check_input(x, self, name="x")  # any number of axes, as torch
+
+    @property
+    def shape(self) -> None:  # type: ignore[override]
+        """No fixed per-sample :class:`Reshape` sizes (they follow the input)."""
+        return None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = (1, *input_shape)
