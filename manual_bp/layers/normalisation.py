@@ -9,7 +9,8 @@ Batch norm groups by channel (``A`` = batch and spatial axes, Ioffe & Szegedy 20
 layer norm groups by sample (``A`` = the trailing ``normalized_shape`` axes, Ba et al.
 2016). The backward pass is derived in ``docs/layers.md#LAYER.batchnorm``; two forms are
 implemented side by side and checked against each other: :func:`normalise_backward_graph`
-follows the computational graph node by node, :func:`normalise_backward` is the compact
+(:mod:`~manual_bp.layers.normalisation_graph`, with :func:`normalise_forward`) follows the
+computational graph node by node, :func:`normalise_backward` is the compact
 form in terms of ``x̂`` that the layers use.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from manual_bp.layers.base import Cache, Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.normalisation_fast import BatchNormStep, LayerNormStep
+from manual_bp.layers.normalisation_graph import normalise_backward_graph, normalise_forward
 from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNormProducts
 
 __all__ = [
@@ -48,17 +50,6 @@ class NormCache(Cache):
     weight: np.ndarray | None
 
 
-def normalise_forward(
-    x: np.ndarray, axes: tuple[int, ...], eps: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x̂, μ, σ², 1/√(σ²+ε))`` with statistics over ``axes`` (keepdims, biased σ²)."""
-    mean = x.mean(axis=axes, keepdims=True)
-    centred = x - mean
-    var = np.mean(centred * centred, axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    return centred * inv_std, mean, var, inv_std
-
-
 def normalise_backward(
     dx_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray, axes: tuple[int, ...]
 ) -> np.ndarray:
@@ -70,32 +61,6 @@ def normalise_backward(
     mean_g = dx_hat.mean(axis=axes, keepdims=True)
     mean_gx = (dx_hat * x_hat).mean(axis=axes, keepdims=True)
     return inv_std * (dx_hat - mean_g - x_hat * mean_gx)
-
-
-def normalise_backward_graph(
-    dx_hat: np.ndarray, x: np.ndarray, axes: tuple[int, ...], eps: float
-) -> np.ndarray:
-    """Readable VJP of ``x ↦ x̂``, one node of the graph at a time (``LAYER.batchnorm``).
-
-    Graph: ``μ = mean x``, ``c = x − μ``, ``v = mean c²``, ``s = (v + ε)^(−½)``,
-    ``x̂ = c s``. Walk it backwards, adding each path's contribution to ``∂C/∂x``.
-    """
-    n = math.prod(x.shape[a] for a in axes)
-    mu = x.mean(axis=axes, keepdims=True)
-    c = x - mu
-    v = np.mean(c * c, axis=axes, keepdims=True)
-    s = (v + eps) ** -0.5
-    # x̂ = c·s: c feeds x̂ directly; s feeds x̂ for every member of the group.
-    dc = dx_hat * s
-    ds = np.sum(dx_hat * c, axis=axes, keepdims=True)
-    # s = (v + ε)^(−½)
-    dv = ds * (-0.5) * (v + eps) ** -1.5
-    # v = (1/n) Σ c²: the variance path back into c
-    dc = dc + dv * 2.0 * c / n
-    # c = x − μ: the direct path into x, and the mean path through μ
-    dmu = -np.sum(dc, axis=axes, keepdims=True)
-    # μ = (1/n) Σ x
-    return dc + dmu / n
 
 
 class _BatchNorm(BatchNormProducts, Layer):
