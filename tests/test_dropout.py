@@ -118,3 +118,23 @@ def test_registry_and_bad_inputs():
     _, cache = layer.forward(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="dout"):
         layer.backward(np.zeros((3, 2)), cache)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3)])
+def test_torch_inplace_flag_and_unbatched_inputs(shape):
+    """LAYER.dropout with torch's ``inplace=True`` (the same result, the input intact) on
+    an unbatched vector and a batch; eval mode is the identity."""
+    x = np.full(shape, 2.0)
+    layer, plain = Dropout(0.5, True, seed=3), Dropout(0.5, seed=3)
+    y, cache = layer.forward(x)
+    y_plain, _ = plain.forward(x)
+    assert isinstance(y, np.ndarray) and y.shape == shape
+    np.testing.assert_array_equal(y, y_plain)
+    np.testing.assert_array_equal(x, np.full(shape, 2.0))
+    dx, _ = layer.backward(np.ones(shape), cache)
+    assert isinstance(dx, np.ndarray)
+    np.testing.assert_array_equal(dx, y / 2.0)
+    layer.eval()
+    assert layer.forward(x)[0] is x
+    with pytest.raises(TypeError, match="inplace must be True or False"):
+        Dropout(0.5, "yes")

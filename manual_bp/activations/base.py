@@ -126,6 +126,18 @@ def _finite_float(value: float, name: str) -> float:
     return value
 
 
+def _inplace(value: object) -> bool:
+    """torch's ``inplace=`` flag of an activation module, checked and kept as ``.inplace``.
+
+    Accepted for torch's signatures; the result is the same either way: the readable form
+    returns a new array (the input a layer cached for backward must survive), and the fused
+    training step already writes into its own buffers (``forward_into``).
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"inplace must be True or False, got {value!r}")
+    return bool(value)
+
+
 def get_activation(
     spec: str | Activation | type[Activation] | dict[str, Any],
 ) -> Activation:

@@ -7,6 +7,7 @@ import numpy as np
 from manual_bp.activations.base import (
     Activation,
     _finite_float,
+    _inplace,
     register_activation,
 )
 
@@ -43,6 +44,10 @@ class ReLU(Activation):
 
     name = "relu"
     equation = "ACT.relu"
+
+    def __init__(self, inplace: bool = False) -> None:
+        """``inplace``: torch's flag, accepted; the result is the same (``_inplace``)."""
+        self.inplace = _inplace(inplace)
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return np.maximum(z, 0.0)
@@ -103,7 +108,11 @@ class LeakyReLU(Activation):
     equation = "ACT.leaky-relu"
     hyperparameters = ("alpha",)
 
-    def __init__(self, alpha: float = 0.01, *, negative_slope: float | None = None) -> None:
+    def __init__(
+        self, alpha: float = 0.01, inplace: bool = False, *, negative_slope: float | None = None
+    ) -> None:
+        """torch's ``LeakyReLU(negative_slope, inplace)``; ``inplace`` changes nothing."""
+        self.inplace = _inplace(inplace)
         if negative_slope is not None:  # torch's name for α
             if alpha != 0.01:
                 raise ValueError("give alpha or negative_slope (torch's name), not both")
@@ -145,7 +154,9 @@ class ELU(Activation):
     equation = "ACT.elu"
     hyperparameters = ("alpha",)
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        """torch's ``ELU(alpha, inplace)``; ``inplace`` changes nothing (``_inplace``)."""
+        self.inplace = _inplace(inplace)
         self.alpha = _finite_float(alpha, "alpha")
 
     def forward(self, z: np.ndarray) -> np.ndarray:
@@ -187,6 +198,10 @@ class SELU(Activation):
     name = "selu"
     equation = "ACT.selu"
 
+    def __init__(self, inplace: bool = False) -> None:
+        """``inplace``: torch's flag, accepted; the result is the same (``_inplace``)."""
+        self.inplace = _inplace(inplace)
+
     def forward(self, z: np.ndarray) -> np.ndarray:
         negative = (SELU_SCALE * SELU_ALPHA) * np.expm1(np.minimum(z, 0.0))
         return np.where(z > 0, SELU_SCALE * z, negative)
@@ -214,7 +229,22 @@ class HardTanh(Activation):
     equation = "ACT.hardtanh"
     hyperparameters = ("min_val", "max_val")
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
+    def __init__(
+        self,
+        min_val: float = -1.0,
+        max_val: float = 1.0,
+        inplace: bool = False,
+        min_value: float | None = None,
+        max_value: float | None = None,
+    ) -> None:
+        """torch's ``Hardtanh``: ``min_value``/``max_value`` are its deprecated spellings of
+        ``min_val``/``max_val`` (they win when given, as in torch); ``inplace`` changes
+        nothing (``_inplace``)."""
+        self.inplace = _inplace(inplace)
+        if min_value is not None:
+            min_val = min_value
+        if max_value is not None:
+            max_val = max_value
         self.min_val = _finite_float(min_val, "min_val")
         self.max_val = _finite_float(max_val, "max_val")
         if not self.min_val < self.max_val:

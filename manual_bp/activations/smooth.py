@@ -10,6 +10,7 @@ from scipy import special
 from manual_bp.activations.base import (
     Activation,
     _finite_float,
+    _inplace,
     _sigmoid,
     register_activation,
 )
@@ -372,6 +373,10 @@ class SiLU(Activation):
     name = "silu"
     aliases = ("swish",)
     equation = "ACT.silu"
+
+    def __init__(self, inplace: bool = False) -> None:
+        """``inplace``: torch's flag, accepted; the result is the same (``_inplace``)."""
+        self.inplace = _inplace(inplace)
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return z * _sigmoid(z)

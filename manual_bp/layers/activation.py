@@ -30,7 +30,7 @@ class ActivationLayer(Layer):
     The backward pass is the activation's VJP — BP1/BP2's ``⊙ σ'(z)`` for an elementwise
     σ, the full Jacobian product for softmax (``ACT.*``). In a stack spec the activation's
     own name stands for this layer: ``"relu"``, ``{"name": "leaky-relu", "alpha": 0.2}``.
-    Softmax and log-softmax act on the last axis.
+    Softmax and log-softmax act along their ``dim`` (the last axis by default).
     """
 
     name = "activation"
@@ -47,11 +47,9 @@ class ActivationLayer(Layer):
 
     def forward(self, z: np.ndarray) -> tuple[np.ndarray, ActivationCache]:
         # torch's activation modules take any shape (a scalar, an unbatched vector); a
-        # coupled σ (softmax) acts along the last axis, so it needs one
+        # coupled σ (softmax) acts along its ``dim`` (a scalar is a one-element axis)
         if not isinstance(z, np.ndarray):
             raise ValueError(f"{self!r}: input must be a NumPy array, got {type(z).__name__}")
-        if z.ndim == 0 and not self.activation.elementwise:
-            raise ValueError(f"{self!r}: input needs an axis to act along (the last), got shape ()")
         a = self.activation.forward(z)
         return a, ActivationCache(z, a)
 

@@ -5,19 +5,19 @@ the chain rule ``∂C/∂x = J₁ᵀ J₂ᵀ … J_Lᵀ ∂C/∂out`` evaluated 
 layer (equation ``STACK.chain``). :class:`~manual_bp.models.sequential.Sequential` and
 :class:`Residual` are both built on them. The products of a chain on the V axis are walks
 of its layers' products (:mod:`~manual_bp.layers.containers_products`, re-exported here):
-a residual block's are its branch's plus the skip path's identity.
+a residual block's are its branch's plus the skip path's identity. The shape-only layers
+(Identity, Reshape, Flatten, Unflatten) live in :mod:`~manual_bp.layers.views`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer, zero_residual
+from manual_bp.layers.base import Cache, Layer, register_layer
 from manual_bp.layers.build import build_layer, get_layer
 from manual_bp.layers.containers_products import (
     stack_gradients,
@@ -29,12 +29,15 @@ from manual_bp.layers.containers_products import (
     stack_tangents,
     stack_vjp,
 )
+from manual_bp.layers.views import Flatten, Identity, Reshape, Unflatten
+from manual_bp.layers.views import check_like as _check_like
 
 __all__ = [
     "Flatten",
     "Identity",
     "Reshape",
     "Residual",
+    "Unflatten",
     "stack_backward",
     "stack_forward",
     "stack_gradients",
@@ -100,144 +103,6 @@ def stack_output_shape(layers: Sequence[Layer], input_shape: tuple[int, ...]) ->
         except ValueError as error:
             raise ValueError(f"layer {index} ({layer!r}): {error}") from None
     return shape
-
-
-@register_layer
-class Identity(Layer):
-    """``out = x``; ``∂C/∂x = ∂C/∂out``."""
-
-    name = "identity-layer"
-    product_equations = ("PROD.identity.vjp", "PROD.identity.jvp", "PROD.identity.residual")
-    hessian_is_zero = True
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        return x, Cache(x)
-
-    def backward(self, dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict]:
-        _check_like(self, dout, cache.input.shape)
-        return dout, {}
-
-    def jvp(self, cache: Cache, dx, dparams=None) -> np.ndarray:
-        return np.zeros_like(cache.input) if dx is None else dx
-
-    # products (V axis): J = I, so every product hands its vector on (no copy)
-    def input_vjp(self, cache: Cache, M: np.ndarray) -> np.ndarray:
-        """``J_xᵀ M = M`` (``PROD.identity.vjp``)."""
-        return M
-
-    def input_jvp(self, cache: Cache, T: np.ndarray) -> np.ndarray:
-        """``J_x T = T`` (``PROD.identity.jvp``)."""
-        return T
-
-    def param_jvp(self, cache: Cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
-        raise ValueError(f"{self!r} has no parameters to take a tangent of")
-
-    def residual(self, cache, dout, T, T_params=None):
-        """Zero (``PROD.identity.residual``): out = x is linear."""
-        return zero_residual(self, cache, T, T_params)
-
-
-@register_layer
-class Reshape(Layer):
-    """``torch.reshape`` of every sample to ``shape``; the backward reshapes back.
-
-    One entry may be ``-1`` (inferred). ``Reshape(1, 28, 28)`` turns MNIST rows into
-    ``(N, 1, 28, 28)`` images.
-    """
-
-    name = "reshape"
-    hyperparameters = ("shape",)
-    product_equations = ("PROD.reshape.vjp", "PROD.reshape.jvp", "PROD.reshape.residual")
-    hessian_is_zero = True
-
-    def __init__(self, *sizes: int, shape: Sequence[int] | None = None) -> None:
-        super().__init__()
-        # ``shape=`` as torch's ``nn.Unflatten(dim, sizes)`` keyword: what get_config writes.
-        if shape is not None and sizes:
-            raise ValueError(f"reshape: give the sizes or shape=, not both ({sizes}, {shape})")
-        shape = sizes if shape is None else shape
-        if not isinstance(shape, (list, tuple)):
-            shape = (shape,)
-        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
-            shape = tuple(shape[0])
-        if not shape or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or (s < 1 and s != -1)
-            for s in shape
-        ):
-            raise ValueError(f"reshape needs positive sizes (one may be -1), got {shape!r}")
-        if list(shape).count(-1) > 1:
-            raise ValueError(f"reshape: at most one size may be -1, got {shape!r}")
-        self.shape = tuple(int(s) for s in shape)
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        size = math.prod(input_shape)
-        known = math.prod(s for s in self.shape if s != -1)
-        if -1 in self.shape:
-            if size % known:
-                raise ValueError(f"{self!r} cannot reshape per-sample shape {input_shape}")
-            return tuple(size // known if s == -1 else s for s in self.shape)
-        if known != size:
-            raise ValueError(f"{self!r} cannot reshape per-sample shape {tuple(input_shape)}")
-        return self.shape
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        check_input(x, self, ndim=range(2, 33), name="x")
-        out_shape = self.output_shape(x.shape[1:])
-        return x.reshape(x.shape[0], *out_shape), Cache(x)
-
-    def backward(self, dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict]:
-        _check_like(self, dout, (cache.input.shape[0], *self.output_shape(cache.input.shape[1:])))
-        return dout.reshape(cache.input.shape), {}
-
-    def jvp(self, cache: Cache, dx, dparams=None) -> np.ndarray:
-        shape = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
-        return np.zeros(shape, cache.input.dtype) if dx is None else dx.reshape(shape)
-
-    # products (V axis): a reshape permutes nothing, so J and Jᵀ are reshapes of each sample
-    def input_vjp(self, cache: Cache, M: np.ndarray) -> np.ndarray:
-        """``J_xᵀ M``: each of the V cotangents reshaped back to the input's shape
-        (``PROD.reshape.vjp``; Flatten's ``PROD.flatten.vjp`` is the same map)."""
-        return M.reshape(*M.shape[: -self._out_ndim(cache)], *cache.input.shape)
-
-    def input_jvp(self, cache: Cache, T: np.ndarray) -> np.ndarray:
-        """``J_x T``: each tangent reshaped like the output, ``(V, N, *shape)``
-        (``PROD.reshape.jvp``; ``PROD.flatten.jvp``)."""
-        x = cache.input
-        return T.reshape(*T.shape[: -x.ndim], x.shape[0], *self.output_shape(x.shape[1:]))
-
-    def _out_ndim(self, cache: Cache) -> int:
-        return 1 + len(self.output_shape(cache.input.shape[1:]))
-
-    def param_jvp(self, cache: Cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
-        raise ValueError(f"{self!r} has no parameters to take a tangent of")
-
-    def residual(self, cache, dout, T, T_params=None):
-        """Zero (``PROD.reshape.residual``, ``PROD.flatten.residual``): a reshape is linear."""
-        return zero_residual(self, cache, T, T_params)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape)}
-
-    def __repr__(self) -> str:
-        return f"Reshape{self.shape}"
-
-
-@register_layer
-class Flatten(Reshape):
-    """``torch.nn.Flatten()``: every sample to one axis, ``(N, C, H, W) -> (N, C·H·W)``."""
-
-    name = "flatten"
-    hyperparameters = ()
-    product_equations = ("PROD.flatten.vjp", "PROD.flatten.jvp", "PROD.flatten.residual")
-
-    def __init__(self) -> None:
-        super().__init__(-1)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-    def __repr__(self) -> str:
-        return "Flatten()"
 
 
 @dataclass
@@ -377,10 +242,3 @@ class Residual(Layer):
 
     def __repr__(self) -> str:
         return f"Residual({self.layers!r})"
-
-
-def _check_like(layer: Layer, dout: Any, shape: tuple[int, ...]) -> None:
-    if not isinstance(dout, np.ndarray) or dout.shape != tuple(shape):
-        raise ValueError(
-            f"{layer!r}: upstream gradient has shape {np.shape(dout)}, expected {tuple(shape)}"
-        )

@@ -15,10 +15,17 @@ from typing import Any
 import numpy as np
 
 from manual_bp.initializers import initialize
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
+from manual_bp.layers.base import (
+    Cache,
+    Layer,
+    check_input,
+    layer_dtype,
+    register_layer,
+    tangent_count,
+)
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["Dense", "DenseCache", "DenseStep", "dense_backward", "dense_forward"]
+__all__ = ["Dense", "DenseCache", "DenseStep", "Linear", "dense_backward", "dense_forward"]
 
 
 @dataclass
@@ -83,9 +90,15 @@ class Dense(Layer):
         Schemes of :func:`manual_bp.initializers.initialize`; default ``"torch"``
         (``U(±1/√n_in)`` for both, as ``nn.Linear``). ``"nielsen"``/``"normal"`` give
         Nielsen's ``N(0, 1/n_in)`` weights and ``N(0, 1)`` biases.
+    device, dtype
+        torch's keywords: ``dtype`` float64 (``None``, the library's default) or float32;
+        ``device`` None or ``"cpu"``.
     seed : int or Generator, optional
         Initialise immediately from this seed (a :class:`Sequential` re-seeds anyway).
-    dtype : float64 or float32
+
+    ``Linear`` is the same class under torch's name (``Linear(in_features, out_features,
+    bias=True, device=None, dtype=None)``; spec ``linear(30)``). An unbatched input
+    ``(n_in,)`` gives ``(n_out,)``, as torch's.
     """
 
     name = "dense"
@@ -100,13 +113,15 @@ class Dense(Layer):
         in_features: int,
         out_features: int,
         bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
         *,
         weight_init: str | dict[str, Any] = "torch",
         bias_init: str | dict[str, Any] = "torch",
         seed: int | np.random.Generator | None = None,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
+        self.dtype = layer_dtype(dtype, "Linear", device)
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
         if not isinstance(bias, (bool, np.bool_)):
@@ -114,7 +129,6 @@ class Dense(Layer):
         self.has_bias = bool(bias)
         self.weight_init = weight_init
         self.bias_init = bias_init
-        self.dtype = np.dtype(dtype)
         self.params["weight"] = np.zeros((self.out_features, self.in_features), self.dtype)
         if self.has_bias:
             self.params["bias"] = np.zeros(self.out_features, self.dtype)
@@ -149,9 +163,11 @@ class Dense(Layer):
             )
         return (*input_shape[:-1], self.out_features)
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
-        """``x (batch, *, n_in) -> z (batch, *, n_out)``."""
-        check_input(x, self, ndim=range(2, 33), trailing=(self.in_features,), name="x")
+    def forward(self, input: np.ndarray) -> tuple[np.ndarray, DenseCache]:
+        """``x (batch, *, n_in) -> z (batch, *, n_out)``; unbatched ``(n_in,) -> (n_out,)``.
+        The argument's name is torch's (``Linear.forward(input)``)."""
+        x = input
+        check_input(x, self, ndim=range(1, 33), trailing=(self.in_features,), name="x")
         weight = self.params["weight"]
         return dense_forward(x, weight, self.params.get("bias")), DenseCache(x, weight)
 
@@ -199,6 +215,8 @@ class Dense(Layer):
         (a sequence position is a row of the sample it belongs to).
         """
         x = cache.input
+        if x.ndim == 1:  # unbatched: one sample of one row
+            return self.param_vjp(_batched(cache), M[:, None], sum_batch)
         V, N = M.shape[0], x.shape[0]
         x_rows = x.reshape(N, -1, self.in_features)  # (N, R, n_in)
         M_rows = M.reshape(V, N, -1, self.out_features)  # (V, N, R, n_out)
@@ -220,6 +238,8 @@ class Dense(Layer):
     def param_jvp(self, cache: DenseCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``J_W T_W + J_b T_b = x T_Wᵀ + T_b`` ``(V, N, *, n_out)`` (``PROD.dense.jvp``)."""
         x = cache.input
+        if x.ndim == 1:  # unbatched: one sample of one row
+            return self.param_jvp(_batched(cache), T_params)[:, 0]
         V = next(iter(T_params.values())).shape[0]
         rows = x.reshape(-1, self.in_features)
         out = np.zeros((V, rows.shape[0], self.out_features), dtype=x.dtype)
@@ -244,6 +264,10 @@ class Dense(Layer):
             residual_b = 0
         """
         x = cache.input
+        if x.ndim == 1:  # unbatched: one sample of one row
+            T1 = None if T is None else T[:, None]
+            r_x, grads = self.residual(_batched(cache), dout[None], T1, T_params)
+            return r_x[:, 0], grads
         V = tangent_count(T, T_params)
         T_params = T_params or {}
         dout_rows = dout.reshape(-1, self.out_features)  # (N·R, n_out)
@@ -338,6 +362,15 @@ class DenseStep:
             return np.matmul(dz, self.W, out=self.dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
         np.matmul(dz_rows, self.W, out=self.dx2)  # the same, one 2-D GEMM over N·T rows
         return self.dx
+
+
+def _batched(cache: DenseCache) -> DenseCache:
+    """The cache of an unbatched ``(n_in,)`` input as a batch of one ``(1, n_in)``."""
+    return DenseCache(cache.input[None], cache.weight)
+
+
+#: torch's name (``torch.nn.Linear``): the same class.
+Linear = Dense
 
 
 def _positive_int(value: object, name: str) -> int:

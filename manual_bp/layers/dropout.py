@@ -50,6 +50,8 @@ class Dropout(ElementwiseLayer):
     ----------
     p : float in [0, 1] — drop probability; ``p = 0`` is exactly the identity, ``p = 1``
         gives zeros (torch's convention)
+    inplace : bool — torch's flag, accepted; the result is the same (a new array: the
+        input a layer below cached must survive)
     seed : int or Generator, optional — seed of the layer's own mask generator
         (:class:`~manual_bp.models.sequential.Sequential` re-seeds it through ``reset_parameters``)
     """
@@ -60,8 +62,17 @@ class Dropout(ElementwiseLayer):
     product_equations = ("PROD.dropout.vjp", "PROD.dropout.jvp", "PROD.dropout.residual")
     hessian_is_zero = True
 
-    def __init__(self, p: float = 0.5, *, seed: int | np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        inplace: bool = False,
+        *,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
         super().__init__()
+        if not isinstance(inplace, (bool, np.bool_)):
+            raise TypeError(f"inplace must be True or False, got {inplace!r}")
+        self.inplace = bool(inplace)  # torch's flag: accepted, the result is the same
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)):
             raise TypeError(f"dropout probability p must be a number, got {p!r}")
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):

@@ -5,18 +5,38 @@ the ``padding_idx`` row starts at zero and never receives a gradient. Inputs are
 indices ``(N, *)``; a :class:`~manual_bp.models.sequential.Sequential` hands every layer floats
 (``prepare_inputs`` casts to the model's dtype), so float inputs are accepted when they
 hold whole numbers exactly and are rounded back to indices — anything else is refused.
+
+torch's options: ``max_norm`` renormalises, in the forward pass and in place on ``weight``,
+every looked-up row whose ``norm_type``-norm exceeds it (``EMB.renorm``; torch's
+``embedding_renorm_``, outside autograd: the gradient is the lookup's); and
+``scale_grad_by_freq`` divides each row's gradient by how often the batch looks it up
+(``EMB.lookup``'s scatter-add, averaged instead of summed per row).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, register_layer, tangent_count, zero_residual
+from manual_bp.layers.base import (
+    Cache,
+    Layer,
+    layer_dtype,
+    register_layer,
+    tangent_count,
+    zero_residual,
+)
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["Embedding", "EmbeddingCache", "EmbeddingStep", "embedding_backward"]
+__all__ = [
+    "Embedding",
+    "EmbeddingCache",
+    "EmbeddingStep",
+    "embedding_backward",
+    "embedding_renorm",
+]
 
 
 @dataclass
@@ -27,19 +47,43 @@ class EmbeddingCache(Cache):
 
 
 def embedding_backward(
-    d_out: np.ndarray, indices: np.ndarray, num_embeddings: int, padding_idx: int | None
+    d_out: np.ndarray,
+    indices: np.ndarray,
+    num_embeddings: int,
+    padding_idx: int | None,
+    scale_grad_by_freq: bool = False,
 ) -> np.ndarray:
     """``∂C/∂W[k] = Σ_{(n,t): x[n,t] = k} ∂C/∂out[n,t]`` (equation ``EMB.lookup``).
 
     A row looked up several times receives the sum of its gradients: ``np.add.at`` is the
     unbuffered scatter-add (fancy-index ``+=`` would keep only the last write of a
-    repeated index). The padding row's gradient is zero, as torch's.
+    repeated index). The padding row's gradient is zero, as torch's. With
+    ``scale_grad_by_freq`` row ``k``'s sum is divided by its count ``c_k`` in the batch
+    (torch's option: a mean per row, not a derivative).
     """
     grad = np.zeros((num_embeddings, d_out.shape[-1]), dtype=d_out.dtype)
     np.add.at(grad, indices.reshape(-1), d_out.reshape(-1, d_out.shape[-1]))
+    if scale_grad_by_freq:
+        counts = np.bincount(indices.reshape(-1), minlength=num_embeddings)
+        grad /= np.maximum(counts, 1)[:, None].astype(grad.dtype)
     if padding_idx is not None:
         grad[padding_idx] = 0.0
     return grad
+
+
+def embedding_renorm(
+    weight: np.ndarray, indices: np.ndarray, max_norm: float, norm_type: float
+) -> None:
+    """``W[k] ← W[k] · max_norm / (‖W[k]‖_p + 10⁻⁷)`` for every looked-up row whose
+    ``p``-norm exceeds ``max_norm``, in place (equation ``EMB.renorm``; torch's
+    ``embedding_renorm_``, the 10⁻⁷ included)."""
+    rows = np.unique(indices)
+    if not rows.size:
+        return
+    norms = np.linalg.norm(weight[rows], ord=norm_type, axis=1)
+    over = norms > max_norm
+    scale = max_norm / (norms[over] + 1e-7)
+    weight[rows[over]] *= scale[:, None].astype(weight.dtype)
 
 
 @register_layer
@@ -51,8 +95,13 @@ class Embedding(Layer):
     num_embeddings, embedding_dim : int
     padding_idx : int, optional
         A row kept at zero that receives no gradient (negative counts from the end).
+    max_norm : float, optional — renormalise looked-up rows to at most this norm
+        (``EMB.renorm``, in the forward pass, in place on ``weight``)
+    norm_type : float — the ``p`` of that norm (default 2)
+    scale_grad_by_freq : bool — divide each row's gradient by its count in the batch
+    sparse : bool — torch's sparse gradients: refused (NumPy arrays here are dense)
+    device, dtype : torch's keywords (``None`` or ``"cpu"``; float64 by default, or float32)
     seed : int or Generator, optional
-    dtype : float64 or float32
     """
 
     name = "embedding"
@@ -61,18 +110,33 @@ class Embedding(Layer):
     #: out = W[x] is linear in W and the indices are no direction: the residual is zero.
     hessian_is_zero = True
     index_input = True
-    hyperparameters = ("num_embeddings", "embedding_dim", "padding_idx")
+    hyperparameters = (
+        "num_embeddings",
+        "embedding_dim",
+        "padding_idx",
+        "max_norm",
+        "norm_type",
+        "scale_grad_by_freq",
+    )
 
     def __init__(
         self,
         num_embeddings: int,
         embedding_dim: int,
         padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        device: Any = None,
+        dtype: Any = None,
         *,
         seed: int | np.random.Generator | None = None,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, "Embedding", device)
+        if sparse:
+            raise ValueError("Embedding: sparse=True has no meaning here (dense NumPy gradients)")
         for name, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -86,6 +150,14 @@ class Embedding(Layer):
                 )
             padding_idx = int(padding_idx) % self.num_embeddings  # torch stores it non-negative
         self.padding_idx = padding_idx
+        if max_norm is not None:
+            max_norm = _real(max_norm, "max_norm")
+        self.max_norm = max_norm
+        self.norm_type = _real(norm_type, "norm_type")
+        if not isinstance(scale_grad_by_freq, (bool, np.bool_)):
+            raise TypeError(f"scale_grad_by_freq must be True or False, got {scale_grad_by_freq!r}")
+        self.scale_grad_by_freq = bool(scale_grad_by_freq)
+        self.sparse = False  # torch's attribute: dense gradients only
         self.params["weight"] = np.zeros((self.num_embeddings, self.embedding_dim), dtype)
         self.reset_parameters(np.random.default_rng(seed))
 
@@ -121,6 +193,8 @@ class Embedding(Layer):
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
         """``x (N, *) integer -> out (N, *, embedding_dim)``."""
         indices = self.indices(x)
+        if self.max_norm is not None:  # EMB.renorm: in place, before the lookup (torch)
+            embedding_renorm(self.params["weight"], indices, self.max_norm, self.norm_type)
         return self.params["weight"][indices], EmbeddingCache(x, indices)
 
     def backward(
@@ -130,7 +204,9 @@ class Embedding(Layer):
         expected = (*cache.indices.shape, self.embedding_dim)
         if not isinstance(d_out, np.ndarray) or d_out.shape != expected:
             raise ValueError(f"{self!r}: d_out has shape {np.shape(d_out)}, expected {expected}")
-        weight = embedding_backward(d_out, cache.indices, self.num_embeddings, self.padding_idx)
+        weight = embedding_backward(
+            d_out, cache.indices, self.num_embeddings, self.padding_idx, self.scale_grad_by_freq
+        )
         return np.zeros(cache.input.shape, dtype=d_out.dtype), {"weight": weight}
 
     def fast_step(self) -> EmbeddingStep:
@@ -158,6 +234,11 @@ class Embedding(Layer):
         ``sum_batch=False``: sample n's share scatters its own positions only, into
         ``(V, N, K, D)`` (one weight-shaped gradient per sample).
         """
+        if self.scale_grad_by_freq:
+            raise ValueError(
+                f"{self!r}: scale_grad_by_freq rescales the gradient, which is then no "
+                "Jacobian product: param_vjp is refused"
+            )
         V, N, K, D = M.shape[0], cache.indices.shape[0], self.num_embeddings, self.embedding_dim
         rows = M.reshape(V, -1, D).swapaxes(0, 1)  # (N·R, V, D): scatter along axis 0
         index = cache.indices.reshape(-1)
@@ -193,7 +274,19 @@ class Embedding(Layer):
 
     def __repr__(self) -> str:
         extra = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            extra += f", max_norm={self.max_norm}"
+            if self.norm_type != 2.0:
+                extra += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq:
+            extra += ", scale_grad_by_freq=True"
         return f"Embedding({self.num_embeddings}, {self.embedding_dim}{extra})"
+
+
+def _real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 class EmbeddingStep:
@@ -216,6 +309,9 @@ class EmbeddingStep:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.indices = self.layer.indices(x)  # validated (whole, in range) int64
+        layer = self.layer
+        if layer.max_norm is not None:  # EMB.renorm, in place on the weight (the model's)
+            embedding_renorm(self.W, self.indices, layer.max_norm, layer.norm_type)
         self.out, self.dx = shape_buffers(self._buffers, x.shape, lambda: self._make(x))
         # the indices are validated: "clip" skips the buffered copy of out= ("raise" makes one)
         return np.take(self.W, self.indices, axis=0, out=self.out, mode="clip")
@@ -236,7 +332,11 @@ class EmbeddingStep:
         grad[...] = 0.0
         if not index.size:
             return self._zero_dx() if need_dx else None
-        grad[ordered[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+        sums = np.add.reduceat(rows[order], starts, axis=0)
+        if self.layer.scale_grad_by_freq:  # each row's sum over its count (segment length)
+            counts = np.diff(np.append(starts, index.size))
+            sums /= counts[:, None].astype(sums.dtype)
+        grad[ordered[starts]] = sums
         if self.layer.padding_idx is not None:
             grad[self.layer.padding_idx] = 0.0
         return self._zero_dx() if need_dx else None

@@ -9,7 +9,8 @@ Batch norm groups by channel (``A`` = batch and spatial axes, Ioffe & Szegedy 20
 layer norm groups by sample (``A`` = the trailing ``normalized_shape`` axes, Ba et al.
 2016). The backward pass is derived in ``docs/layers.md#LAYER.batchnorm``; two forms are
 implemented side by side and checked against each other: :func:`normalise_backward_graph`
-follows the computational graph node by node, :func:`normalise_backward` is the compact
+(:mod:`~manual_bp.layers.normalisation_graph`, with :func:`normalise_forward`) follows the
+computational graph node by node, :func:`normalise_backward` is the compact
 form in terms of ``x̂`` that the layers use.
 """
 
@@ -21,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import Cache, Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.normalisation_fast import BatchNormStep, LayerNormStep
+from manual_bp.layers.normalisation_graph import normalise_backward_graph, normalise_forward
 from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNormProducts
 
 __all__ = [
@@ -48,17 +50,6 @@ class NormCache(Cache):
     weight: np.ndarray | None
 
 
-def normalise_forward(
-    x: np.ndarray, axes: tuple[int, ...], eps: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x̂, μ, σ², 1/√(σ²+ε))`` with statistics over ``axes`` (keepdims, biased σ²)."""
-    mean = x.mean(axis=axes, keepdims=True)
-    centred = x - mean
-    var = np.mean(centred * centred, axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    return centred * inv_std, mean, var, inv_std
-
-
 def normalise_backward(
     dx_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray, axes: tuple[int, ...]
 ) -> np.ndarray:
@@ -70,32 +61,6 @@ def normalise_backward(
     mean_g = dx_hat.mean(axis=axes, keepdims=True)
     mean_gx = (dx_hat * x_hat).mean(axis=axes, keepdims=True)
     return inv_std * (dx_hat - mean_g - x_hat * mean_gx)
-
-
-def normalise_backward_graph(
-    dx_hat: np.ndarray, x: np.ndarray, axes: tuple[int, ...], eps: float
-) -> np.ndarray:
-    """Readable VJP of ``x ↦ x̂``, one node of the graph at a time (``LAYER.batchnorm``).
-
-    Graph: ``μ = mean x``, ``c = x − μ``, ``v = mean c²``, ``s = (v + ε)^(−½)``,
-    ``x̂ = c s``. Walk it backwards, adding each path's contribution to ``∂C/∂x``.
-    """
-    n = math.prod(x.shape[a] for a in axes)
-    mu = x.mean(axis=axes, keepdims=True)
-    c = x - mu
-    v = np.mean(c * c, axis=axes, keepdims=True)
-    s = (v + eps) ** -0.5
-    # x̂ = c·s: c feeds x̂ directly; s feeds x̂ for every member of the group.
-    dc = dx_hat * s
-    ds = np.sum(dx_hat * c, axis=axes, keepdims=True)
-    # s = (v + ε)^(−½)
-    dv = ds * (-0.5) * (v + eps) ** -1.5
-    # v = (1/n) Σ c²: the variance path back into c
-    dc = dc + dv * 2.0 * c / n
-    # c = x − μ: the direct path into x, and the mean path through μ
-    dmu = -np.sum(dc, axis=axes, keepdims=True)
-    # μ = (1/n) Σ x
-    return dc + dmu / n
 
 
 class _BatchNorm(BatchNormProducts, Layer):
@@ -115,11 +80,13 @@ class _BatchNorm(BatchNormProducts, Layer):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
+        device: Any = None,
+        dtype: Any = None,
         *,
         bias: bool = True,
-        dtype: np.dtype | type | str = np.float64,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, type(self).__name__, device)
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         if num_features < 1:
@@ -134,7 +101,6 @@ class _BatchNorm(BatchNormProducts, Layer):
         self.affine = _flag(affine, "affine")
         self.has_bias = _flag(bias, "bias")  # torch 2.13: β learned only if affine and bias
         self.track_running_stats = _flag(track_running_stats, "track_running_stats")
-        dtype = np.dtype(dtype)
         if self.affine:
             self.params["weight"] = np.ones(self.num_features, dtype)
             if self.has_bias:
@@ -168,9 +134,18 @@ class _BatchNorm(BatchNormProducts, Layer):
         self._check(x)
         axes = (0, *range(2, x.ndim))
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
+        if use_batch and x.size == 0:
+            # torch: an empty output; the running statistics stay, but the batch is counted
+            # (num_batches_tracked, which momentum=None's average divides by). The empty
+            # batch then acts as the affine map of no statistics (x̂ = x, 1/σ = 1): empty
+            # products, zero parameter gradients, no mean of nothing.
+            if self.training and self.track_running_stats:
+                self.buffers["num_batches_tracked"][...] += 1
+            use_batch, x_hat = False, x.copy()
+            inv_std = np.ones(self._shape(x), x.dtype)
+        elif use_batch:
             n = math.prod(x.shape[a] for a in axes)
-            if n < 2:
+            if n == 1:  # torch's _verify_batch_size: only exactly one value is refused
                 raise ValueError(
                     f"{self!r}: expected more than 1 value per channel when training, got "
                     f"input of shape {x.shape}"
@@ -308,10 +283,11 @@ class LayerNorm(LayerNormProducts, Layer):
         eps: float = 1e-5,
         elementwise_affine: bool = True,
         bias: bool = True,
-        *,
-        dtype: np.dtype | type | str = np.float64,
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
+        dtype = layer_dtype(dtype, "LayerNorm", device)
         shape = (normalized_shape,) if np.ndim(normalized_shape) == 0 else normalized_shape
         if not shape or any(
             isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
@@ -324,9 +300,9 @@ class LayerNorm(LayerNormProducts, Layer):
         self.elementwise_affine = _flag(elementwise_affine, "elementwise_affine")
         self.has_bias = _flag(bias, "bias")  # β learned only if elementwise_affine and bias
         if self.elementwise_affine:
-            self.params["weight"] = np.ones(self.normalized_shape, np.dtype(dtype))
+            self.params["weight"] = np.ones(self.normalized_shape, dtype)
             if self.has_bias:
-                self.params["bias"] = np.zeros(self.normalized_shape, np.dtype(dtype))
+                self.params["bias"] = np.zeros(self.normalized_shape, dtype)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -340,9 +316,10 @@ class LayerNorm(LayerNormProducts, Layer):
         return tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, NormCache]:
-        """``x (N, *, *normalized_shape) -> y`` of the same shape (``LAYER.layernorm``)."""
+        """``x (N, *, *normalized_shape) -> y`` of the same shape (``LAYER.layernorm``); an
+        unbatched ``x`` of ``normalized_shape`` alone too, as torch."""
         check_input(
-            x, self, ndim=range(len(self.normalized_shape) + 1, 33), trailing=self.normalized_shape
+            x, self, ndim=range(len(self.normalized_shape), 33), trailing=self.normalized_shape
         )
         x_hat, _, _, inv_std = normalise_forward(x, self._axes(x), self.eps)
         weight, beta = self.params.get("weight"), self.params.get("bias")

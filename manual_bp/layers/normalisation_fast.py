@@ -42,7 +42,7 @@ class BatchNormStep:
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.shape: tuple[int, ...] = ()
         self.centred = self.inv_std = None
-        self.batch_stats = True
+        self.batch_stats, self.empty = True, False
 
     def _make(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         n, c, length = x.shape[0], x.shape[1], math.prod(x.shape[2:])
@@ -66,9 +66,11 @@ class BatchNormStep:
         x3 = x.reshape(centred.shape)
         self.shape, self.centred = x.shape, centred
         use_batch = layer.training or not layer.track_running_stats
-        self.batch_stats = use_batch
+        self.batch_stats, self.empty = use_batch, m == 0
+        if m == 0:  # torch's empty batch: the readable form's rule (counted, not averaged)
+            return layer.forward(x)[0]
         if use_batch:
-            if m < 2:
+            if m == 1:
                 raise ValueError(
                     f"{layer!r}: expected more than 1 value per channel when training, got "
                     f"input of shape {x.shape}"
@@ -113,6 +115,10 @@ class BatchNormStep:
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         layer = self.layer
+        if self.empty:  # nothing reached the parameters
+            for grad in grads.values():
+                grad[...] = 0.0
+            return np.zeros(self.shape, dout.dtype) if need_dx else None
         centred, scratch, rows, ones, rep = self._buffers[self.shape]
         n, ch, length = centred.shape
         m = n * length
@@ -173,7 +179,7 @@ class LayerNormStep:
         check_input(
             x,
             layer,
-            ndim=range(len(layer.normalized_shape) + 1, 33),
+            ndim=range(len(layer.normalized_shape), 33),  # unbatched too, as torch
             trailing=layer.normalized_shape,
         )
         r_count = x.size // d
