@@ -237,3 +237,12 @@ __all__ = [
     "to_labels",
     "train",
 ]
+
+# Every registered layer class under its own name, so a class added later is exported
+# without an edit here (the layer ``Identity`` is ``IdentityLayer``: ``Identity`` is the
+# activation); ``Linear`` is torch's name for ``Dense``.
+from manual_bp.layers import _EXPORTED as _LAYER_CLASSES  # noqa: E402
+from manual_bp.layers import Linear  # noqa: E402
+
+globals().update({k: v for k, v in _LAYER_CLASSES.items() if k != "Identity"})
+__all__ += [*sorted(set(_LAYER_CLASSES) - set(__all__) - {"Identity"}), "Linear"]

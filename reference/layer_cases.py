@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 import reference.checks  # noqa: F401  (imports every checks_* module: torch forwards, blocks)
-from manual_bp.layers import LAYERS, Embedding, Identity, Layer, Reshape
+from manual_bp.layers import LAYERS, Embedding, Identity, Layer, Reshape, Unflatten
 from reference.checks_convolution import build_conv, draw_conv_kwargs
 from reference.stack import BLOCKS, random_stack
 
@@ -51,10 +51,12 @@ def _direct(name: str, rng: np.random.Generator) -> tuple[Layer, np.ndarray]:
         return Identity(), rng.standard_normal((batch, int(rng.integers(1, 5)), 3))
     if name == "Reshape":
         return Reshape(3, -1), rng.standard_normal((batch, 2, int(rng.integers(1, 4)), 3))
+    if name == "Unflatten":
+        return Unflatten(1, (2, -1)), rng.standard_normal((batch, 2 * int(rng.integers(1, 4)), 3))
     raise LookupError(name)
 
 
-DIRECT = ("Conv1d", "ConvTranspose2d", "Embedding", "Identity", "Reshape")
+DIRECT = ("Conv1d", "ConvTranspose2d", "Embedding", "Identity", "Reshape", "Unflatten")
 #: layer class name -> the (kind, block) pairs that build it (filled on first use)
 SOURCES: dict[str, list[tuple[str, str]]] = {}
 

@@ -44,7 +44,7 @@ REGISTRIES = {
     "LAYERS": LAYERS,
 }
 #: Registered classes exported under another top-level name (a name clash).
-RENAMED = {("manual_bp.layers.containers", "Identity"): "IdentityLayer"}
+RENAMED = {("manual_bp.layers.views", "Identity"): "IdentityLayer"}
 
 ALL_CLASSES = [(key, cls) for key, registry in REGISTRIES.items() for cls in registry.classes()]
 

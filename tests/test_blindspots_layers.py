@@ -215,11 +215,12 @@ def test_spec_triples_and_their_positional_arguments():
 
 
 def test_layers_refuse_inputs_without_a_batch_axis_or_with_too_many_axes():
-    """A single sample (no batch axis) is one clear error, not a silent batch of one;
-    ``Dense`` and ``Reshape`` take 2 to 32 axes (NumPy 1.x's limit, kept under NumPy 2)."""
-    for layer, x in ((Dense(3, 2), np.ones(3)), (Reshape(3, -1), np.ones(6))):
-        with pytest.raises(ValueError, match=r"x has shape \(\d+,\) \(1 axes\); expected 2 or"):
-            layer.forward(x)
+    """A single sample (no batch axis) is one clear error for ``Reshape`` (its shape is per
+    sample), while ``Dense`` takes an unbatched ``(n_in,)`` vector as ``nn.Linear`` does;
+    ``Dense`` and ``Reshape`` take at most 32 axes (NumPy 1.x's limit, kept under NumPy 2)."""
+    with pytest.raises(ValueError, match=r"x has shape \(6,\) \(1 axes\); expected 2 or"):
+        Reshape(3, -1).forward(np.ones(6))
+    assert Dense(3, 2).forward(np.ones(3))[0].shape == (2,)
     with pytest.raises(ValueError, match=r"\(33 axes\)"):
         Dense(3, 2).forward(np.zeros((1,) * 32 + (3,)))
 
@@ -258,6 +259,7 @@ def test_layer_defaults_are_torchs(name):
     cls = next(c for c in LAYERS.classes() if c.__name__ == name)
     ours = defaults(cls.__init__)
     ours.pop("dtype", None)
+    ours.pop("device", None)  # None in both; the library refuses any but the CPU
     if name in ("RNN", "LSTM", "GRU"):  # torch's signature is (*args, **kwargs)
         from manual_bp.layers.recurrent import RecurrentLayer
 
@@ -305,8 +307,13 @@ def test_convolution_and_pooling_reprs_messages_and_spec_triples():
         Conv2d(2, 3, 3).output_shape((3,))
     with pytest.raises(ValueError, match=r"needs per-sample inputs \(C, L\) with C = 2"):
         Conv1d(2, 3, 3).output_shape((3,))
-    with pytest.raises(ValueError, match=r"^AvgPool2d\(2, .*: x has shape \(1, 4, 4\) \(3 axes\)"):
-        AvgPool2d(2).forward(np.zeros((1, 4, 4)))
+    with pytest.raises(
+        ValueError,
+        match=r"^AvgPool2d\(2, .*: x has shape \(4, 4\) \(2 axes\); expected 4 axes "
+        r"\(batch first\) or 3 \(one unbatched sample\)$",
+    ):
+        AvgPool2d(2).forward(np.zeros((4, 4)))
+    assert AvgPool2d(2).forward(np.zeros((1, 4, 4)))[0].shape == (1, 2, 2)  # unbatched, as torch
     model = Sequential.from_spec(
         [("conv-transpose2d", (4, 2), {}), ("maxpool2d", (2,), {}), ("avgpool2d", (1,), {})],
         (1, 3, 3), 2,

@@ -34,7 +34,7 @@ COMMANDS: dict[str, list[str]] = {
         "--layers",
         "reshape(8, 8), conv1d(8, 3, padding=1), rnn(4), flatten, dense, softmax",
     ],
-    "recurrent": ["--layers", "reshape(8, 8), gru(4), lstm(4), flatten, dense, softmax"],
+    "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",
         "adam",

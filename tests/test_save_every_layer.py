@@ -213,6 +213,11 @@ def _attention(draw, shape: Shape):
     )
 
 
+def _unflatten(draw, shape: Shape):
+    divisor = draw(st.sampled_from([d for d in range(1, shape[0] + 1) if shape[0] % d == 0]))
+    return L["Unflatten"](1, (divisor, shape[0] // divisor))
+
+
 def _embedding(draw, shape: Shape):
     return L["Embedding"](
         VOCABULARY,
@@ -272,6 +277,7 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "LayerNorm": (("features", "sequences", "images"), _layernorm),
     "MaxPool2d": (("images",), _pool(L["MaxPool2d"])),
     "MultiheadAttention": (("sequences",), _attention),
+    "Unflatten": (("features",), _unflatten),
     "RNN": (("sequences",), _recurrent(L["RNN"])),
     "Reshape": (("features", "sequences", "images"), _reshape),
     "Residual": (("features", "sequences", "images"), _residual),

@@ -26,7 +26,7 @@ from manual_bp.layers.containers import (
     stack_forward,
     stack_output_shape,
 )
-from manual_bp.layers.dense import Dense, dense_backward, dense_forward
+from manual_bp.layers.dense import Dense, Linear, dense_backward, dense_forward
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
@@ -38,6 +38,7 @@ globals().update(_EXPORTED)
 
 __all__ = [
     "LAYERS",
+    "Linear",
     "ActivationLayer",
     "BatchCouplingError",
     "Cache",

@@ -43,6 +43,12 @@ def _forward(method: Callable) -> Callable:
         if isinstance(x, np.ndarray) and x.ndim == self.batched_ndim - 1:
             out, inner = method(self, x[None], *args, **kwargs)
             return out[0], UnbatchedCache(x, inner)
+        if isinstance(x, np.ndarray) and x.ndim != self.batched_ndim:
+            n = self.batched_ndim
+            raise ValueError(
+                f"{self!r}: x has shape {x.shape} ({x.ndim} axes); expected {n} axes "
+                f"(batch first) or {n - 1} (one unbatched sample)"
+            )
         return method(self, x, *args, **kwargs)
 
     return forward
