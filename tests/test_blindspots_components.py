@@ -31,6 +31,8 @@ from reference.components import torch_activation, torch_cost
 
 #: our (class name, hyper-parameter) -> (torch callable, torch parameter name).
 TORCH_DEFAULTS = {
+    ("softmax", "dim"): (torch.nn.Softmax, "dim"),
+    ("log-softmax", "dim"): (torch.nn.LogSoftmax, "dim"),
     ("leaky-relu", "alpha"): (torch.nn.LeakyReLU, "negative_slope"),
     ("elu", "alpha"): (torch.nn.ELU, "alpha"),
     ("softplus", "beta"): (torch.nn.Softplus, "beta"),
@@ -48,6 +50,10 @@ DIFFERENT_DEFAULTS = {
     # torch's default log_input=True expects log-rates; ours takes rates λ ≥ 0 by default
     # (a softplus output), docs/costs.md.
     ("poisson-nll", "log_input"),
+    # torch's dim=None is its deprecated implicit rule (axis 0 of 0-, 1-, 3-d inputs); the
+    # library's default is the last axis (docs/conventions.md, issue 23): mapped below.
+    ("softmax", "dim"),
+    ("log-softmax", "dim"),
 }
 
 
