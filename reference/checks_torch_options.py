@@ -279,3 +279,36 @@ def adaptive_avgpool2d_check(rng: np.random.Generator) -> list[Comparison]:
     layer = AdaptiveAvgPool2d(tuple(sizes))
     x = rng.standard_normal((int(rng.integers(1, 4)), int(rng.integers(1, 4)), h, w))
     return layer_comparisons(layer, x, rng)
+
+
+# ----------------------------------------------------------------------------- embedding
+@register_check("embedding-renorm")
+def embedding_renorm_check(rng: np.random.Generator) -> list[Comparison]:
+    """EMB.renorm: the looked-up rows renormalised in place to at most max_norm (torch's
+    embedding_renorm_, its 10⁻⁷ included), the output and the weight's gradient, against
+    F.embedding(max_norm=…) on the same weight."""
+    from manual_bp.layers import Embedding
+
+    vocab, dim = int(rng.integers(2, 7)), int(rng.integers(1, 5))
+    max_norm = float(rng.choice([0.5, 1.0, 2.0]))
+    norm_type = float(rng.choice([1.0, 2.0, 3.0]))
+    layer = Embedding(
+        vocab, dim, max_norm=max_norm, norm_type=norm_type, seed=int(rng.integers(2**31))
+    )
+    weight = torch.tensor(layer.params["weight"].copy(), requires_grad=True)
+    x = rng.integers(0, vocab, size=(int(rng.integers(1, 4)), int(rng.integers(1, 5))))
+    out, cache = layer.forward(x)
+    d_out = rng.standard_normal(out.shape)
+    _, grads = layer.backward(d_out, cache)
+    out_t = torch.nn.functional.embedding(torch.tensor(x), weight, max_norm=max_norm,
+                                          norm_type=norm_type)  # fmt: skip
+    out_t.backward(torch.tensor(d_out))
+    magnitude = np.zeros_like(grads["weight"])  # Σ|terms| of each row's sum over its uses
+    np.add.at(magnitude, x.reshape(-1), np.abs(d_out).reshape(-1, dim))
+    return [
+        Comparison("EMB.renorm", "renormalised weight", layer.params["weight"],
+                   weight.detach().numpy()),
+        Comparison("EMB.renorm", "output", out, out_t.detach().numpy()),
+        Comparison("EMB.renorm", "∂C/∂weight", grads["weight"], weight.grad.numpy(),
+                   scale=magnitude),
+    ]  # fmt: skip

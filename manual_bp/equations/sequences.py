@@ -59,6 +59,14 @@ EQUATIONS = [
         f"{_R}::test_embedding_matches_torch",
     ),
     Equation(
+        "EMB.renorm",
+        "Embedding max_norm renormalisation",
+        "W_k ← W_k · max_norm / (‖W_k‖_p + 1e-7) if ‖W_k‖_p > max_norm (looked-up rows, in place)",
+        f"{_D}#EMB.renorm",
+        "manual_bp.layers.embedding.embedding_renorm",
+        "tests/test_embedding_torch_args.py::test_embedding_options_match_torch",
+    ),
+    Equation(
         "ATT.softmax",
         "Softmax VJP",
         "s̄ = p ⊙ (p̄ − Σ_k p̄_k p_k)",
