@@ -237,3 +237,23 @@ def test_curvature_and_the_torch_export_follow_the_layer_names():
     for ours, theirs in zip(hvp(named, x, y, v), hvp(plain, x, y, v), strict=True):
         np.testing.assert_array_equal(ours, theirs)
     assert list(to_torch(named).state_dict()) == [n for n, _ in named.named_parameters()]
+
+
+@pytest.mark.parametrize(
+    "dim, input_shape, refused",
+    [(-1, (3,), False), (1, (3,), False), (None, (3,), False), (2, (5, 3), False),
+     (0, (3,), True), (1, (5, 3), True), (None, (5, 3), True)],
+)  # fmt: skip
+def test_a_folded_softmax_must_act_on_the_classes_axis(dim, input_shape, refused):
+    """log-likelihood folds softmax into δ = a − y along the last axis; a softmax along
+    another dim (torch's legacy dim=None picks axis 0 of a 3-d output) would make that δ
+    wrong: refused when the model is built, naming the dim."""
+    from manual_bp.activations import Softmax
+    from manual_bp.layers import ActivationLayer
+
+    layers = [Dense(3, 4), ActivationLayer(Softmax(dim=dim))]
+    if refused:
+        with pytest.raises(ValueError, match=rf"folds its output softmax .* dim={dim}: use dim=-1"):
+            Sequential(layers, cost="log-likelihood", input_shape=input_shape)
+    else:
+        Sequential(layers, cost="log-likelihood", input_shape=input_shape)

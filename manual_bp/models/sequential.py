@@ -145,6 +145,27 @@ class Sequential(Evaluation):
         self.output_shape = (
             stack_output_shape(self.layers, self.input_shape) if self.input_shape else None
         )
+        self._check_folded_axis(last)
+
+    def _check_folded_axis(self, last: Layer) -> None:
+        """A cost that folds its output activation (softmax into log-likelihood: δ = a − y)
+        does so along the last axis, the classes'; a softmax along another ``dim`` would
+        make that δ wrong, so it is refused here rather than differentiated wrongly."""
+        activation = getattr(last, "activation", None)
+        dim = getattr(activation, "dim", -1)
+        if dim == -1 or activation.name not in self.cost.folds:
+            return
+        ndim = None if self.output_shape is None else 1 + len(self.output_shape)
+        given = f"dim={dim}"
+        if dim is None and ndim is not None:  # torch's legacy implicit rule
+            dim = 0 if ndim in (0, 1, 3) else 1
+            given = f"dim=None (axis {dim} by torch's implicit rule)"
+        if ndim is not None and dim is not None and dim % ndim != ndim - 1:
+            raise ValueError(
+                f"cost {self.cost.name!r} folds its output {activation.name} along the last "
+                f"axis (the classes'), but the output layer normalises along {given}: "
+                "use dim=-1"
+            )
 
     def _sharing(self, named: OrderedDict, cost: Any, input_shape: Any) -> Sequential:
         """A ``Sequential`` of ``named``'s layer objects whose buffer is a view of this
