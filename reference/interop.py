@@ -77,8 +77,8 @@ _ACTIVATIONS: dict[type, tuple[str, Callable[[nn.Module], dict[str, Any]]]] = {
     nn.GELU: ("gelu", lambda m: {"approximate": m.approximate}),
     nn.SiLU: ("silu", lambda m: {}),
     nn.Hardtanh: ("hardtanh", lambda m: {"min_val": m.min_val, "max_val": m.max_val}),
-    nn.Softmax: ("softmax", lambda m: {}),
-    nn.LogSoftmax: ("log-softmax", lambda m: {}),
+    nn.Softmax: ("softmax", lambda m: {"dim": m.dim}),
+    nn.LogSoftmax: ("log-softmax", lambda m: {"dim": m.dim}),
 }
 
 #: torch module class name -> manual_bp layer name (hyper-parameters share torch's names)
@@ -96,7 +96,7 @@ _LAYERS = {
     "Dropout": "dropout",
     "Dropout2d": "dropout2d",
     "Flatten": "flatten",
-    "Unflatten": "reshape",
+    "Unflatten": "unflatten",
     "Reshape": "reshape",
     "Embedding": "embedding",
     "LSTM": "lstm",
@@ -167,32 +167,20 @@ def _options(module: nn.Module) -> dict[str, tuple[Any, Any]]:
     return options
 
 
-def _flatten_shape(start: int, end: int, shape: Shape, label: str) -> tuple[int, ...] | None:
-    """The per-sample shape after ``nn.Flatten(start, end)``; None means the plain Flatten()."""
-    if start == 0:
-        raise ValueError(f"{label}: flattening the batch axis (start_dim=0) is not expressible")
-    if shape is None:
-        if (start, end) in ((1, -1),):
-            return None
-        raise ValueError(f"{label}: Flatten({start}, {end}) needs input_shape= to be mapped")
-    ndim = len(shape) + 1
-    start, end = start % ndim, end % ndim
-    if start == 0:
-        raise ValueError(f"{label}: flattening the batch axis (start_dim=0) is not expressible")
-    if end == ndim - 1 and start == 1:
-        return None
-    s = shape
-    return (*s[: start - 1], int(np.prod(s[start - 1 : end])), *s[end:])
+def _batch_axis(dim: int, shape: Shape) -> bool:
+    """Whether torch's ``dim`` names the batch axis (of inputs of per-sample ``shape``)."""
+    return dim == 0 or (shape is not None and dim % (len(shape) + 1) == 0)
 
 
 def _layer_from_module(module: nn.Module, label: str, shape: Shape) -> Layer:
     activation = _ACTIVATIONS.get(type(module))
     if activation is not None:
         name, options = activation
-        if name in ("softmax", "log-softmax"):
-            last = -1 if shape is None else len(shape)
-            if module.dim not in (-1, None, 1 if shape is None else last):
-                raise ValueError(f"{label}: only dim=-1 (the last axis) is supported")
+        if name in ("softmax", "log-softmax") and module.dim == 0:
+            raise ValueError(
+                f"{label}: a softmax along the batch axis (dim=0) couples the samples of a "
+                "mini-batch: not expressible in a Sequential"
+            )
         return ActivationLayer({"name": name, **options(module)})
     name = _LAYERS.get(type(module).__name__)
     if name is None or name not in LAYERS:
@@ -200,16 +188,15 @@ def _layer_from_module(module: nn.Module, label: str, shape: Shape) -> Layer:
     if isinstance(module, nn.AdaptiveAvgPool2d):
         return LAYERS.lookup(name)(_plain(module.output_size))
     if isinstance(module, nn.Flatten):
-        new = _flatten_shape(module.start_dim, module.end_dim, shape, label)
-        return LAYERS.lookup("flatten")() if new is None else LAYERS.lookup("reshape")(*new)
+        if module.start_dim == 0 or (
+            shape is not None and module.start_dim % (len(shape) + 1) == 0
+        ):
+            raise ValueError(f"{label}: flattening the batch axis (start_dim=0) is not expressible")
+        return LAYERS.lookup("flatten")(module.start_dim, module.end_dim)
     if isinstance(module, nn.Unflatten):
-        if shape is None:
-            raise ValueError(f"{label}: Unflatten needs input_shape= to be mapped")
-        dim = module.dim % (len(shape) + 1)
-        if dim == 0:
+        if _batch_axis(module.dim, shape):
             raise ValueError(f"{label}: unflattening the batch axis (dim=0) is not expressible")
-        sizes = tuple(_plain(module.unflattened_size))
-        return LAYERS.lookup(name)(*shape[: dim - 1], *sizes, *shape[dim:])
+        return LAYERS.lookup("unflatten")(module.dim, tuple(_plain(module.unflattened_size)))
     if isinstance(module, Reshape):
         return LAYERS.lookup(name)(*module.shape)
     cls = LAYERS.lookup(name)
@@ -354,7 +341,7 @@ def _module_from_layer(layer: Layer, index: int) -> nn.Module:
                 if name == "leaky-relu":
                     return cls(negative_slope=config["alpha"])
                 if name in ("softmax", "log-softmax"):
-                    return cls(dim=-1)
+                    return cls(dim=config["dim"])
                 return cls(**config)
         raise ValueError(f"layer {index} ({layer!r}): activation {name!r} has no torch module")
     config = layer.get_config()
@@ -373,7 +360,9 @@ def _module_from_layer(layer: Layer, index: int) -> nn.Module:
     if layer.name == "reshape":
         return Reshape(*layer.shape)
     if layer.name == "flatten":
-        return nn.Flatten()
+        return nn.Flatten(layer.start_dim, layer.end_dim)
+    if layer.name == "unflatten":
+        return nn.Unflatten(layer.dim, tuple(layer.unflattened_size))
     if layer.name == "global-avgpool2d":
         return nn.AdaptiveAvgPool2d(1)
     if layer.name == "identity-layer":

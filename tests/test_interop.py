@@ -103,7 +103,7 @@ def test_unsupported_modules_are_named_with_the_supported_list():
         r"supported: .*Linear",
     ):
         from_torch(nn.Sequential(nn.Linear(2, 2), nn.RReLU()))
-    with pytest.raises(ValueError, match="only dim=-1"):
+    with pytest.raises(ValueError, match=r"softmax along the batch axis \(dim=0\)"):
         from_torch(nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=0)))
     assert "Linear" in SUPPORTED and "ReLU" in SUPPORTED
 

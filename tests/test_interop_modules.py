@@ -205,9 +205,9 @@ def test_the_batch_first_flag_is_converted_faithfully(kind, batch_first):
     ("module", "message"),
     [
         (nn.Flatten(0), "flattening the batch axis"),
-        (nn.Unflatten(1, (2, 2)), "Unflatten needs input_shape="),
-        (nn.Embedding(4, 2, max_norm=1.0), "max_norm=1.0 is not supported"),
-        (nn.Softmax(dim=0), "only dim=-1"),
+        (nn.Unflatten(0, (2, 2)), r"unflattening the batch axis \(dim=0\)"),
+        (nn.Embedding(4, 2, sparse=True), "sparse"),
+        (nn.Softmax(dim=0), r"softmax along the batch axis \(dim=0\)"),
         (nn.Bilinear(2, 2, 2), r"module 0 \(Bilinear\) has no manual_bp counterpart"),
         (
             nn.TransformerEncoderLayer(
