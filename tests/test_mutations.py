@@ -371,8 +371,8 @@ MUTATIONS = [
         "STACK.chain",
         "the training step's bottom Dense layer doubles its bias gradient",
         "manual_bp/layers/dense.py",
-        'return {"weight": dW, "bias": db} if self.bias else {"weight": dW}',
-        'return {"weight": dW, "bias": 2 * db} if self.bias else {"weight": dW}',
+        'return {"weight": dW, "bias": db} if self.has_bias else {"weight": dW}',
+        'return {"weight": dW, "bias": 2 * db} if self.has_bias else {"weight": dW}',
         "tests/test_stack.py::test_training_step_skips_only_the_unused_input_gradient",
     ),
     Mutation(
