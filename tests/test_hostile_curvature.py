@@ -710,6 +710,9 @@ def check_hostile(entry: Entry, model_key: str, argument: str, verdict, value, n
         named = any(_names(message, name) for name in names or (argument,))
         assert named, f"{where}: the message does not name it: {message!r}"
         assert not any(f in message for f in INTERNAL), f"{where}: internal message {message!r}"
+        # a hostile input is refused before any work, not found by the result's check
+        late = "the result is not finite" in message
+        assert isinstance(verdict, Either) or not late, f"{where}: refused only after the work"
         return
     assert not isinstance(verdict, Refuse), f"{where} accepted a hostile input"
     values = _values(result)
