@@ -844,3 +844,58 @@ def test_curvature_never_warns_on_huge_finite_inputs():
         {"model": net, "x": x, "y": y, "v": np.full(_flat_direction(net).size, 1.7e308)},
     )
     assert not caught and isinstance(error, ValueError) and "v are too large" in str(error)
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+#: Which drawn scalars each kind accepts (both sides of, and exactly at, every edge).
+SCALAR_RULES = {
+    "count": lambda v: _real(v) and isinstance(v, (int, np.integer)) and v >= 1,
+    "tolerance": lambda v: _real(v) and np.isfinite(v) and v >= 0,
+    "positive": lambda v: _real(v) and np.isfinite(v) and v > 0,
+    "step": lambda v: _real(v) and 0 < v < 1,
+    "seed": lambda v: v is None or (_real(v) and isinstance(v, (int, np.integer)) and v >= 0),
+    "flag": lambda v: isinstance(v, (bool, np.bool_)),
+}
+
+SCALARS = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from([np.int64(0), np.int64(1), np.uint8(2), np.float32(0.5), np.float64(1.0)]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1.0, 5e-324, 1 - 2**-53, np.nextafter(0, 1), np.nan]),
+    st.booleans(),
+    st.sampled_from([np.True_, np.False_]),
+    st.none(),
+    st.text(max_size=2),
+)
+
+
+@st.composite
+def drawn_scalar(draw):
+    choices = [
+        (entries, key, argument, kind)
+        for entries in (ENTRIES, GRADCHECK_ENTRIES)
+        for key, entry in entries.items()
+        for argument, kind in entry.kinds.items()
+        if kind in SCALAR_RULES
+    ]
+    entries, key, argument, kind = draw(st.sampled_from(choices))
+    return entries, key, argument, kind, draw(SCALARS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=drawn_scalar())
+def test_drawn_scalar_arguments_are_accepted_or_refused_by_rule(case):
+    """Iteration counts, tolerances, steps, seeds and flags: accepted exactly when the rule
+    says (an integer ≥ 1; a finite number ≥ 0 or > 0; a step in (0, 1); a non-negative
+    integer seed or None; a bool), otherwise refused naming the argument."""
+    entries, key, argument, kind, value = case
+    verdict = ACCEPT if SCALAR_RULES[kind](value) else REFUSE
+    if kind == "count" and argument == "max_iter" and verdict is ACCEPT:
+        value = min(int(value), 3)  # the power iteration's cost grows with it
+    entry = entries[key]
+    check_hostile(entry, entry.models[0], argument, verdict, value)
