@@ -7,6 +7,7 @@ name neither the argument nor the function) nor silently returns a number.
 
 * :func:`check_count` — an integer ``≥ minimum`` (``bool`` is refused: ``True`` is a flag);
 * :func:`check_number` — a finite real number, ``> 0`` or ``≥ 0``;
+* :func:`check_step` — a finite-difference step relative to ``max(1, |x|)``: in ``[ε, 1)``;
 * :func:`check_flag` — ``True`` or ``False`` (a ``1`` or ``"yes"`` is refused, not coerced);
 * :func:`as_generator` — ``None``, a non-negative integer, a ``SeedSequence``, a
   ``BitGenerator`` or a ``Generator``, as :func:`numpy.random.default_rng` takes them;
@@ -31,6 +32,7 @@ __all__ = [
     "check_flag",
     "check_float_dtype",
     "check_number",
+    "check_step",
 ]
 
 
@@ -105,3 +107,19 @@ def as_real_array(value: Any, name: str) -> np.ndarray:
                 f"{name} is not a rectangular array (nested rows of different lengths)"
             ) from None
     return as_array(value, name)
+
+
+def check_step(h: Any, name: str = "h") -> float:
+    """A relative finite-difference step in ``[ε, 1)`` (float64's ε): below ε the step
+    ``h·max(1, |x|)`` is lost in rounding (``x + step == x``) and the quotient divides by
+    almost nothing."""
+    eps = float(np.finfo(np.float64).eps)
+    if _is_real(h) and eps <= float(h) < 1:
+        return float(h)
+    raise ValueError(f"the relative step {name} must be a number in [{eps:.3g}, 1), got {h!r}")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )

@@ -16,7 +16,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from manual_bp._arguments import as_real_array, check_flag, check_float_dtype, check_number
+from manual_bp._arguments import (
+    as_real_array,
+    check_flag,
+    check_float_dtype,
+    check_number,
+    check_step,
+)
 from manual_bp._validation import check_finite
 
 __all__ = [
@@ -251,8 +257,7 @@ def finite_difference_gradient(
         raise TypeError(f"x must be float64: finite differences need float64, got {x.dtype}")
     if x.size:
         check_finite(x, "x")
-    if isinstance(h, bool) or not isinstance(h, (int, float, np.floating)) or not 0 < h < 1:
-        raise ValueError(f"the relative step h must be a number in (0, 1), got {h!r}")
+    check_step(h)
     flat = x.reshape(-1)
     if not np.shares_memory(flat, x):
         raise ValueError("x must be contiguous so that it can be perturbed in place")

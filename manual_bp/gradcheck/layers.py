@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._arguments import as_generator, as_real_array, check_number
+from manual_bp._arguments import as_generator, as_real_array, check_number, check_step
 from manual_bp._validation import check_finite, check_nonempty
 from manual_bp.gradcheck.compare import (
     DEFAULT_C,
@@ -281,8 +281,7 @@ def _check_settings(seed, torch_forward, h, rtol, atol, c) -> None:
     as_generator(seed, "seed")
     if torch_forward is not None and not callable(torch_forward):
         raise TypeError(f"torch_forward must be callable, got {type(torch_forward).__name__}")
-    if isinstance(h, bool) or not isinstance(h, (int, float, np.floating)) or not 0 < h < 1:
-        raise ValueError(f"the relative step h must be a number in (0, 1), got {h!r}")
+    check_step(h)
     check_number(rtol, "rtol", zero=True)
     check_number(atol, "atol", zero=True)
     check_number(c, "c")
