@@ -1,6 +1,6 @@
 """Every public curvature function, as a careless or hostile user calls it (issue 24, item 3).
 
-The functions are found by introspection of ``manual_bp.curvature`` (``tests/hostile.py``);
+The functions are found by introspection of ``manual_bp.curvature`` (``tests/hostile_entries.py``);
 :data:`ENTRIES` says how to call each and which kind of value each argument takes, and
 ``test_every_public_curvature_function_is_covered`` fails when a function is added without
 an entry. The catalogues of hostile values are walked exhaustively, and hypothesis draws
@@ -24,7 +24,7 @@ import manual_bp.curvature
 from manual_bp import Dense, Network, Sequential
 from manual_bp.curvature import ggn_matrix
 from manual_bp.layers import Conv2d, Dropout, Flatten
-from tests.hostile import (
+from tests.hostile_entries import (
     ACCEPT,
     MODELS,
     REFUSE,
@@ -411,7 +411,7 @@ def drawn_scalar(draw):
 @given(case=drawn_scalar())
 def test_drawn_scalar_arguments_are_accepted_or_refused_by_rule(case):
     """Iteration counts, tolerances, seeds and flags: accepted exactly when the rule says
-    (:data:`~tests.hostile.SCALAR_RULES`), otherwise refused naming the argument."""
+    (:data:`~tests.hostile_entries.SCALAR_RULES`), otherwise refused naming the argument."""
     key, argument, kind, value = case
     verdict = ACCEPT if SCALAR_RULES[kind](value) else REFUSE
     if argument == "max_iter" and verdict is ACCEPT:

@@ -1,5 +1,5 @@
 """Every public gradient checker (``manual_bp.gradcheck``) under hostile arguments (issue 24,
-item 3), with the property of ``tests/hostile.py``: tolerances ≤ 0 where a positive one is
+item 3), with the property of ``tests/hostile_entries.py``: tolerances ≤ 0 where a positive one is
 meant (``c``), negative or NaN ``rtol``/``atol``, steps outside ``(0, 1)``, seeds of the wrong
 kind, non-callables, layers without the protocol, arrays that are complex, bool, strings,
 ragged or non-finite are refused before any work in one line naming the argument.
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import manual_bp.gradcheck
 from manual_bp import Dense
-from tests.hostile import (
+from tests.hostile_entries import (
     ACCEPT,
     REFUSE,
     SCALAR_RULES,
@@ -321,7 +321,7 @@ def drawn_scalar(draw):
 @given(case=drawn_scalar())
 def test_drawn_scalar_arguments_are_accepted_or_refused_by_rule(case):
     """Steps, tolerances, multiples of ε, seeds and flags: accepted exactly when the rule
-    says (:data:`~tests.hostile.SCALAR_RULES`), otherwise refused naming the argument."""
+    says (:data:`~tests.hostile_entries.SCALAR_RULES`), otherwise refused naming the argument."""
     key, argument, kind, value = case
     verdict = ACCEPT if SCALAR_RULES[kind](value) else REFUSE
     check_hostile(GRADCHECK_ENTRIES[key], "regression", argument, verdict, value)
