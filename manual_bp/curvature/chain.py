@@ -26,8 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._arguments import as_real_array
+from manual_bp._validation import check_finite
 from manual_bp.activations import Activation, Identity
 from manual_bp.costs import Cost
+from manual_bp.curvature._checks import as_direction
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.containers import Flatten
 from manual_bp.layers.containers import Identity as IdentityLayer
@@ -160,10 +163,11 @@ class Chain:
         rejects the same inputs (the exact diagonal GGN never calls the cost's gradient,
         which is where the gradient path checks them).
         """
-        x = self.prepare.prepare_inputs(x)
+        # nested lists are made arrays here so that ragged nesting is named in one line
+        x = self.prepare.prepare_inputs(as_real_array(x, "x"))
         if x.ndim != 2:
             raise ValueError(f"curvature needs 2-D inputs (batch, features), got {x.shape}")
-        y = self.prepare.prepare_targets(y, x.shape[0])
+        y = self.prepare.prepare_targets(as_real_array(y, "y"), x.shape[0])
         self.cost.check_targets(y)
         return x, y
 
@@ -173,26 +177,24 @@ class Chain:
         lead = () if n is None else (n,)
         return [np.zeros((*lead, *shape), self.dtype) for shape in self.shapes]
 
-    def check_direction(self, v: Any) -> list[np.ndarray]:
-        """``v`` as a list of arrays shaped like the parameters (a flat vector is split)."""
-        if isinstance(v, np.ndarray) and v.ndim == 1:
-            sizes = [int(np.prod(s)) for s in self.shapes]
-            if v.size != sum(sizes):
-                raise ValueError(f"direction has {v.size} entries, the model {sum(sizes)}")
-            pieces = np.split(v, np.cumsum(sizes)[:-1])
-            return [p.reshape(s) for p, s in zip(pieces, self.shapes, strict=True)]
-        v = list(v)
-        if len(v) != len(self.shapes):
-            raise ValueError(f"direction has {len(v)} arrays, the model {len(self.shapes)}")
-        for i, (vi, s) in enumerate(zip(v, self.shapes, strict=True)):
-            if np.shape(vi) != s:
-                raise ValueError(f"direction array {i} has shape {np.shape(vi)}, expected {s}")
-        return [np.asarray(vi, dtype=self.dtype) for vi in v]
+    def check_direction(self, v: Any, name: str = "v") -> list[np.ndarray]:
+        """``v`` as a list of finite arrays shaped like the parameters (a flat vector is
+        split), refused in one line naming ``v`` otherwise
+        (:func:`~manual_bp.curvature._checks.as_direction`)."""
+        return as_direction(v, self.shapes, self.dtype, name)
 
 
 def flatten(arrays: list[np.ndarray]) -> np.ndarray:
-    """Concatenate parameter-shaped arrays into one vector (``parameter_arrays()`` order)."""
-    return np.concatenate([np.ravel(a) for a in arrays])
+    """Concatenate parameter-shaped arrays into one vector (``parameter_arrays()`` order).
+
+    Raises ``TypeError`` unless ``arrays`` is a non-empty list or tuple of arrays of real
+    numbers (``arrays[i]`` named).
+    """
+    if not isinstance(arrays, (list, tuple)) or not arrays:
+        raise TypeError(f"arrays must be a non-empty list of arrays, got {arrays!r:.60}")
+    return np.concatenate(
+        [np.ravel(as_real_array(a, f"arrays[{i}]")) for i, a in enumerate(arrays)]
+    )
 
 
 #: What :func:`as_chain` accepts in a ``Sequential``, named in its error message.
@@ -234,13 +236,15 @@ def as_chain(model: Any) -> Chain:
     ------
     TypeError
         Another model type, or a stack with a layer outside :data:`SUPPORTED_LAYERS`.
+    ValueError
+        A parameter of the model holds a NaN or ±inf (every result would be NaN).
     """
     if not isinstance(model, Sequential):
-        raise TypeError(f"curvature needs a Network or a Sequential, got {type(model).__name__}")
+        raise TypeError(f"model must be a Network or a Sequential, got {type(model).__name__}")
     if getattr(model, "ignore_index", None) is not None:
         # the curvature rules average over every row; masked rows would be counted
         raise TypeError(
-            f"curvature: a model with ignore_index={model.ignore_index} is not supported "
+            f"curvature: model with ignore_index={model.ignore_index} is not supported "
             "(its mean runs over the counted positions only); build it without ignore_index"
         )
     named = model.named_parameters()
@@ -254,11 +258,13 @@ def as_chain(model: Any) -> Chain:
         elif not _is_identity(layer):
             mode = " in training mode (call model.eval())" if _is_dropout(layer) else ""
             raise TypeError(
-                f"curvature: layer {k} ({layer!r}){mode} is not supported; supported: "
+                f"curvature: model layer {k} ({layer!r}){mode} is not supported; supported: "
                 f"{SUPPORTED_LAYERS}"
             )
     if not any(link.index for link in links):
-        raise TypeError(f"curvature: the stack has no Dense layer; supported: {SUPPORTED_LAYERS}")
+        raise TypeError(f"curvature: the model has no Dense layer; supported: {SUPPORTED_LAYERS}")
+    for name, p in named:  # a NaN weight would make every result NaN
+        check_finite(p, f"model parameter {name!r}")
     head: Activation = Identity()
     last = links[-1].layer
     activation = getattr(last, "activation", None)

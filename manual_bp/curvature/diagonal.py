@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._arguments import as_generator, check_count, check_flag
+from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.loss import (
     output_factor,
@@ -82,14 +84,17 @@ def _diag_from_factor(chain, caches, S, per_sample: bool) -> list[np.ndarray]:
     return out
 
 
+@entry("x and y")
 def diag_ggn(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list[np.ndarray]:
     """Exact diagonal of the GGN of ``C`` (``CURV.diag-ggn``), shaped like the parameters."""
+    per_sample = check_flag(per_sample, "per_sample")
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     return _diag_from_factor(chain, caches, output_factor(chain, f, y), per_sample)
 
 
+@entry("x and y")
 def diag_ggn_mc(
     model: Any,
     x: Any,
@@ -104,10 +109,12 @@ def diag_ggn_mc(
     The targets are sampled from the model; ``y`` enters only through its mass ``Σⱼ yⱼ``
     (1 except for KL targets, see :func:`~manual_bp.curvature.loss.sampled_factor`).
     """
+    per_sample = check_flag(per_sample, "per_sample")
+    generator, n_samples = as_generator(rng, "rng"), check_count(n_samples, "n_samples")
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    S = sampled_factor(chain, f, y, np.random.default_rng(rng), n_samples)
+    S = sampled_factor(chain, f, y, generator, n_samples)
     return _diag_from_factor(chain, caches, S, per_sample)
 
 
@@ -147,8 +154,10 @@ def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np
     return out
 
 
+@entry("x and y")
 def diag_ggn_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list:
     """``CURV.diag-ggn`` by propagating full per-sample matrices (readable; small models)."""
+    per_sample = check_flag(per_sample, "per_sample")
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
@@ -156,8 +165,10 @@ def diag_ggn_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -
     return _propagate(chain, caches, H, g, residual=False, per_sample=per_sample)
 
 
+@entry("x and y")
 def diag_hessian_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list:
     """``CURV.diag-hessian`` by propagating full per-sample matrices (readable; small models)."""
+    per_sample = check_flag(per_sample, "per_sample")
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
@@ -165,6 +176,7 @@ def diag_hessian_readable(model: Any, x: Any, y: Any, *, per_sample: bool = Fals
     return _propagate(chain, caches, H, g, residual=True, per_sample=per_sample)
 
 
+@entry("x and y")
 def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list[np.ndarray]:
     """Exact diagonal of the Hessian of ``C`` (``CURV.diag-hessian``): GGN + σ'' residuals.
 
@@ -179,6 +191,7 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
     :func:`diag_hessian_readable` (tested), at a cost that grows with the number of columns
     instead of with the cube of the width.
     """
+    per_sample = check_flag(per_sample, "per_sample")
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)

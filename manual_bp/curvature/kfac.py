@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._arguments import as_generator, as_real_array, check_count
+from manual_bp._validation import check_finite
+from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.loss import output_factor, sampled_factor
@@ -47,6 +50,7 @@ def _factors(chain: Chain, caches, S) -> list[tuple[np.ndarray, np.ndarray]]:
     return factors
 
 
+@entry("x and y")
 def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(A, B)]`` per dense layer, input first, with the exact factor (``CURV.kflr``)."""
     chain = as_chain(model)
@@ -55,6 +59,7 @@ def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     return _factors(chain, caches, output_factor(chain, f, y))
 
 
+@entry("x and y")
 def kfac(
     model: Any, x: Any, y: Any, *, rng: np.random.Generator | int | None = None, n_samples: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -62,10 +67,11 @@ def kfac(
 
     ``E[B] = B_KFLR``; ``A`` is the same as KFLR's.
     """
+    generator, n_samples = as_generator(rng, "rng"), check_count(n_samples, "n_samples")
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    S = sampled_factor(chain, f, y, np.random.default_rng(rng), n_samples)
+    S = sampled_factor(chain, f, y, generator, n_samples)
     return _factors(chain, caches, S)
 
 
@@ -73,9 +79,24 @@ def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:
     """The block of a full GGN (flat ``parameter_arrays()`` order) for ``W̃ = [W | b]``.
 
     Rows and columns ordered as ``W̃`` flattened row-major, matching ``np.kron(B, A)``.
+    ``layer`` counts the dense layers from 0 (a negative index counts from the last, as in
+    a list); ``G`` is a finite real ``(P, P)`` matrix, ``P`` the number of parameters.
     """
     chain = as_chain(model)
-    index = [link.index for link in chain.links if link.index][layer]
+    dense = [link.index for link in chain.links if link.index]
+    if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, (int, np.integer)):
+        raise TypeError(f"layer must be an integer (a dense layer's index), got {layer!r}")
+    if not -len(dense) <= layer < len(dense):
+        raise ValueError(
+            f"layer {layer} is out of range: the model has {len(dense)} dense layers "
+            f"(valid: {-len(dense)}..{len(dense) - 1})"
+        )
+    size = sum(int(np.prod(s)) for s in chain.shapes)
+    G = as_real_array(G, "G")
+    if G.shape != (size, size):
+        raise ValueError(f"G has shape {G.shape}; expected ({size}, {size}), the model's GGN")
+    check_finite(G, "G")
+    index = dense[layer]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in chain.shapes])
     m_out, m_in = chain.shapes[index["weight"]]
     idx = (offsets[index["weight"]] + np.arange(m_out * m_in)).reshape(m_out, m_in)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual_bp._arguments import check_count
 from manual_bp.costs.base import PREDICTIVE
 from manual_bp.curvature.chain import Chain
 
@@ -102,10 +103,7 @@ def sampled_factor(
     diag p − ppᵀ``: each column is scaled by ``√(Σy)`` (without it the estimate is the
     exact value divided by ``Σy``).
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
-        raise TypeError(f"n_samples must be an integer, got {n_samples!r}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    n_samples = check_count(n_samples, "n_samples")
     cols = [output_gradient(chain, f, sample_targets(chain, f, rng)) for _ in range(n_samples)]
     S, mass = np.stack(cols, axis=2), chain.cost.target_mass(y)  # mass: a number or (n, 1)
     if np.ndim(mass):

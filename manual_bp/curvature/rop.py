@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain, flatten
 from manual_bp.curvature.loss import output_gradient, output_hessian
 
 __all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp"]
 
 
+@entry("x and y")
 def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates):
     every layer's ``param_vjp`` and ``input_vjp`` on ``V = 1``."""
@@ -75,6 +77,7 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     return out
 
 
+@entry("x, y and v")
 def hvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
     """Hessian-vector product ``H v = ∇²C v`` (equation ``CURV.hvp``).
 
@@ -83,6 +86,8 @@ def hvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
     model : Network or Sequential of Dense + activation layers
     x : (n, n_in) inputs; y : targets (rows or labels)
     v : list of arrays shaped like ``parameter_arrays()``, or a flat vector
+        Floating point and finite; anything else (None, complex, integer, NaN, a wrong
+        count or shape) raises one ``TypeError``/``ValueError`` naming ``v`` before any work.
 
     Returns
     -------
@@ -94,6 +99,7 @@ def hvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
     return _r_sweep(chain, x, y, v, exact=True)
 
 
+@entry("x, y and v")
 def ggnvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
     """GGN-vector product ``G v = (1/n) Σₓ Jₓᵀ ∇²_f ℓ Jₓ v`` (equation ``CURV.ggnvp``).
 
@@ -108,16 +114,19 @@ def ggnvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
 
 def _matrix(product, model: Any, x: Any, y: Any) -> np.ndarray:
     chain = as_chain(model)
+    chain.data(x, y)  # refused before the first column, not after
     size = sum(int(np.prod(s)) for s in chain.shapes)
     eye = np.eye(size, dtype=chain.dtype)
     return np.stack([flatten(product(model, x, y, e)) for e in eye], axis=1)
 
 
+@entry("x and y")
 def hessian_matrix(model: Any, x: Any, y: Any) -> np.ndarray:
     """The full Hessian, column ``i`` = ``H eᵢ`` (small models only; flat parameter order)."""
     return _matrix(hvp, model, x, y)
 
 
+@entry("x and y")
 def ggn_matrix(model: Any, x: Any, y: Any) -> np.ndarray:
     """The full GGN, column ``i`` = ``G eᵢ`` (small models only; flat parameter order)."""
     return _matrix(ggnvp, model, x, y)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.loss import output_gradient
 
@@ -44,6 +45,7 @@ def _errors(model: Any, x: Any, y: Any):
     return chain, found
 
 
+@entry("x and y")
 def grad_norms(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``‖∇θ Cₓ‖²`` per sample and parameter array: ``(n,)`` each (``CURV.grad-norms``)."""
     chain, found = _errors(model, x, y)
@@ -55,6 +57,7 @@ def grad_norms(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     return out
 
 
+@entry("x and y")
 def sum_grad_squared(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``Σₓ (∇θ Cₓ)²`` elementwise, shaped like the parameters (``CURV.sum-grad-squared``):
     the squares of each layer's per-sample ``param_vjp`` of ``δ``, summed over the batch."""
@@ -66,6 +69,7 @@ def sum_grad_squared(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     return out
 
 
+@entry("x and y")
 def batch_gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``ḡ = (1/n) Σₓ ∇θ Cₓ = ∇C``: each layer's ``param_vjp`` of ``δ/n``."""
     chain, found = _errors(model, x, y)
@@ -76,9 +80,10 @@ def batch_gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     return out
 
 
+@entry("x and y")
 def grad_variance(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``(1/n) Σₓ gₓ⊙gₓ − ḡ⊙ḡ`` elementwise (``CURV.grad-variance``, population variance)."""
+    sgs = sum_grad_squared(model, x, y)  # validates x and y before np.shape(x) is read
     n = np.shape(x)[0]
-    sgs = sum_grad_squared(model, x, y)
     mean = batch_gradient(model, x, y)
     return [s / n - m * m for s, m in zip(sgs, mean, strict=True)]

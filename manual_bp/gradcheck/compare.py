@@ -16,7 +16,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from manual_bp._validation import as_array, check_finite
+from manual_bp._arguments import (
+    as_real_array,
+    check_flag,
+    check_float_dtype,
+    check_number,
+    check_step,
+)
+from manual_bp._validation import check_finite
 
 __all__ = [
     "DEFAULT_C",
@@ -32,8 +39,10 @@ DEFAULT_C = 64.0
 
 
 def tolerance(dtype: np.dtype | type = np.float64, c: float = DEFAULT_C) -> float:
-    """``c·ε`` for ``dtype``: the allowed normalised error."""
-    return c * float(np.finfo(dtype).eps)
+    """``c·ε`` for ``dtype`` (a floating-point dtype; ``c`` a finite number > 0): the
+    allowed normalised error."""
+    dtype = check_float_dtype(dtype, "dtype")
+    return check_number(c, "c") * float(np.finfo(dtype).eps)
 
 
 def normalised_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -42,8 +51,8 @@ def normalised_error(actual: np.ndarray, expected: np.ndarray) -> float:
     Entries where both are the same infinity count as equal; a NaN on either
     side, or an infinity on one side only, gives ``inf``.
     """
-    actual = as_array(actual, "actual").astype(np.float64)
-    expected = as_array(expected, "expected").astype(np.float64)
+    actual = as_real_array(actual, "actual").astype(np.float64)
+    expected = as_real_array(expected, "expected").astype(np.float64)
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: actual {actual.shape}, expected {expected.shape}")
     if actual.size == 0:
@@ -104,7 +113,11 @@ def assert_gradients_close(
         Naming ``name``, the shape, the worst elements with their expected and
         actual values, and the bound.
     """
-    actual, expected = as_array(actual, name), as_array(expected, f"reference {name}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    actual = as_real_array(actual, f"actual {name}")
+    expected = as_real_array(expected, f"expected (reference) {name}")
+    _check_bound_arguments(expected.shape, dtype, c, rtol, atol, scale)
     if actual.shape != expected.shape:
         raise AssertionError(
             f"{name}: shape {actual.shape} differs from the reference shape {expected.shape}"
@@ -120,6 +133,36 @@ def assert_gradients_close(
             _mismatch_message(name, a64, e64, diff, bad, bound_abs, bound, rtol, error)
         )
     return error
+
+
+def _check_bound_arguments(shape, dtype, c, rtol, atol, scale) -> None:
+    """Refuse, naming the argument, what would make the bound meaningless: a dtype without
+    an ε, ``c ≤ 0``, a negative or NaN ``rtol``/``atol``/``scale`` (a NaN bound accepts
+    nothing, a negative one nothing either, an infinite one everything), or an ``atol``
+    or ``scale`` array that does not broadcast to the reference's shape."""
+    check_float_dtype(dtype, "dtype")
+    check_number(c, "c")
+    if rtol is not None:
+        check_number(rtol, "rtol", zero=True)
+    for label, value in (("atol", atol), ("scale", scale)):
+        if value is None:
+            continue
+        if np.ndim(value) == 0 and not isinstance(value, np.ndarray):
+            check_number(value, label, zero=True)
+            continue
+        array = as_real_array(value, label)
+        try:
+            fits = np.broadcast_shapes(array.shape, tuple(shape)) == tuple(shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"{label} has shape {array.shape}; expected {tuple(shape)} (or one that "
+                "broadcasts to it)"
+            )
+        check_finite(array, label)
+        if (array < 0).any():
+            raise ValueError(f"{label} must be >= 0 everywhere, got a minimum of {array.min()}")
 
 
 def _elementwise_bound(actual, expected, dtype, c, rtol, atol, scale):
@@ -160,7 +203,8 @@ def bound_ratio(
     quantities (the ``scale`` of a cancelling sum enlarges the bound). ``inf``
     for a shape mismatch or a NaN on one side only.
     """
-    actual, expected = as_array(actual, "actual"), as_array(expected, "expected")
+    actual, expected = as_real_array(actual, "actual"), as_real_array(expected, "expected")
+    _check_bound_arguments(expected.shape, dtype, c, rtol, atol, scale)
     if actual.shape != expected.shape:
         return float("inf")
     if actual.size == 0:
@@ -204,14 +248,16 @@ def finite_difference_gradient(
     ``|D(h) − D(2h)|``: it exposes both the truncation error and rounding noise
     in ``f``, so a caller can tell where the finite difference is uninformative.
     """
+    if not callable(f):
+        raise TypeError(f"f must be a callable returning a number, got {type(f).__name__}")
+    return_error = check_flag(return_error, "return_error")
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a NumPy array (perturbed in place), got {type(x).__name__}")
     if x.dtype != np.float64:
-        raise TypeError(f"finite differences need float64, got {x.dtype}")
+        raise TypeError(f"x must be float64: finite differences need float64, got {x.dtype}")
     if x.size:
         check_finite(x, "x")
-    if isinstance(h, bool) or not isinstance(h, (int, float, np.floating)) or not 0 < h < 1:
-        raise ValueError(f"the relative step h must be a number in (0, 1), got {h!r}")
+    check_step(h)
     flat = x.reshape(-1)
     if not np.shares_memory(flat, x):
         raise ValueError("x must be contiguous so that it can be perturbed in place")
@@ -222,14 +268,31 @@ def finite_difference_gradient(
         original = flat[i]
         step = h * max(1.0, abs(original))
         values = []
-        for multiple in offsets:
-            flat[i] = original + multiple * step
-            values.append(f())
-        flat[i] = original
+        try:
+            for multiple in offsets:
+                flat[i] = original + multiple * step
+                values.append(_value(f(), i, multiple))
+        finally:
+            flat[i] = original
         grad[i] = (values[0] - values[1]) / (2 * step)
         if return_error:
             coarse[i] = (values[2] - values[3]) / (4 * step)
     grad = grad.reshape(x.shape)
+    if not np.isfinite(grad).all():  # finite values that overflow in the difference
+        raise ValueError("f changes by more than float64 can hold between its steps")
     if return_error:
         return grad, np.abs(grad - coarse.reshape(x.shape))
     return grad
+
+
+def _value(value, i: int, multiple: float) -> float:
+    """``f()``'s value as a finite float, or one ``ValueError``/``TypeError`` naming ``f``."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) or (
+        isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf"
+    )
+    if isinstance(value, (bool, np.bool_)) or not number:
+        raise TypeError(f"f must return a real number, got {type(value).__name__} {value!r:.60}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"f returned {value} at flat entry {i} of x stepped by {multiple:+g}·h")
+    return value

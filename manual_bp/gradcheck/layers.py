@@ -7,13 +7,14 @@ forward is given); the comparison rule is :mod:`manual_bp.gradcheck.compare`'s. 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import as_array, check_finite, check_nonempty
+from manual_bp._arguments import as_generator, as_real_array, check_number, check_step
+from manual_bp._validation import check_finite, check_nonempty
 from manual_bp.gradcheck.compare import (
     DEFAULT_C,
     assert_gradients_close,
@@ -118,25 +119,31 @@ def check_layer(
         values, and the bound; also when ``backward`` omits or invents a
         parameter gradient or returns a wrong shape.
     TypeError, ValueError
-        For a non-float64 parameter or a wrongly shaped ``upstream``.
+        Before any work, in one line naming the argument: a ``layer`` without the protocol,
+        a non-float64 parameter, an ``x`` or ``upstream`` that is not a finite real array
+        (of the output's shape), a ``seed`` that is not a seed, ``h`` outside ``(0, 1)``,
+        ``rtol``/``atol`` negative or not finite, ``c ≤ 0``, a ``torch_forward`` that is
+        not callable.
 
     Examples
     --------
     >>> from manual_bp import Dense
-    >>> layer = Dense(3, 2, rng=0)
+    >>> layer = Dense(3, 2, seed=0)
     >>> x = np.random.default_rng(1).standard_normal((4, 3))
     >>> check_layer(layer, x).worst < 1e-6
     True
     """
-    x = as_array(x, "x")
+    _check_protocol(layer)
+    _check_settings(seed, torch_forward, h, rtol, atol, c)
+    x = as_real_array(x, "x")
     check_nonempty(x, "x")
-    x = np.array(x, dtype=np.float64)  # a private copy, perturbed in place
+    x = np.array(x, dtype=np.float64, order="C")  # a private copy, perturbed in place
     check_finite(x, "x")
     params = dict(layer.params)
     for name, value in params.items():
         if not isinstance(value, np.ndarray) or value.dtype != np.float64:
             raise TypeError(
-                f"parameter {name!r} must be a float64 NumPy array to be checked, got "
+                f"layer parameter {name!r} must be a float64 NumPy array to be checked, got "
                 f"{type(value).__name__} of dtype {getattr(value, 'dtype', None)}"
             )
     out, cache = layer.forward(x)
@@ -216,6 +223,11 @@ def check_vjp(
     >>> check_vjp(softplus, softplus_vjp, np.linspace(-3, 3, 8).reshape(2, 4)).worst < 1e-6
     True
     """
+    for label, value in (("function", function), ("vjp", vjp)):
+        if not callable(value):
+            raise TypeError(f"{label} must be callable, got {type(value).__name__}")
+    if torch_function is not None and not callable(torch_function):
+        raise TypeError(f"torch_function must be callable, got {type(torch_function).__name__}")
     torch_forward = None
     if torch_function is not None:
 
@@ -252,10 +264,33 @@ class _FunctionLayer:
         return f"function {name} with its vjp"
 
 
+def _check_protocol(layer: Any) -> None:
+    """``layer`` has callable ``forward`` and ``backward`` and a ``params`` dict."""
+    missing = [m for m in ("forward", "backward") if not callable(getattr(layer, m, None))]
+    params = getattr(layer, "params", None)
+    if missing or not isinstance(params, Mapping):
+        lacks = [*missing, *([] if isinstance(params, Mapping) else ["a params dict"])]
+        raise TypeError(
+            f"layer must follow the layer protocol (forward, backward and a params dict); "
+            f"{type(layer).__name__} lacks {', '.join(lacks)}"
+        )
+
+
+def _check_settings(seed, torch_forward, h, rtol, atol, c) -> None:
+    """The checker's own arguments, each named when refused (before any forward pass)."""
+    as_generator(seed, "seed")
+    if torch_forward is not None and not callable(torch_forward):
+        raise TypeError(f"torch_forward must be callable, got {type(torch_forward).__name__}")
+    check_step(h)
+    check_number(rtol, "rtol", zero=True)
+    check_number(atol, "atol", zero=True)
+    check_number(c, "c")
+
+
 def _upstream(upstream, shape, seed) -> np.ndarray:
     if upstream is None:
-        return np.random.default_rng(seed).standard_normal(shape)
-    upstream = np.array(as_array(upstream, "upstream"), dtype=np.float64)
+        return as_generator(seed, "seed").standard_normal(shape)
+    upstream = np.array(as_real_array(upstream, "upstream"), dtype=np.float64)
     if upstream.shape != shape:
         raise ValueError(f"upstream has shape {upstream.shape}, but the output has shape {shape}")
     if upstream.size:
