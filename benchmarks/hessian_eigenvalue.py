@@ -39,6 +39,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from manual_bp import Network  # noqa: E402
+from manual_bp._argtypes import positive_float, positive_int  # noqa: E402
+from manual_bp._files import check_output_file  # noqa: E402
 from manual_bp.curvature import flatten, ggnvp, gradient  # noqa: E402
 from manual_bp.curvature.eigen import top_eigenvalue  # noqa: E402
 from manual_bp.data import default_mnist_dir, load_digits, load_mnist  # noqa: E402
@@ -179,15 +181,23 @@ def newton_step() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist", action="store_true")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-size", type=int, default=1079)
-    parser.add_argument("--probe", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--eta", type=float, default=0.1)
-    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--train-size", type=positive_int, default=1079)
+    parser.add_argument("--probe", type=positive_int, default=256)
+    parser.add_argument("--batch", type=positive_int, default=10)
+    parser.add_argument("--eta", type=positive_float, default=0.1)
+    parser.add_argument("--iterations", type=positive_int, default=100)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
+    # output paths before the long work (issue 24, item 4)
+    try:
+        if args.out is not None:
+            check_output_file(args.out, "--out", (".json",))
+        if args.plot is not None:
+            check_output_file(args.plot, "--plot", (".png",))
+    except ValueError as error:
+        parser.error(str(error))
     import torch
 
     torch.set_num_threads(1)
