@@ -1,4 +1,4 @@
-"""Batch and layer normalisation — ``torch.nn.BatchNorm1d/2d`` and ``torch.nn.LayerNorm``.
+"""Batch and layer normalisation — ``torch.nn.BatchNorm1d/2d/3d`` and ``torch.nn.LayerNorm``.
 
 Both layers standardise ``x`` over a set of axes ``A`` (``n`` values per group)::
 
@@ -30,6 +30,7 @@ from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNorm
 __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
     "LayerNorm",
     "NormCache",
     "normalise_backward",
@@ -257,6 +258,19 @@ class BatchNorm2d(_BatchNorm):
         "PROD.batchnorm2d.residual",
     )
     _ndims = (4,)
+
+
+@register_layer
+class BatchNorm3d(_BatchNorm):
+    """``torch.nn.BatchNorm3d`` on ``(N, C, D, H, W)``: per channel over N, D, H, W."""
+
+    name = "batchnorm3d"
+    product_equations = (
+        "PROD.batchnorm3d.vjp",
+        "PROD.batchnorm3d.jvp",
+        "PROD.batchnorm3d.residual",
+    )
+    _ndims = (5,)
 
 
 @register_layer
