@@ -116,7 +116,9 @@ class NormProducts:
     # ------------------------------------------------------------------ products
     def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
         """``J_xᵀ M = J_N(γ ⊙ M)`` (``PROD.batchnorm1d.vjp``, ``PROD.batchnorm2d.vjp``,
-        ``PROD.layernorm.vjp``): ``J_N`` is symmetric, so the VJP is the JVP of ``γ ⊙ M``."""
+        ``PROD.batchnorm3d.vjp``, ``PROD.layernorm.vjp``, ``PROD.groupnorm.vjp``,
+        ``PROD.instancenorm.vjp``, ``PROD.rmsnorm.vjp``): ``J_N`` is symmetric, so the VJP is
+        the JVP of ``γ ⊙ M``."""
         gamma = self._gamma(cache)
         return self._n_jvp(cache, M if gamma is None else M * gamma)
 
@@ -143,7 +145,8 @@ class NormProducts:
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
         """``J_x T = γ ⊙ J_N T`` (``PROD.batchnorm1d.jvp``, ``PROD.batchnorm2d.jvp``,
-        ``PROD.layernorm.jvp``)."""
+        ``PROD.batchnorm3d.jvp``, ``PROD.layernorm.jvp``, ``PROD.groupnorm.jvp``,
+        ``PROD.instancenorm.jvp``, ``PROD.rmsnorm.jvp``)."""
         gamma = self._gamma(cache)
         t_hat = self._n_jvp(cache, T)
         return t_hat if gamma is None else t_hat * gamma
@@ -171,7 +174,9 @@ class NormProducts:
         T_params: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``Σ_o dout_o ∇²y_o · (T, T_γ)`` (``PROD.batchnorm1d.residual``,
-        ``PROD.batchnorm2d.residual``, ``PROD.layernorm.residual``)::
+        ``PROD.batchnorm2d.residual``, ``PROD.batchnorm3d.residual``,
+        ``PROD.layernorm.residual``, ``PROD.groupnorm.residual``,
+        ``PROD.instancenorm.residual``, ``PROD.rmsnorm.residual``)::
 
             residual_x = [batch stats] −s² (m_T h̃ + m_h T̃ + x̂ (mean_A(h̃ T) − 3 m_T m_h))
                          + J_N(dout ⊙ T_γ)                       (x–γ block)
@@ -239,7 +244,7 @@ class BatchNormProducts(NormProducts):
     _param_axes = _stat_axes
 
     def _param_view(self, p: np.ndarray, ndim: int, stacked: bool) -> np.ndarray:
-        shape = (1, self.num_features) + (1,) * (ndim - 2)
+        shape = (1, p.shape[-1]) + (1,) * (ndim - 2)  # p: (C,) or a V-stack (V, C)
         return p.reshape(p.shape[0], *shape) if stacked else p.reshape(shape)
 
 
