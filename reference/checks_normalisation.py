@@ -405,7 +405,7 @@ STACK_BLOCKS = {
 def normalisation_in_stack_check(rng: np.random.Generator) -> list[Comparison]:
     """Each layer in the middle of a random stack: one training step, then one eval step;
     kept: the quantities its equation owns (γ, β gradients, running statistics), and for
-    the parameter-free LRN the stack's output and ∂C/∂x."""
+    a layer without parameters the stack's output and ∂C/∂x."""
     keys = sorted(STACK_BLOCKS)
     key = keys[int(rng.integers(len(keys)))]
     kind, names = STACK_BLOCKS[key]
@@ -416,15 +416,21 @@ def normalisation_in_stack_check(rng: np.random.Generator) -> list[Comparison]:
     for layer in model._leaves():
         if getattr(layer, "equation", "") in OURS:
             _randomise(layer, rng)
-    kept = []
+    kept, chain = [], []
     for mode in ("train", "eval"):
         if mode == "eval":
             model.eval()
         for c in stack_comparisons(model, x, y):
-            if c.equation == "STACK.chain" and key == "LAYER.lrn":
-                c.equation = key
+            if c.equation == "STACK.chain":
+                chain.append(c)
             if c.name.startswith("buffer") and c.equation == "LAYER.instancenorm":
                 c.equation = "LAYER.instancenorm.running"
             if c.equation in OURS:
                 kept.append(c)
+    if key == "LAYER.lrn" or not kept:
+        # a layer without parameters (LRN, or γ and β switched off) owns nothing else: the
+        # stack's output and ∂C/∂x verify it
+        for c in chain:
+            c.equation = key
+        kept += chain
     return kept
