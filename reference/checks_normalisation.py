@@ -29,7 +29,6 @@ from manual_bp.layers.normalisation_group import (
 from manual_bp.layers.normalisation_lrn import LocalResponseNorm, window_sum
 from manual_bp.layers.normalisation_rms import RMSNorm
 from reference.checks import register_check
-from reference.checks_layers import _plain_normalise, random_batchnorm_options
 from reference.compare import Comparison
 from reference.products import register_plain_twin
 from reference.stack import (
@@ -39,6 +38,19 @@ from reference.stack import (
     stack_comparisons,
     torch_layer_forward,
 )
+
+
+def _plain_normalise(x, axes, eps):
+    from reference.checks_layers import _plain_normalise  # (checks_* import each other late)
+
+    return _plain_normalise(x, axes, eps)
+
+
+def random_batchnorm_options(rng: np.random.Generator) -> dict:
+    from reference.checks_layers import random_batchnorm_options
+
+    return random_batchnorm_options(rng)
+
 
 INSTANCE = {1: InstanceNorm1d, 2: InstanceNorm2d, 3: InstanceNorm3d}
 OURS = (
