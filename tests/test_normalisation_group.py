@@ -307,3 +307,27 @@ def test_lenet_with_groupnorm_trains_from_the_cli(capsys):
     assert main(args) == 0, capsys.readouterr().err
     out, _ = capsys.readouterr()
     assert float(re.search(r"test accuracy ([\d.]+)%", out).group(1)) > 70.0
+
+
+def test_lenet_with_groupnorm_matches_the_same_torch_model():
+    """LAYER.groupnorm in the LeNet-style CNN the CLI trains: one training step of the
+    whole model on digits against the same stack in torch (output, every gradient)."""
+    from manual_bp.data import load_digits
+    from reference.stack import stack_comparisons
+
+    spec = parse_layers(
+        "reshape(1, 8, 8), conv2d(6, 3, padding=1), groupnorm(2), relu, maxpool2d(2), "
+        "conv2d(8, 3, padding=1), groupnorm(4), relu, maxpool2d(2), flatten, dense(32), relu, "
+        "dense, softmax"
+    )
+    model = Sequential.from_spec(spec, (64,), n_outputs=10, cost="log-likelihood", seed=3)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, GroupNorm):
+            for array in layer.params.values():
+                array[...] = rng.standard_normal(array.shape)
+    data = load_digits()
+    x, y = data.x_train[:16], data.y_train[:16]
+    comparisons = stack_comparisons(model, x, y)
+    assert any(c.name.endswith(("2.weight", "6.bias")) for c in comparisons)
+    _check_all(comparisons)
