@@ -20,8 +20,8 @@ from manual_bp.layers.normalisation import BatchNorm1d, BatchNorm2d, LayerNorm
 from manual_bp.layers.normalisation_fast import BatchNormStep, GroupNormStep, LayerNormStep
 from manual_bp.layers.normalisation_group import GroupNorm
 from reference.checks_layers import norm_scales
-from reference.checks_normalisation import norm_terms
 from reference.compare import Comparison
+from reference.normalisation_scales import norm_terms
 
 seeds = st.integers(0, 2**31 - 1)
 

@@ -34,10 +34,10 @@ from reference.checks_normalisation import (
     groupnorm_check,
     instancenorm_check,
     instancenorm_running_check,
-    norm_terms,
     normalisation_in_stack_check,
 )
 from reference.compare import Comparison
+from reference.normalisation_scales import norm_terms
 
 seeds = st.integers(0, 2**31 - 1)
 INSTANCE = {1: InstanceNorm1d, 2: InstanceNorm2d, 3: InstanceNorm3d}
