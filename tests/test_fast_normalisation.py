@@ -1,4 +1,4 @@
-"""The fast forms of batch and layer norm (``manual_bp/layers/normalisation_fast.py``).
+"""The fast forms of batch, layer and group norm (``manual_bp/layers/normalisation_fast.py``).
 
 Each fast step is checked against the readable form AND against torch autograd in float64
 (random shapes, random upstream gradients, affine on/off, momentum None, eval mode), gives
@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 
 import manual_bp
 from manual_bp.layers.normalisation import BatchNorm1d, BatchNorm2d, LayerNorm
-from manual_bp.layers.normalisation_fast import BatchNormStep, LayerNormStep
+from manual_bp.layers.normalisation_fast import BatchNormStep, GroupNormStep, LayerNormStep
+from manual_bp.layers.normalisation_group import GroupNorm
 from reference.checks_layers import norm_scales
 from reference.compare import Comparison
+from reference.normalisation_scales import norm_terms
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -147,6 +149,58 @@ def test_layernorm_step_matches_readable_and_torch(seed, axes, lead, affine, bia
             Comparison("LAYER.layernorm", name, grads[name], ref, scales.get(name)).check()
 
 
+@settings(max_examples=40)
+@given(
+    seed=seeds,
+    channels_groups=st.sampled_from([(1, 1), (4, 2), (6, 3), (6, 1), (4, 4)]),
+    spatial=st.sampled_from([(), (1,), (3,), (2, 2), (3, 5)]),
+    batch=st.integers(0, 5),
+    affine=st.booleans(),
+    bias=st.booleans(),
+    need_dx=st.booleans(),
+)
+def test_groupnorm_step_matches_readable_and_torch(
+    seed, channels_groups, spatial, batch, affine, bias, need_dx
+):
+    """LAYER.groupnorm: the fused step (rows of the (N, G, M) view) = readable form = torch
+    (F.group_norm), float64, the empty batch included."""
+    rng = np.random.default_rng(seed)
+    channels, groups = channels_groups
+    shape = (batch, channels, *spatial)
+    if batch and batch * channels // groups * int(np.prod(spatial)) < 2:
+        shape = (2, *shape[1:])
+    layer = GroupNorm(groups, channels, 1e-3, affine, bias=bias)
+    for array in layer.params.values():
+        array[...] = rng.standard_normal(array.shape)
+    x = rng.standard_normal(shape) * 3 + 1
+    u = rng.standard_normal(shape)
+    y, dx, grads = _step(_clone(layer), x, u, need_dx)
+    ref_y, cache = layer.forward(x)
+    ref_dx, ref_grads = layer.backward(u, cache)
+    scales = norm_terms(layer, u, cache)
+    xt = torch.tensor(x, requires_grad=True)
+    params = {n: torch.tensor(p, requires_grad=True) for n, p in layer.params.items()}
+    out = torch.nn.functional.group_norm(xt, groups, params.get("weight"), params.get("bias"), 1e-3)
+    (out * torch.tensor(u)).sum().backward()
+    eq = "LAYER.groupnorm"
+    for oracle, want_y, want_dx, want_g in (
+        ("readable", ref_y, ref_dx, ref_grads),
+        (
+            "torch",
+            out.detach().numpy(),
+            xt.grad.numpy(),
+            {n: p.grad.numpy() for n, p in params.items()},
+        ),
+    ):
+        Comparison(eq, "y", y, want_y, np.abs(y) + scales["output"], oracle=oracle).check()
+        if need_dx:
+            Comparison(eq, "dx", dx, want_dx, scales.get("x"), oracle=oracle).check()
+        else:
+            assert dx is None
+        for name in layer.params:
+            Comparison(eq, name, grads[name], want_g[name], scales[name], oracle=oracle).check()
+
+
 def _layers(dtype):
     rng = np.random.default_rng(7)
     bn = BatchNorm2d(32, dtype=dtype)
@@ -155,7 +209,10 @@ def _layers(dtype):
     ln = LayerNorm(128, dtype=dtype)
     ln.params["weight"][...] = rng.standard_normal(128)
     ln.params["bias"][...] = rng.standard_normal(128)
-    return [(bn, (16, 32, 16, 16)), (ln, (16, 64, 128))]
+    gn = GroupNorm(8, 32, dtype=dtype)
+    gn.params["weight"][...] = rng.standard_normal(32)
+    gn.params["bias"][...] = rng.standard_normal(32)
+    return [(bn, (16, 32, 16, 16)), (ln, (16, 64, 128)), (gn, (16, 32, 8, 8))]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -214,3 +271,4 @@ def test_steps_are_the_layers_fast_forms():
     assert isinstance(BatchNorm1d(3).fast_step(), BatchNormStep)
     assert isinstance(BatchNorm2d(3).fast_step(), BatchNormStep)
     assert isinstance(LayerNorm(3).fast_step(), LayerNormStep)
+    assert isinstance(GroupNorm(1, 3).fast_step(), GroupNormStep)

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from manual_bp.layers import BatchCouplingError, Layer
 from manual_bp.layers.dropout import Dropout, Dropout2d
 from manual_bp.layers.normalisation import BatchNorm1d, BatchNorm2d, LayerNorm
+from manual_bp.layers.normalisation_products import NormProducts
 from reference.checks_layers import plain_batchnorm, plain_layernorm
 from reference.layer_cases import layer_case
 from reference.products import product_comparisons
@@ -58,10 +59,12 @@ def _pair_cancellation(layer: Layer, x: np.ndarray) -> float:
     ``|value|`` magnitude misses that, and the torch comparisons' one shaken-cache draw can
     fall just short of it; ``factor × |value|`` is the terms' magnitude.
     """
-    if not isinstance(layer, (BatchNorm1d, BatchNorm2d, LayerNorm)):
+    if not isinstance(layer, NormProducts) or not layer._centred:
         return 1.0
     _, cache = copy.deepcopy(layer).forward(x)
-    groups = np.broadcast_to(cache.inv_std, x.shape)
+    cache = getattr(cache, "inner", cache)  # an unbatched sample: its batch of one
+    x = cache.input
+    groups = cache.inv_std  # one value per group (group norm's on its regrouped view)
     if not cache.batch_stats or x.size // cache.inv_std.size != 2:
         return 1.0
     return float(np.max(1.0 / (layer.eps * groups * groups)))

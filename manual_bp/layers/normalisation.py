@@ -1,4 +1,4 @@
-"""Batch and layer normalisation — ``torch.nn.BatchNorm1d/2d`` and ``torch.nn.LayerNorm``.
+"""Batch and layer normalisation — ``torch.nn.BatchNorm1d/2d/3d`` and ``torch.nn.LayerNorm``.
 
 Both layers standardise ``x`` over a set of axes ``A`` (``n`` values per group)::
 
@@ -25,11 +25,18 @@ import numpy as np
 from manual_bp.layers.base import Cache, Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.normalisation_fast import BatchNormStep, LayerNormStep
 from manual_bp.layers.normalisation_graph import normalise_backward_graph, normalise_forward
+from manual_bp.layers.normalisation_options import (
+    _affine_gradients,
+    _flag,
+    _positive_float,
+    _reset_affine,
+)
 from manual_bp.layers.normalisation_products import BatchNormProducts, LayerNormProducts
 
 __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
     "LayerNorm",
     "NormCache",
     "normalise_backward",
@@ -260,6 +267,19 @@ class BatchNorm2d(_BatchNorm):
 
 
 @register_layer
+class BatchNorm3d(_BatchNorm):
+    """``torch.nn.BatchNorm3d`` on ``(N, C, D, H, W)``: per channel over N, D, H, W."""
+
+    name = "batchnorm3d"
+    product_equations = (
+        "PROD.batchnorm3d.vjp",
+        "PROD.batchnorm3d.jvp",
+        "PROD.batchnorm3d.residual",
+    )
+    _ndims = (5,)
+
+
+@register_layer
 class LayerNorm(LayerNormProducts, Layer):
     """``torch.nn.LayerNorm``: statistics per sample over the trailing ``normalized_shape``.
 
@@ -371,37 +391,3 @@ class LayerNorm(LayerNormProducts, Layer):
             + ("" if self.has_bias else ", bias=False")
             + ")"
         )
-
-
-def _reset_affine(params: dict[str, np.ndarray]) -> None:
-    """γ = 1 and β = 0 where learned (torch's ``reset_parameters``)."""
-    if "weight" in params:
-        params["weight"][...] = 1.0
-    if "bias" in params:
-        params["bias"][...] = 0.0
-
-
-def _affine_gradients(
-    params: dict[str, np.ndarray], dout: np.ndarray, x_hat: np.ndarray, axes: tuple[int, ...]
-) -> dict[str, np.ndarray]:
-    """``∂C/∂γ = Σ dout·x̂`` and ``∂C/∂β = Σ dout`` over ``axes``, for the learned ones."""
-    grads = {}
-    if "weight" in params:
-        grads["weight"] = np.sum(dout * x_hat, axis=axes)
-    if "bias" in params:
-        grads["bias"] = dout.sum(axis=axes)
-    return grads
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _flag(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)

@@ -30,7 +30,7 @@ from manual_bp._threads import parallel_rows
 from manual_bp.layers.base import check_input
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["BatchNormStep", "LayerNormStep"]
+__all__ = ["BatchNormStep", "GroupNormStep", "LayerNormStep"]
 
 
 class BatchNormStep:
@@ -263,4 +263,105 @@ class LayerNormStep:
             dyr *= inv_std[r][:, None]
 
         parallel_rows(input_grad, r_count, d)
+        return dy.reshape(self.shape)
+
+
+class GroupNormStep:
+    """Fast form of ``GroupNorm`` (``LAYER.groupnorm``): ``x`` viewed as ``(N, G, M)``,
+    ``M = (C/G)·L``; per row of the view the layer-norm step, with γ, β per channel (repeated
+    ``L`` times along ``M``). Rows are split over the threads; ``∂C/∂γ``, ``∂C/∂β`` sum over
+    the batch in a fixed order."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.shape: tuple[int, ...] = ()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        layer = self.layer
+        layer._check(x)
+        if x.size == 0:  # the readable form's empty batch
+            self.shape = x.shape
+            return layer.forward(x)[0]
+        n, g = x.shape[0], layer.num_groups
+        length = math.prod(x.shape[2:])
+        m = x.shape[1] // g * length
+        dt = x.dtype
+        x_hat, out, stat, inv_std, ones = shape_buffers(
+            self._buffers,
+            x.shape,
+            lambda: (
+                np.empty((n, g, m), dt),
+                np.empty((n, g, m), dt),
+                np.empty((n, g), dt),
+                np.empty((n, g), dt),
+                np.ones(m, dt),
+            ),
+        )
+        self.shape = x.shape
+        x3 = x.reshape(n, g, m)
+        weight, bias, eps = layer.params.get("weight"), layer.params.get("bias"), layer.eps
+        w_rep = None if weight is None else np.repeat(weight, length).reshape(g, m)
+        b_rep = None if bias is None else np.repeat(bias, length).reshape(g, m)
+        self.w_rep = w_rep
+
+        def work(r: slice) -> None:
+            mean, s = stat[r], inv_std[r]
+            np.matmul(x3[r], ones, out=mean)
+            mean /= m
+            np.subtract(x3[r], mean[..., None], out=x_hat[r])
+            np.vecdot(x_hat[r], x_hat[r], out=s)
+            s /= m
+            s += eps
+            np.sqrt(s, out=s)
+            np.divide(1.0, s, out=s)
+            x_hat[r] *= s[..., None]
+            if w_rep is not None:
+                np.multiply(x_hat[r], w_rep, out=out[r])
+                if b_rep is not None:
+                    out[r] += b_rep
+
+        parallel_rows(work, n, g * m)
+        return (x_hat if w_rep is None else out).reshape(x.shape)
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        if 0 in self.shape:
+            for grad in grads.values():
+                grad[...] = 0.0
+            return np.zeros(self.shape, dout.dtype) if need_dx else None
+        x_hat, scratch, mean_g, inv_std, ones = self._buffers[self.shape]
+        n, g, m = x_hat.shape
+        c = self.shape[1]
+        dy = dout.reshape(n, g, m)
+        if "weight" in grads:
+            np.multiply(dy, x_hat, out=scratch)
+            # Σ over L per (n, c), then over the batch in a fixed order
+            grads["weight"][...] = scratch.reshape(n, c, -1).sum(axis=2).sum(axis=0)
+        if "bias" in grads:
+            grads["bias"][...] = dy.reshape(n, c, -1).sum(axis=2).sum(axis=0)
+        if not need_dx:
+            return None
+        w_rep = self.w_rep
+        mean_gx = np.empty((n, g), dout.dtype)
+
+        def input_grad(r: slice) -> None:
+            gr, xh, dyr = scratch[r], x_hat[r], dy[r]
+            if w_rep is None:
+                gr[...] = dyr
+            else:
+                np.multiply(dyr, w_rep, out=gr)
+            mg, mgx = mean_g[r], mean_gx[r]
+            np.matmul(gr, ones, out=mg)
+            mg /= m
+            np.vecdot(gr, xh, out=mgx)
+            mgx /= m
+            # dx = s·(g − mean g − x̂·mean(g x̂)), into dout's memory
+            np.multiply(xh, mgx[..., None], out=dyr)
+            np.subtract(gr, dyr, out=dyr)
+            dyr -= mg[..., None]
+            dyr *= inv_std[r][..., None]
+
+        parallel_rows(input_grad, n, g * m)
         return dy.reshape(self.shape)

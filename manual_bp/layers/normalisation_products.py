@@ -18,22 +18,40 @@ axes ``A`` shift by one; ``keepdims`` statistics of the cache broadcast over ``V
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from manual_bp.layers.base import BatchCouplingError, tangent_count
 
-__all__ = ["BatchNormProducts", "LayerNormProducts", "NormProducts", "normalise_jvp"]
+__all__ = [
+    "BatchNormProducts",
+    "GroupNormProducts",
+    "InstanceNormProducts",
+    "LayerNormProducts",
+    "NormProducts",
+    "RMSNormProducts",
+    "normalise_jvp",
+]
 
 
 def normalise_jvp(
-    T: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray, axes: tuple[int, ...]
+    T: np.ndarray,
+    x_hat: np.ndarray,
+    inv_std: np.ndarray,
+    axes: tuple[int, ...],
+    centred: bool = True,
 ) -> np.ndarray:
     """``J_N T = s ⊙ (T − mean_A T − x̂ ⊙ mean_A(x̂ T))``: the JVP and (``J_N`` is symmetric)
-    the VJP of ``x ↦ x̂`` with batch statistics; ``axes`` are ``T``'s group axes."""
-    mean_t = T.mean(axis=axes, keepdims=True)
+    the VJP of ``x ↦ x̂`` with batch statistics; ``axes`` are ``T``'s group axes.
+
+    ``centred=False`` is RMS norm's ``x̂ = x/√(mean x² + ε)``: no mean path, ``J_N T =
+    s ⊙ (T − x̂ ⊙ mean_A(x̂ T))`` (``LAYER.rmsnorm``)."""
     mean_xt = (x_hat * T).mean(axis=axes, keepdims=True)
+    if not centred:
+        return inv_std * (T - x_hat * mean_xt)
+    mean_t = T.mean(axis=axes, keepdims=True)
     return inv_std * (T - mean_t - x_hat * mean_xt)
 
 
@@ -53,6 +71,13 @@ class NormProducts:
 
     params: dict[str, np.ndarray]
     _couples_batch: bool = False
+    #: False for RMS norm: no mean is subtracted (the mean path of every product vanishes)
+    _centred: bool = True
+
+    def _group(self, A: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """``A`` (``(*lead, *shape)``, ``shape`` the input's) viewed so that the groups are
+        axes (:meth:`_stat_axes` of the view). Identity; group norm regroups its channels."""
+        return A
 
     def _stat_axes(self, ndim: int) -> tuple[int, ...]:
         raise NotImplementedError
@@ -74,8 +99,11 @@ class NormProducts:
         """``J_N T`` for a V-stack ``T``: the projection with batch statistics, ``s ⊙ T``
         with running ones."""
         if cache.batch_stats:
-            axes = _shift(self._stat_axes(cache.input.ndim))
-            return normalise_jvp(T, cache.x_hat, cache.inv_std, axes)
+            shape = cache.input.shape
+            x_hat = self._group(cache.x_hat, shape)
+            axes = _shift(self._stat_axes(x_hat.ndim))
+            T_g = self._group(T, shape)
+            return normalise_jvp(T_g, x_hat, cache.inv_std, axes, self._centred).reshape(T.shape)
         return T * cache.inv_std
 
     def _reduce(self, cache: Any, A: np.ndarray, sum_batch: bool = True) -> np.ndarray:
@@ -88,7 +116,9 @@ class NormProducts:
     # ------------------------------------------------------------------ products
     def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
         """``J_xᵀ M = J_N(γ ⊙ M)`` (``PROD.batchnorm1d.vjp``, ``PROD.batchnorm2d.vjp``,
-        ``PROD.layernorm.vjp``): ``J_N`` is symmetric, so the VJP is the JVP of ``γ ⊙ M``."""
+        ``PROD.batchnorm3d.vjp``, ``PROD.layernorm.vjp``, ``PROD.groupnorm.vjp``,
+        ``PROD.instancenorm.vjp``, ``PROD.rmsnorm.vjp``): ``J_N`` is symmetric, so the VJP is
+        the JVP of ``γ ⊙ M``."""
         gamma = self._gamma(cache)
         return self._n_jvp(cache, M if gamma is None else M * gamma)
 
@@ -115,7 +145,8 @@ class NormProducts:
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
         """``J_x T = γ ⊙ J_N T`` (``PROD.batchnorm1d.jvp``, ``PROD.batchnorm2d.jvp``,
-        ``PROD.layernorm.jvp``)."""
+        ``PROD.batchnorm3d.jvp``, ``PROD.layernorm.jvp``, ``PROD.groupnorm.jvp``,
+        ``PROD.instancenorm.jvp``, ``PROD.rmsnorm.jvp``)."""
         gamma = self._gamma(cache)
         t_hat = self._n_jvp(cache, T)
         return t_hat if gamma is None else t_hat * gamma
@@ -143,7 +174,9 @@ class NormProducts:
         T_params: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``Σ_o dout_o ∇²y_o · (T, T_γ)`` (``PROD.batchnorm1d.residual``,
-        ``PROD.batchnorm2d.residual``, ``PROD.layernorm.residual``)::
+        ``PROD.batchnorm2d.residual``, ``PROD.batchnorm3d.residual``,
+        ``PROD.layernorm.residual``, ``PROD.groupnorm.residual``,
+        ``PROD.instancenorm.residual``, ``PROD.rmsnorm.residual``)::
 
             residual_x = [batch stats] −s² (m_T h̃ + m_h T̃ + x̂ (mean_A(h̃ T) − 3 m_T m_h))
                          + J_N(dout ⊙ T_γ)                       (x–γ block)
@@ -181,15 +214,18 @@ class NormProducts:
         symmetric in two tangents: ``⟨T₂, ·⟩ = −n s² (m_T mean(h̃T₂) + m_T₂ mean(h̃T)
         + m_h mean(T̃ T̃₂) − 3 m_h m_T m_T₂)`` per group.
         """
-        x_hat, inv_std = cache.x_hat, cache.inv_std
+        shape, inv_std = cache.input.shape, cache.inv_std
+        x_hat, h, T_g = (self._group(a, shape) for a in (cache.x_hat, h, T))
         axes = self._stat_axes(x_hat.ndim)
         v_axes = _shift(axes)
-        h_c = h - h.mean(axis=axes, keepdims=True)
+        # RMS norm (not centred): h̃ = h, T̃ = T — the same derivation without the mean path
+        h_c = h - h.mean(axis=axes, keepdims=True) if self._centred else h
         m_h = (x_hat * h).mean(axis=axes, keepdims=True)
-        m_t = (x_hat * T).mean(axis=v_axes, keepdims=True)
-        t_c = T - T.mean(axis=v_axes, keepdims=True)
-        m_ht = (h_c * T).mean(axis=v_axes, keepdims=True)
-        return -(inv_std * inv_std) * (m_t * h_c + m_h * t_c + x_hat * (m_ht - 3 * m_t * m_h))
+        m_t = (x_hat * T_g).mean(axis=v_axes, keepdims=True)
+        t_c = T_g - T_g.mean(axis=v_axes, keepdims=True) if self._centred else T_g
+        m_ht = (h_c * T_g).mean(axis=v_axes, keepdims=True)
+        r = -(inv_std * inv_std) * (m_t * h_c + m_h * t_c + x_hat * (m_ht - 3 * m_t * m_h))
+        return r.reshape(T.shape)
 
 
 class BatchNormProducts(NormProducts):
@@ -208,7 +244,7 @@ class BatchNormProducts(NormProducts):
     _param_axes = _stat_axes
 
     def _param_view(self, p: np.ndarray, ndim: int, stacked: bool) -> np.ndarray:
-        shape = (1, self.num_features) + (1,) * (ndim - 2)
+        shape = (1, p.shape[-1]) + (1,) * (ndim - 2)  # p: (C,) or a V-stack (V, C)
         return p.reshape(p.shape[0], *shape) if stacked else p.reshape(shape)
 
 
@@ -229,3 +265,43 @@ class LayerNormProducts(NormProducts):
             return p  # broadcasts from the trailing axes
         lead = (1,) * (ndim - len(self.normalized_shape))
         return p.reshape(p.shape[0], *lead, *self.normalized_shape)
+
+
+class GroupNormProducts(BatchNormProducts):
+    """Group norm's groups: per sample, ``num_groups`` blocks of ``C/G`` channels with all
+    their positions — the input regrouped as ``(N, G, C/G·L)``, normalised over its last
+    axis (``LAYER.groupnorm``); γ, β per channel as batch norm's. Samples are not coupled."""
+
+    num_groups: int
+    _couples_batch = False
+
+    def _group(self, A: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        lead = A.shape[: A.ndim - len(shape)]
+        return A.reshape(*lead, shape[0], self.num_groups, math.prod(shape[1:]) // self.num_groups)
+
+    def _stat_axes(self, ndim: int) -> tuple[int, ...]:
+        return (ndim - 1,)  # the last axis of the regrouped view
+
+    def _param_axes(self, ndim: int) -> tuple[int, ...]:
+        return (0, *range(2, ndim))
+
+
+class InstanceNormProducts(BatchNormProducts):
+    """Instance norm's groups: one per sample and channel, over the spatial axes
+    (``LAYER.instancenorm``); γ, β per channel. Samples are not coupled (running statistics,
+    when tracked, only move in the forward pass)."""
+
+    _couples_batch = False
+
+    def _stat_axes(self, ndim: int) -> tuple[int, ...]:
+        return tuple(range(2, ndim))
+
+    def _param_axes(self, ndim: int) -> tuple[int, ...]:
+        return (0, *range(2, ndim))
+
+
+class RMSNormProducts(LayerNormProducts):
+    """RMS norm: layer norm's groups without the mean (``LAYER.rmsnorm``): ``x̂ = s x``,
+    ``s = 1/√(mean x² + ε)``; only γ (no β)."""
+
+    _centred = False
