@@ -34,6 +34,13 @@ COMMANDS: dict[str, list[str]] = {
         "--layers",
         "reshape(8, 8), conv1d(8, 3, padding=1), rnn(4), flatten, dense, softmax",
     ],
+    "norm3d": [
+        "--layers",
+        "reshape(2, 4, 8), groupnorm(2), instancenorm2d(2, affine=True, "
+        "track_running_stats=True), localresponsenorm(3), reshape(2, 32), instancenorm1d(2), "
+        "reshape(2, 1, 4, 8), batchnorm3d, instancenorm3d(2, affine=True), flatten, rmsnorm, "
+        "dense, softmax",
+    ],
     "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",

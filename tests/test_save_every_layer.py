@@ -16,6 +16,7 @@ outputs, costs and gradients of the next step and the state after it. ``Network`
 from __future__ import annotations
 
 import inspect
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -250,6 +251,44 @@ def _identity_like(draw, shape: Shape):
 
 VOCABULARY = 6
 
+
+def _groupnorm(draw, shape: Shape):
+    c = shape[0]
+    groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+    return L["GroupNorm"](
+        groups, c, eps=draw(st.sampled_from([1e-5, 1e-3])), affine=draw(st.booleans()),
+        bias=draw(st.booleans()),
+    )  # fmt: skip
+
+
+def _instancenorm(cls_name: str) -> Builder:
+    def build(draw, shape: Shape):
+        if math.prod(shape[1:]) < 2:  # one position after pooling: instance statistics need
+            return _groupnorm(draw, shape)  # two (torch); group norm's do not
+        return L[cls_name](
+            shape[0], eps=draw(st.sampled_from([1e-5, 1e-3])),
+            momentum=draw(st.sampled_from([0.1, 0.5, None])), affine=draw(st.booleans()),
+            track_running_stats=draw(st.booleans()), bias=draw(st.booleans()),
+        )  # fmt: skip
+
+    return build
+
+
+def _rmsnorm(draw, shape: Shape):
+    size = shape[-draw(st.integers(1, len(shape))) :]
+    return L["RMSNorm"](
+        size if len(size) > 1 else size[0], eps=draw(st.sampled_from([None, 1e-5, 1e-2])),
+        elementwise_affine=draw(st.booleans()),
+    )  # fmt: skip
+
+
+def _lrn(draw, shape: Shape):
+    return L["LocalResponseNorm"](
+        draw(st.integers(1, shape[0] + 2)), alpha=draw(st.sampled_from([1e-4, 0.5])),
+        beta=draw(st.sampled_from([0.75, 1.5])), k=draw(st.sampled_from([1.0, 2.0])),
+    )  # fmt: skip
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -278,6 +317,13 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MaxPool2d": (("images",), _pool(L["MaxPool2d"])),
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
+    "BatchNorm3d": (("volumes",), _batchnorm("BatchNorm3d")),
+    "GroupNorm": (("sequences", "images"), _groupnorm),
+    "InstanceNorm1d": (("sequences",), _instancenorm("InstanceNorm1d")),
+    "InstanceNorm2d": (("images",), _instancenorm("InstanceNorm2d")),
+    "InstanceNorm3d": (("volumes",), _instancenorm("InstanceNorm3d")),
+    "LocalResponseNorm": (("sequences", "images"), _lrn),
+    "RMSNorm": (("features", "sequences", "images"), _rmsnorm),
     "RNN": (("sequences",), _recurrent(L["RNN"])),
     "Reshape": (("features", "sequences", "images"), _reshape),
     "Residual": (("features", "sequences", "images"), _residual),
@@ -293,11 +339,12 @@ STARTS: dict[str, Callable[[Any], Shape]] = {
     ),
     "sequences": lambda draw: (draw(st.integers(2, 4)), draw(st.integers(2, 4))),
     "tokens": lambda draw: (draw(st.integers(2, 4)),),
+    "volumes": lambda draw: (draw(st.integers(1, 2)), 2, draw(st.integers(2, 3)), 2),
 }
 
 
 def _kind(shape: Shape) -> str:
-    return {1: "features", 2: "sequences", 3: "images"}.get(len(shape), "other")
+    return {1: "features", 2: "sequences", 3: "images", 4: "volumes"}.get(len(shape), "other")
 
 
 def _fits(name: str, kind: str) -> bool:
@@ -334,7 +381,8 @@ def models(draw, target: str | None = None) -> tuple[Sequential, np.ndarray, np.
     """``(model, x, y, covered class)``: a random stack holding ``target`` (drawn if None)."""
     target = target or draw(st.sampled_from(sorted(BUILDERS)))
     kinds = BUILDERS[target][0]
-    kind = draw(st.sampled_from(["features", "images", "sequences"] if "any" in kinds else kinds))
+    any_kind = ["features", "images", "sequences", "volumes"]
+    kind = draw(st.sampled_from(any_kind if "any" in kinds else kinds))
     shape = input_shape = STARTS[kind](draw)
     if kind == "tokens":
         plan = [target] + [None] * draw(st.integers(0, 1))

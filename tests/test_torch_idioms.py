@@ -253,7 +253,9 @@ def test_a_folded_softmax_must_act_on_the_classes_axis(dim, input_shape, refused
 
     layers = [Dense(3, 4), ActivationLayer(Softmax(dim=dim))]
     if refused:
-        with pytest.raises(ValueError, match=rf"folds its output softmax .* dim={dim}\b.*: use dim=-1"):
+        with pytest.raises(
+            ValueError, match=rf"folds its output softmax .* dim={dim}\b.*: use dim=-1"
+        ):
             Sequential(layers, cost="log-likelihood", input_shape=input_shape)
     else:
         Sequential(layers, cost="log-likelihood", input_shape=input_shape)
