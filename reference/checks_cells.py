@@ -23,7 +23,6 @@ from manual_bp.layers.recurrent_cell_modules import (
 )
 from manual_bp.layers.recurrent_cell_products import CELL_PRODUCTS
 from reference.checks import register_check
-from reference.checks_sequences import _plain_cell
 from reference.compare import Comparison
 from reference.products import product_comparisons, register_plain_twin
 from reference.sequence_tools import finite_difference
@@ -67,6 +66,9 @@ def _cell(layer, params, buffers, x, cache):
 @register_plain_twin(RecurrentCellModule)
 def _cell_twin(layer, params, buffers, x, cache):
     """The products' oracle: the cell in plain torch ops (forward-over-reverse friendly)."""
+    # imported here: checks_sequences imports reference.checks, which imports this module
+    from reference.checks_sequences import _plain_cell
+
     hx = layer.initial_state
     if hx is None:
         zeros = x.new_zeros((*x.shape[:-1], layer.hidden_size))
