@@ -147,7 +147,7 @@ def cell_comparisons(layer: RecurrentCellModule, x, hx, d_out) -> list[Compariso
 
 def _scales(layer: RecurrentCellModule, cache, d_out) -> dict[str, np.ndarray]:
     """Sums of the terms' magnitudes of every compared quantity (see :func:`cell_comparisons`)."""
-    step, p = cache.step, cache.step.params
+    step, p = cache.step, layer.params  # the layer's own, not what the step was given
     dS = tuple(np.abs(d if not cache.unbatched else d[None]) for d in d_out)
     d_ih, d_hh, _ = CELL_PRODUCTS[layer.mode].vjp(dS, step.values, step.prev)
     d_ih, d_hh = np.abs(d_ih), np.abs(d_hh)
