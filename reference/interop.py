@@ -104,6 +104,8 @@ _LAYERS = {
     "InstanceNorm3d": "instancenorm3d",
     "RMSNorm": "rmsnorm",
     "LocalResponseNorm": "localresponsenorm",
+    "RNNCell": "rnn_cell",  # a tensor out, as a layer's (LSTMCell returns a pair: not here)
+    "GRUCell": "gru_cell",
     "Reshape": "reshape",
     "Embedding": "embedding",
     "LSTM": "lstm",

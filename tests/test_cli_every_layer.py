@@ -41,6 +41,7 @@ COMMANDS: dict[str, list[str]] = {
         "reshape(2, 1, 4, 8), batchnorm3d, instancenorm3d(2, affine=True), flatten, rmsnorm, "
         "dense, softmax",
     ],
+    "cells": ["--layers", "rnn_cell(12), lstm_cell(10), gru_cell(8, bias=False), dense, softmax"],
     "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",

@@ -253,3 +253,20 @@ def test_torch_options_of_sequence_modules_convert_both_ways(case):
     for option in ("dropout", "proj_size", "bias", "add_zero_attn", "nonlinearity"):
         if hasattr(module, option) and not isinstance(getattr(module, option), torch.Tensor):
             assert getattr(back, option) == getattr(module, option), option
+
+
+def test_cells_and_norms_convert_both_ways():
+    """RNNCell/GRUCell (a tensor out) and the normalisation modules of issue 25 convert
+    from torch and back, with torch's output and gradients."""
+    torch.manual_seed(0)
+    modules = [nn.RNNCell(3, 4, nonlinearity="relu"), nn.GRUCell(4, 6, bias=False),
+               nn.Unflatten(1, (2, 3)), nn.GroupNorm(2, 2), nn.Tanh(),
+               nn.InstanceNorm1d(2, affine=True), nn.Flatten(), nn.Linear(6, 6), nn.RMSNorm(6),
+               nn.Linear(6, 2)]  # fmt: skip
+    torch_model = nn.Sequential(*modules).double()
+    model = from_torch(torch_model, input_shape=(3,))
+    rng = np.random.default_rng(0)
+    compare(torch_model, model, rng.standard_normal((5, 3)), rng)
+    back = to_torch(model)
+    assert [type(m).__name__ for m in back] == [type(m).__name__ for m in modules]
+    compare(back, model, rng.standard_normal((5, 3)), rng)

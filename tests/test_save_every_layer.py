@@ -289,6 +289,16 @@ def _lrn(draw, shape: Shape):
     )  # fmt: skip
 
 
+def _cell(cls: type) -> Builder:
+    def build(draw, shape: Shape):
+        options = {"bias": draw(st.booleans()), "seed": _seed(draw)}
+        if cls is L["RNNCell"]:
+            options["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
+        return cls(shape[-1], draw(st.integers(2, 3)), **_kwargs(cls, **options))
+
+    return build
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -317,6 +327,9 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MaxPool2d": (("images",), _pool(L["MaxPool2d"])),
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
+    "RNNCell": (("features",), _cell(L["RNNCell"])),
+    "LSTMCell": (("features",), _cell(L["LSTMCell"])),
+    "GRUCell": (("features",), _cell(L["GRUCell"])),
     "BatchNorm3d": (("volumes",), _batchnorm("BatchNorm3d")),
     "GroupNorm": (("sequences", "images"), _groupnorm),
     "InstanceNorm1d": (("sequences",), _instancenorm("InstanceNorm1d")),
