@@ -15,9 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from manual_bp.layers import ActivationLayer
-from manual_bp.layers.convolution import Conv1d, Conv2d
-from manual_bp.layers.convolution_transpose import ConvTranspose2d
+from manual_bp.layers import ActivationLayer, Flatten, Unflatten
+from manual_bp.layers.convolution import Conv1d, Conv2d, Conv3d
+from manual_bp.layers.convolution_transpose import (
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+)
 from manual_bp.layers.padding import pad_indices
 from manual_bp.layers.pooling import (
     AvgPool2d,
@@ -42,10 +46,11 @@ __all__ = [
 # ----------------------------------------------------------------------------- torch forwards
 @register_torch(Conv1d)
 @register_torch(Conv2d)
+@register_torch(Conv3d)
 def _conv(layer, params, buffers, x, cache):
     """torch's module forward: a padding mode other than zeros is ``F.pad`` (torch's
     ``_reversed_padding_repeated_twice``, last axis first) and an unpadded convolution."""
-    convolve = F.conv2d if layer.dims == 2 else F.conv1d
+    convolve = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[layer.dims]
     padding = layer.padding
     if layer.padding_mode != "zeros":
         x = F.pad(x, _torch_pads(layer), mode=layer.padding_mode)
@@ -80,9 +85,12 @@ def _torch_pads(layer) -> list[int]:
     return pads
 
 
+@register_torch(ConvTranspose1d)
 @register_torch(ConvTranspose2d)
+@register_torch(ConvTranspose3d)
 def _conv_transpose2d(layer, params, buffers, x, cache):
-    return F.conv_transpose2d(
+    convolve = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+    return convolve[layer.dims](
         x,
         params["weight"],
         params.get("bias"),
@@ -137,12 +145,15 @@ def draw_conv_kwargs(
 
     Sizes are drawn first; the kernel is drawn up to the dilated span the padded input
     allows, so every draw is valid (kernel = input, output size 1, 1×1 kernels included).
+    ``dims`` 1, 2 or 3 (3-D: sizes up to 6 and kernels up to 4 per axis, so a case stays
+    small; tuples of ``dims`` entries, ints in 1-D).
     """
     groups = int(rng.choice([1, 1, 2, 3]))
     c_in = groups * int(rng.integers(1, max(2, 6 // groups + 1)))
     c_out = groups * int(rng.integers(1, max(2, 6 // groups + 1)))
     axes = dims
-    size = [int(rng.integers(1, 13)) for _ in range(axes)]
+    largest, kernel_cap = (13, 7) if dims < 3 else (7, 4)
+    size = [int(rng.integers(1, largest)) for _ in range(axes)]
     same = not transpose and rng.random() < 0.15
     stride = [1] * axes if same else [int(rng.integers(1, 5)) for _ in range(axes)]
     dilation = [int(rng.integers(1, 4)) for _ in range(axes)]
@@ -152,15 +163,15 @@ def draw_conv_kwargs(
         padded = size[a] + (0 if same else 2 * padding[a])
         if transpose:
             padded = 12  # any kernel works for a transposed convolution; keep it small
-        kmax = min(7, (padded - 1) // dilation[a] + 1)
+        kmax = min(kernel_cap, (padded - 1) // dilation[a] + 1)
         kernel.append(int(rng.integers(1, kmax + 1)))
     kwargs: dict[str, Any] = {
         "in_channels": c_in,
         "out_channels": c_out,
-        "kernel_size": tuple(kernel) if dims == 2 else kernel[0],
-        "stride": tuple(stride) if dims == 2 else stride[0],
-        "padding": "same" if same else (tuple(padding) if dims == 2 else padding[0]),
-        "dilation": tuple(dilation) if dims == 2 else dilation[0],
+        "kernel_size": tuple(kernel) if dims > 1 else kernel[0],
+        "stride": tuple(stride) if dims > 1 else stride[0],
+        "padding": "same" if same else (tuple(padding) if dims > 1 else padding[0]),
+        "dilation": tuple(dilation) if dims > 1 else dilation[0],
         "groups": groups,
         "bias": bool(rng.random() < 0.8),
         "size": tuple(size),
@@ -277,7 +288,8 @@ def layer_comparisons(
     return result
 
 
-_CLASSES = {1: Conv1d, 2: Conv2d}
+_CLASSES = {1: Conv1d, 2: Conv2d, 3: Conv3d}
+_TRANSPOSED = {1: ConvTranspose1d, 2: ConvTranspose2d, 3: ConvTranspose3d}
 
 
 def build_conv(
@@ -285,7 +297,7 @@ def build_conv(
 ) -> tuple[Any, tuple]:
     kwargs = dict(kwargs)
     size = kwargs.pop("size")
-    cls = ConvTranspose2d if transpose else _CLASSES[dims]
+    cls = _TRANSPOSED[dims] if transpose else _CLASSES[dims]
     return cls(**kwargs, **extra), size
 
 
@@ -340,6 +352,24 @@ def conv1d_check(rng: np.random.Generator) -> list[Comparison]:
 def conv_transpose2d_check(rng: np.random.Generator) -> list[Comparison]:
     """LAYER.conv-transpose2d against F.conv_transpose2d."""
     return conv_layer_comparisons(rng, 2, transpose=True)
+
+
+@register_check("conv3d-layer")
+def conv3d_check(rng: np.random.Generator) -> list[Comparison]:
+    """LAYER.conv3d against F.conv3d (padding modes through F.pad, as torch's module)."""
+    return conv_layer_comparisons(rng, 3)
+
+
+@register_check("conv-transpose1d-layer")
+def conv_transpose1d_check(rng: np.random.Generator) -> list[Comparison]:
+    """LAYER.conv-transpose1d against F.conv_transpose1d."""
+    return conv_layer_comparisons(rng, 1, transpose=True)
+
+
+@register_check("conv-transpose3d-layer")
+def conv_transpose3d_check(rng: np.random.Generator) -> list[Comparison]:
+    """LAYER.conv-transpose3d against F.conv_transpose3d."""
+    return conv_layer_comparisons(rng, 3, transpose=True)
 
 
 def pool_layer(rng: np.random.Generator, kind: str) -> tuple[Any, tuple]:
@@ -414,3 +444,56 @@ def _adaptive_pool_block(rng: np.random.Generator, shape: tuple[int, ...]):
     output_size = sizes[0] if rng.random() < 0.3 and sizes[0] is not None else tuple(sizes)
     layer = AdaptiveAvgPool2d(output_size)
     return [layer], layer.output_shape(shape)
+
+
+def _divisor(rng: np.random.Generator, n: int) -> int:
+    return int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
+
+
+@register_block("images", "conv3d")
+def _conv3d_block(rng: np.random.Generator, shape: tuple[int, ...]):
+    """The image's rows split into a depth (``Unflatten``), a Conv3d (a random geometry
+    fitting that volume, a random padding mode) or a ConvTranspose3d, depth and rows merged
+    back (``Flatten(2, 3)``): the 3-D layers in the middle of image stacks."""
+    channels, h, w = shape
+    depth = _divisor(rng, h)
+    volume = (depth, h // depth, w)
+    groups = int(rng.choice([g for g in (1, 2, 3) if channels % g == 0]))
+    c_out = groups * int(rng.integers(1, 3))
+    kernel = tuple(int(rng.integers(1, min(3, s) + 1)) for s in volume)
+    if rng.random() < 0.5:
+        padding = tuple(int(rng.integers(0, k)) for k in kernel)
+        mode = str(rng.choice(["zeros", "reflect", "replicate", "circular"]))
+        if mode == "reflect" and any(p >= s for p, s in zip(padding, volume, strict=True)):
+            mode = "zeros"
+        stride = tuple(int(rng.integers(1, 3)) for _ in volume)
+        layer: Any = Conv3d(channels, c_out, kernel, stride, padding, 1, groups, padding_mode=mode)
+    else:
+        stride = tuple(int(rng.integers(1, 3)) for _ in volume)
+        out_pad = tuple(int(rng.integers(0, s)) for s in stride)
+        layer = ConvTranspose3d(channels, c_out, kernel, stride, 0, out_pad, groups)
+    _, *out = layer.output_shape((channels, *volume))
+    layers = [Unflatten(2, (depth, h // depth)), layer, ActivationLayer("tanh"), Flatten(2, 3)]
+    return layers, (c_out, out[0] * out[1], out[2])
+
+
+@register_block("images", "conv-transpose1d")
+def _conv_transpose1d_block(rng: np.random.Generator, shape: tuple[int, ...]):
+    """Rows and columns flattened into one axis (``Flatten(2, 3)``), a ConvTranspose1d,
+    the result as an image of height 1 (``Unflatten``)."""
+    channels, h, w = shape
+    groups = int(rng.choice([g for g in (1, 2) if channels % g == 0]))
+    stride = int(rng.integers(1, 4))
+    layer = ConvTranspose1d(
+        channels,
+        groups * int(rng.integers(1, 3)),
+        int(rng.integers(1, 4)),
+        stride,
+        0,
+        int(rng.integers(0, stride)),
+        groups,
+        dilation=int(rng.integers(1, 3)),
+    )
+    c_out, length = layer.output_shape((channels, h * w))
+    layers = [Flatten(2, 3), layer, ActivationLayer("sigmoid"), Unflatten(2, (1, length))]
+    return layers, (c_out, 1, length)

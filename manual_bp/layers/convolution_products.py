@@ -302,7 +302,8 @@ class ConvProducts:
 
     def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
         """``J_xᵀ M = col2im(W_gᵀ M_g)`` ``(V, N, C_in, *size)`` (``PROD.conv2d.vjp``,
-        ``PROD.conv1d.vjp``): BP2 through the convolution, the V·N cotangents as one batch."""
+        ``PROD.conv1d.vjp``, ``PROD.conv3d.vjp``): BP2 through the convolution, the V·N
+        cotangents as one batch."""
         size = self._as_view(cache.input).shape[2:]
         w2, padded = self._as_view(cache.weight), self._padded_size(size)
         dx = conv_input_vjp(self._as_view(M), w2, padded, self.geometry)
@@ -310,8 +311,8 @@ class ConvProducts:
 
     def param_vjp(self, cache: Any, M: np.ndarray, sum_batch: bool = True) -> dict[str, np.ndarray]:
         """``J_Wᵀ M = M_g U_gᵀ`` (``CONV.weight`` per direction), ``J_bᵀ M = Σ_{n,y,x} M``
-        (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``); ``sum_batch=False``: sample n's columns
-        only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
+        (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``, ``PROD.conv3d.vjp``); ``sum_batch=False``:
+        sample n's columns only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
         cols = self._cols(cache)
         dw, db = conv_param_vjp(
             self._as_view(M),
@@ -327,14 +328,14 @@ class ConvProducts:
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
         """``J_x T = W_g U_g(T)``, the convolution of each tangent without bias
-        (``PROD.conv2d.jvp``, ``PROD.conv1d.jvp``)."""
+        (``PROD.conv2d.jvp``, ``PROD.conv1d.jvp``, ``PROD.conv3d.jvp``)."""
         T2 = self._pad(self._as_view(T))
         out = conv_input_jvp(T2, self._as_view(cache.weight), self.geometry)
         return self._from_view(out)
 
     def param_jvp(self, cache: Any, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``J_W T_W + J_b T_b = (T_W)_g U_g(x) + T_b`` (``PROD.conv2d.jvp``,
-        ``PROD.conv1d.jvp``): the convolution of x with each weight tangent."""
+        ``PROD.conv1d.jvp``, ``PROD.conv3d.jvp``): the convolution of x with each weight tangent."""
         x2 = self._padded2(cache)
         V = tangent_count(None, T_params)
         out_shape = (V, x2.shape[0], *self._view_out_shape(x2.shape[1:]))
@@ -356,7 +357,7 @@ class ConvProducts:
         T_params: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Bilinear in ``(x, W)``: only the mixed terms (``PROD.conv2d.residual``,
-        ``PROD.conv1d.residual``)::
+        ``PROD.conv1d.residual``, ``PROD.conv3d.residual``)::
 
             residual_x = col2im((T_W)_gᵀ dout_g)   — R{W} in BP2's col2im(W_gᵀ δ_g)
             residual_W = dout_g U_g(T_x)ᵀ          — R{x} in CONV.weight's δ_g U_gᵀ
