@@ -497,3 +497,43 @@ def _conv_transpose1d_block(rng: np.random.Generator, shape: tuple[int, ...]):
     c_out, length = layer.output_shape((channels, h * w))
     layers = [Flatten(2, 3), layer, ActivationLayer("sigmoid"), Unflatten(2, (1, length))]
     return layers, (c_out, 1, length)
+
+
+@register_block("images", "lazy-conv")
+def _lazy_conv_block(rng: np.random.Generator, shape: tuple[int, ...]):
+    """Every lazy convolution once, materialised by the shape that reaches it (as a
+    Sequential needs): LazyConv2d, the image as a volume of depth 1 through LazyConv3d and
+    LazyConvTranspose3d, as a sequence through LazyConv1d and LazyConvTranspose1d, and back
+    to an image through LazyConvTranspose2d."""
+    from manual_bp.layers.convolution_lazy import (
+        LazyConv1d,
+        LazyConv2d,
+        LazyConv3d,
+        LazyConvTranspose1d,
+        LazyConvTranspose2d,
+        LazyConvTranspose3d,
+    )
+
+    def small() -> int:
+        return int(rng.integers(1, 3))
+
+    seed = int(rng.integers(2**31))
+    layers: list[Any] = []
+
+    def add(layer: Any, current: tuple[int, ...]) -> tuple[int, ...]:
+        if hasattr(layer, "materialize"):
+            layer.materialize(current)
+        layers.append(layer)
+        return tuple(layer.output_shape(current))
+
+    shape = add(LazyConv2d(small(), 2, padding=1, seed=seed), shape)
+    shape = add(ActivationLayer("tanh"), shape)
+    shape = add(Unflatten(2, (1, shape[1])), shape)
+    shape = add(LazyConv3d(small(), (1, 2, 2), padding=(0, 1, 0), seed=seed), shape)
+    shape = add(LazyConvTranspose3d(small(), (1, 1, 2), stride=(1, 1, 2), seed=seed), shape)
+    shape = add(Flatten(2, 4), shape)
+    shape = add(LazyConv1d(small(), 3, padding=1, seed=seed), shape)
+    shape = add(LazyConvTranspose1d(small(), 2, stride=2, output_padding=1, seed=seed), shape)
+    shape = add(Unflatten(2, (1, shape[1])), shape)
+    shape = add(LazyConvTranspose2d(small(), (2, 1), seed=seed), shape)
+    return layers, shape

@@ -276,25 +276,32 @@ LAZY = [
 @pytest.mark.parametrize("cls, args, kwargs, shape", LAZY, ids=lambda v: getattr(v, "__name__", ""))
 def test_lazy_convolutions_match_torch(cls, args, kwargs, shape):
     """Lazy convolutions: no parameters before the first input (torch: uninitialised ones);
-    the first input sets in_channels (batched or unbatched) and the layer becomes the eager
-    class, initialised as that class with the same seed; then output and every gradient
-    agree with torch's lazy module (LAYER.conv2d & co. once materialised)."""
+    the first input sets in_channels (batched or unbatched) and initialises the parameters as
+    the eager class with the same seed; then output and every gradient agree with torch's
+    lazy module (LAYER.conv2d & co.: the eager arithmetic); the configuration round trip
+    rebuilds it uninitialised before and materialised after."""
     layer = cls(*args, **kwargs, seed=11)
     assert layer.has_uninitialized_params() and layer.in_channels == 0
     assert layer.named_parameters() == [] and layer.params == {}
     saved = LAYERS.get(layer.get_config())  # the configuration round trip, still lazy
-    assert type(saved) is cls and saved.get_config() == layer.get_config()
+    assert type(saved) is cls and saved.has_uninitialized_params()
     assert copy.deepcopy(layer).get_config() == layer.get_config()
     eager = cls.cls_to_become
     x = np.random.default_rng(2).standard_normal(shape)
     expected_shape = layer.output_shape(shape[1:])
     assert layer.params == {}  # output_shape materialises nothing
+    layer.eval()
     out, cache = layer.forward(x)
-    assert type(layer) is eager and layer.in_channels == shape[1]
-    assert out.shape[1:] == expected_shape
+    assert isinstance(layer, eager) and layer.in_channels == shape[1] and not layer.training
+    assert out.shape[1:] == expected_shape and not layer.has_uninitialized_params()
     reference = eager(shape[1], *args, **kwargs, seed=11)
     for n, p in reference.params.items():
         np.testing.assert_array_equal(layer.params[n], p)
+    rebuilt = LAYERS.get(layer.get_config())
+    assert type(rebuilt) is cls and rebuilt.in_channels == shape[1]
+    assert {n: p.shape for n, p in rebuilt.params.items()} == {
+        n: p.shape for n, p in layer.params.items()
+    }
     module = getattr(torch.nn, cls.__name__)(*args, **kwargs).double()
     xt = torch.tensor(x, requires_grad=True)
     module(xt)  # torch's materialisation
@@ -316,15 +323,18 @@ def test_lazy_convolutions_match_torch(cls, args, kwargs, shape):
 
 def test_lazy_convolutions_refuse_bad_inputs_and_build_from_specs():
     """A channel count groups does not divide, or an input of the wrong rank, is refused in
-    one line; from_shape (specs) gives the eager class at once; the dtype is kept."""
+    one line; from_shape (specs) materialises at once; the dtype is kept."""
     with pytest.raises(ValueError, match="multiple of groups=2"):
         LazyConv2d(4, 3, groups=2).forward(np.zeros((1, 3, 5, 5)))
     with pytest.raises(ValueError, match="infers in_channels"):
         LazyConv3d(4, 3).forward(np.zeros((1, 3, 5)))
     with pytest.raises(ValueError, match="groups=3 must divide"):
         LazyConv2d(4, 3, groups=3)
+    with pytest.raises(ValueError, match="multiple of groups=2"):
+        LazyConv2d(4, 3, groups=2, in_channels=3)
     built = LAYERS.lookup("lazy-conv2d").from_shape((3, 8, 8), 5, 3, padding=1)
-    assert type(built) is Conv2d and built.in_channels == 3
+    assert isinstance(built, Conv2d) and built.in_channels == 3
+    assert built.params["weight"].shape == (5, 3, 3, 3)
     layer = LazyConvTranspose1d(2, 3, dtype="float32")
     out, _ = layer.forward(np.zeros((1, 4, 5), np.float32))
     assert out.dtype == np.float32 and layer.params["weight"].dtype == np.float32

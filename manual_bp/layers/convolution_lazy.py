@@ -7,20 +7,22 @@ A lazy convolution is built without ``in_channels``; its first input supplies it
 
 * **parameters** — an uninitialised layer's ``params`` is empty and ``in_channels`` is 0
   (torch's value): ``named_parameters()`` and the state dict have no entry for it (torch
-  lists an ``UninitializedParameter`` that holds no numbers); :meth:`has_uninitialized_params`
-  says so, as torch's.
-* **first forward** (or :meth:`materialize` with a per-sample shape, or ``from_shape`` in a
-  spec) — the parameters are allocated and initialised exactly as the eager class's
-  (same ``weight_init``/``bias_init``/``seed``, torch's U(±1/√fan_in) by default) and the
-  object becomes the eager class (``Conv2d`` …), as torch's ``cls_to_become``: saving,
-  copying, converting to torch and every product are then the eager layer's.
-* **saving** an uninitialised layer saves its configuration (no ``in_channels``, its
-  ``dtype`` by name) and no arrays; loading gives an uninitialised lazy layer again.
+  lists an ``UninitializedParameter`` that holds no numbers);
+  :meth:`~_LazyConv.has_uninitialized_params` says so, as torch's.
+* **first forward** (or :meth:`~_LazyConv.materialize` with a per-sample shape, or
+  ``from_shape`` in a spec) — the parameters are allocated and initialised exactly as the
+  eager class's (same ``weight_init``/``bias_init``/``seed``, torch's U(±1/√fan_in) by
+  default). The layer then IS the eager layer (a subclass of it: every method, equation
+  and product is the eager class's); unlike torch it keeps its class name (torch switches
+  the class to ``cls_to_become``), so a model records which of its layers were lazy.
+* **saving** — the configuration holds ``in_channels`` (0 while uninitialised; the
+  keyword-only ``in_channels`` of the constructor, 0 by default, rebuilds a materialised
+  layer) and ``dtype`` by name; an uninitialised layer saves no arrays and loads
+  uninitialised again, a materialised one saves and loads as the eager class does.
 * **a Sequential's flat parameter buffer** is laid out when the model is built, so a lazy
-  layer must be materialised first: a spec (``lazy-conv2d(16, 5)``) builds the eager class
+  layer must be materialised first: a spec (``lazy-conv2d(16, 5)``) materialises it
   through ``from_shape`` at once; a model built from layer objects calls
-  :meth:`materialize` with the shape its input shape gives (an uninitialised layer in the
-  buffer would have no slot: refused in one line).
+  :meth:`~_LazyConv.materialize` with the shape its input shape gives.
 
 The arithmetic, equation IDs and products are the eager classes' (``LAYER.conv2d`` …).
 """
@@ -51,14 +53,14 @@ __all__ = [
 
 class _LazyConv:
     """Mixin before the eager class in the MRO: the constructor without ``in_channels``,
-    the inference of it at the first input, and the switch to :attr:`cls_to_become`."""
+    the inference of it at the first input (:meth:`materialize`)."""
 
     cls_to_become: type[Layer]
 
     def _lazy_init(self, args: dict[str, Any]) -> None:
         eager = self.cls_to_become
         dtype = layer_dtype(args.pop("dtype"), type(self).__name__, args.pop("device"))
-        seed = args.pop("seed")
+        seed, in_channels = args.pop("seed"), args.pop("in_channels")
         # validate every option now, as torch's constructor does: an eager twin whose
         # in_channels (= groups) every check accepts, whose parameters are then dropped
         eager.__init__(self, args["groups"], dtype=dtype, seed=0, **args)  # type: ignore[misc]
@@ -66,71 +68,82 @@ class _LazyConv:
         self.in_channels = 0
         self.dtype = dtype.name
         self._lazy_args, self._lazy_seed = args, seed
+        if isinstance(in_channels, bool) or not isinstance(in_channels, (int, np.integer)):
+            raise TypeError(f"in_channels must be an integer (0: lazy), got {in_channels!r}")
+        if in_channels:
+            self._become(self._checked(int(in_channels)))
 
     def has_uninitialized_params(self) -> bool:
         """True until the first input (torch's ``LazyModuleMixin`` method)."""
-        return True
+        return not self.params
+
+    def _checked(self, channels: int) -> int:
+        groups = self._lazy_args["groups"]
+        if channels < 1 or channels % groups:
+            raise ValueError(
+                f"{type(self).__name__}: in_channels={channels} (the input's channels) must be a "
+                f"positive multiple of groups={groups}"
+            )
+        return channels
 
     def _in_channels(self, shape: tuple[int, ...], batched: bool) -> int:
         dims = self.cls_to_become.dims  # type: ignore[attr-defined]
-        want = dims + 2 if batched else dims + 1
-        if len(shape) != want and not (batched and len(shape) == dims + 1):
+        if len(shape) not in ((dims + 1, dims + 2) if batched else (dims + 1,)):
             raise ValueError(
                 f"{type(self).__name__} infers in_channels from a ({dims + 2}-axis) batch or a "
                 f"({dims + 1}-axis) sample, got shape {shape}"
             )
-        channels = shape[1] if len(shape) == dims + 2 else shape[0]
-        groups = self._lazy_args["groups"]
-        if channels < 1 or channels % groups:
-            raise ValueError(
-                f"{type(self).__name__}: the input's {channels} channels must be a positive "
-                f"multiple of groups={groups}"
-            )
-        return int(channels)
+        return self._checked(int(shape[1] if len(shape) == dims + 2 else shape[0]))
 
     def materialize(self, input_shape: tuple[int, ...]) -> Layer:
         """Infer ``in_channels`` from a per-sample ``input_shape`` ``(C, *S)``, allocate and
-        initialise the parameters and become the eager class; returns ``self``."""
-        channels = self._in_channels(tuple(input_shape), batched=False)
-        return self._become(channels)
-
-    def _become(self, channels: int) -> Layer:
-        eager, args = self.cls_to_become, self._lazy_args
-        dtype, seed = np.dtype(self.dtype), self._lazy_seed
-        for attribute in ("_lazy_args", "_lazy_seed", "dtype"):
-            del self.__dict__[attribute]
-        self.__class__ = eager
-        eager.__init__(self, channels, dtype=dtype, seed=seed, **args)  # type: ignore[misc]
+        initialise the parameters (nothing if they exist); returns ``self``."""
+        if self.has_uninitialized_params():
+            self._become(self._in_channels(tuple(input_shape), batched=False))
         return self  # type: ignore[return-value]
+
+    def _become(self, channels: int) -> None:
+        training = self.training  # type: ignore[attr-defined]
+        eager, args = self.cls_to_become, self._lazy_args
+        eager.__init__(self, channels, dtype=self.dtype, seed=self._lazy_seed, **args)  # type: ignore[misc]
+        self.train(training)  # type: ignore[attr-defined]
 
     def forward(self, x: np.ndarray, *args: Any, **kwargs: Any) -> tuple[np.ndarray, Any]:
         """The first input sets ``in_channels``; then the eager class's forward."""
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"{type(self).__name__}: x must be a NumPy array, got {type(x)}")
-        self._become(self._in_channels(x.shape, batched=True))
-        return self.forward(x, *args, **kwargs)
+        if self.has_uninitialized_params():
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"{type(self).__name__}: x must be a NumPy array, got {type(x)}")
+            self._become(self._in_channels(x.shape, batched=True))
+        return super().forward(x, *args, **kwargs)  # type: ignore[misc]
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...], *args: Any) -> tuple[int, ...]:
         """The eager layer's output shape for ``input_shape`` (nothing is materialised)."""
+        if not self.has_uninitialized_params():
+            return super().output_shape(input_shape, *args)  # type: ignore[misc]
         channels = self._in_channels(tuple(input_shape), batched=False)
         twin = self.cls_to_become(channels, dtype=self.dtype, seed=0, **self._lazy_args)
-        return twin.output_shape(input_shape)
+        return twin.output_shape(input_shape, *args)
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        """Nothing to reset before the parameters exist."""
+        """Nothing to reset before the parameters exist; the eager rule after."""
+        if not self.has_uninitialized_params():
+            super().reset_parameters(rng)  # type: ignore[misc]
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> Layer:
-        """``lazy-conv2d(16, 5)`` on ``(C, H, W)``: the eager ``Conv2d(C, 16, 5)`` at once."""
+        """``lazy-conv2d(16, 5)`` on ``(C, H, W)``: materialised at once, ``in_channels = C``."""
         return cls(*args, **kwargs).materialize(tuple(input_shape))
 
     def __repr__(self) -> str:
+        if not self.has_uninitialized_params():
+            return super().__repr__()  # type: ignore[misc]
         args = self._lazy_args
         return f"{type(self).__name__}({args['out_channels']}, {args['kernel_size']!r})"
 
 
-def _drop_in_channels(names: tuple[str, ...]) -> tuple[str, ...]:
-    return (*(n for n in names if n != "in_channels"), "dtype")
+def _with_dtype(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The eager class's hyperparameters (``in_channels``: 0 while lazy) and the dtype."""
+    return (*names, "dtype")
 
 
 class _LazyConvNd(_LazyConv):
@@ -151,6 +164,7 @@ class _LazyConvNd(_LazyConv):
         bias_init: str | dict[str, Any] = "torch",
         implementation: str = "fast",
         seed: int | np.random.Generator | None = None,
+        in_channels: int = 0,
     ) -> None:
         args = dict(locals())
         del args["self"]
@@ -176,6 +190,7 @@ class _LazyConvTransposeNd(_LazyConv):
         bias_init: str | dict[str, Any] = "torch",
         implementation: str = "fast",
         seed: int | np.random.Generator | None = None,
+        in_channels: int = 0,
     ) -> None:
         args = dict(locals())
         del args["self"]
@@ -189,7 +204,7 @@ class LazyConv1d(_LazyConvNd, Conv1d):
 
     name = "lazy-conv1d"
     cls_to_become = Conv1d
-    hyperparameters = _drop_in_channels(Conv1d.hyperparameters)
+    hyperparameters = _with_dtype(Conv1d.hyperparameters)
 
 
 @register_layer
@@ -199,7 +214,7 @@ class LazyConv2d(_LazyConvNd, Conv2d):
 
     name = "lazy-conv2d"
     cls_to_become = Conv2d
-    hyperparameters = _drop_in_channels(Conv2d.hyperparameters)
+    hyperparameters = _with_dtype(Conv2d.hyperparameters)
 
 
 @register_layer
@@ -209,7 +224,7 @@ class LazyConv3d(_LazyConvNd, Conv3d):
 
     name = "lazy-conv3d"
     cls_to_become = Conv3d
-    hyperparameters = _drop_in_channels(Conv3d.hyperparameters)
+    hyperparameters = _with_dtype(Conv3d.hyperparameters)
 
 
 @register_layer
@@ -220,7 +235,7 @@ class LazyConvTranspose1d(_LazyConvTransposeNd, ConvTranspose1d):
     name = "lazy-conv-transpose1d"
     aliases = ()
     cls_to_become = ConvTranspose1d
-    hyperparameters = _drop_in_channels(ConvTranspose1d.hyperparameters)
+    hyperparameters = _with_dtype(ConvTranspose1d.hyperparameters)
 
 
 @register_layer
@@ -231,7 +246,7 @@ class LazyConvTranspose2d(_LazyConvTransposeNd, ConvTranspose2d):
     name = "lazy-conv-transpose2d"
     aliases = ()
     cls_to_become = ConvTranspose2d
-    hyperparameters = _drop_in_channels(ConvTranspose2d.hyperparameters)
+    hyperparameters = _with_dtype(ConvTranspose2d.hyperparameters)
 
 
 @register_layer
@@ -242,4 +257,4 @@ class LazyConvTranspose3d(_LazyConvTransposeNd, ConvTranspose3d):
     name = "lazy-conv-transpose3d"
     aliases = ()
     cls_to_become = ConvTranspose3d
-    hyperparameters = _drop_in_channels(ConvTranspose3d.hyperparameters)
+    hyperparameters = _with_dtype(ConvTranspose3d.hyperparameters)
