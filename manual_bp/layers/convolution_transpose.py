@@ -27,7 +27,7 @@ import numpy as np
 from manual_bp.layers import _im2col as conv
 from manual_bp.layers import convolution_products as products
 from manual_bp.layers._unbatched import unbatched
-from manual_bp.layers.base import Layer, check_input, layer_dtype, register_layer, tangent_count
+from manual_bp.layers.base import Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.convolution import (
     ConvCache,
     _tuple,
@@ -37,6 +37,7 @@ from manual_bp.layers.convolution import (
     per_sample_form,
     reset_conv_parameters,
 )
+from manual_bp.layers.convolution_transpose_products import ConvTransposeProducts
 
 __all__ = ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "ConvTransposeCache"]
 
@@ -49,7 +50,7 @@ class ConvTransposeCache(ConvCache):
     output_padding: tuple[int, ...] = (0, 0)
 
 
-class _ConvTransposeNd(Layer):
+class _ConvTransposeNd(ConvTransposeProducts, Layer):
     """Shared body of ConvTranspose1d/2d/3d on ``(N, C, *S)`` views of ``max(dims, 2)``
     spatial axes.
 
@@ -264,90 +265,6 @@ class _ConvTransposeNd(Layer):
         if self.has_bias:
             grads["bias"] = delta.sum(axis=(0, *range(2, delta.ndim)))
         return self._from_view(np.ascontiguousarray(products.crop(dx, size))), grads
-
-    # ------------------------------------------------------------------ products (V axis)
-    # y = K_Wᵀ x̃ + b: the convolution products with U and col2im swapped
-    # (manual_bp.layers.convolution_products; derivations: docs/products.md).
-    def input_vjp(self, cache: ConvCache, M: np.ndarray) -> np.ndarray:
-        """``J_xᵀ M = K_W M = W_g U_g(M)``, cropped to x's grid (``PROD.conv-transpose2d.vjp``,
-        ``PROD.conv-transpose1d.vjp``, ``PROD.conv-transpose3d.vjp``): the convolution of
-        each cotangent, ``(V, N, C_in, *S)``."""
-        size = self._as_view(cache.input).shape[2:]
-        w2 = self._as_view(cache.weight)
-        return self._from_view(
-            products.transpose_input_vjp(self._as_view(M), w2, size, self.geometry)
-        )
-
-    def param_vjp(
-        self, cache: ConvCache, M: np.ndarray, sum_batch: bool = True
-    ) -> dict[str, np.ndarray]:
-        """``J_Wᵀ M = x̃_g U_g(M)ᵀ``, ``J_bᵀ M = Σ_{n,y,x} M`` (``PROD.conv-transpose2d.vjp``);
-        ``sum_batch=False``: one GEMM batched over ``(v, n, g)``, ``(V, N, *p)``."""
-        w2 = self._as_view(cache.weight)
-        dw, db = products.transpose_param_vjp(
-            self._as_view(M), self._as_view(cache.input), w2.shape, self.geometry, sum_batch
-        )
-        dw = dw.reshape(*dw.shape[: 1 if sum_batch else 2], *cache.weight.shape)
-        return {"weight": dw, "bias": db} if self.has_bias else {"weight": dw}
-
-    def input_jvp(self, cache: ConvCache, T: np.ndarray) -> np.ndarray:
-        """``J_x T = K_Wᵀ T = col2im(W_gᵀ T_g)``, the forward without bias
-        (``PROD.conv-transpose2d.jvp``, ``PROD.conv-transpose1d.jvp``,
-        ``PROD.conv-transpose3d.jvp``)."""
-        size = self._view_out_size(cache)
-        w2 = self._as_view(cache.weight)
-        return self._from_view(
-            products.transpose_input_jvp(self._as_view(T), w2, size, self.geometry)
-        )
-
-    def param_jvp(self, cache: ConvCache, T_params: dict[str, np.ndarray]) -> np.ndarray:
-        """``J_W T_W + J_b T_b = col2im((T_W)_gᵀ x_g) + T_b`` (``PROD.conv-transpose2d.jvp``)."""
-        x = self._as_view(cache.input)
-        V = tangent_count(None, T_params)
-        out_shape = (V, x.shape[0], self.out_channels, *self._view_out_size(cache))
-        T_bias = T_params.get("bias") if self.has_bias else None
-        T_weight = T_params.get("weight")
-        out = products.transpose_param_jvp(
-            x,
-            out_shape,
-            self.geometry,
-            None if T_weight is None else self._as_view(T_weight),
-            T_bias,
-        )
-        return self._from_view(out)
-
-    def residual(
-        self,
-        cache: ConvCache,
-        dout: np.ndarray,
-        T: np.ndarray | None,
-        T_params: dict[str, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Bilinear in ``(x, W)``: only the mixed terms (``PROD.conv-transpose2d.residual``,
-        ``PROD.conv-transpose1d.residual``, ``PROD.conv-transpose3d.residual``)::
-
-        residual_x = K_{T_W} dout, cropped = (T_W)_g U_g(dout)
-        residual_W = T̃_x,g U_g(dout)ᵀ
-        residual_b = 0
-        """
-        x, weight = cache.input, cache.weight
-        V = tangent_count(T, T_params)
-        T_weight = (T_params or {}).get("weight")
-        r_x, r_w = products.transpose_residual(
-            self._as_view(dout),
-            None if T is None else self._as_view(T),
-            None if T_weight is None else self._as_view(T_weight),
-            self._as_view(x).shape[2:],
-            self._as_view(weight).shape,
-            self.geometry,
-        )
-        dtype = np.result_type(x, weight)
-        r_w = np.zeros((V, *weight.shape), dtype) if r_w is None else r_w.reshape(V, *weight.shape)
-        grads = {"weight": r_w}
-        if self.has_bias:
-            grads["bias"] = np.zeros((V, self.out_channels), dtype)
-        r_x = np.zeros((V, *x.shape), dtype) if r_x is None else self._from_view(r_x)
-        return r_x, grads
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _ConvTransposeNd:
