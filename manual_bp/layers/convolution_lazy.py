@@ -107,6 +107,7 @@ class _LazyConv:
         eager, args = self.cls_to_become, self._lazy_args
         eager.__init__(self, channels, dtype=self.dtype, seed=self._lazy_seed, **args)  # type: ignore[misc]
         self.train(training)  # type: ignore[attr-defined]
+        del self._lazy_args, self._lazy_seed  # the eager attributes say it all now
 
     def forward(self, x: np.ndarray, *args: Any, **kwargs: Any) -> tuple[np.ndarray, Any]:
         """The first input sets ``in_channels``; then the eager class's forward."""
