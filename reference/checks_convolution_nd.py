@@ -22,9 +22,18 @@ from manual_bp.layers.convolution_lazy import (
 )
 from manual_bp.layers.convolution_transpose import ConvTranspose1d, ConvTranspose3d
 from reference.checks import register_check
-from reference.checks_convolution import conv_layer_comparisons
 from reference.compare import Comparison
 from reference.stack import register_block
+
+
+def conv_layer_comparisons(*args: Any, **kwargs: Any) -> list[Comparison]:
+    """:func:`reference.checks_convolution.conv_layer_comparisons`, imported when called
+    (``reference.checks`` imports this module while ``checks_convolution`` may still be
+    importing it)."""
+    from reference.checks_convolution import conv_layer_comparisons as compare
+
+    return compare(*args, **kwargs)
+
 
 __all__: list[str] = []
 
