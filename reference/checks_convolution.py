@@ -16,8 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from manual_bp.layers import ActivationLayer
-from manual_bp.layers.convolution import Conv1d, Conv2d
-from manual_bp.layers.convolution_transpose import ConvTranspose2d
+from manual_bp.layers.convolution import Conv1d, Conv2d, Conv3d
+from manual_bp.layers.convolution_transpose import (
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+)
 from manual_bp.layers.padding import pad_indices
 from manual_bp.layers.pooling import (
     AvgPool2d,
@@ -42,10 +46,11 @@ __all__ = [
 # ----------------------------------------------------------------------------- torch forwards
 @register_torch(Conv1d)
 @register_torch(Conv2d)
+@register_torch(Conv3d)
 def _conv(layer, params, buffers, x, cache):
     """torch's module forward: a padding mode other than zeros is ``F.pad`` (torch's
     ``_reversed_padding_repeated_twice``, last axis first) and an unpadded convolution."""
-    convolve = F.conv2d if layer.dims == 2 else F.conv1d
+    convolve = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[layer.dims]
     padding = layer.padding
     if layer.padding_mode != "zeros":
         x = F.pad(x, _torch_pads(layer), mode=layer.padding_mode)
@@ -80,9 +85,12 @@ def _torch_pads(layer) -> list[int]:
     return pads
 
 
+@register_torch(ConvTranspose1d)
 @register_torch(ConvTranspose2d)
+@register_torch(ConvTranspose3d)
 def _conv_transpose2d(layer, params, buffers, x, cache):
-    return F.conv_transpose2d(
+    convolve = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+    return convolve[layer.dims](
         x,
         params["weight"],
         params.get("bias"),
@@ -137,12 +145,15 @@ def draw_conv_kwargs(
 
     Sizes are drawn first; the kernel is drawn up to the dilated span the padded input
     allows, so every draw is valid (kernel = input, output size 1, 1×1 kernels included).
+    ``dims`` 1, 2 or 3 (3-D: sizes up to 6 and kernels up to 4 per axis, so a case stays
+    small; tuples of ``dims`` entries, ints in 1-D).
     """
     groups = int(rng.choice([1, 1, 2, 3]))
     c_in = groups * int(rng.integers(1, max(2, 6 // groups + 1)))
     c_out = groups * int(rng.integers(1, max(2, 6 // groups + 1)))
     axes = dims
-    size = [int(rng.integers(1, 13)) for _ in range(axes)]
+    largest, kernel_cap = (13, 7) if dims < 3 else (7, 4)
+    size = [int(rng.integers(1, largest)) for _ in range(axes)]
     same = not transpose and rng.random() < 0.15
     stride = [1] * axes if same else [int(rng.integers(1, 5)) for _ in range(axes)]
     dilation = [int(rng.integers(1, 4)) for _ in range(axes)]
@@ -152,15 +163,15 @@ def draw_conv_kwargs(
         padded = size[a] + (0 if same else 2 * padding[a])
         if transpose:
             padded = 12  # any kernel works for a transposed convolution; keep it small
-        kmax = min(7, (padded - 1) // dilation[a] + 1)
+        kmax = min(kernel_cap, (padded - 1) // dilation[a] + 1)
         kernel.append(int(rng.integers(1, kmax + 1)))
     kwargs: dict[str, Any] = {
         "in_channels": c_in,
         "out_channels": c_out,
-        "kernel_size": tuple(kernel) if dims == 2 else kernel[0],
-        "stride": tuple(stride) if dims == 2 else stride[0],
-        "padding": "same" if same else (tuple(padding) if dims == 2 else padding[0]),
-        "dilation": tuple(dilation) if dims == 2 else dilation[0],
+        "kernel_size": tuple(kernel) if dims > 1 else kernel[0],
+        "stride": tuple(stride) if dims > 1 else stride[0],
+        "padding": "same" if same else (tuple(padding) if dims > 1 else padding[0]),
+        "dilation": tuple(dilation) if dims > 1 else dilation[0],
         "groups": groups,
         "bias": bool(rng.random() < 0.8),
         "size": tuple(size),
@@ -277,7 +288,8 @@ def layer_comparisons(
     return result
 
 
-_CLASSES = {1: Conv1d, 2: Conv2d}
+_CLASSES = {1: Conv1d, 2: Conv2d, 3: Conv3d}
+_TRANSPOSED = {1: ConvTranspose1d, 2: ConvTranspose2d, 3: ConvTranspose3d}
 
 
 def build_conv(
@@ -285,7 +297,7 @@ def build_conv(
 ) -> tuple[Any, tuple]:
     kwargs = dict(kwargs)
     size = kwargs.pop("size")
-    cls = ConvTranspose2d if transpose else _CLASSES[dims]
+    cls = _TRANSPOSED[dims] if transpose else _CLASSES[dims]
     return cls(**kwargs, **extra), size
 
 

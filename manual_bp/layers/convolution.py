@@ -1,14 +1,15 @@
-"""Convolution layers ``torch.nn.Conv2d`` and ``torch.nn.Conv1d`` (NCHW / NCL; unbatched
-``(C, H, W)`` / ``(C, L)`` too, as torch).
+"""Convolution layers ``torch.nn.Conv1d``, ``Conv2d`` and ``Conv3d`` (NCL / NCHW / NCDHW;
+unbatched ``(C, L)`` / ``(C, H, W)`` / ``(C, D, H, W)`` too, as torch).
 
-Parameters under torch's names and shapes: ``weight (C_out, C_in/groups, kH, kW)``
-(``(C_out, C_in/groups, k)`` in 1-D) and ``bias (C_out,)``. The arithmetic lives in
-:mod:`manual_bp.layers._im2col` in a readable and a fast form; ``implementation="fast"``
-(the default) trains with im2col + GEMM, ``"readable"`` with the loop over kernel offsets
-that mirrors the derivation (``docs/convolution.md``). A 1-D convolution is the 2-D one on
-an input of height 1. ``padding_mode`` ``'reflect'``/``'replicate'``/``'circular'`` pads
-with the index map of :mod:`manual_bp.layers.padding` (``PAD.map``) and convolves the padded
-input without padding, as torch does.
+Parameters under torch's names and shapes: ``weight (C_out, C_in/groups, *k)`` and
+``bias (C_out,)``. The arithmetic lives in :mod:`manual_bp.layers._im2col`, written once for
+any number of spatial axes, in a readable and a fast form; ``implementation="fast"`` (the
+default) trains with im2col + GEMM, ``"readable"`` with the loop over kernel offsets that
+mirrors the derivation (``docs/convolution.md``). A 1-D convolution is the 2-D one on an
+input of height 1; 2-D and 3-D work on their own axes. ``padding_mode``
+``'reflect'``/``'replicate'``/``'circular'`` pads with the index map of
+:mod:`manual_bp.layers.padding` (``PAD.map``) and convolves the padded input without
+padding, as torch does.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from manual_bp.layers.convolution_fast import ConvStep
 from manual_bp.layers.convolution_products import ConvProducts
 from manual_bp.layers.padding import PADDING_MODES, PadMap
 
-__all__ = ["Conv1d", "Conv2d", "ConvCache", "parse_geometry"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvCache", "parse_geometry", "per_sample_form"]
 
 
 @dataclass
 class ConvCache(Cache):
     """``input`` x, the weight used, (fast form) the im2col matrix of x and (a padding mode
-    other than zeros) the 2-D view of x padded by its index map."""
+    other than zeros) the geometry's view of x padded by its index map."""
 
     weight: np.ndarray
     cols: np.ndarray | None
@@ -52,7 +53,8 @@ def _tuple(value: Any, name: str, dims: int, minimum: int) -> tuple[int, ...]:
 def parse_geometry(
     dims: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, groups: Any
 ) -> conv.Geometry:
-    """Validate torch-style arguments and return the 2-D :class:`Geometry` (1-D: height 1).
+    """Validate torch-style arguments and return the :class:`Geometry` of ``max(dims, 2)``
+    spatial axes (1-D: height 1).
 
     ``padding`` is an int, a tuple, ``"valid"`` (0) or ``"same"`` (stride 1 only, as torch;
     total ``d(k−1)`` split with the smaller half in front, as ``torch`` does).
@@ -124,7 +126,7 @@ def allocate_conv_parameters(
 
 def reset_conv_parameters(layer: Layer, rng: np.random.Generator) -> None:
     """``weight_init`` for the weight; the bias from torch's fan_in of that weight tensor
-    (``weight.shape[1] · kH · kW`` — for a transposed convolution C_out/G · kH · kW)."""
+    (``weight.shape[1] · Πk`` — for a transposed convolution C_out/G · Πk)."""
     weight = layer.params["weight"]
     weight[...] = initialize(layer.weight_init, rng, weight.shape, dtype=weight.dtype)
     if layer.has_bias:
@@ -135,9 +137,15 @@ def reset_conv_parameters(layer: Layer, rng: np.random.Generator) -> None:
         )
 
 
+def per_sample_form(dims: int) -> str:
+    """``"(C, L)"``, ``"(C, H, W)"`` or ``"(C, D, H, W)"``: a sample's axes, for messages."""
+    return {1: "(C, L)", 2: "(C, H, W)", 3: "(C, D, H, W)"}[dims]
+
+
 class _ConvNd(ConvProducts, Layer):
-    """Shared body of Conv1d/Conv2d: the layer works on ``(N, C, H, W)`` views (the
-    classes take unbatched inputs too: :func:`~manual_bp.layers._unbatched.unbatched`)."""
+    """Shared body of Conv1d/2d/3d: the layer works on ``(N, C, *S)`` views of
+    ``max(dims, 2)`` spatial axes (the classes take unbatched inputs too:
+    :func:`~manual_bp.layers._unbatched.unbatched`)."""
 
     dims = 2
     decay = ("weight",)
@@ -185,50 +193,54 @@ class _ConvNd(ConvProducts, Layer):
         self.pad_map: PadMap | None = None
         if padding_mode != "zeros":
             self.pad_map = PadMap(self.geometry.padding, padding_mode)
-            self.geometry = replace(self.geometry, padding=((0, 0), (0, 0)))
+            self.geometry = replace(self.geometry, padding=((0, 0),) * len(self.geometry.kernel))
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups, self.has_bias = dilation, int(groups), bool(bias)
         self.padding_mode, self.implementation = padding_mode, implementation
         self.weight_init, self.bias_init = weight_init, bias_init
-        kernel = self.geometry.kernel[2 - self.dims :]
+        kernel = self.geometry.kernel[len(self.geometry.kernel) - self.dims :]
         shape = (self.out_channels, self.in_channels // self.groups, *kernel)
         allocate_conv_parameters(self, shape, dtype, seed)
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        """torch's default: U(±1/√fan_in) for weight and bias, fan_in = C_in/G · kH · kW."""
+        """torch's default: U(±1/√fan_in) for weight and bias, fan_in = C_in/G · Πk."""
         reset_conv_parameters(self, rng)
 
-    # -------------------------------------------------------------- 2-D views
-    def _as_2d(self, array: np.ndarray) -> np.ndarray:
-        """A 1-D array ``(..., L)`` as ``(..., 1, L)`` (inputs, weights, V-stacks alike)."""
-        return array if self.dims == 2 else array[..., None, :]
+    # -------------------------------------------------------------- the geometry's views
+    def _as_view(self, array: np.ndarray) -> np.ndarray:
+        """A 1-D array ``(..., L)`` as ``(..., 1, L)`` (inputs, weights, V-stacks alike);
+        2-D and 3-D arrays as they are."""
+        return array if self.dims != 1 else array[..., None, :]
 
-    def _from_2d(self, array: np.ndarray) -> np.ndarray:
-        return array if self.dims == 2 else array[..., 0, :]
+    def _from_view(self, array: np.ndarray) -> np.ndarray:
+        return array if self.dims != 1 else array[..., 0, :]
+
+    def _spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The geometry's spatial sizes of a per-sample shape ``(C, *S)`` (1-D: ``(1, L)``)."""
+        return tuple(shape[1:]) if self.dims != 1 else (1, shape[1])
 
     def _pad(self, array2: np.ndarray) -> np.ndarray:
-        """``PAD.map`` of a 2-D view (the identity for zeros: the geometry pads then)."""
+        """``PAD.map`` of a view (the identity for zeros: the geometry pads then)."""
         return array2 if self.pad_map is None else self.pad_map.forward(array2)
 
     def _pad_vjp(self, grad2: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """The transpose of :meth:`_pad`: padded copies add back onto the input ``size``."""
         return grad2 if self.pad_map is None else self.pad_map.vjp(grad2, tuple(size))
 
-    def _padded_size(self, size: tuple[int, ...]) -> tuple[int, int]:
-        """The 2-D size the geometry convolves: ``size`` grown by the padding map."""
+    def _padded_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        """The spatial size the geometry convolves: ``size`` grown by the padding map."""
         if self.pad_map is None:
-            return size[0], size[1]
-        out = self.pad_map.padded_size(tuple(size))
-        return out[0], out[1]
+            return tuple(size)
+        return self.pad_map.padded_size(tuple(size))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         if len(shape) != self.dims + 1 or shape[0] != self.in_channels:
-            want = "(C, H, W)" if self.dims == 2 else "(C, L)"
+            want = per_sample_form(self.dims)
             raise ValueError(
                 f"{self!r} needs per-sample inputs {want} with C = {self.in_channels}, got {shape}"
             )
-        size = shape[1:] if self.dims == 2 else (1, shape[1])
+        size = self._spatial(shape)
         if self.pad_map is not None:
             self.pad_map.indices(size)  # torch's size rules of the mode, one clear line
         out = self.geometry.output_size(self._padded_size(size))
@@ -236,16 +248,16 @@ class _ConvNd(ConvProducts, Layer):
             raise ValueError(
                 f"{self!r}: input {shape} is smaller than the dilated kernel (output {out})"
             )
-        return (self.out_channels, *out[2 - self.dims :])
+        return (self.out_channels, *out[len(out) - self.dims :])
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, ConvCache]:
-        """``x (N, C_in, H, W) -> (N, C_out, Ho, Wo)`` — equation ``CONV.forward``."""
+        """``x (N, C_in, *S) -> (N, C_out, *So)`` — equation ``CONV.forward``."""
         check_input(x, self, ndim=self.dims + 2, name="x")
         out_shape = self.output_shape(x.shape[1:])
         weight = self.params["weight"]
         if x.shape[0] == 0:  # an empty batch: an empty output, as torch
             return np.zeros((0, *out_shape), weight.dtype), ConvCache(x, weight, None)
-        x2, w2 = self._as_2d(x), self._as_2d(weight)
+        x2, w2 = self._as_view(x), self._as_view(weight)
         xp = self._pad(x2)
         if self.implementation == "fast":
             out, cols = conv.conv_forward_fast(xp, w2, self.params.get("bias"), self.geometry)
@@ -255,23 +267,23 @@ class _ConvNd(ConvProducts, Layer):
                 None,
             )
         padded = None if self.pad_map is None else xp
-        return self._from_2d(out), ConvCache(x, weight, cols, padded)
+        return self._from_view(out), ConvCache(x, weight, cols, padded)
 
     def backward(
         self, dout: np.ndarray, cache: ConvCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``LAYER.conv2d`` / ``LAYER.conv1d``: ∂C/∂x (``CONV.input``), ∂C/∂W (``CONV.weight``),
-        ∂C/∂b = Σ_{n,y,x} δ[n, o, y, x]."""
+        """``LAYER.conv2d`` / ``LAYER.conv1d`` / ``LAYER.conv3d``: ∂C/∂x (``CONV.input``),
+        ∂C/∂W (``CONV.weight``), ∂C/∂b = Σ_{n,y,x} δ[n, o, y, x]."""
         grads = self.parameter_gradients(dout, cache)
         if dout.shape[0] == 0:
             return np.zeros(cache.input.shape, cache.weight.dtype), grads
-        delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
-        size = self._as_2d(cache.input).shape[2:]
+        delta, w2 = self._as_view(dout), self._as_view(cache.weight)
+        size = self._as_view(cache.input).shape[2:]
         if cache.cols is not None:
             dx = conv.conv_input_grad_fast(delta, w2, self._padded_size(size), self.geometry)
         else:
             dx = conv.conv_input_grad_readable(delta, w2, self._padded_size(size), self.geometry)
-        return self._from_2d(self._pad_vjp(dx, size)), grads
+        return self._from_view(self._pad_vjp(dx, size)), grads
 
     def parameter_gradients(self, dout: np.ndarray, cache: ConvCache) -> dict[str, np.ndarray]:
         """∂C/∂W (``CONV.weight``) and ∂C/∂b without ∂C/∂x (the stack's bottom layer)."""
@@ -282,7 +294,7 @@ class _ConvNd(ConvProducts, Layer):
             )
         if dout.shape[0] == 0:  # an empty batch: zero parameter gradients, as torch
             return {name: np.zeros_like(value) for name, value in self.params.items()}
-        delta, w2 = self._as_2d(dout), self._as_2d(cache.weight)
+        delta, w2 = self._as_view(dout), self._as_view(cache.weight)
         if cache.cols is not None:
             dw = conv.conv_weight_grad_fast(delta, cache.cols, w2.shape, self.geometry)
         else:
@@ -290,27 +302,28 @@ class _ConvNd(ConvProducts, Layer):
             dw = conv.conv_weight_grad_readable(delta, xp, w2.shape, self.geometry)
         grads = {"weight": dw.reshape(cache.weight.shape)}
         if self.has_bias:
-            grads["bias"] = delta.sum(axis=(0, 2, 3))
+            grads["bias"] = delta.sum(axis=(0, *range(2, delta.ndim)))
         return grads
 
     def fast_step(self) -> Any:
         """Training's fast form: :class:`~manual_bp.layers.convolution_fast.ConvStep`
         (preallocated im2col panels, no transposed copies); ``implementation="readable"``
         and a padding mode other than zeros train with the layer's own forward/backward
-        (:class:`~manual_bp.layers.steps.GenericStep`: im2col + GEMM on the padded input)."""
-        if self.implementation != "fast" or self.pad_map is not None:
+        (:class:`~manual_bp.layers.steps.GenericStep`: im2col + GEMM on the padded input),
+        as does Conv3d (its forward and backward are the N-d im2col + GEMM, ``CONV.fast``)."""
+        if self.implementation != "fast" or self.pad_map is not None or self.dims == 3:
             return super().fast_step()
         return ConvStep(self)
 
     def _padded2(self, cache: ConvCache) -> np.ndarray:
-        """The 2-D input the geometry convolves: x, or x padded by the mode's index map."""
-        return self._as_2d(cache.input) if cache.padded is None else cache.padded
+        """The input view the geometry convolves: x, or x padded by the mode's index map."""
+        return self._as_view(cache.input) if cache.padded is None else cache.padded
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _ConvNd:
         """``conv2d(16, 5, padding=2)`` on ``(C, H, W)`` -> ``Conv2d(C, 16, 5, padding=2)``."""
         if len(input_shape) != cls.dims + 1:
-            want = "(C, H, W)" if cls.dims == 2 else "(C, L)"
+            want = per_sample_form(cls.dims)
             raise ValueError(f"{cls.name} needs per-sample inputs {want}, got {tuple(input_shape)}")
         return cls(input_shape[0], *args, **kwargs)
 
@@ -367,3 +380,21 @@ class Conv1d(_ConvNd):
     product_equations = ("PROD.conv1d.vjp", "PROD.conv1d.jvp", "PROD.conv1d.residual")
     dims = 1
     batched_ndim = 3
+
+
+@register_layer
+@unbatched
+class Conv3d(_ConvNd):
+    """``torch.nn.Conv3d`` on NCDHW inputs. Equation ``LAYER.conv3d``.
+
+    Same parameters as :class:`Conv2d` with ints or 3-tuples for the sizes; the weight is
+    ``(C_out, C_in/groups, kD, kH, kW)``. The arithmetic is the N-d one of
+    :mod:`~manual_bp.layers._im2col` on three spatial axes; ``padding_mode`` pads the last
+    three axes by the mode's index map (``PAD.map``).
+    """
+
+    name = "conv3d"
+    equation = "LAYER.conv3d"
+    product_equations = ("PROD.conv3d.vjp", "PROD.conv3d.jvp", "PROD.conv3d.residual")
+    dims = 3
+    batched_ndim = 5

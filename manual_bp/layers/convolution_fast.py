@@ -115,13 +115,13 @@ class ConvStep:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``CONV.fast``: im2col into ``U``, then ``out[n]_g = W_g U_g[:, n] + b``."""
         layer = self.layer
-        x2 = layer._as_2d(x)
+        x2 = layer._as_view(x)
         if x is not self.x and (self.x is None or self.x.shape != x.shape):
             self.buf = shape_buffers(self._buffers, x2.shape, lambda: self._make(x2))
         self.x, self.x2 = x, x2
         buf, groups = self.buf, self.geometry.groups
         n = x2.shape[0]
-        weight = layer._as_2d(layer.params["weight"])
+        weight = layer._as_view(layer.params["weight"])
         w_mat = weight.reshape(groups, weight.shape[0] // groups, -1)  # (G, O_g, K_g)
         out, bias = buf["out"], layer.params.get("bias")
         out_g = out.reshape(n, groups, w_mat.shape[1], -1)  # (N, G, O_g, Ho·Wo)
@@ -133,7 +133,7 @@ class ConvStep:
             cols_g = buf["cols"].reshape(groups, w_mat.shape[2], n, -1)  # (G, K_g, N, Ho·Wo)
             if 2 * w_mat.size * cols_g.shape[3] < SMALL_SAMPLE_FLOPS:
                 self._forward_split(w_mat, cols_g, out_g, bias)
-                return layer._from_2d(out)
+                return layer._from_view(out)
             parallel_rows(self._im2col, n, x2[0].size * int(np.prod(self.geometry.kernel)))
             for g in range(groups):
                 np.matmul(w_mat[g], cols_g[g].transpose(1, 0, 2), out=out_g[:, g])
@@ -144,7 +144,7 @@ class ConvStep:
                 np.add(out[rows], b, out=out[rows])
 
             parallel_rows(add_bias, n, out[0].size)
-        return layer._from_2d(out)
+        return layer._from_view(out)
 
     def _forward_split(
         self, w_mat: np.ndarray, cols_g: np.ndarray, out_g: np.ndarray, bias: np.ndarray | None
@@ -190,10 +190,10 @@ class ConvStep:
         """``LAYER.conv2d`` / ``LAYER.conv1d``: ∂C/∂W and ∂C/∂b as one GEMM and one GEMV
         over the batch, ∂C/∂x by ``W_gᵀ D_g`` and col2im (``CONV.fast``)."""
         layer, buf, groups = self.layer, self.buf, self.geometry.groups
-        delta = layer._as_2d(dout)  # (N, C_out, Ho, Wo)
+        delta = layer._as_view(dout)  # (N, C_out, Ho, Wo)
         x2 = self.x2
         n, c_out = delta.shape[:2]
-        weight = layer._as_2d(layer.params["weight"])
+        weight = layer._as_view(layer.params["weight"])
         o_g = c_out // groups
         w_mat = weight.reshape(groups, o_g, -1)
         k_g = w_mat.shape[2]
@@ -219,11 +219,11 @@ class ConvStep:
             dx_g = dx.reshape(n, groups, k_g, -1)
             for g in range(groups):
                 np.matmul(w_mat[g].T, d_g[:, g], out=dx_g[:, g])
-            return layer._from_2d(dx)
+            return layer._from_view(dx)
         if not buf["batch_last"]:
             np.matmul(w_mat.transpose(0, 2, 1), d_mat, out=u_mat)  # dU, over U's buffer
             parallel_rows(self._col2im, n, cols[:, :, :, 0].size + x2[0].size)
-            return layer._from_2d(dx)
+            return layer._from_view(dx)
         d_bl, dxp_bl = buf["delta_bl"], buf["dxp_bl"]
 
         def lay_out_bl(out_channels: slice) -> None:
@@ -241,7 +241,7 @@ class ConvStep:
             )
 
         parallel_rows(crop, n, x2[0].size)
-        return layer._from_2d(dx)
+        return layer._from_view(dx)
 
     def _col2im_bl(self, channels: slice) -> None:
         """Input channels ``channels`` of the batch-last ∂C/∂x: every entry of ``dU``
