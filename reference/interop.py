@@ -104,6 +104,9 @@ _LAYERS = {
     "InstanceNorm3d": "instancenorm3d",
     "RMSNorm": "rmsnorm",
     "LocalResponseNorm": "localresponsenorm",
+    "Conv3d": "conv3d",
+    "ConvTranspose1d": "conv-transpose1d",
+    "ConvTranspose3d": "conv-transpose3d",
     "RNNCell": "rnn_cell",  # a tensor out, as a layer's (LSTMCell returns a pair: not here)
     "GRUCell": "gru_cell",
     "Reshape": "reshape",

@@ -256,6 +256,11 @@ def run(config: Configuration) -> Outcome:
     try:
         layer = _build_ours(cls, config)
         layer.train(config.training)
+        if any(torch.nn.parameter.is_lazy(p) for p in module.parameters()):
+            # a lazy module materialises at its first input, torch's and ours alike
+            with torch.no_grad():
+                module(*config.inputs, **config.input_kwargs)
+            layer.forward(*_numpy(config.inputs), **_numpy(config.input_kwargs))
     except Exception as error:
         return _failure(error)
     mismatch = _copy_state(module, layer)

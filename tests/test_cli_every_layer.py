@@ -42,6 +42,18 @@ COMMANDS: dict[str, list[str]] = {
         "dense, softmax",
     ],
     "cells": ["--layers", "rnn_cell(12), lstm_cell(10), gru_cell(8, bias=False), dense, softmax"],
+    "volumes": [
+        "--layers",
+        "reshape(1, 4, 4, 4), conv3d(2, 3, padding=1, padding_mode='circular'), relu, "
+        "conv_transpose3d(2, 2, stride=2), flatten, dense, softmax",
+    ],
+    "lazy": [
+        "--layers",
+        "reshape(8, 8), lazy_conv1d(4, 3), lazy_conv_transpose1d(2, 3), conv_transpose1d(2, 1), "
+        "reshape(2, 2, 2, 2), lazy_conv3d(2, 1), lazy_conv_transpose3d(1, 1), reshape(2, 2, 2), "
+        "lazy_conv2d(2, 3, padding=1), lazy_conv_transpose2d(2, 2, stride=2), flatten, dense, "
+        "softmax",
+    ],
     "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",

@@ -299,6 +299,41 @@ def _cell(cls: type) -> Builder:
     return build
 
 
+def _conv3d(draw, shape: Shape):
+    c, *size = shape
+    groups = draw(st.sampled_from([g for g in (1, 2) if c % g == 0]))
+    return L["Conv3d"](
+        c, groups * draw(st.integers(1, 2)), draw(st.integers(1, min(*size, 2))),
+        stride=draw(st.integers(1, 2)),
+        padding=draw(st.integers(0, min(1, *(s - 1 for s in size)))),  # reflect: < size
+        groups=groups, bias=draw(st.booleans()),
+        padding_mode=draw(st.sampled_from(PADDING_MODES)), seed=_seed(draw),
+    )  # fmt: skip
+
+
+def _conv_transpose(name: str) -> Builder:
+    def build(draw, shape: Shape):
+        stride = draw(st.integers(1, 2))
+        return L[name](
+            shape[0], draw(st.integers(1, 2)), draw(st.integers(1, 3)), stride=stride,
+            output_padding=draw(st.integers(0, stride - 1)), bias=draw(st.booleans()),
+            seed=_seed(draw),
+        )  # fmt: skip
+
+    return build
+
+
+def _lazy(name: str, eager: Builder) -> Builder:
+    """The eager builder's options on the lazy class, materialised by the shape."""
+
+    def build(draw, shape: Shape):
+        config = eager(draw, shape).get_config()
+        del config["name"], config["in_channels"]
+        return L[name](**config, seed=_seed(draw)).materialize(shape)
+
+    return build
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -327,6 +362,24 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MaxPool2d": (("images",), _pool(L["MaxPool2d"])),
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
+    "Conv3d": (("volumes",), _conv3d),
+    "ConvTranspose1d": (("sequences",), _conv_transpose("ConvTranspose1d")),
+    "ConvTranspose3d": (("volumes",), _conv_transpose("ConvTranspose3d")),
+    "LazyConv1d": (("sequences",), _lazy("LazyConv1d", _conv1d)),
+    "LazyConv2d": (("images",), _lazy("LazyConv2d", _conv2d)),
+    "LazyConv3d": (("volumes",), _lazy("LazyConv3d", _conv3d)),
+    "LazyConvTranspose1d": (
+        ("sequences",),
+        _lazy("LazyConvTranspose1d", _conv_transpose("ConvTranspose1d")),
+    ),
+    "LazyConvTranspose2d": (
+        ("images",),
+        _lazy("LazyConvTranspose2d", _conv_transpose("ConvTranspose2d")),
+    ),
+    "LazyConvTranspose3d": (
+        ("volumes",),
+        _lazy("LazyConvTranspose3d", _conv_transpose("ConvTranspose3d")),
+    ),
     "RNNCell": (("features",), _cell(L["RNNCell"])),
     "LSTMCell": (("features",), _cell(L["LSTMCell"])),
     "GRUCell": (("features",), _cell(L["GRUCell"])),
