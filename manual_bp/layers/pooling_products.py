@@ -162,7 +162,7 @@ def _first_maximum(
     result = taps[0].copy()
     for values in taps[1:]:
         np.maximum(result, values, out=result)
-    index = np.zeros(result.shape, dtype=np.int16)
+    index = np.zeros(result.shape, dtype=np.int16 if len(taps) < 2**15 else np.int64)
     for tap in range(len(taps) - 2, -1, -1):
         index += 1
         differs = taps[tap] != result
@@ -176,7 +176,7 @@ def _first_maximum_with_nan(
     """torch's CPU rule written out, from ``max = −∞`` at the first tap inside the input:
     ``val > max || isnan(val)`` replaces the running maximum (so the LAST NaN wins)."""
     result = np.full(taps[0].shape, -np.inf, dtype=taps[0].dtype)
-    index = np.full(result.shape, -1, dtype=np.int16)
+    index = np.full(result.shape, -1, dtype=np.int16 if len(taps) < 2**15 else np.int64)
     for tap, values in enumerate(taps):
         better = (values > result) | np.isnan(values)
         first = index < 0
