@@ -330,6 +330,17 @@ class AvgPool3d(AvgPoolNd):
     name, dims, equation = "avgpool3d", 3, "LAYER.avgpool-nd"
     product_equations = ("PROD.avgpool-nd.vjp", "PROD.avgpool-nd.jvp", "PROD.avgpool-nd.residual")
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """As every pooling, and torch's ``avg_pool3d`` check: no axis shorter than the
+        kernel, padding or not (``MaxPool3d`` and the 1-d/2-d classes have no such rule)."""
+        shape = super().output_shape(input_shape)
+        if any(s < k for s, k in zip(input_shape[1:], self.kernel, strict=True)):
+            raise ValueError(
+                f"{self!r}: input {tuple(input_shape)} is smaller than the kernel {self.kernel} "
+                f"(as torch's avg_pool3d)"
+            )
+        return shape
+
 
 @register_layer
 @unbatched

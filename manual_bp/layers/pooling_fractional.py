@@ -150,11 +150,14 @@ class FractionalMaxPoolNd(SelectionProducts, Layer):
         if len(shape) != self.dims + 1:
             raise ValueError(f"{self!r} needs per-sample inputs {_AXES[self.dims]}, got {shape}")
         out = self._out(shape[1:])
+        # torch's rule: O + k − 1 ≤ S in 2-d, O + k − 1 < S in 3-d
+        slack = 0 if self.dims == 2 else 1
         for s, o, k in zip(shape[1:], out, self.kernel, strict=True):
-            if o + k - 1 > s:
+            if o + k - 1 + slack > s:
+                bound = "≤" if self.dims == 2 else "<"
                 raise ValueError(
                     f"{self!r}: kernel {self.kernel} too large for output {out} on input {shape} "
-                    f"(needs output + kernel − 1 ≤ input, as torch)"
+                    f"(needs output + kernel − 1 {bound} input, as torch)"
                 )
         return (shape[0], *out)
 
@@ -212,7 +215,7 @@ class FractionalMaxPoolNd(SelectionProducts, Layer):
                 plane = x[i : i + 1, j : j + 1]
                 r, idx = window_maximum(plane, starts, ends)
                 result[i, j], indices[i, j] = r[0, 0], idx[0, 0]
-        return result, SelectCache(x, indices)
+        return result, SelectCache(x, indices, (samples,))
 
     def backward(
         self, dout: np.ndarray, cache: SelectCache

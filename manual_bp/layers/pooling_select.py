@@ -29,9 +29,13 @@ __all__ = ["SelectCache", "SelectionProducts", "select_gather", "select_scatter"
 
 @dataclass
 class SelectCache(Cache):
-    """``input`` x and ``indices``: torch's flat index of each window's winner."""
+    """``input`` x, ``indices`` (torch's flat index of each window's winner) and, for
+    fractional pooling, ``samples``: ``(the (N, C, D) samples,)`` — in a tuple, so that a
+    perturbation of the cache's float arrays (the oracle's rounding model) leaves the
+    windows alone."""
 
     indices: np.ndarray
+    samples: tuple = ()
 
 
 def window_maximum(
