@@ -87,7 +87,8 @@ def select_scatter(
     plane = int(np.prod(x_shape[2:]))
     lead = M.shape[: M.ndim - indices.ndim]
     groups = int(np.prod(lead)) * n * c
-    targets = indices.reshape(n * c, -1) + (np.arange(n * c) * plane)[:, None]
+    windows = int(np.prod(indices.shape[2:]))  # explicit: an empty batch has no -1
+    targets = indices.reshape(n * c, windows) + (np.arange(n * c) * plane)[:, None]
     targets = targets[None] + (np.arange(int(np.prod(lead))) * n * c * plane)[:, None, None]
     total = np.bincount(targets.ravel(), weights=M.ravel(), minlength=groups * plane)
     return total.reshape(*lead, *x_shape).astype(dtype, copy=False)
@@ -97,9 +98,10 @@ def select_gather(T: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``T (*lead, N, C, *S)`` read at ``indices (N, C, *O)``: ``(*lead, N, C, *O)``."""
     d = indices.ndim - 2
     lead = T.shape[: T.ndim - d - 2]
-    flat = T.reshape(*T.shape[: T.ndim - d], -1)
+    flat = T.reshape(*T.shape[: T.ndim - d], int(np.prod(T.shape[T.ndim - d :])))
+    windows = int(np.prod(indices.shape[2:]))  # explicit: an empty batch has no -1
     where = np.broadcast_to(
-        indices.reshape(*indices.shape[:2], -1), (*lead, *flat.shape[-3:-1], indices[0, 0].size)
+        indices.reshape(*indices.shape[:2], windows), (*lead, *indices.shape[:2], windows)
     )
     return np.take_along_axis(flat, where, axis=-1).reshape(*lead, *indices.shape)
 
