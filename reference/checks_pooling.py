@@ -30,8 +30,10 @@ from manual_bp.layers.pooling_adaptive import (
 from manual_bp.layers.pooling_fractional import FractionalMaxPool2d, FractionalMaxPool3d
 from manual_bp.layers.pooling_geometry import pool_output_size, window_misses_input
 from manual_bp.layers.pooling_lp import LPPool1d, LPPool2d, LPPool3d
+
+# the module, not its function: checks_convolution may be mid-import (it loads every check)
+from reference import checks_convolution as conv
 from reference.checks import register_check
-from reference.checks_convolution import layer_comparisons
 from reference.compare import Comparison
 from reference.products import product_comparisons
 from reference.stack import register_block, register_torch
@@ -257,7 +259,7 @@ def fractional_case(rng: np.random.Generator, dims: int | None = None):
 # ----------------------------------------------------------------------------- checks
 def _both(layer, x, rng: np.random.Generator, integer: bool = False) -> list[Comparison]:
     """The layer alone (output, ∂C/∂x) and its products against torch.func."""
-    comparisons = layer_comparisons(layer, x, rng, integer_inputs=integer)
+    comparisons = conv.layer_comparisons(layer, x, rng, integer_inputs=integer)
     return comparisons + product_comparisons(layer, x, rng)
 
 
@@ -288,7 +290,7 @@ def lppool_check(rng: np.random.Generator) -> list[Comparison]:
     ones (p = 2); the products away from zero windows (torch.func's second derivative there
     is 0·∞) and on windows of two elements or more (see :func:`lppool_case`)."""
     layer, x = lppool_case(rng, positive=bool(rng.integers(2)))
-    comparisons = layer_comparisons(layer, x, rng)
+    comparisons = conv.layer_comparisons(layer, x, rng)
     layer, x = lppool_case(rng, positive=bool(rng.integers(2)), several=True)
     return comparisons + product_comparisons(layer, np.where(x == 0, 0.5, x), rng)
 
