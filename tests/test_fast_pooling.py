@@ -192,3 +192,38 @@ def test_fused_cnn_with_batch_norm_and_pooling_matches_the_readable_step(dtype):
         fused_model.named_buffers(), model.named_buffers(), strict=True
     ):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=seeds,
+    dims=st.sampled_from([1, 3]),
+    kind=st.sampled_from(["max", "avg"]),
+    ties=st.booleans(),
+)
+def test_nd_pool_steps_match_readable_and_torch(seed, dims, kind, ties):
+    """LAYER.maxpool-nd and LAYER.avgpool-nd, tiled windows in 1-d and 3-d: the fast step
+    gives the same bits as the readable form, and torch's values."""
+    from manual_bp.layers import AvgPool1d, AvgPool3d, MaxPool1d, MaxPool3d
+
+    rng = np.random.default_rng(seed)
+    kernel = tuple(int(k) for k in rng.integers(1, 4 if dims == 1 else 3, size=dims))
+    shape = (int(rng.integers(1, 4)), int(rng.integers(1, 3)),
+             *(k * int(rng.integers(1, 4)) for k in kernel))  # fmt: skip
+    x = _input(rng, shape, ties and kind == "max")
+    classes = {("max", 1): MaxPool1d, ("max", 3): MaxPool3d,
+               ("avg", 1): AvgPool1d, ("avg", 3): AvgPool3d}  # fmt: skip
+    layer = classes[kind, dims](kernel)
+    out_shape = (*shape[:2], *(s // k for s, k in zip(shape[2:], kernel, strict=True)))
+    u = rng.standard_normal(out_shape)
+    y, dx, step = _fast(layer, x, u)
+    assert step.shape == x.shape  # the tiled case ran
+    ref_y, cache = layer.forward(x)
+    ref_dx, _ = layer.backward(u, cache)
+    assert np.array_equal(y, ref_y) and np.array_equal(dx, ref_dx)
+    xt = torch.tensor(x, requires_grad=True)
+    function = getattr(F, f"{kind}_pool{dims}d")
+    out = function(xt, kernel)
+    out.backward(torch.from_numpy(u))
+    np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-15)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-15)

@@ -1,30 +1,39 @@
-"""Pooling layers on NCHW inputs: ``MaxPool2d``, ``AvgPool2d``, ``GlobalAvgPool2d`` (torch's;
-unbatched ``(C, H, W)`` inputs and empty batches too, as torch).
+"""Sliding-window pooling on 1, 2 or 3 spatial axes: ``MaxPool1d/2d/3d``, ``AvgPool1d/2d/3d``
+and ``GlobalAvgPool2d`` (torch's; unbatched ``(C, *S)`` inputs and empty batches too).
 
-Window ``(y, x)`` covers padded rows ``y·s + i·d``, ``i = 0 … k−1`` (columns alike), with
-``H_out = ⌊(H + 2p − d(k−1) − 1)/s⌋ + 1`` (``ceil_mode``: rounded up, but no window may
-start in the bottom padding — torch's rule). Derivations: ``docs/convolution.md``; the
+One generic class per kind (:class:`MaxPoolNd`, :class:`AvgPoolNd`) on ``dims`` axes; the
+torch classes fix ``dims`` and torch's signature. The window arithmetic (output size,
+``ceil_mode``, padding, dilation, taps) lives in :mod:`~manual_bp.layers.pooling_geometry`.
+Derivations: ``docs/pooling.md`` (and ``docs/convolution.md`` for the 2-d originals); the
 products on the V axis (mixins from :mod:`~manual_bp.layers.pooling_products`):
 ``docs/products.md``.
 
 Max pooling sends each upstream gradient to the FIRST maximal element of its window in
-row-major order ``(i, j)`` — torch's CPU kernel keeps the first maximum (``val > max``), and
+row-major tap order — torch's CPU kernel keeps the first maximum (``val > max``), and
 ``numpy.argmax`` returns the first maximum too. Ties are measure-zero for continuous data
 but common for ReLU outputs (zeros) and integer images, so the rule is part of the contract.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 import numpy as np
 
-from manual_bp.layers._im2col import Geometry, pad, windows
 from manual_bp.layers._unbatched import UnbatchedCache, unbatched
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 from manual_bp.layers.convolution import _tuple
 from manual_bp.layers.pooling_fast import AvgPoolFast, GlobalAvgPoolFast, MaxPoolFast
+from manual_bp.layers.pooling_geometry import (
+    PoolCache,
+    PoolNd,
+    pad_nd,
+    pool_output_size,
+    scatter_taps,
+    tap_slices,
+    window_misses_input,
+)
 from manual_bp.layers.pooling_products import (
     AvgPoolProducts,
     GlobalAvgPoolProducts,
@@ -32,145 +41,49 @@ from manual_bp.layers.pooling_products import (
     _first_maximum,
     _first_maximum_with_nan,
     max_pool_scatter,
-    scatter_taps,
 )
 
-__all__ = ["AvgPool2d", "GlobalAvgPool2d", "MaxPool2d", "pool_output_size"]
+__all__ = [
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "AvgPoolNd",
+    "GlobalAvgPool2d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+    "MaxPoolNd",
+    "PoolCache",
+    "pool_output_size",
+    "window_misses_input",
+]
 
 
-def pool_output_size(
-    size: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool
-) -> int:
-    """torch's ``pooling_output_shape`` for one axis."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil else 0)
-    out = span // stride + 1
-    if ceil and (out - 1) * stride >= size + padding:
-        out -= 1  # the last window would start inside the bottom padding
-    return out
+def flat_positions(
+    tap: np.ndarray, layer: Any, size: tuple[int, ...], kernel: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """torch's flat index ``Σ_a u_a·Π_{b>a} S_b`` of the input position ``u_a = y_a·s_a +
+    i_a·d_a − p_a`` that tap ``t ↔ (i_a)`` of window ``y`` reads (``tap``: ``(…, *S_out)``)."""
+    d = len(size)
+    offsets = np.unravel_index(tap.astype(np.int64), kernel or layer.kernel)
+    flat = np.zeros(tap.shape, dtype=np.int64)
+    for a in range(d):
+        y = np.arange(tap.shape[-d + a]).reshape((-1,) + (1,) * (d - 1 - a))
+        position = y * layer.strides[a] + offsets[a] * layer.dilation_pair[a] - layer.pads[a]
+        flat = flat * size[a] + position
+    return flat
 
 
-def window_misses_input(
-    size: int, kernel: int, stride: int, padding: int, dilation: int, out: int
-) -> bool:
-    """True if some window's taps (rows ``y·s + i·d − p``) all fall in the padding.
-
-    Possible with dilation (taps skip over the input); torch then returns −∞ and its
-    backward writes outside the input, so the layer rejects such geometries.
-    """
-    taps = np.arange(out)[:, None] * stride + np.arange(kernel)[None, :] * dilation - padding
-    return bool((((taps >= 0) & (taps < size)).sum(axis=1) == 0).any())
-
-
-@dataclass
-class PoolCache(Cache):
-    """``input`` x and, for max pooling, the winning tap ``i·kW + j`` of each window (and,
-    with ``return_indices``, torch's flat index ``u·W + v`` of that tap in x's plane)."""
-
-    index: np.ndarray | None = None
-    indices: np.ndarray | None = None
-
-
-class _Pool2d(Layer):
-    dilation_pair = (1, 1)
-
-    def _setup(
-        self, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any
-    ) -> None:
-        self.kernel = _tuple(kernel_size, "kernel_size", 2, 1)
-        self.strides = self.kernel if stride is None else _tuple(stride, "stride", 2, 1)
-        self.pads = _tuple(padding, "padding", 2, 0)
-        self.dilation_pair = _tuple(dilation, "dilation", 2, 1)
-        if any(p > k // 2 for p, k in zip(self.pads, self.kernel, strict=True)):
-            raise ValueError(
-                f"padding={padding!r} must be at most half the kernel size {self.kernel} (as torch)"
-            )
-        if not isinstance(ceil_mode, (bool, np.bool_)):
-            raise TypeError(f"ceil_mode must be True or False, got {ceil_mode!r}")
-        self.kernel_size, self.stride, self.padding, self.dilation = (
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-        )
-        self.ceil_mode = bool(ceil_mode)
-
-    def _out(self, size: tuple[int, int]) -> tuple[int, int]:
-        out = [
-            pool_output_size(
-                size[a],
-                self.kernel[a],
-                self.strides[a],
-                self.pads[a],
-                self.dilation_pair[a],
-                self.ceil_mode,
-            )
-            for a in range(2)
-        ]
-        return out[0], out[1]
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(f"{self!r} needs per-sample inputs (C, H, W), got {shape}")
-        out = self._out(shape[1:])
-        if min(out) < 1:
-            raise ValueError(f"{self!r}: input {shape} is smaller than the window (output {out})")
-        for a in range(2):
-            args = (self.kernel[a], self.strides[a], self.pads[a], self.dilation_pair[a], out[a])
-            if window_misses_input(shape[1 + a], *args):
-                raise ValueError(
-                    f"{self!r}: on input {shape} some dilated window covers only padding "
-                    f"(its output would be −∞)"
-                )
-        return (shape[0], *out)
-
-    def _geometry(self, size: tuple[int, int]) -> tuple[Geometry, tuple[int, int]]:
-        """Geometry whose bottom/right padding also covers ceil-mode windows."""
-        out = self._out(size)
-        pads = []
-        for a in range(2):
-            reach = (
-                (out[a] - 1) * self.strides[a] + self.dilation_pair[a] * (self.kernel[a] - 1) + 1
-            )
-            pads.append((self.pads[a], max(self.pads[a], reach - size[a] - self.pads[a])))
-        geometry = Geometry(self.kernel, self.strides, (pads[0], pads[1]), self.dilation_pair)
-        return geometry, out
-
-    def _check_dout(self, dout: np.ndarray, cache: PoolCache) -> None:
-        expected = (cache.input.shape[0], *self.output_shape(cache.input.shape[1:]))
-        if not isinstance(dout, np.ndarray) or dout.shape != expected:
-            raise ValueError(
-                f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
-            )
-
-    @classmethod
-    def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> Layer:
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{cls.name} needs per-sample inputs (C, H, W), got {tuple(input_shape)}"
-            )
-        return cls(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        options = f"stride={self.stride}, padding={self.padding}"
-        return f"{type(self).__name__}({self.kernel_size}, {options})"
-
-
-@register_layer
-@unbatched
-class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
-    """``torch.nn.MaxPool2d``: the maximum of each (dilated) window; padding counts as −∞.
-
-    Equation ``LAYER.maxpool2d``: ∂C/∂x[n,c,u,v] = Σ_{(y,x): argmax of window (y,x) is (u,v)}
-    δ[n,c,y,x], the argmax being the first maximum in row-major window order.
+class MaxPoolNd(MaxPoolFast, MaxPoolProducts, PoolNd):
+    """Max pooling on ``dims`` axes: the maximum of each (dilated) window; padding counts as
+    −∞. Equations ``LAYER.maxpool2d`` (2-d) and ``LAYER.maxpool-nd`` (1-d, 3-d):
+    ∂C/∂x[n, c, u] = Σ_{windows y whose first maximum is u} δ[n, c, y].
 
     ``return_indices=True``: ``layer(x)`` returns ``(out, indices)`` as torch's module does
     (``forward`` keeps the protocol's ``(out, cache)``; :meth:`indices` reads them off the
-    cache): torch's flat index ``u·W + v`` of each window's winner in its ``(H, W)`` plane.
+    cache): torch's flat index of each window's winner in its ``S`` block.
     """
 
-    name = "maxpool2d"
-    equation = "LAYER.maxpool2d"
     hyperparameters = (
         "kernel_size",
         "stride",
@@ -180,14 +93,13 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
         "ceil_mode",
         "implementation",
     )
-    batched_ndim = 4
 
     def __init__(
         self,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
-        dilation: int | tuple[int, int] = 1,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] | None = None,
+        padding: int | tuple[int, ...] = 0,
+        dilation: int | tuple[int, ...] = 1,
         return_indices: bool = False,
         ceil_mode: bool = False,
         *,
@@ -207,40 +119,27 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
         return (out, self.indices(cache)) if self.return_indices else out
 
     def indices(self, cache: PoolCache | UnbatchedCache) -> np.ndarray:
-        """torch's ``indices`` of the forward ``cache`` records (``int64``, out's shape):
-        window ``(y, x)``'s winning tap ``(i, j)`` sits at ``u = y·s_H + i·d_H − p_H``,
-        ``v = x·s_W + j·d_W − p_W`` of the unpadded plane, flattened as ``u·W + v``."""
+        """torch's ``indices`` of the forward ``cache`` records (``int64``, out's shape)."""
         if isinstance(cache, UnbatchedCache):
             return self.indices(cache.inner)[0]
         if cache.indices is None:
-            cache.indices = self._flat_indices(cache.index, cache.input.shape[2:])
+            cache.indices = flat_positions(cache.index, self, cache.input.shape[2:])
         return cache.indices
 
-    def _flat_indices(self, index: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        ho, wo = index.shape[-2:]
-        (sh, sw), (dh, dw), (ph, pw) = self.strides, self.dilation_pair, self.pads
-        tap = index.astype(np.int64)
-        rows = np.arange(ho)[:, None] * sh + (tap // self.kernel[1]) * dh - ph
-        cols = np.arange(wo)[None, :] * sw + (tap % self.kernel[1]) * dw - pw
-        return rows * size[1] + cols
-
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, PoolCache]:
-        """``(N, C, H, W) -> (N, C, Ho, Wo)``; caches which tap ``i·kW + j`` won each window."""
-        check_input(x, self, ndim=4, name="x")
+        """``(N, C, *S) -> (N, C, *S_out)``; caches which tap won each window."""
+        check_input(x, self, ndim=self.dims + 2, name="x")
         self.output_shape(x.shape[1:])
-        geometry, out = self._geometry(x.shape[2:])
-        padded = any(any(p) for p in geometry.padding)
-        xp = pad(x, geometry.padding, -np.inf) if padded else x
-        view = windows(xp, geometry, out)  # (N, C, kH, kW, Ho, Wo), no copy
-        kh, kw = self.kernel
-        taps = [view[:, :, tap // kw, tap % kw] for tap in range(kh * kw)]
+        view, padded = self._windows(x, -np.inf)  # (N, C, *k, *S_out), no copy
+        offsets = [np.unravel_index(t, self.kernel) for t in range(int(np.prod(self.kernel)))]
+        taps = [view[(slice(None), slice(None), *o)] for o in offsets]
         # taps in the padding never win, even against an input of −∞ (torch visits only
-        # the taps inside the input); per tap, an (Ho, Wo) mask shared by every (n, c)
+        # the taps inside the input); per tap, an S_out mask shared by every (n, c)
         inside = None
         if padded:
-            ones = pad(np.ones((1, 1, *x.shape[2:]), dtype=bool), geometry.padding, False)
-            inside_view = windows(ones, geometry, out)[0, 0]
-            inside = [inside_view[tap // kw, tap % kw] for tap in range(kh * kw)]
+            ones = np.ones((1, 1, *x.shape[2:]), dtype=bool)
+            inside_view = self._windows(ones, False)[0][0, 0]
+            inside = [inside_view[o] for o in offsets]
         if np.isnan(x).any():
             result, index = _first_maximum_with_nan(taps, inside)
         else:
@@ -253,7 +152,8 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
     def backward(
         self, dout: np.ndarray, cache: PoolCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``LAYER.maxpool2d``: each window's δ goes to its winning (first maximal) tap."""
+        """``LAYER.maxpool2d`` / ``LAYER.maxpool-nd``: each window's δ goes to its winning
+        (first maximal) tap."""
         self._check_dout(dout, cache)
         x = cache.input
         if self.implementation == "readable":
@@ -261,53 +161,44 @@ class MaxPool2d(MaxPoolFast, MaxPoolProducts, _Pool2d):
         return max_pool_scatter(self, dout, cache.index, x.shape, x.dtype), {}
 
     def _backward_readable(self, dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """The rule written out: visit offsets (i, j) row-major; the first one equal to the
-        window's maximum receives δ, later ties receive nothing. A window holding a NaN has
-        the NaN as its maximum (torch: ``val > max || isnan(val)``): its LAST NaN wins."""
-        geometry, (ho, wo) = self._geometry(x.shape[2:])
-        xp = pad(x, geometry.padding, -np.inf)
-        view = windows(xp, geometry, (ho, wo))  # (N, C, kH, kW, Ho, Wo)
-        inside = windows(
-            pad(np.ones_like(x, dtype=bool), geometry.padding, False), geometry, (ho, wo)
-        )
-        maximum = view.max(axis=(2, 3))  # NaN where the window holds one
+        """The rule written out: visit the taps in row-major order; the first one equal to
+        the window's maximum receives δ, later ties receive nothing. A window holding a NaN
+        has the NaN as its maximum (torch: ``val > max || isnan(val)``): its LAST NaN wins."""
+        d = self.dims
+        pads, out = self._padding(x.shape[2:])
+        xp = pad_nd(x, pads, -np.inf)
+        view = self._windows(x, -np.inf)[0]  # (N, C, *k, *S_out)
+        inside = self._windows(np.ones_like(x, dtype=bool), False)[0]
+        maximum = view.max(axis=tuple(range(2, 2 + d)))  # NaN where the window holds one
         nan_window = np.isnan(maximum)
         taken = np.zeros(maximum.shape, dtype=bool)
         grad_p = np.zeros(xp.shape, dtype=x.dtype)
-        (sh, sw), (dh, dw) = self.strides, self.dilation_pair
-        offsets = [(i, j) for i in range(self.kernel[0]) for j in range(self.kernel[1])]
-        for order in (offsets, offsets[::-1]):  # first maximum; then NaN windows' last NaN
-            for i, j in order:
-                values = view[:, :, i, j]
+        order = list(range(int(np.prod(self.kernel))))
+        for sweep in (order, order[::-1]):  # first maximum; then NaN windows' last NaN
+            for tap in sweep:
+                at = (slice(None), slice(None), *np.unravel_index(tap, self.kernel))
+                values = view[at]
                 # a tap in the padding never wins, even against an input of −∞ (torch)
-                free = inside[:, :, i, j] & ~taken
-                if order is offsets:
+                free = inside[at] & ~taken
+                if sweep is order:
                     winner = (values == maximum) & free
                 else:
                     winner = nan_window & np.isnan(values) & free
                 taken |= winner
-                grad_p[
-                    :,
-                    :,
-                    i * dh : i * dh + sh * (ho - 1) + 1 : sh,
-                    j * dw : j * dw + sw * (wo - 1) + 1 : sw,
-                ] += np.where(winner, dout, 0.0)
-        (top, _), (left, _) = geometry.padding
-        return grad_p[:, :, top : top + x.shape[2], left : left + x.shape[3]].copy()
+                grad_p[(..., *tap_slices(self, tap, out))] += np.where(winner, dout, 0.0)
+        inner = tuple(slice(b, b + s) for s, (b, _) in zip(x.shape[2:], pads, strict=True))
+        return grad_p[(..., *inner)].copy()
 
 
-@register_layer
-@unbatched
-class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
-    """``torch.nn.AvgPool2d``: window sums divided by torch's count. Equation ``LAYER.avgpool2d``.
+class AvgPoolNd(AvgPoolFast, AvgPoolProducts, PoolNd):
+    """Average pooling on ``dims`` axes: window sums divided by torch's count. Equations
+    ``LAYER.avgpool2d`` (2-d) and ``LAYER.avgpool-nd`` (1-d, 3-d).
 
-    The divisor of window ``(y, x)`` is ``divisor_override`` if given, else the window's
-    size clipped to the padded input (``count_include_pad=True``) or to the input itself
-    (``False``); ∂C/∂x[u, v] = Σ_{windows (y,x) ∋ (u,v)} δ[y, x] / divisor[y, x].
+    The divisor of window ``y`` is ``divisor_override`` if given, else the window's size
+    clipped to the padded input (``count_include_pad=True``) or to the input itself
+    (``False``), a product of one count per axis; ∂C/∂x[u] = Σ_{windows y ∋ u} δ[y] / D[y].
     """
 
-    name = "avgpool2d"
-    equation = "LAYER.avgpool2d"
     hyperparameters = (
         "kernel_size",
         "stride",
@@ -316,13 +207,12 @@ class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
         "count_include_pad",
         "divisor_override",
     )
-    batched_ndim = 4
 
     def __init__(
         self,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] | None = None,
+        padding: int | tuple[int, ...] = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         divisor_override: int | None = None,
@@ -335,13 +225,13 @@ class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
             _tuple(divisor_override, "divisor_override", 1, 1)
         self.count_include_pad, self.divisor_override = bool(count_include_pad), divisor_override
 
-    def divisor(self, size: tuple[int, int]) -> np.ndarray:
-        """``(Ho, Wo)`` divisors, as torch's ``avg_pool2d`` kernel computes them."""
+    def divisor(self, size: tuple[int, ...]) -> np.ndarray:
+        """``S_out`` divisors, as torch's ``avg_pool{1,2,3}d`` kernels compute them."""
         out = self._out(size)
         if self.divisor_override is not None:
             return np.full(out, float(self.divisor_override))
         counts = []
-        for a in range(2):
+        for a in range(self.dims):
             start = np.arange(out[a]) * self.strides[a] - self.pads[a]
             end = np.minimum(start + self.kernel[a], size[a] + self.pads[a])
             counts.append(
@@ -349,13 +239,13 @@ class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
                 if self.count_include_pad
                 else np.minimum(end, size[a]) - np.maximum(start, 0)
             )
-        return np.outer(counts[0], counts[1]).astype(np.float64)
+        return reduce(np.multiply.outer, counts).astype(np.float64)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, PoolCache]:
-        check_input(x, self, ndim=4, name="x")
+        check_input(x, self, ndim=self.dims + 2, name="x")
         self.output_shape(x.shape[1:])
-        geometry, out = self._geometry(x.shape[2:])
-        total = windows(pad(x, geometry.padding), geometry, out).sum(axis=(2, 3))
+        view = self._windows(x)[0]
+        total = view.sum(axis=tuple(range(2, 2 + self.dims)))
         # D in x's precision (small counts, exact): a float64 D made a float64 quotient the
         # size of the output, cast back; float32 quotients are the same (double rounding of
         # a quotient is innocuous), float64 ones unchanged
@@ -365,12 +255,91 @@ class AvgPool2d(AvgPoolFast, AvgPoolProducts, _Pool2d):
     def backward(
         self, dout: np.ndarray, cache: PoolCache
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``LAYER.avgpool2d``: each window spreads δ/divisor over its k_H·k_W entries."""
+        """``LAYER.avgpool2d`` / ``LAYER.avgpool-nd``: each window spreads δ/divisor over its
+        ``Π k_a`` taps."""
         self._check_dout(dout, cache)
         x = cache.input
         divisor = self.divisor(x.shape[2:]).astype(x.dtype, copy=False)  # as in forward
         share = (dout / divisor).astype(x.dtype, copy=False)
         return scatter_taps(self, x.shape, (), lambda tap: share, x.dtype), {}
+
+
+@register_layer
+@unbatched
+class MaxPool1d(MaxPoolNd):
+    """``torch.nn.MaxPool1d`` on ``(N, C, L)`` (equation ``LAYER.maxpool-nd``)."""
+
+    name, dims, equation = "maxpool1d", 1, "LAYER.maxpool-nd"
+    product_equations = ("PROD.maxpool-nd.vjp", "PROD.maxpool-nd.jvp", "PROD.maxpool-nd.residual")
+
+
+@register_layer
+@unbatched
+class MaxPool2d(MaxPoolNd):
+    """``torch.nn.MaxPool2d`` on ``(N, C, H, W)``. Equation ``LAYER.maxpool2d``:
+    ∂C/∂x[n,c,u,v] = Σ_{(y,x): argmax of window (y,x) is (u,v)} δ[n,c,y,x], the argmax
+    being the first maximum in row-major window order."""
+
+    name, dims, equation = "maxpool2d", 2, "LAYER.maxpool2d"
+
+
+@register_layer
+@unbatched
+class MaxPool3d(MaxPoolNd):
+    """``torch.nn.MaxPool3d`` on ``(N, C, D, H, W)`` (equation ``LAYER.maxpool-nd``)."""
+
+    name, dims, equation = "maxpool3d", 3, "LAYER.maxpool-nd"
+    product_equations = ("PROD.maxpool-nd.vjp", "PROD.maxpool-nd.jvp", "PROD.maxpool-nd.residual")
+
+
+@register_layer
+@unbatched
+class AvgPool1d(AvgPoolNd):
+    """``torch.nn.AvgPool1d`` on ``(N, C, L)`` (equation ``LAYER.avgpool-nd``; torch's 1-d
+    class has no ``divisor_override``)."""
+
+    name, dims, equation = "avgpool1d", 1, "LAYER.avgpool-nd"
+    product_equations = ("PROD.avgpool-nd.vjp", "PROD.avgpool-nd.jvp", "PROD.avgpool-nd.residual")
+    hyperparameters = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] | None = None,
+        padding: int | tuple[int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+@register_layer
+@unbatched
+class AvgPool2d(AvgPoolNd):
+    """``torch.nn.AvgPool2d`` on ``(N, C, H, W)``. Equation ``LAYER.avgpool2d``:
+    ∂C/∂x[u, v] = Σ_{windows (y,x) ∋ (u,v)} δ[y, x] / divisor[y, x]."""
+
+    name, dims, equation = "avgpool2d", 2, "LAYER.avgpool2d"
+
+
+@register_layer
+@unbatched
+class AvgPool3d(AvgPoolNd):
+    """``torch.nn.AvgPool3d`` on ``(N, C, D, H, W)`` (equation ``LAYER.avgpool-nd``)."""
+
+    name, dims, equation = "avgpool3d", 3, "LAYER.avgpool-nd"
+    product_equations = ("PROD.avgpool-nd.vjp", "PROD.avgpool-nd.jvp", "PROD.avgpool-nd.residual")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """As every pooling, and torch's ``avg_pool3d`` check: no axis shorter than the
+        kernel, padding or not (``MaxPool3d`` and the 1-d/2-d classes have no such rule)."""
+        shape = super().output_shape(input_shape)
+        if any(s < k for s, k in zip(input_shape[1:], self.kernel, strict=True)):
+            raise ValueError(
+                f"{self!r}: input {tuple(input_shape)} is smaller than the kernel {self.kernel} "
+                f"(as torch's avg_pool3d)"
+            )
+        return shape
 
 
 @register_layer

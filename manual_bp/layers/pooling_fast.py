@@ -1,16 +1,18 @@
 """Fast forms of the pooling layers for the fused training step (:mod:`manual_bp.layers.steps`).
 
-Mixed into :class:`~manual_bp.layers.pooling.MaxPool2d`, ``AvgPool2d`` and
-``GlobalAvgPool2d`` (their ``fast_step``). The common case of LeNet-style pooling —
-``kernel == stride``, no padding, dilation 1, ``H`` and ``W`` multiples of the kernel —
-tiles the input: ``x`` reshaped to ``(N, C, Ho, kH, Wo, kW)`` (no copy) gives every tap
-``(i, j)`` as the strided view ``[:, :, :, i, :, j]``, and the backward pass writes each
+Mixed into :class:`~manual_bp.layers.pooling.MaxPoolNd` (``MaxPool1d/2d/3d``), ``AvgPoolNd``
+and ``GlobalAvgPool2d`` (their ``fast_step``). The common case of LeNet-style pooling —
+``kernel == stride``, no padding, dilation 1, every spatial size a multiple of the kernel —
+tiles the input: ``x`` reshaped to ``(N, C, o_0, k_0, o_1, k_1, …)`` (no copy) gives every
+tap ``(i_0, i_1, …)`` as the strided view ``[:, :, :, i_0, :, i_1, …]``, and the backward
+pass writes each
 element of ``∂C/∂x`` exactly once through the same views (no zero fill, no scatter-add).
 Other geometries take the readable forward/backward (:class:`GenericStep`).
 
-Equations: ``LAYER.maxpool2d`` (each window's δ to its FIRST maximal tap in row-major
-order, torch's rule; a window holding a NaN takes the readable path's rule),
-``LAYER.avgpool2d`` (δ / divisor to every tap), ``LAYER.global-avgpool2d`` (δ / (H·W)).
+Equations: ``LAYER.maxpool2d`` / ``LAYER.maxpool-nd`` (each window's δ to its FIRST maximal
+tap in row-major order, torch's rule; a window holding a NaN takes the readable path's
+rule), ``LAYER.avgpool2d`` / ``LAYER.avgpool-nd`` (δ / divisor to every tap),
+``LAYER.global-avgpool2d`` (δ / (H·W)).
 Every pass is per sample, split over the batch with :func:`parallel_rows`.
 """
 
@@ -28,24 +30,27 @@ __all__ = ["AvgPoolFast", "GlobalAvgPoolFast", "MaxPoolFast"]
 
 def _tiles(layer: Any, x: np.ndarray) -> bool:
     """Whether the windows tile ``x`` exactly (the reshape fast case)."""
+    d = layer.dims
     return (
-        x.ndim == 4
+        x.ndim == d + 2
         and tuple(layer.strides) == tuple(layer.kernel)
-        and tuple(layer.pads) == (0, 0)
-        and tuple(layer.dilation_pair) == (1, 1)
-        and x.shape[2] % layer.kernel[0] == 0
-        and x.shape[3] % layer.kernel[1] == 0
-        and x.shape[2] >= layer.kernel[0]
-        and x.shape[3] >= layer.kernel[1]
+        and tuple(layer.pads) == (0,) * d
+        and tuple(layer.dilation_pair) == (1,) * d
+        and all(s % k == 0 and s >= k for s, k in zip(x.shape[2:], layer.kernel, strict=True))
     )
 
 
-def _taps(array: np.ndarray, kernel: tuple[int, int]) -> list[np.ndarray]:
-    """The ``kH·kW`` tap views ``(N, C, Ho, Wo)`` of a tiled ``(N, C, H, W)`` array."""
-    n, c, h, w = array.shape
-    kh, kw = kernel
-    tiled = array.reshape(n, c, h // kh, kh, w // kw, kw)
-    return [tiled[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+def _taps(array: np.ndarray, kernel: tuple[int, ...]) -> list[np.ndarray]:
+    """The ``Π k_a`` tap views ``(N, C, *S_out)`` of a tiled ``(N, C, *S)`` array."""
+    split = [n for s, k in zip(array.shape[2:], kernel, strict=True) for n in (s // k, k)]
+    tiled = array.reshape(*array.shape[:2], *split)  # (N, C, o_0, k_0, o_1, k_1, …)
+    taps = []
+    for tap in range(int(np.prod(kernel))):
+        at = [slice(None)] * 2
+        for i in np.unravel_index(tap, kernel):
+            at += [slice(None), int(i)]
+        taps.append(tiled[tuple(at)])
+    return taps
 
 
 class _TiledStep:
@@ -78,10 +83,12 @@ class _TiledStep:
             )
         return self.tiled_backward(dout)
 
+    def _pooled(self, x: np.ndarray) -> tuple[int, ...]:
+        kernel = self.layer.kernel
+        return (*x.shape[:2], *(s // k for s, k in zip(x.shape[2:], kernel, strict=True)))
+
     def _make(self, x: np.ndarray, *extra: Any) -> tuple[np.ndarray, ...]:
-        n, c, h, w = x.shape
-        kh, kw = self.layer.kernel
-        return (np.empty((n, c, h // kh, w // kw), x.dtype), np.empty_like(x), *extra)
+        return (np.empty(self._pooled(x), x.dtype), np.empty_like(x), *extra)
 
 
 class MaxPoolStep(_TiledStep):
@@ -90,8 +97,8 @@ class MaxPoolStep(_TiledStep):
 
     def tiled_forward(self, x: np.ndarray) -> np.ndarray:
         kernel = self.layer.kernel
-        count = kernel[0] * kernel[1]
-        pooled = (*x.shape[:2], x.shape[2] // kernel[0], x.shape[3] // kernel[1])
+        count = int(np.prod(kernel))
+        pooled = self._pooled(x)
         out, _, index, differs = shape_buffers(
             self._buffers,
             x.shape,
@@ -147,7 +154,7 @@ class AvgPoolStep(_TiledStep):
         layer = self.layer
         if layer.divisor_override is not None:
             return float(layer.divisor_override)
-        return float(layer.kernel[0] * layer.kernel[1])
+        return float(np.prod(layer.kernel))
 
     def tiled_forward(self, x: np.ndarray) -> np.ndarray:
         out, _ = shape_buffers(self._buffers, x.shape, lambda: self._make(x))

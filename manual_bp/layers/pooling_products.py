@@ -6,60 +6,32 @@ pooling map is linear in ``x`` between the points where a max-pool winner change
 three share one pattern: the JVP applies the map to the tangent, the VJP scatters each
 window's cotangent back over its taps, and the second-order residual is zero.
 
-Leading axes: a stack ``(V, N, C, H, W)`` is viewed as ``(V·N, C, H, W)`` to pad it and to
+On ``D`` spatial axes (1-d and 3-d layers name the ``PROD.maxpool-nd.*`` and
+``PROD.avgpool-nd.*`` IDs, the 2-d ones ``PROD.maxpool2d.*`` and ``PROD.avgpool2d.*``).
+Leading axes: a stack ``(V, N, C, *S)`` is viewed as ``(V·N, C, *S)`` to pad it and to
 take its windows (one strided view, no copy), and every per-tap product broadcasts a
 ``(N, C, Ho, Wo)`` quantity (a winner mask, a divisor) over the V axis; the only Python loop
-is over the ``k_H·k_W`` taps, as in the backward passes.
+is over the ``Π k_a`` taps, as in the backward passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from manual_bp.layers._im2col import pad, windows
 from manual_bp.layers.base import zero_residual
+from manual_bp.layers.pooling_geometry import scatter_taps
 
 __all__ = ["AvgPoolProducts", "GlobalAvgPoolProducts", "MaxPoolProducts", "scatter_taps"]
 
 
-def scatter_taps(
-    layer: Any,
-    x_shape: tuple[int, ...],
-    lead: tuple[int, ...],
-    contribution: Callable[[int], np.ndarray],
-    dtype: np.dtype,
-) -> np.ndarray:
-    """``Σ_taps`` of ``contribution(tap)`` ``(*lead, N, C, Ho, Wo)`` written back at the
-    padded input positions the tap reads, ``(*lead, N, C, H, W)`` once unpadded.
-
-    Tap ``t = i·k_W + j`` of window ``(y, x)`` reads padded row ``y·s + i·d`` and column
-    ``x·s + j·d``; overlapping windows add (the transpose of a gather is a scatter-add).
-    """
-    geometry, (ho, wo) = layer._geometry(x_shape[2:])
-    (top, bottom), (left, right) = geometry.padding
-    n, c, h, w = x_shape
-    grad_p = np.zeros((*lead, n, c, h + top + bottom, w + left + right), dtype=dtype)
-    (sh, sw), (dh, dw) = layer.strides, layer.dilation_pair
-    kw = layer.kernel[1]
-    for tap in range(layer.kernel[0] * kw):
-        i, j = divmod(tap, kw)
-        rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-        cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-        grad_p[..., rows, cols] += contribution(tap)
-    if not (top or bottom or left or right):
-        return grad_p
-    return np.ascontiguousarray(grad_p[..., top : top + h, left : left + w])
-
-
 def _tap_views(layer: Any, T: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Windows ``(V·N, C, kH, kW, Ho, Wo)`` of the zero-padded tangent stack, and its lead."""
-    lead, inner = T.shape[:-4], T.shape[-4:]
-    geometry, out = layer._geometry(inner[2:])
-    flat = T.reshape(-1, *inner[1:])  # (V·N, C, H, W): a view of a contiguous stack
-    return windows(pad(flat, geometry.padding), geometry, out), lead
+    """Windows ``(V·N, C, *k, *S_out)`` of the zero-padded tangent stack, and its lead."""
+    d = layer.dims
+    lead, inner = T.shape[: -(d + 2)], T.shape[-(d + 2) :]
+    flat = T.reshape(-1, *inner[1:])  # (V·N, C, *S): a view of a contiguous stack
+    return layer._windows(flat)[0], lead
 
 
 class MaxPoolProducts:
@@ -70,21 +42,22 @@ class MaxPoolProducts:
     hessian_is_zero = True
 
     def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
-        """``J_xᵀ M`` (``PROD.maxpool2d.vjp``): each window's ``M[v, n, c, y, x]`` goes to its
-        winner ``m(y, x)`` (first maximum, never a padding tap, last NaN; ``LAYER.maxpool2d``)
-        and windows sharing a winner add. ``(V, N, C, H, W)``."""
+        """``J_xᵀ M`` (``PROD.maxpool2d.vjp``, ``PROD.maxpool-nd.vjp``): each window's
+        ``M[v, n, c, y]`` goes to its winner ``m(y)`` (first maximum, never a padding tap,
+        last NaN; ``LAYER.maxpool2d``) and windows sharing a winner add. ``(V, N, C, *S)``."""
         x = cache.input
         return max_pool_scatter(self, M, cache.index, x.shape, np.result_type(M, x))
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
-        """``J_x T`` (``PROD.maxpool2d.jvp``): ``(J_x T)[v, n, c, y, x] = T[v, n, c, m(y, x)]``,
-        the tangent at the window's winner (the rule the forward recorded in the cache)."""
+        """``J_x T`` (``PROD.maxpool2d.jvp``, ``PROD.maxpool-nd.jvp``):
+        ``(J_x T)[v, n, c, y] = T[v, n, c, m(y)]``, the tangent at the window's winner (the
+        rule the forward recorded in the cache)."""
         view, lead = _tap_views(self, T)
         index = cache.index  # (N, C, Ho, Wo), broadcast over the V axis
         out = np.zeros((*lead, *index.shape), dtype=np.result_type(T, cache.input))
-        kw = self.kernel[1]
-        for tap in range(self.kernel[0] * kw):
-            values = view[:, :, tap // kw, tap % kw].reshape(out.shape)  # splits V·N: no copy
+        for tap in range(int(np.prod(self.kernel))):
+            at = (slice(None), slice(None), *np.unravel_index(tap, self.kernel))
+            values = view[at].reshape(out.shape)  # splits V·N: no copy
             np.copyto(out, values, where=index == tap)  # a select: a NaN tangent stays put
         return out
 
@@ -92,8 +65,9 @@ class MaxPoolProducts:
         raise ValueError(f"{self!r} has no parameters to take a tangent of")
 
     def residual(self, cache, dout, T, T_params=None):
-        """Zero (``PROD.maxpool2d.residual``): out = x[m(y, x)] is a selection, linear in x
-        on each region where the winners do not change; the kinks (ties) have measure zero."""
+        """Zero (``PROD.maxpool2d.residual``, ``PROD.maxpool-nd.residual``): out = x[m(y)]
+        is a selection, linear in x on each region where the winners do not change; the
+        kinks (ties) have measure zero."""
         return zero_residual(self, cache, T, T_params)
 
 
@@ -111,7 +85,7 @@ def max_pool_scatter(
         won = index == tap
         return M * won if finite else np.where(won, M, 0)
 
-    return scatter_taps(layer, x_shape, M.shape[:-4], contribution, dtype)
+    return scatter_taps(layer, x_shape, M.shape[: -(layer.dims + 2)], contribution, dtype)
 
 
 class AvgPoolProducts:
@@ -121,25 +95,28 @@ class AvgPoolProducts:
     hessian_is_zero = True
 
     def input_vjp(self, cache: Any, M: np.ndarray) -> np.ndarray:
-        """``J_xᵀ M`` (``PROD.avgpool2d.vjp``): window ``(y, x)`` spreads ``M/D[y, x]`` over its
-        ``k_H·k_W`` taps; padding taps are dropped. ``(V, N, C, H, W)``."""
+        """``J_xᵀ M`` (``PROD.avgpool2d.vjp``, ``PROD.avgpool-nd.vjp``): window ``y``
+        spreads ``M/D[y]`` over its ``Π k_a`` taps; padding taps are dropped. ``(V, N, C, *S)``."""
         x = cache.input
         dtype = np.result_type(M, x)
         share = M / self.divisor(x.shape[2:]).astype(dtype)  # D in M's precision: no upcast
-        return scatter_taps(self, x.shape, M.shape[:-4], lambda tap: share, dtype)
+        return scatter_taps(self, x.shape, M.shape[: -(self.dims + 2)], lambda tap: share, dtype)
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
-        """``J_x T`` (``PROD.avgpool2d.jvp``): ``Σ_{i,j} T^p[ys + i, xs + j] / D[y, x]``."""
+        """``J_x T`` (``PROD.avgpool2d.jvp``, ``PROD.avgpool-nd.jvp``):
+        ``Σ_i T^p[y·s + i] / D[y]``."""
         view, lead = _tap_views(self, T)
         dtype = np.result_type(T, cache.input)
-        total = view.sum(axis=(2, 3)).reshape(*lead, *cache.input.shape[:2], *view.shape[-2:])
+        d = self.dims
+        total = view.sum(axis=tuple(range(2, 2 + d)))
+        total = total.reshape(*lead, *cache.input.shape[:2], *total.shape[2:])
         return total / self.divisor(cache.input.shape[2:]).astype(dtype)
 
     def param_jvp(self, cache: Any, T_params: dict[str, np.ndarray]) -> np.ndarray:
         raise ValueError(f"{self!r} has no parameters to take a tangent of")
 
     def residual(self, cache, dout, T, T_params=None):
-        """Zero (``PROD.avgpool2d.residual``): out is linear in x."""
+        """Zero (``PROD.avgpool2d.residual``, ``PROD.avgpool-nd.residual``): out is linear in x."""
         return zero_residual(self, cache, T, T_params)
 
 
@@ -185,7 +162,7 @@ def _first_maximum(
     result = taps[0].copy()
     for values in taps[1:]:
         np.maximum(result, values, out=result)
-    index = np.zeros(result.shape, dtype=np.int16)
+    index = np.zeros(result.shape, dtype=np.int16 if len(taps) < 2**15 else np.int64)
     for tap in range(len(taps) - 2, -1, -1):
         index += 1
         differs = taps[tap] != result
@@ -199,7 +176,7 @@ def _first_maximum_with_nan(
     """torch's CPU rule written out, from ``max = −∞`` at the first tap inside the input:
     ``val > max || isnan(val)`` replaces the running maximum (so the LAST NaN wins)."""
     result = np.full(taps[0].shape, -np.inf, dtype=taps[0].dtype)
-    index = np.full(result.shape, -1, dtype=np.int16)
+    index = np.full(result.shape, -1, dtype=np.int16 if len(taps) < 2**15 else np.int64)
     for tap, values in enumerate(taps):
         better = (values > result) | np.isnan(values)
         first = index < 0
