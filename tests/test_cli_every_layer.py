@@ -54,6 +54,22 @@ COMMANDS: dict[str, list[str]] = {
         "lazy_conv2d(2, 3, padding=1), lazy_conv_transpose2d(2, 2, stride=2), flatten, dense, "
         "softmax",
     ],
+    "pool1d": [
+        "--layers",
+        "reshape(8, 8), maxpool1d(2, stride=1, padding=1, ceil_mode=True), avgpool1d(3, 1, 1), "
+        "adaptive_avgpool1d(6), adaptive_maxpool1d(5), lppool1d(2, 2, 1), flatten, dense, softmax",
+    ],
+    "pool2d": [
+        "--layers",
+        "reshape(1, 8, 8), fractional_maxpool2d(1, output_size=8), adaptive_maxpool2d((4, None)), "
+        "lppool2d(1.5, 2), relu, flatten, dense, softmax",
+    ],
+    "pool3d": [
+        "--layers",
+        "reshape(1, 4, 4, 4), maxpool3d(2, stride=1), avgpool3d(2, stride=1, padding=1), "
+        "fractional_maxpool3d(1, output_size=2), adaptive_avgpool3d((2, None, 2)), "
+        "adaptive_maxpool3d(1), lppool3d(2, 1), flatten, dense, softmax",
+    ],
     "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",

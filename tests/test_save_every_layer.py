@@ -167,10 +167,11 @@ def _pool(cls: type) -> Builder:
         options = {"stride": draw(st.sampled_from([None, 1])), "padding": 0}
         options["padding"] = draw(st.integers(0, kernel // 2))
         options["ceil_mode"] = draw(st.booleans())
-        if cls is L["AvgPool2d"]:
+        if cls.__name__.startswith("AvgPool"):
             options["count_include_pad"] = draw(st.booleans())
-            options["divisor_override"] = draw(st.sampled_from([None, 3]))
-        else:  # MaxPool2d: the indices are torch's second output, the stack uses the first
+            if cls.__name__ != "AvgPool1d":  # torch's AvgPool1d has no divisor_override
+                options["divisor_override"] = draw(st.sampled_from([None, 3]))
+        else:  # MaxPool: the indices are torch's second output, the stack uses the first
             options["return_indices"] = draw(st.booleans())
         return cls(kernel, **options)
 
@@ -334,6 +335,43 @@ def _lazy(name: str, eager: Builder) -> Builder:
     return build
 
 
+def _adaptive(cls: type) -> Builder:
+    def build(draw, shape: Shape):
+        sizes = [1, 2, None] if len(shape) > 2 else [1, 2, 3]
+        output = tuple(draw(st.sampled_from(sizes)) for _ in shape[1:])
+        options = {"return_indices": draw(st.booleans())} if "Max" in cls.__name__ else {}
+        return cls(output if len(output) > 1 else output[0], **options)
+
+    return build
+
+
+def _lppool(cls: type) -> Builder:
+    def build(draw, shape: Shape):
+        kernel = draw(st.integers(1, min((*shape[1:], 2))))
+        stride = draw(st.sampled_from([None, 1]))
+        return cls(draw(st.sampled_from([1, 2, 2.0])), kernel, stride, draw(st.booleans()))
+
+    return build
+
+
+def _fractional(cls: type) -> Builder:
+    def build(draw, shape: Shape):
+        slack = len(shape) - 3  # torch: O + k − 1 ≤ S in 2-d, < S in 3-d
+        smallest = min(shape[1:])
+        if smallest - slack < 1:  # a one-wide volume: no 3-d fractional pooling fits
+            return L["AdaptiveMaxPool3d"](1)
+        kernel = draw(st.integers(1, min(smallest - slack, 2)))
+        ratio = smallest // 2 >= 1 and smallest // 2 + kernel - 1 + slack <= smallest
+        target = (
+            {"output_ratio": 0.5}
+            if ratio and draw(st.booleans())
+            else {"output_size": draw(st.integers(1, smallest - kernel + 1 - slack))}
+        )
+        return cls(kernel, **target, return_indices=draw(st.booleans()), seed=_seed(draw))
+
+    return build
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -362,6 +400,20 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MaxPool2d": (("images",), _pool(L["MaxPool2d"])),
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
+    "AdaptiveAvgPool1d": (("sequences",), _adaptive(L["AdaptiveAvgPool1d"])),
+    "AdaptiveMaxPool1d": (("sequences",), _adaptive(L["AdaptiveMaxPool1d"])),
+    "AdaptiveAvgPool3d": (("volumes",), _adaptive(L["AdaptiveAvgPool3d"])),
+    "AdaptiveMaxPool3d": (("volumes",), _adaptive(L["AdaptiveMaxPool3d"])),
+    "AdaptiveMaxPool2d": (("images",), _adaptive(L["AdaptiveMaxPool2d"])),
+    "AvgPool1d": (("sequences",), _pool(L["AvgPool1d"])),
+    "MaxPool1d": (("sequences",), _pool(L["MaxPool1d"])),
+    "AvgPool3d": (("volumes",), _pool(L["AvgPool3d"])),
+    "MaxPool3d": (("volumes",), _pool(L["MaxPool3d"])),
+    "FractionalMaxPool2d": (("images",), _fractional(L["FractionalMaxPool2d"])),
+    "FractionalMaxPool3d": (("volumes",), _fractional(L["FractionalMaxPool3d"])),
+    "LPPool1d": (("sequences",), _lppool(L["LPPool1d"])),
+    "LPPool2d": (("images",), _lppool(L["LPPool2d"])),
+    "LPPool3d": (("volumes",), _lppool(L["LPPool3d"])),
     "Conv3d": (("volumes",), _conv3d),
     "ConvTranspose1d": (("sequences",), _conv_transpose("ConvTranspose1d")),
     "ConvTranspose3d": (("volumes",), _conv_transpose("ConvTranspose3d")),
@@ -405,7 +457,7 @@ STARTS: dict[str, Callable[[Any], Shape]] = {
     ),
     "sequences": lambda draw: (draw(st.integers(2, 4)), draw(st.integers(2, 4))),
     "tokens": lambda draw: (draw(st.integers(2, 4)),),
-    "volumes": lambda draw: (draw(st.integers(1, 2)), 2, draw(st.integers(2, 3)), 2),
+    "volumes": lambda draw: (draw(st.integers(1, 2)), *(draw(st.integers(2, 3)) for _ in range(3))),
 }
 
 
