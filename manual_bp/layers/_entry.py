@@ -71,7 +71,8 @@ def layer_float_dtype(layer: Any) -> np.dtype | None:
     return dtype if isinstance(dtype, np.dtype) else None
 
 
-def _output_spec(cache: Any) -> tuple[tuple[int, ...], np.dtype] | None:
+def _output_spec(cache: Any) -> tuple | None:
+    """``(shape, dtype, non-finite input)`` of the output ``forward`` recorded, or None."""
     return getattr(cache, "output_spec", None) if cache is not None else None
 
 
@@ -100,7 +101,7 @@ def check_like(
 ) -> None:
     """``value`` is ``spec``'s shape (behind a ``V`` axis when ``stacked``) and dtype."""
     owner = repr(layer)
-    label = name if stacked or name in _NAMED else "upstream gradient"
+    label = "upstream gradient" if name in _ALIASED else name
     # the layer's dtype (torch's rule); a layer without one (dropout, pooling) takes either
     check_layer_array(value, owner, label, layer_float_dtype(layer), widen=True)
     value = np.asarray(value)  # a NumPy scalar (one entry of a stack) as 0-d
@@ -121,9 +122,9 @@ def check_like(
         )
 
 
-#: Argument names shown as they are; other upstream-gradient names (``dz``, ``grad_a``)
-#: are called what they are, "upstream gradient".
-_NAMED = ("dout", "d_out")
+#: Upstream-gradient argument names a user never sees (``dz``, ``grad_a``): called what they
+#: are, "upstream gradient"; other names (``dout``, ``M``, ``h0``) are shown as they are.
+_ALIASED = ("dz", "grad_a", "g", "grad", "delta", "d_a", "da")
 
 
 def check_tangent_params(layer: Any, T_params: Any, name: str = "T_params") -> None:
@@ -140,6 +141,19 @@ def check_tangent_params(layer: Any, T_params: Any, name: str = "T_params") -> N
         p = params[key]
         check_like(layer, value, f"{name}[{key!r}]", (p.shape, p.dtype), stacked=True,
                    what="parameter")  # fmt: skip
+
+
+def _quiet(cache: Any, *arrays: Any) -> contextlib.AbstractContextManager:
+    """IEEE arithmetic without NumPy's warnings when a NaN or ±inf came in (the input, then
+    recorded on the cache, or an upstream gradient): it propagates as in torch, which never
+    warns. Finite data keeps the caller's ``np.errstate`` (an overflow there is a bug)."""
+    spec = _output_spec(cache)
+    if (spec is not None and len(spec) > 2 and spec[2]) or any(
+        isinstance(a, np.ndarray) and a.dtype.kind == "f" and not np.isfinite(a).all()
+        for a in arrays
+    ):
+        return np.errstate(all="ignore")
+    return contextlib.nullcontext()
 
 
 def _first_names(method: Callable) -> list[str]:
@@ -160,12 +174,14 @@ def _forward(method: Callable) -> Callable:
         dtype = None if self.index_input else layer_float_dtype(self)
         check_layer_array(x, repr(self), name, dtype, indices=self.index_input)
         check_size(x, repr(self), name, memory_limit())
-        out, cache = method(self, *args, **kwargs)
+        quiet = _quiet(None, x)
+        with quiet:
+            out, cache = method(self, *args, **kwargs)
         if isinstance(out, np.ndarray):
-            # the output's shape and dtype, for the checks of the gradients coming back (a
-            # cache without attributes of its own records nothing)
+            # the output's shape and dtype, for the checks of the gradients coming back, and
+            # whether a NaN/inf came in (a cache without attributes records nothing)
             with contextlib.suppress(AttributeError):
-                cache.output_spec = (out.shape, out.dtype)
+                cache.output_spec = (out.shape, out.dtype, isinstance(quiet, np.errstate))
         return out, cache
 
     return forward
@@ -177,7 +193,8 @@ def _backward(method: Callable) -> Callable:
     def backward(self, dout, cache, *args, **kwargs):
         _check_cache(self, cache)
         check_like(self, dout, name, _output_spec(cache), stacked=False, what="output")
-        return method(self, dout, cache, *args, **kwargs)
+        with _quiet(cache, dout):
+            return method(self, dout, cache, *args, **kwargs)
 
     return backward
 
@@ -188,7 +205,8 @@ def _cotangents(method: Callable) -> Callable:
     def product(self, cache, M, *args, **kwargs):
         _check_cache(self, cache)
         check_like(self, M, name, _output_spec(cache), stacked=True, what="output")
-        return method(self, cache, M, *args, **kwargs)
+        with _quiet(cache, M):
+            return method(self, cache, M, *args, **kwargs)
 
     return product
 
@@ -199,7 +217,8 @@ def _tangents(method: Callable) -> Callable:
     def product(self, cache, T, *args, **kwargs):
         _check_cache(self, cache)
         check_like(self, T, name, _input_spec(self, cache), stacked=True, what="input")
-        return method(self, cache, T, *args, **kwargs)
+        with _quiet(cache, T):
+            return method(self, cache, T, *args, **kwargs)
 
     return product
 
@@ -210,7 +229,8 @@ def _param_tangents(method: Callable) -> Callable:
     def product(self, cache, T_params, *args, **kwargs):
         _check_cache(self, cache)
         check_tangent_params(self, T_params, name)
-        return method(self, cache, T_params, *args, **kwargs)
+        with _quiet(cache, *T_params.values()):
+            return method(self, cache, T_params, *args, **kwargs)
 
     return product
 
@@ -223,7 +243,8 @@ def _residual(method: Callable) -> Callable:
             check_like(self, T, "T", _input_spec(self, cache), stacked=True, what="input")
         if T_params is not None:
             check_tangent_params(self, T_params)
-        return method(self, cache, dout, T, T_params)
+        with _quiet(cache, dout, T, *(T_params or {}).values()):
+            return method(self, cache, dout, T, T_params)
 
     return residual
 

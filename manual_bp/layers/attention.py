@@ -247,8 +247,9 @@ class MultiheadAttention(AttentionProducts, Layer):
         key = query if key is None else key
         value = key if value is None else value
         layout, inputs = to_internal(self, query, key, value)
-        if not layout.batched and key_padding_mask is not None and np.ndim(key_padding_mask) == 1:
-            key_padding_mask = np.asarray(key_padding_mask)[None]  # unbatched (S,), torch's
+        unbatched_mask = isinstance(key_padding_mask, np.ndarray) and key_padding_mask.ndim == 1
+        if not layout.batched and unbatched_mask:  # unbatched (S,), torch's
+            key_padding_mask = key_padding_mask[None]
         out, core = mha_forward(self, inputs, attn_mask, key_padding_mask, safe=not need_weights)
         weights = None
         if need_weights:
