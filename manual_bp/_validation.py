@@ -142,7 +142,7 @@ def check_layer_array(
     if widen and dtype == np.float64 and x.dtype == np.float32:
         return  # an upstream gradient in float32 for a float64 layer: exact, computed in float64
     if indices:
-        if kind in "iu" or kind == "f":  # whole-number floats: a float model's token batches
+        if kind in "iu" or x.dtype in FLOAT_DTYPES:  # whole-number floats: a float model's
             return
         raise TypeError(f"{owner}: {name} holds indices and must be integers, got {x.dtype}")
     if dtype is not None and x.dtype == dtype:

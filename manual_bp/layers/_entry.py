@@ -31,11 +31,12 @@ import numpy as np
 
 from manual_bp._validation import check_layer_array, check_size
 
-__all__ = ["ENTRIES", "guard", "layer_float_dtype", "memory_limit"]
+__all__ = ["ENTRIES", "check_like", "guard", "layer_float_dtype", "memory_limit", "output_spec"]
 
 #: The layer methods every subclass's definitions are checked through.
 ENTRIES = (
     "forward",
+    "jvp",
     "backward",
     "parameter_gradients",
     "input_vjp",
@@ -71,7 +72,7 @@ def layer_float_dtype(layer: Any) -> np.dtype | None:
     return dtype if isinstance(dtype, np.dtype) else None
 
 
-def _output_spec(cache: Any) -> tuple | None:
+def output_spec(cache: Any) -> tuple | None:
     """``(shape, dtype, non-finite input)`` of the output ``forward`` recorded, or None."""
     return getattr(cache, "output_spec", None) if cache is not None else None
 
@@ -127,8 +128,11 @@ def check_like(
 _ALIASED = ("dz", "grad_a", "g", "grad", "delta", "d_a", "da")
 
 
-def check_tangent_params(layer: Any, T_params: Any, name: str = "T_params") -> None:
-    """``T_params`` a dict ``{parameter name: (V, *p.shape)}`` of the parameters' dtype."""
+def check_tangent_params(
+    layer: Any, T_params: Any, name: str = "T_params", *, stacked: bool = True
+) -> None:
+    """``T_params`` a dict ``{parameter name: (V, *p.shape)}`` (``p.shape`` when not
+    ``stacked``: ``jvp``'s ``dparams``) of the parameters' dtype."""
     owner = repr(layer)
     if not isinstance(T_params, Mapping):
         raise TypeError(f"{owner}: {name} must be a dict {{parameter name: (V, *shape)}}, "
@@ -139,7 +143,7 @@ def check_tangent_params(layer: Any, T_params: Any, name: str = "T_params") -> N
             raise ValueError(f"{owner}: {name} names {key!r}, not a parameter "
                              f"(parameters: {', '.join(params) or 'none'})")  # fmt: skip
         p = params[key]
-        check_like(layer, value, f"{name}[{key!r}]", (p.shape, p.dtype), stacked=True,
+        check_like(layer, value, f"{name}[{key!r}]", (p.shape, p.dtype), stacked=stacked,
                    what="parameter")  # fmt: skip
 
 
@@ -147,7 +151,7 @@ def _quiet(cache: Any, *arrays: Any) -> contextlib.AbstractContextManager:
     """IEEE arithmetic without NumPy's warnings when a NaN or ±inf came in (the input, then
     recorded on the cache, or an upstream gradient): it propagates as in torch, which never
     warns. Finite data keeps the caller's ``np.errstate`` (an overflow there is a bug)."""
-    spec = _output_spec(cache)
+    spec = output_spec(cache)
     if (spec is not None and len(spec) > 2 and spec[2]) or any(
         isinstance(a, np.ndarray) and a.dtype.kind == "f" and not np.isfinite(a).all()
         for a in arrays
@@ -192,7 +196,7 @@ def _backward(method: Callable) -> Callable:
 
     def backward(self, dout, cache, *args, **kwargs):
         _check_cache(self, cache)
-        check_like(self, dout, name, _output_spec(cache), stacked=False, what="output")
+        check_like(self, dout, name, output_spec(cache), stacked=False, what="output")
         with _quiet(cache, dout):
             return method(self, dout, cache, *args, **kwargs)
 
@@ -204,7 +208,7 @@ def _cotangents(method: Callable) -> Callable:
 
     def product(self, cache, M, *args, **kwargs):
         _check_cache(self, cache)
-        check_like(self, M, name, _output_spec(cache), stacked=True, what="output")
+        check_like(self, M, name, output_spec(cache), stacked=True, what="output")
         with _quiet(cache, M):
             return method(self, cache, M, *args, **kwargs)
 
@@ -238,7 +242,7 @@ def _param_tangents(method: Callable) -> Callable:
 def _residual(method: Callable) -> Callable:
     def residual(self, cache, dout, T, T_params=None):
         _check_cache(self, cache)
-        check_like(self, dout, "dout", _output_spec(cache), stacked=False, what="output")
+        check_like(self, dout, "dout", output_spec(cache), stacked=False, what="output")
         if T is not None:
             check_like(self, T, "T", _input_spec(self, cache), stacked=True, what="input")
         if T_params is not None:
@@ -249,7 +253,21 @@ def _residual(method: Callable) -> Callable:
     return residual
 
 
+def _jvp(method: Callable) -> Callable:
+    def jvp(self, cache, dx, dparams=None):
+        _check_cache(self, cache)
+        if dx is not None:
+            check_like(self, dx, "dx", _input_spec(self, cache), stacked=False, what="input")
+        if dparams is not None:
+            check_tangent_params(self, dparams, "dparams", stacked=False)
+        with _quiet(cache, dx, *(dparams or {}).values()):
+            return method(self, cache, dx, dparams)
+
+    return jvp
+
+
 _WRAPPERS: dict[str, Callable[[Callable], Callable]] = {
+    "jvp": _jvp,
     "forward": _forward,
     "backward": _backward,
     "parameter_gradients": _backward,
@@ -262,10 +280,11 @@ _WRAPPERS: dict[str, Callable[[Callable], Callable]] = {
 
 
 def guard(cls: type) -> None:
-    """Wrap each entry ``cls`` defines in its body (once: inherited ones are wrapped where
-    they are defined) with its check; the wrapper keeps name, docstring and signature."""
+    """Wrap each entry ``cls`` has — defined in its body or taken from a mixin of products
+    that is no layer itself — with its check, once (an entry inherited from a guarded layer
+    class is guarded already); the wrapper keeps name, docstring and signature."""
     for entry, wrap in _WRAPPERS.items():
-        method = cls.__dict__.get(entry)
+        method = getattr(cls, entry, None)
         if method is None or not callable(method) or getattr(method, "_guarded", False):
             continue
         wrapper = functools.wraps(method)(wrap(method))

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers._entry import check_like, output_spec
 from manual_bp.layers.attention_core import CoreCache, mha_backward, mha_forward, to_internal
 from manual_bp.layers.attention_fast import AttentionStep
 from manual_bp.layers.attention_masks import mha_mask
@@ -290,6 +291,7 @@ class MultiheadAttention(AttentionProducts, Layer):
 
     def attend_backward(self, d_out: np.ndarray, cache: MHACache) -> tuple:
         """``(∂C/∂query, ∂C/∂key, ∂C/∂value, grads)`` (equation ``ATT.mha``)."""
+        check_like(self, d_out, "d_out", output_spec(cache), stacked=False, what="output")
         layout = cache.layout
         d_inputs, grads = mha_backward(self, layout.inward(d_out), cache.core)
         return (*(layout.outward(d) for d in d_inputs), grads)
