@@ -46,7 +46,12 @@ def additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int],
 
 
 def _mha_part(
-    mask, name: str, shape: tuple[int, ...], dtype, owner: str, layout: str
+    mask,
+    name: str,
+    shape: tuple[int, ...],
+    dtype,
+    owner: str = "MultiheadAttention",
+    layout: str = "its shape",
 ) -> np.ndarray | None:
     """One ``nn.MultiheadAttention`` mask as floats: bool True -> −inf, float as given.
 
