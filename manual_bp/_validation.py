@@ -31,6 +31,7 @@ __all__ = [
     "check_batch",
     "check_finite",
     "check_labels",
+    "check_layer_array",
     "check_nonempty",
     "check_output_domain",
     "check_real_dtype",
@@ -107,6 +108,64 @@ def check_real_dtype(x: np.ndarray, name: str) -> None:
             "class labels, integers"
         )
     raise TypeError(f"{name} must be an array of real numbers, got dtype {x.dtype}")
+
+
+#: The floating dtypes a layer computes in (torch's float32 and float64).
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_layer_array(
+    x: Any,
+    owner: str,
+    name: str,
+    dtype: np.dtype | None = None,
+    *,
+    indices: bool = False,
+    widen: bool = False,
+) -> None:
+    """Raise ``TypeError`` unless ``x`` is a NumPy array of a dtype the layer ``owner`` takes.
+
+    torch's rules, without its silent promotions: a floating layer takes float32 or float64,
+    the layer's own ``dtype`` when it has one (a float64 batch is refused by a float32 layer,
+    and the other way round, as torch's ``mat1 and mat2 must have the same dtype``); integer
+    arrays only where ``indices`` are meant (an embedding's input). Complex, bool, object,
+    string and date arrays, nested lists and ``None`` are refused with the dtype named, before
+    any work. Values are not looked at: NaN and ±inf propagate, as in torch. ``widen``: a
+    float32 array is also accepted for a float64 ``dtype`` (an upstream gradient or tangent:
+    widening is exact, the work is done in float64; narrowing is refused).
+    """
+    if isinstance(x, np.generic):  # a NumPy scalar, e.g. one entry of a stack: 0-d
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{owner}: {name} must be a NumPy array, got {type(x).__name__}")
+    kind = x.dtype.kind
+    if widen and dtype == np.float64 and x.dtype == np.float32:
+        return  # an upstream gradient in float32 for a float64 layer: exact, computed in float64
+    if indices:
+        if kind in "iu" or x.dtype in FLOAT_DTYPES:  # whole-number floats: a float model's
+            return
+        raise TypeError(f"{owner}: {name} holds indices and must be integers, got {x.dtype}")
+    if dtype is not None and x.dtype == dtype:
+        return
+    if dtype is None and x.dtype in FLOAT_DTYPES:
+        return
+    want = "float32 or float64" if dtype is None else f"{np.dtype(dtype).name} (the layer's dtype)"
+    hint = ""
+    if kind in "iu" or (kind == "f" and dtype is not None):
+        target = np.dtype(dtype or np.float64).name
+        hint = f" (cast it explicitly, {name}.astype(np.{target}): it is not cast silently)"
+    raise TypeError(f"{owner}: {name} has dtype {x.dtype}; expected {want}{hint}")
+
+
+def check_size(x: np.ndarray, owner: str, name: str, limit: int) -> None:
+    """Raise ``ValueError`` when ``x`` spans more bytes than ``limit`` (the machine's memory):
+    only a broadcast view or a memory map can, and a layer's work on it could not be allocated.
+    """
+    if x.size * x.dtype.itemsize > limit:
+        raise ValueError(
+            f"{owner}: {name} has shape {x.shape}, {x.size * x.dtype.itemsize / 2**30:.3g} GiB "
+            f"as {x.dtype}: more than this machine's memory ({limit / 2**30:.3g} GiB)"
+        )
 
 
 def check_nonempty(x: np.ndarray, name: str) -> None:

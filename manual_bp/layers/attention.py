@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers._entry import check_like, output_spec
 from manual_bp.layers.attention_core import CoreCache, mha_backward, mha_forward, to_internal
 from manual_bp.layers.attention_fast import AttentionStep
 from manual_bp.layers.attention_masks import mha_mask
@@ -247,8 +248,9 @@ class MultiheadAttention(AttentionProducts, Layer):
         key = query if key is None else key
         value = key if value is None else value
         layout, inputs = to_internal(self, query, key, value)
-        if not layout.batched and key_padding_mask is not None and np.ndim(key_padding_mask) == 1:
-            key_padding_mask = np.asarray(key_padding_mask)[None]  # unbatched (S,), torch's
+        unbatched_mask = isinstance(key_padding_mask, np.ndarray) and key_padding_mask.ndim == 1
+        if not layout.batched and unbatched_mask:  # unbatched (S,), torch's
+            key_padding_mask = key_padding_mask[None]
         out, core = mha_forward(self, inputs, attn_mask, key_padding_mask, safe=not need_weights)
         weights = None
         if need_weights:
@@ -289,6 +291,7 @@ class MultiheadAttention(AttentionProducts, Layer):
 
     def attend_backward(self, d_out: np.ndarray, cache: MHACache) -> tuple:
         """``(∂C/∂query, ∂C/∂key, ∂C/∂value, grads)`` (equation ``ATT.mha``)."""
+        check_like(self, d_out, "d_out", output_spec(cache), stacked=False, what="output")
         layout = cache.layout
         d_inputs, grads = mha_backward(self, layout.inward(d_out), cache.core)
         return (*(layout.outward(d) for d in d_inputs), grads)

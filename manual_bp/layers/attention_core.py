@@ -138,7 +138,8 @@ def mha_forward(
         k, v = np.concatenate([k, zeros], axis=2), np.concatenate([v, zeros], axis=2)
     extra = int(layer.add_bias_kv) + int(layer.add_zero_attn)
     shape = (n, H, length, keys)
-    mask = mha_mask(attn_mask, key_padding_mask, layer.causal, shape, q.dtype, extra=extra)
+    mask = mha_mask(attn_mask, key_padding_mask, layer.causal, shape, x_q.dtype, extra=extra,
+                    owner=repr(layer))  # fmt: skip
     scale = 1.0 / float(np.sqrt(E // H))
     weights = attention_weights(scale * (q @ np.swapaxes(k, -1, -2)), mask, safe=safe)
     keep = None

@@ -30,6 +30,8 @@ def additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int],
         if mask.dtype == np.bool_:
             total = _zero_or_minus_inf(mask, dtype)
         elif mask.dtype.kind == "f":
+            if np.isnan(mask).any() or np.isposinf(mask).any():  # as _mha_part's rule
+                raise ValueError("attention mask holds nan or +inf; it adds finite values or −inf")
             total = mask.astype(dtype)
         else:
             raise TypeError(f"attention mask must be boolean or float, got dtype {mask.dtype}")
@@ -43,17 +45,33 @@ def additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, int],
     return total
 
 
-def _mha_part(mask, name: str, shape: tuple[int, ...], dtype) -> np.ndarray | None:
-    """One ``nn.MultiheadAttention`` mask as floats: bool True -> −inf, float as given."""
+def _mha_part(
+    mask,
+    name: str,
+    shape: tuple[int, ...],
+    dtype,
+    owner: str = "MultiheadAttention",
+    layout: str = "its shape",
+) -> np.ndarray | None:
+    """One ``nn.MultiheadAttention`` mask as floats: bool True -> −inf, float as given.
+
+    torch's rules: a NumPy array, bool or float ("only bool and floating types of masks are
+    supported"), of exactly ``shape`` (named with its ``layout``), never broadcast. A float
+    mask of the other float dtype is taken in the query's (torch's SDPA refuses it; a mask is
+    constants, 0 and −inf most often, not data a gradient flows to).
+    """
     if mask is None:
         return None
-    mask = np.asarray(mask)
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{owner}: {name} must be a NumPy array or None, got {type(mask).__name__}")
+    if mask.dtype != np.bool_ and mask.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{owner}: {name} must be boolean or float (float32 or float64), got dtype {mask.dtype}"
+        )
     if mask.shape != shape:
-        raise ValueError(f"{name} has shape {mask.shape}; expected {shape}")
+        raise ValueError(f"{owner}: {name} has shape {mask.shape}; expected {layout} = {shape}")
     if mask.dtype == np.bool_:
         return _zero_or_minus_inf(~mask, dtype)
-    if mask.dtype.kind != "f":
-        raise TypeError(f"{name} must be boolean or float, got dtype {mask.dtype}")
     if np.isnan(mask).any() or np.isposinf(mask).any():
         raise ValueError(f"{name} holds nan or +inf; a float mask adds finite values or −inf")
     return mask.astype(dtype)
@@ -67,6 +85,7 @@ def mha_mask(
     dtype,
     *,
     extra: int = 0,
+    owner: str = "MultiheadAttention",
 ) -> np.ndarray | None:
     """``nn.MultiheadAttention``'s masks as one additive array broadcasting to ``(N, h, L, S)``.
 
@@ -78,12 +97,13 @@ def mha_mask(
     """
     n, heads, length, keys = shape
     total = None
-    if attn_mask is not None and np.ndim(attn_mask) == 3:
-        part = _mha_part(attn_mask, "attn_mask", (n * heads, length, keys), dtype)
+    both = "(L, S) or (N·num_heads, L, S)"
+    if isinstance(attn_mask, np.ndarray) and attn_mask.ndim == 3:
+        part = _mha_part(attn_mask, "attn_mask", (n * heads, length, keys), dtype, owner, both)
         total = part.reshape(n, heads, length, keys)
     else:
-        total = _mha_part(attn_mask, "attn_mask", (length, keys), dtype)
-    padding = _mha_part(key_padding_mask, "key_padding_mask", (n, keys), dtype)
+        total = _mha_part(attn_mask, "attn_mask", (length, keys), dtype, owner, both)
+    padding = _mha_part(key_padding_mask, "key_padding_mask", (n, keys), dtype, owner, "(N, S)")
     if padding is not None:
         padding = padding[:, None, None, :]
         total = padding if total is None else total + padding

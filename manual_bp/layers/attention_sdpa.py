@@ -65,14 +65,14 @@ def attention_weights(
     if additive is not None:
         scores = scores + additive
     peak = scores.max(axis=-1, keepdims=True) if scores.shape[-1] else scores[..., :1]
-    if np.isnan(peak).any() or np.isposinf(peak).any():
-        raise ValueError("attention scores hold nan or +inf (check q, k and the mask)")
     if safe:
         peak = np.where(np.isneginf(peak), 0.0, peak)
-    with np.errstate(invalid="ignore"):  # −inf − (−inf): the textbook NaN, asked for
+    # −inf − (−inf): the textbook NaN, asked for; a NaN or +inf score (from a NaN or inf in
+    # q or k) makes its row NaN, as torch's softmax does: propagated, not refused
+    with np.errstate(invalid="ignore"):
         weights = np.exp(scores - peak)  # max-shifted: exp never overflows
-    total = weights.sum(axis=-1, keepdims=True)
-    weights /= np.where(total == 0.0, 1.0, total) if safe else total
+        total = weights.sum(axis=-1, keepdims=True)
+        weights /= np.where(total == 0.0, 1.0, total) if safe else total
     return weights
 
 

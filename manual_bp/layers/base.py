@@ -44,6 +44,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import check_layer_array
+from manual_bp.layers._entry import guard, layer_float_dtype
 from manual_bp.layers.steps import GenericStep
 
 __all__ = [
@@ -129,6 +131,12 @@ class Layer(Configurable):
         self.params = {}
         self.buffers = {}
         self.training = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every entry a subclass defines (forward, backward, the products) runs its
+        arguments through the one check of :mod:`manual_bp.layers._entry` first."""
+        super().__init_subclass__(**kwargs)
+        guard(cls)
 
     def __getattr__(self, name: str) -> Any:
         """torch's attribute access to parameters: ``layer.weight`` is ``params["weight"]``
@@ -332,6 +340,8 @@ def zero_residual(
     return zeros_x, {name: np.zeros((V, *p.shape), p.dtype) for name, p in params.items()}
 
 
+guard(Layer)  # its default products (param_vjp of no parameters, a zero residual) too
+
 #: name -> layer class; also resolves every activation name to an activation layer.
 LAYERS: Registry[Layer] = Registry("layer", Layer)
 register_layer = LAYERS.register
@@ -345,17 +355,20 @@ def check_input(
     trailing: Sequence[int | None] = (),
     name: str = "input",
 ) -> None:
-    """Raise ``ValueError`` naming ``layer`` unless ``x`` fits it.
+    """Raise ``TypeError``/``ValueError`` naming ``layer`` and ``name`` unless ``x`` fits it.
 
-    ``ndim``: accepted numbers of axes (batch axis included); ``trailing``: required
-    sizes of the last axes (``None`` for any). One shared check, so every layer reports
-    shape faults the same way and none broadcasts silently.
+    Dtype first (torch's rules, :func:`~manual_bp._validation.check_layer_array`): a NumPy
+    array of float32/float64 — the layer's dtype when it has parameters or a ``dtype`` —
+    or integers for a layer whose input holds indices; then the shape: ``ndim`` the accepted
+    numbers of axes (batch axis included), ``trailing`` the required sizes of the last axes
+    (``None`` for any). One shared check, so every layer reports faults the same way and none
+    casts or broadcasts silently.
     """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{layer!r}: {name} must be a NumPy array, got {type(x).__name__}")
+    dtype = None if layer.index_input else layer_float_dtype(layer)
+    check_layer_array(x, repr(layer), name, dtype, indices=layer.index_input)
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim or ())
     if allowed and x.ndim not in allowed:
-        want = " or ".join(str(n) for n in allowed)
+        want = _axes(allowed)
         raise ValueError(
             f"{layer!r}: {name} has shape {x.shape} ({x.ndim} axes); expected {want} axes "
             f"(batch first)"
@@ -369,3 +382,11 @@ def check_input(
             raise ValueError(
                 f"{layer!r}: {name} has shape {x.shape}; its last axes must be ({shown})"
             )
+
+
+def _axes(allowed: tuple[int, ...]) -> str:
+    """``2 or 3``; a long run of counts as ``2 or more`` (``range(2, 33)``)."""
+    ordered = sorted(allowed)
+    if len(ordered) > 3 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]} or more"
+    return " or ".join(str(n) for n in ordered)

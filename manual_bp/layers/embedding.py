@@ -181,13 +181,13 @@ class Embedding(Layer):
             rounded = np.rint(x)
             if not np.array_equal(rounded, x):
                 bad = x[rounded != x].flat[0]
-                raise ValueError(f"{self!r}: indices must be whole numbers, got {bad!r}")
+                raise ValueError(f"{self!r}: x: indices must be whole numbers, got {bad!r}")
             x = rounded
         elif x.dtype.kind not in "iu":
             raise TypeError(f"{self!r}: indices must be integers, got dtype {x.dtype}")
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
             bad = x[(x < 0) | (x >= self.num_embeddings)].flat[0]
-            raise ValueError(f"{self!r}: index {bad} is outside [0, {self.num_embeddings})")
+            raise ValueError(f"{self!r}: x: index {bad} is outside [0, {self.num_embeddings})")
         return x.astype(np.int64)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers._entry import check_like
 from manual_bp.layers.base import layer_dtype
 from manual_bp.layers.recurrent_cells import CELLS, Cell
 from manual_bp.layers.recurrent_fast import lstm_backward_fast, lstm_forward_fast
@@ -257,15 +258,14 @@ class RecurrentLayer(RecurrentProducts):
     ) -> tuple[np.ndarray, States, dict[str, np.ndarray]]:
         """``(∂C/∂input, ∂C/∂hx (a tuple), grads)`` in the layouts of the forward pass."""
         expected = (*cache.input.shape[:-1], self.output_size)
-        if not isinstance(d_out, np.ndarray) or d_out.shape != expected:
-            raise ValueError(f"{self!r}: d_out has shape {np.shape(d_out)}, expected {expected}")
+        spec = (expected, cache.input.dtype)
+        check_like(self, d_out, "d_out", spec, stacked=False, what="output")
         core_finals = []
         for label, d, final in zip(("d_hT", "d_cT"), d_finals, cache.final, strict=False):
             if d is None:
                 d = np.zeros_like(final)
-            elif not isinstance(d, np.ndarray) or d.shape != final.shape:
-                raise ValueError(f"{self!r}: {label} has shape {np.shape(d)}, "
-                                 f"expected {final.shape}")  # fmt: skip
+            else:  # torch's grad_output rules: the final state's shape and the layer's dtype
+                check_like(self, d, label, (final.shape, final.dtype), stacked=False, what="state")
             core_finals.append(d[:, None] if cache.layout == "unbatched" else d)
         dx, d_initial, grads = self._backward(
             sequence_to_core(d_out, cache.layout), tuple(core_finals), cache

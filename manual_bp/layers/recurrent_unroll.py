@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._validation import check_layer_array
+from manual_bp.layers._entry import layer_float_dtype
 from manual_bp.layers.base import Cache
 from manual_bp.layers.recurrent_cells import Cell
 
@@ -105,8 +107,7 @@ def to_core(layer: Any, x: Any, hx: Any, name: str = "input") -> tuple[np.ndarra
     ``hx``: ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), or None (zeros); a tuple of states is
     taken for every class (the form ``initial_state`` and ``cache.final`` have).
     """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{layer!r}: {name} must be a NumPy array, got {type(x).__name__}")
+    check_layer_array(x, repr(layer), name, layer_float_dtype(layer))
     if x.ndim not in (2, 3) or x.shape[-1] != layer.input_size:
         order = "(N, T" if layer.batch_first else "(T, N"
         raise ValueError(
@@ -136,9 +137,10 @@ def _states(layer: Any, hx: Any, n: int, layout: str, dtype: Any) -> States:
         if state is None:
             states.append(np.zeros((rows, n, units), dtype=dtype))
             continue
-        if not isinstance(state, np.ndarray) or state.shape != shape:
-            raise ValueError(f"{layer!r}: {label} has shape {np.shape(state)}, expected {shape}")
-        state = state.astype(dtype, copy=False)
+        # the input's dtype (the layer's: checked by forward), never cast: torch's rule
+        check_layer_array(state, repr(layer), label, np.dtype(dtype))
+        if state.shape != shape:
+            raise ValueError(f"{layer!r}: {label} has shape {state.shape}, expected {shape}")
         states.append(state[:, None] if layout == "unbatched" else state)
     return tuple(states)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._validation import check_layer_array, check_nonempty
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.containers import stack_forward
 from manual_bp.models.container import ContainerIdioms
@@ -23,9 +24,24 @@ INFERENCE_CHUNK = 1024
 class Evaluation(ContainerIdioms):
     """Mixin of :class:`~manual_bp.models.sequential.Sequential`: evaluation-mode passes."""
 
+    def check_batch_array(self, x: Any, name: str = "x") -> np.ndarray:
+        """``x`` as the stack's entries take it (issue 24's one check, with the model named):
+        a NumPy array of the model's dtype — integers too when the first layer takes indices —
+        with the model's per-sample shape; an empty batch passes (an empty output, as torch).
+        """
+        first = next(iter(self._leaves()), None)
+        indices = bool(getattr(first, "index_input", False))
+        owner = type(self).__name__
+        check_layer_array(x, owner, name, self.dtype, indices=indices)
+        shape = getattr(self, "input_shape", None)
+        if x.ndim < 1 or (shape is not None and x.shape[1:] != tuple(shape)):
+            want = ", ".join(map(str, shape or ("…",)))
+            raise ValueError(f"{owner}: {name} has shape {x.shape}; expected (batch, {want})")
+        return x
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Outputs in evaluation mode (dropout off, running statistics), in chunks of rows."""
-        return self._infer(x)[0]
+        return self._infer(self.check_batch_array(x))[0]
 
     def _infer(self, x: np.ndarray, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """``(outputs, zᴷ)`` in evaluation mode; ``zᴷ`` (the last activation layer's input)
@@ -35,7 +51,7 @@ class Evaluation(ContainerIdioms):
         self.eval()
         outs, zs = [], []
         try:
-            for i in range(0, x.shape[0], INFERENCE_CHUNK):
+            for i in range(0, max(1, x.shape[0]), INFERENCE_CHUNK):  # an empty batch: once
                 out, caches = stack_forward(self.layers, x[i : i + INFERENCE_CHUNK])
                 outs.append(out)
                 if keep_z:
@@ -77,8 +93,24 @@ class Evaluation(ContainerIdioms):
 
     def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
         """Mean cost of outputs against prepared targets, over the counted positions."""
+        out, targets = self._outputs_and_targets(out, targets)
         return output_seed(self.cost, out, targets, self.ignore_index).cost
 
     def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
         """Accuracy of outputs against prepared targets, over the counted positions."""
+        out, targets = self._outputs_and_targets(out, targets)
         return masked_accuracy(out, targets, self.ignore_index)
+
+    def _outputs_and_targets(self, out: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs and prepared targets (:meth:`prepare_targets`): float arrays of one shape,
+        not empty (a mean over no samples is undefined)."""
+        owner = type(self).__name__
+        for name, array in (("out", out), ("targets", targets)):
+            check_layer_array(array, owner, name)
+            check_nonempty(array, f"{owner}: {name}")
+        if out.shape != targets.shape:
+            raise ValueError(
+                f"{owner}: targets have shape {targets.shape}, out has shape {out.shape}; "
+                "prepared targets have the output's shape (prepare_targets)"
+            )
+        return out, targets

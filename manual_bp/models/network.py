@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import as_inputs, as_targets
+from manual_bp._validation import as_array, as_inputs, as_targets
 from manual_bp.activations import Activation, get_activation
 from manual_bp.costs import Cost
 from manual_bp.initializers import get_initializer
@@ -218,10 +218,10 @@ class Network(Sequential):
         ``∂C_x/∂Wˡ``, ``deltas[l]`` is ``δˡ_x``. ``tests/test_backprop.py`` checks it
         against :meth:`backprop` (the stack's VJPs).
         """
-        x = np.asarray(x)
+        x = as_array(x, "x")  # None, complex, object, strings: named, never np.asarray'd
         if x.ndim != 1:
             raise ValueError(
-                f"backprop_single takes one sample of shape ({self.sizes[0]},), got {x.shape}"
+                f"backprop_single takes one sample x of shape ({self.sizes[0]},), got {x.shape}"
             )
         x2 = as_inputs(x[None, :], self.sizes[0], self.dtype)
         y = np.asarray(y)

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import as_array, check_finite, check_nonempty
+from manual_bp._validation import as_array, check_finite, check_nonempty, check_size
 from manual_bp.activations import Identity
 from manual_bp.costs import Cost, get_cost
+from manual_bp.layers._entry import memory_limit
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.base import Layer
 from manual_bp.layers.build import build_layer, get_layer
@@ -254,6 +255,7 @@ class Sequential(Evaluation):
     def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
         """``x`` as a batch of ``dtype`` with the model's per-sample shape, finite."""
         x = as_array(x, name)  # real numbers: complex, bool, object and ragged input refused
+        check_size(x, type(self).__name__, name, memory_limit())  # a view beyond memory
         if self.input_shape is not None and x.shape[1:] != self.input_shape:
             raise ValueError(
                 f"{name} has shape {x.shape}; the model takes a batch of shape "
@@ -281,7 +283,7 @@ class Sequential(Evaluation):
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         """``(output, caches)`` in the current mode (training mode updates running statistics)."""
-        return self._stack_forward(x)
+        return self._stack_forward(self.check_batch_array(x))
 
     def _stack_forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         return stack_forward(self.layers, x)
@@ -293,7 +295,7 @@ class Sequential(Evaluation):
         return stack_backward(self.layers, dout, caches)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._stack_forward(x)[0]
+        return self._stack_forward(self.check_batch_array(x))[0]
 
     def backprop(self, x: Any, y: Any, *, input_grad: bool = True) -> StackGradients:
         """Gradients of the mean cost on ``(x, y)`` through the stack (``STACK.chain``).
