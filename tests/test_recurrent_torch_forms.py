@@ -234,8 +234,8 @@ def test_torch_signatures_and_defaults():
     )
     model = Sequential.from_spec([("lstm", (4,), {}), ("gru", (3,), {})], input_shape=(5, 2))
     assert all(layer.batch_first for layer in model.layers)
-    spec = Sequential.from_spec([("rnn", (3,), {"batch_first": False})], input_shape=(5, 2))
-    assert spec.layers[0].batch_first is False
+    with pytest.raises(ValueError, match=r"time-major .* build it with batch_first=True"):
+        Sequential.from_spec([("rnn", (3,), {"batch_first": False})], input_shape=(5, 2))
     with pytest.raises(ValueError, match="proj_size"):
         LSTM(3, 4, proj_size=4)
     with pytest.raises(TypeError, match="proj_size"):
