@@ -201,7 +201,8 @@ def _failure(error: BaseException) -> Outcome:
 
 
 def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
-    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    kind = np.result_type(np.asarray(ours), np.asarray(theirs), np.float64)  # complex stays
+    ours, theirs = np.asarray(ours, dtype=kind), np.asarray(theirs, dtype=kind)
     if ours.shape != theirs.shape:
         return float("inf")
     if ours.size == 0:
@@ -271,9 +272,11 @@ def run(config: Configuration) -> Outcome:
     upstream = rng.standard_normal(tuple(torch_out.shape))
     float_inputs = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
     wrt = float_inputs + list(module.parameters())
+    # A configuration with no float input and no parameter (common_nn's complex padding
+    # input) has nothing to differentiate: its output alone is compared.
     grads = torch.autograd.grad(
         torch_out, wrt, torch.from_numpy(upstream), allow_unused=True
-    )  # fmt: skip
+    ) if wrt else ()  # fmt: skip
     try:
         out, cache = layer.forward(*_numpy(config.inputs), **_numpy(config.input_kwargs))
         dx, param_grads = layer.backward(upstream.copy(), cache)
