@@ -100,13 +100,15 @@ def signed_pad_indices(size: int, before: int, after: int, mode: str) -> np.ndar
     (cropping) and limits; for ``before, after ≥ 0`` it is :func:`pad_indices`.
 
     zeros, reflect and replicate keep the formulas above with ``t = u − before`` (a negative
-    ``before`` starts ``t`` inside the input; reflect and replicate need an output of at
-    least one). circular crops first and wraps the cropped axis (torch's
-    ``_pad_circular``): ``π = c₀ + ((u − a) mod m)``, ``c₀ = max(−before, 0)``, ``m`` the
-    cropped size, ``a = max(before, 0)``; each positive side at most ``m`` (once round).
+    ``before`` starts ``t`` inside the input; an output cropped to nothing is empty).
+    circular crops first and wraps the cropped axis (torch's ``_pad_circular``):
+    ``π = c₀ + ((u − a) mod m)``, ``c₀ = max(−before, 0)``, ``m`` the cropped size,
+    ``a = max(before, 0)``; each positive side at most ``m`` (once round).
     """
     out_size = size + before + after
-    if out_size < 0 or (out_size < 1 and mode in ("reflect", "replicate")):
+    if out_size == 0 and mode in ("reflect", "replicate") and size > 0:
+        return np.zeros(0, dtype=np.int64)  # cropped to nothing (torch's 2-d and 3-d layers)
+    if out_size < 0:
         raise ValueError(
             f"padding ({before}, {after}) of an axis of size {size} leaves an output of size "
             f"{out_size} (padding_mode={mode!r})"

@@ -98,7 +98,13 @@ class _PadNd(Layer):
                 raise ValueError(
                     f"{self!r}: x has shape {x.shape}; only the batch axis may be empty"
                 )
-        return SignedPadMap(self.pads, self.mode, self.value)
+        pad_map = SignedPadMap(self.pads, self.mode, self.value)
+        if d == 1 and self.mode in ("reflect", "replicate") and x.shape[-1] + sum(self.pads[0]) < 1:
+            raise ValueError(  # torch's 1-d check (its 2-d and 3-d layers return empty)
+                f"{self!r}: padding {self.padding} leaves nothing of x's last axis "
+                f"(size {x.shape[-1]})"
+            )
+        return pad_map
 
     # ------------------------------------------------------------------ protocol
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
