@@ -219,6 +219,11 @@ def test_padding_layers_build_from_specs_save_and_train(tmp_path):
     np.testing.assert_array_equal(copy.predict(x), model.predict(x))
     for layer in model.layers[:3]:
         assert LAYERS.get(layer.get_config()).get_config() == layer.get_config()
+    from manual_bp import train
+
+    before = model.layers[4].params["weight"].copy()  # the fused trainer runs PadStep
+    train(model, x, np.arange(4) % 3, epochs=1, batch_size=2, eta=0.1)
+    assert not np.array_equal(before, model.layers[4].params["weight"])
 
 
 def test_case_drawing_covers_every_class():
