@@ -263,17 +263,19 @@ def run(config: Configuration) -> Outcome:
     if mismatch is not None:
         return Outcome("disagree", mismatch)
     inputs = tuple(
-        t.detach().clone().requires_grad_(t.is_floating_point()) if isinstance(t, torch.Tensor)
+        t.detach().clone().requires_grad_(t.is_floating_point() or t.is_complex())
+        if isinstance(t, torch.Tensor)
         else t
         for t in config.inputs
     )  # fmt: skip
     torch_out = _first(module(*inputs, **config.input_kwargs))
     rng = np.random.default_rng(0)
     upstream = rng.standard_normal(tuple(torch_out.shape))
+    if torch_out.is_complex():  # common_nn's complex padding input: a complex cotangent
+        upstream = upstream + 1j * rng.standard_normal(upstream.shape)
     float_inputs = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
     wrt = float_inputs + list(module.parameters())
-    # A configuration with no float input and no parameter (common_nn's complex padding
-    # input) has nothing to differentiate: its output alone is compared.
+    # (a configuration with no differentiable input and no parameter: output only)
     grads = torch.autograd.grad(
         torch_out, wrt, torch.from_numpy(upstream), allow_unused=True
     ) if wrt else ()  # fmt: skip
