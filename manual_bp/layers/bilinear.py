@@ -3,11 +3,11 @@
 torch's arguments ``(in1_features, in2_features, out_features, bias=True, device=None,
 dtype=None)`` (and the library's keyword ``seed``), ``weight`` ``(out, in1, in2)`` and
 ``bias`` ``(out,)``, both drawn from ``U(±1/√in1)`` as torch's ``reset_parameters``.
-``forward(input1, input2)`` takes
-``(*, in1)`` and ``(*, in2)`` with the same leading axes (one unbatched sample: ``(in1,)``,
-``(in2,)``) and its ``backward`` returns ``((∂C/∂input1, ∂C/∂input2), grads)``, torch's
-argument order, as :class:`~manual_bp.layers.attention.MultiheadAttention` does for
-cross-attention. The gradient is two-sided (``docs/padding.md#LAYER.bilinear``)::
+``forward(input1, input2)`` takes ``(*, in1)`` and ``(*, in2)`` with the same leading
+axes (one unbatched sample: ``(in1,)``, ``(in2,)``) and its ``backward`` returns
+``((∂C/∂input1, ∂C/∂input2), grads)``, torch's argument order, as
+:class:`~manual_bp.layers.attention.MultiheadAttention` does for cross-attention.
+The gradient is two-sided (``docs/padding.md#LAYER.bilinear``)::
 
     ∂C/∂x₁ = Σ_k δ_k A_k x₂      ∂C/∂x₂ = Σ_k δ_k A_kᵀ x₁
     ∂C/∂A_k = Σ_rows δ_k x₁ x₂ᵀ  ∂C/∂b = Σ_rows δ
