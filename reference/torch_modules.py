@@ -201,7 +201,8 @@ def _failure(error: BaseException) -> Outcome:
 
 
 def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
-    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    kind = np.result_type(np.asarray(ours), np.asarray(theirs), np.float64)  # complex stays
+    ours, theirs = np.asarray(ours, dtype=kind), np.asarray(theirs, dtype=kind)
     if ours.shape != theirs.shape:
         return float("inf")
     if ours.size == 0:
@@ -267,18 +268,22 @@ def run(config: Configuration) -> Outcome:
     if mismatch is not None:
         return Outcome("disagree", mismatch)
     inputs = tuple(
-        t.detach().clone().requires_grad_(t.is_floating_point()) if isinstance(t, torch.Tensor)
+        t.detach().clone().requires_grad_(t.is_floating_point() or t.is_complex())
+        if isinstance(t, torch.Tensor)
         else t
         for t in config.inputs
     )  # fmt: skip
     torch_out = _first(module(*inputs, **config.input_kwargs))
     rng = np.random.default_rng(0)
     upstream = rng.standard_normal(tuple(torch_out.shape))
+    if torch_out.is_complex():  # common_nn's complex padding input: a complex cotangent
+        upstream = upstream + 1j * rng.standard_normal(upstream.shape)
     float_inputs = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
     wrt = float_inputs + list(module.parameters())
+    # (a configuration with no differentiable input and no parameter: output only)
     grads = torch.autograd.grad(
         torch_out, wrt, torch.from_numpy(upstream), allow_unused=True
-    )  # fmt: skip
+    ) if wrt else ()  # fmt: skip
     try:
         out, cache = layer.forward(*_numpy(config.inputs), **_numpy(config.input_kwargs))
         dx, param_grads = layer.backward(upstream.copy(), cache)

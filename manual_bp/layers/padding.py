@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PADDING_MODES", "PadMap", "pad_indices"]
+__all__ = ["PADDING_MODES", "PadMap", "SignedPadMap", "pad_indices", "signed_pad_indices"]
 
 #: torch's ``padding_mode`` values.
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -92,3 +92,71 @@ class PadMap:
             np.add.at(back, index[keep], moved[keep])
             out = np.moveaxis(back, 0, axis)
         return np.ascontiguousarray(out)
+
+
+# ---------------------------------------------------------------- the padding layers' maps
+def signed_pad_indices(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """``π(u)`` as :func:`pad_indices`, with torch's padding layers' negative padding
+    (cropping) and limits; for ``before, after ≥ 0`` it is :func:`pad_indices`.
+
+    zeros, reflect and replicate keep the formulas above with ``t = u − before`` (a negative
+    ``before`` starts ``t`` inside the input; an output cropped to nothing is empty).
+    circular crops first and wraps the cropped axis (torch's ``_pad_circular``):
+    ``π = c₀ + ((u − a) mod m)``, ``c₀ = max(−before, 0)``, ``m`` the cropped size,
+    ``a = max(before, 0)``; each positive side at most ``m`` (once round).
+    """
+    out_size = size + before + after
+    if out_size == 0 and mode in ("reflect", "replicate") and size > 0:
+        return np.zeros(0, dtype=np.int64)  # cropped to nothing (torch's 2-d and 3-d layers)
+    if out_size < 0:
+        raise ValueError(
+            f"padding ({before}, {after}) of an axis of size {size} leaves an output of size "
+            f"{out_size} (padding_mode={mode!r})"
+        )
+    if mode != "circular" or (before >= 0 and after >= 0):
+        if mode in ("reflect", "replicate") and size < 1:
+            raise ValueError(f"padding_mode={mode!r} needs a non-empty axis to pad, got size 0")
+        return pad_indices(size, before, after, mode)  # zeros: t outside [0, size) reads 0
+    start, kept = max(-before, 0), size - max(-before, 0) - max(-after, 0)
+    a, b = max(before, 0), max(after, 0)
+    if kept < 0 or max(a, b) > kept or (kept == 0 and a + b > 0):
+        raise ValueError(
+            f"padding_mode='circular': padding ({before}, {after}) of size {size} wraps the "
+            f"cropped size {max(kept, 0)} more than once"
+        )
+    if kept == 0:
+        return np.zeros(0, dtype=np.int64)
+    return start + np.arange(-a, kept + b) % kept
+
+
+@dataclass(frozen=True)
+class SignedPadMap(PadMap):
+    """:class:`PadMap` with negative padding (:func:`signed_pad_indices`) and a constant
+    ``value`` where ``π = −1`` (``'zeros'`` mode; torch's ``ConstantPad``). The VJP is
+    :meth:`PadMap.vjp` (a constant has no gradient)."""
+
+    value: float = 0.0
+
+    def indices(self, size: tuple[int, ...]) -> list[np.ndarray]:
+        return [
+            signed_pad_indices(s, a, b, self.mode)
+            for s, (a, b) in zip(size, self.pads, strict=True)
+        ]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``PAD.map``: the gather, ``value`` where any axis reads ``π = −1``."""
+        k = len(self.pads)
+        out, outside = x, None
+        for axis, index in zip(range(-k, 0), self.indices(x.shape[-k:]), strict=True):
+            shape = [1] * x.ndim
+            shape[axis] = index.size
+            if out.shape[axis] == 0:  # nothing to read: every position is outside
+                out = np.zeros((*out.shape[:axis % x.ndim], index.size,
+                                *out.shape[axis % x.ndim + 1 :]), x.dtype)  # fmt: skip
+            else:
+                out = np.take(out, np.maximum(index, 0), axis=axis)
+            miss = (index < 0).reshape(shape)
+            outside = miss if outside is None else outside | miss
+        if outside is not None and outside.any():
+            out = np.where(outside, np.asarray(self.value, x.dtype), out).astype(x.dtype)
+        return out
