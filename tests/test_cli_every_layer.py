@@ -70,6 +70,20 @@ COMMANDS: dict[str, list[str]] = {
         "fractional_maxpool3d(1, output_size=2), adaptive_avgpool3d((2, None, 2)), "
         "adaptive_maxpool3d(1), lppool3d(2, 1), flatten, dense, softmax",
     ],
+    "padding2d3d": [
+        "--layers",
+        "reshape(1, 8, 8), zeropad2d(1), constantpad2d((1, 0, 2, -1), 0.5), "
+        "reflectionpad2d((1, 2, 0, 1)), replicationpad2d(1), circularpad2d((2, 1, 1, 0)), "
+        "zeropad3d((1, 0, 0, 1, 1, 0)), constantpad3d(1, -1.0), "
+        "reflectionpad3d((1, 1, 1, 0, 0, 1)), replicationpad3d((0, 1, 1, 0, 1, 0)), "
+        "circularpad3d((1, 0, 0, 1, 1, 1)), flatten, dense, softmax",
+    ],
+    "padding1d-bilinear": [
+        "--layers",
+        "reshape(8, 8), zeropad1d(1), constantpad1d((2, -1), 1.0), reflectionpad1d((2, 1)), "
+        "replicationpad1d(1), circularpad1d((1, 2)), flatten, dense(6), tanh, bilinear(5), "
+        "dense, softmax",
+    ],
     "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",

@@ -60,9 +60,15 @@ NOT_ENTRIES = {
     "set_extra_state", "train", "from_config", "constant_rows", "derivative",
     "second_derivative", "divisor", "full_shape", "output_padding_for", "indices",
     "attend", "attend_backward", "forward_sequence", "backward_sequence",
+    # lazy convolutions' materialisation (a shape, no data); a cell's torch-form backward
+    # (its gradients of torch's value go through the checked step backward)
+    "materialize", "has_uninitialized_params", "backward_cell",
 }  # fmt: skip
 #: per-sample shapes of each kind of input the builders know
-SHAPES = {"features": (3,), "images": (2, 4, 4), "sequences": (3, 4), "tokens": (3,)}
+SHAPES = {
+    "features": (3,), "images": (2, 4, 4), "sequences": (3, 4), "tokens": (3,),
+    "volumes": (2, 3, 3, 3),
+}  # fmt: skip
 V = 2
 
 

@@ -372,6 +372,44 @@ def _fractional(cls: type) -> Builder:
     return build
 
 
+def _pad(cls_name: str) -> Builder:
+    """A padding layer of the per-sample shape's last ``dims`` axes within torch's limits
+    (reflect < size, circular <= size; zero/constant/circular may crop one entry)."""
+
+    def build(draw, shape: Shape):
+        cls = L[cls_name]
+        pads = []
+        for s in shape[len(shape) - cls.dims :]:
+            hi = {"reflect": s - 1, "circular": s}.get(cls.mode, 2)
+            lo = -1 if s > 1 and cls.mode in ("zeros", "circular") else 0
+            a = draw(st.integers(lo, hi))
+            b = draw(st.integers(0, hi + min(a, 0) if cls.mode == "circular" else hi))
+            pads.append((a, b))  # circular: once round the cropped axis
+        padding = tuple(p for a, b in reversed(pads) for p in (a, b))
+        if cls_name.startswith("Constant"):
+            return cls(padding, draw(st.sampled_from([0.0, -1.5, 2.0])))
+        return cls(padding)
+
+    return build
+
+
+def _bilinear(draw, shape: Shape):
+    """The quadratic form of a stack: Bilinear(D, D, k) (input2 = input1)."""
+    size = shape[-1]
+    return L["Bilinear"](size, size, draw(st.integers(1, 3)), bias=draw(st.booleans()),
+                         seed=_seed(draw))  # fmt: skip
+
+
+PAD_BUILDERS = {
+    f"{kind}Pad{d}d": (
+        (("sequences",), ("images",), ("images", "volumes"))[d - 1],
+        _pad(f"{kind}Pad{d}d"),
+    )
+    for kind in ("Zero", "Constant", "Reflection", "Replication", "Circular")
+    for d in (1, 2, 3)
+}
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -400,6 +438,8 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MaxPool2d": (("images",), _pool(L["MaxPool2d"])),
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
+    "Bilinear": (("features", "sequences"), _bilinear),
+    **PAD_BUILDERS,
     "AdaptiveAvgPool1d": (("sequences",), _adaptive(L["AdaptiveAvgPool1d"])),
     "AdaptiveMaxPool1d": (("sequences",), _adaptive(L["AdaptiveMaxPool1d"])),
     "AdaptiveAvgPool3d": (("volumes",), _adaptive(L["AdaptiveAvgPool3d"])),

@@ -167,7 +167,7 @@ class FractionalMaxPoolNd(SelectionProducts, Layer):
         layer.output_shape(tuple(input_shape))
         return layer
 
-    def samples(self, x: np.ndarray) -> np.ndarray:
+    def _samples(self, x: np.ndarray) -> np.ndarray:
         """``(N, C, D)`` samples: torch's explicit ones (their first N rows), else drawn from
         the generator."""
         n, c = x.shape[:2]
@@ -199,7 +199,7 @@ class FractionalMaxPoolNd(SelectionProducts, Layer):
         has its own windows (one :func:`window_maximum` per plane)."""
         check_input(x, self, ndim=self.dims + 2, name="x")
         out = self.output_shape(x.shape[1:])[1:]
-        samples = self.samples(x)
+        samples = self._samples(x)
         n, c = x.shape[:2]
         result = np.empty((n, c, *out), dtype=x.dtype)
         indices = np.empty((n, c, *out), dtype=np.int64)
