@@ -38,8 +38,8 @@ __all__ = ["Chain", "ChainStep", "chain_fast_step"]
 
 
 class Chain:
-    """The blocks of one Transformer layer and the map between their parameter names and
-    torch's. ``blocks`` is a list of lists: a list of length > 1, or one marked residual in
+    """The blocks of one Transformer layer (``TF.layer-chain``) and the map between their
+    parameter names and torch's. ``blocks`` is a list of lists: a list of length > 1, or one marked residual in
     ``residual``, is a :class:`Residual` block; a lone layer norm is used as it is."""
 
     def __init__(self, owner: Any, plan: list[tuple[bool, list[Layer]]]) -> None:

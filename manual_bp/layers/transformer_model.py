@@ -62,6 +62,8 @@ class Transformer(NamedChildren, Layer):
                        "dim_feedforward", "dropout", "activation", "layer_norm_eps",
                        "batch_first", "norm_first", "bias")  # fmt: skip
     stored_as = {"bias": "has_bias"}
+    product_equations = ("PROD.transformer.vjp", "PROD.transformer.jvp",
+                         "PROD.transformer.residual")  # fmt: skip
 
     def __init__(
         self,
@@ -174,6 +176,17 @@ class Transformer(NamedChildren, Layer):
 
     def fast_step(self) -> Any:
         return GenericStep(self)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        """No V-axis products (``PROD.transformer.*``): the decoder's cross-attention reads
+        the encoder's output as a second input, and the attention's products cover
+        self-attention only."""
+        raise NotImplementedError(
+            "Transformer: no V-axis products (the decoder's cross-attention: products cover "
+            "self-attention); TransformerEncoder and TransformerEncoderLayer have them"
+        )
+
+    input_vjp = param_vjp = input_jvp = param_jvp = residual = _refuse  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (
