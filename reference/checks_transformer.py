@@ -13,7 +13,6 @@ terms are of that size: ``reference/stack.py``'s floor).
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import warnings
@@ -398,7 +397,7 @@ def transformer_chain_check(rng: np.random.Generator) -> list[Comparison]:
     comparisons = [
         Comparison(
             "TF.layer-chain", f"fast ∂C/∂{name}", got, want, scale=np.maximum(np.abs(want), floor)
-        )  # fmt: skip
+        )
         for name, got, want in zip(names, fast, readable, strict=True)
     ]
     return comparisons + stack_comparisons(model, x, y, equation="TF.layer-chain")

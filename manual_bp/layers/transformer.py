@@ -324,9 +324,8 @@ class TransformerDecoderLayer(_TransformerLayer):
     equation = "TF.decoder-layer"
     n_norms = 3
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.memory: np.ndarray | None = None
-        super().__init__(*args, **kwargs)
+    #: The memory of the one-input form (set by the caller; None: the input itself).
+    memory: np.ndarray | None = None
 
     def set_masks(self, memory=None, tgt_mask=None, memory_mask=None, tgt_padding=None,
                   memory_padding=None) -> None:  # fmt: skip

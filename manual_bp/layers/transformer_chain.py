@@ -39,8 +39,8 @@ __all__ = ["Chain", "ChainStep", "chain_fast_step"]
 
 class Chain:
     """The blocks of one Transformer layer (``TF.layer-chain``) and the map between their
-    parameter names and torch's. ``blocks`` is a list of lists: a list of length > 1, or one marked residual in
-    ``residual``, is a :class:`Residual` block; a lone layer norm is used as it is."""
+    parameter names and torch's. ``plan`` lists ``(is_residual, layers)``: a residual
+    block is a :class:`Residual` of its layers; a lone layer norm is used as it is."""
 
     def __init__(self, owner: Any, plan: list[tuple[bool, list[Layer]]]) -> None:
         names = {id(layer): name for name, layer in owner.named_children()}
