@@ -123,10 +123,15 @@ class _Stack(NamedChildren, Layer):
     @classmethod
     def from_shape(cls, input_shape, layer=None, num_layers=1, norm=None, *, n_outputs=None,
                    **kwargs) -> Any:  # fmt: skip
-        """``transformer_encoder(transformer_encoder_layer(2, 32), 2, layernorm)``: the layer
-        and the norm built for the per-sample shape (batch-first)."""
+        """``transformer_encoder([transformer_encoder_layer(2)], 2, layernorm)`` (the layer in
+        a one-item list on the command line): the layer and the norm built for the
+        per-sample shape (batch-first)."""
         if layer is None:
             raise ValueError(f"{cls.name} needs its layer, e.g. {cls.layer_class.name}(2, 32)")
+        if isinstance(layer, (list, tuple)) and len(layer) == 1:
+            layer = layer[0]  # the CLI's nested form: transformer_encoder([layer(...)], 2)
+        if isinstance(norm, (list, tuple)) and len(norm) == 1:
+            norm = norm[0]
         built = build_layer(layer, input_shape)
         norm = None if norm is None else build_layer(norm, input_shape)
         return cls(built, num_layers, norm, **kwargs)
