@@ -328,7 +328,8 @@ def torch_comparisons(layer: Any, case: dict, rng: np.random.Generator, equation
     Bound of each quantity: the largest of its own magnitude, the largest gradient of the
     step (a gradient through a layer norm is a difference of terms of that size) and its
     rounding sensitivity — how far it moves when every input and parameter is perturbed by
-    a relative ``δ = 2⁻²⁶``, per unit ``δ`` (``reference/stack.py``'s model: with
+    a relative ``δ = 2⁻²⁶``, per unit ``δ``, the larger of two draws times 4
+    (``reference/stack.py``'s model: with
     ``d_model = 1`` every layer-norm gradient is 0 exactly and torch's is rounding noise)."""
     out, cache = layer.forward(*case["inputs"], **case["kwargs"])
     d_out = rng.standard_normal(out.shape)
@@ -338,11 +339,13 @@ def torch_comparisons(layer: Any, case: dict, rng: np.random.Generator, equation
     actual.update({f"∂C/∂input{i}": d for i, d in enumerate(d_inputs)})
     actual.update({f"∂C/∂{n}": grads[n] for n, _ in layer.named_parameters()})
     expected = _torch_gradients(layer, case, d_out)
-    moved = _torch_gradients(layer, case, d_out, DELTA, np.random.default_rng(0))
+    # the larger of two ±δ draws, times 4: reference/stack.py's model (one draw can align
+    # better than the actual rounding; measured up to 4.8× one draw in deep chains)
+    moved = [_torch_gradients(layer, case, d_out, DELTA, np.random.default_rng(k)) for k in (0, 1)]
     floor = max(float(np.abs(v).max(initial=0.0)) for k, v in expected.items() if k != "output")
     comparisons = []
     for name, want in expected.items():
-        sensitivity = np.abs(moved[name] - want) / DELTA
+        sensitivity = 4.0 * np.maximum(*(np.abs(m[name] - want) for m in moved)) / DELTA
         base = np.maximum(np.abs(want), 1.0 if name == "output" else floor)
         scale = np.maximum(base, sensitivity)
         comparisons.append(Comparison(equation, name, actual[name], want, scale=scale))
