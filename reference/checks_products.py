@@ -74,7 +74,7 @@ def _layer_check(name: str):
     return check
 
 
-for _name in sorted(cls.__name__ for cls in LAYERS.classes()):
+for _name in sorted(c.__name__ for c in LAYERS.classes() if c.products_refusal is None):
     register_check(f"products-{_name}")(_layer_check(_name))
 
 

@@ -141,8 +141,12 @@ def _common_nn_configurations() -> Iterator[Configuration]:
             x = torch.randn(spec["input_size"], dtype=torch.float64)
         else:
             continue
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
-            x = x.to(torch.float64).detach().requires_grad_(True)
+        parts = x if isinstance(x, tuple) else (x,)  # common_nn spreads a tuple: module(*x)
+        parts = tuple(
+            p.to(torch.float64).detach().requires_grad_(True)
+            if isinstance(p, torch.Tensor) and p.is_floating_point() else p
+            for p in parts
+        )  # fmt: skip
         desc = spec.get("desc")
         for training in (True, False) if spec.get("check_eval") else (True,):
             mode = "train" if training else "eval"
@@ -151,7 +155,7 @@ def _common_nn_configurations() -> Iterator[Configuration]:
                 torch_name=name,
                 args=tuple(spec.get("constructor_args", ())),
                 kwargs={},
-                inputs=(x,),
+                inputs=parts,
                 input_kwargs={},
                 training=training,
                 constructor=spec.get("constructor"),

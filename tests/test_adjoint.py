@@ -119,6 +119,10 @@ def test_layer_vjp_is_the_adjoint_of_torch_jvp(name, seed):
     rng = np.random.default_rng(seed)
     layer, x = layer_case(name, rng)
     layer_adjoint(layer, x, rng).check()
+    if layer.products_refusal is not None:  # a declared gap: refused in one line, as said
+        with pytest.raises(NotImplementedError):
+            own_jvp_adjoint(layer, x, rng)
+        return
     own_jvp_adjoint(layer, x, rng).check()  # every layer has a forward mode (PROD.*.jvp)
 
 

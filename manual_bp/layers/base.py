@@ -120,6 +120,9 @@ class Layer(Configurable):
     hessian_is_zero: ClassVar[bool] = False
     #: True when the input holds indices (an embedding's): no input products exist.
     index_input: ClassVar[bool] = False
+    #: Why this class has no V-axis products (they raise NotImplementedError saying so), or
+    #: None: a declared gap the shared product tests check is refused, not skip silently.
+    products_refusal: ClassVar[str | None] = None
     #: ``bias`` is torch's bias array (``None`` when absent); the flag is ``has_bias``.
     stored_as: ClassVar[dict[str, str]] = {"bias": "has_bias"}
 

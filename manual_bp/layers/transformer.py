@@ -320,6 +320,10 @@ class TransformerDecoderLayer(_TransformerLayer):
     else the layer's input itself (``memory = tgt``: ``∂C/∂x = ∂tgt + ∂memory``).
     """
 
+    products_refusal = (
+        "the decoder's cross-attention has no V-axis products (products cover self-attention)"
+    )
+
     name = "transformer_decoder_layer"
     equation = "TF.decoder-layer"
     n_norms = 3

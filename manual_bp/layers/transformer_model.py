@@ -56,6 +56,10 @@ class Transformer(NamedChildren, Layer):
     One-input form (a stack): ``tgt`` is the :attr:`tgt` attribute when set, else the input.
     """
 
+    products_refusal = (
+        "the decoder's cross-attention has no V-axis products (products cover self-attention)"
+    )
+
     name = "transformer"
     equation = "TF.transformer"
     hyperparameters = ("d_model", "nhead", "num_encoder_layers", "num_decoder_layers",

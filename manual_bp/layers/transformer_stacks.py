@@ -246,6 +246,10 @@ class TransformerDecoder(_Stack):
     :class:`~manual_bp.layers.transformer.TransformerDecoderLayer`'s (:attr:`memory`).
     """
 
+    products_refusal = (
+        "the decoder's cross-attention has no V-axis products (products cover self-attention)"
+    )
+
     name = "transformer_decoder"
     equation = "TF.decoder"
     layer_class = TransformerDecoderLayer
