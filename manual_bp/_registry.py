@@ -14,6 +14,14 @@ from typing import Any, ClassVar, Generic, TypeVar
 __all__ = ["Configurable", "Registry", "UnknownNameError"]
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: the form a config has after a JSON round trip, so a
+    config compares equal before and after saving whatever spelling a layer keeps."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class Configurable:
     """Mixin: config, equality and repr from the ``hyperparameters`` attributes."""
 
@@ -33,7 +41,7 @@ class Configurable:
         """JSON-serialisable description: ``{"name": ..., <hyper-parameters>}``."""
         config: dict[str, Any] = {"name": self.name}
         for key in self.hyperparameters:
-            config[key] = self.hyperparameter(key)
+            config[key] = _plain(self.hyperparameter(key))
         return config
 
     def __eq__(self, other: object) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import reference.checks_attention as attention_checks  # attributes read at call time: the
 from manual_bp.layers import (
     Transformer,
     TransformerDecoder,
@@ -29,8 +30,10 @@ from manual_bp.layers import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+from reference import checks_attention  # read at call time: the checks import each other
 from reference.checks import register_check
-from reference.checks_attention import torch_mha, torch_mha_module
+
+# checks modules import each other through reference.checks
 from reference.checks_layers import plain_layernorm
 from reference.compare import Comparison
 from reference.components import torch_activation
@@ -182,8 +185,10 @@ def plain_encoder_layer(layer: TransformerEncoderLayer, params: dict, x: torch.T
     def sa(h):
         own = _sub(params, "self_attn.")
         if attention.key_padding_mask is not None:
-            return torch_mha_module(attention, own, h, h, h, None, attention.key_padding_mask)
-        return torch_mha(attention, own, h, h, h)
+            return attention_checks.torch_mha_module(
+                attention, own, h, h, h, None, attention.key_padding_mask
+            )
+        return checks_attention.torch_mha(attention, own, h, h, h)
 
     def ln(name, h):
         return plain_layernorm(children[name], _sub(params, f"{name}."), {}, h, None)

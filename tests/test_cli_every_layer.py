@@ -84,6 +84,18 @@ COMMANDS: dict[str, list[str]] = {
         "replicationpad1d(1), circularpad1d((1, 2)), flatten, dense(6), tanh, bilinear(5), "
         "dense, softmax",
     ],
+    "transformer": [
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--layers",
+        "reshape(8, 8), transformer_encoder([transformer_encoder_layer(2, dim_feedforward=16, "
+        "dropout=0.0)], 2, [layernorm]), transformer_encoder_layer(2, dim_feedforward=16, "
+        "norm_first=True), transformer_decoder_layer(2, dim_feedforward=16), "
+        "transformer_decoder([transformer_decoder_layer(2, dim_feedforward=8)], 1), "
+        "transformer(2, 1, 1, dim_feedforward=8), flatten, dense, softmax",
+    ],
     "recurrent": ["--layers", "unflatten(1, (8, 8)), gru(4), lstm(4), flatten, dense, softmax"],
     "attention": [  # Nielsen's default eta = 3.0 makes attention's scores overflow: Adam
         "--optimizer",

@@ -410,6 +410,29 @@ PAD_BUILDERS = {
 }
 
 
+def _transformer(cls_name: str) -> Builder:
+    def build(draw, shape: Shape):
+        E = shape[-1]
+        options = dict(
+            dim_feedforward=draw(st.integers(1, 4)), dropout=draw(st.sampled_from([0.0, 0.5])),
+            activation=draw(st.sampled_from(["relu", "gelu"])), norm_first=draw(st.booleans()),
+            bias=draw(st.booleans()), batch_first=True,
+        )  # fmt: skip
+        heads = draw(st.sampled_from([h for h in (1, 2) if E % h == 0]))
+        seed = _seed(draw)
+        if cls_name == "Transformer":
+            return L["Transformer"](E, heads, 1, 1, **options, seed=seed)
+        encoder = cls_name in ("TransformerEncoderLayer", "TransformerEncoder")
+        inner = "TransformerEncoderLayer" if encoder else "TransformerDecoderLayer"
+        layer = L[inner](E, heads, **options, seed=seed)
+        if cls_name == inner:
+            return layer
+        norm = L["LayerNorm"](E) if draw(st.booleans()) else None
+        return L[cls_name](layer, draw(st.integers(1, 2)), norm, seed=seed)
+
+    return build
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -439,6 +462,16 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
     "Bilinear": (("features", "sequences"), _bilinear),
+    **{
+        name: (("sequences",), _transformer(name))
+        for name in (
+            "TransformerEncoderLayer",
+            "TransformerDecoderLayer",
+            "TransformerEncoder",
+            "TransformerDecoder",
+            "Transformer",
+        )
+    },
     **PAD_BUILDERS,
     "AdaptiveAvgPool1d": (("sequences",), _adaptive(L["AdaptiveAvgPool1d"])),
     "AdaptiveMaxPool1d": (("sequences",), _adaptive(L["AdaptiveMaxPool1d"])),

@@ -68,6 +68,10 @@ class LPPoolNd(Layer):
         if not norm_type > 0:
             raise ValueError(f"norm_type must be positive, got {norm_type!r}")
         self.norm_type = float(norm_type) if isinstance(norm_type, np.number) else norm_type
+        # JSON gives back lists: one spelling (a tuple) whatever the round trip
+        kernel_size, stride = (
+            tuple(v) if isinstance(v, list) else v for v in (kernel_size, stride)
+        )
         self.kernel_size, self.stride, self.ceil_mode = kernel_size, stride, bool(ceil_mode)
         # the window averages torch takes: avg_pool(x^p) without padding, ceil_mode as given
         self.average = _AVERAGES[self.dims](kernel_size, stride, 0, ceil_mode)

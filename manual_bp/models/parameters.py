@@ -80,8 +80,12 @@ class StackParameters:
 
         def visit(path: str, layer: Layer) -> None:
             named.append((path, layer))
-            for index, child in enumerate(layer.children()):
-                visit(f"{path}.{index}", child)
+            # torch's attribute names where a container has them (a Transformer's
+            # "encoder.layers.0"), positions otherwise (a residual block's "0")
+            children = getattr(layer, "named_children", None)
+            pairs = children() if children else enumerate(layer.children())
+            for name, child in pairs:
+                visit(f"{path}.{name}", child)
 
         for prefix, layer in zip(self._name_prefixes(), self.layers, strict=True):
             visit(prefix[:-1], layer)
