@@ -54,6 +54,7 @@ def module_tests_markdown(summary: dict[str, Any]) -> list[str]:
         "",
         f"**{module_tests_text(summary)}.**",
         "",
+        *_coverage(summary),
         "| source | " + " | ".join(OUTCOMES) + " |",
         "|---|" + "---:|" * len(OUTCOMES),
     ]
@@ -65,3 +66,17 @@ def module_tests_markdown(summary: dict[str, Any]) -> list[str]:
     for name, counts in summary["by_class"].items():
         lines.append(f"| `{name}` | " + " | ".join(str(counts.get(o, 0)) for o in OUTCOMES) + " |")
     return [*lines, ""]
+
+
+def _coverage(summary: dict[str, Any]) -> list[str]:
+    """The coverage line: how many of module_db's module classes the library has."""
+    if "module_db_classes" not in summary:
+        return []
+    missing = summary["module_db_missing"]
+    return [
+        f"**Coverage: the library has {summary['module_db_have']} of the "
+        f"{summary['module_db_classes']} module classes of torch's `module_db`.** Missing, or "
+        "not yet torch's (the torch-named losses keep the library's convention until issue "
+        f"26): {', '.join(f'`{m}`' for m in missing) if missing else 'none'}.",
+        "",
+    ]
