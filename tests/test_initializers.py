@@ -24,7 +24,10 @@ from reference.checks_initializers import init_schemes_check, moment_comparisons
 seeds = st.integers(0, 2**31 - 1)
 
 #: (per-sample input shape, positional args) tried in turn to build a layer from a spec
-RECIPES = [((40,), (48,)), ((6, 9, 9), (8, 3)), ((6, 12), (8, 3)), ((7, 40), (32,))]
+RECIPES = [
+    ((40,), (48,)), ((6, 9, 9), (8, 3)), ((6, 12), (8, 3)), ((7, 40), (32,)),
+    ((6, 5, 5, 5), (8, 3)),
+]  # fmt: skip
 
 
 @settings(max_examples=40)
