@@ -30,11 +30,12 @@ from manual_bp.layers import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from reference import checks_attention  # read at call time: the checks import each other
+from reference import checks_attention, checks_layers  # read at call time: they import
+
+# each other through reference.checks
 from reference.checks import register_check
 
 # checks modules import each other through reference.checks
-from reference.checks_layers import plain_layernorm
 from reference.compare import Comparison
 from reference.components import torch_activation
 from reference.products import product_comparisons, register_plain_twin
@@ -191,7 +192,7 @@ def plain_encoder_layer(layer: TransformerEncoderLayer, params: dict, x: torch.T
         return checks_attention.torch_mha(attention, own, h, h, h)
 
     def ln(name, h):
-        return plain_layernorm(children[name], _sub(params, f"{name}."), {}, h, None)
+        return checks_layers.plain_layernorm(children[name], _sub(params, f"{name}."), {}, h, None)
 
     act = torch_activation(children["activation"].activation)
 
@@ -216,7 +217,7 @@ def _encoder_twin(layer, params, buffers, x, cache):
     for i, inner in enumerate(layer.layers):
         x = plain_encoder_layer(inner, _sub(params, f"layers.{i}."), x)
     if layer.norm_layer is not None:
-        x = plain_layernorm(layer.norm_layer, _sub(params, "norm."), {}, x, None)
+        x = checks_layers.plain_layernorm(layer.norm_layer, _sub(params, "norm."), {}, x, None)
     return x
 
 

@@ -282,7 +282,7 @@ MUTATIONS = [
     Mutation(
         "LAYER.maxpool2d",
         "the first tap of a window never wins (the first-maximum chain skips ne₀)",
-        "manual_bp/layers/pooling.py",
+        "manual_bp/layers/pooling_products.py",
         "for tap in range(len(taps) - 2, -1, -1):",
         "for tap in range(len(taps) - 2, 0, -1):",
         "tests/test_pooling.py::test_maxpool2d_matches_torch",
@@ -346,7 +346,7 @@ MUTATIONS = [
     Mutation(
         "ATT.sdpa",
         "scale by 1/d instead of 1/√d",
-        "manual_bp/layers/attention.py",
+        "manual_bp/layers/attention_sdpa.py",
         "scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)",
         "scale = 1.0 / float(q.shape[-1]) if scale is None else float(scale)",
         "tests/test_attention.py::test_sdpa_matches_torch",
@@ -354,7 +354,7 @@ MUTATIONS = [
     Mutation(
         "LAYER.maxpool2d",
         "let a padding tap win against an input of −∞",
-        "manual_bp/layers/pooling.py",
+        "manual_bp/layers/pooling_products.py",
         "index *= differs if inside is None else differs | ~inside[tap]",
         "index *= differs",
         "tests/test_pooling.py::test_maxpool_padding_never_wins_even_against_minus_infinity",
