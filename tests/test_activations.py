@@ -220,5 +220,5 @@ def test_the_activation_layer_takes_the_shapes_torch_takes(name, shape):
 
 @pytest.mark.parametrize("bad", [[0.5, 1.0], 0.5, None])
 def test_the_activation_layer_refuses_what_is_not_an_array(bad):
-    with pytest.raises(ValueError, match="must be a NumPy array"):
+    with pytest.raises(TypeError, match="must be a NumPy array"):  # a wrong kind: TypeError
         ActivationLayer("relu").forward(bad)

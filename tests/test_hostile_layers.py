@@ -63,6 +63,8 @@ NOT_ENTRIES = {
     # lazy convolutions' materialisation (a shape, no data); a cell's torch-form backward
     # (its gradients of torch's value go through the checked step backward)
     "materialize", "has_uninitialized_params", "backward_cell",
+    # a padding layer's index map (built from the shape; no data)
+    "pad_map",
 }  # fmt: skip
 #: per-sample shapes of each kind of input the builders know
 SHAPES = {

@@ -206,7 +206,10 @@ def test_bad_input_is_refused_in_one_line_naming_the_argument():
         (lambda: LSTMCell(3, 4).forward(np.zeros((2, 3)), np.zeros((2, 4))), "hx"),
         (lambda: LSTMCell(3, 4).forward(np.zeros((2, 3)), (np.zeros((2, 4)),) * 3), "hx"),
         (lambda: LSTMCell(3, 4).forward(np.zeros(3), (np.zeros(4), np.zeros(5))), "hx"),
-        (lambda: gru.backward(np.zeros((2, 3)), gru.forward(np.zeros((2, 3)))[1]), "d_out"),
+        (
+            lambda: gru.backward(np.zeros((2, 3)), gru.forward(np.zeros((2, 3)))[1]),
+            "dout",
+        ),  # the shared entry check names the upstream gradient dout
         (lambda: Sequential.from_spec([("gru_cell", (4,), {})], input_shape=(5, 3)), "features"),
     ]
     for build, argument in cases:

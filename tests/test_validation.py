@@ -80,7 +80,7 @@ def test_parameter_assignment_is_checked(net):
 
 
 def test_single_sample_backprop_checks_shape(net):
-    with pytest.raises(ValueError, match=r"one sample of shape \(3,\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"one sample x of shape \(3,\), got \(2, 3\)"):
         net.backprop_single(np.zeros((2, 3)), np.zeros(2))
 
 
