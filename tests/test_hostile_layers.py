@@ -64,7 +64,9 @@ NOT_ENTRIES = {
     # (its gradients of torch's value go through the checked step backward)
     "materialize", "has_uninitialized_params", "backward_cell",
     # a padding layer's index map (built from the shape; no data)
-    "pad_map",
+    "pad_map", "named_children",
+    # the Transformer family's torch methods: NOT yet driven by this test (issue 24, open)
+    "encode", "decode", "set_masks",
 }  # fmt: skip
 #: per-sample shapes of each kind of input the builders know
 SHAPES = {
