@@ -220,6 +220,10 @@ def _tangents(method: Callable) -> Callable:
 
     def product(self, cache, T, *args, **kwargs):
         _check_cache(self, cache)
+        if isinstance(T, tuple):  # one tangent stack per input (Bilinear's two inputs)
+            for i, part in enumerate(T):
+                check_like(self, part, f"{name}[{i}]", None, stacked=True, what="input")
+            return method(self, cache, T, *args, **kwargs)
         check_like(self, T, name, _input_spec(self, cache), stacked=True, what="input")
         with _quiet(cache, T):
             return method(self, cache, T, *args, **kwargs)
@@ -243,10 +247,15 @@ def _residual(method: Callable) -> Callable:
     def residual(self, cache, dout, T, T_params=None):
         _check_cache(self, cache)
         check_like(self, dout, "dout", output_spec(cache), stacked=False, what="output")
-        if T is not None:
+        if isinstance(T, tuple):  # one tangent stack per input (Bilinear's two inputs)
+            for i, part in enumerate(T):
+                check_like(self, part, f"T[{i}]", None, stacked=True, what="input")
+        elif T is not None:
             check_like(self, T, "T", _input_spec(self, cache), stacked=True, what="input")
         if T_params is not None:
             check_tangent_params(self, T_params)
+        if isinstance(T, tuple):
+            return method(self, cache, dout, T, T_params)
         with _quiet(cache, dout, T, *(T_params or {}).values()):
             return method(self, cache, dout, T, T_params)
 
