@@ -271,7 +271,7 @@ def test_float32_products_stay_float32(name, training):
         n: rng.standard_normal((3, *p.shape)).astype(np.float32) for n, p in layer.params.items()
     }
 
-    def products(c, m, t, tp):
+    def products(c, m, t, tp, layer=layer):
         found = {"input_vjp": layer.input_vjp(c, m), "input_jvp": layer.input_jvp(c, t)}
         found.update({f"param_vjp[{n}]": v for n, v in layer.param_vjp(c, m).items()})
         if tp:
@@ -286,9 +286,17 @@ def test_float32_products_stay_float32(name, training):
     for field in ("input", "x_hat", "inv_std", "weight"):
         if getattr(cache, field, None) is not None:
             setattr(wide, field, getattr(cache, field).astype(np.float64))
+    twin = copy.deepcopy(layer)  # the same layer in float64 (a float32 layer takes float32)
+    for store in (twin.params, twin.buffers):
+        for key, value in store.items():
+            if value.dtype == np.float32:
+                store[key] = value.astype(np.float64)
+    if hasattr(twin, "dtype"):
+        twin.dtype = np.dtype(np.float64)
     double = products(
-        wide, M.astype(float), T.astype(float), {n: v.astype(float) for n, v in T_params.items()}
-    )
+        wide, M.astype(float), T.astype(float), {n: v.astype(float) for n, v in T_params.items()},
+        twin,
+    )  # fmt: skip
     for key, value in single.items():
         assert value.dtype == np.float32, f"{name} {key}: {value.dtype}"
         scale = np.abs(double[key]).max(initial=0.0) + 1.0
