@@ -333,7 +333,7 @@ class VerificationReport:
         lines += [f"- `{name}`: {n}" for name, n in self.checks.items()]
         problems = self._problems()
         if problems:
-            lines += ["", "## Problems", "", "```", *problems, "```"]
+            lines += ["", "## Problems", "", "```text", *problems, "```"]
         return "\n".join(lines) + "\n"
 
     def _oracles(self) -> set[str]:

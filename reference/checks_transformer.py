@@ -415,8 +415,14 @@ def transformer_chain_check(rng: np.random.Generator) -> list[Comparison]:
 # ---------------------------------------------------------------------- stack blocks
 def _block(cls: type):
     def block(rng: np.random.Generator, shape: tuple[int, ...]):
+        from manual_bp.layers import Dense
+
+        widen = []
+        if shape[-1] < 2:  # a layer norm of one feature is exactly 0 (torch's: rounding
+            widen = [Dense(shape[-1], 2, seed=int(rng.integers(2**31)))]  # noise): widen
+            shape = (*shape[:-1], 2)
         layer = draw_layer(rng, cls, d_model=shape[-1], batch_first=True)
-        return [layer], shape
+        return [*widen, layer], shape
 
     return block
 
