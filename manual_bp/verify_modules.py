@@ -32,7 +32,8 @@ def module_tests_problems(summary: dict[str, Any] | None) -> list[str]:
     bad = {o: summary.get(o, 0) for o in ("disagree", "crash") if summary.get(o)}
     if not bad:
         return []
-    return [f"TORCH MODULE TESTS: {', '.join(f'{n} {o}' for o, n in bad.items())}"]
+    named = [f"  {key}: {detail}" for key, detail in summary.get("failures", {}).items()]
+    return [f"TORCH MODULE TESTS: {', '.join(f'{n} {o}' for o, n in bad.items())}", *named]
 
 
 def module_tests_markdown(summary: dict[str, Any]) -> list[str]:

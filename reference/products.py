@@ -38,7 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from manual_bp.layers import BatchCouplingError, Layer
 from reference.compare import Comparison
-from reference.stack import TorchForward, shake_cache, torch_layer_forward
+from reference.stack import TorchForward, paired_shakes, shake_cache, torch_layer_forward
 
 __all__ = [
     "PLAIN_TWINS",
@@ -135,13 +135,6 @@ def torch_products(
     return result
 
 
-def _shake(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
-    def shake(array: np.ndarray) -> np.ndarray:
-        return array * (1.0 + DELTA * rng.choice([-1.0, 1.0], size=array.shape))
-
-    return shake
-
-
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b))
 
@@ -189,6 +182,7 @@ def product_comparisons(
     """Every product of ``layer`` at input ``x`` against ``torch.func``, plus the identities."""
     buffers = dict(layer.named_buffers())  # a container's: its children's, by dotted name
     state = {k: b.copy() for k, b in buffers.items()}
+    extra = [each.get_extra_state() for each in _layers(layer)]
     out, cache = layer.forward(x)
     for k, b in state.items():  # the oracle runs at the buffers the forward used
         buffers[k][...] = b
@@ -210,12 +204,24 @@ def product_comparisons(
         T2_params[name][:, frozen] = 0.0
     point = (cache, M, T, T_params, g, T2, T2_params)
     ours = _ours(layer, *point[:5], per_sample)
-    # One random ±δ pattern estimates how far rounding moves a value; the actual pattern can
+    # One ±δ pattern estimates how far rounding moves a value; the actual pattern can
     # align worse (measured up to 4.8× one draw at the end of a deep residual chain): the
-    # larger of two draws, times 4, as reference/stack.py's sensitivity model. The same
-    # shaken points serve the identities, whose terms cancel inside a normalisation over
-    # two values ((σ² + ε)/ε) where magnitude sums cannot see it.
-    shaken_points = [_shaken(point, rng) for _ in range(2)]
+    # larger of a paired draw (reference.stack.paired_shakes: a pair of neighbours gets
+    # equal signs in one and opposite in the other), times 4, as reference/stack.py's
+    # sensitivity model. The same shaken points serve the identities, whose terms cancel
+    # inside a normalisation over two values ((σ² + ε)/ε) where magnitude sums cannot
+    # see it.
+    # A container's forward also rounds between its children, and a later child can
+    # amplify that (a layer norm over two features after a residual sum that cancels):
+    # its probes re-run the forward with the input and every weight shaken (backward
+    # error analysis: a rounded matrix product is an exact one of weights moved ~ε).
+    seed = int(rng.integers(2**32))
+    shaken_points = []
+    for shake in paired_shakes(seed, DELTA):
+        at = cache
+        if layer.children():
+            at = _forward_shaken(layer, x, shake, state, extra)
+        shaken_points.append(_shaken((at, *point[1:]), shake))
     shaken_ours = [_ours(layer, *q[:5], per_sample) for q in shaken_points]
     shakes = [_flat(o) for o in shaken_ours]
     expected = torch_products(layer, x, cache, M, T, T_params, g)
@@ -231,7 +237,7 @@ def product_comparisons(
         if got is None:  # e.g. a parameter the layer left out of a product
             got = np.full(want.shape, np.nan)
         moved = [np.abs(shaken.get(key, got) - got) for shaken in shakes]
-        scale = np.maximum(np.abs(want), 4.0 * np.maximum(*moved) / DELTA)
+        scale = np.maximum(np.abs(want), 4.0 * np.max(moved, axis=0) / DELTA)
         comparisons.append(
             Comparison(_equation(layer, kind), f"{key} vs torch.func", got, want, scale)
         )
@@ -241,18 +247,48 @@ def product_comparisons(
         for q, o in zip(shaken_points, shaken_ours, strict=True)
     ]
     for i, (equation, name, actual, want, magnitude) in enumerate(base):
-        moved = np.maximum(
-            *(np.maximum(np.abs(m[i][2] - actual), np.abs(m[i][3] - want)) for m in moved_ids)
+        moved = np.max(
+            [np.maximum(np.abs(m[i][2] - actual), np.abs(m[i][3] - want)) for m in moved_ids],
+            axis=0,
         )
         scale = np.maximum(magnitude, 4.0 * moved / DELTA)
         comparisons.append(Comparison(equation, name, actual, want, scale))
     return comparisons
 
 
-def _shaken(point: tuple, rng: np.random.Generator) -> tuple:
-    """``(cache, M, T, T_params, g, T2, T2_params)`` with every float entry times ``1 ± δ``."""
+def _layers(layer: Layer) -> list[Layer]:
+    """``layer`` and every layer below it."""
+    return [layer] + [each for child in layer.children() for each in _layers(child)]
+
+
+def _forward_shaken(layer: Layer, x: np.ndarray, shake: Callable, state: dict, extra: list) -> Any:
+    """The cache of ``layer``'s forward at a shaken input with shaken weights, run from
+    the buffers and generator states of the first forward (so dropout draws the same
+    masks); parameters, buffers and generators are left as they were."""
+    buffers, layers = dict(layer.named_buffers()), _layers(layer)
+    after = ({k: b.copy() for k, b in buffers.items()}, [e.get_extra_state() for e in layers])
+    weights = [(array, array.copy()) for _, array in layer.named_parameters()]
+    try:
+        for k, b in buffers.items():
+            b[...] = state[k]
+        for each, saved in zip(layers, extra, strict=True):
+            each.set_extra_state(saved)
+        for array, _ in weights:
+            array[...] = shake(array)
+        index_input = getattr(layer, "index_input", False)
+        return layer.forward(x if index_input else shake(x))[1]
+    finally:
+        for array, original in weights:
+            array[...] = original
+        for k, b in buffers.items():
+            b[...] = after[0][k]
+        for each, saved in zip(layers, after[1], strict=True):
+            each.set_extra_state(saved)
+
+
+def _shaken(point: tuple, shake: Callable[[np.ndarray], np.ndarray]) -> tuple:
+    """``(cache, M, T, T_params, g, T2, T2_params)`` with every float entry shaken."""
     cache, *vectors = point
-    shake = _shake(rng)
 
     def each(value):
         if value is None:

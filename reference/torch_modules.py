@@ -360,6 +360,11 @@ def summary(found: dict[str, Outcome]) -> dict[str, Any]:
         "tolerance": TOLERANCE,
         "by_source": {k: dict(v) for k, v in sorted(by_source.items())},
         "by_class": {k: dict(v) for k, v in sorted(by_class.items())},
+        "failures": {
+            key: f"{o.status}: {o.detail}"
+            for key, o in sorted(found.items())
+            if o.status in ("disagree", "crash")
+        },
     }
 
 
