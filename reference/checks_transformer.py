@@ -39,7 +39,13 @@ from reference.checks import register_check
 from reference.compare import Comparison
 from reference.components import torch_activation
 from reference.products import product_comparisons, register_plain_twin
-from reference.stack import random_stack, register_block, register_torch, stack_comparisons
+from reference.stack import (
+    paired_shakes,
+    random_stack,
+    register_block,
+    register_torch,
+    stack_comparisons,
+)
 
 __all__ = ["draw_layer", "torch_module", "torch_transformer_call", "transformer_case"]
 
@@ -310,17 +316,31 @@ def transformer_case(layer: Any, rng: np.random.Generator) -> dict[str, Any]:
 DELTA = 2.0**-26
 
 
-def _torch_gradients(layer, case, d_out, perturb: float = 0.0, rng=None) -> dict:
-    """torch's output and gradients; inputs and parameters scaled by ``1 ± perturb``."""
+def _torch_gradients(layer, case, d_out, shake=None) -> dict:
+    """torch's output and gradients; with ``shake``, the inputs, the parameters and the
+    output of every submodule (its rounding, which a later layer norm over two features
+    can amplify) shaken."""
 
     def jitter(a: np.ndarray) -> torch.Tensor:
-        a = a if not perturb else a * (1.0 + perturb * rng.choice([-1.0, 1.0], size=a.shape))
-        return torch.tensor(a, requires_grad=True)
+        return torch.tensor(a if shake is None else shake(a), requires_grad=True)
+
+    def shake_output(module, args, out):
+        first = out[0] if isinstance(out, tuple) else out
+        shaken = first * torch.tensor(shake(np.ones(tuple(first.shape))))
+        return (shaken, *out[1:]) if isinstance(out, tuple) else shaken
 
     params = {n: jitter(p) for n, p in layer.named_parameters()}
     inputs = [jitter(a) for a in case["inputs"]]
     kwargs = {k: _tensor(v) for k, v in case["kwargs"].items()}
-    out = torch_transformer_call(layer, params, *inputs, **kwargs)
+    module = torch_module(layer)
+    hooks = [] if shake is None else [
+        sub.register_forward_hook(shake_output) for sub in module.modules() if sub is not module
+    ]  # fmt: skip
+    try:
+        out = torch_transformer_call(layer, params, *inputs, **kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
     (out * torch.tensor(d_out)).sum().backward()
     found = {"output": out.detach().numpy()}
     found.update({f"∂C/∂input{i}": t.grad.numpy() for i, t in enumerate(inputs)})
@@ -345,9 +365,10 @@ def torch_comparisons(layer: Any, case: dict, rng: np.random.Generator, equation
     actual.update({f"∂C/∂input{i}": d for i, d in enumerate(d_inputs)})
     actual.update({f"∂C/∂{n}": grads[n] for n, _ in layer.named_parameters()})
     expected = _torch_gradients(layer, case, d_out)
-    # the larger of two ±δ draws, times 4: reference/stack.py's model (one draw can align
-    # better than the actual rounding; measured up to 4.8× one draw in deep chains)
-    moved = [_torch_gradients(layer, case, d_out, DELTA, np.random.default_rng(k)) for k in (0, 1)]
+    # the larger of a paired ±δ draw, times 4: reference/stack.py's model (one draw can
+    # align better than the actual rounding; measured up to 4.8× one draw in deep chains;
+    # the pair gives neighbours both equal and opposite signs)
+    moved = [_torch_gradients(layer, case, d_out, shake) for shake in paired_shakes(0, DELTA)]
     floor = max(float(np.abs(v).max(initial=0.0)) for k, v in expected.items() if k != "output")
     comparisons = []
     for name, want in expected.items():
