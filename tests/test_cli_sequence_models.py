@@ -195,3 +195,19 @@ def test_transformer_with_dropout_from_a_spec_file_evaluates_as_torch(tmp_path, 
     )
     saved.train()  # and training mode does drop
     assert not np.allclose(saved.forward(x[:20])[0], ours[:20])
+
+
+def test_the_conditioning_probe_refuses_an_unprobed_run():
+    """Plain SGD is folded into the fused step and never calls ``optimizer.step``: the
+    gradient probe would silently measure nothing, so the run is refused, naming why."""
+    from manual_bp.model_spec import parse_layers
+    from manual_bp.models.sequential import Sequential
+    from manual_bp.optimizers import SGD
+
+    model = Sequential.from_spec(parse_layers("dense, softmax"), (64,), 10, seed=0)
+    fit = dict(epochs=1, batch_size=500, seed=0)
+    with pytest.raises(ValueError, match=r"never called step \(fused plain SGD\)"):
+        trajectory_sensitivity(model, load_digits(), make_optimizer=lambda: SGD(0.1), **fit)
+    trajectory_sensitivity(
+        model, load_digits(), make_optimizer=lambda: SGD(0.1, momentum=0.5), **fit
+    )
