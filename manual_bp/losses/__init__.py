@@ -8,7 +8,8 @@ torch's class name.
 Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
 
 * :mod:`~manual_bp.losses.base` — the :class:`Loss` protocol, torch's reduction and the
-  registry.
+  registry;
+* :mod:`~manual_bp.losses.ctc` — connectionist temporal classification (``CTCLoss``).
 """
 
 from manual_bp.losses.base import (
@@ -21,10 +22,12 @@ from manual_bp.losses.base import (
     reduce_vjp,
     register_loss,
 )
+from manual_bp.losses.ctc import CTCLoss
 
 __all__ = [
     "LOSSES",
     "REDUCTIONS",
+    "CTCLoss",
     "Loss",
     "check_reduction",
     "get_loss",
