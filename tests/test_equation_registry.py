@@ -20,6 +20,7 @@ import pytest
 from manual_bp.activations import ACTIVATIONS
 from manual_bp.costs import COSTS
 from manual_bp.equations import EQUATIONS
+from manual_bp.losses import LOSSES
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR = re.compile(r'<a id="([^"]+)"></a>')
@@ -119,6 +120,10 @@ def test_every_component_equation_is_registered():
         for activation, (equation_id, _) in cls.shortcuts.items():
             if equation_id not in EQUATIONS:
                 missing.append(f"{cls.__name__} shortcut for {activation}: {equation_id!r}")
+    for cls in LOSSES.classes():
+        for equation_id in (cls.equation_value, cls.equation_grad):
+            if equation_id not in EQUATIONS:
+                missing.append(f"{cls.__name__}: {equation_id!r}")
     assert not missing, f"components name unregistered equations: {missing}"
 
 
