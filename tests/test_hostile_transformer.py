@@ -197,16 +197,24 @@ def cases(draw, name: str):
     names = _parameters(cls, method)
     two = "src" in names and "tgt" in names
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    n = draw(st.integers(0, 3))  # 0: the empty batch, accepted as torch
+    unbatched = method == "forward" and draw(st.booleans())  # torch's (L, E) form
+    n = 1 if unbatched else draw(st.integers(0, 3))  # 0: the empty batch, accepted as torch
     args = {p: _valid(draw, p, two, n, _heads(layer), rng) for p in names}
-    return layer, method, args, n
+    if unbatched:  # sequences (L, E), padding masks (S,); attention masks (nhead, L, S) stay
+        args = {p: _unbatched(p, v) for p, v in args.items()}
+    return layer, method, args, n, unbatched
+
+
+def _unbatched(name: str, value: Any) -> Any:
+    squeeze = KINDS[name] in ("sequence", "padding") and value is not None
+    return value[0] if squeeze else value
 
 
 @pytest.mark.parametrize("name", FAMILY)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_hostile_arguments_are_refused_in_one_line_or_computed_as_torch(name, data):
-    layer, method, args, n = data.draw(cases(name))
+    layer, method, args, n, unbatched = data.draw(cases(name))
     names = [p for p in args if KINDS[p] != "hint" and not (method == "forward" and p == next(
         iter(args)))]  # fmt: skip
     valid = _call(layer, method, args)  # the drawn arguments are valid
@@ -221,6 +229,7 @@ def test_hostile_arguments_are_refused_in_one_line_or_computed_as_torch(name, da
             return
         two = "src" in args and "tgt" in args
         value = np.zeros(_shape(target, two, n, _heads(layer), False), bool)
+        value = _unbatched(target, value) if unbatched else value
     choices = (
         SEQUENCE_REFUSED + SEQUENCE_ACCEPTED
         if KINDS[target] == "sequence"
