@@ -35,7 +35,6 @@ __all__ = [
     "check_nonempty",
     "check_output_domain",
     "check_real_dtype",
-    "check_row_indices",
     "check_target_domain",
     "distribution_tolerance",
     "is_label_vector",
@@ -166,23 +165,6 @@ def check_size(x: np.ndarray, owner: str, name: str, limit: int) -> None:
         raise ValueError(
             f"{owner}: {name} has shape {x.shape}, {x.size * x.dtype.itemsize / 2**30:.3g} GiB "
             f"as {x.dtype}: more than this machine's memory ({limit / 2**30:.3g} GiB)"
-        )
-
-
-def check_row_indices(index: Any, n_rows: int, name: str = "index") -> None:
-    """Raise unless ``index`` is a 1-D integer array of row numbers in ``[0, n_rows)``: a
-    gather with ``mode="clip"`` would silently take the last row for an index past it."""
-    if not isinstance(index, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array of row numbers, got {type(index).__name__}")
-    if index.dtype.kind not in "iu" or index.ndim != 1:
-        raise TypeError(
-            f"{name} must be a 1-D array of integer row numbers, got dtype {index.dtype} "
-            f"and shape {index.shape}"
-        )
-    if index.size and (int(index.min()) < 0 or int(index.max()) >= n_rows):
-        raise ValueError(
-            f"{name} holds row numbers from {int(index.min())} to {int(index.max())}; the "
-            f"data has {n_rows} rows (0 to {n_rows - 1})"
         )
 
 

@@ -59,9 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._validation import check_row_indices
-
-__all__ = ["GenericStep", "check_trainer_data", "shape_buffers"]
+__all__ = ["GenericStep", "check_row_indices", "check_trainer_data", "shape_buffers"]
 
 
 class GenericStep:
@@ -96,6 +94,23 @@ def shape_buffers(
     if found is None:
         found = store[key] = make()
     return found
+
+
+def check_row_indices(index: Any, n_rows: int, name: str = "index") -> None:
+    """Raise unless ``index`` is a 1-D integer array of row numbers in ``[0, n_rows)``: a
+    gather with ``mode="clip"`` would silently take the last row for an index past it."""
+    if not isinstance(index, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array of row numbers, got {type(index).__name__}")
+    if index.dtype.kind not in "iu" or index.ndim != 1:
+        raise TypeError(
+            f"{name} must be a 1-D array of integer row numbers, got dtype {index.dtype} "
+            f"and shape {index.shape}"
+        )
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= n_rows):
+        raise ValueError(
+            f"{name} holds row numbers from {int(index.min())} to {int(index.max())}; the "
+            f"data has {n_rows} rows (0 to {n_rows - 1})"
+        )
 
 
 def check_trainer_data(
