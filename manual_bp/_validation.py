@@ -79,9 +79,9 @@ def as_array(x: Any, name: str) -> np.ndarray:
             raise TypeError(f"{name} is None; expected an array of real numbers")
         try:
             x = np.asarray(x)
-        except ValueError as error:  # ragged nesting
+        except ValueError:  # ragged nesting (NumPy's own text names its internals)
             raise ValueError(
-                f"{name} is not a rectangular array (rows of different lengths?): {error}"
+                f"{name} is not a rectangular array (nested rows of different lengths)"
             ) from None
     check_real_dtype(x, name)
     return x

@@ -65,9 +65,10 @@ NOT_ENTRIES = {
     "materialize", "has_uninitialized_params", "backward_cell",
     # a padding layer's index map (built from the shape; no data)
     "pad_map", "named_children",
-    # the Transformer family's torch methods: NOT yet driven by this test (issue 24, open)
-    "encode", "decode", "set_masks",
 }  # fmt: skip
+#: entries with arguments of their own kinds (masks, a memory), each argument driven by
+#: tests/test_hostile_transformer.py (which fails when one is not)
+DRIVEN_ELSEWHERE = {"encode", "decode", "set_masks"}
 #: per-sample shapes of each kind of input the builders know
 SHAPES = {
     "features": (3,), "images": (2, 4, 4), "sequences": (3, 4), "tokens": (3,),
@@ -99,7 +100,7 @@ def test_every_public_entry_is_covered():
     registered = {cls.__name__ for cls in LAYERS.classes()}
     assert registered <= set(BUILDERS), f"no builder for {registered - set(BUILDERS)}"
     for cls in LAYERS.classes():
-        unknown = public_methods(cls) - set(ENTRIES) - NOT_ENTRIES
+        unknown = public_methods(cls) - set(ENTRIES) - NOT_ENTRIES - DRIVEN_ELSEWHERE
         assert not unknown, f"{cls.__name__}: public methods not covered: {sorted(unknown)}"
         assert {"forward", "backward"} <= set(entries(cls))
 

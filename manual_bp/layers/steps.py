@@ -41,15 +41,25 @@ Embedding              ``EmbeddingStep`` (``embedding``)           gather; sorte
 
 Work that BLAS does not thread is split over the mini-batch's rows with
 :func:`manual_bp._threads.parallel_rows` (the same bits on any thread count).
+
+The steps take unchecked arrays (a check per step would cost a tenth of a small step): they
+are no public entry. ``layer.fast_step()`` is the trainer's constructor, no step class is
+exported, and the trainer's own entries check their data once (issue 24):
+:meth:`FusedTrainer.gradients <manual_bp.training.fused.FusedTrainer.gradients>` through the
+model's ``prepare_inputs``/``prepare_targets``; ``step`` and ``run_epoch`` take the arrays
+:func:`~manual_bp.training.train` prepared, and their entry check is
+:func:`check_trainer_data` (x, y and the row indices; O(1) in the data but for the indices'
+range, once per call: ``run_epoch`` checks its batches together, then steps unchecked).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["GenericStep", "shape_buffers"]
+__all__ = ["GenericStep", "check_row_indices", "check_trainer_data", "shape_buffers"]
 
 
 class GenericStep:
@@ -84,3 +94,53 @@ def shape_buffers(
     if found is None:
         found = store[key] = make()
     return found
+
+
+def check_row_indices(index: Any, n_rows: int, name: str = "index") -> None:
+    """Raise unless ``index`` is a 1-D integer array of row numbers in ``[0, n_rows)``: a
+    gather with ``mode="clip"`` would silently take the last row for an index past it."""
+    if not isinstance(index, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array of row numbers, got {type(index).__name__}")
+    if index.dtype.kind not in "iu" or index.ndim != 1:
+        raise TypeError(
+            f"{name} must be a 1-D array of integer row numbers, got dtype {index.dtype} "
+            f"and shape {index.shape}"
+        )
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= n_rows):
+        raise ValueError(
+            f"{name} holds row numbers from {int(index.min())} to {int(index.max())}; the "
+            f"data has {n_rows} rows (0 to {n_rows - 1})"
+        )
+
+
+def check_trainer_data(
+    model: Any, x: Any, y: Any, index: Any = None, batches: Sequence[Any] | None = None
+) -> None:
+    """What a trainer's step takes, checked once before its steps: ``x`` of the model's dtype
+    and per-sample shape (the model's own check), ``y`` prepared targets (the model's dtype,
+    one row of the output's shape per sample: labels are one-hot encoded by
+    ``model.prepare_targets`` first), ``index`` (``step``'s) None or 1-D integer row numbers
+    of ``x``, ``batches`` (``run_epoch``'s) a sequence of such arrays."""
+    model.check_batch_array(x, "x")
+    out_shape = tuple(getattr(model, "output_shape", None) or ())
+    if not isinstance(y, np.ndarray) or y.dtype != model.dtype:
+        got = f"dtype {y.dtype}" if isinstance(y, np.ndarray) else type(y).__name__
+        raise TypeError(
+            f"y must be prepared targets of dtype {np.dtype(model.dtype).name} "
+            f"(model.prepare_targets(y, len(x))), got {got}"
+        )
+    if y.shape != (x.shape[0], *out_shape):
+        raise ValueError(
+            f"y has shape {y.shape}; expected {(x.shape[0], *out_shape)}, one target row per "
+            f"sample of x (model.prepare_targets(y, len(x)) one-hot encodes labels)"
+        )
+    if index is not None:
+        check_row_indices(index, x.shape[0])
+    if batches is None:
+        return
+    if isinstance(batches, (str, bytes, np.ndarray)) or not isinstance(batches, Sequence):
+        raise TypeError(f"batches must be a list of index arrays, got {type(batches).__name__}")
+    for i, each in enumerate(batches):  # the kinds per batch, the range once for all
+        check_row_indices(each[:0] if isinstance(each, np.ndarray) else each, 1, f"batches[{i}]")
+    if len(batches):
+        check_row_indices(np.concatenate(batches), x.shape[0], "batches")

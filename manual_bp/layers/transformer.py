@@ -28,12 +28,20 @@ from manual_bp.layers.dropout import Dropout
 from manual_bp.layers.normalisation import LayerNorm
 from manual_bp.layers.steps import GenericStep
 from manual_bp.layers.transformer_base import (
+    TORCH_NAMES,
     CrossAttend,
     Layout,
     NamedChildren,
     SelfAttend,
     StepCache,
     activation_layer,
+    batch_first_of,
+    check_causal,
+    check_decoder,
+    check_like,
+    check_mask_kinds,
+    check_self_masks,
+    decoder_masks,
     layout_of,
     padding_mask,
 )
@@ -57,16 +65,6 @@ class TransformerLayerCache(Cache):
     layout: Layout
     caches: list
     memory: str = ""
-
-
-def _check_causal(owner: Any, is_causal: Any, mask: Any, name: str) -> None:
-    if is_causal and mask is None:
-        raise ValueError(f"{owner!r}: is_causal is torch's hint about {name}: pass {name}")
-
-
-def _check_like(owner: Any, dout: Any, shape: tuple[int, ...]) -> None:
-    if not isinstance(dout, np.ndarray) or dout.shape != shape:
-        raise ValueError(f"{owner!r}: dout has shape {np.shape(dout)}, expected {shape}")
 
 
 class _TransformerLayer(NamedChildren, Layer):
@@ -248,11 +246,16 @@ class TransformerEncoderLayer(_TransformerLayer):
         self.self_attn.key_padding_mask = value
 
     def set_masks(self, mask: Any = None, padding: Any = None) -> None:
-        """The masks of the next batch-first chain forward (``None``: cleared)."""
+        """The masks of the next batch-first chain forward (``None``: cleared); their kinds
+        are checked here, their sizes by that forward."""
+        check_mask_kinds(self, (("mask", mask),), (("padding", padding),))
         self.sa_step.attn_mask, self.sa_step.key_padding_mask = mask, padding
 
     def encode(self, x: np.ndarray, mask: Any = None, padding: Any = None) -> tuple:
-        """The batch-first chain: ``x (N, L, E) -> (out, caches)`` (``TF.encoder-layer``)."""
+        """The batch-first chain: ``x (N, L, E) -> (out, caches)`` (``TF.encoder-layer``);
+        ``mask`` ``(L, L)`` or ``(N·nhead, L, L)``, ``padding`` ``(N, L)``."""
+        check_self_masks(self, batch_first_of(self, x, "x"), True, ("mask", mask),
+                         ("padding", padding))  # fmt: skip
         self.set_masks(mask, padding)
         try:
             return self.chain.forward(x)
@@ -269,14 +272,17 @@ class TransformerEncoderLayer(_TransformerLayer):
         """``(out, cache)``: post-norm ``x ← LN₁(x + Drop₁(SA(x)))``, ``x ← LN₂(x + FF(x))``;
         pre-norm ``x ← x + Drop₁(SA(LN₁(x)))``, ``x ← x + FF(LN₂(x))``."""
         layout = layout_of(src, self.batch_first, self.d_model, self, "src")
-        _check_causal(self, is_causal, src_mask, "src_mask")
+        check_causal(self, is_causal, src_mask, "src_mask")
+        x = layout.inward(src)
+        check_self_masks(self, x, layout.batched, ("src_mask", src_mask),
+                         ("src_key_padding_mask", src_key_padding_mask))  # fmt: skip
         padding = padding_mask(src_key_padding_mask, layout)
-        out, caches = self.encode(layout.inward(src), src_mask, padding)
+        out, caches = self.encode(x, src_mask, padding)
         return layout.outward(out), TransformerLayerCache(src, layout, caches)
 
     def backward(self, dout: np.ndarray, cache: TransformerLayerCache) -> tuple[np.ndarray, dict]:
         """``(∂C/∂src, grads)``: the chain's VJPs from the top block down (``TF.encoder-layer``)."""
-        _check_like(self, dout, cache.input.shape)
+        check_like(self, dout, cache.input.shape)
         dx, grads = self.chain.backward(cache.layout.inward(dout), cache.caches)
         return cache.layout.outward(dx), grads
 
@@ -333,16 +339,22 @@ class TransformerDecoderLayer(_TransformerLayer):
 
     def set_masks(self, memory=None, tgt_mask=None, memory_mask=None, tgt_padding=None,
                   memory_padding=None) -> None:  # fmt: skip
-        """The memory and masks of the next batch-first chain forward (none: cleared)."""
+        """The memory and masks of the next batch-first chain forward (none: cleared); their
+        kinds are checked here, their sizes by that forward."""
+        check_mask_kinds(self, *decoder_masks(tgt_mask, memory_mask, tgt_padding, memory_padding))
+        if memory is not None:
+            batch_first_of(self, memory, "memory")
         sa, ca = self.sa_step, self.ca_step
         assert ca is not None
         sa.attn_mask, sa.key_padding_mask = tgt_mask, tgt_padding
         ca.attn_mask, ca.key_padding_mask, ca.memory = memory_mask, memory_padding, memory
 
-    def decode(self, x, memory, *masks: Any) -> tuple:
-        """The batch-first chain ``(out, caches)`` (``TF.decoder-layer``); ``masks`` as
-        :meth:`set_masks` takes them after the memory."""
-        self.set_masks(memory, *masks)
+    def decode(self, x, memory, tgt_mask=None, memory_mask=None, tgt_padding=None,
+               memory_padding=None) -> tuple:  # fmt: skip
+        """The batch-first chain ``(out, caches)`` (``TF.decoder-layer``): ``x (N, L, E)``,
+        ``memory (N, S, E)``, the masks as :meth:`set_masks` takes them."""
+        check_decoder(self, x, memory, True, (tgt_mask, memory_mask, tgt_padding, memory_padding))
+        self.set_masks(memory, tgt_mask, memory_mask, tgt_padding, memory_padding)
         try:
             return self.chain.forward(x)
         finally:
@@ -363,8 +375,8 @@ class TransformerDecoderLayer(_TransformerLayer):
         ``x ← LN₂(x + Drop₂(CA(x, m)))`` (pre-norm ``x ← x + Drop₂(CA(LN₂(x), m))``) between
         the self-attention and the feed-forward blocks."""
         layout = layout_of(tgt, self.batch_first, self.d_model, self, "tgt")
-        _check_causal(self, tgt_is_causal, tgt_mask, "tgt_mask")
-        _check_causal(self, memory_is_causal, memory_mask, "memory_mask")
+        check_causal(self, tgt_is_causal, tgt_mask, "tgt_mask")
+        check_causal(self, memory_is_causal, memory_mask, "memory_mask")
         kind = "given"
         if memory is None:
             kind, memory = ("input", tgt) if self.memory is None else ("attribute", self.memory)
@@ -374,16 +386,18 @@ class TransformerDecoderLayer(_TransformerLayer):
             raise ValueError(
                 f"{self!r}: tgt {tgt.shape} and memory {memory.shape} differ in batching"
             )
+        x, m = layout.inward(tgt), layout.inward(memory)
+        masks = (tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask)
+        check_decoder(self, x, m, layout.batched, masks, TORCH_NAMES)
         out, caches = self.decode(
-            layout.inward(tgt), layout.inward(memory), tgt_mask, memory_mask,
-            padding_mask(tgt_key_padding_mask, layout),
+            x, m, tgt_mask, memory_mask, padding_mask(tgt_key_padding_mask, layout),
             padding_mask(memory_key_padding_mask, layout),
         )  # fmt: skip
         return layout.outward(out), TransformerLayerCache(tgt, layout, caches, kind)
 
     def backward(self, dout: np.ndarray, cache: TransformerLayerCache) -> tuple[Any, dict]:
         """``((∂C/∂tgt, ∂C/∂memory), grads)`` (``TF.decoder-layer``); one-input form: ``∂C/∂x``."""
-        _check_like(self, dout, cache.input.shape)
+        check_like(self, dout, cache.input.shape)
         dx, grads, d_memory = chain_backward_memory(
             self.chain, cache.layout.inward(dout), cache.caches
         )

@@ -16,16 +16,30 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp._validation import check_size
+from manual_bp.layers._entry import layer_float_dtype, memory_limit
 from manual_bp.layers.activation import ActivationLayer
-from manual_bp.layers.base import Cache, Layer
+from manual_bp.layers.attention_masks import _mha_part
+from manual_bp.layers.base import Cache, Layer, check_input
 from manual_bp.layers.steps import GenericStep
 
 __all__ = [
+    "CHAIN_NAMES",
+    "TORCH_NAMES",
     "CrossAttend",
     "Layout",
     "NamedChildren",
     "SelfAttend",
     "activation_layer",
+    "batch_first_of",
+    "check_causal",
+    "check_cross",
+    "check_decoder",
+    "check_like",
+    "check_mask_kinds",
+    "check_masks",
+    "check_self_masks",
+    "decoder_masks",
     "layout_of",
     "padding_mask",
     "reseed",
@@ -82,15 +96,137 @@ class Layout:
 
 
 def layout_of(x: Any, batch_first: bool, d_model: int, owner: Any, name: str) -> Layout:
-    """The layout of ``x`` (3 axes: batched, 2: unbatched), its last axis ``d_model``."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{owner!r}: {name} must be a NumPy array, got {type(x).__name__}")
+    """The layout of ``x`` (3 axes: batched, 2: unbatched), its last axis ``d_model``; every
+    sequence argument of the family (``src``, ``tgt``, ``memory``, ``x``) is checked here, the
+    layers' one dtype rule first (:func:`~manual_bp.layers.base.check_input`)."""
+    check_input(x, owner, name=name)
+    check_size(x, repr(owner), name, memory_limit())
     if x.ndim not in (2, 3) or x.shape[-1] != d_model:
         raise ValueError(
             f"{owner!r}: {name} has shape {x.shape}; expected (L, N, {d_model}), "
             f"(N, L, {d_model}) with batch_first=True, or unbatched (L, {d_model})"
         )
     return Layout(x.ndim == 3, bool(batch_first))
+
+
+def batch_first_of(owner: Any, x: Any, name: str) -> np.ndarray:
+    """``x`` as the batch-first chain methods (``encode``, ``decode``) take it:
+    ``(N, L, d_model)`` of the layer's dtype."""
+    check_input(x, owner, name=name)
+    check_size(x, repr(owner), name, memory_limit())
+    if x.ndim != 3 or x.shape[-1] != owner.d_model:
+        raise ValueError(
+            f"{owner!r}: {name} has shape {x.shape}; expected (N, L, {owner.d_model}) "
+            f"(the batch-first chain's layout)"
+        )
+    return x
+
+
+def check_causal(owner: Any, is_causal: Any, mask: Any, name: str) -> None:
+    if is_causal and mask is None:
+        raise ValueError(f"{owner!r}: is_causal is torch's hint about {name}: pass {name}")
+
+
+def check_like(owner: Any, dout: Any, shape: tuple[int, ...]) -> None:
+    if not isinstance(dout, np.ndarray) or dout.shape != shape:
+        raise ValueError(f"{owner!r}: dout has shape {np.shape(dout)}, expected {shape}")
+
+
+def _heads(owner: Any) -> int:
+    return owner.nhead if hasattr(owner, "nhead") else owner.layers[0].nhead
+
+
+def check_masks(
+    owner: Any,
+    batched: bool,
+    n: int,
+    length: int,
+    keys: int,
+    attn: tuple = (),
+    padding: tuple = (),
+) -> None:
+    """Each mask under the name its caller gives it (``src_mask``, ``memory_key_padding_mask``
+    …), at the entry and before any work, by the attention's own rules (bool or float32/
+    float64, exactly shaped, no NaN or +inf): ``attn`` pairs ``(name, mask)`` of ``(L, S)`` or
+    ``(N·nhead, L, S)`` (unbatched: ``(nhead, L, S)``), ``padding`` pairs of ``(N, S)``
+    (unbatched: ``(S,)``), with ``L = length`` and ``S = keys``."""
+    dtype = layer_float_dtype(owner) or np.dtype(np.float64)
+    heads, who = _heads(owner), repr(owner)
+    for name, mask in attn:
+        if isinstance(mask, np.ndarray) and mask.ndim == 3:
+            shape = (n * heads if batched else heads, length, keys)
+            layout = "(N·nhead, L, S)" if batched else "(nhead, L, S)"
+        else:
+            shape, layout = (length, keys), "(L, S)"
+        _mha_part(mask, name, shape, dtype, who, layout)
+    for name, mask in padding:
+        shape, layout = ((n, keys), "(N, S)") if batched else ((keys,), "(S,)")
+        _mha_part(mask, name, shape, dtype, who, layout)
+
+
+def check_self_masks(owner: Any, x: np.ndarray, batched: bool, mask: tuple, padding: tuple) -> None:
+    """Self-attention's ``(name, mask)`` and ``(name, padding mask)`` for the batch-first
+    ``x`` (:func:`check_masks`)."""
+    n, length = x.shape[:2]
+    check_masks(owner, batched, n, length, length, (mask,), (padding,))
+
+
+def check_cross(
+    owner: Any, x: np.ndarray, memory: np.ndarray, batched: bool, names: tuple, masks: tuple
+) -> None:
+    """Cross-attention's inputs (batch-first ``x`` and ``memory``): the same batch, then
+    ``names = (x's, memory's, mask's, padding mask's)`` and ``masks = (mask, padding mask)``
+    (:func:`check_masks`)."""
+    if memory.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{owner!r}: {names[1]} holds {memory.shape[0]} sequences and {names[0]} "
+            f"{x.shape[0]}: the batch number of tgt and memory must be equal"
+        )
+    n, length, keys = x.shape[0], x.shape[1], memory.shape[1]
+    check_masks(owner, batched, n, length, keys, ((names[2], masks[0]),), ((names[3], masks[1]),))
+
+
+#: The decoder's input, memory and masks as ``decode`` names them, and as torch's ``forward``.
+CHAIN_NAMES = ("x", "memory", "tgt_mask", "memory_mask", "tgt_padding", "memory_padding")
+TORCH_NAMES = ("tgt", "memory", "tgt_mask", "memory_mask", "tgt_key_padding_mask",
+               "memory_key_padding_mask")  # fmt: skip
+
+
+def check_decoder(
+    owner: Any, x: Any, memory: Any, batched: bool, masks: tuple, names: tuple = CHAIN_NAMES
+) -> None:
+    """A decoder's inputs at its entry, before any work: batch-first ``x`` and ``memory``
+    (``(N, L, E)``, ``(N, S, E)``; checked here unless ``batched`` is False: unbatched input
+    made batch-first by the caller, already checked), then ``masks = (tgt_mask, memory_mask,
+    tgt padding, memory padding)`` under ``names`` (:data:`CHAIN_NAMES`' order)."""
+    if batched:
+        batch_first_of(owner, x, names[0])
+        batch_first_of(owner, memory, names[1])
+    check_self_masks(owner, x, batched, (names[2], masks[0]), (names[4], masks[2]))
+    cross = (names[0], names[1], names[3], names[5])
+    check_cross(owner, x, memory, batched, cross, (masks[1], masks[3]))
+
+
+def decoder_masks(*masks: Any, names: tuple = CHAIN_NAMES) -> tuple[tuple, tuple]:
+    """``(attention masks, padding masks)`` as ``(name, mask)`` pairs from a decoder's
+    ``(tgt_mask, memory_mask, tgt padding, memory padding)``."""
+    pairs = list(zip(names[2:], masks, strict=True))
+    return (pairs[0], pairs[1]), (pairs[2], pairs[3])
+
+
+def check_mask_kinds(owner: Any, attn: tuple = (), padding: tuple = ()) -> None:
+    """:func:`check_masks` without the sizes (``set_masks``: the next forward's input is not
+    known yet; the chain's attention checks the shapes): a NumPy array or None, bool or
+    float32/float64, no NaN or +inf; attention masks of 2 or 3 axes, padding masks of 2."""
+    dtype = layer_float_dtype(owner) or np.dtype(np.float64)
+    who = repr(owner)
+    for ranks, pairs, layout in (((2, 3), attn, "(L, S) or (N·nhead, L, S)"),
+                                 ((2,), padding, "(N, S)")):  # fmt: skip
+        for name, mask in pairs:
+            if isinstance(mask, np.ndarray) and mask.ndim not in ranks:
+                raise ValueError(f"{who}: {name} has shape {mask.shape}; expected {layout}")
+            shape = mask.shape if isinstance(mask, np.ndarray) else ()
+            _mha_part(mask, name, shape, dtype, who, layout)
 
 
 def padding_mask(mask: Any, layout: Layout) -> Any:

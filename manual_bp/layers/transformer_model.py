@@ -19,11 +19,18 @@ from manual_bp.layers.steps import GenericStep
 from manual_bp.layers.transformer import (
     TransformerDecoderLayer,
     TransformerEncoderLayer,
-    _check_causal,
-    _check_like,
     chain_backward_memory,
 )
-from manual_bp.layers.transformer_base import Layout, NamedChildren, layout_of, padding_mask
+from manual_bp.layers.transformer_base import (
+    Layout,
+    NamedChildren,
+    check_causal,
+    check_like,
+    check_masks,
+    check_self_masks,
+    layout_of,
+    padding_mask,
+)
 from manual_bp.layers.transformer_stacks import TransformerDecoder, TransformerEncoder
 
 __all__ = ["Transformer"]
@@ -154,7 +161,15 @@ class Transformer(NamedChildren, Layer):
         for name, flag, mask in (("src_mask", src_is_causal, src_mask),
                                  ("tgt_mask", tgt_is_causal, tgt_mask),
                                  ("memory_mask", memory_is_causal, memory_mask)):  # fmt: skip
-            _check_causal(self, flag, mask, name)
+            check_causal(self, flag, mask, name)
+        # every mask before the encoder's work (the memory is (N, S, E), S the source's)
+        check_self_masks(self, x, layout.batched, ("src_mask", src_mask),
+                         ("src_key_padding_mask", src_key_padding_mask))  # fmt: skip
+        check_self_masks(self, y, layout.batched, ("tgt_mask", tgt_mask),
+                         ("tgt_key_padding_mask", tgt_key_padding_mask))  # fmt: skip
+        check_masks(self, layout.batched, y.shape[0], y.shape[1], x.shape[1],
+                    (("memory_mask", memory_mask),),
+                    (("memory_key_padding_mask", memory_key_padding_mask),))  # fmt: skip
         memory, enc = self.encoder.encode(x, src_mask, padding_mask(src_key_padding_mask, layout))
         out, dec = self.decoder.decode(
             y, memory, tgt_mask, memory_mask, padding_mask(tgt_key_padding_mask, layout),
@@ -165,7 +180,7 @@ class Transformer(NamedChildren, Layer):
     def backward(self, dout: np.ndarray, cache: TransformerCache) -> tuple[Any, dict]:
         """``((∂C/∂src, ∂C/∂tgt), grads)`` (``TF.transformer``): the decoder's chain, then the
         encoder's from ``∂C/∂memory``; one-input form ``∂C/∂x``."""
-        _check_like(self, dout, cache.tgt.shape)
+        check_like(self, dout, cache.tgt.shape)
         lay = cache.layout
         d_tgt, dec_grads, d_memory = chain_backward_memory(
             self.decoder.chain, lay.inward(dout), cache.decoder

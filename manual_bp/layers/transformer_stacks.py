@@ -22,12 +22,22 @@ from manual_bp.layers.steps import GenericStep
 from manual_bp.layers.transformer import (
     TransformerDecoderLayer,
     TransformerEncoderLayer,
-    _check_causal,
-    _check_like,
     _TransformerLayer,
     chain_backward_memory,
 )
-from manual_bp.layers.transformer_base import Layout, NamedChildren, layout_of, padding_mask, reseed
+from manual_bp.layers.transformer_base import (
+    TORCH_NAMES,
+    Layout,
+    NamedChildren,
+    batch_first_of,
+    check_causal,
+    check_decoder,
+    check_like,
+    check_self_masks,
+    layout_of,
+    padding_mask,
+    reseed,
+)
 from manual_bp.layers.transformer_chain import Chain, chain_fast_step
 
 __all__ = ["TransformerDecoder", "TransformerEncoder"]
@@ -207,7 +217,10 @@ class TransformerEncoder(_Stack):
             layer.key_padding_mask = value
 
     def encode(self, x: np.ndarray, mask: Any = None, padding: Any = None) -> tuple:
-        """The batch-first joined chain ``(out, caches)`` (``TF.encoder``)."""
+        """The batch-first joined chain ``(out, caches)`` (``TF.encoder``): ``x (N, L, E)``,
+        ``mask`` ``(L, L)`` or ``(N·nhead, L, L)``, ``padding`` ``(N, L)``."""
+        check_self_masks(self, batch_first_of(self, x, "x"), True, ("mask", mask),
+                         ("padding", padding))  # fmt: skip
         for layer in self.layers:
             layer.set_masks(mask, padding)
         try:
@@ -220,14 +233,17 @@ class TransformerEncoder(_Stack):
                 is_causal: bool | None = None) -> tuple[np.ndarray, StackCache]:  # fmt: skip
         """``(out, cache)``: ``x ← layerᵢ(x)`` for i = 0 … num_layers−1, then ``norm``."""
         layout = layout_of(src, self.batch_first, self.d_model, self, "src")
-        _check_causal(self, is_causal, mask, "mask")
+        check_causal(self, is_causal, mask, "mask")
+        x = layout.inward(src)
+        check_self_masks(self, x, layout.batched, ("mask", mask),
+                         ("src_key_padding_mask", src_key_padding_mask))  # fmt: skip
         padding = padding_mask(src_key_padding_mask, layout)
-        out, caches = self.encode(layout.inward(src), mask, padding)
+        out, caches = self.encode(x, mask, padding)
         return layout.outward(out), StackCache(src, layout, caches)
 
     def backward(self, dout: np.ndarray, cache: StackCache) -> tuple[np.ndarray, dict]:
         """``(∂C/∂src, grads)``: the joined chain's VJPs, norm first (``TF.encoder``)."""
-        _check_like(self, dout, cache.input.shape)
+        check_like(self, dout, cache.input.shape)
         dx, grads = self.chain.backward(cache.layout.inward(dout), cache.caches)
         return cache.layout.outward(dx), grads
 
@@ -266,8 +282,13 @@ class TransformerDecoder(_Stack):
         super().__init__()
         self._build(decoder_layer, num_layers, norm, seed)
 
-    def decode(self, x: np.ndarray, memory: np.ndarray, *masks: Any) -> tuple:
-        """The batch-first joined chain ``(out, caches)`` (``TF.decoder``)."""
+    def decode(self, x: np.ndarray, memory: np.ndarray, tgt_mask: Any = None,
+               memory_mask: Any = None, tgt_padding: Any = None,
+               memory_padding: Any = None) -> tuple:  # fmt: skip
+        """The batch-first joined chain ``(out, caches)`` (``TF.decoder``): ``x (N, L, E)``,
+        ``memory (N, S, E)``, the masks as a layer's ``set_masks`` takes them."""
+        masks = (tgt_mask, memory_mask, tgt_padding, memory_padding)
+        check_decoder(self, x, memory, True, masks)
         for layer in self.layers:
             layer.set_masks(memory, *masks)
         try:
@@ -281,8 +302,8 @@ class TransformerDecoder(_Stack):
                 tgt_is_causal=None, memory_is_causal=False) -> tuple:  # fmt: skip
         """``(out, cache)``: every decoder layer with the same memory, then ``norm``."""
         layout = layout_of(tgt, self.batch_first, self.d_model, self, "tgt")
-        _check_causal(self, tgt_is_causal, tgt_mask, "tgt_mask")
-        _check_causal(self, memory_is_causal, memory_mask, "memory_mask")
+        check_causal(self, tgt_is_causal, tgt_mask, "tgt_mask")
+        check_causal(self, memory_is_causal, memory_mask, "memory_mask")
         kind = "given"
         if memory is None:
             kind, memory = ("input", tgt) if self.memory is None else ("attribute", self.memory)
@@ -290,16 +311,18 @@ class TransformerDecoder(_Stack):
             layout.batched
         ):
             raise ValueError(f"{self!r}: tgt {tgt.shape} and memory {memory.shape} differ")
+        x, m = layout.inward(tgt), layout.inward(memory)
+        masks = (tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask)
+        check_decoder(self, x, m, layout.batched, masks, TORCH_NAMES)
         out, caches = self.decode(
-            layout.inward(tgt), layout.inward(memory), tgt_mask, memory_mask,
-            padding_mask(tgt_key_padding_mask, layout),
+            x, m, tgt_mask, memory_mask, padding_mask(tgt_key_padding_mask, layout),
             padding_mask(memory_key_padding_mask, layout),
         )  # fmt: skip
         return layout.outward(out), StackCache(tgt, layout, caches, kind)
 
     def backward(self, dout: np.ndarray, cache: StackCache) -> tuple[Any, dict]:
         """``((∂C/∂tgt, ∂C/∂memory), grads)`` (``TF.decoder``); one-input form ``∂C/∂x``."""
-        _check_like(self, dout, cache.input.shape)
+        check_like(self, dout, cache.input.shape)
         lay = cache.layout
         dx, grads, d_memory = chain_backward_memory(self.chain, lay.inward(dout), cache.caches)
         d_tgt, d_memory = lay.outward(dx), lay.outward(d_memory)

@@ -1,0 +1,117 @@
+"""Every public name of the package has its hostile-input test, or is listed (issue 24,
+"Done when": the introspection test covers every public entry; a registry test fails when
+one is missing).
+
+Each name of ``manual_bp.__all__`` is classified by :func:`coverage`: the test that drives
+it with hostile values (checked to exist, so a renamed test fails here too), no data of its
+own (registries, errors, bases, names), or a listed :data:`GAPS` entry with what a hostile
+value does there today. A new public name fails :func:`test_every_public_name_is_covered`
+until it is placed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import numpy as np
+import pytest
+
+import manual_bp
+from manual_bp._registry import Registry
+from manual_bp._validation import as_array
+from manual_bp.costs import Cost
+from manual_bp.layers import Layer
+from manual_bp.optimizers import Optimizer
+from tests.hostile_entries import INTERNAL
+
+#: kind -> (test module, test function) that drives every member of the kind
+DRIVERS = {
+    "layer": ("tests.test_hostile_layers", "test_hostile_inputs_are_refused_in_one_line_or_"
+              "computed_as_torch"),
+    "transformer": ("tests.test_hostile_transformer",
+                    "test_hostile_arguments_are_refused_in_one_line_or_computed_as_torch"),
+    "model": ("tests.test_hostile_layers", "test_hostile_inputs_to_every_model_method"),
+    "cost": ("tests.test_validation", "test_every_cost_method_checks_its_arrays_alike"),
+    "optimizer": ("tests.test_validation", "test_every_optimizer_checks_its_inputs_alike"),
+    "training": ("tests.test_validation", "test_every_entry_point_checks_inputs_alike"),
+    "threads": ("tests.test_threads", "test_set_num_threads_refuses_non_positive_integers"),
+    "documents": ("tests.test_serialization_legacy", "test_hostile_old_documents_are_named"),
+}  # fmt: skip
+#: names that take no data of their own: registries and tables, errors, bases, result
+#: containers, look-ups by name (their specs are checked by tests/test_api.py)
+NO_DATA = {
+    "__version__", "SCHEMES", "INITIALIZERS", "DatasetError", "SerializationError",
+    "StateDictError", "DivergenceError", "Activation", "Regularizer", "Schedule", "History",
+    "Gradients", "StackGradients", "Dataset", "get_activation", "get_cost", "get_layer",
+    "get_optimizer", "get_regularizer", "get_schedule", "register_activation",
+    "register_cost", "get_num_threads", "StepLR", "ExponentialLR", "CosineAnnealingLR",
+    "calculate_gain", "load_digits", "load_mnist", "initialize",
+}  # fmt: skip
+#: public names hostile values reach without one clear line yet (what happens today);
+#: their files are not the hostile tests' (issue 24's note lists them)
+GAPS = {
+    "activation functions": "ELU()…Tanh(), Softmax, LogSoftmax: forward/derivative/backward "
+    "take complex, bool and int arrays silently; None, strings, objects get NumPy's or "
+    "Python's message (a layer's ActivationLayer is guarded)",
+    "L1, L2": "add_gradient/penalty: complex -> NumPy's casting error, None -> Python's "
+    "operand message, a list accepted",
+    "fans": "fans(None), fans(1.5), fans('ab') -> Python's 'not iterable' / 'can't multiply'",
+    "to_labels": "a 1-D NaN/float or 0-d/3-D y: a message that does not name y",
+    "one_hot": "an array n_classes: its repr spans several lines",
+    "nielsen_sgd": "no hostile test of its own (train's checks: training_data is not)",
+    "save, load, save_network, load_network": "paths and documents: tampered documents are "
+    "driven (tests/test_serialization_*), hostile path/model arguments not by introspection",
+}
+GAP_NAMES = {
+    "ELU", "GELU", "SELU", "HardTanh", "Hardtanh", "Identity", "LeakyReLU", "ReLU", "SiLU",
+    "Sigmoid", "Softplus", "Tanh", "Softmax", "LogSoftmax", "L1", "L2", "fans", "to_labels",
+    "one_hot", "nielsen_sgd", "save", "load", "save_network", "load_network",
+}  # fmt: skip
+
+
+def coverage(name: str, obj: Any) -> str | None:
+    """The kind of :data:`DRIVERS` driving ``name``, ``"no data"``, ``"gap"`` or None."""
+    if name in GAP_NAMES:
+        return "gap"
+    if name in NO_DATA or isinstance(obj, Registry):
+        return "no data"
+    if isinstance(obj, type):
+        if issubclass(obj, Layer):
+            transformer = obj.__module__.startswith("manual_bp.layers.transformer")
+            return "transformer" if transformer else "layer"
+        if name in ("Network", "Sequential"):
+            return "model"
+        if issubclass(obj, Cost):
+            return "cost"
+        if issubclass(obj, Optimizer):
+            return "optimizer"
+    return {"train": "training", "set_num_threads": "threads"}.get(name)
+
+
+def test_every_public_name_is_covered():
+    unknown = [n for n in manual_bp.__all__ if coverage(n, getattr(manual_bp, n)) is None]
+    assert not unknown, f"public names without a hostile test or a listing: {unknown}"
+    stale = GAP_NAMES - set(manual_bp.__all__)
+    assert not stale, f"listed gaps that are no public name: {stale}"
+
+
+@pytest.mark.parametrize("kind", sorted(DRIVERS))
+def test_every_driver_exists(kind):
+    module, function = DRIVERS[kind]
+    assert inspect.isfunction(getattr(importlib.import_module(module), function, None))
+
+
+@pytest.mark.parametrize("ragged", [[[1.0, 2.0], [3.0]], [[1.0], [2.0, 3.0], []], [[[1.0]], [2.0]]])
+def test_a_ragged_array_is_named_without_numpys_text(ragged):
+    """The shared first step (``as_array``): one line naming the argument and the cause,
+    not NumPy's "setting an array element with a sequence … inhomogeneous shape"."""
+    with pytest.raises(ValueError) as caught:
+        as_array(ragged, "x")
+    message = str(caught.value)
+    assert message.startswith("x is not a rectangular array"), message
+    assert not any(f in message for f in INTERNAL) and "inhomogeneous" not in message
+    assert "\n" not in message
+    assert as_array([[1.0, 2.0]], "x").shape == (1, 2)  # rectangular: kept
+    assert as_array(np.zeros((0, 2)), "x").shape == (0, 2)
