@@ -191,11 +191,9 @@ def test_batches_of_the_wrong_kind_are_refused():
 
 
 # ---------------------------------------------------------------------- the public path
-# FusedTrainer.step/run_epoch are to call check_trainer_data at their entry (fused.py: the
-# lead's file). Until then hostile data reaches the fast steps: NumPy's "output array is not
-# acceptable", and an index past the last row silently clipped to it. strict: when the
-# entry is wired, these pass and the marks must go.
-@pytest.mark.xfail(strict=True, reason="FusedTrainer.step/run_epoch: entry check not wired")
+# FusedTrainer.step/run_epoch call check_trainer_data at their entry. Without it hostile
+# data reached the fast steps: NumPy's "output array is not acceptable", and an index past
+# the last row silently clipped to it.
 @pytest.mark.parametrize("entry", ["step", "run_epoch"])
 @pytest.mark.parametrize("how", ["complex x", "float32 x", "index past the end", "labels y"])
 def test_the_trainer_refuses_hostile_data_at_its_entry(entry, how):

@@ -40,7 +40,7 @@ import numpy as np
 
 from manual_bp._threads import MIN_ELEMENTS, parallel_rows
 from manual_bp.divergence import check_training_state
-from manual_bp.layers.steps import shape_buffers
+from manual_bp.layers.steps import check_trainer_data, shape_buffers
 from manual_bp.models.targets import output_seed
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.regularizers import L2, Regularizer
@@ -186,9 +186,13 @@ class FusedTrainer:
     def step(self, x: np.ndarray, y: np.ndarray, index: np.ndarray | None = None) -> None:
         """One training step on the mini-batch ``x[index], y[index]`` (all rows if None).
 
-        ``x`` and ``y`` must already be validated arrays of the model's dtype, as
-        :func:`manual_bp.training.train` passes them.
+        ``x`` and ``y`` are arrays of the model's dtype as :func:`manual_bp.training.train`
+        passes them (targets prepared), checked here (:func:`check_trainer_data`).
         """
+        check_trainer_data(self.model, x, y, index)
+        self._step(x, y, index)
+
+    def _step(self, x: np.ndarray, y: np.ndarray, index: np.ndarray | None) -> None:
         xb, yb = self._load(x, y, index)
         opt, reg = self.optimizer, self.regularizer
         if self._fused:
@@ -229,9 +233,10 @@ class FusedTrainer:
         at the parameters and at the cost of the last mini-batch, computed once from the
         buffers: a non-finite one raises ``DivergenceError`` naming the likely cause.
         """
+        check_trainer_data(self.model, x, y, batches=batches)  # once; the steps unchecked
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             for index in batches:
-                self.step(x, y, index)
+                self._step(x, y, index)
                 if on_batch is not None:
                     on_batch()
         cost = self._last_cost()
