@@ -9,6 +9,10 @@ Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
 
 * :mod:`~manual_bp.losses.base` — the :class:`Loss` protocol, torch's reduction and the
   registry.
+* :mod:`~manual_bp.losses.regression` — ``MSELoss``, ``L1Loss``, ``HuberLoss``,
+  ``SmoothL1Loss``; :mod:`~manual_bp.losses.binary` — ``BCELoss``, ``BCEWithLogitsLoss``;
+  :mod:`~manual_bp.losses.distribution` — ``KLDivLoss``, ``PoissonNLLLoss`` (element-wise
+  losses on :mod:`~manual_bp.losses._elementwise`).
 """
 
 from manual_bp.losses.base import (
@@ -22,10 +26,23 @@ from manual_bp.losses.base import (
     register_loss,
 )
 
+# element-wise losses (issue 26, helper 26c1)
+from manual_bp.losses.binary import BCELoss, BCEWithLogitsLoss
+from manual_bp.losses.distribution import KLDivLoss, PoissonNLLLoss
+from manual_bp.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+
 __all__ = [
     "LOSSES",
     "REDUCTIONS",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
     "Loss",
+    "MSELoss",
+    "PoissonNLLLoss",
+    "SmoothL1Loss",
     "check_reduction",
     "get_loss",
     "reduce",
