@@ -25,8 +25,10 @@ __all__ = ["BCELoss", "BCEWithLogitsLoss"]
 
 #: torch's floor of each logarithm of the binary cross-entropy (``log(0) → −100``).
 LOG_FLOOR = -100.0
-#: torch's floor of the gradient's denominator ``x(1 − x)``, and the ``ε`` of its second
-#: derivative's denominators.
+#: torch's floor of the gradient's denominator ``x(1 − x)``: ``1e-12`` held as a float32
+#: constant in torch's kernel (9.99999996e-13, measured), even in float64.
+GRAD_FLOOR = float(np.float32(1e-12))
+#: The ``ε`` of torch's second derivative's denominators (a float64 ``1e-12``).
 EPSILON = 1e-12
 
 
@@ -64,9 +66,10 @@ class BCELoss(_WeightedLoss):
 
         ℓ = −w [y max(ln x, −100) + (1 − y) max(ln(1 − x), −100)]
 
-    ``∂ℓ/∂x = w (x − y) / max(x(1 − x), 10⁻¹²)`` and ``∂ℓ/∂y = −w logit(x)`` (torch's,
-    unclamped; ``LOSS.bce.grad``); ``∂²ℓ/∂x² = w (x² − 2xy + y) / ((x + ε)²(1 − x + ε)²)``,
-    ``ε = 10⁻¹²`` (torch's double backward; ``LOSS.bce.hess``).
+    ``∂ℓ/∂x = w (x − y) / max(x(1 − x), 10⁻¹²)`` (torch's float32 ``10⁻¹²``) and
+    ``∂ℓ/∂y = −w logit(x)`` (torch's, unclamped; ``LOSS.bce.grad``);
+    ``∂²ℓ/∂x² = w (x² − 2xy + y) / ((x + ε)²(1 − x + ε)²)``, ``ε = 10⁻¹²`` (torch's double
+    backward; ``LOSS.bce.hess``).
     """
 
     name = "bce-loss"
@@ -95,7 +98,7 @@ class BCELoss(_WeightedLoss):
 
     def partials(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = self._w(x)
-        dx = w * (x - y) / np.maximum(x * (1 - x), EPSILON)
+        dx = w * (x - y) / np.maximum(x * (1 - x), GRAD_FLOOR)
         dy = w * (np.log1p(-x) - np.log(x))
         return dx, np.broadcast_to(dy, x.shape)
 

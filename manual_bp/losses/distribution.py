@@ -70,13 +70,15 @@ class KLDivLoss(ElementwiseLoss):
         value, cache = super().forward(input, target)
         if self.reduction == "batchmean" and cache.input_shape:
             # torch: the sum, then ÷ input.size(0) (LOSS.reduction)
-            value = np.asarray(value / value.dtype.type(cache.input_shape[0]))
+            with np.errstate(all="ignore"):  # an empty first axis: NaN, as torch (0/0)
+                value = np.asarray(value / value.dtype.type(cache.input_shape[0]))
         return value, cache
 
     def _upstream(self, grad_output, cache):
         upstream = super()._upstream(grad_output, cache)
         if self.reduction == "batchmean" and cache.input_shape:
-            upstream = upstream / upstream.dtype.type(cache.input_shape[0])
+            with np.errstate(all="ignore"):
+                upstream = upstream / upstream.dtype.type(cache.input_shape[0])
         return upstream
 
     def elements(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
