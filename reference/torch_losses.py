@@ -93,12 +93,12 @@ def _float64(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- the three sources
-def _module_db() -> Iterator[LossConfiguration]:
+def _module_db(only: set[str] | None = None) -> Iterator[LossConfiguration]:
     from torch.testing._internal.common_modules import module_db
 
     for info in module_db:
         name = info.module_cls.__name__
-        if not is_loss(name):
+        if not is_loss(name) or (only is not None and name not in only):
             continue
         torch.manual_seed(0)
         found = info.module_inputs_func(
@@ -223,9 +223,11 @@ def _functional_tests() -> Iterator[LossConfiguration]:
         )
 
 
-def configurations() -> list[LossConfiguration]:
-    """Every loss configuration of ``module_db`` and ``common_nn`` (float64)."""
-    return [*_module_db(), *_criterion_tests(), *_functional_tests()]
+def configurations(only: set[str] | None = None) -> list[LossConfiguration]:
+    """Every loss configuration of ``module_db`` and ``common_nn`` (float64); ``only``:
+    these torch class names (``module_db``'s inputs of the others are not even built)."""
+    found = [*_module_db(only), *_criterion_tests(), *_functional_tests()]
+    return [c for c in found if only is None or c.torch_name in only]
 
 
 # ---------------------------------------------------------------------- one configuration
