@@ -58,8 +58,8 @@ _LOSSES = [
 
 _KINDS = [
     ("", "", "test_value_matches_torch"),
-    (".grad", "Gradient of the ", "test_gradients_match_torch"),
-    (".hess", "Second derivative of the ", "test_second_derivative_matches_torch_double_backward"),
+    (".grad", "Gradient of ", "test_gradients_match_torch"),
+    (".hess", "Second derivative of ", "test_second_derivative_matches_torch_double_backward"),
 ]
 
 EQUATIONS = [
