@@ -31,27 +31,20 @@ from manual_bp.activations import (
 )
 from manual_bp.costs import (
     COSTS,
-    BCELoss,
     BCEWithLogitsCost,
-    BCEWithLogitsLoss,
     CategoricalCrossEntropyCost,
     Cost,
     CrossEntropyCost,
     CrossEntropyLoss,
     HuberCost,
-    HuberLoss,
     KLDivergenceCost,
-    KLDivLoss,
-    L1Loss,
     LogLikelihoodCost,
     MAECost,
     MultiMarginCost,
     MultiMarginLoss,
     PoissonNLLCost,
-    PoissonNLLLoss,
     QuadraticCost,
     SmoothL1Cost,
-    SmoothL1Loss,
     get_cost,
     register_cost,
 )
@@ -87,6 +80,16 @@ from manual_bp.layers import (
 )
 from manual_bp.layers import (
     Identity as IdentityLayer,
+)
+from manual_bp.losses import (  # torch's losses (torch's reduction), not the costs' aliases
+    BCELoss,
+    BCEWithLogitsLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
 )
 from manual_bp.models import Gradients, Network, Sequential, StackGradients
 from manual_bp.models.parameters import StateDictError
@@ -185,6 +188,7 @@ __all__ = [
     "LogLikelihoodCost",
     "LogSoftmax",
     "MAECost",
+    "MSELoss",
     "MaxPool2d",
     "MultiMarginCost",
     "MultiMarginLoss",

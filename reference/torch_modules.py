@@ -14,8 +14,8 @@ torch keeps its module test configurations in two places:
 class name** (a layer, or an activation wrapped in an ``ActivationLayer``) and constructed
 from torch's exact arguments; torch's parameters and buffers copied in by their state-dict
 names; the same forward arguments; one random upstream gradient on the (first) output; the
-output, the input gradient and every parameter gradient compared. Losses are left to the
-criterion walk of issue 26.
+output, the input gradient and every parameter gradient compared. Losses are played by the
+criterion walk of :mod:`reference.torch_losses` (issue 26), hooked in here.
 
 Outcomes: ``agree``; ``disagree`` (a value or a parameter name differs); ``refused`` (the
 library raised ``ValueError``/``TypeError``/``NotImplementedError`` from its own code: a
@@ -39,6 +39,7 @@ import torch
 
 import manual_bp.activations as activations
 import manual_bp.layers as layers
+import manual_bp.losses as losses
 from manual_bp.layers import ActivationLayer
 
 __all__ = [
@@ -92,8 +93,8 @@ def _is_loss(name: str) -> bool:
 
 
 def manual_class(torch_name: str) -> type | None:
-    """The library's class of torch's name (a layer or an activation), or None."""
-    for namespace in (layers, activations):
+    """The library's class of torch's name (a layer, an activation or a loss), or None."""
+    for namespace in (layers, activations, losses):
         found = getattr(namespace, torch_name, None)
         if isinstance(found, type):
             return found
@@ -163,8 +164,11 @@ def _common_nn_configurations() -> Iterator[Configuration]:
 
 
 def configurations() -> list[Configuration]:
-    """Every module (not loss) configuration of ``module_db`` and ``common_nn``."""
-    return [*_module_db_configurations(), *_common_nn_configurations()]
+    """Every module configuration of ``module_db`` and ``common_nn``, losses included."""
+    from reference import torch_losses
+
+    return [*_module_db_configurations(), *_common_nn_configurations(),
+            *torch_losses.configurations()]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- one configuration
@@ -257,6 +261,10 @@ def run(config: Configuration) -> Outcome:
     if config.key in EXCLUDED:
         reason, why = EXCLUDED[config.key]
         return Outcome("excluded", f"{reason}: {why}")
+    if hasattr(config, "functional"):  # a loss configuration (reference.torch_losses)
+        from reference import torch_losses
+
+        return torch_losses.run(config, cls)
     module = _build_torch(config)
     try:
         layer = _build_ours(cls, config)

@@ -186,6 +186,7 @@ PUBLIC_MODULES = {
     "gradcheck",
     "initializers",
     "layers",
+    "losses",
     "model_spec",
     "models",
     "optimizers",

@@ -43,41 +43,29 @@ from manual_bp.costs.regression import HuberCost, MAECost, QuadraticCost, Smooth
 
 # torch-named aliases: the same class, the same function of the same inputs; the reduction
 # is the mean over samples of per-sample sums (docs/conventions.md, "Where manual_bp's names
-# and defaults differ from torch's").
-BCELoss = CrossEntropyCost
-BCEWithLogitsLoss = BCEWithLogitsCost
+# and defaults differ from torch's"). MSELoss, L1Loss, HuberLoss, SmoothL1Loss, BCELoss,
+# BCEWithLogitsLoss, KLDivLoss and PoissonNLLLoss are torch's losses in manual_bp.losses
+# (torch's reduction over every element), no longer aliases of these costs.
 CrossEntropyLoss = CategoricalCrossEntropyCost
-HuberLoss = HuberCost
-KLDivLoss = KLDivergenceCost
-L1Loss = MAECost
 MultiMarginLoss = MultiMarginCost
-PoissonNLLLoss = PoissonNLLCost
-SmoothL1Loss = SmoothL1Cost
 
 __all__ = [
     "COSTS",
-    "BCELoss",
     "BCEWithLogitsCost",
-    "BCEWithLogitsLoss",
     "CategoricalCrossEntropyCost",
     "Cost",
     "CrossEntropyCost",
     "CrossEntropyLoss",
     "HuberCost",
-    "HuberLoss",
-    "KLDivLoss",
     "KLDivergenceCost",
-    "L1Loss",
     "LogLikelihoodCost",
     "MAECost",
     "MultiMarginCost",
     "MultiMarginLoss",
     "PoissonNLLCost",
-    "PoissonNLLLoss",
     "QuadraticCost",
     "Shortcut",
     "SmoothL1Cost",
-    "SmoothL1Loss",
     "class_targets",
     "get_cost",
     "register_cost",

@@ -9,6 +9,10 @@ Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
 
 * :mod:`~manual_bp.losses.base` — the :class:`Loss` protocol, torch's reduction and the
   registry;
+* :mod:`~manual_bp.losses.regression` — ``MSELoss``, ``L1Loss``, ``HuberLoss``,
+  ``SmoothL1Loss``; :mod:`~manual_bp.losses.binary` — ``BCELoss``, ``BCEWithLogitsLoss``;
+  :mod:`~manual_bp.losses.distribution` — ``KLDivLoss``, ``PoissonNLLLoss`` (element-wise
+  losses on :mod:`~manual_bp.losses._elementwise`);
 * :mod:`~manual_bp.losses.ctc` — connectionist temporal classification (``CTCLoss``).
 """
 
@@ -22,13 +26,24 @@ from manual_bp.losses.base import (
     reduce_vjp,
     register_loss,
 )
+from manual_bp.losses.binary import BCELoss, BCEWithLogitsLoss
 from manual_bp.losses.ctc import CTCLoss
+from manual_bp.losses.distribution import KLDivLoss, PoissonNLLLoss
+from manual_bp.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
 __all__ = [
     "LOSSES",
     "REDUCTIONS",
+    "BCELoss",
+    "BCEWithLogitsLoss",
     "CTCLoss",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
     "Loss",
+    "MSELoss",
+    "PoissonNLLLoss",
+    "SmoothL1Loss",
     "check_reduction",
     "get_loss",
     "reduce",
