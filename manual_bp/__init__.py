@@ -37,7 +37,6 @@ from manual_bp.costs import (
     CategoricalCrossEntropyCost,
     Cost,
     CrossEntropyCost,
-    CrossEntropyLoss,
     HuberCost,
     HuberLoss,
     KLDivergenceCost,
@@ -46,7 +45,6 @@ from manual_bp.costs import (
     LogLikelihoodCost,
     MAECost,
     MultiMarginCost,
-    MultiMarginLoss,
     PoissonNLLCost,
     PoissonNLLLoss,
     QuadraticCost,
@@ -88,6 +86,7 @@ from manual_bp.layers import (
 from manual_bp.layers import (
     Identity as IdentityLayer,
 )
+from manual_bp.losses import CrossEntropyLoss, MultiMarginLoss, NLLLoss
 from manual_bp.models import Gradients, Network, Sequential, StackGradients
 from manual_bp.models.parameters import StateDictError
 from manual_bp.optimizers import (
@@ -189,6 +188,7 @@ __all__ = [
     "MultiMarginCost",
     "MultiMarginLoss",
     "MultiheadAttention",
+    "NLLLoss",
     "Network",
     "Optimizer",
     "PoissonNLLCost",

@@ -193,7 +193,6 @@ ALIASES = {
         lambda a, y: F.binary_cross_entropy_with_logits(a, y, reduction="sum"),
         1,
     ),
-    "CrossEntropyLoss": ("class-logit", lambda a, y: F.cross_entropy(a, y, reduction="sum"), 1),
     "HuberLoss": ("real", lambda a, y: F.huber_loss(a, y, reduction="sum"), 1),
     "SmoothL1Loss": ("real", lambda a, y: F.smooth_l1_loss(a, y, reduction="sum"), 1),
     "L1Loss": ("real", lambda a, y: F.l1_loss(a, y, reduction="sum"), 1),
@@ -203,7 +202,6 @@ ALIASES = {
         lambda a, y: F.poisson_nll_loss(a, y, log_input=False, reduction="sum"),
         1,
     ),
-    "MultiMarginLoss": ("class-logit", lambda a, y: F.multi_margin_loss(a, y, reduction="sum"), 4),
     "Hardtanh": (None, None, None),
 }
 

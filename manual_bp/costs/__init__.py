@@ -46,11 +46,9 @@ from manual_bp.costs.regression import HuberCost, MAECost, QuadraticCost, Smooth
 # and defaults differ from torch's").
 BCELoss = CrossEntropyCost
 BCEWithLogitsLoss = BCEWithLogitsCost
-CrossEntropyLoss = CategoricalCrossEntropyCost
 HuberLoss = HuberCost
 KLDivLoss = KLDivergenceCost
 L1Loss = MAECost
-MultiMarginLoss = MultiMarginCost
 PoissonNLLLoss = PoissonNLLCost
 SmoothL1Loss = SmoothL1Cost
 
@@ -62,7 +60,6 @@ __all__ = [
     "CategoricalCrossEntropyCost",
     "Cost",
     "CrossEntropyCost",
-    "CrossEntropyLoss",
     "HuberCost",
     "HuberLoss",
     "KLDivLoss",
@@ -71,7 +68,6 @@ __all__ = [
     "LogLikelihoodCost",
     "MAECost",
     "MultiMarginCost",
-    "MultiMarginLoss",
     "PoissonNLLCost",
     "PoissonNLLLoss",
     "QuadraticCost",

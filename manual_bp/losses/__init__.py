@@ -9,6 +9,9 @@ Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
 
 * :mod:`~manual_bp.losses.base` — the :class:`Loss` protocol, torch's reduction and the
   registry.
+* :mod:`~manual_bp.losses.classification` — ``NLLLoss`` and ``CrossEntropyLoss`` (class
+  weights, ``ignore_index``, label smoothing, probability targets, K-dimensional inputs);
+* :mod:`~manual_bp.losses.multi_margin` — ``MultiMarginLoss``.
 """
 
 from manual_bp.losses.base import (
@@ -21,11 +24,16 @@ from manual_bp.losses.base import (
     reduce_vjp,
     register_loss,
 )
+from manual_bp.losses.classification import CrossEntropyLoss, NLLLoss
+from manual_bp.losses.multi_margin import MultiMarginLoss
 
 __all__ = [
     "LOSSES",
     "REDUCTIONS",
+    "CrossEntropyLoss",
     "Loss",
+    "MultiMarginLoss",
+    "NLLLoss",
     "check_reduction",
     "get_loss",
     "reduce",
