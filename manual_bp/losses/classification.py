@@ -150,9 +150,26 @@ class ClassCache:
     probabilities: np.ndarray | None
     log_probabilities: np.ndarray | None
     soft_target: bool
+    #: Each row's class (0 on ignored rows); None for probability targets.
+    labels: np.ndarray | None = None
 
 
-class _WeightedClassLoss(Loss):
+class WeightConfig:
+    """Mixin of losses with a class ``weight`` array: the config holds it as a list (JSON),
+    and the hash reads that config as text (a list is not hashable)."""
+
+    weight: np.ndarray | None
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()  # type: ignore[misc]
+        config["weight"] = None if self.weight is None else self.weight.tolist()
+        return config
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.get_config().items())))
+
+
+class _WeightedClassLoss(WeightConfig, Loss):
     hyperparameters = ("weight", "ignore_index", "reduction")
 
     def __init__(
@@ -163,11 +180,6 @@ class _WeightedClassLoss(Loss):
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer):
             raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["weight"] = None if self.weight is None else self.weight.tolist()
-        return config
 
     def _weights(self, n_classes: int, dtype: np.dtype) -> np.ndarray:
         if self.weight is None:
@@ -215,14 +227,18 @@ class NLLLoss(_WeightedClassLoss):
         elements = -a[index] * rows[index]
         element_shape = () if x.ndim == 1 else (x.shape[0], *x.shape[2:])
         cache = ClassCache(x.shape, element_shape, a, kept, total.astype(x.dtype), None, None,
-                           False)  # fmt: skip
+                           False, index[1])  # fmt: skip
         value = reduce(elements.reshape(element_shape), self.reduction, cache.total)
         return value.astype(x.dtype), cache
 
     def backward(self, grad_output: Any, cache: ClassCache) -> tuple[np.ndarray, None]:
         g = self._element_grad(grad_output, cache)
-        with np.errstate(invalid="ignore"):  # Σ w_y = 0 with rows kept: NaN, as torch's 0·∞
-            return from_rows(-g[:, None] * cache.mixture, cache.shape), None
+        d_rows = np.zeros_like(cache.mixture)
+        # scattered at the targets only: with Σ w_y = 0 torch's −w_y·g/0 is NaN there alone
+        index = np.arange(len(g)), cache.labels
+        with np.errstate(invalid="ignore"):
+            d_rows[index] = -g * cache.mixture[index]
+        return from_rows(d_rows, cache.shape), None
 
 
 @register_loss

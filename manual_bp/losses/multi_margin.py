@@ -17,7 +17,7 @@ import numpy as np
 
 from manual_bp._validation import as_array
 from manual_bp.losses.base import Loss, reduce, reduce_vjp, register_loss
-from manual_bp.losses.classification import class_weight
+from manual_bp.losses.classification import WeightConfig, class_weight
 
 __all__ = ["MultiMarginLoss"]
 
@@ -36,7 +36,7 @@ class MarginCache:
 
 
 @register_loss
-class MultiMarginLoss(Loss):
+class MultiMarginLoss(WeightConfig, Loss):
     """torch's ``MultiMarginLoss(p=1, margin=1.0, weight=None, reduction='mean')``
     (``LOSS.multi-margin``, ``LOSS.multi-margin.grad``, ``LOSS.multi-margin.hessian``).
 
@@ -67,11 +67,6 @@ class MultiMarginLoss(Loss):
         self.p = int(p)
         self.margin = float(margin)
         self.weight = class_weight(weight)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["weight"] = None if self.weight is None else self.weight.tolist()
-        return config
 
     def _arrays(self, input: Any, target: Any) -> tuple[np.ndarray, np.ndarray, tuple]:
         x = as_array(input, "input")
