@@ -55,12 +55,14 @@ def class_cases(draw, loss: str = "cross-entropy") -> dict:
 
 
 @st.composite
-def margin_cases(draw) -> dict:
+def margin_cases(draw, p: int | None = None, weighted: bool | None = None) -> dict:
+    """Every option of ``MultiMarginLoss``; ``p`` and ``weighted`` fixed when given (each
+    pair gets its own examples: a weighted ``p = 2`` case must not be left to chance)."""
     return dict(
-        p=draw(st.sampled_from((1, 2))),
+        p=draw(st.sampled_from((1, 2))) if p is None else p,
         margin=draw(st.sampled_from((1.0, 0.5, 0.0, -0.5, 2.25))),
-        weighted=draw(st.booleans()),
-        form=draw(st.sampled_from(("0d", "1d", "1d-batch", "2d"))),
+        weighted=draw(st.booleans()) if weighted is None else weighted,
+        form=draw(st.sampled_from(("0d", "1d", "1d-batch", "2d", "2d"))),
         n_classes=draw(st.integers(1, 6)),
         batch=draw(st.integers(1, 5)),
         reduction=draw(REDUCTIONS),
@@ -104,19 +106,26 @@ def test_nll_matches_torch(case):
     _check_all(class_loss_comparisons(case), "LOSS.nll", "LOSS.nll.grad")
 
 
-@FAST
-@given(margin_cases())
-def test_multi_margin_matches_torch(case):
+P_AND_WEIGHT = pytest.mark.parametrize("p, weighted", [(1, 0), (1, 1), (2, 0), (2, 1)])
+
+
+@P_AND_WEIGHT
+@settings(max_examples=15)
+@given(data=st.data())
+def test_multi_margin_matches_torch(p, weighted, data):
     """LOSS.multi-margin and LOSS.multi-margin.grad against torch.nn.MultiMarginLoss: p, the
     margin, weights, every input form, hinges exactly at 0."""
+    case = data.draw(margin_cases(p, weighted))
     _check_all(margin_loss_comparisons(case), "LOSS.multi-margin", "LOSS.multi-margin.grad")
 
 
-@FAST
-@given(margin_cases())
-def test_multi_margin_hessian_matches_torch(case):
+@P_AND_WEIGHT
+@settings(max_examples=15)
+@given(data=st.data())
+def test_multi_margin_hessian_matches_torch(p, weighted, data):
     """LOSS.multi-margin.hessian: (2 g w_y / C) Σ_active (e_j − e_y)(e_j − e_y)ᵀ for p = 2,
     0 for p = 1, against double backward through torch primitives."""
+    case = data.draw(margin_cases(p, weighted))
     _check_all(margin_loss_comparisons(case), "LOSS.multi-margin.hessian")
 
 
