@@ -17,6 +17,8 @@ import manual_bp
 from manual_bp.gradcheck import finite_difference_gradient
 from manual_bp.losses import LOSSES, CrossEntropyLoss, MultiMarginLoss, NLLLoss, get_loss
 from reference.checks_losses_classification import (
+    _class_arrays,
+    _margin_arrays,
     class_loss_comparisons,
     margin_loss_comparisons,
 )
@@ -181,8 +183,6 @@ def test_torch_module_db_configuration_agrees(name, module_input):
 def test_cross_entropy_gradient_matches_finite_differences(case, data):
     """LOSS.cross-entropy.grad against central differences of ⟨grad_output, value⟩ (both
     arguments of a probability target), logits of moderate size."""
-    from reference.checks_losses_classification import _class_arrays
-
     case = dict(case, magnitude=1.0)
     x, target, weight, kwargs = _class_arrays(case)
     if case["reduction"] == "mean" and not case["soft"] and case["ignore"] == "all":
@@ -207,8 +207,6 @@ def test_cross_entropy_gradient_matches_finite_differences(case, data):
 @given(margin_cases())
 def test_multi_margin_gradient_matches_finite_differences(case):
     """LOSS.multi-margin.grad against central differences away from the hinges."""
-    from reference.checks_losses_classification import _margin_arrays
-
     case = dict(case, magnitude=1.0, on_hinge=False)
     x, target, weight = _margin_arrays(case)
     x = np.ascontiguousarray(x, dtype=np.float64)
@@ -233,8 +231,6 @@ def test_multi_margin_gradient_matches_finite_differences(case):
 def test_class_loss_backward_is_the_adjoint_of_torchs_jvp(case):
     """⟨grad_output, J v⟩ = ⟨backwardᵀ(grad_output), v⟩ with J v from torch.func.jvp
     (LOSS.cross-entropy.grad, LOSS.nll.grad)."""
-    from reference.checks_losses_classification import _class_arrays
-
     x, target, weight, kwargs = _class_arrays(case)
     cls = CrossEntropyLoss if case["loss"] == "cross-entropy" else NLLLoss
     loss = cls(weight=weight, **kwargs)
