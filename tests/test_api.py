@@ -185,13 +185,10 @@ def test_get_last_lr_returns_a_list_as_torch():
 F = torch.nn.functional
 
 #: alias -> (our inputs' kind, torch loss on tensors with reduction="sum", factor)
-#: with C = factor · torch_sum / n (the reduction difference of the table). MSELoss,
-#: L1Loss, HuberLoss, SmoothL1Loss, BCELoss, BCEWithLogitsLoss, KLDivLoss and
-#: PoissonNLLLoss are torch's losses now (manual_bp.losses, torch's reduction), pinned
-#: against torch's modules by tests/test_losses_elementwise.py.
+#: with C = factor · torch_sum / n (the reduction difference of the table). The
+#: torch-named losses are torch's modules now (manual_bp.losses, torch's reduction),
+#: pinned by tests/test_losses_elementwise.py and tests/test_losses_classification*.py.
 ALIASES = {
-    "CrossEntropyLoss": ("class-logit", lambda a, y: F.cross_entropy(a, y, reduction="sum"), 1),
-    "MultiMarginLoss": ("class-logit", lambda a, y: F.multi_margin_loss(a, y, reduction="sum"), 4),
     "Hardtanh": (None, None, None),
 }
 

@@ -41,13 +41,9 @@ from manual_bp.costs.classification import (
 from manual_bp.costs.distribution import KLDivergenceCost, PoissonNLLCost
 from manual_bp.costs.regression import HuberCost, MAECost, QuadraticCost, SmoothL1Cost
 
-# torch-named aliases: the same class, the same function of the same inputs; the reduction
-# is the mean over samples of per-sample sums (docs/conventions.md, "Where manual_bp's names
-# and defaults differ from torch's"). MSELoss, L1Loss, HuberLoss, SmoothL1Loss, BCELoss,
-# BCEWithLogitsLoss, KLDivLoss and PoissonNLLLoss are torch's losses in manual_bp.losses
-# (torch's reduction over every element), no longer aliases of these costs.
-CrossEntropyLoss = CategoricalCrossEntropyCost
-MultiMarginLoss = MultiMarginCost
+# The torch-named losses (MSELoss, CrossEntropyLoss, …) are torch's modules in
+# manual_bp.losses (torch's reductions and options), not aliases of these costs
+# (docs/conventions.md, "Two loss families").
 
 __all__ = [
     "COSTS",
@@ -55,13 +51,11 @@ __all__ = [
     "CategoricalCrossEntropyCost",
     "Cost",
     "CrossEntropyCost",
-    "CrossEntropyLoss",
     "HuberCost",
     "KLDivergenceCost",
     "LogLikelihoodCost",
     "MAECost",
     "MultiMarginCost",
-    "MultiMarginLoss",
     "PoissonNLLCost",
     "QuadraticCost",
     "Shortcut",

@@ -13,6 +13,9 @@ Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
   ``SmoothL1Loss``; :mod:`~manual_bp.losses.binary` — ``BCELoss``, ``BCEWithLogitsLoss``;
   :mod:`~manual_bp.losses.distribution` — ``KLDivLoss``, ``PoissonNLLLoss`` (element-wise
   losses on :mod:`~manual_bp.losses._elementwise`);
+* :mod:`~manual_bp.losses.classification` — ``NLLLoss`` and ``CrossEntropyLoss`` (class
+  weights, ``ignore_index``, label smoothing, probability targets, K-dimensional inputs);
+  :mod:`~manual_bp.losses.multi_margin` — ``MultiMarginLoss``;
 * :mod:`~manual_bp.losses.ctc` — connectionist temporal classification (``CTCLoss``).
 """
 
@@ -27,8 +30,10 @@ from manual_bp.losses.base import (
     register_loss,
 )
 from manual_bp.losses.binary import BCELoss, BCEWithLogitsLoss
+from manual_bp.losses.classification import CrossEntropyLoss, NLLLoss
 from manual_bp.losses.ctc import CTCLoss
 from manual_bp.losses.distribution import KLDivLoss, PoissonNLLLoss
+from manual_bp.losses.multi_margin import MultiMarginLoss
 from manual_bp.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
 __all__ = [
@@ -37,11 +42,14 @@ __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CrossEntropyLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "Loss",
     "MSELoss",
+    "MultiMarginLoss",
+    "NLLLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "check_reduction",
