@@ -23,6 +23,7 @@ from manual_bp._registry import Registry
 from manual_bp._validation import as_array
 from manual_bp.costs import Cost
 from manual_bp.layers import Layer
+from manual_bp.losses import Loss
 from manual_bp.optimizers import Optimizer
 from tests.hostile_entries import INTERNAL
 
@@ -38,6 +39,8 @@ DRIVERS = {
     "training": ("tests.test_validation", "test_every_entry_point_checks_inputs_alike"),
     "threads": ("tests.test_threads", "test_set_num_threads_refuses_non_positive_integers"),
     "documents": ("tests.test_serialization_legacy", "test_hostile_old_documents_are_named"),
+    "loss": ("tests.test_hostile_losses",
+             "test_hostile_arguments_are_refused_in_one_line_naming_them"),
 }  # fmt: skip
 #: names that take no data of their own: registries and tables, errors, bases, result
 #: containers, look-ups by name (their specs are checked by tests/test_api.py)
@@ -85,6 +88,8 @@ def coverage(name: str, obj: Any) -> str | None:
             return "model"
         if issubclass(obj, Cost):
             return "cost"
+        if issubclass(obj, Loss):
+            return "loss"
         if issubclass(obj, Optimizer):
             return "optimizer"
     return {"train": "training", "set_num_threads": "threads"}.get(name)

@@ -48,10 +48,18 @@ def sum_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad.sum(axis=stretched, keepdims=True) if stretched else grad
 
 
-def float_array(value: np.ndarray, name: str, complex_ok: bool = False) -> np.ndarray:
-    """``value`` if it is a float array (or complex, where ``complex_ok``), else a
-    ``TypeError`` naming ``name`` (torch's losses refuse integer inputs: ``"mse_loss" not
-    implemented for 'Long'``)."""
+def float_array(value: Any, name: str, complex_ok: bool = False) -> np.ndarray:
+    """``value`` as an array if it is a float array (or complex, where ``complex_ok``), else
+    a ``TypeError`` naming ``name`` (torch's losses refuse integer inputs: ``"mse_loss" not
+    implemented for 'Long'``); a ragged nesting or ``None`` is named too."""
+    if value is None:
+        raise TypeError(f"{name} is None; expected a float array")
+    try:
+        value = np.asarray(value)
+    except ValueError:  # ragged nesting
+        raise ValueError(
+            f"{name} is not a rectangular array (rows of different lengths?)"
+        ) from None
     if value.dtype.kind != "f" and not (complex_ok and value.dtype.kind == "c"):
         raise TypeError(f"{name} must be a float array, got dtype {value.dtype}")
     return value
@@ -118,8 +126,8 @@ class ElementwiseLoss(Loss):
 
     # ------------------------------------------------------------------ the protocol
     def _prepare(self, input: np.ndarray, target: np.ndarray) -> ElementwiseCache:
-        x = float_array(np.asarray(input), "input", self.complex_ok)
-        y = float_array(np.asarray(target), "target", self.complex_ok)
+        x = float_array(input, "input", self.complex_ok)
+        y = float_array(target, "target", self.complex_ok)
         if x.shape != y.shape:
             if self.shape_rule == "same":
                 raise ValueError(f"target size {y.shape} must be the same as input size "

@@ -1,0 +1,60 @@
+"""Hostile values into every torch-named loss (issue 24's introspection rule, applied to
+issue 26's ``manual_bp.losses``).
+
+Every class of :data:`manual_bp.losses.LOSSES` is built and called with the arguments of
+torch's own first ``module_db`` configuration of that class (so the valid call is torch's),
+then with one argument at a time replaced by a hostile value — complex, bool, object and
+string arrays, ``None``, a ragged nested list. The property: one ``TypeError`` or
+``ValueError`` on one line that names the argument, for the checked call
+(``loss(...)``) and for the protocol method (``loss.forward(...)``) alike; never NumPy's or
+Python's own message. A new loss class is covered without a new test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from manual_bp.losses import LOSSES
+from reference.torch_losses import _module_db, _numpy, _our_kwargs
+
+CLASSES = LOSSES.classes()
+
+
+def _valid_call(cls: type) -> tuple:
+    """``(loss, arguments)`` of torch's first module_db configuration of ``cls``."""
+    config = next(_module_db({cls.__name__}))
+    loss = cls(*_numpy(config.args), **_our_kwargs(config))
+    return loss, list(_numpy(config.inputs))
+
+
+def _hostile(value) -> dict:
+    array = np.asarray(value)
+    return {
+        "complex": array.astype(np.complex128) + 1j,
+        "bool": array.astype(bool),
+        "object": array.astype(object),
+        "string": np.full(array.shape, "a"),
+        "None": None,
+        "ragged": [[1.0, 2.0], [3.0]],
+    }
+
+
+@pytest.mark.parametrize("entry", ["__call__", "forward"])
+@pytest.mark.parametrize("cls", CLASSES, ids=[c.__name__ for c in CLASSES])
+def test_hostile_arguments_are_refused_in_one_line_naming_them(cls, entry):
+    loss, arguments = _valid_call(cls)
+    getattr(loss, entry)(*arguments)  # torch's valid call works
+    names = cls.arguments
+    for position, name in enumerate(names[: len(arguments)]):
+        for kind, value in _hostile(arguments[position]).items():
+            if kind == "complex" and getattr(cls, "complex_ok", False):
+                continue  # torch's L1Loss takes complex tensors (its walk compares them)
+            call = list(arguments)
+            call[position] = value
+            with pytest.raises((TypeError, ValueError)) as error:
+                getattr(loss, entry)(*call)
+            message = str(error.value)
+            assert name in message and "\n" not in message, (
+                f"{cls.__name__}.{entry} with a {kind} {name}: {message!r}"
+            )
