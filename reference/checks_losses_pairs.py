@@ -29,6 +29,7 @@ __all__ = [
     "draw_arrays",
     "draw_options",
     "loss_case",
+    "magnitudes",
     "run_torch",
 ]
 
@@ -65,7 +66,7 @@ def run_torch(loss: Loss, arrays: list[Any], grad_output: np.ndarray):
     module = _torch_class(loss)(**kwargs)
     tensors = []
     for array, arg in zip(arrays, loss.arguments, strict=True):
-        if type(array) is float:  # GaussianNLL's scalar variance
+        if isinstance(array, float) and arg == "var":  # GaussianNLL's scalar variance
             tensors.append(array)
             continue
         grad = array.dtype.kind == "f" and arg in TORCH_DIFFERENTIABLE[loss.name]
@@ -156,6 +157,18 @@ def _var_shape_of(input_shape, var_shape):
     return _var_shape(tuple(input_shape), tuple(var_shape))
 
 
+def magnitudes(loss: Loss, arrays: list[Any], g: np.ndarray) -> tuple[Any, list[Any]]:
+    """``(magnitude of the value, [magnitude of each gradient])`` for upstream gradient
+    ``g`` (of the reduced value): the rounding scales of ``docs/conventions.md``, ``None``
+    where nothing cancels."""
+    none_twin = LOSSES[loss.name](**{**_kwargs(loss), "reduction": "none"})
+    elements = none_twin.forward(*arrays)[0]
+    elem_mag, grad_mags = _magnitudes(loss, arrays, reduce_vjp(g, elements.shape, loss.reduction))
+    if elem_mag is None:
+        return None, grad_mags
+    return reduce(np.broadcast_to(elem_mag, elements.shape), loss.reduction), grad_mags
+
+
 def loss_case(loss: Loss, arrays: list[Any], seed: int) -> list[Comparison]:
     """``LOSS.<name>`` (value) and ``LOSS.<name>.grad`` (each gradient) of ``loss`` on
     ``arrays`` against torch's module, with a random upstream gradient."""
@@ -164,13 +177,7 @@ def loss_case(loss: Loss, arrays: list[Any], seed: int) -> list[Comparison]:
     g = rng.standard_normal(np.shape(value))
     ours = loss.backward(g, cache)
     ref_value, ref_grads = run_torch(loss, arrays, g)
-    none_twin = LOSSES[loss.name](**{**_kwargs(loss), "reduction": "none"})
-    elements = none_twin.forward(*arrays)[0]
-    g_elem = reduce_vjp(g, elements.shape, loss.reduction)
-    elem_mag, grad_mags = _magnitudes(loss, arrays, g_elem)
-    value_scale = None
-    if elem_mag is not None:
-        value_scale = reduce(np.broadcast_to(elem_mag, elements.shape), loss.reduction)
+    value_scale, grad_mags = magnitudes(loss, arrays, g)
     out = [Comparison(loss.equation_value, "value", value, ref_value, scale=value_scale)]
     for arg, mine, ref, mag in zip(loss.arguments, ours, ref_grads, grad_mags, strict=True):
         if (mine is None) != (ref is None):

@@ -1,0 +1,517 @@
+"""The pairwise, margin and embedding losses against torch (``docs/losses_pairs.md``).
+
+torch's modules in float64 with random upstream gradients, every option drawn by
+hypothesis; central finite differences; both sides of and exactly at every hinge; the
+adjoint identity against torch's forward mode; ``reduction='none'`` shapes; torch's own
+``module_db`` and ``common_nn`` configurations of these classes; second derivatives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import expit
+
+from manual_bp.gradcheck import finite_difference_gradient
+from manual_bp.losses import (
+    LOSSES,
+    CosineEmbeddingLoss,
+    GaussianNLLLoss,
+    HingeEmbeddingLoss,
+    MarginRankingLoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
+    SoftMarginLoss,
+    TripletMarginLoss,
+    TripletMarginWithDistanceLoss,
+    get_loss,
+)
+from reference.checks_losses_pairs import NAMES, draw_arrays, loss_case, magnitudes, run_torch
+from reference.compare import Comparison
+
+REDUCTION = st.sampled_from(["none", "mean", "sum"])
+MARGIN = st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(-1, 2))
+POSITIVE_MARGIN = st.one_of(st.just(1.0), st.floats(0.01, 3))
+
+OPTIONS = {
+    "hinge-embedding": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
+    "margin-ranking": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
+    "cosine-embedding": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
+    "soft-margin": st.fixed_dictionaries({"reduction": REDUCTION}),
+    "multilabel-margin": st.fixed_dictionaries({"reduction": REDUCTION}),
+    "multilabel-soft-margin": st.fixed_dictionaries(
+        {
+            "weight": st.one_of(st.none(), st.lists(st.floats(0, 2), min_size=1, max_size=4)),
+            "reduction": REDUCTION,
+        }
+    ),
+    "triplet-margin": st.fixed_dictionaries(
+        {
+            "margin": POSITIVE_MARGIN,
+            "p": st.sampled_from([2.0, 1.0, 3.0, 1.5, 0.5, math.inf]),
+            "eps": st.sampled_from([1e-6, 0.0, 1e-2]),
+            "swap": st.booleans(),
+            "reduction": REDUCTION,
+        }
+    ),
+    "triplet-margin-with-distance": st.fixed_dictionaries(
+        {"margin": POSITIVE_MARGIN, "swap": st.booleans(), "reduction": REDUCTION}
+    ),
+    "gaussian-nll": st.fixed_dictionaries(
+        {
+            "full": st.booleans(),
+            "eps": st.sampled_from([1e-6, 0.1, 1.0]),
+            "reduction": REDUCTION,
+        }
+    ),
+}
+
+SEED = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def cases(draw, names=NAMES):
+    """A loss (every option drawn) and its arguments in one of torch's input forms."""
+    name = draw(st.sampled_from(names))
+    options = draw(OPTIONS[name])
+    seed = draw(SEED)
+    loss = LOSSES[name](**options)
+    return loss, draw_arrays(name, options, np.random.default_rng(seed)), seed
+
+
+def _check(comparisons, prefix_grad: bool):
+    checked = 0
+    for comparison in comparisons:
+        if comparison.equation.endswith(".grad") == prefix_grad:
+            comparison.check()
+            checked += 1
+    return checked
+
+
+@settings(max_examples=120)
+@given(case=cases())
+def test_loss_value_matches_torch(case):
+    """LOSS.cosine-embedding, LOSS.gaussian-nll, LOSS.hinge-embedding, LOSS.margin-ranking,
+    LOSS.multilabel-margin, LOSS.multilabel-soft-margin, LOSS.soft-margin,
+    LOSS.triplet-margin, LOSS.triplet-margin-with-distance: the value for every option and
+    input form, as torch's module (float64)."""
+    loss, arrays, seed = case
+    assert _check(loss_case(loss, arrays, seed), prefix_grad=False) == 1
+
+
+@settings(max_examples=120)
+@given(case=cases())
+def test_loss_gradient_matches_torch(case):
+    """LOSS.cosine-embedding.grad, LOSS.gaussian-nll.grad, LOSS.hinge-embedding.grad,
+    LOSS.margin-ranking.grad, LOSS.multilabel-margin.grad,
+    LOSS.multilabel-soft-margin.grad, LOSS.soft-margin.grad, LOSS.triplet-margin.grad,
+    LOSS.triplet-margin-with-distance.grad: every gradient torch gives (random upstream
+    gradient), and None exactly where torch gives none."""
+    loss, arrays, seed = case
+    assert _check(loss_case(loss, arrays, seed), prefix_grad=True) >= 1
+
+
+# ----------------------------------------------------------------- finite differences
+def _smooth_arrays(name, options, rng):
+    """Arguments away from every kink (MultiLabelMargin without its quarter-integer ties)."""
+    arrays = draw_arrays(name, options, rng)
+    if name == "multilabel-margin":
+        arrays[0] = np.asarray(arrays[0] + 0.01 * rng.standard_normal(arrays[0].shape))
+    if name == "gaussian-nll" and type(arrays[2]) is not float:
+        # Away from the clamp: below it torch's gradient is the formula's, not the slope.
+        arrays[2] = arrays[2] + options["eps"] + 0.5
+    return arrays
+
+
+@settings(max_examples=60)
+@given(name=st.sampled_from(NAMES), data=st.data(), seed=SEED)
+def test_loss_gradient_matches_finite_differences(name, data, seed):
+    """LOSS.*.grad against central differences of ⟨g, value⟩ (float arguments only)."""
+    options = data.draw(OPTIONS[name])
+    if name == "triplet-margin" and options["p"] < 1:
+        options["p"] = 2.0  # |v|^{p−1} is unbounded near 0: differences are uninformative
+    rng = np.random.default_rng(seed)
+    loss = LOSSES[name](**options)
+    arrays = _smooth_arrays(name, options, rng)
+    arrays = [a if type(a) is float or a.dtype.kind != "f" else np.array(a, dtype=np.float64)
+              for a in arrays]  # fmt: skip
+    value, cache = loss.forward(*arrays)
+    g = rng.standard_normal(np.shape(value))
+    grads = loss.backward(g, cache)
+    for i, grad in enumerate(grads):
+        if grad is None:
+            continue
+        x = arrays[i] = arrays[i].copy()
+
+        def f():
+            return float(np.sum(g * loss.forward(*arrays)[0]))
+
+        fd, err = finite_difference_gradient(f, x, return_error=True)
+        fd = fd.reshape(x.shape)
+        if np.any(err.reshape(x.shape) > 1e-3 * (1 + np.abs(fd))):
+            continue  # a kink within the step (a hinge crossed): the difference is moot
+        atol = 1e-6 * np.max(np.abs(fd), initial=0) + 1e-8 * (1 + abs(f())) + err.reshape(x.shape)
+        Comparison(loss.equation_grad, f"∂/∂{loss.arguments[i]}", grad, fd,
+                   oracle="finite-differences", atol=atol).check()  # fmt: skip
+
+
+# ------------------------------------------------------------------------ the hinges
+def _edge_variants(value: float) -> list[float]:
+    return [np.nextafter(value, -np.inf), value, np.nextafter(value, np.inf)]
+
+
+def _compare_with_torch(loss, arrays, seed=0):
+    for comparison in loss_case(loss, arrays, seed):
+        comparison.check()
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_hinges_at_and_either_side_of_zero(reduction):
+    """LOSS.hinge-embedding.grad, LOSS.margin-ranking.grad, LOSS.cosine-embedding.grad,
+    LOSS.triplet-margin.grad: the hinge ``max(0, u)`` passes its gradient at ``u = 0``
+    (torch's ``clamp_min``) and on the positive side, not on the negative; the
+    multi-label margin (LOSS.multilabel-margin.grad) does not at ``z = 0`` (strict ``>``)."""
+    # Hinge embedding: u = Δ − x with Δ = 0.5 and x = 0.5 − ulp, 0.5, 0.5 + ulp.
+    x = np.array(_edge_variants(0.5))
+    loss = HingeEmbeddingLoss(margin=0.5, reduction=reduction)
+    value, cache = loss.forward(x, -np.ones(3))
+    grad = loss.backward(np.ones(np.shape(value)), cache)[0]
+    np.testing.assert_array_equal(grad, [-1.0, -1.0, 0.0])
+    _compare_with_torch(loss, [x, -np.ones(3)])
+    # Margin ranking: u = −y(x₁ − x₂) + Δ, y = 1, Δ = 0.25, x₂ = 0, x₁ = 0.25 ∓ ulp.
+    x1 = np.array(_edge_variants(0.25))[::-1].copy()
+    loss = MarginRankingLoss(margin=0.25, reduction=reduction)
+    args = [x1, np.zeros(3), np.ones(3)]
+    value, cache = loss.forward(*args)
+    d1, d2, _dy = loss.backward(np.ones(np.shape(value)), cache)
+    np.testing.assert_array_equal(d1, [0.0, -1.0, -1.0])
+    np.testing.assert_array_equal(d2, [0.0, 1.0, 1.0])
+    _compare_with_torch(loss, args)
+    # Cosine embedding, y = −1, Δ = 0: orthogonal pairs (cos = 0 exactly) and either side.
+    x1 = np.array([[1.0, 0.0], [1.0, 1e-3], [1.0, -1e-3]])
+    x2 = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    loss = CosineEmbeddingLoss(margin=0.0, reduction=reduction)
+    value, cache = loss.forward(x1, x2, -np.ones(3))
+    d1 = loss.backward(np.ones(np.shape(value)), cache)[0]
+    np.testing.assert_array_equal((d1 != 0).any(axis=-1), [True, True, False])
+    _compare_with_torch(loss, [x1, x2, -np.ones(3)])
+    # Triplet (p = 1, ε = 0): Δ + d⁺ − d⁻ = 1 + 1 − 2 = 0 exactly, and ±0.25 beside it.
+    a = np.zeros((3, 2))
+    p = np.array([[1.0, 0.0], [1.25, 0.0], [0.75, 0.0]])
+    n = np.array([[0.0, 2.0]] * 3)
+    for swap in (False, True):
+        loss = TripletMarginLoss(margin=1.0, p=1.0, eps=0.0, swap=swap, reduction=reduction)
+        value, cache = loss.forward(a, p, n)
+        d_a = loss.backward(np.ones(np.shape(value)), cache)[0]
+        np.testing.assert_array_equal((d_a != 0).any(axis=-1), [True, True, False])
+        _compare_with_torch(loss, [a, p, n])
+    # Multi-label margin: z = 1 − x_j + x_i = 0 exactly adds nothing.
+    loss = MultiLabelMarginLoss(reduction=reduction)
+    x = np.array([[0.0, 1.0, 0.5], [0.0, 1.0 - 2**-20, 0.5], [0.0, 1.0 + 2**-20, 0.5]])
+    t = np.array([[1, -1, 0]] * 3)
+    value, cache = loss.forward(x, t)
+    d = loss.backward(np.ones(np.shape(value)), cache)[0]
+    np.testing.assert_array_equal(d[0], [0.0, -1 / 3, 1 / 3])
+    np.testing.assert_array_equal(d[2], [0.0, -1 / 3, 1 / 3])
+    np.testing.assert_array_equal(d[1], [1 / 3, -2 / 3, 1 / 3])
+    _compare_with_torch(loss, [x, t])
+
+
+def test_swap_ties_share_the_gradient_and_the_swap_is_used():
+    """LOSS.triplet-margin.grad: under ``swap`` the smaller of d(a, n) and d(p, n) is used
+    (and a tie splits the gradient equally, as torch's ``minimum``)."""
+    # d(p, n) = 1 < d(a, n) = 2: the swap changes the value.
+    a, p, n = np.array([[0.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[0.0, 2.0]])
+    plain = TripletMarginLoss(eps=0.0, p=1.0)(a, p, n)
+    swapped = TripletMarginLoss(eps=0.0, p=1.0, swap=True)(a, p, n)
+    assert plain == 0.0 and swapped == 1.0
+    for swap in (False, True):
+        for loss in (TripletMarginLoss(eps=0.0, p=1.0, swap=swap, margin=2.0),
+                     TripletMarginWithDistanceLoss(swap=swap, margin=2.0)):  # fmt: skip
+            _compare_with_torch(loss, [a, p, n])
+    # A tie: d(a, n) = d(p, n) (a and p mirror images about n's axis).
+    a, p, n = np.array([[-1.0, 0.0]]), np.array([[1.0, 0.0]]), np.array([[0.0, 3.0]])
+    _compare_with_torch(TripletMarginLoss(eps=0.0, swap=True, margin=3.0), [a, p, n])
+
+
+# -------------------------------------------------------------------------- adjoint
+@settings(max_examples=40)
+@given(case=cases())
+def test_adjoint_identity_against_torch_forward_mode(case):
+    """LOSS.*.grad: ⟨g, J v⟩ (torch's forward-mode JVP) = ⟨Jᵀg, v⟩ (our backward) for random
+    ``g`` and tangents ``v`` of every differentiated argument."""
+    loss, arrays, seed = case
+    rng = np.random.default_rng(seed + 1)
+    value, cache = loss.forward(*arrays)
+    g = rng.standard_normal(np.shape(value))
+    grads = loss.backward(g, cache)
+    tangents = [None if d is None else rng.standard_normal(np.shape(d)) for d in grads]
+    if loss.name == "gaussian-nll" and tangents[2] is not None:
+        # torch's forward mode sees the clamp (no_grad does not stop it), its reverse mode
+        # does not: compare the two only where the variance is not clamped.
+        tangents[2] = np.where(arrays[2] > loss.eps, tangents[2], 0.0)
+    module = run_torch.__globals__["_torch_class"](loss)(
+        **{k: (torch.tensor(np.asarray(v)) if k == "weight" and v is not None else v)
+           for k, v in loss.get_config().items() if k != "name"}
+    )  # fmt: skip
+    primals = [a if type(a) is float else torch.tensor(a) for a in arrays]
+    index = [i for i, d in enumerate(grads) if d is not None]
+
+    def f(*moving):
+        args = list(primals)
+        for i, m in zip(index, moving, strict=True):
+            args[i] = m
+        return module(*args)
+
+    if loss.name == "multilabel-margin":
+        # torch has no forward mode for it: the JVP from the active pairs, (v_i − v_j)/C.
+        _shape, active, onehot, out_shape, _ = cache
+        v = tangents[0].reshape(active.shape[0], -1)
+        v_target = np.einsum("njc,nc->nj", onehot, v)
+        jv = np.einsum("nji,nji->n", active, v[:, None, :] - v_target[:, :, None])
+        jv = (jv / active.shape[2]).reshape(out_shape)
+        jv = jv if loss.reduction == "none" else np.sum(jv) / (
+            jv.size if loss.reduction == "mean" else 1)  # fmt: skip
+    else:
+        _, jv = torch.func.jvp(f, tuple(primals[i] for i in index),
+                               tuple(torch.tensor(tangents[i]) for i in index))  # fmt: skip
+        jv = jv.numpy()
+    lhs = float(np.sum(g * jv))
+    rhs = float(sum(np.sum(grads[i] * tangents[i]) for i in index))
+    scales = magnitudes(loss, arrays, g)[1]
+    magnitude = abs(lhs) + sum(
+        float(np.sum(np.abs(tangents[i]) * (np.abs(grads[i]) if scales[i] is None
+                                             else np.maximum(scales[i], np.abs(grads[i])))))
+        for i in index
+    )  # fmt: skip
+    assert abs(lhs - rhs) <= 1e-12 * magnitude + 1e-300, (lhs, rhs)
+
+
+# ------------------------------------------------------------------ shapes and forms
+FORMS = [
+    ("hinge-embedding", [(), ()]), ("hinge-embedding", [(5,), (5,)]),
+    ("hinge-embedding", [(2, 3), (3,)]),
+    ("margin-ranking", [(), (), ()]), ("margin-ranking", [(4,), (1,), (4,)]),
+    ("soft-margin", [(), ()]), ("soft-margin", [(2, 3), (2, 3)]),
+    ("multilabel-soft-margin", [(4,), (4,)]), ("multilabel-soft-margin", [(2, 3, 4), (4,)]),
+    ("multilabel-margin", [(), ()]), ("multilabel-margin", [(4,), (4,)]),
+    ("multilabel-margin", [(3, 4), (3, 4)]),
+    ("cosine-embedding", [(4,), (4,), ()]), ("cosine-embedding", [(3, 4), (1, 4), (3,)]),
+    ("triplet-margin", [(), (), ()]), ("triplet-margin", [(4,), (4,), (4,)]),
+    ("triplet-margin", [(2, 3, 4), (1, 3, 4), (2, 1, 4)]),
+    ("triplet-margin-with-distance", [(3, 4), (3, 4), (3, 4)]),
+    ("gaussian-nll", [(4,), (4,), ()]), ("gaussian-nll", [(2, 3), (2, 3), (2,)]),
+    ("gaussian-nll", [(2, 3), (3,), (2, 1)]), ("gaussian-nll", [(2, 3, 4), (2, 3, 4), (1, 3, 4)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "shapes"), FORMS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_reduction_none_shapes_and_input_forms(name, shapes, reduction):
+    """``reduction='none'`` keeps torch's unreduced shape, 'mean'/'sum' give 0-d, for the
+    batched, unbatched and broadcast forms; values and gradients as torch's."""
+    rng = np.random.default_rng(len(FORMS))
+    arrays = [np.asarray(rng.standard_normal(s)) for s in shapes]
+    if name == "multilabel-margin":
+        n_class = shapes[0][-1] if shapes[0] else 1
+        arrays[1] = np.asarray(rng.integers(-1, n_class, size=shapes[1]))
+    if name in ("cosine-embedding", "margin-ranking", "hinge-embedding", "soft-margin"):
+        arrays[-1] = np.sign(arrays[-1]) + (arrays[-1] == 0)
+    if name == "gaussian-nll":
+        arrays[2] = np.asarray(np.abs(arrays[2]))
+    loss = LOSSES[name](reduction=reduction)
+    value = loss(*arrays)
+    ref_value, _ = run_torch(loss, arrays, np.ones(np.shape(value)) * 0.5)
+    assert np.shape(value) == np.shape(ref_value)
+    for comparison in loss_case(loss, arrays, seed=3):
+        comparison.check()
+
+
+# -------------------------------------------------------------- torch's configurations
+TORCH_NAMES = {cls.__name__: cls for cls in LOSSES.classes()}
+
+
+def _module_db_configurations():
+    from torch.testing._internal import common_modules
+
+    out = []
+    for torch_name in sorted(TORCH_NAMES):
+        make = getattr(common_modules, f"module_inputs_torch_nn_{torch_name}", None)
+        if make is None:
+            continue
+        for module_input in make(None, "cpu", torch.float64, True, False):
+            args = module_input.constructor_input.args
+            kwargs = dict(module_input.constructor_input.kwargs)
+            inputs = module_input.forward_input.args
+            out.append((f"{torch_name}_{module_input.desc}", torch_name, args, kwargs, inputs))
+    return out
+
+
+def _closure(function) -> dict:
+    """The variables a function closes over, by name."""
+    cells = (c.cell_contents for c in function.__closure__)
+    return dict(zip(function.__code__.co_freevars, cells, strict=True))
+
+
+def _criterion_configurations():
+    from torch.testing._internal.common_nn import criterion_tests, get_new_module_tests
+
+    with torch.random.fork_rng():  # get_new_module_tests reseeds torch's global generator
+        tests = criterion_tests + get_new_module_tests()
+    out = []
+    for test in tests:
+        fullname = test.get("fullname", "")
+        torch_name = next((n for n in TORCH_NAMES if fullname.startswith(f"{n}_")), None)
+        if torch_name is None:
+            continue
+        torch.manual_seed(len(out))
+        if "target_fn" in test:  # the no-batch-dim tests: the module with a reduction
+            reduction = fullname.rsplit("_", 1)[1]
+            first = test["input_fn"]()
+            first = first if isinstance(first, tuple) else (first,)
+            inputs = (*first, test["target_fn"]())
+            out.append((fullname, torch_name, (), {"reduction": reduction}, inputs))
+            continue
+        # The functional no-reduce tests: F.<loss>(i, t, ..., reduction='none').
+        fn = _closure(test["constructor"].forward)["fn"]  # wrap_functional's lambda
+        cells = _closure(fn)
+        kwargs = {"reduction": "none"}
+        if "margin" in fullname:
+            kwargs["margin"] = 0.5
+        if "weights" in cells:
+            kwargs["weight"] = cells["weights"].double()
+        inputs = (test["input_fn"]().double(), cells["t"])
+        out.append((fullname, torch_name, (), kwargs, inputs))
+    return out
+
+
+CONFIGURATIONS = _module_db_configurations() + _criterion_configurations()
+
+
+def _as_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().numpy().copy()
+    return value
+
+
+@pytest.mark.parametrize(
+    ("label", "torch_name", "args", "kwargs", "inputs"), CONFIGURATIONS,
+    ids=[c[0] for c in CONFIGURATIONS],
+)  # fmt: skip
+def test_torch_module_configurations(label, torch_name, args, kwargs, inputs):
+    """torch's own ``module_db`` and ``common_nn`` criterion configurations of these classes
+    (LOSS.* values and LOSS.*.grad gradients), built from torch's exact arguments."""
+    kwargs = {k: _as_numpy(v).tolist() if k == "weight" else v for k, v in kwargs.items()}
+    loss = TORCH_NAMES[torch_name](*args, **kwargs)
+    arrays = [_as_numpy(t) for t in inputs]
+    arrays = [np.asarray(a, dtype=np.float64) if a.dtype == np.float32 else a for a in arrays]
+    for comparison in loss_case(loss, arrays, seed=len(label)):
+        comparison.check()
+
+
+def test_configurations_are_walked():
+    """Every class with a torch configuration is walked: module_db (42), common_nn's
+    criterion tests (21) and its functional no-reduce module tests (9)."""
+    names = {c[1] for c in CONFIGURATIONS}
+    assert names == set(TORCH_NAMES) - {"TripletMarginWithDistanceLoss"}  # torch has none
+    assert len(CONFIGURATIONS) == 72
+
+
+# --------------------------------------------------------------- second derivatives
+@settings(max_examples=40)
+@given(case=cases(names=("soft-margin", "multilabel-soft-margin", "gaussian-nll",
+                         "hinge-embedding")))  # fmt: skip
+def test_hessian_diagonal_matches_torch_double_backward(case):
+    """The input Hessian of ⟨g, value⟩ (diagonal: LOSS.soft-margin.grad,
+    LOSS.multilabel-soft-margin.grad, LOSS.gaussian-nll.grad differentiated once more; zero
+    for the piecewise-linear LOSS.hinge-embedding.grad) against torch's Hessian-vector
+    product with a random vector (torch has no double backward of the multi-label margin
+    loss, whose Hessian is zero too)."""
+    loss, arrays, seed = case
+    rng = np.random.default_rng(seed)
+    value, cache = loss.forward(*arrays)
+    g = rng.standard_normal(np.shape(value))
+    diag = loss.hessian_diagonal(g, cache)
+    v = rng.standard_normal(np.shape(arrays[0]))
+    module = run_torch.__globals__["_torch_class"](loss)(
+        **{k: (torch.tensor(np.asarray(w)) if k == "weight" and w is not None else w)
+           for k, w in loss.get_config().items() if k != "name"}
+    )  # fmt: skip
+    x = torch.tensor(arrays[0], requires_grad=True)
+    rest = [a if type(a) is float else torch.tensor(a) for a in arrays[1:]]
+    out = (module(x, *rest) * torch.tensor(g)).sum()
+    (grad,) = torch.autograd.grad(out, x, create_graph=True)
+    if not grad.requires_grad:  # piecewise linear: torch's graph ends here
+        hv = np.zeros(x.shape)
+    else:
+        (hv_t,) = torch.autograd.grad((grad * torch.tensor(v)).sum(), x, allow_unused=True)
+        hv = np.zeros(x.shape) if hv_t is None else hv_t.numpy()
+    # torch's σ' = σ(1 − σ) carries an absolute, not relative, rounding of 1 − σ: the
+    # magnitude of σ'·coefficient is the coefficient (docs/conventions.md).
+    scale = np.abs(diag * v)
+    if loss.name in ("soft-margin", "multilabel-soft-margin"):
+        m = cache[2] if loss.name == "soft-margin" else cache[0]
+        scale = scale / (expit(m) * expit(-m))
+    Comparison("LOSS.hessian", "H v", diag * v, hv, scale=scale).check()
+
+
+# ------------------------------------------------------------------ errors and registry
+@pytest.mark.parametrize(
+    ("make", "call", "match"),
+    [
+        (lambda: TripletMarginLoss(margin=0.0), None, "margin must be greater than 0"),
+        (lambda: TripletMarginWithDistanceLoss(margin=-1.0), None, "margin must be greater"),
+        (lambda: TripletMarginWithDistanceLoss(distance_function=abs), None, "distance_funct"),
+        (lambda: SoftMarginLoss(reduction="avg"), None, "reduction must be one of"),
+        (GaussianNLLLoss, ([1.0, 2.0], [0.0, 0.0], [1.0, -1.0]), "var has negative"),
+        (GaussianNLLLoss, ([[1.0, 2.0]], [[0.0, 0.0]], [1.0, 1.0, 1.0]), "var is of incorrect"),
+        (MultiLabelMarginLoss, ([1.0, 2.0], [2, 0]), r"target values must lie in \[-1, 2\)"),
+        (MultiLabelMarginLoss, ([1.0, 2.0], [1.0, 0.0]), "target must hold integer"),
+        (MultiLabelMarginLoss, (np.zeros((1, 2, 3)), np.zeros((1, 2, 3), int)), "input must"),
+        (CosineEmbeddingLoss, (np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(())), "target must"),
+        (MarginRankingLoss, ([1.0], [[1.0]], [1.0]), "same number of dimensions"),
+        (TripletMarginLoss, ([1.0], [[1.0]], [[1.0]]), "same number of dimensions"),
+        (SoftMarginLoss, ([1, 2], [1, -1]), "input must be a floating-point array"),
+        (SoftMarginLoss, ([1.0, 2.0], [[1.0], [-1.0]]), "does not broadcast to the input"),
+        (MultiLabelSoftMarginLoss, (np.float64(1.0), np.float64(1.0)), "class axis"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(make, call, match):
+    """A bad argument is refused with one line naming it."""
+    with pytest.raises((ValueError, TypeError), match=match) as info:
+        loss = make()
+        if call is not None:
+            loss(*call)
+    assert "\n" not in str(info.value)
+
+
+def test_registry_names_configs_and_torch_spellings():
+    """Every class registers under its lower-case name and torch's class name; a config
+    (MultiLabelSoftMargin's weight as a list) rebuilds an equal loss."""
+    for cls in LOSSES.classes():
+        assert cls.name in NAMES
+        assert get_loss(cls.__name__).__class__ is cls
+        assert hasattr(torch.nn, cls.__name__)
+    loss = MultiLabelSoftMarginLoss(weight=[0.5, 2.0], reduction="sum")
+    assert get_loss(loss.get_config()) == loss
+    assert HingeEmbeddingLoss(size_average=False).reduction == "sum"
+    assert HingeEmbeddingLoss(reduce=False).reduction == "none"
+
+
+def test_gaussian_nll_float_variance_and_clamp():
+    """LOSS.gaussian-nll.grad: a Python-float ``var`` (no gradient), and the variance
+    gradient at the clamped value below ``eps`` (torch clamps under no_grad)."""
+    loss = GaussianNLLLoss(reduction="sum")
+    x, y = np.array([[1.0, 2.0]]), np.array([[0.0, 0.5]])
+    ref, _ = run_torch(loss, [x, y, 0.5], np.ones(()))
+    np.testing.assert_allclose(loss(x, y, 0.5), ref, rtol=1e-15)
+    _value, cache = loss.forward(x, y, np.array([[1e-9, 0.0]]))
+    d_var = loss.backward(np.ones(()), cache)[2]
+    v = 1e-6
+    np.testing.assert_allclose(d_var, 0.5 / v - 0.5 * (np.array([[1.0, 1.5]]) / v) ** 2)
+    _compare_with_torch(loss, [x, y, np.array([[1e-9, 0.0]])])
