@@ -239,13 +239,19 @@ def _draw_arrays(name: str, options: dict[str, Any], rng: np.random.Generator) -
     if name == "hinge-embedding":
         shape = _shape(rng, int(rng.integers(0, 3)))
         x = normal(shape) * 2
+        # Some entries exactly at the hinge Δ − x = 0 (torch passes the gradient there).
+        x = np.where(rng.random(shape) < 0.25, options.get("margin", 1.0), x)
         y_shape = shape[1:] if len(shape) > 1 and rng.random() < 0.3 else shape
         return [x, _sign_target(rng, y_shape, rng.choice(["float", "int", "other"]))]
     if name == "margin-ranking":
         shape = _shape(rng, int(rng.integers(0, 3)))
-        second = tuple(1 if rng.random() < 0.3 else n for n in shape)
         kind = rng.choice(["float", "int", "other"])
-        return [normal(shape), normal(second), _sign_target(rng, shape, kind)]
+        y = _sign_target(rng, shape, kind)
+        if rng.random() < 0.3:  # exactly at the hinge: x₁ = 0, x₂ = −yΔ gives u = 0
+            x1 = np.zeros(shape)
+            return [x1, np.asarray(-y * options.get("margin", 0.0), dtype=np.float64), y]
+        second = tuple(1 if rng.random() < 0.3 else n for n in shape)
+        return [normal(shape), normal(second), y]
     if name == "soft-margin":
         shape = _shape(rng, int(rng.integers(0, 3)))
         y = _sign_target(rng, shape, rng.choice(["float", "int"]))
