@@ -118,9 +118,10 @@ def test_loss_gradient_matches_torch(case):
 
 # ----------------------------------------------------------------- finite differences
 def _smooth_arrays(name, options, rng):
-    """Arguments away from every kink (MultiLabelMargin without its quarter-integer ties)."""
+    """Arguments away from every kink (no quarter-integer ties, nothing drawn at a hinge)."""
     arrays = draw_arrays(name, options, rng)
-    if name == "multilabel-margin":
+    if name in ("multilabel-margin", "hinge-embedding", "margin-ranking"):
+        # Off the ties and the entries drawn exactly at the hinge.
         arrays[0] = np.asarray(arrays[0] + 0.01 * rng.standard_normal(arrays[0].shape))
     if name == "gaussian-nll" and type(arrays[2]) is not float:
         # Away from the clamp: below it torch's gradient is the formula's, not the slope.
@@ -237,6 +238,14 @@ def test_swap_ties_share_the_gradient_and_the_swap_is_used():
     # A tie: d(a, n) = d(p, n) (a and p mirror images about n's axis).
     a, p, n = np.array([[-1.0, 0.0]]), np.array([[1.0, 0.0]]), np.array([[0.0, 3.0]])
     _compare_with_torch(TripletMarginLoss(eps=0.0, swap=True, margin=3.0), [a, p, n])
+
+
+def test_cosine_epsilon_is_torchs_float_constant():
+    """LOSS.cosine-embedding: torch's EPSILON is the C++ float 1e-12f (9.99999996e-13), which
+    shows in the value when ‖x‖² ~ 1e-8 (the double 1e-12 is 290 ulps off here)."""
+    x1, x2 = np.array([0.00012521]), np.array([-0.21647311])
+    for y in (np.array(1.0), np.array(-1.0)):
+        _compare_with_torch(CosineEmbeddingLoss(margin=-1.0), [x1, x2, y])
 
 
 # -------------------------------------------------------------------------- adjoint
