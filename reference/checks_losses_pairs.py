@@ -181,8 +181,9 @@ def loss_case(loss: Loss, arrays: list[Any], seed: int) -> list[Comparison]:
     out = [Comparison(loss.equation_value, "value", value, ref_value, scale=value_scale)]
     for arg, mine, ref, mag in zip(loss.arguments, ours, ref_grads, grad_mags, strict=True):
         if (mine is None) != (ref is None):
-            raise AssertionError(f"{loss.equation_grad}: ∂/∂{arg} is {mine is None and 'None'}"
-                                 f" here, {ref is None and 'None'} in torch")  # fmt: skip
+            raise AssertionError(f"{loss.equation_grad}: ∂/∂{arg} is "
+                                 f"{'None' if mine is None else 'an array'} here, "
+                                 f"{'None' if ref is None else 'an array'} in torch")  # fmt: skip
         if mine is not None:
             out.append(Comparison(loss.equation_grad, f"∂/∂{arg}", mine, ref, scale=mag))
     return out

@@ -2,8 +2,8 @@
 
 torch's modules in float64 with random upstream gradients, every option drawn by
 hypothesis; central finite differences; both sides of and exactly at every hinge; the
-adjoint identity against torch's forward mode; ``reduction='none'`` shapes; torch's own
-``module_db`` and ``common_nn`` configurations of these classes; second derivatives.
+adjoint identity against torch's forward mode; second derivatives. The input forms,
+torch's own configurations and bad input: ``tests/test_losses_pairs_forms.py``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ from manual_bp.losses import (
     HingeEmbeddingLoss,
     MarginRankingLoss,
     MultiLabelMarginLoss,
-    MultiLabelSoftMarginLoss,
-    SoftMarginLoss,
     TripletMarginLoss,
     TripletMarginWithDistanceLoss,
-    get_loss,
 )
 from reference.checks_losses_pairs import NAMES, draw_arrays, loss_case, magnitudes, run_torch
 from reference.compare import Comparison
@@ -301,136 +298,6 @@ def test_adjoint_identity_against_torch_forward_mode(case):
     assert abs(lhs - rhs) <= 1e-12 * magnitude + 1e-300, (lhs, rhs)
 
 
-# ------------------------------------------------------------------ shapes and forms
-FORMS = [
-    ("hinge-embedding", [(), ()]), ("hinge-embedding", [(5,), (5,)]),
-    ("hinge-embedding", [(2, 3), (3,)]),
-    ("margin-ranking", [(), (), ()]), ("margin-ranking", [(4,), (1,), (4,)]),
-    ("soft-margin", [(), ()]), ("soft-margin", [(2, 3), (2, 3)]),
-    ("multilabel-soft-margin", [(4,), (4,)]), ("multilabel-soft-margin", [(2, 3, 4), (4,)]),
-    ("multilabel-margin", [(), ()]), ("multilabel-margin", [(4,), (4,)]),
-    ("multilabel-margin", [(3, 4), (3, 4)]),
-    ("cosine-embedding", [(4,), (4,), ()]), ("cosine-embedding", [(3, 4), (1, 4), (3,)]),
-    ("triplet-margin", [(), (), ()]), ("triplet-margin", [(4,), (4,), (4,)]),
-    ("triplet-margin", [(2, 3, 4), (1, 3, 4), (2, 1, 4)]),
-    ("triplet-margin-with-distance", [(3, 4), (3, 4), (3, 4)]),
-    ("gaussian-nll", [(4,), (4,), ()]), ("gaussian-nll", [(2, 3), (2, 3), (2,)]),
-    ("gaussian-nll", [(2, 3), (3,), (2, 1)]), ("gaussian-nll", [(2, 3, 4), (2, 3, 4), (1, 3, 4)]),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("name", "shapes"), FORMS)
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_reduction_none_shapes_and_input_forms(name, shapes, reduction):
-    """``reduction='none'`` keeps torch's unreduced shape, 'mean'/'sum' give 0-d, for the
-    batched, unbatched and broadcast forms; values and gradients as torch's."""
-    rng = np.random.default_rng(len(FORMS))
-    arrays = [np.asarray(rng.standard_normal(s)) for s in shapes]
-    if name == "multilabel-margin":
-        n_class = shapes[0][-1] if shapes[0] else 1
-        arrays[1] = np.asarray(rng.integers(-1, n_class, size=shapes[1]))
-    if name in ("cosine-embedding", "margin-ranking", "hinge-embedding", "soft-margin"):
-        arrays[-1] = np.sign(arrays[-1]) + (arrays[-1] == 0)
-    if name == "gaussian-nll":
-        arrays[2] = np.asarray(np.abs(arrays[2]))
-    loss = LOSSES[name](reduction=reduction)
-    value = loss(*arrays)
-    ref_value, _ = run_torch(loss, arrays, np.ones(np.shape(value)) * 0.5)
-    assert np.shape(value) == np.shape(ref_value)
-    for comparison in loss_case(loss, arrays, seed=3):
-        comparison.check()
-
-
-# -------------------------------------------------------------- torch's configurations
-TORCH_NAMES = {cls.__name__: cls for cls in LOSSES.classes()}
-
-
-def _module_db_configurations():
-    from torch.testing._internal import common_modules
-
-    out = []
-    for torch_name in sorted(TORCH_NAMES):
-        make = getattr(common_modules, f"module_inputs_torch_nn_{torch_name}", None)
-        if make is None:
-            continue
-        for module_input in make(None, "cpu", torch.float64, True, False):
-            args = module_input.constructor_input.args
-            kwargs = dict(module_input.constructor_input.kwargs)
-            inputs = module_input.forward_input.args
-            out.append((f"{torch_name}_{module_input.desc}", torch_name, args, kwargs, inputs))
-    return out
-
-
-def _closure(function) -> dict:
-    """The variables a function closes over, by name."""
-    cells = (c.cell_contents for c in function.__closure__)
-    return dict(zip(function.__code__.co_freevars, cells, strict=True))
-
-
-def _criterion_configurations():
-    from torch.testing._internal.common_nn import criterion_tests, get_new_module_tests
-
-    with torch.random.fork_rng():  # get_new_module_tests reseeds torch's global generator
-        tests = criterion_tests + get_new_module_tests()
-    out = []
-    for test in tests:
-        fullname = test.get("fullname", "")
-        torch_name = next((n for n in TORCH_NAMES if fullname.startswith(f"{n}_")), None)
-        if torch_name is None:
-            continue
-        torch.manual_seed(len(out))
-        if "target_fn" in test:  # the no-batch-dim tests: the module with a reduction
-            reduction = fullname.rsplit("_", 1)[1]
-            first = test["input_fn"]()
-            first = first if isinstance(first, tuple) else (first,)
-            inputs = (*first, test["target_fn"]())
-            out.append((fullname, torch_name, (), {"reduction": reduction}, inputs))
-            continue
-        # The functional no-reduce tests: F.<loss>(i, t, ..., reduction='none').
-        fn = _closure(test["constructor"].forward)["fn"]  # wrap_functional's lambda
-        cells = _closure(fn)
-        kwargs = {"reduction": "none"}
-        if "margin" in fullname:
-            kwargs["margin"] = 0.5
-        if "weights" in cells:
-            kwargs["weight"] = cells["weights"].double()
-        inputs = (test["input_fn"]().double(), cells["t"])
-        out.append((fullname, torch_name, (), kwargs, inputs))
-    return out
-
-
-CONFIGURATIONS = _module_db_configurations() + _criterion_configurations()
-
-
-def _as_numpy(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().numpy().copy()
-    return value
-
-
-@pytest.mark.parametrize(
-    ("label", "torch_name", "args", "kwargs", "inputs"), CONFIGURATIONS,
-    ids=[c[0] for c in CONFIGURATIONS],
-)  # fmt: skip
-def test_torch_module_configurations(label, torch_name, args, kwargs, inputs):
-    """torch's own ``module_db`` and ``common_nn`` criterion configurations of these classes
-    (LOSS.* values and LOSS.*.grad gradients), built from torch's exact arguments."""
-    kwargs = {k: _as_numpy(v).tolist() if k == "weight" else v for k, v in kwargs.items()}
-    loss = TORCH_NAMES[torch_name](*args, **kwargs)
-    arrays = [_as_numpy(t) for t in inputs]
-    arrays = [np.asarray(a, dtype=np.float64) if a.dtype == np.float32 else a for a in arrays]
-    for comparison in loss_case(loss, arrays, seed=len(label)):
-        comparison.check()
-
-
-def test_configurations_are_walked():
-    """Every class with a torch configuration is walked: module_db (42), common_nn's
-    criterion tests (21) and its functional no-reduce module tests (9)."""
-    names = {c[1] for c in CONFIGURATIONS}
-    assert names == set(TORCH_NAMES) - {"TripletMarginWithDistanceLoss"}  # torch has none
-    assert len(CONFIGURATIONS) == 72
-
-
 # --------------------------------------------------------------- second derivatives
 @settings(max_examples=40)
 @given(case=cases(names=("soft-margin", "multilabel-soft-margin", "gaussian-nll",
@@ -467,49 +334,6 @@ def test_hessian_diagonal_matches_torch_double_backward(case):
         m = cache[2] if loss.name == "soft-margin" else cache[0]
         scale = scale / (expit(m) * expit(-m))
     Comparison("LOSS.hessian", "H v", diag * v, hv, scale=scale).check()
-
-
-# ------------------------------------------------------------------ errors and registry
-@pytest.mark.parametrize(
-    ("make", "call", "match"),
-    [
-        (lambda: TripletMarginLoss(margin=0.0), None, "margin must be greater than 0"),
-        (lambda: TripletMarginWithDistanceLoss(margin=-1.0), None, "margin must be greater"),
-        (lambda: TripletMarginWithDistanceLoss(distance_function=abs), None, "distance_funct"),
-        (lambda: SoftMarginLoss(reduction="avg"), None, "reduction must be one of"),
-        (GaussianNLLLoss, ([1.0, 2.0], [0.0, 0.0], [1.0, -1.0]), "var has negative"),
-        (GaussianNLLLoss, ([[1.0, 2.0]], [[0.0, 0.0]], [1.0, 1.0, 1.0]), "var is of incorrect"),
-        (MultiLabelMarginLoss, ([1.0, 2.0], [2, 0]), r"target values must lie in \[-1, 2\)"),
-        (MultiLabelMarginLoss, ([1.0, 2.0], [1.0, 0.0]), "target must hold integer"),
-        (MultiLabelMarginLoss, (np.zeros((1, 2, 3)), np.zeros((1, 2, 3), int)), "input must"),
-        (CosineEmbeddingLoss, (np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(())), "target must"),
-        (MarginRankingLoss, ([1.0], [[1.0]], [1.0]), "same number of dimensions"),
-        (TripletMarginLoss, ([1.0], [[1.0]], [[1.0]]), "same number of dimensions"),
-        (SoftMarginLoss, ([1, 2], [1, -1]), "input must be a floating-point array"),
-        (SoftMarginLoss, ([1.0, 2.0], [[1.0], [-1.0]]), "does not broadcast to the input"),
-        (MultiLabelSoftMarginLoss, (np.float64(1.0), np.float64(1.0)), "class axis"),
-    ],
-)
-def test_bad_input_gets_one_clear_line(make, call, match):
-    """A bad argument is refused with one line naming it."""
-    with pytest.raises((ValueError, TypeError), match=match) as info:
-        loss = make()
-        if call is not None:
-            loss(*call)
-    assert "\n" not in str(info.value)
-
-
-def test_registry_names_configs_and_torch_spellings():
-    """Every class registers under its lower-case name and torch's class name; a config
-    (MultiLabelSoftMargin's weight as a list) rebuilds an equal loss."""
-    for cls in LOSSES.classes():
-        assert cls.name in NAMES
-        assert get_loss(cls.__name__).__class__ is cls
-        assert hasattr(torch.nn, cls.__name__)
-    loss = MultiLabelSoftMarginLoss(weight=[0.5, 2.0], reduction="sum")
-    assert get_loss(loss.get_config()) == loss
-    assert HingeEmbeddingLoss(size_average=False).reduction == "sum"
-    assert HingeEmbeddingLoss(reduce=False).reduction == "none"
 
 
 def test_gaussian_nll_float_variance_and_clamp():
