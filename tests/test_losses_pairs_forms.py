@@ -196,3 +196,22 @@ def test_registry_names_configs_and_torch_spellings():
     assert get_loss(loss.get_config()) == loss
     assert HingeEmbeddingLoss(size_average=False).reduction == "sum"
     assert HingeEmbeddingLoss(reduce=False).reduction == "none"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_as_torch(name):
+    """float32 arguments give float32 values and gradients (a target that is only compared
+    does not promote), within float32's bound of torch's float32 results."""
+    from reference.checks_losses_pairs import draw_arrays, draw_options
+
+    rng = np.random.default_rng(32)
+    for _ in range(15):
+        options = draw_options(name, rng)
+        loss = LOSSES[name](**options)
+        arrays = [a if type(a) is float or a.dtype.kind != "f" else a.astype(np.float32)
+                  for a in draw_arrays(name, options, rng)]  # fmt: skip
+        value, cache = loss.forward(*arrays)
+        assert np.asarray(value).dtype == np.float32
+        assert all(d is None or d.dtype == np.float32 for d in loss.backward(value, cache))
+        for comparison in loss_case(loss, arrays, seed=int(rng.integers(2**31))):
+            comparison.check(dtype=np.float32)

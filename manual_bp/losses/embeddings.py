@@ -127,7 +127,7 @@ class CosineEmbeddingLoss(_LegacyLoss):
             raise ValueError("target must be (N,) with (N, D) inputs or 0-d with (D,) inputs, "
                              f"got input1 {input1.shape}, input2 {input2.shape}, "
                              f"target {target.shape}")  # fmt: skip
-        dtype = float_dtype(input1, input2, target)
+        dtype = float_dtype(input1, input2)  # the target is only compared: no promotion
         x1, x2 = as_float(input1, "input1", dtype), as_float(input2, "input2", dtype)
         y = target_as(target, dtype)
         eps = dtype.type(COSINE_EPSILON)

@@ -64,11 +64,11 @@ class HingeEmbeddingLoss(_LegacyLoss):
         self.margin = float(margin)
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, Any]:
-        dtype = float_dtype(input, target)
+        dtype = float_dtype(input)  # the target is only compared: it does not promote
         x, y = as_float(input, "input", dtype), target_as(target, dtype)
         clamped, active = hinge(dtype.type(self.margin) - x)
         elements = np.where(y != 1, clamped, 0) + np.where(y != -1, x, 0)
-        slope = np.where(y != -1, 1.0, 0.0) - np.where((y != 1) & active, 1.0, 0.0)
+        slope = (np.where(y != -1, 1.0, 0.0) - np.where((y != 1) & active, 1.0, 0.0)).astype(dtype)
         return reduce(elements.astype(dtype), self.reduction), (x.shape, slope, elements.shape)
 
     def backward(self, grad_output: np.ndarray, cache: Any) -> tuple[np.ndarray, None]:
