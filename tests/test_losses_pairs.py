@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy.special import expit
 
 from manual_bp.gradcheck import finite_difference_gradient
+from manual_bp.layers import ActivationLayer, Dense
 from manual_bp.losses import (
     LOSSES,
     CosineEmbeddingLoss,
@@ -348,3 +349,58 @@ def test_gaussian_nll_float_variance_and_clamp():
     v = 1e-6
     np.testing.assert_allclose(d_var, 0.5 / v - 0.5 * (np.array([[1.0, 1.5]]) / v) ** 2)
     _compare_with_torch(loss, [x, y, np.array([[1e-9, 0.0]])])
+
+
+# ------------------------------------------------------- on top of a random network
+@settings(max_examples=30)
+@given(case=cases())
+def test_loss_on_top_of_a_random_network(case):
+    """LOSS.*.grad feeding back-propagation: the first argument is produced by
+    ``Dense → tanh → Dense`` from a random input (integer-valued arguments stay fixed); the
+    weight and input gradients of ⟨g, loss⟩ match torch's through the same network."""
+    loss, arrays, seed = case
+    first = arrays[0]
+    if first.ndim == 0 or first.dtype.kind != "f":
+        return
+    rng = np.random.default_rng(seed)
+    width = first.shape[-1]
+    n_in = int(rng.integers(1, 5))
+    layers = [Dense(n_in, 5), ActivationLayer("tanh"), Dense(5, width)]
+    x = rng.standard_normal((*first.shape[:-1], n_in))
+    h, caches = x, []
+    for layer in layers:
+        h, cache = layer.forward(h)
+        caches.append(cache)
+    produced = [h, *arrays[1:]]
+    value, cache = loss.forward(*produced)
+    g = rng.standard_normal(np.shape(value))
+    d = grads_d_out = loss.backward(g, cache)[0]
+    grads = []
+    for layer, layer_cache in zip(layers[::-1], caches[::-1], strict=True):
+        d, params = layer.backward(d, layer_cache)
+        grads.append(params)
+    w1, w2 = (torch.tensor(layers[i].params["weight"], requires_grad=True) for i in (0, 2))
+    b1, b2 = (torch.tensor(layers[i].params["bias"], requires_grad=True) for i in (0, 2))
+    xt = torch.tensor(x, requires_grad=True)
+    ht = torch.nn.functional.linear(torch.tanh(torch.nn.functional.linear(xt, w1, b1)), w2, b2)
+    module = run_torch.__globals__["_torch_class"](loss)(
+        **{k: (torch.tensor(np.asarray(w)) if k == "weight" and w is not None else w)
+           for k, w in loss.get_config().items() if k != "name"}
+    )  # fmt: skip
+    rest = [a if type(a) is float else torch.tensor(a) for a in arrays[1:]]
+    (module(ht, *rest) * torch.tensor(g)).sum().backward()
+    # Magnitude bounds (docs/conventions.md): the loss gradient's own Σ|terms|, carried
+    # back through |W| and tanh' as the same backward pass on absolute values.
+    s_out = magnitudes(loss, produced, g)[1][0]
+    s_out = np.abs(grads_d_out) if s_out is None else np.maximum(s_out, np.abs(grads_d_out))
+    s_out = s_out.reshape(-1, width)
+    a1 = np.tanh(x.reshape(-1, n_in) @ layers[0].params["weight"].T + layers[0].params["bias"])
+    s_z1 = (s_out @ np.abs(layers[2].params["weight"])) * (1 - a1 * a1)
+    scales = [s_z1 @ np.abs(layers[0].params["weight"]), s_out.T @ np.abs(a1),
+              s_out.sum(0), s_z1.T @ np.abs(x.reshape(-1, n_in)), s_z1.sum(0)]  # fmt: skip
+    pairs = [(d, xt.grad), (grads[0]["weight"], w2.grad), (grads[0]["bias"], b2.grad),
+             (grads[2]["weight"], w1.grad), (grads[2]["bias"], b1.grad)]  # fmt: skip
+    for name, (ours, ref), bound in zip(("x", "W2", "b2", "W1", "b1"), pairs, scales,
+                                        strict=True):  # fmt: skip
+        Comparison(loss.equation_grad, f"∂/∂{name} through a network", ours, ref.numpy(),
+                   scale=bound.reshape(ours.shape)).check()  # fmt: skip
