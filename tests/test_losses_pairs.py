@@ -121,6 +121,9 @@ def _smooth_arrays(name, options, rng):
     if name in ("multilabel-margin", "hinge-embedding", "margin-ranking"):
         # Off the ties and the entries drawn exactly at the hinge.
         arrays[0] = np.asarray(arrays[0] + 0.01 * rng.standard_normal(arrays[0].shape))
+    if name == "margin-ranking" and arrays[2].dtype.kind == "f":
+        # y = 0 with Δ = 0 puts u = 0 whatever x: a kink along y.
+        arrays[2] = np.asarray(arrays[2] + 0.01 * rng.standard_normal(arrays[2].shape))
     if name == "gaussian-nll" and type(arrays[2]) is not float:
         # Away from the clamp: below it torch's gradient is the formula's, not the slope.
         arrays[2] = arrays[2] + options["eps"] + 0.5
