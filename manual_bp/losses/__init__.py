@@ -16,6 +16,9 @@ Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
 * :mod:`~manual_bp.losses.classification` — ``NLLLoss`` and ``CrossEntropyLoss`` (class
   weights, ``ignore_index``, label smoothing, probability targets, K-dimensional inputs);
   :mod:`~manual_bp.losses.multi_margin` — ``MultiMarginLoss``;
+* :mod:`~manual_bp.losses.margins`, :mod:`~manual_bp.losses.embeddings`,
+  :mod:`~manual_bp.losses.gaussian` — the pairwise, margin and embedding losses
+  (``docs/losses_pairs.md``);
 * :mod:`~manual_bp.losses.ctc` — connectionist temporal classification (``CTCLoss``).
 """
 
@@ -33,6 +36,20 @@ from manual_bp.losses.binary import BCELoss, BCEWithLogitsLoss
 from manual_bp.losses.classification import CrossEntropyLoss, NLLLoss
 from manual_bp.losses.ctc import CTCLoss
 from manual_bp.losses.distribution import KLDivLoss, PoissonNLLLoss
+from manual_bp.losses.embeddings import (
+    CosineEmbeddingLoss,
+    TripletMarginLoss,
+    TripletMarginWithDistanceLoss,
+    pairwise_distance,
+)
+from manual_bp.losses.gaussian import GaussianNLLLoss
+from manual_bp.losses.margins import (
+    HingeEmbeddingLoss,
+    MarginRankingLoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
+    SoftMarginLoss,
+)
 from manual_bp.losses.multi_margin import MultiMarginLoss
 from manual_bp.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
@@ -42,18 +59,28 @@ __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "GaussianNLLLoss",
+    "HingeEmbeddingLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "Loss",
     "MSELoss",
+    "MarginRankingLoss",
+    "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
+    "SoftMarginLoss",
+    "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
     "check_reduction",
     "get_loss",
+    "pairwise_distance",
     "reduce",
     "reduce_vjp",
     "register_loss",
