@@ -21,6 +21,7 @@ random array in the tests, never ones.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -110,24 +111,52 @@ class Loss(Configurable):
         of :meth:`forward`, in order (``None`` where torch gives none)."""
         raise NotImplementedError
 
-    def __call__(self, *arrays: Any) -> np.ndarray:
-        """The loss value, as ``torch.nn.<Name>()(input, target)``: the checked entry point.
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's ``forward`` checks its array arguments first (:func:`checked`):
+        one validation path for the protocol method and the call alike."""
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _guarded(cls.forward)
 
-        Each argument is named in the error when it is not a real array (complex, bool,
-        object and string arrays are refused; integers are refused where a float is meant
-        by the subclass's own checks in :meth:`forward`).
-        """
+    def __call__(self, *arrays: Any) -> np.ndarray:
+        """The loss value, as ``torch.nn.<Name>()(input, target)``: the checked entry point
+        (:meth:`forward` checks every array argument, naming it)."""
         if len(arrays) != len(self.arguments):
             raise TypeError(f"{type(self).__name__} takes {len(self.arguments)} arrays "
                             f"({', '.join(self.arguments)}), got {len(arrays)}")  # fmt: skip
-        checked = []
-        for value, name in zip(arrays, self.arguments, strict=True):
-            complex_array = isinstance(value, np.ndarray) and value.dtype.kind == "c"
-            if complex_array and getattr(self, "complex_ok", False):
-                checked.append(np.asarray(value))  # torch's l1_loss takes complex tensors
-            else:
-                checked.append(as_array(value, name))
-        return self.forward(*checked)[0]
+        return self.forward(*arrays)[0]
+
+
+def checked(value: Any, name: str, complex_ok: bool = False) -> Any:
+    """A loss argument as an array of real numbers, or one error naming ``name``.
+
+    ``None``, ragged nestings, and bool, object, string or (unless ``complex_ok``: torch's
+    ``l1_loss``) complex arrays are refused; Python numbers pass through for the class to
+    judge (GaussianNLL's float variance; CTC refuses a bare length, as torch).
+    """
+    if value is None:
+        raise TypeError(f"{name} is None; expected an array of real numbers")
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an array of real numbers, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind == "c" and complex_ok:
+        return value
+    return as_array(value, name)
+
+
+def _guarded(forward):
+    @functools.wraps(forward)
+    def guarded(self, *arrays, **kwargs):
+        names = type(self).arguments
+        complex_ok = bool(getattr(self, "complex_ok", False))
+        arrays = tuple(
+            checked(value, names[i] if i < len(names) else f"argument {i}", complex_ok)
+            for i, value in enumerate(arrays)
+        )
+        return forward(self, *arrays, **kwargs)
+
+    return guarded
 
 
 LOSSES = Registry("loss", Loss)

@@ -103,15 +103,6 @@ class CTCLoss(Loss):
         self.reduction = check_reduction(reduction)
         self.zero_infinity = bool(zero_infinity)
 
-    def __call__(self, *arrays: Any) -> np.ndarray:
-        """The loss value, as ``torch.nn.CTCLoss()(log_probs, targets, input_lengths,
-        target_lengths)``: every argument checked by :meth:`forward` (lengths as torch takes
-        them: a tuple, list or integer array, not a bare number)."""
-        if len(arrays) != len(self.arguments):
-            raise TypeError(f"CTCLoss takes 4 arrays ({', '.join(self.arguments)}), "
-                            f"got {len(arrays)}")  # fmt: skip
-        return self.forward(*arrays)[0]
-
     # ------------------------------------------------------------------ inputs
     def _inputs(self, log_probs, targets, input_lengths, target_lengths):
         """Checked ``(T, N, C)`` log-probabilities, ``(N, S)`` padded targets and lengths."""
