@@ -60,6 +60,13 @@ DERIVATIVE_ROUNDING = {
     # Φ(z) + zφ(z) cancels where gelu' = 0 (z ≈ −0.75); torch's Φ = ½(1 + erf) is only
     # absolutely accurate (½ε) in the left tail.
     "gelu": lambda z, a: 0.5 + np.abs(z) * np.exp(-0.5 * np.minimum(z * z, 1400.0)),
+    # issue 26: torch's autograd of composites. Mish: tanh(sp) + z·s·(1 − tanh² sp) cancels
+    # where mish' = 0 (z ≈ −1.19), and torch's 1 − tanh² loses ε absolutely, times |z|s.
+    "mish": lambda z, a: 1.0 + np.abs(z) * _sigmoid(z),
+    # quotient rule 1/(1 + |z|) − |z|/(1 + |z|)²: terms 2/(1 + |z|), result 1/(1 + |z|)².
+    "softsign": lambda z, a: 2.0 / (1.0 + np.abs(z)),
+    # 1 − (1 − tanh² z): terms of size 1 whatever tanh² z.
+    "tanhshrink": lambda z, a: 2.0 + 0.0 * z,
 }
 
 
