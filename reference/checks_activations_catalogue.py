@@ -17,15 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from manual_bp.activations import Activation, get_activation
+import reference.checks_components as components  # (imported by each other: attributes
+from manual_bp.activations import Activation, get_activation  # are read at call time)
 from reference.checks import register_check
-from reference.checks_components import (
-    REGIMES,
-    activation_comparisons,
-    kink_points,
-    random_preactivations,
-    random_upstream,
-)
 from reference.compare import Comparison
 from reference.components import torch_activation
 
@@ -77,9 +71,9 @@ def edge_preactivations(
 ) -> np.ndarray:
     """``z`` of a regime, with a final column of every edge and its neighbours one ulp and
     1e-3 away (so that a case always visits both sides of each kink and the kink itself)."""
-    z = random_preactivations(rng, activation, shape, regime)
+    z = components.random_preactivations(rng, activation, shape, regime)
     edges = []
-    for k in kink_points(activation):
+    for k in components.kink_points(activation):
         edges += [k, np.nextafter(k, -np.inf), np.nextafter(k, np.inf), k - 1e-3, k + 1e-3]
     if not edges:
         return z
@@ -119,12 +113,12 @@ def activations_catalogue_check(rng: np.random.Generator) -> list[Comparison]:
     """Each issue-26 activation: forward, VJP, σ'' and the second-order VJP against torch."""
     out = []
     for name in CATALOGUE:
-        regime = str(rng.choice(REGIMES))
+        regime = str(rng.choice(components.REGIMES))
         activation = catalogue_activation(rng, name, regime)
         shape = (int(rng.integers(1, 6)), int(rng.integers(1, 9)))
         z = edge_preactivations(rng, activation, shape, regime)
-        g = random_upstream(rng, z.shape)
-        out += activation_comparisons(activation, z, g)
+        g = components.random_upstream(rng, z.shape)
+        out += components.activation_comparisons(activation, z, g)
         if regime != "saturating":  # |z| ≤ 1e4 makes (1 + z²) a vacuous scale
             out += second_comparisons(activation, z, g, rng.standard_normal(z.shape))
     return out
