@@ -80,6 +80,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 #: for z < 0 (exactly −0 below z ≈ −8.3); ours uses erfc and is accurate (issue 3).
 FORWARD_ROUNDING = {
     "gelu": lambda z, a: np.where(z < 0, 0.5 * np.abs(z), 0.0),
+    # issue 26: torch's tanh-shrink z − tanh z cancels terms of size |z| near 0 (σ ≈ z³/3).
+    "tanhshrink": lambda z, a: np.abs(z),
 }
 
 
@@ -144,7 +146,13 @@ def _abs_jacobians(net: Network, run: TorchRun, z_scales: list[np.ndarray]) -> l
             torch.func.vmap(torch.func.jacrev(lambda v, f=f: f(v[None, :])[0]))(zt).numpy()
         )
         # σ'(z) evaluated at a z that is off by ε·S(z) is off by |σ''(z)|·ε·S(z).
-        extra = np.abs(_elementwise_derivatives(activation, z, order=2)) * z_scales[l]
+        curvature = np.abs(_elementwise_derivatives(activation, z, order=2))
+        if activation.elementwise and not np.isfinite(curvature).all():
+            # torch's double backward of mish is NaN for z > 709 (its e^z overflows to inf
+            # inside softplus); there the library's σ'' (0 to the last bit) sizes the term.
+            ours = np.abs(activation.second_derivative(z, run.activations[l + 1]))
+            curvature = np.where(np.isfinite(curvature), curvature, ours)
+        extra = curvature * z_scales[l]
         rounding = DERIVATIVE_ROUNDING.get(activation.name)
         if rounding is not None:
             extra = extra + rounding(z, run.activations[l + 1])
