@@ -36,6 +36,7 @@ from reference.components import torch_activation, torch_cost, torch_fused_outpu
 from reference.conditioning import DERIVATIVE_ROUNDING
 
 __all__ = [
+    "FORWARD_CANCELS",
     "REGIMES",
     "activation_comparisons",
     "cost_case",
@@ -47,6 +48,10 @@ __all__ = [
     "random_upstream",
     "shortcut_comparisons",
 ]
+
+#: Activations whose torch forward cancels terms of size |z| (GELU's ½z(1 + erf) in the
+#: left tail, tanh-shrink's z − tanh z near 0): their σ(z) is compared at the scale |z|.
+FORWARD_CANCELS = ("gelu", "tanhshrink")
 
 #: Regimes of pre-activations: typical scale, large, saturating, exact breakpoints.
 REGIMES = ("moderate", "large", "saturating", "kinks")
@@ -70,6 +75,15 @@ def random_activation(rng: np.random.Generator, name: str | None = None) -> Acti
             if rng.random() < 0.5
             else {"min_val": float(-rng.uniform(0.1, 3.0)), "max_val": float(rng.uniform(0.1, 3))}
         ),
+        # issue 26 (a negative CELU α overflows e^{z/α} at saturating z, in torch too: its
+        # own tests are in tests/test_activations_torch_catalogue.py)
+        "celu": lambda: {"alpha": float(rng.choice([1.0, 2.0, rng.uniform(0.1, 3.0)]))},
+        "hardshrink": lambda: {"lambd": float(rng.choice([0.5, rng.uniform(-0.5, 3.0)]))},
+        "softshrink": lambda: {"lambd": float(rng.choice([0.5, 0.0, rng.uniform(0.0, 3.0)]))},
+        "threshold": lambda: {
+            "threshold": float(rng.choice([0.0, rng.uniform(-3.0, 3.0)])),
+            "value": float(rng.choice([0.0, 10.0 * rng.standard_normal()])),
+        },
     }
     return cls(**draws[cls.name]()) if cls.name in draws else cls()
 
@@ -83,6 +97,17 @@ def kink_points(activation: Activation) -> list[float]:
         return [activation.min_val, activation.max_val]
     if name == "softplus":  # the switch to the identity at βz = threshold
         return [activation.threshold / activation.beta]
+    # issue 26
+    if name == "celu":
+        return [0.0]
+    if name in ("hardshrink", "softshrink"):
+        return [-activation.lambd, activation.lambd]
+    if name in ("hardsigmoid", "hardswish"):
+        return [-3.0, 3.0]
+    if name == "relu6":
+        return [0.0, 6.0]
+    if name == "threshold":
+        return [activation.threshold]
     return []
 
 
@@ -147,7 +172,7 @@ def activation_comparisons(
     if rounding is not None:
         np.einsum("bii->bi", jac)[...] += rounding(z, a_ref)
     vjp_scale = np.einsum("bij,bi->bj", jac, np.abs(g))
-    forward_scale = np.abs(a_ref) + (np.abs(z) if activation.name == "gelu" else 0.0)
+    forward_scale = np.abs(a_ref) + (np.abs(z) if activation.name in FORWARD_CANCELS else 0.0)
     equation = activation.equation
     return [
         Comparison(equation, "σ(z)", a, a_ref, forward_scale),

@@ -27,6 +27,44 @@ __all__ = [
 
 Tensor = torch.Tensor
 
+
+class _Hardsigmoid(torch.autograd.Function):
+    """``F.hardsigmoid`` with torch's own first derivative (reverse and forward mode) and a zero
+    second derivative.
+
+    torch raises on the double backward of ``hardsigmoid_backward`` (not implemented), which
+    the second-order checks need; its slope is piecewise constant, so the derivative of the
+    backward with respect to ``z`` is 0. The slope itself is torch's kernel's, read off
+    ``hardsigmoid_backward(1, z)`` (``1·c`` is exact, so ``g·slope`` is torch's ``g·c``).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor) -> Tensor:
+        return F.hardsigmoid(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def _slope(z: Tensor) -> Tensor:
+        return torch.ops.aten.hardsigmoid_backward(torch.ones_like(z), z.detach())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        return grad * _Hardsigmoid._slope(z)
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor) -> Tensor:
+        """Forward mode (``torch.func.jvp``): the same slope times the tangent."""
+        (z,) = ctx.saved_tensors
+        return tangent * _Hardsigmoid._slope(z)
+
+
 #: name -> f(activation_instance) -> (z -> a)
 TORCH_ACTIVATIONS: dict[str, Callable[[Activation], Callable[[Tensor], Tensor]]] = {
     "identity": lambda act: lambda z: z,
@@ -40,6 +78,18 @@ TORCH_ACTIVATIONS: dict[str, Callable[[Activation], Callable[[Tensor], Tensor]]]
     "gelu": lambda act: lambda z: F.gelu(z, approximate=act.approximate),
     "silu": lambda act: F.silu,
     "hardtanh": lambda act: lambda z: F.hardtanh(z, min_val=act.min_val, max_val=act.max_val),
+    # issue 26: torch's remaining elementwise activation modules
+    "celu": lambda act: lambda z: F.celu(z, alpha=act.alpha),
+    "hardshrink": lambda act: lambda z: F.hardshrink(z, lambd=act.lambd),
+    "hardsigmoid": lambda act: _Hardsigmoid.apply,
+    "hardswish": lambda act: F.hardswish,
+    "log-sigmoid": lambda act: F.logsigmoid,
+    "mish": lambda act: F.mish,
+    "relu6": lambda act: F.relu6,
+    "softshrink": lambda act: lambda z: F.softshrink(z, lambd=act.lambd),
+    "softsign": lambda act: F.softsign,
+    "tanhshrink": lambda act: F.tanhshrink,
+    "threshold": lambda act: lambda z: F.threshold(z, act.threshold, act.value),
     # Coupled: over the units of each sample, the last dim ((batch, n) and (1, n) alike).
     "softmax": lambda act: lambda z: F.softmax(z, dim=-1),
     "log-softmax": lambda act: lambda z: F.log_softmax(z, dim=-1),

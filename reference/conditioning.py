@@ -60,6 +60,13 @@ DERIVATIVE_ROUNDING = {
     # Φ(z) + zφ(z) cancels where gelu' = 0 (z ≈ −0.75); torch's Φ = ½(1 + erf) is only
     # absolutely accurate (½ε) in the left tail.
     "gelu": lambda z, a: 0.5 + np.abs(z) * np.exp(-0.5 * np.minimum(z * z, 1400.0)),
+    # issue 26: torch's autograd of composites. Mish: tanh(sp) + z·s·(1 − tanh² sp) cancels
+    # where mish' = 0 (z ≈ −1.19), and torch's 1 − tanh² loses ε absolutely, times |z|s.
+    "mish": lambda z, a: 1.0 + np.abs(z) * _sigmoid(z),
+    # quotient rule 1/(1 + |z|) − |z|/(1 + |z|)²: terms 2/(1 + |z|), result 1/(1 + |z|)².
+    "softsign": lambda z, a: 2.0 / (1.0 + np.abs(z)),
+    # 1 − (1 − tanh² z): terms of size 1 whatever tanh² z.
+    "tanhshrink": lambda z, a: 2.0 + 0.0 * z,
 }
 
 
@@ -73,6 +80,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 #: for z < 0 (exactly −0 below z ≈ −8.3); ours uses erfc and is accurate (issue 3).
 FORWARD_ROUNDING = {
     "gelu": lambda z, a: np.where(z < 0, 0.5 * np.abs(z), 0.0),
+    # issue 26: torch's tanh-shrink z − tanh z cancels terms of size |z| near 0 (σ ≈ z³/3).
+    "tanhshrink": lambda z, a: np.abs(z),
 }
 
 
@@ -137,7 +146,13 @@ def _abs_jacobians(net: Network, run: TorchRun, z_scales: list[np.ndarray]) -> l
             torch.func.vmap(torch.func.jacrev(lambda v, f=f: f(v[None, :])[0]))(zt).numpy()
         )
         # σ'(z) evaluated at a z that is off by ε·S(z) is off by |σ''(z)|·ε·S(z).
-        extra = np.abs(_elementwise_derivatives(activation, z, order=2)) * z_scales[l]
+        curvature = np.abs(_elementwise_derivatives(activation, z, order=2))
+        if activation.elementwise and not np.isfinite(curvature).all():
+            # torch's double backward of mish is NaN for z > 709 (its e^z overflows to inf
+            # inside softplus); there the library's σ'' (0 to the last bit) sizes the term.
+            ours = np.abs(activation.second_derivative(z, run.activations[l + 1]))
+            curvature = np.where(np.isfinite(curvature), curvature, ours)
+        extra = curvature * z_scales[l]
         rounding = DERIVATIVE_ROUNDING.get(activation.name)
         if rounding is not None:
             extra = extra + rounding(z, run.activations[l + 1])

@@ -21,7 +21,10 @@ Modules, by concept (every name is importable from :mod:`manual_bp.activations`)
 * :mod:`~manual_bp.activations.base` — the :class:`Activation` protocol and the registry;
 * :mod:`~manual_bp.activations.smooth` — identity, sigmoid, tanh, softplus, GELU, SiLU;
 * :mod:`~manual_bp.activations.piecewise` — ReLU, leaky ReLU, ELU, SELU, hardtanh;
-* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax.
+* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax;
+* :mod:`~manual_bp.activations.hard` — ReLU6, hard sigmoid, hard swish;
+* :mod:`~manual_bp.activations.shrink` — hard and soft shrink, tanh-shrink, threshold;
+* :mod:`~manual_bp.activations.soft` — CELU, log-sigmoid, Mish, softsign.
 """
 
 from manual_bp.activations.base import (
@@ -32,6 +35,7 @@ from manual_bp.activations.base import (
     get_activation,
     register_activation,
 )
+from manual_bp.activations.hard import HARDSIGMOID_SLOPE, Hardsigmoid, Hardswish, ReLU6
 from manual_bp.activations.normalising import LogSoftmax, Softmax
 from manual_bp.activations.piecewise import (
     ELU,
@@ -43,27 +47,41 @@ from manual_bp.activations.piecewise import (
     LeakyReLU,
     ReLU,
 )
+from manual_bp.activations.shrink import Hardshrink, Softshrink, Tanhshrink, Threshold
 from manual_bp.activations.smooth import GELU, Identity, Sigmoid, SiLU, Softplus, Tanh
+from manual_bp.activations.soft import CELU, LogSigmoid, Mish, Softsign
 
 __all__ = [
     "ACTIVATIONS",
+    "CELU",
     "ELU",
     "GELU",
+    "HARDSIGMOID_SLOPE",
     "SELU",
     "SELU_ALPHA",
     "SELU_SCALE",
     "Activation",
     "HardTanh",
+    "Hardshrink",
+    "Hardsigmoid",
+    "Hardswish",
     "Hardtanh",
     "Identity",
     "LeakyReLU",
+    "LogSigmoid",
     "LogSoftmax",
+    "Mish",
     "ReLU",
+    "ReLU6",
     "SiLU",
     "Sigmoid",
     "Softmax",
     "Softplus",
+    "Softshrink",
+    "Softsign",
     "Tanh",
+    "Tanhshrink",
+    "Threshold",
     "_finite_float",
     "_sigmoid",
     "get_activation",

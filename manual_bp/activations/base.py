@@ -138,6 +138,16 @@ def _inplace(value: object) -> bool:
     return bool(value)
 
 
+def _keep_where(grad_a: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``grad_a`` zeroed in place where ``keep`` is False (a piecewise σ' of 0 there); returned.
+
+    A select, not a product with the mask: an infinite or NaN upstream gradient where σ' = 0
+    gives 0, as torch's ``where``-style backward kernels do.
+    """
+    np.copyto(grad_a, 0.0, where=~keep)
+    return grad_a
+
+
 def get_activation(
     spec: str | Activation | type[Activation] | dict[str, Any],
 ) -> Activation:

@@ -8,6 +8,7 @@ from manual_bp.activations.base import (
     Activation,
     _finite_float,
     _inplace,
+    _keep_where,
     register_activation,
 )
 
@@ -259,6 +260,13 @@ class HardTanh(Activation):
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         inside = (z > self.min_val) & (z < self.max_val)
         return np.where(inside, grad_a, 0.0).astype(grad_a.dtype, copy=False)
+
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.clip(z, self.min_val, self.max_val, out=out)
+
+    def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
+        """``g`` kept strictly inside ``(min_val, max_val)``, zeroed elsewhere, in place."""
+        return _keep_where(grad_a, (z > self.min_val) & (z < self.max_val))
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = 0`` everywhere, also at both kinks (``ACT2.hardtanh``)."""
