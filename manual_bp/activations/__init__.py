@@ -21,7 +21,7 @@ Modules, by concept (every name is importable from :mod:`manual_bp.activations`)
 * :mod:`~manual_bp.activations.base` — the :class:`Activation` protocol and the registry;
 * :mod:`~manual_bp.activations.smooth` — identity, sigmoid, tanh, softplus, GELU, SiLU;
 * :mod:`~manual_bp.activations.piecewise` — ReLU, leaky ReLU, ELU, SELU, hardtanh;
-* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax.
+* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax, softmin.
 """
 
 from manual_bp.activations.base import (
@@ -32,7 +32,7 @@ from manual_bp.activations.base import (
     get_activation,
     register_activation,
 )
-from manual_bp.activations.normalising import LogSoftmax, Softmax
+from manual_bp.activations.normalising import LogSoftmax, Softmax, Softmin
 from manual_bp.activations.piecewise import (
     ELU,
     SELU,
@@ -62,6 +62,7 @@ __all__ = [
     "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softmin",
     "Softplus",
     "Tanh",
     "_finite_float",
