@@ -197,7 +197,7 @@ def layer_comparisons(layer: Layer, x: np.ndarray, rng: np.random.Generator) -> 
         ),
     ]
     if isinstance(layer, PReLU):  # Σ g x over positions cancels: scale Σ|g x|
-        scale = layer._reduce(np.abs(g) * np.abs(layer._negative(x)), cache, False)[0]
+        scale = layer._reduce((np.abs(g) * np.abs(layer._negative(x)))[None], cache, False)[0]
         found.append(Comparison(eq, "∂C/∂weight", grads["weight"], ref_grads["weight"], scale))
     if isinstance(layer, Softmax2d):  # a ⊙ (g − ⟨g, a⟩): the terms' magnitude
         a = np.abs(out)

@@ -93,17 +93,17 @@ class PReLU(Layer):
         """``∂C/∂x = g ⊙ slope``, ``∂C/∂w_c = Σ g ⊙ x ⊙ 1[x ≤ 0]`` over every axis but the
         channel axis, batch and positions alike (``LAYER.prelu``)."""
         dx = self.input_vjp(cache, dout[None])[0]
-        return dx, {"weight": self._reduce(dout * self._negative(cache.input), cache, False)[0]}
+        terms = (dout * self._negative(cache.input))[None]
+        return dx, {"weight": self._reduce(terms, cache, False)[0]}
 
     def _negative(self, x: np.ndarray) -> np.ndarray:
         """``x ⊙ 1[x ≤ 0]`` (``∂out/∂w`` before the reduction; NaN stays NaN as torch's)."""
         return np.where(x > 0, 0.0, x)
 
     def _reduce(self, terms: np.ndarray, cache: Cache, per_sample: bool) -> np.ndarray:
-        """Sum ``terms`` ``(V, *x.shape)`` — or x's shape, read as ``V = 1`` — to the weight's
-        ``(V, C)``; ``per_sample``: ``(V, N, C)`` (positions only)."""
+        """Sum ``terms`` ``(V, *x.shape)`` to the weight's ``(V, C)``; ``per_sample``:
+        ``(V, N, C)`` (positions only)."""
         ndim = cache.input.ndim
-        terms = terms.reshape(-1, *cache.input.shape)
         keep = {0, 1} if per_sample else {0}
         if self.num_parameters != 1:
             keep.add(2)
