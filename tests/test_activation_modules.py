@@ -320,3 +320,35 @@ def test_specs_save_load_and_train(tmp_path):
     before = model.layers[2].params["weight"].copy()
     train(model, x, np.arange(6) % 3, epochs=1, batch_size=3, eta=0.1)
     assert not np.array_equal(before, model.layers[2].params["weight"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_batches_and_dtypes(dtype):
+    """An empty batch gives empty outputs and zero weight gradients (torch's); float32 layers
+    keep float32 and agree with torch's float32 modules."""
+    rng = np.random.default_rng(0)
+    for layer in (PReLU(dtype=dtype), PReLU(3, dtype=dtype), RReLU(), GLU(1)):
+        x = np.empty((0, 4, 2), dtype)
+        if isinstance(layer, PReLU) and layer.num_parameters == 3:
+            x = np.empty((0, 3, 2), dtype)
+        out, cache = layer.forward(x)
+        dx, grads = layer.backward(out, cache)
+        assert out.dtype == dtype and dx.shape == x.shape
+        assert all(g.shape == (layer.num_parameters,) and not g.any() for g in grads.values())
+    layer = PReLU(3, dtype=dtype)
+    layer.params["weight"][...] = rng.standard_normal(3)
+    x = kinked(rng, (2, 3, 4)).astype(dtype)
+    out, cache = layer.forward(x)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    dx, grads = layer.backward(g, cache)
+    module = torch.nn.PReLU(3, dtype=torch.float32 if dtype == np.float32 else torch.float64)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(layer.params["weight"]))
+    xt = torch.tensor(x, requires_grad=True)
+    ot = module(xt)
+    ot.backward(torch.from_numpy(g))
+    assert out.dtype == dx.dtype == grads["weight"].dtype == dtype
+    np.testing.assert_array_equal(out, ot.detach().numpy())
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(grads["weight"], module.weight.grad.numpy(), rtol=tol, atol=tol)
