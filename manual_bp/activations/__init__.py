@@ -21,7 +21,7 @@ Modules, by concept (every name is importable from :mod:`manual_bp.activations`)
 * :mod:`~manual_bp.activations.base` — the :class:`Activation` protocol and the registry;
 * :mod:`~manual_bp.activations.smooth` — identity, sigmoid, tanh, softplus, GELU, SiLU;
 * :mod:`~manual_bp.activations.piecewise` — ReLU, leaky ReLU, ELU, SELU, hardtanh;
-* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax;
+* :mod:`~manual_bp.activations.normalising` — softmax, log-softmax, softmin;
 * :mod:`~manual_bp.activations.hard` — ReLU6, hard sigmoid, hard swish;
 * :mod:`~manual_bp.activations.shrink` — hard and soft shrink, tanh-shrink, threshold;
 * :mod:`~manual_bp.activations.soft` — CELU, log-sigmoid, Mish, softsign.
@@ -36,7 +36,7 @@ from manual_bp.activations.base import (
     register_activation,
 )
 from manual_bp.activations.hard import HARDSIGMOID_SLOPE, Hardsigmoid, Hardswish, ReLU6
-from manual_bp.activations.normalising import LogSoftmax, Softmax
+from manual_bp.activations.normalising import LogSoftmax, Softmax, Softmin
 from manual_bp.activations.piecewise import (
     ELU,
     SELU,
@@ -76,6 +76,7 @@ __all__ = [
     "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softmin",
     "Softplus",
     "Softshrink",
     "Softsign",

@@ -1,6 +1,7 @@
-"""Normalising activations that couple the units of a sample: softmax, log-softmax (``ACT.*``).
+"""Normalising activations that couple the units of a sample: softmax, log-softmax, softmin
+(``ACT.*``).
 
-Both act along one axis ``dim`` as torch's ``nn.Softmax(dim)`` / ``nn.LogSoftmax(dim)``. The
+All three act along one axis ``dim`` as torch's ``nn.Softmax(dim)`` / ``nn.LogSoftmax(dim)``. The
 library's default is the last axis (``dim=-1``); ``dim=None`` is torch's legacy implicit
 choice (``torch.nn.functional._get_softmax_dim``: axis 0 for 0-, 1- and 3-d inputs, else
 axis 1), with torch's deprecation warning. Every reduction runs on the NEGATIVE axis
@@ -22,7 +23,7 @@ from manual_bp.activations.base import (
     register_activation,
 )
 
-__all__ = ["LogSoftmax", "Softmax", "softmax_axis"]
+__all__ = ["LogSoftmax", "Softmax", "Softmin", "softmax_axis"]
 
 
 def softmax_axis(dim: int | None, ndim: int, owner: str = "softmax") -> int:
@@ -205,3 +206,36 @@ class LogSoftmax(_AlongDim):
         p = np.exp(a)
         w = p * (dz - np.sum(p * dz, axis=axis, keepdims=True))
         return -grad_a.sum(axis=axis, keepdims=True) * w
+
+
+@register_activation
+class Softmin(Softmax):
+    """``σ(z) = softmax(−z)`` along axis ``dim``: ``σ(z)ⱼ = e^{−zⱼ} / Σₖ e^{−zₖ}``. Equation
+    ``ACT.softmin``; ``Softmin(dim=-1)`` is torch's ``nn.Softmin(dim)`` (the default as
+    :class:`Softmax`'s).
+
+    The chain rule through ``−z`` flips the sign of softmax's Jacobian at ``−z``:
+    ``J = −(diag a − a aᵀ)``, symmetric, so the VJP and the JVP are
+    ``−a ⊙ (g − ⟨g, a⟩)``. The second derivative has two sign flips and keeps softmax's form
+    (``ACT2.softmin``).
+    """
+
+    name = "softmin"
+    equation = "ACT.softmin"
+
+    def _forward(self, z: np.ndarray, axis: int) -> np.ndarray:
+        return super()._forward(-z, axis)
+
+    def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[...] = self.forward(z)
+        return out
+
+    def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``∂C/∂z = −a ⊙ (g − ⟨g, a⟩)`` (``ACT.softmin``)."""
+        return -super().backward(grad_a, z, a)
+
+    def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
+        """``Σₖ gₖ ∇²σₖ(z) dz = Σₖ gₖ ∇²softmaxₖ(−z) dz`` (``ACT2.softmin``): softmax's form
+        with ``w = a ⊙ (dz − ⟨a, dz⟩)``; softmax's method, given this class's JVP ``−w``,
+        returns the negative (the form is linear in ``w``)."""
+        return -super().second_vjp(grad_a, dz, z, a)
