@@ -23,13 +23,8 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers import Transformer, TransformerDecoder, TransformerDecoderLayer
-from reference.checks import register_check
-from reference.checks_transformer import (
-    _tensor,
-    draw_layer,
-    torch_transformer_call,
-    transformer_case,
-)
+from reference import checks_transformer as tf  # read at call time: checks modules
+from reference.checks import register_check  # import each other through reference.checks
 from reference.compare import Comparison
 from reference.products import product_comparisons
 
@@ -47,31 +42,31 @@ def _second(layer: Any) -> str:
 def draw_decoder_case(rng: np.random.Generator, cls: type, form: str) -> dict[str, Any]:
     """A ``cls`` with drawn options, its inputs in ``form``, masks and torch's call."""
     # d_model ≥ 2: a layer norm of one feature has exactly-zero gradients (torch: noise)
-    layer = draw_layer(rng, cls, d_model=2 * int(rng.integers(1, 3)) + int(rng.integers(2)))
+    layer = tf.draw_layer(rng, cls, d_model=2 * int(rng.integers(1, 3)) + int(rng.integers(2)))
     if rng.integers(2):
         layer.eval()
-    case = transformer_case(layer, rng)
+    case = tf.transformer_case(layer, rng)
     while form == "input" and case["inputs"][0].shape != case["inputs"][1].shape:
-        case = transformer_case(layer, rng)  # one input used as both: equal lengths
+        case = tf.transformer_case(layer, rng)  # one input used as both: equal lengths
     first, second = case["inputs"]
     kwargs = dict(case["kwargs"])
     if form == "input":
         second = first
-    torch_kwargs = {k: _tensor(v) for k, v in kwargs.items()}
+    torch_kwargs = {k: tf._tensor(v) for k, v in kwargs.items()}
     if form == "given":
         x = (first, second)
 
         def oracle(params, a, b):
-            return torch_transformer_call(layer, params, a, b, **torch_kwargs)
+            return tf.torch_transformer_call(layer, params, a, b, **torch_kwargs)
 
     else:
         x = first
-        constant = _tensor(second)
+        constant = tf._tensor(second)
         if form == "attribute":
             setattr(layer, _second(layer), second)
 
         def oracle(params, a):
-            return torch_transformer_call(
+            return tf.torch_transformer_call(
                 layer, params, a, a if form == "input" else constant, **torch_kwargs
             )
 

@@ -19,6 +19,9 @@ an empty row) and are discarded: their cotangent is zero, their tangent unused. 
 * ``J_{(x,m)} (T, T_m) = (J_z [T; T_m])[:Lq]``, ``J_θ`` likewise; the residual is the
   self-attention's at ``[dout; 0]`` and ``[T; T_m]``, split the same way.
 
+The point ``z`` is not computed again: its cache is assembled from the cross-attention's
+own (:meth:`CrossAttend._joint`), so the products are taken at the forward's own numbers.
+
 Inside a decoder chain the step is a one-input layer in ``x``; the memory's tangent and
 cotangent travel beside the chain on the step's cache (:class:`MemoryChannel`), set by the
 decoder for the walk (:func:`memory_walk`). A parameter product of a block reads no input
@@ -28,12 +31,14 @@ tangent or cotangent, so :class:`CrossBlock` closes the channel around its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from manual_bp.layers.attention_sdpa import AttentionCache
 from manual_bp.layers.containers import Residual, ResidualCache
 from manual_bp.layers.steps import GenericStep
 from manual_bp.layers.transformer_base import SelfAttend, StepCache
@@ -67,12 +72,10 @@ class MemoryChannel:
 
 @dataclass
 class CrossCache(StepCache):
-    """A cross-attention step's cache: the masks of the call, the self-attention cache of
-    ``[x; m]`` (``joint``, built on the first product) and the walk's :class:`MemoryChannel`
-    (``channel``, None outside a walk)."""
+    """A cross-attention step's cache: the self-attention cache of ``[x; m]`` (``joint``,
+    built on the first product) and the walk's :class:`MemoryChannel` (``channel``, None
+    outside a walk)."""
 
-    mask: Any = None
-    padding: Any = None
     joint: Any = None
     channel: MemoryChannel | None = None
 
@@ -115,16 +118,6 @@ def _closed(caches: list) -> Iterator[None]:
             step.channel = channel
 
 
-def _additive(mask: Any, dtype: np.dtype) -> np.ndarray | None:
-    """A mask of torch's MHA convention (bool True = not allowed, float added) as floats."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.dtype == np.bool_:
-        return np.where(mask, dtype.type(-np.inf), dtype.type(0.0))
-    return mask.astype(dtype)
-
-
 class CrossAttend(SelfAttend):
     """Cross-attention ``MHA(x, memory, memory)`` as a one-input layer in ``x`` (the query).
     ``memory`` is set per call; its gradient ``∂key + ∂value`` is appended to the step's
@@ -137,7 +130,7 @@ class CrossAttend(SelfAttend):
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, CrossCache]:
         memory, mask, padding = self.memory, self.attn_mask, self.key_padding_mask
         out, inner = self.attention.forward(x, memory, memory, padding, False, mask)
-        return out, CrossCache(x, inner, mask=mask, padding=padding)
+        return out, CrossCache(x, inner)
 
     def backward(self, dout: np.ndarray, cache: StepCache) -> tuple[np.ndarray, dict]:
         (d_query, d_key, d_value), grads = self.attention.backward(dout, cache.inner)
@@ -149,28 +142,38 @@ class CrossAttend(SelfAttend):
 
     # ------------------------------------------------------------------ products (V axis)
     def _joint(self, cache: CrossCache) -> Any:
-        """The self-attention cache of ``z = [x; m]`` under the block mask (built once)."""
+        """The self-attention cache of ``z = [x; m]`` under the block mask (built once),
+        assembled from the cross-attention's own: the target's queries, the memory's keys
+        and values, the weights ``P`` in the target-rows × memory-columns block and ``Z`` on
+        the target's rows are the forward's own (bit for bit). What no product reads with a
+        nonzero weight or cotangent — the memory's queries, the target's keys and values —
+        is zero, consistent with uniform weights of the memory's rows on the target's keys
+        (``softmax`` of zero scores)."""
         if cache.joint is None:
             if cache.inner.attention.keep is not None:
                 raise NotImplementedError(
                     f"{self.attention!r}: no V-axis products for dropout in training "
                     f"(products are taken in eval mode)"
                 )
-            x, m = cache.input, cache.inner.key
-            Lq, Lk, dtype = x.shape[1], m.shape[1], x.dtype
-            minus = dtype.type(-np.inf)
-            memory_mask = _additive(cache.mask, dtype)
-            lead = () if memory_mask is None or memory_mask.ndim == 2 else memory_mask.shape[:1]
-            mask = np.zeros((*lead, Lq + Lk, Lq + Lk), dtype)
-            mask[..., :Lq, :Lq] = minus
-            mask[..., Lq:, Lq:] = minus
-            if memory_mask is not None:
-                mask[..., :Lq, Lq:] = memory_mask
-            padding = _additive(cache.padding, dtype)
-            if padding is not None:  # the target's columns are never padded
-                padding = np.concatenate([np.zeros((x.shape[0], Lq), dtype), padding], axis=1)
+            inner, att = cache.inner, cache.inner.attention
+            x, m = inner.core.inputs[0], inner.core.inputs[1]
+            (N, h, Lq, d), Lk = att.q.shape, att.k.shape[2]
+            q = np.concatenate([att.q, np.zeros((N, h, Lk, d), att.q.dtype)], axis=2)
+            k = np.concatenate([np.zeros((N, h, Lq, d), att.k.dtype), att.k], axis=2)
+            v = np.concatenate([np.zeros((N, h, Lq, d), att.v.dtype), att.v], axis=2)
+            weights = np.zeros((N, h, Lq + Lk, Lq + Lk), att.weights.dtype)
+            weights[..., :Lq, Lq:] = att.weights
+            weights[..., Lq:, :Lq] = 1.0 / Lq
+            merged = inner.core.merged
+            merged = np.concatenate([merged, np.zeros((N, Lk, merged.shape[-1]), merged.dtype)], 1)
             z = np.concatenate([x, m], axis=1)
-            cache.joint = self.attention.forward(z, key_padding_mask=padding, attn_mask=mask)[1]
+            core = dataclasses.replace(
+                inner.core, inputs=(z, z, z), merged=merged,
+                attention=AttentionCache(q, k, v, weights, att.scale, None),
+            )  # fmt: skip
+            cache.joint = dataclasses.replace(
+                inner, input=z, key=None, value=None, core=core, weights=None
+            )
         return cache.joint
 
     @staticmethod
