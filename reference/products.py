@@ -75,21 +75,31 @@ def _t(array: np.ndarray) -> torch.Tensor:
 
 def torch_products(
     layer: Layer,
-    x: np.ndarray,
+    x: Any,
     cache: Any,
     M: np.ndarray,
-    T: np.ndarray | None,
+    T: Any,
     T_params: dict[str, np.ndarray],
     g: np.ndarray,
+    oracle: Callable[..., torch.Tensor] | None = None,
+    batch_axis: int = 0,
 ) -> dict[str, Any]:
-    """Every product of ``layer`` at ``(θ, x)`` by ``torch.func``, float64, V-stacked."""
+    """Every product of ``layer`` at ``(θ, x)`` by ``torch.func``, float64, V-stacked.
+
+    ``x`` may be a tuple of inputs (a decoder's ``(tgt, memory)``): its tangents ``T`` and
+    input products are then tuples too, and ``oracle(params, *inputs)`` gives the output
+    (default: the forward registered for the layer's class, one input). ``batch_axis``: the
+    output's sample axis (1 for a time-major ``(L, N, E)``) the per-sample shares split."""
     names = sorted(layer.params)
     forward = _oracle_forward(layer)
     buffers = {k: _t(v) for k, v in layer.named_buffers()}  # a container's: its children's
     params = {n: _t(layer.params[n]) for n in names}
-    xt = _t(x)
+    several = isinstance(x, tuple)
+    xt = tuple(_t(a) for a in x) if several else _t(x)
 
-    def f(p: dict[str, torch.Tensor], xin: torch.Tensor) -> torch.Tensor:
+    def f(p: dict[str, torch.Tensor], xin: Any) -> torch.Tensor:
+        if oracle is not None:
+            return oracle(p, *xin) if several else oracle(p, xin)
         return forward(layer, p, {k: b.clone() for k, b in buffers.items()}, xin, cache)
 
     Mt, gt = _t(M), _t(g)
@@ -97,11 +107,13 @@ def torch_products(
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no forward mode
         _, vjp_fn = torch.func.vjp(f, params, xt)
         dp, dx = torch.func.vmap(vjp_fn)(Mt)
-        result["input_vjp"] = dx.numpy()
+        result["input_vjp"] = _numpy(dx)
         result["param_vjp"] = {n: dp[n].numpy() for n in names}
         # sample n's share: the cotangent restricted to sample n
-        N = x.shape[0]
-        eye = torch.eye(N, dtype=torch.float64).reshape(N, N, *([1] * (M.ndim - 2)))
+        N = M.shape[1 + batch_axis]
+        eye = torch.eye(N, dtype=torch.float64).reshape(
+            N, *([1] * batch_axis), N, *([1] * (M.ndim - 2 - batch_axis))
+        )
         masked = (Mt[:, None] * eye[None]).reshape(M.shape[0] * N, *M.shape[1:])
         dp_n, _ = torch.func.vmap(vjp_fn)(masked)
         result["param_vjp_per_sample"] = {
@@ -113,34 +125,59 @@ def torch_products(
             return torch.func.jvp(f, (params, xt), (tp, tx))[1]
 
         if T is not None:
-            Tt = _t(T)
+            Tt = tuple(_t(a) for a in T) if several else _t(T)
             result["input_jvp"] = torch.func.vmap(lambda tx: jvp_of(zeros_p, tx))(Tt).numpy()
         if names:
             Tp = {n: _t(T_params[n]) for n in names}
-            zx = torch.zeros_like(xt)
+            zx = tuple(torch.zeros_like(a) for a in xt) if several else torch.zeros_like(xt)
             result["param_jvp"] = torch.func.vmap(lambda tp: jvp_of(tp, zx))(Tp).numpy()
 
         def gradient(p: dict[str, torch.Tensor], xin: torch.Tensor):
             return torch.func.vjp(f, p, xin)[1](gt)
 
-        Tx = _t(T) if T is not None else torch.zeros((M.shape[0], *x.shape), dtype=torch.float64)
+        if T is not None:
+            Tx = tuple(_t(a) for a in T) if several else _t(T)
+        else:
+            Tx = torch.zeros((M.shape[0], *x.shape), dtype=torch.float64)
         Tp = {n: _t(T_params[n]) for n in names}
 
         def second(tp: dict[str, torch.Tensor], tx: torch.Tensor):
             return torch.func.jvp(gradient, (params, xt), (tp, tx))[1]
 
         r_p, r_x = torch.func.vmap(second)(Tp, Tx)
-        result["residual_input"] = r_x.numpy()
+        result["residual_input"] = _numpy(r_x)
         result["residual_params"] = {n: r_p[n].numpy() for n in names}
     return result
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
+def _numpy(value: Any) -> Any:
+    """A tensor, or a tuple of them (one per input), as NumPy."""
+    return tuple(v.numpy() for v in value) if isinstance(value, tuple) else value.numpy()
+
+
+def _dot(a: Any, b: Any) -> float:
+    """``⟨a, b⟩``; over a tuple of inputs, the sum of the pairs'."""
+    if isinstance(a, tuple):
+        return sum(_dot(u, v) for u, v in zip(a, b, strict=True))
     return float(np.vdot(a, b))
 
 
-def _absdot(a: np.ndarray, b: np.ndarray) -> float:
+def _absdot(a: Any, b: Any) -> float:
+    if isinstance(a, tuple):
+        return sum(_absdot(u, v) for u, v in zip(a, b, strict=True))
     return float(np.abs(a).ravel() @ np.abs(b).ravel())
+
+
+def _at(value: Any, i: Any) -> Any:
+    """``value[i]`` of an array or of each array of a tuple (one per input)."""
+    return tuple(v[i] for v in value) if isinstance(value, tuple) else value[i]
+
+
+def _random_like(rng: np.random.Generator, v: int, x: Any) -> Any:
+    """``V`` standard normal tangents shaped like ``x`` (a tuple: one stack per input)."""
+    if isinstance(x, tuple):
+        return tuple(rng.standard_normal((v, *a.shape)) for a in x)
+    return rng.standard_normal((v, *x.shape))
 
 
 def _ours(layer: Layer, cache: Any, M, T, T_params, g, per_sample: bool) -> dict[str, Any]:
@@ -162,6 +199,8 @@ def _flat(result: dict[str, Any]) -> dict[str, np.ndarray]:
     for key, value in result.items():
         if isinstance(value, dict):
             flat.update({f"{key}[{n}]": np.asarray(v) for n, v in value.items()})
+        elif isinstance(value, tuple):  # one per input
+            flat.update({f"{key}[input {i}]": np.asarray(v) for i, v in enumerate(value)})
         else:
             flat[key] = np.asarray(value)
     return flat
@@ -177,28 +216,41 @@ def _equation(layer: Layer, kind: str) -> str:
 
 
 def product_comparisons(
-    layer: Layer, x: np.ndarray, rng: np.random.Generator, v: int = V
+    layer: Layer,
+    x: Any,
+    rng: np.random.Generator,
+    v: int = V,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    oracle: Callable[..., torch.Tensor] | None = None,
+    batch_axis: int | None = 0,
 ) -> list[Comparison]:
-    """Every product of ``layer`` at input ``x`` against ``torch.func``, plus the identities."""
+    """Every product of ``layer`` at input ``x`` against ``torch.func``, plus the identities.
+
+    ``x`` a tuple: a layer of several inputs (``forward(*x, **kwargs)``; tangents and input
+    products are tuples, one per input), with ``oracle(params, *inputs)`` its torch forward
+    (:func:`torch_products`). ``batch_axis`` the sample axis of the output (1 time-major;
+    None for an unbatched input: no per-sample shares to compare)."""
+    kwargs = kwargs or {}
     buffers = dict(layer.named_buffers())  # a container's: its children's, by dotted name
     state = {k: b.copy() for k, b in buffers.items()}
     extra = [each.get_extra_state() for each in _layers(layer)]
-    out, cache = layer.forward(x)
+    out, cache = layer.forward(*x, **kwargs) if isinstance(x, tuple) else layer.forward(x, **kwargs)
     for k, b in state.items():  # the oracle runs at the buffers the forward used
         buffers[k][...] = b
     index_input = getattr(layer, "index_input", False)
     M = rng.standard_normal((v, *out.shape))
     g = rng.standard_normal(out.shape)
-    T = None if index_input else rng.standard_normal((v, *x.shape))
+    T = None if index_input else _random_like(rng, v, x)
     T_params = {n: rng.standard_normal((v, *p.shape)) for n, p in layer.params.items()}
     for name, frozen in getattr(layer, "constant_rows", dict)().items():
         T_params[name][:, frozen] = 0.0  # e.g. an embedding's padding row is no direction
     try:
         layer.param_vjp(cache, M, sum_batch=False)
-        per_sample = True
+        per_sample = batch_axis is not None
     except BatchCouplingError:
         per_sample = False
-    T2 = None if T is None else rng.standard_normal(T.shape)  # for the symmetry identity
+    T2 = None if T is None else _random_like(rng, v, x)  # for the symmetry identity
     T2_params = {n: rng.standard_normal(a.shape) for n, a in T_params.items()}
     for name, frozen in getattr(layer, "constant_rows", dict)().items():
         T2_params[name][:, frozen] = 0.0
@@ -220,11 +272,11 @@ def product_comparisons(
     for shake in paired_shakes(seed, DELTA):
         at = cache
         if layer.children():
-            at = _forward_shaken(layer, x, shake, state, extra)
+            at = _forward_shaken(layer, x, shake, state, extra, kwargs)
         shaken_points.append(_shaken((at, *point[1:]), shake))
     shaken_ours = [_ours(layer, *q[:5], per_sample) for q in shaken_points]
     shakes = [_flat(o) for o in shaken_ours]
-    expected = torch_products(layer, x, cache, M, T, T_params, g)
+    expected = torch_products(layer, x, cache, M, T, T_params, g, oracle, batch_axis or 0)
     if not per_sample:
         expected.pop("param_vjp_per_sample")
     if T is None:  # an index input has no input products (tests check its zero input_vjp)
@@ -261,7 +313,9 @@ def _layers(layer: Layer) -> list[Layer]:
     return [layer] + [each for child in layer.children() for each in _layers(child)]
 
 
-def _forward_shaken(layer: Layer, x: np.ndarray, shake: Callable, state: dict, extra: list) -> Any:
+def _forward_shaken(
+    layer: Layer, x: Any, shake: Callable, state: dict, extra: list, kwargs: dict
+) -> Any:
     """The cache of ``layer``'s forward at a shaken input with shaken weights, run from
     the buffers and generator states of the first forward (so dropout draws the same
     masks); parameters, buffers and generators are left as they were."""
@@ -275,8 +329,10 @@ def _forward_shaken(layer: Layer, x: np.ndarray, shake: Callable, state: dict, e
             each.set_extra_state(saved)
         for array, _ in weights:
             array[...] = shake(array)
+        if isinstance(x, tuple):
+            return layer.forward(*(shake(a) for a in x), **kwargs)[1]
         index_input = getattr(layer, "index_input", False)
-        return layer.forward(x if index_input else shake(x))[1]
+        return layer.forward(x if index_input else shake(x), **kwargs)[1]
     finally:
         for array, original in weights:
             array[...] = original
@@ -295,6 +351,8 @@ def _shaken(point: tuple, shake: Callable[[np.ndarray], np.ndarray]) -> tuple:
             return None
         if isinstance(value, dict):
             return {k: shake(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return tuple(shake(v) for v in value)
         return shake(value)
 
     return (shake_cache(cache, shake), *(each(v) for v in vectors))
@@ -312,9 +370,10 @@ def _identities(
     for i in range(M.shape[0]):
         left = right = magnitude = 0.0
         if T is not None:
+            vjp_i = _at(ours["input_vjp"], i)
             left += _dot(M[i], ours["input_jvp"][i])
-            right += _dot(ours["input_vjp"][i], T[i])
-            magnitude += _absdot(M[i], ours["input_jvp"][i]) + _absdot(ours["input_vjp"][i], T[i])
+            right += _dot(vjp_i, _at(T, i))
+            magnitude += _absdot(M[i], ours["input_jvp"][i]) + _absdot(vjp_i, _at(T, i))
         if names:
             left += _dot(M[i], ours["param_jvp"][i])
             magnitude += _absdot(M[i], ours["param_jvp"][i])
@@ -357,8 +416,11 @@ def _identities(
     # V = 1 is backward
     dx, grads = layer.backward(M[0], cache)
     if T is not None:
-        v1 = layer.input_vjp(cache, M[:1])[0]
-        found.append((vjp_id, "backward = input_vjp at V = 1", dx, v1, np.abs(v1)))
+        v1 = _at(layer.input_vjp(cache, M[:1]), 0)
+        pairs = zip(dx, v1, strict=True) if isinstance(v1, tuple) else [(dx, v1)]
+        for k, (d, w) in enumerate(pairs):
+            label = f" [input {k}]" if isinstance(v1, tuple) else ""
+            found.append((vjp_id, f"backward = input_vjp at V = 1{label}", d, w, np.abs(w)))
     one = layer.param_vjp(cache, M[:1])
     for n in names:
         v1 = one[n][0]

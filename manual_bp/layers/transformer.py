@@ -29,7 +29,6 @@ from manual_bp.layers.normalisation import LayerNorm
 from manual_bp.layers.steps import GenericStep
 from manual_bp.layers.transformer_base import (
     TORCH_NAMES,
-    CrossAttend,
     Layout,
     NamedChildren,
     SelfAttend,
@@ -46,6 +45,7 @@ from manual_bp.layers.transformer_base import (
     padding_mask,
 )
 from manual_bp.layers.transformer_chain import Chain, chain_fast_step
+from manual_bp.layers.transformer_cross import CrossAttend, DecoderProducts
 
 __all__ = [
     "TransformerDecoderLayer",
@@ -313,7 +313,7 @@ def chain_backward_memory(chain: Chain, dout: np.ndarray, caches: list) -> tuple
 
 
 @register_layer
-class TransformerDecoderLayer(_TransformerLayer):
+class TransformerDecoderLayer(DecoderProducts, _TransformerLayer):
     """``torch.nn.TransformerDecoderLayer``. Equation ``TF.decoder-layer``.
 
     torch's constructor (as :class:`TransformerEncoderLayer`'s). ``forward(tgt, memory,
@@ -323,12 +323,10 @@ class TransformerDecoderLayer(_TransformerLayer):
 
     Two inputs in a one-input stack (``transformer_decoder_layer(nhead, …)``): the memory is
     the :attr:`memory` attribute when the caller set it (its gradient is not the stack's),
-    else the layer's input itself (``memory = tgt``: ``∂C/∂x = ∂tgt + ∂memory``).
+    else the layer's input itself (``memory = tgt``: ``∂C/∂x = ∂tgt + ∂memory``). The
+    products (``PROD.transformer.*``) take the same inputs: ``(tgt, memory)`` pairs of
+    tangents and cotangents when both were given (:class:`DecoderProducts`).
     """
-
-    products_refusal = (
-        "the decoder's cross-attention has no V-axis products (products cover self-attention)"
-    )
 
     name = "transformer_decoder_layer"
     equation = "TF.decoder-layer"

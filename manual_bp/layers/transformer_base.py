@@ -26,7 +26,6 @@ from manual_bp.layers.steps import GenericStep
 __all__ = [
     "CHAIN_NAMES",
     "TORCH_NAMES",
-    "CrossAttend",
     "Layout",
     "NamedChildren",
     "SelfAttend",
@@ -341,32 +340,3 @@ class SelfAttend(Layer):
 
     def __repr__(self) -> str:
         return f"SelfAttend({self.attention!r})"
-
-
-class CrossAttend(SelfAttend):
-    """Cross-attention ``MHA(x, memory, memory)`` as a one-input layer in ``x`` (the query).
-    ``memory`` is set per call; its gradient ``∂key + ∂value`` is appended to the step's
-    cache by :meth:`backward` (the one-input protocol has no place for a second input)."""
-
-    memory: Any = None
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, StepCache]:
-        memory, mask, padding = self.memory, self.attn_mask, self.key_padding_mask
-        out, inner = self.attention.forward(x, memory, memory, padding, False, mask)
-        return out, StepCache(x, inner)
-
-    def backward(self, dout: np.ndarray, cache: StepCache) -> tuple[np.ndarray, dict]:
-        (d_query, d_key, d_value), grads = self.attention.backward(dout, cache.inner)
-        cache.memory_grad.append(d_key + d_value)  # the memory feeds the key and the value
-        return d_query, grads
-
-    def fast_step(self) -> Any:
-        return GenericStep(self)
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"{self.attention!r}: no V-axis products for cross-attention (the decoder's "
-            f"memory is a second input): products cover self-attention"
-        )
-
-    input_vjp = param_vjp = input_jvp = param_jvp = residual = _refuse  # type: ignore[assignment]

@@ -31,8 +31,9 @@ from manual_bp.layers.containers import (
     stack_param_vjp,
     stack_residual,
 )
-from manual_bp.layers.containers_products import split_named
+from manual_bp.layers.containers_products import split_named, stack_tangents
 from manual_bp.layers.steps import GenericStep
+from manual_bp.layers.transformer_cross import CrossAttend, CrossBlock
 
 __all__ = ["Chain", "ChainStep", "chain_fast_step"]
 
@@ -50,7 +51,8 @@ class Chain:
         self.layers: list[Layer] = []
         self.to_torch: list[dict[str, str]] = []  # per block: chain name -> torch name
         for residual, members in plan:
-            block = Residual(members) if residual else members[0]
+            cross = any(isinstance(member, CrossAttend) for member in members)
+            block = (CrossBlock if cross else Residual)(members) if residual else members[0]
             table = {}
             for i, member in enumerate(members):
                 for name in member.params:
@@ -125,8 +127,15 @@ class Chain:
     def param_jvp(self, caches, T_params):
         return stack_param_jvp(self.layers, caches, self.split(T_params))
 
-    def residual(self, caches, dout, T, T_params):
-        r_x, r_params = stack_residual(self.layers, caches, dout, T, self.split(T_params))
+    def tangent(self, caches, T, T_params):
+        """``J_x T + Σ_p J_p T_p`` up the chain (either may be None: zero)."""
+        return stack_tangents(self.layers, caches, T, self.split(T_params))[-1]
+
+    def residual(self, caches, dout, T, T_params, R_dout=None):
+        """The R-operator's pass down the chain; ``R_dout`` None: the second-order residual."""
+        r_x, r_params = stack_residual(
+            self.layers, caches, dout, T, self.split(T_params), R_dout=R_dout
+        )
         return r_x, self.unsplit(r_params)
 
 

@@ -31,6 +31,7 @@ from manual_bp.layers.transformer_base import (
     layout_of,
     padding_mask,
 )
+from manual_bp.layers.transformer_cross import decoder_residual, decoder_tangent, decoder_vjp
 from manual_bp.layers.transformer_stacks import TransformerDecoder, TransformerEncoder
 
 __all__ = ["Transformer"]
@@ -61,11 +62,10 @@ class Transformer(NamedChildren, Layer):
     memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
     memory_is_causal=False)``; :meth:`backward` gives ``((∂C/∂src, ∂C/∂tgt), grads)``.
     One-input form (a stack): ``tgt`` is the :attr:`tgt` attribute when set, else the input.
+    Products (``PROD.transformer.*``) with respect to the same inputs: ``(src, tgt)`` pairs
+    when both were given, the one input when ``tgt`` was the input, ``src`` alone when
+    ``tgt`` was the attribute.
     """
-
-    products_refusal = (
-        "the decoder's cross-attention has no V-axis products (products cover self-attention)"
-    )
 
     name = "transformer"
     equation = "TF.transformer"
@@ -196,16 +196,90 @@ class Transformer(NamedChildren, Layer):
     def fast_step(self) -> Any:
         return GenericStep(self)
 
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        """No V-axis products (``PROD.transformer.*``): the decoder's cross-attention reads
-        the encoder's output as a second input, and the attention's products cover
-        self-attention only."""
-        raise NotImplementedError(
-            "Transformer: no V-axis products (the decoder's cross-attention: products cover "
-            "self-attention); TransformerEncoder and TransformerEncoderLayer have them"
-        )
+    # ------------------------------------------------------------------ products (V axis)
+    def _split_tangent(self, cache: TransformerCache, T: Any) -> tuple[Any, Any]:
+        """``(T_src, T_tgt)`` batch-first from the caller's form of ``T``."""
+        if T is None:
+            return None, None
+        lay = cache.layout
+        if cache.tgt_kind == "given":
+            return lay.inward(T[0], True), lay.inward(T[1], True)
+        inner = lay.inward(T, True)
+        return inner, (inner if cache.tgt_kind == "input" else None)
 
-    input_vjp = param_vjp = input_jvp = param_jvp = residual = _refuse  # type: ignore[assignment]
+    @staticmethod
+    def _join(cache: TransformerCache, d_src: np.ndarray, d_tgt: np.ndarray) -> Any:
+        d_src, d_tgt = cache.layout.outward(d_src, True), cache.layout.outward(d_tgt, True)
+        if cache.tgt_kind == "given":
+            return d_src, d_tgt
+        return d_src + d_tgt if cache.tgt_kind == "input" else d_src
+
+    @staticmethod
+    def _halves(named: dict | None) -> tuple[dict, dict]:
+        """Torch-named tangents as the encoder's and the decoder's own names."""
+        halves: tuple[dict, dict] = ({}, {})
+        for name, value in (named or {}).items():
+            part, _, rest = name.partition(".")
+            if part not in ("encoder", "decoder"):
+                raise ValueError(f"Transformer: unknown parameter {name!r}")
+            halves[part == "decoder"][rest] = value
+        return halves
+
+    def input_vjp(self, cache: TransformerCache, M: np.ndarray) -> Any:
+        """``(J_srcᵀ M, J_tgtᵀ M)`` (``PROD.transformer.vjp``): the decoder's walk gives the
+        target's and the memory's cotangents, the encoder's chain carries the memory's down."""
+        d_tgt, d_memory = decoder_vjp(
+            self.decoder.chain, cache.decoder, cache.layout.inward(M, True)
+        )
+        return self._join(cache, self.encoder.chain.input_vjp(cache.encoder, d_memory), d_tgt)
+
+    def param_vjp(self, cache: TransformerCache, M: np.ndarray, sum_batch: bool = True) -> dict:
+        """``J_θᵀ M`` (``PROD.transformer.vjp``): the decoder's at ``M``, the encoder's at the
+        memory's cotangent ``J_mᵀ M`` (per sample: sample n's, from M's sample n alone)."""
+        M = cache.layout.inward(M, True)
+        _, d_memory = decoder_vjp(self.decoder.chain, cache.decoder, M)
+        enc = self.encoder.chain.param_vjp(cache.encoder, d_memory, sum_batch)
+        grads = {f"encoder.{k}": g for k, g in enc.items()}
+        for k, g in self.decoder.chain.param_vjp(cache.decoder, M, sum_batch).items():
+            grads[f"decoder.{k}"] = g
+        return {name: grads[name] for name, _ in self.named_parameters()}
+
+    def _tangent(self, cache: TransformerCache, T: Any, T_params: Any) -> np.ndarray:
+        """``J_x T + Σ_p J_p T_p``: the memory's tangent from the encoder, then the decoder."""
+        T_src, T_tgt = self._split_tangent(cache, T)
+        own_enc, own_dec = self._halves(T_params)
+        T_memory = None
+        if T_src is not None or own_enc:
+            T_memory = self.encoder.chain.tangent(cache.encoder, T_src, own_enc)
+        out = decoder_tangent(self.decoder.chain, cache.decoder, T_tgt, T_memory, own_dec)
+        return cache.layout.outward(out, True)
+
+    def input_jvp(self, cache: TransformerCache, T: Any) -> np.ndarray:
+        """``J_src T_src + J_tgt T_tgt`` (``PROD.transformer.jvp``)."""
+        return self._tangent(cache, T, None)
+
+    def param_jvp(self, cache: TransformerCache, T_params: dict) -> np.ndarray:
+        """``Σ_p J_p T_p`` (``PROD.transformer.jvp``): the encoder's terms reach the output
+        through the memory."""
+        return self._tangent(cache, None, T_params)
+
+    def residual(self, cache: TransformerCache, dout, T, T_params=None) -> tuple:
+        """``PROD.transformer.residual``: the decoder's R-pass (``R{dout} = 0``) gives
+        ``R{∂m}``; the encoder's R-pass starts from it, at the gradient ``∂C/∂m``."""
+        T_src, T_tgt = self._split_tangent(cache, T)
+        own_enc, own_dec = self._halves(T_params)
+        enc, dec, dout = self.encoder.chain, self.decoder.chain, cache.layout.inward(dout)
+        T_memory = None
+        if T_src is not None or own_enc:
+            T_memory = enc.tangent(cache.encoder, T_src, own_enc)
+        _, _, g_memory = chain_backward_memory(dec, dout, cache.decoder)
+        r_tgt, R_memory, r_dec = decoder_residual(dec, cache.decoder, dout, T_tgt, T_memory,
+                                                  own_dec)  # fmt: skip
+        r_src, r_enc = enc.residual(cache.encoder, g_memory, T_src, own_enc, R_dout=R_memory)
+        grads = {f"encoder.{k}": g for k, g in r_enc.items()}
+        grads.update({f"decoder.{k}": g for k, g in r_dec.items()})
+        order = [name for name, _ in self.named_parameters()]
+        return self._join(cache, r_src, r_tgt), {name: grads[name] for name in order}
 
     def __repr__(self) -> str:
         return (

@@ -39,6 +39,7 @@ from manual_bp.layers.transformer_base import (
     reseed,
 )
 from manual_bp.layers.transformer_chain import Chain, chain_fast_step
+from manual_bp.layers.transformer_cross import DecoderProducts
 
 __all__ = ["TransformerDecoder", "TransformerEncoder"]
 
@@ -253,18 +254,15 @@ class TransformerEncoder(_Stack):
 
 
 @register_layer
-class TransformerDecoder(_Stack):
+class TransformerDecoder(DecoderProducts, _Stack):
     """``torch.nn.TransformerDecoder(decoder_layer, num_layers, norm=None)``. Equation
     ``TF.decoder``. ``forward(tgt, memory, tgt_mask=None, memory_mask=None,
     tgt_key_padding_mask=None, memory_key_padding_mask=None, tgt_is_causal=None,
     memory_is_causal=False)``; :meth:`backward` gives ``((∂C/∂tgt, ∂C/∂memory), grads)``,
     ``∂C/∂memory`` summed over the layers. One-input form: as
-    :class:`~manual_bp.layers.transformer.TransformerDecoderLayer`'s (:attr:`memory`).
+    :class:`~manual_bp.layers.transformer.TransformerDecoderLayer`'s (:attr:`memory`);
+    products with respect to the same inputs (:class:`DecoderProducts`).
     """
-
-    products_refusal = (
-        "the decoder's cross-attention has no V-axis products (products cover self-attention)"
-    )
 
     name = "transformer_decoder"
     equation = "TF.decoder"
