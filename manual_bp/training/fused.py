@@ -271,8 +271,8 @@ def _takes_shortcut(model: Any) -> bool:
 def _seed_kind(model: Any) -> str:
     """``"minus-target"`` (δᴸ = a − y folded), ``"cost-gradient"`` (∇ₐC into a buffer, then
     the output activation's VJP) or ``"generic"`` (masks, coupled outputs: the readable seed)."""
-    if model.ignore_index is not None:
-        return "generic"
+    if model.ignore_index is not None or model.cost.target_kind == "loss":
+        return "generic"  # a loss as the cost seeds from its own backward
     activation = getattr(model.layers[-1], "activation", None)
     if activation is None:
         return "generic"
