@@ -96,6 +96,7 @@ class FusedTrainer:
         self.cost = model.cost
         self._batches: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._last: tuple[np.ndarray, np.ndarray] | None = None
+        self._epoch = 1
 
     @property
     def fused_update(self) -> bool:
@@ -160,6 +161,10 @@ class FusedTrainer:
         logits = _logits(model, self.steps[-1])
         shortcut = bool(logits) and _takes_shortcut(model)
         seed = output_seed(model.cost, out, y, model.ignore_index, shortcut=shortcut, **logits)
+        if self.cost.target_kind == "loss" and not np.isfinite(seed.cost):
+            # a loss can be infinite at finite parameters (CTC: an impossible alignment);
+            # stop before its NaN gradient reaches the weights, as the readable path does
+            check_training_state((), seed.cost, epoch=self._epoch, optimizer=self.optimizer)
         g = seed.input_grad if shortcut else seed.output_grad
         return (g * factor if factor != 1.0 else g), (K - 1 if shortcut else K)
 
@@ -229,6 +234,7 @@ class FusedTrainer:
         at the parameters and at the cost of the last mini-batch, computed once from the
         buffers: a non-finite one raises ``DivergenceError`` naming the likely cause.
         """
+        self._epoch = epoch
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             for index in batches:
                 self.step(x, y, index)
