@@ -280,3 +280,19 @@ def test_cli_trains_saves_and_evaluates_a_ctc_model(tmp_path, capsys):
     assert main(["evaluate", str(path), "--task", "ctc-copy", "--length", "9"]) == 0
     report = capsys.readouterr().out
     assert "loss:ctc" in report and "greedy-decoding accuracy" in report
+
+
+def test_a_spec_file_sets_the_loss_options(tmp_path, capsys):
+    spec = tmp_path / "ctc.toml"
+    spec.write_text(
+        'layers = [{name = "lstm", args = [4], bidirectional = true}, '
+        '{name = "dense", args = [9]}, "log-softmax"]\n'
+        'cost = {loss = {name = "ctc", blank = 0, zero_infinity = true}}\n'
+    )
+    path = tmp_path / "ctc.npz"
+    argv = ["train", "--task", "ctc-copy", "--length", "6", "--model", str(spec), "--epochs",
+            "1", "--batch-size", "500", "--quiet", "--save", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    assert load(path).cost == LossCost(CTCLoss(zero_infinity=True))
+    assert main([*argv[:-2], "--cost", "loss:ctc"]) == 2  # contradicts the spec: refused
+    assert "contradicts" in capsys.readouterr().err

@@ -22,12 +22,14 @@ so that ``y[index]`` slices every part at once. A loss whose input is time-major
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from manual_bp.costs import COSTS, Cost, get_cost
-from manual_bp.losses import LOSSES, Loss, get_loss
+
+if TYPE_CHECKING:
+    from manual_bp.losses import Loss
 
 __all__ = ["LossCost", "pack_targets", "resolve_cost"]
 
@@ -40,6 +42,9 @@ PREFIX = "loss:"
 
 def resolve_cost(spec: Any) -> Cost | LossCost:
     """A cost or a loss-as-cost from a name, instance, class or config (module docstring)."""
+    # imported here: `import manual_bp` does not load the losses until a model names one
+    from manual_bp.losses import LOSSES, Loss, get_loss
+
     if isinstance(spec, LossCost):
         return spec
     if isinstance(spec, Loss) or (isinstance(spec, type) and issubclass(spec, Loss)):
