@@ -15,6 +15,10 @@ reverse   ``x[T - 1 - t]`` — needs the whole sequence: use a   vocab
 sum       ``(x[0] + … + x[t]) mod vocab``                      vocab
 parity    ``(x[0] + … + x[t]) mod 2`` on bits                  2
 ========= ==================================================== =========
+
+``ctc-copy`` (:mod:`manual_bp.ctc_data`) is the one task without per-position labels: noisy
+one-hot frames with blanks, repeats and gaps, the target the collapsed symbol sequence
+(``vocab + 1`` classes, blank 0), trained with ``cost="ctc"``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import numpy as np
 
 from manual_bp.data import Dataset
 
-__all__ = ["TASKS", "load_task", "make_sequences"]
+__all__ = ["ALL_TASKS", "TASKS", "load_task", "make_sequences"]
 
 TASKS = ("copy", "reverse", "sum", "parity")
+#: Every task ``load_task`` makes: the per-position ones and CTC's.
+ALL_TASKS = (*TASKS, "ctc-copy")
 
 
 def _labels(task: str, x: np.ndarray, vocab: int, delay: int) -> np.ndarray:
@@ -77,6 +83,12 @@ def load_task(
              "dense", "softmax"], input_shape=(8,), n_outputs=8, cost="log-likelihood")
     """
     rng = np.random.default_rng(seed)
+    if name == "ctc-copy":
+        from manual_bp.ctc_data import make_ctc_copy
+
+        splits = [make_ctc_copy(n, length, vocab, rng) for n in (n_train, n_val, n_test)]
+        return Dataset(*(a for pair in splits for a in pair), name=f"{name}-T{length}-V{vocab}",
+                       n_classes=vocab + 1)  # fmt: skip
     splits = [make_sequences(name, n, length, vocab, rng, delay) for n in (n_train, n_val, n_test)]
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
     return Dataset(

@@ -42,8 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--task",
-        choices=("copy", "reverse", "sum", "parity"),
-        help="evaluate a sequence model on the synthetic task it was trained on",
+        choices=("copy", "reverse", "sum", "parity", "ctc-copy"),
+        help="evaluate a sequence model on the synthetic task it was trained on (ctc-copy: "
+        "the mean CTC loss and the greedy-decoding accuracy)",
     )
     parser.add_argument(
         "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         from manual_bp.sequence_data import load_task
 
         data = load_task(args.task, length=args.length, seed=args.seed)
-        expected = ((data.n_features,), (data.n_features, data.n_classes))
+        frames = data.x_train.shape[1:]  # (T,) token indices, or (T, C) frames of ctc-copy
+        expected = (frames, (data.n_features, data.n_classes))
     else:
         data = load_mnist(args.mnist, dtype=dtype) if args.mnist else load_digits(dtype=dtype)
         expected = ((data.n_features,), (data.n_classes,))
@@ -92,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.file}: the model's inputs {n_in} and outputs {n_out} do not fit "
             f"{data.name} ({data.n_features} inputs, {data.n_classes} classes)"
         )
+    if net.cost.target_kind == "loss":  # a torch-named loss: no per-position labels
+        return _report_loss(net, args, data.name, x, y)
     predicted = net.predict(x)
     matrix = confusion_matrix(np.ravel(y), np.ravel(predicted), data.n_classes)
     total = int(matrix.sum())  # samples, or positions of a sequence task
@@ -100,6 +104,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"{data.name} {args.split}: accuracy {accuracy:.2%} ({int(np.trace(matrix))}/{total})")
     print("confusion matrix (rows: true label, columns: predicted label)")
     print(format_confusion_matrix(matrix))
+    return 0
+
+
+def _report_loss(net, args: argparse.Namespace, name: str, x: np.ndarray, y: np.ndarray) -> int:
+    """A model trained on a torch-named loss (CTC): the loss on the split (torch's reduction)
+    and the fraction of sequences decoded exactly (greedy: best class per frame, repeats
+    merged, blanks dropped)."""
+    loss, out = net.cost_and_outputs(x, y)
+    targets = net.prepare_targets(y, x.shape[0])
+    accuracy = net.output_accuracy(out, targets)
+    print(f"{net!r} from {args.file}")
+    print(f"{name} {args.split}: {net.cost.name} {loss:.4f}; greedy-decoding accuracy "
+          f"{accuracy:.2%} ({round(accuracy * len(x))}/{len(x)} sequences exact)")  # fmt: skip
     return 0
 
 

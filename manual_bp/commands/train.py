@@ -68,10 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     data.add_argument(
         "--task",
-        choices=("copy", "reverse", "sum", "parity"),
+        choices=("copy", "reverse", "sum", "parity", "ctc-copy"),
         help="train a sequence model on a synthetic task (integer sequences, per-position "
         "labels; needs --layers or --model), e.g. --task reverse --layers "
-        "'embedding(8, 16), lstm(32, bidirectional=True), dense, softmax'",
+        "'embedding(8, 16), lstm(32, bidirectional=True), dense, softmax'; ctc-copy: noisy "
+        "one-hot frames with blanks, the target the collapsed symbols (--cost ctc)",
     )
     data.add_argument(
         "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"

@@ -29,7 +29,7 @@ import numpy as np
 
 from manual_bp._validation import as_array, check_finite, check_nonempty, check_size
 from manual_bp.activations import Identity
-from manual_bp.costs import Cost, get_cost
+from manual_bp.costs import Cost
 from manual_bp.layers._entry import memory_limit
 from manual_bp.layers.activation import ActivationLayer
 from manual_bp.layers.base import Layer
@@ -37,6 +37,7 @@ from manual_bp.layers.build import build_layer, get_layer
 from manual_bp.layers.containers import stack_backward, stack_forward, stack_output_shape
 from manual_bp.models.container import split_arguments
 from manual_bp.models.evaluation import Evaluation
+from manual_bp.models.loss_cost import LossCost, resolve_cost
 from manual_bp.models.records import StackGradients
 from manual_bp.models.targets import (
     check_ignore_index,
@@ -73,9 +74,12 @@ class Sequential(Evaluation):
         Dense(64, 30)), …]))`` names the layers: the state-dict keys are ``"fc1.weight"``
         (else a layer's name is its position). The torch idioms (``seq[i]``, ``seq[i:j]``
         sharing memory, ``len``, iteration, ``append``): :mod:`manual_bp.models.container`.
-    cost : name, Cost or config
+    cost : name, Cost, Loss or config
         The per-sample cost; the model's cost is the mean over the mini-batch. After a list
         or an ``OrderedDict`` it may also be given by position (``Sequential([…], "quadratic")``).
+        A torch-named :class:`~manual_bp.losses.Loss` (``CTCLoss()``, ``"loss:ctc"``, or a
+        loss name no cost has, ``"ctc"``) is the model's cost as torch's criterion is: its
+        value on the whole batch, its backward the seed (:mod:`manual_bp.models.loss_cost`).
     input_shape : tuple of int, optional
         Per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``. Checked through every
         layer's ``output_shape`` at construction, so a stack that cannot work fails here,
@@ -136,7 +140,7 @@ class Sequential(Evaluation):
                     f"{leaf!r} is time-major (batch_first=False, torch's default) but a "
                     "Sequential's data is batch-major (N, ...): build it with batch_first=True"
                 )
-        self.cost: Cost = get_cost("quadratic" if cost is None else cost)
+        self.cost: Cost | LossCost = resolve_cost("quadratic" if cost is None else cost)
         self.ignore_index = check_ignore_index(ignore_index, self.cost)
         last = self.layers[-1]
         self.cost.check_output_activation(
@@ -272,7 +276,10 @@ class Sequential(Evaluation):
     def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
         """Targets shaped like the output; integer labels are one-hot encoded on the last axis
         (a label equal to ``ignore_index`` becomes an all-zero row). The cost's target domain
-        (e.g. [0, 1] for cross-entropy) is checked on the counted rows, as ``Network`` does."""
+        (e.g. [0, 1] for cross-entropy) is checked on the counted rows, as ``Network`` does.
+        A torch-named loss's targets: :meth:`LossCost.prepare_targets`."""
+        if isinstance(self.cost, LossCost):
+            return self.cost.prepare_targets(y, batch, self.output_shape, self.dtype, name)
         y = prepare_targets(y, batch, self.output_shape, self.dtype, self.ignore_index, name)
         t = rows(y)
         if self.ignore_index is not None:
@@ -359,6 +366,12 @@ class Sequential(Evaluation):
         """``(C, [∂C/∂θ in parameter_arrays() order])`` on validated arrays (the training step)."""
         result = self._backprop(x, y, input_grad=False)
         return result.cost, [result.params[name] for name in self._parameter_names]
+
+    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """Accuracy of outputs against prepared targets (a loss's own rule with a loss)."""
+        if isinstance(self.cost, LossCost):
+            return self.cost.accuracy(out, targets)
+        return super().output_accuracy(out, targets)
 
     # ------------------------------------------------------------------ misc
     def get_config(self) -> dict[str, Any]:

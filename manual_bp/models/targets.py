@@ -26,6 +26,7 @@ import numpy as np
 from manual_bp._validation import check_finite, not_labels_message
 from manual_bp.costs import Cost
 from manual_bp.encoding import is_label_vector
+from manual_bp.models.loss_cost import LossCost
 
 __all__ = [
     "Seed",
@@ -171,8 +172,12 @@ def output_seed(
 
     With ``z``/``activation`` (the output layer's input and activation) the cost is taken
     from ``zᴷ`` where that is stable (:meth:`Cost.value_from_logits`); with ``shortcut``
-    (BP1's exact shortcut applies) also ``∂C/∂zᴷ = δᴷ/n``.
+    (BP1's exact shortcut applies) also ``∂C/∂zᴷ = δᴷ/n``. A torch-named loss as the cost
+    (:class:`~manual_bp.models.loss_cost.LossCost`) gives its own value and seed instead.
     """
+    if isinstance(cost, LossCost):
+        value, grad = cost.seed(out, y)
+        return Seed(value, lambda: grad, None)
     a, t = rows(out), rows(y)
     mask = counted_rows(t, ignore_index)
     if mask is not None:

@@ -96,6 +96,7 @@ class FusedTrainer:
         self.cost = model.cost
         self._batches: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._last: tuple[np.ndarray, np.ndarray] | None = None
+        self._epoch = 1
 
     @property
     def fused_update(self) -> bool:
@@ -160,6 +161,10 @@ class FusedTrainer:
         logits = _logits(model, self.steps[-1])
         shortcut = bool(logits) and _takes_shortcut(model)
         seed = output_seed(model.cost, out, y, model.ignore_index, shortcut=shortcut, **logits)
+        if self.cost.target_kind == "loss" and not np.isfinite(seed.cost):
+            # a loss can be infinite at finite parameters (CTC: an impossible alignment);
+            # stop before its NaN gradient reaches the weights, as the readable path does
+            check_training_state((), seed.cost, epoch=self._epoch, optimizer=self.optimizer)
         g = seed.input_grad if shortcut else seed.output_grad
         return (g * factor if factor != 1.0 else g), (K - 1 if shortcut else K)
 
@@ -234,6 +239,7 @@ class FusedTrainer:
         buffers: a non-finite one raises ``DivergenceError`` naming the likely cause.
         """
         check_trainer_data(self.model, x, y, batches=batches)  # once; the steps unchecked
+        self._epoch = epoch
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             for index in batches:
                 self._step(x, y, index)
@@ -276,8 +282,8 @@ def _takes_shortcut(model: Any) -> bool:
 def _seed_kind(model: Any) -> str:
     """``"minus-target"`` (δᴸ = a − y folded), ``"cost-gradient"`` (∇ₐC into a buffer, then
     the output activation's VJP) or ``"generic"`` (masks, coupled outputs: the readable seed)."""
-    if model.ignore_index is not None:
-        return "generic"
+    if model.ignore_index is not None or model.cost.target_kind == "loss":
+        return "generic"  # a loss as the cost seeds from its own backward
     activation = getattr(model.layers[-1], "activation", None)
     if activation is None:
         return "generic"
