@@ -92,6 +92,7 @@ TORCH_ACTIVATIONS: dict[str, Callable[[Activation], Callable[[Tensor], Tensor]]]
     "threshold": lambda act: lambda z: F.threshold(z, act.threshold, act.value),
     # Coupled: over the units of each sample, the last dim ((batch, n) and (1, n) alike).
     "softmax": lambda act: lambda z: F.softmax(z, dim=-1),
+    "softmin": lambda act: lambda z: F.softmin(z, dim=-1),
     "log-softmax": lambda act: lambda z: F.log_softmax(z, dim=-1),
 }
 

@@ -53,6 +53,7 @@ DERIVATIVE_ROUNDING = {
     "sigmoid": lambda z, a: np.abs(a),  # a(1 − a): 1 − a is exact to ε absolute
     # a ⊙ (g − ⟨g, a⟩): the diagonal term aᵢgᵢ and aᵢ·aᵢgᵢ of the sum cancel as aᵢ → 1.
     "softmax": lambda z, a: 2.0 * np.abs(a),
+    "softmin": lambda z, a: 2.0 * np.abs(a),  # softmax's VJP, negated
     # g − eᵃ Σg: gᵢ and eᵃⁱgᵢ cancel as the probability eᵃⁱ → 1.
     "log-softmax": lambda z, a: 2.0 * np.exp(a),
     # s(1 + z(1 − s)) cancels where silu' = 0 (z ≈ −1.28): terms s(1 + |z|(1 − s)).

@@ -78,11 +78,16 @@ _ACTIVATIONS: dict[type, tuple[str, Callable[[nn.Module], dict[str, Any]]]] = {
     nn.SiLU: ("silu", lambda m: {}),
     nn.Hardtanh: ("hardtanh", lambda m: {"min_val": m.min_val, "max_val": m.max_val}),
     nn.Softmax: ("softmax", lambda m: {"dim": m.dim}),
+    nn.Softmin: ("softmin", lambda m: {"dim": m.dim}),
     nn.LogSoftmax: ("log-softmax", lambda m: {"dim": m.dim}),
 }
 
 #: torch module class name -> manual_bp layer name (hyper-parameters share torch's names)
 _LAYERS = {
+    "GLU": "glu",
+    "PReLU": "prelu",
+    "RReLU": "rrelu",
+    "Softmax2d": "softmax2d",
     "Linear": "dense",
     "Conv1d": "conv1d",
     "Conv2d": "conv2d",
@@ -215,7 +220,7 @@ def _layer_from_module(module: nn.Module, label: str, shape: Shape) -> Layer:
     activation = _ACTIVATIONS.get(type(module))
     if activation is not None:
         name, options = activation
-        if name in ("softmax", "log-softmax") and module.dim == 0:
+        if name in ("softmax", "log-softmax", "softmin") and module.dim == 0:
             raise ValueError(
                 f"{label}: a softmax along the batch axis (dim=0) couples the samples of a "
                 "mini-batch: not expressible in a Sequential"

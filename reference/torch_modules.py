@@ -232,7 +232,10 @@ def _build_torch(config: Configuration) -> torch.nn.Module:
 def _build_ours(cls: type, config: Configuration) -> Any:
     args, kwargs = _numpy(config.args), _numpy(config.kwargs)
     if issubclass(cls, layers.Layer):
-        return cls(*args, **kwargs)
+        layer = cls(*args, **kwargs)
+        if hasattr(layer, "manual_seed"):  # RReLU: torch's generator, seeded as torch's is
+            layer.manual_seed(0)
+        return layer
     return ActivationLayer(cls(*args, **kwargs))
 
 

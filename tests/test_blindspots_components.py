@@ -32,6 +32,7 @@ from reference.components import torch_activation, torch_cost
 #: our (class name, hyper-parameter) -> (torch callable, torch parameter name).
 TORCH_DEFAULTS = {
     ("softmax", "dim"): (torch.nn.Softmax, "dim"),
+    ("softmin", "dim"): (torch.nn.Softmin, "dim"),
     ("log-softmax", "dim"): (torch.nn.LogSoftmax, "dim"),
     ("leaky-relu", "alpha"): (torch.nn.LeakyReLU, "negative_slope"),
     ("elu", "alpha"): (torch.nn.ELU, "alpha"),
@@ -40,6 +41,9 @@ TORCH_DEFAULTS = {
     ("gelu", "approximate"): (torch.nn.GELU, "approximate"),
     ("hardtanh", "min_val"): (torch.nn.Hardtanh, "min_val"),
     ("hardtanh", "max_val"): (torch.nn.Hardtanh, "max_val"),
+    ("celu", "alpha"): (torch.nn.CELU, "alpha"),
+    ("hardshrink", "lambd"): (torch.nn.Hardshrink, "lambd"),
+    ("softshrink", "lambd"): (torch.nn.Softshrink, "lambd"),
     ("huber", "threshold"): (torch.nn.HuberLoss, "delta"),
     ("smooth-l1", "beta"): (torch.nn.SmoothL1Loss, "beta"),
     ("multi-margin", "margin"): (torch.nn.MultiMarginLoss, "margin"),
@@ -53,7 +57,12 @@ DIFFERENT_DEFAULTS = {
     # torch's dim=None is its deprecated implicit rule (axis 0 of 0-, 1-, 3-d inputs); the
     # library's default is the last axis (docs/conventions.md, issue 23): mapped below.
     ("softmax", "dim"),
+    ("softmin", "dim"),
     ("log-softmax", "dim"),
+    # torch's Threshold(threshold, value) has no defaults; ours are 0 and 0 (ReLU), so that
+    # the registered name builds an instance (docs/activations.md).
+    ("threshold", "threshold"),
+    ("threshold", "value"),
 }
 
 

@@ -78,6 +78,11 @@ COMMANDS: dict[str, list[str]] = {
         "reflectionpad3d((1, 1, 1, 0, 0, 1)), replicationpad3d((0, 1, 1, 0, 1, 0)), "
         "circularpad3d((1, 0, 0, 1, 1, 1)), flatten, dense, softmax",
     ],
+    "activation-modules": [
+        "--layers",
+        "dense(16), glu, prelu(8), rrelu(0.1, 0.3), softmin, reshape(2, 2, 2), softmax2d, "
+        "glu(1), flatten, dense, softmax",
+    ],
     "padding1d-bilinear": [
         "--layers",
         "reshape(8, 8), zeropad1d(1), constantpad1d((2, -1), 1.0), reflectionpad1d((2, 1)), "

@@ -43,7 +43,10 @@ def test_activation_second_derivatives_match_torch():
     ids = {
         "ACT2.identity", "ACT2.sigmoid", "ACT2.tanh", "ACT2.relu", "ACT2.leaky-relu",
         "ACT2.elu", "ACT2.selu", "ACT2.softplus", "ACT2.gelu", "ACT2.silu",
-        "ACT2.hardtanh", "ACT2.softmax", "ACT2.log-softmax",
+        "ACT2.hardtanh", "ACT2.softmax", "ACT2.log-softmax", "ACT2.softmin",
+        "ACT2.celu", "ACT2.hardshrink", "ACT2.hardsigmoid", "ACT2.hardswish", "ACT2.log-sigmoid",
+        "ACT2.mish", "ACT2.relu6", "ACT2.softshrink", "ACT2.softsign", "ACT2.tanhshrink",
+        "ACT2.threshold",
     }  # fmt: skip
     assert ids == {f"ACT2.{name}" for name in ACTIVATIONS.names()}
     for seed in range(20):

@@ -65,6 +65,8 @@ NOT_ENTRIES = {
     "materialize", "has_uninitialized_params", "backward_cell",
     # a padding layer's index map (built from the shape; no data)
     "pad_map", "named_children",
+    # RReLU's reseeding of its generator (a seed, no data)
+    "manual_seed",
 }  # fmt: skip
 #: entries with arguments of their own kinds (masks, a memory), each argument driven by
 #: tests/test_hostile_transformer.py (which fails when one is not)

@@ -433,6 +433,26 @@ def _transformer(cls_name: str) -> Builder:
     return build
 
 
+def _glu(draw, shape: Shape):
+    from hypothesis import assume
+
+    even = [axis for axis, size in enumerate(shape) if size % 2 == 0]
+    assume(even)  # GLU halves an even axis
+    axis = draw(st.sampled_from(even))
+    return L["GLU"](draw(st.sampled_from([axis + 1, axis - len(shape)])))
+
+
+def _prelu(draw, shape: Shape):
+    layer = L["PReLU"](draw(st.sampled_from([1, shape[0]])), draw(st.sampled_from([0.25, -0.5])))
+    layer.params["weight"][...] = draw(st.floats(-2, 2))
+    return layer
+
+
+def _rrelu(draw, shape: Shape):
+    lower = draw(st.sampled_from([1 / 8, 0.0, 0.3]))
+    return L["RReLU"](lower, lower + draw(st.sampled_from([0.0, 0.2])), seed=_seed(draw))
+
+
 #: class name -> (the kinds of input it takes, its drawing function)
 BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ActivationLayer": (("any",), _activation),
@@ -462,6 +482,10 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "MultiheadAttention": (("sequences",), _attention),
     "Unflatten": (("features",), _unflatten),
     "Bilinear": (("features", "sequences"), _bilinear),
+    "GLU": (("sequences", "images"), _glu),  # not "features": (3,) has no even axis
+    "PReLU": (("any",), _prelu),
+    "RReLU": (("any",), _rrelu),
+    "Softmax2d": (("images",), lambda draw, shape: L["Softmax2d"]()),
     **{
         name: (("sequences",), _transformer(name))
         for name in (
