@@ -84,17 +84,6 @@ def test_transformer_products_match_torch_func(seed):
     _check_all(transformer_products_check(np.random.default_rng(seed)))
 
 
-@pytest.mark.parametrize("cls", [TransformerDecoderLayer, TransformerDecoder, Transformer])
-def test_decoder_products_are_refused_in_one_line(cls):
-    """The cross-attention has no V-axis products: a clear NotImplementedError."""
-    rng = np.random.default_rng(0)
-    layer = draw_layer(rng, cls, d_model=4, batch_first=True)
-    x = rng.standard_normal((2, 3, 4))
-    _, cache = layer.forward(x)
-    with pytest.raises(NotImplementedError, match="cross-attention"):
-        layer.input_vjp(cache, x[None])
-
-
 @given(seed=seeds)
 @settings(max_examples=8, deadline=None)
 def test_dropout_in_training_matches_central_differences(seed):
