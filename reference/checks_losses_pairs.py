@@ -34,22 +34,22 @@ __all__ = [
 ]
 
 NAMES = (
-    "cosine-embedding", "gaussian-nll", "hinge-embedding", "margin-ranking",
-    "multilabel-margin", "multilabel-soft-margin", "soft-margin", "triplet-margin",
-    "triplet-margin-with-distance",
+    "cosine-embedding-loss", "gaussian-nll-loss", "hinge-embedding-loss", "margin-ranking-loss",
+    "multilabel-margin-loss", "multilabel-soft-margin-loss", "soft-margin-loss", "triplet-margin-loss",
+    "triplet-margin-with-distance-loss",
 )  # fmt: skip
 
 #: The arguments torch differentiates (when they are float tensors); the others are None.
 TORCH_DIFFERENTIABLE = {
-    "cosine-embedding": ("input1", "input2"),
-    "gaussian-nll": ("input", "target", "var"),
-    "hinge-embedding": ("input",),
-    "margin-ranking": ("input1", "input2", "target"),
-    "multilabel-margin": ("input",),
-    "multilabel-soft-margin": ("input", "target"),
-    "soft-margin": ("input",),
-    "triplet-margin": ("anchor", "positive", "negative"),
-    "triplet-margin-with-distance": ("anchor", "positive", "negative"),
+    "cosine-embedding-loss": ("input1", "input2"),
+    "gaussian-nll-loss": ("input", "target", "var"),
+    "hinge-embedding-loss": ("input",),
+    "margin-ranking-loss": ("input1", "input2", "target"),
+    "multilabel-margin-loss": ("input",),
+    "multilabel-soft-margin-loss": ("input", "target"),
+    "soft-margin-loss": ("input",),
+    "triplet-margin-loss": ("anchor", "positive", "negative"),
+    "triplet-margin-with-distance-loss": ("anchor", "positive", "negative"),
 }
 
 
@@ -89,20 +89,20 @@ def _magnitudes(loss: Loss, arrays: list[Any], g: np.ndarray) -> tuple[Any, list
     cancels. ``g`` is the upstream gradient of every unreduced element."""
     name, ag = loss.name, np.abs(g)
     f = [a if isinstance(a, float) else np.asarray(a, dtype=np.float64) for a in arrays]
-    if name == "hinge-embedding":
+    if name == "hinge-embedding-loss":
         x, y = f
         elem = np.where(y != 1, abs(loss.margin) + np.abs(x), 0) + np.where(y != -1, abs(x), 0)
         return elem, [unbroadcast(2 * ag * np.ones_like(elem), x.shape), None]
-    if name == "margin-ranking":
+    if name == "margin-ranking-loss":
         x1, x2, y = f
         elem = np.abs(y) * (np.abs(x1) + np.abs(x2)) + abs(loss.margin)
         e = np.ones_like(elem)
         return elem, [unbroadcast(ag * np.abs(y) * e, x1.shape),
                       unbroadcast(ag * np.abs(y) * e, x2.shape),
                       unbroadcast(ag * (np.abs(x1) + np.abs(x2)) * e, y.shape)]  # fmt: skip
-    if name == "soft-margin":
+    if name == "soft-margin-loss":
         return None, [None, None]
-    if name == "multilabel-soft-margin":
+    if name == "multilabel-soft-margin-loss":
         x, y = f
         w = 1.0 if loss.weight is None else np.abs(loss.weight)
         terms = w * (np.abs(y) * _softplus(-x) + np.abs(1 - y) * _softplus(x))
@@ -111,9 +111,9 @@ def _magnitudes(loss: Loss, arrays: list[Any], g: np.ndarray) -> tuple[Any, list
         gw = (ag[..., None] * w / x.shape[-1]) * np.ones(shape)
         return elem, [unbroadcast(gw * (expit(x) + np.abs(y)), x.shape),
                       unbroadcast(gw * np.abs(x), y.shape)]  # fmt: skip
-    if name == "multilabel-margin":
+    if name == "multilabel-margin-loss":
         return None, [None, None]
-    if name == "cosine-embedding":
+    if name == "cosine-embedding-loss":
         x1, x2, y = f
         m1, m2 = (x1 * x1).sum(-1) + COSINE_EPSILON, (x2 * x2).sum(-1) + COSINE_EPSILON
         den = np.sqrt(m1 * m2)
@@ -136,7 +136,7 @@ def _magnitudes(loss: Loss, arrays: list[Any], g: np.ndarray) -> tuple[Any, list
             grads[i] = grads[i] + unbroadcast(np.abs(d), grads[i].shape)
             grads[j] = grads[j] + unbroadcast(np.abs(d), grads[j].shape)
         return loss.margin + sum(dists), grads
-    if name == "gaussian-nll":
+    if name == "gaussian-nll-loss":
         x, y, var = f
         v = np.maximum(var if isinstance(var, float) else var.reshape(
             _var_shape_of(x.shape, var.shape)), loss.eps)  # fmt: skip
@@ -208,18 +208,18 @@ def _sign_target(rng, shape, kind: str):
 def draw_options(name: str, rng: np.random.Generator) -> dict[str, Any]:
     """Random constructor keywords of loss ``name`` (every option torch takes)."""
     options: dict[str, Any] = {"reduction": ("none", "mean", "sum")[int(rng.integers(3))]}
-    if name in ("hinge-embedding", "margin-ranking", "cosine-embedding"):
+    if name in ("hinge-embedding-loss", "margin-ranking-loss", "cosine-embedding-loss"):
         options["margin"] = float(rng.choice([0.0, 0.5, 1.0, rng.uniform(-1, 2)]))
     if name.startswith("triplet"):
         options["margin"] = float(rng.choice([1.0, 0.25, rng.uniform(0.01, 3)]))
         options["swap"] = bool(rng.integers(2))
-    if name == "triplet-margin":
+    if name == "triplet-margin-loss":
         options["p"] = float(rng.choice([2.0, 1.0, 3.0, 1.5, 0.5, math.inf]))
         options["eps"] = float(rng.choice([1e-6, 0.0, 1e-2]))
-    if name == "gaussian-nll":
+    if name == "gaussian-nll-loss":
         options["full"] = bool(rng.integers(2))
         options["eps"] = float(rng.choice([1e-6, 0.1, 1.0]))
-    if name == "multilabel-soft-margin" and rng.random() < 0.5:
+    if name == "multilabel-soft-margin-loss" and rng.random() < 0.5:
         options["weight"] = rng.uniform(0, 2, size=int(rng.integers(1, 5))).tolist()
     return options
 
@@ -237,14 +237,14 @@ def _draw_arrays(name: str, options: dict[str, Any], rng: np.random.Generator) -
     def normal(shape):  # an array even when 0-d
         return np.asarray(rng.standard_normal(shape))
 
-    if name == "hinge-embedding":
+    if name == "hinge-embedding-loss":
         shape = _shape(rng, int(rng.integers(0, 3)))
         x = normal(shape) * 2
         # Some entries exactly at the hinge Δ − x = 0 (torch passes the gradient there).
         x = np.where(rng.random(shape) < 0.25, options.get("margin", 1.0), x)
         y_shape = shape[1:] if len(shape) > 1 and rng.random() < 0.3 else shape
         return [x, _sign_target(rng, y_shape, rng.choice(["float", "int", "other"]))]
-    if name == "margin-ranking":
+    if name == "margin-ranking-loss":
         shape = _shape(rng, int(rng.integers(0, 3)))
         kind = rng.choice(["float", "int", "other"])
         y = _sign_target(rng, shape, kind)
@@ -253,26 +253,26 @@ def _draw_arrays(name: str, options: dict[str, Any], rng: np.random.Generator) -
             return [x1, np.asarray(-y * options.get("margin", 0.0), dtype=np.float64), y]
         second = tuple(1 if rng.random() < 0.3 else n for n in shape)
         return [normal(shape), normal(second), y]
-    if name == "soft-margin":
+    if name == "soft-margin-loss":
         shape = _shape(rng, int(rng.integers(0, 3)))
         y = _sign_target(rng, shape, rng.choice(["float", "int"]))
         if rng.random() < 0.3:
             y = normal(shape)
         return [normal(shape) * 3, y]
-    if name == "multilabel-soft-margin":
+    if name == "multilabel-soft-margin-loss":
         n_class = len(options["weight"]) if options.get("weight") else int(rng.integers(1, 5))
         shape = (*_shape(rng, int(rng.integers(0, 3))), n_class)
         kind = rng.integers(3)
         y = (rng.random(shape) < 0.5).astype(np.int64) if kind == 0 else (
             rng.random(shape) if kind == 1 else normal(shape))  # fmt: skip
         return [normal(shape) * 3, y]
-    if name == "multilabel-margin":
+    if name == "multilabel-margin-loss":
         shape = _shape(rng, int(rng.integers(0, 3)))
         n_class = shape[-1] if shape else 1
         # Quarter-integers: ties make 1 − x_j + x_i = 0 exactly now and then.
         x = np.asarray(rng.integers(-8, 9, size=shape) / 4.0)
         return [x, np.asarray(rng.integers(-1, n_class, size=shape))]
-    if name == "cosine-embedding":
+    if name == "cosine-embedding-loss":
         batched = bool(rng.integers(2))
         dim = int(rng.integers(1, 5))
         shape = (int(rng.integers(1, 5)), dim) if batched else (dim,)
@@ -286,7 +286,7 @@ def _draw_arrays(name: str, options: dict[str, Any], rng: np.random.Generator) -
         for _ in range(2):
             arrays.append(normal(tuple(1 if rng.random() < 0.2 else n for n in shape)))
         return arrays
-    if name == "gaussian-nll":
+    if name == "gaussian-nll-loss":
         shape = _shape(rng, int(rng.integers(1, 4)))
         x = normal(shape)
         y = normal(shape[1:] if len(shape) > 1 and rng.random() < 0.25 else shape)

@@ -215,7 +215,7 @@ def test_names_configs_and_save_load(tmp_path):
         resolve_cost(CTCLoss(reduction="none"))
     model = _model(6, 4, CTCLoss(blank=2, zero_infinity=True), 3)
     config = json.loads(json.dumps(model.get_config()))
-    assert config["cost"] == {"loss": {"name": "ctc", "blank": 2, "reduction": "mean",
+    assert config["cost"] == {"loss": {"name": "ctc-loss", "blank": 2, "reduction": "mean",
                                        "zero_infinity": True}}  # fmt: skip
     assert model_from_config(config).cost == model.cost
     for suffix in (".json", ".npz"):

@@ -134,7 +134,7 @@ def test_the_module_db_configurations_agree():
 
 def test_registered_by_name():
     assert LOSSES["ctc"] is CTCLoss and get_loss({"name": "ctc", "blank": 2}).blank == 2
-    assert CTCLoss(blank=3).get_config() == {"name": "ctc", "blank": 3, "reduction": "mean",
+    assert CTCLoss(blank=3).get_config() == {"name": "ctc-loss", "blank": 3, "reduction": "mean",
                                              "zero_infinity": False}  # fmt: skip
 
 

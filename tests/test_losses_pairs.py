@@ -37,18 +37,18 @@ MARGIN = st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(-1, 2))
 POSITIVE_MARGIN = st.one_of(st.just(1.0), st.floats(0.01, 3))
 
 OPTIONS = {
-    "hinge-embedding": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
-    "margin-ranking": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
-    "cosine-embedding": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
-    "soft-margin": st.fixed_dictionaries({"reduction": REDUCTION}),
-    "multilabel-margin": st.fixed_dictionaries({"reduction": REDUCTION}),
-    "multilabel-soft-margin": st.fixed_dictionaries(
+    "hinge-embedding-loss": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
+    "margin-ranking-loss": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
+    "cosine-embedding-loss": st.fixed_dictionaries({"margin": MARGIN, "reduction": REDUCTION}),
+    "soft-margin-loss": st.fixed_dictionaries({"reduction": REDUCTION}),
+    "multilabel-margin-loss": st.fixed_dictionaries({"reduction": REDUCTION}),
+    "multilabel-soft-margin-loss": st.fixed_dictionaries(
         {
             "weight": st.one_of(st.none(), st.lists(st.floats(0, 2), min_size=1, max_size=4)),
             "reduction": REDUCTION,
         }
     ),
-    "triplet-margin": st.fixed_dictionaries(
+    "triplet-margin-loss": st.fixed_dictionaries(
         {
             "margin": POSITIVE_MARGIN,
             "p": st.sampled_from([2.0, 1.0, 3.0, 1.5, 0.5, math.inf]),
@@ -57,10 +57,10 @@ OPTIONS = {
             "reduction": REDUCTION,
         }
     ),
-    "triplet-margin-with-distance": st.fixed_dictionaries(
+    "triplet-margin-with-distance-loss": st.fixed_dictionaries(
         {"margin": POSITIVE_MARGIN, "swap": st.booleans(), "reduction": REDUCTION}
     ),
-    "gaussian-nll": st.fixed_dictionaries(
+    "gaussian-nll-loss": st.fixed_dictionaries(
         {
             "full": st.booleans(),
             "eps": st.sampled_from([1e-6, 0.1, 1.0]),
@@ -118,13 +118,13 @@ def test_loss_gradient_matches_torch(case):
 def _smooth_arrays(name, options, rng):
     """Arguments away from every kink (no quarter-integer ties, nothing drawn at a hinge)."""
     arrays = draw_arrays(name, options, rng)
-    if name in ("multilabel-margin", "hinge-embedding", "margin-ranking"):
+    if name in ("multilabel-margin-loss", "hinge-embedding-loss", "margin-ranking-loss"):
         # Off the ties and the entries drawn exactly at the hinge.
         arrays[0] = np.asarray(arrays[0] + 0.01 * rng.standard_normal(arrays[0].shape))
-    if name == "margin-ranking" and arrays[2].dtype.kind == "f":
+    if name == "margin-ranking-loss" and arrays[2].dtype.kind == "f":
         # y = 0 with Δ = 0 puts u = 0 whatever x: a kink along y.
         arrays[2] = np.asarray(arrays[2] + 0.01 * rng.standard_normal(arrays[2].shape))
-    if name == "gaussian-nll" and type(arrays[2]) is not float:
+    if name == "gaussian-nll-loss" and type(arrays[2]) is not float:
         # Away from the clamp: below it torch's gradient is the formula's, not the slope.
         arrays[2] = arrays[2] + options["eps"] + 0.5
     return arrays
@@ -135,7 +135,7 @@ def _smooth_arrays(name, options, rng):
 def test_loss_gradient_matches_finite_differences(name, data, seed):
     """LOSS.*.grad against central differences of ⟨g, value⟩ (float arguments only)."""
     options = data.draw(OPTIONS[name])
-    if name == "triplet-margin" and options["p"] < 1:
+    if name == "triplet-margin-loss" and options["p"] < 1:
         options["p"] = 2.0  # |v|^{p−1} is unbounded near 0: differences are uninformative
     rng = np.random.default_rng(seed)
     loss = LOSSES[name](**options)
@@ -261,7 +261,7 @@ def test_adjoint_identity_against_torch_forward_mode(case):
     g = rng.standard_normal(np.shape(value))
     grads = loss.backward(g, cache)
     tangents = [None if d is None else rng.standard_normal(np.shape(d)) for d in grads]
-    if loss.name == "gaussian-nll" and tangents[2] is not None:
+    if loss.name == "gaussian-nll-loss" and tangents[2] is not None:
         # torch's forward mode sees the clamp (no_grad does not stop it), its reverse mode
         # does not: compare the two only where the variance is not clamped.
         tangents[2] = np.where(arrays[2] > loss.eps, tangents[2], 0.0)
@@ -278,7 +278,7 @@ def test_adjoint_identity_against_torch_forward_mode(case):
             args[i] = m
         return module(*args)
 
-    if loss.name == "multilabel-margin":
+    if loss.name == "multilabel-margin-loss":
         # torch has no forward mode for it: the JVP from the active pairs, (v_i − v_j)/C.
         _shape, active, onehot, out_shape, _ = cache
         v = tangents[0].reshape(active.shape[0], -1)
@@ -304,8 +304,8 @@ def test_adjoint_identity_against_torch_forward_mode(case):
 
 # --------------------------------------------------------------- second derivatives
 @settings(max_examples=40)
-@given(case=cases(names=("soft-margin", "multilabel-soft-margin", "gaussian-nll",
-                         "hinge-embedding")))  # fmt: skip
+@given(case=cases(names=("soft-margin-loss", "multilabel-soft-margin-loss", "gaussian-nll-loss",
+                         "hinge-embedding-loss")))  # fmt: skip
 def test_hessian_diagonal_matches_torch_double_backward(case):
     """The input Hessian of ⟨g, value⟩ (diagonal: LOSS.soft-margin.grad,
     LOSS.multilabel-soft-margin.grad, LOSS.gaussian-nll.grad differentiated once more; zero
@@ -334,8 +334,8 @@ def test_hessian_diagonal_matches_torch_double_backward(case):
     # torch's σ' = σ(1 − σ) carries an absolute, not relative, rounding of 1 − σ: the
     # magnitude of σ'·coefficient is the coefficient (docs/conventions.md).
     scale = np.abs(diag * v)
-    if loss.name in ("soft-margin", "multilabel-soft-margin"):
-        m = cache[2] if loss.name == "soft-margin" else cache[0]
+    if loss.name in ("soft-margin-loss", "multilabel-soft-margin-loss"):
+        m = cache[2] if loss.name == "soft-margin-loss" else cache[0]
         scale = scale / (expit(m) * expit(-m))
     Comparison("LOSS.hessian", "H v", diag * v, hv, scale=scale).check()
 

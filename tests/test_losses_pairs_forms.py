@@ -27,19 +27,21 @@ from reference.checks_losses_pairs import NAMES, loss_case, run_torch
 
 # ------------------------------------------------------------------ shapes and forms
 FORMS = [
-    ("hinge-embedding", [(), ()]), ("hinge-embedding", [(5,), (5,)]),
-    ("hinge-embedding", [(2, 3), (3,)]),
-    ("margin-ranking", [(), (), ()]), ("margin-ranking", [(4,), (1,), (4,)]),
-    ("soft-margin", [(), ()]), ("soft-margin", [(2, 3), (2, 3)]),
-    ("multilabel-soft-margin", [(4,), (4,)]), ("multilabel-soft-margin", [(2, 3, 4), (4,)]),
-    ("multilabel-margin", [(), ()]), ("multilabel-margin", [(4,), (4,)]),
-    ("multilabel-margin", [(3, 4), (3, 4)]),
-    ("cosine-embedding", [(4,), (4,), ()]), ("cosine-embedding", [(3, 4), (1, 4), (3,)]),
-    ("triplet-margin", [(), (), ()]), ("triplet-margin", [(4,), (4,), (4,)]),
-    ("triplet-margin", [(2, 3, 4), (1, 3, 4), (2, 1, 4)]),
-    ("triplet-margin-with-distance", [(3, 4), (3, 4), (3, 4)]),
-    ("gaussian-nll", [(4,), (4,), ()]), ("gaussian-nll", [(2, 3), (2, 3), (2,)]),
-    ("gaussian-nll", [(2, 3), (3,), (2, 1)]), ("gaussian-nll", [(2, 3, 4), (2, 3, 4), (1, 3, 4)]),
+    ("hinge-embedding-loss", [(), ()]), ("hinge-embedding-loss", [(5,), (5,)]),
+    ("hinge-embedding-loss", [(2, 3), (3,)]),
+    ("margin-ranking-loss", [(), (), ()]), ("margin-ranking-loss", [(4,), (1,), (4,)]),
+    ("soft-margin-loss", [(), ()]), ("soft-margin-loss", [(2, 3), (2, 3)]),
+    ("multilabel-soft-margin-loss", [(4,), (4,)]),
+    ("multilabel-soft-margin-loss", [(2, 3, 4), (4,)]),
+    ("multilabel-margin-loss", [(), ()]), ("multilabel-margin-loss", [(4,), (4,)]),
+    ("multilabel-margin-loss", [(3, 4), (3, 4)]),
+    ("cosine-embedding-loss", [(4,), (4,), ()]), ("cosine-embedding-loss", [(3, 4), (1, 4), (3,)]),
+    ("triplet-margin-loss", [(), (), ()]), ("triplet-margin-loss", [(4,), (4,), (4,)]),
+    ("triplet-margin-loss", [(2, 3, 4), (1, 3, 4), (2, 1, 4)]),
+    ("triplet-margin-with-distance-loss", [(3, 4), (3, 4), (3, 4)]),
+    ("gaussian-nll-loss", [(4,), (4,), ()]), ("gaussian-nll-loss", [(2, 3), (2, 3), (2,)]),
+    ("gaussian-nll-loss", [(2, 3), (3,), (2, 1)]),
+    ("gaussian-nll-loss", [(2, 3, 4), (2, 3, 4), (1, 3, 4)]),
 ]  # fmt: skip
 
 
@@ -50,12 +52,14 @@ def test_reduction_none_shapes_and_input_forms(name, shapes, reduction):
     batched, unbatched and broadcast forms; values and gradients as torch's."""
     rng = np.random.default_rng(len(FORMS))
     arrays = [np.asarray(rng.standard_normal(s)) for s in shapes]
-    if name == "multilabel-margin":
+    if name == "multilabel-margin-loss":
         n_class = shapes[0][-1] if shapes[0] else 1
         arrays[1] = np.asarray(rng.integers(-1, n_class, size=shapes[1]))
-    if name in ("cosine-embedding", "margin-ranking", "hinge-embedding", "soft-margin"):
+    signs = ("cosine-embedding-loss", "margin-ranking-loss", "hinge-embedding-loss",
+             "soft-margin-loss")  # fmt: skip
+    if name in signs:
         arrays[-1] = np.sign(arrays[-1]) + (arrays[-1] == 0)
-    if name == "gaussian-nll":
+    if name == "gaussian-nll-loss":
         arrays[2] = np.asarray(np.abs(arrays[2]))
     loss = LOSSES[name](reduction=reduction)
     value = loss(*arrays)
@@ -194,7 +198,7 @@ def test_bad_input_gets_one_clear_line(make, call, match):
 def test_registry_names_configs_and_torch_spellings():
     """Every class registers under its lower-case name and torch's class name; a config
     (MultiLabelSoftMargin's weight as a list) rebuilds an equal loss."""
-    for cls in LOSSES.classes():
+    for cls in TORCH_NAMES.values():
         assert cls.name in NAMES
         assert get_loss(cls.__name__).__class__ is cls
         assert hasattr(torch.nn, cls.__name__)

@@ -113,15 +113,8 @@ def check_row_indices(index: Any, n_rows: int, name: str = "index") -> None:
         )
 
 
-def check_trainer_data(
-    model: Any, x: Any, y: Any, index: Any = None, batches: Sequence[Any] | None = None
-) -> None:
-    """What a trainer's step takes, checked once before its steps: ``x`` of the model's dtype
-    and per-sample shape (the model's own check), ``y`` prepared targets (the model's dtype,
-    one row of the output's shape per sample: labels are one-hot encoded by
-    ``model.prepare_targets`` first), ``index`` (``step``'s) None or 1-D integer row numbers
-    of ``x``, ``batches`` (``run_epoch``'s) a sequence of such arrays."""
-    model.check_batch_array(x, "x")
+def _check_prepared_rows(model: Any, x: np.ndarray, y: Any) -> None:
+    """``y`` one target row of the output's shape per sample, of the model's dtype."""
     out_shape = tuple(getattr(model, "output_shape", None) or ())
     if not isinstance(y, np.ndarray) or y.dtype != model.dtype:
         got = f"dtype {y.dtype}" if isinstance(y, np.ndarray) else type(y).__name__
@@ -134,6 +127,23 @@ def check_trainer_data(
             f"y has shape {y.shape}; expected {(x.shape[0], *out_shape)}, one target row per "
             f"sample of x (model.prepare_targets(y, len(x)) one-hot encodes labels)"
         )
+
+
+def check_trainer_data(
+    model: Any, x: Any, y: Any, index: Any = None, batches: Sequence[Any] | None = None
+) -> None:
+    """What a trainer's step takes, checked once before its steps: ``x`` of the model's dtype
+    and per-sample shape (the model's own check), ``y`` prepared targets (the model's dtype,
+    one row of the output's shape per sample: labels are one-hot encoded by
+    ``model.prepare_targets`` first; a torch-named loss as the cost checks its own form),
+    ``index`` (``step``'s) None or 1-D integer row numbers of ``x``, ``batches``
+    (``run_epoch``'s) a sequence of such arrays."""
+    model.check_batch_array(x, "x")
+    own = getattr(getattr(model, "cost", None), "check_prepared", None)
+    if own is not None:  # a torch-named loss as the cost: its own target form (CTC's packing)
+        own(y, x.shape[0], "y")
+    else:
+        _check_prepared_rows(model, x, y)
     if index is not None:
         check_row_indices(index, x.shape[0])
     if batches is None:

@@ -211,8 +211,8 @@ class NLLLoss(_WeightedClassLoss):
     ``∂ℓ_i/∂x_ic = −w_{y_i} δ_{c,y_i}``. The loss is linear in ``x``: its Hessian is 0.
     """
 
-    name = "nll"
-    aliases = ("nllloss", "nll-loss")
+    name = "nll-loss"
+    aliases = ("nllloss",)
     equation_value = "LOSS.nll"
     equation_grad = "LOSS.nll.grad"
 
@@ -253,8 +253,8 @@ class CrossEntropyLoss(_WeightedClassLoss):
     and ``∂²ℓ_i/∂z_i² = (Σ_c a_ic)(diag p_i − p_i p_iᵀ)``.
     """
 
-    name = "cross-entropy"
-    aliases = ("crossentropyloss", "cross-entropy-loss")
+    name = "cross-entropy-loss"
+    aliases = ("crossentropyloss",)
     equation_value = "LOSS.cross-entropy"
     equation_grad = "LOSS.cross-entropy.grad"
     hyperparameters = ("weight", "ignore_index", "reduction", "label_smoothing")

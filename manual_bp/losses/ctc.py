@@ -88,7 +88,8 @@ class CTCLoss(Loss):
     as torch's, a NaN gradient on its frames — unless ``zero_infinity``, which makes both 0.
     """
 
-    name = "ctc"
+    name = "ctc-loss"
+    aliases = ("ctcloss", "ctc")
     equation_value = "LOSS.ctc"
     equation_grad = "LOSS.ctc.grad"
     arguments = ("log_probs", "targets", "input_lengths", "target_lengths")

@@ -110,8 +110,8 @@ class CosineEmbeddingLoss(_LegacyLoss):
     the target has no gradient.
     """
 
-    name = "cosine-embedding"
-    aliases = ("CosineEmbeddingLoss",)
+    name = "cosine-embedding-loss"
+    aliases = ("cosineembeddingloss", "cosine-embedding")
     equation_value = "LOSS.cosine-embedding"
     equation_grad = "LOSS.cosine-embedding.grad"
     hyperparameters = ("margin", "reduction")
@@ -205,8 +205,8 @@ class TripletMarginLoss(_TripletBase):
     Inputs of one number of dimensions, broadcasting; ``(D,)`` gives a 0-d loss.
     """
 
-    name = "triplet-margin"
-    aliases = ("TripletMarginLoss",)
+    name = "triplet-margin-loss"
+    aliases = ("tripletmarginloss", "triplet-margin")
     equation_value = "LOSS.triplet-margin"
     equation_grad = "LOSS.triplet-margin.grad"
     hyperparameters = ("margin", "p", "eps", "swap", "reduction")
@@ -230,8 +230,8 @@ class TripletMarginWithDistanceLoss(_TripletBase):
     callable) is refused: it has no hand-derived gradient here.
     """
 
-    name = "triplet-margin-with-distance"
-    aliases = ("TripletMarginWithDistanceLoss",)
+    name = "triplet-margin-with-distance-loss"
+    aliases = ("tripletmarginwithdistanceloss", "triplet-margin-with-distance")
     equation_value = "LOSS.triplet-margin-with-distance"
     equation_grad = "LOSS.triplet-margin-with-distance.grad"
     hyperparameters = ("distance_function", "margin", "swap", "reduction")

@@ -51,8 +51,8 @@ class GaussianNLLLoss(Loss):
     Python float (no gradient then); the target broadcasts.
     """
 
-    name = "gaussian-nll"
-    aliases = ("GaussianNLLLoss",)
+    name = "gaussian-nll-loss"
+    aliases = ("gaussiannllloss", "gaussian-nll")
     equation_value = "LOSS.gaussian-nll"
     equation_grad = "LOSS.gaussian-nll.grad"
     hyperparameters = ("full", "eps", "reduction")

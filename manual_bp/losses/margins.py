@@ -52,8 +52,8 @@ class HingeEmbeddingLoss(_LegacyLoss):
     broadcasts against the input; it has no gradient.
     """
 
-    name = "hinge-embedding"
-    aliases = ("HingeEmbeddingLoss",)
+    name = "hinge-embedding-loss"
+    aliases = ("hingeembeddingloss", "hinge-embedding")
     equation_value = "LOSS.hinge-embedding"
     equation_grad = "LOSS.hinge-embedding.grad"
     hyperparameters = ("margin", "reduction")
@@ -92,8 +92,8 @@ class MarginRankingLoss(_LegacyLoss):
     and broadcast.
     """
 
-    name = "margin-ranking"
-    aliases = ("MarginRankingLoss",)
+    name = "margin-ranking-loss"
+    aliases = ("marginrankingloss", "margin-ranking")
     equation_value = "LOSS.margin-ranking"
     equation_grad = "LOSS.margin-ranking.grad"
     hyperparameters = ("margin", "reduction")
@@ -138,8 +138,8 @@ class SoftMarginLoss(_LegacyLoss):
     input's shape (not beyond it, as torch) and has no gradient.
     """
 
-    name = "soft-margin"
-    aliases = ("SoftMarginLoss",)
+    name = "soft-margin-loss"
+    aliases = ("softmarginloss", "soft-margin")
     equation_value = "LOSS.soft-margin"
     equation_grad = "LOSS.soft-margin.grad"
     hyperparameters = ("reduction",)
@@ -178,8 +178,8 @@ class MultiLabelSoftMarginLoss(_LegacyLoss):
     against the input (torch's buffer; no gradient).
     """
 
-    name = "multilabel-soft-margin"
-    aliases = ("MultiLabelSoftMarginLoss",)
+    name = "multilabel-soft-margin-loss"
+    aliases = ("multilabelsoftmarginloss", "multilabel-soft-margin")
     equation_value = "LOSS.multilabel-soft-margin"
     equation_grad = "LOSS.multilabel-soft-margin.grad"
     hyperparameters = ("weight", "reduction")
@@ -242,8 +242,8 @@ class MultiLabelMarginLoss(_LegacyLoss):
     zero Hessian.
     """
 
-    name = "multilabel-margin"
-    aliases = ("MultiLabelMarginLoss",)
+    name = "multilabel-margin-loss"
+    aliases = ("multilabelmarginloss", "multilabel-margin")
     equation_value = "LOSS.multilabel-margin"
     equation_grad = "LOSS.multilabel-margin.grad"
     hyperparameters = ("reduction",)

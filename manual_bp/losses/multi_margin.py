@@ -48,8 +48,8 @@ class MultiMarginLoss(WeightConfig, Loss):
     ``(2 w_{y_i}/C) Σ_{j active} (e_j − e_{y_i})(e_j − e_{y_i})ᵀ``; ``p = 1``'s is 0.
     """
 
-    name = "multi-margin"
-    aliases = ("multimarginloss", "multi-margin-loss")
+    name = "multi-margin-loss"
+    aliases = ("multimarginloss",)
     equation_value = "LOSS.multi-margin"
     equation_grad = "LOSS.multi-margin.grad"
     hyperparameters = ("p", "margin", "weight", "reduction")

@@ -124,6 +124,17 @@ class LossCost:
         return f"LossCost({self.loss!r})"
 
     # -- targets
+    def check_prepared(self, y: Any, batch: int, name: str = "y") -> None:
+        """``y`` as :meth:`prepare_targets` returns it for a batch of ``batch`` (what a
+        trainer's step takes): an array with one row per sample."""
+        if not isinstance(y, np.ndarray) or y.shape[:1] != (batch,):
+            got = f"shape {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
+            raise TypeError(f"{name} must be prepared targets, one row per sample of x "
+                            f"(model.prepare_targets(y, len(x))), got {got}")  # fmt: skip
+        if self.lengths and y.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be the packed integer targets of {self.loss.name} "
+                            f"(model.prepare_targets(y, len(x))), got dtype {y.dtype}")  # fmt: skip
+
     def prepare_targets(
         self, y: Any, batch: int, out_shape: tuple[int, ...] | None, dtype: Any, name: str = "y"
     ) -> np.ndarray:
