@@ -35,8 +35,8 @@ __all__ = [
 
 NAMES = (
     "cosine-embedding-loss", "gaussian-nll-loss", "hinge-embedding-loss", "margin-ranking-loss",
-    "multilabel-margin-loss", "multilabel-soft-margin-loss", "soft-margin-loss", "triplet-margin-loss",
-    "triplet-margin-with-distance-loss",
+    "multilabel-margin-loss", "multilabel-soft-margin-loss", "soft-margin-loss",
+    "triplet-margin-loss", "triplet-margin-with-distance-loss",
 )  # fmt: skip
 
 #: The arguments torch differentiates (when they are float tensors); the others are None.
