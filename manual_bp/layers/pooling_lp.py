@@ -88,7 +88,8 @@ class LPPoolNd(Layer):
 
     def _terms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``a = avg(x^p)``, ``f = K·a`` and the window counts ``c`` (in x's precision)."""
-        powered = np.power(x, x.dtype.type(self.norm_type))
+        with np.errstate(invalid="ignore"):  # a negative x to a fractional p: NaN, as torch's
+            powered = np.power(x, x.dtype.type(self.norm_type))
         a = self.average.forward(powered)[0]
         count = self.average.divisor(x.shape[-self.dims :]).astype(x.dtype)
         return a, a * x.dtype.type(np.prod(self.kernel)), count
