@@ -164,7 +164,8 @@ def _criterion_tests() -> Iterator[LossConfiguration]:
             torch_name=name,
             args=(),
             kwargs=_constructor_kwargs(module),
-            inputs=tuple(_float64(a) for a in (x, t, *extra)),
+            # common_nn spreads a tuple input: module(*x, target)
+            inputs=tuple(_float64(a) for a in (*(x if isinstance(x, tuple) else (x,)), t, *extra)),
             input_kwargs={},
             training=True,
             constructor=lambda module=module: module,
@@ -255,7 +256,9 @@ def _torch_side(config: LossConfiguration, upstream_seed: int = 0):
             torch.nn, config.torch_name)(*config.args, **config.kwargs)  # fmt: skip
         return module(*args, **config.input_kwargs)
 
-    value = call(inputs)
+    # the value from detached arguments: torch refuses a target that requires a gradient
+    # where it has none (soft_margin_loss); each argument's gradient is taken below
+    value = call(tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in inputs))
     rng = np.random.default_rng(0)
     upstream = rng.standard_normal(tuple(value.shape))
     grads: list[Any] = [None] * len(inputs)
