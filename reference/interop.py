@@ -80,6 +80,17 @@ _ACTIVATIONS: dict[type, tuple[str, Callable[[nn.Module], dict[str, Any]]]] = {
     nn.Softmax: ("softmax", lambda m: {"dim": m.dim}),
     nn.Softmin: ("softmin", lambda m: {"dim": m.dim}),
     nn.LogSoftmax: ("log-softmax", lambda m: {"dim": m.dim}),
+    nn.CELU: ("celu", lambda m: {"alpha": m.alpha}),
+    nn.Hardshrink: ("hardshrink", lambda m: {"lambd": m.lambd}),
+    nn.Hardsigmoid: ("hardsigmoid", lambda m: {}),
+    nn.Hardswish: ("hardswish", lambda m: {}),
+    nn.LogSigmoid: ("log-sigmoid", lambda m: {}),
+    nn.Mish: ("mish", lambda m: {}),
+    nn.ReLU6: ("relu6", lambda m: {}),
+    nn.Softshrink: ("softshrink", lambda m: {"lambd": m.lambd}),
+    nn.Softsign: ("softsign", lambda m: {}),
+    nn.Tanhshrink: ("tanhshrink", lambda m: {}),
+    nn.Threshold: ("threshold", lambda m: {"threshold": m.threshold, "value": m.value}),
 }
 
 #: torch module class name -> manual_bp layer name (hyper-parameters share torch's names)

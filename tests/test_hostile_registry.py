@@ -69,7 +69,9 @@ GAPS = {
 }
 GAP_NAMES = {
     "ELU", "GELU", "SELU", "HardTanh", "Hardtanh", "Identity", "LeakyReLU", "ReLU", "SiLU",
-    "Sigmoid", "Softplus", "Tanh", "Softmax", "LogSoftmax", "L1", "L2", "fans", "to_labels",
+    "Sigmoid", "Softplus", "Tanh", "Softmax", "LogSoftmax", "Softmin", "CELU", "Hardshrink",
+    "Hardsigmoid", "Hardswish", "LogSigmoid", "Mish", "ReLU6", "Softshrink", "Softsign",
+    "Tanhshrink", "Threshold", "L1", "L2", "fans", "to_labels",
     "one_hot", "nielsen_sgd", "save", "load", "save_network", "load_network",
 }  # fmt: skip
 
