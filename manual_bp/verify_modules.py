@@ -76,8 +76,7 @@ def _coverage(summary: dict[str, Any]) -> list[str]:
     missing = summary["module_db_missing"]
     return [
         f"**Coverage: the library has {summary['module_db_have']} of the "
-        f"{summary['module_db_classes']} module classes of torch's `module_db`.** Missing, or "
-        "not yet torch's (the torch-named losses keep the library's convention until issue "
-        f"26): {', '.join(f'`{m}`' for m in missing) if missing else 'none'}.",
+        f"{summary['module_db_classes']} module classes of torch's `module_db`.** Missing: "
+        f"{', '.join(f'`{m}`' for m in missing) if missing else 'none'}.",
         "",
     ]
