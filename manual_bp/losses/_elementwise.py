@@ -51,15 +51,9 @@ def sum_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def float_array(value: Any, name: str, complex_ok: bool = False) -> np.ndarray:
     """``value`` as an array if it is a float array (or complex, where ``complex_ok``), else
     a ``TypeError`` naming ``name`` (torch's losses refuse integer inputs: ``"mse_loss" not
-    implemented for 'Long'``); a ragged nesting or ``None`` is named too."""
-    if value is None:
-        raise TypeError(f"{name} is None; expected a float array")
-    try:
-        value = np.asarray(value)
-    except ValueError:  # ragged nesting
-        raise ValueError(
-            f"{name} is not a rectangular array (rows of different lengths?)"
-        ) from None
+    implemented for 'Long'``). ``None`` and ragged nestings never get here: every loss's
+    ``forward`` is guarded (:func:`manual_bp.losses.base.checked`)."""
+    value = np.asarray(value)
     if value.dtype.kind != "f" and not (complex_ok and value.dtype.kind == "c"):
         raise TypeError(f"{name} must be a float array, got dtype {value.dtype}")
     return value
