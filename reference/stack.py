@@ -273,10 +273,53 @@ def paired_shakes(seed: int, delta: float) -> list[Callable[[np.ndarray], np.nda
     return [probe(False), probe(True)]
 
 
-def shake_cache(cache: Any, shake: Callable[[np.ndarray], np.ndarray]) -> Any:
+def statistics_drift(cache: Any, shake: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    """The coherent part of a normalisation's rounding, ``Δx̂`` (None for other caches).
+
+    A statistic is one rounded number shared by its whole group, so its error moves every
+    member alike, where the element-wise probes' random signs average out over the group.
+    ``μ`` rounded to ``ε|μ|`` shifts ``x̂ = (x − μ)/σ`` by ``ε|μ|/σ`` — far more than
+    ``ε|x̂|`` when ``|μ| ≫ σ`` — and ``σ`` rounded scales ``x̂`` by ``1 + ε``. The drift is
+    ``Δx̂ = √L·(shake(|μ|/σ) − |μ|/σ + (shake(1) − 1)·x̂)``, one sign per group and per
+    statistic, for groups of ``L`` values: torch's CPU batch norm accumulates its moments
+    by Welford's update, one rounding per value, so its statistics wander like a random walk
+    of ``L`` steps of ``ε|μ|`` (ours are NumPy's pairwise sums, within ε). Measured (verify,
+    stack-random-images case 454): a BatchNorm3d over L = 14 312 values with
+    ``|μ|/σ = 12`` — both libraries' ``mean`` within ε|μ| of the exact one, yet torch's
+    ``batch_norm`` output shifted by a constant 422 ε (≈ 0.3·√L·ε|μ|/σ) from ours; the
+    element-wise probes saw a fraction of it.
+    """
+    from manual_bp.layers.normalisation import NormCache
+
+    if not isinstance(cache, NormCache) or not cache.batch_stats:
+        return None
+    x_hat, inv_std = cache.x_hat, cache.inv_std
+    if inv_std.ndim != x_hat.ndim or x_hat.size == 0:
+        return None  # a regrouped view (group norm): its groups are not broadcast axes
+    try:
+        np.broadcast_shapes(inv_std.shape, x_hat.shape)
+    except ValueError:
+        return None
+    if x_hat.size == inv_std.size:
+        return None  # groups of one value: the element-wise shake is the statistic's
+    pairs = enumerate(zip(inv_std.shape, x_hat.shape, strict=True))
+    axes = tuple(i for i, (a, b) in pairs if a == 1 < b)
+    offset = np.abs(cache.input - x_hat / inv_std).mean(axis=axes, keepdims=True) * inv_std
+    ones = np.ones(inv_std.shape, x_hat.dtype)
+    # √L ≥ √2 keeps an element's own shake from cancelling against its group's drift
+    walk = np.sqrt(x_hat.size / inv_std.size)  # √L, L values per group
+    return walk * ((shake(offset) - offset) + (shake(ones) - ones) * x_hat)
+
+
+def shake_cache(
+    cache: Any, shake: Callable[[np.ndarray], np.ndarray], drifts: list | None = None
+) -> Any:
     """A copy of a cache with every float array perturbed (x̂, σ, a, ...), recursing into
     nested caches and lists or tuples of them (a residual block's branch, an attention
-    layer's core: the rounding of a container lives in its children's intermediates)."""
+    layer's core: the rounding of a container lives in its children's intermediates).
+    A normalisation's ``x̂`` also gets its statistics' coherent drift
+    (:func:`statistics_drift`), appended to ``drifts`` when given (the layer's own cache
+    only: it moves the layer's output as well)."""
     if isinstance(cache, np.ndarray):
         return shake(cache) if cache.dtype.kind == "f" else cache
     if isinstance(cache, (list, tuple)):
@@ -285,10 +328,15 @@ def shake_cache(cache: Any, shake: Callable[[np.ndarray], np.ndarray]) -> Any:
         return {key: shake_cache(item, shake) for key, item in cache.items()}
     if not dataclasses.is_dataclass(cache) or isinstance(cache, type):
         return cache
+    drift = statistics_drift(cache, shake)
     changes = {
         field.name: shake_cache(getattr(cache, field.name), shake)
         for field in dataclasses.fields(cache)
     }
+    if drift is not None:
+        changes["x_hat"] = changes["x_hat"] + drift
+        if drifts is not None:
+            drifts.append(drift)
     return dataclasses.replace(cache, **changes)
 
 
@@ -339,8 +387,12 @@ def _rounding_sensitivity(
         h, caches = model.prepare_inputs(x), []
         for layer in model.layers:
             h, cache = layer.forward(h)
+            drifts: list[np.ndarray] = []
+            caches.append(shake_cache(cache, shake, drifts))
             h = shake(h)
-            caches.append(shake_cache(cache, shake))
+            for drift in drifts:  # the statistics' drift reaches the output as γ·Δx̂
+                gain = 1.0 if cache.weight is None else float(np.abs(cache.weight).max())
+                h = h + gain * drift.reshape(h.shape)
         targets = model.prepare_targets(y, x.shape[0])
         rows = h.reshape(-1, h.shape[-1])
         dout = model.cost.grad(rows, targets.reshape(rows.shape)).reshape(h.shape) / len(rows)
