@@ -148,16 +148,21 @@ def gpt_comparisons(model: GPT, idx: np.ndarray, targets: np.ndarray) -> list[An
 
     Scale: a gradient's tolerance is relative to the largest gradient of the step (the
     Transformer family's floor, ``reference/checks_transformer.py``): a gradient through a
-    layer norm cancels to near zero while its terms are of that size."""
+    layer norm cancels to near zero while its terms are of that size. When every gradient
+    cancels (``n_embd = 1``: a layer norm over one entry is constant, every gradient through
+    it is 0 up to rounding) the floor is the size of the terms entering every gradient sum,
+    ``Σ_rows max_v |∂C/∂logits|``."""
     from reference.compare import Comparison
 
     model.eval()
     twin = torch_gpt_like(model)
     result = model.backprop(idx, targets, keep_logits=True)
     logits, loss = twin(torch.as_tensor(idx), torch.as_tensor(targets))
+    logits.retain_grad()
     loss.backward()
     expected = {name: p.grad.numpy() for name, p in twin.named_parameters()}
-    floor = max(float(np.abs(g).max()) for g in expected.values())
+    terms = float(logits.grad.abs().amax(dim=-1).sum())
+    floor = max(terms, *(float(np.abs(g).max()) for g in expected.values()))
     comparisons = [
         Comparison("GPT.lm-ce", "loss", np.array(result.loss), np.array(loss.item())),
         Comparison("GPT.causal", "logits", result.logits, logits.detach().numpy()),
