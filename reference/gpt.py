@@ -22,7 +22,13 @@ from torch import nn
 
 from manual_bp.models.gpt import GPT, GPTConfig
 
-__all__ = ["TorchGPT", "from_torch_state_dict", "torch_gpt_like"]
+__all__ = [
+    "TorchGPT",
+    "from_torch_state_dict",
+    "gpt_comparisons",
+    "randomised",
+    "torch_gpt_like",
+]
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -98,6 +104,15 @@ class TorchGPT(nn.Module):
             return logits, None
         flat = logits.view(-1, logits.size(-1))
         return logits, F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
+
+
+def randomised(model: GPT, rng: np.random.Generator, scale: float = 0.3) -> GPT:
+    """``model`` (in evaluation mode) with every parameter drawn ``N(0, scale²)``, LayerNorm
+    gains ``1 + N(0, scale²)``: larger than GPT-2's 0.02 so that every path carries weight."""
+    for name, array in model.named_parameters():
+        gain = (".ln_" in name or "ln_f" in name) and name.endswith("weight")
+        array[...] = float(gain) + rng.normal(0.0, scale, array.shape)
+    return model.eval()
 
 
 def torch_gpt_like(model: GPT, dtype: torch.dtype = torch.float64) -> TorchGPT:

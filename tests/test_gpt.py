@@ -22,7 +22,7 @@ from manual_bp.models.gpt import GPT, GPTConfig, cross_entropy_fused
 from manual_bp.models.gpt_train import configure_optimizers
 from manual_bp.schedules_warmup import WarmupCosineLR, warmup_cosine_lr
 from manual_bp.training.clip import clip_grad_norm_
-from reference.gpt import from_torch_state_dict, gpt_comparisons, torch_gpt_like
+from reference.gpt import from_torch_state_dict, gpt_comparisons, randomised, torch_gpt_like
 
 #: float32 against the float64 oracle: |Δ| ≤ F32_TOL · max|oracle| over the step (measured
 #: 3.4e-7 at worst on the two configurations below; 2⁻²⁴ ≈ 6e-8 per rounding, grown by depth).
@@ -50,12 +50,7 @@ def gpt_cases(draw):
 
 def random_model(config: GPTConfig, seed: int, dtype=np.float64) -> GPT:
     """GPT-2's initialisation, then every parameter moved to O(0.3) (LayerNorm gains ~1)."""
-    model = GPT(config, seed=seed, dtype=dtype)
-    rng = np.random.default_rng(seed + 1)
-    for name, array in model.named_parameters():
-        base = 1.0 if (".ln_" in name or "ln_f" in name) and name.endswith("weight") else 0.0
-        array[...] = base + rng.normal(0.0, 0.3, array.shape)
-    return model.eval()
+    return randomised(GPT(config, seed=seed, dtype=dtype), np.random.default_rng(seed + 1))
 
 
 def random_batch(config: GPTConfig, seed: int, B: int, T: int):
