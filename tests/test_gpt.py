@@ -359,3 +359,22 @@ def test_bad_input_is_one_clear_line(call, message):
     with pytest.raises((ValueError, TypeError), match=message) as error:
         call()
     assert "\n" not in str(error.value)
+
+
+def test_the_library_training_loop_trains_it_and_the_serializer_keeps_it(tmp_path):
+    """The one model protocol: ``train(..., fast=False)`` (readable step, monitoring) learns
+    the copy task, and ``save``/``load`` return the same model (the fused trainer's support
+    is the training wave's)."""
+    from manual_bp.serialization import load, save
+    from manual_bp.training import train
+
+    model = GPT(GPTConfig(11, 8, 2, 2, 16), seed=0)
+    x = np.random.default_rng(0).integers(0, 11, (64, 8))
+    history = train(model, x, x, epochs=4, batch_size=16, fast=False,
+                    optimizer={"name": "adamw", "lr": 1e-2}, seed=0)  # fmt: skip
+    assert history.training_cost[-1] < 0.5 * history.training_cost[0]
+    assert model.accuracy(x, x) == 1.0
+    for suffix in (".npz", ".json"):
+        loaded = load(save(model, tmp_path / f"gpt{suffix}"))
+        assert isinstance(loaded, GPT) and loaded.get_config() == model.get_config()
+        np.testing.assert_array_equal(loaded.flat_parameters, model.flat_parameters)

@@ -237,6 +237,26 @@ class GPT(Sequential):
         result = self.backprop(x, y)
         return result.loss, [result.params[name] for name in self._parameter_names]
 
+    # ------------------------------------------------------------------ evaluation
+    def check_batch_array(self, x: Any, name: str = "idx") -> np.ndarray:
+        return self.prepare_inputs(x, name)
+
+    def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        """``(mean loss, logits)`` in evaluation mode (the training loop's monitor)."""
+        idx = self.prepare_inputs(x)
+        targets = self.prepare_targets(y, idx.shape[0])
+        logits = self.infer(idx)
+        return self.output_cost(logits, targets), logits
+
+    def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """The mean cross-entropy of logits ``out`` (not overwritten) over counted targets."""
+        return cross_entropy_fused(np.array(out, dtype=self.dtype), targets)[0]
+
+    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """The fraction of counted positions whose most likely token is the target."""
+        counted = targets != IGNORE_INDEX
+        return float((out.argmax(axis=-1)[counted] == targets[counted]).mean())
+
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, np.ndarray]:
         """nanoGPT's state dict (copies): ``lm_head.weight`` listed last, equal to
