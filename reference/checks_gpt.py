@@ -18,10 +18,10 @@ import torch
 from manual_bp.models.gpt import GPT, GPTConfig
 from manual_bp.optimizers import SGD
 from manual_bp.schedules_warmup import WarmupCosineLR
-from manual_bp.training.clip import clip_grad_norm_
+from manual_bp.training.clip import clip_grad_norm_, grad_norm
 from reference.checks import register_check
 from reference.compare import Comparison
-from reference.gpt import gpt_comparisons, randomised, torch_gpt_like
+from reference.gpt import gpt_comparisons, gradient_scales, randomised, torch_gpt_like
 
 __all__ = ["draw_gpt"]
 
@@ -59,21 +59,24 @@ def gpt_training_check(rng: np.random.Generator) -> list[Comparison]:
     """GPT.clip on the model's gradients, GPT.warmup-cosine over a run of iterations."""
     model, idx, targets = draw_gpt(rng)
     twin = torch_gpt_like(model)
-    _, loss = twin(torch.as_tensor(idx), torch.as_tensor(targets))
+    logits, loss = twin(torch.as_tensor(idx), torch.as_tensor(targets))
+    logits.retain_grad()
     loss.backward()
+    scales = gradient_scales(model, idx, targets, twin, logits)
     _, grads = model.loss_and_gradients(idx, targets)
     ours = dict(zip(model._parameter_names, grads, strict=True))
-    floor = max(float(p.grad.abs().max()) for p in twin.parameters())
+    floor = max(float(s.max()) for s in scales.values())
     p = float(rng.choice([2.0, 1.0, math.inf]))
     max_norm = float(rng.uniform(0.05, 2.0)) * floor * len(grads)
     total = clip_grad_norm_(grads, max_norm, p)
     expected = torch.nn.utils.clip_grad_norm_(twin.parameters(), max_norm, p).item()
     comparisons = [Comparison("GPT.clip", "total norm", np.array(total), np.array(expected),
-                              scale=np.array(floor * sum(g.size for g in grads)))]  # fmt: skip
+                              scale=np.array(grad_norm(list(scales.values()), p)))]  # fmt: skip
+    shrink = min(1.0, max_norm / (total + 1e-6))  # the clipped arrays' scales shrink too
     for name, tensor in twin.named_parameters():
         clipped = tensor.grad.numpy()
         comparisons.append(Comparison("GPT.clip", f"clipped ∂C/∂{name}", ours[name], clipped,
-                                      np.full_like(clipped, floor)))  # fmt: skip
+                                      shrink * scales[name]))  # fmt: skip
     warmup = int(rng.integers(0, 5))
     decay = warmup + int(rng.integers(1, 10))
     base, low = float(rng.uniform(1e-4, 1e-2)), float(rng.uniform(0.0, 1e-4))

@@ -157,16 +157,41 @@ def equation_of(name: str, tied: bool) -> str:
     return "GPT.lm-ce"
 
 
+def gradient_sensitivity(model: GPT, idx: np.ndarray, targets: np.ndarray,
+                         delta: float = 2.0**-26) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per entry of every gradient, ``max |g(θ(1 ± δ)) − g(θ)| / δ`` over two sign patterns
+    (docs/conventions.md's measured condition number, here of one backward pass): rounding
+    the parameters and every intermediate by ε moves a gradient by about ε times this."""
+    base = model.backprop(idx, targets).params
+    kappa = {name: np.zeros_like(g) for name, g in base.items()}
+    for seed in (0, 1):
+        shaken, rng = model.copy(), np.random.default_rng(seed)
+        for _, array in shaken.named_parameters():
+            array[...] *= 1.0 + delta * rng.choice([-1.0, 1.0], array.shape)
+        moved = shaken.backprop(idx, targets).params
+        for name, g in moved.items():
+            kappa[name] = np.maximum(kappa[name], np.abs(g - base[name]) / delta)
+    return kappa
+
+
+def gradient_scales(model: GPT, idx: np.ndarray, targets: np.ndarray, twin: TorchGPT,
+                    logits: torch.Tensor) -> dict[str, np.ndarray]:  # fmt: skip
+    """The magnitude scale of every gradient (after torch's backward on ``twin``): the
+    largest of (1) the largest gradient of the step (the Transformer family's floor), (2)
+    ``Σ_rows max_v |∂C/∂logits|``, the size of the terms entering every gradient sum (when
+    all cancel: ``n_embd = 1``, a layer norm over one entry is constant) and (3) per entry
+    the measured condition number :func:`gradient_sensitivity`."""
+    grads = {name: p.grad.numpy() for name, p in twin.named_parameters()}
+    floor = max(float(logits.grad.abs().amax(dim=-1).sum()),
+                *(float(np.abs(g).max()) for g in grads.values()))  # fmt: skip
+    kappa = gradient_sensitivity(model, idx, targets)
+    return {name: np.maximum(floor, kappa[name]) for name in grads}
+
+
 def gpt_comparisons(model: GPT, idx: np.ndarray, targets: np.ndarray) -> list[Any]:
     """Loss, logits and every parameter gradient of ``model`` against :class:`TorchGPT`
-    (float64, the same parameters), each under its ``GPT.*`` ID.
-
-    Scale: a gradient's tolerance is relative to the largest gradient of the step (the
-    Transformer family's floor, ``reference/checks_transformer.py``): a gradient through a
-    layer norm cancels to near zero while its terms are of that size. When every gradient
-    cancels (``n_embd = 1``: a layer norm over one entry is constant, every gradient through
-    it is 0 up to rounding) the floor is the size of the terms entering every gradient sum,
-    ``Σ_rows max_v |∂C/∂logits|``."""
+    (float64, the same parameters), each under its ``GPT.*`` ID, scaled by
+    :func:`gradient_scales`."""
     from reference.compare import Comparison
 
     model.eval()
@@ -175,18 +200,19 @@ def gpt_comparisons(model: GPT, idx: np.ndarray, targets: np.ndarray) -> list[An
     logits, loss = twin(torch.as_tensor(idx), torch.as_tensor(targets))
     logits.retain_grad()
     loss.backward()
-    expected = {name: p.grad.numpy() for name, p in twin.named_parameters()}
-    terms = float(logits.grad.abs().amax(dim=-1).sum())
-    floor = max(terms, *(float(np.abs(g).max()) for g in expected.values()))
+    scales = gradient_scales(model, idx, targets, twin, logits)
     comparisons = [
         Comparison("GPT.lm-ce", "loss", np.array(result.loss), np.array(loss.item())),
         Comparison("GPT.causal", "logits", result.logits, logits.detach().numpy()),
     ]
-    for name, grad in expected.items():
-        scale = np.full_like(grad, floor)
+    for name, tensor in twin.named_parameters():
         comparisons.append(
             Comparison(
-                equation_of(name, model.tied), f"∂C/∂{name}", result.params[name], grad, scale
+                equation_of(name, model.tied),
+                f"∂C/∂{name}",
+                result.params[name],
+                tensor.grad.numpy(),
+                scales[name],
             )
         )
     return comparisons
