@@ -1,0 +1,337 @@
+"""GPT-2 (nanoGPT's ``GPT``) from the library's own layers: a model of the one-model protocol.
+
+:class:`GPT` is a :class:`~manual_bp.models.sequential.Sequential` whose top-level layers are
+``transformer`` (token + position embedding), ``transformer.h.{i}`` (pre-norm blocks),
+``transformer.ln_f`` and ``lm_head`` (:mod:`manual_bp.models.gpt_layers`), so the state-dict
+names are nanoGPT's (``transformer.h.0.attn.c_attn.weight`` …) and the flat buffer, the
+optimizers and the serializer take it as any stack. What it adds to the protocol:
+
+* a **tied** output projection (``GPT.tied``): ``lm_head`` owns no parameter; its gradient is
+  added to ``transformer.wte.weight``'s, and the state dict lists ``lm_head.weight`` (equal to
+  ``wte``'s) as nanoGPT's does;
+* the **fused** vocabulary projection and cross-entropy (``GPT.lm-ce``): the logits buffer is
+  turned into the probabilities and then into ``∂C/∂logits`` in place, one (B·T, V) matrix;
+  targets equal to ``ignore_index = -1`` are left out of the mean, as nanoGPT's.
+
+Derivations: ``docs/gpt.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from manual_bp.layers.containers import stack_backward, stack_forward
+from manual_bp.layers.normalisation import LayerNorm
+from manual_bp.models.gpt_layers import Block, GPTEmbedding, LMHead
+from manual_bp.models.parameters import IncompatibleKeys
+from manual_bp.models.sequential import MODELS, Sequential
+
+__all__ = ["GPT", "GPTConfig", "GPTGradients", "cross_entropy_fused"]
+
+IGNORE_INDEX = -1
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """nanoGPT's ``GPTConfig`` (its names); ``n_head`` divides ``n_embd``."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+    tie_weights: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig: n_head {self.n_head} does not divide n_embd {self.n_embd}"
+            )
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
+class GPTGradients:
+    """One backward pass: the mean loss, the gradients by state-dict name and the logits
+    (``None`` unless asked: the fused loss overwrites them)."""
+
+    loss: float
+    params: dict[str, np.ndarray]
+    logits: np.ndarray | None = None
+
+
+def cross_entropy_fused(
+    logits: np.ndarray, targets: np.ndarray, ignore_index: int = IGNORE_INDEX
+) -> tuple[float, np.ndarray]:
+    """``(mean cross-entropy, ∂C/∂logits)`` with ``∂C/∂logits`` written over ``logits``
+    (``GPT.lm-ce``): ``p = softmax(z)`` row by row, ``C = −(1/n) Σ log p_{y}``, and
+    ``∂C/∂z = (p − onehot(y)) / n`` on the ``n`` counted rows, 0 on ignored ones."""
+    z = logits.reshape(-1, logits.shape[-1])
+    y = targets.reshape(-1)
+    counted = y != ignore_index
+    n = int(counted.sum())
+    if n == 0:  # torch's mean over no element is NaN; nanoGPT never asks for it
+        raise ValueError("targets: every position is ignore_index; the mean loss is undefined")
+    rows = np.flatnonzero(counted)
+    z -= z.max(axis=1, keepdims=True)  # the stable form: softmax is shift-invariant
+    picked = z[rows, y[rows]]
+    np.exp(z, out=z)
+    total = z.sum(axis=1, keepdims=True)
+    loss = float((np.log(total[rows, 0]) - picked).sum() / n)
+    z /= total
+    z[rows, y[rows]] -= 1.0
+    z[~counted] = 0.0
+    z /= n
+    return loss, logits
+
+
+class GPT(Sequential):
+    """GPT-2 / nanoGPT's ``GPT`` (see the module docstring).
+
+    Parameters
+    ----------
+    config : GPTConfig
+    seed : int or Generator, optional — GPT-2's initialisation from this seed
+        (:meth:`reset_parameters`)
+    dtype : float64 (default) or float32
+
+    ``forward(idx)`` gives ``(logits, caches)`` for token indices ``idx`` (B, T), T ≤
+    ``block_size``; :meth:`backprop` (``idx``, ``targets``) the mean loss and every gradient.
+    """
+
+    name = "gpt"
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        *,
+        seed: int | np.random.Generator | None = None,
+        dtype: Any = np.float64,
+    ) -> None:
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = c = config
+        dtype = np.dtype(dtype)
+        embedding = GPTEmbedding(c.vocab_size, c.block_size, c.n_embd, c.dropout, dtype)
+        blocks = [Block(c.n_embd, c.n_head, c.dropout, c.bias, dtype) for _ in range(c.n_layer)]
+        ln_f = LayerNorm(c.n_embd, bias=c.bias, dtype=dtype)
+        tied = embedding.wte if c.tie_weights else None
+        head = LMHead(c.n_embd, c.vocab_size, tied, dtype)
+        self.layers = [embedding, *blocks, ln_f, head]
+        self.names = ["transformer", *(f"transformer.h.{i}" for i in range(c.n_layer)),
+                      "transformer.ln_f", "lm_head"]  # fmt: skip
+        self._construct("log-likelihood", None, dtype, None)
+        self.ignore_index = IGNORE_INDEX
+        self._allocate()
+        self.reset_parameters(seed)
+
+    def _construct(self, cost: Any, input_shape: Any, dtype: Any, ignore_index: Any) -> None:
+        from manual_bp.models.loss_cost import resolve_cost
+
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.cost = resolve_cost(cost)
+        self.input_shape = self.output_shape = None
+
+    @property
+    def tied(self) -> bool:
+        return self.config.tie_weights
+
+    # ------------------------------------------------------------------ initialisation
+    def reset_parameters(self, seed: int | np.random.Generator | None) -> None:
+        """GPT-2's initialisation (nanoGPT's ``_init_weights``): every linear and embedding
+        weight ``N(0, 0.02²)``, the residual projections' (``c_proj``) ``N(0, (0.02/√(2L))²)``
+        for ``L = n_layer`` (so the residual stream's variance stays O(1) in depth), biases 0,
+        LayerNorm weights 1 and biases 0."""
+        rng = np.random.default_rng(seed)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, array in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                array[...] = rng.normal(0.0, residual_std, array.shape)
+            elif ".ln_" in name or "ln_f" in name:
+                array[...] = 1.0 if name.endswith("weight") else 0.0
+            elif name.endswith("bias"):
+                array[...] = 0.0
+            else:
+                array[...] = rng.normal(0.0, 0.02, array.shape)
+
+    # ------------------------------------------------------------------ data
+    def prepare_inputs(self, x: Any, name: str = "idx") -> np.ndarray:
+        """Token indices ``(B, T)``, integers in ``[0, vocab_size)``, ``1 ≤ T ≤ block_size``."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer token indices, got dtype {x.dtype}")
+        if x.ndim != 2 or x.shape[0] < 1 or not 1 <= x.shape[1] <= self.config.block_size:
+            raise ValueError(
+                f"{name} has shape {x.shape}; expected (batch, T) with 1 <= T <= "
+                f"block_size {self.config.block_size}"
+            )
+        if x.min() < 0 or x.max() >= self.config.vocab_size:
+            raise ValueError(f"{name} holds indices outside [0, {self.config.vocab_size})")
+        return x.astype(np.int64, copy=False)
+
+    def prepare_targets(self, y: Any, batch: int, name: str = "targets") -> np.ndarray:
+        """Next-token indices shaped like the inputs; ``-1`` (``ignore_index``) is ignored."""
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer token indices, got dtype {y.dtype}")
+        if y.ndim != 2 or y.shape[0] != batch:
+            raise ValueError(f"{name} has shape {y.shape}; expected ({batch}, T)")
+        if y.min() < IGNORE_INDEX or y.max() >= self.config.vocab_size:
+            raise ValueError(f"{name} holds indices outside [0, {self.config.vocab_size}) and -1")
+        return y.astype(np.int64, copy=False)
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x: Any) -> tuple[np.ndarray, list[Any]]:
+        """``(logits (B, T, V), caches)`` in the current mode."""
+        return stack_forward(self.layers, self.prepare_inputs(x))
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)[0]
+
+    def loss(self, idx: Any, targets: Any) -> float:
+        """The mean cross-entropy of the next tokens (nanoGPT's ``loss``)."""
+        logits, _ = self.forward(idx)
+        y = self.prepare_targets(targets, logits.shape[0])
+        return cross_entropy_fused(logits, y)[0]
+
+    def backprop(
+        self, x: Any, y: Any, *, input_grad: bool = False, keep_logits: bool = False
+    ) -> GPTGradients:
+        """Loss and gradients by state-dict name (``GPT.block``, ``GPT.tied``, ``GPT.lm-ce``).
+        ``keep_logits`` keeps a copy of the logits (the fused loss overwrites the buffer)."""
+        logits, caches = self.forward(x)
+        targets = self.prepare_targets(y, logits.shape[0])
+        kept = logits.copy() if keep_logits else None
+        loss, d_logits = cross_entropy_fused(logits, targets)
+        _, grads = stack_backward(self.layers, d_logits, caches, input_grad=False)
+        named = {
+            f"{prefix}{name}": grad
+            for prefix, layer_grads in zip(self._name_prefixes(), grads, strict=True)
+            for name, grad in layer_grads.items()
+        }
+        head = named.pop("lm_head.weight")
+        if self.tied:  # GPT.tied: one parameter used twice, its gradient the sum of both uses
+            named["transformer.wte.weight"] = named["transformer.wte.weight"] + head
+        else:
+            named["lm_head.weight"] = head
+        return GPTGradients(loss, named, kept)
+
+    def _backprop(self, x: Any, y: Any, *, input_grad: bool, received: list | None = None):
+        return self.backprop(x, y)
+
+    def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
+        """``(C, [∂C/∂θ in parameter_arrays() order])``: the training step's protocol."""
+        result = self.backprop(x, y)
+        return result.loss, [result.params[name] for name in self._parameter_names]
+
+    # ------------------------------------------------------------------ evaluation
+    def check_batch_array(self, x: Any, name: str = "idx") -> np.ndarray:
+        return self.prepare_inputs(x, name)
+
+    def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
+        """``(mean loss, logits)`` in evaluation mode (the training loop's monitor)."""
+        idx = self.prepare_inputs(x)
+        targets = self.prepare_targets(y, idx.shape[0])
+        logits = self.infer(idx)
+        return self.output_cost(logits, targets), logits
+
+    def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """The mean cross-entropy of logits ``out`` (not overwritten) over counted targets."""
+        return cross_entropy_fused(np.array(out, dtype=self.dtype), targets)[0]
+
+    def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
+        """The fraction of counted positions whose most likely token is the target."""
+        counted = targets != IGNORE_INDEX
+        return float((out.argmax(axis=-1)[counted] == targets[counted]).mean())
+
+    # ------------------------------------------------------------------ state dicts
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """nanoGPT's state dict (copies): ``lm_head.weight`` listed last, equal to
+        ``transformer.wte.weight`` when tied (torch lists a shared tensor under both)."""
+        state = {name: array.copy() for name, array in self.named_parameters()}
+        if self.tied:
+            state["lm_head.weight"] = state["transformer.wte.weight"].copy()
+        return state
+
+    def load_state_dict(self, state: Any, strict: bool = True) -> IncompatibleKeys:
+        """As :meth:`Sequential.load_state_dict`; a tied model takes ``lm_head.weight`` as
+        the shared weight's second name (it must then equal ``transformer.wte.weight``)."""
+        state = dict(state)
+        if self.tied and "lm_head.weight" in state:
+            head = np.asarray(state.pop("lm_head.weight"))
+            wte = state.get("transformer.wte.weight")
+            if wte is not None and not np.array_equal(head, np.asarray(wte)):
+                raise ValueError("lm_head.weight differs from transformer.wte.weight in a tied GPT")
+        return super().load_state_dict(state, strict)
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return []
+
+    def regularized_indices(self) -> list[int]:
+        """Positions of the 2-D weights (matrices and embeddings): nanoGPT's decay group."""
+        return [i for i, (_, p) in enumerate(self.named_parameters()) if p.ndim >= 2]
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "config": asdict(self.config), "dtype": self.dtype.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GPT:
+        return cls(GPTConfig(**config["config"]), dtype=config.get("dtype", "float64"))
+
+    def __repr__(self) -> str:
+        return f"GPT({self.config!r}, dtype={self.dtype.name})"
+
+    # ------------------------------------------------------------------ sampling
+    def generate(
+        self,
+        idx: Any,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        rng: int | np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """nanoGPT's ``generate``: append ``max_new_tokens`` samples to ``idx`` (B, T), each
+        from ``softmax(logits_last / temperature)`` restricted to the ``top_k`` largest, the
+        context cropped to the last ``block_size`` tokens. Runs in evaluation mode."""
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):  # fmt: skip
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        rng = np.random.default_rng(rng)
+        idx = self.prepare_inputs(idx)
+        mode = self.training
+        self.eval()
+        try:
+            for _ in range(int(max_new_tokens)):
+                logits = self(idx[:, -self.config.block_size :])[:, -1, :] / temperature
+                if top_k is not None:
+                    k = min(top_k, logits.shape[-1])
+                    kth = np.sort(logits, axis=-1)[:, -k][:, None]
+                    logits = np.where(logits < kth, -np.inf, logits)
+                logits = logits - logits.max(axis=-1, keepdims=True)
+                probs = np.exp(logits)
+                probs /= probs.sum(axis=-1, keepdims=True)
+                draws = rng.random((idx.shape[0], 1))
+                nxt = (probs.cumsum(axis=-1) < draws).sum(axis=-1, keepdims=True)
+                idx = np.concatenate([idx, np.minimum(nxt, probs.shape[-1] - 1)], axis=1)
+        finally:
+            self.train(mode)
+        return idx
+
+
+MODELS[GPT.name] = GPT
