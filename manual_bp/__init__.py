@@ -114,7 +114,7 @@ from manual_bp.losses import (  # torch's losses (torch's reduction), not the co
     TripletMarginLoss,
     TripletMarginWithDistanceLoss,
 )
-from manual_bp.models import Gradients, Network, Sequential, StackGradients
+from manual_bp.models import GPT, GPTConfig, Gradients, Network, Sequential, StackGradients
 from manual_bp.models.parameters import StateDictError
 from manual_bp.optimizers import (
     OPTIMIZERS,
@@ -153,6 +153,7 @@ __all__ = [
     "COSTS",
     "ELU",
     "GELU",
+    "GPT",
     "GRU",
     "INITIALIZERS",
     "L1",
@@ -196,6 +197,7 @@ __all__ = [
     "Embedding",
     "ExponentialLR",
     "Flatten",
+    "GPTConfig",
     "GaussianNLLLoss",
     "GlobalAvgPool2d",
     "Gradients",

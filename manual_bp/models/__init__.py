@@ -3,7 +3,17 @@ it, :class:`Network`. One parameter order (torch's state-dict order), one serial
 training path, for every model (``docs/stack.md``).
 """
 
+from manual_bp.models.gpt import GPT, GPTConfig
 from manual_bp.models.network import Gradients, Network
 from manual_bp.models.sequential import MODELS, Sequential, StackGradients, model_from_config
 
-__all__ = ["MODELS", "Gradients", "Network", "Sequential", "StackGradients", "model_from_config"]
+__all__ = [
+    "GPT",
+    "MODELS",
+    "GPTConfig",
+    "Gradients",
+    "Network",
+    "Sequential",
+    "StackGradients",
+    "model_from_config",
+]
