@@ -47,6 +47,20 @@ def row_weights(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray | None
     return np.where(counted, n / counted.sum(), 0.0).astype(f.dtype)
 
 
+def _target_rows(chain: Chain, y: np.ndarray) -> np.ndarray:
+    """``y``'s rows, an ignored (all-zero) row given the first class: its weight is 0, and
+    the cost's quantities are defined only at targets in its domain."""
+    yr = rows(y)
+    if chain.ignore_index is None:
+        return yr
+    dropped = ~yr.any(axis=1)
+    if not dropped.any():
+        return yr
+    yr = yr.copy()
+    yr[dropped, 0] = 1
+    return yr
+
+
 def _weighted(w: np.ndarray | None, a: np.ndarray) -> np.ndarray:
     return a if w is None else a * w.reshape(-1, *([1] * (a.ndim - 1)))
 
@@ -54,7 +68,7 @@ def _weighted(w: np.ndarray | None, a: np.ndarray) -> np.ndarray:
 def output_gradient(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``n ∂C/∂f`` shaped like ``f`` — ``∇_f ℓ`` per sample on ``(n, m)``: BP1 through the
     head (its shortcut when exact), each row weighted by :func:`row_weights`."""
-    fr, yr = rows(f), rows(y)
+    fr, yr = rows(f), _target_rows(chain, y)
     g = chain.cost.delta(fr, chain.head.forward(fr), yr, chain.head)
     return _weighted(row_weights(chain, f, y), g).reshape(f.shape)
 
@@ -89,7 +103,7 @@ def output_hessian(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     underflows (the composed form divides by ``a``): softmax + log-likelihood and
     log-softmax + KL give ``(Σy)(diag(p) − ppᵀ)``, sigmoid + cross-entropy ``diag(a(1 − a))``.
     """
-    H = chain.cost.output_hessian(rows(f), rows(y), chain.head)
+    H = chain.cost.output_hessian(rows(f), _target_rows(chain, y), chain.head)
     return _weighted(row_weights(chain, f, y), H)
 
 
@@ -100,7 +114,7 @@ def output_factor(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     The cost's (:meth:`~manual_bp.costs.Cost.output_hessian_factor`); softmax-type heads:
     ``S = √(Σy) (diag(√p) − p √pᵀ)`` (Dangel et al. 2020).
     """
-    S = chain.cost.output_hessian_factor(rows(f), rows(y), chain.head)
+    S = chain.cost.output_hessian_factor(rows(f), _target_rows(chain, y), chain.head)
     w = row_weights(chain, f, y)
     return S if w is None else _weighted(np.sqrt(w), S)
 
@@ -165,7 +179,7 @@ def sampled_factor(
     exact value divided by ``Σy``).
     """
     n_samples = check_count(n_samples, "n_samples")
-    fr, yr = rows(f), rows(y)
+    fr, yr = rows(f), _target_rows(chain, y)
     cols = [output_gradient(chain, fr, sample_targets(chain, fr, rng)) for _ in range(n_samples)]
     S, mass = np.stack(cols, axis=2), chain.cost.target_mass(yr)  # mass: a number or (R, 1)
     w = row_weights(chain, f, y)
