@@ -146,6 +146,15 @@ def _state(layer: Any) -> dict[str, Any]:
     return dict(layer.named_parameters()) | dict(layer.named_buffers())
 
 
+def _no_running_updates(module: nn.Module) -> nn.Module:
+    """Training-mode batch norms without running statistics (the same function: batch
+    statistics; torch.func refuses the in-place update of a captured buffer)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.training:
+            sub.running_mean = sub.running_var = sub.num_batches_tracked = None
+    return module
+
+
 class Twin:
     """The model as torch functions of ONE flat parameter vector (``parameter_arrays()``
     order): ``loss(θ)``, the output at the GGN split, per-sample losses."""
@@ -155,7 +164,7 @@ class Twin:
         self.chain = chain
         self.model = model
         module = _to_torch(model)
-        self.module = plain_norms(module) if plain else module
+        self.module = plain_norms(module) if plain else _no_running_updates(module)
         for sub in self.module.modules():  # attention's eval fast path is not differentiable
             if isinstance(sub, (nn.MultiheadAttention, nn.TransformerEncoderLayer)):
                 sub.train(True)

@@ -27,9 +27,10 @@ as on ``(batch, features)``.
 
 Coupled batches (``CURV.coupled-batch``): a link is *separable* when its output rows along
 axis 0 depend on that sample's input rows only. Batch norm with batch statistics (training
-mode) couples the samples; a time-major layer (``batch_first=False``) puts them on axis 1.
-In a chain with such a link the factor columns are one output row at a time (a column is
-nonzero in one sample's rows), squared after the whole-batch ``param_vjp``; every
+mode, or without running statistics) couples the samples (a time-major layer cannot occur:
+a ``Sequential`` refuses ``batch_first=False``, its data being batch-major). In a chain
+with such a link the factor columns are one output row at a time (a column is nonzero
+in one sample's rows), squared after the whole-batch ``param_vjp``; every
 per-sample quantity is refused (:meth:`Chain.per_sample`), naming the layer and why.
 """
 
@@ -297,8 +298,6 @@ def _coupling(layer: Any) -> str | None:
                 f"{leaf!r} uses batch statistics (training mode): each sample's output "
                 "depends on the whole batch (call model.eval() for running statistics)"
             )
-        if getattr(leaf, "batch_first", True) is False:
-            return f"{leaf!r} is time-major (batch_first=False): its samples lie on axis 1"
     return None
 
 
