@@ -43,7 +43,9 @@ def _per_sample(arrays: list[np.ndarray], n: int) -> np.ndarray:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_quantity_equals_torch_func(family):
     """gradient, H v, G v, diag G, diag H (batch and per sample), the top eigenvalue of H
-    and G: each against torch.func on the family's twin; H symmetric."""
+    and G: each against torch.func on the family's twin; H symmetric. CURV.layer-walk
+    (every family), CURV.rows (sequence outputs, ignore_index), CURV.diag-hessian-own
+    (recurrent and attention layers' own second-order terms)."""
     model, x, y = build(family, 0)
     twin = Twin(model, x, y)
     rng = np.random.default_rng(1)
@@ -87,9 +89,10 @@ def test_monte_carlo_diagonal_ggn_within_five_standard_errors(family):
 
 
 def test_batch_norm_in_training_couples_the_batch_and_eval_does_not():
-    """With batch statistics a per-sample share is no per-sample quantity: refused in one
-    line naming the layer; the same model in eval mode is separable (per sample equals
-    torch). The curvature query does not move the running statistics."""
+    """CURV.coupled-batch: with batch statistics a per-sample share is no per-sample
+    quantity: refused in one line naming the layer; the same model in eval mode is
+    separable (per sample equals torch). The curvature query does not move the running
+    statistics."""
     model, x, y = build("BatchNorm1d (train)", 3)
     before = [b.copy() for _, b in model.named_buffers()]
     diag_ggn(model, x, y)

@@ -314,7 +314,8 @@ def _supported(layer: Any) -> tuple[bool, bool]:
 
 
 def as_chain(model: Any) -> Chain:
-    """The :class:`Chain` of a model (a ``Sequential``; ``Network`` is one).
+    """The :class:`Chain` of a model (a ``Sequential``; ``Network`` is one): every quantity
+    is a walk of its links' products (``CURV.layer-walk``).
 
     Layers that are the identity (``Identity``, ``Flatten``, ``Dropout`` when it drops
     nothing) are skipped; every other layer is one link through its products (a container

@@ -127,7 +127,8 @@ def factor_columns(chain: Chain, S: np.ndarray, shape: tuple[int, ...]) -> np.nd
     ``(p, c)`` holding every sample's ``S[:, :, c]`` at its position ``p`` — on ``(n, m)``
     outputs the ``c`` columns of ``S``; a per-sample split along axis 0 of every layer then
     recovers each sample's share. Whole (a coupled chain): ``(R·c, *shape)``,
-    one row at a time, so a column is nonzero in one sample's rows only.
+    one row at a time, so a column is nonzero in one sample's rows only
+    (``CURV.coupled-batch``).
     """
     whole = chain.coupling is not None
     R, m, c = S.shape
