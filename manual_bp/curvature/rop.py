@@ -61,9 +61,9 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
         r = rz
     # Seed: g = (1/n) ∇_f ℓ,  R{g} = (1/n) ∇²_f ℓ R{f}.
     g = output_gradient(chain, f, y) / n
-    r_rows = r.reshape(r.shape[0], -1, f.shape[-1])
-    rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r_rows) / n
-    rg = rg.reshape(r.shape)
+    shape, r = r.shape, r.reshape(r.shape[0], -1, f.shape[-1])  # rows (CURV.rows)
+    rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n
+    rg = rg.reshape(shape)
     out = chain.zeros()
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
         layer, tangents = link.layer, link.tangents(v)
