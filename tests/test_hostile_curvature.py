@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 import manual_bp.curvature
 from manual_bp import Dense, Network, Sequential
 from manual_bp.curvature import ggn_matrix
-from manual_bp.layers import Conv2d, Dropout, Flatten
+from manual_bp.layers import Dropout
+from manual_bp.layers.base import Layer
 from tests.hostile_entries import (
     ACCEPT,
     MODELS,
@@ -53,10 +54,12 @@ CURVATURE = public_functions(manual_bp.curvature)
 #: classified: a model-level function belongs in :data:`ENTRIES`.
 CHAIN_LEVEL = {
     "diagonal.backpropagate_factor",
+    "loss.factor_columns",
     "loss.output_factor",
     "loss.output_gradient",
     "loss.output_hessian",
     "loss.output_hessian_composed",
+    "loss.row_weights",
     "loss.sample_targets",
     "loss.sampled_factor",
 }
@@ -79,10 +82,17 @@ def _nan_model():
     return net
 
 
+class _NoProducts(Layer):
+    """A layer without V-axis products: a model with it has no curvature walk."""
+
+    def forward(self, x):
+        return x, None
+
+
 def hostile_models(_, model=None):
     yield Refuse, None
     yield Refuse, "a network"
-    yield Refuse, Sequential([Conv2d(1, 1, 1), Flatten(), Dense(1, 2)], "quadratic")
+    yield Refuse, Sequential([Dense(2, 2), _NoProducts(), Dense(2, 2)], "quadratic")
     yield Refuse, Sequential([Dense(2, 3), Dropout(0.5), Dense(3, 2)], "quadratic")
     yield Refuse, _nan_model()
 

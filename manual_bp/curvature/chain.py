@@ -1,12 +1,14 @@
 """A model as the chain of its own layers, the form every curvature sweep walks.
 
 Every model is a :class:`~manual_bp.models.sequential.Sequential` (``Network`` included):
-its layers, less those that are the identity on ``(batch, features)`` inputs, become a
-:class:`Chain` of :class:`Link` (a layer and where each of its parameters sits in the
-model's ``parameter_arrays()`` list, the order of every result of this package), a ``head``
-activation absorbed into the loss, and the cost. The sweeps call only the layers' products
-on a leading ``V`` axis (``docs/products.md``: ``input_vjp``, ``param_vjp``, ``input_jvp``,
-``param_jvp``, ``residual``), so a layer providing them is all a sweep needs.
+its layers, less those that are the identity (``Identity``, ``Flatten``, inactive
+``Dropout``), become a :class:`Chain` of :class:`Link` (a layer and where each of its
+parameters sits in the model's ``parameter_arrays()`` list, the order of every result of
+this package), a ``head`` activation absorbed into the loss, and the cost. The sweeps call
+only the layers' products on a leading ``V`` axis (``docs/products.md``: ``input_vjp``,
+``param_vjp``, ``input_jvp``, ``param_jvp``, ``residual``), so every layer that provides
+them — convolution, pooling, normalisation, embedding, recurrent, attention, containers —
+is a link, with no code of its own here (``CURV.layer-walk``).
 
 The GGN split (``CURV.ggn-split``, ``docs/curvature.md``): the network output ``f`` is the
 output of the last link; the loss is ``ℓ(f, y) = C(head(f), y)``. The output activation is
@@ -15,6 +17,21 @@ for it says so (``head``: ``ℓ`` convex in ``f`` — softmax + log-likelihood, 
 cross-entropy, log-softmax + KL, Schraudolph 2002); otherwise ``head`` is the identity and
 the output activation stays in the network (so e.g. sigmoid + quadratic has a GGN that
 keeps ``∇²ₐC = I``).
+
+Outputs of any rank (``CURV.rows``): the cost acts on the rows of ``f`` (its last axis;
+a sequence's positions, an image's pixels are rows), ``C = Σ_r w_r ℓ(f_r, y_r)`` with
+``w_r = 1/R`` over the ``R`` counted rows (``ignore_index``: 0 on ignored rows), as the
+model's own loss. The sweeps carry ``n·w_r`` (``n`` the batch size), so a per-sample
+quantity is ``n`` times the sample's share of ``C`` and the batch quantity is their mean,
+as on ``(batch, features)``.
+
+Coupled batches (``CURV.coupled-batch``): a link is *separable* when its output rows along
+axis 0 depend on that sample's input rows only. Batch norm with batch statistics (training
+mode, or without running statistics) couples the samples (a time-major layer cannot occur:
+a ``Sequential`` refuses ``batch_first=False``, its data being batch-major). In a chain
+with such a link the factor columns are one output row at a time (a column is nonzero
+in one sample's rows), squared after the whole-batch ``param_vjp``; every
+per-sample quantity is refused (:meth:`Chain.per_sample`), naming the layer and why.
 """
 
 from __future__ import annotations
@@ -31,12 +48,13 @@ from manual_bp._validation import check_finite
 from manual_bp.activations import Activation, Identity
 from manual_bp.costs import Cost
 from manual_bp.curvature._checks import as_direction
-from manual_bp.layers.activation import ActivationLayer
-from manual_bp.layers.containers import Flatten
+from manual_bp.layers.base import Layer
 from manual_bp.layers.containers import Identity as IdentityLayer
 from manual_bp.layers.dense import Dense
 from manual_bp.layers.dropout import Dropout
+from manual_bp.models.loss_cost import LossCost
 from manual_bp.models.sequential import Sequential
+from manual_bp.models.targets import rows
 
 __all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]
 
@@ -50,12 +68,18 @@ class Link:
     entry of ``Wₒᵢ``'s Jacobian column) makes squares of parameter VJPs cheap:
     ``Σ_c s_c (J_θᵀ m_c)² = (J_θ⊙J_θ)ᵀ Σ_c s_c m_c²``, and ``J_θ⊙J_θ`` is the layer's own
     Jacobian at the squared input (``x ↦ x²`` in its cache) — BackPACK's sqrt-GGN rule.
-    Without it the squares are taken of the per-sample ``param_vjp`` of every column.
+    It holds for a 2-D input only (on ``(N, T, D)`` the weight is shared by the positions:
+    the square of a sum is not the sum of squares), so it is asked of the cache
+    (:meth:`shortcut`). Without it the squares are taken of the per-sample ``param_vjp``.
     """
 
     layer: Any
     index: dict[str, int]
     one_output: bool = False
+
+    def shortcut(self, cache: Any) -> bool:
+        """The ``one_output`` rule applies at this cache (a dense map on a 2-D input)."""
+        return self.one_output and cache.input.ndim == 2
 
     def tangents(self, v: list[np.ndarray]) -> dict[str, np.ndarray] | None:
         """The direction's share of this layer, ``{name: (1, *p)}`` (None: no parameters)."""
@@ -69,12 +93,24 @@ class Link:
             out[self.index[name]] += g if v is None else g[v]
 
     def param_squares(
-        self, cache: Any, V: np.ndarray, signs: np.ndarray | None, per_sample: bool
+        self, cache: Any, V: np.ndarray, signs: np.ndarray | None, per_sample: bool | None
     ) -> dict[str, np.ndarray]:
         """``Σ_c s_c (J_θᵀ V[c])²`` per parameter, ``(n, *p)`` per sample or summed over the
-        batch ``(*p)``, for factor columns ``V`` ``(c, n, m_out)`` with signs ``(c, n)``
-        (None: +1): the per-sample ``param_vjp`` of the columns, squared."""
-        if self.one_output:
+        batch ``(*p)``, for factor columns ``V`` ``(c, n, *out)`` with signs ``(c, n)``
+        (None: +1): the per-sample ``param_vjp`` of the columns, squared.
+
+        ``per_sample=None``: the columns are whole-batch columns (a coupled chain, signs
+        ``(c,)``): the square of each column's batch-summed ``param_vjp``.
+        """
+        if per_sample is None:
+            out = {}
+            for name, g in self.layer.param_vjp(cache, V, sum_batch=True).items():  # (c, *p)
+                g = g * g
+                if signs is not None:
+                    g *= signs.reshape(-1, *([1] * (g.ndim - 1)))
+                out[name] = g.sum(axis=0)
+            return out
+        if self.shortcut(cache):
             V2 = V * V
             d = V2.sum(axis=0) if signs is None else np.einsum("cn,cni->ni", signs, V2)
             return self.param_diagonal(cache, d, per_sample)
@@ -95,10 +131,10 @@ class Link:
 
     def grad_norms(self, cache: Any, delta: np.ndarray) -> dict[str, np.ndarray]:
         """``‖J_θᵀ δₓ‖²`` per sample ``(n,)`` and parameter for per-sample errors ``δ``
-        ``(n, m_out)``; with ``one_output`` ``⟨δₓ², (J_θ⊙J_θ) 1⟩``, the layer's
+        ``(n, *out)``; with ``one_output`` ``⟨δₓ², (J_θ⊙J_θ) 1⟩``, the layer's
         ``param_jvp`` of ones at the squared input."""
         n = delta.shape[0]
-        if self.one_output:
+        if self.shortcut(cache):
             # every parameter at once on the V axis: direction k is ones on parameter k
             names = tuple(self.index)
             shapes = tuple(tuple(self.layer.params[name].shape) for name in names)
@@ -133,7 +169,8 @@ def _squared(cache: Any) -> Any:
 
 @dataclass
 class Chain:
-    """``links``, the ``head`` absorbed into the loss, the cost and the parameter layout."""
+    """``links``, the ``head`` absorbed into the loss, the cost and the parameter layout;
+    ``coupling``: why the chain is not separable (``None``: it is; see the module)."""
 
     links: list[Link]
     head: Activation
@@ -141,13 +178,22 @@ class Chain:
     shapes: list[tuple[int, ...]]
     dtype: np.dtype
     prepare: Any = field(repr=False)
+    coupling: str | None = None
+    ignore_index: int | None = None
 
     def forward(self, x: np.ndarray) -> tuple[list[Any], np.ndarray]:
-        """``(cache of every link, output f)``; ``x`` is ``(batch, n_in)``."""
+        """``(cache of every link, output f)``; ``x`` is ``(batch, *in)``. Running
+        statistics a training-mode forward pass updates are restored: a curvature query
+        does not move the model."""
+        saved = [(b, b.copy()) for link in self.links for _, b in link.layer.named_buffers()]
         caches = []
-        for link in self.links:
-            x, cache = link.layer.forward(x)
-            caches.append(cache)
+        try:
+            for link in self.links:
+                x, cache = link.layer.forward(x)
+                caches.append(cache)
+        finally:
+            for buffer, value in saved:
+                np.copyto(buffer, value)
         return caches, x
 
     def backwards(self, caches: list[Any], *rest: list[Any]):
@@ -157,19 +203,31 @@ class Chain:
             yield self.links[k], caches[k], *(r[k] for r in rest), k > 0
 
     def data(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validated ``(x, y)`` arrays (targets as rows; labels one-hot encoded).
+        """Validated ``(x, y)`` arrays (targets output-shaped; labels one-hot encoded).
 
-        Targets are checked against the cost's domain here, once, so that every quantity
-        rejects the same inputs (the exact diagonal GGN never calls the cost's gradient,
-        which is where the gradient path checks them).
+        Inputs of any rank with the model's per-sample shape; integer indices when the first
+        link takes them (an embedding: its input needs no tangent). Targets are checked
+        against the cost's domain here, once, so that every quantity rejects the same
+        inputs (the exact diagonal GGN never calls the cost's gradient).
         """
-        # nested lists are made arrays here so that ragged nesting is named in one line
-        x = self.prepare.prepare_inputs(as_real_array(x, "x"))
-        if x.ndim != 2:
-            raise ValueError(f"curvature needs 2-D inputs (batch, features), got {x.shape}")
+        first = self.links[0].layer if self.links else None
+        if getattr(first, "index_input", False):
+            x = self.prepare.check_batch_array(np.asarray(x), "x")
+            if x.ndim < 2 or x.shape[0] == 0:
+                raise ValueError(f"x has shape {x.shape}; expected a non-empty batch of indices")
+        else:  # nested lists are made arrays here so that ragged nesting is named in one line
+            x = self.prepare.prepare_inputs(as_real_array(x, "x"))
         y = self.prepare.prepare_targets(as_real_array(y, "y"), x.shape[0])
-        self.cost.check_targets(y)
+        t = rows(y)
+        if self.ignore_index is not None:
+            t = t[t.any(axis=1)]
+        self.cost.check_targets(t)
         return x, y
+
+    def per_sample(self, what: str = "per-sample quantities") -> None:
+        """Refuse ``what`` in one line when the chain couples the samples."""
+        if self.coupling is not None:
+            raise ValueError(f"curvature: {what} are not defined here: {self.coupling}")
 
     def zeros(self, n: int | None = None) -> list[np.ndarray]:
         """A zero array for every parameter, in ``parameter_arrays()`` order (``(n, *shape)``
@@ -199,9 +257,9 @@ def flatten(arrays: list[np.ndarray]) -> np.ndarray:
 
 #: What :func:`as_chain` accepts in a ``Sequential``, named in its error message.
 SUPPORTED_LAYERS = (
-    "Dense, ActivationLayer (every activation), and layers that are the identity on the "
-    "(batch, features) inputs curvature takes: Identity, Flatten, Dropout with p = 0 or in "
-    "eval mode"
+    "Dense, activations and every other layer with V-axis products (docs/products.md: "
+    "convolution, pooling, padding, normalisation, embedding, recurrent, attention, "
+    "transformer layers, containers); Dropout only with p = 0 or in eval mode"
 )
 
 
@@ -210,59 +268,99 @@ def _is_dropout(layer: Any) -> bool:
 
 
 def _is_identity(layer: Any) -> bool:
-    """The layer is ``out = x`` on (batch, features) inputs: no curvature of its own."""
-    if type(layer) in (IdentityLayer, Flatten):
+    """The layer is ``out = x``: no curvature of its own (Flatten is a link: a reshape)."""
+    if type(layer) is IdentityLayer:
         return True
     return _is_dropout(layer) and (layer.p == 0.0 or not layer.training)
 
 
+def _leaves(layer: Any) -> list[Any]:
+    children = layer.children()
+    return [layer] if not children else [leaf for c in children for leaf in _leaves(c)]
+
+
+def _random(layer: Any) -> bool:
+    """A leaf that draws random numbers in its forward pass (dropout in training mode)."""
+    return (
+        "dropout" in type(layer).__name__.lower()
+        and layer.training
+        and float(getattr(layer, "p", 0.0)) > 0.0
+    )
+
+
+def _coupling(layer: Any) -> str | None:
+    """Why ``layer`` is not separable along axis 0 (see the module), or None."""
+    for leaf in [*_leaves(layer), layer]:
+        if getattr(leaf, "_couples_batch", False) and (
+            leaf.training or not getattr(leaf, "track_running_stats", True)
+        ):
+            return (
+                f"{leaf!r} uses batch statistics (training mode): each sample's output "
+                "depends on the whole batch (call model.eval() for running statistics)"
+            )
+    return None
+
+
+def _has_products(layer: Any) -> bool:
+    return type(layer).input_vjp is not Layer.input_vjp and not layer.products_refusal
+
+
 def _supported(layer: Any) -> tuple[bool, bool]:
-    """``(supported, one_output)``: the layers whose products (and their use here) are
-    checked against torch — widening this set is all a new layer needs once it provides
-    the V-axis products — and those whose parameters each reach one output per sample
-    (:class:`Link`; an optional speed-up, exact either way)."""
-    return type(layer) in (Dense, ActivationLayer), type(layer) is Dense
+    """``(supported, one_output)``: every layer with V-axis products (each checked against
+    torch in ``tests/test_products_*.py``), no random one; and those whose parameters each
+    reach one output per sample (:class:`Link`; an optional speed-up, exact either way)."""
+    ok = _has_products(layer) and not any(_random(leaf) for leaf in _leaves(layer))
+    return ok, type(layer) is Dense
 
 
 def as_chain(model: Any) -> Chain:
-    """The :class:`Chain` of a model (a ``Sequential``; ``Network`` is one).
+    """The :class:`Chain` of a model (a ``Sequential``; ``Network`` is one): every quantity
+    is a walk of its links' products (``CURV.layer-walk``).
 
-    Layers that are the identity on 2-D inputs (``Identity``, ``Flatten``, ``Dropout`` when
-    it drops nothing) are skipped. Anything else — convolution, pooling, normalisation,
-    recurrent, attention, embedding, residual blocks, dropout in training mode (a random
-    function has no Hessian) — raises, naming the layer and :data:`SUPPORTED_LAYERS`.
+    Layers that are the identity (``Identity``, ``Flatten``, ``Dropout`` when it drops
+    nothing) are skipped; every other layer is one link through its products (a container
+    too). A layer without products, or one drawing random numbers (dropout in training
+    mode: a random function has no Hessian), raises naming the layer.
 
     Raises
     ------
     TypeError
-        Another model type, or a stack with a layer outside :data:`SUPPORTED_LAYERS`.
+        Another model type, a torch-named loss as the cost, or an unsupported layer.
     ValueError
         A parameter of the model holds a NaN or ±inf (every result would be NaN).
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a Network or a Sequential, got {type(model).__name__}")
-    if getattr(model, "ignore_index", None) is not None:
-        # the curvature rules average over every row; masked rows would be counted
+    if isinstance(model.cost, LossCost):
         raise TypeError(
-            f"curvature: model with ignore_index={model.ignore_index} is not supported "
-            "(its mean runs over the counted positions only); build it without ignore_index"
+            f"curvature: the cost {model.cost!r} is a torch-named loss without a Hessian "
+            "factor; build the model with a cost name (e.g. 'log-likelihood', 'quadratic')"
         )
     named = model.named_parameters()
     position = {name: i for i, (name, _) in enumerate(named)}
     links: list[Link] = []
+    coupling = None
     for k, (layer_name, layer) in enumerate(model.named_children()):  # torch's state-dict keys
+        if _is_identity(layer):
+            continue
         supported, one_output = _supported(layer)
-        if supported:
-            index = {name: position[f"{layer_name}.{name}"] for name in layer.params}
-            links.append(Link(layer, index, one_output))
-        elif not _is_identity(layer):
-            mode = " in training mode (call model.eval())" if _is_dropout(layer) else ""
+        if not supported:
+            mode = (
+                " in training mode (call model.eval())"
+                if any(_random(leaf) for leaf in _leaves(layer))
+                else " (no V-axis products)"
+            )
             raise TypeError(
                 f"curvature: model layer {k} ({layer!r}){mode} is not supported; supported: "
                 f"{SUPPORTED_LAYERS}"
             )
+        index = {name: position[f"{layer_name}.{name}"] for name in layer.params}
+        links.append(Link(layer, index, one_output))
+        coupling = coupling or _coupling(layer)
     if not any(link.index for link in links):
-        raise TypeError(f"curvature: the model has no Dense layer; supported: {SUPPORTED_LAYERS}")
+        raise TypeError(
+            f"curvature: the model has no layer with parameters; supported: {SUPPORTED_LAYERS}"
+        )
     for name, p in named:  # a NaN weight would make every result NaN
         check_finite(p, f"model parameter {name!r}")
     head: Activation = Identity()
@@ -273,4 +371,5 @@ def as_chain(model: Any) -> Chain:
         if fold is not None and fold.head:
             head, links = activation, links[:-1]
     shapes = [tuple(p.shape) for _, p in named]  # parameter_arrays() is this order
-    return Chain(links, head, model.cost, shapes, np.dtype(model.dtype), model)
+    ignore = getattr(model, "ignore_index", None)
+    return Chain(links, head, model.cost, shapes, np.dtype(model.dtype), model, coupling, ignore)

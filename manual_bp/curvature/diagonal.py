@@ -29,6 +29,7 @@ from manual_bp._arguments import as_generator, check_count, check_flag
 from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.loss import (
+    factor_columns,
     output_factor,
     output_gradient,
     output_hessian,
@@ -45,18 +46,20 @@ __all__ = [
 ]
 
 
-def _columns(S: np.ndarray) -> np.ndarray:
-    """A factor ``(n, m, c)`` as ``c`` cotangents on the V axis, ``(c, n, m)``."""
-    return np.ascontiguousarray(np.transpose(S, (2, 0, 1)))
+def _columns(chain: Chain, S: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A row factor ``(R, m, c)`` as cotangent columns on the V axis: compact on a
+    separable chain, one row at a time on a coupled one (:func:`.loss.factor_columns`)."""
+    return factor_columns(chain, S, shape)
 
 
-def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray) -> list:
-    """``V`` at every link's output: ``(c, n, m)`` arrays, ``V = Jᵀ S`` column by column.
+def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray, shape=None) -> list:
+    """``V`` at every link's output: ``(c, n, *out)`` arrays, ``V = Jᵀ S`` column by column.
 
-    The ``c`` columns of ``S`` ride the V axis of every layer's ``input_vjp``. Returns a
-    list aligned with ``chain.links``: entry ``k`` is the factor at link ``k``'s OUTPUT.
+    The columns of ``S`` (:func:`_columns`; ``shape`` the network output's, default
+    ``(n, m)``) ride the V axis of every layer's ``input_vjp``. Returns a list aligned
+    with ``chain.links``: entry ``k`` is the factor at link ``k``'s OUTPUT.
     """
-    V = _columns(S)
+    V = _columns(chain, S, S.shape[:2] if shape is None else shape)
     at_output = [None] * len(chain.links)
     for k in range(len(chain.links) - 1, -1, -1):
         at_output[k] = V
@@ -65,22 +68,30 @@ def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray) -> list:
     return at_output
 
 
-def _squares(link, cache, V: np.ndarray, signs, out: list, per_sample: bool) -> None:
+def _mode(chain: Chain, per_sample: bool) -> bool | None:
+    """``per_sample`` for :meth:`Link.param_squares`; None (whole-batch columns) on a
+    coupled chain, where per-sample results are refused."""
+    if per_sample:
+        chain.per_sample()
+    return None if chain.coupling is not None else per_sample
+
+
+def _squares(link, cache, V: np.ndarray, signs, out: list, per_sample: bool | None, n) -> None:
     """Add ``Σ_c s_c (J_θᵀ V_c)²`` per sample (``per_sample``) or its batch mean to ``out``
     (:meth:`~manual_bp.curvature.chain.Link.param_squares`)."""
     if not link.index:
         return
-    n = V.shape[1]
     for name, d in link.param_squares(cache, V, signs, per_sample).items():
         out[link.index[name]] += d if per_sample else d / n
 
 
-def _diag_from_factor(chain, caches, S, per_sample: bool) -> list[np.ndarray]:
-    n = S.shape[0]
+def _diag_from_factor(chain, caches, S, f, per_sample: bool) -> list[np.ndarray]:
+    n = f.shape[0]
+    mode = _mode(chain, per_sample)
     out = chain.zeros(n) if per_sample else chain.zeros()
-    at_output = backpropagate_factor(chain, caches, S)
+    at_output = backpropagate_factor(chain, caches, S, f.shape)
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
-        _squares(link, cache, V, None, out, per_sample)
+        _squares(link, cache, V, None, out, mode, n)
     return out
 
 
@@ -89,9 +100,11 @@ def diag_ggn(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list[np
     """Exact diagonal of the GGN of ``C`` (``CURV.diag-ggn``), shaped like the parameters."""
     per_sample = check_flag(per_sample, "per_sample")
     chain = as_chain(model)
+    if per_sample:
+        chain.per_sample()
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    return _diag_from_factor(chain, caches, output_factor(chain, f, y), per_sample)
+    return _diag_from_factor(chain, caches, output_factor(chain, f, y), f, per_sample)
 
 
 @entry("x and y")
@@ -112,10 +125,12 @@ def diag_ggn_mc(
     per_sample = check_flag(per_sample, "per_sample")
     generator, n_samples = as_generator(rng, "rng"), check_count(n_samples, "n_samples")
     chain = as_chain(model)
+    if per_sample:
+        chain.per_sample()
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     S = sampled_factor(chain, f, y, generator, n_samples)
-    return _diag_from_factor(chain, caches, S, per_sample)
+    return _diag_from_factor(chain, caches, S, f, per_sample)
 
 
 def _unit(n: int, m: int, dtype) -> np.ndarray:
@@ -123,12 +138,20 @@ def _unit(n: int, m: int, dtype) -> np.ndarray:
     return np.broadcast_to(np.eye(m, dtype=dtype)[:, None, :], (m, n, m))
 
 
+def _unit_like(x: np.ndarray, dtype) -> np.ndarray:
+    """Per-sample unit tangents at an input ``x`` ``(n, *in)``: ``(m, n, *in)``, ``m`` its
+    per-sample size."""
+    n, m = x.shape[0], int(np.prod(x.shape[1:]))
+    return _unit(n, m, dtype).reshape(m, *x.shape)
+
+
 def _residual_matrix(layer, cache, g: np.ndarray) -> np.ndarray:
     """``Σₖ gₖ ∇²outₖ`` w.r.t. the layer's input per sample ``(n, m, m)``: its ``residual``
     on the unit tangents (column ``i`` from ``eᵢ``)."""
-    n, m = cache.input.shape
-    res, _ = layer.residual(cache, g, _unit(n, m, g.dtype))  # (m, n, m): [i, x, :] = R eᵢ
-    return np.transpose(res, (1, 2, 0))
+    x = cache.input
+    n, m = x.shape[0], int(np.prod(x.shape[1:]))
+    res, _ = layer.residual(cache, g, _unit_like(x, g.dtype))  # (m, n, *in): R eᵢ
+    return np.transpose(res.reshape(m, n, m), (1, 2, 0))
 
 
 def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np.ndarray]:
@@ -138,79 +161,134 @@ def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np
     for k in range(len(chain.links) - 1, -1, -1):
         link, cache = chain.links[k], caches[k]
         layer = link.layer
-        if link.one_output:  # diag(J_θᵀ H J_θ) = (J_θ⊙J_θ)ᵀ diag H
+        if link.shortcut(cache):  # diag(J_θᵀ H J_θ) = (J_θ⊙J_θ)ᵀ diag H
             for name, d in link.param_diagonal(cache, np.diagonal(H, 0, 1, 2), per_sample).items():
                 out[link.index[name]] += d if per_sample else d / n
         elif link.index:  # the same from H's eigen-factor on the V axis
             lam, Q = np.linalg.eigh(H)
             V = np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1))
-            _squares(link, cache, V, np.sign(lam).T, out, per_sample)
-        m_in = cache.input.shape[1]
-        J = np.transpose(layer.input_jvp(cache, _unit(n, m_in, H.dtype)), (1, 2, 0))
+            out_shape = (n, *layer.output_shape(cache.input.shape[1:]))
+            _squares(link, cache, V.reshape(-1, *out_shape), np.sign(lam).T, out, per_sample, n)
+        x = cache.input
+        m_in = int(np.prod(x.shape[1:]))
+        J = layer.input_jvp(cache, _unit_like(x, H.dtype)) if k > 0 else None
+        if J is None:
+            break
+        J = np.transpose(J.reshape(m_in, n, -1), (1, 2, 0))
         H = np.swapaxes(J, 1, 2) @ H @ J  # Jᵀ H J per sample
-        if residual and not link.index:  # Σₖ gₖ ∇²σₖ (Dense: bilinear, no x–x term)
-            H = H + _residual_matrix(layer, cache, g)
+        if residual and not layer.hessian_is_zero:  # Σₖ gₖ ∇²outₖ (x–x; 0 for Dense)
+            H = H + _residual_matrix(layer, cache, g.reshape(n, *g.shape[1:]))
         g = layer.input_vjp(cache, g[None])[0]
     return out
+
+
+def _readable(model, x, y, residual: bool, per_sample: bool) -> list:
+    chain = as_chain(model)
+    chain.per_sample("the readable per-sample propagation's matrices")
+    x, y = chain.data(x, y)
+    caches, f = chain.forward(x)
+    if f.ndim != 2:
+        raise ValueError(
+            f"the readable forms take (batch, outputs) network outputs, got {f.shape}; use "
+            "diag_ggn / diag_hessian"
+        )
+    H, g = output_hessian(chain, f, y), output_gradient(chain, f, y)
+    return _propagate(chain, caches, H, g, residual=residual, per_sample=per_sample)
 
 
 @entry("x and y")
 def diag_ggn_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list:
     """``CURV.diag-ggn`` by propagating full per-sample matrices (readable; small models)."""
     per_sample = check_flag(per_sample, "per_sample")
-    chain = as_chain(model)
-    x, y = chain.data(x, y)
-    caches, f = chain.forward(x)
-    H, g = output_hessian(chain, f, y), output_gradient(chain, f, y)
-    return _propagate(chain, caches, H, g, residual=False, per_sample=per_sample)
+    return _readable(model, x, y, False, per_sample)
 
 
 @entry("x and y")
 def diag_hessian_readable(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list:
     """``CURV.diag-hessian`` by propagating full per-sample matrices (readable; small models)."""
     per_sample = check_flag(per_sample, "per_sample")
-    chain = as_chain(model)
-    x, y = chain.data(x, y)
-    caches, f = chain.forward(x)
-    H, g = output_hessian(chain, f, y), output_gradient(chain, f, y)
-    return _propagate(chain, caches, H, g, residual=True, per_sample=per_sample)
+    return _readable(model, x, y, True, per_sample)
 
 
 @entry("x and y")
 def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> list[np.ndarray]:
-    """Exact diagonal of the Hessian of ``C`` (``CURV.diag-hessian``): GGN + σ'' residuals.
+    """Exact diagonal of the Hessian of ``C`` (``CURV.diag-hessian``): GGN + residuals.
 
-    Factored form (Dangel et al. 2020): the per-sample Hessian at every link's output is
-    kept as ``H = Vᵀ diag(s) V``, factor columns ``V`` ``(c, n, m)`` on the V axis with
-    signs ``s`` ``(c, n)``. It starts as ``S`` (``s = +1``); every layer maps the columns
-    by its ``input_vjp``; a parameter-free layer appends the factor of its ``residual``
-    ``Σₖ gₖ∇²σₖ`` — for an elementwise layer ``diag(r)``, ``r`` gives the columns
-    ``√|rᵢ| eᵢ`` with signs ``sign(rᵢ)``, otherwise (softmax) the batched eigendecomposition
-    ``R = Q Λ Qᵀ`` gives ``√|λ| qᵀ`` with ``sign(λ)``. Then a layer's parameter diagonal is
-    ``(1/n) Σₓ Σ_c s_c (J_θᵀ Vₓ[c])²`` from its per-sample ``param_vjp``. Equal to
-    :func:`diag_hessian_readable` (tested), at a cost that grows with the number of columns
-    instead of with the cube of the width.
+    Factored form (Dangel et al. 2020): the Hessian at every link's output is kept as
+    ``H = Vᵀ diag(s) V``, factor columns ``V`` ``(c, n, *out)`` on the V axis with signs
+    ``s``. It starts as ``S`` (``s = +1``); every layer maps the columns by its
+    ``input_vjp`` and appends the factor of its ``residual`` in the input,
+    ``Σₖ gₖ∇²_{xx}outₖ`` (zero for a layer bilinear in ``(x, θ)``: dense, convolution) —
+    for an elementwise layer ``diag(r)``, ``r`` gives the columns ``√|rᵢ| eᵢ`` with signs
+    ``sign(rᵢ)``, otherwise the eigendecomposition ``R = Q Λ Qᵀ`` gives ``√|λ| qᵀ`` with
+    ``sign(λ)`` (per sample; over the whole batch on a coupled chain). A layer's parameter
+    diagonal is ``(1/n) Σₓ Σ_c s_c (J_θᵀ Vₓ[c])²`` from its per-sample ``param_vjp`` plus
+    its own ``θθ`` residual's diagonal ``Σₖ gₖ ∂²outₖ/∂θᵢ²`` (``CURV.diag-hessian-own``;
+    zero for a layer linear in its parameters, nonzero for recurrent and attention
+    layers, whose weights multiply each other). Equal to :func:`diag_hessian_readable`
+    (tested) on dense chains.
     """
     per_sample = check_flag(per_sample, "per_sample")
     chain = as_chain(model)
+    mode = _mode(chain, per_sample)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     S, g = output_factor(chain, f, y), output_gradient(chain, f, y)
-    n = x.shape[0]
+    n = f.shape[0]
     out = chain.zeros(n) if per_sample else chain.zeros()
-    V = _columns(S)
-    signs = np.ones(V.shape[:2], V.dtype)
+    V = _columns(chain, S, f.shape)
+    whole = mode is None
+    signs = np.ones(V.shape[:1] if whole else V.shape[:2], V.dtype)
     for link, cache, below in chain.backwards(caches):
-        _squares(link, cache, V, signs, out, per_sample)
+        _squares(link, cache, V, signs, out, mode, n)
+        if link.index and not link.layer.hessian_is_zero:
+            _own_diagonal(link, cache, g, out, per_sample, n)
         if not below:
             break
         V = link.layer.input_vjp(cache, V)
-        if not link.index:  # Dense is bilinear: no x–x residual
-            R, r_signs = _residual_factor(link.layer, cache, g)
+        if not link.layer.hessian_is_zero:
+            R, r_signs = _residual_factor(link.layer, cache, g, whole)
             if R is not None:
                 V, signs = np.concatenate([V, R]), np.concatenate([signs, r_signs])
         g = link.layer.input_vjp(cache, g[None])[0]
     return out
+
+
+#: Directions per residual call when a layer's own θθ diagonal is taken entry by entry.
+_CHUNK = 64
+
+
+def _own_diagonal(link, cache, g: np.ndarray, out: list, per_sample: bool, n: int) -> None:
+    """Add the diagonal of the layer's own ``θθ`` residual, ``Σₖ gₖ ∂²outₖ/∂θᵢ²``: one
+    probe first (zero for a layer linear in its parameters), then unit tangents in chunks.
+    Per sample: the residual of each sample's own gradient row."""
+    layer = link.layer
+    probe = {name: np.ones((1, *p.shape), p.dtype) for name, p in layer.params.items()}
+    _, res = layer.residual(cache, g, None, probe)
+    if not any(np.any(r) for r in res.values()):
+        return
+    rows_g = [g] if not per_sample else [_one_row(g, i) for i in range(g.shape[0])]
+    for name, p in layer.params.items():
+        size = p.size
+        for i, gi in enumerate(rows_g):
+            diag = np.zeros(size, p.dtype)
+            for start in range(0, size, _CHUNK):
+                idx = np.arange(start, min(size, start + _CHUNK))
+                T = np.zeros((idx.size, size), p.dtype)
+                T[np.arange(idx.size), idx] = 1
+                _, r = layer.residual(cache, gi, None, {name: T.reshape(-1, *p.shape)})
+                diag[idx] = r[name].reshape(idx.size, size)[np.arange(idx.size), idx]
+            if per_sample:
+                out[link.index[name]][i] += diag.reshape(p.shape)
+            else:
+                out[link.index[name]] += diag.reshape(p.shape) / n
+
+
+def _one_row(g: np.ndarray, i: int) -> np.ndarray:
+    """``g`` with every sample's row but ``i`` zeroed (a separable layer's share of one)."""
+    one = np.zeros_like(g)
+    one[i] = g[i]
+    return one
 
 
 def _elementwise(layer) -> bool:
@@ -221,24 +299,39 @@ def _elementwise(layer) -> bool:
     return isinstance(layer, ElementwiseLayer) or bool(getattr(activation, "elementwise", False))
 
 
-def _residual_factor(layer, cache, g: np.ndarray):
-    """``(R, signs)`` with ``Rᵀ diag(signs) R = Σₖ gₖ∇²σₖ`` per sample (``R`` ``(c, n, m)``,
-    signs ``(c, n)``), or ``(None, None)`` when it is zero.
+def _residual_factor(layer, cache, g: np.ndarray, whole: bool = False):
+    """``(R, signs)`` with ``Rᵀ diag(signs) R = Σₖ gₖ∇²_{xx}outₖ`` (``R`` ``(c, n, *in)``,
+    signs ``(c, n)``; ``(c,)`` over the whole batch), or ``(None, None)`` when it is zero.
 
     Diagonal ``diag(r)`` (an elementwise layer: ``r`` is the residual of the ones vector):
     columns that are 0 for every sample (a linear piece, ReLU everywhere) are dropped.
     Otherwise ``numpy.linalg.eigh`` of the symmetric matrix from the layer's ``residual``
-    on the unit vectors.
+    on the unit vectors: per sample, or of the whole batch's input (``whole``, a coupled
+    chain: the residual mixes samples).
     """
-    n, m = cache.input.shape
-    if _elementwise(layer):  # R = diag(r): its product with the ones vector is r
-        r = layer.residual(cache, g, np.ones((1, n, m), g.dtype))[0][0]
+    x = cache.input
+    n, m = x.shape[0], int(np.prod(x.shape[1:]))
+    if _elementwise(layer) and not whole:  # R = diag(r): its product with the ones vector is r
+        r = layer.residual(cache, g, np.ones((1, *x.shape), g.dtype))[0][0].reshape(n, m)
         keep = np.flatnonzero((r != 0).any(axis=0))
         if keep.size == 0:
             return None, None
         R = np.zeros((keep.size, n, m), r.dtype)
         R[np.arange(keep.size), :, keep] = np.sqrt(np.abs(r[:, keep])).T
-        return R, np.sign(r[:, keep]).T
+        return R.reshape(keep.size, *x.shape), np.sign(r[:, keep]).T
+    if whole:
+        size = n * m
+        units = np.eye(size, dtype=g.dtype).reshape(size, *x.shape)
+        M = layer.residual(cache, g, units)[0].reshape(size, size)
+        if not M.any():
+            return None, None
+        lam, Q = np.linalg.eigh(0.5 * (M + M.T))
+        keep = np.flatnonzero(lam != 0)
+        cols = (Q[:, keep] * np.sqrt(np.abs(lam[keep]))).T
+        return cols.reshape(keep.size, *x.shape), np.sign(lam[keep])
     M = _residual_matrix(layer, cache, g)
+    if not M.any():
+        return None, None
     lam, Q = np.linalg.eigh(0.5 * (M + np.swapaxes(M, 1, 2)))
-    return np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1)), np.sign(lam).T
+    R = np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1))
+    return R.reshape(m, *x.shape), np.sign(lam).T

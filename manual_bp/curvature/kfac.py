@@ -28,20 +28,34 @@ from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.loss import output_factor, sampled_factor
+from manual_bp.layers.dense import Dense
 
 __all__ = ["ggn_block", "kfac", "kflr"]
 
 
-def _factors(chain: Chain, caches, S) -> list[tuple[np.ndarray, np.ndarray]]:
+def _factors(chain: Chain, caches, S, f) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(A, B)`` for every link with parameters (a dense map ``z = x Wᵀ + b``): ``A`` from
     its cached input, ``B`` from the factor columns at its output (V axis)."""
-    n = S.shape[0]
-    at_output = backpropagate_factor(chain, caches, S)
+    for link in chain.links:
+        if link.index and not isinstance(link.layer, Dense):
+            raise TypeError(
+                f"kfac/kflr: Kronecker factors are defined here for Dense layers on "
+                f"(batch, features); {link.layer!r} has none"
+            )
+    if f.ndim != 2 or chain.coupling is not None:
+        raise TypeError(
+            "kfac/kflr: Kronecker factors are defined here for (batch, features) chains of "
+            "separable layers"
+        )
+    n = f.shape[0]
+    at_output = backpropagate_factor(chain, caches, S, f.shape)
     factors = []
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         if not link.index:
             continue
         inp = cache.input
+        if inp.ndim != 2:
+            raise TypeError(f"kfac/kflr: {link.layer!r} takes {inp.shape}; needs 2-D inputs")
         xt = inp if "bias" not in link.index else np.hstack([inp, np.ones((n, 1), inp.dtype)])
         A = xt.T @ xt / n
         flat = V.reshape(-1, V.shape[2])
@@ -56,7 +70,7 @@ def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    return _factors(chain, caches, output_factor(chain, f, y))
+    return _factors(chain, caches, output_factor(chain, f, y), f)
 
 
 @entry("x and y")
@@ -72,7 +86,7 @@ def kfac(
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     S = sampled_factor(chain, f, y, generator, n_samples)
-    return _factors(chain, caches, S)
+    return _factors(chain, caches, S, f)
 
 
 def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:

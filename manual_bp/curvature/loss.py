@@ -1,8 +1,12 @@
 """The loss at the network output ``f``: gradient, Hessian, symmetric factor, MC factor.
 
-``ℓ(f, y) = C(head(f), y)`` per sample (``CURV.ggn-split`` in :mod:`.chain`). All
+``ℓ(f, y) = C(head(f), y)`` per row (``CURV.ggn-split`` in :mod:`.chain`). All
 quantities here are *per sample* and not divided by the batch size ``n``; the sweeps
 multiply by ``1/n`` for the mean cost ``C = (1/n) Σₓ ℓ(fₓ, yₓ)``.
+
+On an output of any rank (``CURV.rows``) the cost acts on rows (the last axis) with
+weights ``n·w_r`` (:func:`row_weights`): ``n/R`` on each of the ``R`` counted rows, 0 on a
+row ``ignore_index`` drops. On ``(n, m)`` outputs every weight is 1 and nothing changes.
 """
 
 from __future__ import annotations
@@ -12,21 +16,61 @@ import numpy as np
 from manual_bp._arguments import check_count
 from manual_bp.costs.base import PREDICTIVE
 from manual_bp.curvature.chain import Chain
+from manual_bp.models.targets import rows
 
 __all__ = [
+    "factor_columns",
     "output_factor",
     "output_gradient",
     "output_hessian",
     "output_hessian_composed",
+    "row_weights",
     "sample_targets",
     "sampled_factor",
 ]
 
 
+def row_weights(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """``n·w_r`` per row of ``f`` ``(R,)`` (``CURV.rows``), ``n = f.shape[0]``: ``n/R_c`` on
+    the ``R_c`` counted rows, 0 on rows ``ignore_index`` drops; None when all are 1."""
+    R, n = int(np.prod(f.shape[:-1])), f.shape[0]
+    counted = None
+    if chain.ignore_index is not None:
+        counted = rows(y).any(axis=1)
+        if not counted.any():
+            raise ValueError(
+                f"y: every position is ignored (ignore_index={chain.ignore_index}): the mean "
+                "over no positions is undefined"
+            )
+    if counted is None:
+        return None if n == R else np.full(R, n / R, f.dtype)
+    return np.where(counted, n / counted.sum(), 0.0).astype(f.dtype)
+
+
+def _target_rows(chain: Chain, y: np.ndarray) -> np.ndarray:
+    """``y``'s rows, an ignored (all-zero) row given the first class: its weight is 0, and
+    the cost's quantities are defined only at targets in its domain."""
+    yr = rows(y)
+    if chain.ignore_index is None:
+        return yr
+    dropped = ~yr.any(axis=1)
+    if not dropped.any():
+        return yr
+    yr = yr.copy()
+    yr[dropped, 0] = 1
+    return yr
+
+
+def _weighted(w: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+    return a if w is None else a * w.reshape(-1, *([1] * (a.ndim - 1)))
+
+
 def output_gradient(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``∇_f ℓ`` per sample, ``(n, m)``: BP1 through the head (its shortcut when exact)."""
-    a = chain.head.forward(f)
-    return chain.cost.delta(f, a, y, chain.head)
+    """``n ∂C/∂f`` shaped like ``f`` — ``∇_f ℓ`` per sample on ``(n, m)``: BP1 through the
+    head (its shortcut when exact), each row weighted by :func:`row_weights`."""
+    fr, yr = rows(f), _target_rows(chain, y)
+    g = chain.cost.delta(fr, chain.head.forward(fr), yr, chain.head)
+    return _weighted(row_weights(chain, f, y), g).reshape(f.shape)
 
 
 def _head_jacobian(chain: Chain, f: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -52,23 +96,55 @@ def output_hessian_composed(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.nd
 
 
 def output_hessian(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``∇²_f ℓ`` per sample, ``(n, m, m)`` (``CURV.output-hessian``): the cost's.
+    """``∇²_f ℓ`` per row, ``(R, m, m)`` (``CURV.output-hessian``), times :func:`row_weights`.
 
     Identity head: the cost's Hessian (``CURV.loss-hessian.<cost>``). A folded head: the
     closed form on the cost's :class:`~manual_bp.costs.Fold` row, finite even where ``a``
     underflows (the composed form divides by ``a``): softmax + log-likelihood and
     log-softmax + KL give ``(Σy)(diag(p) − ppᵀ)``, sigmoid + cross-entropy ``diag(a(1 − a))``.
     """
-    return chain.cost.output_hessian(f, y, chain.head)
+    H = chain.cost.output_hessian(rows(f), _target_rows(chain, y), chain.head)
+    return _weighted(row_weights(chain, f, y), H)
 
 
 def output_factor(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``S`` with ``S Sᵀ = ∇²_f ℓ`` per sample, ``(n, m, c)`` (``CURV.loss-factor``).
+    """``S`` with ``S Sᵀ = ∇²_f ℓ`` per row, ``(R, m, c)`` (``CURV.loss-factor``), times
+    ``√`` of :func:`row_weights`.
 
     The cost's (:meth:`~manual_bp.costs.Cost.output_hessian_factor`); softmax-type heads:
     ``S = √(Σy) (diag(√p) − p √pᵀ)`` (Dangel et al. 2020).
     """
-    return chain.cost.output_hessian_factor(f, y, chain.head)
+    S = chain.cost.output_hessian_factor(rows(f), _target_rows(chain, y), chain.head)
+    w = row_weights(chain, f, y)
+    return S if w is None else _weighted(np.sqrt(w), S)
+
+
+def factor_columns(chain: Chain, S: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A row factor ``S`` ``(R, m, c)`` of an output of ``shape`` as cotangent columns on
+    the V axis, ``Σ_v col_v col_vᵀ = blockdiag_r(S_r S_rᵀ)``.
+
+    Compact (a separable chain): ``(P·c, *shape)`` with ``P`` rows per sample, column
+    ``(p, c)`` holding every sample's ``S[:, :, c]`` at its position ``p`` — on ``(n, m)``
+    outputs the ``c`` columns of ``S``; a per-sample split along axis 0 of every layer then
+    recovers each sample's share. Whole (a coupled chain): ``(R·c, *shape)``,
+    one row at a time, so a column is nonzero in one sample's rows only
+    (``CURV.coupled-batch``).
+    """
+    whole = chain.coupling is not None
+    R, m, c = S.shape
+    n = shape[0]
+    if not whole:
+        P = R // n
+        if P == 1:
+            return np.ascontiguousarray(np.transpose(S, (2, 0, 1))).reshape(c, *shape)
+        Sp = S.reshape(n, P, m, c)
+        cols = np.zeros((P, c, n, P, m), S.dtype)
+        for p in range(P):
+            cols[p, :, :, p, :] = np.transpose(Sp[:, p], (2, 0, 1))
+        return cols.reshape(P * c, *shape)
+    cols = np.zeros((R, c, R, m), S.dtype)
+    cols[np.arange(R), :, np.arange(R), :] = np.transpose(S, (0, 2, 1))
+    return cols.reshape(R * c, *shape)
 
 
 def sample_targets(chain: Chain, f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -104,8 +180,12 @@ def sampled_factor(
     exact value divided by ``Σy``).
     """
     n_samples = check_count(n_samples, "n_samples")
-    cols = [output_gradient(chain, f, sample_targets(chain, f, rng)) for _ in range(n_samples)]
-    S, mass = np.stack(cols, axis=2), chain.cost.target_mass(y)  # mass: a number or (n, 1)
+    fr, yr = rows(f), _target_rows(chain, y)
+    cols = [output_gradient(chain, fr, sample_targets(chain, fr, rng)) for _ in range(n_samples)]
+    S, mass = np.stack(cols, axis=2), chain.cost.target_mass(yr)  # mass: a number or (R, 1)
+    w = row_weights(chain, f, y)
+    if w is not None:
+        mass = mass * w[:, None]
     if np.ndim(mass):
         return S * np.sqrt(mass / n_samples)[:, :, None]
     return S * float(np.sqrt(mass / n_samples))

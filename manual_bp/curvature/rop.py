@@ -31,7 +31,7 @@ def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    M = (output_gradient(chain, f, y) / x.shape[0])[None]  # (1, n, m)
+    M = (output_gradient(chain, f, y) / f.shape[0])[None]  # (1, n, *out)
     grads = chain.zeros()
     for link, cache, below in chain.backwards(caches):
         link.add(grads, link.layer.param_vjp(cache, M))
@@ -48,8 +48,8 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     residual being the layer's second-order term (``residual``; dropped for the GGN).
     All on ``V = 1``.
     """
-    n = x.shape[0]
     caches, f = chain.forward(x)
+    n = f.shape[0]
     r_inputs, r = [], None  # R{·} of each link's input, (1, n, ·); None: zero
     for link, cache in zip(chain.links, caches, strict=True):
         r_inputs.append(r)
@@ -61,7 +61,9 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
         r = rz
     # Seed: g = (1/n) ∇_f ℓ,  R{g} = (1/n) ∇²_f ℓ R{f}.
     g = output_gradient(chain, f, y) / n
+    shape, r = r.shape, r.reshape(r.shape[0], -1, f.shape[-1])  # rows (CURV.rows)
     rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n
+    rg = rg.reshape(shape)
     out = chain.zeros()
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
         layer, tangents = link.layer, link.tangents(v)
@@ -83,8 +85,9 @@ def hvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
 
     Parameters
     ----------
-    model : Network or Sequential of Dense + activation layers
-    x : (n, n_in) inputs; y : targets (rows or labels)
+    model : Network or Sequential of layers with V-axis products (:data:`.SUPPORTED_LAYERS`)
+    x : (n, *in) inputs (indices for an embedding first); y : targets (output-shaped or
+        labels, one per position of a sequence output)
     v : list of arrays shaped like ``parameter_arrays()``, or a flat vector
         Floating point and finite; anything else (None, complex, integer, NaN, a wrong
         count or shape) raises one ``TypeError``/``ValueError`` naming ``v`` before any work.

@@ -80,13 +80,17 @@ def _row_sum(a: np.ndarray, sum_batch: bool = True) -> np.ndarray:
 
 
 def _total(terms: list[np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarray:
-    """The sum of the terms present (zeros of ``shape`` when there is none)."""
+    """The sum of the terms present (zeros of ``shape`` when there is none), of ``shape``
+    unless it is ``()`` (a bias tangent alone broadcasts over the batch and positions; the
+    products below split and multiply it by shape, so it is materialised)."""
     if not terms:
         return np.zeros(shape, dtype)
     total = terms[0]
     for term in terms[1:]:
         total = total + term
-    return total
+    if not shape or total.shape == shape:  # () : the terms' own shape
+        return total
+    return np.broadcast_to(total, shape).copy()
 
 
 class Tangents(NamedTuple):
