@@ -60,9 +60,9 @@ def check_against_readable(
     entry of ``batches`` (``make_input(n)`` draws one), with and without ∂C/∂x; returns the
     step. ``magnitudes(layer, x, dout)`` gives ``S`` for (out, dx, grads)."""
     step = layer.fast_step()
-    dtype = np.dtype(layer.params["weight"].dtype if layer.params else np.float64)
     for n in batches:
         x = make_input(n)
+        dtype = x.dtype
         before = copy.deepcopy(layer)  # its state (running statistics, a generator) now
         out = step.forward(x).copy()
         dout = rng.standard_normal(out.shape).astype(out.dtype)
