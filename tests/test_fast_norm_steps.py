@@ -147,12 +147,36 @@ def test_steps_match_torch(seed, affine, dims):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_norm_models_train_the_same_fast_and_readable(dtype):
-    """conv → InstanceNorm2d (affine, running statistics) → ReLU → dense, and
-    dense → RMSNorm → tanh → dense, through ``train()`` fast and ``train(fast=False)``: the
-    same parameters after two epochs with an odd last batch."""
+    """conv → InstanceNorm2d (affine, running statistics) → ReLU → dense, dense → RMSNorm →
+    tanh → dense and conv → LocalResponseNorm → ReLU → dense through ``train()`` fast and
+    ``train(fast=False)``: the same parameters after two epochs with an odd last batch."""
     spec = [("conv2d", (3, 3), {"padding": 1}),
             ("instancenorm2d", (), {"affine": True, "track_running_stats": True}), "relu",
             "flatten", "dense", "softmax"]  # fmt: skip
     check_training(spec, (2, 5, 5), 3, n=11, batch_size=4, dtype=dtype)
     spec = [("dense", (6,), {}), "rmsnorm", "tanh", "dense", "softmax"]
     check_training(spec, (5,), 3, n=9, batch_size=4, dtype=dtype)
+    spec = [("conv1d", (4, 2), {}), ("localresponsenorm", (3,), {"alpha": 0.5}), "relu",
+            "flatten", "dense", "softmax"]  # fmt: skip
+    check_training(spec, (2, 5), 3, n=9, batch_size=4, dtype=dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, size=st.integers(1, 6), channels=st.integers(1, 5),
+       spatial=st.sampled_from([(1,), (3,), (2, 2), (2, 1, 2)]),
+       k=st.sampled_from([1.0, 2.0, 0.5]), beta=st.sampled_from([0.75, 0.5, 1.5]),
+       dtype=st.sampled_from([np.float64, np.float32]), batch=st.integers(1, 4))  # fmt: skip
+def test_lrn_step_is_the_readable_form(seed, size, channels, spatial, k, beta, dtype, batch):
+    """LAYER.lrn: out and ∂C/∂x bit for bit, windows wider and narrower than the channels
+    (both reaches clipped at the ends), odd and even sizes."""
+    from manual_bp.layers import LocalResponseNorm
+    from manual_bp.layers.normalisation_steps import LRNStep
+
+    rng = np.random.default_rng(seed)
+    layer = LocalResponseNorm(size, alpha=float(rng.choice([1e-4, 0.5])), beta=beta, k=k)
+    assert isinstance(layer.fast_step(), LRNStep)
+
+    def make(n):
+        return rng.standard_normal((n, channels, *spatial)).astype(dtype)
+
+    check_against_readable(layer, make, (batch, batch, batch + 1), rng, exact=True)

@@ -15,6 +15,8 @@
                  ∂C/∂x = s (g − x̂ (g·x̂)/M),  g = γ ⊙ dy  (into dy's memory)
 
   in buffers per batch shape, rows split over the threads.
+* ``LocalResponseNorm`` (``LAYER.lrn``): the readable expressions in buffers, in their
+  order (the same bits); the window sums over channels add shifted slices in place.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from manual_bp._threads import parallel_rows
 from manual_bp.layers.normalisation_fast import GroupNormStep
 from manual_bp.layers.steps import GenericStep, shape_buffers
 
-__all__ = ["InstanceNormStep", "RMSNormStep"]
+__all__ = ["InstanceNormStep", "LRNStep", "RMSNormStep"]
 
 
 class _PerChannelGroups:
@@ -159,3 +161,65 @@ class RMSNormStep:
         if rows:
             parallel_rows(input_grad, rows, m)
         return dy.reshape(self.shape)
+
+
+def _window_sum_into(out: np.ndarray, u: np.ndarray, before: int, after: int) -> None:
+    """:func:`~manual_bp.layers.normalisation_lrn.window_sum` along axis 1 of ``(N, C, L)``
+    into ``out``, adding the shifted slices in its order (so the same bits), without the
+    padded copy (a term beyond the ends adds nothing)."""
+    c = u.shape[1]
+    out.fill(0)
+    for shift in range(before + after + 1):
+        off = shift - before  # out[:, j] += u[:, j + off]
+        lo, hi = max(0, -off), min(c, c - off)
+        if lo < hi:
+            out[:, lo:hi] += u[:, lo + off : hi + off]
+
+
+class LRNStep:
+    """The fast form of ``LocalResponseNorm`` (``LAYER.lrn``) on the ``(N, C, L)`` view:
+    the readable expressions in buffers, in their order (the same bits)::
+
+        b = k + a·S(x²),  s = b^(−β),  y = x s,  q = x s / b
+        ∂C/∂x = g s − (2aβ x) ⊙ Sᵀ(g q)
+    """
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        layer = self.layer
+        n, c = x.shape[:2]
+        view = (n, c, x[0, 0].size)
+        square, base, scale, out, q = shape_buffers(
+            self._buffers, x.shape, lambda: tuple(np.empty(view, x.dtype) for _ in range(5))
+        )
+        self.x = x
+        x3 = x.reshape(view)
+        np.multiply(x3, x3, out=square)
+        _window_sum_into(base, square, *layer._reach())
+        base *= layer.alpha / layer.size
+        base += layer.k
+        np.power(base, -layer.beta, out=scale)
+        np.multiply(x3, scale, out=out)
+        np.divide(out, base, out=q)  # x·s/b, the backward's weight
+        return out.reshape(x.shape)
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        if not need_dx:
+            return None
+        layer, x = self.layer, self.x
+        square, base, scale, _, q = self._buffers[x.shape]
+        g = dout.reshape(q.shape)
+        before, after = layer._reach()
+        np.multiply(g, q, out=square)
+        _window_sum_into(base, square, after, before)  # Sᵀ: reaches swapped
+        np.multiply(2.0 * layer.alpha * layer.beta / layer.size, x.reshape(q.shape), out=square)
+        square *= base
+        np.multiply(g, scale, out=base)
+        base -= square
+        return base.reshape(x.shape)
