@@ -74,6 +74,8 @@ def check_against_readable(
         assert grads.keys() == ref_grads.keys()
         for name, value in reference.buffers.items():  # running statistics updated alike
             np.testing.assert_allclose(layer.buffers[name], value, rtol=1e-12, err_msg=name)
+        if hasattr(layer, "get_extra_state"):  # a generator (RReLU's) advanced alike
+            assert repr(layer.get_extra_state()) == repr(reference.get_extra_state())
         if exact:
             np.testing.assert_array_equal(out, ref_out)
             np.testing.assert_array_equal(dx, ref_dx)

@@ -98,3 +98,31 @@ def test_activation_models_train_the_same_fast_and_readable(dtype):
     spec = [("dense", (6,), {}), ("prelu", (6,), {}), ("dense", (8,), {}), "glu", "dense",
             "softmax"]  # fmt: skip
     check_training(spec, (5,), 3, n=11, batch_size=4, dtype=dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, ndim=st.integers(1, 4), dtype=dtypes, zeros=st.booleans(),
+       training=st.booleans(), batch=st.integers(1, 4))  # fmt: skip
+def test_rrelu_step_is_the_readable_form(seed, ndim, dtype, zeros, training, batch):
+    """LAYER.rrelu: the same slopes from the same MT19937 stream (training) or the
+    evaluation slope, out and ∂C/∂x bit for bit, and the generator left in the same state."""
+    from manual_bp.layers import RReLU
+    from manual_bp.layers.activation_steps import RReLUStep
+
+    rng = np.random.default_rng(seed)
+    layer = RReLU(0.1, 0.4, seed=seed)
+    layer.train(training)
+    assert isinstance(layer.fast_step(), RReLUStep)
+    rest = tuple(int(v) for v in rng.integers(1, 4, size=ndim - 1))
+    check_against_readable(
+        layer, lambda n: _input(rng, (n, *rest), dtype, zeros), (batch, batch, batch + 1), rng,
+        exact=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rrelu_model_trains_the_same_fast_and_readable(dtype):
+    """dense → RReLU → dense: the same slopes drawn either way, so the same parameters (and
+    the same generator state) after two epochs with an odd last batch."""
+    spec = [("dense", (6,), {}), "rrelu", "dense", "softmax"]
+    check_training(spec, (5,), 3, n=11, batch_size=4, dtype=dtype)

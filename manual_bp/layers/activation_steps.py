@@ -1,4 +1,4 @@
-"""Fast training steps of PReLU and GLU (:mod:`manual_bp.layers.steps`): the readable
+"""Fast training steps of PReLU, GLU and RReLU (:mod:`manual_bp.layers.steps`): the readable
 forms' expressions, in the same order (so the same bits), written into buffers per batch
 shape instead of fresh arrays.
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["GLUStep", "PReLUStep"]
+__all__ = ["GLUStep", "PReLUStep", "RReLUStep"]
 
 
 class PReLUStep:
@@ -114,3 +114,47 @@ class GLUStep:
         e *= db
         np.multiply(dout, e, out=db)
         return dx
+
+
+class RReLUStep:
+    """The fast form of ``RReLU`` (``LAYER.rrelu``): the slopes drawn exactly as the readable
+    form draws them — ``torch_uniform`` on the layer's own MT19937 stream, one draw per
+    ``x ≤ 0`` in C order, so both forms leave the generator (and the parameters of a model
+    trained either way) in the same state — into a buffer; ``out = x ⊙ r``,
+    ``∂C/∂x = dy ⊙ r``. In evaluation ``r = 1 + m(e − 1)`` becomes ``(1 − m) + m·e``
+    (``m = 1[x ≤ 0]``, ``e = (lower + upper)/2``: exactly ``where(m, e, 1)``)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        from manual_bp.layers.rectifiers import torch_uniform
+
+        layer = self.layer
+        out, slope, negative = shape_buffers(
+            self._buffers,
+            x.shape,
+            lambda: (np.empty_like(x), np.empty_like(x), np.empty(x.shape, bool)),
+        )
+        self.x, self.slope = x, slope
+        np.less_equal(x, 0, out=negative)
+        if layer.training:
+            slope.fill(1)
+            count = int(np.count_nonzero(negative))
+            slope[negative] = torch_uniform(layer._generator, count, layer.lower, layer.upper,
+                                            x.dtype)  # fmt: skip
+        else:
+            np.copyto(slope, negative)  # m
+            np.subtract(1, slope, out=out)
+            slope *= x.dtype.type(layer.eval_slope)
+            slope += out
+        return np.multiply(x, slope, out=out)
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        if not need_dx:
+            return None
+        return np.multiply(dout, self.slope, out=dout)

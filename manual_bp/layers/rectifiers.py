@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.activation_steps import PReLUStep
+from manual_bp.layers.activation_steps import PReLUStep, RReLUStep
 from manual_bp.layers.base import (
     Cache,
     ElementwiseLayer,
@@ -279,6 +279,11 @@ class RReLU(ElementwiseLayer):
                                "state": {"key": np.asarray(inner["key"], np.uint32),
                                          "pos": int(inner["pos"])}}  # fmt: skip
         self._generator = bit_generator
+
+    def fast_step(self) -> RReLUStep:
+        """Training's fast form: the same draws from the same stream, into buffers
+        (:mod:`~manual_bp.layers.activation_steps`)."""
+        return RReLUStep(self)
 
     @property
     def eval_slope(self) -> float:
