@@ -65,7 +65,8 @@ def test_nan_window_and_fallback():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_adaptive_models_train_the_same_fast_and_readable(dtype):
     """conv → adaptive max (tiling) → conv → adaptive average (tiling) → dense, and one
-    with overlapping windows, through ``train()`` fast and ``train(fast=False)``."""
+    with overlapping windows, and conv → LPPool2d, through ``train()`` fast and
+    ``train(fast=False)``."""
     spec = [("conv2d", (3, 3), {"padding": 1}), "relu", ("adaptive-maxpool2d", (3,), {}),
             ("conv2d", (4, 1), {}), ("adaptive-avgpool2d", ((1, 3),), {}), "flatten", "dense",
             "softmax"]  # fmt: skip
@@ -73,3 +74,44 @@ def test_adaptive_models_train_the_same_fast_and_readable(dtype):
     spec = [("conv1d", (3, 2), {}), "tanh", ("adaptive-avgpool1d", (3,), {}), "flatten",
             "dense", "softmax"]  # fmt: skip
     check_training(spec, (2, 6), 3, n=9, batch_size=4, dtype=dtype)
+    spec = [("conv2d", (3, 3), {"padding": 1}), ("lppool2d", (2.0, 2), {}), "flatten", "dense",
+            "softmax"]  # fmt: skip
+    check_training(spec, (2, 4, 4), 3, n=9, batch_size=4, dtype=dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, dims=st.sampled_from([1, 2, 3]), p=st.sampled_from([1.0, 2.0, 3.0, 1.5]),
+       tiling=st.booleans(), zeros=st.booleans(), ceil=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32]), batch=st.integers(1, 3))  # fmt: skip
+def test_lppool_step_matches_readable(seed, dims, p, tiling, zeros, ceil, dtype, batch):
+    """LAYER.lppool: tiling windows (the average's reshape step) and strided/overlapping or
+    clipped ones (``ceil_mode``; the average's readable form), zero windows (they send 0),
+    positive inputs for a fractional p (negative ones give NaN, as torch)."""
+    from manual_bp.layers import pooling_lp
+
+    rng = np.random.default_rng(seed)
+    kernel = [int(v) for v in rng.integers(1, 3, size=dims)]
+    stride = kernel if tiling else [int(v) for v in rng.integers(1, 3, size=dims)]
+    size = [k * int(rng.integers(1, 3)) + (0 if tiling else int(rng.integers(0, 2)))
+            for k in kernel]  # fmt: skip
+    cls = getattr(pooling_lp, f"LPPool{dims}d")
+    layer = cls(p, tuple(kernel) if dims > 1 else kernel[0],
+                tuple(stride) if dims > 1 else stride[0], ceil_mode=ceil)  # fmt: skip
+    try:
+        layer.output_shape((1, *size))
+    except ValueError:
+        return
+    channels = int(rng.integers(1, 3))
+
+    def make(n):
+        x = rng.standard_normal((n, channels, *size))
+        x = x if p == 2.0 else np.abs(x) + 0.1  # an odd or fractional p: NaN below 0
+        if zeros:
+            x[:, 0] = 0.0  # whole zero windows
+        return x.astype(dtype)
+
+    def magnitudes(layer, x, dout):  # relative accuracy: |ref| (powers scale errors by p)
+        out, cache = layer.forward(x)
+        return np.abs(out), np.abs(layer.backward(dout, cache)[0]), {}
+
+    check_against_readable(layer, make, (batch, batch, batch + 1), rng, magnitudes=magnitudes)
