@@ -153,3 +153,34 @@ def test_decoder_trains_the_same_fast_and_readable(dtype):
     spec1 = [("conv-transpose1d", (3, 3), {"stride": 2, "groups": 1}), "tanh", "flatten",
              "dense", "softmax"]  # fmt: skip
     check_training(spec1, (2, 5), 3, n=9, batch_size=4, dtype=dtype)
+
+
+def test_threads_give_identical_bits():
+    """ConvTranspose2d/1d (each col2im form), InstanceNorm2d and RMSNorm steps with 1 and 2
+    threads: outputs and gradients bit for bit (per-sample work split, reductions whole)."""
+    import manual_bp
+    from manual_bp.layers import InstanceNorm2d, RMSNorm
+
+    rng = np.random.default_rng(1)
+    cases = [
+        (ConvTranspose2d(8, 6, 4, stride=2, padding=1, seed=0), (16, 8, 6, 6)),
+        (ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1, seed=0), (9, 32, 9, 9)),
+        (ConvTranspose1d(6, 4, 3, stride=2, groups=2, seed=0), (16, 6, 20)),
+        (InstanceNorm2d(5, affine=True), (16, 5, 6, 6)),
+        (RMSNorm(12), (16, 3, 12)),
+    ]
+    before = manual_bp.get_num_threads()
+    try:
+        for layer, shape in cases:
+            x = rng.standard_normal(shape)
+            dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
+            results = []
+            for threads in (1, 2):
+                manual_bp.set_num_threads(threads)
+                results.append(run_step(layer.fast_step(), x, dout))
+            (out1, dx1, g1), (out2, dx2, g2) = results
+            assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2), layer
+            for name in g1:
+                assert np.array_equal(g1[name], g2[name]), (layer, name)
+    finally:
+        manual_bp.set_num_threads(before)
