@@ -1,8 +1,8 @@
 """The torch twin of a model the CLI trains: the same modules, weights, mini-batches, optimizer.
 
-``to_torch_model(model)`` is :func:`reference.interop.to_torch` extended to the Transformer
-stacks (``nn.TransformerEncoder``/``nn.TransformerEncoderLayer``, batch-first, the layer's own
-dropout), whose state-dict keys are already torch's. ``torch_training(...)`` trains that twin
+The twin is :func:`reference.interop.to_torch` (which converts the Transformer stacks too:
+``nn.TransformerEncoder``/``nn.TransformerEncoderLayer``, batch-first, the layer's own
+dropout). ``torch_training(...)`` trains that twin
 as ``manual_bp.training.train`` trains the model: the epochs' mini-batches from
 ``iterate_minibatches`` with the same seed, the mean cross-entropy of the logits (the
 library's softmax + log-likelihood), autograd's gradients and a ``torch.optim`` optimizer,
@@ -19,7 +19,6 @@ a whole run).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,56 +27,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from manual_bp.layers.transformer import TransformerEncoderLayer
-from manual_bp.layers.transformer_stacks import TransformerEncoder
 from manual_bp.models.sequential import Sequential
 from manual_bp.training import iterate_minibatches, train
-from reference.checks_transformer import _torch_activation_arg
-from reference.interop import _module_from_layer
+from reference.interop import to_torch
 
 __all__ = [
     "Run",
     "library_training",
     "output_sensitivity",
-    "to_torch_model",
     "torch_training",
     "trajectory_sensitivity",
 ]
-
-
-def _encoder_layer(layer: TransformerEncoderLayer) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(
-        layer.d_model, layer.nhead, dim_feedforward=layer.dim_feedforward,
-        dropout=layer.dropout, activation=_torch_activation_arg(layer.activation),
-        layer_norm_eps=layer.layer_norm_eps, batch_first=True, norm_first=layer.norm_first,
-        bias=layer.has_bias, dtype=torch.float64,
-    )  # fmt: skip
-
-
-def _module(layer, index: int) -> nn.Module:
-    if isinstance(layer, TransformerEncoderLayer):
-        return _encoder_layer(layer)
-    if isinstance(layer, TransformerEncoder):
-        norm = layer.norm_layer
-        if norm is not None:
-            norm = nn.LayerNorm(tuple(norm.normalized_shape), eps=norm.eps, bias=norm.has_bias,
-                                dtype=torch.float64)  # fmt: skip
-        return nn.TransformerEncoder(
-            _encoder_layer(layer.layers[0]), layer.num_layers, norm, enable_nested_tensor=False
-        )
-    return _module_from_layer(layer, index)
-
-
-def to_torch_model(model: Sequential) -> nn.Sequential:
-    """An ``nn.Sequential`` (float64) equal to ``model``: modules, parameters, buffers, mode."""
-    modules = nn.Sequential(
-        OrderedDict(
-            (name, _module(layer, i)) for i, (name, layer) in enumerate(model.named_children())
-        )
-    ).to(torch.float64)
-    state = {name: torch.from_numpy(np.array(a)) for name, a in model.state_dict().items()}
-    modules.load_state_dict(state, strict=True)
-    return modules.train(model.training)
 
 
 @dataclass
@@ -110,7 +70,7 @@ def torch_training(
     make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
 ) -> tuple[Run, nn.Sequential]:
     """Train the torch twin of ``model`` (its current parameters) as the CLI trains ``model``."""
-    twin = to_torch_model(model).train()
+    twin = to_torch(model).train()
     body = _logits(twin)
     optimizer = make_optimizer(list(twin.parameters()))
     x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)

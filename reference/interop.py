@@ -387,7 +387,42 @@ def torch_parameters(
     return dict(mirror.named_parameters(remove_duplicate=False))
 
 
+def _encoder_layer_module(layer: Any) -> nn.TransformerEncoderLayer:
+    """manual_bp's ``TransformerEncoderLayer`` as torch's (batch-first, its own dropout)."""
+    from reference.checks_transformer import _torch_activation_arg  # imports this module
+
+    return nn.TransformerEncoderLayer(
+        layer.d_model, layer.nhead, dim_feedforward=layer.dim_feedforward,
+        dropout=layer.dropout, activation=_torch_activation_arg(layer.activation),
+        layer_norm_eps=layer.layer_norm_eps, batch_first=True, norm_first=layer.norm_first,
+        bias=layer.has_bias,
+    )  # fmt: skip
+
+
+def _transformer_module(layer: Layer) -> nn.Module | None:
+    """The Transformer stacks, whose state-dict keys are already torch's: an encoder layer
+    as ``nn.TransformerEncoderLayer``, an encoder as ``nn.TransformerEncoder`` (its final
+    norm as ``nn.LayerNorm``); None for any other layer."""
+    from manual_bp.layers.transformer import TransformerEncoderLayer
+    from manual_bp.layers.transformer_stacks import TransformerEncoder
+
+    if isinstance(layer, TransformerEncoderLayer):
+        return _encoder_layer_module(layer)
+    if isinstance(layer, TransformerEncoder):
+        norm = layer.norm_layer
+        if norm is not None:
+            norm = nn.LayerNorm(tuple(norm.normalized_shape), eps=norm.eps, bias=norm.has_bias)
+        return nn.TransformerEncoder(
+            _encoder_layer_module(layer.layers[0]), layer.num_layers, norm,
+            enable_nested_tensor=False,
+        )  # fmt: skip
+    return None
+
+
 def _module_from_layer(layer: Layer, index: int) -> nn.Module:
+    transformer = _transformer_module(layer)
+    if transformer is not None:
+        return transformer
     if isinstance(layer, ActivationLayer):
         config = layer.activation.get_config()
         name = config.pop("name")
@@ -437,7 +472,9 @@ def to_torch(model: Sequential) -> nn.Sequential:
     """An ``nn.Sequential`` (float64) equal to ``model``: modules, parameters, buffers, mode.
 
     Residual blocks become :class:`Residual` (``x + f(x)``), reshapes :class:`Reshape`, the
-    global average pool ``nn.AdaptiveAvgPool2d(1)``, sequence layers the stand-ins above.
+    global average pool ``nn.AdaptiveAvgPool2d(1)``, sequence layers the stand-ins above,
+    the Transformer encoder layer and stack ``nn.TransformerEncoderLayer``/``Encoder``
+    (batch-first). Every state-dict entry must load (``strict``).
     """
     modules = nn.Sequential(
         OrderedDict(
@@ -447,6 +484,6 @@ def to_torch(model: Sequential) -> nn.Sequential:
     )
     modules = modules.to(torch.float64 if model.dtype == np.float64 else torch.float32)
     state = {name: torch.from_numpy(np.array(array)) for name, array in model.state_dict().items()}
-    modules.load_state_dict(state)
+    modules.load_state_dict(state, strict=True)
     modules.train(model.training)
     return modules

@@ -1,7 +1,7 @@
 """Issue 26: a CTC model (a bidirectional LSTM over the ``ctc-copy`` frames) trained from the
 CLI, its cost torch's ``CTCLoss`` (``manual_bp.models.loss_cost``).
 
-Against torch in float64: the same stack (``reference/cli_twin.py``'s twin: same modules, same
+Against torch in float64: the same stack (``reference.interop.to_torch``: same modules, same
 state dict) on the same batch, ``F.ctc_loss`` of its output and autograd's gradients with
 random lengths (variable input lengths: masked frames), every reduction that gives a number,
 ``zero_infinity`` both ways, any blank, and impossible alignments in the batch. The loss and
@@ -37,7 +37,7 @@ from manual_bp.sequence_data import load_task
 from manual_bp.serialization import load, save
 from manual_bp.training import train
 from manual_bp.training.fused import FusedTrainer
-from reference.cli_twin import to_torch_model
+from reference.interop import to_torch
 
 EPS = np.finfo(np.float64).eps
 C_TOL = 64.0
@@ -71,7 +71,7 @@ def _frames_needed(target: np.ndarray) -> int:
 
 
 def _torch_side(model, loss, x, targets, input_lengths, target_lengths):
-    twin = to_torch_model(model)
+    twin = to_torch(model)
     lp = twin(torch.tensor(x)).transpose(0, 1)
     value = F.ctc_loss(lp, torch.tensor(targets), torch.tensor(input_lengths),
                        torch.tensor(target_lengths), blank=loss.blank, reduction=loss.reduction,

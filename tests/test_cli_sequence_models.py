@@ -34,12 +34,8 @@ from manual_bp.cli import main
 from manual_bp.data import load_digits
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.serialization import load
-from reference.cli_twin import (
-    output_sensitivity,
-    to_torch_model,
-    torch_training,
-    trajectory_sensitivity,
-)
+from reference.cli_twin import output_sensitivity, torch_training, trajectory_sensitivity
+from reference.interop import to_torch
 
 
 @dataclass(frozen=True)
@@ -181,7 +177,7 @@ def test_transformer_with_dropout_from_a_spec_file_evaluates_as_torch(tmp_path, 
     saved = load(path)
     x = load_digits().x_test
     ours = saved.infer(x)
-    twin = to_torch_model(saved).eval()
+    twin = to_torch(saved).eval()
     with torch.no_grad():
         theirs = twin(torch.tensor(x)).numpy()
     assert_gradients_close(ours, theirs, name="eval outputs", scale=output_sensitivity(saved, x))

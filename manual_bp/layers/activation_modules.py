@@ -22,6 +22,7 @@ import numpy as np
 
 from manual_bp.activations import Softmax, _sigmoid
 from manual_bp.layers.activation import ActivationCache, ActivationLayer
+from manual_bp.layers.activation_steps import GLUStep
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer, zero_residual
 
 __all__ = ["GLU", "GLUCache", "Softmax2d"]
@@ -80,6 +81,11 @@ class GLU(Layer):
     def backward(self, dout: np.ndarray, cache: GLUCache) -> tuple[np.ndarray, dict]:
         """``∂C/∂x = [g ⊙ s, g ⊙ a ⊙ s(1 − s)]`` along ``dim`` (``LAYER.glu``)."""
         return self.input_vjp(cache, dout[None])[0], {}
+
+    def fast_step(self) -> GLUStep:
+        """The fused form for training: the readable expressions in buffers
+        (:mod:`~manual_bp.layers.activation_steps`)."""
+        return GLUStep(self)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The per-sample shape with the halved axis (``dim`` counts the batch axis)."""

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.base import Cache, Layer, layer_dtype, register_layer, tangent_count
+from manual_bp.layers.bilinear_steps import BilinearStep
 
 __all__ = ["Bilinear", "BilinearCache"]
 
@@ -97,6 +98,11 @@ class Bilinear(Layer):
         if len(args) == 1 and not {"in1_features", "in2_features"} & set(kwargs):
             return cls(input_shape[-1], input_shape[-1], *args, **kwargs)
         return cls(*args, **kwargs)
+
+    def fast_step(self) -> BilinearStep:
+        """Training's fast form of the quadratic form (one input, a stack's): GEMMs on the
+        rows (:mod:`~manual_bp.layers.bilinear_steps`)."""
+        return BilinearStep(self)
 
     # ------------------------------------------------------------------ protocol
     def _check(self, x1: Any, x2: Any) -> None:

@@ -38,6 +38,7 @@ from manual_bp.layers.convolution import (
     reset_conv_parameters,
 )
 from manual_bp.layers.convolution_transpose_products import ConvTransposeProducts
+from manual_bp.layers.convolution_transpose_steps import conv_transpose_fast_step
 
 __all__ = ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "ConvTransposeCache"]
 
@@ -265,6 +266,12 @@ class _ConvTransposeNd(ConvTransposeProducts, Layer):
         if self.has_bias:
             grads["bias"] = delta.sum(axis=(0, *range(2, delta.ndim)))
         return self._from_view(np.ascontiguousarray(products.crop(dx, size))), grads
+
+    def fast_step(self) -> Any:
+        """Training's fast form: ConvStep run backwards
+        (:mod:`~manual_bp.layers.convolution_transpose_steps`) for ConvTranspose1d/2d;
+        ConvTranspose3d and the cases listed there train through the readable form."""
+        return conv_transpose_fast_step(self)
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _ConvTransposeNd:

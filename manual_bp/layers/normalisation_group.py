@@ -35,6 +35,7 @@ from manual_bp.layers.normalisation import (
 from manual_bp.layers.normalisation_fast import GroupNormStep
 from manual_bp.layers.normalisation_graph import normalise_forward
 from manual_bp.layers.normalisation_products import GroupNormProducts, InstanceNormProducts
+from manual_bp.layers.normalisation_steps import InstanceNormStep
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
 
@@ -283,6 +284,11 @@ class _InstanceNorm(InstanceNormProducts, Layer):
         else:
             dx = g * cache.inv_std
         return dx, _affine_gradients(self.params, dout, cache.x_hat, (0, *range(2, x.ndim)))
+
+    def fast_step(self) -> InstanceNormStep:
+        """The fused form for training: group norm's step with one group per channel
+        (:mod:`~manual_bp.layers.normalisation_steps`)."""
+        return InstanceNormStep(self)
 
     @classmethod
     def from_shape(cls, input_shape, *args, n_outputs=None, **kwargs) -> _InstanceNorm:

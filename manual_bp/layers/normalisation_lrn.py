@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer, tangent_count
+from manual_bp.layers.normalisation_steps import LRNStep
 
 __all__ = ["LocalResponseNorm", "window_sum"]
 
@@ -82,6 +83,11 @@ class LocalResponseNorm(Layer):
         base = self.k + (self.alpha / self.size) * window_sum(x * x, 1, *self._reach())
         scale = base**-self.beta
         return x * scale, LRNCache(x, base, scale)
+
+    def fast_step(self) -> LRNStep:
+        """Training's fast form: the same expressions in buffers
+        (:mod:`~manual_bp.layers.normalisation_steps`)."""
+        return LRNStep(self)
 
     def _vjp(self, cache: LRNCache, g: np.ndarray, axis: int) -> np.ndarray:
         """``g b^(−β) − 2aβ x Sᵀ(g x b^(−β−1))`` with the channel axis at ``axis``."""

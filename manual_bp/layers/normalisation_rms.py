@@ -21,6 +21,7 @@ import numpy as np
 from manual_bp.layers.base import Layer, check_input, layer_dtype, register_layer
 from manual_bp.layers.normalisation import NormCache, _affine_gradients, _flag, _positive_float
 from manual_bp.layers.normalisation_products import RMSNormProducts
+from manual_bp.layers.normalisation_steps import RMSNormStep
 
 __all__ = ["RMSNorm", "rms_backward", "rms_forward"]
 
@@ -110,6 +111,10 @@ class RMSNorm(RMSNormProducts, Layer):
         dx = rms_backward(g, cache.x_hat, cache.inv_std, self._axes(x))
         lead = tuple(range(x.ndim - len(self.normalized_shape)))
         return dx, _affine_gradients(self.params, dout, cache.x_hat, lead)
+
+    def fast_step(self) -> RMSNormStep:
+        """The fused form for training (:mod:`~manual_bp.layers.normalisation_steps`)."""
+        return RMSNormStep(self)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         k = len(self.normalized_shape)

@@ -33,6 +33,7 @@ from manual_bp.layers.pooling_select import (
     select_scatter,
     window_maximum,
 )
+from manual_bp.layers.pooling_steps import AdaptivePoolStep
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -128,6 +129,11 @@ class AdaptiveAvgPoolNd(_AdaptiveNd):
     ``LAYER.adaptive-avgpool-nd`` in 1-d and 3-d): ``out = (x ×₁ B_1 …) / D``."""
 
     hessian_is_zero = True
+
+    def fast_step(self) -> AdaptivePoolStep:
+        """Training's fast form: an output size dividing the input size is a tiled plain
+        pool (:mod:`~manual_bp.layers.pooling_steps`); others the readable form."""
+        return AdaptivePoolStep(self, "avg")
 
     def _maps(self, size: tuple[int, ...], dtype: Any) -> tuple[list[np.ndarray], np.ndarray]:
         """The ``B_a`` of input size ``size`` and ``D``, in ``dtype``."""
@@ -256,6 +262,11 @@ class AdaptiveMaxPoolNd(SelectionProducts, _AdaptiveNd):
         if not isinstance(return_indices, (bool, np.bool_)):
             raise TypeError(f"return_indices must be True or False, got {return_indices!r}")
         self.return_indices = bool(return_indices)
+
+    def fast_step(self) -> AdaptivePoolStep:
+        """Training's fast form: an output size dividing the input size is a tiled plain
+        pool (:mod:`~manual_bp.layers.pooling_steps`); others the readable form."""
+        return AdaptivePoolStep(self, "max")
 
     def __call__(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """torch's module call: ``out``, or ``(out, indices)`` with ``return_indices``."""

@@ -23,6 +23,7 @@ import numpy as np
 from manual_bp.layers._unbatched import unbatched
 from manual_bp.layers.base import Cache, Layer, check_input, register_layer
 from manual_bp.layers.pooling import AvgPoolNd
+from manual_bp.layers.pooling_steps import LPPoolStep
 
 __all__ = ["LPPool1d", "LPPool2d", "LPPool3d", "LPPoolNd"]
 
@@ -76,6 +77,11 @@ class LPPoolNd(Layer):
         # the window averages torch takes: avg_pool(x^p) without padding, ceil_mode as given
         self.average = _AVERAGES[self.dims](kernel_size, stride, 0, ceil_mode)
         self.kernel = self.average.kernel
+
+    def fast_step(self) -> LPPoolStep:
+        """Training's fast form: the average pool's step inside torch's composition
+        (:mod:`~manual_bp.layers.pooling_steps`)."""
+        return LPPoolStep(self)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.average.output_shape(input_shape)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers.activation_steps import PReLUStep, RReLUStep
 from manual_bp.layers.base import (
     Cache,
     ElementwiseLayer,
@@ -95,6 +96,11 @@ class PReLU(Layer):
         dx = self.input_vjp(cache, dout[None])[0]
         terms = (dout * self._negative(cache.input))[None]
         return dx, {"weight": self._reduce(terms, cache, False)[0]}
+
+    def fast_step(self) -> PReLUStep:
+        """The fused form for training: the readable expressions in buffers
+        (:mod:`~manual_bp.layers.activation_steps`)."""
+        return PReLUStep(self)
 
     def _negative(self, x: np.ndarray) -> np.ndarray:
         """``x ⊙ 1[x ≤ 0]`` (``∂out/∂w`` before the reduction; NaN stays NaN as torch's)."""
@@ -273,6 +279,11 @@ class RReLU(ElementwiseLayer):
                                "state": {"key": np.asarray(inner["key"], np.uint32),
                                          "pos": int(inner["pos"])}}  # fmt: skip
         self._generator = bit_generator
+
+    def fast_step(self) -> RReLUStep:
+        """Training's fast form: the same draws from the same stream, into buffers
+        (:mod:`~manual_bp.layers.activation_steps`)."""
+        return RReLUStep(self)
 
     @property
     def eval_slope(self) -> float:
