@@ -311,7 +311,7 @@ class _ConvNd(ConvProducts, Layer):
         and a padding mode other than zeros train with the layer's own forward/backward
         (:class:`~manual_bp.layers.steps.GenericStep`: im2col + GEMM on the padded input),
         as does Conv3d (its forward and backward are the N-d im2col + GEMM, ``CONV.fast``)."""
-        if self.implementation != "fast" or self.pad_map is not None or self.dims == 3:
+        if self.implementation != "fast" or self.pad_map is not None:
             return super().fast_step()
         return ConvStep(self)
 
