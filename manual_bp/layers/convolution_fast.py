@@ -117,6 +117,8 @@ class ConvStep:
         return {
             "size": size,
             "out_size": out_size,
+            # every kernel offset with the padded positions it reads (C order), made once
+            "taps": [(offset, g.taps(offset, out_size)) for offset in g.offsets()],
             # zero borders written once; each step copies the interior
             "xp": np.zeros((n, c, *padded), dt) if any(map(any, g.padding)) else None,
             "cols": storage[: c * taps * n_cols].reshape(c, *g.kernel, n, *out_size),
@@ -318,8 +320,8 @@ class ConvStep:
         dcols = buf["cols"].reshape(-1, *g.kernel, *out_size, n)[channels]
         part = buf["dxp_bl"][channels]
         part.fill(0)
-        for offset in g.offsets():
-            spot = part[(slice(None), *g.taps(offset, out_size))]
+        for offset, taps in buf["taps"]:
+            spot = part[(slice(None), *taps)]
             np.add(spot, dcols[(slice(None), *offset)], out=spot)
 
     def _col2im(self, rows: slice) -> None:
@@ -327,13 +329,12 @@ class ConvStep:
         position it was read from, one kernel offset at a time (a fixed order), then the
         interior copied out (sample-major)."""
         g, buf = self.geometry, self.buf
-        out_size = buf["out_size"]
         dcols = buf["cols"]
         part = buf["dxp"][:, rows]  # (C, n, Hp, Wp)
         part.fill(0)
         every = slice(None)
-        for offset in g.offsets():
-            spot = part[(every, every, *g.taps(offset, out_size))]
+        for offset, taps in buf["taps"]:
+            spot = part[(every, every, *taps)]
             np.add(spot, dcols[(every, *offset, rows)], out=spot)
         inner = part[(every, every, *_interior(g.padding, buf["size"]))]
         np.copyto(buf["dx"][rows], inner.swapaxes(0, 1))
