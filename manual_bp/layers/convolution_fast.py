@@ -273,7 +273,7 @@ class ConvStep:
         d_bl, dxp_bl = buf["delta_bl"], buf["dxp_bl"]
 
         def lay_out_bl(out_channels: slice) -> None:
-            np.copyto(d_bl[out_channels], np.moveaxis(delta[:, out_channels], 0, -1))
+            np.copyto(d_bl[out_channels], delta[:, out_channels].transpose(*range(1, d + 2), 0))
 
         parallel_rows(lay_out_bl, c_out, delta[:, 0].size)
         # dU with columns (Ho, Wo, N), over U's buffer (U is spent)
@@ -282,7 +282,9 @@ class ConvStep:
         interior = _interior(self.geometry.padding, buf["size"])
 
         def crop(rows: slice) -> None:
-            np.copyto(dx[rows], np.moveaxis(dxp_bl[(slice(None), *interior, rows)], -1, 0))
+            np.copyto(
+                dx[rows], dxp_bl[(slice(None), *interior, rows)].transpose(d + 1, *range(d + 1))
+            )
 
         parallel_rows(crop, n, x2[0].size)
         return layer._from_view(dx)
