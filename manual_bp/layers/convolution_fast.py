@@ -1,6 +1,7 @@
-"""The fast training step of Conv1d/Conv2d (:mod:`manual_bp.layers.steps`): the same
+"""The fast training step of Conv1d/Conv2d/Conv3d (:mod:`manual_bp.layers.steps`): the same
 ``CONV.fast`` arithmetic as :mod:`manual_bp.layers._im2col`, in preallocated buffers, with
-the GEMM operands laid out so that no product needs a transposed copy.
+the GEMM operands laid out so that no product needs a transposed copy. Written for any
+number of spatial axes (below in 2-D: ``(kH, kW)``, ``(Ho, Wo)`` stand for every axis).
 
 Layout. The columns ``U`` are ``(C_in, kH, kW, N, Ho, Wo)``, i.e. per group a matrix
 ``U_g (C_g·kH·kW, N·Ho·Wo)`` whose column ``(n, y, x)`` is sample n's window at ``(y, x)``.
@@ -38,6 +39,10 @@ inputs (:data:`BATCH_LAST_SIZE`, LeNet's) ∂C/∂x goes batch-last instead: δ 
 more as ``(C_out, Ho, Wo, N)``, ``dU = W_gᵀ D_g`` comes out ``(C, kH, kW, Ho, Wo, N)`` into
 U's buffer, col2im adds runs of N numbers into ``(C, Hp, Wp, N)`` (split over channels: each
 element still added by one thread in a fixed order) and the interior is copied back to NCHW
+(split over samples). A strided layer (:data:`PHASE_GROWTH`) adds by stride phases instead
+(:mod:`~manual_bp.layers.convolution_phases`): δ is copied a second time onto the phase
+spans, ``dU`` comes out on them (over U's storage), each kernel offset adds one shifted
+contiguous run per channel (split over channels) and one copy per phase interleaves ∂C/∂x
 (split over samples).
 """
 
