@@ -8,8 +8,9 @@ Workload (float32 unless ``--dtype``)::
 One training step = forward, backward, plain-SGD update on ONE fixed mini-batch of random
 data drawn identically (``numpy.random.default_rng(0)``) in both libraries; each library
 initialises its own parameters. manual_bp steps through ``FusedTrainer.step`` (Conv3d trains
-with the N-d im2col + GEMM of ``CONV.fast``), torch through ``zero_grad``, ``backward``,
-``SGD.step``.
+through ``convolution_fast.ConvStep``, the N-d fast form of Conv1d/2d/3d: preallocated
+im2col panels, the strided layer's ∂C/∂x by the stride-phase col2im), torch through
+``zero_grad``, ``backward``, ``SGD.step``.
 
 Method (as ``bench_families.py``): every measurement runs in its OWN child process (this
 tree's manual_bp on ``PYTHONPATH``; ``OMP/OPENBLAS/MKL_NUM_THREADS`` and
@@ -22,6 +23,7 @@ Usage::
 
     python benchmarks/bench_conv3d.py --threads 1,2 --repeats 3
     python benchmarks/bench_conv3d.py --quick
+    python benchmarks/bench_conv3d.py --threads 1,2 --before ../base   # + an older tree
 """
 
 from __future__ import annotations
@@ -111,13 +113,16 @@ def worker(args) -> None:
 
 
 def measure(kind: str, dtype: str, threads: int, args) -> float:
+    """One worker's median step; ``kind`` ``"before"`` is manual_bp from ``--before``'s tree."""
+    root = Path(args.before).resolve() if kind == "before" else ROOT
     env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
     env.pop("MANUAL_BP_NUM_THREADS", None)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+    worker_kind = "manual_bp" if kind == "before" else kind
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker_kind,
            "--worker-dtype", dtype, "--threads", str(threads),
            "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
-    out = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, cwd=str(root), capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{kind} worker failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
@@ -132,6 +137,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 repeat, 5 steps, 1 thread")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--before", help="a tree (e.g. a git worktree) timed too, interleaved")
     parser.add_argument("--worker", choices=("manual_bp", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -141,21 +147,25 @@ def main() -> None:
     if args.quick:
         args.repeats, args.steps, args.warmup, args.threads = 1, 5, 1, "1"
     print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-    print(f"{'workload':10} {'dtype':8} {'threads':>7} {'manual_bp ms':>13} {'torch ms':>9} "
-          f"{'ratio':>6}")  # fmt: skip
+    print(f"{'workload':10} {'dtype':8} {'threads':>7} {'manual_bp ms':>13} {'before ms':>10} "
+          f"{'torch ms':>9} {'ratio':>6}")  # fmt: skip
     rows = []
     for dtype in args.dtype.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
-            runs: dict[str, list[float]] = {"manual_bp": [], "torch": []}
-            for _ in range(args.repeats):  # interleaved: background load hits both alike
+            kinds = ("manual_bp", "before", "torch") if args.before else ("manual_bp", "torch")
+            runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+            for _ in range(args.repeats):  # interleaved: background load hits all alike
                 for kind in runs:
                     runs[kind].append(measure(kind, dtype, threads, args))
-            ours, theirs = (statistics.median(runs[k]) * 1e3 for k in ("manual_bp", "torch"))
+            ms = {kind: statistics.median(times) * 1e3 for kind, times in runs.items()}
+            ours, theirs, before = ms["manual_bp"], ms["torch"], ms.get("before")
             row = {"workload": "conv3d", "dtype": dtype, "threads": threads,
-                   "manual_bp_ms": ours, "torch_ms": theirs, "ratio": ours / theirs}  # fmt: skip
+                   "manual_bp_ms": ours, "before_ms": before, "torch_ms": theirs,
+                   "ratio": ours / theirs}  # fmt: skip
             rows.append(row)
-            print(f"{'conv3d':10} {dtype:8} {threads:>7} {ours:>13.2f} {theirs:>9.2f} "
-                  f"{ours / theirs:>6.2f}")  # fmt: skip
+            shown = "-" if before is None else f"{before:.2f}"
+            print(f"{'conv3d':10} {dtype:8} {threads:>7} {ours:>13.2f} {shown:>10} "
+                  f"{theirs:>9.2f} {ours / theirs:>6.2f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 

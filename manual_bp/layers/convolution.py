@@ -306,12 +306,13 @@ class _ConvNd(ConvProducts, Layer):
         return grads
 
     def fast_step(self) -> Any:
-        """Training's fast form: :class:`~manual_bp.layers.convolution_fast.ConvStep`
-        (preallocated im2col panels, no transposed copies); ``implementation="readable"``
-        and a padding mode other than zeros train with the layer's own forward/backward
-        (:class:`~manual_bp.layers.steps.GenericStep`: im2col + GEMM on the padded input),
-        as does Conv3d (its forward and backward are the N-d im2col + GEMM, ``CONV.fast``)."""
-        if self.implementation != "fast" or self.pad_map is not None or self.dims == 3:
+        """Training's fast form, Conv1d/2d/3d alike:
+        :class:`~manual_bp.layers.convolution_fast.ConvStep` (preallocated im2col panels on
+        any number of spatial axes, no transposed copies, a strided layer's ∂C/∂x by the
+        stride-phase col2im); ``implementation="readable"`` and a padding mode other than
+        zeros train with the layer's own forward/backward
+        (:class:`~manual_bp.layers.steps.GenericStep`: im2col + GEMM on the padded input)."""
+        if self.implementation != "fast" or self.pad_map is not None:
             return super().fast_step()
         return ConvStep(self)
 
