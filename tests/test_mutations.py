@@ -344,6 +344,14 @@ MUTATIONS = [
         "tests/test_fast_convolution.py::test_both_forms",
     ),
     Mutation(
+        "LAYER.conv2d",
+        "training step (ConvStep), stride-phase col2im: a kernel offset's run scaled",
+        "manual_bp/layers/convolution_fast.py",
+        "np.add(spot, dcols[:, t, : length - shift], out=spot)",
+        "np.add(spot, 1.5 * dcols[:, t, : length - shift], out=spot)",
+        "tests/test_fast_convolution.py::test_both_forms",
+    ),
+    Mutation(
         "ATT.sdpa",
         "scale by 1/d instead of 1/√d",
         "manual_bp/layers/attention_sdpa.py",
