@@ -48,7 +48,7 @@ class Activation(Configurable):
 
         Elementwise case (the ⊙ of BP1/BP2): ``∂C/∂z = ∂C/∂a ⊙ σ'(z)``.
         """
-        return grad_a * self.derivative(z, a)
+        return grad_a * type(self).derivative.unchecked(self, z, a)  # checked on entry
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """Return ``σ''(z)`` elementwise (equation ``ACT2.<name>``, ``docs/curvature.md``).
@@ -64,7 +64,7 @@ class Activation(Configurable):
 
         Elementwise: ``σ'(z) ⊙ dz``; coupled activations override it.
         """
-        return dz * self.derivative(z, a)
+        return dz * type(self).derivative.unchecked(self, z, a)
 
     def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
         """Second-order VJP ``Σₖ gₖ ∇²σₖ(z) dz`` with ``g = ∂C/∂a`` (``ACT2.*``).
@@ -72,7 +72,7 @@ class Activation(Configurable):
         The term the R-operator adds to the backward pass through σ (Pearlmutter 1994):
         ``R{∂C/∂z} = J_σᵀ R{∂C/∂a} + Σₖ gₖ ∇²σₖ R{z}``. Elementwise: ``g ⊙ σ''(z) ⊙ dz``.
         """
-        return grad_a * self.second_derivative(z, a) * dz
+        return grad_a * type(self).second_derivative.unchecked(self, z, a) * dz
 
     # ------------------------------------------------------------------ fast form
     # What the fused training step calls: the same σ and VJP written into preallocated
