@@ -21,8 +21,10 @@ def one_hot(labels: np.ndarray, n_classes: int, dtype=np.float64) -> np.ndarray:
     Raises ``ValueError`` naming the first label outside ``[0, n_classes)``; ``TypeError``
     for labels that are not integers (floats, bools, complex).
     """
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
-        raise TypeError(f"n_classes must be an integer, got {n_classes!r}")
+    if isinstance(n_classes, (bool, np.bool_)) or not isinstance(n_classes, (int, np.integer)):
+        containers = (np.ndarray, list, tuple, dict, set)  # their repr may span lines
+        shown = type(n_classes).__name__ if isinstance(n_classes, containers) else repr(n_classes)
+        raise TypeError(f"n_classes must be an integer, got {shown:.60}".replace("\n", " "))
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
     labels = as_array(labels, "labels")
@@ -45,6 +47,9 @@ def to_labels(y: np.ndarray) -> np.ndarray:
             raise ValueError(f"y: label {int(y.min())} is negative; labels are 0, 1, …")
         return y
     if y.ndim != 2:
-        raise ValueError(f"expected labels (batch,) or rows (batch, classes), got shape {y.shape}")
+        raise ValueError(
+            f"y must be integer labels (batch,) or rows (batch, classes), got shape {y.shape} "
+            f"dtype {y.dtype}"
+        )
     check_finite(y, "y")
     return np.argmax(y, axis=1)

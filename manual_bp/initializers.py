@@ -117,8 +117,19 @@ def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> 
 
 
 def fans(shape: Sequence[int]) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` as torch computes them; 1-D arrays have fan_in = fan_out = n."""
+    """``(fan_in, fan_out)`` as torch computes them; 1-D arrays have fan_in = fan_out = n.
+
+    ``shape``: a sequence of non-negative integers (a tuple, list or array shape); anything
+    else is one ``TypeError``/``ValueError`` naming ``shape``.
+    """
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)):
+        raise TypeError(f"shape must be a sequence of integers, got {type(shape).__name__}")
     shape = tuple(shape)
+    for size in shape:
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+            raise TypeError(f"shape must hold integers, got {type(size).__name__} {size!r:.40}")
+        if size < 0:
+            raise ValueError(f"shape must hold sizes >= 0, got {size}")
     if len(shape) < 2:
         n = shape[0] if shape else 1
         return n, n

@@ -18,11 +18,15 @@ built-in equivalent: add ``(λ/N) Σ|w|`` to the loss).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
+from manual_bp._validation import check_layer_array
 
 __all__ = ["L1", "L2", "REGULARIZERS", "Regularizer", "get_regularizer"]
 
@@ -48,6 +52,14 @@ class Regularizer(Configurable):
         if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
             raise ValueError(f"n_train (the training-set size N) must be >= 1, got {n_train!r}")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's ``penalty`` and ``add_gradient`` check their arguments first
+        (:func:`_checked_weights`): one validation path for every regulariser."""
+        super().__init_subclass__(**kwargs)
+        for name in ("penalty", "add_gradient"):
+            if name in cls.__dict__:
+                setattr(cls, name, _guarded(cls.__dict__[name]))
+
     def penalty(self, weights: Sequence[np.ndarray], n_train: int) -> float:
         """``R(W)``, the term added to the cost."""
         raise NotImplementedError
@@ -57,6 +69,52 @@ class Regularizer(Configurable):
     ) -> None:
         """Add ``∂R/∂W`` to each weight gradient, in place."""
         raise NotImplementedError
+
+
+def _checked_weights(arrays: Any, name: str, owner: str) -> list[np.ndarray]:
+    """``arrays`` (a list, tuple or a model's ``ParameterList``) as a list of float32/float64
+    NumPy arrays (a model's parameters, as torch's
+    tensors), or one ``TypeError`` naming ``name[i]``: not a nested list, not complex, bool or
+    integer values (``g += (λ/N) w`` would cast or fail inside NumPy)."""
+    if isinstance(arrays, (np.ndarray, str, bytes)) or not isinstance(arrays, Sequence):
+        raise TypeError(
+            f"{owner}: {name} must be a sequence of arrays, got {type(arrays).__name__}"
+        )
+    for i, array in enumerate(arrays):
+        check_layer_array(array, owner, f"{name}[{i}]")
+    return list(arrays)
+
+
+def _guarded(method):
+    names = tuple(inspect.signature(method).parameters)[1:]  # (weights, [grads,] n_train)
+
+    @functools.wraps(method)
+    def guarded(self, *args, **named):
+        owner = f"{type(self).__name__}.{method.__name__}"
+        if len(args) > len(names):
+            raise TypeError(f"{owner} takes {len(names)} arguments ({', '.join(names)}), "
+                            f"got {len(args)}")  # fmt: skip
+        values = {**dict(zip(names, args, strict=False)), **named}
+        missing = [n for n in names if n not in values]
+        if missing or len(values) != len(names):
+            raise TypeError(f"{owner} takes the arguments {', '.join(names)}")
+        self._check_n_train(values["n_train"])
+        weights = values["weights"] = _checked_weights(values["weights"], "weights", owner)
+        if "grads" in values:  # add_gradient: each gradient like its weight, added in place
+            grads = values["grads"] = _checked_weights(values["grads"], "grads", owner)
+            if len(grads) != len(weights):
+                raise ValueError(f"{owner}: grads has {len(grads)} arrays for "
+                                 f"{len(weights)} weights")  # fmt: skip
+            for i, (w, g) in enumerate(zip(weights, grads, strict=True)):
+                if g.shape != w.shape or g.dtype != w.dtype:
+                    raise ValueError(f"{owner}: grads[{i}] is {g.dtype} {g.shape}, weights[{i}] "
+                                     f"{w.dtype} {w.shape}; they must agree")  # fmt: skip
+                if not g.flags.writeable:
+                    raise ValueError(f"{owner}: grads[{i}] is read-only (added to in place)")
+        with np.errstate(all="ignore"):  # an infinite weight gives inf/NaN, as torch's
+            return method(self, **values)
+
+    return guarded
 
 
 REGULARIZERS = Registry("regularizer", Regularizer)

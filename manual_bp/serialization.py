@@ -84,8 +84,17 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> Path:
     Raises ``ValueError`` for another suffix or for non-finite parameters or buffers (which
     could not be loaded back), before anything is written.
     """
-    path = Path(path)
+    return _save(model, path, "model")
+
+
+def _save(model: Any, path: Any, argument: str) -> Path:
+    """:func:`save`, its model argument called ``argument`` in messages."""
+    path = _as_path(path)
     suffix = _suffix(path)
+    if not isinstance(model, Sequential):
+        raise TypeError(f"{argument} must be a manual_bp model (Network or Sequential), "
+                        f"got {type(model).__name__}")  # fmt: skip
+    _check_writable(path)
     header, arrays = _header_and_arrays(model)
     for section, named in arrays.items():
         for name, array in named.items():
@@ -102,6 +111,39 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> Path:
         np.savez(buffer, config=np.array(json.dumps(header)), **entries)
         atomic_write(path, buffer.getvalue())
     return path
+
+
+def _as_path(path: Any) -> Path:
+    """``path`` (``str``, ``bytes`` or ``os.PathLike``) as a :class:`Path`, or one error
+    naming it: ``TypeError`` for another type, ``ValueError`` for an empty path or one with
+    a NUL byte (Python's own messages name neither the argument nor the path)."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str, bytes or os.PathLike, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):  # a PathLike returning bytes
+        text = os.fsdecode(text)
+    if not text:
+        raise ValueError("path is empty; expected a .json or .npz file")
+    if "\0" in text:
+        raise ValueError(f"path {text!r} contains a NUL byte")
+    return Path(text)
+
+
+def _check_writable(path: Path) -> None:
+    """``path`` can be written, checked before any work: its directory exists
+    (``FileNotFoundError``), it is no directory (``PathError``) and it can be written
+    (``PermissionError``, naming ``path``, not the temporary file's name)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot save {path}: directory {directory} does not exist")
+    if path.is_dir():
+        raise PathError(f"cannot save {path}: is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot save {path}: directory {directory} is not writable")
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise PermissionError(f"cannot save {path}: the file is not writable")
 
 
 def model_to_document(model: Sequential) -> dict[str, Any]:
@@ -141,7 +183,7 @@ def load(path: str | os.PathLike[str]) -> Sequential:
         The file is corrupt, of the wrong kind or inconsistent; the message names the file
         and the fault.
     """
-    path = Path(path)
+    path = _as_path(path)
     if path.is_dir():
         raise PathError(f"{path}: is a directory, not a saved model file")
     suffix = _suffix(path)
@@ -391,7 +433,7 @@ def _from_nielsen(document: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the old names
 def save_network(net: Sequential, path: str | os.PathLike[str]) -> Path:
     """:func:`save` (the name of release 0.1)."""
-    return save(net, path)
+    return _save(net, path, "net")
 
 
 def load_network(path: str | os.PathLike[str]) -> Sequential:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Any, ClassVar
 
 import numpy as np
 
 from manual_bp._registry import Configurable, Registry
-from manual_bp._validation import as_array
+from manual_bp._validation import as_array, check_layer_array
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "register_activation"]
 
@@ -26,6 +28,8 @@ class Activation(Configurable):
     equation: ClassVar[str] = ""
     #: True when σ acts on each unit separately (diagonal Jacobian).
     elementwise: ClassVar[bool] = True
+    #: True when the VJP and JVP need only ``a = σ(z)``: ``z`` may then be ``None`` there.
+    z_optional: ClassVar[bool] = False
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         """Return ``a = σ(z)``, same shape as ``z``."""
@@ -44,7 +48,7 @@ class Activation(Configurable):
 
         Elementwise case (the ⊙ of BP1/BP2): ``∂C/∂z = ∂C/∂a ⊙ σ'(z)``.
         """
-        return grad_a * self.derivative(z, a)
+        return grad_a * type(self).derivative.unchecked(self, z, a)  # checked on entry
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """Return ``σ''(z)`` elementwise (equation ``ACT2.<name>``, ``docs/curvature.md``).
@@ -60,7 +64,7 @@ class Activation(Configurable):
 
         Elementwise: ``σ'(z) ⊙ dz``; coupled activations override it.
         """
-        return dz * self.derivative(z, a)
+        return dz * type(self).derivative.unchecked(self, z, a)
 
     def second_vjp(self, grad_a: np.ndarray, dz: np.ndarray, z: np.ndarray, a: np.ndarray):
         """Second-order VJP ``Σₖ gₖ ∇²σₖ(z) dz`` with ``g = ∂C/∂a`` (``ACT2.*``).
@@ -68,7 +72,7 @@ class Activation(Configurable):
         The term the R-operator adds to the backward pass through σ (Pearlmutter 1994):
         ``R{∂C/∂z} = J_σᵀ R{∂C/∂a} + Σₖ gₖ ∇²σₖ R{z}``. Elementwise: ``g ⊙ σ''(z) ⊙ dz``.
         """
-        return grad_a * self.second_derivative(z, a) * dz
+        return grad_a * type(self).second_derivative.unchecked(self, z, a) * dz
 
     # ------------------------------------------------------------------ fast form
     # What the fused training step calls: the same σ and VJP written into preallocated
@@ -82,27 +86,87 @@ class Activation(Configurable):
     def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``σ(z)`` written into ``out`` (same shape and dtype); returns the array holding
         it (``z`` itself for the identity, which needs no copy)."""
-        out[...] = self.forward(z)
+        out[...] = type(self).forward.unchecked(self, z)
         return out
 
     def backward_inplace(
         self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, scratch: np.ndarray
     ) -> np.ndarray:
         """:meth:`backward` overwriting ``grad_a`` (``scratch``: a spare buffer like ``z``)."""
-        grad_a[...] = self.backward(grad_a, z, a)
+        grad_a[...] = type(self).backward.unchecked(self, grad_a, z, a)
         return grad_a
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """``σ(z)`` for any real array (as ``torch.nn.ReLU()(z)``); integers become float64.
+    def __call__(self, z: Any) -> np.ndarray:
+        """``σ(z)`` for any array-like of real numbers, as ``torch.nn.ReLU()(z)``; a float32 or
+        float64 array keeps its dtype, integers and nested lists become float64 (the user's
+        convenience entry; :meth:`forward` and the other methods take float arrays only).
 
-        The checked entry point: complex, bool, object and string arrays raise
-        ``TypeError`` (:func:`manual_bp._validation.as_array`). :meth:`forward` is the
-        unchecked one that layers call on arrays they produced.
+        Complex, bool, object and string values and ``None`` raise ``TypeError`` naming ``z``
+        (:func:`manual_bp._validation.as_array`), ragged nestings ``ValueError``.
         """
         z = as_array(z, "z")
-        if z.dtype.kind != "f":
+        if z.dtype.kind == "f":  # float16, longdouble: not cast silently, as a layer's
+            check_layer_array(z, f"{type(self).__name__}", "z")
+        elif z.dtype.char not in _FLOAT_CHARS:
             z = z.astype(np.float64)
         return self.forward(z)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every public method a subclass defines checks its arrays first (:func:`_guarded`):
+        one validation path for the whole family, the base's own methods included."""
+        super().__init_subclass__(**kwargs)
+        for name in CHECKED_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, _guarded(cls.__dict__[name]))
+
+
+#: The public methods that take arrays (the fast ``forward_into``/``backward_inplace`` are
+#: the fused step's, on buffers it allocated: unchecked).
+CHECKED_METHODS = ("forward", "derivative", "backward", "second_derivative", "jvp", "second_vjp")
+#: Methods whose ``z`` may be None for a class with ``z_optional`` (softmax's VJP needs only a).
+_Z_OPTIONAL_IN = ("backward", "jvp", "second_vjp")
+_FLOAT_CHARS = "fd"  # float32, float64: torch's floating dtypes the library computes in
+
+
+def _guarded(method):
+    """``method`` checking each array argument first, torch's rule: float32 or float64 NumPy
+    arrays (kept as they are); anything else one ``TypeError`` naming the class, the method
+    and the argument (``ReLU.forward: z has dtype int64; expected float32 or float64 …``).
+    Values are not looked at: NaN and ±inf are computed as torch computes them, without
+    NumPy's warnings (torch gives none). ``a = None``
+    is computed from ``z``; ``z = None`` is taken where only ``a`` is needed
+    (``z_optional``)."""
+    names = tuple(inspect.signature(method).parameters)[1:]
+    z_may_be_none = method.__name__ in _Z_OPTIONAL_IN
+
+    @functools.wraps(method)
+    def guarded(self, *arrays, **options):
+        for i, x in enumerate(arrays):
+            if type(x) is np.ndarray and x.dtype.char in _FLOAT_CHARS:
+                continue  # the common case, checked in two attribute reads
+            name = names[i] if i < len(names) else f"argument {i}"
+            if x is None and name == "z" and z_may_be_none and self.z_optional:
+                continue
+            if x is None and name == "a" and i > 0:  # σ(z), from the z just checked
+                z = arrays[names.index("z")] if "z" in names[:i] else None
+                if isinstance(z, np.ndarray):
+                    arrays = (*arrays[:i], self.forward(z), *arrays[i + 1 :])
+                    continue
+            owner = f"{type(self).__name__}.{method.__name__}"
+            if x is None:
+                raise TypeError(f"{owner}: {name} is None; expected a float32 or float64 array")
+            check_layer_array(x, owner, name)
+            if type(x) is not np.ndarray:  # a NumPy float scalar: a 0-d array, as torch's
+                arrays = (*arrays[:i], np.asarray(x), *arrays[i + 1 :])
+        with np.errstate(all="ignore"):  # inf·0 is NaN without a warning, as torch's
+            return method(self, *arrays, **options)
+
+    guarded.unchecked = method  # the fused step's generic fast forms call it directly
+    return guarded
+
+
+for _name in CHECKED_METHODS:  # the base's own generic forms are public entries too
+    setattr(Activation, _name, _guarded(vars(Activation)[_name]))
 
 
 ACTIVATIONS = Registry("activation", Activation)

@@ -88,6 +88,7 @@ class _AlongDim(Activation):
     """The ``dim`` hyper-parameter shared by softmax and log-softmax."""
 
     elementwise = False
+    z_optional = True  # the VJP and JVP are in terms of a = σ(z) alone
     hyperparameters = ("dim",)
 
     def __init__(self, dim: int | None = -1) -> None:

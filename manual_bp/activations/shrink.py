@@ -34,6 +34,10 @@ class _Shrink(Activation):
     def _outside(self, z: np.ndarray) -> np.ndarray:
         return (z < -self.lambd) | (z > self.lambd)
 
+    def _dead(self, z: np.ndarray) -> np.ndarray:
+        """``−λ ≤ z ≤ λ``: False at NaN, which the forward propagates (torch's kernels)."""
+        return (z >= -self.lambd) & (z <= self.lambd)
+
     def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return self._outside(z).astype(z.dtype)
 
@@ -57,7 +61,7 @@ class Hardshrink(_Shrink):
     equation = "ACT.hardshrink"
 
     def forward(self, z: np.ndarray) -> np.ndarray:
-        return np.where(self._outside(z), z, 0.0)
+        return np.where(self._dead(z), 0.0, z)
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = 0`` everywhere, also at ``±λ`` (``ACT2.hardshrink``)."""
@@ -84,7 +88,8 @@ class Softshrink(_Shrink):
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         lambd = self.lambd
-        return np.where(z > lambd, z - lambd, np.where(z < -lambd, z + lambd, 0.0))
+        shifted = np.where(z > lambd, z - lambd, z + lambd)  # NaN stays NaN, as torch's
+        return np.where(self._dead(z), 0.0, shifted)
 
     def second_derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``σ'' = 0`` everywhere, also at ``±λ`` (``ACT2.softshrink``)."""

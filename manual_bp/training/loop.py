@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from manual_bp._arguments import check_number
 from manual_bp.divergence import DivergenceError, check_parameters_finite, check_training_state
 from manual_bp.optimizers import SGD, Optimizer, get_optimizer
 from manual_bp.progress import ProgressBar
@@ -289,8 +290,17 @@ def nielsen_sgd(
     """Nielsen's call ``net.SGD(training_data, epochs, mini_batch_size, eta, lmbda, eval)``.
 
     As a function (``nielsen_sgd(net, (x, y), 30, 10, 0.5, 5.0, (xv, yv))``): the model
-    does not import its trainer, so the data path runs one way.
+    does not import its trainer, so the data path runs one way. ``training_data`` must be
+    the pair ``(x, y)``; the arguments are checked as :func:`train`'s (``mini_batch_size``
+    by its own name).
     """
+    if not isinstance(training_data, (tuple, list)) or len(training_data) != 2:
+        got = f"{len(training_data)} items" if isinstance(training_data, (tuple, list)) else (
+            type(training_data).__name__
+        )  # fmt: skip
+        raise TypeError(f"training_data must be a pair (x, y), got {got}")
+    _check_positive_int(mini_batch_size, "mini_batch_size")
+    check_number(eta, "eta")  # by Nielsen's name (train's optimizer calls it lr)
     x, y = training_data
     return train(
         net,
@@ -350,4 +360,4 @@ def _evaluation_pair(evaluation_data: Any) -> tuple[Any, Any]:
 
 def _check_positive_int(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {value!r:.60}".replace("\n", " "))
