@@ -288,7 +288,10 @@ class LinearCrossEntropyLoss(WeightConfig, Loss):
     ) -> tuple[tuple[np.ndarray, Any], dict[str, np.ndarray]]:
         """``((∂input, ∂target), {"linear.weight": ∂W, "linear.bias": ∂b})``
         (``LOSS.linear-cross-entropy.grad``)."""
-        grad_output = checked(grad_output, "grad_output")
+        grad_output = np.asarray(checked(grad_output, "grad_output"))
+        if grad_output.shape != (cache.element_shape if self.reduction == "none" else ()):
+            raise ValueError(f"LinearCrossEntropyLoss: grad_output must have the value's shape, "
+                             f"got {grad_output.shape}")  # fmt: skip
         if cache.classes is None:
             return self._backward_chunked(grad_output, cache)
         d_logits, d_target = self.cross_entropy.backward(grad_output, cache.classes)
