@@ -98,8 +98,10 @@ def test_linear_cross_entropy_matches_torch(case):
 @FAST
 @given(linear_cases(chunked=True))
 def test_chunked_path_matches_torch_chunked_path(case):
-    """LOSS.linear-cross-entropy.grad on the chunked path against torch's chunked op."""
-    _check_all(linear_loss_comparisons(case), "LOSS.linear-cross-entropy.grad")
+    """LOSS.linear-cross-entropy and .grad on the chunked path against torch's chunked op
+    (value, ∂input, ∂linear.weight, ∂linear.bias)."""
+    _check_all(linear_loss_comparisons(case), "LOSS.linear-cross-entropy",
+               "LOSS.linear-cross-entropy.grad")  # fmt: skip
 
 
 @FAST
