@@ -419,3 +419,23 @@ def test_bad_arguments_are_refused_in_one_line(kwargs, inputs, name):
         loss = LinearCrossEntropyLoss(3, 4, **kwargs)
         loss.forward(*inputs)
     assert name in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_criterion_walk_copies_and_compares_the_parameters():
+    """torch's own module_db configurations through the loss walk (a twentieth of them, and
+    every one with a bias; test_torch_module_tests walks all 857): torch's parameters are
+    copied in by state-dict name and every parameter gradient is compared
+    (LOSS.linear-cross-entropy.grad)."""
+    from reference import torch_losses, torch_modules
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        configs = list(torch_losses._module_db({"LinearCrossEntropyLoss"}))  # its only source
+        chosen = [c for i, c in enumerate(configs) if i % 20 == 0 or c.kwargs.get("bias")]
+        found = {c.key: torch_modules.run(c) for c in chosen}
+    assert len(configs) == 857 and len(found) > 40
+    bad = {k: f"{o.status}: {o.detail}" for k, o in found.items() if o.status != "agree"}
+    assert not bad, bad
+    assert all({"output", "∂input", "∂linear.weight"} <= set(o.compared) for o in found.values())
+    with_bias = [c.key for c in chosen if c.kwargs.get("bias")]
+    assert with_bias and all("∂linear.bias" in found[k].compared for k in with_bias)
