@@ -17,7 +17,9 @@ name** in :mod:`manual_bp.losses`, built from torch's exact arguments:
 
 Each configuration compares the value and the gradient with respect to **every float
 argument torch differentiates** (the input, and the target wherever torch's autograd gives
-one), under one random ``grad_output`` of the value's shape. Outcomes as for modules
+one), under one random ``grad_output`` of the value's shape; a loss with parameters
+(``LinearCrossEntropyLoss``) gets torch's parameters copied in by state-dict name, and
+every parameter gradient is compared too (``Loss.backward_with_params``). Outcomes as for modules
 (:mod:`reference.torch_modules`): agree, disagree, refused, crash, absent.
 """
 
@@ -248,12 +250,15 @@ def _torch_side(config: LossConfiguration, upstream_seed: int = 0):
     """torch's value, the random ``grad_output`` and the gradient of each float argument
     torch differentiates (``None`` for the others)."""
     inputs, wrt = _leaves(config.inputs)
-
-    def call(args: tuple) -> torch.Tensor:
-        if config.functional is not None:
-            return config.functional(*args, **config.call_kwargs)
+    module = None
+    if config.functional is None:  # built once: a loss with parameters keeps its draw
+        torch.manual_seed(0)
         module = config.constructor() if config.constructor else getattr(
             torch.nn, config.torch_name)(*config.args, **config.kwargs)  # fmt: skip
+
+    def call(args: tuple) -> torch.Tensor:
+        if module is None:
+            return config.functional(*args, **config.call_kwargs)
         return module(*args, **config.input_kwargs)
 
     # the value from detached arguments: torch refuses a target that requires a gradient
@@ -274,23 +279,48 @@ def _torch_side(config: LossConfiguration, upstream_seed: int = 0):
         except RuntimeError:
             continue  # torch gives no gradient for this argument
         grads[i] = grad
-    return value.detach(), upstream, grads
+    params = dict(module.named_parameters()) if module is not None else {}
+    param_grads = {}
+    if params:  # LinearCrossEntropyLoss's linear.weight (and linear.bias)
+        detached = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in inputs)
+        found = torch.autograd.grad(call(detached), list(params.values()),
+                                    torch.from_numpy(upstream.copy()))  # fmt: skip
+        param_grads = dict(zip(params, found, strict=True))
+    return value.detach(), upstream, grads, params, param_grads
 
 
 def _our_kwargs(config: LossConfiguration) -> dict[str, Any]:
     return {k: _numpy(v) for k, v in config.kwargs.items()}
 
 
+def _copy_parameters(params: dict[str, torch.Tensor], loss: Any) -> str | None:
+    """torch's parameters into ``loss`` by state-dict name; a mismatch's description."""
+    ours = dict(loss.named_parameters())
+    if set(ours) != set(params):
+        return f"parameter names differ: ours {sorted(ours)}, torch {sorted(params)}"
+    for name, tensor in params.items():
+        if ours[name].shape != tuple(tensor.shape):
+            return f"parameter {name}: shape {ours[name].shape}, torch {tuple(tensor.shape)}"
+        ours[name][...] = tensor.detach().numpy()
+    return None
+
+
 def run(config: LossConfiguration, cls: type) -> Outcome:
     """Play one loss configuration against the library's class ``cls``."""
-    value, upstream, grads = _torch_side(config)
+    value, upstream, grads, params, param_grads = _torch_side(config)
     try:
         loss = cls(*_numpy(config.args), **_our_kwargs(config))
+        mismatch = _copy_parameters(params, loss)
+        if mismatch is not None:
+            return Outcome("disagree", mismatch)
         ours, cache = loss.forward(*_numpy(config.inputs), **_numpy(config.input_kwargs))
-        our_grads = loss.backward(upstream.copy(), cache)
+        our_grads, our_param_grads = loss.backward_with_params(upstream.copy(), cache)
     except Exception as error:
         return _failure(error)
     errors = {"output": _relative(ours, value.numpy())}
+    for name, grad in param_grads.items():
+        mine = our_param_grads.get(name)
+        errors[f"∂{name}"] = float("inf") if mine is None else _relative(mine, grad.numpy())
     names = getattr(cls, "arguments", ("input", "target"))
     for i, grad in enumerate(grads):
         if grad is None:

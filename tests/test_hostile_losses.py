@@ -7,7 +7,9 @@ then with one argument at a time replaced by a hostile value — complex, bool, 
 string arrays, ``None``, a ragged nested list. The property: one ``TypeError`` or
 ``ValueError`` on one line that names the argument, for the checked call
 (``loss(...)``) and for the protocol method (``loss.forward(...)``) alike; never NumPy's or
-Python's own message. A new loss class is covered without a new test.
+Python's own message. A new loss class is covered without a new test. A loss with
+parameters (``LinearCrossEntropyLoss``) is built the same way, and its
+``backward_with_params`` gets the hostile values as ``grad_output``.
 """
 
 from __future__ import annotations
@@ -64,3 +66,27 @@ def test_hostile_arguments_are_refused_in_one_line_naming_them(cls, entry):
             assert name in message and "\n" not in message, (
                 f"{cls.__name__}.{entry} with a {kind} {name}: {message!r}"
             )
+
+
+#: the losses with parameters: those that override the protocol's named_parameters
+PARAMETRISED = [cls for cls in CLASSES if "named_parameters" in vars(cls)]
+
+
+def test_a_loss_with_parameters_is_driven():
+    assert [cls.__name__ for cls in PARAMETRISED] == ["LinearCrossEntropyLoss"]
+
+
+@pytest.mark.parametrize("cls", PARAMETRISED, ids=[c.__name__ for c in PARAMETRISED])
+def test_hostile_grad_output_into_backward_with_params(cls):
+    """The protocol's extension checks its ``grad_output`` as forward checks its arrays:
+    one line naming it, a wrong shape included."""
+    loss, arguments = _valid_call(cls)
+    value, cache = loss.forward(*arguments)
+    _, params = loss.backward_with_params(np.ones(np.shape(value)) * 0.5, cache)
+    assert set(params) == {name for name, _ in loss.named_parameters()}
+    hostile = {**_hostile(value), "shape": np.ones((*np.shape(value), 2))}
+    for kind, bad in hostile.items():
+        with pytest.raises((TypeError, ValueError)) as error:
+            loss.backward_with_params(bad, cache)
+        message = str(error.value)
+        assert "grad_output" in message and "\n" not in message, (kind, message)

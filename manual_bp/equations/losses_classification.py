@@ -6,6 +6,8 @@ _D = "docs/losses_classification.md"
 _T = "tests/test_losses_classification.py"
 _C = "manual_bp.losses.classification"
 _M = "manual_bp.losses.multi_margin"
+_L = "manual_bp.losses.linear_classification"
+_TL = "tests/test_losses_linear.py"
 
 EQUATIONS = [
     Equation(
@@ -71,5 +73,30 @@ EQUATIONS = [
         f"{_D}#LOSS.multi-margin.hessian",
         f"{_M}.MultiMarginLoss.input_hessian",
         f"{_T}::test_multi_margin_hessian_matches_torch",
+    ),
+    Equation(
+        "LOSS.linear-cross-entropy",
+        "LinearCrossEntropyLoss (torch): a linear projection to (N, C, d…) logits, then "
+        "CrossEntropyLoss",
+        "z = x Wᵀ + b reshaped to (N, C, d…); value = CrossEntropyLoss(z, target)",
+        f"{_D}#LOSS.linear-cross-entropy",
+        f"{_L}.LinearCrossEntropyLoss",
+        f"{_TL}::test_linear_cross_entropy_matches_torch",
+    ),
+    Equation(
+        "LOSS.linear-cross-entropy.grad",
+        "Gradients of LinearCrossEntropyLoss: input, linear.weight, linear.bias (chunked too)",
+        "δ = ∂⟨g, value⟩/∂z (cross-entropy's); ∂x = δ W, ∂W = δᵀ x, ∂b = Σ_rows δ",
+        f"{_D}#LOSS.linear-cross-entropy.grad",
+        f"{_L}.LinearCrossEntropyLoss.backward_with_params",
+        f"{_TL}::test_linear_cross_entropy_matches_torch",
+    ),
+    Equation(
+        "LOSS.linear-cross-entropy.hessian",
+        "Input Hessian of LinearCrossEntropyLoss, per sample",
+        "∂²⟨g, value⟩/∂xₙ² = Σ_j W_jᵀ gᵢ sᵢ (diag pᵢ − pᵢ pᵢᵀ) W_j over the sample's positions",
+        f"{_D}#LOSS.linear-cross-entropy.hessian",
+        f"{_L}.LinearCrossEntropyLoss.input_hessian",
+        f"{_TL}::test_linear_cross_entropy_hessian_matches_torch_double_backward",
     ),
 ]

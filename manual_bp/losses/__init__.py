@@ -16,6 +16,8 @@ Modules, by concept (every name is importable from :mod:`manual_bp.losses`):
 * :mod:`~manual_bp.losses.classification` — ``NLLLoss`` and ``CrossEntropyLoss`` (class
   weights, ``ignore_index``, label smoothing, probability targets, K-dimensional inputs);
   :mod:`~manual_bp.losses.multi_margin` — ``MultiMarginLoss``;
+  :mod:`~manual_bp.losses.linear_classification` — ``LinearCrossEntropyLoss`` (a linear
+  projection, then cross-entropy: the one loss with a parameter);
 * :mod:`~manual_bp.losses.margins`, :mod:`~manual_bp.losses.embeddings`,
   :mod:`~manual_bp.losses.gaussian` — the pairwise, margin and embedding losses
   (``docs/losses_pairs.md``);
@@ -43,6 +45,10 @@ from manual_bp.losses.embeddings import (
     pairwise_distance,
 )
 from manual_bp.losses.gaussian import GaussianNLLLoss
+from manual_bp.losses.linear_classification import (
+    LinearCrossEntropyLoss,
+    LinearCrossEntropyOptions,
+)
 from manual_bp.losses.margins import (
     HingeEmbeddingLoss,
     MarginRankingLoss,
@@ -66,6 +72,8 @@ __all__ = [
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
+    "LinearCrossEntropyLoss",
+    "LinearCrossEntropyOptions",
     "Loss",
     "MSELoss",
     "MarginRankingLoss",

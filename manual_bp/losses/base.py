@@ -17,6 +17,17 @@ Protocol, the layer protocol's pair for a function of several arrays::
 gradient with respect to that argument, or ``None`` where torch gives none (integer class
 targets; a target torch detaches). ``grad_output`` has the shape of ``value``; it is a
 random array in the tests, never ones.
+
+**A loss with parameters** (``LinearCrossEntropyLoss``: torch's ``linear.weight``) is the
+smallest extension of the protocol, and every other loss is unchanged by it:
+
+    named_parameters() -> [(name, array)]            torch's state-dict names; [] by default
+    backward_with_params(grad_output, cache)
+        -> ((d_input, d_target, ...), {name: gradient})   ({} by default)
+
+``backward`` keeps its meaning (the arguments' gradients) for every loss; a caller that
+trains the parameters calls ``backward_with_params``. Such a loss is not a model's cost
+(``manual_bp.models.loss_cost`` refuses it: the model would neither train nor save it).
 """
 
 from __future__ import annotations
@@ -110,6 +121,22 @@ class Loss(Configurable):
         """The gradient of ``⟨grad_output, value⟩`` with respect to each positional argument
         of :meth:`forward`, in order (``None`` where torch gives none)."""
         raise NotImplementedError
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """``[(torch's state-dict name, array)]`` of the loss's parameters (none here)."""
+        return []
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameters by name (the arrays themselves: writing into them sets them)."""
+        return dict(self.named_parameters())
+
+    def backward_with_params(
+        self, grad_output: np.ndarray, cache: Any
+    ) -> tuple[tuple[np.ndarray | None, ...], dict[str, np.ndarray]]:
+        """``(backward(grad_output, cache), {parameter name: gradient})``; a loss without
+        parameters gives ``{}``."""
+        return self.backward(grad_output, cache), {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every subclass's ``forward`` checks its array arguments first (:func:`checked`):

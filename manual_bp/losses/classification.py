@@ -30,6 +30,7 @@ __all__ = [
     "class_rows",
     "class_weight",
     "log_softmax_rows",
+    "row_upstream",
     "target_mixture",
 ]
 
@@ -136,6 +137,26 @@ def target_mixture(
     return a, kept, np.asarray(target_weight.sum())
 
 
+def row_upstream(
+    grad_output: Any,
+    reduction: str,
+    element_shape: tuple[int, ...],
+    kept: np.ndarray,
+    total: np.ndarray,
+    dtype: np.dtype,
+    owner: str,
+) -> np.ndarray:
+    """The upstream gradient of each row's loss (``LOSS.reduction``'s VJP), flat, 0 on rows
+    that are ignored (torch writes nothing there, even when the mean is 0/0)."""
+    grad_output = np.asarray(grad_output, dtype=dtype)
+    if grad_output.shape != (element_shape if reduction == "none" else ()):
+        raise ValueError(f"{owner}: grad_output must have the value's shape, "
+                         f"got {grad_output.shape}")  # fmt: skip
+    element = reduce_vjp(grad_output, element_shape, reduction,
+                         total if reduction == "mean" else None)  # fmt: skip
+    return np.where(kept, np.reshape(element, -1), 0.0)
+
+
 @dataclass
 class ClassCache:
     """What backward needs: the input's shape, the element shape, the rows' mixture ``a``,
@@ -190,15 +211,9 @@ class _WeightedClassLoss(WeightConfig, Loss):
         return self.weight.astype(dtype)
 
     def _element_grad(self, grad_output: Any, cache: ClassCache) -> np.ndarray:
-        """The upstream gradient of each row's loss (``LOSS.reduction``'s VJP), 0 on rows
-        that are ignored (torch writes nothing there, even when the mean is 0/0)."""
-        grad_output = np.asarray(grad_output, dtype=cache.mixture.dtype)
-        if grad_output.shape != (cache.element_shape if self.reduction == "none" else ()):
-            raise ValueError(f"{type(self).__name__}: grad_output must have the value's shape, "
-                             f"got {grad_output.shape}")  # fmt: skip
-        total = cache.total if self.reduction == "mean" else None
-        element = reduce_vjp(grad_output, cache.element_shape, self.reduction, total)
-        return np.where(cache.kept, np.reshape(element, -1), 0.0)
+        """The upstream gradient of each row's loss (:func:`row_upstream`)."""
+        return row_upstream(grad_output, self.reduction, cache.element_shape, cache.kept,
+                            cache.total, cache.mixture.dtype, type(self).__name__)  # fmt: skip
 
 
 @register_loss

@@ -16,7 +16,10 @@ through mini-batching as **one integer array per sequence** (:func:`pack_targets
 
     packed[n] = (input_lengthₙ, target_lengthₙ, labelₙ₁, …, labelₙₛ)      shape (N, 2 + S)
 
-so that ``y[index]`` slices every part at once. A loss whose input is time-major
+so that ``y[index]`` slices every part at once. A loss with parameters
+(``LinearCrossEntropyLoss``'s ``linear.weight``) is refused: a model trains and saves its
+layers' parameters only, so its cost must have none (the same model is a ``Linear`` layer
+followed by ``CrossEntropyLoss``). A loss whose input is time-major
 (``log_probs`` ``(T, N, C)``, torch's CTC) gets the model's batch-major output transposed.
 """
 
@@ -89,6 +92,13 @@ class LossCost:
     target_kind = "loss"
 
     def __init__(self, loss: Loss) -> None:
+        names = [name for name, _ in loss.named_parameters()]
+        if names:  # a model trains and saves its layers' parameters, not a cost's
+            raise ValueError(
+                f"cost: {type(loss).__name__} has parameters ({', '.join(names)}) that a "
+                "model would neither train nor save; end the model with a Linear layer and "
+                "use CrossEntropyLoss"
+            )
         if loss.reduction == "none":
             raise ValueError(
                 f"cost: a model's cost is a number; {type(loss).__name__} with "
