@@ -19,7 +19,7 @@ from manual_bp import _threads
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.layers import overlap
 from manual_bp.layers.dense import Dense
-from manual_bp.layers.recurrent import LSTM
+from manual_bp.layers.recurrent import GRU, LSTM, RNN
 from manual_bp.models.sequential import Sequential
 from manual_bp.training import FusedTrainer
 
@@ -42,10 +42,19 @@ def threads(request):
         yield count
 
 
-def _pair(rng, batch, length, width, hidden, out, bias, dtype=np.float64):
-    lstm = LSTM(width, hidden, batch_first=True, bias=bias, seed=rng, dtype=dtype)
+_KINDS = {
+    "lstm": (LSTM, torch.nn.LSTM, {}),
+    "gru": (GRU, torch.nn.GRU, {}),
+    "rnn_tanh": (RNN, torch.nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
+}
+
+
+def _pair(rng, batch, length, width, hidden, out, bias, kind="lstm", dtype=np.float64):
+    cls, _, options = _KINDS[kind]
+    cell = cls(width, hidden, batch_first=True, bias=bias, seed=rng, dtype=dtype, **options)
     dense = Dense(hidden, out, bias=bias, seed=rng, dtype=dtype)
-    return lstm, dense
+    return cell, dense
 
 
 def _grads(layer, dtype):
@@ -60,16 +69,17 @@ def _grads(layer, dtype):
     hidden=st.integers(1, 6),
     out=st.integers(1, 5),
     bias=st.booleans(),
+    kind=st.sampled_from(sorted(_KINDS)),
     threads=st.sampled_from([1, 2]),
     seed=seeds,
 )
-def test_dense_over_lstm_hands_its_weight_gradient_to_bptt_and_matches_torch(
-    batch, length, width, hidden, out, bias, threads, seed
+def test_dense_over_a_recurrent_layer_hands_its_weight_gradient_to_bptt_and_matches_torch(
+    batch, length, width, hidden, out, bias, kind, threads, seed
 ):
-    """LSTM → Dense as fast steps, random ∂C/∂z: the dense's ∂C/∂W is run by the LSTM step
-    (beside its loop) and equals torch's, with every other gradient and ∂C/∂x."""
+    """LSTM/GRU/RNN → Dense as fast steps, random ∂C/∂z: the dense's ∂C/∂W is run by the
+    recurrent step (beside its loop) and equals torch's, with every other gradient and ∂C/∂x."""
     rng = np.random.default_rng(seed)
-    lstm, dense = _pair(rng, batch, length, width, hidden, out, bias)
+    lstm, dense = _pair(rng, batch, length, width, hidden, out, bias, kind)
     s_lstm, s_dense = lstm.fast_step(), dense.fast_step()
     x = rng.standard_normal((batch, length, width))
     dz = rng.standard_normal((batch, length, out))
@@ -82,7 +92,8 @@ def test_dense_over_lstm_hands_its_weight_gradient_to_bptt_and_matches_torch(
         dx = s_lstm.backward(dh, g_lstm, True).copy()
     assert s_lstm.pending == []
 
-    r = torch.nn.LSTM(width, hidden, batch_first=True, bias=bias, dtype=torch.float64)
+    _, torch_cls, options = _KINDS[kind]
+    r = torch_cls(width, hidden, batch_first=True, bias=bias, dtype=torch.float64, **options)
     d = torch.nn.Linear(hidden, out, bias=bias, dtype=torch.float64)
     tensors = {}
     for module, layer, tag in ((r, lstm, "lstm"), (d, dense, "dense")):

@@ -10,7 +10,8 @@ core while the first runs BPTT; on one thread it runs first, then the loop.
 
 The hand-over, without the trainer knowing:
 
-* a step whose loop can host work registers its output buffer with :func:`offer`;
+* a step whose loop can host work (``LSTMStep``, ``GRUStep``, ``RNNStep``) registers its
+  output buffer with :func:`offer`;
 * the step above finds the host of its input with :func:`host_of` (an identity lookup), and
   in its backward pass gives the product to ``host.pending`` instead of running it;
 * the host runs its loop through :func:`beside`, which runs the pending jobs and the loop
