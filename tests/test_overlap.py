@@ -200,3 +200,17 @@ def test_beside_holds_one_blas_thread_and_restores_the_count(threads):
     with pytest.raises(RuntimeError):
         overlap.beside([lambda: None], lambda: (_ for _ in ()).throw(RuntimeError("loop")))
     assert get() == before
+
+
+def test_work_left_by_an_interrupted_backward_is_dropped_at_the_next_forward():
+    """A backward pass stopped between the dense and the recurrent step (an error) leaves
+    the hand-over behind: the next forward drops it, so no stale product runs later."""
+    rng = np.random.default_rng(2)
+    lstm, dense = _pair(rng, 2, 3, 2, 4, 3, True)
+    s_lstm, s_dense = lstm.fast_step(), dense.fast_step()
+    x = rng.standard_normal((2, 3, 2))
+    s_dense.forward(s_lstm.forward(x))
+    s_dense.backward(rng.standard_normal((2, 3, 3)), _grads(dense, x.dtype), True)
+    assert len(s_lstm.pending) == 1
+    s_dense.forward(s_lstm.forward(x))
+    assert s_lstm.pending == []

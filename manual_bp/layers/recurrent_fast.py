@@ -169,6 +169,7 @@ class LSTMStep:
         }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.pending.clear()  # work left by a backward pass that did not reach this step
         width = x.shape[2]
         if self.shape != x.shape:
             self.buf = shape_buffers_dict(self._buffers, x.shape, self._make, x.dtype)

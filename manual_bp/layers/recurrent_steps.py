@@ -58,6 +58,7 @@ class _HiddenStateStep:
 
     def _start(self, x: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
         """Buffers for ``x``'s shape, ``x`` time-major, ``A = x W_ihᵀ + bias``, ``h_0``."""
+        self.pending.clear()  # work left by a backward pass that did not reach this step
         if self.shape != x.shape:
             found = self._buffers.get(x.shape)
             if found is None:
