@@ -145,16 +145,17 @@ class AttentionStep:
         d_heads = dmerged.reshape(n, t, self.H, self.d).transpose(0, 2, 1, 3)
         q, k, v = self._views(qkv, n, t)
         dq, dk, dv = self._views(dqkv, n, t)
-        PT, vT, dST = P.transpose(0, 1, 3, 2), v.transpose(0, 1, 3, 2), dS.transpose(0, 1, 3, 2)
         scale, small = self.scale, 2 * t * t * self.d < SMALL_PRODUCT_FLOPS
+        P_all, heads_all, dv_all, v_all = P, d_heads, dv, v
 
-        def products_in(r: slice) -> None:
-            np.matmul(PT[r], d_heads[r], out=dv[r])  # ∂v = Pᵀ δ
-            np.matmul(d_heads[r], vT[r], out=dS[r])  # ∂P = δ vᵀ
+        def products_in(r: slice) -> None:  # the samples r of the whole-batch products
+            P, d_heads, dv, v = P_all[r], heads_all[r], dv_all[r], v_all[r]
+            np.matmul(P.transpose(0, 1, 3, 2), d_heads, out=dv)  # ∂v = Pᵀ δ
+            np.matmul(d_heads, v.transpose(0, 1, 3, 2), out=dS[r])  # ∂P = δ vᵀ
 
         def products_out(r: slice) -> None:
             np.matmul(dS[r], k[r], out=dq[r])  # ∂q = s ∂S k
-            np.matmul(dST[r], q[r], out=dk[r])  # ∂k = s ∂Sᵀ q
+            np.matmul(dS[r].transpose(0, 1, 3, 2), q[r], out=dk[r])  # ∂k = s ∂Sᵀ q
 
         def softmax_vjp(rows: slice) -> None:  # ATT.softmax: P ⊙ (∂P − Σ ∂P P), times s
             if small:
