@@ -17,7 +17,14 @@ batch shape:
 
 The per-sample work (scale, mask, softmax and its VJP) runs in
 :func:`~manual_bp._threads.parallel_rows` over the batch: each sample's scores are its own
-rows. Products stay whole for BLAS; bias gradients are single reductions.
+rows. When one head's product is small (``2·T²·d`` below
+:data:`~manual_bp._threads.SMALL_PRODUCT_FLOPS`: the benchmark's ``64 × 32 × 64``) the
+per-head products go into the same split — ``QKᵀ``, softmax, ``P v`` a slice of samples at a
+time forward; ``∂v``, ``∂P``, the softmax VJP, ``∂q``, ``∂k`` backward — all on one BLAS
+thread: ``matmul`` over ``(N, H, ·, ·)`` is a loop of N·H separate 2-D products on one core
+otherwise, and a product computed whole on one BLAS thread has the same bits whichever
+thread runs it. The projections stay whole GEMMs for BLAS; bias gradients are single
+reductions.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._threads import parallel_rows
+from manual_bp._threads import SMALL_PRODUCT_FLOPS, one_blas_thread, parallel_rows
 from manual_bp.layers.attention_masks import mha_mask
 from manual_bp.layers.steps import shape_buffers
 
@@ -89,12 +96,16 @@ class AttentionStep:
         if "in_proj_bias" in p:
             qkv += p["in_proj_bias"]
         q, k, v = self._views(qkv, n, t)
-        np.matmul(q, k.transpose(0, 1, 3, 2), out=P)
+        kT = k.transpose(0, 1, 3, 2)
         mask, scale = self._mask(n, t, x.dtype), self.scale
         per_sample = mask is not None and mask.ndim == 4 and mask.shape[0] == n
+        heads = merged.reshape(n, t, self.H, self.d).transpose(0, 2, 1, 3)
+        small = 2 * t * t * self.d < SMALL_PRODUCT_FLOPS  # the products join the split
 
         def softmax(rows: slice) -> None:  # ATT.sdpa, ATT.softmax, per sample
             s, r = P[rows], row[rows]
+            if small:
+                np.matmul(q[rows], kT[rows], out=s)
             s *= scale
             if mask is not None:
                 s += mask[rows] if per_sample else mask
@@ -107,10 +118,16 @@ class AttentionStep:
             np.vecdot(s, ones, out=r[..., 0])
             r[r == 0.0] = 1.0
             s /= r
+            if small:
+                np.matmul(s, v[rows], out=heads[rows])
 
-        parallel_rows(softmax, n, self.H * t * t)
-        heads = merged.reshape(n, t, self.H, self.d).transpose(0, 2, 1, 3)
-        np.matmul(P, v, out=heads)
+        if small:
+            with one_blas_thread():
+                parallel_rows(softmax, n, self.H * t * t)
+        else:
+            np.matmul(q, kT, out=P)
+            parallel_rows(softmax, n, self.H * t * t)
+            np.matmul(P, v, out=heads)
         np.matmul(merged.reshape(n * t, E), p["out_proj.weight"].T, out=out.reshape(n * t, E))
         if "out_proj.bias" in p:
             out += p["out_proj.bias"]
@@ -128,20 +145,36 @@ class AttentionStep:
         d_heads = dmerged.reshape(n, t, self.H, self.d).transpose(0, 2, 1, 3)
         q, k, v = self._views(qkv, n, t)
         dq, dk, dv = self._views(dqkv, n, t)
-        np.matmul(P.transpose(0, 1, 3, 2), d_heads, out=dv)  # ∂v = Pᵀ δ
-        np.matmul(d_heads, v.transpose(0, 1, 3, 2), out=dS)  # ∂P = δ vᵀ
-        scale = self.scale
+        scale, small = self.scale, 2 * t * t * self.d < SMALL_PRODUCT_FLOPS
+        P_all, heads_all, dv_all, v_all = P, d_heads, dv, v
+
+        def products_in(r: slice) -> None:  # the samples r of the whole-batch products
+            P, d_heads, dv, v = P_all[r], heads_all[r], dv_all[r], v_all[r]
+            np.matmul(P.transpose(0, 1, 3, 2), d_heads, out=dv)  # ∂v = Pᵀ δ
+            np.matmul(d_heads, v.transpose(0, 1, 3, 2), out=dS[r])  # ∂P = δ vᵀ
+
+        def products_out(r: slice) -> None:
+            np.matmul(dS[r], k[r], out=dq[r])  # ∂q = s ∂S k
+            np.matmul(dS[r].transpose(0, 1, 3, 2), q[r], out=dk[r])  # ∂k = s ∂Sᵀ q
 
         def softmax_vjp(rows: slice) -> None:  # ATT.softmax: P ⊙ (∂P − Σ ∂P P), times s
+            if small:
+                products_in(rows)
             d, r = dS[rows], row[rows]
             np.vecdot(d, P[rows], out=r[..., 0])
             d -= r
             d *= P[rows]
             d *= scale
+            if small:
+                products_out(rows)
 
-        parallel_rows(softmax_vjp, n, self.H * t * t)
-        np.matmul(dS, k, out=dq)  # ∂q = s ∂S k
-        np.matmul(dS.transpose(0, 1, 3, 2), q, out=dk)  # ∂k = s ∂Sᵀ q
+        if small:
+            with one_blas_thread():
+                parallel_rows(softmax_vjp, n, self.H * t * t)
+        else:
+            products_in(slice(None))
+            parallel_rows(softmax_vjp, n, self.H * t * t)
+            products_out(slice(None))
         np.matmul(dqkv.T, x2d, out=grads["in_proj_weight"])
         if "in_proj_bias" in grads:
             np.sum(dqkv, axis=0, out=grads["in_proj_bias"])

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
-from manual_bp.layers.base import check_input
+from manual_bp.layers.layernorm_fast import LayerNormStep  # its own module: per-row passes
 from manual_bp.layers.steps import shape_buffers
 
 __all__ = ["BatchNormStep", "GroupNormStep", "LayerNormStep"]
@@ -162,107 +162,6 @@ class BatchNormStep:
                 dy[r] *= rep[0]
 
         parallel_rows(input_grad, n, ch * length)
-        return dy.reshape(self.shape)
-
-
-class LayerNormStep:
-    """Fast form of ``LayerNorm`` (``LAYER.layernorm``), rows split over the threads."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.shape: tuple[int, ...] = ()
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        layer = self.layer
-        d = math.prod(layer.normalized_shape)
-        check_input(
-            x,
-            layer,
-            ndim=range(len(layer.normalized_shape), 33),  # unbatched too, as torch
-            trailing=layer.normalized_shape,
-        )
-        r_count = x.size // d
-        dt = x.dtype
-        x_hat, out, stat, inv_std, _, ones = shape_buffers(
-            self._buffers,
-            x.shape,
-            lambda: (
-                np.empty((r_count, d), dt),
-                np.empty((r_count, d), dt),
-                np.empty(r_count, dt),
-                np.empty(r_count, dt),
-                np.empty(r_count, dt),
-                np.ones(d, dt),  # row sums as dot products: ~3× faster than sum(axis=1)
-            ),
-        )
-        self.shape = x.shape
-        x2 = x.reshape(r_count, d)
-        weight, bias, eps = layer.params.get("weight"), layer.params.get("bias"), layer.eps
-        if weight is not None:
-            weight = weight.reshape(-1)
-        if bias is not None:
-            bias = bias.reshape(-1)
-
-        def work(r: slice) -> None:
-            mean, s = stat[r], inv_std[r]
-            np.vecdot(x2[r], ones, out=mean)
-            mean /= d
-            np.subtract(x2[r], mean[:, None], out=x_hat[r])
-            np.vecdot(x_hat[r], x_hat[r], out=s)
-            s /= d
-            s += eps
-            np.sqrt(s, out=s)
-            np.divide(1.0, s, out=s)
-            x_hat[r] *= s[:, None]
-            if weight is not None:
-                np.multiply(x_hat[r], weight, out=out[r])
-                if bias is not None:
-                    out[r] += bias
-
-        parallel_rows(work, r_count, d)
-        return (x_hat if weight is None else out).reshape(x.shape)
-
-    def backward(
-        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
-    ) -> np.ndarray | None:
-        layer = self.layer
-        x_hat, scratch, mean_g, inv_std, mean_gx, ones_d = self._buffers[self.shape]
-        r_count, d = x_hat.shape
-        dy = dout.reshape(r_count, d)
-        weight = layer.params.get("weight")
-        if weight is not None:
-            weight = weight.reshape(-1)
-
-            def product(r: slice) -> None:
-                np.multiply(dy[r], x_hat[r], out=scratch[r])
-
-            parallel_rows(product, r_count, d)
-            ones = np.ones(r_count, dy.dtype)
-            np.matmul(ones, scratch, out=grads["weight"].reshape(-1))  # Σ_rows dy·x̂
-            if "bias" in grads:
-                np.matmul(ones, dy, out=grads["bias"].reshape(-1))  # Σ_rows dy
-        if not need_dx:
-            return None
-
-        def input_grad(r: slice) -> None:
-            g, xh, dyr = scratch[r], x_hat[r], dy[r]
-            if weight is None:
-                g[...] = dyr
-            else:
-                np.multiply(dyr, weight, out=g)
-            mg, mgx = mean_g[r], mean_gx[r]
-            np.vecdot(g, ones_d, out=mg)
-            mg /= d
-            np.vecdot(g, xh, out=mgx)
-            mgx /= d
-            # dx = s·(g − mean g − x̂·mean(g x̂)), into dout's memory
-            np.multiply(xh, mgx[:, None], out=dyr)
-            np.subtract(g, dyr, out=dyr)
-            dyr -= mg[:, None]
-            dyr *= inv_std[r][:, None]
-
-        parallel_rows(input_grad, r_count, d)
         return dy.reshape(self.shape)
 
 

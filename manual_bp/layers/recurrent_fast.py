@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from manual_bp._threads import one_blas_thread
+from manual_bp.layers.overlap import beside, offer
 from manual_bp.layers.recurrent_cells import _sigmoid, _tanh_grad
 
 __all__ = ["LSTMStep", "lstm_backward_fast", "lstm_forward_fast"]
@@ -140,10 +141,13 @@ class LSTMStep:
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.buf: dict[str, np.ndarray] | None = None
         self.shape: tuple | None = None
+        self.pending: list = []  # the layer above's work, run beside BPTT (overlap.beside)
 
     def _make(self, n: int, length: int, width: int, dtype) -> dict[str, np.ndarray]:
         H = self.layer.hidden_size
         e = np.empty
+        out = e((n, length, H), dtype)  # batch-major output
+        offer(out, self)  # the layer reading it may hand this step work for BPTT's loop
         return {
             "x": e((length, n, width), dtype),  # x time-major (for the GEMMs)
             "A": e((length, n, 4 * H), dtype),  # pre-activations, then gates in place
@@ -152,7 +156,7 @@ class LSTMStep:
             "tc": e((length, n, H), dtype),  # tanh c_t
             "tp": e((CHUNK, n, H), dtype),  # o ⊙ (1 − τ)(1 + τ), for BPTT
             "tg": e((CHUNK, n, H), dtype),  # scratch of BPTT's factors
-            "out": e((n, length, H), dtype),  # batch-major output
+            "out": out,
             "tmp4": e((n, 4 * H), dtype),
             "t1": e((n, H), dtype),
             "t2": e((n, H), dtype),
@@ -165,6 +169,7 @@ class LSTMStep:
         }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.pending.clear()  # work left by a backward pass that did not reach this step
         width = x.shape[2]
         if self.shape != x.shape:
             self.buf = shape_buffers_dict(self._buffers, x.shape, self._make, x.dtype)
@@ -198,8 +203,9 @@ class LSTMStep:
         b, H = self.buf, self.layer.hidden_size
         n, length, width = self.shape
         dA = b["dA"]
+        jobs, self.pending = self.pending, []
         with one_blas_thread(2 * n * H * 4 * H):  # the recurrent products are small
-            self._bptt(d_out)
+            beside(jobs, lambda: self._bptt(d_out))
         rows = dA.reshape(-1, 4 * H)
         np.dot(rows.T, b["x"].reshape(-1, width), out=grads["weight_ih_l0"])
         np.dot(rows.T, b["h"][:-1].reshape(-1, H), out=grads["weight_hh_l0"])

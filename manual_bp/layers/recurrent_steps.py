@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers.overlap import beside, offer
+
 __all__ = ["GRUStep", "RNNStep"]
 
 
@@ -33,14 +35,17 @@ class _HiddenStateStep:
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.buf: dict[str, np.ndarray] = {}
         self.shape: tuple | None = None
+        self.pending: list = []  # the layer above's work, run beside BPTT (overlap.beside)
 
     def _make(self, n: int, length: int, width: int, dtype: Any) -> dict[str, np.ndarray]:
         H, G, e = self.layer.hidden_size, self.gates, np.empty
+        out = e((n, length, H), dtype)  # batch-major output
+        offer(out, self)  # the layer reading it may hand this step work for BPTT's loop
         return {
             "x": e((length, n, width), dtype),  # x time-major (for the GEMMs)
             "A": e((length, n, G * H), dtype),  # input projections, then the gates in place
             "h": e((length + 1, n, H), dtype),  # h_0 … h_T
-            "out": e((n, length, H), dtype),  # batch-major output
+            "out": out,
             "gh": e((length, n, G * H), dtype),  # the hidden projections (GRU) / scratch
             "dA": e((length, n, G * H), dtype),  # ∂C/∂(input pre-activations)
             "dH": e((length, n, G * H), dtype),  # ∂C/∂(hidden pre-activations) (GRU)
@@ -53,6 +58,7 @@ class _HiddenStateStep:
 
     def _start(self, x: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
         """Buffers for ``x``'s shape, ``x`` time-major, ``A = x W_ihᵀ + bias``, ``h_0``."""
+        self.pending.clear()  # work left by a backward pass that did not reach this step
         if self.shape != x.shape:
             found = self._buffers.get(x.shape)
             if found is None:
@@ -124,6 +130,11 @@ class RNNStep(_HiddenStateStep):
     def backward(
         self, d_out: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
+        jobs, self.pending = self.pending, []
+        beside(jobs, lambda: self._bptt(d_out))
+        return self._finish_backward(self.buf["dA"], self.buf["dA"], grads, need_dx)
+
+    def _bptt(self, d_out: np.ndarray) -> None:
         b = self.buf
         h, dA, dh, t1 = b["h"], b["dA"], b["dh"], b["t1"]
         dh[...] = 0.0  # the final state is not an output
@@ -138,7 +149,6 @@ class RNNStep(_HiddenStateStep):
                 d *= t1
             d *= dh
             np.matmul(d, self.W_hh, out=dh)
-        return self._finish_backward(dA, dA, grads, need_dx)
 
 
 class GRUStep(_HiddenStateStep):
@@ -184,6 +194,11 @@ class GRUStep(_HiddenStateStep):
     def backward(
         self, d_out: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
+        jobs, self.pending = self.pending, []
+        beside(jobs, lambda: self._bptt(d_out))
+        return self._finish_backward(self.buf["dA"], self.buf["dH"], grads, need_dx)
+
+    def _bptt(self, d_out: np.ndarray) -> None:
         b, H = self.buf, self.layer.hidden_size
         A, Gh, h, dA, dH, dh, t1 = b["A"], b["gh"], b["h"], b["dA"], b["dH"], b["dh"], b["t1"]
         dh[...] = 0.0  # the final state is not an output
@@ -210,4 +225,3 @@ class GRUStep(_HiddenStateStep):
             dh *= z
             np.matmul(dhh, self.W_hh, out=t1)
             dh += t1
-        return self._finish_backward(dA, dH, grads, need_dx)

@@ -26,16 +26,18 @@ activation layer       ``ActivationStep`` (``activation``)         σ and its VJ
                                                                    rows over threads
 Conv1d, Conv2d         ``ConvStep`` (``convolution_fast``)         im2col/col2im panels, no
                                                                    transposed copies
-BatchNorm, LayerNorm   ``BatchNormStep``, ``LayerNormStep``        statistics, scale and
-                       (``normalisation_fast``)                    shift in one pass each
+BatchNorm              ``BatchNormStep`` (``normalisation_fast``)  statistics, scale and
+                                                                   shift in one pass each
+LayerNorm              ``LayerNormStep`` (``layernorm_fast``)      one row split a direction
 MaxPool2d, AvgPool2d,  ``MaxPoolStep``, ``AvgPoolStep``,           tiling windows by reshape
 GlobalAvgPool2d        ``GlobalAvgPoolStep`` (``pooling_fast``)
 MultiheadAttention     ``AttentionStep`` (``attention_fast``)      one q/k/v GEMM, batched
                                                                    heads, softmax VJP in place
 Residual               ``ResidualStep`` (``containers_fast``)      the branch's own steps
 LSTM, GRU, RNN         ``LSTMStep`` (``recurrent_fast``),          one input-projection GEMM,
-                       ``GRUStep``, ``RNNStep``                    time-major gates in place
-                       (``recurrent_steps``)
+                       ``GRUStep``, ``RNNStep``                    time-major gates in place;
+                       (``recurrent_steps``)                       the dense ∂W above runs
+                                                                   beside BPTT (``overlap``)
 Embedding              ``EmbeddingStep`` (``embedding``)           gather; sorted reduceat
 =====================  ==========================================  ==========================
 
