@@ -24,11 +24,23 @@ Dense                  ``DenseStep`` (``dense``)                   GEMMs into bu
                                                                    on one BLAS thread
 activation layer       ``ActivationStep`` (``activation``)         σ and its VJP in place,
                                                                    rows over threads
-Conv1d, Conv2d         ``ConvStep`` (``convolution_fast``)         im2col/col2im panels, no
-                                                                   transposed copies
+Conv1d, Conv2d,        ``ConvStep`` (``convolution_fast``)         im2col/col2im panels on
+Conv3d                                                             any number of axes, no
+                                                                   transposed copies; strided
+                                                                   ∂C/∂x by stride phases
+ConvTranspose1d/2d     ``ConvTransposeStep``                       ConvStep run backwards
+                       (``convolution_transpose_steps``)
 BatchNorm              ``BatchNormStep`` (``normalisation_fast``)  statistics, scale and
                                                                    shift in one pass each
 LayerNorm              ``LayerNormStep`` (``layernorm_fast``)      one row split a direction
+InstanceNorm, RMSNorm, ``InstanceNormStep``, ``RMSNormStep``,      group norm with a group per
+LocalResponseNorm      ``LRNStep`` (``normalisation_steps``)       channel; vecdot per row;
+                                                                   shifted-slice window sums
+PReLU, GLU, RReLU      ``PReLUStep``, ``GLUStep``, ``RReLUStep``   the readable expressions,
+                       (``activation_steps``)                      no masked copies
+Adaptive pools, LPPool ``AdaptivePoolStep``, ``LPPoolStep``        the tiled plain pool
+                       (``pooling_steps``)
+Bilinear               ``BilinearStep`` (``bilinear_steps``)       the quadratic form as GEMMs
 MaxPool2d, AvgPool2d,  ``MaxPoolStep``, ``AvgPoolStep``,           tiling windows by reshape
 GlobalAvgPool2d        ``GlobalAvgPoolStep`` (``pooling_fast``)
 MultiheadAttention     ``AttentionStep`` (``attention_fast``)      one q/k/v GEMM, batched
