@@ -144,7 +144,15 @@ __version__ = "0.2.0"
 
 # Importing a submodule binds its name here; the implementation modules that the API above
 # pulled in are not the API (``from manual_bp._validation import ...`` still works).
-_HIDDEN = ("_files", "_registry", "_threads", "_validation", "progress", "serialization_checks")
+_HIDDEN = (
+    "_arguments",
+    "_files",
+    "_registry",
+    "_threads",
+    "_validation",
+    "progress",
+    "serialization_checks",
+)
 for _module in _HIDDEN:
     globals().pop(_module, None)
 del _module

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.steps import shape_buffers
+from manual_bp.layers.torch_random import torch_uniform
 
 __all__ = ["GLUStep", "PReLUStep", "RReLUStep"]
 
@@ -130,8 +131,6 @@ class RReLUStep:
         self.x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        from manual_bp.layers.rectifiers import torch_uniform
-
         layer = self.layer
         out, slope, negative = shape_buffers(
             self._buffers,
