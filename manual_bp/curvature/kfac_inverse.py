@@ -29,8 +29,9 @@ import numpy as np
 from manual_bp._arguments import check_number
 from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import as_chain
+from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.kfac import kflr
-from manual_bp.curvature.sqrt_ggn import sqrt_ggn
+from manual_bp.curvature.loss import output_factor
 
 __all__ = ["DAMPINGS", "ekfac", "ekfac_product", "kfac_inverse_product"]
 
@@ -114,16 +115,51 @@ def kfac_inverse_product(
 @entry("x and y")
 def ekfac(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``[(Q_A, Q_B, s)]`` per layer (``CURV.ekfac``): the KFLR eigenbases and the corrected
-    eigenvalues ``s`` ``(m_out, m_in')``."""
+    eigenvalues ``s`` ``(m_out, m_in')``.
+
+    The factor columns ``V = Jᵀ S/√n`` come down the walk (``input_vjp``); a layer's
+    per-sample block gradients are its per-sample ``param_vjp`` of each column, rotated and
+    squared one column at a time. A link with ``one_output`` (dense) has the rank-one
+    ``S_{c,x} = V_{c,x} x̃ₓᵀ``, so ``s = Σ_{c,x} (Q_Bᵀ V_{c,x})² (Q_Aᵀ x̃ₓ)²ᵀ`` without them.
+    """
     factors = kflr(model, x, y)
-    columns = sqrt_ggn(model, x, y)  # (c, n, *p)
+    chain = as_chain(model)
+    x, y = chain.data(x, y)
+    caches, f = chain.forward(x)
+    S = output_factor(chain, f, y) / np.sqrt(x.shape[0])
+    at_output = backpropagate_factor(chain, caches, S)
+    links = [
+        (link, cache, V) for link, cache, V in zip(chain.links, caches, at_output, strict=True)
+    ]
     out = []
-    for index, (A, B) in zip(_blocks(model), factors, strict=True):
+    for (link, cache, V), (A, B) in zip([w for w in links if w[0].index], factors, strict=True):
         QA, QB = np.linalg.eigh(A)[1], np.linalg.eigh(B)[1]
-        S = _block(columns, index)  # (c, n, m_out, m_in')
-        rotated = np.einsum("ij,cnjk,kl->cnil", QB.T, S, QA, optimize=True)
-        out.append((QA, QB, (rotated * rotated).sum(axis=(0, 1))))
+        if link.one_output:
+            inp = cache.input
+            xt = (
+                np.hstack([inp, np.ones((inp.shape[0], 1), inp.dtype)])
+                if "bias" in link.index
+                else inp
+            )
+            s = np.einsum("cni,nj->ij", (V @ QB) ** 2, (xt @ QA) ** 2, optimize=True)
+        else:
+            s = np.zeros((B.shape[0], A.shape[0]), chain.dtype)
+            for c in range(V.shape[0]):
+                grads = link.layer.param_vjp(cache, V[c : c + 1], sum_batch=False)
+                block = _block([grads.get(name) for name in _names(link)], _local(link))[0]
+                rotated = np.einsum("ij,njk,kl->nil", QB.T, block, QA, optimize=True)
+                s += (rotated * rotated).sum(axis=0)
+        out.append((QA, QB, s))
     return out
+
+
+def _names(link) -> list[str]:
+    return list(link.index)
+
+
+def _local(link) -> dict[str, int]:
+    """The link's parameter names -> their position in :func:`_names`."""
+    return {name: i for i, name in enumerate(link.index)}
 
 
 def ekfac_product(

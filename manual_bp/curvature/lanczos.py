@@ -33,10 +33,20 @@ BREAKDOWN = 1e-10
 
 
 def lanczos(
-    matvec: Callable[[np.ndarray], np.ndarray], q: np.ndarray, m: int
+    matvec: Callable[[np.ndarray], np.ndarray],
+    q: np.ndarray,
+    m: int,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(α, β, Q)``: ``m`` (or fewer, at an invariant subspace) Lanczos steps from ``q``
-    (normalised here) with full reorthogonalisation (``CURV.lanczos``). ``Q`` ``(k, P)``."""
+    """``(α, β, Q)``: ``m`` Lanczos steps from ``q`` (normalised here) with full
+    reorthogonalisation (``CURV.lanczos``); ``Q`` ``(m, P)``, ``m ≤ P``.
+
+    At an invariant subspace (``β ≤ BREAKDOWN·‖M‖``) the iteration restarts from a random
+    vector (``rng``) orthogonal to ``Q``, with ``β = 0``: ``T`` becomes block diagonal, so
+    eigenvalues the start vector has (next to) no weight on are still found, and the first
+    rows of ``T``'s eigenvectors — the quadrature weights — are unchanged.
+    """
+    generator = np.random.default_rng(0) if rng is None else rng
     q = q / np.linalg.norm(q)
     Q, alpha, beta = [q], [], []
     norm = 0.0  # max ‖M qⱼ‖ so far: a lower bound on ‖M‖
@@ -44,16 +54,24 @@ def lanczos(
         w = matvec(Q[j])
         norm = max(norm, float(np.linalg.norm(w)))
         alpha.append(float(Q[j] @ w))
-        basis = np.stack(Q)
-        for _ in range(2):  # "twice is enough" (Kahan, Parlett)
-            w = w - basis.T @ (basis @ w)
-        b = float(np.linalg.norm(w))
-        # an invariant subspace: what is left is the rounding of M qⱼ (~ε‖M‖), not a direction
-        if j == m - 1 or b <= BREAKDOWN * norm:
+        if j == m - 1:
             break
+        basis = np.stack(Q)
+        w = _orthogonal(w, basis)
+        b = float(np.linalg.norm(w))
+        if b <= BREAKDOWN * norm:
+            # an invariant subspace: what is left is the rounding of M qⱼ (~ε‖M‖)
+            w = _orthogonal(generator.standard_normal(q.size).astype(q.dtype), basis)
+            w, b = w / np.linalg.norm(w), 0.0
         beta.append(b)
-        Q.append(w / b)
+        Q.append(w / b if b else w)
     return np.array(alpha), np.array(beta), np.stack(Q)
+
+
+def _orthogonal(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    for _ in range(2):  # "twice is enough" (Kahan, Parlett)
+        w = w - basis.T @ (basis @ w)
+    return w
 
 
 def _tridiagonal(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -81,16 +99,16 @@ def lanczos_eigenvalues(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(λ, V)``: the ``k`` Ritz values of largest magnitude (descending magnitude) and
     their Ritz vectors ``(k, P)`` after ``n_iter`` Lanczos steps (default
-    ``min(P, max(4k, 40))``; ``CURV.lanczos``). Exact at ``n_iter = P``. Fewer than ``k``
-    when the Krylov space of the start vector is invariant sooner (``β ≤ 10⁻¹⁰‖M‖``; a
-    repeated eigenvalue, zero included, is one Ritz value: Lanczos sees each once)."""
+    ``min(P, max(4k, 40))``; ``CURV.lanczos``). Exact at ``n_iter = P`` (restarting at an
+    invariant subspace, so repeated eigenvalues are found with their multiplicity)."""
     k = check_count(k, "k")
     chain, size, matvec = _operator(model, x, y, matrix)
     if k > size:
         raise ValueError(f"k = {k} exceeds the number of parameters, {size}")
     n_iter = min(size, max(4 * k, 40)) if n_iter is None else check_count(n_iter, "n_iter")
-    q = as_generator(rng, "rng").standard_normal(size).astype(chain.dtype)
-    alpha, beta, Q = lanczos(matvec, q, min(n_iter, size))
+    generator = as_generator(rng, "rng")
+    q = generator.standard_normal(size).astype(chain.dtype)
+    alpha, beta, Q = lanczos(matvec, q, min(n_iter, size), generator)
     theta, U = np.linalg.eigh(_tridiagonal(alpha, beta))
     order = np.argsort(-np.abs(theta), kind="stable")[: min(k, theta.size)]
     return theta[order], (Q.T @ U[:, order]).T
@@ -107,15 +125,15 @@ def spectral_density(
     n_vectors: int = 10,
     rng: np.random.Generator | int | None = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(nodes, weights)``, ``(K, m)`` each (``m ≤ n_iter``, zero-padded weights where a run
-    stops early): ``Σ weights = 1`` and ``Σ weights·f(nodes) ≈ tr f(M)/P`` (``CURV.slq``)."""
+    """``(nodes, weights)``, ``(K, m)`` each (``m = min(n_iter, P)``): ``Σ weights = 1``
+    and ``Σ weights·f(nodes) ≈ tr f(M)/P`` (``CURV.slq``)."""
     n_iter, n_vectors = check_count(n_iter, "n_iter"), check_count(n_vectors, "n_vectors")
     generator = as_generator(rng, "rng")
     chain, size, matvec = _operator(model, x, y, matrix)
     m = min(n_iter, size)
     nodes, weights = np.zeros((n_vectors, m)), np.zeros((n_vectors, m))
     for i in range(n_vectors):
-        alpha, beta, _ = lanczos(matvec, rademacher(generator, size, chain.dtype), m)
+        alpha, beta, _ = lanczos(matvec, rademacher(generator, size, chain.dtype), m, generator)
         theta, U = np.linalg.eigh(_tridiagonal(alpha, beta))
         nodes[i, : theta.size], weights[i, : theta.size] = theta, U[0] ** 2 / n_vectors
     return nodes, weights
