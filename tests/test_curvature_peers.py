@@ -20,11 +20,13 @@ from manual_bp import Dense, Sequential
 from manual_bp.curvature import gradient
 from manual_bp.curvature.chain import flatten
 from manual_bp.curvature.dp import dp_gradient, dp_sgd_step
+from manual_bp.curvature.fisher import efvp
 from manual_bp.curvature.hutchinson import hutchinson_diagonal, hutchinson_trace
 from manual_bp.curvature.kfac import kflr
-from manual_bp.curvature.kfac_inverse import kfac_inverse_product
+from manual_bp.curvature.kfac_inverse import ekfac, ekfac_product, kfac_inverse_product
 from manual_bp.curvature.lanczos import density_on_grid, lanczos_eigenvalues, spectral_density
 from manual_bp.curvature.per_sample import by_name, per_sample_gradients, per_sample_norms
+from manual_bp.curvature.sqrt_ggn import sqrt_ggn
 from manual_bp.layers.activation import ActivationLayer
 from reference.checks import CHECKS
 from reference.checks_curvature import random_curvature_case
@@ -246,3 +248,22 @@ def test_bad_arguments_are_refused_in_one_line(call, error, match):
     with pytest.raises(error, match=match) as info:
         call(model, x, y)
     assert "\n" not in str(info.value)
+
+
+def test_float32_models_keep_float32():
+    """A float32 model's results stay float32 (a float64 scalar would widen the factor
+    columns, which the layers refuse)."""
+    layers = [Dense(4, 5, dtype=np.float32), ActivationLayer("tanh"), Dense(5, 3, dtype=np.float32)]
+    model = Sequential(layers, "categorical-cross-entropy", dtype=np.float32)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    v = rng.standard_normal(43).astype(np.float32)
+    results = [
+        per_sample_gradients(model, x, y),
+        sqrt_ggn(model, x, y),
+        efvp(model, x, y, v),
+        ekfac_product(model, ekfac(model, x, y), v),
+        dp_gradient(model, x, y, max_grad_norm=1.0, noise_multiplier=1.0, rng=0),
+    ]
+    for result in results:
+        assert all(r.dtype == np.float32 for r in result)

@@ -22,6 +22,7 @@ that basis is the exact GGN's (the best diagonal there, in Frobenius norm).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,7 @@ def ekfac(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray, np.n
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    S = output_factor(chain, f, y) / np.sqrt(x.shape[0])
+    S = output_factor(chain, f, y) / math.sqrt(x.shape[0])  # a weak scalar: keeps float32
     at_output = backpropagate_factor(chain, caches, S)
     links = [
         (link, cache, V) for link, cache, V in zip(chain.links, caches, at_output, strict=True)

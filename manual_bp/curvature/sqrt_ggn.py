@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ __all__ = ["sqrt_ggn", "sqrt_ggn_mc"]
 def _sqrt(chain: Chain, caches: list, S: np.ndarray) -> list[np.ndarray]:
     n, c = S.shape[0], S.shape[2]
     out = [np.zeros((c, n, *shape), chain.dtype) for shape in chain.shapes]
-    at_output = backpropagate_factor(chain, caches, S / np.sqrt(n))
+    at_output = backpropagate_factor(chain, caches, S / math.sqrt(n))  # keeps float32
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         if link.index:
             for name, g in link.layer.param_vjp(cache, V, sum_batch=False).items():
