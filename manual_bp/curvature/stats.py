@@ -26,12 +26,14 @@ from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.loss import output_gradient
 
-__all__ = ["batch_gradient", "grad_norms", "grad_variance", "sum_grad_squared"]
+__all__ = ["batch_gradient", "errors", "grad_norms", "grad_variance", "sum_grad_squared"]
 
 
-def _errors(model: Any, x: Any, y: Any):
+def errors(model: Any, x: Any, y: Any):
     """``(chain, [(link, cache, δ)] for every link with parameters)``, per-sample errors
-    ``δₓ = ∂Cₓ/∂out`` at each such layer's output (no ``1/n``), by ``input_vjp``."""
+    ``δₓ = ∂Cₓ/∂out`` at each such layer's output (no ``1/n``), by ``input_vjp``: the
+    walk every per-sample quantity shares
+    (:func:`~manual_bp.curvature.per_sample.per_sample_gradients` too)."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
@@ -48,7 +50,7 @@ def _errors(model: Any, x: Any, y: Any):
 @entry("x and y")
 def grad_norms(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``‖∇θ Cₓ‖²`` per sample and parameter array: ``(n,)`` each (``CURV.grad-norms``)."""
-    chain, found = _errors(model, x, y)
+    chain, found = errors(model, x, y)
     n = found[0][2].shape[0]
     out = [np.zeros(n) for _ in chain.shapes]
     for link, cache, delta in found:
@@ -61,7 +63,7 @@ def grad_norms(model: Any, x: Any, y: Any) -> list[np.ndarray]:
 def sum_grad_squared(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``Σₓ (∇θ Cₓ)²`` elementwise, shaped like the parameters (``CURV.sum-grad-squared``):
     the squares of each layer's per-sample ``param_vjp`` of ``δ``, summed over the batch."""
-    chain, found = _errors(model, x, y)
+    chain, found = errors(model, x, y)
     out = chain.zeros()
     for link, cache, delta in found:
         for name, sq in link.param_squares(cache, delta[None], None, per_sample=False).items():
@@ -72,7 +74,7 @@ def sum_grad_squared(model: Any, x: Any, y: Any) -> list[np.ndarray]:
 @entry("x and y")
 def batch_gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``ḡ = (1/n) Σₓ ∇θ Cₓ = ∇C``: each layer's ``param_vjp`` of ``δ/n``."""
-    chain, found = _errors(model, x, y)
+    chain, found = errors(model, x, y)
     out = chain.zeros()
     for link, cache, delta in found:
         n = delta.shape[0]

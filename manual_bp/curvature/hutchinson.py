@@ -1,0 +1,89 @@
+"""Hutchinson's estimates of the trace and the diagonal of ``H``, ``G`` or ``F̂``.
+
+``CURV.hutchinson``: for Rademacher ``v`` (entries ±1 with probability ½, so
+``E[v vᵀ] = I``), ``E[vᵀ M v] = tr M`` and ``E[v ⊙ M v] = diag M`` (Hutchinson 1989;
+Bekas, Kokiopoulou & Saad 2007). ``K`` seeded draws give the mean and its standard error
+``s/√K`` (``s``: the sample standard deviation, ``ddof = 1``), from one matrix-vector product
+per draw (:func:`~manual_bp.curvature.rop.hvp`, :func:`~manual_bp.curvature.rop.ggnvp`,
+:func:`~manual_bp.curvature.fisher.efvp`); never the matrix. The variance of one trace draw
+is ``2 Σ_{i≠j} M_ij²`` (exact for Rademacher), of one diagonal draw ``Σ_{j≠i} M_ij²``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from manual_bp._arguments import as_generator, check_count
+from manual_bp.curvature._checks import entry
+from manual_bp.curvature.chain import as_chain, flatten
+from manual_bp.curvature.fisher import efvp
+from manual_bp.curvature.rop import ggnvp, hvp
+
+__all__ = ["PRODUCTS", "hutchinson_diagonal", "hutchinson_trace", "product_of", "rademacher"]
+
+#: The matrices a ``matrix=`` argument names, and their products.
+PRODUCTS: dict[str, Callable[..., list[np.ndarray]]] = {"hessian": hvp, "ggn": ggnvp, "ef": efvp}
+
+
+def product_of(matrix: Any) -> Callable[..., list[np.ndarray]]:
+    """The product function of ``matrix`` (``"hessian"``, ``"ggn"`` or ``"ef"``)."""
+    if not isinstance(matrix, str) or matrix not in PRODUCTS:
+        raise ValueError(f"matrix must be one of {sorted(PRODUCTS)}, got {matrix!r}")
+    return PRODUCTS[matrix]
+
+
+def rademacher(generator: np.random.Generator, size: int, dtype: Any = np.float64) -> np.ndarray:
+    """``size`` entries ±1, each with probability ½."""
+    return (2.0 * generator.integers(0, 2, size) - 1.0).astype(dtype)
+
+
+def _draws(model, x, y, matrix, n_samples, rng):
+    """``(vs, Mvs)`` ``(K, P)`` each: ``K`` Rademacher directions and their products."""
+    product = product_of(matrix)
+    n_samples = check_count(n_samples, "n_samples", minimum=2)
+    generator = as_generator(rng, "rng")
+    chain = as_chain(model)
+    chain.data(x, y)  # x and y refused before the first product
+    size = sum(int(np.prod(s)) for s in chain.shapes)
+    vs = np.stack([rademacher(generator, size, chain.dtype) for _ in range(n_samples)])
+    return chain, vs, np.stack([flatten(product(model, x, y, v)) for v in vs])
+
+
+def _mean_and_error(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return samples.mean(axis=0), samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0])
+
+
+@entry("x and y")
+def hutchinson_trace(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    matrix: str = "hessian",
+    n_samples: int = 100,
+    rng: np.random.Generator | int | None = 0,
+) -> tuple[float, float]:
+    """``(estimate, standard error)`` of ``tr M`` (``CURV.hutchinson``), ``n_samples ≥ 2``."""
+    _, vs, products = _draws(model, x, y, matrix, n_samples, rng)
+    mean, error = _mean_and_error(np.einsum("kp,kp->k", vs, products))
+    return float(mean), float(error)
+
+
+@entry("x and y")
+def hutchinson_diagonal(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    matrix: str = "hessian",
+    n_samples: int = 100,
+    rng: np.random.Generator | int | None = 0,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(estimate, standard error)`` of ``diag M`` (``CURV.hutchinson``), each a list shaped
+    like the parameters."""
+    chain, vs, products = _draws(model, x, y, matrix, n_samples, rng)
+    mean, error = _mean_and_error(vs * products)
+    return chain.check_direction(mean, "estimate"), chain.check_direction(error, "error")

@@ -1,0 +1,56 @@
+"""Symmetric factors of the GGN, exact and Monte-Carlo, as BackPACK's ``SqrtGGNExact``/``MC``.
+
+``CURV.sqrt-ggn``: with ``Sₓ Sₓᵀ = ∇²_f ℓ`` (``CURV.loss-factor``; ``c`` columns),
+``G = (1/n) Σₓ Jₓᵀ Sₓ Sₓᵀ Jₓ = Σ_{c,x} s_{c,x} s_{c,x}ᵀ`` with
+``s_{c,x} = Jₓᵀ Sₓ[:, c] / √n``: the columns of ``S`` come down the stack on the V axis
+(``input_vjp``) and every layer's per-sample ``param_vjp`` turns them into ``(c, n, *p)``
+(BackPACK's layout). ``CURV.sqrt-ggn-mc``: the same from the sampled factor
+(:func:`~manual_bp.curvature.loss.sampled_factor`), ``E[Σ s sᵀ] = G``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from manual_bp._arguments import as_generator, check_count
+from manual_bp.curvature._checks import entry
+from manual_bp.curvature.chain import Chain, as_chain
+from manual_bp.curvature.diagonal import backpropagate_factor
+from manual_bp.curvature.loss import output_factor, sampled_factor
+
+__all__ = ["sqrt_ggn", "sqrt_ggn_mc"]
+
+
+def _sqrt(chain: Chain, caches: list, S: np.ndarray) -> list[np.ndarray]:
+    n, c = S.shape[0], S.shape[2]
+    out = [np.zeros((c, n, *shape), chain.dtype) for shape in chain.shapes]
+    at_output = backpropagate_factor(chain, caches, S / math.sqrt(n))  # keeps float32
+    for link, cache, V in zip(chain.links, caches, at_output, strict=True):
+        if link.index:
+            for name, g in link.layer.param_vjp(cache, V, sum_batch=False).items():
+                out[link.index[name]] = g
+    return out
+
+
+@entry("x and y")
+def sqrt_ggn(model: Any, x: Any, y: Any) -> list[np.ndarray]:
+    """``(c, n, *p)`` per parameter with ``G = Σ_{c,x} s sᵀ`` (``CURV.sqrt-ggn``)."""
+    chain = as_chain(model)
+    x, y = chain.data(x, y)
+    caches, f = chain.forward(x)
+    return _sqrt(chain, caches, output_factor(chain, f, y))
+
+
+@entry("x and y")
+def sqrt_ggn_mc(
+    model: Any, x: Any, y: Any, *, rng: np.random.Generator | int | None = None, n_samples: int = 1
+) -> list[np.ndarray]:
+    """``(M, n, *p)`` per parameter, ``E[Σ s sᵀ] = G`` (``CURV.sqrt-ggn-mc``)."""
+    generator, n_samples = as_generator(rng, "rng"), check_count(n_samples, "n_samples")
+    chain = as_chain(model)
+    x, y = chain.data(x, y)
+    caches, f = chain.forward(x)
+    return _sqrt(chain, caches, sampled_factor(chain, f, y, generator, n_samples))
