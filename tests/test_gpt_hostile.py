@@ -109,3 +109,16 @@ def test_generate_edges(model):
     assert model.generate(idx[:0], 3).shape == (0, 6)
     with pytest.raises(ValueError, match="temperature must be a finite real number > 0"):
         model.generate(idx, 1, temperature=0.0)
+
+
+@pytest.mark.parametrize("fast", [None, True])
+def test_the_fused_trainer_refuses_a_gpt_in_one_line(model, fast):
+    """``train``'s fused path does not take a GPT yet: one line naming ``fast=False``, before
+    any step (the parameters unchanged); the readable path trains it."""
+    from manual_bp.training import train
+
+    x = np.random.default_rng(0).integers(0, 5, (8, 4))
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=r"GPT: the fused trainer .* fast=False"):
+        train(model, x, x, epochs=1, batch_size=4, optimizer="adam", fast=fast)
+    assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
