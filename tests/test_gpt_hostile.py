@@ -122,3 +122,35 @@ def test_the_fused_trainer_refuses_a_gpt_in_one_line(model, fast):
     with pytest.raises(ValueError, match=r"GPT: the fused trainer .* fast=False"):
         train(model, x, x, epochs=1, batch_size=4, optimizer="adam", fast=fast)
     assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_targets_with_no_counted_position_are_refused_naming_the_argument(model):
+    """torch's mean over no target is NaN; the library refuses it, naming the caller's name."""
+    x, none = np.array([[1, 2]]), np.full((1, 2), -1)
+    for call, name in ((model.backprop, "y"), (model.loss, "targets"), (model.accuracy, "y"),
+                       (model.cost_and_outputs, "y")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"GPT: {name} has no counted position"):
+            call(x, none)
+    with pytest.raises(ValueError, match="GPT: targets has no counted position"):
+        model.output_cost(model.infer(x), none)
+
+
+def test_nanogpt_step_is_the_train_step(model):
+    """:class:`NanoGPTStep` (what ``train`` runs) is ``train_step``'s iteration: clipping (an
+    active bound), AdamW in two groups, the warm-up cosine rate per iteration."""
+    from manual_bp.schedules_warmup import WarmupCosineLR
+    from manual_bp.training.gpt_train import NanoGPTStep, configure_optimizers, train_step
+
+    rng = np.random.default_rng(1)
+    a, b = model.copy(), model.copy()
+    step = NanoGPTStep(configure_optimizers(a, 0.1, 1e-2), 1e-3, WarmupCosineLR(None, 2, 5))
+    plain = configure_optimizers(b, 0.1, 1e-2)
+    schedule = WarmupCosineLR(plain, 2, 5)
+    for _ in range(4):
+        x, y = rng.integers(0, 5, (3, 4)), rng.integers(0, 5, (3, 4))
+        loss, grads = a.loss_and_gradients(x, y)
+        step.step(a.parameter_arrays(), grads)
+        assert loss == train_step(b, plain, x, y, 1e-3, schedule)
+    for name, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[name], err_msg=name)
+    assert step.lr == plain.lr
