@@ -154,3 +154,22 @@ def test_nanogpt_step_is_the_train_step(model):
     for name, value in a.state_dict().items():
         np.testing.assert_array_equal(value, b.state_dict()[name], err_msg=name)
     assert step.lr == plain.lr
+
+
+@pytest.mark.parametrize(
+    ("entry", "position", "name"),
+    [("forward", 0, "x"), ("infer", 0, "x"), ("predict", 0, "x"), ("backprop", 0, "x"),
+     ("backprop", 1, "y"), ("loss", 0, "idx"), ("loss", 1, "targets"), ("generate", 0, "idx"),
+     ("accuracy", 1, "y"), ("cost_and_outputs", 0, "x"), ("output_cost", 1, "targets")],
+)  # fmt: skip
+def test_every_entry_names_the_argument_the_caller_passed(model, entry, position, name):
+    """A wrong shape is refused with the caller's own name first (``x`` of ``forward``,
+    ``idx`` of ``loss``): the hostile driver's check ("x " in "idx ") cannot tell them apart."""
+    x = np.array([[1, 2, 3]])
+    args = {"generate": [x, 1], "forward": [x], "infer": [x], "predict": [x]}.get(entry, [x, x])
+    if entry == "output_cost":
+        args[0] = model.infer(x)
+    args[position] = x[..., None]  # rank + 1
+    with pytest.raises(ValueError) as caught:
+        getattr(model, entry)(*args)
+    assert str(caught.value).startswith(f"GPT: {name} has shape"), caught.value
