@@ -114,11 +114,11 @@ def preflight_gpt(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_gpt(args: argparse.Namespace) -> int:
+    from manual_bp.commands.train import train  # the command's one training entry
     from manual_bp.models.gpt import GPT, GPTConfig
     from manual_bp.schedules_warmup import WarmupCosineLR
     from manual_bp.serialization import save
     from manual_bp.text_data import exact_match, load_text_task, prompts, sample_length, solve
-    from manual_bp.training import train
     from manual_bp.training.gpt_train import NanoGPTStep, configure_optimizers
 
     started = time.perf_counter()
