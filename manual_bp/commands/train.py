@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from manual_bp.models.sequential import Sequential
 
     if is_gpt(args):
-        return run_gpt(args)
+        return run_gpt(args, train)
     started = time.perf_counter()
     spec = _preflight(args)  # every flag, input and output path: before any long work
     step = step_from_args(args)  # eta (plain SGD) or optimizer, and schedule: passed on as is

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from manual_bp._argtypes import non_negative_float, non_negative_int, positive_int
@@ -113,8 +114,9 @@ def preflight_gpt(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def run_gpt(args: argparse.Namespace) -> int:
-    from manual_bp.commands.train import train  # the command's one training entry
+def run_gpt(args: argparse.Namespace, train: Callable[..., Any]) -> int:
+    """The GPT route of ``train``; ``train`` is the command's training entry (its module's
+    :func:`~manual_bp.training.train`, passed in: this module does not import the command)."""
     from manual_bp.models.gpt import GPT, GPTConfig
     from manual_bp.schedules_warmup import WarmupCosineLR
     from manual_bp.serialization import save

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._arguments import as_generator, check_count, check_flag, check_number
 from manual_bp._validation import check_layer_array, check_nonempty
 from manual_bp.layers._entry import memory_limit
 from manual_bp.layers.containers import stack_backward
@@ -52,6 +51,8 @@ class GPTConfig:
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
+        from manual_bp._arguments import check_count, check_flag, check_number
+
         # NumPy scalars are taken and stored as Python's (the config is saved as JSON)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = check_count(getattr(self, name), f"GPTConfig: {name}", minimum=1)
@@ -374,6 +375,8 @@ class GPT(Sequential):
         context cropped to the last ``block_size`` tokens. Runs in evaluation mode.
         ``max_new_tokens ≥ 0``, ``temperature`` finite and ``> 0``, ``top_k ≥ 1`` (above the
         vocabulary: all kept, as nanoGPT's), ``rng`` a seed or Generator: else one line."""
+        from manual_bp._arguments import as_generator, check_count, check_number
+
         idx = self.check_batch_array(idx, "idx")  # B = 0: (0, T + max_new_tokens), as torch
         max_new_tokens = check_count(max_new_tokens, "GPT.generate: max_new_tokens", minimum=0)
         if idx.shape[0] * (idx.shape[1] + max_new_tokens) * 8 > memory_limit():
