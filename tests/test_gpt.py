@@ -351,7 +351,11 @@ def test_generate_samples_within_the_vocabulary_and_top_1_is_greedy():
             lambda: GPT(GPTConfig(5, 4, 1, 1, 4)).backprop(
                 np.zeros((1, 2), int), np.full((1, 2), -2)
             ),
-            "targets",
+            "y holds",  # the argument the caller passed
+        ),
+        (
+            lambda: GPT(GPTConfig(5, 4, 1, 1, 4)).loss(np.zeros((1, 2), int), np.full((1, 2), 5)),
+            "targets holds",
         ),
     ],
 )

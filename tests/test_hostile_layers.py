@@ -398,17 +398,19 @@ def _check_empty(layer: Any, entry: str, x: np.ndarray) -> None:
 
 # ---------------------------------------------------------------------- models
 def _models() -> dict[str, Any]:
-    from manual_bp import Network, Sequential
+    from manual_bp import GPT, GPTConfig, Network, Sequential
 
     spec = [("dense", (4,), {}), "relu", ("dense", (3,), {}), "softmax"]
+    config = GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=4)
     return {
         "Sequential": lambda: Sequential.from_spec(spec, input_shape=(5,), seed=0),
         "Network": lambda: Network([5, 4, 3], seed=0),
+        "GPT": lambda: GPT(config, seed=0),
     }
 
 
 #: the arguments that carry data, in every model method's signature
-DATA_ARGUMENTS = {"x", "y", "out", "targets", "dout"}
+DATA_ARGUMENTS = {"x", "y", "out", "targets", "dout", "idx"}
 #: public model methods without a data argument (structure, state, construction)
 MODEL_NOT_ENTRIES = {
     "append", "children", "copy", "eval", "from_config", "from_network", "from_spec",
@@ -444,9 +446,12 @@ def test_every_public_model_method_is_covered():
 def _model_arguments(model: Any, method: str, rng) -> dict[str, Any]:
     x = rng.standard_normal((4, 5))
     y = np.array([0, 1, 2, 1])
+    if getattr(model, "config", None) is not None:  # a GPT: token indices in, next tokens out
+        x, y = rng.integers(0, 5, (4, 3)), rng.integers(0, 5, (4, 3))
     out = model.infer(x)
     values = {"x": x, "y": y, "out": out, "targets": model.prepare_targets(y, 4)}
     values["dout"] = rng.standard_normal(out.shape)
+    values["idx"] = x
     if method == "backprop_single":
         values["x"], values["y"] = x[0], values["targets"][0]
     return values
@@ -476,6 +481,8 @@ def test_hostile_inputs_to_every_model_method(model_name, data):
             args[n] = model._stack_forward(values["x"])[1]
         elif n == "batch":
             args[n] = 4
+        elif n == "max_new_tokens":  # GPT.generate: its scalars are driven in test_gpt_hostile
+            args[n] = 2
     target = data.draw(st.sampled_from(entries_found[method]))
     how = data.draw(st.sampled_from(MODEL_HOSTILE))
     value = args[target]

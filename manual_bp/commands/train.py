@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from manual_bp.commands.train_gpt import TEXT_TASKS, add_gpt_arguments, is_gpt, run_gpt
 from manual_bp.optimizers.cli import add_optimizer_arguments, step_from_args
 from manual_bp.serialization import save
 from manual_bp.training import train
@@ -68,11 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     data.add_argument(
         "--task",
-        choices=("copy", "reverse", "sum", "parity", "ctc-copy"),
+        choices=("copy", "reverse", "sum", "parity", "ctc-copy", *TEXT_TASKS),
         help="train a sequence model on a synthetic task (integer sequences, per-position "
         "labels; needs --layers or --model), e.g. --task reverse --layers "
         "'embedding(8, 16), lstm(32, bidirectional=True), dense, softmax'; ctc-copy: noisy "
-        "one-hot frames with blanks, the target the collapsed symbols (--cost ctc)",
+        "one-hot frames with blanks, the target the collapsed symbols (--cost ctc); "
+        "addition: 'a+b=c.' text for --model gpt",
     )
     data.add_argument(
         "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"
@@ -89,7 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--model",
         metavar="FILE",
         type=Path,
-        help="a layer stack from a .json or .toml spec: {layers = [...], cost = ...}",
+        help="a layer stack from a .json or .toml spec: {layers = [...], cost = ...}; or the "
+        "literal 'gpt': a small GPT on a text --task (see --gpt)",
     )
     model.add_argument(
         "--sizes",
@@ -150,6 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="seed of initialiser and shuffling (default: %(default)s)",
     )
     add_optimizer_arguments(parser)  # --optimizer, --lr, --schedule & co.
+    add_gpt_arguments(parser)  # --gpt, --digits, --grad-clip & co. (commands/train_gpt.py)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--save", metavar="FILE", type=Path, help="save the trained network (.json or .npz)"
@@ -169,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     from manual_bp.models.network import Network
     from manual_bp.models.sequential import Sequential
 
+    if is_gpt(args):
+        return run_gpt(args, train)
     started = time.perf_counter()
     spec = _preflight(args)  # every flag, input and output path: before any long work
     step = step_from_args(args)  # eta (plain SGD) or optimizer, and schedule: passed on as is
@@ -282,6 +288,8 @@ def _preflight(args: argparse.Namespace) -> dict | None:
     from manual_bp._files import check_distinct, check_input_dir, check_output_file
     from manual_bp.model_spec import SpecError, load_spec_file, parse_layers
 
+    if args.task in TEXT_TASKS or args.gpt is not None:
+        raise ValueError(f"--task {args.task} and --gpt train a GPT: give --model gpt")
     if args.layers is not None and args.model is not None:
         raise ValueError("give --layers or --model, not both")
     if args.task is not None and args.mnist is not None:

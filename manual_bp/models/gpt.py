@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.containers import stack_backward, stack_forward
+from manual_bp._validation import check_layer_array, check_nonempty
+from manual_bp.layers._entry import memory_limit
+from manual_bp.layers.containers import stack_backward
 from manual_bp.layers.normalisation import LayerNorm
 from manual_bp.models.gpt_layers import Block, GPTEmbedding, LMHead
 from manual_bp.models.parameters import IncompatibleKeys
@@ -49,16 +51,22 @@ class GPTConfig:
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
+        from manual_bp._arguments import check_count, check_flag, check_number
+
+        # NumPy scalars are taken and stored as Python's (the config is saved as JSON)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
+            value = check_count(getattr(self, name), f"GPTConfig: {name}", minimum=1)
+            object.__setattr__(self, name, value)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig: n_head {self.n_head} does not divide n_embd {self.n_embd}"
             )
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+        dropout = check_number(self.dropout, "GPTConfig: dropout", zero=True)
+        if dropout >= 1.0:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "dropout", dropout)
+        for name in ("bias", "tie_weights"):
+            object.__setattr__(self, name, check_flag(getattr(self, name), f"GPTConfig: {name}"))
 
 
 @dataclass
@@ -96,6 +104,30 @@ def cross_entropy_fused(
     return loss, logits
 
 
+def _check_fits_in_memory(c: GPTConfig, dtype: np.dtype) -> None:
+    """Refuse, before building a layer, a config whose parameters and gradients alone
+    exceed the machine's memory (``n_layer = 2**40`` would build blocks for ever)."""
+    e, bias = c.n_embd, int(c.bias)
+    block = 12 * e * e + (9 + 4 * bias) * e  # c_attn, c_proj, c_fc, c_proj; ln_1, ln_2
+    head = 0 if c.tie_weights else c.vocab_size * e
+    count = (c.vocab_size + c.block_size) * e + c.n_layer * block + (1 + bias) * e + head
+    needed, limit = 2 * count * dtype.itemsize, memory_limit()
+    if needed > limit:
+        raise ValueError(
+            f"GPT: config has {count:.3g} parameters, {needed / 2**30:.3g} GiB with their "
+            f"gradients as {dtype}: more than this machine's memory ({limit / 2**30:.3g} GiB)"
+        )
+
+
+def _check_counted(targets: np.ndarray, name: str) -> None:
+    """Refuse targets with no counted position (all ``ignore_index``)."""
+    if not (targets != IGNORE_INDEX).any():
+        raise ValueError(
+            f"GPT: {name} has no counted position (every target is ignore_index "
+            f"{IGNORE_INDEX}); a mean loss over none is undefined"
+        )
+
+
 class GPT(Sequential):
     """GPT-2 / nanoGPT's ``GPT`` (see the module docstring).
 
@@ -106,7 +138,7 @@ class GPT(Sequential):
         (:meth:`reset_parameters`)
     dtype : float64 (default) or float32
 
-    ``forward(idx)`` gives ``(logits, caches)`` for token indices ``idx`` (B, T), T ≤
+    ``forward(x)`` gives ``(logits, caches)`` for token indices ``x`` (B, T), T ≤
     ``block_size``; :meth:`backprop` (``idx``, ``targets``) the mean loss and every gradient.
     """
 
@@ -123,6 +155,7 @@ class GPT(Sequential):
             raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         self.config = c = config
         dtype = np.dtype(dtype)
+        _check_fits_in_memory(c, dtype)
         embedding = GPTEmbedding(c.vocab_size, c.block_size, c.n_embd, c.dropout, dtype)
         blocks = [Block(c.n_embd, c.n_head, c.dropout, c.bias, dtype) for _ in range(c.n_layer)]
         ln_f = LayerNorm(c.n_embd, bias=c.bias, dtype=dtype)
@@ -168,52 +201,70 @@ class GPT(Sequential):
                 array[...] = rng.normal(0.0, 0.02, array.shape)
 
     # ------------------------------------------------------------------ data
-    def prepare_inputs(self, x: Any, name: str = "idx") -> np.ndarray:
-        """Token indices ``(B, T)``, integers in ``[0, vocab_size)``, ``1 ≤ T ≤ block_size``."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer token indices, got dtype {x.dtype}")
-        if x.ndim != 2 or x.shape[0] < 1 or not 1 <= x.shape[1] <= self.config.block_size:
+    def check_batch_array(self, x: Any, name: str = "x") -> np.ndarray:
+        """Token indices ``(B, T)`` as int64: integers in ``[0, vocab_size)``, ``1 ≤ T ≤
+        block_size``; ``B = 0`` passes (empty logits, as nanoGPT's forward). The model's one
+        input check (every entry, with the caller's argument ``name``)."""
+        check_layer_array(x, "GPT", name, indices=True)  # not an array, complex, bool …
+        if x.dtype.kind not in "iu":  # torch's embedding takes Long/Int indices only
+            raise TypeError(f"GPT: {name} holds token indices and must be integers, got {x.dtype}")
+        if x.ndim != 2 or not 1 <= x.shape[1] <= self.config.block_size:
             raise ValueError(
-                f"{name} has shape {x.shape}; expected (batch, T) with 1 <= T <= "
-                f"block_size {self.config.block_size}"
+                f"GPT: {name} has shape {x.shape}; expected (batch, T) token indices with "
+                f"1 <= T <= block_size {self.config.block_size}"
             )
-        if x.min() < 0 or x.max() >= self.config.vocab_size:
-            raise ValueError(f"{name} holds indices outside [0, {self.config.vocab_size})")
+        if x.size and (x.min() < 0 or x.max() >= self.config.vocab_size):
+            raise ValueError(f"GPT: {name} holds indices outside [0, {self.config.vocab_size})")
         return x.astype(np.int64, copy=False)
 
-    def prepare_targets(self, y: Any, batch: int, name: str = "targets") -> np.ndarray:
-        """Next-token indices shaped like the inputs; ``-1`` (``ignore_index``) is ignored."""
-        y = np.asarray(y)
+    def prepare_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """:meth:`check_batch_array`, not empty: the inputs of a mean loss."""
+        x = self.check_batch_array(x, name)
+        check_nonempty(x, f"GPT: {name}")
+        return x
+
+    def prepare_targets(self, y: Any, batch: int, name: str = "y") -> np.ndarray:
+        """Next-token indices ``(batch, T)`` as int64, in ``[0, vocab_size)`` or ``-1``
+        (``ignore_index``: left out of the mean), at least one counted (the targets of a mean:
+        torch's mean over none is NaN, which the library never returns)."""
+        check_layer_array(y, "GPT", name, indices=True)
         if y.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer token indices, got dtype {y.dtype}")
+            raise TypeError(f"GPT: {name} holds token indices and must be integers, got {y.dtype}")
         if y.ndim != 2 or y.shape[0] != batch:
-            raise ValueError(f"{name} has shape {y.shape}; expected ({batch}, T)")
-        if y.min() < IGNORE_INDEX or y.max() >= self.config.vocab_size:
-            raise ValueError(f"{name} holds indices outside [0, {self.config.vocab_size}) and -1")
+            raise ValueError(f"GPT: {name} has shape {y.shape}; expected ({batch}, T)")
+        if y.size and (y.min() < IGNORE_INDEX or y.max() >= self.config.vocab_size):
+            raise ValueError(
+                f"GPT: {name} holds indices outside [0, {self.config.vocab_size}) and -1"
+            )
+        _check_counted(y, name)
         return y.astype(np.int64, copy=False)
 
+    def _inputs_and_targets(
+        self, x: Any, y: Any, names: tuple[str, str] = ("x", "y")
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets of a mean loss, of one shape, the callers' ``names`` in messages."""
+        x = self.prepare_inputs(x, names[0])
+        y = self.prepare_targets(y, x.shape[0], names[1])
+        if y.shape != x.shape:
+            raise ValueError(
+                f"GPT: {names[1]} has shape {y.shape}; the next tokens of {names[0]} "
+                f"{x.shape} have its shape"
+            )
+        return x, y
+
     # ------------------------------------------------------------------ forward / backward
-    def forward(self, x: Any) -> tuple[np.ndarray, list[Any]]:
-        """``(logits (B, T, V), caches)`` in the current mode."""
-        return stack_forward(self.layers, self.prepare_inputs(x))
-
-    def __call__(self, x: Any) -> np.ndarray:
-        return self.forward(x)[0]
-
     def loss(self, idx: Any, targets: Any) -> float:
         """The mean cross-entropy of the next tokens (nanoGPT's ``loss``)."""
-        logits, _ = self.forward(idx)
-        y = self.prepare_targets(targets, logits.shape[0])
-        return cross_entropy_fused(logits, y)[0]
+        idx, targets = self._inputs_and_targets(idx, targets, ("idx", "targets"))
+        return cross_entropy_fused(self._stack_forward(idx)[0], targets)[0]
 
     def backprop(
         self, x: Any, y: Any, *, input_grad: bool = False, keep_logits: bool = False
     ) -> GPTGradients:
         """Loss and gradients by state-dict name (``GPT.block``, ``GPT.tied``, ``GPT.lm-ce``).
         ``keep_logits`` keeps a copy of the logits (the fused loss overwrites the buffer)."""
-        logits, caches = self.forward(x)
-        targets = self.prepare_targets(y, logits.shape[0])
+        x, targets = self._inputs_and_targets(x, y)
+        logits, caches = self._stack_forward(x)
         kept = logits.copy() if keep_logits else None
         loss, d_logits = cross_entropy_fused(logits, targets)
         _, grads = stack_backward(self.layers, d_logits, caches, input_grad=False)
@@ -238,24 +289,39 @@ class GPT(Sequential):
         return result.loss, [result.params[name] for name in self._parameter_names]
 
     # ------------------------------------------------------------------ evaluation
-    def check_batch_array(self, x: Any, name: str = "idx") -> np.ndarray:
-        return self.prepare_inputs(x, name)
-
     def cost_and_outputs(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
         """``(mean loss, logits)`` in evaluation mode (the training loop's monitor)."""
-        idx = self.prepare_inputs(x)
-        targets = self.prepare_targets(y, idx.shape[0])
-        logits = self.infer(idx)
+        x, targets = self._inputs_and_targets(x, y)
+        logits = self._infer(x)[0]
         return self.output_cost(logits, targets), logits
 
     def output_cost(self, out: np.ndarray, targets: np.ndarray) -> float:
         """The mean cross-entropy of logits ``out`` (not overwritten) over counted targets."""
+        out, targets = self._outputs_and_targets(out, targets)
         return cross_entropy_fused(np.array(out, dtype=self.dtype), targets)[0]
 
     def output_accuracy(self, out: np.ndarray, targets: np.ndarray) -> float:
         """The fraction of counted positions whose most likely token is the target."""
+        out, targets = self._outputs_and_targets(out, targets)
         counted = targets != IGNORE_INDEX
         return float((out.argmax(axis=-1)[counted] == targets[counted]).mean())
+
+    def _outputs_and_targets(self, out: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(B, T, vocab_size)`` (float32/float64, not empty) and next-token targets
+        ``(B, T)`` (:meth:`prepare_targets`) with at least one counted position."""
+        check_layer_array(out, "GPT", "out")
+        check_nonempty(out, "GPT: out")
+        if out.ndim != 3 or out.shape[-1] != self.config.vocab_size:
+            raise ValueError(
+                f"GPT: out has shape {out.shape}; expected logits (batch, T, "
+                f"{self.config.vocab_size})"
+            )
+        targets = self.prepare_targets(targets, out.shape[0], "targets")
+        if targets.shape != out.shape[:-1]:
+            raise ValueError(
+                f"GPT: targets have shape {targets.shape}; logits {out.shape} take {out.shape[:-1]}"
+            )
+        return out, targets
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -306,32 +372,12 @@ class GPT(Sequential):
     ) -> np.ndarray:
         """nanoGPT's ``generate``: append ``max_new_tokens`` samples to ``idx`` (B, T), each
         from ``softmax(logits_last / temperature)`` restricted to the ``top_k`` largest, the
-        context cropped to the last ``block_size`` tokens. Runs in evaluation mode."""
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or top_k < 1):  # fmt: skip
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        rng = np.random.default_rng(rng)
-        idx = self.prepare_inputs(idx)
-        mode = self.training
-        self.eval()
-        try:
-            for _ in range(int(max_new_tokens)):
-                logits = self(idx[:, -self.config.block_size :])[:, -1, :] / temperature
-                if top_k is not None:
-                    k = min(top_k, logits.shape[-1])
-                    kth = np.sort(logits, axis=-1)[:, -k][:, None]
-                    logits = np.where(logits < kth, -np.inf, logits)
-                logits = logits - logits.max(axis=-1, keepdims=True)
-                probs = np.exp(logits)
-                probs /= probs.sum(axis=-1, keepdims=True)
-                draws = rng.random((idx.shape[0], 1))
-                nxt = (probs.cumsum(axis=-1) < draws).sum(axis=-1, keepdims=True)
-                idx = np.concatenate([idx, np.minimum(nxt, probs.shape[-1] - 1)], axis=1)
-        finally:
-            self.train(mode)
-        return idx
+        context cropped to the last ``block_size`` tokens. Runs in evaluation mode.
+        ``max_new_tokens ≥ 0``, ``temperature`` finite and ``> 0``, ``top_k ≥ 1`` (above the
+        vocabulary: all kept, as nanoGPT's), ``rng`` a seed or Generator: else one line."""
+        from manual_bp.models.gpt_sampling import generate
+
+        return generate(self, idx, max_new_tokens, temperature, top_k, rng)
 
 
 MODELS[GPT.name] = GPT

@@ -68,6 +68,13 @@ class GPTEmbedding(NamedChildren, Layer):
         x, drop_cache = self.drop.forward(tokens + positions)
         return x, PartCache(idx, [token_cache, position_cache, drop_cache])
 
+    def fast_step(self) -> Any:
+        """Refused: the fused trainer does not take a GPT yet (its seed is the fused
+        cross-entropy over ``ignore_index``); the GPT trains on ``train``'s readable path."""
+        raise ValueError(
+            "GPT: the fused trainer does not take a GPT yet; train it with train(..., fast=False)"
+        )
+
     def backward(self, dout: np.ndarray, cache: PartCache) -> tuple[None, dict]:
         token_cache, position_cache, drop_cache = cache.steps
         dx, _ = self.drop.backward(dout, drop_cache)

@@ -14,7 +14,7 @@ from manual_bp.optimizers.adam import AdamW
 from manual_bp.optimizers.base import Optimizer
 from manual_bp.training.clip import clip_grad_norm_
 
-__all__ = ["GroupedAdamW", "configure_optimizers", "train_step"]
+__all__ = ["GroupedAdamW", "NanoGPTStep", "configure_optimizers", "train_step"]
 
 
 class GroupedAdamW(Optimizer):
@@ -82,3 +82,46 @@ def train_step(model: Any, optimizer: Optimizer, idx: Any, targets: Any,
     if schedule is not None:
         schedule.step()
     return loss
+
+
+class NanoGPTStep(Optimizer):
+    """nanoGPT's iteration as one optimizer, so :func:`~manual_bp.training.train` (its
+    readable path, ``fast=False``) runs it unchanged: global-norm clipping of the gradients
+    to ``grad_clip`` (None: none), ``optimizer``'s step (:class:`GroupedAdamW`), then the
+    per-iteration ``schedule``'s next rate (:class:`~manual_bp.schedules_warmup.WarmupCosineLR`,
+    bound here; None: a constant rate)."""
+
+    name = "nanogpt_step"
+    equation = "OPT.adamw"
+
+    def __init__(self, optimizer: Optimizer, grad_clip: float | None = 1.0,
+                 schedule: Any = None) -> None:  # fmt: skip
+        self.optimizer, self.grad_clip, self.schedule = optimizer, grad_clip, schedule
+        if schedule is not None:
+            schedule.bind(optimizer)
+
+    @property
+    def lr(self) -> float:  # type: ignore[override]
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.optimizer.lr = value
+
+    @property
+    def t(self) -> int:  # type: ignore[override]
+        return self.optimizer.t
+
+    def reset(self) -> None:
+        if hasattr(self, "optimizer"):
+            self.optimizer.reset()
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "grad_clip": self.grad_clip}
+
+    def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        if self.grad_clip is not None:
+            clip_grad_norm_(grads, self.grad_clip)
+        self.optimizer.step(params, grads)
+        if self.schedule is not None:
+            self.schedule.step()
