@@ -31,6 +31,7 @@ from manual_bp.layers.pooling_select import (
     select_scatter,
     window_maximum,
 )
+from manual_bp.layers.pooling_steps import FractionalMaxPoolStep
 
 __all__ = ["FractionalMaxPool2d", "FractionalMaxPool3d", "fractional_starts"]
 
@@ -228,6 +229,12 @@ class FractionalMaxPoolNd(SelectionProducts, Layer):
                 f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
             )
         return select_scatter(dout, cache.indices, x.shape, x.dtype), {}
+
+    def fast_step(self) -> Any:
+        """Training's fast form: every plane's windows at once
+        (:class:`~manual_bp.layers.pooling_steps.FractionalMaxPoolStep`), the same samples,
+        maxima, winners and ∂C/∂x bits as :meth:`forward`/:meth:`backward`."""
+        return FractionalMaxPoolStep(self)
 
     def __repr__(self) -> str:
         target = (
