@@ -173,3 +173,51 @@ def test_threads_give_identical_bits():
             assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2), layer
     finally:
         manual_bp.set_num_threads(before)
+
+
+def _edge_samples(dtype, size: int, out: int, kernel: int) -> np.ndarray:
+    """Samples α in ``dtype`` at, and three ulps either side of, every ``α`` where
+    ``(y + α)·step`` crosses an integer (``step = (S − k)/(O − 1)``): where the truncation
+    flips, float32 arithmetic and float64 arithmetic on a float32 α disagree."""
+    step = dtype(size - kernel) / dtype(out - 1)
+    found = []
+    for m in range(1, size):
+        for y in range(out - 1):
+            centre = dtype(m / float(step) - y)
+            for shift in range(-3, 4):
+                a = centre
+                for _ in range(abs(shift)):
+                    a = np.nextafter(a, dtype(2 if shift > 0 else -1))
+                if 0 <= a < 1:
+                    found.append(a)
+    return np.array(found, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_starts_at_rounding_edges_match_torch(dtype, dims):
+    """Window starts from samples on both sides of and exactly at each truncation edge:
+    torch computes ``(i + α)·step`` in the input's precision (``scalar_t``), so must the
+    readable form and the step. Winners (torch's indices), outputs and ∂C/∂x against
+    torch in the same dtype; the step against the readable form bit for bit."""
+    size, out, kernel = (13, 7, 2) if dims == 2 else (12, 6, 2)
+    edge = _edge_samples(dtype, size, out, kernel)
+    n = len(edge)
+    rng = np.random.default_rng(0)
+    samples = np.stack([np.roll(edge, a) for a in range(dims)], -1)[:, None, :]  # (N, 1, D)
+    x = rng.standard_normal((n, 1, *(size,) * dims)).astype(dtype)
+    layer = CLASSES[dims](kernel, output_size=out, return_indices=True, _random_samples=samples)
+    out_r, cache = layer.forward(x)
+    module = getattr(torch.nn, f"FractionalMaxPool{dims}d")(
+        kernel, output_size=out, return_indices=True, _random_samples=torch.tensor(samples)
+    )
+    xt = torch.tensor(x, requires_grad=True)
+    t_out, t_idx = module(xt)
+    dout = rng.standard_normal(t_out.shape).astype(dtype)
+    t_out.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(layer.indices(cache), t_idx.numpy())
+    np.testing.assert_array_equal(out_r, t_out.detach().numpy())
+    out_s, dx_s, _ = run_step(layer.fast_step(), x, dout)
+    np.testing.assert_array_equal(out_s, out_r)
+    np.testing.assert_array_equal(dx_s, layer.backward(dout, cache)[0])
+    np.testing.assert_allclose(dx_s, xt.grad.numpy(), rtol=1e-6, atol=0)

@@ -150,27 +150,17 @@ class FractionalMaxPoolStep:
         self.winners: np.ndarray | None = None
 
     def _starts(self, samples: np.ndarray, size: tuple[int, ...], out: tuple[int, ...]):
-        """``(N·C, O_a)`` window starts per axis (``fractional_starts`` for every plane)."""
+        """``(N·C, O_a)`` window starts per axis (``fractional_starts`` on every plane's
+        sample at once: the readable form's own arithmetic)."""
+        from manual_bp.layers.pooling_fractional import fractional_starts  # it imports us
+
         layer = self.layer
         order = (1, 0) if layer.dims == 2 else (0, 1, 2)  # torch's sample order
         planes = samples.shape[0] * samples.shape[1]
-        every = []
-        for a, (s, o, k) in enumerate(zip(size, out, layer.kernel, strict=True)):
-            starts = np.empty((planes, o), dtype=np.int64)
-            alpha_t = samples[:, :, order[a]].reshape(planes, 1)
-            if o > 1:
-                t = alpha_t.dtype.type
-                alpha = t(s - k) / t(o - 1)
-                y = np.arange(o - 1)
-                np.subtract(
-                    ((y + alpha_t) * alpha).astype(np.int64),
-                    (alpha_t * alpha).astype(np.int64),
-                    out=starts[:, :-1],
-                )
-            if o > 0:
-                starts[:, -1] = s - k
-            every.append(starts)
-        return every
+        return [
+            fractional_starts(samples[:, :, order[a]].reshape(planes), s, o, k)
+            for a, (s, o, k) in enumerate(zip(size, out, layer.kernel, strict=True))
+        ]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``LAYER.fractional-maxpool``: each window's maximum and its winner's index."""
