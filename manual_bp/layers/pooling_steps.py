@@ -16,6 +16,7 @@ different sizes) trains through the readable form.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -133,9 +134,10 @@ class FractionalMaxPoolStep:
         starts     ``seq_a`` of every plane and axis in one vectorised
                    ``generate_intervals`` (the same arithmetic, in x's precision)
         forward    per kernel offset t, the tap ``x[m_t(y)]`` gathered by flat index into a
-                   buffer; a running max replacing on ``tap > max`` (the first maximum
-                   wins ties) or, if x holds a NaN, on ``tap > max or tap is NaN`` (the
-                   last NaN: torch's scan) — the winners' flat indices kept beside it
+                   buffer (``flat[t:]`` read at the windows' first positions); a running
+                   max, the offset t recorded where ``tap > max`` (the first maximum wins
+                   ties) or, if x holds a NaN, where ``tap > max or tap is NaN`` (the last
+                   NaN: torch's scan); the winners' flat indices from the offsets at the end
         backward   ``∂C/∂x`` as one ``bincount`` over the winners (overlapping windows
                    sharing a winner add), the readable form's own scatter: the same bits
 
@@ -172,10 +174,11 @@ class FractionalMaxPoolStep:
         planes, windows, plane = n * c, int(np.prod(out)), int(np.prod(size))
 
         def make() -> tuple[np.ndarray, ...]:
-            kinds = (x.dtype, x.dtype, np.int64, np.int64, np.int64, bool)
+            small = np.int16 if math.prod(layer.kernel) < 2**15 else np.int32
+            kinds = (x.dtype, x.dtype, np.int64, np.int64, small, small, bool)
             return tuple(np.empty((planes, windows), kind) for kind in kinds)
 
-        best, tap, winner, base, index, replace = shape_buffers(self._buffers, x.shape, make)
+        best, tap, winner, base, which, spare, replace = shape_buffers(self._buffers, x.shape, make)
         self.shape, self.winners = x.shape, winner
         # the windows' first positions, as global flat indices into x
         base_view = base.reshape(planes, *out)
@@ -188,28 +191,29 @@ class FractionalMaxPoolStep:
         offsets = [
             int(np.dot(offset, strides)) for offset in np.ndindex(*layer.kernel)
         ]  # kernel offsets in row-major order (the readable scan's)
+        table = np.array(offsets, dtype=np.int64)
         flat = x.reshape(-1)
         has_nan = bool(np.isnan(np.sum(x)))  # also ∞ − ∞: the NaN-aware scan is exact then too
 
         def scan(rows: slice) -> None:
-            b, v, w, i, r, m = (
-                base[rows],
-                tap[rows],
-                winner[rows],
-                index[rows],
-                replace[rows],
-                best[rows],
-            )
-            np.copyto(w, b)
-            np.take(flat, w, out=m, mode="clip")
-            for off in offsets[1:]:
-                np.add(b, off, out=i)
-                np.take(flat, i, out=v, mode="clip")
+            b, v, m, r = base[rows], tap[rows], best[rows], replace[rows]
+            t, u = which[rows], spare[rows]
+            np.take(flat, b, out=m, mode="clip")
+            t.fill(0)
+            for k, off in enumerate(offsets[1:], 1):
+                np.take(flat[off:], b, out=v, mode="clip")  # x[base + off], no index pass
                 np.greater(v, m, out=r)
-                if has_nan:
+                if has_nan:  # torch's `val > max or isnan(val)`: the last NaN wins
                     r |= np.isnan(v)
-                np.copyto(m, v, where=r)
-                np.copyto(w, i, where=r)
+                    np.copyto(m, v, where=r)
+                else:
+                    np.maximum(m, v, out=m)
+                # t = k where replaced: max(t, r·k), k above every earlier offset (a
+                # masked copy costs ~15× this on random masks)
+                np.multiply(r, t.dtype.type(k), out=u)
+                np.maximum(t, u, out=t)
+            np.take(table, t, out=winner[rows])
+            winner[rows] += b
 
         parallel_rows(scan, planes, windows * len(offsets))
         return best.reshape(n, c, *out)
