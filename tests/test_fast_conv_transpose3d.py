@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manual_bp
-from manual_bp.layers import ConvTranspose3d, LazyConvTranspose3d, convolution_fast
+from manual_bp.layers import ConvTranspose2d, ConvTranspose3d, LazyConvTranspose3d, convolution_fast
 from manual_bp.layers.convolution_transpose_steps import ConvTransposeStep
 from tests.fast_step_checks import check_against_readable, check_training, run_step
 from tests.test_fast_conv_transpose import _layer, transpose_geometries
@@ -138,3 +138,15 @@ def test_3d_threads_give_identical_bits():
                 assert np.array_equal(g1[name], g2[name]), (layer, name)
     finally:
         manual_bp.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_2d_strided_large_output_uses_the_phase_forward(dtype):
+    """A strided ConvTranspose2d whose output is above ``BATCH_LAST_SIZE`` (39·39·16):
+    ConvStep's buffers then hold the stride-phase plan and no channel-major col2im
+    buffer, so the forward must take the phase path (it raised a TypeError before)."""
+    rng = np.random.default_rng(0)
+    layer = ConvTranspose2d(32, 16, 3, stride=2, padding=1, seed=0, dtype=dtype)
+    make = lambda n: rng.standard_normal((n, 32, 20, 20)).astype(dtype)  # noqa: E731
+    step = check_against_readable(layer, make, (2, 1), rng)
+    assert step.buf["plan"] is not None and step.buf["dxp"] is None
