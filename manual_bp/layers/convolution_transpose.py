@@ -269,8 +269,9 @@ class _ConvTransposeNd(ConvTransposeProducts, Layer):
 
     def fast_step(self) -> Any:
         """Training's fast form: ConvStep run backwards
-        (:mod:`~manual_bp.layers.convolution_transpose_steps`) for ConvTranspose1d/2d;
-        ConvTranspose3d and the cases listed there train through the readable form."""
+        (:mod:`~manual_bp.layers.convolution_transpose_steps`) for ConvTranspose1d/2d/3d;
+        the readable implementation and an uninitialised lazy layer train through the
+        readable form."""
         return conv_transpose_fast_step(self)
 
     @classmethod

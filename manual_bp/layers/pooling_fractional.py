@@ -31,6 +31,7 @@ from manual_bp.layers.pooling_select import (
     select_scatter,
     window_maximum,
 )
+from manual_bp.layers.pooling_steps import FractionalMaxPoolStep
 
 __all__ = ["FractionalMaxPool2d", "FractionalMaxPool3d", "fractional_starts"]
 
@@ -38,15 +39,21 @@ _AXES = {2: "(C, H, W)", 3: "(C, D, H, W)"}
 
 
 def fractional_starts(sample: Any, size: int, out: int, kernel: int) -> np.ndarray:
-    """torch's ``generate_intervals``: the ``out`` window starts on an axis of ``size``
-    for one sample ``α`` (a NumPy scalar: the arithmetic keeps its precision)."""
-    starts = np.zeros(out, dtype=np.int64)
+    """torch's ``generate_intervals``: the ``out`` window starts on an axis of ``size`` for
+    a sample ``α`` — a NumPy scalar, or an array of samples (then ``(*sample.shape, out)``,
+    one row of starts each). The arithmetic stays in the samples' precision, as torch's
+    ``scalar_t``: ``(y + α)·step`` rounds in float32 for float32 samples (in float64 a
+    float32 α near ``m/step − y`` truncates to the other side of ``m``)."""
+    sample = np.asarray(sample)
+    t = sample.dtype.type
+    starts = np.zeros((*sample.shape, out), dtype=np.int64)
     if out > 1:
-        alpha = type(sample)(size - kernel) / type(sample)(out - 1)
-        y = np.arange(out - 1)
-        starts[:-1] = ((y + sample) * alpha).astype(np.int64) - int(sample * alpha)
+        alpha = t(size - kernel) / t(out - 1)
+        y = np.arange(out - 1, dtype=sample.dtype)
+        a = sample[..., None]
+        starts[..., :-1] = ((y + a) * alpha).astype(np.int64) - (a * alpha).astype(np.int64)
     if out > 0:
-        starts[-1] = size - kernel
+        starts[..., -1] = size - kernel
     return starts
 
 
@@ -228,6 +235,12 @@ class FractionalMaxPoolNd(SelectionProducts, Layer):
                 f"{self!r}: upstream gradient has shape {np.shape(dout)}, expected {expected}"
             )
         return select_scatter(dout, cache.indices, x.shape, x.dtype), {}
+
+    def fast_step(self) -> Any:
+        """Training's fast form: every plane's windows at once
+        (:class:`~manual_bp.layers.pooling_steps.FractionalMaxPoolStep`), the same samples,
+        maxima, winners and ∂C/∂x bits as :meth:`forward`/:meth:`backward`."""
+        return FractionalMaxPoolStep(self)
 
     def __repr__(self) -> str:
         target = (
