@@ -28,8 +28,14 @@ Conv1d, Conv2d,        ``ConvStep`` (``convolution_fast``)         im2col/col2im
 Conv3d                                                             any number of axes, no
                                                                    transposed copies; strided
                                                                    ∂C/∂x by stride phases
-ConvTranspose1d/2d     ``ConvTransposeStep``                       ConvStep run backwards
-                       (``convolution_transpose_steps``)
+ConvTranspose1d/2d/3d  ``ConvTransposeStep``                       ConvStep run backwards on
+                       (``convolution_transpose_steps``)           any number of axes; x on
+                                                                   K's larger grid when
+                                                                   output_padding ≥ stride
+FractionalMaxPool2d/3d ``FractionalMaxPoolStep``                   every plane's windows at
+                       (``pooling_steps``)                         once: the layer's own
+                                                                   draw, gathered taps, the
+                                                                   readable bincount scatter
 BatchNorm              ``BatchNormStep`` (``normalisation_fast``)  statistics, scale and
                                                                    shift in one pass each
 LayerNorm              ``LayerNormStep`` (``layernorm_fast``)      one row split a direction
