@@ -54,8 +54,8 @@ MUTATIONS = [
         "BP2",
         "σ' → σ in hidden layers (an elementwise activation's VJP)",
         "manual_bp/activations/base.py",
-        "        return grad_a * self.derivative(z, a)\n",
-        "        return grad_a * self.forward(z)\n",
+        "        return grad_a * type(self).derivative.unchecked(self, z, a)  # checked on entry\n",
+        "        return grad_a * type(self).forward.unchecked(self, z)  # checked on entry\n",
         "tests/test_backprop.py::test_bp2_hidden_errors",
     ),
     Mutation(
