@@ -103,6 +103,42 @@ def hostile_counts(_, model=None):
         yield Refuse, value
 
 
+def hostile_sample_counts(_, model=None):
+    """Counts of random draws for a standard error (``ddof = 1``): ``≥ 2``."""
+    yield Same(2), np.int64(2)
+    yield Same(3), np.uint8(3)
+    for value in (1, 0, -1, 2.0, np.float64(2), True, "2", None, [2]):
+        yield Refuse, value
+
+
+def hostile_optional_counts(_, model=None):
+    """A count where None means the default."""
+    yield Accept, None
+    for verdict, value in hostile_counts(_):
+        if value is not None:
+            yield verdict, value
+
+
+def hostile_positives(_, model=None):
+    """A finite real number ``> 0`` (a learning rate, a clipping norm, a width)."""
+    yield Accept, 1
+    yield Accept, 5e-324
+    yield Same(float(np.float32(0.5))), np.float32(0.5)
+    for value in (0.0, -0.0, -1e-9, -1, np.nan, np.inf, "1", None, True, [1.0]):
+        yield Refuse, value
+
+
+def hostile_widths(_, model=None):
+    """A Gaussian's width ``σ``: finite, at least the smallest normal float64."""
+    tiny = np.finfo(np.float64).tiny
+    yield Accept, tiny
+    yield Refuse, np.nextafter(tiny, 0)
+    yield Refuse, 5e-324
+    for verdict, value in hostile_positives(_):
+        if value != 5e-324:
+            yield verdict, value
+
+
 def hostile_tolerances(_, model=None):
     yield Accept, 0.0
     yield Accept, 1
@@ -242,8 +278,14 @@ def _real(value) -> bool:
 #: Which drawn scalars each kind accepts (both sides of, and exactly at, every edge).
 SCALAR_RULES = {
     "count": lambda v: _real(v) and isinstance(v, (int, np.integer)) and v >= 1,
+    "sample_count": lambda v: _real(v) and isinstance(v, (int, np.integer)) and v >= 2,
+    "optional_count": lambda v: (
+        v is None or (_real(v) and isinstance(v, (int, np.integer)) and v >= 1)
+    ),
     "tolerance": lambda v: _real(v) and np.isfinite(v) and v >= 0,
     "positive": lambda v: _real(v) and np.isfinite(v) and v > 0,
+    # a Gaussian's width: its peak 1/(σ√2π) overflows below the smallest normal float
+    "width": lambda v: _real(v) and np.isfinite(v) and v >= np.finfo(np.float64).tiny,
     "step": lambda v: _real(v) and np.finfo(np.float64).eps <= v < 1,
     "seed": lambda v: v is None or (_real(v) and isinstance(v, (int, np.integer)) and v >= 0),
     "flag": lambda v: isinstance(v, (bool, np.bool_)),

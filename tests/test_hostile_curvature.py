@@ -13,6 +13,7 @@ use (a convolution, dropout in training mode, NaN weights) are named.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -41,8 +42,12 @@ from tests.hostile_entries import (
     check_hostile,
     hostile_counts,
     hostile_flags,
+    hostile_optional_counts,
+    hostile_positives,
+    hostile_sample_counts,
     hostile_seeds,
     hostile_tolerances,
+    hostile_widths,
     public_functions,
 )
 
@@ -285,6 +290,235 @@ ENTRIES: dict[str, Entry] = {
 }
 
 
+def _restoring(function):
+    """``function`` with its model's parameters restored afterwards: an in-place step leaves
+    the shared :data:`MODELS` (and the clean call a ``Same`` verdict makes) untouched. A
+    refusal that changed them first is an error (the checks come before any work)."""
+
+    @functools.wraps(function)
+    def restoring(model, *args, **kwargs):
+        arrays = model.parameter_arrays() if hasattr(model, "parameter_arrays") else []
+        saved = [p.copy() for p in arrays]
+        try:
+            return function(model, *args, **kwargs)
+        except (TypeError, ValueError):
+            pairs = zip(arrays, saved, strict=True)
+            if any(not np.array_equal(p, s, equal_nan=True) for p, s in pairs):
+                raise RuntimeError("the parameters changed before the refusal") from None
+            raise
+        finally:
+            for p, s in zip(arrays, saved, strict=True):
+                p[...] = s
+
+    return restoring
+
+
+def _values_of(function):
+    """``function`` returning a dict, as the list of its values (what the property reads)."""
+
+    @functools.wraps(function)
+    def values(*args, **kwargs):
+        return list(function(*args, **kwargs).values())
+
+    return values
+
+
+def _kflr(m, x, y):
+    return CURVATURE["kfac.kflr"](m, x, y)
+
+
+NODES = np.array([[-1.0, 0.5, 2.0], [0.0, 1.0, 3.0]])
+WEIGHTS = np.array([[0.2, 0.2, 0.1], [0.25, 0.15, 0.1]])
+MATRIX_MC = {"matrix": "matrix", "n_samples": "sample_count", "rng": "seed"}
+DP = {
+    "max_grad_norm": "positive", "noise_multiplier": "tolerance", "noise": "noise",
+    "rng": "seed", "expected_batch_size": "optional_count",
+}  # fmt: skip
+
+
+def _dp(m, x, y):
+    return {"max_grad_norm": 0.7, "noise_multiplier": 1.1, "noise": _flat_direction(m)}
+
+
+ENTRIES.update(
+    {
+        "per_sample.per_sample_gradients": _entry("per_sample.per_sample_gradients"),
+        "per_sample.per_sample_norms": Entry(
+            CURVATURE["per_sample.per_sample_norms"],
+            lambda m, x, y: {"gradients": CURVATURE["per_sample.per_sample_gradients"](m, x, y)},
+            {"gradients": "batch_arrays"},
+        ),
+        "per_sample.by_name": Entry(
+            _values_of(CURVATURE["per_sample.by_name"]),
+            lambda m, x, y: {"model": m, "arrays": _list_direction(m)},
+            {"model": "model", "arrays": "arrays"},
+        ),
+        "conventions.to_backpack_batch_grad": Entry(
+            CURVATURE["conventions.to_backpack_batch_grad"],
+            lambda m, x, y: {"gradients": CURVATURE["per_sample.per_sample_gradients"](m, x, y)},
+            {"gradients": "batch_arrays"},
+        ),
+        "conventions.to_backpack_sum_grad_squared": Entry(
+            CURVATURE["conventions.to_backpack_sum_grad_squared"],
+            lambda m, x, y: {"sgs": _list_direction(m), "n": 4},
+            {"sgs": "arrays", "n": "count"},
+        ),
+        "conventions.to_backpack_variance": Entry(
+            CURVATURE["conventions.to_backpack_variance"],
+            lambda m, x, y: {"variance": _list_direction(m), "n": 4},
+            {"variance": "arrays", "n": "count"},
+        ),
+        "conventions.to_backpack_kron": Entry(
+            CURVATURE["conventions.to_backpack_kron"],
+            lambda m, x, y: {"model": m, "factors": _kflr(m, x, y)},
+            {"model": "model", "factors": "factors"},
+        ),
+        "fisher.efvp": _entry(
+            "fisher.efvp", lambda m, x, y: {"v": _flat_direction(m)}, {"v": "direction"}
+        ),
+        "fisher.ef_diagonal": _entry("fisher.ef_diagonal"),
+        "fisher.ef_matrix": _entry("fisher.ef_matrix"),
+        "sqrt_ggn.sqrt_ggn": _entry("sqrt_ggn.sqrt_ggn"),
+        "sqrt_ggn.sqrt_ggn_mc": _entry(
+            "sqrt_ggn.sqrt_ggn_mc",
+            lambda m, x, y: {"rng": 5, "n_samples": 2},
+            {"rng": "seed", "n_samples": "count"},
+        ),
+        "hutchinson.hutchinson_trace": _entry(
+            "hutchinson.hutchinson_trace",
+            lambda m, x, y: {"matrix": "hessian", "n_samples": 2, "rng": 5},
+            MATRIX_MC,
+        ),
+        "hutchinson.hutchinson_diagonal": _entry(
+            "hutchinson.hutchinson_diagonal",
+            lambda m, x, y: {"matrix": "hessian", "n_samples": 2, "rng": 5},
+            MATRIX_MC,
+        ),
+        "lanczos.lanczos_eigenvalues": _entry(
+            "lanczos.lanczos_eigenvalues",
+            lambda m, x, y: {"k": 1, "matrix": "hessian", "n_iter": 3, "rng": 5},
+            {"k": "count", "matrix": "matrix", "n_iter": "optional_count", "rng": "seed"},
+            models=("regression",),
+        ),
+        "lanczos.spectral_density": _entry(
+            "lanczos.spectral_density",
+            lambda m, x, y: {"matrix": "hessian", "n_iter": 3, "n_vectors": 2, "rng": 5},
+            {"matrix": "matrix", "n_iter": "count", "n_vectors": "count", "rng": "seed"},
+            models=("regression",),
+        ),
+        "lanczos.density_on_grid": Entry(
+            CURVATURE["lanczos.density_on_grid"],
+            lambda m, x, y: {
+                "nodes": NODES,
+                "weights": WEIGHTS,
+                "grid": np.linspace(-2, 4, 7),
+                "sigma": 0.3,
+            },
+            {"nodes": "vector", "weights": "vector", "grid": "vector", "sigma": "width"},
+            models=("regression",),
+        ),
+        "kfac_inverse.kfac_inverse_product": Entry(
+            CURVATURE["kfac_inverse.kfac_inverse_product"],
+            lambda m, x, y: {
+                "model": m,
+                "factors": _kflr(m, x, y),
+                "v": _list_direction(m),
+                "damping": 1e-3,
+                "mode": "factors",
+                "min_damping": 1e-8,
+            },
+            {
+                "model": "model",
+                "factors": "factors",
+                "v": "direction",
+                "damping": "tolerance",
+                "mode": "mode",
+                "min_damping": "tolerance",
+            },
+        ),
+        "kfac_inverse.ekfac": _entry("kfac_inverse.ekfac"),
+        "kfac_inverse.ekfac_product": Entry(
+            CURVATURE["kfac_inverse.ekfac_product"],
+            lambda m, x, y: {
+                "model": m,
+                "factors": CURVATURE["kfac_inverse.ekfac"](m, x, y),
+                "v": _flat_direction(m),
+                "damping": 0.0,
+            },
+            {"model": "model", "factors": "factors", "v": "direction", "damping": "tolerance"},
+        ),
+        "dp.dp_gradient": _entry("dp.dp_gradient", _dp, DP),
+        "dp.dp_sgd_step": Entry(
+            _restoring(CURVATURE["dp.dp_sgd_step"]),
+            lambda m, x, y: {**_model_xy(m, x, y), **_dp(m, x, y), "lr": 0.1},
+            {**XY, **DP, "lr": "positive"},
+        ),
+    }
+)
+
+
+def hostile_batch_arrays(arrays, model=None):
+    """Per-sample arrays ``(n, *p)``: a common non-empty leading axis."""
+    yield from hostile_arrays(arrays, model)
+    yield Refuse, [arrays[0][:-1], *arrays[1:]]
+    yield Refuse, [a[:0] for a in arrays]
+    yield Refuse, [np.float64(1.0), *arrays[1:]]
+    yield Refuse, [np.where(np.arange(arrays[0].size).reshape(arrays[0].shape) == 1, np.inf,
+                            arrays[0]), *arrays[1:]]  # fmt: skip
+    yield Refuse, [a.astype(int) for a in arrays]
+
+
+def hostile_factors(factors, model=None):
+    """Kronecker factors ``[(A, B)]`` (or EKFAC's ``[(Q_A, Q_B, s)]``) per layer."""
+    first = factors[0]
+    yield Refuse, None
+    yield Refuse, []
+    yield Refuse, "factors"
+    yield Refuse, factors[:-1]
+    yield Refuse, [*factors, factors[-1]]
+    yield Refuse, [first[:-1], *factors[1:]]
+    yield Refuse, [(None, *first[1:]), *factors[1:]]
+    yield Refuse, [(first[0] * 1j, *first[1:]), *factors[1:]]
+    yield Refuse, [(first[0].astype(int), *first[1:]), *factors[1:]]
+    yield Refuse, [(np.full_like(first[0], np.nan), *first[1:]), *factors[1:]]
+    yield Refuse, [(first[0][:-1], *first[1:]), *factors[1:]]
+    yield Refuse, [(first[0][None], *first[1:]), *factors[1:]]
+    yield Refuse, [(first[0].astype(str), *first[1:]), *factors[1:]]
+    yield Refuse, [np.stack(first[:2]), *factors[1:]]
+    yield Same(factors), tuple(factors)
+    yield Same(factors), [[a.tolist() for a in f] for f in factors]
+
+
+def hostile_modes(_, model=None):
+    yield Same("factors"), "factors"
+    yield Accept, "heuristic"
+    yield Accept, "exact"
+    for value in ("Factors", "", "kfac", 3, None, ("factors",)):
+        yield Refuse, value
+
+
+def hostile_noise(noise, model):
+    """DP-SGD's noise ``ξ``: a direction, or None (drawn from ``rng``)."""
+    for verdict, value in hostile_directions(noise, model):
+        yield (Accept, None) if value is None else (verdict, value)
+
+
+def hostile_vectors(v, model=None):
+    """Real arrays of any shape (nodes, weights, a grid)."""
+    yield Refuse, None
+    yield Refuse, v * 1j
+    yield Refuse, np.where(np.arange(v.size).reshape(v.shape) == 1, np.nan, v)
+    yield Refuse, np.full_like(v, np.inf)
+    yield Refuse, v[:0]
+    yield Refuse, v > 0
+    yield Refuse, v.astype(object)
+    yield Refuse, v.astype(str)
+    yield Refuse, "v"
+    yield Same(v), v.tolist()
+    yield Same(np.round(v * 4) / 4), np.round(v * 4) / 4
+    yield Same(v.astype(np.float32).astype(np.float64)), v.astype(np.float32)
+
+
 def hostile_arrays(arrays, model=None):
     yield Refuse, None
     yield Refuse, []
@@ -308,6 +542,15 @@ HOSTILE = {
     "layer": hostile_layers,
     "ggn": hostile_ggn,
     "arrays": hostile_arrays,
+    "batch_arrays": hostile_batch_arrays,
+    "sample_count": hostile_sample_counts,
+    "optional_count": hostile_optional_counts,
+    "positive": hostile_positives,
+    "width": hostile_widths,
+    "factors": hostile_factors,
+    "mode": hostile_modes,
+    "noise": hostile_noise,
+    "vector": hostile_vectors,
 }
 
 

@@ -20,10 +20,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from manual_bp._arguments import as_real_array
+from manual_bp._arguments import as_real_array, check_number
 from manual_bp._validation import check_finite
 
-__all__ = ["as_direction", "check_results", "entry"]
+__all__ = [
+    "as_arrays",
+    "as_direction",
+    "as_factors",
+    "as_vector",
+    "check_choice",
+    "check_results",
+    "check_width",
+    "entry",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,13 +45,13 @@ def _layout(shapes: list[tuple[int, ...]]) -> str:
     )
 
 
-def _floating(v: np.ndarray, name: str) -> None:
+def _floating(v: np.ndarray, name: str, what: str = "a direction") -> None:
     """Refuse any dtype but a real floating one (``torch.func.jvp``: "Expected tangent to be
     floating point"); complex is refused before, by the real-dtype check of
     :func:`~manual_bp._arguments.as_real_array`."""
     if v.dtype.kind != "f":
         raise TypeError(
-            f"{name} has dtype {v.dtype}; a direction must be floating point (float32 or "
+            f"{name} has dtype {v.dtype}; {what} must be floating point (float32 or "
             "float64), as torch's tangents must be"
         )
 
@@ -102,6 +111,93 @@ def as_direction(v: Any, shapes: list[tuple[int, ...]], dtype: Any, name: str = 
                 f"{label}: direction array {i} has shape {vi.shape}, expected {tuple(shape)}"
             )
         out.append(_cast(vi, dtype, label))
+    return out
+
+
+def _finite_float(value: Any, name: str, what: str) -> np.ndarray:
+    array = as_real_array(value, name)
+    _floating(array, name, what)
+    check_finite(array, name)
+    return array
+
+
+def _kind(value: Any) -> str:
+    """A one-line description of a wrong value (a repr of arrays spans lines)."""
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"{type(value).__name__} {value!r:.40}".split("\n")[0]
+
+
+def check_width(value: Any, name: str) -> float:
+    """A Gaussian's width: a finite real number at least the smallest normal float64 (below
+    it ``σ²`` underflows and the peak ``1/(σ√2π)`` overflows)."""
+    width = check_number(value, name)
+    tiny = float(np.finfo(np.float64).tiny)
+    if width < tiny:
+        raise ValueError(f"{name} must be at least {tiny:.4g} (a normal float64), got {width!r}")
+    return width
+
+
+def as_arrays(arrays: Any, name: str, *, batch: bool = False) -> list[np.ndarray]:
+    """``arrays`` (a result of a curvature function: one array per parameter) as a list of
+    finite floating-point arrays, refused in one line naming ``name`` (or ``name[i]``):
+    not a non-empty list/tuple, ``None``, complex, integer, NaN/±inf, ragged. ``batch``:
+    per-sample arrays, which must share a non-empty leading axis ``n``."""
+    if not isinstance(arrays, (list, tuple)) or not arrays:
+        raise TypeError(f"{name} must be a non-empty list of arrays, got {_kind(arrays)}")
+    out = [_finite_float(a, f"{name}[{i}]", "each array") for i, a in enumerate(arrays)]
+    if batch:
+        for i, a in enumerate(out):
+            if a.ndim == 0 or a.shape[0] == 0 or a.shape[0] != out[0].shape[0]:
+                raise ValueError(
+                    f"{name}[{i}] has shape {a.shape}; per-sample arrays share a non-empty "
+                    f"leading batch axis ({out[0].shape[:1]})"
+                )
+    return out
+
+
+def as_vector(value: Any, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """``value`` as a non-empty finite floating-point array (``ndim`` exact when given)."""
+    array = as_real_array(value, name)
+    if array.dtype.kind in "iu":  # integers are exact values here (a grid, nodes)
+        array = array.astype(float)
+    array = _finite_float(array, name, name)
+    if array.size == 0 or (ndim is not None and array.ndim != ndim):
+        raise ValueError(f"{name} has shape {array.shape}; expected a non-empty array")
+    return array
+
+
+def check_choice(value: Any, name: str, choices: Any) -> str:
+    """``value`` unless it is not one of the strings ``choices`` (compared exactly)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r:.60}")
+    return value
+
+
+def as_factors(factors: Any, shapes: list[list[tuple[int, ...]]], name: str = "factors") -> list:
+    """``factors``: one tuple of arrays per layer with parameters, of exactly the ``shapes``
+    given (``shapes[i][j]`` for ``factors[i][j]``), finite and floating point; refused in one
+    line naming ``factors`` (or ``factors[i][j]``) otherwise."""
+    width = len(shapes[0]) if shapes else 0
+    if not isinstance(factors, (list, tuple)) or len(factors) != len(shapes):
+        raise ValueError(
+            f"{name} must be a list of one {width}-tuple of arrays per layer with parameters "
+            f"({len(shapes)}), got {_kind(factors)}"
+        )
+    out = []
+    for i, (layer, expected) in enumerate(zip(factors, shapes, strict=True)):
+        if not isinstance(layer, (list, tuple)) or len(layer) != len(expected):
+            raise ValueError(
+                f"{name}[{i}] must be a {len(expected)}-tuple of arrays, got {_kind(layer)}"
+            )
+        arrays = []
+        for j, (a, shape) in enumerate(zip(layer, expected, strict=True)):
+            label = f"{name}[{i}][{j}]"
+            a = _finite_float(a, label, "a factor")
+            if a.shape != tuple(shape):
+                raise ValueError(f"{label} has shape {a.shape}, expected {tuple(shape)}")
+            arrays.append(a)
+        out.append(tuple(arrays))
     return out
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.curvature.chain import as_chain
+from manual_bp._arguments import check_count
+from manual_bp.curvature._checks import as_arrays, as_factors
+from manual_bp.curvature.chain import Chain, as_chain
 
 __all__ = [
     "to_backpack_batch_grad",
@@ -29,17 +31,20 @@ __all__ = [
 
 def to_backpack_batch_grad(gradients: list[np.ndarray]) -> list[np.ndarray]:
     """BackPACK's ``grad_batch`` (mean reduction) from :func:`per_sample_gradients`: ``gₓ/n``."""
+    gradients = as_arrays(gradients, "gradients", batch=True)
     return [g / g.shape[0] for g in gradients]
 
 
 def to_backpack_sum_grad_squared(sgs: list[np.ndarray], n: int) -> list[np.ndarray]:
     """BackPACK's ``sum_grad_squared`` from :func:`sum_grad_squared` of ``n`` samples:
     ``÷ n²``."""
+    sgs, n = as_arrays(sgs, "sgs"), check_count(n, "n")
     return [s / (n * n) for s in sgs]
 
 
 def to_backpack_variance(variance: list[np.ndarray], n: int) -> list[np.ndarray]:
     """BackPACK's ``variance`` from :func:`grad_variance` of ``n`` samples: ``÷ n²``."""
+    variance, n = as_arrays(variance, "variance"), check_count(n, "n")
     return [v / (n * n) for v in variance]
 
 
@@ -49,10 +54,7 @@ def to_backpack_kron(model: Any, factors: list[tuple[np.ndarray, np.ndarray]]) -
     weight (``A_x``: ``A`` without the folded bias row and column) and ``[B]`` on a bias."""
     chain = as_chain(model)
     links = [link for link in chain.links if link.index]
-    if len(links) != len(factors):
-        raise ValueError(
-            f"factors has {len(factors)} entries, the model {len(links)} layers with parameters"
-        )
+    factors = as_factors(factors, factor_shapes(chain))
     out: list[list] = [[] for _ in chain.shapes]
     for link, (A, B) in zip(links, factors, strict=True):
         has_bias = "bias" in link.index
@@ -60,3 +62,19 @@ def to_backpack_kron(model: Any, factors: list[tuple[np.ndarray, np.ndarray]]) -
         if has_bias:
             out[link.index["bias"]] = [B]
     return out
+
+
+def factor_shapes(chain: Chain, eigen: bool = False) -> list[list[tuple[int, ...]]]:
+    """The shapes of :func:`~manual_bp.curvature.kfac.kflr`'s ``(A, B)`` per layer with
+    parameters, ``A`` ``(m_in', m_in')`` (``m_in' = m_in + 1`` with a bias), ``B``
+    ``(m_out, m_out)``; ``eigen``: of :func:`~manual_bp.curvature.kfac_inverse.ekfac`'s
+    ``(Q_A, Q_B, s)``, ``s`` ``(m_out, m_in')``."""
+    shapes = []
+    for link in chain.links:
+        if link.index:
+            weight = chain.shapes[link.index["weight"]]
+            m_out = int(weight[0])
+            m_in = int(np.prod(weight[1:])) + ("bias" in link.index)
+            pair = [(m_in, m_in), (m_out, m_out)]
+            shapes.append([*pair, (m_out, m_in)] if eigen else pair)
+    return shapes

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from manual_bp._arguments import as_generator, check_count, check_number
-from manual_bp.curvature._checks import as_direction, entry
+from manual_bp.curvature._checks import entry
+from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.per_sample import per_sample_gradients, per_sample_norms
 
 __all__ = ["dp_gradient", "dp_sgd_step"]
@@ -49,18 +50,15 @@ def dp_gradient(
     """
     max_grad_norm = check_number(max_grad_norm, "max_grad_norm")
     noise_multiplier = check_number(noise_multiplier, "noise_multiplier", zero=True)
-    shapes = [tuple(p.shape) for p in model.parameter_arrays()]
+    if expected_batch_size is not None:
+        expected_batch_size = check_count(expected_batch_size, "expected_batch_size")
+    generator = as_generator(rng, "rng")  # also when noise is given: a bad rng is named
+    chain = as_chain(model)
     if noise is None:
-        generator = as_generator(rng, "rng")
-        noise = [generator.standard_normal(s) for s in shapes]
-    noise = as_direction(noise, shapes, model.dtype, "noise")
+        noise = [generator.standard_normal(s) for s in chain.shapes]
+    noise = chain.check_direction(noise, "noise")
     gradients = per_sample_gradients(model, x, y)
-    n = gradients[0].shape[0]
-    batch = (
-        n
-        if expected_batch_size is None
-        else check_count(expected_batch_size, "expected_batch_size")
-    )
+    batch = gradients[0].shape[0] if expected_batch_size is None else expected_batch_size
     clip = np.minimum(max_grad_norm / (per_sample_norms(gradients) + CLIP_EPSILON), 1.0)
     std = noise_multiplier * max_grad_norm
     return [
@@ -69,11 +67,31 @@ def dp_gradient(
     ]
 
 
-def dp_sgd_step(model: Any, x: Any, y: Any, *, lr: float, **options: Any) -> list[np.ndarray]:
-    """One DP-SGD step in place, ``θ ← θ − lr·g̃`` (:func:`dp_gradient`'s ``options``);
-    returns ``g̃``."""
+def dp_sgd_step(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    lr: float,
+    max_grad_norm: float,
+    noise_multiplier: float,
+    noise: Any = None,
+    rng: np.random.Generator | int | None = None,
+    expected_batch_size: int | None = None,
+) -> list[np.ndarray]:
+    """One DP-SGD step in place, ``θ ← θ − lr·g̃`` (:func:`dp_gradient`'s arguments);
+    returns ``g̃``. Every argument is checked before the parameters change."""
     lr = check_number(lr, "lr")
-    grads = dp_gradient(model, x, y, **options)
+    grads = dp_gradient(
+        model,
+        x,
+        y,
+        max_grad_norm=max_grad_norm,
+        noise_multiplier=noise_multiplier,
+        noise=noise,
+        rng=rng,
+        expected_batch_size=expected_batch_size,
+    )
     for p, g in zip(model.parameter_arrays(), grads, strict=True):
         p -= lr * g.astype(p.dtype, copy=False)
     return grads

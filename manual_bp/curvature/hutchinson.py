@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from manual_bp._arguments import as_generator, check_count
-from manual_bp.curvature._checks import entry
+from manual_bp.curvature._checks import check_choice, entry
 from manual_bp.curvature.chain import as_chain, flatten
 from manual_bp.curvature.fisher import efvp
 from manual_bp.curvature.rop import ggnvp, hvp
 
-__all__ = ["PRODUCTS", "hutchinson_diagonal", "hutchinson_trace", "product_of", "rademacher"]
+# product_of and rademacher are helpers (of lanczos.py too), not entries: not in __all__
+__all__ = ["PRODUCTS", "hutchinson_diagonal", "hutchinson_trace"]
 
 #: The matrices a ``matrix=`` argument names, and their products.
 PRODUCTS: dict[str, Callable[..., list[np.ndarray]]] = {"hessian": hvp, "ggn": ggnvp, "ef": efvp}
@@ -30,9 +31,7 @@ PRODUCTS: dict[str, Callable[..., list[np.ndarray]]] = {"hessian": hvp, "ggn": g
 
 def product_of(matrix: Any) -> Callable[..., list[np.ndarray]]:
     """The product function of ``matrix`` (``"hessian"``, ``"ggn"`` or ``"ef"``)."""
-    if not isinstance(matrix, str) or matrix not in PRODUCTS:
-        raise ValueError(f"matrix must be one of {sorted(PRODUCTS)}, got {matrix!r}")
-    return PRODUCTS[matrix]
+    return PRODUCTS[check_choice(matrix, "matrix", PRODUCTS)]
 
 
 def rademacher(generator: np.random.Generator, size: int, dtype: Any = np.float64) -> np.ndarray:
@@ -86,4 +85,12 @@ def hutchinson_diagonal(
     like the parameters."""
     chain, vs, products = _draws(model, x, y, matrix, n_samples, rng)
     mean, error = _mean_and_error(vs * products)
-    return chain.check_direction(mean, "estimate"), chain.check_direction(error, "error")
+    return _unflatten(chain, mean), _unflatten(chain, error)
+
+
+def _unflatten(chain: Any, flat: np.ndarray) -> list[np.ndarray]:
+    """A result in flat parameter order, shaped like the parameters (not a direction check:
+    a non-finite result is named by :func:`~manual_bp.curvature._checks.entry`)."""
+    sizes = [int(np.prod(s)) for s in chain.shapes]
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    return [p.reshape(s) for p, s in zip(pieces, chain.shapes, strict=True)]

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from manual_bp._arguments import check_number
-from manual_bp.curvature._checks import entry
+from manual_bp.curvature._checks import as_factors, check_choice, entry
 from manual_bp.curvature.chain import as_chain
+from manual_bp.curvature.conventions import factor_shapes
 from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.kfac import kflr
 from manual_bp.curvature.loss import output_factor
@@ -89,15 +90,13 @@ def kfac_inverse_product(
     direction (as :func:`~manual_bp.curvature.rop.hvp`'s). Parameters of no layer with
     factors are returned as they came.
     """
-    if mode not in DAMPINGS:
-        raise ValueError(f"mode must be one of {DAMPINGS}, got {mode!r}")
+    mode = check_choice(mode, "mode", DAMPINGS)
     damping = check_number(damping, "damping", zero=mode == "factors")
     min_damping = check_number(min_damping, "min_damping", zero=True)
     chain = as_chain(model)
     v = chain.check_direction(v)
     blocks = _blocks(model)
-    if not isinstance(factors, (list, tuple)) or len(factors) != len(blocks):
-        raise ValueError(f"factors must hold one (A, B) per layer with parameters ({len(blocks)})")
+    factors = as_factors(factors, factor_shapes(chain))
     out = list(v)
     for index, (A, B) in zip(blocks, factors, strict=True):
         V = _block(v, index)
@@ -163,6 +162,7 @@ def _local(link) -> dict[str, int]:
     return {name: i for i, name in enumerate(link.index)}
 
 
+@entry("factors, v and damping")
 def ekfac_product(
     model: Any,
     factors: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -175,6 +175,7 @@ def ekfac_product(
     damping = check_number(damping, "damping", zero=True)
     chain = as_chain(model)
     v = chain.check_direction(v)
+    factors = as_factors(factors, factor_shapes(chain, eigen=True))
     out = list(v)
     for index, (QA, QB, s) in zip(_blocks(model), factors, strict=True):
         rotated = QB.T @ _block(v, index) @ QA

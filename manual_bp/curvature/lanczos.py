@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp._arguments import as_generator, check_count, check_number
-from manual_bp.curvature._checks import entry
+from manual_bp._arguments import as_generator, check_count
+from manual_bp.curvature._checks import as_vector, check_width, entry
 from manual_bp.curvature.chain import as_chain, flatten
 from manual_bp.curvature.hutchinson import product_of, rademacher
 
-__all__ = ["density_on_grid", "lanczos", "lanczos_eigenvalues", "spectral_density"]
+# lanczos (over a matvec callable) is the building block of the entries: not in __all__
+__all__ = ["density_on_grid", "lanczos_eigenvalues", "spectral_density"]
 
 #: ``βⱼ ≤ BREAKDOWN·‖M‖`` ends the iteration (an invariant subspace: the Ritz values are exact).
 BREAKDOWN = 1e-10
@@ -139,12 +140,17 @@ def spectral_density(
     return nodes, weights
 
 
+@entry("nodes, grid and sigma")
 def density_on_grid(
     nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float
 ) -> np.ndarray:
     """The density smoothed by a Gaussian of width ``sigma`` on ``grid``:
     ``φ(t) = Σ wⱼ N(t; θⱼ, σ²)`` (PyHessian's plot; integrates to 1 over a wide grid)."""
-    sigma = check_number(sigma, "sigma")
-    t = np.asarray(grid, dtype=float)[..., None]
-    kernel = np.exp(-((t - np.ravel(nodes)) ** 2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
+    nodes, weights = as_vector(nodes, "nodes"), as_vector(weights, "weights")
+    if weights.shape != nodes.shape:
+        raise ValueError(f"weights has shape {weights.shape}; nodes has {nodes.shape}")
+    t = as_vector(grid, "grid")[..., None]
+    sigma = check_width(sigma, "sigma")
+    z = (t - np.ravel(nodes)) / sigma  # not (t − θ)²/σ²: σ² underflows for small σ
+    kernel = np.exp(-0.5 * z * z) / (sigma * np.sqrt(2 * np.pi))
     return kernel @ np.ravel(weights)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.curvature._checks import entry
+from manual_bp.curvature._checks import as_arrays, entry
+from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.stats import errors
 
 __all__ = ["by_name", "per_sample_gradients", "per_sample_norms"]
@@ -41,13 +42,16 @@ def per_sample_gradients(model: Any, x: Any, y: Any) -> list[np.ndarray]:
 def per_sample_norms(gradients: list[np.ndarray]) -> np.ndarray:
     """``‖gₓ‖`` over ALL parameters per sample, ``(n,)``, from :func:`per_sample_gradients`
     (the norm DP-SGD clips; ``CURV.dp-sgd``)."""
+    gradients = as_arrays(gradients, "gradients", batch=True)
     squares = [np.square(g.reshape(g.shape[0], -1)).sum(axis=1) for g in gradients]
     return np.sqrt(np.sum(squares, axis=0))
 
 
 def by_name(model: Any, arrays: list[Any]) -> dict[str, Any]:
     """``{torch parameter name: array}`` for a result in ``parameter_arrays()`` order."""
+    as_chain(model)  # the model is named first
     names = [name for name, _ in model.named_parameters()]
-    if len(names) != len(arrays):
+    if isinstance(arrays, (list, tuple)) and len(names) != len(arrays):
         raise ValueError(f"arrays has {len(arrays)} entries, the model {len(names)} parameters")
+    arrays = as_arrays(arrays, "arrays")
     return dict(zip(names, arrays, strict=True))

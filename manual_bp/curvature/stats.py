@@ -26,7 +26,8 @@ from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.loss import output_gradient
 
-__all__ = ["batch_gradient", "errors", "grad_norms", "grad_variance", "sum_grad_squared"]
+# errors is the walk the per-sample quantities share (per_sample.py, fisher.py): not an entry
+__all__ = ["batch_gradient", "grad_norms", "grad_variance", "sum_grad_squared"]
 
 
 def errors(model: Any, x: Any, y: Any):
