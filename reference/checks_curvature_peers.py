@@ -178,9 +178,19 @@ def _lanczos(model, x, y, H, Hs, rng) -> list[Comparison]:
     )
     assert np.all(np.abs(big[lam.size : k]) <= 1e-9 * norm)
     if k > 1:
-        comps.append(
-            Comparison("CURV.lanczos", f"top {k} eigenvalues", lam[:k], big[:k], np.full(k, norm))
-        )
+        # the k largest in magnitude are a set (separated from the rest, above); their order
+        # by magnitude leaves ±λ (equal magnitudes up to rounding) in either order: compare
+        # the magnitudes in order and the values sorted (measured: cases 199, 322, 388)
+        comps += [
+            Comparison(
+                "CURV.lanczos", f"top {k} |eigenvalues|", np.abs(lam[:k]), np.abs(big[:k]),
+                np.full(k, norm),
+            ),
+            Comparison(
+                "CURV.lanczos", f"top {k} eigenvalues (sorted)", np.sort(lam[:k]),
+                np.sort(big[:k]), np.full(k, norm),
+            ),
+        ]  # fmt: skip
     seed = int(rng.integers(2**31))
     nodes, weights = spectral_density(model, x, y, n_iter=P, n_vectors=1, rng=seed)
     v = rademacher(np.random.default_rng(seed), P)
