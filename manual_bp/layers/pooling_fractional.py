@@ -25,6 +25,7 @@ import numpy as np
 from manual_bp.layers._unbatched import UnbatchedCache, unbatched
 from manual_bp.layers.base import Layer, check_input, register_layer
 from manual_bp.layers.convolution import _tuple
+from manual_bp.layers.pooling_geometry import fractional_starts
 from manual_bp.layers.pooling_select import (
     SelectCache,
     SelectionProducts,
@@ -36,25 +37,6 @@ from manual_bp.layers.pooling_steps import FractionalMaxPoolStep
 __all__ = ["FractionalMaxPool2d", "FractionalMaxPool3d", "fractional_starts"]
 
 _AXES = {2: "(C, H, W)", 3: "(C, D, H, W)"}
-
-
-def fractional_starts(sample: Any, size: int, out: int, kernel: int) -> np.ndarray:
-    """torch's ``generate_intervals``: the ``out`` window starts on an axis of ``size`` for
-    a sample ``α`` — a NumPy scalar, or an array of samples (then ``(*sample.shape, out)``,
-    one row of starts each). The arithmetic stays in the samples' precision, as torch's
-    ``scalar_t``: ``(y + α)·step`` rounds in float32 for float32 samples (in float64 a
-    float32 α near ``m/step − y`` truncates to the other side of ``m``)."""
-    sample = np.asarray(sample)
-    t = sample.dtype.type
-    starts = np.zeros((*sample.shape, out), dtype=np.int64)
-    if out > 1:
-        alpha = t(size - kernel) / t(out - 1)
-        y = np.arange(out - 1, dtype=sample.dtype)
-        a = sample[..., None]
-        starts[..., :-1] = ((y + a) * alpha).astype(np.int64) - (a * alpha).astype(np.int64)
-    if out > 0:
-        starts[..., -1] = size - kernel
-    return starts
 
 
 class FractionalMaxPoolNd(SelectionProducts, Layer):

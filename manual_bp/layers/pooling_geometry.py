@@ -23,6 +23,7 @@ from manual_bp.layers.convolution import _tuple
 __all__ = [
     "PoolCache",
     "PoolNd",
+    "fractional_starts",
     "pad_nd",
     "pool_output_size",
     "scatter_taps",
@@ -236,3 +237,22 @@ class PoolNd(Layer):
     def __repr__(self) -> str:
         options = f"stride={self.stride}, padding={self.padding}"
         return f"{type(self).__name__}({self.kernel_size}, {options})"
+
+
+def fractional_starts(sample: Any, size: int, out: int, kernel: int) -> np.ndarray:
+    """torch's ``generate_intervals``: the ``out`` window starts on an axis of ``size`` for
+    a sample ``α`` — a NumPy scalar, or an array of samples (then ``(*sample.shape, out)``,
+    one row of starts each). The arithmetic stays in the samples' precision, as torch's
+    ``scalar_t``: ``(y + α)·step`` rounds in float32 for float32 samples (in float64 a
+    float32 α near ``m/step − y`` truncates to the other side of ``m``)."""
+    sample = np.asarray(sample)
+    t = sample.dtype.type
+    starts = np.zeros((*sample.shape, out), dtype=np.int64)
+    if out > 1:
+        alpha = t(size - kernel) / t(out - 1)
+        y = np.arange(out - 1, dtype=sample.dtype)
+        a = sample[..., None]
+        starts[..., :-1] = ((y + a) * alpha).astype(np.int64) - (a * alpha).astype(np.int64)
+    if out > 0:
+        starts[..., -1] = size - kernel
+    return starts

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
+from manual_bp.layers.pooling_geometry import fractional_starts
 from manual_bp.layers.steps import GenericStep, shape_buffers
 
 __all__ = ["AdaptivePoolStep", "FractionalMaxPoolStep", "LPPoolStep"]
@@ -154,7 +155,6 @@ class FractionalMaxPoolStep:
     def _starts(self, samples: np.ndarray, size: tuple[int, ...], out: tuple[int, ...]):
         """``(N·C, O_a)`` window starts per axis (``fractional_starts`` on every plane's
         sample at once: the readable form's own arithmetic)."""
-        from manual_bp.layers.pooling_fractional import fractional_starts  # it imports us
 
         layer = self.layer
         order = (1, 0) if layer.dims == 2 else (0, 1, 2)  # torch's sample order
