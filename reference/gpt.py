@@ -159,33 +159,46 @@ def equation_of(name: str, tied: bool) -> str:
 
 def gradient_sensitivity(model: GPT, idx: np.ndarray, targets: np.ndarray,
                          delta: float = 2.0**-26) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per entry of every gradient, ``max |g(θ(1 ± δ)) − g(θ)| / δ`` over two sign patterns
-    (docs/conventions.md's measured condition number, here of one backward pass): rounding
-    the parameters and every intermediate by ε moves a gradient by about ε times this."""
-    base = model.backprop(idx, targets).params
+    """Per entry of the logits (``"logits"``) and of every gradient, 4 × the largest
+    ``|q(θ(1 ± δ)) − q(θ)| / δ`` over two pairs of sign patterns
+    (:func:`reference.stack.paired_shakes`; docs/conventions.md's measured condition number
+    and its factor 4, here of one forward and backward pass): rounding the parameters and
+    every intermediate by ε moves a quantity by about ε times this. The logits need it too:
+    a layer norm over two features cancels (measured: logits 40× over a bound without it,
+    n_embd = 2, verify case 289)."""
+    from reference.stack import paired_shakes
+
+    first = model.backprop(idx, targets, keep_logits=True)
+    base = {"logits": first.logits, **first.params}
     kappa = {name: np.zeros_like(g) for name, g in base.items()}
-    for seed in (0, 1):
-        shaken, rng = model.copy(), np.random.default_rng(seed)
+    for shake in paired_shakes(0, delta) + paired_shakes(1, delta):
+        shaken = model.copy()
         for _, array in shaken.named_parameters():
-            array[...] *= 1.0 + delta * rng.choice([-1.0, 1.0], array.shape)
-        moved = shaken.backprop(idx, targets).params
-        for name, g in moved.items():
-            kappa[name] = np.maximum(kappa[name], np.abs(g - base[name]) / delta)
+            array[...] = shake(array)
+        result = shaken.backprop(idx, targets, keep_logits=True)
+        for name, g in {"logits": result.logits, **result.params}.items():
+            kappa[name] = np.maximum(kappa[name], 4.0 * np.abs(g - base[name]) / delta)
     return kappa
 
 
 def gradient_scales(model: GPT, idx: np.ndarray, targets: np.ndarray, twin: TorchGPT,
                     logits: torch.Tensor) -> dict[str, np.ndarray]:  # fmt: skip
-    """The magnitude scale of every gradient (after torch's backward on ``twin``): the
+    """The magnitude scale of the logits (``"logits"``: ``|logits|`` or the measured
+    condition number) and of every gradient (after torch's backward on ``twin``): the
     largest of (1) the largest gradient of the step (the Transformer family's floor), (2)
-    ``Σ_rows max_v |∂C/∂logits|``, the size of the terms entering every gradient sum (when
-    all cancel: ``n_embd = 1``, a layer norm over one entry is constant) and (3) per entry
-    the measured condition number :func:`gradient_sensitivity`."""
+    ``(2·n_layer + 1)·Σ_rows max_v |∂C/∂logits|``, the size of the terms entering every
+    gradient sum — one per row for each path of the residual stream (two a block, and the
+    skip) — which matters when all cancel (``n_embd = 1``: a layer norm over one entry is
+    constant; measured 1.1× over the one-path floor, verify case 453) and (3) per entry the
+    measured condition number :func:`gradient_sensitivity`."""
     grads = {name: p.grad.numpy() for name, p in twin.named_parameters()}
-    floor = max(float(logits.grad.abs().amax(dim=-1).sum()),
+    paths = 2 * model.config.n_layer + 1
+    floor = max(paths * float(logits.grad.abs().amax(dim=-1).sum()),
                 *(float(np.abs(g).max()) for g in grads.values()))  # fmt: skip
     kappa = gradient_sensitivity(model, idx, targets)
-    return {name: np.maximum(floor, kappa[name]) for name in grads}
+    scales = {name: np.maximum(floor, kappa[name]) for name in grads}
+    scales["logits"] = np.maximum(np.abs(logits.detach().numpy()), kappa["logits"])
+    return scales
 
 
 def gpt_comparisons(model: GPT, idx: np.ndarray, targets: np.ndarray) -> list[Any]:
@@ -203,7 +216,9 @@ def gpt_comparisons(model: GPT, idx: np.ndarray, targets: np.ndarray) -> list[An
     scales = gradient_scales(model, idx, targets, twin, logits)
     comparisons = [
         Comparison("GPT.lm-ce", "loss", np.array(result.loss), np.array(loss.item())),
-        Comparison("GPT.causal", "logits", result.logits, logits.detach().numpy()),
+        Comparison(
+            "GPT.causal", "logits", result.logits, logits.detach().numpy(), scales["logits"]
+        ),
     ]
     for name, tensor in twin.named_parameters():
         comparisons.append(
