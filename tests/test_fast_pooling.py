@@ -220,7 +220,15 @@ def test_nd_pool_steps_match_readable_and_torch(seed, dims, kind, ties):
     assert step.shape == x.shape  # the tiled case ran
     ref_y, cache = layer.forward(x)
     ref_dx, _ = layer.backward(u, cache)
-    assert np.array_equal(y, ref_y) and np.array_equal(dx, ref_dx)
+    if kind == "max":  # a selection: the same bits
+        assert np.array_equal(y, ref_y) and np.array_equal(dx, ref_dx)
+    else:
+        # A mean's last bit depends on its summation order: in one loaded full-suite run
+        # (2026-12-07, AvgPool3d, seed 0) the two forms differed in the last bit, equal
+        # alone and after the neighbouring files; the conventions' c·ε bound holds either way.
+        eps = np.finfo(np.float64).eps
+        np.testing.assert_allclose(y, ref_y, rtol=64 * eps, atol=0)
+        np.testing.assert_allclose(dx, ref_dx, rtol=64 * eps, atol=0)
     xt = torch.tensor(x, requires_grad=True)
     function = getattr(F, f"{kind}_pool{dims}d")
     out = function(xt, kernel)
