@@ -7,7 +7,8 @@ Examples::
 
 The prompt's characters must be in the model's vocabulary (a prefix of
 ``0123456789+=.()[]``); sampling is nanoGPT's (``GPT.generate``: temperature, then the
-``--top-k`` most likely tokens, from ``--seed``). Exit status 0, or 2 in one line for a
+``--top-k`` most likely tokens, from ``--seed``; a prompt longer than the context: its
+last ``block_size`` characters condition each draw). Exit status 0, or 2 in one line for a
 missing or corrupt file, a model that is not a GPT, a prompt outside the vocabulary,
 ``--temperature`` not positive, ``--top-k`` below 1 (see docs/gpt.md).
 """
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("prompt: give at least one character")
     model = check_gpt(load(args.file), args.file, "sample")
     idx = encode(args.prompt, model.config.vocab_size, "prompt")[None]
-    out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k, args.seed)
-    print(decode(out[0]))
+    # nanoGPT conditions on the last block_size tokens; the text printed keeps the whole prompt
+    context = idx[:, -model.config.block_size :]
+    out = model.generate(context, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    print(args.prompt + decode(out[0, context.shape[1] :]))
     return 0
