@@ -308,3 +308,27 @@ def test_hostile_input_is_one_line_and_exit_2(files, argv, message, capsys):
     assert code == 2 and out == "", (code, out)
     err = err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err, err
+
+
+#: test_cli_robustness's hostile values, walked over every option of ``sample``
+FLAG_VALUES = ["", "-1", "0", "nan", "-inf", "1e400", "abc", "9" * 30, "1.5"]
+
+
+def test_every_option_of_sample_with_hostile_values(files, capsys):
+    from manual_bp.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["sample"]
+    options = sorted(
+        a.option_strings[-1]
+        for a in sub._actions
+        if a.option_strings and a.nargs != 0 and a.option_strings[-1] != "--help"
+    )
+    assert options == ["--max-new-tokens", "--seed", "--temperature", "--top-k"]
+    for option in options:
+        for value in FLAG_VALUES:
+            argv = ["sample", files["gpt"], "1=", "--max-new-tokens", "2", option, value]
+            code, out, err = _run(argv, capsys)
+            assert code in (0, 2) and "Traceback" not in err, (argv, err)
+            assert (code == 0) == (err == "") and "\n" not in err.strip(), (argv, err)
+            assert code == 2 or out.startswith("1=")
