@@ -24,7 +24,7 @@ OPTIONAL_DEPENDENCIES = ("matplotlib", "torch")
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("train", "evaluate", "verify")
+COMMANDS = ("train", "evaluate", "sample", "verify")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,10 +10,11 @@ import pytest
 from manual_bp.cli import main
 from manual_bp.text_data import decode, encode, exact_match, load_text_task, solve
 
-#: The stated bound: after 6 epochs of 1000 problems (batch 32, seed 0) the test loss over
-#: the answer characters is below this (measured 0.166, every test answer exact; a model that
-#: has learnt only the format stays near log 10 / 2 ≈ 1.15 per counted character, an
-#: untrained one near 2.6).
+#: The stated bound: after 8 epochs of 1000 problems (batch 32, seed 0) the test loss over
+#: the answer characters is below this (measured 0.163, every test answer exact; seeds 1 and
+#: 2: 0.219 and 0.247; a model that has learnt only the format stays near log 10 / 2 ≈ 1.15
+#: per counted character, an untrained one near 2.6). The test problems are held out (never
+#: trained on; manual_bp.text_data): 6 epochs, enough while they were not, reach 0.336.
 LOSS_BOUND = 0.3
 
 
@@ -21,12 +22,12 @@ def test_a_small_gpt_learns_one_digit_addition_from_the_cli(tmp_path, capsys):
     from manual_bp.serialization import load
 
     saved = tmp_path / "gpt.npz"
-    argv = ["train", "--model", "gpt", "--task", "addition", "--epochs", "6",
+    argv = ["train", "--model", "gpt", "--task", "addition", "--epochs", "8",
             "--batch-size", "32", "--seed", "0", "--save", str(saved), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "exact answers" in out and "saved model to" in out
-    assert "  3+4=7" in out  # a generated answer printed
+    assert "  3+8=11" in out  # a generated answer printed (a held-out problem)
     model = load(saved)  # the saved GPT loads and is the trained one
     data = load_text_task("addition", n_train=1000, digits=1, seed=0)
     assert model.total_cost(data.x_test, data.y_test) < LOSS_BOUND
@@ -54,7 +55,7 @@ def test_the_corpus_is_deterministic_and_counts_the_answer_only():
     ("argv", "message"),
     [
         (["--task", "addition"], "give --model gpt"),
-        (["--model", "gpt", "--task", "copy"], "give --task addition"),
+        (["--model", "gpt", "--task", "parity"], "give --task addition"),
         (["--model", "gpt"], "give --task addition"),
         (["--model", "gpt", "--task", "addition", "--gpt", "n_head=3"], "n_head 3"),
         (["--model", "gpt", "--task", "addition", "--gpt", "depth=2"], "--gpt: 'depth=2'"),

@@ -25,7 +25,9 @@ import numpy as np
 
 from manual_bp._argtypes import non_negative_int, positive_int
 from manual_bp._validation import check_labels
+from manual_bp.commands.gpt_text import add_evaluate_arguments, evaluate_gpt, is_gpt_model
 from manual_bp.commands.train import DEFAULTS
+from manual_bp.commands.train_gpt import TEXT_TASKS
 
 __all__ = ["add_parser", "confusion_matrix", "format_confusion_matrix", "run"]
 
@@ -42,9 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--task",
-        choices=("copy", "reverse", "sum", "parity", "ctc-copy"),
+        choices=("copy", "reverse", "sum", "parity", "ctc-copy", *TEXT_TASKS),
         help="evaluate a sequence model on the synthetic task it was trained on (ctc-copy: "
-        "the mean CTC loss and the greedy-decoding accuracy)",
+        "the mean CTC loss and the greedy-decoding accuracy); a saved GPT on its text task "
+        "(loss, perplexity, exact greedy answers; commands/gpt_text.py)",
     )
     parser.add_argument(
         "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"
@@ -61,6 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="test",
         help="data split (default: %(default)s)",
     )
+    add_evaluate_arguments(parser)  # --digits of a GPT's text task
     parser.set_defaults(func=run)
     return parser
 
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         if args.task is not None:
             raise ValueError("give --task or --mnist, not both")
     net = load(args.file)
+    if is_gpt_model(net) or args.task in TEXT_TASKS:
+        return evaluate_gpt(net, args)
     dtype = net.dtype
     if args.task is not None:
         from manual_bp.sequence_data import load_task
