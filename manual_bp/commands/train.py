@@ -74,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "labels; needs --layers or --model), e.g. --task reverse --layers "
         "'embedding(8, 16), lstm(32, bidirectional=True), dense, softmax'; ctc-copy: noisy "
         "one-hot frames with blanks, the target the collapsed symbols (--cost ctc); "
-        "addition: 'a+b=c.' text for --model gpt",
+        "addition, sort, brackets (and copy, reverse with --model gpt): text for a GPT",
     )
     data.add_argument(
         "--length", type=positive_int, default=8, help="sequence length of --task (default: 8)"
