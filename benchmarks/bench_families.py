@@ -47,6 +47,14 @@ Usage::
     python benchmarks/bench_families.py --threads 1,2 --dtype float32,float64  # every row in both
     python benchmarks/bench_families.py --threads 1,2 --before ../base  # + a git worktree
     python benchmarks/bench_families.py --quick            # 1 repeat, few steps, 1 thread
+    python benchmarks/bench_families.py --openblas-coretype auto  # OpenBLAS picks its kernels
+
+The header names the OpenBLAS kernel family NumPy runs (``threadpoolctl``'s "architecture"):
+``OPENBLAS_CORETYPE`` in the environment pins it (workers inherit it; ``--openblas-coretype``
+overrides it for every worker, ``auto`` removes it so OpenBLAS detects the CPU). It bounds
+every GEMM-heavy row: on an AVX-512 machine pinned to ``Haswell`` (AVX2) kernels, NumPy's
+512³ float32 GEMM runs at about half the rate of OpenBLAS's own choice (``SkylakeX``), while
+torch's MKL/oneDNN detect AVX-512 whatever the variable says.
 """
 
 from __future__ import annotations
@@ -295,13 +303,27 @@ def step_allocations(step) -> float:
         tracemalloc.stop()
 
 
+def blas_core() -> str:
+    """The OpenBLAS kernel family NumPy's BLAS runs (``threadpoolctl``), else the pin."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        found = [i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"]
+        if found and found[0]:
+            return str(found[0])
+    except ImportError:
+        pass
+    return os.environ.get("OPENBLAS_CORETYPE", "unknown")
+
+
 def worker(args) -> None:
     if args.worker == "gemm":
         rng = np.random.default_rng(0)
         a, b = (rng.random((512, 512)).astype(args.dtype) for _ in range(2))
         c = np.empty_like(a)
         seconds = median_step_seconds(lambda: np.matmul(a, b, out=c), 5, 30)
-        print(json.dumps({"gflops": 2 * 512**3 / seconds / 1e9, "peak_mb": peak_mb()}))
+        gflops = 2 * 512**3 / seconds / 1e9
+        print(json.dumps({"gflops": gflops, "peak_mb": peak_mb(), "blas_core": blas_core()}))
         return
     w = WORKLOADS[args.workload]
     x, y = make_data(args.workload, w["batch"], args.dtype)
@@ -322,6 +344,10 @@ def measure(kind: str, workload: str, dtype: str, threads: int, args) -> dict:
     if kind == "before":  # this script's manual_bp worker, importing the other tree
         kind, tree = "manual_bp", str(Path(args.before).resolve())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (tree, os.environ.get("PYTHONPATH"))))
+    if args.openblas_coretype == "auto":
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif args.openblas_coretype:
+        env["OPENBLAS_CORETYPE"] = args.openblas_coretype
     env.pop("MANUAL_BP_NUM_THREADS", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
            "--workload", workload, "--worker-dtype", dtype, "--threads", str(threads),
@@ -349,6 +375,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write every measurement here")
     parser.add_argument("--before", help="another source tree (e.g. a git worktree of an "
                         "earlier commit): its manual_bp is timed too, interleaved")  # fmt: skip
+    parser.add_argument("--openblas-coretype", help="OPENBLAS_CORETYPE for every worker (e.g. "
+                        "Haswell, SkylakeX; auto: unset, OpenBLAS detects the CPU); default: "
+                        "inherited")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--worker-dtype", dest="worker_dtype", help=argparse.SUPPRESS)
@@ -380,6 +409,9 @@ def main() -> None:
                 for kind in runs:  # interleaved: background load hits every library alike
                     runs[kind].append(measure(kind, name, dtype, threads, args))
             row = summarise(name, dtype, threads, runs)
+            if not results:
+                pin = args.openblas_coretype or f"{os.environ.get('OPENBLAS_CORETYPE')} (inherited)"
+                print(f"OpenBLAS kernels: {row['blas_core']}; OPENBLAS_CORETYPE: {pin}")
             row["load"] = os.getloadavg()[0]
             results.append(row)
             print_row(row, header=len(results) == 1)
@@ -411,6 +443,7 @@ def summarise(name: str, dtype: str, threads: int, runs: dict) -> dict:
         "manual_gemm_fraction": flops / med["manual_bp"] / gemm,
         "torch_gemm_fraction": flops / med["torch"] / gemm, "runs": runs,
         "before_ms": med["before"] * 1e3 if "before" in med else None,
+        "blas_core": runs["gemm"][0].get("blas_core"),
     }  # fmt: skip
 
 

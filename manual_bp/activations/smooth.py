@@ -68,12 +68,10 @@ class Sigmoid(Activation):
         return a * (1.0 - a)
 
     def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``1/(1 + e^{−z})`` in four in-place ufuncs; ``e^{−z} = inf`` for ``z < −709``
-        gives exactly 0 (the caller silences the overflow warning)."""
-        np.negative(z, out=out)
-        np.exp(out, out=out)
-        out += 1
-        return np.reciprocal(out, out=out)
+        """``1/(1 + e^{−z})`` as one ufunc, SciPy's ``expit`` (the same expression in C, one
+        pass instead of four: at Nielsen's 10×30 the call count is the cost); ``e^{−z} = inf``
+        for ``z < −709`` gives exactly 0, without a warning."""
+        return special.expit(z, out=out)
 
     def backward_inplace(self, grad_a, z, a, scratch) -> np.ndarray:
         """``g ⊙ a(1 − a)`` in place."""

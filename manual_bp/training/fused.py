@@ -97,6 +97,8 @@ class FusedTrainer:
         self._batches: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._last: tuple[np.ndarray, np.ndarray] | None = None
         self._epoch = 1
+        self._checked: tuple | None = None  # what step's entry check last passed
+        self._own_targets = hasattr(self.cost, "check_prepared")  # a loss's own (values)
 
     @property
     def fused_update(self) -> bool:
@@ -194,7 +196,17 @@ class FusedTrainer:
         ``x`` and ``y`` are arrays of the model's dtype as :func:`manual_bp.training.train`
         passes them (targets prepared), checked here (:func:`check_trainer_data`).
         """
-        check_trainer_data(self.model, x, y, index)
+        # The entry check looks at types, dtypes and shapes only (issue 24): data of the
+        # same ones as the last checked passes again, ~4 µs of a 35 µs Nielsen step saved.
+        # Rows are checked every time (their values matter), as is a loss's own target form.
+        key = (
+            (x.dtype, x.shape, y.dtype, y.shape, self.model.dtype)
+            if type(x) is np.ndarray and type(y) is np.ndarray and index is None
+            else None
+        )
+        if key is None or key != self._checked or self._own_targets:
+            check_trainer_data(self.model, x, y, index)
+            self._checked = key
         self._step(x, y, index)
 
     def _step(self, x: np.ndarray, y: np.ndarray, index: np.ndarray | None) -> None:
