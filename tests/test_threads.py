@@ -109,7 +109,9 @@ import hashlib, sys
 import numpy as np
 from manual_bp.models.sequential import Sequential
 from manual_bp.optimizers import SGD
+from manual_bp.training import parallel
 from manual_bp.training.fused import FusedTrainer
+parallel.MIN_PART_ELEMENTS = 0  # these small batches in parts too
 spec, shape, n_out, cost, dtype = {spec}, {shape}, {n_out}, {cost!r}, {dtype!r}
 model = Sequential.from_spec(spec, shape, n_out, cost=cost, seed=0, dtype=dtype)
 rng = np.random.default_rng(1)
@@ -125,14 +127,16 @@ trainer = FusedTrainer(model, SGD(lr=0.05))
 for step in range(3):
     trainer.step(x, y, rng.permutation(n)[:48])
 print(hashlib.sha256(model.flat_parameters.tobytes()).hexdigest())
+print(trainer._parts is not None and trainer._parts.ran)  # the batch ran in parts
 """
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("family", sorted(_FAMILIES))
 def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
-    """Issue 22: the row-parallel work does not change a bit — 1 and 2 threads of ours, a
-    fresh process each, BLAS's own thread count held at 2 in both.
+    """Issue 22: the row-parallel work and the mini-batch's parts (``training/parallel.py``:
+    two parts of 24 rows, run one after the other or side by side) do not change a bit — 1
+    and 2 threads of ours, a fresh process each, BLAS's own thread count held at 2 in both.
 
     BLAS's count is held because OpenBLAS itself is not bit-identical across its thread
     counts: measured on this machine (``benchmarks/blas_determinism.py``), 20 of 28 float32
@@ -150,7 +154,9 @@ def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT
         )
         assert result.returncode == 0, result.stderr
-        digests.append(result.stdout.strip())
+        digest, in_parts = result.stdout.split()
+        assert in_parts == str(family != "mlp")  # every family but the MLP runs in parts
+        digests.append(digest)
     assert digests[0] == digests[1]
 
 
