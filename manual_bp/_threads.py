@@ -14,7 +14,12 @@ trains with 1 and 2 threads and compares the parameters bit for bit):
 * a reduction *over* the rows (a bias gradient, batch-norm statistics) is never split by the
   thread count: it runs in one call, or over slices fixed by the data's shape alone,
   combined in a fixed order;
-* matrix products stay whole, on the calling thread, for BLAS to thread.
+* matrix products stay whole, on the calling thread, for BLAS to thread;
+* the fused trainer's parts of a mini-batch (:mod:`manual_bp.training.parallel`): a number
+  of parts fixed by the batch's shape, each with its own steps and gradient buffer, run by
+  :func:`parallel_parts` (contiguous groups of parts per thread, each inside
+  :func:`run_here`, where splits run inline), every product on one BLAS thread, the
+  gradients summed in part order.
 
 :func:`parallel_rows` is the one entry. It runs ``work(rows)`` for each slice of
 ``range(n)``: the first slice on the calling thread, the others on a pool of

@@ -61,6 +61,12 @@ FAMILIES = {
         20,
         "log-likelihood",
     ),
+    "gru-rnn": (
+        "[('embedding', (20, 6), {}), ('gru', (8,), {}), ('rnn', (8,), {}), 'dense', 'softmax']",
+        (5,),
+        20,
+        "log-likelihood",
+    ),
     "transformer": (
         "[('residual', ([('multihead_attention', (2,), {'causal': True})],), {}), 'layernorm',"
         " ('residual', ([('dense', (16,), {}), 'gelu', 'dense'],), {}), 'layernorm']",
@@ -73,7 +79,7 @@ FAMILIES = {
 
 def _data(family: str, model, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     _, shape, n_out, _ = FAMILIES[family]
-    if family == "lstm":
+    if family in ("lstm", "gru-rnn"):
         x, y = rng.integers(0, n_out, (n, *shape)), rng.integers(0, n_out, (n, *shape))
     elif family == "transformer":
         x, y = rng.standard_normal((n, *shape)), rng.standard_normal((n, *shape))
@@ -135,7 +141,7 @@ def _torch_bn_net(model: Sequential) -> torch.nn.Module:
     return net
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(n=st.sampled_from([EDGE, EDGE + 1, 3 * EDGE - 1]), seed=st.integers(0, 99))
 def test_batch_norm_meets_the_parts_whole_as_torch_computes_it(n, seed):
     """Batch statistics over the WHOLE batch (not per part): the running averages after a

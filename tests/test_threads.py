@@ -89,6 +89,14 @@ _FAMILIES = {
         10,
         "log-likelihood",
     ),
+    "lenet": (
+        "[('reshape', ((1, 16, 16),), {}), ('conv2d', (6, 5), {'padding': 2}), 'relu',"
+        " ('maxpool2d', (2,), {}), ('conv2d', (16, 5), {}), 'relu', ('maxpool2d', (2,), {}),"
+        " 'flatten', ('dense', (32,), {}), 'relu', 'dense', 'softmax']",
+        "(256,)",
+        10,
+        "log-likelihood",
+    ),
     "lstm": (
         "[('embedding', (50, 16), {}), ('lstm', (32,), {}), 'dense', 'softmax']",
         "(12,)",

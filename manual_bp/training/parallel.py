@@ -163,7 +163,7 @@ class PartPlan:
             self.segments.append(("whole", k, k + 1))
             start = k + 1
         self.segments.append(("parts", start, self.K))
-        self.parts = [_Part(trainer, i == 0) for i in range(PARTS)]
+        self.parts: list[_Part] = []  # made at the first batch cut into parts
         self.whole: dict[tuple, tuple[np.ndarray, ...]] = {}  # meeting arrays per shape
         self.ran = False  # the last step ran in parts (the trainer's _last is then None)
 
@@ -182,7 +182,6 @@ class PartPlan:
             return None  # the seed's segment must run in parts
         if all(type(layer).__name__ in _MLP_LAYERS for layer in model.layers):
             return None  # an MLP's step is its GEMMs, which BLAS threads whole
-
         return cls(trainer, meeting)
 
     def count(self, x: np.ndarray) -> int:
@@ -194,8 +193,10 @@ class PartPlan:
     def forward_backward(self, xb: np.ndarray, yb: np.ndarray, factor: float) -> None:
         """The trainer's ``_forward_backward`` in parts: gradients (times ``factor``) in the
         trainer's flat buffer, the sum of the parts' in part order."""
-        trainer, parts = self.trainer, self.parts
-        n = xb.shape[0]
+        trainer = self.trainer
+        if not self.parts:
+            self.parts = [_Part(trainer, i == 0) for i in range(PARTS)]
+        parts, n = self.parts, xb.shape[0]
         for part, rows in zip(parts, even_slices(n, PARTS), strict=True):
             part.rows = rows
         self.ran, trainer._last = True, None
@@ -321,7 +322,7 @@ class PartPlan:
     # ------------------------------------------------------------------ the epoch's cost
     def last_cost(self) -> float | None:
         """The cost of the last mini-batch, from the parts' outputs put back together."""
-        if any(part.last is None for part in self.parts):
+        if not self.parts or any(part.last is None for part in self.parts):
             return None
         model, trainer = self.trainer.model, self.trainer
         out = np.concatenate([part.last[0] for part in self.parts])
