@@ -295,10 +295,15 @@ class PartPlan:
         trainer = self.trainer
         width = out.shape[-1]
         n_rows = n * (out.size // max(out.shape[0], 1) // width)  # the batch's rows of out
-        if trainer.seed_kind == "generic":  # a model ending without activation: ∇ₐC_x / n
-            g = trainer.cost.grad(out.reshape(-1, width), y.reshape(-1, width)) / n_rows
-            return (g * factor if factor != 1.0 else g).reshape(out.shape), self.K
         (d,) = shape_buffers(part.seeds, out.shape, lambda: (np.empty_like(out),))
+        if trainer.seed_kind == "generic":  # a model ending without activation: ∇ₐC_x / n
+            trainer.cost.grad_into(
+                out.reshape(-1, width), y.reshape(-1, width), d.reshape(-1, width)
+            )
+            d /= n_rows  # the readable seed's (∇ₐC_x / n) · η, into the part's buffer
+            if factor != 1.0:
+                d *= factor
+            return d, self.K
         scale = factor / n_rows
         if trainer.seed_kind == "minus-target":  # BP1 folded: δᴸ = a − y, at zᴸ
             np.subtract(out, y, out=d)
