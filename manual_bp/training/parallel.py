@@ -34,12 +34,13 @@ The rule for :func:`part_count` (measured, ``docs/performance.md``, "Parts of th
 mini-batch"): two parts when each keeps at least :data:`MIN_PART_ROWS` rows and at least
 :data:`MIN_PART_ELEMENTS` elements of the input (``parallel_rows``'s own threshold for a
 slice), else the batch runs whole. On one thread the parts cost their doubled Python calls
-and halved GEMMs: measured in CPU time (fresh processes, alternating, under load), +0–2 %
-for the Transformer block (16 × 64 × 128 inputs: 65 536 a part, exactly at the edge) and
-+2–4 % for the BN CNN (3 × 32 × 32, batch 64) — noise —, but +8–12 % for LeNet (784 a
-sample, batch 64: 25 088 a part) and +5–7 % for the LSTM (35 token ids a sample), which the
-rule therefore keeps whole. ``MIN_PART_ELEMENTS = 0`` cuts every batch of ≥ 16 rows (what
-the tests do to exercise the parts on small models).
+and halved GEMMs: measured in CPU time (fresh processes, alternating, under load), a
+median +4 % for the Transformer block (16 × 64 × 128 inputs: 65 536 a part, exactly at the
+edge) and +3 % for the BN CNN (3 × 32 × 32, batch 64), within the ±6 % spread of single
+pairs, but +8–12 % for LeNet (784 a sample, batch 64: 25 088 a part) and +5–7 % for the
+LSTM (35 token ids a sample), which the rule therefore keeps whole.
+``MIN_PART_ELEMENTS = 0`` cuts every batch of ≥ 16 rows (what the tests do to exercise the
+parts on small models).
 """
 
 from __future__ import annotations
