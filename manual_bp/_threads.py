@@ -14,7 +14,12 @@ trains with 1 and 2 threads and compares the parameters bit for bit):
 * a reduction *over* the rows (a bias gradient, batch-norm statistics) is never split by the
   thread count: it runs in one call, or over slices fixed by the data's shape alone,
   combined in a fixed order;
-* matrix products stay whole, on the calling thread, for BLAS to thread.
+* matrix products stay whole, on the calling thread, for BLAS to thread;
+* the fused trainer's parts of a mini-batch (:mod:`manual_bp.training.parallel`): a number
+  of parts fixed by the batch's shape, each with its own steps and gradient buffer, run by
+  :func:`parallel_parts` (contiguous groups of parts per thread, each inside
+  :func:`run_here`, where splits run inline), every product on one BLAS thread, the
+  gradients summed in part order.
 
 :func:`parallel_rows` is the one entry. It runs ``work(rows)`` for each slice of
 ``range(n)``: the first slice on the calling thread, the others on a pool of
@@ -49,8 +54,10 @@ __all__ = [
     "even_slices",
     "get_num_threads",
     "one_blas_thread",
+    "parallel_parts",
     "parallel_rows",
     "row_parts",
+    "run_here",
     "set_num_threads",
 ]
 
@@ -118,8 +125,23 @@ _lock = threading.Lock()
 
 
 def get_num_threads() -> int:
-    """The number of threads :func:`parallel_rows` uses (torch's ``get_num_threads``)."""
-    return _threads
+    """The number of threads :func:`parallel_rows` uses (torch's ``get_num_threads``); 1
+    inside :func:`run_here` (a part of the mini-batch already holds this core)."""
+    return 1 if getattr(_local, "here", False) else _threads
+
+
+@contextmanager
+def run_here() -> Iterator[None]:
+    """Run the block as if on one thread, on the calling thread: :func:`parallel_rows` runs
+    inline and :func:`get_num_threads` is 1 there (the trainer's parts of a mini-batch,
+    ``manual_bp.training.parallel``, already give every core its own part; a split inside
+    one would queue behind the other part's work)."""
+    before = getattr(_local, "here", False)
+    _local.here = True
+    try:
+        yield
+    finally:
+        _local.here = before
 
 
 def set_num_threads(count: int) -> None:
@@ -169,17 +191,37 @@ def parallel_rows(work: Callable[[slice], object], n: int, row_size: int = 1) ->
     Called from inside a slice's work (a nested split), it runs ``work`` inline.
     """
     parts = row_parts(n, row_size)
-    if parts == 1 or getattr(_local, "worker", False):
+    if parts == 1 or getattr(_local, "worker", False) or getattr(_local, "here", False):
         work(slice(0, n))
         return
     _get_pool().run(work, even_slices(n, parts))
+
+
+def parallel_parts(work: Callable[[int], object], parts: int) -> None:
+    """Run ``work(i)`` for every part ``i`` in ``range(parts)``, each inside
+    :func:`run_here`: contiguous groups of parts, one group per thread (the first on the
+    calling thread), each group's parts in order; with one thread all of them in order here.
+    ``work`` must touch only part ``i``'s own state, so any grouping gives the same bits."""
+    threads = _threads if not getattr(_local, "here", False) else 1
+
+    def group(indices: slice) -> None:
+        with run_here():
+            for i in range(indices.start, indices.stop):
+                work(i)
+
+    if threads == 1 or parts == 1 or getattr(_local, "worker", False):
+        group(slice(0, parts))
+        return
+    _get_pool().run(
+        group, [slice(s.start, s.stop) for s in even_slices(parts, min(parts, threads))]
+    )
 
 
 def row_parts(n: int, row_size: int = 1) -> int:
     """How many slices :func:`parallel_rows` cuts ``n`` rows of ``row_size`` elements into
     (1: the work runs whole on the calling thread)."""
     min_rows = max(1, -(-MIN_ELEMENTS // max(1, row_size)))
-    if _threads == 1 or n < 2 * min_rows:
+    if _threads == 1 or n < 2 * min_rows or getattr(_local, "here", False):
         return 1
     return min(_threads, n // min_rows)
 

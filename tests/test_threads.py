@@ -89,6 +89,14 @@ _FAMILIES = {
         10,
         "log-likelihood",
     ),
+    "lenet": (
+        "[('reshape', ((1, 16, 16),), {}), ('conv2d', (6, 5), {'padding': 2}), 'relu',"
+        " ('maxpool2d', (2,), {}), ('conv2d', (16, 5), {}), 'relu', ('maxpool2d', (2,), {}),"
+        " 'flatten', ('dense', (32,), {}), 'relu', 'dense', 'softmax']",
+        "(256,)",
+        10,
+        "log-likelihood",
+    ),
     "lstm": (
         "[('embedding', (50, 16), {}), ('lstm', (32,), {}), 'dense', 'softmax']",
         "(12,)",
@@ -109,7 +117,9 @@ import hashlib, sys
 import numpy as np
 from manual_bp.models.sequential import Sequential
 from manual_bp.optimizers import SGD
+from manual_bp.training import parallel
 from manual_bp.training.fused import FusedTrainer
+parallel.MIN_PART_ELEMENTS = 0  # these small batches in parts too
 spec, shape, n_out, cost, dtype = {spec}, {shape}, {n_out}, {cost!r}, {dtype!r}
 model = Sequential.from_spec(spec, shape, n_out, cost=cost, seed=0, dtype=dtype)
 rng = np.random.default_rng(1)
@@ -125,14 +135,16 @@ trainer = FusedTrainer(model, SGD(lr=0.05))
 for step in range(3):
     trainer.step(x, y, rng.permutation(n)[:48])
 print(hashlib.sha256(model.flat_parameters.tobytes()).hexdigest())
+print(trainer._parts is not None and trainer._parts.ran)  # the batch ran in parts
 """
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("family", sorted(_FAMILIES))
 def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
-    """Issue 22: the row-parallel work does not change a bit — 1 and 2 threads of ours, a
-    fresh process each, BLAS's own thread count held at 2 in both.
+    """Issue 22: the row-parallel work and the mini-batch's parts (``training/parallel.py``:
+    two parts of 24 rows, run one after the other or side by side) do not change a bit — 1
+    and 2 threads of ours, a fresh process each, BLAS's own thread count held at 2 in both.
 
     BLAS's count is held because OpenBLAS itself is not bit-identical across its thread
     counts: measured on this machine (``benchmarks/blas_determinism.py``), 20 of 28 float32
@@ -142,7 +154,7 @@ def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
     """
     spec, shape, n_out, cost = _FAMILIES[family]
     code = _TRAIN.format(spec=spec, shape=shape, n_out=n_out, cost=cost, dtype=dtype, family=family)
-    digests = []
+    digests, ran = [], []
     for threads in ("1", "2"):
         env = dict(os.environ, PYTHONPATH=str(ROOT), MANUAL_BP_NUM_THREADS=threads)
         env.update({v: "2" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
@@ -150,8 +162,11 @@ def test_one_and_two_threads_train_to_bit_identical_parameters(family, dtype):
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT
         )
         assert result.returncode == 0, result.stderr
-        digests.append(result.stdout.strip())
+        digest, in_parts = result.stdout.split()
+        digests.append(digest)
+        ran.append(in_parts)
     assert digests[0] == digests[1]
+    assert ran == [str(family != "mlp")] * 2  # every family but the MLP ran in parts
 
 
 def test_a_nested_split_runs_inline_instead_of_waiting_on_itself(two_threads):

@@ -44,6 +44,7 @@ from manual_bp.layers.steps import check_trainer_data, shape_buffers
 from manual_bp.models.targets import output_seed
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.regularizers import L2, Regularizer
+from manual_bp.training.parallel import PartPlan
 
 __all__ = ["FusedTrainer"]
 
@@ -99,6 +100,7 @@ class FusedTrainer:
         self._epoch = 1
         self._checked: tuple | None = None  # what step's entry check last passed
         self._own_targets = hasattr(self.cost, "check_prepared")  # a loss's own (values)
+        self._parts = PartPlan.for_trainer(self)  # the batch in parts on every core, or None
 
     @property
     def fused_update(self) -> bool:
@@ -171,6 +173,9 @@ class FusedTrainer:
         return (g * factor if factor != 1.0 else g), (K - 1 if shortcut else K)
 
     def _forward_backward(self, xb: np.ndarray, yb: np.ndarray, factor: float) -> None:
+        if self._parts is not None and self._parts.count(xb) > 1:
+            self._parts.forward_backward(xb, yb, factor)  # training/parallel.py
+            return
         out = xb
         for forward in self._forwards:
             out = forward(out)
@@ -264,7 +269,7 @@ class FusedTrainer:
     def _last_cost(self) -> float | None:
         """The cost of the last mini-batch from its forward pass (from ``zᴸ`` where stable)."""
         if self._last is None:
-            return None
+            return None if self._parts is None else self._parts.last_cost()
         out, y = self._last
         model = self.model
         logits = _logits(model, self.steps[-1])
