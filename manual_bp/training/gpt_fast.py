@@ -36,10 +36,13 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
+from manual_bp.activations.smooth import _GELU_CLIP, _GELU_TANH_BETA, _GELU_TANH_KAPPA
 from manual_bp.layers.steps import shape_buffers
 
 __all__ = ["FlatGradients", "GPTFastStep", "lm_cross_entropy_into"]
 
+#: elements of one block of the tanh-GELU's passes (all its passes while in L1/L2)
+GELU_BLOCK = 1 << 13
 #: rows of the (B·T, V) logits per pass: 8 rows of 50 304 float32 (1.6 MB) stay in L2/L3
 ROW_BLOCK = 8
 
@@ -89,6 +92,78 @@ def lm_cross_entropy_into(
     return float(terms.sum() / n)
 
 
+class GeluTanhStep:
+    """tanh-GELU in place for the fused step (``ACT.gelu``, GPT-2's ``gelu_new``)::
+
+        u = β (z + κ z³),  t = tanh u,  a = ½ z (1 + t)
+        σ′(z) = ½ (1 + t) + ½ z (1 − t)(1 + t) β (1 + 3κ z²)
+
+    as the readable :class:`~manual_bp.activations.GELU`'s tanh form (``z`` clipped to
+    ±1e3 first, where ``t = ±1`` already: no power overflows, no ``0 · ∞``). Rows are cut
+    over the threads and each slice runs in blocks of :data:`GELU_BLOCK` elements, every
+    pass while the block is in cache; ``t`` and the clipped ``z`` are kept for the VJP."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        self.z_clip, self.t, self.out, self.scratch = shape_buffers(
+            self._buffers, (z.shape, z.dtype.str), lambda: tuple(np.empty_like(z) for _ in "1234")
+        )
+        zf, zc, t, a = (
+            z.reshape(-1),
+            self.z_clip.reshape(-1),
+            self.t.reshape(-1),
+            self.out.reshape(-1),
+        )
+
+        def work(r: slice) -> None:
+            for start in range(r.start, r.stop, GELU_BLOCK):
+                b = slice(start, min(start + GELU_BLOCK, r.stop))
+                zb, tb, ab = zc[b], t[b], a[b]
+                np.clip(zf[b], -_GELU_CLIP, _GELU_CLIP, out=zb)
+                np.multiply(zb, zb, out=tb)
+                tb *= _GELU_TANH_KAPPA
+                tb += 1.0
+                tb *= zb
+                tb *= _GELU_TANH_BETA  # u = β (z + κ z³)
+                np.tanh(tb, out=tb)
+                np.add(tb, 1.0, out=ab)
+                ab *= zf[b]
+                ab *= 0.5  # a = ½ z (1 + t)
+
+        parallel_rows(work, zf.size, 1)
+        return self.out
+
+    def backward(self, g: np.ndarray, grads: dict, need_dx: bool) -> np.ndarray:
+        gf, zc, t, q = (
+            g.reshape(-1),
+            self.z_clip.reshape(-1),
+            self.t.reshape(-1),
+            self.scratch.reshape(-1),
+        )
+
+        def work(r: slice) -> None:
+            for start in range(r.start, r.stop, GELU_BLOCK):
+                b = slice(start, min(start + GELU_BLOCK, r.stop))
+                zb, tb, qb = zc[b], t[b], q[b]
+                np.multiply(zb, zb, out=qb)
+                qb *= 3.0 * _GELU_TANH_KAPPA
+                qb += 1.0
+                qb *= _GELU_TANH_BETA  # u′ = β (1 + 3κ z²)
+                qb *= zb
+                np.subtract(1.0, tb, out=zb)  # the clipped z is spent: (1 − t)
+                qb *= zb
+                np.add(tb, 1.0, out=zb)  # (1 + t)
+                qb *= zb
+                qb += zb  # z (1 − t)(1 + t) u′ + (1 + t)
+                qb *= 0.5
+                gf[b] *= qb  # the VJP: g ⊙ σ′(z)
+
+        parallel_rows(work, gf.size, 1)
+        return g
+
+
 class GPTFastStep:
     """Fused forward + backward of a :class:`~manual_bp.models.gpt.GPT` into one flat
     gradient buffer (see the module). ``loss_and_gradients(idx, targets)`` is the training
@@ -115,6 +190,7 @@ class GPTFastStep:
             parts = (block.ln_1, block.attn.attention, block.ln_2, block.mlp.c_fc,
                      block.mlp.gelu, block.mlp.c_proj)  # fmt: skip
             steps = [part.fast_step() for part in parts]
+            steps[4] = GeluTanhStep()  # in blocks, no temporaries (the layer's form allocates)
             grads = [{k: slot(v) for k, v in part.params.items()} for part in parts]
             self.blocks.append((steps, grads))
         self.ln_f = ln_f.fast_step()
