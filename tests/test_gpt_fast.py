@@ -22,13 +22,14 @@ from manual_bp.training.gpt_fast import GPTFastStep
 from manual_bp.training.gpt_train import GroupedAdamW, NanoGPTStep, configure_optimizers
 from reference.gpt import randomised, torch_gpt_like
 
-#: float64, fast vs readable and vs torch: |Δ| ≤ F64_TOL · max|reference| per array
-#: (measured ≤ 2e-15 over the drawn cases: the same equations, other summation orders)
+#: float64, fast vs readable and vs torch: |Δ| ≤ F64_TOL · scale per array (the scale:
+#: :func:`assert_arrays_close`); measured ≤ 5.6e-14 over 40 drawn cases
 F64_TOL = 1e-12
-#: float32 fast step vs the float64 readable step: |Δ| ≤ F32_TOL · max|oracle| per array
-#: (measured 1.1e-6 at worst over the drawn cases; 2⁻²⁴ ≈ 6e-8 per rounding, grown by depth
-#: and by the (B·T, V) sums). The loss: |Δ| ≤ F32_TOL · max(1, C).
-F32_TOL = 1e-5
+#: float32 fast step vs the float64 readable step of the same (rounded) parameters: measured
+#: 2.9e-5 at worst over 40 drawn cases — the readable float32 step reaches 2.5e-5 on the same
+#: cases (2⁻²⁴ ≈ 6e-8 per rounding, grown by LayerNorm's 1/σ on widths of 1–16 and O(0.3)
+#: weights); the loss within F32_TOL · max(1, C)
+F32_TOL = 1e-4
 
 
 @st.composite
