@@ -233,3 +233,32 @@ def test_step_flat_refuses_the_per_array_state_in_one_line():
         opt.step_flat(model.parameter_arrays(), grads)
     assert isinstance(opt, GroupedAdamW)
     assert not opt.step_flat(model.parameter_arrays()[::-1], list(grads))  # not flat: False
+
+
+def test_the_fused_trainer_epoch_is_the_readable_iteration():
+    """GPTTrainer.run_epoch (what train(..., fast=True) runs through GPT.fused_trainer) =
+    the readable loop over the same mini-batches: losses and parameters (Adam's η·δg/ε
+    bound as above); the model's fast_training flag is restored; a regularizer is refused."""
+    from manual_bp.training.gpt_fast import GPTTrainer
+
+    config = GPTConfig(7, 6, 2, 2, 4)
+    fast, readable = make(config, 2), make(config, 2)
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 7, (10, 6))
+    y = np.roll(x, -1, axis=1)
+    batches = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 10)]
+    step_f = NanoGPTStep(configure_optimizers(fast, 0.1, 1e-2), 0.5)
+    step_r = NanoGPTStep(configure_optimizers(readable, 0.1, 1e-2), 0.5)
+    seen: list[int] = []
+    trainer = fast.fused_trainer(step_f)
+    assert isinstance(trainer, GPTTrainer)
+    last = trainer.run_epoch(x, y, batches, lambda: seen.append(1))
+    assert not fast.fast_training and len(seen) == 3
+    for index in batches:
+        loss, grads = readable.loss_and_gradients(x[index], y[index])
+        step_r.step(readable.parameter_arrays(), grads)
+    assert abs(last - loss) <= F64_TOL * max(1.0, loss)
+    adam = 3 * 1e-2 * min(2.0, F64_TOL * 10 / 1e-8)
+    assert np.abs(fast.flat_parameters - readable.flat_parameters).max() <= adam
+    with pytest.raises(ValueError, match=r"^GPT: the fused trainer takes no regularizer"):
+        GPTTrainer(fast, step_f, regularizer=object())

@@ -2,7 +2,8 @@
 makes (:mod:`manual_bp.text_data`), as nanoGPT trains: AdamW in two groups (decay on the 2-D
 weights), global gradient-norm clipping, warm-up then cosine decay per iteration
 (:class:`~manual_bp.training.gpt_train.NanoGPTStep`), through :func:`~manual_bp.training.train`'s
-readable path (``fast=False``). Progress bars, per-epoch training and evaluation loss, the
+loop with the model's fused step (``GPT.fast_training``, :mod:`manual_bp.training.gpt_fast`;
+with ``dropout > 0`` the readable step, which draws the masks). Progress bars, per-epoch training and evaluation loss, the
 test loss, ``--save``, ``--plot`` of the loss curves and generated answers at the end.
 
 Example (≈ 10 s)::
@@ -128,6 +129,8 @@ def run_gpt(args: argparse.Namespace, train: Callable[..., Any]) -> int:
     data = load_text_task(args.task, n_train=args.n_train, digits=args.digits, seed=args.seed)
     config = GPTConfig(vocab_size=data.n_classes, block_size=sample_length(args.digits), **spec)
     model = GPT(config, seed=args.seed, dtype=args.dtype)
+    # the fused step (docs/gpt.md "Speed") trains; dropout is not fused: the readable step
+    model.fast_training = not config.dropout
     given = {k: getattr(args, k) for k in ("lr", "weight_decay", "beta1", "beta2", "eps")}
     hyper = {k: GPT_DEFAULTS[k] if v is None else v for k, v in given.items()}
     iterations = args.epochs * -(-args.n_train // args.batch_size)

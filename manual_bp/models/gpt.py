@@ -289,6 +289,13 @@ class GPT(Sequential):
     #: flat) instead of :meth:`backprop`, the readable reference it is checked against
     fast_training = False
 
+    def fused_trainer(self, optimizer: Any, regularizer: Any = None, n_train: int = 1) -> Any:
+        """The fused trainer ``train(..., fast=True)`` runs for a GPT
+        (:class:`~manual_bp.training.gpt_fast.GPTTrainer`: the fused step per mini-batch)."""
+        from manual_bp.training.gpt_fast import GPTTrainer
+
+        return GPTTrainer(self, optimizer, regularizer)
+
     def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """``(C, [∂C/∂θ in parameter_arrays() order])``: the training step's protocol (the
         fused step's reused views when :attr:`fast_training`, fresh arrays otherwise)."""
