@@ -77,7 +77,7 @@ def assert_arrays_close(actual, expected, tol: float, what: str, loss: float = 0
         assert err <= bound, f"{what}[{i}] {e.shape}: |Δ| {err:.3g} > {bound:.3g}"
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(fast_cases())
 def test_fast_step_equals_the_readable_step_and_torch_in_float64(case):
     """GPT.block, GPT.qkv, GPT.causal, GPT.tied, GPT.lm-ce through the fast forms: loss
