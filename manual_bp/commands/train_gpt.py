@@ -3,8 +3,9 @@ makes (:mod:`manual_bp.text_data`), as nanoGPT trains: AdamW in two groups (deca
 weights), global gradient-norm clipping, warm-up then cosine decay per iteration
 (:class:`~manual_bp.training.gpt_train.NanoGPTStep`), through :func:`~manual_bp.training.train`'s
 loop with the model's fused step (``GPT.fast_training``, :mod:`manual_bp.training.gpt_fast`;
-with ``dropout > 0`` the readable step, which draws the masks). Progress bars, per-epoch training and evaluation loss, the
-test loss, ``--save``, ``--plot`` of the loss curves and generated answers at the end.
+with ``dropout > 0`` the readable step, which draws the masks). Progress bars, per-epoch
+training and evaluation loss, the test loss, ``--save``, ``--plot`` of the loss curves and
+generated answers at the end.
 
 Example (≈ 10 s)::
 
