@@ -283,8 +283,30 @@ class GPT(Sequential):
     def _backprop(self, x: Any, y: Any, *, input_grad: bool, received: list | None = None):
         return self.backprop(x, y)
 
+    #: whether :meth:`loss_and_gradients` (the training step) runs the fused step
+    #: (:class:`~manual_bp.training.gpt_fast.GPTFastStep`: gradients as views of one flat
+    #: buffer, which :class:`~manual_bp.training.gpt_train.NanoGPTStep` clips and updates
+    #: flat) instead of :meth:`backprop`, the readable reference it is checked against
+    fast_training = False
+
+    def fused_trainer(self, optimizer: Any, regularizer: Any = None, n_train: int = 1) -> Any:
+        """The fused trainer ``train(..., fast=True)`` runs for a GPT
+        (:class:`~manual_bp.training.gpt_fast.GPTTrainer`: the fused step per mini-batch)."""
+        from manual_bp.training.gpt_fast import GPTTrainer
+
+        return GPTTrainer(self, optimizer, regularizer)
+
     def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
-        """``(C, [∂C/∂θ in parameter_arrays() order])``: the training step's protocol."""
+        """``(C, [∂C/∂θ in parameter_arrays() order])``: the training step's protocol (the
+        fused step's reused views when :attr:`fast_training`, fresh arrays otherwise)."""
+        if self.fast_training:
+            x, targets = self._inputs_and_targets(x, y)
+            step = self.__dict__.get("_fast_step")
+            if step is None:
+                from manual_bp.training.gpt_fast import GPTFastStep
+
+                step = self._fast_step = GPTFastStep(self)
+            return step.loss_and_gradients(x, targets)
         result = self.backprop(x, y)
         return result.loss, [result.params[name] for name in self._parameter_names]
 
