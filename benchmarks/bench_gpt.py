@@ -10,7 +10,7 @@ library initialises its own random weights (GPT-2's initialisation); float32. Co
     small   vocabulary 512, context 256, 4 layers, 4 heads, width 128, tied; B = 16, T = 64
 
 manual_bp steps through ``GPT.loss_and_gradients`` with ``fast_training`` on (the fused
-step, :mod:`manual_bp.training.gpt_fast`) and ``NanoGPTStep`` (flat clipping + AdamW);
+step, :mod:`manual_bp.models.gpt_fast`) and ``NanoGPTStep`` (flat clipping + AdamW);
 torch through nanoGPT's model (``F.scaled_dot_product_attention(is_causal=True)``,
 ``F.cross_entropy``), ``zero_grad(set_to_none=True)``, ``backward``, ``clip_grad_norm_``,
 ``AdamW(foreach=True)`` (its fastest CPU form: the anchor); ``--compile`` adds

@@ -1,4 +1,4 @@
-"""The GPT's fused training step (``manual_bp.training.gpt_fast``) against its readable step
+"""The GPT's fused training step (``manual_bp.models.gpt_fast``) against its readable step
 and against nanoGPT's model in torch (``docs/gpt.md``, "Speed").
 
 Float64 on hypothesis-drawn configurations (layers 1–3, heads 1–4, tied or not, bias or not,
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from manual_bp.models.gpt import GPT, GPTConfig
-from manual_bp.training.gpt_fast import GPTFastStep
+from manual_bp.models.gpt_fast import GPTFastStep
 from manual_bp.training.gpt_train import GroupedAdamW, NanoGPTStep, configure_optimizers
 from reference.gpt import randomised, torch_gpt_like
 
@@ -235,30 +235,32 @@ def test_step_flat_refuses_the_per_array_state_in_one_line():
     assert not opt.step_flat(model.parameter_arrays()[::-1], list(grads))  # not flat: False
 
 
-def test_the_fused_trainer_epoch_is_the_readable_iteration():
-    """GPTTrainer.run_epoch (what train(..., fast=True) runs through GPT.fused_trainer) =
-    the readable loop over the same mini-batches: losses and parameters (Adam's η·δg/ε
-    bound as above); the model's fast_training flag is restored; a regularizer is refused."""
-    from manual_bp.training.gpt_fast import GPTTrainer
+def test_train_runs_the_fused_step_and_equals_the_readable_loop():
+    """``train(gpt, ...)`` (default ``fast``) runs the fused step (``GPT.fast_training`` on
+    during training, restored after) and equals ``train(..., fast=False)`` over the same
+    mini-batches: the epoch's losses and the parameters (Adam's η·δg/ε bound as above)."""
+    from manual_bp.training import train
 
     config = GPTConfig(7, 6, 2, 2, 4)
     fast, readable = make(config, 2), make(config, 2)
     rng = np.random.default_rng(5)
     x = rng.integers(0, 7, (10, 6))
     y = np.roll(x, -1, axis=1)
-    batches = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 10)]
-    step_f = NanoGPTStep(configure_optimizers(fast, 0.1, 1e-2), 0.5)
-    step_r = NanoGPTStep(configure_optimizers(readable, 0.1, 1e-2), 0.5)
-    seen: list[int] = []
-    trainer = fast.fused_trainer(step_f)
-    assert isinstance(trainer, GPTTrainer)
-    last = trainer.run_epoch(x, y, batches, lambda: seen.append(1))
-    assert not fast.fast_training and len(seen) == 3
-    for index in batches:
-        loss, grads = readable.loss_and_gradients(x[index], y[index])
-        step_r.step(readable.parameter_arrays(), grads)
-    assert abs(last - loss) <= F64_TOL * max(1.0, loss)
-    adam = 3 * 1e-2 * min(2.0, F64_TOL * 10 / 1e-8)
+    seen: list[bool] = []
+    spy = fast.loss_and_gradients
+
+    def watched(*args):
+        seen.append(fast.fast_training)
+        return spy(*args)
+
+    fast.loss_and_gradients = watched
+    histories = [
+        train(model, x, y, epochs=2, batch_size=4, seed=3, fast=flag,
+              optimizer=NanoGPTStep(configure_optimizers(model, 0.1, 1e-2), 0.5))
+        for model, flag in ((fast, None), (readable, False))
+    ]  # fmt: skip
+    assert seen == [True] * 6 and not fast.fast_training
+    for a, b in zip(*(h.training_cost for h in histories), strict=True):
+        assert abs(a - b) <= F64_TOL * max(1.0, b)
+    adam = 3 * 2 * 1e-2 * min(2.0, F64_TOL * 10 / 1e-8)
     assert np.abs(fast.flat_parameters - readable.flat_parameters).max() <= adam
-    with pytest.raises(ValueError, match=r"^GPT: the fused trainer takes no regularizer"):
-        GPTTrainer(fast, step_f, regularizer=object())

@@ -111,17 +111,22 @@ def test_generate_edges(model):
         model.generate(idx, 1, temperature=0.0)
 
 
-@pytest.mark.parametrize("fast", [None, True])
-def test_the_fused_trainer_refuses_a_gpt_in_one_line(model, fast):
-    """``train``'s fused path does not take a GPT yet: one line naming ``fast=False``, before
-    any step (the parameters unchanged); the readable path trains it."""
+def test_train_fuses_a_gpt_step_and_refuses_fast_with_dropout_in_one_line(model):
+    """``train(..., fast=True)`` on a GPT with dropout: one line naming ``fast=False``, before
+    any step (the parameters unchanged); without ``fast`` it trains on the readable step
+    (the masks drawn), and the model's ``fast_training`` is left as it was."""
     from manual_bp.training import train
 
+    dropped = GPT(GPTConfig(5, 4, 1, 1, 4, dropout=0.1), seed=0)
     x = np.random.default_rng(0).integers(0, 5, (8, 4))
-    before = model.state_dict()
-    with pytest.raises(ValueError, match=r"GPT: the fused trainer .* fast=False"):
-        train(model, x, x, epochs=1, batch_size=4, optimizer="adam", fast=fast)
-    assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
+    before = dropped.state_dict()
+    with pytest.raises(ValueError, match=r"^GPT: the fast step does not fuse dropout .*fast=False"):
+        train(dropped, x, x, epochs=1, batch_size=4, optimizer="adam", fast=True)
+    assert all(np.array_equal(v, dropped.state_dict()[k]) for k, v in before.items())
+    train(dropped, x, x, epochs=1, batch_size=4, optimizer="adam", seed=0)
+    assert not dropped.fast_training
+    with pytest.raises(ValueError, match=r"^GPT: its parts have no per-layer fused step"):
+        model.layers[0].fast_step()
 
 
 def test_targets_with_no_counted_position_are_refused_naming_the_argument(model):

@@ -2,8 +2,8 @@
 makes (:mod:`manual_bp.text_data`: addition, copy, reverse, sort, brackets), as nanoGPT
 trains: AdamW in two groups (decay on the 2-D weights), global gradient-norm clipping,
 warm-up then cosine decay per iteration (:class:`~manual_bp.training.gpt_train.NanoGPTStep`),
-through :func:`~manual_bp.training.train`'s loop with the model's fused step
-(``GPT.fast_training``, :mod:`manual_bp.training.gpt_fast`; with ``dropout > 0`` the readable
+through :func:`~manual_bp.training.train` with the model's fused step
+(``GPT.fast_training``, :mod:`manual_bp.models.gpt_fast`; with ``dropout > 0`` the readable
 step, which draws the masks). Progress bars, per-epoch training and evaluation loss, the
 held-out test loss and exact-match accuracy of greedy answers, ``--save``, ``--plot`` of the
 loss curves and generated answers at the end.
@@ -153,8 +153,6 @@ def run_gpt(args: argparse.Namespace, train: Callable[..., Any]) -> int:
     data = load_text_task(args.task, n_train=args.n_train, digits=size, length=size, seed=args.seed)
     config = GPTConfig(vocab_size=data.n_classes, block_size=sample_length(size, args.task), **spec)
     model = GPT(config, seed=args.seed, dtype=args.dtype)
-    # the fused step (docs/gpt.md "Speed") trains; dropout is not fused: the readable step
-    model.fast_training = not config.dropout
     given = {k: getattr(args, k) for k in ("lr", "weight_decay", "beta1", "beta2", "eps")}
     hyper = {k: GPT_DEFAULTS[k] if v is None else v for k, v in given.items()}
     iterations = args.epochs * -(-args.n_train // args.batch_size)
@@ -178,7 +176,7 @@ def run_gpt(args: argparse.Namespace, train: Callable[..., Any]) -> int:
     history = train(
         model, data.x_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=optimizer, evaluation_data=(data.x_val, data.y_val), seed=args.seed,
-        progress=not args.quiet, log=None if args.quiet else sys.stdout, fast=False,
+        progress=not args.quiet, log=None if args.quiet else sys.stdout,
     )  # fmt: skip
     test_loss = model.total_cost(data.x_test, data.y_test)
     questions = prompts(data)

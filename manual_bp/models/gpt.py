@@ -28,6 +28,7 @@ from manual_bp._validation import check_layer_array, check_nonempty
 from manual_bp.layers._entry import memory_limit
 from manual_bp.layers.containers import stack_backward
 from manual_bp.layers.normalisation import LayerNorm
+from manual_bp.models.gpt_fast import GPTFastStep
 from manual_bp.models.gpt_layers import Block, GPTEmbedding, LMHead
 from manual_bp.models.parameters import IncompatibleKeys
 from manual_bp.models.sequential import MODELS, Sequential
@@ -284,17 +285,22 @@ class GPT(Sequential):
         return self.backprop(x, y)
 
     #: whether :meth:`loss_and_gradients` (the training step) runs the fused step
-    #: (:class:`~manual_bp.training.gpt_fast.GPTFastStep`: gradients as views of one flat
+    #: (:class:`~manual_bp.models.gpt_fast.GPTFastStep`: gradients as views of one flat
     #: buffer, which :class:`~manual_bp.training.gpt_train.NanoGPTStep` clips and updates
     #: flat) instead of :meth:`backprop`, the readable reference it is checked against
     fast_training = False
 
-    def fused_trainer(self, optimizer: Any, regularizer: Any = None, n_train: int = 1) -> Any:
-        """The fused trainer ``train(..., fast=True)`` runs for a GPT
-        (:class:`~manual_bp.training.gpt_fast.GPTTrainer`: the fused step per mini-batch)."""
-        from manual_bp.training.gpt_fast import GPTTrainer
-
-        return GPTTrainer(self, optimizer, regularizer)
+    def fused_step_refusal(self) -> str | None:
+        """Why :attr:`fast_training` cannot fuse this GPT's step (one line), or ``None``.
+        ``train(..., fast=True)`` asks this before any step: a model that fuses its whole
+        step itself (the tied weight's two uses in one slot) is trained through its own
+        :meth:`loss_and_gradients` with :attr:`fast_training` on, not per-layer steps."""
+        if self.config.dropout:
+            return (
+                f"GPT: the fast step does not fuse dropout ({self.config.dropout}); train with "
+                "train(..., fast=False) or dropout=0"
+            )
+        return None
 
     def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """``(C, [∂C/∂θ in parameter_arrays() order])``: the training step's protocol (the
@@ -303,8 +309,6 @@ class GPT(Sequential):
             x, targets = self._inputs_and_targets(x, y)
             step = self.__dict__.get("_fast_step")
             if step is None:
-                from manual_bp.training.gpt_fast import GPTFastStep
-
                 step = self._fast_step = GPTFastStep(self)
             return step.loss_and_gradients(x, targets)
         result = self.backprop(x, y)

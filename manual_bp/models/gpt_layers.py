@@ -69,10 +69,12 @@ class GPTEmbedding(NamedChildren, Layer):
         return x, PartCache(idx, [token_cache, position_cache, drop_cache])
 
     def fast_step(self) -> Any:
-        """Refused: the fused trainer does not take a GPT yet (its seed is the fused
-        cross-entropy over ``ignore_index``); the GPT trains on ``train``'s readable path."""
+        """Refused: a GPT's parts have no per-layer fused step (the tied weight's two uses
+        share one gradient slot); the GPT fuses its whole step itself
+        (``GPT.fast_training``, what ``train(..., fast=True)`` runs)."""
         raise ValueError(
-            "GPT: the fused trainer does not take a GPT yet; train it with train(..., fast=False)"
+            "GPT: its parts have no per-layer fused step; train(model, ...) fuses the GPT's "
+            "whole step (GPT.fast_training)"
         )
 
     def backward(self, dout: np.ndarray, cache: PartCache) -> tuple[None, dict]:

@@ -85,7 +85,7 @@ class GroupedAdamW(Optimizer):
     ) -> bool:
         """The same AdamW (``OPT.adamw``, both groups) over flat buffers, for ``params`` that
         are consecutive views of one buffer and ``grads`` the same views of another (the
-        fused step's :class:`~manual_bp.training.gpt_fast.FlatGradients`); ``grads`` are
+        fused step's :class:`~manual_bp.models.gpt_fast.FlatGradients`); ``grads`` are
         first multiplied by ``grad_scale`` (the clipping factor, folded into the same pass).
         Returns False, doing nothing, when the arrays are not laid out so.
 

@@ -19,7 +19,8 @@ optimizer update the parameters (plain SGD: ``θ ← θ − η ∂C/∂θ``, ``O
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -129,7 +130,11 @@ def train(
     fast : bool, optional
         Use the fused step (:class:`~manual_bp.training.fused.FusedTrainer`: every layer's
         fast form, preallocated buffers, one update; parameters checked for divergence once
-        per epoch) instead of the readable ``loss_and_gradients`` step. Default: fused.
+        per epoch) instead of the readable ``loss_and_gradients`` step. Default: fused. A
+        model that fuses its whole step itself (a ``fused_step_refusal`` method; a GPT) trains
+        through its ``loss_and_gradients`` with ``fast_training`` on; where it cannot fuse
+        (a GPT with dropout), ``fast=True`` is refused in one line and the default trains
+        on the readable step.
 
     Returns
     -------
@@ -172,48 +177,81 @@ def train(
     n_train = x.shape[0]
     rng = np.random.default_rng(seed)
     history = History()
-    trainer = None if fast is False else FusedTrainer(net, optimizer, regularizer, n_train)
+    # A model that fuses its whole step itself (a GPT) trains through its own step, or the
+    # readable one where it cannot fuse; every other model through per-layer fast steps.
+    fuses_itself = _fuses_its_own_step(net, fast)
+    per_layer = fast is not False and not hasattr(net, "fused_step_refusal")
+    trainer = FusedTrainer(net, optimizer, regularizer, n_train) if per_layer else None
     net.train(True)
 
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        batches = iterate_minibatches(n_train, batch_size, rng)
-        with ProgressBar(len(batches), f"epoch {epoch}/{epochs}", enabled=progress) as bar:
-            if trainer is not None:
-                last_cost = trainer.run_epoch(
-                    x, y, batches, bar.update if progress else None, epoch
-                )
-            else:
-                last_cost = _readable_epoch(net, x, y, batches, optimizer, regularizer, epoch, bar)
-        # The one divergence check of every path (DivergenceError with the likely cause).
-        check_training_state(
-            params,
-            last_cost,
-            epoch=epoch,
-            optimizer=optimizer,
-            x=x,
-            buffers=list(net.named_buffers()),  # looked up now: a layer may replace its arrays
-        )
-        history.epoch_seconds.append(time.perf_counter() - start)
-        _monitor(net, history, "training", x, y, monitor, regularizer, n_train)
-        if "cost" in monitor:
+    # A model that fuses its own step: its loss_and_gradients is the fused step meanwhile.
+    with _switched(net, "fast_training", True) if fuses_itself else nullcontext():
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            batches = iterate_minibatches(n_train, batch_size, rng)
+            with ProgressBar(len(batches), f"epoch {epoch}/{epochs}", enabled=progress) as bar:
+                if trainer is not None:
+                    last_cost = trainer.run_epoch(
+                        x, y, batches, bar.update if progress else None, epoch
+                    )
+                else:
+                    last_cost = _readable_epoch(
+                        net, x, y, batches, optimizer, regularizer, epoch, bar
+                    )
+            # The one divergence check of every path (DivergenceError with the likely cause).
             check_training_state(
                 params,
-                history.training_cost[-1],
+                last_cost,
                 epoch=epoch,
                 optimizer=optimizer,
                 x=x,
-                where="training cost after the epoch",
+                buffers=list(net.named_buffers()),  # looked up now: a layer may replace its arrays
             )
-        if evaluation_data is not None:
-            _monitor(net, history, "evaluation", x_eval, y_eval, monitor, regularizer, n_train)
-        if log is not None:
-            print(_epoch_line(epoch, epochs, history), file=log, flush=True)
-        if schedule is not None:
-            schedule.step()
-        for callback in callbacks:
-            callback(epoch, history)
+            history.epoch_seconds.append(time.perf_counter() - start)
+            _monitor(net, history, "training", x, y, monitor, regularizer, n_train)
+            if "cost" in monitor:
+                check_training_state(
+                    params,
+                    history.training_cost[-1],
+                    epoch=epoch,
+                    optimizer=optimizer,
+                    x=x,
+                    where="training cost after the epoch",
+                )
+            if evaluation_data is not None:
+                _monitor(net, history, "evaluation", x_eval, y_eval, monitor, regularizer, n_train)
+            if log is not None:
+                print(_epoch_line(epoch, epochs, history), file=log, flush=True)
+            if schedule is not None:
+                schedule.step()
+            for callback in callbacks:
+                callback(epoch, history)
     return history
+
+
+@contextmanager
+def _switched(obj: Any, name: str, value: Any) -> Iterator[None]:
+    """``obj.name = value`` inside the block, the previous value restored after it."""
+    before = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, before)
+
+
+def _fuses_its_own_step(net: Model, fast: bool | None) -> bool:
+    """Whether ``net`` trains through its own fused step: a model with a
+    ``fused_step_refusal`` (a GPT: its tied weight's two uses share one gradient slot,
+    which per-layer fast steps cannot express) unless ``fast=False`` or it cannot fuse
+    (then ``fast=True`` is refused in the model's one line; the default trains readably)."""
+    refusal = getattr(net, "fused_step_refusal", None)
+    if refusal is None or fast is False:
+        return False
+    reason = refusal()
+    if reason is not None and fast:
+        raise ValueError(reason)
+    return reason is None
 
 
 def _readable_epoch(

@@ -39,7 +39,7 @@ from manual_bp._threads import parallel_rows
 from manual_bp.activations.smooth import _GELU_CLIP, _GELU_TANH_BETA, _GELU_TANH_KAPPA
 from manual_bp.layers.steps import shape_buffers
 
-__all__ = ["FlatGradients", "GPTFastStep", "GPTTrainer", "GeluTanhStep", "lm_cross_entropy_into"]
+__all__ = ["FlatGradients", "GPTFastStep", "GeluTanhStep", "lm_cross_entropy_into"]
 
 #: elements of one block of the tanh-GELU's passes (all its passes while in L1/L2)
 GELU_BLOCK = 1 << 13
@@ -174,7 +174,7 @@ class GPTFastStep:
         if c.dropout:
             raise ValueError(
                 f"GPT: the fast step does not fuse dropout ({c.dropout}); train with the "
-                "readable step (model.fast_step = False) or dropout=0"
+                "readable step (model.fast_training = False, train(..., fast=False)) or dropout=0"
             )
         self.model = model
         embedding, *blocks, ln_f, head = model.layers
@@ -256,39 +256,3 @@ class GPTFastStep:
         else:
             self.g_wte[...] = 0.0
             self.g_wte[ordered[starts]] = sums
-
-
-class GPTTrainer:
-    """:meth:`FusedTrainer.run_epoch <manual_bp.training.fused.FusedTrainer.run_epoch>`'s
-    protocol for a GPT: each mini-batch through the fused step (``model.fast_training``)
-    and ``optimizer.step`` (a :class:`~manual_bp.training.gpt_train.NanoGPTStep`: flat
-    clipping and AdamW). ``GPT.fused_trainer`` builds it for ``train(..., fast=True)``."""
-
-    def __init__(self, model: Any, optimizer: Any, regularizer: Any = None) -> None:
-        if regularizer is not None:
-            raise ValueError(
-                "GPT: the fused trainer takes no regularizer; AdamW's weight_decay is the GPT's"
-            )
-        GPTFastStep(model)  # refuses what the fast step does not fuse, before the first epoch
-        self.model, self.optimizer = model, optimizer
-        self.params = model.parameter_arrays()
-
-    def run_epoch(self, x: np.ndarray, y: np.ndarray, batches: Any, on_batch: Any = None,
-                  epoch: int = 1) -> float:  # fmt: skip
-        """One step per index array of ``batches``; returns the last mini-batch's loss (each
-        checked by the shared divergence check as soon as it is known)."""
-        from manual_bp.divergence import check_training_state
-
-        model, cost = self.model, float("nan")
-        fast, model.fast_training = model.fast_training, True
-        try:
-            for index in batches:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    cost, grads = model.loss_and_gradients(x[index], y[index])
-                check_training_state((), cost, epoch=epoch, optimizer=self.optimizer, x=x)
-                self.optimizer.step(self.params, grads)
-                if on_batch is not None:
-                    on_batch()
-        finally:
-            model.fast_training = fast
-        return cost
