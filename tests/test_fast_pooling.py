@@ -223,9 +223,13 @@ def test_nd_pool_steps_match_readable_and_torch(seed, dims, kind, ties):
     if kind == "max":  # a selection: the same bits
         assert np.array_equal(y, ref_y) and np.array_equal(dx, ref_dx)
     else:
-        # A mean's last bit depends on its summation order: in one loaded full-suite run
-        # (2026-12-07, AvgPool3d, seed 0) the two forms differed in the last bit, equal
-        # alone and after the neighbouring files; the conventions' c·ε bound holds either way.
+        # The two forms sum a window in different orders, for any thread count and state:
+        # the step adds the taps in row-major order, the readable form is NumPy's reduction
+        # over the window view (its own order, pairwise within a run of ≥ 8 taps). AvgPool3d
+        # with seed 0 (k = 2×2×2) differs in the last bit alone too; ~40 % of 3-d draws do.
+        # The step's order is 20-40× faster than the view's reduction, so the bound is the
+        # conventions' c·ε (as the 2-d test's); the same bits need the readable form to add
+        # its taps in the step's order (manual_bp/layers/pooling.py).
         eps = np.finfo(np.float64).eps
         np.testing.assert_allclose(y, ref_y, rtol=64 * eps, atol=0)
         np.testing.assert_allclose(dx, ref_dx, rtol=64 * eps, atol=0)
