@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.layers.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from manual_bp.layers.pooling_fast import AvgPoolStep, GlobalAvgPoolStep, MaxPoolStep
+from tests.fast_step_checks import across_threads
 
 seeds = st.integers(0, 2**31 - 1)
 kernels = st.sampled_from([1, 2, 3, (2, 3), (3, 1)])
@@ -133,14 +133,7 @@ def test_one_and_two_threads_give_the_same_bits(layer, dtype):
     rng = np.random.default_rng(2)
     x = np.maximum(rng.standard_normal((64, 16, 28, 28)), 0).astype(dtype)  # ties at 0
     u = rng.standard_normal(layer.fast_step().forward(x).shape).astype(dtype)
-    before, results = manual_bp.get_num_threads(), []
-    try:
-        for threads in (1, 2):
-            manual_bp.set_num_threads(threads)
-            results.append(_fast(layer, x, u))
-    finally:
-        manual_bp.set_num_threads(before)
-    (y1, dx1, _), (y2, dx2, _) = results
+    (y1, dx1, _), (y2, dx2, _) = across_threads(lambda: _fast(layer, x, u))
     assert y1.dtype == dx1.dtype == dtype
     assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
     ref_y, _ = layer.forward(x)
