@@ -298,13 +298,23 @@ def test_without_torch_says_how_to_install():
 
 
 @pytest.mark.slow
-def test_quick_verification_passes_and_covers_every_equation():
+def test_quick_verification_passes_and_covers_every_equation(torch_module_outcomes):
     """``verify --quick`` in CI: every check passes and every registered ID gets cases.
 
     Fails when an equation is registered without any check producing it (add a
-    ``@register_check`` in ``reference/checks_<topic>.py``).
+    ``@register_check`` in ``reference/checks_<topic>.py``). The report's torch module
+    walk is :func:`reference.torch_modules.walk_summary` on the session's one walk.
     """
-    report = verify.run_verification(cases=verify.QUICK_CASES, progress=False)
+    from reference import torch_modules
+
+    def walk():
+        return {
+            **torch_modules.summary(torch_module_outcomes),
+            **torch_modules.module_db_coverage(),
+        }
+
+    report = verify.run_verification(cases=verify.QUICK_CASES, progress=False, module_walk=walk)
+    assert report.module_tests["configurations"] == len(torch_module_outcomes) > 0
     assert not report.missing, f"registered equations no check exercised: {report.missing}"
     assert not report.unregistered, f"checked IDs absent from the registry: {report.unregistered}"
     assert not report.check_errors, report.check_errors
