@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import importlib
+import json
 import os
 import platform
 import sys
@@ -30,6 +31,7 @@ import traceback
 import warnings
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -59,6 +61,7 @@ __all__ = [
     "equations_page",
     "load_checks",
     "read_figures",
+    "recorded_coverage",
     "run_verification",
     "versions",
 ]
@@ -70,6 +73,10 @@ QUICK_CASES = 100
 #: With ``only``, a check producing no selected ID in this many cases is skipped
 #: (checks that draw one component at random need a few cases to reach a given one).
 PROBE_CASES = 20
+
+#: The last full report: which checks produced which IDs, so that ``only`` runs the
+#: checks of the selected IDs instead of probing every check (see :func:`recorded_coverage`).
+RECORDED_REPORT = Path(__file__).resolve().parent.parent / "docs" / "verification.json"
 
 
 TORCH_MISSING = (
@@ -144,6 +151,7 @@ def run_verification(
     progress: bool = True,
     stream: TextIO | None = None,
     module_walk: Callable[[], dict[str, Any]] | None = None,
+    coverage: tuple[dict[str, list[str]], set[str]] | None = None,
 ) -> VerificationReport:
     """Run every check on ``cases`` random cases and collect the results per equation ID.
 
@@ -155,9 +163,12 @@ def run_verification(
         Seeds :func:`case_rng`; the same seed reproduces the same cases.
     only : str, optional
         A glob (``"BP*"``, ``"COST.*"``) or a list of them separated by commas:
-        only equation IDs matching it are recorded, a check that produced
-        none of them in its first :data:`PROBE_CASES` cases is skipped, and
-        coverage is demanded of matching registered IDs only.
+        only equation IDs matching it are recorded, and coverage is demanded of
+        matching registered IDs only. The checks that run are chosen first from
+        ``coverage``: those that produced a matching ID in the recorded run. A check the
+        record does not know (new), or every check when a matching ID is not in the
+        record, is probed: skipped if it produced no matching ID in its first
+        :data:`PROBE_CASES` cases.
     checks : dict, optional
         ``{name: check}``; default :func:`load_checks` (needs torch).
     progress : bool
@@ -166,6 +177,10 @@ def run_verification(
         Returns the summary of torch's own module tests for the report; default
         :func:`load_module_walk` on a full run (no ``only``, the registered checks), none
         otherwise.
+    coverage : (dict, set), optional
+        ``({equation ID: [check names]}, {check names run})`` of a recorded run; default
+        :func:`recorded_coverage` of :data:`RECORDED_REPORT` for the registered checks,
+        nothing known (every check probed) for ``checks`` given.
 
     Raises
     ------
@@ -185,7 +200,11 @@ def run_verification(
         )
     if module_walk is None and checks is None and only is None:
         module_walk = load_module_walk()
+    if coverage is None:
+        coverage = recorded_coverage() if checks is None else ({}, set())
     checks = load_checks() if checks is None else checks
+    plan = _plan(checks, only, selected, *coverage)
+    checks = {name: checks[name] for name in plan}
     results = {
         e.id: EquationResult(e.id, e.name, e.doc) for e in EQUATIONS.values() if selected(e.id)
     }
@@ -203,7 +222,7 @@ def run_verification(
             "ignore", message=r"(?s).*Triggered internally at", category=UserWarning
         )
         for name, check in checks.items():
-            relevant = only is None
+            relevant = plan[name]
             for case in range(cases):
                 relevant |= _run_case(name, check, seed, case, selected, results, errors)
                 bar.update(1)
@@ -253,6 +272,43 @@ def _run_case(name, check, seed, case, selected, results, errors) -> bool:
             if name not in result.checks:
                 result.checks.append(name)
     return bool(seen)
+
+
+def recorded_coverage(
+    path: str | os.PathLike = RECORDED_REPORT,
+) -> tuple[dict[str, list[str]], set[str]]:
+    """``({equation ID: [checks that produced it]}, {checks that ran})`` of a verification
+    JSON (a full run's: ``docs/verification.json``); nothing known if it cannot be read."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        ran = {str(name) for name in document["checks"]}
+        by_id = {str(e["id"]): [str(c) for c in e["checks"]] for e in document["equations"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, set()
+    if document.get("only") is not None:  # a partial run says nothing of the other IDs
+        return {}, set()
+    return by_id, ran
+
+
+def _plan(
+    checks: dict[str, Check],
+    only: str | None,
+    selected: Callable[[str], bool],
+    by_id: dict[str, list[str]],
+    ran: set[str],
+) -> dict[str, bool]:
+    """The checks to run, in registry order: ``{name: known relevant}`` (False: probed).
+
+    With ``only``, the checks the record saw produce a matching registered ID run in full;
+    checks the record did not run (new ones) are probed; a matching ID the record lacks
+    (new) makes every check a probe, as no record says which check produces it."""
+    if only is None:
+        return dict.fromkeys(checks, True)
+    wanted = [i for i in EQUATIONS if selected(i)]
+    if any(not by_id.get(i) for i in wanted):
+        return dict.fromkeys(checks, False)
+    known = {name for i in wanted for name in by_id[i]}
+    return {name: name in known for name in checks if name in known or name not in ran}
 
 
 def _matcher(only: str | None) -> Callable[[str], bool]:

@@ -42,3 +42,17 @@ def _numpy_errors_raise():
     """Overflow / invalid operations inside manual_bp are bugs unless explicitly silenced."""
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         yield
+
+
+@pytest.fixture(scope="session")
+def torch_module_outcomes():
+    """``reference.torch_modules.outcomes()``, walked once a session (~2 200 configurations
+    of torch's own module tests): the ledger tests and the quick verification's report
+    read the same walk instead of each playing it."""
+    import warnings
+
+    from reference import torch_modules
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch_modules.outcomes()

@@ -1,7 +1,10 @@
 """Shared checks for a layer's fast step against its readable form (helper of the
 ``tests/test_fast_*`` files of the layers issue 25 gave fast forms).
 
-* :func:`run_step`: one step's forward and backward, copied out of the step's buffers;
+* :func:`run_step`: one step's forward and backward, copied out of the step's buffers
+  (:func:`run_fast`: the same from a fresh ``layer.fast_step()``);
+* :func:`across_threads` and :func:`assert_same_bits`: a run with 1 and 2 threads (the
+  count restored after), compared bit for bit;
 * :func:`check_against_readable`: the step against the layer's own forward/backward on a
   sequence of batches (buffer reuse, an odd last mini-batch), within the conventions'
   bound ``c·ε·max(max|ref|, S)`` (docs/conventions.md "Precision and tolerances") where
@@ -14,10 +17,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+import manual_bp
 from manual_bp.gradcheck.compare import assert_gradients_close
 
 
@@ -27,6 +33,41 @@ def run_step(step: Any, x: np.ndarray, dout: np.ndarray, need_dx: bool = True):
     grads = {k: np.full_like(v, np.nan) for k, v in step_layer(step).params.items()}
     dx = step.backward(dout.copy(), grads, need_dx)
     return out, (None if dx is None else dx.copy()), grads
+
+
+def run_fast(layer: Any, x: np.ndarray, dout: np.ndarray, need_dx: bool = True):
+    """:func:`run_step` of a fresh ``layer.fast_step()``."""
+    return run_step(layer.fast_step(), x, dout, need_dx)
+
+
+@contextmanager
+def thread_count(count: int) -> Iterator[None]:
+    """``manual_bp``'s thread count set to ``count`` in the block, restored after."""
+    before = manual_bp.get_num_threads()
+    manual_bp.set_num_threads(count)
+    try:
+        yield
+    finally:
+        manual_bp.set_num_threads(before)
+
+
+def across_threads(run: Callable[[], Any], counts: tuple[int, ...] = (1, 2)) -> list[Any]:
+    """``run()`` once with each thread count of ``counts``."""
+    results = []
+    for count in counts:
+        with thread_count(count):
+            results.append(run())
+    return results
+
+
+def assert_same_bits(first: Any, second: Any, label: Any = None) -> None:
+    """Two ``(out, dx, grads)`` results equal bit for bit (a NaN anywhere fails)."""
+    (out1, dx1, g1), (out2, dx2, g2) = first, second
+    assert np.array_equal(out1, out2), label
+    assert (dx1 is None and dx2 is None) or np.array_equal(dx1, dx2), label
+    assert g1.keys() == g2.keys(), label
+    for name in g1:
+        assert np.array_equal(g1[name], g2[name]), (label, name)
 
 
 def step_layer(step: Any) -> Any:

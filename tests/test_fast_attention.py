@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from manual_bp import set_num_threads
 from manual_bp.layers.attention import MultiheadAttention
-
-
-def _run_step(layer, x, g, need_dx=True):
-    step = layer.fast_step()
-    grads = {k: np.full_like(v, np.nan) for k, v in layer.params.items()}
-    out = step.forward(x).copy()
-    dx = step.backward(g.copy(), grads, need_dx)
-    return out, (None if dx is None else dx.copy()), grads
+from tests.fast_step_checks import across_threads, assert_same_bits
+from tests.fast_step_checks import run_fast as _run_step
 
 
 def _torch_mha(layer, x, g, padding):
@@ -93,18 +86,11 @@ def test_fast_attention_threads_bit_identical_and_dtype(dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((8, 64, 64)).astype(dtype)
     g = rng.standard_normal((8, 64, 64)).astype(dtype)
-    results = []
-    for threads in (1, 2):
-        set_num_threads(threads)
-        try:
-            results.append(_run_step(layer, x, g))
-        finally:
-            set_num_threads(1)
-    (o1, d1, g1), (o2, d2, g2) = results
+    first, second = across_threads(lambda: _run_step(layer, x, g))
+    o1, d1, _ = first
     assert o1.dtype == dtype and d1.dtype == dtype
     assert all(v.dtype == dtype for v in layer.fast_step()._make(x))
-    assert np.array_equal(o1, o2) and np.array_equal(d1, d2)
-    assert all(np.array_equal(g1[k], g2[k]) for k in g1)
+    assert_same_bits(first, second)
     ref_out, _ = layer.forward(x)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(o1, ref_out, rtol=tol, atol=tol)

@@ -5,37 +5,18 @@ causal / key-padding masks), 1 and 2 threads give the same bits, float32 include
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp import _threads
 from manual_bp.layers.attention import MultiheadAttention
+from tests.fast_step_checks import run_fast as _run
+from tests.fast_step_checks import thread_count as _thread_count
 
 seeds = st.integers(0, 2**31 - 1)
-
-
-@contextmanager
-def _thread_count(count):
-    before = manual_bp.get_num_threads()
-    manual_bp.set_num_threads(count)
-    try:
-        yield
-    finally:
-        manual_bp.set_num_threads(before)
-
-
-def _run(layer, x, g, need_dx=True):
-    step = layer.fast_step()
-    grads = {k: np.full_like(v, np.nan) for k, v in layer.params.items()}
-    out = step.forward(x).copy()
-    dx = step.backward(g.copy(), grads, need_dx)
-    return out, (None if dx is None else dx.copy()), grads
 
 
 def _torch(layer, x, g, padding):

@@ -15,7 +15,14 @@ from manual_bp.layers import convolution_fast
 from manual_bp.layers.convolution_transpose import ConvTranspose1d, ConvTranspose2d
 from manual_bp.layers.convolution_transpose_steps import ConvTransposeStep
 from manual_bp.layers.steps import GenericStep
-from tests.fast_step_checks import check_against_readable, check_training, run_step
+from tests.fast_step_checks import (
+    across_threads,
+    assert_same_bits,
+    check_against_readable,
+    check_training,
+    run_fast,
+    run_step,
+)
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -156,7 +163,6 @@ def test_decoder_trains_the_same_fast_and_readable(dtype):
 def test_threads_give_identical_bits():
     """ConvTranspose2d/1d (each col2im form), InstanceNorm2d and RMSNorm steps with 1 and 2
     threads: outputs and gradients bit for bit (per-sample work split, reductions whole)."""
-    import manual_bp
     from manual_bp.layers import InstanceNorm2d, RMSNorm
 
     rng = np.random.default_rng(1)
@@ -167,18 +173,7 @@ def test_threads_give_identical_bits():
         (InstanceNorm2d(5, affine=True), (16, 5, 6, 6)),
         (RMSNorm(12), (16, 3, 12)),
     ]
-    before = manual_bp.get_num_threads()
-    try:
-        for layer, shape in cases:
-            x = rng.standard_normal(shape)
-            dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
-            results = []
-            for threads in (1, 2):
-                manual_bp.set_num_threads(threads)
-                results.append(run_step(layer.fast_step(), x, dout))
-            (out1, dx1, g1), (out2, dx2, g2) = results
-            assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2), layer
-            for name in g1:
-                assert np.array_equal(g1[name], g2[name]), (layer, name)
-    finally:
-        manual_bp.set_num_threads(before)
+    for layer, shape in cases:
+        x = rng.standard_normal(shape)
+        dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
+        assert_same_bits(*across_threads(lambda: run_fast(layer, x, dout)), layer)  # noqa: B023

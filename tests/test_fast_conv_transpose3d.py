@@ -12,10 +12,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.layers import ConvTranspose2d, ConvTranspose3d, LazyConvTranspose3d, convolution_fast
 from manual_bp.layers.convolution_transpose_steps import ConvTransposeStep
-from tests.fast_step_checks import check_against_readable, check_training, run_step
+from tests.fast_step_checks import (
+    across_threads,
+    assert_same_bits,
+    check_against_readable,
+    check_training,
+    run_fast,
+    run_step,
+)
 from tests.test_fast_conv_transpose import _layer, transpose_geometries
 
 seeds = st.integers(0, 2**31 - 1)
@@ -123,21 +129,10 @@ def test_3d_threads_give_identical_bits():
         (ConvTranspose3d(8, 8, 3, padding=1, groups=2, seed=0), (6, 8, 9, 9, 9)),
         (ConvTranspose3d(4, 4, 2, stride=1, dilation=3, output_padding=2, seed=0), (5, 4, 4, 4, 4)),
     ]
-    before = manual_bp.get_num_threads()
-    try:
-        for layer, shape in cases:
-            x = rng.standard_normal(shape)
-            dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
-            results = []
-            for threads in (1, 2):
-                manual_bp.set_num_threads(threads)
-                results.append(run_step(layer.fast_step(), x, dout))
-            (out1, dx1, g1), (out2, dx2, g2) = results
-            assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2), layer
-            for name in g1:
-                assert np.array_equal(g1[name], g2[name]), (layer, name)
-    finally:
-        manual_bp.set_num_threads(before)
+    for layer, shape in cases:
+        x = rng.standard_normal(shape)
+        dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
+        assert_same_bits(*across_threads(lambda: run_fast(layer, x, dout)), layer)  # noqa: B023
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

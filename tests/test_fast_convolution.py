@@ -10,9 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.layers.convolution import Conv1d, Conv2d
 from manual_bp.layers.convolution_fast import ConvStep
+from tests.fast_step_checks import across_threads, assert_same_bits, run_fast
+from tests.fast_step_checks import run_step as _run
 from tests.test_convolution import conv_geometries
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -22,14 +23,6 @@ seeds = st.integers(0, 2**31 - 1)
 def _layer(geometry: dict, cls, seed: int, dtype=np.float64):
     kwargs = dict(geometry["kwargs"], implementation="fast")
     return cls(**kwargs, seed=seed, dtype=dtype)
-
-
-def _run(step: ConvStep, x: np.ndarray, dout: np.ndarray, need_dx: bool = True):
-    """One forward/backward; copies of out, dx and the gradients (the step owns buffers)."""
-    out = step.forward(x).copy()
-    grads = {k: np.full_like(v, np.nan) for k, v in step.layer.params.items()}
-    dx = step.backward(dout.copy(), grads, need_dx)
-    return out, (None if dx is None else dx.copy()), grads
 
 
 def _torch(layer, x, dout):
@@ -108,18 +101,7 @@ def test_threads_give_identical_bits(kwargs, size):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((64, kwargs["in_channels"], *size))
     dout = rng.standard_normal((64, *layer.output_shape(x.shape[1:])))
-    before = manual_bp.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            manual_bp.set_num_threads(threads)
-            results.append(_run(layer.fast_step(), x, dout))
-    finally:
-        manual_bp.set_num_threads(before)
-    (out1, dx1, g1), (out2, dx2, g2) = results
-    assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2)
-    for name in g1:
-        assert np.array_equal(g1[name], g2[name])
+    assert_same_bits(*across_threads(lambda: run_fast(layer, x, dout)))
 
 
 @pytest.mark.parametrize("cls", [Conv2d, Conv1d])

@@ -14,12 +14,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.layers import convolution_fast
 from manual_bp.layers._im2col import Geometry
 from manual_bp.layers.convolution import Conv1d, Conv2d, Conv3d
 from manual_bp.layers.convolution_fast import ConvStep
 from manual_bp.layers.convolution_phases import phase_plan
+from tests.fast_step_checks import across_threads, assert_same_bits, run_fast
+from tests.fast_step_checks import run_step as _run
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 CLASSES = {1: Conv1d, 2: Conv2d, 3: Conv3d}
@@ -54,14 +55,6 @@ def geometries(draw, dims: int) -> dict:
                   stride=tuple(stride), padding="same" if same else tuple(padding),
                   dilation=tuple(dilation), groups=groups, bias=draw(st.booleans()))  # fmt: skip
     return {"kwargs": kwargs, "size": tuple(size), "batch": draw(st.integers(1, 3))}
-
-
-def _run(step: ConvStep, x: np.ndarray, dout: np.ndarray, need_dx: bool = True):
-    """One forward/backward; copies of out, dx and the gradients (the step owns buffers)."""
-    out = step.forward(x).copy()
-    grads = {k: np.full_like(v, np.nan) for k, v in step.layer.params.items()}
-    dx = step.backward(dout.copy(), grads, need_dx)
-    return out, (None if dx is None else dx.copy()), grads
 
 
 def _torch(layer, x: np.ndarray, dout: np.ndarray):
@@ -166,18 +159,7 @@ def test_threads_give_identical_bits(cls, kwargs, size):
     batch = 16 if cls is Conv2d else 8
     x = rng.standard_normal((batch, kwargs["in_channels"], *size))
     dout = rng.standard_normal((batch, *layer.output_shape(x.shape[1:])))
-    before = manual_bp.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            manual_bp.set_num_threads(threads)
-            results.append(_run(layer.fast_step(), x, dout))
-    finally:
-        manual_bp.set_num_threads(before)
-    (out1, dx1, g1), (out2, dx2, g2) = results
-    assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2)
-    for name in g1:
-        assert np.array_equal(g1[name], g2[name])
+    assert_same_bits(*across_threads(lambda: run_fast(layer, x, dout)))
 
 
 def test_the_phase_path_is_taken_up_to_its_growth_limit(monkeypatch):

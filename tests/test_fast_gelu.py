@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from manual_bp import set_num_threads
 from manual_bp.activations import get_activation
 from manual_bp.layers.activation import ActivationLayer
+from tests.fast_step_checks import thread_count
 
 
 def _data(dtype, shape=(64, 48), seed=0):
@@ -73,13 +73,10 @@ def test_fast_gelu_step_matches_torch_float64_and_threads():
     (dt,) = torch.autograd.grad(at, zt, torch.from_numpy(g))
     results = []
     for threads in (1, 2):
-        set_num_threads(threads)
-        try:
+        with thread_count(threads):
             step = ActivationLayer("gelu").fast_step()
             a = step.forward(z).copy()
             dz = step.backward(g.copy(), {}, True)
-        finally:
-            set_num_threads(1)
         results.append((a, dz))
         np.testing.assert_allclose(a, at.detach().numpy(), rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(dz, dt.numpy(), rtol=1e-13, atol=1e-15)
@@ -131,14 +128,11 @@ def test_fast_gelu_float32_steps_are_bit_identical_on_one_and_two_threads():
     a_ref = gelu.forward(z)
     dz_ref = gelu.backward(g, z, a_ref)
     for threads in (1, 2):
-        set_num_threads(threads)
-        try:
+        with thread_count(threads):
             step = ActivationLayer("gelu").fast_step()
             a = step.forward(z).copy()
             dz = step.backward(g.copy(), {}, True)
             assert step.rows_split == (threads == 2)
-        finally:
-            set_num_threads(1)
         assert np.array_equal(a, a_ref) and np.array_equal(dz, dz_ref)
 
 

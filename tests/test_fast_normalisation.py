@@ -15,24 +15,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.layers.normalisation import BatchNorm1d, BatchNorm2d, LayerNorm
 from manual_bp.layers.normalisation_fast import BatchNormStep, GroupNormStep, LayerNormStep
 from manual_bp.layers.normalisation_group import GroupNorm
 from reference.checks_layers import norm_scales
 from reference.compare import Comparison
 from reference.normalisation_scales import norm_terms
+from tests.fast_step_checks import across_threads, assert_same_bits
+from tests.fast_step_checks import run_fast as _step
 
 seeds = st.integers(0, 2**31 - 1)
-
-
-def _step(layer, x, u, need_dx=True):
-    """One fast forward/backward: ``(y, dx, grads)`` as copies (``u`` is left intact)."""
-    step = layer.fast_step()
-    grads = {name: np.full_like(p, np.nan) for name, p in layer.params.items()}
-    y = step.forward(x).copy()
-    dx = step.backward(u.copy(), grads, need_dx)
-    return y, (None if dx is None else dx.copy()), grads
 
 
 def _clone(layer):
@@ -219,23 +211,12 @@ def _layers(dtype):
 @pytest.mark.parametrize("training", [True, False])
 def test_one_and_two_threads_give_the_same_bits(dtype, training):
     """Every pass split over rows (elementwise or per-row), every Σ over rows unsplit."""
-    before = manual_bp.get_num_threads()
-    try:
-        for layer, shape in _layers(dtype):
-            layer.train(training)
-            rng = np.random.default_rng(1)
-            x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
-            u = rng.standard_normal(shape).astype(dtype)
-            results = []
-            for threads in (1, 2):
-                manual_bp.set_num_threads(threads)
-                results.append(_step(copy.deepcopy(layer), x, u))
-            (y1, dx1, g1), (y2, dx2, g2) = results
-            assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
-            for name in g1:
-                assert np.array_equal(g1[name], g2[name]), name
-    finally:
-        manual_bp.set_num_threads(before)
+    for layer, shape in _layers(dtype):
+        layer.train(training)
+        rng = np.random.default_rng(1)
+        x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+        u = rng.standard_normal(shape).astype(dtype)
+        assert_same_bits(*across_threads(lambda: _step(copy.deepcopy(layer), x, u)), layer)  # noqa: B023
 
 
 def test_float32_stays_float32_and_matches_float64():

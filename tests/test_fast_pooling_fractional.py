@@ -15,10 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.layers import FractionalMaxPool2d, FractionalMaxPool3d
 from manual_bp.layers.pooling_steps import FractionalMaxPoolStep
-from tests.fast_step_checks import check_against_readable, check_training, run_step
+from tests.fast_step_checks import across_threads, check_against_readable, check_training, run_step
 
 seeds = st.integers(0, 2**31 - 1)
 CLASSES = {2: FractionalMaxPool2d, 3: FractionalMaxPool3d}
@@ -160,19 +159,14 @@ def test_threads_give_identical_bits():
         (FractionalMaxPool2d(3, output_ratio=0.5, seed=0), (32, 16, 24, 24)),
         (FractionalMaxPool3d(2, output_size=(4, 5, 6), seed=0), (16, 8, 9, 10, 11)),
     ]
-    before = manual_bp.get_num_threads()
-    try:
-        for layer, shape in cases:
-            x = rng.standard_normal(shape)
-            dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
-            results = []
-            for threads in (1, 2):
-                manual_bp.set_num_threads(threads)
-                results.append(run_step(copy.deepcopy(layer).fast_step(), x, dout))
-            (out1, dx1, _), (out2, dx2, _) = results
-            assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2), layer
-    finally:
-        manual_bp.set_num_threads(before)
+    for layer, shape in cases:
+        x = rng.standard_normal(shape)
+        dout = rng.standard_normal((shape[0], *layer.output_shape(shape[1:])))
+        first, second = across_threads(
+            lambda: run_step(copy.deepcopy(layer).fast_step(), x, dout)  # noqa: B023
+        )
+        (out1, dx1, _), (out2, dx2, _) = first, second
+        assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2), layer
 
 
 def _edge_samples(dtype, size: int, out: int, kernel: int) -> np.ndarray:

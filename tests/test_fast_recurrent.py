@@ -9,13 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import manual_bp
 from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.layers.recurrent import GRU, LSTM, RNN
 from manual_bp.layers.recurrent_fast import LSTMStep
 from manual_bp.layers.recurrent_steps import GRUStep, RNNStep
 from manual_bp.layers.steps import GenericStep
 from reference.checks_sequences import torch_recurrent
+from tests.fast_step_checks import across_threads
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -116,14 +116,7 @@ def test_lstm_step_float32_and_thread_count_independent():
     )
     x = rng.standard_normal((8, 11, 16)).astype(np.float32)
     d_out = rng.standard_normal((8, 11, 24)).astype(np.float32)
-    before = manual_bp.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            manual_bp.set_num_threads(threads)
-            results.append(_run(layer.fast_step(), layer, x, d_out))
-    finally:
-        manual_bp.set_num_threads(before)
+    results = across_threads(lambda: _run(layer.fast_step(), layer, x, d_out))
     (out, dx, grads), (out2, dx2, grads2) = results
     assert out.dtype == dx.dtype == np.float32
     assert all(
@@ -150,14 +143,7 @@ def test_lstm_step_float32_benchmark_shape_same_bits_on_one_and_two_threads():
     layer = LSTM(64, 128, batch_first=True, seed=4, dtype=np.float32)
     x = rng.standard_normal((32, 9, 64)).astype(np.float32)
     d_out = rng.standard_normal((32, 9, 128)).astype(np.float32)
-    before = manual_bp.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 1):
-            manual_bp.set_num_threads(threads)
-            results.append(_run(layer.fast_step(), layer, x, d_out))
-    finally:
-        manual_bp.set_num_threads(before)
+    results = across_threads(lambda: _run(layer.fast_step(), layer, x, d_out), (1, 2, 1))
     for other in results[1:]:
         assert np.array_equal(results[0][0], other[0]) and np.array_equal(results[0][1], other[1])
         for name in results[0][2]:
@@ -229,14 +215,7 @@ def test_rnn_and_gru_steps_float32_and_thread_count_independent(kind):
     for name, array in list(layer.params.items()):
         layer.params[name] = array.astype(np.float32)
     layer.initial_state = (layer.initial_state[0].astype(np.float32),)
-    before = manual_bp.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            manual_bp.set_num_threads(threads)
-            results.append(_run(layer.fast_step(), layer, x, d_out))
-    finally:
-        manual_bp.set_num_threads(before)
+    results = across_threads(lambda: _run(layer.fast_step(), layer, x, d_out))
     (out, dx, grads), (out2, dx2, grads2) = results
     assert out.dtype == dx.dtype == np.float32
     assert np.array_equal(out, out2) and np.array_equal(dx, dx2)

@@ -12,7 +12,6 @@ reading the difference.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -23,10 +22,8 @@ LEDGER = Path(__file__).parent / "data" / "torch_module_ledger.json"
 
 
 @pytest.fixture(scope="module")
-def found():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch_modules.outcomes()
+def found(torch_module_outcomes):
+    return torch_module_outcomes  # the session's one walk (tests/conftest.py)
 
 
 def test_every_agreeing_configuration_agrees_to_float64_rounding(found):

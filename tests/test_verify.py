@@ -198,6 +198,66 @@ def test_cases_are_reproducible_per_check():
     assert not np.array_equal(a, verify.case_rng(0, "other", 5).standard_normal(3))
 
 
+def _counting_checks(calls):
+    """Checks that log their calls: ``bp3`` and ``new`` produce BP3, ``bp4`` BP4."""
+
+    def make(name, equation):
+        def check(rng):
+            calls.append(name)
+            d = rng.standard_normal(3)
+            return [Comparison(equation, "g", d, d.copy(), oracle="torch")]
+
+        return check
+
+    return {"bp3": make("bp3", "BP3"), "bp4": make("bp4", "BP4"), "new": make("new", "BP3")}
+
+
+def test_only_selects_the_checks_before_running_them():
+    """``--only`` runs the checks the recorded run saw produce a matching ID (in full) and
+    probes only checks the record does not know; a check of other IDs is never called."""
+    calls = []
+    by_id = {i: ["bp4"] for i in EQUATIONS}
+    by_id["BP3"] = ["bp3"]
+    coverage = (by_id, {"bp3", "bp4"})  # "new": registered after the recorded run
+    cases = verify.PROBE_CASES + 5
+    report = verify.run_verification(
+        cases=cases, only="BP3", checks=_counting_checks(calls), progress=False, coverage=coverage
+    )
+    assert "bp4" not in calls
+    assert calls.count("bp3") == calls.count("new") == cases  # the new one proved relevant
+    assert report.checks == {"bp3": cases, "new": cases} and report.passed
+    assert report.results["BP3"].checks == ["bp3", "new"]
+
+
+def test_only_probes_every_check_for_an_id_the_record_lacks():
+    """A matching ID no recorded check produced (new): no record says which check makes
+    it, so every check is probed (:data:`PROBE_CASES` cases) as before."""
+    calls = []
+    by_id = {i: ["bp4"] for i in EQUATIONS if i != "BP3"}
+    cases = verify.PROBE_CASES + 5
+    report = verify.run_verification(
+        cases=cases, only="BP3", checks=_counting_checks(calls), progress=False,
+        coverage=(by_id, {"bp3", "bp4", "new"}),
+    )  # fmt: skip
+    assert calls.count("bp4") == verify.PROBE_CASES
+    assert calls.count("bp3") == calls.count("new") == cases
+    assert report.results["BP3"].cases == 2 * cases
+
+
+def test_recorded_coverage_reads_a_full_report_only(tmp_path):
+    """The committed full report names checks per ID; a partial (``only``) or unreadable
+    report records nothing (every check is then probed)."""
+    by_id, ran = verify.recorded_coverage()
+    assert "LAYER.dense" in by_id and set(by_id["LAYER.dense"]) <= ran
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"only": "BP3", "checks": {"a": 1},
+                                   "equations": [{"id": "BP3", "checks": ["a"]}]}))  # fmt: skip
+    assert verify.recorded_coverage(partial) == ({}, set())
+    assert verify.recorded_coverage(tmp_path / "absent.json") == ({}, set())
+    (tmp_path / "bad.json").write_text("{")
+    assert verify.recorded_coverage(tmp_path / "bad.json") == ({}, set())
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="matches no registered equation ID"):
         verify.run_verification(cases=1, only="NOPE*", checks={}, progress=False)
@@ -238,13 +298,23 @@ def test_without_torch_says_how_to_install():
 
 
 @pytest.mark.slow
-def test_quick_verification_passes_and_covers_every_equation():
+def test_quick_verification_passes_and_covers_every_equation(torch_module_outcomes):
     """``verify --quick`` in CI: every check passes and every registered ID gets cases.
 
     Fails when an equation is registered without any check producing it (add a
-    ``@register_check`` in ``reference/checks_<topic>.py``).
+    ``@register_check`` in ``reference/checks_<topic>.py``). The report's torch module
+    walk is :func:`reference.torch_modules.walk_summary` on the session's one walk.
     """
-    report = verify.run_verification(cases=verify.QUICK_CASES, progress=False)
+    from reference import torch_modules
+
+    def walk():
+        return {
+            **torch_modules.summary(torch_module_outcomes),
+            **torch_modules.module_db_coverage(),
+        }
+
+    report = verify.run_verification(cases=verify.QUICK_CASES, progress=False, module_walk=walk)
+    assert report.module_tests["configurations"] == len(torch_module_outcomes) > 0
     assert not report.missing, f"registered equations no check exercised: {report.missing}"
     assert not report.unregistered, f"checked IDs absent from the registry: {report.unregistered}"
     assert not report.check_errors, report.check_errors

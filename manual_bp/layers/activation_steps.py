@@ -17,33 +17,25 @@ shape instead of fresh arrays.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from manual_bp.layers.steps import shape_buffers
+from manual_bp.layers.steps import BufferedStep
 from manual_bp.layers.torch_random import torch_uniform
 
 __all__ = ["GLUStep", "PReLUStep", "RReLUStep"]
 
 
-class PReLUStep:
+class PReLUStep(BufferedStep):
     """The fast form of ``PReLU``: no ``where`` (a random mask makes a masked copy ~100×
     slower than an arithmetic pass): ``out = max(x, 0) + w·min(x, 0)`` and the slope
     ``m + w·(1 − m)``, ``m = 1[x > 0]`` — each the readable value exactly (one of the two
     terms is an exact zero, the other ``x``/``w·x``, ``1``/``w``)."""
 
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
-        out, negative, slope, scratch = shape_buffers(
-            self._buffers, x.shape, lambda: tuple(np.empty_like(x) for _ in range(4))
+        out, negative, slope, scratch = self.buffers(
+            x, lambda: tuple(np.empty_like(x) for _ in range(4))
         )
-        self.x = x
         w = layer.params["weight"].reshape(layer._shape(x.ndim))
         np.maximum(x, 0, out=out)
         np.minimum(x, 0, out=negative)  # x ⊙ 1[x ≤ 0] (NaN stays NaN)
@@ -59,7 +51,7 @@ class PReLUStep:
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         layer, x = self.layer, self.x
-        _, negative, slope, scratch = self._buffers[x.shape]
+        _, negative, slope, scratch = self.saved()
         np.multiply(dout, negative, out=scratch)  # dy ⊙ x ⊙ 1[x ≤ 0]
         # one shared slope: every axis; one per channel: every axis but axis 1
         axes = tuple(a for a in range(x.ndim) if layer.num_parameters == 1 or a != 1)
@@ -69,13 +61,8 @@ class PReLUStep:
         return np.multiply(dout, slope, out=scratch)
 
 
-class GLUStep:
+class GLUStep(BufferedStep):
     """The fast form of ``GLU``."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
@@ -83,13 +70,12 @@ class GLUStep:
         half = list(x.shape)
         half[axis] //= 2
         dt = x.dtype
-        e, s, out, _ = shape_buffers(
-            self._buffers,
-            x.shape,
+        e, s, out, _ = self.buffers(
+            x,
             lambda: (*(np.empty(half, dt) for _ in range(3)), np.empty(x.shape, dt)),
         )
         a, b = np.split(x, 2, axis=axis)
-        self.x, self.axis, self.a = x, axis, a
+        self.axis, self.a = axis, a
         np.abs(b, out=e)
         np.negative(e, out=e)
         np.exp(e, out=e)
@@ -107,7 +93,7 @@ class GLUStep:
     ) -> np.ndarray | None:
         if not need_dx:
             return None
-        e, s, _, dx = self._buffers[self.x.shape]
+        e, s, _, dx = self.saved()
         da, db = np.split(dx, 2, axis=self.axis)
         np.multiply(dout, s, out=da)
         np.multiply(self.a, s, out=e)  # (a ⊙ s) ⊙ (1 − s), the readable order
@@ -117,7 +103,7 @@ class GLUStep:
         return dx
 
 
-class RReLUStep:
+class RReLUStep(BufferedStep):
     """The fast form of ``RReLU`` (``LAYER.rrelu``): the slopes drawn exactly as the readable
     form draws them — ``torch_uniform`` on the layer's own MT19937 stream, one draw per
     ``x ≤ 0`` in C order, so both forms leave the generator (and the parameters of a model
@@ -125,19 +111,13 @@ class RReLUStep:
     ``∂C/∂x = dy ⊙ r``. In evaluation ``r = 1 + m(e − 1)`` becomes ``(1 − m) + m·e``
     (``m = 1[x ≤ 0]``, ``e = (lower + upper)/2``: exactly ``where(m, e, 1)``)."""
 
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
-        out, slope, negative = shape_buffers(
-            self._buffers,
-            x.shape,
+        out, slope, negative = self.buffers(
+            x,
             lambda: (np.empty_like(x), np.empty_like(x), np.empty(x.shape, bool)),
         )
-        self.x, self.slope = x, slope
+        self.slope = slope
         np.less_equal(x, 0, out=negative)
         if layer.training:
             slope.fill(1)

@@ -16,31 +16,23 @@ the second.) Buffers per batch shape; the GEMMs go whole to BLAS.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from manual_bp.layers.steps import shape_buffers
+from manual_bp.layers.steps import BufferedStep
 
 __all__ = ["BilinearStep"]
 
 
-class BilinearStep:
+class BilinearStep(BufferedStep):
     """The fast form of ``Bilinear`` with one input (the quadratic form of a stack)."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
         k, i, j = layer.params["weight"].shape
         rows = x.size // i
         dt = x.dtype
-        p, _, out, *_ = shape_buffers(
-            self._buffers,
-            x.shape,
+        p, _, out, *_ = self.buffers(
+            x,
             lambda: (
                 np.empty((rows, k, i), dt),
                 np.empty((rows, k, i), dt),
@@ -50,7 +42,6 @@ class BilinearStep:
                 np.ones(rows, dt),
             ),
         )
-        self.x = x
         x2 = x.reshape(rows, i)
         a = layer.params["weight"].reshape(k * i, j)
         np.matmul(x2, a.T, out=p.reshape(rows, k * i))
@@ -63,7 +54,7 @@ class BilinearStep:
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         layer, x = self.layer, self.x
-        p, d, _, dx, side, ones = self._buffers[x.shape]
+        p, d, _, dx, side, ones = self.saved()
         rows, k, i = p.shape
         x2 = x.reshape(rows, i)
         delta = dout.reshape(rows, k)

@@ -28,7 +28,7 @@ import numpy as np
 
 from manual_bp._threads import parallel_rows
 from manual_bp.layers.normalisation_fast import GroupNormStep
-from manual_bp.layers.steps import GenericStep, shape_buffers
+from manual_bp.layers.steps import BufferedStep, GenericStep
 
 __all__ = ["InstanceNormStep", "LRNStep", "RMSNormStep"]
 
@@ -85,22 +85,16 @@ class InstanceNormStep:
         return self.current.backward(dout, grads, need_dx)
 
 
-class RMSNormStep:
+class RMSNormStep(BufferedStep):
     """The fast form of ``RMSNorm`` (``LAYER.rmsnorm``) on ``(R, M)`` rows."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.shape: tuple[int, ...] = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
         m = math.prod(layer.normalized_shape)
         rows = x.size // m
         dt = x.dtype
-        x_hat, out, _, inv_rms, _ = shape_buffers(
-            self._buffers,
-            x.shape,
+        x_hat, out, _, inv_rms, _ = self.buffers(
+            x,
             lambda: (
                 np.empty((rows, m), dt),
                 np.empty((rows, m), dt),
@@ -109,7 +103,6 @@ class RMSNormStep:
                 np.empty(rows, dt),
             ),
         )
-        self.shape = x.shape
         x2 = x.reshape(rows, m)
         eps = float(np.finfo(dt).eps) if layer.eps is None else layer.eps
         weight = layer.params.get("weight")
@@ -133,7 +126,7 @@ class RMSNormStep:
     def backward(
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
-        x_hat, _, scratch, inv_rms, mean_gx = self._buffers[self.shape]
+        x_hat, _, scratch, inv_rms, mean_gx = self.saved()
         rows, m = x_hat.shape
         dy = dout.reshape(rows, m)
         weight = self.layer.params.get("weight")
@@ -160,7 +153,7 @@ class RMSNormStep:
 
         if rows:
             parallel_rows(input_grad, rows, m)
-        return dy.reshape(self.shape)
+        return dy.reshape(self.x.shape)
 
 
 def _window_sum_into(out: np.ndarray, u: np.ndarray, before: int, after: int) -> None:
@@ -176,7 +169,7 @@ def _window_sum_into(out: np.ndarray, u: np.ndarray, before: int, after: int) ->
             out[:, lo:hi] += u[:, lo + off : hi + off]
 
 
-class LRNStep:
+class LRNStep(BufferedStep):
     """The fast form of ``LocalResponseNorm`` (``LAYER.lrn``) on the ``(N, C, L)`` view:
     the readable expressions in buffers, in their order (the same bits)::
 
@@ -184,19 +177,13 @@ class LRNStep:
         ∂C/∂x = g s − (2aβ x) ⊙ Sᵀ(g q)
     """
 
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
         n, c = x.shape[:2]
         view = (n, c, x[0, 0].size)
-        square, base, scale, out, q = shape_buffers(
-            self._buffers, x.shape, lambda: tuple(np.empty(view, x.dtype) for _ in range(5))
+        square, base, scale, out, q = self.buffers(
+            x, lambda: tuple(np.empty(view, x.dtype) for _ in range(5))
         )
-        self.x = x
         x3 = x.reshape(view)
         np.multiply(x3, x3, out=square)
         _window_sum_into(base, square, *layer._reach())
@@ -213,7 +200,7 @@ class LRNStep:
         if not need_dx:
             return None
         layer, x = self.layer, self.x
-        square, base, scale, _, q = self._buffers[x.shape]
+        square, base, scale, _, q = self.saved()
         g = dout.reshape(q.shape)
         before, after = layer._reach()
         np.multiply(g, q, out=square)

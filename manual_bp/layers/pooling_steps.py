@@ -23,7 +23,7 @@ import numpy as np
 
 from manual_bp._threads import parallel_rows
 from manual_bp.layers.pooling_geometry import fractional_starts
-from manual_bp.layers.steps import GenericStep, shape_buffers
+from manual_bp.layers.steps import BufferedStep, GenericStep, shape_buffers
 
 __all__ = ["AdaptivePoolStep", "FractionalMaxPoolStep", "LPPoolStep"]
 
@@ -63,7 +63,7 @@ class AdaptivePoolStep:
         return self.current.backward(dout, grads, need_dx)
 
 
-class LPPoolStep:
+class LPPoolStep(BufferedStep):
     """The fast form of ``LPPool1d/2d/3d`` (``LAYER.lppool``): torch's composition around
     the layer's own average pool, whose step does the window work (the tiled reshape when
     kernel = stride divides the input, its readable form otherwise)::
@@ -77,10 +77,8 @@ class LPPoolStep:
     forms ``K/c`` in float64 first), so float32 agrees to rounding, not bit for bit."""
 
     def __init__(self, layer: Any) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.average = layer.average.fast_step()
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
@@ -94,8 +92,7 @@ class LPPoolStep:
             return (np.empty_like(x), np.empty_like(x), *(np.empty(pooled, dt) for _ in range(3)),
                     count, ratio)  # fmt: skip
 
-        powered, _, f, out, _, _, _ = shape_buffers(self._buffers, x.shape, make)
-        self.x = x
+        powered, _, f, out, _, _, _ = self.buffers(x, make)
         with np.errstate(invalid="ignore"):  # a negative x to a fractional p: NaN, as torch
             np.power(x, p, out=powered)
             self.a = self.average.forward(powered)
@@ -109,7 +106,7 @@ class LPPoolStep:
         if not need_dx:
             return None
         layer, x = self.layer, self.x
-        _, d1, f, _, share, count, ratio = self._buffers[x.shape]
+        _, d1, f, _, share, count, ratio = self.saved()
         dt = x.dtype
         p = layer.norm_type
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -79,7 +79,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GenericStep", "check_row_indices", "check_trainer_data", "shape_buffers"]
+__all__ = [
+    "BufferedStep",
+    "GenericStep",
+    "check_row_indices",
+    "check_trainer_data",
+    "shape_buffers",
+]
 
 
 class GenericStep:
@@ -114,6 +120,26 @@ def shape_buffers(
     if found is None:
         found = store[key] = make()
     return found
+
+
+class BufferedStep:
+    """The frame of a fast step that works in buffers made once per batch shape: the layer,
+    the buffers (``shape → arrays``, :func:`shape_buffers`) and the last forward's input
+    ``x``, whose shape selects the backward's buffers."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
+        self.x: np.ndarray | None = None
+
+    def buffers(self, x: np.ndarray, make: Any) -> tuple[np.ndarray, ...]:
+        """The forward's buffers for ``x``'s shape (``make()`` the first time); keeps ``x``."""
+        self.x = x
+        return shape_buffers(self._buffers, x.shape, make)
+
+    def saved(self) -> tuple[np.ndarray, ...]:
+        """The backward's buffers: those of the last forward's shape."""
+        return self._buffers[self.x.shape]
 
 
 def check_row_indices(index: Any, n_rows: int, name: str = "index") -> None:
