@@ -244,8 +244,11 @@ class AvgPoolNd(AvgPoolFast, AvgPoolProducts, PoolNd):
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, PoolCache]:
         check_input(x, self, ndim=self.dims + 2, name="x")
         self.output_shape(x.shape[1:])
-        view = self._windows(x)[0]
-        total = view.sum(axis=tuple(range(2, 2 + self.dims)))
+        view = self._windows(x)[0]  # (N, C, *k, *S_out)
+        # the window's taps added one by one in row-major tap order: the fast step's order
+        # (pooling_fast.AvgPoolStep), so both forms give the same bits
+        whole = (slice(None), slice(None))
+        total = reduce(np.add, (view[(*whole, *tap)] for tap in np.ndindex(*self.kernel)))
         # D in x's precision (small counts, exact): a float64 D made a float64 quotient the
         # size of the output, cast back; float32 quotients are the same (double rounding of
         # a quotient is innocuous), float64 ones unchanged
