@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from manual_bp.curvature import flatten
+from manual_bp.curvature import diag_hessian, flatten
 from manual_bp.curvature.dp import CLIP_EPSILON, dp_gradient
 from manual_bp.curvature.per_sample import per_sample_gradients, per_sample_norms
 from reference.curvature_families import COUPLED, FAMILIES, build
@@ -36,3 +36,20 @@ def test_dp_gradient_without_materialising_equals_clipped_per_sample_sum(family,
     found = flatten(dp_gradient(model, x, y, max_grad_norm=C, noise_multiplier=sigma, noise=noise))
     scale = np.abs(rows).sum(axis=0).max() / n + sigma * C * np.abs(flatten(noise)).max() / n
     assert np.abs(found - expected).max() <= 1e-13 * scale
+
+
+@pytest.mark.parametrize("family", ["Conv2d", "MaxPool2d", "AdaptiveAvgPool2d", "Embedding"])
+def test_diag_hessian_builds_no_residual_matrix_for_a_zero_residual(family, monkeypatch):
+    """CURV.diag-hessian: layers whose input residual is zero (bilinear in (x, θ):
+    dense, convolution; piecewise linear: pooling) are found so by one probe, never by
+    the per-sample (n, m, m) matrix from m unit tangents (9 GB on a small CNN)."""
+    from manual_bp.curvature import diagonal
+
+    model, x, y = build(family, 0)
+    expected = flatten(diag_hessian(model, x, y))
+
+    def refuse(*args):
+        raise AssertionError("the residual matrix was built for a zero residual")
+
+    monkeypatch.setattr(diagonal, "_residual_matrix", refuse)
+    np.testing.assert_array_equal(flatten(diag_hessian(model, x, y)), expected)
