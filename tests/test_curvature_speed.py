@@ -9,6 +9,7 @@ import pytest
 
 from manual_bp.curvature import diag_hessian, flatten
 from manual_bp.curvature.dp import CLIP_EPSILON, dp_gradient
+from manual_bp.curvature.fisher import ef_matrix, efvp
 from manual_bp.curvature.per_sample import per_sample_gradients, per_sample_norms
 from reference.curvature_families import COUPLED, FAMILIES, build
 
@@ -53,3 +54,15 @@ def test_diag_hessian_builds_no_residual_matrix_for_a_zero_residual(family, monk
 
     monkeypatch.setattr(diagonal, "_residual_matrix", refuse)
     np.testing.assert_array_equal(flatten(diag_hessian(model, x, y)), expected)
+
+
+@pytest.mark.parametrize("family", SEPARABLE)
+def test_efvp_on_every_family_equals_the_empirical_fisher_matrix(family):
+    """CURV.empirical-fisher: ``F̂ v`` without per-sample gradients equals ``ef_matrix @ v``
+    on outputs of any rank (it refused every non-2-D layer output before: an einsum over
+    ``(n, m)``)."""
+    model, x, y = build(family, 5)
+    v = np.random.default_rng(6).standard_normal(sum(p.size for p in model.parameter_arrays()))
+    expected = ef_matrix(model, x, y) @ v
+    found = flatten(efvp(model, x, y, v))
+    assert np.abs(found - expected).max() <= 1e-12 * np.abs(expected).max()
