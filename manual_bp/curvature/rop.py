@@ -26,18 +26,29 @@ __all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp"]
 
 @entry("x and y")
 def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
-    """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates):
-    every layer's ``param_vjp`` and ``input_vjp`` on ``V = 1``."""
+    """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates).
+
+    Each layer's own ``backward`` (one sweep for both gradients: a recurrent layer's
+    ``param_vjp`` and ``input_vjp`` would each run the time loop) and at the lowest link
+    ``parameter_gradients`` (nothing below needs ``∂C/∂x``: a dense layer skips ``dz W``,
+    a convolution its col2im); equal to the V-axis ``param_vjp``/``input_vjp`` on ``V = 1``.
+    """
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    M = (output_gradient(chain, f, y) / f.shape[0])[None]  # (1, n, *out)
-    grads = chain.zeros()
+    dout = output_gradient(chain, f, y) / f.shape[0]
+    grads: list[Any] = [None] * len(chain.shapes)
     for link, cache, below in chain.backwards(caches):
-        link.add(grads, link.layer.param_vjp(cache, M))
         if below:
-            M = link.layer.input_vjp(cache, M)
-    return grads
+            dout, found = link.layer.backward(dout, cache)
+        elif link.index:
+            found = link.layer.parameter_gradients(dout, cache)
+        else:
+            break
+        for name, g in found.items():
+            grads[link.index[name]] = g
+    zeros = chain.zeros()  # a parameter no gradient reached (none in a chain) stays zero
+    return [z if g is None else np.asarray(g, z.dtype) for g, z in zip(grads, zeros, strict=True)]
 
 
 def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -> list:
