@@ -83,10 +83,11 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
         if exact and (r_in is not None or tangents is not None):
             res_x, res_p = layer.residual(cache, g, r_in, tangents)
             link.add(out, res_p)
-        if below:
-            rg = layer.input_vjp(cache, rg) + (0.0 if res_x is None else res_x)
-            if exact:  # the GGN never needs g below the output
-                g = layer.input_vjp(cache, g[None])[0]
+        if below and exact:  # R{g} and g down together: one input_vjp on V = 2
+            both = layer.input_vjp(cache, np.concatenate([rg, g[None]]))
+            rg, g = both[:1] + (0.0 if res_x is None else res_x), both[1]
+        elif below:  # the GGN never needs g below the output
+            rg = layer.input_vjp(cache, rg)
     return out
 
 
