@@ -319,6 +319,12 @@ def _residual_factor(layer, cache, g: np.ndarray, whole: bool = False):
         R = np.zeros((keep.size, n, m), r.dtype)
         R[np.arange(keep.size), :, keep] = np.sqrt(np.abs(r[:, keep])).T
         return R.reshape(keep.size, *x.shape), np.sign(r[:, keep]).T
+    # One seeded Gaussian probe first: R·t = 0 for a random t means R = 0 (almost surely;
+    # exactly 0 here for layers bilinear in (x, θ) — dense, convolution — and piecewise
+    # linear ones), sparing the m unit tangents and the (n, m, m) matrix below.
+    probe = np.random.default_rng(0).standard_normal((1, *x.shape)).astype(g.dtype)
+    if not layer.residual(cache, g, probe)[0].any():
+        return None, None
     if whole:
         size = n * m
         units = np.eye(size, dtype=g.dtype).reshape(size, *x.shape)

@@ -39,14 +39,15 @@ def efvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
     chain = as_chain(model)
     v = chain.check_direction(v)
     chain, found = errors(model, x, y)
-    u = 0.0
-    for link, cache, delta in found:
-        reach = link.layer.param_jvp(cache, link.tangents(v))[0]  # (n, m_out)
-        u = u + np.einsum("ni,ni->n", reach, delta)
     n = found[0][2].shape[0]
+    u = np.zeros(n, chain.dtype)
+    for link, cache, delta in found:
+        reach = link.layer.param_jvp(cache, link.tangents(v))[0]  # (n, *out)
+        u += np.einsum("ni,ni->n", reach.reshape(n, -1), delta.reshape(n, -1))
     out = chain.zeros()
     for link, cache, delta in found:
-        link.add(out, link.layer.param_vjp(cache, (u[:, None] * delta / n)[None]))
+        scaled = delta * (u / n).reshape(n, *([1] * (delta.ndim - 1)))  # outputs of any rank
+        link.add(out, link.layer.param_vjp(cache, scaled[None]))
     return out
 
 

@@ -26,18 +26,29 @@ __all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp"]
 
 @entry("x and y")
 def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
-    """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates):
-    every layer's ``param_vjp`` and ``input_vjp`` on ``V = 1``."""
+    """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates).
+
+    Each layer's own ``backward`` (one sweep for both gradients: a recurrent layer's
+    ``param_vjp`` and ``input_vjp`` would each run the time loop) and at the lowest link
+    ``parameter_gradients`` (nothing below needs ``∂C/∂x``: a dense layer skips ``dz W``,
+    a convolution its col2im); equal to the V-axis ``param_vjp``/``input_vjp`` on ``V = 1``.
+    """
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    M = (output_gradient(chain, f, y) / f.shape[0])[None]  # (1, n, *out)
-    grads = chain.zeros()
+    dout = output_gradient(chain, f, y) / f.shape[0]
+    grads: list[Any] = [None] * len(chain.shapes)
     for link, cache, below in chain.backwards(caches):
-        link.add(grads, link.layer.param_vjp(cache, M))
         if below:
-            M = link.layer.input_vjp(cache, M)
-    return grads
+            dout, found = link.layer.backward(dout, cache)
+        elif link.index:
+            found = link.layer.parameter_gradients(dout, cache)
+        else:
+            break
+        for name, g in found.items():
+            grads[link.index[name]] = g
+    zeros = chain.zeros()  # a parameter no gradient reached (none in a chain) stays zero
+    return [z if g is None else np.asarray(g, z.dtype) for g, z in zip(grads, zeros, strict=True)]
 
 
 def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -> list:
@@ -72,10 +83,11 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
         if exact and (r_in is not None or tangents is not None):
             res_x, res_p = layer.residual(cache, g, r_in, tangents)
             link.add(out, res_p)
-        if below:
-            rg = layer.input_vjp(cache, rg) + (0.0 if res_x is None else res_x)
-            if exact:  # the GGN never needs g below the output
-                g = layer.input_vjp(cache, g[None])[0]
+        if below and exact:  # R{g} and g down together: one input_vjp on V = 2
+            both = layer.input_vjp(cache, np.concatenate([rg, g[None]]))
+            rg, g = both[:1] + (0.0 if res_x is None else res_x), both[1]
+        elif below:  # the GGN never needs g below the output
+            rg = layer.input_vjp(cache, rg)
     return out
 
 
