@@ -25,43 +25,33 @@ import numpy as np
 from manual_bp._arguments import as_generator, as_real_array, check_count
 from manual_bp._validation import check_finite
 from manual_bp.curvature._checks import entry
+from manual_bp.curvature._kfc import check_kronecker, layer_factors
 from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.loss import output_factor, sampled_factor
-from manual_bp.layers.dense import Dense
 
 __all__ = ["ggn_block", "kfac", "kflr"]
 
 
 def _factors(chain: Chain, caches, S, f) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(A, B)`` for every link with parameters (a dense map ``z = x Wᵀ + b``): ``A`` from
-    its cached input, ``B`` from the factor columns at its output (V axis)."""
+    """``(A, B)`` for every link with parameters (:func:`~._kfc.layer_factors`: Dense on
+    ``(batch, *positions, features)``, convolution with groups = 1): ``A`` from its cached
+    input, ``B`` from the factor columns at its output (V axis)."""
     for link in chain.links:
-        if link.index and not isinstance(link.layer, Dense):
-            raise TypeError(
-                f"kfac/kflr: Kronecker factors are defined here for Dense layers on "
-                f"(batch, features); {link.layer!r} has none"
-            )
-    if f.ndim != 2 or chain.coupling is not None:
+        if link.index:
+            check_kronecker(link.layer)
+    if chain.coupling is not None:
         raise TypeError(
-            "kfac/kflr: Kronecker factors are defined here for (batch, features) chains of "
-            "separable layers"
+            "kfac/kflr: Kronecker factors are defined here for chains of separable layers; "
+            f"{chain.coupling}"
         )
     n = f.shape[0]
     at_output = backpropagate_factor(chain, caches, S, f.shape)
-    factors = []
-    for link, cache, V in zip(chain.links, caches, at_output, strict=True):
-        if not link.index:
-            continue
-        inp = cache.input
-        if inp.ndim != 2:
-            raise TypeError(f"kfac/kflr: {link.layer!r} takes {inp.shape}; needs 2-D inputs")
-        xt = inp if "bias" not in link.index else np.hstack([inp, np.ones((n, 1), inp.dtype)])
-        A = xt.T @ xt / n
-        flat = V.reshape(-1, V.shape[2])
-        B = flat.T @ flat / n
-        factors.append((A, B))
-    return factors
+    return [
+        layer_factors(link, cache, V, n)
+        for link, cache, V in zip(chain.links, caches, at_output, strict=True)
+        if link.index
+    ]
 
 
 @entry("x and y")
@@ -112,7 +102,8 @@ def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:
     check_finite(G, "G")
     index = dense[layer]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in chain.shapes])
-    m_out, m_in = chain.shapes[index["weight"]]
+    weight = chain.shapes[index["weight"]]
+    m_out, m_in = weight[0], int(np.prod(weight[1:]))  # a kernel flattened as im2col's rows
     idx = (offsets[index["weight"]] + np.arange(m_out * m_in)).reshape(m_out, m_in)
     if "bias" in index:
         idx = np.hstack([idx, (offsets[index["bias"]] + np.arange(m_out))[:, None]])
