@@ -1,4 +1,8 @@
-"""Kronecker factors of the GGN block of each dense layer: KFLR (exact ``S``) and KFAC (MC).
+"""Kronecker factors of the GGN block of each layer: KFLR (exact ``S``) and KFAC (MC).
+
+Dense on ``(batch, features)`` below; Dense on ``(batch, *positions, features)``
+(``CURV.kfac-expand``) and Conv1d/2d/3d with groups = 1 (``CURV.kfc``, KFC with BackPACK's
+scaling) in :mod:`~manual_bp.curvature._kfc`; every other layer with parameters refused.
 
 Scaling convention (``CURV.kfac-scaling``), stated once and followed everywhere: for a
 dense layer ``z = x Wᵀ + b`` with the homogeneous input ``x̃ = [x, 1]`` (``[x]`` without
@@ -56,7 +60,8 @@ def _factors(chain: Chain, caches, S, f) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @entry("x and y")
 def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(A, B)]`` per dense layer, input first, with the exact factor (``CURV.kflr``)."""
+    """``[(A, B)]`` per layer with parameters, input first, with the exact factor
+    (``CURV.kflr``; convolutions ``CURV.kfc``, sequences ``CURV.kfac-expand``)."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
@@ -67,7 +72,7 @@ def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
 def kfac(
     model: Any, x: Any, y: Any, *, rng: np.random.Generator | int | None = None, n_samples: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(A, B)]`` per dense layer with the Monte-Carlo factor (``CURV.kfac``).
+    """``[(A, B)]`` per layer with parameters with the Monte-Carlo factor (``CURV.kfac``).
 
     ``E[B] = B_KFLR``; ``A`` is the same as KFLR's.
     """
