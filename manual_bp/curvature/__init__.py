@@ -20,6 +20,7 @@ from manual_bp.curvature.fisher import ef_diagonal, ef_matrix, efvp
 from manual_bp.curvature.hutchinson import hutchinson_diagonal, hutchinson_trace
 from manual_bp.curvature.kfac import ggn_block, kfac, kflr
 from manual_bp.curvature.kfac_inverse import ekfac, ekfac_product, kfac_inverse_product
+from manual_bp.curvature.kfra import kfra
 from manual_bp.curvature.lanczos import density_on_grid, lanczos_eigenvalues, spectral_density
 from manual_bp.curvature.per_sample import by_name, per_sample_gradients, per_sample_norms
 from manual_bp.curvature.rop import ggn_matrix, ggnvp, gradient, hessian_matrix, hvp
@@ -31,8 +32,8 @@ __all__ = [
     "diag_hessian", "dp_gradient", "dp_sgd_step", "ef_diagonal", "ef_matrix", "efvp", "ekfac",
     "ekfac_product", "flatten", "ggn_block", "ggn_matrix", "ggnvp", "grad_norms",
     "grad_variance", "gradient", "hessian_matrix", "hutchinson_diagonal", "hutchinson_trace",
-    "hvp", "kfac", "kfac_inverse_product", "kflr", "lanczos_eigenvalues", "per_sample_gradients",
-    "per_sample_norms", "spectral_density", "sqrt_ggn", "sqrt_ggn_mc", "sum_grad_squared",
-    "to_backpack_batch_grad", "to_backpack_kron", "to_backpack_sum_grad_squared",
-    "to_backpack_variance", "top_eigenvalue",
+    "hvp", "kfac", "kfac_inverse_product", "kflr", "kfra", "lanczos_eigenvalues",
+    "per_sample_gradients", "per_sample_norms", "spectral_density", "sqrt_ggn", "sqrt_ggn_mc",
+    "sum_grad_squared", "to_backpack_batch_grad", "to_backpack_kron",
+    "to_backpack_sum_grad_squared", "to_backpack_variance", "top_eigenvalue",
 ]  # fmt: skip

@@ -4,8 +4,9 @@
 ``E[v vᵀ] = I``), ``E[vᵀ M v] = tr M`` and ``E[v ⊙ M v] = diag M`` (Hutchinson 1989;
 Bekas, Kokiopoulou & Saad 2007). ``K`` seeded draws give the mean and its standard error
 ``s/√K`` (``s``: the sample standard deviation, ``ddof = 1``), from one matrix-vector product
-per draw (:func:`~manual_bp.curvature.rop.hvp`, :func:`~manual_bp.curvature.rop.ggnvp`,
-:func:`~manual_bp.curvature.fisher.efvp`); never the matrix. The variance of one trace draw
+per draw (those of :func:`~manual_bp.curvature.rop.hvp`, :func:`~manual_bp.curvature.rop.ggnvp`,
+:func:`~manual_bp.curvature.fisher.efvp`), the ``K`` draws riding one walk on a leading V axis
+(:mod:`~manual_bp.curvature._vaxis`); never the matrix. The variance of one trace draw
 is ``2 Σ_{i≠j} M_ij²`` (exact for Rademacher), of one diagonal draw ``Σ_{j≠i} M_ij²``.
 """
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from manual_bp._arguments import as_generator, check_count
 from manual_bp.curvature._checks import check_choice, entry
-from manual_bp.curvature.chain import as_chain, flatten
+from manual_bp.curvature._vaxis import products
+from manual_bp.curvature.chain import as_chain
 from manual_bp.curvature.fisher import efvp
 from manual_bp.curvature.rop import ggnvp, hvp
 
@@ -40,15 +42,17 @@ def rademacher(generator: np.random.Generator, size: int, dtype: Any = np.float6
 
 
 def _draws(model, x, y, matrix, n_samples, rng):
-    """``(vs, Mvs)`` ``(K, P)`` each: ``K`` Rademacher directions and their products."""
-    product = product_of(matrix)
+    """``(vs, Mvs)`` ``(K, P)`` each: ``K`` Rademacher directions (drawn one after another,
+    as always) and their products, all ``K`` in one walk with a leading V axis
+    (:func:`~manual_bp.curvature._vaxis.products`)."""
+    matrix = check_choice(matrix, "matrix", PRODUCTS)
     n_samples = check_count(n_samples, "n_samples", minimum=2)
     generator = as_generator(rng, "rng")
     chain = as_chain(model)
     chain.data(x, y)  # x and y refused before the first product
     size = sum(int(np.prod(s)) for s in chain.shapes)
     vs = np.stack([rademacher(generator, size, chain.dtype) for _ in range(n_samples)])
-    return chain, vs, np.stack([flatten(product(model, x, y, v)) for v in vs])
+    return chain, vs, products(model, chain, x, y, vs, matrix)
 
 
 def _mean_and_error(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,8 @@
-"""Kronecker factors of the GGN block of each dense layer: KFLR (exact ``S``) and KFAC (MC).
+"""Kronecker factors of the GGN block of each layer: KFLR (exact ``S``) and KFAC (MC).
+
+Dense on ``(batch, features)`` below; Dense on ``(batch, *positions, features)``
+(``CURV.kfac-expand``) and Conv1d/2d/3d with groups = 1 (``CURV.kfc``, KFC with BackPACK's
+scaling) in :mod:`~manual_bp.curvature._kfc`; every other layer with parameters refused.
 
 Scaling convention (``CURV.kfac-scaling``), stated once and followed everywhere: for a
 dense layer ``z = x Wᵀ + b`` with the homogeneous input ``x̃ = [x, 1]`` (``[x]`` without
@@ -25,48 +29,39 @@ import numpy as np
 from manual_bp._arguments import as_generator, as_real_array, check_count
 from manual_bp._validation import check_finite
 from manual_bp.curvature._checks import entry
+from manual_bp.curvature._kfc import check_kronecker, layer_factors
 from manual_bp.curvature.chain import Chain, as_chain
 from manual_bp.curvature.diagonal import backpropagate_factor
 from manual_bp.curvature.loss import output_factor, sampled_factor
-from manual_bp.layers.dense import Dense
 
 __all__ = ["ggn_block", "kfac", "kflr"]
 
 
 def _factors(chain: Chain, caches, S, f) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(A, B)`` for every link with parameters (a dense map ``z = x Wᵀ + b``): ``A`` from
-    its cached input, ``B`` from the factor columns at its output (V axis)."""
+    """``(A, B)`` for every link with parameters (:func:`~._kfc.layer_factors`: Dense on
+    ``(batch, *positions, features)``, convolution with groups = 1): ``A`` from its cached
+    input, ``B`` from the factor columns at its output (V axis)."""
     for link in chain.links:
-        if link.index and not isinstance(link.layer, Dense):
-            raise TypeError(
-                f"kfac/kflr: Kronecker factors are defined here for Dense layers on "
-                f"(batch, features); {link.layer!r} has none"
-            )
-    if f.ndim != 2 or chain.coupling is not None:
+        if link.index:
+            check_kronecker(link.layer)
+    if chain.coupling is not None:
         raise TypeError(
-            "kfac/kflr: Kronecker factors are defined here for (batch, features) chains of "
-            "separable layers"
+            "kfac/kflr: Kronecker factors are defined here for chains of separable layers; "
+            f"{chain.coupling}"
         )
     n = f.shape[0]
     at_output = backpropagate_factor(chain, caches, S, f.shape)
-    factors = []
-    for link, cache, V in zip(chain.links, caches, at_output, strict=True):
-        if not link.index:
-            continue
-        inp = cache.input
-        if inp.ndim != 2:
-            raise TypeError(f"kfac/kflr: {link.layer!r} takes {inp.shape}; needs 2-D inputs")
-        xt = inp if "bias" not in link.index else np.hstack([inp, np.ones((n, 1), inp.dtype)])
-        A = xt.T @ xt / n
-        flat = V.reshape(-1, V.shape[2])
-        B = flat.T @ flat / n
-        factors.append((A, B))
-    return factors
+    return [
+        layer_factors(link, cache, V, n)
+        for link, cache, V in zip(chain.links, caches, at_output, strict=True)
+        if link.index
+    ]
 
 
 @entry("x and y")
 def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(A, B)]`` per dense layer, input first, with the exact factor (``CURV.kflr``)."""
+    """``[(A, B)]`` per layer with parameters, input first, with the exact factor
+    (``CURV.kflr``; convolutions ``CURV.kfc``, sequences ``CURV.kfac-expand``)."""
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
@@ -77,7 +72,7 @@ def kflr(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
 def kfac(
     model: Any, x: Any, y: Any, *, rng: np.random.Generator | int | None = None, n_samples: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(A, B)]`` per dense layer with the Monte-Carlo factor (``CURV.kfac``).
+    """``[(A, B)]`` per layer with parameters with the Monte-Carlo factor (``CURV.kfac``).
 
     ``E[B] = B_KFLR``; ``A`` is the same as KFLR's.
     """
@@ -112,7 +107,8 @@ def ggn_block(model: Any, G: np.ndarray, layer: int) -> np.ndarray:
     check_finite(G, "G")
     index = dense[layer]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in chain.shapes])
-    m_out, m_in = chain.shapes[index["weight"]]
+    weight = chain.shapes[index["weight"]]
+    m_out, m_in = weight[0], int(np.prod(weight[1:]))  # a kernel flattened as im2col's rows
     idx = (offsets[index["weight"]] + np.arange(m_out * m_in)).reshape(m_out, m_in)
     if "bias" in index:
         idx = np.hstack([idx, (offsets[index["bias"]] + np.arange(m_out))[:, None]])

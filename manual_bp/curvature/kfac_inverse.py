@@ -46,11 +46,11 @@ def _blocks(model: Any) -> list[dict[str, int]]:
     return [link.index for link in as_chain(model).links if link.index]
 
 
-def _block(arrays: list[np.ndarray], index: dict[str, int]) -> np.ndarray:
-    """``W̃ = [W | b]`` from parameter-shaped arrays (a leading axis kept)."""
+def _block(arrays: list[np.ndarray], index: dict[str, int], lead: int = 0) -> np.ndarray:
+    """``W̃ = [W.reshape(C_out, -1) | b]`` from parameter-shaped arrays behind ``lead``
+    leading axes (a dense weight or a convolution kernel, flattened as im2col's rows)."""
     W = arrays[index["weight"]]
-    lead = W.shape[: W.ndim - 2] if W.ndim > 2 else ()
-    parts = [W.reshape(*lead, W.shape[len(lead)], -1)]
+    parts = [W.reshape(*W.shape[: lead + 1], -1)]
     if "bias" in index:
         parts.append(arrays[index["bias"]][..., None])
     return np.concatenate(parts, axis=-1)
@@ -127,14 +127,14 @@ def ekfac(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray, np.n
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     S = output_factor(chain, f, y) / math.sqrt(x.shape[0])  # a weak scalar: keeps float32
-    at_output = backpropagate_factor(chain, caches, S)
+    at_output = backpropagate_factor(chain, caches, S, f.shape)
     links = [
         (link, cache, V) for link, cache, V in zip(chain.links, caches, at_output, strict=True)
     ]
     out = []
     for (link, cache, V), (A, B) in zip([w for w in links if w[0].index], factors, strict=True):
         QA, QB = np.linalg.eigh(A)[1], np.linalg.eigh(B)[1]
-        if link.one_output:
+        if link.shortcut(cache):  # a dense map on (batch, features): rank-one blocks
             inp = cache.input
             xt = (
                 np.hstack([inp, np.ones((inp.shape[0], 1), inp.dtype)])
@@ -146,7 +146,7 @@ def ekfac(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray, np.n
             s = np.zeros((B.shape[0], A.shape[0]), chain.dtype)
             for c in range(V.shape[0]):
                 grads = link.layer.param_vjp(cache, V[c : c + 1], sum_batch=False)
-                block = _block([grads.get(name) for name in _names(link)], _local(link))[0]
+                block = _block([grads[name] for name in _names(link)], _local(link), 2)[0]
                 rotated = np.einsum("ij,njk,kl->nil", QB.T, block, QA, optimize=True)
                 s += (rotated * rotated).sum(axis=0)
         out.append((QA, QB, s))
