@@ -81,6 +81,7 @@ ENTRIES: dict[str, Entry] = {
         models=("regression",),
     ),
     "kfac.kflr": _entry("kfac.kflr"),
+    "kfra.kfra": _entry("kfra.kfra"),
     "kfac.kfac": _entry(
         "kfac.kfac",
         lambda m, x, y: {"rng": 5, "n_samples": 1},

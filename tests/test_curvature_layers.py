@@ -189,10 +189,10 @@ def test_attention_residual_of_one_bias_tangent():
         np.testing.assert_allclose(rp.get(name, 0 * fp[name]), fp[name], rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("family", ["Conv2d", "LSTM", "BatchNorm1d (train)"])
+@pytest.mark.parametrize("family", ["ConvTranspose2d", "LSTM", "BatchNorm1d (train)"])
 def test_kronecker_factors_are_refused_outside_dense_chains(family):
-    """kflr/kfac: Kronecker factors are defined for Dense chains on (batch, features);
-    every other layer is refused in one line (KFC for convolution: not yet)."""
+    """kflr/kfac: Kronecker factors are defined for Dense chains and convolutions (KFC);
+    every other layer is refused in one line."""
     model, x, y = build(family, 0)
     with pytest.raises(TypeError, match=r"Kronecker factors are defined here") as e:
         kflr(model, x, y)
