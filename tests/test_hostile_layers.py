@@ -417,7 +417,7 @@ MODEL_NOT_ENTRIES = {
     "get_config", "load_state_dict", "modules", "named_buffers", "named_children",
     "named_layers", "named_modules", "named_parameters", "parameter_arrays", "parameters",
     "regularized_indices", "reset_parameters", "same_place", "state_dict", "train",
-    "prepare_targets", "check_batch_array",
+    "prepare_targets", "check_batch_array", "fused_step_refusal",
 }  # fmt: skip
 
 

@@ -394,9 +394,9 @@ MUTATIONS = [
     Mutation(
         "CURV.kflr",
         "output-side factor B not divided by the batch size",
-        "manual_bp/curvature/kfac.py",
-        "B = flat.T @ flat / n",
-        "B = flat.T @ flat",
+        "manual_bp/curvature/_kfc.py",
+        "return dense_input_factor(inp, bias), flat.T @ flat / n",
+        "return dense_input_factor(inp, bias), flat.T @ flat",
         "tests/test_curvature.py::test_kflr_equals_ggn_block_at_batch_one_and_for_deep_linear_networks",
     ),
     Mutation(

@@ -33,7 +33,7 @@ class PReLUStep(BufferedStep):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
-        out, negative, slope, scratch = self.buffers(
+        out, negative, slope, scratch = self._buffers_for(
             x, lambda: tuple(np.empty_like(x) for _ in range(4))
         )
         w = layer.params["weight"].reshape(layer._shape(x.ndim))
@@ -51,7 +51,7 @@ class PReLUStep(BufferedStep):
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         layer, x = self.layer, self.x
-        _, negative, slope, scratch = self.saved()
+        _, negative, slope, scratch = self._saved()
         np.multiply(dout, negative, out=scratch)  # dy ⊙ x ⊙ 1[x ≤ 0]
         # one shared slope: every axis; one per channel: every axis but axis 1
         axes = tuple(a for a in range(x.ndim) if layer.num_parameters == 1 or a != 1)
@@ -70,7 +70,7 @@ class GLUStep(BufferedStep):
         half = list(x.shape)
         half[axis] //= 2
         dt = x.dtype
-        e, s, out, _ = self.buffers(
+        e, s, out, _ = self._buffers_for(
             x,
             lambda: (*(np.empty(half, dt) for _ in range(3)), np.empty(x.shape, dt)),
         )
@@ -93,7 +93,7 @@ class GLUStep(BufferedStep):
     ) -> np.ndarray | None:
         if not need_dx:
             return None
-        e, s, _, dx = self.saved()
+        e, s, _, dx = self._saved()
         da, db = np.split(dx, 2, axis=self.axis)
         np.multiply(dout, s, out=da)
         np.multiply(self.a, s, out=e)  # (a ⊙ s) ⊙ (1 − s), the readable order
@@ -113,7 +113,7 @@ class RReLUStep(BufferedStep):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layer = self.layer
-        out, slope, negative = self.buffers(
+        out, slope, negative = self._buffers_for(
             x,
             lambda: (np.empty_like(x), np.empty_like(x), np.empty(x.shape, bool)),
         )

@@ -31,7 +31,7 @@ class BilinearStep(BufferedStep):
         k, i, j = layer.params["weight"].shape
         rows = x.size // i
         dt = x.dtype
-        p, _, out, *_ = self.buffers(
+        p, _, out, *_ = self._buffers_for(
             x,
             lambda: (
                 np.empty((rows, k, i), dt),
@@ -54,7 +54,7 @@ class BilinearStep(BufferedStep):
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
         layer, x = self.layer, self.x
-        p, d, _, dx, side, ones = self.saved()
+        p, d, _, dx, side, ones = self._saved()
         rows, k, i = p.shape
         x2 = x.reshape(rows, i)
         delta = dout.reshape(rows, k)

@@ -93,7 +93,7 @@ class RMSNormStep(BufferedStep):
         m = math.prod(layer.normalized_shape)
         rows = x.size // m
         dt = x.dtype
-        x_hat, out, _, inv_rms, _ = self.buffers(
+        x_hat, out, _, inv_rms, _ = self._buffers_for(
             x,
             lambda: (
                 np.empty((rows, m), dt),
@@ -126,7 +126,7 @@ class RMSNormStep(BufferedStep):
     def backward(
         self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
-        x_hat, _, scratch, inv_rms, mean_gx = self.saved()
+        x_hat, _, scratch, inv_rms, mean_gx = self._saved()
         rows, m = x_hat.shape
         dy = dout.reshape(rows, m)
         weight = self.layer.params.get("weight")
@@ -181,7 +181,7 @@ class LRNStep(BufferedStep):
         layer = self.layer
         n, c = x.shape[:2]
         view = (n, c, x[0, 0].size)
-        square, base, scale, out, q = self.buffers(
+        square, base, scale, out, q = self._buffers_for(
             x, lambda: tuple(np.empty(view, x.dtype) for _ in range(5))
         )
         x3 = x.reshape(view)
@@ -200,7 +200,7 @@ class LRNStep(BufferedStep):
         if not need_dx:
             return None
         layer, x = self.layer, self.x
-        square, base, scale, _, q = self.saved()
+        square, base, scale, _, q = self._saved()
         g = dout.reshape(q.shape)
         before, after = layer._reach()
         np.multiply(g, q, out=square)

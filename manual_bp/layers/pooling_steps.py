@@ -92,7 +92,7 @@ class LPPoolStep(BufferedStep):
             return (np.empty_like(x), np.empty_like(x), *(np.empty(pooled, dt) for _ in range(3)),
                     count, ratio)  # fmt: skip
 
-        powered, _, f, out, _, _, _ = self.buffers(x, make)
+        powered, _, f, out, _, _, _ = self._buffers_for(x, make)
         with np.errstate(invalid="ignore"):  # a negative x to a fractional p: NaN, as torch
             np.power(x, p, out=powered)
             self.a = self.average.forward(powered)
@@ -106,7 +106,7 @@ class LPPoolStep(BufferedStep):
         if not need_dx:
             return None
         layer, x = self.layer, self.x
-        _, d1, f, _, share, count, ratio = self.saved()
+        _, d1, f, _, share, count, ratio = self._saved()
         dt = x.dtype
         p = layer.norm_type
         with np.errstate(divide="ignore", invalid="ignore"):

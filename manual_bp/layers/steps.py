@@ -132,12 +132,12 @@ class BufferedStep:
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.x: np.ndarray | None = None
 
-    def buffers(self, x: np.ndarray, make: Any) -> tuple[np.ndarray, ...]:
+    def _buffers_for(self, x: np.ndarray, make: Any) -> tuple[np.ndarray, ...]:
         """The forward's buffers for ``x``'s shape (``make()`` the first time); keeps ``x``."""
         self.x = x
         return shape_buffers(self._buffers, x.shape, make)
 
-    def saved(self) -> tuple[np.ndarray, ...]:
+    def _saved(self) -> tuple[np.ndarray, ...]:
         """The backward's buffers: those of the last forward's shape."""
         return self._buffers[self.x.shape]
 
