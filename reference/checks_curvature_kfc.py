@@ -231,6 +231,15 @@ def _block_scale(model: Any, twin: Twin, index: int) -> np.ndarray:
     return ggn_block(model, G, index)
 
 
+def _kron_equals_block(
+    equation: str, label: str, A: np.ndarray, B: np.ndarray, twin: Twin, G: np.ndarray, layer: int
+) -> Comparison:
+    """The structural identity ``B ⊗ A`` = the exact GGN block of layer ``layer`` (where the
+    factorisation is exact), scaled by the block's magnitude plus a unit floor."""
+    scale = _block_scale(twin.model, twin, layer) + UNIT * max(1.0, float(np.abs(A).max()))
+    return Comparison(equation, label, np.kron(B, A), ggn_block(twin.model, G, layer), scale=scale)
+
+
 @register_check("curvature-kfc")
 def curvature_kfc_check(rng: np.random.Generator) -> list[Comparison]:
     """Conv1d/2d/3d (every option drawn) in a random stack: A and B against torch.func
@@ -249,15 +258,8 @@ def curvature_kfc_check(rng: np.random.Generator) -> list[Comparison]:
     model, x, y = kfc_case(rng, dims, n=1, size=size, kernel_size=size - 1, padding=0, dilation=1)
     twin = Twin(model, x, y)
     G, (A, B) = twin.ggn(), kflr(model, x, y)[1]
-    comps.append(
-        Comparison(
-            "CURV.kfc",
-            f"B ⊗ A = GGN block (conv{dims}d, n = 1, L = 1)",
-            np.kron(B, A),
-            ggn_block(model, G, 1),
-            scale=_block_scale(model, twin, 1) + UNIT * max(1.0, float(np.abs(A).max())),
-        )
-    )
+    label = f"B ⊗ A = GGN block (conv{dims}d, n = 1, L = 1)"
+    comps.append(_kron_equals_block("CURV.kfc", label, A, B, twin, G, 1))
     return comps
 
 
@@ -276,15 +278,8 @@ def curvature_kfac_expand_check(rng: np.random.Generator) -> list[Comparison]:
     twin = Twin(model, x, y)
     G = twin.ggn()
     for l, (A, B) in enumerate(kflr(model, x, y)):
-        comps.append(
-            Comparison(
-                "CURV.kfac-expand",
-                f"B ⊗ A = GGN block layer {l} (n = 1, T = 1)",
-                np.kron(B, A),
-                ggn_block(model, G, l),
-                scale=_block_scale(model, twin, l) + UNIT * max(1.0, float(np.abs(A).max())),
-            )
-        )
+        label = f"B ⊗ A = GGN block layer {l} (n = 1, T = 1)"
+        comps.append(_kron_equals_block("CURV.kfac-expand", label, A, B, twin, G, l))
     return comps
 
 
@@ -303,13 +298,6 @@ def curvature_kfra_check(rng: np.random.Generator) -> list[Comparison]:
     twin = Twin(model, x, y)
     G = twin.ggn()
     for l, (A, B) in enumerate(kfra(model, x, y)):
-        comps.append(
-            Comparison(
-                "CURV.kfra",
-                f"B ⊗ A = GGN block layer {l} (n = 1)",
-                np.kron(B, A),
-                ggn_block(model, G, l),
-                scale=_block_scale(model, twin, l) + UNIT * max(1.0, float(np.abs(A).max())),
-            )
-        )
+        label = f"B ⊗ A = GGN block layer {l} (n = 1)"
+        comps.append(_kron_equals_block("CURV.kfra", label, A, B, twin, G, l))
     return comps
