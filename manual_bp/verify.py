@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import hashlib
 import importlib
 import json
 import os
@@ -223,8 +224,14 @@ def run_verification(
         )
         for name, check in checks.items():
             relevant = plan[name]
+            first = None
             for case in range(cases):
-                relevant |= _run_case(name, check, seed, case, selected, results, errors)
+                produced, comparisons = _run_case(
+                    name, check, seed, case, selected, results, errors
+                )
+                relevant |= produced
+                if case == 0 and comparisons is not None:
+                    first = _digest(comparisons)
                 bar.update(1)
                 if not relevant and case + 1 >= PROBE_CASES:
                     bar.update(cases - case - 1)  # this check verifies nothing selected
@@ -232,6 +239,12 @@ def run_verification(
                 counts[name] = case + 1
                 failures = sum(r.failures for r in results.values()) + len(errors)
                 bar.postfix = f"{failures} failures" if failures else ""
+            if relevant and first is not None and _digest(_draw(name, check, seed)) != first:
+                errors.append(
+                    f"check {name!r} case 0 (seed {seed}): not reproducible — drawn again "
+                    "after the other cases it gave other values (a draw outside its "
+                    "generator: an unseeded layer or global state)"
+                )
     module_tests = module_walk() if module_walk is not None else None
     return VerificationReport(
         seed=seed,
@@ -247,15 +260,44 @@ def run_verification(
     )
 
 
-def _run_case(name, check, seed, case, selected, results, errors) -> bool:
-    """One case of one check; returns whether it produced a selected comparison."""
+def _draw(name: str, check: Check, seed: int) -> list | None:
+    """Case 0 of ``check`` drawn again (None when it raises: reported by the case itself)."""
+    try:
+        return check(case_rng(seed, name, 0))
+    except Exception:
+        return None
+
+
+def _digest(comparisons: list | None) -> str | None:
+    """A hash of every array of a case's comparisons.
+
+    Case 0 is hashed when it runs and again after the check's other cases: a case is a
+    function of its generator alone (:func:`case_rng`), so the two must be equal —
+    otherwise a report's case could not be rerun on its own (an unseeded layer, a
+    module-level generator, leftover state).
+    """
+    if comparisons is None:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for comparison in comparisons:
+        digest.update(f"{comparison.equation}|{comparison.name}".encode())
+        for array in (comparison.actual, comparison.expected, comparison.scale):
+            if array is not None:
+                array = np.ascontiguousarray(array)
+                digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())
+    return digest.hexdigest()
+
+
+def _run_case(name, check, seed, case, selected, results, errors) -> tuple[bool, list | None]:
+    """One case of one check: whether it produced a selected comparison, and its
+    comparisons (None when it raised)."""
     where = f"check {name!r} case {case} (seed {seed})"
     try:
         comparisons = check(case_rng(seed, name, case))
     except Exception as error:  # a crash is a failure of the check, reported, not raised
         lines = traceback.format_exception_only(type(error), error)
         errors.append(f"{where}: {''.join(lines).strip()}")
-        return True
+        return True, None
     seen = set()
     for comparison in comparisons:
         if not selected(comparison.equation):
@@ -271,7 +313,7 @@ def _run_case(name, check, seed, case, selected, results, errors) -> bool:
             result.cases += 1
             if name not in result.checks:
                 result.checks.append(name)
-    return bool(seen)
+    return bool(seen), comparisons
 
 
 def recorded_coverage(

@@ -250,7 +250,8 @@ def draw_layer(rng: np.random.Generator, cls: type, d_model: int | None = None, 
                   "num_decoder_layers": int(rng.integers(1, 3))}  # fmt: skip
         return Transformer(d_model, nhead, **layers, **options, seed=seed)
     inner_cls = TransformerEncoderLayer if cls is TransformerEncoder else TransformerDecoderLayer
-    inner = inner_cls(d_model, nhead, **options)
+    # seeded from the case's generator: the stack deep-copies this layer's parameters
+    inner = inner_cls(d_model, nhead, **options, seed=int(rng.integers(2**31)))
     norm = None
     if rng.integers(2):
         from manual_bp.layers import LayerNorm

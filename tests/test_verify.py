@@ -198,6 +198,21 @@ def test_cases_are_reproducible_per_check():
     assert not np.array_equal(a, verify.case_rng(0, "other", 5).standard_normal(3))
 
 
+def test_runner_reports_a_case_that_does_not_rerun_alike():
+    """A check drawing outside its generator (here a module-level one; in a report, an
+    unseeded layer) is reported: its case 0 drawn again after the others differs."""
+    outside = np.random.default_rng(1)
+
+    def leaky(rng):
+        d = rng.standard_normal(3) + outside.standard_normal(3)
+        return [Comparison("BP3", "∂C/∂b", d, d.copy(), oracle="torch")]
+
+    checks = {"good": _fake_checks()["good"], "leaky": leaky}
+    report = verify.run_verification(cases=2, only="BP3", checks=checks, progress=False)
+    assert not report.passed and len(report.check_errors) == 1
+    assert "check 'leaky' case 0 (seed 0): not reproducible" in report.check_errors[0]
+
+
 def _counting_checks(calls):
     """Checks that log their calls: ``bp3`` and ``new`` produce BP3, ``bp4`` BP4."""
 
@@ -224,7 +239,8 @@ def test_only_selects_the_checks_before_running_them():
         cases=cases, only="BP3", checks=_counting_checks(calls), progress=False, coverage=coverage
     )
     assert "bp4" not in calls
-    assert calls.count("bp3") == calls.count("new") == cases  # the new one proved relevant
+    # the new one proved relevant; each relevant check draws its case 0 again at the end
+    assert calls.count("bp3") == calls.count("new") == cases + 1
     assert report.checks == {"bp3": cases, "new": cases} and report.passed
     assert report.results["BP3"].checks == ["bp3", "new"]
 
@@ -240,7 +256,7 @@ def test_only_probes_every_check_for_an_id_the_record_lacks():
         coverage=(by_id, {"bp3", "bp4", "new"}),
     )  # fmt: skip
     assert calls.count("bp4") == verify.PROBE_CASES
-    assert calls.count("bp3") == calls.count("new") == cases
+    assert calls.count("bp3") == calls.count("new") == cases + 1  # + case 0 drawn again
     assert report.results["BP3"].cases == 2 * cases
 
 
