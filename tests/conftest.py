@@ -56,3 +56,12 @@ def torch_module_outcomes():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch_modules.outcomes()
+
+
+def pytest_collection_modifyitems(items):
+    """Under ``pytest -n 2 --dist loadgroup`` (the README's test command) the tests reading
+    :func:`torch_module_outcomes` share one worker, so the walk is played once, not per
+    worker; every other test is spread over the workers."""
+    for item in items:
+        if "torch_module_outcomes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("torch_module_walk"))
