@@ -46,7 +46,7 @@ EQUATIONS = [
         "C = (1/n) Σ_{r counted} (log Σ_v e^{z_rv} − z_{r,y_r});  z̄_r = (softmax(z_r) − e_{y_r})/n "
         "(0 on ignored rows), written over z",
         f"{_D}#GPT.lm-ce",
-        "manual_bp.models.gpt.cross_entropy_fused",
+        "manual_bp.models.gpt_layers.cross_entropy_fused",
         f"{_T}::test_fused_cross_entropy_matches_torch",
     ),
     Equation(

@@ -29,13 +29,17 @@ from manual_bp.layers._entry import memory_limit
 from manual_bp.layers.containers import stack_backward
 from manual_bp.layers.normalisation import LayerNorm
 from manual_bp.models.gpt_fast import GPTFastStep
-from manual_bp.models.gpt_layers import Block, GPTEmbedding, LMHead
+from manual_bp.models.gpt_layers import (
+    IGNORE_INDEX,
+    Block,
+    GPTEmbedding,
+    LMHead,
+    cross_entropy_fused,
+)
 from manual_bp.models.parameters import IncompatibleKeys
 from manual_bp.models.sequential import MODELS, Sequential
 
 __all__ = ["GPT", "GPTConfig", "GPTGradients", "cross_entropy_fused"]
-
-IGNORE_INDEX = -1
 
 
 @dataclass(frozen=True)
@@ -78,31 +82,6 @@ class GPTGradients:
     loss: float
     params: dict[str, np.ndarray]
     logits: np.ndarray | None = None
-
-
-def cross_entropy_fused(
-    logits: np.ndarray, targets: np.ndarray, ignore_index: int = IGNORE_INDEX
-) -> tuple[float, np.ndarray]:
-    """``(mean cross-entropy, ∂C/∂logits)`` with ``∂C/∂logits`` written over ``logits``
-    (``GPT.lm-ce``): ``p = softmax(z)`` row by row, ``C = −(1/n) Σ log p_{y}``, and
-    ``∂C/∂z = (p − onehot(y)) / n`` on the ``n`` counted rows, 0 on ignored ones."""
-    z = logits.reshape(-1, logits.shape[-1])
-    y = targets.reshape(-1)
-    counted = y != ignore_index
-    n = int(counted.sum())
-    if n == 0:  # torch's mean over no element is NaN; nanoGPT never asks for it
-        raise ValueError("targets: every position is ignore_index; the mean loss is undefined")
-    rows = np.flatnonzero(counted)
-    z -= z.max(axis=1, keepdims=True)  # the stable form: softmax is shift-invariant
-    picked = z[rows, y[rows]]
-    np.exp(z, out=z)
-    total = z.sum(axis=1, keepdims=True)
-    loss = float((np.log(total[rows, 0]) - picked).sum() / n)
-    z /= total
-    z[rows, y[rows]] -= 1.0
-    z[~counted] = 0.0
-    z /= n
-    return loss, logits
 
 
 def _check_fits_in_memory(c: GPTConfig, dtype: np.dtype) -> None:

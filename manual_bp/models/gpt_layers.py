@@ -26,7 +26,10 @@ from manual_bp.layers.embedding import Embedding
 from manual_bp.layers.normalisation import LayerNorm
 from manual_bp.layers.transformer_base import NamedChildren
 
-__all__ = ["MLP", "Block", "CausalSelfAttention", "GPTEmbedding", "LMHead"]
+#: The target value a position is not counted under (nanoGPT's ``ignore_index=-1``).
+IGNORE_INDEX = -1
+
+__all__ = ["MLP", "Block", "CausalSelfAttention", "GPTEmbedding", "LMHead", "cross_entropy_fused"]
 
 #: the attention's torch (MultiheadAttention) names -> nanoGPT's (the same layouts)
 ATTENTION_NAMES = {
@@ -204,3 +207,28 @@ class LMHead(Layer):
         rows = dout.reshape(-1, weight.shape[0])
         d_weight = rows.T @ x.reshape(-1, weight.shape[1])
         return dout @ weight, {"weight": d_weight}
+
+
+def cross_entropy_fused(
+    logits: np.ndarray, targets: np.ndarray, ignore_index: int = IGNORE_INDEX
+) -> tuple[float, np.ndarray]:
+    """``(mean cross-entropy, ∂C/∂logits)`` with ``∂C/∂logits`` written over ``logits``
+    (``GPT.lm-ce``): ``p = softmax(z)`` row by row, ``C = −(1/n) Σ log p_{y}``, and
+    ``∂C/∂z = (p − onehot(y)) / n`` on the ``n`` counted rows, 0 on ignored ones."""
+    z = logits.reshape(-1, logits.shape[-1])
+    y = targets.reshape(-1)
+    counted = y != ignore_index
+    n = int(counted.sum())
+    if n == 0:  # torch's mean over no element is NaN; nanoGPT never asks for it
+        raise ValueError("targets: every position is ignore_index; the mean loss is undefined")
+    rows = np.flatnonzero(counted)
+    z -= z.max(axis=1, keepdims=True)  # the stable form: softmax is shift-invariant
+    picked = z[rows, y[rows]]
+    np.exp(z, out=z)
+    total = z.sum(axis=1, keepdims=True)
+    loss = float((np.log(total[rows, 0]) - picked).sum() / n)
+    z /= total
+    z[rows, y[rows]] -= 1.0
+    z[~counted] = 0.0
+    z /= n
+    return loss, logits
