@@ -103,7 +103,8 @@ def test_cost_from_either_place(given, used, tmp_path, capsys):
 def _hyphenated():
     for registry in (LAYERS, ACTIVATIONS):
         for name in registry.names():
-            for spelling in {name.replace("_", "-"), name.replace("-", "_")}:
+            # sorted, not a set: pytest-xdist's workers must collect the same order
+            for spelling in sorted({name.replace("_", "-"), name.replace("-", "_")}):
                 yield registry, name, spelling
 
 
