@@ -40,8 +40,8 @@ edge) and +3 % for the BN CNN (3 × 32 × 32, batch 64), within the ±6 % spread
 pairs, and +5–7 % for the LSTM (35 token ids a sample), which the rule keeps whole. A
 convolutional model counts its input's elements times the most kernel taps of its
 convolutions (:func:`widening`: im2col reads each input element that often, so that is its
-work): LeNet (784 a sample × 25 taps, batch 64: 627 200 a part) is cut, costing +5–10 % of
-CPU time on one thread for a main thread at 0.53–0.59 of the one-thread step on two
+work): LeNet (784 a sample × 25 taps, batch 64: 627 200 a part) is cut, costing +9–10 % of
+CPU time on one thread for a main thread at 0.52–0.59 of the one-thread step on two
 (``docs/performance.md``, "LeNet on two cores").
 ``MIN_PART_ELEMENTS = 0`` cuts every batch of ≥ 16 rows (what the tests do to exercise the
 parts on small models).
