@@ -214,3 +214,43 @@ def test_a_training_epoch_in_parts_reports_the_whole_batch_s_cost(family):
     trainer._forward_backward(xb, yb, 1.0)  # in parts, on the updated parameters
     got, want = trainer._last_cost(), unsplit._last_cost()
     assert abs(got - want) <= C * np.finfo(np.float64).eps * max(1.0, abs(want))
+
+
+@pytest.mark.parametrize(
+    "spec, shape, widening",
+    [
+        ("[('conv2d', (4, 5), {'padding': 2}), 'relu', 'flatten', 'dense', 'softmax']",
+         (1, 6, 6), 25),
+        ("[('conv1d', (4, 3), {}), 'relu', ('conv1d', (4, 7), {}), 'flatten', 'dense', "
+         "'softmax']", (2, 12), 7),
+        ("[('dense', (8,), {}), 'relu', 'dense', 'softmax']", (36,), 1),
+    ],
+)  # fmt: skip
+def test_a_convolution_widens_the_part_rule_by_its_kernel_taps(spec, shape, widening):
+    layers = Sequential.from_spec(ast.literal_eval(spec), shape, 5, seed=0).layers
+    assert parallel.widening(layers) == widening
+
+
+@pytest.mark.parametrize(
+    "n, parts",
+    [(63, 1), (64, 2), (65, 2)],  # 64: exactly MIN_PART_ELEMENTS of im2col work a part
+)
+def test_a_convolutional_batch_is_cut_by_its_im2col_work(n, parts, monkeypatch):
+    """LeNet's rule: a part's input (2·8·8 = 128 a sample) times the kernel's 16 taps,
+    32 rows: 65 536 — at the edge; 31 rows one short. The input alone would never cut."""
+    monkeypatch.setattr(parallel, "MIN_PART_ELEMENTS", 1 << 16)
+    spec = [("conv2d", (4, 4), {"padding": 1}), "relu", "flatten", "dense", "softmax"]
+    model = Sequential.from_spec(spec, (2, 8, 8), 5, cost="log-likelihood", seed=0)
+    plan = FusedTrainer(model, SGD(lr=0.1))._parts
+    assert plan.count(np.zeros((n, 2, 8, 8))) == parts
+    assert parallel.part_count(n, 2 * 8 * 8) == 1
+
+
+def test_the_lenet_benchmark_batch_runs_in_parts(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_PART_ELEMENTS", 1 << 16)
+    spec = [("reshape", ((1, 28, 28),), {}), ("conv2d", (6, 5), {"padding": 2}), "relu",
+            ("maxpool2d", (2,), {}), ("conv2d", (16, 5), {}), "relu", ("maxpool2d", (2,), {}),
+            "flatten", ("dense", (120,), {}), "relu", ("dense", (84,), {}), "relu", "dense",
+            "softmax"]  # fmt: skip
+    model = Sequential.from_spec(spec, (784,), 10, cost="log-likelihood", seed=0)
+    assert FusedTrainer(model, SGD(lr=0.1))._parts.count(np.zeros((64, 784))) == 2

@@ -37,14 +37,19 @@ slice), else the batch runs whole. On one thread the parts cost their doubled Py
 and halved GEMMs: measured in CPU time (fresh processes, alternating, under load), a
 median +4 % for the Transformer block (16 × 64 × 128 inputs: 65 536 a part, exactly at the
 edge) and +3 % for the BN CNN (3 × 32 × 32, batch 64), within the ±6 % spread of single
-pairs, but +8–12 % for LeNet (784 a sample, batch 64: 25 088 a part) and +5–7 % for the
-LSTM (35 token ids a sample), which the rule therefore keeps whole.
+pairs, and +5–7 % for the LSTM (35 token ids a sample), which the rule keeps whole. A
+convolutional model counts its input's elements times the most kernel taps of its
+convolutions (:func:`widening`: im2col reads each input element that often, so that is its
+work): LeNet (784 a sample × 25 taps, batch 64: 627 200 a part) is cut, costing +9–10 % of
+CPU time on one thread for a main thread at 0.52–0.59 of the one-thread step on two
+(``docs/performance.md``, "LeNet on two cores").
 ``MIN_PART_ELEMENTS = 0`` cuts every batch of ≥ 16 rows (what the tests do to exercise the
 parts on small models).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -60,7 +65,15 @@ from manual_bp._threads import (
 from manual_bp.layers.steps import shape_buffers
 from manual_bp.models.targets import output_seed
 
-__all__ = ["MEETING", "MIN_PART_ELEMENTS", "MIN_PART_ROWS", "PARTS", "PartPlan", "part_count"]
+__all__ = [
+    "MEETING",
+    "MIN_PART_ELEMENTS",
+    "MIN_PART_ROWS",
+    "PARTS",
+    "PartPlan",
+    "part_count",
+    "widening",
+]
 
 #: How many parts a qualifying batch is cut into (a fixed number: never the thread count).
 PARTS = 2
@@ -120,10 +133,23 @@ def _row_seed(model: Any) -> bool:
 
 def part_count(n: int, sample_size: int) -> int:
     """How many parts a batch of ``n`` samples of ``sample_size`` elements is cut into (the
-    shape's rule, the same on every thread count: see the module docstring)."""
+    shape's rule, the same on every thread count: see the module docstring; a convolutional
+    model passes its input's size times :func:`widening`)."""
     if n < PARTS * MIN_PART_ROWS or (n // PARTS) * sample_size < MIN_PART_ELEMENTS:
         return 1
     return PARTS
+
+
+def widening(layers: Any) -> int:
+    """The most kernel taps of any convolution among ``layers`` (1: none): im2col reads every
+    input element that many times, so a part's work is its input's size times this."""
+    most = 1
+    for layer in layers:
+        if type(layer).__name__ == "Residual":
+            most = max(most, widening(layer.layers))
+        elif type(layer).__name__ in ("Conv1d", "Conv2d", "Conv3d"):
+            most = max(most, math.prod(layer.geometry.kernel))
+    return most
 
 
 class _Part:
@@ -167,6 +193,7 @@ class PartPlan:
         self.parts: list[_Part] = []  # made at the first batch cut into parts
         self.whole: dict[tuple, tuple[np.ndarray, ...]] = {}  # meeting arrays per shape
         self.ran = False  # the last step ran in parts (the trainer's _last is then None)
+        self.widening = widening(model.layers)  # a convolution's work per input element
 
     @classmethod
     def for_trainer(cls, trainer: Any) -> PartPlan | None:
@@ -188,7 +215,7 @@ class PartPlan:
     def count(self, x: np.ndarray) -> int:
         """The parts this batch is cut into (1: the trainer runs it whole)."""
         n = x.shape[0]
-        return part_count(n, x.size // max(n, 1))
+        return part_count(n, x.size // max(n, 1) * self.widening)
 
     # ------------------------------------------------------------------ one step
     def forward_backward(self, xb: np.ndarray, yb: np.ndarray, factor: float) -> None:
