@@ -14,7 +14,7 @@ from manual_bp.gradcheck import assert_gradients_close
 from manual_bp.layers.embedding import Embedding, embedding_backward
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     vocab=st.integers(1, 7),
     batch=st.integers(0, 4),
