@@ -119,7 +119,7 @@ class LSTMStep:
         δA[t] = [δc⊙g⊙i(1−i), δc⊙c_{t−1}⊙f(1−f), δc⊙i⊙(1−g)(1+g), δh⊙τ⊙o(1−o)]
         δc ← δc ⊙ f;  δh ← δA[t] W_hh                 (GEMM out= δh)
 
-    then ONE GEMM each: ``∂C/∂W_ih = δAᵀ x``, ``∂C/∂W_hh = δAᵀ h_{t−1}``, ``∂C/∂b = 1ᵀ δA``
+    then ONE GEMM each: ``[∂C/∂W_ih | ∂C/∂W_hh] = δAᵀ [x | h_{t−1}]``, ``∂C/∂b = 1ᵀ δA``
     (both biases), ``∂C/∂x = δA W_ih``. The loops stay on one thread, their products on one
     BLAS thread: two halves of the batch on two Python threads ran slower (each step is ~10
     short GIL-releasing calls, the threads convoy on the GIL: 2.3 → 2.7 ms forward, 2.7 →
@@ -148,16 +148,25 @@ class LSTMStep:
         e = np.empty
         out = e((n, length, H), dtype)  # batch-major output
         offer(out, self)  # the layer reading it may hand this step work for BPTT's loop
+        # x_t and h_{t−1} side by side in one time-major buffer: both weight gradients are
+        # then ONE GEMM δAᵀ[x | h_{t−1}] (N 192 instead of 64 and 128: 1.81 → 1.73 ms, f32)
+        xh = e((length + 1, n, width + H), dtype)
         return {
-            "x": e((length, n, width), dtype),  # x time-major (for the GEMMs)
+            "xh": xh,
+            "x": xh[:length, :, :width],  # x time-major (for the GEMMs)
             "A": e((length, n, 4 * H), dtype),  # pre-activations, then gates in place
-            "h": e((length + 1, n, H), dtype),  # h_0 … h_T
+            "h": xh[:, :, width:],  # h_0 … h_T
+            "gW": e((4 * H, width + H), dtype),  # [∂C/∂W_ih | ∂C/∂W_hh]
             "c": e((length + 1, n, H), dtype),  # c_0 … c_T
             "tc": e((length, n, H), dtype),  # tanh c_t
             "tp": e((CHUNK, n, H), dtype),  # o ⊙ (1 − τ)(1 + τ), for BPTT
             "tg": e((CHUNK, n, H), dtype),  # scratch of BPTT's factors
             "out": out,
             "tmp4": e((n, 4 * H), dtype),
+            # s and 1 − s repeated over the batch rows: a same-shape pass is half the time of
+            # a broadcast one at these sizes (f32 32 × 512: 2.6 against 5.2 µs a step for both)
+            "scale": np.repeat(self.scale[None], n, axis=0),
+            "shift": np.repeat(self.shift[None], n, axis=0),
             "t1": e((n, H), dtype),
             "t2": e((n, H), dtype),
             "dh": e((n, H), dtype),
@@ -207,8 +216,10 @@ class LSTMStep:
         with one_blas_thread(2 * n * H * 4 * H):  # the recurrent products are small
             beside(jobs, lambda: self._bptt(d_out))
         rows = dA.reshape(-1, 4 * H)
-        np.dot(rows.T, b["x"].reshape(-1, width), out=grads["weight_ih_l0"])
-        np.dot(rows.T, b["h"][:-1].reshape(-1, H), out=grads["weight_hh_l0"])
+        gW = b["gW"]
+        np.dot(rows.T, b["xh"][:-1].reshape(-1, width + H), out=gW)
+        grads["weight_ih_l0"][...] = gW[:, :width]
+        grads["weight_hh_l0"][...] = gW[:, width:]
         if self.b_ih is not None:
             np.dot(b["ones"], rows, out=grads["bias_ih_l0"])
             grads["bias_hh_l0"][...] = grads["bias_ih_l0"]
@@ -223,7 +234,7 @@ class LSTMStep:
         """The forward loop: ``A[t] += h_{t−1} (s⊙W_hh)ᵀ``, the gates in place, ``c_t``, ``h_t``."""
         b, H = self.buf, self.layer.hidden_size
         A, h, c, tc = b["A"], b["h"], b["c"], b["tc"]
-        tmp4, t1, scale, shift = b["tmp4"], b["t1"], self.scale, self.shift
+        tmp4, t1, scale, shift = b["tmp4"], b["t1"], b["scale"], b["shift"]
         W_hh_sT = self.W_hh_s.T
         for t in range(A.shape[0]):
             a = A[t]
