@@ -72,6 +72,10 @@ class _View(Layer):
         shape = self.full_shape(cache.input.shape)
         return np.zeros(shape, cache.input.dtype) if dx is None else dx.reshape(shape)
 
+    def fast_step(self) -> _ViewStep:
+        """The trainer's form: the same reshapes, the output shape kept per input shape."""
+        return _ViewStep(self)
+
     # products (V axis): a reshape permutes nothing, so J and Jᵀ are reshapes of each vector
     def input_vjp(self, cache: Cache, M: np.ndarray) -> np.ndarray:
         """``J_xᵀ M``: each of the V cotangents reshaped back to the input's shape
@@ -139,6 +143,30 @@ class Identity(_View):
 
     def __repr__(self) -> str:
         return "Identity()"
+
+
+class _ViewStep:
+    """A view's fast step: ``forward`` reshapes by :meth:`_View.full_shape` (computed once
+    per input shape, no entry check: the trainer checked the batch), ``backward`` reshapes
+    the upstream gradient back. Profiled in LeNet's parts: the readable form's checks and
+    shape rule were 2–3 % of the step."""
+
+    def __init__(self, layer: _View) -> None:
+        self.layer = layer
+        self.shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.input_shape: tuple[int, ...] = ()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.input_shape = shape = x.shape
+        out_shape = self.shapes.get(shape)
+        if out_shape is None:
+            out_shape = self.shapes[shape] = self.layer.full_shape(shape)
+        return x.reshape(out_shape)
+
+    def backward(
+        self, dout: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
+    ) -> np.ndarray | None:
+        return dout.reshape(self.input_shape) if need_dx else None
 
 
 @register_layer
