@@ -26,6 +26,11 @@ The equations and the fused line implementing each (``s = 1/n`` or ``η/n``)::
     BP3, BP4   ∂C/∂bˡ, ∂C/∂Wˡ          DenseStep: dot(ones, d, out=gb); dot(d.T, a_prev, out=gW)
     OPT.sgd + REG.l2   w ← (1 − ηλ/N) w − η ∂C₀/∂w    W *= 1 − ηλ/N (weights); θ -= g
 
+A plain Dense/activation chain trained by plain SGD runs these lines in one function
+(:class:`~manual_bp.training.chain.ChainStep`), its lowest weight's BP4 fused with
+``OPT.sgd`` as one ``gemm`` into the weight: after such a step ``grad`` does not hold that
+weight's gradient (:meth:`gradients` always takes the general path).
+
 Optimizers other than plain SGD get ``optimizer.step`` on the same parameter views as the
 readable path (so their state layout is the same); regularizers other than L2 their
 ``add_gradient``. Results equal the readable path's to rounding (``tests/test_fast_path.py``).
