@@ -26,6 +26,11 @@ The equations and the fused line implementing each (``s = 1/n`` or ``η/n``)::
     BP3, BP4   ∂C/∂bˡ, ∂C/∂Wˡ          DenseStep: dot(ones, d, out=gb); dot(d.T, a_prev, out=gW)
     OPT.sgd + REG.l2   w ← (1 − ηλ/N) w − η ∂C₀/∂w    W *= 1 − ηλ/N (weights); θ -= g
 
+A plain Dense/activation chain trained by plain SGD runs these lines in one function
+(:class:`~manual_bp.training.chain.ChainStep`), its lowest weight's BP4 fused with
+``OPT.sgd`` as one ``gemm`` into the weight: after such a step ``grad`` does not hold that
+weight's gradient (:meth:`gradients` always takes the general path).
+
 Optimizers other than plain SGD get ``optimizer.step`` on the same parameter views as the
 readable path (so their state layout is the same); regularizers other than L2 their
 ``add_gradient``. Results equal the readable path's to rounding (``tests/test_fast_path.py``).
@@ -44,6 +49,7 @@ from manual_bp.layers.steps import check_trainer_data, shape_buffers
 from manual_bp.models.targets import output_seed
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.regularizers import L2, Regularizer
+from manual_bp.training.chain import ChainStep
 from manual_bp.training.parallel import PartPlan
 
 __all__ = ["FusedTrainer"]
@@ -101,6 +107,9 @@ class FusedTrainer:
         self._checked: tuple | None = None  # what step's entry check last passed
         self._own_targets = hasattr(self.cost, "check_prepared")  # a loss's own (values)
         self._parts = PartPlan.for_trainer(self)  # the batch in parts on every core, or None
+        # a plain Dense/activation chain's plain-SGD step in one function (training/chain.py)
+        self._chain = ChainStep.for_trainer(self) if self._parts is None else None
+        self._chain_z: np.ndarray | None = None  # zᴷ of the chain's last step (for the cost)
 
     @property
     def fused_update(self) -> bool:
@@ -179,7 +188,7 @@ class FusedTrainer:
         out = xb
         for forward in self._forwards:
             out = forward(out)
-        self._last = (out, yb)
+        self._last, self._chain_z = (out, yb), None
         g, start = self._seed(out, yb, factor)
         lowest, backwards, grads = self.lowest, self._backwards, self.layer_grads
         for k in range(start - 1, lowest - 1, -1):
@@ -219,9 +228,16 @@ class FusedTrainer:
         opt, reg = self.optimizer, self.regularizer
         if self._fused:
             lr = float(opt.lr)  # read every step: schedules change it between epochs
-            self._forward_backward(xb, yb, lr)  # grad = η ∂C₀/∂θ
+            shrink = None
             if reg is not None and reg.lmbda:  # REG.l2: w ← (1 − ηλ/N) w (weights only)
                 shrink = 1.0 - lr * reg.lmbda / self.n_train
+            chain = self._chain
+            if chain is not None and chain.takes(xb):
+                chain.step(xb, yb, lr, shrink)  # the same equations in one function
+                self._chain_z = chain.z_last
+                return
+            self._forward_backward(xb, yb, lr)  # grad = η ∂C₀/∂θ
+            if shrink is not None:
                 for i in self.decayed:
                     self.params[i] *= shrink
             self.model.flat_parameters -= self.grad  # OPT.sgd: one call for all layers
@@ -273,6 +289,8 @@ class FusedTrainer:
         out, y = self._last
         model = self.model
         logits = _logits(model, self.steps[-1])
+        if logits and self._chain_z is not None:  # the chain's step ran last: its zᴷ
+            logits["z"] = self._chain_z
         z = logits.get("z")
         if not np.isfinite(out).all() or (z is not None and not np.isfinite(z).all()):
             return float("nan")  # diverged forward pass: no cost to compute (NaN, no warning)
