@@ -33,6 +33,7 @@ import numpy as np
 from manual_bp.layers.base import Layer, tangent_count
 from manual_bp.layers.recurrent_cell_products import CELL_PRODUCTS
 from manual_bp.layers.recurrent_fast import FastLSTMCache
+from manual_bp.layers.recurrent_lstm_sweeps import LSTMLinearisation
 from manual_bp.layers.recurrent_unroll import from_core, sequence_to_core
 
 __all__ = ["DirectionTrace", "RecurrentProducts", "trace_direction"]
@@ -141,6 +142,19 @@ class RecurrentProducts(Layer):
     def _traces(self, cache) -> list[DirectionTrace]:
         return [trace_direction(s, bool(k % self.directions)) for k, s in enumerate(cache.steps)]
 
+    def _linearised(self, cache, k: int) -> LSTMLinearisation | None:
+        """Direction ``k`` of an LSTM linearised once per cache (its fast sweeps); None for
+        RNN and GRU (the readable per-step sweeps)."""
+        if self.mode != "lstm":
+            return None
+        memo = getattr(cache, "linearised", None)
+        lin = None if memo is None else memo.get(k)
+        if lin is None:
+            lin = LSTMLinearisation(trace_direction(cache.steps[k], bool(k % self.directions)))
+            if memo is not None:
+                memo[k] = lin
+        return lin
+
     def _core(self, cache, A: np.ndarray | None) -> np.ndarray | None:
         """A product's argument in the core's layout ``(V, N, T, ·)``; refuses ``proj_size``."""
         if self.proj_size:
@@ -164,13 +178,20 @@ class RecurrentProducts(Layer):
         """BPTT of V cotangents ``M (V, N, T, H·D)``: ``(J_xᵀ M, {k: (d_ih, d_hh)})`` with
         the stacked pre-activation cotangents ``(V, N, T, gates·H)`` of direction ``k``."""
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
-        traces, stacks = self._traces(cache), {}
+        traces = None if self.mode == "lstm" else self._traces(cache)
+        stacks = {}
         for layer in reversed(range(self.num_layers)):
             dx = None
             for d in range(D):
                 k = layer * D + d
-                tr = traces[k]
                 M_d = M[..., d * H : (d + 1) * H]
+                lin = self._linearised(cache, k)
+                if lin is not None:  # the fast sweep: δa (T, N, V, 4H) in processing order
+                    stacks[k] = lin.backward(lin.to_proc(M_d))
+                    dx_d = lin.from_proc(lin.times(stacks[k], lin.W_ih))
+                    dx = dx_d if dx is None else dx + dx_d
+                    continue
+                tr = traces[k]
                 d_ih = np.empty((*M_d.shape[:-1], tr.weight_ih.shape[0]), dtype=M.dtype)
                 d_hh = np.empty_like(d_ih)
                 dS = tuple(np.zeros_like(M_d[..., 0, :]) for _ in tr.prev)
@@ -191,15 +212,25 @@ class RecurrentProducts(Layer):
         and the cell's gate tangents, for the second-order sweep."""
         cell, D = CELL_PRODUCTS[self.mode], self.directions
         V = tangent_count(T, T_params)
-        traces, records, tx = self._traces(cache), {}, T
+        traces = None if self.mode == "lstm" else self._traces(cache)
+        records, tx = {}, T
         for layer in range(self.num_layers):
             outs = []
             for d in range(D):
                 k = layer * D + d
-                tr, tp = traces[k], self._direction_tangents(T_params, layer, d)
-                dtype = np.result_type(tr.x.dtype, *(a.dtype for a in tp.values() if a is not None))
+                tp = self._direction_tangents(T_params, layer, d)
+                dtypes = [a.dtype for a in tp.values() if a is not None]
                 if tx is not None:
-                    dtype = np.result_type(dtype, tx.dtype)
+                    dtypes.append(tx.dtype)
+                lin = self._linearised(cache, k)
+                if lin is not None:  # the fast sweep, records in processing order
+                    dtype = np.result_type(lin.dtype, *dtypes)
+                    t_in = None if tx is None else lin.to_proc(tx)
+                    records[k] = (t_in, *lin.forward(lin.pre_tangent(t_in, tp, V, dtype)))
+                    outs.append(lin.from_proc(records[k][3]))
+                    continue
+                tr = traces[k]
+                dtype = np.result_type(tr.x.dtype, *dtypes)
                 n, length = tr.x.shape[:2]
                 gh, H = tr.weight_hh.shape
                 t_ih = np.zeros((V, n, length, gh), dtype)
@@ -250,10 +281,17 @@ class RecurrentProducts(Layer):
         ``∂b = Σ_t δa``, over batch and time, or per sample over its own steps only
         (``sum_batch=False``: ``(V, N, *p)``)."""
         _, stacks = self._sweep_vjp(cache, self._core(cache, M))
-        traces, grads = self._traces(cache), {}
-        for k, (d_ih, d_hh) in stacks.items():
+        traces = None if self.mode == "lstm" else self._traces(cache)
+        grads = {}
+        for k, stack in stacks.items():
             layer, d = divmod(k, self.directions)
-            suffix, tr = "_reverse" if d else "", traces[k]
+            suffix = "_reverse" if d else ""
+            lin = self._linearised(cache, k)
+            if lin is not None:
+                for kind, value in lin.param_cotangents(stack, sum_batch, self.bias).items():
+                    grads[f"{kind}_l{layer}{suffix}"] = value
+                continue
+            (d_ih, d_hh), tr = stack, traces[k]
             for kind, stack, rows in (("ih", d_ih, tr.x), ("hh", d_hh, tr.prev[0])):
                 if sum_batch:
                     weight, bias = _summed_cotangents(stack, rows, tr, self.bias)
@@ -296,15 +334,18 @@ class RecurrentProducts(Layer):
         T, dout = self._core(cache, T), sequence_to_core(dout, cache.layout)
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
         _, records = self._sweep_jvp(cache, T, T_params)
-        traces, grads = self._traces(cache), {}
+        traces = None if self.mode == "lstm" else self._traces(cache)
+        grads = {}
         g, Rg = dout, None  # the gradient reaching the layer and R{·} of it (0 at the top)
         for layer in reversed(range(self.num_layers)):
             dx = Rdx = None
             for d in range(D):
                 k, suffix = layer * D + d, "_reverse" if d else ""
-                dx_d, Rdx_d, r_params = _residual_direction(
+                lin = self._linearised(cache, k)
+                residual_direction = _residual_direction if lin is None else _lstm_residual
+                dx_d, Rdx_d, r_params = residual_direction(
                     cell,
-                    traces[k],
+                    lin if traces is None else traces[k],
                     self._direction_tangents(T_params, layer, d),
                     records[k],
                     g[..., d * H : (d + 1) * H],
@@ -363,6 +404,18 @@ def _residual_direction(cell, tr: DirectionTrace, tp: dict, record, g, Rg, V: in
     # the layer keeps the biases it has (the bias sums cost little)
     r_bias = {"bias_ih": R_ih.sum(axis=(1, 2)), "bias_hh": R_hh.sum(axis=(1, 2))}
     return dx, Rdx, {"weight_ih": r_ih, "weight_hh": r_hh, **r_bias}
+
+
+def _lstm_residual(cell, lin: LSTMLinearisation, tp: dict, record, g, Rg, V: int):
+    """One LSTM direction of the R-operator in the fast form
+    (:meth:`~manual_bp.layers.recurrent_lstm_sweeps.LSTMLinearisation.residual`), with the
+    arguments and results of :func:`_residual_direction` (real-time layouts)."""
+    Rg = None if Rg is None else lin.to_proc(Rg)
+    DA, R, r_params = lin.residual(lin.to_proc(g[None]), Rg, tp, record)
+    Rdx = lin.times(R, lin.W_ih)
+    if tp["weight_ih"] is not None:  # R{W_ih} in ∂x = δa_ih W_ih
+        Rdx += lin.fixed_times(DA, tp["weight_ih"])
+    return lin.from_proc(lin.times(DA, lin.W_ih))[0], lin.from_proc(Rdx), r_params
 
 
 def _carry(through_hh: np.ndarray, direct: tuple) -> tuple[np.ndarray, ...]:

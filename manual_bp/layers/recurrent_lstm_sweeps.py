@@ -1,0 +1,253 @@
+"""The LSTM's product sweeps in their fast form: one GEMM per time step for all V and N.
+
+Same mathematics as the readable sweeps of :mod:`manual_bp.layers.recurrent_products` over
+the cell derivatives of :mod:`manual_bp.layers.recurrent_cell_products` (``PROD.lstm.vjp``,
+``PROD.lstm.jvp``, ``PROD.lstm.residual``), reorganised for speed. The step is linear in its
+tangents (cotangents) with coefficients the forward pass fixed, so they are formed ONCE per
+cache for all steps (:class:`LSTMLinearisation`, kept on the cache)::
+
+    P = [σ′(i) g, σ′(f) c₋, tanh′(g) i, σ′(o) k]   (N, 4H),   Q = o k′,   F = f
+
+and a step of each sweep is a handful of elementwise operations and ONE product with
+``W_hh`` on the rows ``(N·V, ·)``:
+
+* tangents:   ``ȧ = pre_t + ḣ₋ W_hhᵀ``, ``u = ȧ ⊙ P``, ``ċ = u_i + u_f + u_g + F ċ₋``,
+  ``ḣ = u_o + Q ċ``;
+* cotangents: ``δh = M_t + δh₊``, ``δc = δh Q + Mc_t + δc₊``, ``δa = [δc, δc, δc, δh] ⊙ P
+  + X_t``, ``δh₋ = δa W_hh``, ``δc₋ = δc F``.
+
+Everything not recurrent is one GEMM over all ``T·N`` rows outside the loop: the tangent
+pre-activations (``ẋ W_ihᵀ + x Ṫ_W_ihᵀ + h₋ Ṫ_W_hhᵀ + Ṫ_b``), the input and parameter
+cotangents, and for the R-operator the sources ``Mc``, ``X`` (the second-order terms, from
+the plain gradient's sweep and the tangents) — so the residual's R-sweep is the cotangent
+sweep with sources. Arrays are time-major in processing order with the V axis inside the
+batch, ``(T, N, V, ·)``: a step's slice is one contiguous ``(N·V, ·)`` block and every
+product over time is one 2-D GEMM on ``(T·N, V·…)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["LSTMLinearisation"]
+
+
+def _d_sigmoid(s: np.ndarray) -> np.ndarray:
+    return s * (1.0 - s)
+
+
+def _d_tanh(t: np.ndarray) -> np.ndarray:
+    return (1.0 - t) * (1.0 + t)
+
+
+def _shifted(a: np.ndarray) -> np.ndarray:
+    """``a`` one step later in processing order: ``out[t] = a[t − 1]``, ``out[0] = 0``
+    (the initial state is constant: no tangent)."""
+    out = np.empty_like(a)
+    out[0] = 0.0
+    out[1:] = a[:-1]
+    return out
+
+
+class LSTMLinearisation:
+    """One LSTM direction linearised at its cached point (from a
+    :class:`~manual_bp.layers.recurrent_products.DirectionTrace`), processing order,
+    time-major ``(T, N, ·)``."""
+
+    def __init__(self, tr) -> None:
+        def proc(a: np.ndarray) -> np.ndarray:  # (N, T, F) real time -> (T, N, F) processing
+            a = a.swapaxes(0, 1)
+            return np.ascontiguousarray(a[::-1] if tr.reverse else a)
+
+        self.reverse = tr.reverse
+        i, f, g, o, k = (proc(v) for v in tr.values)
+        self.i, self.f, self.g, self.o, self.k = i, f, g, o, k
+        self.x, self.h_prev, self.c_prev = proc(tr.x), proc(tr.prev[0]), proc(tr.prev[1])
+        self.W_ih, self.W_hh = tr.weight_ih, tr.weight_hh
+        self.W_hhT = np.ascontiguousarray(tr.weight_hh.T)
+        self.dtype = self.x.dtype
+        d = (_d_sigmoid(i), _d_sigmoid(f), _d_tanh(g), _d_sigmoid(o))
+        self.D = np.concatenate(d, axis=-1)[:, :, None]  # gate slopes (T, N, 1, 4H)
+        self.dk = _d_tanh(k)[:, :, None]
+        P = np.concatenate([d[0] * g, d[1] * self.c_prev, d[2] * i, d[3] * k], axis=-1)
+        T, N, H = k.shape
+        self.P = P[:, :, None]  # (T, N, 1, 4H)
+        self.P4 = P.reshape(T, N, 1, 4, H)
+        self.Q = (o * self.dk[:, :, 0])[:, :, None]  # (T, N, 1, H)
+        self.F = f[:, :, None]
+
+    # ------------------------------------------------------------------ layouts
+    def to_proc(self, a: np.ndarray) -> np.ndarray:
+        """A real-time ``(V, N, T, F)`` stack as ``(T, N, V, F)`` in processing order."""
+        a = a.transpose(2, 1, 0, 3)
+        return np.ascontiguousarray(a[::-1] if self.reverse else a)
+
+    def from_proc(self, a: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_proc`: ``(T, N, V, F)`` as ``(V, N, T, F)`` in real time."""
+        a = a[::-1] if self.reverse else a
+        return np.ascontiguousarray(a.transpose(2, 1, 0, 3))
+
+    # ------------------------------------------------------------------ products over time
+    @staticmethod
+    def rows_times(rows: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``rows (T, N, K) @ Wᵀ`` for V matrices ``W (V, G, K)``: ``(T, N, V, G)``."""
+        T, N, K = rows.shape
+        V, G = W.shape[:2]
+        Wt = W.transpose(2, 0, 1).reshape(K, V * G)
+        return (rows.reshape(T * N, K) @ Wt).reshape(T, N, V, G)
+
+    @staticmethod
+    def times(a: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``a (T, N, V, G) @ W (G, K)``: ``(T, N, V, K)``, one GEMM."""
+        return (a.reshape(-1, a.shape[-1]) @ W).reshape(*a.shape[:-1], W.shape[-1])
+
+    @staticmethod
+    def fixed_times(d: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``d (T, N, 1, G) @ W (V, G, K)`` for V matrices: ``(T, N, V, K)``."""
+        T, N, _, G = d.shape
+        V, _, K = W.shape
+        Wc = W.transpose(1, 0, 2).reshape(G, V * K)
+        return (d.reshape(T * N, G) @ Wc).reshape(T, N, V, K)
+
+    @staticmethod
+    def summed(d: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``Σ_{t,n} d[t, n, v]ᵀ rows[t, n]``: ``(V, G, K)`` — one GEMM."""
+        T, N, V, G = d.shape
+        K = rows.shape[-1]
+        if rows.ndim == 3:  # fixed rows, V cotangents
+            out = d.reshape(T * N, V * G).T @ rows.reshape(T * N, K)
+            return out.reshape(V, G, K)
+        # a fixed cotangent d (T, N, 1, G) against V tangent rows (T, N, V, K)
+        out = d.reshape(T * N, G).T @ rows.reshape(T * N, -1)
+        return out.reshape(G, rows.shape[2], K).transpose(1, 0, 2)
+
+    @staticmethod
+    def per_sample(d: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``Σ_t d[t, n, v]ᵀ rows[t, n]`` per sample: ``(V, N, G, K)``."""
+        T, N, V, G = d.shape
+        out = np.matmul(d.reshape(T, N, V * G).transpose(1, 2, 0), rows.transpose(1, 0, 2))
+        return out.reshape(N, V, G, -1).transpose(1, 0, 2, 3)
+
+    # ------------------------------------------------------------------ the two sweeps
+    def forward(self, pre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tangents through time from the non-recurrent pre-activation tangents ``pre``
+        ``(T, N, V, 4H)`` (overwritten: it becomes ``ȧ``): ``(ȧ, ċ, ḣ)``."""
+        T, N, V, G = pre.shape
+        H = G // 4
+        TC = np.empty((T, N, V, H), pre.dtype)
+        TH = np.empty_like(TC)
+        u = np.empty((N, V, G), pre.dtype)
+        for t in range(T):
+            ta = pre[t]
+            if t:  # ḣ₋ W_hhᵀ (ḣ₀ = 0)
+                ta += (TH[t - 1].reshape(N * V, H) @ self.W_hhT).reshape(N, V, G)
+            np.multiply(ta, self.P[t], out=u)
+            tc = TC[t]
+            np.add(u[..., :H], u[..., H : 2 * H], out=tc)
+            tc += u[..., 2 * H : 3 * H]
+            if t:
+                tc += self.F[t] * TC[t - 1]
+            np.multiply(self.Q[t], tc, out=TH[t])
+            TH[t] += u[..., 3 * H :]
+        return pre, TC, TH
+
+    def backward(self, Mh: np.ndarray, Mc=None, X=None, record: bool = False):
+        """Cotangents through time: ``δa`` ``(T, N, V, 4H)`` from the output cotangents
+        ``Mh`` ``(T, N, V, H)``, with sources ``Mc`` on ``δc`` and ``X`` on ``δa`` (None:
+        zero); ``record``: also every step's ``δh``, ``δc``."""
+        T, N, V, H = Mh.shape
+        G = 4 * H
+        DA = np.empty((T, N, V, G), np.result_type(Mh.dtype, self.dtype))
+        if record:
+            DH, DC = np.empty((T, N, V, H), DA.dtype), np.empty((T, N, V, H), DA.dtype)
+        dh_next = dc_next = None
+        for t in range(T - 1, -1, -1):
+            dh = Mh[t] if dh_next is None else Mh[t] + dh_next
+            dc = dh * self.Q[t]
+            if Mc is not None:
+                dc += Mc[t]
+            if dc_next is not None:
+                dc += dc_next
+            da = DA[t]
+            da4 = da.reshape(N, V, 4, H)
+            np.multiply(dc[:, :, None, :], self.P4[t, :, :, :3], out=da4[:, :, :3])
+            np.multiply(dh, self.P4[t, :, :, 3], out=da4[:, :, 3])
+            if X is not None:
+                da += X[t]
+            if record:
+                DH[t], DC[t] = dh, dc
+            if t:
+                dh_next = (da.reshape(N * V, G) @ self.W_hh).reshape(N, V, H)
+                dc_next = dc * self.F[t]
+        return (DA, DH, DC) if record else DA
+
+    # ------------------------------------------------------------------ the products
+    def pre_tangent(self, tx, tp: dict, V: int, dtype) -> np.ndarray:
+        """The non-recurrent part of ``ȧ``: ``ẋ W_ihᵀ + x Ṫ_W_ihᵀ + h₋ Ṫ_W_hhᵀ + Ṫ_b``,
+        ``(T, N, V, 4H)`` (``tx`` in processing layout or None)."""
+        T, N = self.x.shape[:2]
+        G = self.W_hh.shape[0]
+        pre = None
+        if tx is not None:
+            pre = self.times(tx, self.W_ih.T).astype(dtype, copy=False)
+        for kind, rows in (("ih", self.x), ("hh", self.h_prev)):
+            if tp[f"weight_{kind}"] is not None:
+                term = self.rows_times(rows, tp[f"weight_{kind}"])
+                pre = term.astype(dtype, copy=False) if pre is None else pre + term
+        if pre is None:
+            pre = np.zeros((T, N, V, G), dtype)
+        for kind in ("ih", "hh"):
+            if tp[f"bias_{kind}"] is not None:
+                pre += tp[f"bias_{kind}"]  # (V, 4H) on every (t, n)
+        return pre
+
+    def param_cotangents(self, DA: np.ndarray, sum_batch: bool, bias: bool) -> dict:
+        """``{weight_ih, weight_hh[, bias_ih, bias_hh]}`` of the cotangents ``δa``: summed
+        over batch and time ``(V, …)`` or per sample over its own steps ``(V, N, …)``."""
+        grads = {}
+        for kind, rows in (("ih", self.x), ("hh", self.h_prev)):
+            grads[f"weight_{kind}"] = (
+                self.summed(DA, rows) if sum_batch else self.per_sample(DA, rows)
+            )
+        if bias:
+            b = DA.sum(axis=(0, 1)) if sum_batch else DA.sum(axis=0).transpose(1, 0, 2)
+            grads["bias_ih"], grads["bias_hh"] = b, b.copy()
+        return grads
+
+    def residual(self, g, Rg, tp: dict, record):
+        """One direction of the R-operator (``PROD.lstm.residual``): ``g`` ``(T, N, 1, H)``
+        the gradient reaching the outputs, ``Rg`` ``(T, N, V, H)`` its R-derivative (None:
+        zero), ``record = (ẋ, ȧ, ċ, ḣ)`` from :meth:`forward`. Returns
+        ``(δa, R{δa}, R{∂θ})``; the R-sweep is :meth:`backward` with the sources::
+
+            Mh_t = R{g}_t + δa_{t+1} Ṫ_W_hh
+            Mc_t = δh (k′ ȯ − 2 o k k̇) + δc_{t+1} ḟ_{t+1}
+            X_t  = [δc (ġ σ′(i) + g (1 − 2i) i̇), δc (ċ₋ σ′(f) + c₋ (1 − 2f) ḟ),
+                    δc (i̇ tanh′(g) − 2 i g ġ),    δh (k̇ σ′(o) + k (1 − 2o) ȯ)]
+        """
+        tx, TA, TC, TH = record
+        T, N, V, H = TC.shape
+        DA, DH, DC = self.backward(g, record=True)
+        A = self.D * TA  # gate tangents i̇, ḟ, ġ, ȯ
+        ti, tf, tg, to = (A[..., j * H : (j + 1) * H] for j in range(4))
+        tk = self.dk * TC
+        i, f, gg, o, k = (a[:, :, None] for a in (self.i, self.f, self.g, self.o, self.k))
+        c_prev = self.c_prev[:, :, None]
+        d = [a[..., None, :] for a in np.split(self.D[:, :, 0], 4, axis=-1)]
+        Mh = np.zeros((T, N, V, H), TC.dtype) if Rg is None else Rg.astype(TC.dtype, copy=True)
+        if tp["weight_hh"] is not None:  # R{W_hh} in δS₋ = δa_hh W_hh
+            Mh[:-1] += self.fixed_times(DA[1:], tp["weight_hh"])
+        Mc = DH * (self.dk * to - 2.0 * o * k * tk)
+        Mc[:-1] += DC[1:] * tf[1:]
+        X = np.empty((T, N, V, 4 * H), TC.dtype)
+        X[..., :H] = DC * (tg * d[0] + gg * (1.0 - 2.0 * i) * ti)
+        X[..., H : 2 * H] = DC * (_shifted(TC) * d[1] + c_prev * (1.0 - 2.0 * f) * tf)
+        X[..., 2 * H : 3 * H] = DC * (ti * d[2] - 2.0 * i * gg * tg)
+        X[..., 3 * H :] = DH * (tk * d[3] + k * (1.0 - 2.0 * o) * to)
+        R = self.backward(Mh, Mc, X)
+        r_ih = self.summed(R, self.x)
+        if tx is not None:  # R{x} in ∂W_ih = Σ δa_ihᵀ x
+            r_ih = r_ih + self.summed(DA, tx)
+        r_hh = self.summed(R, self.h_prev) + self.summed(DA, _shifted(TH))
+        b = R.sum(axis=(0, 1))
+        return DA, R, {"weight_ih": r_ih, "weight_hh": r_hh, "bias_ih": b, "bias_hh": b.copy()}
