@@ -29,11 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LSTMLinearisation"]
-
-
-def _d_sigmoid(s: np.ndarray) -> np.ndarray:
-    return s * (1.0 - s)
+__all__ = ["LSTMLinearisation", "SweepMemo", "summed_records"]
 
 
 def _d_tanh(t: np.ndarray) -> np.ndarray:
@@ -50,31 +46,55 @@ def _shifted(a: np.ndarray) -> np.ndarray:
 
 
 class LSTMLinearisation:
-    """One LSTM direction linearised at its cached point (from a
-    :class:`~manual_bp.layers.recurrent_products.DirectionTrace`), processing order,
-    time-major ``(T, N, ·)``."""
+    """One LSTM direction linearised at its cached point, processing order, time-major
+    ``(T, N, ·)``: :meth:`of` a direction's cache (the fast LSTM's stacked arrays, or the
+    readable per-step caches through their
+    :class:`~manual_bp.layers.recurrent_products.DirectionTrace`)."""
 
-    def __init__(self, tr) -> None:
-        def proc(a: np.ndarray) -> np.ndarray:  # (N, T, F) real time -> (T, N, F) processing
-            a = a.swapaxes(0, 1)
-            return np.ascontiguousarray(a[::-1] if tr.reverse else a)
-
-        self.reverse = tr.reverse
-        i, f, g, o, k = (proc(v) for v in tr.values)
-        self.i, self.f, self.g, self.o, self.k = i, f, g, o, k
-        self.x, self.h_prev, self.c_prev = proc(tr.x), proc(tr.prev[0]), proc(tr.prev[1])
-        self.W_ih, self.W_hh = tr.weight_ih, tr.weight_hh
-        self.W_hhT = np.ascontiguousarray(tr.weight_hh.T)
-        self.dtype = self.x.dtype
-        d = (_d_sigmoid(i), _d_sigmoid(f), _d_tanh(g), _d_sigmoid(o))
-        self.D = np.concatenate(d, axis=-1)[:, :, None]  # gate slopes (T, N, 1, 4H)
-        self.dk = _d_tanh(k)[:, :, None]
-        P = np.concatenate([d[0] * g, d[1] * self.c_prev, d[2] * i, d[3] * k], axis=-1)
+    def __init__(self, x, h_prev, c_prev, gates, k, W_ih, W_hh, reverse: bool) -> None:
         T, N, H = k.shape
+        self.reverse, self.x, self.h_prev, self.c_prev, self.k = reverse, x, h_prev, c_prev, k
+        self.W_ih, self.W_hh, self.W_hhT = W_ih, W_hh, np.ascontiguousarray(W_hh.T)
+        self.dtype = x.dtype
+        i, f, g, o = (gates[..., j * H : (j + 1) * H] for j in range(4))
+        self.i, self.f, self.g, self.o = i, f, g, o
+        D = gates * (1.0 - gates)  # σ′ of i, f, o; g's slot is tanh′
+        D[..., 2 * H : 3 * H] = _d_tanh(g)
+        self.D = D[:, :, None]  # gate slopes (T, N, 1, 4H)
+        self.dk = _d_tanh(k)[:, :, None]
+        P = D * np.concatenate([g, c_prev, i, k], axis=-1)
         self.P = P[:, :, None]  # (T, N, 1, 4H)
         self.P4 = P.reshape(T, N, 1, 4, H)
         self.Q = (o * self.dk[:, :, 0])[:, :, None]  # (T, N, 1, H)
         self.F = f[:, :, None]
+
+    @classmethod
+    def of(cls, steps, reverse: bool, trace) -> LSTMLinearisation:
+        """From a direction's cache: the fast LSTM's arrays are already in processing order
+        (``steps.gates`` ``(N, T, 4H)``); per-step caches go through ``trace(steps,
+        reverse)`` (real time)."""
+        if hasattr(steps, "gates"):  # FastLSTMCache
+
+            def tm(a: np.ndarray) -> np.ndarray:
+                return np.ascontiguousarray(a.swapaxes(0, 1))
+
+            c, h = tm(steps.c), tm(steps.h)
+            h_prev = np.concatenate([steps.h0[None], h[:-1]])
+            c_prev = np.concatenate([steps.c0[None], c[:-1]])
+            return cls(
+                tm(steps.x), h_prev, c_prev, tm(steps.gates), np.tanh(c),
+                steps.weight_ih, steps.weight_hh, reverse,
+            )  # fmt: skip
+        tr = trace(steps, reverse)
+
+        def proc(a: np.ndarray) -> np.ndarray:  # (N, T, F) real time -> (T, N, F) processing
+            a = a.swapaxes(0, 1)
+            return np.ascontiguousarray(a[::-1] if reverse else a)
+
+        gates = np.concatenate([proc(v) for v in tr.values[:4]], axis=-1)
+        x, h_prev, c_prev = proc(tr.x), proc(tr.prev[0]), proc(tr.prev[1])
+        k = proc(tr.values[4])
+        return cls(x, h_prev, c_prev, gates, k, tr.weight_ih, tr.weight_hh, reverse)
 
     # ------------------------------------------------------------------ layouts
     def to_proc(self, a: np.ndarray) -> np.ndarray:
@@ -85,7 +105,7 @@ class LSTMLinearisation:
     def from_proc(self, a: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_proc`: ``(T, N, V, F)`` as ``(V, N, T, F)`` in real time."""
         a = a[::-1] if self.reverse else a
-        return np.ascontiguousarray(a.transpose(2, 1, 0, 3))
+        return a.transpose(2, 1, 0, 3).copy()  # never a view of a (kept) record
 
     # ------------------------------------------------------------------ products over time
     @staticmethod
@@ -251,3 +271,82 @@ class LSTMLinearisation:
         r_hh = self.summed(R, self.h_prev) + self.summed(DA, _shifted(TH))
         b = R.sum(axis=(0, 1))
         return DA, R, {"weight_ih": r_ih, "weight_hh": r_hh, "bias_ih": b, "bias_hh": b.copy()}
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+class SweepMemo:
+    """The last sweeps of one cache, reused when a product is asked again of the same
+    argument (compared value for value, never by identity).
+
+    Cotangent sweeps are separable over the V axis (row ``v`` of the result depends on row
+    ``v`` of the argument only), so they are kept per row: a walk asking ``param_vjp(M)``
+    and then ``input_vjp(M)`` — or ``input_vjp([R{g}, g])`` after ``param_vjp(R{g})`` and
+    the residual's own sweep of ``g`` — runs each sweep once. Tangent sweeps are linear in
+    ``(T, T_θ)``: the residual's sweep of ``(T, T_θ)`` is the sum of the records of
+    ``input_jvp(T)`` and ``param_jvp(T_θ)`` when both were asked.
+    """
+
+    def __init__(self, keep_rows: int = 32, keep_jvps: int = 2) -> None:
+        self.rows: list = []  # (key, row copy, stacks, v), oldest first
+        self.jvps: list = []
+        self.keep_rows, self.keep_jvps = keep_rows, keep_jvps
+        self._weights = np.empty(0)
+
+    def _key(self, row: np.ndarray) -> tuple:
+        """A cheap fingerprint of a row (shape, dtype, one dot product with fixed random
+        weights): a candidate only, a hit is confirmed by comparing every value."""
+        flat = np.ascontiguousarray(row).reshape(-1)
+        if self._weights.size < flat.size:
+            self._weights = np.random.default_rng(0).standard_normal(flat.size)
+        return row.shape, flat.dtype.str, float(flat @ self._weights[: flat.size])
+
+    def find_rows(self, M: np.ndarray) -> list:
+        """Per row of ``M``: ``(stacks, v)`` of the sweep that computed it, or None."""
+        found = []
+        for row in M:
+            key = self._key(row)
+            hit = (e for e in self.rows if e[0] == key and _same(e[1], row))
+            entry = next(hit, None)
+            found.append(None if entry is None else entry[2:])
+        return found
+
+    def put_rows(self, M: np.ndarray, stacks: dict) -> None:
+        """Keep row ``v`` of ``M`` with ``(stacks, v)`` (``stacks[k]`` ``(T, N, V, 4H)``)."""
+        self.rows += [(self._key(row), row.copy(), stacks, v) for v, row in enumerate(M)]
+        del self.rows[: max(0, len(self.rows) - self.keep_rows)]
+
+    @staticmethod
+    def assemble(found: list) -> dict:
+        """``{k: (T, N, V, 4H)}`` from the rows' sources: a slice when they are consecutive
+        rows of one sweep, else stacked."""
+        first, start = found[0]
+        if all(s is first and v == start + j for j, (s, v) in enumerate(found)):
+            return {k: a[:, :, start : start + len(found)] for k, a in first.items()}
+        return {k: np.concatenate([s[k][:, :, v : v + 1] for s, v in found], axis=2) for k in first}
+
+    def find_jvp(self, T, T_params: dict):
+        """The records of a tangent sweep of exactly ``(T, T_params)``, or None."""
+        for T0, P0, result in self.jvps:
+            same = _same(T0, T) and P0.keys() == T_params.keys()
+            if same and all(_same(P0[name], T_params[name]) for name in P0):
+                return result
+        return None
+
+    def put_jvp(self, T, T_params: dict, result) -> None:
+        copies = {name: a.copy() for name, a in T_params.items()}
+        entry = (None if T is None else T.copy(), copies, result)
+        self.jvps = [entry, *self.jvps][: self.keep_jvps]
+
+
+def summed_records(a: dict, b: dict) -> dict:
+    """The records of the tangent sweep of ``(T, 0) + (0, T_θ)`` (linear in the tangents)."""
+
+    def add(x, y):
+        return x if y is None else y if x is None else x + y
+
+    return {k: tuple(add(x, y) for x, y in zip(a[k], b[k], strict=True)) for k in a}

@@ -33,7 +33,7 @@ import numpy as np
 from manual_bp.layers.base import Layer, tangent_count
 from manual_bp.layers.recurrent_cell_products import CELL_PRODUCTS
 from manual_bp.layers.recurrent_fast import FastLSTMCache
-from manual_bp.layers.recurrent_lstm_sweeps import LSTMLinearisation
+from manual_bp.layers.recurrent_lstm_products import FastLSTMProducts, lstm_residual
 from manual_bp.layers.recurrent_unroll import from_core, sequence_to_core
 
 __all__ = ["DirectionTrace", "RecurrentProducts", "trace_direction"]
@@ -135,25 +135,15 @@ def _mixed_cotangent(d: np.ndarray, ta: np.ndarray) -> np.ndarray:
     return d.reshape(-1, d.shape[-1]).T @ ta.reshape(V, -1, k)
 
 
-class RecurrentProducts(Layer):
-    """The products of :class:`~manual_bp.layers.recurrent.RecurrentLayer` (its base)."""
+class RecurrentProducts(FastLSTMProducts, Layer):
+    """The products of :class:`~manual_bp.layers.recurrent.RecurrentLayer` (its base); the
+    LSTM's sweeps in their fast form (:class:`FastLSTMProducts`)."""
+
+    _trace = staticmethod(lambda steps, reverse: trace_direction(steps, reverse))
 
     # ------------------------------------------------------------------ helpers
     def _traces(self, cache) -> list[DirectionTrace]:
         return [trace_direction(s, bool(k % self.directions)) for k, s in enumerate(cache.steps)]
-
-    def _linearised(self, cache, k: int) -> LSTMLinearisation | None:
-        """Direction ``k`` of an LSTM linearised once per cache (its fast sweeps); None for
-        RNN and GRU (the readable per-step sweeps)."""
-        if self.mode != "lstm":
-            return None
-        memo = getattr(cache, "linearised", None)
-        lin = None if memo is None else memo.get(k)
-        if lin is None:
-            lin = LSTMLinearisation(trace_direction(cache.steps[k], bool(k % self.directions)))
-            if memo is not None:
-                memo[k] = lin
-        return lin
 
     def _core(self, cache, A: np.ndarray | None) -> np.ndarray | None:
         """A product's argument in the core's layout ``(V, N, T, ·)``; refuses ``proj_size``."""
@@ -174,23 +164,21 @@ class RecurrentProducts(Layer):
         suffix = "_reverse" if d else ""
         return {kind: T_params.get(f"{kind}_l{layer}{suffix}") for kind in _KINDS}
 
-    def _sweep_vjp(self, cache, M: np.ndarray):
+    def _sweep_vjp(self, cache, M: np.ndarray, need_dx: bool = True):
         """BPTT of V cotangents ``M (V, N, T, H·D)``: ``(J_xᵀ M, {k: (d_ih, d_hh)})`` with
-        the stacked pre-activation cotangents ``(V, N, T, gates·H)`` of direction ``k``."""
+        the stacked pre-activation cotangents ``(V, N, T, gates·H)`` of direction ``k``
+        (the LSTM's fast form: ``{k: δa}``, :meth:`_lstm_stacks`; ``J_xᵀ M`` only if
+        ``need_dx``)."""
+        if self.mode == "lstm":
+            stacks = self._lstm_stacks(cache, M)
+            return (self._lstm_dx(cache, stacks, 0) if need_dx else None), stacks
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
-        traces = None if self.mode == "lstm" else self._traces(cache)
-        stacks = {}
+        traces, stacks = self._traces(cache), {}
         for layer in reversed(range(self.num_layers)):
             dx = None
             for d in range(D):
                 k = layer * D + d
                 M_d = M[..., d * H : (d + 1) * H]
-                lin = self._linearised(cache, k)
-                if lin is not None:  # the fast sweep: δa (T, N, V, 4H) in processing order
-                    stacks[k] = lin.backward(lin.to_proc(M_d))
-                    dx_d = lin.from_proc(lin.times(stacks[k], lin.W_ih))
-                    dx = dx_d if dx is None else dx + dx_d
-                    continue
                 tr = traces[k]
                 d_ih = np.empty((*M_d.shape[:-1], tr.weight_ih.shape[0]), dtype=M.dtype)
                 d_hh = np.empty_like(d_ih)
@@ -280,7 +268,7 @@ class RecurrentProducts(Layer):
         shared by every step, so ``∂W_ih = Σ_t δa_ihᵀ x_t``, ``∂W_hh = Σ_t δa_hhᵀ h_{t-1}``,
         ``∂b = Σ_t δa``, over batch and time, or per sample over its own steps only
         (``sum_batch=False``: ``(V, N, *p)``)."""
-        _, stacks = self._sweep_vjp(cache, self._core(cache, M))
+        _, stacks = self._sweep_vjp(cache, self._core(cache, M), need_dx=False)
         traces = None if self.mode == "lstm" else self._traces(cache)
         grads = {}
         for k, stack in stacks.items():
@@ -306,13 +294,13 @@ class RecurrentProducts(Layer):
         """``J_x T`` ``(V, N, T, H·D)``: forward mode through time (``PROD.rnn.jvp``,
         ``PROD.lstm.jvp``, ``PROD.gru.jvp``); ``ȧ_ih = ẋ W_ihᵀ``, ``ȧ_hh = Ṡ_{t-1} W_hhᵀ``,
         the cell's tangent map gives ``Ṡ_t`` (``Ṡ_0 = 0``: the initial state is constant)."""
-        return from_core(self._sweep_jvp(cache, self._core(cache, T), {})[0], cache.layout)
+        return from_core(self._tangents(cache, self._core(cache, T), {})[0], cache.layout)
 
     def param_jvp(self, cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``Σ_p J_p T_p`` (``PROD.rnn.jvp``, ``PROD.lstm.jvp``, ``PROD.gru.jvp``): the same
         sweep with ``ȧ_ih = x Ṫ_W_ihᵀ + Ṫ_b_ih``, ``ȧ_hh = h_{t-1} Ṫ_W_hhᵀ + Ṫ_b_hh +
         Ṡ_{t-1} W_hhᵀ`` (missing names are zero)."""
-        return from_core(self._sweep_jvp(cache, self._core(cache, None), T_params)[0], cache.layout)
+        return from_core(self._tangents(cache, self._core(cache, None), T_params)[0], cache.layout)
 
     def residual(self, cache, dout, T, T_params=None):
         """``Σ_o dout_o ∇²out_o · (T, T_θ)``: the R-operator through time at fixed ``dout``
@@ -333,17 +321,17 @@ class RecurrentProducts(Layer):
         V = tangent_count(T, T_params)
         T, dout = self._core(cache, T), sequence_to_core(dout, cache.layout)
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
-        _, records = self._sweep_jvp(cache, T, T_params)
+        _, records = self._tangents(cache, T, T_params)
         traces = None if self.mode == "lstm" else self._traces(cache)
-        grads = {}
+        grads, gradient_stacks = {}, {}
         g, Rg = dout, None  # the gradient reaching the layer and R{·} of it (0 at the top)
         for layer in reversed(range(self.num_layers)):
             dx = Rdx = None
             for d in range(D):
                 k, suffix = layer * D + d, "_reverse" if d else ""
                 lin = self._linearised(cache, k)
-                residual_direction = _residual_direction if lin is None else _lstm_residual
-                dx_d, Rdx_d, r_params = residual_direction(
+                residual_direction = _residual_direction if lin is None else lstm_residual
+                dx_d, Rdx_d, r_params, *stack = residual_direction(
                     cell,
                     lin if traces is None else traces[k],
                     self._direction_tangents(T_params, layer, d),
@@ -354,9 +342,14 @@ class RecurrentProducts(Layer):
                 )
                 dx = dx_d if dx is None else dx + dx_d
                 Rdx = Rdx_d if Rdx is None else Rdx + Rdx_d
+                if stack:  # the LSTM's sweep of the gradient: input_vjp(dout) reuses it
+                    gradient_stacks[k] = stack[0]
                 for kind, value in r_params.items():
                     grads[f"{kind}_l{layer}{suffix}"] = value
             g, Rg = self._masked(cache, layer - 1, dx, Rdx) if layer else (dx, Rdx)
+        memo = self._memo(cache) if gradient_stacks else None
+        if memo is not None:
+            memo.put_rows(dout[None], gradient_stacks)
         return from_core(Rg, cache.layout), {name: grads[name] for name in self.params}
 
 
@@ -404,18 +397,6 @@ def _residual_direction(cell, tr: DirectionTrace, tp: dict, record, g, Rg, V: in
     # the layer keeps the biases it has (the bias sums cost little)
     r_bias = {"bias_ih": R_ih.sum(axis=(1, 2)), "bias_hh": R_hh.sum(axis=(1, 2))}
     return dx, Rdx, {"weight_ih": r_ih, "weight_hh": r_hh, **r_bias}
-
-
-def _lstm_residual(cell, lin: LSTMLinearisation, tp: dict, record, g, Rg, V: int):
-    """One LSTM direction of the R-operator in the fast form
-    (:meth:`~manual_bp.layers.recurrent_lstm_sweeps.LSTMLinearisation.residual`), with the
-    arguments and results of :func:`_residual_direction` (real-time layouts)."""
-    Rg = None if Rg is None else lin.to_proc(Rg)
-    DA, R, r_params = lin.residual(lin.to_proc(g[None]), Rg, tp, record)
-    Rdx = lin.times(R, lin.W_ih)
-    if tp["weight_ih"] is not None:  # R{W_ih} in ∂x = δa_ih W_ih
-        Rdx += lin.fixed_times(DA, tp["weight_ih"])
-    return lin.from_proc(lin.times(DA, lin.W_ih))[0], lin.from_proc(Rdx), r_params
 
 
 def _carry(through_hh: np.ndarray, direct: tuple) -> tuple[np.ndarray, ...]:
