@@ -56,6 +56,8 @@ class LSTMLinearisation:
         self.reverse, self.x, self.h_prev, self.c_prev, self.k = reverse, x, h_prev, c_prev, k
         self.W_ih, self.W_hh, self.W_hhT = W_ih, W_hh, np.ascontiguousarray(W_hh.T)
         self.dtype = x.dtype
+        # [x, h₋] side by side: both weights' products in one GEMM (``W_ih`` first)
+        self.xh = np.concatenate([x, h_prev], axis=-1)
         i, f, g, o = (gates[..., j * H : (j + 1) * H] for j in range(4))
         self.i, self.f, self.g, self.o = i, f, g, o
         D = gates * (1.0 - gates)  # σ′ of i, f, o; g's slot is tanh′
@@ -210,9 +212,12 @@ class LSTMLinearisation:
         pre = None
         if tx is not None:
             pre = self.times(tx, self.W_ih.T).astype(dtype, copy=False)
-        for kind, rows in (("ih", self.x), ("hh", self.h_prev)):
-            if tp[f"weight_{kind}"] is not None:
-                term = self.rows_times(rows, tp[f"weight_{kind}"])
+        terms = [(self.x, tp["weight_ih"]), (self.h_prev, tp["weight_hh"])]
+        if tp["weight_ih"] is not None and tp["weight_hh"] is not None:  # one GEMM for both
+            terms = [(self.xh, np.concatenate([tp["weight_ih"], tp["weight_hh"]], axis=-1))]
+        for rows, W in terms:
+            if W is not None:
+                term = self.rows_times(rows, W)
                 pre = term.astype(dtype, copy=False) if pre is None else pre + term
         if pre is None:
             pre = np.zeros((T, N, V, G), dtype)
@@ -224,11 +229,9 @@ class LSTMLinearisation:
     def param_cotangents(self, DA: np.ndarray, sum_batch: bool, bias: bool) -> dict:
         """``{weight_ih, weight_hh[, bias_ih, bias_hh]}`` of the cotangents ``δa``: summed
         over batch and time ``(V, …)`` or per sample over its own steps ``(V, N, …)``."""
-        grads = {}
-        for kind, rows in (("ih", self.x), ("hh", self.h_prev)):
-            grads[f"weight_{kind}"] = (
-                self.summed(DA, rows) if sum_batch else self.per_sample(DA, rows)
-            )
+        both = self.summed(DA, self.xh) if sum_batch else self.per_sample(DA, self.xh)
+        split = self.x.shape[-1]
+        grads = {"weight_ih": both[..., :split], "weight_hh": both[..., split:]}
         if bias:
             b = DA.sum(axis=(0, 1)) if sum_batch else DA.sum(axis=0).transpose(1, 0, 2)
             grads["bias_ih"], grads["bias_hh"] = b, b.copy()
@@ -265,10 +268,11 @@ class LSTMLinearisation:
         X[..., 2 * H : 3 * H] = DC * (ti * d[2] - 2.0 * i * gg * tg)
         X[..., 3 * H :] = DH * (tk * d[3] + k * (1.0 - 2.0 * o) * to)
         R = self.backward(Mh, Mc, X)
-        r_ih = self.summed(R, self.x)
+        both = self.summed(R, self.xh)
+        r_ih, r_hh = both[..., : self.x.shape[-1]], both[..., self.x.shape[-1] :]
         if tx is not None:  # R{x} in ∂W_ih = Σ δa_ihᵀ x
             r_ih = r_ih + self.summed(DA, tx)
-        r_hh = self.summed(R, self.h_prev) + self.summed(DA, _shifted(TH))
+        r_hh = r_hh + self.summed(DA, _shifted(TH))
         b = R.sum(axis=(0, 1))
         return DA, R, {"weight_ih": r_ih, "weight_hh": r_hh, "bias_ih": b, "bias_hh": b.copy()}
 
