@@ -41,9 +41,10 @@ class FastLSTMProducts:
         memo = getattr(cache, "linearised", None)
         return None if memo is None else memo.setdefault("memo", SweepMemo())
 
-    def _lstm_stacks(self, cache, M: np.ndarray) -> dict:
+    def _lstm_stacks(self, cache, M: np.ndarray) -> list[dict]:
         """The fast cotangent sweeps of every (layer, direction), ``{k: δa (T, N, V, 4H)}``
-        in processing order, each row of ``M`` swept once per cache (:class:`SweepMemo`)."""
+        in processing order, each row of ``M`` swept once per cache (:class:`SweepMemo`):
+        runs of consecutive rows (:meth:`SweepMemo.groups`)."""
         memo = self._memo(cache)
         found = [None] * len(M) if memo is None else memo.find_rows(M)
         missing = [v for v, f in enumerate(found) if f is None]
@@ -58,11 +59,23 @@ class FastLSTMProducts:
                 if layer:
                     (part,) = self._masked(cache, layer - 1, self._lstm_dx(cache, stacks, layer))
             if memo is None:
-                return stacks
+                return [stacks]
             memo.put_rows(M if len(missing) == len(M) else M[missing], stacks)
             for j, v in enumerate(missing):
                 found[v] = (stacks, j)
-        return SweepMemo.assemble(found)
+        return SweepMemo.groups(found)
+
+    def _lstm_param_vjp(self, cache, M: np.ndarray, sum_batch: bool) -> dict:
+        """``param_vjp`` of the fast sweeps, per run of rows, stacked on the V axis."""
+        runs, grads = self._lstm_stacks(cache, M), {}
+        for k in runs[0]:
+            layer, d = divmod(k, self.directions)
+            suffix, lin = "_reverse" if d else "", self._linearised(cache, k)
+            parts = [lin.param_cotangents(run[k], sum_batch, self.bias) for run in runs]
+            for kind in parts[0]:
+                value = np.concatenate([p[kind] for p in parts]) if len(parts) > 1 else None
+                grads[f"{kind}_l{layer}{suffix}"] = parts[0][kind] if value is None else value
+        return {name: grads[name] for name in self.params}
 
     def _lstm_dx(self, cache, stacks: dict, layer: int) -> np.ndarray:
         """``δa_ih W_ih`` summed over ``layer``'s directions: the cotangent of its input."""

@@ -325,13 +325,18 @@ class SweepMemo:
         del self.rows[: max(0, len(self.rows) - self.keep_rows)]
 
     @staticmethod
-    def assemble(found: list) -> dict:
-        """``{k: (T, N, V, 4H)}`` from the rows' sources: a slice when they are consecutive
-        rows of one sweep, else stacked."""
-        first, start = found[0]
-        if all(s is first and v == start + j for j, (s, v) in enumerate(found)):
-            return {k: a[:, :, start : start + len(found)] for k, a in first.items()}
-        return {k: np.concatenate([s[k][:, :, v : v + 1] for s, v in found], axis=2) for k in first}
+    def groups(found: list) -> list[dict]:
+        """The rows' sources as runs of consecutive rows of one sweep, each
+        ``{k: (T, N, V_run, 4H)}`` a slice (no copy): products are taken per run and
+        their (smaller) results stacked."""
+        runs: list = []
+        for stacks, v in found:
+            last = runs[-1] if runs else None
+            if last is not None and last[0] is stacks and last[2] == v:
+                last[2] += 1
+            else:
+                runs.append([stacks, v, v + 1])
+        return [{k: a[:, :, start:stop] for k, a in src.items()} for src, start, stop in runs]
 
     def find_jvp(self, T, T_params: dict):
         """The records of a tangent sweep of exactly ``(T, T_params)``, or None."""

@@ -164,14 +164,14 @@ class RecurrentProducts(FastLSTMProducts, Layer):
         suffix = "_reverse" if d else ""
         return {kind: T_params.get(f"{kind}_l{layer}{suffix}") for kind in _KINDS}
 
-    def _sweep_vjp(self, cache, M: np.ndarray, need_dx: bool = True):
+    def _sweep_vjp(self, cache, M: np.ndarray):
         """BPTT of V cotangents ``M (V, N, T, H·D)``: ``(J_xᵀ M, {k: (d_ih, d_hh)})`` with
         the stacked pre-activation cotangents ``(V, N, T, gates·H)`` of direction ``k``
-        (the LSTM's fast form: ``{k: δa}``, :meth:`_lstm_stacks`; ``J_xᵀ M`` only if
-        ``need_dx``)."""
+        (the LSTM's fast form: runs of rows ``[{k: δa}]``, :meth:`_lstm_stacks`)."""
         if self.mode == "lstm":
-            stacks = self._lstm_stacks(cache, M)
-            return (self._lstm_dx(cache, stacks, 0) if need_dx else None), stacks
+            runs = self._lstm_stacks(cache, M)
+            dx = [self._lstm_dx(cache, run, 0) for run in runs]
+            return (np.concatenate(dx) if len(dx) > 1 else dx[0]), runs
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
         traces, stacks = self._traces(cache), {}
         for layer in reversed(range(self.num_layers)):
@@ -268,18 +268,13 @@ class RecurrentProducts(FastLSTMProducts, Layer):
         shared by every step, so ``∂W_ih = Σ_t δa_ihᵀ x_t``, ``∂W_hh = Σ_t δa_hhᵀ h_{t-1}``,
         ``∂b = Σ_t δa``, over batch and time, or per sample over its own steps only
         (``sum_batch=False``: ``(V, N, *p)``)."""
-        _, stacks = self._sweep_vjp(cache, self._core(cache, M), need_dx=False)
-        traces = None if self.mode == "lstm" else self._traces(cache)
-        grads = {}
-        for k, stack in stacks.items():
+        if self.mode == "lstm":
+            return self._lstm_param_vjp(cache, self._core(cache, M), sum_batch)
+        _, stacks = self._sweep_vjp(cache, self._core(cache, M))
+        traces, grads = self._traces(cache), {}
+        for k, (d_ih, d_hh) in stacks.items():
             layer, d = divmod(k, self.directions)
-            suffix = "_reverse" if d else ""
-            lin = self._linearised(cache, k)
-            if lin is not None:
-                for kind, value in lin.param_cotangents(stack, sum_batch, self.bias).items():
-                    grads[f"{kind}_l{layer}{suffix}"] = value
-                continue
-            (d_ih, d_hh), tr = stack, traces[k]
+            suffix, tr = "_reverse" if d else "", traces[k]
             for kind, stack, rows in (("ih", d_ih, tr.x), ("hh", d_hh, tr.prev[0])):
                 if sum_batch:
                     weight, bias = _summed_cotangents(stack, rows, tr, self.bias)
