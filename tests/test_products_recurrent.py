@@ -192,3 +192,56 @@ def test_products_keep_float32(name):
     for result in results:
         for key, value in result.items():
             assert value.dtype == f32, f"{name} {key}: {value.dtype}"
+
+
+def _close(actual, expected) -> None:
+    """Equal up to rounding (a memo's row of a V-stack against a fresh sweep of the stack,
+    or the sum of two tangent sweeps against one sweep of the sum)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys()
+        for name in expected:
+            _close(actual[name], expected[name])
+        return
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-300)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-13 * scale)
+
+
+@given(opts=options, fast=st.booleans(), time_major=st.booleans(), seed=seeds)
+@settings(max_examples=6, deadline=None)
+def test_lstm_sweep_memo_equals_fresh_sweeps(opts, fast, time_major, seed):
+    """PROD.lstm.vjp, PROD.lstm.jvp, PROD.lstm.residual through the per-cache memo
+    (recurrent_lstm_products): repeated, reordered and partly new cotangent rows, the
+    residual after input_jvp and param_jvp (their records summed), the gradient's rows after
+    the residual — each equal to the product on a fresh cache; a result handed out and then
+    changed in place does not change what the memo gives later."""
+    rng = np.random.default_rng(seed)
+    implementation = "fast" if fast else "readable"
+    layer, x = _recurrent(
+        LSTM, rng, opts, False, implementation=implementation, batch_first=not time_major
+    )
+    if time_major:
+        x = np.ascontiguousarray(x.swapaxes(0, 1))
+    out, cache = layer.forward(x)
+
+    def fresh():
+        return layer.forward(x)[1]
+
+    M = rng.standard_normal((3, *out.shape))
+    T = rng.standard_normal((1, *x.shape))
+    T_params = {k: rng.standard_normal((1, *p.shape)) for k, p in layer.params.items()}
+    g = rng.standard_normal(out.shape)
+    _close(layer.param_vjp(cache, M[:2]), layer.param_vjp(fresh(), M[:2]))
+    mixed = M[[2, 1, 0, 1]]  # rows 0 and 1 kept, row 2 new, row 1 twice
+    _close(layer.input_vjp(cache, mixed), layer.input_vjp(fresh(), mixed))
+    per_sample = layer.param_vjp(cache, mixed, sum_batch=False)
+    _close(per_sample, layer.param_vjp(fresh(), mixed, sum_batch=False))
+    handed = layer.input_jvp(cache, T)
+    _close(handed, layer.input_jvp(fresh(), T))
+    handed += 1.0  # the caller's array, not the memo's
+    _close(layer.param_jvp(cache, T_params), layer.param_jvp(fresh(), T_params))
+    residual = layer.residual(cache, g, T, T_params)  # from the two sweeps above
+    _close(residual[0], layer.residual(fresh(), g, T, T_params)[0])
+    _close(residual[1], layer.residual(fresh(), g, T, T_params)[1])
+    _close(layer.input_jvp(cache, T), layer.input_jvp(fresh(), T))
+    both = np.concatenate([M[:1], g[None]])  # the HVP's [R{g}, g] after the residual's g
+    _close(layer.input_vjp(cache, both), layer.input_vjp(fresh(), both))

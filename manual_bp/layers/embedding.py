@@ -240,14 +240,16 @@ class Embedding(Layer):
                 "Jacobian product: param_vjp is refused"
             )
         V, N, K, D = M.shape[0], cache.indices.shape[0], self.num_embeddings, self.embedding_dim
-        rows = M.reshape(V, -1, D).swapaxes(0, 1)  # (N·R, V, D): scatter along axis 0
         index = cache.indices.reshape(-1)
         if not sum_batch:  # sample n scatters into its own block of K rows
             index = index + K * np.repeat(np.arange(N), index.size // max(N, 1))
-        grad = np.zeros((K if sum_batch else N * K, V, D), dtype=M.dtype)
-        np.add.at(grad, index, rows)  # unbuffered: a repeated index accumulates
-        # to (V, K, D), or per sample (V, N, K, D)
-        grad = grad.swapaxes(0, 1) if sum_batch else grad.reshape(N, K, V, D).transpose(2, 0, 1, 3)
+        grad = np.zeros((V, K if sum_batch else N * K, D), dtype=M.dtype)
+        if index.size:  # sorted by index, each run summed at once (EmbeddingStep's scatter)
+            order, ordered, starts = _index_runs(index)
+            grad[:, ordered[starts]] = np.add.reduceat(
+                M.reshape(V, -1, D)[:, order], starts, axis=1
+            )
+        grad = grad if sum_batch else grad.reshape(V, N, K, D)  # (V, K, D) or (V, N, K, D)
         if self.padding_idx is not None:
             grad[..., self.padding_idx, :] = 0.0
         return {"weight": grad}
@@ -292,6 +294,15 @@ def _real(value: object, name: str) -> float:
 #: Occurrence levels :class:`EmbeddingStep` scatters one fancy-index add each; rows repeated
 #: more often (e.g. a padding token filling a batch) go through one ``np.add.at`` in order.
 SCATTER_LEVELS = 8
+
+
+def _index_runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, index[order], starts)``: a stable sort of flat indices and where each run
+    of one index starts — a scatter-add as one ``np.add.reduceat`` over the runs, each row's
+    terms in input order (~2.5× faster than ``np.add.at``, see :class:`EmbeddingStep`)."""
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    return order, ordered, np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
 
 
 class EmbeddingStep:

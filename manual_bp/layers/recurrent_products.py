@@ -33,6 +33,7 @@ import numpy as np
 from manual_bp.layers.base import Layer, tangent_count
 from manual_bp.layers.recurrent_cell_products import CELL_PRODUCTS
 from manual_bp.layers.recurrent_fast import FastLSTMCache
+from manual_bp.layers.recurrent_lstm_products import FastLSTMProducts, lstm_residual
 from manual_bp.layers.recurrent_unroll import from_core, sequence_to_core
 
 __all__ = ["DirectionTrace", "RecurrentProducts", "trace_direction"]
@@ -134,8 +135,11 @@ def _mixed_cotangent(d: np.ndarray, ta: np.ndarray) -> np.ndarray:
     return d.reshape(-1, d.shape[-1]).T @ ta.reshape(V, -1, k)
 
 
-class RecurrentProducts(Layer):
-    """The products of :class:`~manual_bp.layers.recurrent.RecurrentLayer` (its base)."""
+class RecurrentProducts(FastLSTMProducts, Layer):
+    """The products of :class:`~manual_bp.layers.recurrent.RecurrentLayer` (its base); the
+    LSTM's sweeps in their fast form (:class:`FastLSTMProducts`)."""
+
+    _trace = staticmethod(lambda steps, reverse: trace_direction(steps, reverse))
 
     # ------------------------------------------------------------------ helpers
     def _traces(self, cache) -> list[DirectionTrace]:
@@ -162,15 +166,20 @@ class RecurrentProducts(Layer):
 
     def _sweep_vjp(self, cache, M: np.ndarray):
         """BPTT of V cotangents ``M (V, N, T, H·D)``: ``(J_xᵀ M, {k: (d_ih, d_hh)})`` with
-        the stacked pre-activation cotangents ``(V, N, T, gates·H)`` of direction ``k``."""
+        the stacked pre-activation cotangents ``(V, N, T, gates·H)`` of direction ``k``
+        (the LSTM's fast form: runs of rows ``[{k: δa}]``, :meth:`_lstm_stacks`)."""
+        if self.mode == "lstm":
+            runs = self._lstm_stacks(cache, M)
+            dx = [self._lstm_dx(cache, run, 0) for run in runs]
+            return (np.concatenate(dx) if len(dx) > 1 else dx[0]), runs
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
         traces, stacks = self._traces(cache), {}
         for layer in reversed(range(self.num_layers)):
             dx = None
             for d in range(D):
                 k = layer * D + d
-                tr = traces[k]
                 M_d = M[..., d * H : (d + 1) * H]
+                tr = traces[k]
                 d_ih = np.empty((*M_d.shape[:-1], tr.weight_ih.shape[0]), dtype=M.dtype)
                 d_hh = np.empty_like(d_ih)
                 dS = tuple(np.zeros_like(M_d[..., 0, :]) for _ in tr.prev)
@@ -191,15 +200,25 @@ class RecurrentProducts(Layer):
         and the cell's gate tangents, for the second-order sweep."""
         cell, D = CELL_PRODUCTS[self.mode], self.directions
         V = tangent_count(T, T_params)
-        traces, records, tx = self._traces(cache), {}, T
+        traces = None if self.mode == "lstm" else self._traces(cache)
+        records, tx = {}, T
         for layer in range(self.num_layers):
             outs = []
             for d in range(D):
                 k = layer * D + d
-                tr, tp = traces[k], self._direction_tangents(T_params, layer, d)
-                dtype = np.result_type(tr.x.dtype, *(a.dtype for a in tp.values() if a is not None))
+                tp = self._direction_tangents(T_params, layer, d)
+                dtypes = [a.dtype for a in tp.values() if a is not None]
                 if tx is not None:
-                    dtype = np.result_type(dtype, tx.dtype)
+                    dtypes.append(tx.dtype)
+                lin = self._linearised(cache, k)
+                if lin is not None:  # the fast sweep, records in processing order
+                    dtype = np.result_type(lin.dtype, *dtypes)
+                    t_in = None if tx is None else lin.to_proc(tx)
+                    records[k] = (t_in, *lin.forward(lin.pre_tangent(t_in, tp, V, dtype)))
+                    outs.append(lin.from_proc(records[k][3]))
+                    continue
+                tr = traces[k]
+                dtype = np.result_type(tr.x.dtype, *dtypes)
                 n, length = tr.x.shape[:2]
                 gh, H = tr.weight_hh.shape
                 t_ih = np.zeros((V, n, length, gh), dtype)
@@ -249,6 +268,8 @@ class RecurrentProducts(Layer):
         shared by every step, so ``∂W_ih = Σ_t δa_ihᵀ x_t``, ``∂W_hh = Σ_t δa_hhᵀ h_{t-1}``,
         ``∂b = Σ_t δa``, over batch and time, or per sample over its own steps only
         (``sum_batch=False``: ``(V, N, *p)``)."""
+        if self.mode == "lstm":
+            return self._lstm_param_vjp(cache, self._core(cache, M), sum_batch)
         _, stacks = self._sweep_vjp(cache, self._core(cache, M))
         traces, grads = self._traces(cache), {}
         for k, (d_ih, d_hh) in stacks.items():
@@ -268,13 +289,13 @@ class RecurrentProducts(Layer):
         """``J_x T`` ``(V, N, T, H·D)``: forward mode through time (``PROD.rnn.jvp``,
         ``PROD.lstm.jvp``, ``PROD.gru.jvp``); ``ȧ_ih = ẋ W_ihᵀ``, ``ȧ_hh = Ṡ_{t-1} W_hhᵀ``,
         the cell's tangent map gives ``Ṡ_t`` (``Ṡ_0 = 0``: the initial state is constant)."""
-        return from_core(self._sweep_jvp(cache, self._core(cache, T), {})[0], cache.layout)
+        return from_core(self._tangents(cache, self._core(cache, T), {})[0], cache.layout)
 
     def param_jvp(self, cache, T_params: dict[str, np.ndarray]) -> np.ndarray:
         """``Σ_p J_p T_p`` (``PROD.rnn.jvp``, ``PROD.lstm.jvp``, ``PROD.gru.jvp``): the same
         sweep with ``ȧ_ih = x Ṫ_W_ihᵀ + Ṫ_b_ih``, ``ȧ_hh = h_{t-1} Ṫ_W_hhᵀ + Ṫ_b_hh +
         Ṡ_{t-1} W_hhᵀ`` (missing names are zero)."""
-        return from_core(self._sweep_jvp(cache, self._core(cache, None), T_params)[0], cache.layout)
+        return from_core(self._tangents(cache, self._core(cache, None), T_params)[0], cache.layout)
 
     def residual(self, cache, dout, T, T_params=None):
         """``Σ_o dout_o ∇²out_o · (T, T_θ)``: the R-operator through time at fixed ``dout``
@@ -295,16 +316,19 @@ class RecurrentProducts(Layer):
         V = tangent_count(T, T_params)
         T, dout = self._core(cache, T), sequence_to_core(dout, cache.layout)
         cell, H, D = CELL_PRODUCTS[self.mode], self.hidden_size, self.directions
-        _, records = self._sweep_jvp(cache, T, T_params)
-        traces, grads = self._traces(cache), {}
+        _, records = self._tangents(cache, T, T_params)
+        traces = None if self.mode == "lstm" else self._traces(cache)
+        grads, gradient_stacks = {}, {}
         g, Rg = dout, None  # the gradient reaching the layer and R{·} of it (0 at the top)
         for layer in reversed(range(self.num_layers)):
             dx = Rdx = None
             for d in range(D):
                 k, suffix = layer * D + d, "_reverse" if d else ""
-                dx_d, Rdx_d, r_params = _residual_direction(
+                lin = self._linearised(cache, k)
+                residual_direction = _residual_direction if lin is None else lstm_residual
+                dx_d, Rdx_d, r_params, *stack = residual_direction(
                     cell,
-                    traces[k],
+                    lin if traces is None else traces[k],
                     self._direction_tangents(T_params, layer, d),
                     records[k],
                     g[..., d * H : (d + 1) * H],
@@ -313,9 +337,14 @@ class RecurrentProducts(Layer):
                 )
                 dx = dx_d if dx is None else dx + dx_d
                 Rdx = Rdx_d if Rdx is None else Rdx + Rdx_d
+                if stack:  # the LSTM's sweep of the gradient: input_vjp(dout) reuses it
+                    gradient_stacks[k] = stack[0]
                 for kind, value in r_params.items():
                     grads[f"{kind}_l{layer}{suffix}"] = value
             g, Rg = self._masked(cache, layer - 1, dx, Rdx) if layer else (dx, Rdx)
+        memo = self._memo(cache) if gradient_stacks else None
+        if memo is not None:
+            memo.put_rows(dout[None], gradient_stacks)
         return from_core(Rg, cache.layout), {name: grads[name] for name in self.params}
 
 

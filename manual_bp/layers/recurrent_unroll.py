@@ -55,6 +55,8 @@ class RecurrentCache(Cache):
     x: np.ndarray | None = None
     layout: str = "batch"
     masks: list[np.ndarray | None] = field(default_factory=list)
+    #: the products' per-direction linearisations, formed once per cache (fast LSTM sweeps)
+    linearised: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def run_direction(
