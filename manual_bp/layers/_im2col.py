@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -75,6 +77,44 @@ class Geometry:
             slice(i * d, i * d + s * (o - 1) + 1, s)
             for i, d, s, o in zip(offset, self.dilation, self.stride, out_size, strict=True)
         )
+
+
+#: Per-thread pools of large buffers (see :func:`_buffer`), and their limits.
+_POOL = threading.local()
+POOL_MIN_BYTES, POOL_BYTES, POOL_COUNT = 256 * 2**10, 128 * 2**20, 12
+
+
+def _buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)``, from a per-thread pool of large buffers.
+
+    A fresh multi-megabyte array pays a page fault per 4 kB on first touch every time
+    (glibc hands such blocks back to the system on ``free``): 1 ms per 2 MB on this
+    machine, as much as the GEMM it feeds. A pooled buffer is handed out only while
+    nothing but the pool refers to it (every view of it counts: numpy views keep their
+    base alive), so the caller owns the array exactly as a fresh one; when the caller drops
+    it the buffer is free again. Best fit; at most ``POOL_COUNT`` buffers, ``POOL_BYTES``
+    bytes per thread; other sizes go to ``np.empty``.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < POOL_MIN_BYTES:
+        return np.empty(shape, dtype)
+    pool = _POOL.__dict__.setdefault("buffers", [])
+    # getrefcount: the list's reference and the call's argument -> nobody else holds it
+    free = [b for b in pool if sys.getrefcount(b) == 3 and b.nbytes >= nbytes]
+    if free:
+        buffer = min(free, key=lambda b: b.nbytes)
+    else:
+        held = sum(b.nbytes for b in pool)
+        idle = [b for b in pool if sys.getrefcount(b) == 3]
+        if idle and (len(pool) >= POOL_COUNT or held + nbytes > POOL_BYTES):
+            pool.remove(min(idle, key=lambda b: b.nbytes))  # make room: drop a small idle one
+            held = sum(b.nbytes for b in pool)
+        if len(pool) >= POOL_COUNT or held + nbytes > POOL_BYTES:
+            return np.empty(shape, dtype)
+        buffer = np.empty(nbytes, np.uint8)
+        pool.append(buffer)
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 def _interior(padding: tuple[Pair, ...], size: Sizes) -> tuple[slice, ...]:
@@ -228,7 +268,8 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
     out_size = geometry.output_size(tuple(size))
     padded = tuple(s + a + b for s, (a, b) in zip(size, geometry.padding, strict=True))
     # batch-last padded input (C, *Sp, N); the interior written with explicit bounds
-    xp = np.zeros((c, *padded, n), dtype=x.dtype)
+    xp = _buffer((c, *padded, n), x.dtype)
+    xp.fill(0)
     xp[(slice(None), *_interior(geometry.padding, tuple(size)), slice(None))] = np.moveaxis(
         x, 0, -1
     )
@@ -241,9 +282,29 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
         (sc, *kernel_strides, *out_strides, sn),
         writeable=False,
     )
-    cols = np.empty(view.shape, dtype=x.dtype)
+    cols = _buffer(view.shape, x.dtype)
     np.copyto(cols, view)  # the one copy: every window, in GEMM order
     return cols.reshape(geometry.groups, -1, math.prod(out_size) * n), out_size
+
+
+def im2col_per_sample(x: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Columns ``(N, G, C_g·Πk, ΠSo)`` (contiguous) of ``x (N, C, *S)``, sample-major: the
+    entries of :func:`im2col` (``[n, g, k, q] = cols[g, k, q·N + n]``) for a GEMM batched
+    over samples. Read straight from x (runs of ``Wo`` numbers): several times cheaper than
+    transposing ``cols``, whose batch axis is innermost."""
+    n, c = x.shape[:2]
+    out_size = geometry.output_size(x.shape[2:])
+    padded = tuple(s + a + b for s, (a, b) in zip(x.shape[2:], geometry.padding, strict=True))
+    if any(a or b for a, b in geometry.padding):
+        xp = _buffer((n, c, *padded), x.dtype)
+        xp.fill(0)
+        xp[(slice(None), slice(None), *_interior(geometry.padding, x.shape[2:]))] = x
+    else:
+        xp = x
+    view = windows(xp, geometry, out_size)  # (N, C, *k, *So)
+    cols = _buffer(view.shape, x.dtype)
+    np.copyto(cols, view)
+    return cols.reshape(n, geometry.groups, -1, math.prod(out_size))
 
 
 #: A GEMM of a small matrix (≤ SMALL_GEMM entries, e.g. LeNet's first layer: 6 × 25) with a
@@ -257,9 +318,10 @@ def _panel_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a (G, M, K) @ b (G, K, P)``, in column panels of ``b`` when ``a`` is small."""
     g, m, k = a.shape
     p = b.shape[2]
+    dtype = np.result_type(a, b)
+    out = _buffer((g, m, p), dtype)
     if m * k > SMALL_GEMM or p <= PANEL:
-        return np.matmul(a, b)
-    out = np.empty((g, m, p), dtype=np.result_type(a, b))
+        return np.matmul(a, b, out=out)
     for start in range(0, p, PANEL):
         np.matmul(a, b[:, :, start : start + PANEL], out=out[:, :, start : start + PANEL])
     return out
@@ -292,7 +354,7 @@ def conv_forward_fast(
     cols, out_size = im2col(x, geometry)
     w_mat = weight.reshape(groups, c_out // groups, -1)
     prod = _panel_matmul(w_mat, cols).reshape(c_out, *out_size, n)  # (C_out, *So, N)
-    out = np.empty((n, c_out, *out_size), dtype=x.dtype)
+    out = _buffer((n, c_out, *out_size), x.dtype)
     np.copyto(out, np.moveaxis(prod, -1, 0))
     if bias is not None:
         out += bias.reshape(-1, *(1,) * len(out_size))
@@ -302,7 +364,7 @@ def conv_forward_fast(
 def _delta_rows(delta: np.ndarray, groups: int) -> np.ndarray:
     """δ ``(N, C_out, *So)`` as ``(G, C_out/G, ΠSo·N)``, the column order of ``cols``."""
     n, c_out, *out_size = delta.shape
-    rows = np.empty((c_out, *out_size, n), dtype=delta.dtype)
+    rows = _buffer((c_out, *out_size, n), delta.dtype)
     np.copyto(rows, np.moveaxis(delta, 0, -1))
     return rows.reshape(groups, c_out // groups, math.prod(out_size) * n)
 
@@ -343,11 +405,12 @@ def col2im(dcols: np.ndarray, size: Sizes, geometry: Geometry) -> np.ndarray:
     shape = dcols.shape
     lead, c, out_size, n = shape[: -2 * d - 2], shape[-2 * d - 2], shape[-d - 1 : -1], shape[-1]
     padded = tuple(s + a + b for s, (a, b) in zip(size, geometry.padding, strict=True))
-    grad_p = np.zeros((*lead, c, *padded, n), dtype=dcols.dtype)  # batch-last, as cols
+    grad_p = _buffer((*lead, c, *padded, n), dcols.dtype)  # batch-last, as cols
+    grad_p.fill(0)
     for offset in geometry.offsets():
         spot = (Ellipsis, *geometry.taps(offset, out_size), slice(None))
         grad_p[spot] += dcols[(Ellipsis, *offset, *(slice(None),) * (d + 1))]
-    grad = np.empty((*lead, n, c, *size), dtype=dcols.dtype)
+    grad = _buffer((*lead, n, c, *size), dcols.dtype)
     inner = grad_p[(Ellipsis, *_interior(geometry.padding, tuple(size)), slice(None))]
     np.copyto(grad, np.moveaxis(inner, -1, -d - 2))
     return grad

@@ -31,6 +31,7 @@ from manual_bp.layers._im2col import (
     conv_forward_fast,
     conv_input_grad_fast,
     im2col,
+    im2col_per_sample,
 )
 from manual_bp.layers.base import tangent_count
 
@@ -81,13 +82,6 @@ def _stack_cols(X: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
     return cols.reshape(*cols.shape[:2], -1, V, N), out_size
 
 
-def _per_sample_cols(cols: np.ndarray, n: int) -> np.ndarray:
-    """``U (G, K, Q·N)`` as ``(N, G, K, Q)``, contiguous: sample n's columns, for a GEMM
-    batched over samples."""
-    g, k, _ = cols.shape
-    return np.ascontiguousarray(cols.reshape(g, k, -1, n).transpose(3, 0, 1, 2))
-
-
 def _weight_matrix(weight: np.ndarray, groups: int, d: int) -> np.ndarray:
     """``(*lead, C_a, C_b, *k)`` (``d`` kernel axes) as ``(*lead, G, C_a/G, C_b·Πk)``: W_g
     as a matrix."""
@@ -122,12 +116,13 @@ def conv_input_jvp(T: np.ndarray, weight: np.ndarray, geometry: Geometry) -> np.
 def conv_param_vjp(
     M: np.ndarray, cols: np.ndarray, weight_shape: tuple[int, ...], groups: int, sum_batch: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``J_Wᵀ M = M_g U_gᵀ`` and ``J_bᵀ M = Σ_{n,y,x} M`` for ``M (V, N, C_out, Ho, Wo)`` and
-    the cached ``U = cols (G, K, Q·N)``.
+    """``J_Wᵀ M = M_g U_gᵀ`` and ``J_bᵀ M = Σ_{n,y,x} M`` for ``M (V, N, C_out, Ho, Wo)``.
 
-    Summed: one GEMM per ``(v, g)`` over all ``Q·N`` columns -> ``(V, *W)``, ``(V, C_out)``.
-    Per sample: the same GEMM batched over ``(v, n, g)``, each over sample n's ``Q``
-    columns only -> ``(V, N, *W)``, ``(V, N, C_out)``.
+    Summed: ``cols`` is the cached ``U (G, K, Q·N)``; one GEMM per ``(v, g)`` over all
+    ``Q·N`` columns -> ``(V, *W)``, ``(V, C_out)``.
+    Per sample: ``cols`` is sample-major ``(N, G, K, Q)``
+    (:func:`~manual_bp.layers._im2col.im2col_per_sample`); the same GEMM batched over
+    ``(v, n, g)``, each over sample n's ``Q`` columns only -> ``(V, N, *W)``, ``(V, N, C_out)``.
     """
     V, N = M.shape[:2]
     d = len(weight_shape) - 2
@@ -135,7 +130,7 @@ def conv_param_vjp(
         grad = _rows(M, groups, d) @ cols.swapaxes(-1, -2)  # (V, G, C_out/G, K)
         return grad.reshape(V, *weight_shape), M.sum(axis=(1, *_spatial(M, d)))
     per_sample = M.reshape(V, N, groups, M.shape[2] // groups, -1)  # (V, N, G, C_out/G, Q)
-    grad = per_sample @ _per_sample_cols(cols, N).swapaxes(-1, -2)  # (V, N, G, C_out/G, K)
+    grad = per_sample @ cols.swapaxes(-1, -2)  # (V, N, G, C_out/G, K)
     return grad.reshape(V, N, *weight_shape), M.sum(axis=_spatial(M, d))
 
 
@@ -313,7 +308,10 @@ class ConvProducts:
         """``J_Wᵀ M = M_g U_gᵀ`` (``CONV.weight`` per direction), ``J_bᵀ M = Σ_{n,y,x} M``
         (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``, ``PROD.conv3d.vjp``); ``sum_batch=False``:
         sample n's columns only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
-        cols = self._cols(cache)
+        if sum_batch:
+            cols = self._cols(cache)
+        else:
+            cols = im2col_per_sample(self._padded2(cache), self.geometry)
         dw, db = conv_param_vjp(
             self._as_view(M),
             cols,
