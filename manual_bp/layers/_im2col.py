@@ -79,12 +79,12 @@ class Geometry:
         )
 
 
-#: Per-thread pools of large buffers (see :func:`_buffer`), and their limits.
+#: Per-thread pools of large buffers (see :func:`pooled_empty`), and their limits.
 _POOL = threading.local()
 POOL_MIN_BYTES, POOL_BYTES, POOL_COUNT = 256 * 2**10, 128 * 2**20, 12
 
 
-def _buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def pooled_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``, from a per-thread pool of large buffers.
 
     A fresh multi-megabyte array pays a page fault per 4 kB on first touch every time
@@ -108,13 +108,29 @@ def _buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         held = sum(b.nbytes for b in pool)
         idle = [b for b in pool if sys.getrefcount(b) == 3]
         if idle and (len(pool) >= POOL_COUNT or held + nbytes > POOL_BYTES):
-            pool.remove(min(idle, key=lambda b: b.nbytes))  # make room: drop a small idle one
+            smallest = min(idle, key=lambda b: b.nbytes)  # make room: drop a small idle one
+            del pool[next(i for i, b in enumerate(pool) if b is smallest)]
             held = sum(b.nbytes for b in pool)
         if len(pool) >= POOL_COUNT or held + nbytes > POOL_BYTES:
             return np.empty(shape, dtype)
         buffer = np.empty(nbytes, np.uint8)
         pool.append(buffer)
     return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(a)``, a copy (when one is needed) in a :func:`pooled_empty`."""
+    if a.flags.c_contiguous:
+        return a
+    out = pooled_empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (batched as ``np.matmul``) written into a :func:`pooled_empty`."""
+    shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    return np.matmul(a, b, out=pooled_empty(shape, np.result_type(a, b)))
 
 
 def _interior(padding: tuple[Pair, ...], size: Sizes) -> tuple[slice, ...]:
@@ -268,7 +284,7 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
     out_size = geometry.output_size(tuple(size))
     padded = tuple(s + a + b for s, (a, b) in zip(size, geometry.padding, strict=True))
     # batch-last padded input (C, *Sp, N); the interior written with explicit bounds
-    xp = _buffer((c, *padded, n), x.dtype)
+    xp = pooled_empty((c, *padded, n), x.dtype)
     xp.fill(0)
     xp[(slice(None), *_interior(geometry.padding, tuple(size)), slice(None))] = np.moveaxis(
         x, 0, -1
@@ -282,7 +298,7 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
         (sc, *kernel_strides, *out_strides, sn),
         writeable=False,
     )
-    cols = _buffer(view.shape, x.dtype)
+    cols = pooled_empty(view.shape, x.dtype)
     np.copyto(cols, view)  # the one copy: every window, in GEMM order
     return cols.reshape(geometry.groups, -1, math.prod(out_size) * n), out_size
 
@@ -296,13 +312,13 @@ def im2col_per_sample(x: np.ndarray, geometry: Geometry) -> np.ndarray:
     out_size = geometry.output_size(x.shape[2:])
     padded = tuple(s + a + b for s, (a, b) in zip(x.shape[2:], geometry.padding, strict=True))
     if any(a or b for a, b in geometry.padding):
-        xp = _buffer((n, c, *padded), x.dtype)
+        xp = pooled_empty((n, c, *padded), x.dtype)
         xp.fill(0)
         xp[(slice(None), slice(None), *_interior(geometry.padding, x.shape[2:]))] = x
     else:
         xp = x
     view = windows(xp, geometry, out_size)  # (N, C, *k, *So)
-    cols = _buffer(view.shape, x.dtype)
+    cols = pooled_empty(view.shape, x.dtype)
     np.copyto(cols, view)
     return cols.reshape(n, geometry.groups, -1, math.prod(out_size))
 
@@ -319,7 +335,7 @@ def _panel_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     g, m, k = a.shape
     p = b.shape[2]
     dtype = np.result_type(a, b)
-    out = _buffer((g, m, p), dtype)
+    out = pooled_empty((g, m, p), dtype)
     if m * k > SMALL_GEMM or p <= PANEL:
         return np.matmul(a, b, out=out)
     for start in range(0, p, PANEL):
@@ -354,7 +370,7 @@ def conv_forward_fast(
     cols, out_size = im2col(x, geometry)
     w_mat = weight.reshape(groups, c_out // groups, -1)
     prod = _panel_matmul(w_mat, cols).reshape(c_out, *out_size, n)  # (C_out, *So, N)
-    out = _buffer((n, c_out, *out_size), x.dtype)
+    out = pooled_empty((n, c_out, *out_size), x.dtype)
     np.copyto(out, np.moveaxis(prod, -1, 0))
     if bias is not None:
         out += bias.reshape(-1, *(1,) * len(out_size))
@@ -364,7 +380,7 @@ def conv_forward_fast(
 def _delta_rows(delta: np.ndarray, groups: int) -> np.ndarray:
     """δ ``(N, C_out, *So)`` as ``(G, C_out/G, ΠSo·N)``, the column order of ``cols``."""
     n, c_out, *out_size = delta.shape
-    rows = _buffer((c_out, *out_size, n), delta.dtype)
+    rows = pooled_empty((c_out, *out_size, n), delta.dtype)
     np.copyto(rows, np.moveaxis(delta, 0, -1))
     return rows.reshape(groups, c_out // groups, math.prod(out_size) * n)
 
@@ -405,12 +421,12 @@ def col2im(dcols: np.ndarray, size: Sizes, geometry: Geometry) -> np.ndarray:
     shape = dcols.shape
     lead, c, out_size, n = shape[: -2 * d - 2], shape[-2 * d - 2], shape[-d - 1 : -1], shape[-1]
     padded = tuple(s + a + b for s, (a, b) in zip(size, geometry.padding, strict=True))
-    grad_p = _buffer((*lead, c, *padded, n), dcols.dtype)  # batch-last, as cols
+    grad_p = pooled_empty((*lead, c, *padded, n), dcols.dtype)  # batch-last, as cols
     grad_p.fill(0)
     for offset in geometry.offsets():
         spot = (Ellipsis, *geometry.taps(offset, out_size), slice(None))
         grad_p[spot] += dcols[(Ellipsis, *offset, *(slice(None),) * (d + 1))]
-    grad = _buffer((*lead, n, c, *size), dcols.dtype)
+    grad = pooled_empty((*lead, n, c, *size), dcols.dtype)
     inner = grad_p[(Ellipsis, *_interior(geometry.padding, tuple(size)), slice(None))]
     np.copyto(grad, np.moveaxis(inner, -1, -d - 2))
     return grad
