@@ -25,16 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers._buffers import contiguous, matmul, pooled_empty
 from manual_bp.layers._im2col import (
     Geometry,
     col2im,
-    contiguous,
     conv_forward_fast,
     conv_input_grad_fast,
     im2col,
     im2col_per_sample,
-    matmul,
-    pooled_empty,
 )
 from manual_bp.layers.base import tangent_count
 

@@ -1,4 +1,4 @@
-"""The fast convolution's buffer pool (``_im2col.pooled_empty``): an array it hands out is
+"""The fast convolution's buffer pool (``_buffers.pooled_empty``): an array it hands out is
 owned by the caller exactly as a fresh ``np.empty`` — never shared with a live array, a view
 of one included — and a buffer comes back to the pool only when nothing refers to it."""
 
@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from manual_bp.layers import _im2col as c
+from manual_bp.layers import _buffers as c
 
 BIG = c.POOL_MIN_BYTES // 8 + 1  # float64 entries: just above the pooled size
 
