@@ -21,6 +21,17 @@ _POOL = threading.local()
 POOL_MIN_BYTES, POOL_BYTES, POOL_COUNT = 256 * 2**10, 128 * 2**20, 12
 
 
+def _idle_count() -> int:
+    """What ``sys.getrefcount`` reads for a buffer only a pool list refers to, taken the way
+    :func:`pooled_empty` takes it (3 on CPython 3.11: the list, the loop name, the argument);
+    measured, not assumed, since interpreters count borrowed references differently."""
+    pool = [np.empty(1)]
+    return [sys.getrefcount(b) for b in pool][0]  # noqa: RUF015 - the use site's form
+
+
+_IDLE = _idle_count()
+
+
 def pooled_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``, from a per-thread pool of large buffers.
 
@@ -37,13 +48,12 @@ def pooled_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if nbytes < POOL_MIN_BYTES:
         return np.empty(shape, dtype)
     pool = _POOL.__dict__.setdefault("buffers", [])
-    # getrefcount: the list's reference and the call's argument -> nobody else holds it
-    free = [b for b in pool if sys.getrefcount(b) == 3 and b.nbytes >= nbytes]
+    free = [b for b in pool if sys.getrefcount(b) == _IDLE and b.nbytes >= nbytes]
     if free:
         buffer = min(free, key=lambda b: b.nbytes)
     else:
         held = sum(b.nbytes for b in pool)
-        idle = [b for b in pool if sys.getrefcount(b) == 3]
+        idle = [b for b in pool if sys.getrefcount(b) == _IDLE]
         if idle and (len(pool) >= POOL_COUNT or held + nbytes > POOL_BYTES):
             smallest = min(idle, key=lambda b: b.nbytes)  # make room: drop a small idle one
             del pool[next(i for i, b in enumerate(pool) if b is smallest)]
