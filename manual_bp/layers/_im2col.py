@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from manual_bp.layers._buffers import pooled_empty
+
 __all__ = [
     "Geometry",
     "col2im",
@@ -228,7 +230,8 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
     out_size = geometry.output_size(tuple(size))
     padded = tuple(s + a + b for s, (a, b) in zip(size, geometry.padding, strict=True))
     # batch-last padded input (C, *Sp, N); the interior written with explicit bounds
-    xp = np.zeros((c, *padded, n), dtype=x.dtype)
+    xp = pooled_empty((c, *padded, n), x.dtype)
+    xp.fill(0)
     xp[(slice(None), *_interior(geometry.padding, tuple(size)), slice(None))] = np.moveaxis(
         x, 0, -1
     )
@@ -241,9 +244,29 @@ def im2col(x: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
         (sc, *kernel_strides, *out_strides, sn),
         writeable=False,
     )
-    cols = np.empty(view.shape, dtype=x.dtype)
+    cols = pooled_empty(view.shape, x.dtype)
     np.copyto(cols, view)  # the one copy: every window, in GEMM order
     return cols.reshape(geometry.groups, -1, math.prod(out_size) * n), out_size
+
+
+def im2col_per_sample(x: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Columns ``(N, G, C_g·Πk, ΠSo)`` (contiguous) of ``x (N, C, *S)``, sample-major: the
+    entries of :func:`im2col` (``[n, g, k, q] = cols[g, k, q·N + n]``) for a GEMM batched
+    over samples. Read straight from x (runs of ``Wo`` numbers): several times cheaper than
+    transposing ``cols``, whose batch axis is innermost."""
+    n, c = x.shape[:2]
+    out_size = geometry.output_size(x.shape[2:])
+    padded = tuple(s + a + b for s, (a, b) in zip(x.shape[2:], geometry.padding, strict=True))
+    if any(a or b for a, b in geometry.padding):
+        xp = pooled_empty((n, c, *padded), x.dtype)
+        xp.fill(0)
+        xp[(slice(None), slice(None), *_interior(geometry.padding, x.shape[2:]))] = x
+    else:
+        xp = x
+    view = windows(xp, geometry, out_size)  # (N, C, *k, *So)
+    cols = pooled_empty(view.shape, x.dtype)
+    np.copyto(cols, view)
+    return cols.reshape(n, geometry.groups, -1, math.prod(out_size))
 
 
 #: A GEMM of a small matrix (≤ SMALL_GEMM entries, e.g. LeNet's first layer: 6 × 25) with a
@@ -257,9 +280,10 @@ def _panel_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a (G, M, K) @ b (G, K, P)``, in column panels of ``b`` when ``a`` is small."""
     g, m, k = a.shape
     p = b.shape[2]
+    dtype = np.result_type(a, b)
+    out = pooled_empty((g, m, p), dtype)
     if m * k > SMALL_GEMM or p <= PANEL:
-        return np.matmul(a, b)
-    out = np.empty((g, m, p), dtype=np.result_type(a, b))
+        return np.matmul(a, b, out=out)
     for start in range(0, p, PANEL):
         np.matmul(a, b[:, :, start : start + PANEL], out=out[:, :, start : start + PANEL])
     return out
@@ -292,7 +316,7 @@ def conv_forward_fast(
     cols, out_size = im2col(x, geometry)
     w_mat = weight.reshape(groups, c_out // groups, -1)
     prod = _panel_matmul(w_mat, cols).reshape(c_out, *out_size, n)  # (C_out, *So, N)
-    out = np.empty((n, c_out, *out_size), dtype=x.dtype)
+    out = pooled_empty((n, c_out, *out_size), x.dtype)
     np.copyto(out, np.moveaxis(prod, -1, 0))
     if bias is not None:
         out += bias.reshape(-1, *(1,) * len(out_size))
@@ -302,7 +326,7 @@ def conv_forward_fast(
 def _delta_rows(delta: np.ndarray, groups: int) -> np.ndarray:
     """δ ``(N, C_out, *So)`` as ``(G, C_out/G, ΠSo·N)``, the column order of ``cols``."""
     n, c_out, *out_size = delta.shape
-    rows = np.empty((c_out, *out_size, n), dtype=delta.dtype)
+    rows = pooled_empty((c_out, *out_size, n), delta.dtype)
     np.copyto(rows, np.moveaxis(delta, 0, -1))
     return rows.reshape(groups, c_out // groups, math.prod(out_size) * n)
 
@@ -343,11 +367,12 @@ def col2im(dcols: np.ndarray, size: Sizes, geometry: Geometry) -> np.ndarray:
     shape = dcols.shape
     lead, c, out_size, n = shape[: -2 * d - 2], shape[-2 * d - 2], shape[-d - 1 : -1], shape[-1]
     padded = tuple(s + a + b for s, (a, b) in zip(size, geometry.padding, strict=True))
-    grad_p = np.zeros((*lead, c, *padded, n), dtype=dcols.dtype)  # batch-last, as cols
+    grad_p = pooled_empty((*lead, c, *padded, n), dcols.dtype)  # batch-last, as cols
+    grad_p.fill(0)
     for offset in geometry.offsets():
         spot = (Ellipsis, *geometry.taps(offset, out_size), slice(None))
         grad_p[spot] += dcols[(Ellipsis, *offset, *(slice(None),) * (d + 1))]
-    grad = np.empty((*lead, n, c, *size), dtype=dcols.dtype)
+    grad = pooled_empty((*lead, n, c, *size), dcols.dtype)
     inner = grad_p[(Ellipsis, *_interior(geometry.padding, tuple(size)), slice(None))]
     np.copyto(grad, np.moveaxis(inner, -1, -d - 2))
     return grad

@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.layers._buffers import contiguous, matmul, pooled_empty
 from manual_bp.layers._im2col import (
     Geometry,
     col2im,
     conv_forward_fast,
     conv_input_grad_fast,
     im2col,
+    im2col_per_sample,
 )
 from manual_bp.layers.base import tangent_count
 
@@ -62,7 +64,7 @@ def _rows(A: np.ndarray, groups: int, d: int) -> np.ndarray:
     """``(*lead, N, C, *S)`` (``d`` spatial axes) as ``(*lead, G, C/G, ΠS·N)``: the column
     order of im2col."""
     lead, (n, c), size = A.shape[: -d - 2], A.shape[-d - 2 : -d], A.shape[-d:]
-    batch_last = np.ascontiguousarray(np.moveaxis(A, -d - 2, -1))  # (*lead, C, *S, N)
+    batch_last = contiguous(np.moveaxis(A, -d - 2, -1))  # (*lead, C, *S, N)
     return batch_last.reshape(*lead, groups, c // groups, math.prod(size) * n)
 
 
@@ -70,7 +72,7 @@ def _images(rows: np.ndarray, n: int, size: Sizes) -> np.ndarray:
     """``(*lead, G, C/G, ΠS·N)`` back to ``(*lead, N, C, *S)`` (the inverse of _rows)."""
     *lead, g, c_group, _ = rows.shape
     batch_last = rows.reshape(*lead, g * c_group, *size, n)
-    return np.ascontiguousarray(np.moveaxis(batch_last, -1, -len(size) - 2))
+    return contiguous(np.moveaxis(batch_last, -1, -len(size) - 2))
 
 
 def _stack_cols(X: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
@@ -79,13 +81,6 @@ def _stack_cols(X: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Sizes]:
     V, N = X.shape[:2]
     cols, out_size = im2col(_fold(X), geometry)  # (G, K, Q·V·N), columns (y, x, v, n)
     return cols.reshape(*cols.shape[:2], -1, V, N), out_size
-
-
-def _per_sample_cols(cols: np.ndarray, n: int) -> np.ndarray:
-    """``U (G, K, Q·N)`` as ``(N, G, K, Q)``, contiguous: sample n's columns, for a GEMM
-    batched over samples."""
-    g, k, _ = cols.shape
-    return np.ascontiguousarray(cols.reshape(g, k, -1, n).transpose(3, 0, 1, 2))
 
 
 def _weight_matrix(weight: np.ndarray, groups: int, d: int) -> np.ndarray:
@@ -122,20 +117,21 @@ def conv_input_jvp(T: np.ndarray, weight: np.ndarray, geometry: Geometry) -> np.
 def conv_param_vjp(
     M: np.ndarray, cols: np.ndarray, weight_shape: tuple[int, ...], groups: int, sum_batch: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``J_Wᵀ M = M_g U_gᵀ`` and ``J_bᵀ M = Σ_{n,y,x} M`` for ``M (V, N, C_out, Ho, Wo)`` and
-    the cached ``U = cols (G, K, Q·N)``.
+    """``J_Wᵀ M = M_g U_gᵀ`` and ``J_bᵀ M = Σ_{n,y,x} M`` for ``M (V, N, C_out, Ho, Wo)``.
 
-    Summed: one GEMM per ``(v, g)`` over all ``Q·N`` columns -> ``(V, *W)``, ``(V, C_out)``.
-    Per sample: the same GEMM batched over ``(v, n, g)``, each over sample n's ``Q``
-    columns only -> ``(V, N, *W)``, ``(V, N, C_out)``.
+    Summed: ``cols`` is the cached ``U (G, K, Q·N)``; one GEMM per ``(v, g)`` over all
+    ``Q·N`` columns -> ``(V, *W)``, ``(V, C_out)``.
+    Per sample: ``cols`` is sample-major ``(N, G, K, Q)``
+    (:func:`~manual_bp.layers._im2col.im2col_per_sample`); the same GEMM batched over
+    ``(v, n, g)``, each over sample n's ``Q`` columns only -> ``(V, N, *W)``, ``(V, N, C_out)``.
     """
     V, N = M.shape[:2]
     d = len(weight_shape) - 2
     if sum_batch:
-        grad = _rows(M, groups, d) @ cols.swapaxes(-1, -2)  # (V, G, C_out/G, K)
+        grad = matmul(_rows(M, groups, d), cols.swapaxes(-1, -2))  # (V, G, C_out/G, K)
         return grad.reshape(V, *weight_shape), M.sum(axis=(1, *_spatial(M, d)))
     per_sample = M.reshape(V, N, groups, M.shape[2] // groups, -1)  # (V, N, G, C_out/G, Q)
-    grad = per_sample @ _per_sample_cols(cols, N).swapaxes(-1, -2)  # (V, N, G, C_out/G, K)
+    grad = matmul(per_sample, cols.swapaxes(-1, -2))  # (V, N, G, C_out/G, K)
     return grad.reshape(V, N, *weight_shape), M.sum(axis=_spatial(M, d))
 
 
@@ -151,7 +147,7 @@ def conv_param_jvp(
     _, n, _, *out_size = out_shape
     if T_weight is not None:
         w_mat = _weight_matrix(T_weight, groups, len(out_size))
-        out = _images(w_mat @ cols, n, tuple(out_size))
+        out = _images(matmul(w_mat, cols), n, tuple(out_size))
     else:
         out = None
     return _plus_bias(out, out_shape, cols.dtype, T_bias)
@@ -176,14 +172,15 @@ def conv_residual(
     g_rows = _rows(g, groups, d)  # (G, C_out/G, Q·N)
     r_x = r_w = None
     if T_weight is not None:
-        dcols = _weight_matrix(T_weight, groups, d).swapaxes(-1, -2) @ g_rows  # (V, G, K, Q·N)
+        w_t = _weight_matrix(T_weight, groups, d).swapaxes(-1, -2)
+        dcols = matmul(w_t, g_rows)  # (V, G, K, Q·N)
         V, (n, _, *out_size) = T_weight.shape[0], g.shape
         r_x = col2im(dcols.reshape(V, -1, *geometry.kernel, *out_size, n), size, geometry)
     if T is not None:
         cols, _ = _stack_cols(T, geometry)  # (G, K, Q, V, N)
-        cols_v = np.ascontiguousarray(cols.transpose(3, 0, 1, 2, 4))  # (V, G, K, Q, N)
+        cols_v = contiguous(cols.transpose(3, 0, 1, 2, 4))  # (V, G, K, Q, N)
         cols_v = cols_v.reshape(*cols_v.shape[:3], -1)
-        r_w = (g_rows @ cols_v.swapaxes(-1, -2)).reshape(T.shape[0], *weight_shape)
+        r_w = matmul(g_rows, cols_v.swapaxes(-1, -2)).reshape(T.shape[0], *weight_shape)
     return r_x, r_w
 
 
@@ -213,7 +210,7 @@ def transpose_input_vjp(
     """``J_xᵀ M = K_W M = W_g U_g(M)``, cropped to x's grid ``size``: ``(V, N, C_in, H, W)``."""
     out, _ = conv_forward_fast(_fold(M), weight, None, geometry)
     out = crop(out, size)
-    return np.ascontiguousarray(out).reshape(*M.shape[:2], *out.shape[1:])
+    return contiguous(out).reshape(*M.shape[:2], *out.shape[1:])
 
 
 def transpose_param_vjp(
@@ -226,11 +223,11 @@ def transpose_param_vjp(
     cols, full = _stack_cols(M, geometry)  # (G, K, Q, V, N)
     x_full = pad_to(x, full)
     if sum_batch:
-        cols_v = np.ascontiguousarray(cols.transpose(3, 0, 1, 2, 4))  # (V, G, K, Q, N)
+        cols_v = contiguous(cols.transpose(3, 0, 1, 2, 4))  # (V, G, K, Q, N)
         cols_v = cols_v.reshape(*cols_v.shape[:3], -1)
         grad = _rows(x_full, groups, d) @ cols_v.swapaxes(-1, -2)  # (V, G, C_in/G, K)
         return grad.reshape(V, *weight_shape), M.sum(axis=(1, *_spatial(M, d)))
-    cols_n = np.ascontiguousarray(cols.transpose(3, 4, 0, 1, 2))  # (V, N, G, K, Q)
+    cols_n = contiguous(cols.transpose(3, 4, 0, 1, 2))  # (V, N, G, K, Q)
     x_n = x_full.reshape(N, groups, x.shape[1] // groups, -1)  # (N, G, C_in/G, Q)
     grad = x_n @ cols_n.swapaxes(-1, -2)  # (V, N, G, C_in/G, K)
     return grad.reshape(V, N, *weight_shape), M.sum(axis=_spatial(M, d))
@@ -274,7 +271,7 @@ def transpose_residual(
     r_x = r_w = None
     if T_weight is not None:
         out = _images(_weight_matrix(T_weight, groups, d) @ cols, g.shape[0], full)
-        r_x = np.ascontiguousarray(crop(out, size))
+        r_x = contiguous(crop(out, size))
     if T is not None:
         grad = _rows(pad_to(T, full), groups, d) @ cols.swapaxes(-1, -2)  # (V, G, C_in/G, K)
         r_w = grad.reshape(T.shape[0], *weight_shape)
@@ -313,7 +310,10 @@ class ConvProducts:
         """``J_Wᵀ M = M_g U_gᵀ`` (``CONV.weight`` per direction), ``J_bᵀ M = Σ_{n,y,x} M``
         (``PROD.conv2d.vjp``, ``PROD.conv1d.vjp``, ``PROD.conv3d.vjp``); ``sum_batch=False``:
         sample n's columns only, ``(V, N, *p)``, one GEMM batched over ``(v, n, g)``."""
-        cols = self._cols(cache)
+        if sum_batch:
+            cols = self._cols(cache)
+        else:
+            cols = im2col_per_sample(self._padded2(cache), self.geometry)
         dw, db = conv_param_vjp(
             self._as_view(M),
             cols,
@@ -377,7 +377,8 @@ class ConvProducts:
         )
         dtype = np.result_type(x, weight)
         if r_x is None:
-            r_x = np.zeros((V, *x.shape), dtype)
+            r_x = pooled_empty((V, *x.shape), dtype)
+            r_x.fill(0)
         else:
             r_x = self._from_view(self._pad_vjp(r_x, size))
         r_w = np.zeros((V, *weight.shape), dtype) if r_w is None else r_w.reshape(V, *weight.shape)
