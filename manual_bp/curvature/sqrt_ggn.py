@@ -26,13 +26,16 @@ __all__ = ["sqrt_ggn", "sqrt_ggn_mc"]
 
 def _sqrt(chain: Chain, caches: list, S: np.ndarray) -> list[np.ndarray]:
     n, c = S.shape[0], S.shape[2]
-    out = [np.zeros((c, n, *shape), chain.dtype) for shape in chain.shapes]
+    out = chain.slots()
     at_output = backpropagate_factor(chain, caches, S / math.sqrt(n))  # keeps float32
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         if link.index:
-            for name, g in link.layer.param_vjp(cache, V, sum_batch=False).items():
+            for name, g in link.ops.param_vjp(cache, V, sum_batch=False).items():
                 out[link.index[name]] = g
-    return out
+    return [
+        np.zeros((c, n, *shape), chain.dtype) if g is None else np.asarray(g, chain.dtype)
+        for g, shape in zip(out, chain.shapes, strict=True)
+    ]
 
 
 @entry("x and y")
