@@ -92,3 +92,17 @@ def test_dense_param_vjp_norms_equal_the_squared_per_sample_vjp(lead, bias, dtyp
         assert found[name].dtype == np.dtype(dtype)
         tol = 1e-13 if dtype == "float64" else 1e-5
         np.testing.assert_allclose(found[name], expected, rtol=tol, atol=tol * expected.max())
+
+
+@pytest.mark.parametrize("family", ["Embedding + ignore_index", "Dense on (N, T, D)", "LSTM"])
+def test_sqrt_ggn_on_sequence_outputs_factors_the_ggn(family):
+    """CURV.sqrt-ggn on outputs with several rows per sample (it raised before: the factor
+    came down shaped ``(R, m)``, not like the output): one column per row and class,
+    ``Σ s sᵀ = G`` (the GGN matrix from ``ggnvp`` columns)."""
+    from manual_bp.curvature import ggn_matrix, sqrt_ggn
+
+    model, x, y = build(family, 2)
+    factors = sqrt_ggn(model, x, y)
+    cols = np.concatenate([a.reshape(a.shape[0] * a.shape[1], -1) for a in factors], axis=1)
+    G = ggn_matrix(model, x, y)
+    assert np.abs(cols.T @ cols - G).max() <= 1e-13 * np.abs(G).max()
