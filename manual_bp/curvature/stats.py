@@ -97,4 +97,8 @@ def grad_variance(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     chain, found = errors(model, x, y)
     n = found[0][2].shape[0]
     sgs, mean = _sum_grad_squared(chain, found), _batch_gradient(chain, found)
-    return [s / n - m * m for s, m in zip(sgs, mean, strict=True)]
+    for s, m in zip(sgs, mean, strict=True):  # in place: both are this walk's own arrays
+        s /= n
+        m *= m
+        s -= m
+    return sgs
