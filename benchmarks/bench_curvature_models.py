@@ -55,14 +55,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's manual_bp
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared scaffold
+
+from _curvature_bench import report, run_rounds
 
 MODELS = ("mlp", "cnn", "lstm")
 HUTCHINSON_DRAWS = 10
@@ -349,27 +348,11 @@ def _peer(model: str, library: str, quantity: str, dtype: str):
 
 
 def worker(model: str, library: str, quantity: str, dtype: str, repeats: int) -> None:
-    """Time one (model, library, quantity) in this process: ``{"wall": [...], "cpu":
-    [...]}`` seconds per call, or ``{"unsupported": reason}``."""
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        if library == "manual_bp":
-            call = _manual(model, quantity, dtype)
-        else:
-            call = _peer(model, library, quantity, dtype)
-        call()  # warm-up, untimed (also: does the library cover the model?)
-    except Exception as e:  # a library without this model is listed "—", not fatal
-        print(json.dumps({"unsupported": f"{type(e).__name__}: {e}"[:200]}))
-        return
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        call()
-        cpu.append(time.process_time() - start_cpu)
-        wall.append(time.perf_counter() - start)
-    print(json.dumps({"wall": wall, "cpu": cpu}))
+    """Time one (model, library, quantity) in this process (:func:`_curvature_bench.report`)."""
+    if library == "manual_bp":
+        report(lambda: _manual(model, quantity, dtype), repeats)
+    else:
+        report(lambda: _peer(model, library, quantity, dtype), repeats)
 
 
 def _table(models, quantities, medians, dtype) -> list[dict]:
@@ -433,33 +416,10 @@ def main() -> None:
         unknown = [g for g in given if g not in known]
         if unknown:
             parser.error(f"{name}: unknown {unknown}; known: {', '.join(known)}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env["OPENBLAS_NUM_THREADS"] = "1"
     triples = [(m, lib, q) for m in models for q in quantities for lib in QUANTITIES[q]]
-    runs: dict[tuple[str, str, str], dict[str, list[float]] | None]
-    runs = {t: {"wall": [], "cpu": []} for t in triples}
-    for r in range(args.rounds):
-        for triple in triples[r % len(triples) :] + triples[: r % len(triples)]:
-            if runs[triple] is None:  # not covered: asked once
-                continue
-            command = [sys.executable, __file__, "--worker", *triple, "--dtype", args.dtype]
-            command += ["--repeats", str(args.repeats)]
-            out = subprocess.run(command, env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"{triple} failed:\n{out.stderr[-2000:]}")
-            result = json.loads(out.stdout.splitlines()[-1])
-            if "unsupported" in result:
-                print(f"{triple}: not covered ({result['unsupported']})", file=sys.stderr)
-                runs[triple] = None
-                continue
-            for kind in ("wall", "cpu"):
-                runs[triple][kind].append(statistics.median(result[kind]))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    medians = {
-        t: {kind: statistics.median(ts) for kind, ts in run.items()}
-        for t, run in runs.items()
-        if run is not None
-    }
+    extra = ["--dtype", args.dtype, "--repeats", str(args.repeats)]
+    found = run_rounds(__file__, triples, args.rounds, extra)
+    medians = {t: run for t, run in found.items() if run is not None}
     rows = _table(models, quantities, medians, args.dtype)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

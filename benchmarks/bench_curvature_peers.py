@@ -6,7 +6,9 @@ builds the model, runs the quantity once untimed, then ``--repeats`` timed times
 its times as JSON; the driver starts these processes interleaved — round ``r`` runs every
 pair once, in an order rotated by ``r`` — so the load of other processes hits all alike, and
 reports per pair the median over rounds of the per-process medians, and per quantity
-manual_bp's time ÷ the fastest peer's. Nothing is asserted.
+manual_bp's time ÷ the fastest peer's, by CPU time (the scaffold is
+``benchmarks/_curvature_bench.py``, shared with ``bench_curvature_models.py``). Nothing is
+asserted.
 
 Quantities and the peers that have them:
 
@@ -31,15 +33,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's manual_bp
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared scaffold
+
+from _curvature_bench import report, run_rounds
 
 SIZES = (784, 256, 256, 10)
 BATCH = 128
@@ -201,14 +201,11 @@ def _peer(library: str, quantity: str, dtype):
 
 
 def worker(library: str, quantity: str, dtype: str, repeats: int) -> None:
-    call = _manual(quantity, dtype) if library == "manual_bp" else _peer(library, quantity, dtype)
-    call()  # warm-up, untimed
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    print(json.dumps(times))
+    """Time one (library, quantity) in this process (:func:`_curvature_bench.report`)."""
+    if library == "manual_bp":
+        report(lambda: _manual(quantity, dtype), repeats)
+    else:
+        report(lambda: _peer(library, quantity, dtype), repeats)
 
 
 def main() -> None:
@@ -222,26 +219,23 @@ def main() -> None:
     if args.worker:
         worker(*args.worker, args.dtype, args.repeats)
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env["OPENBLAS_NUM_THREADS"] = "1"
     quantities = args.only.split(",") if args.only else [q for q in QUANTITIES if q not in LARGE]
     pairs = [(lib, q) for q in quantities for lib in QUANTITIES[q]]
-    medians: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
-    for r in range(args.rounds):
-        for lib, q in pairs[r % len(pairs) :] + pairs[: r % len(pairs)]:
-            command = [sys.executable, __file__, "--worker", lib, q, "--dtype", args.dtype]
-            command += ["--repeats", str(args.repeats)]
-            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-            medians[(lib, q)].append(statistics.median(json.loads(out.stdout.splitlines()[-1])))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    extra = ["--dtype", args.dtype, "--repeats", str(args.repeats)]
+    medians = run_rounds(__file__, pairs, args.rounds, extra)
+    missing = [pair for pair, run in medians.items() if run is None]
+    if missing:
+        raise SystemExit(f"not covered: {missing}")
     print(f"{args.dtype}, MLP {'-'.join(map(str, SIZES))} tanh, batch {BATCH}, one thread")
-    print(f"{'quantity':<16} {'library':<11} {'median ms':>10}  ratio manual_bp / fastest peer")
+    print("median ms per call by CPU time (robust under load), wall time beside it")
+    head = f"{'quantity':<16} {'library':<11} {'cpu ms':>8} {'wall ms':>8}"
+    print(f"{head}  ratio manual_bp / fastest (cpu)")
     for q in quantities:
-        times = {lib: statistics.median(medians[(lib, q)]) for lib in QUANTITIES[q]}
-        fastest = min(t for lib, t in times.items() if lib != "manual_bp")
+        times = {lib: medians[(lib, q)] for lib in QUANTITIES[q]}
+        fastest = min(t["cpu"] for lib, t in times.items() if lib != "manual_bp")
         for lib, t in times.items():
-            ratio = f"{times['manual_bp'] / fastest:.2f}" if lib == "manual_bp" else ""
-            print(f"{q:<16} {lib:<11} {1e3 * t:>10.2f}  {ratio}")
+            ratio = f"{times['manual_bp']['cpu'] / fastest:.2f}" if lib == "manual_bp" else ""
+            print(f"{q:<16} {lib:<11} {1e3 * t['cpu']:>8.2f} {1e3 * t['wall']:>8.2f}  {ratio}")
 
 
 if __name__ == "__main__":

@@ -66,3 +66,43 @@ def test_efvp_on_every_family_equals_the_empirical_fisher_matrix(family):
     expected = ef_matrix(model, x, y) @ v
     found = flatten(efvp(model, x, y, v))
     assert np.abs(found - expected).max() <= 1e-12 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lead", [(), (1,), (5,), (3, 4), (2, 3, 2)])
+def test_dense_param_vjp_norms_equal_the_squared_per_sample_vjp(lead, bias, dtype):
+    """CURV.grad-norms: the dense layer's closed form (``‖δ‖²‖x‖²`` on ``(N, n_in)``, the
+    Gram form on rows ``(N, R, ·)``, unbatched ``(n_in,)``) equals the squared norms of its
+    per-sample ``param_vjp``, with random errors; the walk's ``grad_norms`` takes it."""
+    from manual_bp.layers import Dense
+
+    rng = np.random.default_rng(len(lead) + 7 * bias)
+    layer = Dense(4, 3, bias=bias, dtype=dtype, seed=1)
+    x = rng.standard_normal((*lead, 4)).astype(dtype)
+    out, cache = layer.forward(x)
+    delta = rng.standard_normal(out.shape).astype(dtype)
+    found = layer.param_vjp_norms(cache, delta)
+    batched = x.ndim > 1
+    grads = layer.param_vjp(cache, delta[None], sum_batch=False)
+    assert set(found) == set(grads) == ({"weight", "bias"} if bias else {"weight"})
+    for name, g in grads.items():
+        g = g[0] if batched else g[0][None]
+        expected = (g.reshape(g.shape[0], -1).astype(np.float64) ** 2).sum(axis=1)
+        assert found[name].dtype == np.dtype(dtype)
+        tol = 1e-13 if dtype == "float64" else 1e-5
+        np.testing.assert_allclose(found[name], expected, rtol=tol, atol=tol * expected.max())
+
+
+@pytest.mark.parametrize("family", ["Embedding + ignore_index", "Dense on (N, T, D)", "LSTM"])
+def test_sqrt_ggn_on_sequence_outputs_factors_the_ggn(family):
+    """CURV.sqrt-ggn on outputs with several rows per sample (it raised before: the factor
+    came down shaped ``(R, m)``, not like the output): one column per row and class,
+    ``Σ s sᵀ = G`` (the GGN matrix from ``ggnvp`` columns)."""
+    from manual_bp.curvature import ggn_matrix, sqrt_ggn
+
+    model, x, y = build(family, 2)
+    factors = sqrt_ggn(model, x, y)
+    cols = np.concatenate([a.reshape(a.shape[0] * a.shape[1], -1) for a in factors], axis=1)
+    G = ggn_matrix(model, x, y)
+    assert np.abs(cols.T @ cols - G).max() <= 1e-13 * np.abs(G).max()

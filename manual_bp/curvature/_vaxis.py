@@ -41,17 +41,17 @@ def _r_sweeps(chain: Chain, caches: list, f: np.ndarray, y, V: list, exact: bool
     for link, cache in zip(chain.links, caches, strict=True):
         r_inputs.append(r)
         tangents = _tangents(link, V)
-        rz = None if r is None else link.layer.input_jvp(cache, r)
+        rz = None if r is None else link.ops.input_jvp(cache, r)
         if tangents is not None:
-            pz = link.layer.param_jvp(cache, tangents)
+            pz = link.ops.param_jvp(cache, tangents)
             rz = pz if rz is None else rz + pz
         r = rz
     g = output_gradient(chain, f, y) / n
     shape, r = r.shape, r.reshape(K, -1, f.shape[-1])  # rows (CURV.rows)
     rg = (np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n).reshape(shape)
-    out = [np.zeros((K, *s), chain.dtype) for s in chain.shapes]
+    out = chain.slots()
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
-        layer, tangents = link.layer, _tangents(link, V)
+        layer, tangents = link.ops, _tangents(link, V)
         link.add(out, layer.param_vjp(cache, rg), v=None)
         res_x = None
         if exact and (r_in is not None or tangents is not None):
@@ -61,7 +61,7 @@ def _r_sweeps(chain: Chain, caches: list, f: np.ndarray, y, V: list, exact: bool
             rg = layer.input_vjp(cache, rg) + (0.0 if res_x is None else res_x)
             if exact:
                 g = layer.input_vjp(cache, g[None])[0]
-    return out
+    return chain.results(out, K)
 
 
 def _ef(found: list, chain: Chain, V: list) -> list:
@@ -71,13 +71,13 @@ def _ef(found: list, chain: Chain, V: list) -> list:
     K, n = V[0].shape[0], found[0][2].shape[0]
     u = 0.0
     for link, cache, delta in found:
-        reach = link.layer.param_jvp(cache, _tangents(link, V))  # (K, n, *out)
+        reach = link.ops.param_jvp(cache, _tangents(link, V))  # (K, n, *out)
         u = u + (reach * delta).reshape(K, n, -1).sum(axis=2)
-    out = [np.zeros((K, *s), chain.dtype) for s in chain.shapes]
+    out = chain.slots()
     for link, cache, delta in found:
         weights = u.reshape(K, n, *([1] * (delta.ndim - 1))) / n
-        link.add(out, link.layer.param_vjp(cache, weights * delta), v=None)
-    return out
+        link.add(out, link.ops.param_vjp(cache, weights * delta), v=None)
+    return chain.results(out, K)
 
 
 def products(model: Any, chain: Chain, x, y, V: np.ndarray, matrix: str) -> np.ndarray:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ from manual_bp._validation import check_finite
 from manual_bp.activations import Activation, Identity
 from manual_bp.costs import Cost
 from manual_bp.curvature._checks import as_direction
-from manual_bp.layers.base import Layer
+from manual_bp.layers.base import PRODUCTS, Layer, unguarded
 from manual_bp.layers.containers import Identity as IdentityLayer
 from manual_bp.layers.dense import Dense
 from manual_bp.layers.dropout import Dropout
@@ -56,7 +57,7 @@ from manual_bp.models.loss_cost import LossCost
 from manual_bp.models.sequential import Sequential
 from manual_bp.models.targets import rows
 
-__all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]
+__all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]  # put: internal
 
 
 @dataclass
@@ -76,6 +77,12 @@ class Link:
     layer: Any
     index: dict[str, int]
     one_output: bool = False
+    ops: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # the layer's products without their entry check: the walks build every stack
+        # from the layer's own outputs, and the public functions check the data once
+        self.ops = SimpleNamespace(**{name: unguarded(self.layer, name) for name in PRODUCTS})
 
     def shortcut(self, cache: Any) -> bool:
         """The ``one_output`` rule applies at this cache (a dense map on a 2-D input)."""
@@ -87,10 +94,11 @@ class Link:
             return None
         return {name: v[i][None] for name, i in self.index.items()}
 
-    def add(self, out: list[np.ndarray], grads: dict[str, np.ndarray], v: int | None = 0) -> None:
-        """``out[position] += grads[name]`` (``[v]``: one slice of the V axis; None: all)."""
+    def add(self, out: list, grads: dict[str, np.ndarray], v: int | None = 0) -> None:
+        """``out[position] += grads[name]`` (``[v]``: one slice of the V axis; None: all)
+        into the slots of :meth:`Chain.slots` (:func:`put`)."""
         for name, g in grads.items():
-            out[self.index[name]] += g if v is None else g[v]
+            put(out, self.index[name], g if v is None else g[v])
 
     def param_squares(
         self, cache: Any, V: np.ndarray, signs: np.ndarray | None, per_sample: bool | None
@@ -104,7 +112,7 @@ class Link:
         """
         if per_sample is None:
             out = {}
-            for name, g in self.layer.param_vjp(cache, V, sum_batch=True).items():  # (c, *p)
+            for name, g in self.ops.param_vjp(cache, V, sum_batch=True).items():  # (c, *p)
                 g = g * g
                 if signs is not None:
                     g *= signs.reshape(-1, *([1] * (g.ndim - 1)))
@@ -115,7 +123,7 @@ class Link:
             d = V2.sum(axis=0) if signs is None else np.einsum("cn,cni->ni", signs, V2)
             return self.param_diagonal(cache, d, per_sample)
         out = {}
-        for name, g in self.layer.param_vjp(cache, V, sum_batch=False).items():  # (c, n, *p)
+        for name, g in self.ops.param_vjp(cache, V, sum_batch=False).items():  # (c, n, *p)
             g = g * g
             if signs is not None:
                 g *= signs.reshape(*signs.shape, *([1] * (g.ndim - 2)))
@@ -126,7 +134,7 @@ class Link:
         """``diag(J_θᵀ H J_θ)`` from ``d = diag H`` ``(n, m_out)`` at the output, for a link
         with ``one_output`` (where only ``H``'s diagonal reaches the parameters' diagonal):
         ``(J_θ⊙J_θ)ᵀ d``, the layer's ``param_vjp`` at the squared input."""
-        grads = self.layer.param_vjp(_squared(cache), d[None], sum_batch=not per_sample)
+        grads = self.ops.param_vjp(_squared(cache), d[None], sum_batch=not per_sample)
         return {name: g[0] for name, g in grads.items()}
 
     def grad_norms(self, cache: Any, delta: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,16 +142,19 @@ class Link:
         ``(n, *out)``; with ``one_output`` ``⟨δₓ², (J_θ⊙J_θ) 1⟩``, the layer's
         ``param_jvp`` of ones at the squared input."""
         n = delta.shape[0]
+        norms = getattr(self.layer, "param_vjp_norms", None)
+        if norms is not None:  # the layer's own closed form (a dense map: ‖δ‖²‖x‖²)
+            return norms(cache, delta)
         if self.shortcut(cache):
             # every parameter at once on the V axis: direction k is ones on parameter k
             names = tuple(self.index)
             shapes = tuple(tuple(self.layer.params[name].shape) for name in names)
-            reach = self.layer.param_jvp(
+            reach = self.ops.param_jvp(
                 _squared(cache), _unit_tangents(names, shapes, delta.dtype.str)
             )
             norms = np.einsum("kni,ni->kn", reach, delta * delta)  # reach: (k, n, m_out)
             return {name: norms[k] for k, name in enumerate(names)}
-        grads = self.layer.param_vjp(cache, delta[None], sum_batch=False)
+        grads = self.ops.param_vjp(cache, delta[None], sum_batch=False)
         return {name: (g[0].reshape(n, -1) ** 2).sum(axis=1) for name, g in grads.items()}
 
 
@@ -229,6 +240,30 @@ class Chain:
         if self.coupling is not None:
             raise ValueError(f"curvature: {what} are not defined here: {self.coupling}")
 
+    def slots(self) -> list[Any]:
+        """One empty slot per parameter, ``parameter_arrays()`` order: a walk puts each
+        layer's share in (:func:`put`) and :meth:`results` fills what none reached. No
+        zeros to add into: a fresh zero array of every parameter's size on every call
+        costs page faults (2 MB on the MLP of ``docs/curvature.md``: ~1.4 ms, a third of
+        its gradient), and ``0 + g`` is ``g`` exactly."""
+        return [None] * len(self.shapes)
+
+    def results(self, out: list[Any], n: int | None = None) -> list[np.ndarray]:
+        """The slots as the result: each in the chain's dtype, writable and contiguous (a
+        copy only of a layer's read-only or strided view), zeros ``(*lead, *shape)`` where
+        no layer put anything (``(n, *shape)`` per sample when ``n`` is given)."""
+        lead = () if n is None else (n,)
+        found = []
+        for a, shape in zip(out, self.shapes, strict=True):
+            if a is None:
+                a = np.zeros((*lead, *shape), self.dtype)
+            else:
+                a = np.asarray(a, self.dtype)
+                if not (a.flags.writeable and a.flags.c_contiguous):
+                    a = a.copy()
+            found.append(a)
+        return found
+
     def zeros(self, n: int | None = None) -> list[np.ndarray]:
         """A zero array for every parameter, in ``parameter_arrays()`` order (``(n, *shape)``
         per sample when ``n`` is given)."""
@@ -240,6 +275,13 @@ class Chain:
         split), refused in one line naming ``v`` otherwise
         (:func:`~manual_bp.curvature._checks.as_direction`)."""
         return as_direction(v, self.shapes, self.dtype, name)
+
+
+def put(out: list[Any], i: int, value: np.ndarray) -> None:
+    """``out[i] += value`` on a slot of :meth:`Chain.slots`: the first value is kept as it
+    is, later ones are added into a new array (never in place: the first may be a view of
+    an array a layer still uses)."""
+    out[i] = value if out[i] is None else out[i] + value
 
 
 def flatten(arrays: list[np.ndarray]) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from manual_bp._arguments import as_generator, check_count, check_flag
 from manual_bp.curvature._checks import entry
-from manual_bp.curvature.chain import Chain, as_chain
+from manual_bp.curvature.chain import Chain, as_chain, put
 from manual_bp.curvature.loss import (
     factor_columns,
     output_factor,
@@ -64,7 +64,7 @@ def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray, shape=None) 
     for k in range(len(chain.links) - 1, -1, -1):
         at_output[k] = V
         if k > 0:
-            V = chain.links[k].layer.input_vjp(caches[k], V)
+            V = chain.links[k].ops.input_vjp(caches[k], V)
     return at_output
 
 
@@ -82,17 +82,17 @@ def _squares(link, cache, V: np.ndarray, signs, out: list, per_sample: bool | No
     if not link.index:
         return
     for name, d in link.param_squares(cache, V, signs, per_sample).items():
-        out[link.index[name]] += d if per_sample else d / n
+        put(out, link.index[name], d if per_sample else d / n)
 
 
 def _diag_from_factor(chain, caches, S, f, per_sample: bool) -> list[np.ndarray]:
     n = f.shape[0]
     mode = _mode(chain, per_sample)
-    out = chain.zeros(n) if per_sample else chain.zeros()
+    out = chain.slots()
     at_output = backpropagate_factor(chain, caches, S, f.shape)
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         _squares(link, cache, V, None, out, mode, n)
-    return out
+    return chain.results(out, n if per_sample else None)
 
 
 @entry("x and y")
@@ -157,13 +157,13 @@ def _residual_matrix(layer, cache, g: np.ndarray) -> np.ndarray:
 def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np.ndarray]:
     """Readable form: carry the per-sample Hessian matrices ``(n, m, m)`` down the chain."""
     n = H.shape[0]
-    out = chain.zeros(n) if per_sample else chain.zeros()
+    out = chain.slots()
     for k in range(len(chain.links) - 1, -1, -1):
         link, cache = chain.links[k], caches[k]
         layer = link.layer
         if link.shortcut(cache):  # diag(J_θᵀ H J_θ) = (J_θ⊙J_θ)ᵀ diag H
             for name, d in link.param_diagonal(cache, np.diagonal(H, 0, 1, 2), per_sample).items():
-                out[link.index[name]] += d if per_sample else d / n
+                put(out, link.index[name], d if per_sample else d / n)
         elif link.index:  # the same from H's eigen-factor on the V axis
             lam, Q = np.linalg.eigh(H)
             V = np.transpose(Q * np.sqrt(np.abs(lam))[:, None, :], (2, 0, 1))
@@ -179,7 +179,7 @@ def _propagate(chain, caches, H, g, residual: bool, per_sample: bool) -> list[np
         if residual and not layer.hessian_is_zero:  # Σₖ gₖ ∇²outₖ (x–x; 0 for Dense)
             H = H + _residual_matrix(layer, cache, g.reshape(n, *g.shape[1:]))
         g = layer.input_vjp(cache, g[None])[0]
-    return out
+    return chain.results(out, n if per_sample else None)
 
 
 def _readable(model, x, y, residual: bool, per_sample: bool) -> list:
@@ -235,7 +235,7 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
     caches, f = chain.forward(x)
     S, g = output_factor(chain, f, y), output_gradient(chain, f, y)
     n = f.shape[0]
-    out = chain.zeros(n) if per_sample else chain.zeros()
+    out = chain.slots()
     V = _columns(chain, S, f.shape)
     whole = mode is None
     signs = np.ones(V.shape[:1] if whole else V.shape[:2], V.dtype)
@@ -245,13 +245,13 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
             _own_diagonal(link, cache, g, out, per_sample, n)
         if not below:
             break
-        V = link.layer.input_vjp(cache, V)
+        V = link.ops.input_vjp(cache, V)
         if not link.layer.hessian_is_zero:
             R, r_signs = _residual_factor(link.layer, cache, g, whole)
             if R is not None:
                 V, signs = np.concatenate([V, R]), np.concatenate([signs, r_signs])
-        g = link.layer.input_vjp(cache, g[None])[0]
-    return out
+        g = link.ops.input_vjp(cache, g[None])[0]
+    return chain.results(out, n if per_sample else None)
 
 
 #: Directions per residual call when a layer's own θθ diagonal is taken entry by entry.
@@ -270,6 +270,7 @@ def _own_diagonal(link, cache, g: np.ndarray, out: list, per_sample: bool, n: in
     rows_g = [g] if not per_sample else [_one_row(g, i) for i in range(g.shape[0])]
     for name, p in layer.params.items():
         size = p.size
+        whole = np.zeros((len(rows_g), *p.shape), p.dtype)
         for i, gi in enumerate(rows_g):
             diag = np.zeros(size, p.dtype)
             for start in range(0, size, _CHUNK):
@@ -278,10 +279,8 @@ def _own_diagonal(link, cache, g: np.ndarray, out: list, per_sample: bool, n: in
                 T[np.arange(idx.size), idx] = 1
                 _, r = layer.residual(cache, gi, None, {name: T.reshape(-1, *p.shape)})
                 diag[idx] = r[name].reshape(idx.size, size)[np.arange(idx.size), idx]
-            if per_sample:
-                out[link.index[name]][i] += diag.reshape(p.shape)
-            else:
-                out[link.index[name]] += diag.reshape(p.shape) / n
+            whole[i] = diag.reshape(p.shape)
+        put(out, link.index[name], whole if per_sample else whole[0] / n)
 
 
 def _one_row(g: np.ndarray, i: int) -> np.ndarray:

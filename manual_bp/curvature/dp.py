@@ -81,10 +81,11 @@ def _privatised(model: Any, x: Any, y: Any, settings: _Settings) -> list[np.ndar
         for norms in link.grad_norms(cache, delta).values():
             squares += norms
     clip = np.minimum(C / (np.sqrt(squares) + CLIP_EPSILON), 1.0).astype(chain.dtype)
-    out = chain.zeros()
+    out = chain.slots()
     for link, cache, delta in found:
         scaled = delta * clip.reshape(n, *([1] * (delta.ndim - 1)))
-        link.add(out, link.layer.param_vjp(cache, scaled[None]))
+        link.add(out, link.ops.param_vjp(cache, scaled[None]))
+    out = chain.results(out)
     std = settings.noise_multiplier * C
     return [(g + std * xi) / batch for g, xi in zip(out, settings.noise, strict=True)]
 

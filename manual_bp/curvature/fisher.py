@@ -42,13 +42,13 @@ def efvp(model: Any, x: Any, y: Any, v: Any) -> list[np.ndarray]:
     n = found[0][2].shape[0]
     u = np.zeros(n, chain.dtype)
     for link, cache, delta in found:
-        reach = link.layer.param_jvp(cache, link.tangents(v))[0]  # (n, *out)
+        reach = link.ops.param_jvp(cache, link.tangents(v))[0]  # (n, *out)
         u += np.einsum("ni,ni->n", reach.reshape(n, -1), delta.reshape(n, -1))
-    out = chain.zeros()
+    out = chain.slots()
     for link, cache, delta in found:
         scaled = delta * (u / n).reshape(n, *([1] * (delta.ndim - 1)))  # outputs of any rank
-        link.add(out, link.layer.param_vjp(cache, scaled[None]))
-    return out
+        link.add(out, link.ops.param_vjp(cache, scaled[None]))
+    return chain.results(out)
 
 
 @entry("x and y")

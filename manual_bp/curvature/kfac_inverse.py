@@ -145,7 +145,7 @@ def ekfac(model: Any, x: Any, y: Any) -> list[tuple[np.ndarray, np.ndarray, np.n
         else:
             s = np.zeros((B.shape[0], A.shape[0]), chain.dtype)
             for c in range(V.shape[0]):
-                grads = link.layer.param_vjp(cache, V[c : c + 1], sum_batch=False)
+                grads = link.ops.param_vjp(cache, V[c : c + 1], sum_batch=False)
                 block = _block([grads[name] for name in _names(link)], _local(link), 2)[0]
                 rotated = np.einsum("ij,njk,kl->nil", QB.T, block, QA, optimize=True)
                 s += (rotated * rotated).sum(axis=0)

@@ -32,11 +32,11 @@ def per_sample_gradients(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """
     chain, found = errors(model, x, y)
     n = found[0][2].shape[0]
-    out = chain.zeros(n)
+    out = chain.slots()
     for link, cache, delta in found:
-        for name, g in link.layer.param_vjp(cache, delta[None], sum_batch=False).items():
+        for name, g in link.ops.param_vjp(cache, delta[None], sum_batch=False).items():
             out[link.index[name]] = g[0]
-    return out
+    return chain.results(out, n)
 
 
 def per_sample_norms(gradients: list[np.ndarray]) -> np.ndarray:

@@ -37,7 +37,7 @@ def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     dout = output_gradient(chain, f, y) / f.shape[0]
-    grads: list[Any] = [None] * len(chain.shapes)
+    grads = chain.slots()
     for link, cache, below in chain.backwards(caches):
         if below:
             dout, found = link.layer.backward(dout, cache)
@@ -47,8 +47,7 @@ def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
             break
         for name, g in found.items():
             grads[link.index[name]] = g
-    zeros = chain.zeros()  # a parameter no gradient reached (none in a chain) stays zero
-    return [z if g is None else np.asarray(g, z.dtype) for g, z in zip(grads, zeros, strict=True)]
+    return chain.results(grads)  # a parameter no gradient reached (none in a chain): zero
 
 
 def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -> list:
@@ -65,9 +64,9 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     for link, cache in zip(chain.links, caches, strict=True):
         r_inputs.append(r)
         tangents = link.tangents(v)
-        rz = None if r is None else link.layer.input_jvp(cache, r)
+        rz = None if r is None else link.ops.input_jvp(cache, r)
         if tangents is not None:
-            pz = link.layer.param_jvp(cache, tangents)
+            pz = link.ops.param_jvp(cache, tangents)
             rz = pz if rz is None else rz + pz
         r = rz
     # Seed: g = (1/n) ∇_f ℓ,  R{g} = (1/n) ∇²_f ℓ R{f}.
@@ -75,9 +74,9 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     shape, r = r.shape, r.reshape(r.shape[0], -1, f.shape[-1])  # rows (CURV.rows)
     rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n
     rg = rg.reshape(shape)
-    out = chain.zeros()
+    out = chain.slots()
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
-        layer, tangents = link.layer, link.tangents(v)
+        layer, tangents = link.ops, link.tangents(v)
         link.add(out, layer.param_vjp(cache, rg))
         res_x = None
         if exact and (r_in is not None or tangents is not None):
@@ -88,7 +87,7 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
             rg, g = both[:1] + (0.0 if res_x is None else res_x), both[1]
         elif below:  # the GGN never needs g below the output
             rg = layer.input_vjp(cache, rg)
-    return out
+    return chain.results(out)
 
 
 @entry("x, y and v")

@@ -4,8 +4,9 @@
 ``G = (1/n) Σₓ Jₓᵀ Sₓ Sₓᵀ Jₓ = Σ_{c,x} s_{c,x} s_{c,x}ᵀ`` with
 ``s_{c,x} = Jₓᵀ Sₓ[:, c] / √n``: the columns of ``S`` come down the stack on the V axis
 (``input_vjp``) and every layer's per-sample ``param_vjp`` turns them into ``(c, n, *p)``
-(BackPACK's layout). ``CURV.sqrt-ggn-mc``: the same from the sampled factor
-(:func:`~manual_bp.curvature.loss.sampled_factor`), ``E[Σ s sᵀ] = G``.
+(BackPACK's layout; on an output of ``P`` rows per sample — a sequence's positions —
+``(P·c, n, *p)``, one column per row and class). ``CURV.sqrt-ggn-mc``: the same from the
+sampled factor (:func:`~manual_bp.curvature.loss.sampled_factor`), ``E[Σ s sᵀ] = G``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ from manual_bp.curvature.loss import output_factor, sampled_factor
 __all__ = ["sqrt_ggn", "sqrt_ggn_mc"]
 
 
-def _sqrt(chain: Chain, caches: list, S: np.ndarray) -> list[np.ndarray]:
-    n, c = S.shape[0], S.shape[2]
-    out = [np.zeros((c, n, *shape), chain.dtype) for shape in chain.shapes]
-    at_output = backpropagate_factor(chain, caches, S / math.sqrt(n))  # keeps float32
+def _sqrt(chain: Chain, caches: list, S: np.ndarray, shape: tuple) -> list[np.ndarray]:
+    """``(c', n, *p)`` per parameter, ``c' = P·c`` columns on an output of ``P`` rows per
+    sample (``shape`` the network output's; a sequence's positions: one column per row)."""
+    n = shape[0]
+    c = S.shape[2] * (S.shape[0] // n)
+    out = chain.slots()
+    at_output = backpropagate_factor(chain, caches, S / math.sqrt(n), shape)  # keeps float32
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         if link.index:
-            for name, g in link.layer.param_vjp(cache, V, sum_batch=False).items():
+            for name, g in link.ops.param_vjp(cache, V, sum_batch=False).items():
                 out[link.index[name]] = g
-    return out
+    return [
+        np.zeros((c, n, *shape), chain.dtype) if g is None else np.asarray(g, chain.dtype)
+        for g, shape in zip(out, chain.shapes, strict=True)
+    ]
 
 
 @entry("x and y")
@@ -41,7 +48,7 @@ def sqrt_ggn(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    return _sqrt(chain, caches, output_factor(chain, f, y))
+    return _sqrt(chain, caches, output_factor(chain, f, y), f.shape)
 
 
 @entry("x and y")
@@ -53,4 +60,4 @@ def sqrt_ggn_mc(
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    return _sqrt(chain, caches, sampled_factor(chain, f, y, generator, n_samples))
+    return _sqrt(chain, caches, sampled_factor(chain, f, y, generator, n_samples), f.shape)
