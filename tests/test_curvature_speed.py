@@ -106,3 +106,37 @@ def test_sqrt_ggn_on_sequence_outputs_factors_the_ggn(family):
     cols = np.concatenate([a.reshape(a.shape[0] * a.shape[1], -1) for a in factors], axis=1)
     G = ggn_matrix(model, x, y)
     assert np.abs(cols.T @ cols - G).max() <= 1e-13 * np.abs(G).max()
+
+
+@pytest.mark.parametrize(
+    "family", ["categorical-cross-entropy", "categorical + ignore_index", *FAMILIES]
+)
+def test_output_hessian_product_equals_the_matrices(family):
+    """CURV.output-hessian: the softmax cross-entropy's ``p ⊙ r − p(pᵀr)`` (no ``(R, m, m)``
+    matrices) and every other cost's matrices give ``∇²_f ℓ · r`` alike, row weights
+    (``ignore_index``, several rows per sample) included."""
+    from manual_bp import Sequential
+    from manual_bp.curvature.chain import as_chain
+    from manual_bp.curvature.loss import output_hessian, output_hessian_product
+    from manual_bp.layers import Dense
+
+    rng = np.random.default_rng(7)
+    if family.startswith("categorical"):
+        ignore = -100 if "ignore" in family else None
+        model = Sequential([Dense(3, 4)], "categorical-cross-entropy", seed=1,
+                           input_shape=(2, 3),
+                           **({"ignore_index": ignore} if ignore else {}))  # fmt: skip
+        x = rng.standard_normal((5, 2, 3))
+        labels = rng.integers(0, 4, (5, 2))
+        if ignore:
+            labels[0, 1] = labels[3, 0] = ignore
+        y = labels
+    else:
+        model, x, y = build(family, 3)
+    chain = as_chain(model)
+    x, yt = chain.data(x, y)
+    f = chain.forward(x)[1]
+    r = rng.standard_normal((3, int(np.prod(f.shape[:-1])), f.shape[-1]))
+    want = np.einsum("nij,vnj->vni", output_hessian(chain, f, yt), r)
+    np.testing.assert_allclose(output_hessian_product(chain, f, yt, r), want, rtol=0,
+                               atol=1e-14 * max(1.0, np.abs(want).max()))  # fmt: skip

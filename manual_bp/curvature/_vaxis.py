@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.curvature.chain import Chain
-from manual_bp.curvature.loss import output_gradient, output_hessian
+from manual_bp.curvature.loss import output_gradient, output_hessian_product
 from manual_bp.curvature.stats import errors
 
 __all__ = ["CHUNK_ENTRIES", "products"]
@@ -48,7 +48,7 @@ def _r_sweeps(chain: Chain, caches: list, f: np.ndarray, y, V: list, exact: bool
         r = rz
     g = output_gradient(chain, f, y) / n
     shape, r = r.shape, r.reshape(K, -1, f.shape[-1])  # rows (CURV.rows)
-    rg = (np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n).reshape(shape)
+    rg = (output_hessian_product(chain, f, y, r) / n).reshape(shape)
     out = chain.slots()
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
         layer, tangents = link.ops, _tangents(link, V)

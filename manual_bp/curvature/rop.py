@@ -19,7 +19,7 @@ import numpy as np
 
 from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain, flatten
-from manual_bp.curvature.loss import output_gradient, output_hessian
+from manual_bp.curvature.loss import output_gradient, output_hessian_product
 
 __all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp"]
 
@@ -72,7 +72,7 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     # Seed: g = (1/n) ∇_f ℓ,  R{g} = (1/n) ∇²_f ℓ R{f}.
     g = output_gradient(chain, f, y) / n
     shape, r = r.shape, r.reshape(r.shape[0], -1, f.shape[-1])  # rows (CURV.rows)
-    rg = np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r) / n
+    rg = output_hessian_product(chain, f, y, r) / n
     rg = rg.reshape(shape)
     out = chain.slots()
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
