@@ -23,7 +23,6 @@ from manual_bp.layers.base import (
     register_layer,
     tangent_count,
 )
-from manual_bp.layers.overlap import host_of
 from manual_bp.layers.steps import shape_buffers
 
 __all__ = ["Dense", "DenseCache", "DenseStep", "Linear", "dense_backward", "dense_forward"]
@@ -340,10 +339,6 @@ class DenseStep:
     Leading axes are rows (``(N, T, D)`` inputs are ``N·T`` rows of the same map). The
     parameters are views of the model's flat buffer, updated in place, so the step keeps
     them; the buffers of the current batch shape are picked once per forward pass.
-
-    Above a recurrent layer's fast step (its input is that step's output buffer, see
-    :mod:`~manual_bp.layers.overlap`), BP4's product is handed to that step, which runs it
-    beside its BPTT loop (on the second core when there are two threads).
     """
 
     def __init__(self, layer: Dense) -> None:
@@ -352,7 +347,6 @@ class DenseStep:
         self.b = layer.params.get("bias")
         self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.x = self.z = self.dx = self.ones = self.z2 = self.dx2 = None
-        self.host: object | None = None  # a step below that runs BP4 beside its loop
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         # the input is usually the same buffer step after step: compare shapes only if not
@@ -362,8 +356,6 @@ class DenseStep:
             )
             self.z2 = self.z.reshape(-1, self.z.shape[-1])  # views of the same buffers
             self.dx2 = self.dx.reshape(-1, self.dx.shape[-1])
-        if x is not self.x:
-            self.host = host_of(x)
         self.x = x
         if x.ndim == 2:
             return dense_forward(x, self.W, self.b, out=self.z)
@@ -390,10 +382,7 @@ class DenseStep:
                 x.reshape(-1, x.shape[-1]),
                 grads["weight"],
             )
-            if need_dx and self.host is not None:  # BP4 beside the loop of the step below
-                self.host.pending.append(lambda: np.dot(dz_rows.T, x_rows, out=g_w))
-            else:
-                np.dot(dz_rows.T, x_rows, out=g_w)
+            np.dot(dz_rows.T, x_rows, out=g_w)
             if self.b is not None:
                 np.dot(self.ones, dz_rows, out=grads["bias"])
         if not need_dx:

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from manual_bp.layers.overlap import beside, offer
-
 __all__ = ["GRUStep", "RNNStep"]
 
 
@@ -35,12 +33,10 @@ class _HiddenStateStep:
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.buf: dict[str, np.ndarray] = {}
         self.shape: tuple | None = None
-        self.pending: list = []  # the layer above's work, run beside BPTT (overlap.beside)
 
     def _make(self, n: int, length: int, width: int, dtype: Any) -> dict[str, np.ndarray]:
         H, G, e = self.layer.hidden_size, self.gates, np.empty
         out = e((n, length, H), dtype)  # batch-major output
-        offer(out, self)  # the layer reading it may hand this step work for BPTT's loop
         return {
             "x": e((length, n, width), dtype),  # x time-major (for the GEMMs)
             "A": e((length, n, G * H), dtype),  # input projections, then the gates in place
@@ -58,7 +54,6 @@ class _HiddenStateStep:
 
     def _start(self, x: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
         """Buffers for ``x``'s shape, ``x`` time-major, ``A = x W_ihᵀ + bias``, ``h_0``."""
-        self.pending.clear()  # work left by a backward pass that did not reach this step
         if self.shape != x.shape:
             found = self._buffers.get(x.shape)
             if found is None:
@@ -130,8 +125,7 @@ class RNNStep(_HiddenStateStep):
     def backward(
         self, d_out: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
-        jobs, self.pending = self.pending, []
-        beside(jobs, lambda: self._bptt(d_out))
+        self._bptt(d_out)
         return self._finish_backward(self.buf["dA"], self.buf["dA"], grads, need_dx)
 
     def _bptt(self, d_out: np.ndarray) -> None:
@@ -194,8 +188,7 @@ class GRUStep(_HiddenStateStep):
     def backward(
         self, d_out: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
     ) -> np.ndarray | None:
-        jobs, self.pending = self.pending, []
-        beside(jobs, lambda: self._bptt(d_out))
+        self._bptt(d_out)
         return self._finish_backward(self.buf["dA"], self.buf["dH"], grads, need_dx)
 
     def _bptt(self, d_out: np.ndarray) -> None:

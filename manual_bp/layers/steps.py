@@ -54,8 +54,7 @@ MultiheadAttention     ``AttentionStep`` (``attention_fast``)      one q/k/v GEM
 Residual               ``ResidualStep`` (``containers_fast``)      the branch's own steps
 LSTM, GRU, RNN         ``LSTMStep`` (``recurrent_fast``),          one input-projection GEMM,
                        ``GRUStep``, ``RNNStep``                    time-major gates in place;
-                       (``recurrent_steps``)                       the dense ∂W above runs
-                                                                   beside BPTT (``overlap``)
+                       (``recurrent_steps``)
 Embedding              ``EmbeddingStep`` (``embedding``)           gather; sorted reduceat
 =====================  ==========================================  ==========================
 
