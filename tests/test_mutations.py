@@ -403,8 +403,8 @@ MUTATIONS = [
         "CURV.hvp",
         "drop the 1/n of the mean cost from the R-pass seed",
         "manual_bp/curvature/rop.py",
-        "output_hessian(chain, f, y), r) / n",
-        "output_hessian(chain, f, y), r)",
+        "output_hessian_product(chain, f, y, r) / n",
+        "output_hessian_product(chain, f, y, r)",
         "tests/test_curvature.py::test_hessian_columns_are_hessian_vector_products",
     ),
 ]
