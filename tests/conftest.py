@@ -61,7 +61,11 @@ def torch_module_outcomes():
 def pytest_collection_modifyitems(items):
     """Under ``pytest -n 2 --dist loadgroup`` (the README's test command) the tests reading
     :func:`torch_module_outcomes` share one worker, so the walk is played once, not per
-    worker; every other test is spread over the workers."""
-    for item in items:
-        if "torch_module_outcomes" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("torch_module_walk"))
+    worker; every other test is spread over the workers. That group (the walk and the quick
+    verification, the suite's longest test) is collected first, so its worker starts on it
+    while the other takes the rest, instead of running it alone at the end."""
+    walk = [item for item in items if "torch_module_outcomes" in getattr(item, "fixturenames", ())]
+    for item in walk:
+        item.add_marker(pytest.mark.xdist_group("torch_module_walk"))
+    chosen = {id(item) for item in walk}
+    items[:] = walk + [item for item in items if id(item) not in chosen]
