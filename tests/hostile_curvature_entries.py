@@ -27,6 +27,7 @@ CHAIN_LEVEL = {
     "loss.output_gradient",
     "loss.output_hessian",
     "loss.output_hessian_composed",
+    "loss.output_hessian_product",
     "loss.row_weights",
     "loss.sample_targets",
     "loss.sampled_factor",

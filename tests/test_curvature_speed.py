@@ -82,7 +82,7 @@ def test_dense_param_vjp_norms_equal_the_squared_per_sample_vjp(lead, bias, dtyp
     x = rng.standard_normal((*lead, 4)).astype(dtype)
     out, cache = layer.forward(x)
     delta = rng.standard_normal(out.shape).astype(dtype)
-    found = layer.param_vjp_norms(cache, delta)
+    found = layer._param_vjp_norms(cache, delta)
     batched = x.ndim > 1
     grads = layer.param_vjp(cache, delta[None], sum_batch=False)
     assert set(found) == set(grads) == ({"weight", "bias"} if bias else {"weight"})

@@ -140,7 +140,8 @@ MUTATIONS = [
         "transposed input JVP (square layers only survive the shapes)",
         "manual_bp/layers/dense.py",
         "        return _rows_times(T, cache.weight.T)\n",
-        "        W = cache.weight\n        return _rows_times(T, W if W.shape[0] == W.shape[1] else W.T)\n",
+        "        W = cache.weight\n"
+        "        return _rows_times(T, W if W.shape[0] == W.shape[1] else W.T)\n",
         "tests/test_layer_products.py::test_dense_products_match_torch_func",
     ),
     Mutation(

@@ -142,7 +142,7 @@ class Link:
         ``(n, *out)``; with ``one_output`` ``⟨δₓ², (J_θ⊙J_θ) 1⟩``, the layer's
         ``param_jvp`` of ones at the squared input."""
         n = delta.shape[0]
-        norms = getattr(self.layer, "param_vjp_norms", None)
+        norms = getattr(self.layer, "_param_vjp_norms", None)
         if norms is not None:  # the layer's own closed form (a dense map: ‖δ‖²‖x‖²)
             return norms(cache, delta)
         if self.shortcut(cache):

@@ -231,7 +231,7 @@ class Dense(Layer):
             grads["bias"] = M_rows.sum(axis=2)
         return grads
 
-    def param_vjp_norms(self, cache: DenseCache, delta: np.ndarray) -> dict[str, np.ndarray]:
+    def _param_vjp_norms(self, cache: DenseCache, delta: np.ndarray) -> dict[str, np.ndarray]:
         """``‖(J_θᵀ δ)ₙ‖²`` per sample ``(N,)`` and parameter, without the per-sample
         gradients (``CURV.grad-norms``): on ``(N, n_in)`` ``‖δₙ‖² ‖xₙ‖²`` and ``‖δₙ‖²``
         (Goodfellow 2015); with rows ``(N, R, ·)`` the Gram form
@@ -241,7 +241,7 @@ class Dense(Layer):
         (``tests/test_curvature_speed.py``)."""
         x = cache.input
         if x.ndim == 1:  # unbatched: one sample of one row
-            return self.param_vjp_norms(_batched(cache), delta[None])
+            return self._param_vjp_norms(_batched(cache), delta[None])
         if x.ndim == 2:
             d2 = np.einsum("ni,ni->n", delta, delta)
             norms = {"weight": d2 * np.einsum("ni,ni->n", x, x)}

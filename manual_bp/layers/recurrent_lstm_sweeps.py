@@ -299,15 +299,17 @@ class SweepMemo:
         self.rows: list = []  # (key, row copy, stacks, v), oldest first
         self.jvps: list = []
         self.keep_rows, self.keep_jvps = keep_rows, keep_jvps
-        self._weights = np.empty(0)
+        self._weights: dict[str, np.ndarray] = {}  # per dtype: no float64 in a float32 cache
 
     def _key(self, row: np.ndarray) -> tuple:
         """A cheap fingerprint of a row (shape, dtype, one dot product with fixed random
         weights): a candidate only, a hit is confirmed by comparing every value."""
         flat = np.ascontiguousarray(row).reshape(-1)
-        if self._weights.size < flat.size:
-            self._weights = np.random.default_rng(0).standard_normal(flat.size)
-        return row.shape, flat.dtype.str, float(flat @ self._weights[: flat.size])
+        weights = self._weights.get(flat.dtype.str)
+        if weights is None or weights.size < flat.size:
+            weights = np.random.default_rng(0).standard_normal(flat.size).astype(flat.dtype)
+            self._weights[flat.dtype.str] = weights
+        return row.shape, flat.dtype.str, float(flat @ weights[: flat.size])
 
     def find_rows(self, M: np.ndarray) -> list:
         """Per row of ``M``: ``(stacks, v)`` of the sweep that computed it, or None."""
