@@ -37,7 +37,7 @@ MUTATIONS = [
     Mutation(
         "FWD.dense",
         "drop the bias",
-        "manual_bp/layers/dense.py",
+        "manual_bp/layers/dense_step.py",
         "    if b is not None:\n        z += b\n",
         "",
         "tests/test_backprop.py::test_forward_matches_torch",
@@ -151,6 +151,14 @@ MUTATIONS = [
         "        return self.activation.second_vjp(dout, T, cache.input, cache.output), {}\n",
         "        return zero_residual(self, cache, T, T_params)\n",
         "tests/test_layer_products.py::test_activation_products_match_torch_func",
+    ),
+    Mutation(
+        "REG.l2",
+        "the lowest layer's fused SGD update forgets L2's shrink of the weight",
+        "manual_bp/layers/dense_step.py",
+        "gemm(-1.0, x.T, dz.T, shrink, W.T, 0, 1, 1)",
+        "gemm(-1.0, x.T, dz.T, 1.0, W.T, 0, 1, 1)",
+        "tests/test_fused_lowest_update.py::test_fused_lowest_update_equals_the_unfused_step",
     ),
     Mutation(
         "LAYER.dense",

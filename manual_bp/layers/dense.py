@@ -23,7 +23,7 @@ from manual_bp.layers.base import (
     register_layer,
     tangent_count,
 )
-from manual_bp.layers.steps import shape_buffers
+from manual_bp.layers.dense_step import DenseStep, dense_forward
 
 __all__ = ["Dense", "DenseCache", "DenseStep", "Linear", "dense_backward", "dense_forward"]
 
@@ -33,28 +33,6 @@ class DenseCache(Cache):
     """``input`` x ``(batch, *, n_in)`` and the weight used: what the backward pass needs."""
 
     weight: np.ndarray
-
-
-def dense_forward(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, out: np.ndarray | None = None
-) -> np.ndarray:
-    """``z = x Wᵀ + b`` (equation ``FWD.dense``), written into ``out`` when given.
-
-    Parameters
-    ----------
-    x : (batch, *, n_in)
-    W : (n_out, n_in)
-    b : (n_out,) or None
-    out : (batch, *, n_out), optional — a preallocated buffer (the fused trainer's)
-
-    Returns
-    -------
-    z : (batch, *, n_out)
-    """
-    z = np.matmul(x, W.T, out=out)
-    if b is not None:
-        z += b
-    return z
 
 
 def dense_backward(
@@ -324,73 +302,6 @@ class Dense(Layer):
     def __repr__(self) -> str:
         extra = "" if self.has_bias else ", bias=False"
         return f"Dense({self.in_features}, {self.out_features}{extra})"
-
-
-class DenseStep:
-    """The fast form of :class:`Dense` (``docs/performance.md``): the same ``FWD.dense`` and
-    ``LAYER.dense`` written into preallocated buffers, gradients straight into the
-    trainer's flat gradient buffer::
-
-        forward    z = x Wᵀ + b              matmul(x, W.T, out=z); z += b
-        backward   ∂C/∂W = dzᵀ x   (BP4)     dot(dz.T, x, out=gW)
-                   ∂C/∂b = 1ᵀ dz   (BP3)     dot(ones, dz, out=gb)  one BLAS call, not sum
-                   ∂C/∂x = dz W    (BP2)     dot(dz, W, out=dx)     only when asked
-
-    Leading axes are rows (``(N, T, D)`` inputs are ``N·T`` rows of the same map). The
-    parameters are views of the model's flat buffer, updated in place, so the step keeps
-    them; the buffers of the current batch shape are picked once per forward pass.
-    """
-
-    def __init__(self, layer: Dense) -> None:
-        self.layer = layer
-        self.W = layer.params["weight"]
-        self.b = layer.params.get("bias")
-        self._buffers: dict[tuple, tuple[np.ndarray, ...]] = {}
-        self.x = self.z = self.dx = self.ones = self.z2 = self.dx2 = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        # the input is usually the same buffer step after step: compare shapes only if not
-        if x is not self.x and (self.x is None or self.x.shape != x.shape):
-            self.z, self.dx, self.ones = shape_buffers(
-                self._buffers, x.shape, lambda: self._make(x)
-            )
-            self.z2 = self.z.reshape(-1, self.z.shape[-1])  # views of the same buffers
-            self.dx2 = self.dx.reshape(-1, self.dx.shape[-1])
-        self.x = x
-        if x.ndim == 2:
-            return dense_forward(x, self.W, self.b, out=self.z)
-        # (N, T, D): one 2-D GEMM on the (N·T, D) views; numpy's stacked matmul loops over N
-        dense_forward(x.reshape(-1, x.shape[-1]), self.W, self.b, out=self.z2)
-        return self.z
-
-    def _make(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        rows = int(np.prod(x.shape[:-1]))
-        z = np.empty((*x.shape[:-1], self.layer.out_features), x.dtype)
-        return z, np.empty(x.shape, x.dtype), np.ones(rows, x.dtype)
-
-    def backward(
-        self, dz: np.ndarray, grads: dict[str, np.ndarray], need_dx: bool
-    ) -> np.ndarray | None:
-        x = self.x
-        if x.ndim == 2:
-            np.dot(dz.T, x, out=grads["weight"])  # BP4
-            if self.b is not None:
-                np.dot(self.ones, dz, out=grads["bias"])  # BP3: 1ᵀ dz
-        else:
-            dz_rows, x_rows, g_w = (
-                dz.reshape(-1, dz.shape[-1]),
-                x.reshape(-1, x.shape[-1]),
-                grads["weight"],
-            )
-            np.dot(dz_rows.T, x_rows, out=g_w)
-            if self.b is not None:
-                np.dot(self.ones, dz_rows, out=grads["bias"])
-        if not need_dx:
-            return None
-        if x.ndim == 2:
-            return np.matmul(dz, self.W, out=self.dx)  # BP2's (Wˡ⁺¹)ᵀ δˡ⁺¹
-        np.matmul(dz_rows, self.W, out=self.dx2)  # the same, one 2-D GEMM over N·T rows
-        return self.dx
 
 
 def _rows_times(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -26,10 +26,11 @@ The equations and the fused line implementing each (``s = 1/n`` or ``η/n``)::
     BP3, BP4   ∂C/∂bˡ, ∂C/∂Wˡ          DenseStep: dot(ones, d, out=gb); dot(d.T, a_prev, out=gW)
     OPT.sgd + REG.l2   w ← (1 − ηλ/N) w − η ∂C₀/∂w    W *= 1 − ηλ/N (weights); θ -= g
 
-A plain Dense/activation chain trained by plain SGD runs these lines in one function
-(:class:`~manual_bp.training.chain.ChainStep`), its lowest weight's BP4 fused with
-``OPT.sgd`` as one ``gemm`` into the weight: after such a step ``grad`` does not hold that
-weight's gradient (:meth:`gradients` always takes the general path).
+Under plain SGD the lowest trainable layer's step may fuse its BP4 with ``OPT.sgd`` (its
+``backward_sgd``: :class:`~manual_bp.layers.dense_step.DenseStep` writes ``shrink·W − dzᵀx``
+into the weight with one ``gemm``); the flat update then skips the parameters it names in
+``updated_in_place``, and after such a step ``grad`` does not hold their gradient
+(:meth:`gradients` never fuses).
 
 Optimizers other than plain SGD get ``optimizer.step`` on the same parameter views as the
 readable path (so their state layout is the same); regularizers other than L2 their
@@ -49,7 +50,6 @@ from manual_bp.layers.steps import check_trainer_data, shape_buffers
 from manual_bp.models.targets import output_seed
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.regularizers import L2, Regularizer
-from manual_bp.training.chain import ChainStep
 from manual_bp.training.parallel import PartPlan
 
 __all__ = ["FusedTrainer"]
@@ -107,9 +107,7 @@ class FusedTrainer:
         self._checked: tuple | None = None  # what step's entry check last passed
         self._own_targets = hasattr(self.cost, "check_prepared")  # a loss's own (values)
         self._parts = PartPlan.for_trainer(self)  # the batch in parts on every core, or None
-        # a plain Dense/activation chain's plain-SGD step in one function (training/chain.py)
-        self._chain = ChainStep.for_trainer(self) if self._parts is None else None
-        self._chain_z: np.ndarray | None = None  # zᴷ of the chain's last step (for the cost)
+        self._low_sgd = self._lowest_sgd()  # the lowest step's BP4 fused with OPT.sgd, or None
 
     @property
     def fused_update(self) -> bool:
@@ -121,6 +119,33 @@ class FusedTrainer:
             and not opt.weight_decay
             and (reg is None or type(reg) is L2)
         )
+
+    def _lowest_sgd(self) -> tuple | None:
+        """``(backward_sgd, index of its weight in decayed or None, rest)`` when the lowest
+        trainable step fuses BP4 with plain SGD (``rest``: the ``(parameter, gradient)``
+        slices of the flat buffers outside the parameters it updates), else None."""
+        if not self._fused or self._parts is not None or self.lowest >= len(self.steps):
+            return None
+        step, model = self.steps[self.lowest], self.model
+        fuse = getattr(step, "backward_sgd", None)
+        if fuse is None:
+            return None
+        layer = model.layers[self.lowest]
+        flat, grad = model.flat_parameters, self.grad
+        base = flat.__array_interface__["data"][0]
+        cuts = [0]
+        for array in sorted((layer.params[name] for name in step.updated_in_place),
+                            key=lambda a: a.__array_interface__["data"][0]):  # fmt: skip
+            start = (array.__array_interface__["data"][0] - base) // flat.itemsize
+            cuts += [start, start + array.size]
+        cuts.append(flat.size)
+        rest = [(flat[a:b], grad[a:b]) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if b > a]
+        ids = {id(layer.params[name]) for name in step.updated_in_place}
+        fused = {i for i, p in enumerate(self.params) if id(p) in ids}
+        if len(fused) != len(ids):  # the parameter views are not the layer's own arrays
+            return None
+        decayed = [i for i in self.decayed if i not in fused]
+        return fuse, bool(fused & set(self.decayed)), rest, decayed
 
     # ------------------------------------------------------------------ one step
     def _load(
@@ -181,18 +206,32 @@ class FusedTrainer:
         g = seed.input_grad if shortcut else seed.output_grad
         return (g * factor if factor != 1.0 else g), (K - 1 if shortcut else K)
 
-    def _forward_backward(self, xb: np.ndarray, yb: np.ndarray, factor: float) -> None:
+    def _forward_backward(
+        self, xb: np.ndarray, yb: np.ndarray, factor: float, shrink: float | None = None
+    ) -> bool:
+        """Forward, seed and backward; with ``shrink`` (plain SGD: ``factor`` is ``η``) the
+        lowest step may fuse its BP4 with the update (:meth:`_lowest_sgd`). Returns whether
+        it did."""
         if self._parts is not None and self._parts.count(xb) > 1:
             self._parts.forward_backward(xb, yb, factor)  # training/parallel.py
-            return
+            return False
         out = xb
         for forward in self._forwards:
             out = forward(out)
-        self._last, self._chain_z = (out, yb), None
+        self._last = (out, yb)
         g, start = self._seed(out, yb, factor)
         lowest, backwards, grads = self.lowest, self._backwards, self.layer_grads
-        for k in range(start - 1, lowest - 1, -1):
-            g = backwards[k](g, grads[k], k > lowest)
+        for k in range(start - 1, lowest, -1):
+            g = backwards[k](g, grads[k], True)
+        if start <= lowest:
+            return False
+        fuse = self._low_sgd
+        if shrink is not None and fuse is not None:
+            scale = shrink if fuse[1] else 1.0
+            if fuse[0](g, grads[lowest], scale):
+                return True
+        backwards[lowest](g, grads[lowest], False)
+        return False
 
     def gradients(self, x: Any, y: Any) -> list[np.ndarray]:
         """``∂C/∂θ`` of the mean cost on ``(x, y)`` by the fused path, in
@@ -231,12 +270,14 @@ class FusedTrainer:
             shrink = None
             if reg is not None and reg.lmbda:  # REG.l2: w ← (1 − ηλ/N) w (weights only)
                 shrink = 1.0 - lr * reg.lmbda / self.n_train
-            chain = self._chain
-            if chain is not None and chain.takes(xb):
-                chain.step(xb, yb, lr, shrink)  # the same equations in one function
-                self._chain_z = chain.z_last
+            if self._forward_backward(xb, yb, lr, 1.0 if shrink is None else shrink):
+                _, _, rest, decayed = self._low_sgd  # the lowest weight is updated already
+                if shrink is not None:
+                    for i in decayed:
+                        self.params[i] *= shrink
+                for p, g in rest:
+                    p -= g  # OPT.sgd on the other parameters
                 return
-            self._forward_backward(xb, yb, lr)  # grad = η ∂C₀/∂θ
             if shrink is not None:
                 for i in self.decayed:
                     self.params[i] *= shrink
@@ -289,8 +330,6 @@ class FusedTrainer:
         out, y = self._last
         model = self.model
         logits = _logits(model, self.steps[-1])
-        if logits and self._chain_z is not None:  # the chain's step ran last: its zᴷ
-            logits["z"] = self._chain_z
         z = logits.get("z")
         if not np.isfinite(out).all() or (z is not None and not np.isfinite(z).all()):
             return float("nan")  # diverged forward pass: no cost to compute (NaN, no warning)
