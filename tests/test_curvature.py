@@ -295,9 +295,10 @@ def test_squares_by_the_squared_input_equal_squares_of_per_sample_vjps():
 
 def test_the_costs_fold_rows_decide_the_head():
     """The head taken into the loss is the cost's Fold row (``head``), and its output
-    Hessian and factor are the row's closed forms: S Sᵀ = H, both at the pre-activation."""
+    Hessian, factor and product are the row's closed forms: S Sᵀ = H and the product
+    ``H r`` without matrices, all at the pre-activation (targets of mass ≠ 1 for KL)."""
     from manual_bp.curvature import as_chain
-    from manual_bp.curvature.loss import output_factor, output_hessian
+    from manual_bp.curvature.loss import output_factor, output_hessian, output_hessian_product
 
     rng = np.random.default_rng(6)
     z = rng.standard_normal((4, 3))
@@ -311,8 +312,14 @@ def test_the_costs_fold_rows_decide_the_head():
         chain = as_chain(net)
         assert chain.head.name == output
         y = rng.random((4, 3))
-        y /= y.sum(axis=1, keepdims=True)
+        y /= y.sum(axis=1, keepdims=True) / (
+            rng.random((4, 1)) + 0.5 if output == "log-softmax" else 1
+        )
         H, S = output_hessian(chain, z, y), output_factor(chain, z, y)
         np.testing.assert_allclose(S @ np.swapaxes(S, 1, 2), H, atol=1e-15)
+        r = rng.standard_normal((5, 4, 3))
+        np.testing.assert_allclose(
+            output_hessian_product(chain, z, y, r), np.einsum("nij,vnj->vni", H, r), atol=1e-15
+        )
     net = Network([2, 3], "identity", "quadratic", output_activation="sigmoid", seed=0)
     assert as_chain(net).head.name == "identity"  # quadratic + sigmoid does not fold

@@ -260,6 +260,7 @@ COST_METHODS = {
     "value_from_logits": lambda c, a, y: c.value_from_logits(a, a, y, _output_activation(c)),
     "hessian": lambda c, a, y: c.hessian(a, y),
     "hessian_factor": lambda c, a, y: c.hessian_factor(a, y),
+    "hessian_product": lambda c, a, y: c.hessian_product(a, y, np.ones((2, *np.shape(a)))),
     "__call__": lambda c, a, y: c(a, y),
 }
 
@@ -607,3 +608,14 @@ def test_initializers_check_their_arguments(call, error, pattern):
 
 def test_an_empty_array_is_initialised_without_dividing_by_a_zero_fan():
     assert _init().initialize("kaiming-normal", RNG, (3, 0)).shape == (3, 0)
+
+
+@pytest.mark.parametrize("cost", ALL_COSTS, ids=COST_IDS)
+@pytest.mark.parametrize("drop", ["V axis", "batch", "not an array"])
+def test_hessian_product_refuses_tangents_of_another_shape(cost, drop):
+    """``hessian_product``'s tangents must be ``(V, batch, m)``: a missing V axis, a batch
+    of 1 (which would broadcast) or a list get one line naming ``r``."""
+    a, y = _valid_outputs(cost), _valid_targets(cost)
+    r = {"V axis": np.ones(a.shape), "batch": np.ones((2, 1, a.shape[1]))}.get(drop, [[1.0]])
+    with pytest.raises(ValueError, match=r"^r must be V tangents of shape \(V, 4, 3\)"):
+        cost.hessian_product(a, y, r)

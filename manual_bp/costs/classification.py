@@ -16,9 +16,11 @@ from manual_bp.costs.base import (
     _output_minus_target,
     _softmax_rows,
     _xlogy,
+    check_tangents,
     register_cost,
     softmax_hessian,
     softmax_hessian_factor,
+    softmax_hessian_product,
 )
 
 __all__ = [
@@ -66,6 +68,7 @@ class CrossEntropyCost(Cost):
             predictive="bernoulli",
             hessian=lambda z, y: _diag_embed(_sigmoid_curvature(z)),
             hessian_factor=lambda z, y: _diag_embed(np.sqrt(_sigmoid_curvature(z))),
+            hessian_product=lambda z, y, r: _sigmoid_curvature(z) * r,
         )
     }
     valid_output_activations = ("sigmoid",)
@@ -198,6 +201,7 @@ class LogLikelihoodCost(_ClassTargetCost):
             predictive="categorical",
             hessian=lambda z, y: softmax_hessian(z),
             hessian_factor=lambda z, y: softmax_hessian_factor(z),
+            hessian_product=lambda z, y, r: softmax_hessian_product(z, r),
         )
     }
     valid_output_activations = ("softmax",)
@@ -259,6 +263,12 @@ class CategoricalCrossEntropyCost(_ClassTargetCost):
         a, y = self.validate(a, y)
         p = _softmax_rows(a)
         return _diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+    def hessian_product(self, a: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """``(diag(p) − p pᵀ) r = p ⊙ r − p (pᵀ r)`` for V tangents ``r`` ``(V, batch, m)``,
+        no ``(batch, m, m)`` matrices (``CURV.loss-hessian.categorical-cross-entropy``)."""
+        a, y = self.validate(a, y)
+        return softmax_hessian_product(a, check_tangents(r, a.shape))
 
     def hessian_factor(self, a: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``S = diag(√p) − p √pᵀ``: ``S Sᵀ = diag(p) − 2ppᵀ + p(Σₖpₖ)pᵀ = diag(p) − ppᵀ``."""

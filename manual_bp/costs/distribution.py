@@ -12,6 +12,7 @@ from manual_bp.costs.base import (
     register_cost,
     softmax_hessian,
     softmax_hessian_factor,
+    softmax_hessian_product,
 )
 
 __all__ = ["KLDivergenceCost", "PoissonNLLCost"]
@@ -35,6 +36,9 @@ class KLDivergenceCost(Cost):
             predictive="categorical",
             hessian=lambda z, y: softmax_hessian(z, y.sum(axis=1, keepdims=True)),
             hessian_factor=lambda z, y: softmax_hessian_factor(z, y.sum(axis=1, keepdims=True)),
+            hessian_product=lambda z, y, r: softmax_hessian_product(
+                z, r, y.sum(axis=1, keepdims=True)
+            ),
         )
     }
     aliases = ("kl", "kl-div", "kullback-leibler")

@@ -110,15 +110,10 @@ def output_hessian(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def output_hessian_product(chain: Chain, f: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
     """``∇²_f ℓ · r`` per row for V tangents ``r`` ``(V, R, m)``, times :func:`row_weights`
-    (``CURV.output-hessian``). Softmax cross-entropy on logits: ``p ⊙ r − p (pᵀ r)`` in
-    ``O(V R m)``, no ``(R, m, m)`` matrices (the LSTM's per-step outputs made those 13–14 ms
-    of a 29 ms GGN product); any other cost: the matrices of :func:`output_hessian`."""
-    if chain.cost.name != "categorical-cross-entropy" or chain.head.name != "identity":
-        return np.einsum("nij,vnj->vni", output_hessian(chain, f, y), r)
-    fr = rows(f)
-    p = np.exp(fr - fr.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    product = p * (r - (r * p).sum(axis=-1, keepdims=True))
+    (``CURV.output-hessian``): the cost's :meth:`~manual_bp.costs.Cost.output_hessian_product`
+    (closed forms without ``(R, m, m)`` matrices where the Hessian has structure: softmax
+    cross-entropy, sigmoid + BCE; the matrices of :func:`output_hessian` otherwise)."""
+    product = chain.cost.output_hessian_product(rows(f), _target_rows(chain, y), chain.head, r)
     weights = row_weights(chain, f, y)
     return product if weights is None else product * weights[:, None]
 
