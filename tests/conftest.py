@@ -1,5 +1,6 @@
-"""Hypothesis profiles: ``dev`` (fast, random), ``ci`` (derandomized, more examples)
-and ``stress`` (1000 random examples a test, for hunting rare failures).
+"""Hypothesis profiles: ``dev`` (fast, random), ``ci`` (derandomized, more examples),
+``mutation`` (ci's examples without shrinking, for the mutation subprocesses) and
+``stress`` (1000 random examples a test, for hunting rare failures).
 
 Choose with ``HYPOTHESIS_PROFILE=dev|ci|stress``; the default is ``ci`` when the
 ``CI`` environment variable is set, else ``dev``.
@@ -11,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "dev",
@@ -25,6 +26,15 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "mutation",  # tests/test_mutations.py's subprocesses: ci's examples, no shrinking —
+    # a broken equation only has to fail; shrinking its example costs minutes, not evidence
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
@@ -61,11 +71,19 @@ def torch_module_outcomes():
 def pytest_collection_modifyitems(items):
     """Under ``pytest -n 2 --dist loadgroup`` (the README's test command) the tests reading
     :func:`torch_module_outcomes` share one worker, so the walk is played once, not per
-    worker; every other test is spread over the workers. That group (the walk and the quick
-    verification, the suite's longest test) is collected first, so its worker starts on it
-    while the other takes the rest, instead of running it alone at the end."""
+    worker; every other test is spread over the workers. The longest tests are collected
+    first — that group, then the quick verification's shards (~1.5 CPU minutes each) — so
+    the workers start on them and the many short tests fill in behind, instead of one
+    long test running alone at the end."""
     walk = [item for item in items if "torch_module_outcomes" in getattr(item, "fixturenames", ())]
     for item in walk:
         item.add_marker(pytest.mark.xdist_group("torch_module_walk"))
     chosen = {id(item) for item in walk}
-    items[:] = walk + [item for item in items if id(item) not in chosen]
+    shards = [
+        item
+        for item in items
+        if getattr(item, "originalname", "")
+        == "test_quick_verification_passes_and_covers_its_equations"
+    ]
+    chosen |= {id(item) for item in shards}
+    items[:] = walk + shards + [item for item in items if id(item) not in chosen]

@@ -440,7 +440,7 @@ def test_mutation_makes_its_test_fail(mutation: Mutation, tmp_path: Path):
     (tmp_path / mutation.path).write_text(
         source.replace(mutation.old, mutation.new), encoding="utf-8"
     )
-    environment = {**os.environ, "HYPOTHESIS_PROFILE": "ci", "PYTHONPATH": str(tmp_path)}
+    environment = {**os.environ, "HYPOTHESIS_PROFILE": "mutation", "PYTHONPATH": str(tmp_path)}
     result = subprocess.run(
         [
             sys.executable,

@@ -184,11 +184,15 @@ def test_a_nested_split_runs_inline_instead_of_waiting_on_itself(two_threads):
 def test_one_blas_thread_restores_the_count():
     if _threads._blas is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS found in /proc/self/maps")
-    _, get = _threads._blas
-    before = get()
-    with _threads.one_blas_thread():
-        assert get() == 1
-    assert get() == before
-    with pytest.raises(RuntimeError), _threads.one_blas_thread():
-        raise RuntimeError("inside")
-    assert get() == before
+    set_, get = _threads._blas
+    original = get()
+    set_(2)  # two threads, whatever this process started with: the count must come back
+    try:
+        with _threads.one_blas_thread():
+            assert get() == 1
+        assert get() == 2
+        with pytest.raises(RuntimeError), _threads.one_blas_thread():
+            raise RuntimeError("inside")
+        assert get() == 2
+    finally:
+        set_(original)
