@@ -47,6 +47,19 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker shares the cores with the others: torch's oracle runs
+    on one intra-op thread there. Its OpenMP threads spin-wait between parallel regions, so
+    two workers with two torch threads each ran the quick verification's checks 4× slower
+    than one thread each (measured: 18.5 s against 4.4 s a worker for the same 12 checks;
+    OpenBLAS's threads and manual_bp's own row threads made no such difference, and keep
+    their defaults so the threaded paths stay exercised)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _numpy_errors_raise():
     """Overflow / invalid operations inside manual_bp are bugs unless explicitly silenced."""
