@@ -259,3 +259,36 @@ def test_a_folded_softmax_must_act_on_the_classes_axis(dim, input_shape, refused
             Sequential(layers, cost="log-likelihood", input_shape=input_shape)
     else:
         Sequential(layers, cost="log-likelihood", input_shape=input_shape)
+
+
+@pytest.mark.parametrize("where", ["top level", "inside a residual block", "append"])
+def test_a_layer_placed_twice_is_refused_naming_both_places(where):
+    """torch shares a module placed twice; here it is refused (docs/conventions.md): both
+    places named in one line, and a refused ``append`` leaves the model unchanged."""
+    from manual_bp.layers import Residual
+
+    d = Dense(3, 3, seed=0)
+    pattern = r"layer Dense\(3, 3\) sits twice in the model \(at '0(\.0)?' and '(0\.)?2'\)"
+    if where == "top level":
+        with pytest.raises(ValueError, match=pattern):
+            Sequential([d, "tanh", d], "quadratic", input_shape=(3,))
+    elif where == "inside a residual block":
+        with pytest.raises(ValueError, match=pattern):
+            Sequential([Residual([d, "tanh", d])], "quadratic", input_shape=(3,))
+    else:
+        model = Sequential([d, "tanh"], "quadratic", input_shape=(3,), seed=0)
+        before = model.flat_parameters.copy()
+        with pytest.raises(ValueError, match=pattern):
+            model.append(d)
+        assert len(model) == 2 and model.output_shape == (3,)
+        np.testing.assert_array_equal(model.flat_parameters, before)
+        assert model.append(Dense(3, 2)).output_shape == (2,)
+
+
+def test_a_parameterless_layer_may_sit_twice():
+    """An activation layer object used twice holds no parameter: accepted, as in torch."""
+    from manual_bp.layers import ActivationLayer
+
+    act = ActivationLayer("tanh")
+    model = Sequential([Dense(3, 3), act, Dense(3, 3), act], "quadratic", input_shape=(3,))
+    assert len(model) == 4

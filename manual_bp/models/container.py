@@ -132,11 +132,19 @@ class ContainerIdioms(StackParameters):
         name = str(len(self))
         if name in self.names:
             raise ValueError(f"a layer is already named {name!r}")
+        output_shape = self.output_shape
         if self.input_shape is not None:
-            self.output_shape = tuple(layer.output_shape(self.output_shape))
+            output_shape = tuple(layer.output_shape(self.output_shape))
         self.cost.check_output_activation(_output_activation(layer))
         self.layers.append(layer)
         self.names.append(name)
+        try:
+            self._refuse_shared_layers()
+        except ValueError:  # refused: the model stays as it was
+            self.layers.pop()
+            self.names.pop()
+            raise
+        self.output_shape = output_shape
         self._allocate()
         return self
 

@@ -49,6 +49,7 @@ class StackParameters:
 
     def _allocate(self) -> None:
         """Move every parameter into one flat buffer and make the layers' params views of it."""
+        self._refuse_shared_layers()
         leaves = [layer for layer in self._leaves() if not layer.children()]
         total = sum(array.size for leaf in leaves for array in leaf.params.values())
         self.flat_parameters = np.zeros(total, dtype=self.dtype)
@@ -64,6 +65,24 @@ class StackParameters:
                     leaf.buffers[name] = array.astype(self.dtype)
         # Names in buffer order, once: the training step maps gradients to them.
         self._parameter_names = [name for name, _ in self.named_parameters()]
+
+    def _refuse_shared_layers(self) -> None:
+        """One line naming both places when one layer object with parameters or buffers
+        sits twice in the model. torch shares it (one parameter, gradients summed); here
+        each place would get its own slot of the flat buffer while the layer keeps a view
+        of one of them, so the fused update would drop one place's gradient
+        (``docs/conventions.md``, "Where torch differs")."""
+        seen: dict[int, str] = {}
+        for path, layer in self.named_layers():
+            if layer.children() or not (layer.params or layer.buffers):
+                continue
+            first = seen.setdefault(id(layer), path)
+            if first != path:
+                raise ValueError(
+                    f"layer {layer!r} sits twice in the model (at {first!r} and {path!r}); a "
+                    "shared layer (weight tying) is not supported: give each place its own "
+                    "layer (copy.deepcopy(layer))"
+                )
 
     def same_place(self, buffer: np.ndarray, parameter: np.ndarray) -> np.ndarray:
         """The view of ``buffer`` (laid out like ``flat_parameters``) where ``parameter``
