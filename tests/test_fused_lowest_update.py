@@ -42,13 +42,13 @@ def _step_both(net, x, y, *, lr, lmbda, batches, optimizer=None):
         fused = []
         low = trainer._low_sgd
         if low is not None:  # record every call's answer
-            call = low[0]
+            call = low.backward_sgd
 
             def spy(dz, grads, shrink, call=call, fused=fused):
                 fused.append(call(dz, grads, shrink))
                 return fused[-1]
 
-            trainer._low_sgd = (spy, *low[1:])
+            trainer._low_sgd = low._replace(backward_sgd=spy)
         for index in batches:
             trainer.step(x, y, index)
         results.append((model.flat_parameters.copy(), trainer._last_cost(), fused, model))

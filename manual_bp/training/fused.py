@@ -40,7 +40,7 @@ readable path (so their state layout is the same); regularizers other than L2 th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,6 +53,19 @@ from manual_bp.regularizers import L2, Regularizer
 from manual_bp.training.parallel import PartPlan
 
 __all__ = ["FusedTrainer"]
+
+
+class _LowestSGD(NamedTuple):
+    """The lowest step's BP4 fused with plain SGD (:meth:`FusedTrainer._lowest_sgd`)."""
+
+    #: the step's ``backward_sgd(dz, grads, shrink) -> bool`` (True: it updated in place)
+    backward_sgd: Callable[..., bool]
+    #: whether ``REG.l2`` shrinks what it updates (its weight is among the decayed)
+    decays: bool
+    #: ``(parameter, gradient)`` slices of the flat buffers outside what it updates
+    rest: list[tuple[np.ndarray, np.ndarray]]
+    #: the decayed parameters' positions, less what it updates
+    decayed_rest: list[int]
 
 
 class FusedTrainer:
@@ -120,10 +133,9 @@ class FusedTrainer:
             and (reg is None or type(reg) is L2)
         )
 
-    def _lowest_sgd(self) -> tuple | None:
-        """``(backward_sgd, index of its weight in decayed or None, rest)`` when the lowest
-        trainable step fuses BP4 with plain SGD (``rest``: the ``(parameter, gradient)``
-        slices of the flat buffers outside the parameters it updates), else None."""
+    def _lowest_sgd(self) -> _LowestSGD | None:
+        """What the fused update needs when the lowest trainable step can fuse its BP4
+        with plain SGD (it has ``backward_sgd``), else None."""
         if not self._fused or self._parts is not None or self.lowest >= len(self.steps):
             return None
         step, model = self.steps[self.lowest], self.model
@@ -145,7 +157,7 @@ class FusedTrainer:
         if len(fused) != len(ids):  # the parameter views are not the layer's own arrays
             return None
         decayed = [i for i in self.decayed if i not in fused]
-        return fuse, bool(fused & set(self.decayed)), rest, decayed
+        return _LowestSGD(fuse, bool(fused & set(self.decayed)), rest, decayed)
 
     # ------------------------------------------------------------------ one step
     def _load(
@@ -225,11 +237,10 @@ class FusedTrainer:
             g = backwards[k](g, grads[k], True)
         if start <= lowest:
             return False
-        fuse = self._low_sgd
-        if shrink is not None and fuse is not None:
-            scale = shrink if fuse[1] else 1.0
-            if fuse[0](g, grads[lowest], scale):
-                return True
+        low = self._low_sgd
+        fuse = shrink is not None and low is not None
+        if fuse and low.backward_sgd(g, grads[lowest], shrink if low.decays else 1.0):
+            return True
         backwards[lowest](g, grads[lowest], False)
         return False
 
@@ -271,11 +282,11 @@ class FusedTrainer:
             if reg is not None and reg.lmbda:  # REG.l2: w ← (1 − ηλ/N) w (weights only)
                 shrink = 1.0 - lr * reg.lmbda / self.n_train
             if self._forward_backward(xb, yb, lr, 1.0 if shrink is None else shrink):
-                _, _, rest, decayed = self._low_sgd  # the lowest weight is updated already
+                low = self._low_sgd  # the lowest weight is updated already
                 if shrink is not None:
-                    for i in decayed:
+                    for i in low.decayed_rest:
                         self.params[i] *= shrink
-                for p, g in rest:
+                for p, g in low.rest:
                     p -= g  # OPT.sgd on the other parameters
                 return
             if shrink is not None:
