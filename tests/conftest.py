@@ -85,18 +85,14 @@ def pytest_collection_modifyitems(items):
     """Under ``pytest -n 2 --dist loadgroup`` (the README's test command) the tests reading
     :func:`torch_module_outcomes` share one worker, so the walk is played once, not per
     worker; every other test is spread over the workers. The longest tests are collected
-    first — that group, then the quick verification's shards (~1.5 CPU minutes each) — so
+    first — that group, then the tests marked ``long_first`` (the quick verification's
+    shards, ~1.5 CPU minutes each) — so
     the workers start on them and the many short tests fill in behind, instead of one
     long test running alone at the end."""
     walk = [item for item in items if "torch_module_outcomes" in getattr(item, "fixturenames", ())]
     for item in walk:
         item.add_marker(pytest.mark.xdist_group("torch_module_walk"))
     chosen = {id(item) for item in walk}
-    shards = [
-        item
-        for item in items
-        if getattr(item, "originalname", "")
-        == "test_quick_verification_passes_and_covers_its_equations"
-    ]
+    shards = [item for item in items if item.get_closest_marker("long_first")]
     chosen |= {id(item) for item in shards}
     items[:] = walk + shards + [item for item in items if id(item) not in chosen]

@@ -328,6 +328,7 @@ def _quick_shard(index: int) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.long_first
 @pytest.mark.parametrize("shard", range(QUICK_SHARDS))
 def test_quick_verification_passes_and_covers_its_equations(shard):
     """``verify --quick``'s cases in CI, one shard of the checks: every comparison within

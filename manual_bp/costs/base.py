@@ -276,19 +276,20 @@ class Cost(Configurable):
         self, z: np.ndarray, y: np.ndarray, activation: Activation, r: np.ndarray
     ) -> np.ndarray:
         """``∇²_z C(σ(z), y) · r`` per sample for V tangents ``r`` ``(V, batch, m)``
-        (``CURV.output-hessian`` applied): the :class:`Fold` row's ``hessian_product``, else
-        its closed-form Hessian times ``r``, or for the identity :meth:`hessian_product`."""
+        (``CURV.output-hessian`` applied): the :class:`Fold` row's ``hessian_product`` if it
+        has one, for the identity :meth:`hessian_product`, else :meth:`output_hessian` times
+        ``r`` (which resolves the fold's closed form or refuses)."""
         check_tangents(r, np.shape(z))
         fold = self.fold(activation)
         if fold is not None and fold.hessian_product is not None:
             return fold.hessian_product(z, y, r)
-        if fold is not None and fold.hessian is not None:
-            return np.einsum("nij,vnj->vni", fold.hessian(z, y), r)
-        return self._at_output(z, y, activation, "hessian_product", r)
+        if fold is None and activation.name == "identity":
+            return self.hessian_product(z, y, r)
+        return np.einsum("nij,vnj->vni", self.output_hessian(z, y, activation), r)
 
-    def _at_output(self, z, y, activation: Activation, kind: str, *more: np.ndarray) -> np.ndarray:
+    def _at_output(self, z, y, activation: Activation, kind: str) -> np.ndarray:
         fold = self.fold(activation)
-        form = None if fold is None or more else getattr(fold, kind)
+        form = None if fold is None else getattr(fold, kind)
         if form is not None:
             return form(z, y)
         if activation.name != "identity":
@@ -296,7 +297,7 @@ class Cost(Configurable):
                 f"cost {self.name!r} has no closed-form {kind.replace('_', ' ')} through "
                 f"{activation.name!r}; only through the identity or a folded output"
             )
-        return getattr(self, kind)(z, y, *more)
+        return getattr(self, kind)(z, y)
 
     def predictive(self, activation: Activation) -> str | None:
         """The :attr:`Fold.predictive` distribution of targets given ``σ``'s input, or None."""

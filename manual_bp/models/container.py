@@ -29,7 +29,7 @@ import numpy as np
 
 from manual_bp.layers.base import Layer
 from manual_bp.layers.containers import stack_output_shape
-from manual_bp.models.parameters import StackParameters
+from manual_bp.models.parameters import StackParameters, offset_in
 
 __all__ = ["ContainerIdioms", "split_arguments"]
 
@@ -110,8 +110,7 @@ class ContainerIdioms(StackParameters):
         buffer = parent.flat_parameters
         start = 0
         if arrays:  # the layers' first parameter sits at this offset of the parent's buffer
-            address = arrays[0].__array_interface__["data"][0]
-            start = (address - buffer.__array_interface__["data"][0]) // buffer.itemsize
+            start = offset_in(buffer, arrays[0])
         self.flat_parameters = buffer[start : start + sum(array.size for array in arrays)]
         self._parameter_names = [name for name, _ in self.named_parameters()]
 

@@ -16,7 +16,13 @@ import numpy as np
 
 from manual_bp.layers.base import Layer
 
-__all__ = ["IncompatibleKeys", "ParameterList", "StackParameters", "StateDictError"]
+__all__ = [
+    "IncompatibleKeys",
+    "ParameterList",
+    "StackParameters",
+    "StateDictError",
+    "offset_in",
+]
 
 
 class StateDictError(ValueError, RuntimeError):
@@ -29,6 +35,12 @@ class IncompatibleKeys(NamedTuple):
 
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+def offset_in(buffer: np.ndarray, view: np.ndarray) -> int:
+    """The element offset at which ``view`` (of ``buffer``'s memory, same dtype) starts."""
+    address = view.__array_interface__["data"][0]
+    return (address - buffer.__array_interface__["data"][0]) // buffer.itemsize
 
 
 def _quoted(names: list[str]) -> str:
@@ -84,14 +96,15 @@ class StackParameters:
                     "layer (copy.deepcopy(layer))"
                 )
 
+    def offset(self, parameter: np.ndarray) -> int:
+        """Where ``parameter`` (a view of ``flat_parameters``) starts, in elements."""
+        return offset_in(self.flat_parameters, parameter)
+
     def same_place(self, buffer: np.ndarray, parameter: np.ndarray) -> np.ndarray:
         """The view of ``buffer`` (laid out like ``flat_parameters``) where ``parameter``
         (a view of ``flat_parameters``) sits: a gradient buffer's slot for a parameter."""
-        offset = (
-            parameter.__array_interface__["data"][0]
-            - self.flat_parameters.__array_interface__["data"][0]
-        ) // self.flat_parameters.itemsize
-        return buffer[offset : offset + parameter.size].reshape(parameter.shape)
+        start = self.offset(parameter)
+        return buffer[start : start + parameter.size].reshape(parameter.shape)
 
     def named_layers(self) -> list[tuple[str, Layer]]:
         """``[("0", layer), ("1", residual), ("1.0", its first layer), ...]`` in pre-order."""

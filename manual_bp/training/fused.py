@@ -60,7 +60,9 @@ class _LowestSGD(NamedTuple):
 
     #: the step's ``backward_sgd(dz, grads, shrink) -> bool`` (True: it updated in place)
     backward_sgd: Callable[..., bool]
-    #: whether ``REG.l2`` shrinks what it updates (its weight is among the decayed)
+    #: whether ``REG.l2`` shrinks what it updates (its weight is among the decayed);
+    #: derivable from the step's parameters and ``decayed_rest``, kept as one flag for
+    #: the hot path's single branch
     decays: bool
     #: ``(parameter, gradient)`` slices of the flat buffers outside what it updates
     rest: list[tuple[np.ndarray, np.ndarray]]
@@ -144,12 +146,12 @@ class FusedTrainer:
             return None
         layer = model.layers[self.lowest]
         flat, grad = model.flat_parameters, self.grad
-        base = flat.__array_interface__["data"][0]
         cuts = [0]
-        for array in sorted((layer.params[name] for name in step.updated_in_place),
-                            key=lambda a: a.__array_interface__["data"][0]):  # fmt: skip
-            start = (array.__array_interface__["data"][0] - base) // flat.itemsize
-            cuts += [start, start + array.size]
+        for start, size in sorted(
+            (model.offset(layer.params[name]), layer.params[name].size)
+            for name in step.updated_in_place
+        ):
+            cuts += [start, start + size]
         cuts.append(flat.size)
         rest = [(flat[a:b], grad[a:b]) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if b > a]
         ids = {id(layer.params[name]) for name in step.updated_in_place}
