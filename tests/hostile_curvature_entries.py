@@ -54,6 +54,7 @@ MC = {"per_sample": "flag", "rng": "seed", "n_samples": "count"}
 
 ENTRIES: dict[str, Entry] = {
     "rop.gradient": _entry("rop.gradient"),
+    "rop.walk_gradient": _entry("rop.walk_gradient"),
     "rop.hvp": _entry("rop.hvp", lambda m, x, y: {"v": flat_direction(m)}, {"v": "direction"}),
     "rop.ggnvp": _entry("rop.ggnvp", lambda m, x, y: {"v": list_direction(m)}, {"v": "direction"}),
     "rop.hessian_matrix": _entry("rop.hessian_matrix", models=("regression",)),

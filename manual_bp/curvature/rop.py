@@ -19,19 +19,35 @@ import numpy as np
 
 from manual_bp.curvature._checks import entry
 from manual_bp.curvature.chain import Chain, as_chain, flatten
+from manual_bp.curvature.fast_gradient import fused_gradient
 from manual_bp.curvature.loss import output_gradient, output_hessian_product
 
-__all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp"]
+__all__ = ["ggn_matrix", "ggnvp", "gradient", "hessian_matrix", "hvp", "walk_gradient"]
 
 
 @entry("x and y")
 def gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
+    """``∇C`` of the model's mean cost, in ``parameter_arrays()`` order.
+
+    Validated as every quantity (:func:`~manual_bp.curvature.chain.as_chain`,
+    ``Chain.data``), then computed by the fused training step's sweep through the layers'
+    fast forms (:func:`~manual_bp.curvature.fast_gradient.fused_gradient`), which equals
+    :func:`walk_gradient` to rounding (``tests/test_curvature_fast_gradient.py``).
+    """
+    chain = as_chain(model)
+    x, y = chain.data(x, y)
+    return fused_gradient(chain.prepare, x, y)
+
+
+@entry("x and y")
+def walk_gradient(model: Any, x: Any, y: Any) -> list[np.ndarray]:
     """``∇C`` by the chain's backward pass (the sweep the R-operator differentiates).
 
     Each layer's own ``backward`` (one sweep for both gradients: a recurrent layer's
     ``param_vjp`` and ``input_vjp`` would each run the time loop) and at the lowest link
     ``parameter_gradients`` (nothing below needs ``∂C/∂x``: a dense layer skips ``dz W``,
     a convolution its col2im); equal to the V-axis ``param_vjp``/``input_vjp`` on ``V = 1``.
+    The reference :func:`gradient`'s fast route is checked against.
     """
     chain = as_chain(model)
     x, y = chain.data(x, y)

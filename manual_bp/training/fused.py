@@ -252,6 +252,12 @@ class FusedTrainer:
         validates them (labels one-hot encoded)."""
         x = self.model.prepare_inputs(x)
         y = self.model.prepare_targets(y, x.shape[0])
+        return self.gradients_of_prepared(x, y)
+
+    def gradients_of_prepared(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """:meth:`gradients` of ``(x, y)`` as ``prepare_inputs``/``prepare_targets`` return
+        them (not checked again: the caller validated them). Running statistics a
+        training-mode pass updates are moved, as by a training step."""
         with np.errstate(over="ignore", under="ignore"):
             self._forward_backward(x, y, 1.0)
         return [g.copy() for g in self.grads]

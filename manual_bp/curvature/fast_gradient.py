@@ -1,0 +1,53 @@
+"""The gradient by the layers' fast forms: the training step's own sweep, reused.
+
+:func:`~manual_bp.curvature.rop.gradient` needs nothing but ``∇C``, which the fused
+training step (:class:`~manual_bp.training.fused.FusedTrainer`) already computes through
+every layer's fast form (:meth:`Layer.fast_step`: preallocated buffers, in place, the
+layer's own equations checked against its readable form), with the mean's ``1/n`` folded
+into the seed. So the curvature gradient asks that trainer instead of walking the readable
+layers (``docs/curvature.md``, "The gradient by the fast forms"); the walk stays as the
+products' reference (:func:`~manual_bp.curvature.rop.walk_gradient`) and for what the
+trainer does not take.
+
+The trainer is built once per model and kept on it (its buffers are the saving: a fresh
+trainer faults in every buffer's pages on its first pass), rebuilt when the model's layers
+or its flat parameter buffer change (``append`` re-allocates it). Running statistics a
+training-mode pass moves are restored afterwards: a curvature query does not move the
+model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from manual_bp.training.fused import FusedTrainer
+
+__all__: list[str] = []  # internal: gradient() calls it on validated data
+
+#: The attribute of a model holding ``(key, trainer)`` for :func:`fused_gradient`.
+_SLOT = "_curvature_fused_trainer"
+
+
+def _trainer(model: Any) -> FusedTrainer:
+    """The model's kept trainer, rebuilt if its layers or flat buffer changed."""
+    key = (id(model.flat_parameters), tuple(map(id, model.layers)))
+    kept = model.__dict__.get(_SLOT)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    trainer = FusedTrainer(model)
+    model.__dict__[_SLOT] = (key, trainer)
+    return trainer
+
+
+def fused_gradient(model: Any, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """``∇C`` of the model's mean cost on prepared ``(x, y)`` in ``parameter_arrays()``
+    order (fresh arrays), by the fused training step's forward and backward sweep; the
+    model's buffers (running statistics) as they were."""
+    saved = [(b, b.copy()) for _, b in model.named_buffers()]
+    try:
+        return _trainer(model).gradients_of_prepared(x, y)
+    finally:
+        for buffer, value in saved:
+            np.copyto(buffer, value)
