@@ -81,14 +81,14 @@ def test_the_kept_trainer_follows_mode_parameters_and_batch_shape():
     model = _cnn_bn()
     x, y = rng.standard_normal((6, 2, 4, 4)), rng.integers(0, 4, 6)
     _assert_equal_to_walk(model, x, y)
-    trainer = model.__dict__[_SLOT][1]
+    trainer = model.derived[_SLOT][1]
     model.eval()  # running statistics instead of batch statistics
     _assert_equal_to_walk(model, x, y)
     model.train()
     model.flat_parameters[...] = rng.standard_normal(model.flat_parameters.shape) * 0.3
     _assert_equal_to_walk(model, x, y)
     _assert_equal_to_walk(model, x[:3], y[:3])  # another batch shape, other buffers
-    assert model.__dict__[_SLOT][1] is trainer
+    assert model.derived[_SLOT][1] is trainer
 
 
 def test_a_changed_model_gets_a_new_trainer():
@@ -98,10 +98,10 @@ def test_a_changed_model_gets_a_new_trainer():
     model = Sequential([L.Dense(3, 5), "tanh"], "quadratic", input_shape=(3,), seed=1)
     x, y = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
     _assert_equal_to_walk(model, x, rng.standard_normal((4, 5)))
-    before = model.__dict__[_SLOT][1]
+    before = model.derived[_SLOT][1]
     model.append(L.Dense(5, 2))
     _assert_equal_to_walk(model, x, y)
-    assert model.__dict__[_SLOT][1] is not before
+    assert model.derived[_SLOT][1] is not before
 
 
 @settings(max_examples=15, deadline=None)

@@ -3,6 +3,7 @@ against ``torch.nn.Sequential`` doing the same thing: names, order, sharing, err
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import numpy as np
@@ -292,3 +293,33 @@ def test_a_parameterless_layer_may_sit_twice():
     act = ActivationLayer("tanh")
     model = Sequential([Dense(3, 3), act, Dense(3, 3), act], "quadratic", input_shape=(3,))
     assert len(model) == 4
+
+
+@pytest.mark.parametrize(
+    "family", ["Conv2d", "BatchNorm1d (train)", "LSTM", "TransformerEncoderLayer"]
+)
+def test_deepcopy_gives_a_model_whose_layers_view_its_own_buffer(family):
+    """torch's ``copy.deepcopy(model)`` idiom: the copy's parameters are views of the copy's
+    flat buffer (ndarray's own deep copy would copy each view alone, and the copy's
+    training would then move its buffer but not its layers), equal to the original's;
+    a training step on the copy moves the copy's layers only; the copy starts without
+    the original's derived caches (the curvature gradient's kept trainer)."""
+    from manual_bp.curvature import gradient
+    from manual_bp.optimizers import SGD
+    from manual_bp.training.fused import FusedTrainer
+    from reference.curvature_families import build
+
+    model, x, y = build(family, 2)
+    gradient(model, x, y)  # keeps a trainer in model.derived
+    twin = copy.deepcopy(model)
+    assert twin.derived == {}
+    for (name, a), (_, b) in zip(model.named_parameters(), twin.named_parameters(), strict=True):
+        assert np.array_equal(a, b) and not np.shares_memory(a, b), name
+        assert np.shares_memory(b, twin.flat_parameters), name
+    before = model.flat_parameters.copy()
+    x, y = twin.prepare_inputs(x), twin.prepare_targets(y, len(x))
+    FusedTrainer(twin, SGD(lr=0.5)).step(x, y)
+    assert np.array_equal(model.flat_parameters, before)
+    assert not np.array_equal(twin.flat_parameters, before)
+    moved = np.concatenate([p.ravel() for p in twin.parameter_arrays()])
+    assert np.array_equal(moved, twin.flat_parameters)

@@ -10,7 +10,8 @@ products' reference (:func:`~manual_bp.curvature.rop.walk_gradient`) and for wha
 trainer does not take.
 
 The trainer is built once per model and kept on it (its buffers are the saving: a fresh
-trainer faults in every buffer's pages on its first pass), rebuilt when the model's layers
+trainer faults in every buffer's pages on its first pass) in ``model.derived``, which
+copies of the model leave out, rebuilt when the model's layers
 or its flat parameter buffer change (``append`` re-allocates it). Running statistics a
 training-mode pass moves are restored afterwards: a curvature query does not move the
 model.
@@ -26,18 +27,18 @@ from manual_bp.training.fused import FusedTrainer
 
 __all__: list[str] = []  # internal: gradient() calls it on validated data
 
-#: The attribute of a model holding ``(key, trainer)`` for :func:`fused_gradient`.
-_SLOT = "_curvature_fused_trainer"
+#: The key of ``model.derived`` holding ``(key, trainer)`` for :func:`fused_gradient`.
+_SLOT = "curvature.fused_trainer"
 
 
 def _trainer(model: Any) -> FusedTrainer:
     """The model's kept trainer, rebuilt if its layers or flat buffer changed."""
     key = (id(model.flat_parameters), tuple(map(id, model.layers)))
-    kept = model.__dict__.get(_SLOT)
+    kept = model.derived.get(_SLOT)
     if kept is not None and kept[0] == key:
         return kept[1]
     trainer = FusedTrainer(model)
-    model.__dict__[_SLOT] = (key, trainer)
+    model.derived[_SLOT] = (key, trainer)
     return trainer
 
 

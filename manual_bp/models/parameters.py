@@ -9,6 +9,7 @@ and plain SGD is one vector operation. Names are torch's state-dict names (``"0.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -58,6 +59,31 @@ class StackParameters:
     dtype: np.dtype
     flat_parameters: np.ndarray
     _parameter_names: list[str]
+
+    @property
+    def derived(self) -> dict[str, Any]:
+        """Caches other parts of the package compute from this model and keep on it (the
+        curvature gradient's fused trainer), keyed by their owner; copies start without."""
+        found = self.__dict__.get("_derived")
+        if found is None:
+            found = self.__dict__["_derived"] = {}
+        return found
+
+    def __deepcopy__(self, memo: dict) -> StackParameters:
+        """A deep copy whose layers' parameters are views of ITS flat buffer.
+
+        ``ndarray``'s own deep copy copies a view alone, so a plain deep copy's parameters
+        were separate arrays beside a separate flat buffer: its training updated the buffer
+        and not the layers. The copy's buffer is allocated afresh from the copied values
+        (:meth:`_allocate`); :attr:`derived` caches are not copied."""
+        cls = type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key != "_derived":
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        new._allocate()
+        return new
 
     def _allocate(self) -> None:
         """Move every parameter into one flat buffer and make the layers' params views of it."""
