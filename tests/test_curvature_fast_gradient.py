@@ -116,3 +116,21 @@ def test_float32_cnn_with_batch_norm(seed, n, eval_mode):
     x = rng.standard_normal((n, 2, 4, 4)).astype(np.float32)
     y = rng.integers(0, 4, n)
     _assert_equal_to_walk(model, x, y, rel=1e-4)
+
+
+def test_threads_asking_for_one_models_gradient_get_the_walks_answer():
+    """The kept trainer's buffers serve one call at a time: four threads, each asking for
+    the gradient of the same model on its own batch (40–43 rows), all get the walk's
+    answer (without the lock they read each other's gradient buffer: fails 3 runs of 3)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    model = _cnn_bn()
+    batches = [(rng.standard_normal((n, 2, 4, 4)), rng.integers(0, 4, n)) for n in (40, 41, 42, 43)]
+    expected = [walk_gradient(model, x, y) for x, y in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            found = list(pool.map(lambda b: gradient(model, *b), batches))
+            for ours, theirs in zip(found, expected, strict=True):
+                for a, b in zip(ours, theirs, strict=True):
+                    assert np.allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -19,6 +19,7 @@ model.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -27,28 +28,33 @@ from manual_bp.training.fused import FusedTrainer
 
 __all__: list[str] = []  # internal: gradient() calls it on validated data
 
+_BUILDING = threading.Lock()  # one trainer built per model, also when threads race
+
 #: The key of ``model.derived`` holding ``(key, trainer)`` for :func:`fused_gradient`.
 _SLOT = "curvature.fused_trainer"
 
 
-def _trainer(model: Any) -> FusedTrainer:
-    """The model's kept trainer, rebuilt if its layers or flat buffer changed."""
+def _trainer(model: Any) -> tuple[FusedTrainer, threading.Lock]:
+    """The model's kept trainer and its lock, rebuilt if its layers or flat buffer
+    changed. The lock: the trainer's buffers serve one call at a time (two threads asking
+    for the gradient of one model wait for each other, as the walk never had to)."""
     key = (id(model.flat_parameters), tuple(map(id, model.layers)))
-    kept = model.derived.get(_SLOT)
-    if kept is not None and kept[0] == key:
-        return kept[1]
-    trainer = FusedTrainer(model)
-    model.derived[_SLOT] = (key, trainer)
-    return trainer
+    with _BUILDING:
+        kept = model.derived.get(_SLOT)
+        if kept is None or kept[0] != key:
+            kept = model.derived[_SLOT] = (key, FusedTrainer(model), threading.Lock())
+    return kept[1], kept[2]
 
 
 def fused_gradient(model: Any, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
     """``∇C`` of the model's mean cost on prepared ``(x, y)`` in ``parameter_arrays()``
     order (fresh arrays), by the fused training step's forward and backward sweep; the
     model's buffers (running statistics) as they were."""
-    saved = [(b, b.copy()) for _, b in model.named_buffers()]
-    try:
-        return _trainer(model).gradients_of_prepared(x, y)
-    finally:
-        for buffer, value in saved:
-            np.copyto(buffer, value)
+    trainer, lock = _trainer(model)
+    with lock:
+        saved = [(b, b.copy()) for _, b in model.named_buffers()]
+        try:
+            return trainer.gradients_of_prepared(x, y)
+        finally:
+            for buffer, value in saved:
+                np.copyto(buffer, value)
