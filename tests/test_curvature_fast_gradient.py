@@ -33,9 +33,10 @@ def _assert_equal_to_walk(model, x, y, rel: float = 1e-12) -> None:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_fast_gradient_is_the_walk_and_leaves_the_model_as_it_was(family):
-    """Every family (batch norm in training mode included, whose fast pass moves the
-    running statistics): the fused route equals the readable walk to 1e-12 of the largest
-    entry, the buffers are bit for bit what they were, the parameters too."""
+    """Every family of ``reference.curvature_families`` (batch norm in training mode
+    included, whose fast pass moves the running statistics): the fused route equals the
+    readable walk to 1e-12 of the largest entry, the buffers are bit for bit what they
+    were, the parameters too."""
     model, x, y = build(family, 3)
     buffers = [(name, b.copy()) for name, b in model.named_buffers()]
     flat = model.flat_parameters.copy()
