@@ -111,24 +111,14 @@ class Link:
         ``(c,)``): the square of each column's batch-summed ``param_vjp``.
         """
         if per_sample is None:
-            out = {}
-            for name, g in self.ops.param_vjp(cache, V, sum_batch=True).items():  # (c, *p)
-                g = g * g
-                if signs is not None:
-                    g *= signs.reshape(-1, *([1] * (g.ndim - 1)))
-                out[name] = g.sum(axis=0)
-            return out
+            grads = self.ops.param_vjp(cache, V, sum_batch=True)  # (c, *p)
+            return {name: _squares_summed(g, signs, 1, False) for name, g in grads.items()}
         if self.shortcut(cache):
             V2 = V * V
             d = V2.sum(axis=0) if signs is None else np.einsum("cn,cni->ni", signs, V2)
             return self.param_diagonal(cache, d, per_sample)
-        out = {}
-        for name, g in self.ops.param_vjp(cache, V, sum_batch=False).items():  # (c, n, *p)
-            g = g * g
-            if signs is not None:
-                g *= signs.reshape(*signs.shape, *([1] * (g.ndim - 2)))
-            out[name] = g.sum(axis=0) if per_sample else g.sum(axis=(0, 1))
-        return out
+        grads = self.ops.param_vjp(cache, V, sum_batch=False)  # (c, n, *p)
+        return {name: _squares_summed(g, signs, 2, per_sample) for name, g in grads.items()}
 
     def param_diagonal(self, cache: Any, d: np.ndarray, per_sample: bool) -> dict[str, np.ndarray]:
         """``diag(J_θᵀ H J_θ)`` from ``d = diag H`` ``(n, m_out)`` at the output, for a link
@@ -156,6 +146,18 @@ class Link:
             return {name: norms[k] for k, name in enumerate(names)}
         grads = self.ops.param_vjp(cache, delta[None], sum_batch=False)
         return {name: (g[0].reshape(n, -1) ** 2).sum(axis=1) for name, g in grads.items()}
+
+
+def _squares_summed(g: np.ndarray, signs: np.ndarray | None, lead: int, keep_n: bool):
+    """``Σ s·g²`` over ``g``'s ``lead`` leading axes (columns, and samples unless
+    ``keep_n``), signs shaped like those axes (None: +1). One ``einsum`` pass reading ``g``
+    (no ``g²`` of ``g``'s size: for an LSTM's per-sample weight products, 16 columns × 32
+    samples × 256 × 96, 9 against 37 ms)."""
+    axes = "cn"[:lead]
+    kept = "n" if keep_n and lead == 2 else ""
+    if signs is None:  # on g as it is: a strided view (an LSTM's W_ih block) is not copied
+        return np.einsum(f"{axes}...,{axes}...->{kept}...", g, g)
+    return np.einsum(f"{axes}...,{axes}...,{axes}->{kept}...", g, g, signs)
 
 
 @functools.lru_cache(maxsize=64)
