@@ -36,8 +36,10 @@ per-sample quantity is refused (:meth:`Chain.per_sample`), naming the layer and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -57,7 +59,7 @@ from manual_bp.models.loss_cost import LossCost
 from manual_bp.models.sequential import Sequential
 from manual_bp.models.targets import rows
 
-__all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]  # put: internal
+__all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]  # put, restored: internal
 
 
 @dataclass
@@ -148,6 +150,18 @@ class Link:
         return {name: (g[0].reshape(n, -1) ** 2).sum(axis=1) for name, g in grads.items()}
 
 
+@contextlib.contextmanager
+def restored(buffers: Iterable[np.ndarray]) -> Iterator[None]:
+    """Run the block, then put ``buffers`` back as they were (the running statistics a
+    training-mode pass moves): a curvature query does not move the model."""
+    saved = [(b, b.copy()) for b in buffers]
+    try:
+        yield
+    finally:
+        for buffer, value in saved:
+            np.copyto(buffer, value)
+
+
 def _squares_summed(g: np.ndarray, signs: np.ndarray | None, lead: int, keep_n: bool):
     """``Σ s·g²`` over ``g``'s ``lead`` leading axes (columns, and samples unless
     ``keep_n``), signs shaped like those axes (None: +1). One ``einsum`` pass reading ``g``
@@ -198,15 +212,11 @@ class Chain:
         """``(cache of every link, output f)``; ``x`` is ``(batch, *in)``. Running
         statistics a training-mode forward pass updates are restored: a curvature query
         does not move the model."""
-        saved = [(b, b.copy()) for link in self.links for _, b in link.layer.named_buffers()]
         caches = []
-        try:
+        with restored(b for link in self.links for _, b in link.layer.named_buffers()):
             for link in self.links:
                 x, cache = link.layer.forward(x)
                 caches.append(cache)
-        finally:
-            for buffer, value in saved:
-                np.copyto(buffer, value)
         return caches, x
 
     def backwards(self, caches: list[Any], *rest: list[Any]):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from manual_bp.curvature.chain import restored
 from manual_bp.training.fused import FusedTrainer
 
 __all__: list[str] = []  # internal: gradient() calls it on validated data
@@ -51,10 +52,5 @@ def fused_gradient(model: Any, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]
     order (fresh arrays), by the fused training step's forward and backward sweep; the
     model's buffers (running statistics) as they were."""
     trainer, lock = _trainer(model)
-    with lock:
-        saved = [(b, b.copy()) for _, b in model.named_buffers()]
-        try:
-            return trainer.gradients_of_prepared(x, y)
-        finally:
-            for buffer, value in saved:
-                np.copyto(buffer, value)
+    with lock, restored(b for _, b in model.named_buffers()):
+        return trainer.gradients_of_prepared(x, y)
