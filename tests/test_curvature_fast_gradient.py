@@ -77,7 +77,8 @@ def _cnn_bn(seed: int = 0, dtype: str = "float64") -> Sequential:
 
 def test_the_kept_trainer_follows_mode_parameters_and_batch_shape():
     """One trainer is kept on the model; switching eval/train, writing new parameter
-    values and changing the batch size between calls each give the walk's answer."""
+    values and changing the batch size between calls each give the walk's answer; a new
+    batch shape gets a new trainer."""
     rng = np.random.default_rng(5)
     model = _cnn_bn()
     x, y = rng.standard_normal((6, 2, 4, 4)), rng.integers(0, 4, 6)
@@ -88,8 +89,23 @@ def test_the_kept_trainer_follows_mode_parameters_and_batch_shape():
     model.train()
     model.flat_parameters[...] = rng.standard_normal(model.flat_parameters.shape) * 0.3
     _assert_equal_to_walk(model, x, y)
-    _assert_equal_to_walk(model, x[:3], y[:3])  # another batch shape, other buffers
-    assert model.derived[_SLOT][1] is trainer
+    assert model.derived[_SLOT][1] is trainer  # kept across mode and parameter changes
+    _assert_equal_to_walk(model, x[:3], y[:3])  # another batch shape: a trainer of its own
+    assert model.derived[_SLOT][1] is not trainer
+    _assert_equal_to_walk(model, x, y)
+
+
+def test_the_kept_trainer_holds_one_batch_shape():
+    """Gradients on batches of many sizes keep one trainer, with buffers for the last
+    shape only (what is kept is bounded by one batch's working set)."""
+    rng = np.random.default_rng(9)
+    model = _cnn_bn()
+    for n in (2, 5, 3, 7):
+        x, y = rng.standard_normal((n, 2, 4, 4)), rng.integers(0, 4, n)
+        _assert_equal_to_walk(model, x, y)
+        trainer = model.derived[_SLOT][1]
+        shapes = {key for step in trainer.steps for key in getattr(step, "_buffers", {})}
+        assert shapes and all(key[0] == n for key in shapes), shapes
 
 
 def test_a_changed_model_gets_a_new_trainer():
@@ -120,18 +136,23 @@ def test_float32_cnn_with_batch_norm(seed, n, eval_mode):
 
 
 def test_threads_asking_for_one_models_gradient_get_the_walks_answer():
-    """The kept trainer's buffers serve one call at a time: four threads, each asking for
-    the gradient of the same model on its own batch (40–43 rows), all get the walk's
-    answer (without the lock they read each other's gradient buffer: fails 3 runs of 3)."""
+    """Calls on one model run one at a time: four threads, each asking for the gradient of
+    the same model (batch norm in training mode) on its own batch of one shape (one kept
+    trainer, whose buffers they would share), all get the walk's answer, and the running
+    statistics end as they began (without the lock: wrong gradients or moved statistics
+    in 5 runs of 5)."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(8)
     model = _cnn_bn()
-    batches = [(rng.standard_normal((n, 2, 4, 4)), rng.integers(0, 4, n)) for n in (40, 41, 42, 43)]
+    batches = [(rng.standard_normal((40, 2, 4, 4)), rng.integers(0, 4, 40)) for _ in range(4)]
     expected = [walk_gradient(model, x, y) for x, y in batches]
+    buffers = [b.copy() for _, b in model.named_buffers()]
     with ThreadPoolExecutor(4) as pool:
-        for _ in range(5):
+        for _ in range(20):
             found = list(pool.map(lambda b: gradient(model, *b), batches))
             for ours, theirs in zip(found, expected, strict=True):
                 for a, b in zip(ours, theirs, strict=True):
                     assert np.allclose(a, b, rtol=1e-12, atol=1e-14)
+    for before, (name, after) in zip(buffers, model.named_buffers(), strict=True):
+        assert np.array_equal(before, after), f"buffer {name} moved"

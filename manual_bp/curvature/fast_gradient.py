@@ -9,12 +9,14 @@ layers (``docs/curvature.md``, "The gradient by the fast forms"); the walk stays
 products' reference (:func:`~manual_bp.curvature.rop.walk_gradient`) and for what the
 trainer does not take.
 
-The trainer is built once per model and kept on it (its buffers are the saving: a fresh
-trainer faults in every buffer's pages on its first pass) in ``model.derived``, which
-copies of the model leave out, rebuilt when the model's layers
-or its flat parameter buffer change (``append`` re-allocates it). Running statistics a
-training-mode pass moves are restored afterwards: a curvature query does not move the
-model.
+One trainer is kept per model, in ``model.derived`` (which copies of the model leave
+out), for the last batch shape asked: its buffers are the saving (a fresh trainer faults in
+every buffer's pages on its first pass), and holding one shape's bounds what it keeps — a
+call with another batch shape, or after the model's layers or flat parameter buffer changed
+(``append``, a dtype change), builds a new one; ``model.derived.clear()`` frees it. Calls on
+one model run one at a time (a lock kept beside it: the trainer's buffers and the running
+statistics, which a training-mode pass moves and which are restored afterwards — a
+curvature query does not move the model).
 """
 
 from __future__ import annotations
@@ -29,28 +31,30 @@ from manual_bp.training.fused import FusedTrainer
 
 __all__: list[str] = []  # internal: gradient() calls it on validated data
 
-_BUILDING = threading.Lock()  # one trainer built per model, also when threads race
+_BUILDING = threading.Lock()  # one lock made per model, also when threads race
 
-#: The key of ``model.derived`` holding ``(key, trainer)`` for :func:`fused_gradient`.
-_SLOT = "curvature.fused_trainer"
+#: The keys of ``model.derived``: ``(key, trainer)`` for :func:`fused_gradient`, its lock.
+_SLOT, _LOCK = "curvature.fused_trainer", "curvature.lock"
 
 
-def _trainer(model: Any) -> tuple[FusedTrainer, threading.Lock]:
-    """The model's kept trainer and its lock, rebuilt if its layers or flat buffer
-    changed. The lock: the trainer's buffers serve one call at a time (two threads asking
-    for the gradient of one model wait for each other, as the walk never had to)."""
-    key = (id(model.flat_parameters), tuple(map(id, model.layers)))
+def _lock(model: Any) -> threading.Lock:
     with _BUILDING:
-        kept = model.derived.get(_SLOT)
-        if kept is None or kept[0] != key:
-            kept = model.derived[_SLOT] = (key, FusedTrainer(model), threading.Lock())
-    return kept[1], kept[2]
+        return model.derived.setdefault(_LOCK, threading.Lock())
+
+
+def _trainer(model: Any, x: np.ndarray, y: np.ndarray) -> FusedTrainer:
+    """The kept trainer if built for this model's layers, flat buffer and these batch
+    shapes, else a new one in its place (called under the model's lock)."""
+    key = (id(model.flat_parameters), tuple(map(id, model.layers)), x.shape, y.shape)
+    kept = model.derived.get(_SLOT)
+    if kept is None or kept[0] != key:
+        kept = model.derived[_SLOT] = (key, FusedTrainer(model))
+    return kept[1]
 
 
 def fused_gradient(model: Any, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
     """``∇C`` of the model's mean cost on prepared ``(x, y)`` in ``parameter_arrays()``
     order (fresh arrays), by the fused training step's forward and backward sweep; the
     model's buffers (running statistics) as they were."""
-    trainer, lock = _trainer(model)
-    with lock, restored(b for _, b in model.named_buffers()):
-        return trainer.gradients_of_prepared(x, y)
+    with _lock(model), restored(b for _, b in model.named_buffers()):
+        return _trainer(model, x, y).gradients_of_prepared(x, y)
