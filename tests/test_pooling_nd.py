@@ -181,3 +181,18 @@ def test_bad_arguments_name_the_argument():
     ):
         with pytest.raises((ValueError, TypeError), match=word):
             build()
+
+
+@pytest.mark.parametrize("norm_type", [1, 2, 3.5])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_lppool_residual_without_a_tangent_is_refused_in_one_line(norm_type, dims):
+    """A parameterless layer's residual with no input tangent names what is missing, as
+    every other layer's does (LPPool read ``T.dtype`` of None: an AttributeError, found by
+    the hostile-argument catalogue)."""
+    layer = (LPPool1d if dims == 1 else LPPool2d)(norm_type, 2)
+    x = np.random.default_rng(0).standard_normal((2, 3, *(4,) * dims))
+    out, cache = layer.forward(x)
+    for T_params in (None, {}):
+        with pytest.raises(ValueError, match="at least one tangent") as error:
+            layer.residual(cache, 0.3 * np.ones_like(out), None, T_params)
+        assert "\n" not in str(error.value)

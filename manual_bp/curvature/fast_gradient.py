@@ -57,4 +57,4 @@ def fused_gradient(model: Any, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]
     order (fresh arrays), by the fused training step's forward and backward sweep; the
     model's buffers (running statistics) as they were."""
     with _lock(model), restored(b for _, b in model.named_buffers()):
-        return _trainer(model, x, y).gradients_of_prepared(x, y)
+        return _trainer(model, x, y)._gradients_of_prepared(x, y)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers._unbatched import unbatched
-from manual_bp.layers.base import Cache, Layer, check_input, register_layer
+from manual_bp.layers.base import Cache, Layer, check_input, register_layer, zero_residual
 from manual_bp.layers.pooling import AvgPoolNd
 from manual_bp.layers.pooling_steps import LPPoolStep
 
@@ -171,7 +171,9 @@ class LPPoolNd(Layer):
         """``PROD.lppool.residual``: ``Σ_y δ[y]·∇²out[y]·T`` =
         ``p·x^{p−1} · Σ_{y ∋ u} (K/c)²·h''(f)·δ·(Σ_{i∈y} p·x_i^{p−1} T_i)
         + p(p−1)·x^{p−2}·T · Σ_{y ∋ u} (K/c)·h'(f)·δ`` (zero windows and windows of one
-        element: 0)."""
+        element: 0). No input tangent (``T`` None: the layer has no parameters): zero."""
+        if T is None:
+            return zero_residual(self, cache, T, T_params)
         x = cache.input
         dtype = np.result_type(T, x, dout)
         g1, g2, d1, d2 = self._coefficients(x, dtype)

@@ -122,14 +122,10 @@ class StackParameters:
                     "layer (copy.deepcopy(layer))"
                 )
 
-    def offset(self, parameter: np.ndarray) -> int:
-        """Where ``parameter`` (a view of ``flat_parameters``) starts, in elements."""
-        return offset_in(self.flat_parameters, parameter)
-
     def same_place(self, buffer: np.ndarray, parameter: np.ndarray) -> np.ndarray:
         """The view of ``buffer`` (laid out like ``flat_parameters``) where ``parameter``
         (a view of ``flat_parameters``) sits: a gradient buffer's slot for a parameter."""
-        start = self.offset(parameter)
+        start = offset_in(self.flat_parameters, parameter)
         return buffer[start : start + parameter.size].reshape(parameter.shape)
 
     def named_layers(self) -> list[tuple[str, Layer]]:

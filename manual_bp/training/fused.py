@@ -47,6 +47,7 @@ import numpy as np
 from manual_bp._threads import MIN_ELEMENTS, parallel_rows
 from manual_bp.divergence import check_training_state
 from manual_bp.layers.steps import check_trainer_data, shape_buffers
+from manual_bp.models.parameters import offset_in
 from manual_bp.models.targets import output_seed
 from manual_bp.optimizers import SGD, Optimizer
 from manual_bp.regularizers import L2, Regularizer
@@ -148,7 +149,7 @@ class FusedTrainer:
         flat, grad = model.flat_parameters, self.grad
         cuts = [0]
         for start, size in sorted(
-            (model.offset(layer.params[name]), layer.params[name].size)
+            (offset_in(flat, layer.params[name]), layer.params[name].size)
             for name in step.updated_in_place
         ):
             cuts += [start, start + size]
@@ -252,11 +253,12 @@ class FusedTrainer:
         validates them (labels one-hot encoded)."""
         x = self.model.prepare_inputs(x)
         y = self.model.prepare_targets(y, x.shape[0])
-        return self.gradients_of_prepared(x, y)
+        return self._gradients_of_prepared(x, y)
 
-    def gradients_of_prepared(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    def _gradients_of_prepared(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
         """:meth:`gradients` of ``(x, y)`` as ``prepare_inputs``/``prepare_targets`` return
-        them (not checked again: the caller validated them). Running statistics a
+        them, not checked again: no public entry (``curvature.gradient`` calls it after its
+        own validation, ``gradients`` after the model's). Running statistics a
         training-mode pass updates are moved, as by a training step."""
         with np.errstate(over="ignore", under="ignore"):
             self._forward_backward(x, y, 1.0)
