@@ -164,11 +164,10 @@ def restored(buffers: Iterable[np.ndarray]) -> Iterator[None]:
 
 def _squares_summed(g: np.ndarray, signs: np.ndarray | None, lead: int, keep_n: bool):
     """``Σ s·g²`` over ``g``'s ``lead`` leading axes (columns, and samples unless
-    ``keep_n``), signs shaped like those axes (None: +1). One ``einsum`` pass reading ``g``
-    (no ``g²`` of ``g``'s size: for an LSTM's per-sample weight products, 16 columns × 32
-    samples × 256 × 96, 9 against 37 ms)."""
-    axes = "cn"[:lead]
-    kept = "n" if keep_n and lead == 2 else ""
+    ``keep_n``, which needs ``lead`` 2), signs shaped like those axes (None: +1). One
+    ``einsum`` pass reading ``g`` (no ``g²`` of ``g``'s size: for an LSTM's per-sample
+    weight products, 16 columns × 32 samples × 256 × 96, 9 against 37 ms)."""
+    axes, kept = "cn"[:lead], "n" if keep_n else ""
     if signs is None:  # on g as it is: a strided view (an LSTM's W_ih block) is not copied
         return np.einsum(f"{axes}...,{axes}...->{kept}...", g, g)
     return np.einsum(f"{axes}...,{axes}...,{axes}->{kept}...", g, g, signs)

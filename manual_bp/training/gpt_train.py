@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
+from manual_bp.models.parameters import offset_in
 from manual_bp.optimizers.adam import AdamW
 from manual_bp.optimizers.base import Optimizer, lerp
 from manual_bp.training.clip import clip_grad_norm_, grad_norm
@@ -38,7 +39,7 @@ def _flat_of(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
     lo = base.__array_interface__["data"][0]
     if start < lo or address > lo + base.nbytes or base.dtype != dtype:
         return None
-    offset = (start - lo) // dtype.itemsize
+    offset = offset_in(base, first)
     return base.reshape(-1)[offset : offset + total]
 
 
