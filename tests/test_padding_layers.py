@@ -9,6 +9,7 @@ the products against ``torch.func`` and the layer in the middle of random stacks
 
 from __future__ import annotations
 
+import itertools
 import numpy as np
 import pytest
 import torch
@@ -96,6 +97,37 @@ def test_padding_limits_follow_torch(name):
                 cls(*args).forward(x)
             continue
         np.testing.assert_array_equal(cls(*args).forward(x)[0], expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_axes_follow_torch(name):
+    """Every input with an empty axis (batched and unbatched, sizes 0–2, padding 0, 1 and a
+    one-sided 1): refused where torch refuses (reflect and replicate want every axis but the
+    batch non-empty), else equal to torch, the backward included (circular takes an empty
+    channel or spatial axis padded by 0; a hostile-input draw found it refused)."""
+    cls = PAD_CLASSES[name]
+    d = cls.dims
+    rng = np.random.default_rng(0)
+    for padding in (0, 1, (1, 0) * d):
+        args = (padding, 2.0) if name.startswith("Constant") else (padding,)
+        for shape in itertools.product((0, 1, 2), repeat=d + 2):
+            for s in (shape, shape[1:]):
+                if 0 not in s:
+                    continue
+                x = rng.standard_normal(s)
+                xt = torch.from_numpy(x).requires_grad_()
+                try:
+                    expected = torch_module(cls(*args))(xt)
+                except (RuntimeError, ValueError, IndexError):
+                    with pytest.raises(ValueError, match=r"x|padding|size"):
+                        cls(*args).forward(x)
+                    continue
+                out, cache = cls(*args).forward(x)
+                np.testing.assert_array_equal(out, expected.detach().numpy())
+                g = rng.standard_normal(out.shape)
+                expected.backward(torch.from_numpy(g))
+                dx, _ = cls(*args).backward(g, cache)
+                np.testing.assert_array_equal(dx, xt.grad.numpy())
 
 
 def test_padding_arguments_and_inputs_are_checked():

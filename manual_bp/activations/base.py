@@ -30,6 +30,10 @@ class Activation(Configurable):
     elementwise: ClassVar[bool] = True
     #: True when the VJP and JVP need only ``a = σ(z)``: ``z`` may then be ``None`` there.
     z_optional: ClassVar[bool] = False
+    #: True when ``σ'' = 0`` everywhere (σ piecewise linear, σ' piecewise constant): the
+    #: R-operator's residual ``g ⊙ σ'' ⊙ T`` vanishes, and a sweep may skip it
+    #: (:class:`~manual_bp.layers.activation.ActivationLayer`'s ``hessian_is_zero``).
+    hessian_is_zero: ClassVar[bool] = False
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         """Return ``a = σ(z)``, same shape as ``z``."""
@@ -200,6 +204,20 @@ def _inplace(value: object) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"inplace must be True or False, got {value!r}")
     return bool(value)
+
+
+def _masked(g: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``where(keep, g, 0)`` as a new array; ``keep`` (boolean) broadcasts against ``g``
+    (a V axis of products in front).
+
+    The product ``g ⊙ keep`` is the same select wherever ``g`` is finite and ~3× faster than
+    ``where`` on a broadcast mask; an infinite or NaN ``g`` (where ``inf·0`` would give NaN
+    in place of torch's 0) shows as a non-finite product and takes the select.
+    """
+    out = np.multiply(g, keep)
+    if not np.isfinite(out).all():
+        out = np.where(keep, g, g.dtype.type(0))
+    return out
 
 
 def _keep_where(grad_a: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ class Hardsigmoid(Activation):
     name = "hardsigmoid"
     aliases = ("hard-sigmoid",)
     equation = "ACT.hardsigmoid"
+    hessian_is_zero = True
 
     def __init__(self, inplace: bool = False) -> None:
         """torch's ``Hardsigmoid(inplace)``; ``inplace`` changes nothing (``_inplace``)."""

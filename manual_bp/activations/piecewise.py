@@ -9,6 +9,7 @@ from manual_bp.activations.base import (
     _finite_float,
     _inplace,
     _keep_where,
+    _masked,
     register_activation,
 )
 
@@ -45,6 +46,7 @@ class ReLU(Activation):
 
     name = "relu"
     equation = "ACT.relu"
+    hessian_is_zero = True
 
     def __init__(self, inplace: bool = False) -> None:
         """``inplace``: torch's flag, accepted; the result is the same (``_inplace``)."""
@@ -57,7 +59,12 @@ class ReLU(Activation):
         return (z > 0).astype(z.dtype)
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return np.where(z > 0, grad_a, 0.0).astype(grad_a.dtype, copy=False)
+        """``g ⊙ 1[z > 0]``, a select: ``g`` may carry a V axis of products in front."""
+        return _masked(grad_a, z > 0)
+
+    def jvp(self, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``1[z > 0] ⊙ dz``, the same select (torch's forward-mode rule for ``relu``)."""
+        return _masked(dz, z > 0).astype(np.result_type(dz, z), copy=False)
 
     def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``max(z, 0)`` into ``out``. Against a row of zeros rather than the scalar 0:
@@ -107,6 +114,7 @@ class LeakyReLU(Activation):
     name = "leaky-relu"
     aliases = ("leakyrelu",)
     equation = "ACT.leaky-relu"
+    hessian_is_zero = True
     hyperparameters = ("alpha",)
 
     def __init__(
@@ -228,6 +236,7 @@ class HardTanh(Activation):
     name = "hardtanh"
     aliases = ("hard-tanh",)
     equation = "ACT.hardtanh"
+    hessian_is_zero = True
     hyperparameters = ("min_val", "max_val")
 
     def __init__(
@@ -258,8 +267,7 @@ class HardTanh(Activation):
         return ((z > self.min_val) & (z < self.max_val)).astype(z.dtype)
 
     def backward(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        inside = (z > self.min_val) & (z < self.max_val)
-        return np.where(inside, grad_a, 0.0).astype(grad_a.dtype, copy=False)
+        return _masked(grad_a, (z > self.min_val) & (z < self.max_val))
 
     def forward_into(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         return np.clip(z, self.min_val, self.max_val, out=out)

@@ -59,6 +59,7 @@ class Hardshrink(_Shrink):
     name = "hardshrink"
     aliases = ("hard-shrink",)
     equation = "ACT.hardshrink"
+    hessian_is_zero = True
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return np.where(self._dead(z), 0.0, z)
@@ -79,6 +80,7 @@ class Softshrink(_Shrink):
     name = "softshrink"
     aliases = ("soft-shrink",)
     equation = "ACT.softshrink"
+    hessian_is_zero = True
 
     def __init__(self, lambd: float = 0.5) -> None:
         """``lambd ≥ 0``: the half-width of the dead zone (torch's name)."""
@@ -135,6 +137,7 @@ class Threshold(Activation):
 
     name = "threshold"
     equation = "ACT.threshold"
+    hessian_is_zero = True
     hyperparameters = ("threshold", "value")
 
     def __init__(self, threshold: float = 0.0, value: float = 0.0, inplace: bool = False) -> None:

@@ -26,6 +26,7 @@ class Identity(Activation):
     name = "identity"
     aliases = ("linear", "none")
     equation = "ACT.identity"
+    hessian_is_zero = True
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return z

@@ -94,8 +94,8 @@ def _r_sweep(chain: Chain, x: np.ndarray, y: np.ndarray, v: list, exact: bool) -
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
         layer, tangents = link.ops, link.tangents(v)
         link.add(out, layer.param_vjp(cache, rg))
-        res_x = None
-        if exact and (r_in is not None or tangents is not None):
+        res_x = None  # none where the layer's Hessian is zero (ReLU, pooling): not computed
+        if exact and not link.layer.hessian_is_zero and (r_in is not None or tangents is not None):
             res_x, res_p = layer.residual(cache, g, r_in, tangents)
             link.add(out, res_p)
         if below and exact:  # R{g} and g down together: one input_vjp on V = 2

@@ -23,6 +23,15 @@ class ActivationCache(Cache):
     output: np.ndarray
 
 
+class _HessianIsZero:
+    """``hessian_is_zero`` of an activation layer: on an instance its activation's (ReLU's
+    ``σ'' = 0``), on the class False — the class must provide the residual, since most σ
+    have one (the tests that ask which products a class implements read the class)."""
+
+    def __get__(self, layer: ActivationLayer | None, owner: type) -> bool:
+        return False if layer is None else layer.activation.hessian_is_zero
+
+
 @register_layer
 class ActivationLayer(Layer):
     """``a = σ(z)`` for any activation of the catalogue (no parameters).
@@ -36,6 +45,7 @@ class ActivationLayer(Layer):
     name = "activation"
     hyperparameters = ("activation",)
     product_equations = ("PROD.activation.vjp", "PROD.activation.jvp", "PROD.activation.residual")
+    hessian_is_zero = _HessianIsZero()  # type: ignore[assignment]
 
     def __init__(self, activation: str | Activation | dict[str, Any] = "identity") -> None:
         super().__init__()
@@ -90,7 +100,7 @@ class ActivationLayer(Layer):
     def residual(self, cache, dout, T, T_params=None):
         """``Σₖ doutₖ ∇²σₖ(z) T`` (``PROD.activation.residual``; ``ACT2.*``): ``dout ⊙ σ″ ⊙ T``
         for an elementwise σ."""
-        if T is None:
+        if T is None or self.hessian_is_zero:
             return zero_residual(self, cache, T, T_params)
         return self.activation.second_vjp(dout, T, cache.input, cache.output), {}
 

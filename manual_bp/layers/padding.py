@@ -35,7 +35,7 @@ def pad_indices(size: int, before: int, after: int, mode: str) -> np.ndarray:
     t = np.arange(-before, size + after)
     if mode == "zeros":
         return np.where((t >= 0) & (t < size), t, -1)
-    if size < 1:
+    if size < 1 and mode != "circular":  # circular: an empty axis padded by 0 stays empty
         raise ValueError(f"padding_mode={mode!r} needs a non-empty axis to pad, got size {size}")
     if mode == "reflect":
         if max(before, after) >= size:
@@ -51,7 +51,7 @@ def pad_indices(size: int, before: int, after: int, mode: str) -> np.ndarray:
             f"padding_mode='circular': padding ({before}, {after}) must be at most the input "
             f"size {size} (as torch: it would wrap around more than once)"
         )
-    return t % size
+    return t % size if size else t  # size 0: no padding either (checked above), t is empty
 
 
 @dataclass(frozen=True)

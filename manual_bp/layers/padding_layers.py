@@ -13,7 +13,8 @@ order, **last axis first**: ``(left, right)``, ``(left, right, top, bottom)``, `
 right, top, bottom, front, back)``; negative entries crop. ``ConstantPadNd(padding, value)``.
 Inputs: ZeroPad/ConstantPad take any array of at least ``d`` axes; the others ``d + 1``
 (unbatched) or ``d + 2`` axes (torch's limits: reflection padding smaller than the axis,
-circular at most once round, non-empty axes besides the batch).
+circular at most once round; reflection and replication want non-empty axes besides
+the batch, circular takes an empty axis padded by 0).
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ class _PadNd(Layer):
                     f"{self!r}: x has shape {x.shape} ({x.ndim} axes); expected {d + 2} "
                     f"(batch first) or {d + 1} (one unbatched sample)"
                 )
-            if 0 in x.shape[x.ndim - d - 1 :] or (x.ndim == d + 1 and x.size == 0):
+            # torch's reflect/replicate kernels want every axis but the batch non-empty; its
+            # circular pad (a cat of slices) takes empty axes, checking only the wrap below
+            empty = 0 in x.shape[x.ndim - d - 1 :] or (x.ndim == d + 1 and x.size == 0)
+            if empty and self.mode != "circular":
                 raise ValueError(
                     f"{self!r}: x has shape {x.shape}; only the batch axis may be empty"
                 )

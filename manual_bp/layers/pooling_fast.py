@@ -23,34 +23,10 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
+from manual_bp.layers.pooling_geometry import tap_views, tiles
 from manual_bp.layers.steps import GenericStep, shape_buffers
 
 __all__ = ["AvgPoolFast", "GlobalAvgPoolFast", "MaxPoolFast"]
-
-
-def _tiles(layer: Any, x: np.ndarray) -> bool:
-    """Whether the windows tile ``x`` exactly (the reshape fast case)."""
-    d = layer.dims
-    return (
-        x.ndim == d + 2
-        and tuple(layer.strides) == tuple(layer.kernel)
-        and tuple(layer.pads) == (0,) * d
-        and tuple(layer.dilation_pair) == (1,) * d
-        and all(s % k == 0 and s >= k for s, k in zip(x.shape[2:], layer.kernel, strict=True))
-    )
-
-
-def _taps(array: np.ndarray, kernel: tuple[int, ...]) -> list[np.ndarray]:
-    """The ``Π k_a`` tap views ``(N, C, *S_out)`` of a tiled ``(N, C, *S)`` array."""
-    split = [n for s, k in zip(array.shape[2:], kernel, strict=True) for n in (s // k, k)]
-    tiled = array.reshape(*array.shape[:2], *split)  # (N, C, o_0, k_0, o_1, k_1, …)
-    taps = []
-    for tap in range(int(np.prod(kernel))):
-        at = [slice(None)] * 2
-        for i in np.unravel_index(tap, kernel):
-            at += [slice(None), int(i)]
-        taps.append(tiled[tuple(at)])
-    return taps
 
 
 class _TiledStep:
@@ -63,7 +39,7 @@ class _TiledStep:
         self.shape: tuple[int, ...] | None = None  # None: the readable form ran
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if not (isinstance(x, np.ndarray) and _tiles(self.layer, x) and x.flags.c_contiguous):
+        if not (isinstance(x, np.ndarray) and tiles(self.layer, x.shape) and x.flags.c_contiguous):
             self.shape = None
             return self.generic.forward(x)
         self.shape = x.shape
@@ -111,7 +87,7 @@ class MaxPoolStep(_TiledStep):
         nan_rows: list[slice] = []
 
         def work(rows: slice) -> None:
-            taps = _taps(x[rows], kernel)
+            taps = tap_views(x[rows], kernel)
             result, idx, ne = out[rows], index[rows], differs[rows]
             np.copyto(result, taps[0])
             for values in taps[1:]:
@@ -138,7 +114,7 @@ class MaxPoolStep(_TiledStep):
 
         def work(rows: slice) -> None:
             g, idx, mask = dout[rows], index[rows], won[rows]
-            for tap, target in enumerate(_taps(dx[rows], kernel)):
+            for tap, target in enumerate(tap_views(dx[rows], kernel)):
                 np.equal(idx, tap, out=mask)
                 np.multiply(g, mask, out=target)
 
@@ -161,7 +137,7 @@ class AvgPoolStep(_TiledStep):
         kernel, divisor = self.layer.kernel, x.dtype.type(self._divisor())
 
         def work(rows: slice) -> None:
-            taps, result = _taps(x[rows], kernel), out[rows]
+            taps, result = tap_views(x[rows], kernel), out[rows]
             if len(taps) == 1:
                 np.copyto(result, taps[0])
             else:
@@ -179,7 +155,7 @@ class AvgPoolStep(_TiledStep):
 
         def work(rows: slice) -> None:
             np.divide(dout[rows], divisor, out=share[rows])
-            for target in _taps(dx[rows], kernel):
+            for target in tap_views(dx[rows], kernel):
                 np.copyto(target, share[rows])
 
         parallel_rows(work, dx.shape[0], dx[0].size)

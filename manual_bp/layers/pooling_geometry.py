@@ -28,6 +28,8 @@ __all__ = [
     "pool_output_size",
     "scatter_taps",
     "tap_slices",
+    "tap_views",
+    "tiles",
     "window_misses_input",
     "windows_nd",
 ]
@@ -99,6 +101,38 @@ def tap_slices(layer: Any, tap: int, out: tuple[int, ...]) -> tuple[slice, ...]:
         slice(int(i) * d, int(i) * d + s * (o - 1) + 1, s)
         for i, d, s, o in zip(offsets, layer.dilation_pair, layer.strides, out, strict=True)
     )
+
+
+def tiles(layer: Any, x_shape: tuple[int, ...]) -> bool:
+    """Whether the windows tile an input of ``x_shape`` ``(N, C, *S)`` exactly: ``kernel ==
+    stride``, no padding, dilation 1, every size a multiple of the kernel (LeNet's pooling).
+    Then each input position is read by exactly one window (no overlap, none left out)."""
+    d = layer.dims
+    return (
+        len(x_shape) == d + 2
+        and tuple(layer.strides) == tuple(layer.kernel)
+        and tuple(layer.pads) == (0,) * d
+        and tuple(layer.dilation_pair) == (1,) * d
+        and all(s % k == 0 and s >= k for s, k in zip(x_shape[2:], layer.kernel, strict=True))
+    )
+
+
+def tap_views(array: np.ndarray, kernel: tuple[int, ...]) -> list[np.ndarray]:
+    """The ``Π k_a`` tap views ``(*lead, *S_out)`` of a tiled contiguous ``(*lead, *S)`` array
+    (``d = len(kernel)`` spatial axes last; any leading axes, a V axis of products too):
+    reshaped to ``(*lead, o_0, k_0, o_1, k_1, …)`` (no copy), tap ``(i_0, i_1, …)`` is
+    ``[…, :, i_0, :, i_1, …]``."""
+    d = len(kernel)
+    lead, size = array.shape[:-d], array.shape[-d:]
+    split = [n for s, k in zip(size, kernel, strict=True) for n in (s // k, k)]
+    tiled = array.reshape(*lead, *split)
+    taps = []
+    for tap in range(int(np.prod(kernel))):
+        at: list = [Ellipsis]
+        for i in np.unravel_index(tap, kernel):
+            at += [slice(None), int(i)]
+        taps.append(tiled[tuple(at)])
+    return taps
 
 
 def scatter_taps(

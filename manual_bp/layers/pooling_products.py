@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.base import zero_residual
-from manual_bp.layers.pooling_geometry import scatter_taps
+from manual_bp.layers.pooling_geometry import scatter_taps, tap_views, tiles
 
 __all__ = ["AvgPoolProducts", "GlobalAvgPoolProducts", "MaxPoolProducts", "scatter_taps"]
 
@@ -80,12 +80,35 @@ def max_pool_scatter(
     into windows the tap did not win, so a non-finite ``M`` takes the exact select.
     """
     finite = bool(np.isfinite(M).all())
+    lead = M.shape[: -(layer.dims + 2)]
+    if finite and tiles(layer, x_shape):
+        return _tiled_scatter(layer, M, index, x_shape, lead, dtype)
 
     def contribution(tap: int) -> np.ndarray:
         won = index == tap
         return M * won if finite else np.where(won, M, 0)
 
-    return scatter_taps(layer, x_shape, M.shape[: -(layer.dims + 2)], contribution, dtype)
+    return scatter_taps(layer, x_shape, lead, contribution, dtype)
+
+
+def _tiled_scatter(
+    layer: Any,
+    M: np.ndarray,
+    index: np.ndarray,
+    x_shape: tuple[int, ...],
+    lead: tuple[int, ...],
+    dtype: np.dtype,
+) -> np.ndarray:
+    """:func:`max_pool_scatter` when the windows tile ``x`` (:func:`tiles`): every input
+    position is read by exactly one window, so each tap's slice of the result is
+    ``M·[tap won]``, written once — no zero fill, no scatter-add (as the fast step's
+    backward, ``pooling_fast``)."""
+    out = np.empty((*lead, *x_shape), dtype=dtype)
+    won = np.empty(index.shape, dtype=bool)
+    for tap, target in enumerate(tap_views(out, layer.kernel)):
+        np.equal(index, tap, out=won)
+        np.multiply(M, won, out=target)
+    return out
 
 
 class AvgPoolProducts:
@@ -100,6 +123,11 @@ class AvgPoolProducts:
         x = cache.input
         dtype = np.result_type(M, x)
         share = M / self.divisor(x.shape[2:]).astype(dtype)  # D in M's precision: no upcast
+        if tiles(self, x.shape):  # each position in one window: every tap slice written once
+            out = np.empty((*M.shape[: -(self.dims + 2)], *x.shape), dtype=dtype)
+            for target in tap_views(out, self.kernel):
+                target[...] = share
+            return out
         return scatter_taps(self, x.shape, M.shape[: -(self.dims + 2)], lambda tap: share, dtype)
 
     def input_jvp(self, cache: Any, T: np.ndarray) -> np.ndarray:
