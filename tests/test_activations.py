@@ -222,3 +222,27 @@ def test_the_activation_layer_takes_the_shapes_torch_takes(name, shape):
 def test_the_activation_layer_refuses_what_is_not_an_array(bad):
     with pytest.raises(TypeError, match="must be a NumPy array"):  # a wrong kind: TypeError
         ActivationLayer("relu").forward(bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hessian_is_zero_flags_exactly_the_piecewise_linear(name):
+    """``Activation.hessian_is_zero`` (the R-operator skips the residual of such a layer) is
+    True exactly where torch's double backward gives ``σ'' = 0`` on every point drawn —
+    broad values, and each point where a piecewise σ changes piece; an ``ActivationLayer``
+    reads it from its activation, its class stays False (most σ have a residual)."""
+    activation = ACTIVATIONS.get(name)
+    if not activation.elementwise:
+        assert not activation.hessian_is_zero
+        return
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.standard_normal(200) * 4, [-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, 6.0]])
+    zt = torch.from_numpy(z).requires_grad_()
+    (first,) = torch.autograd.grad(torch_activation(activation)(zt).sum(), zt, create_graph=True)
+    if first.requires_grad:
+        (second,) = torch.autograd.grad(first.sum(), zt, allow_unused=True)
+    else:
+        second = None
+    zero = second is None or not second.abs().max().item()
+    assert activation.hessian_is_zero == zero, name
+    assert ActivationLayer(activation).hessian_is_zero == zero
+    assert ActivationLayer.hessian_is_zero is False
