@@ -10,6 +10,7 @@ the products against ``torch.func`` and the layer in the middle of random stacks
 from __future__ import annotations
 
 import itertools
+
 import numpy as np
 import pytest
 import torch
