@@ -283,8 +283,8 @@ class Cost(Configurable):
         fold = self.fold(activation)
         if fold is not None and fold.hessian_product is not None:
             return fold.hessian_product(z, y, r)
-        if fold is None and activation.name == "identity":
-            return self.hessian_product(z, y, r)
+        if (fold is None or fold.hessian is None) and activation.name == "identity":
+            return self.hessian_product(z, y, r)  # a fold of the identity may add no form
         return np.einsum("nij,vnj->vni", self.output_hessian(z, y, activation), r)
 
     def _at_output(self, z, y, activation: Activation, kind: str) -> np.ndarray:
