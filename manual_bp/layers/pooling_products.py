@@ -52,8 +52,10 @@ class MaxPoolProducts:
         """``J_x T`` (``PROD.maxpool2d.jvp``, ``PROD.maxpool-nd.jvp``):
         ``(J_x T)[v, n, c, y] = T[v, n, c, m(y)]``, the tangent at the window's winner (the
         rule the forward recorded in the cache)."""
-        view, lead = _tap_views(self, T)
         index = cache.index  # (N, C, Ho, Wo), broadcast over the V axis
+        if tiles(self, cache.input.shape) and np.isfinite(T).all():
+            return _tiled_gather(self, T, index, np.result_type(T, cache.input))
+        view, lead = _tap_views(self, T)
         out = np.zeros((*lead, *index.shape), dtype=np.result_type(T, cache.input))
         for tap in range(int(np.prod(self.kernel))):
             at = (slice(None), slice(None), *np.unravel_index(tap, self.kernel))
@@ -89,6 +91,22 @@ def max_pool_scatter(
         return M * won if finite else np.where(won, M, 0)
 
     return scatter_taps(layer, x_shape, lead, contribution, dtype)
+
+
+def _tiled_gather(layer: Any, T: np.ndarray, index: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``MaxPoolProducts.input_jvp`` when the windows tile the input and ``T`` is finite:
+    ``Σ_taps T_tap·[tap won]`` (exactly one term is nonzero per window), products on the
+    tiled views in place of selects (``copyto(where=)`` is several times slower)."""
+    taps = tap_views(np.ascontiguousarray(T, dtype=dtype), layer.kernel)
+    out = np.empty(taps[0].shape, dtype=dtype)
+    term = np.empty_like(out)
+    won = np.empty(index.shape, dtype=bool)
+    for tap, values in enumerate(taps):
+        np.equal(index, tap, out=won)
+        np.multiply(values, won, out=term if tap else out)
+        if tap:
+            out += term
+    return out
 
 
 def _tiled_scatter(
