@@ -150,8 +150,10 @@ _HIDDEN = (
     "_registry",
     "_threads",
     "_validation",
+    "idx_files",
     "progress",
     "serialization_checks",
+    "serialization_legacy",
 )
 for _module in _HIDDEN:
     globals().pop(_module, None)

@@ -22,7 +22,7 @@ own dtypes; it is read with ``allow_pickle=False``.
 Version 3 differs from version 2 in one default only: recurrent layers and multi-head
 attention follow torch's time-major layout unless ``batch_first=True``; a version-2 file's
 layers were batch-major, so loading one sets ``batch_first=True`` on them
-(:func:`_batch_major_sequences`).
+(:mod:`manual_bp.serialization_legacy`).
 
 Writes are atomic (:func:`manual_bp._files.atomic_write`): a crash or an error never leaves
 a half-written file or destroys the previous one. Loading checks every name, shape and value
@@ -33,7 +33,8 @@ file and the field at fault.
 Files of release 0.1 still load: ``manual_bp.network`` v1 (Nielsen's ``sizes``, ``weights``,
 ``biases``, also his own ``network2.save`` files with ``(n, 1)`` bias columns and cost
 ``"CrossEntropyCost"``) and ``manual_bp.sequential`` v1 are upgraded to the version-2
-document in memory, one small function each, and then take the one loading path.
+document in memory, one small function each (:mod:`manual_bp.serialization_legacy`), and
+then take the one loading path.
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ from typing import Any
 import numpy as np
 
 from manual_bp._files import PathError, atomic_write, check_input_file
-from manual_bp._registry import canonical_name
 from manual_bp.models.sequential import Sequential, model_from_config
-from manual_bp.serialization_checks import SerializationError, checked_array, read_json, read_npz
+from manual_bp.serialization_checks import (
+    FORMAT,
+    FORMAT_VERSION,
+    SerializationError,
+    checked_array,
+    read_json,
+    read_npz,
+)
+from manual_bp.serialization_legacy import LEGACY_NETWORK, legacy_npz_arrays, upgraded
 
 __all__ = [
     "FORMAT",
@@ -66,15 +74,10 @@ __all__ = [
     "save_network",
 ]
 
-FORMAT = "manual_bp.model"
-FORMAT_VERSION = 3
 SUFFIXES = (".json", ".npz")
 SECTIONS = ("parameters", "buffers")
 #: The prefix of a section's arrays in an ``.npz``.
 NPZ_PREFIX = {"parameters": "param", "buffers": "buffer"}
-
-#: Cost class names used by Nielsen's ``network2.save`` -> our registry names.
-NIELSEN_COSTS = {"CrossEntropyCost": "cross-entropy", "QuadraticCost": "quadratic"}
 
 
 # ---------------------------------------------------------------------- save
@@ -212,7 +215,7 @@ def _read(path: Path, suffix: str) -> dict[str, Any]:
         return read_json(path)
     document, arrays = read_npz(path)
     if document.get("format") in LEGACY_NETWORK:  # release 0.1: W0, W1, …, b0, b1, …
-        _legacy_npz_arrays(document, arrays)
+        legacy_npz_arrays(document, arrays)
         return document
     document["parameters"], document["buffers"] = {}, {}
     sections = {prefix: section for section, prefix in NPZ_PREFIX.items()}
@@ -226,7 +229,7 @@ def _read(path: Path, suffix: str) -> dict[str, Any]:
 
 def model_from_document(document: dict[str, Any]) -> Sequential:
     """Build and check the model a saved document (any supported version) describes."""
-    document = _upgraded(document)
+    document = upgraded(document)
     config = document.get("config")
     if not isinstance(config, dict):
         raise SerializationError("'config' must be an object (the model's get_config())")
@@ -292,142 +295,6 @@ def _load_modes(model: Sequential, training: Any) -> None:
         if not isinstance(mode, bool):
             raise SerializationError(f"training[{path!r}] must be true or false, got {mode!r}")
         layers[path].training = mode
-
-
-# ---------------------------------------------------------------------- release 0.1 files
-#: Format names of release 0.1 (and their short-lived ``models.`` spellings from main).
-LEGACY_NETWORK = ("manual_bp.network",)
-LEGACY_SEQUENTIAL = ("manual_bp.sequential",)
-
-
-def _upgraded(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` as a version-2 document (release 0.1 and Nielsen's files upgraded)."""
-    if "format" not in document and NIELSEN_COSTS.get(str(document.get("cost"))):
-        document = _from_nielsen(document)
-    kind = document.get("format")
-    upgrade = _upgrade_network if kind in LEGACY_NETWORK else None
-    upgrade = _upgrade_sequential if kind in LEGACY_SEQUENTIAL else upgrade
-    expected = (1,) if upgrade else (2, FORMAT_VERSION)
-    if upgrade is None and kind != FORMAT:
-        raise SerializationError(
-            f"not a manual_bp model file ('format' is {kind!r}, expected {FORMAT!r})"
-        )
-    version = document.get("format_version")
-    if version not in expected or isinstance(version, bool):
-        raise SerializationError(
-            f"unsupported format_version {version!r} of {kind!r}; this manual_bp reads "
-            f"{FORMAT!r} versions 2 and {FORMAT_VERSION} and release 0.1's files (version 1)"
-        )
-    document = upgrade(document) if upgrade else document
-    if document.get("format_version") == 2:
-        document = {**document, "format_version": FORMAT_VERSION}
-        document["config"] = _batch_major_sequences(document.get("config"))
-    return document
-
-
-#: Layers whose default layout became torch's time-major one in format version 3.
-TIME_MAJOR_SINCE_V3 = ("rnn", "lstm", "gru", "multihead-attention")
-
-
-def _batch_major_sequences(config: Any) -> Any:
-    """Version 2 → 3: recurrent layers and attention were batch-major, and their configs
-    carried no ``batch_first`` (torch's default, False, is the default since version 3).
-    Every such layer config, nested ones included, gets ``batch_first=True``."""
-    if isinstance(config, list):
-        return [_batch_major_sequences(item) for item in config]
-    if not isinstance(config, dict):
-        return config
-    upgraded = {key: _batch_major_sequences(value) for key, value in config.items()}
-    name = config.get("name")
-    if isinstance(name, str) and canonical_name(name) in TIME_MAJOR_SINCE_V3:
-        upgraded.setdefault("batch_first", True)
-    return upgraded
-
-
-def _upgrade_network(document: dict[str, Any]) -> dict[str, Any]:
-    """``manual_bp.network`` v1: ``weights[l]``/``biases[l]`` are ``2l.weight``/``2l.bias``."""
-    parameters = {}
-    for key, name in (("weights", "weight"), ("biases", "bias")):
-        values = document.get(key)
-        if not isinstance(values, list):
-            raise SerializationError(f"'{key}' must list one array per layer")
-        parameters.update({f"{2 * l}.{name}": value for l, value in enumerate(values)})
-    config = {
-        "name": "network",
-        "sizes": document.get("sizes"),
-        "activations": document.get("activations"),
-        "cost": document.get("cost_config", document.get("cost")),
-        "dtype": document.get("dtype"),
-        "initializer": document.get("initializer", "default"),
-    }
-    return _v2(config, True, {}, parameters, {})
-
-
-def _upgrade_sequential(document: dict[str, Any]) -> dict[str, Any]:
-    """``manual_bp.sequential`` v1: the config's fields at the top level."""
-    config = {
-        "name": "sequential",
-        "layers": document.get("layers"),
-        "cost": document.get("cost_config"),
-        "input_shape": document.get("input_shape"),
-        "dtype": document.get("dtype"),
-    }
-    if document.get("ignore_index") is not None:
-        config["ignore_index"] = document["ignore_index"]
-    return _v2(
-        config,
-        document.get("training", True),
-        document.get("extra_state", {}),
-        document.get("parameters"),
-        document.get("buffers"),
-    )
-
-
-def _v2(config, training, extra_state, parameters, buffers) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": 2,  # then upgraded to the current version by _upgraded
-        "config": config,
-        "training": training,
-        "extra_state": extra_state,
-        "parameters": parameters,
-        "buffers": buffers,
-    }
-
-
-def _legacy_npz_arrays(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    sizes = document.get("sizes")
-    n_layers = len(sizes) - 1 if isinstance(sizes, list) else 0
-    expected = {f"W{l}" for l in range(n_layers)} | {f"b{l}" for l in range(n_layers)}
-    if set(arrays) != expected:
-        raise SerializationError(
-            f"arrays {sorted(arrays)} do not match the {n_layers} layers of sizes {sizes} "
-            f"(expected {sorted(expected)})"
-        )
-    document["weights"] = [arrays[f"W{l}"] for l in range(n_layers)]
-    document["biases"] = [arrays[f"b{l}"] for l in range(n_layers)]
-
-
-def _from_nielsen(document: dict[str, Any]) -> dict[str, Any]:
-    """Nielsen's ``network2.save``: biases as ``(n, 1)`` columns, sigmoid layers, float64."""
-    sizes, biases = document.get("sizes"), document.get("biases")
-    if isinstance(biases, list):  # a column [[b1], [b2], …] -> [b1, b2, …]
-        biases = [
-            [r[0] if isinstance(r, list) and len(r) == 1 else r for r in b]
-            if isinstance(b, list)
-            else b
-            for b in biases
-        ]
-    return {
-        "format": LEGACY_NETWORK[0],
-        "format_version": 1,
-        "sizes": sizes,
-        "cost": NIELSEN_COSTS[str(document["cost"])],
-        "activations": [{"name": "sigmoid"}] * (len(sizes) - 1 if isinstance(sizes, list) else 0),
-        "dtype": "float64",
-        "weights": document.get("weights"),
-        "biases": biases,
-    }
 
 
 # ---------------------------------------------------------------------- the old names

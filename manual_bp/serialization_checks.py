@@ -16,7 +16,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SerializationError", "checked_array", "read_json", "read_npz"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SerializationError",
+    "checked_array",
+    "read_json",
+    "read_npz",
+]
+
+#: The document's format name and version (``manual_bp.serialization``'s module docstring).
+FORMAT = "manual_bp.model"
+FORMAT_VERSION = 3
 
 
 class SerializationError(ValueError):

@@ -133,6 +133,7 @@ RANKS = {
     "manual_bp.training": 1,
     "manual_bp.serialization": 1,
     "manual_bp.serialization_checks": 1,
+    "manual_bp.serialization_legacy": 1,
     "manual_bp.sequence_training": 1,
     "manual_bp.curvature": 1,
     "manual_bp.models": 2,

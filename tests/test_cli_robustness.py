@@ -37,7 +37,8 @@ import pytest
 import manual_bp.commands.train as train_command
 from manual_bp import verify
 from manual_bp.cli import main
-from manual_bp.data import IMAGES_MAGIC, LABELS_MAGIC, MNIST_FILES
+from manual_bp.data import MNIST_FILES
+from manual_bp.idx_files import IMAGES_MAGIC, LABELS_MAGIC
 from manual_bp.models.network import Network
 from manual_bp.serialization import save
 
