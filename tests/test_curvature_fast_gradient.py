@@ -156,3 +156,28 @@ def test_threads_asking_for_one_models_gradient_get_the_walks_answer():
                     assert np.allclose(a, b, rtol=1e-12, atol=1e-14)
     for before, (name, after) in zip(buffers, model.named_buffers(), strict=True):
         assert np.array_equal(before, after), f"buffer {name} moved"
+
+
+def test_an_all_ignored_batch_is_refused_alike_by_every_route():
+    """``Chain.data`` refuses a batch whose every position is ``ignore_index`` before any
+    route runs: the fused gradient, the walk, the R-operator and the factor sweeps give one
+    message, naming ``y`` (the fused route once refused it in the trainer's wording)."""
+    from manual_bp import Sequential
+    from manual_bp import curvature as C
+    from manual_bp.layers import Dense, Embedding
+
+    model = Sequential([Embedding(5, 3), Dense(3, 4)], "categorical-cross-entropy",
+                       input_shape=(2,), seed=0, ignore_index=-100)  # fmt: skip
+    x, y = np.array([[0, 1], [2, 3]]), np.full((2, 2), -100)
+    zeros = [np.zeros_like(p) for p in model.parameter_arrays()]
+    calls = {
+        "gradient": lambda: C.gradient(model, x, y),
+        "walk_gradient": lambda: C.rop.walk_gradient(model, x, y),
+        "hvp": lambda: C.hvp(model, x, y, zeros),
+        "diag_ggn": lambda: C.diag_ggn(model, x, y),
+        "per_sample_gradients": lambda: C.per_sample_gradients(model, x, y),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value).startswith("y: every position is ignored (ignore_index=-100)"), name

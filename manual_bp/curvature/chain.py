@@ -242,7 +242,7 @@ class Chain:
         y = self.prepare.prepare_targets(as_real_array(y, "y"), x.shape[0])
         t = rows(y)
         if self.ignore_index is not None:
-            t = t[t.any(axis=1)]
+            t = t[counted(t, self.ignore_index)]
         self.cost.check_targets(t)
         return x, y
 
@@ -286,6 +286,18 @@ class Chain:
         split), refused in one line naming ``v`` otherwise
         (:func:`~manual_bp.curvature._checks.as_direction`)."""
         return as_direction(v, self.shapes, self.dtype, name)
+
+
+def counted(target_rows: np.ndarray, ignore_index: int) -> np.ndarray:
+    """The rows of ``target_rows`` (one-hot, an ignored one all zero) that count; every
+    quantity refuses a batch with none, in one line naming ``y`` (torch's mean is NaN)."""
+    mask = target_rows.any(axis=1)
+    if not mask.any():
+        raise ValueError(
+            f"y: every position is ignored (ignore_index={ignore_index}): the mean over no "
+            "positions is undefined"
+        )
+    return mask
 
 
 def put(out: list[Any], i: int, value: np.ndarray) -> None:

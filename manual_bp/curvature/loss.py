@@ -16,6 +16,7 @@ import numpy as np
 from manual_bp._arguments import check_count
 from manual_bp.costs.base import PREDICTIVE
 from manual_bp.curvature.chain import Chain
+from manual_bp.curvature.chain import counted as counted_rows
 from manual_bp.models.targets import rows
 
 __all__ = [
@@ -37,12 +38,7 @@ def row_weights(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray | None
     R, n = int(np.prod(f.shape[:-1])), f.shape[0]
     counted = None
     if chain.ignore_index is not None:
-        counted = rows(y).any(axis=1)
-        if not counted.any():
-            raise ValueError(
-                f"y: every position is ignored (ignore_index={chain.ignore_index}): the mean "
-                "over no positions is undefined"
-            )
+        counted = counted_rows(rows(y), chain.ignore_index)
     if counted is None:
         return None if n == R else np.full(R, n / R, f.dtype)
     return np.where(counted, n / counted.sum(), 0.0).astype(f.dtype)
