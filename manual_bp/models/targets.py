@@ -18,6 +18,7 @@ row is never a valid target. A batch in which every position is ignored has no m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -136,20 +137,31 @@ def counted_rows(y_rows: np.ndarray, ignore_index: int | None) -> np.ndarray | N
 class Seed:
     """The cost of a batch and the gradients that start the backward pass.
 
-    ``output_grad`` (``∂C/∂aᴷ`` of the mean cost, shaped like the output, zero at ignored
-    positions) is computed on first use: a backward pass seeded through BP1's shortcut
-    (``input_grad``, ``∂C/∂zᴷ``) never needs it.
+    Both computed on first use: ``cost`` (a training step that reports no loss, the
+    curvature gradient, never needs it) and ``output_grad`` (``∂C/∂aᴷ`` of the mean cost,
+    shaped like the output, zero at ignored positions; a backward pass seeded through BP1's
+    shortcut, ``input_grad`` = ``∂C/∂zᴷ``, never needs it).
     """
 
-    __slots__ = ("_make_output_grad", "_output_grad", "cost", "input_grad")
+    __slots__ = ("_cost", "_make_cost", "_make_output_grad", "_output_grad", "input_grad")
 
     def __init__(
-        self, cost: float, output_grad: Callable[[], np.ndarray], input_grad: np.ndarray | None
+        self,
+        cost: Callable[[], float],
+        output_grad: Callable[[], np.ndarray],
+        input_grad: np.ndarray | None,
     ) -> None:
-        self.cost = cost
+        self._make_cost = cost
+        self._cost: float | None = None
         self.input_grad = input_grad
         self._make_output_grad = output_grad
         self._output_grad: np.ndarray | None = None
+
+    @property
+    def cost(self) -> float:
+        if self._cost is None:
+            self._cost = self._make_cost()
+        return self._cost
 
     @property
     def output_grad(self) -> np.ndarray:
@@ -177,7 +189,7 @@ def output_seed(
     """
     if isinstance(cost, LossCost):
         value, grad = cost.seed(out, y)
-        return Seed(value, lambda: grad, None)
+        return Seed(lambda: value, lambda: grad, None)
     a, t = rows(out), rows(y)
     mask = counted_rows(t, ignore_index)
     if mask is not None:
@@ -192,10 +204,10 @@ def output_seed(
         return full.reshape(out.shape)
 
     if z is None:
-        return Seed(cost.value(a, t), lambda: spread(cost.grad(a, t)), None)
+        return Seed(lambda: cost.value(a, t), lambda: spread(cost.grad(a, t)), None)
     z_rows = rows(z) if mask is None else rows(z)[mask]
     d_z = spread(cost.delta(z_rows, a, t, activation)) if shortcut else None
-    value = cost.value_from_logits(z_rows, a, t, activation)
+    value = functools.partial(cost.value_from_logits, z_rows, a, t, activation)
     return Seed(value, lambda: spread(cost.grad(a, t)), d_z)
 
 
