@@ -46,20 +46,19 @@ __all__ = [
 ]
 
 
-def _columns(chain: Chain, S: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A row factor ``(R, m, c)`` as cotangent columns on the V axis: compact on a
-    separable chain, one row at a time on a coupled one (:func:`.loss.factor_columns`)."""
-    return factor_columns(chain, S, shape)
-
-
-def backpropagate_factor(chain: Chain, caches: list, S: np.ndarray, shape=None) -> list:
+def backpropagate_factor(
+    chain: Chain, caches: list, S: np.ndarray, shape=None, *, sampled: bool = False
+) -> list:
     """``V`` at every link's output: ``(c, n, *out)`` arrays, ``V = Jᵀ S`` column by column.
 
-    The columns of ``S`` (:func:`_columns`; ``shape`` the network output's, default
-    ``(n, m)``) ride the V axis of every layer's ``input_vjp``. Returns a list aligned
-    with ``chain.links``: entry ``k`` is the factor at link ``k``'s OUTPUT.
+    The columns of ``S`` (:func:`.loss.factor_columns`: compact on a separable chain, one
+    row at a time on a coupled one; ``sampled``: a Monte-Carlo factor, a sample's rows in
+    one column; ``shape`` the network output's, default ``(n, m)``) ride the V axis of
+    every layer's ``input_vjp``. Returns a list aligned with ``chain.links``: entry ``k`` is
+    the factor at link ``k``'s OUTPUT.
     """
-    V = _columns(chain, S, S.shape[:2] if shape is None else shape)
+    shape = S.shape[:2] if shape is None else shape
+    V = factor_columns(chain, S, shape, sampled=sampled)
     at_output = [None] * len(chain.links)
     for k in range(len(chain.links) - 1, -1, -1):
         at_output[k] = V
@@ -85,11 +84,11 @@ def _squares(link, cache, V: np.ndarray, signs, out: list, per_sample: bool | No
         put(out, link.index[name], d if per_sample else d / n)
 
 
-def _diag_from_factor(chain, caches, S, f, per_sample: bool) -> list[np.ndarray]:
+def _diag_from_factor(chain, caches, S, f, per_sample: bool, sampled=False) -> list[np.ndarray]:
     n = f.shape[0]
     mode = _mode(chain, per_sample)
     out = chain.slots()
-    at_output = backpropagate_factor(chain, caches, S, f.shape)
+    at_output = backpropagate_factor(chain, caches, S, f.shape, sampled=sampled)
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         _squares(link, cache, V, None, out, mode, n)
     return chain.results(out, n if per_sample else None)
@@ -130,7 +129,7 @@ def diag_ggn_mc(
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
     S = sampled_factor(chain, f, y, generator, n_samples)
-    return _diag_from_factor(chain, caches, S, f, per_sample)
+    return _diag_from_factor(chain, caches, S, f, per_sample, sampled=True)
 
 
 def _unit(n: int, m: int, dtype) -> np.ndarray:
@@ -236,7 +235,7 @@ def diag_hessian(model: Any, x: Any, y: Any, *, per_sample: bool = False) -> lis
     S, g = output_factor(chain, f, y), output_gradient(chain, f, y)
     n = f.shape[0]
     out = chain.slots()
-    V = _columns(chain, S, f.shape)
+    V = factor_columns(chain, S, f.shape)
     whole = mode is None
     signs = np.ones(V.shape[:1] if whole else V.shape[:2], V.dtype)
     for link, cache, below in chain.backwards(caches):

@@ -126,9 +126,17 @@ def output_factor(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return S if w is None else _weighted(np.sqrt(w), S)
 
 
-def factor_columns(chain: Chain, S: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def factor_columns(
+    chain: Chain, S: np.ndarray, shape: tuple[int, ...], *, sampled: bool = False
+) -> np.ndarray:
     """A row factor ``S`` ``(R, m, c)`` of an output of ``shape`` as cotangent columns on
     the V axis, ``Σ_v col_v col_vᵀ = blockdiag_r(S_r S_rᵀ)``.
+
+    ``sampled`` (a Monte-Carlo factor, :func:`sampled_factor`: each row's columns are
+    gradients at targets drawn independently per row, of mean zero): on a separable chain a
+    sample's rows share its ``c`` columns, ``(c, *shape)`` — ``E[col colᵀ]`` is the same
+    block diagonal, the cross terms of two rows having mean zero (BackPACK's columns for a
+    sequence output; ``P`` times fewer than one per position, each draw noisier).
 
     Compact (a separable chain): ``(P·c, *shape)`` with ``P`` rows per sample, column
     ``(p, c)`` holding every sample's ``S[:, :, c]`` at its position ``p`` — on ``(n, m)``
@@ -142,7 +150,7 @@ def factor_columns(chain: Chain, S: np.ndarray, shape: tuple[int, ...]) -> np.nd
     n = shape[0]
     if not whole:
         P = R // n
-        if P == 1:
+        if P == 1 or sampled:
             return np.ascontiguousarray(np.transpose(S, (2, 0, 1))).reshape(c, *shape)
         Sp = S.reshape(n, P, m, c)
         cols = np.zeros((P, c, n, P, m), S.dtype)
