@@ -48,7 +48,13 @@ from reference.stack import (
     stack_comparisons,
 )
 
-__all__ = ["draw_layer", "torch_module", "torch_transformer_call", "transformer_case"]
+__all__ = [
+    "draw_layer",
+    "plain_layer_norm",
+    "torch_module",
+    "torch_transformer_call",
+    "transformer_case",
+]
 
 ENCODERS = (TransformerEncoderLayer, TransformerEncoder)
 
@@ -318,7 +324,7 @@ def transformer_case(layer: Any, rng: np.random.Generator) -> dict[str, Any]:
 DELTA = 2.0**-26
 
 
-def _plain_layer_norm(norm: torch.nn.LayerNorm):
+def plain_layer_norm(norm: torch.nn.LayerNorm):
     """``norm``'s forward in plain torch ops (two-pass variance): the same function as
     ``F.layer_norm``, rounded another way."""
 
@@ -354,7 +360,7 @@ def _torch_gradients(layer, case, d_out, shake=None, plain_norms=False) -> dict:
     ]  # fmt: skip
     norms = [sub for sub in module.modules() if plain_norms and isinstance(sub, torch.nn.LayerNorm)]
     for norm in norms:
-        norm.forward = _plain_layer_norm(norm)
+        norm.forward = plain_layer_norm(norm)
     try:
         out = torch_transformer_call(layer, params, *inputs, **kwargs)
     finally:
