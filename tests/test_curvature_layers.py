@@ -88,6 +88,24 @@ def test_monte_carlo_diagonal_ggn_within_five_standard_errors(family):
     assert (np.abs(mean - exact) <= bound).all(), np.abs(mean - exact).max()
 
 
+@pytest.mark.parametrize("family", ["Conv2d", "LSTM", "Embedding + ignore_index"])
+def test_monte_carlo_factor_has_m_columns_whose_squares_are_the_mc_diagonal(family):
+    """CURV.sqrt-ggn-mc on outputs of one or several rows per sample: ``(M, n, *p)`` per
+    parameter (BackPACK's layout: a draw's rows share a column), and ``Σ s²`` over columns
+    and samples is ``diag_ggn_mc`` of the same draws."""
+    from manual_bp.curvature.sqrt_ggn import sqrt_ggn_mc
+
+    model, x, y = build(family, 1)
+    for M in (1, 3):
+        factors = sqrt_ggn_mc(model, x, y, rng=7, n_samples=M)
+        n = np.shape(x)[0]
+        for s, p in zip(factors, model.parameter_arrays(), strict=True):
+            assert s.shape == (M, n, *p.shape)
+        squares = flatten([(s * s).sum(axis=(0, 1)) for s in factors])
+        mc = flatten(diag_ggn_mc(model, x, y, rng=7, n_samples=M))
+        np.testing.assert_allclose(squares, mc, rtol=1e-12, atol=1e-14 * np.abs(mc).max())
+
+
 def test_batch_norm_in_training_couples_the_batch_and_eval_does_not():
     """CURV.coupled-batch: with batch statistics a per-sample share is no per-sample
     quantity: refused in one line naming the layer; the same model in eval mode is

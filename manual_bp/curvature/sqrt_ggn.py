@@ -6,7 +6,9 @@
 (``input_vjp``) and every layer's per-sample ``param_vjp`` turns them into ``(c, n, *p)``
 (BackPACK's layout; on an output of ``P`` rows per sample — a sequence's positions —
 ``(P·c, n, *p)``, one column per row and class). ``CURV.sqrt-ggn-mc``: the same from the
-sampled factor (:func:`~manual_bp.curvature.loss.sampled_factor`), ``E[Σ s sᵀ] = G``.
+sampled factor (:func:`~manual_bp.curvature.loss.sampled_factor`), ``E[Σ s sᵀ] = G``, with
+``M`` columns per sample whatever ``P`` (a draw's rows share one: their cross terms have
+mean zero), BackPACK's ``(M, n, *p)``.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ from manual_bp.curvature.loss import output_factor, sampled_factor
 __all__ = ["sqrt_ggn", "sqrt_ggn_mc"]
 
 
-def _sqrt(chain: Chain, caches: list, S: np.ndarray, shape: tuple) -> list[np.ndarray]:
+def _sqrt(
+    chain: Chain, caches: list, S: np.ndarray, shape: tuple, sampled: bool = False
+) -> list[np.ndarray]:
     """``(c', n, *p)`` per parameter, ``c' = P·c`` columns on an output of ``P`` rows per
-    sample (``shape`` the network output's; a sequence's positions: one column per row)."""
+    sample (``shape`` the network output's; a sequence's positions: one column per row);
+    ``sampled`` (a Monte-Carlo factor): ``c' = c``, a sample's rows in one column
+    (:func:`~manual_bp.curvature.loss.factor_columns`)."""
     n = shape[0]
-    c = S.shape[2] * (S.shape[0] // n)
+    c = S.shape[2] * (1 if sampled else S.shape[0] // n)
     out = chain.slots()
-    at_output = backpropagate_factor(chain, caches, S / math.sqrt(n), shape)  # keeps float32
+    at_output = backpropagate_factor(chain, caches, S / math.sqrt(n), shape, sampled=sampled)
     for link, cache, V in zip(chain.links, caches, at_output, strict=True):
         if link.index:
             for name, g in link.ops.param_vjp(cache, V, sum_batch=False).items():
@@ -60,4 +66,5 @@ def sqrt_ggn_mc(
     chain = as_chain(model)
     x, y = chain.data(x, y)
     caches, f = chain.forward(x)
-    return _sqrt(chain, caches, sampled_factor(chain, f, y, generator, n_samples), f.shape)
+    S = sampled_factor(chain, f, y, generator, n_samples)
+    return _sqrt(chain, caches, S, f.shape, sampled=True)
