@@ -339,7 +339,11 @@ def unguarded(layer: Layer, product: str) -> Any:
     if product not in PRODUCTS:
         raise ValueError(f"product must be one of {PRODUCTS}, got {product!r}")
     method = getattr(type(layer), product)
-    return getattr(method, "__wrapped__", method).__get__(layer)
+    # every wrapper down to the layer's own method: the entry check and, on a convolution
+    # or pooling layer, the unbatched-input route around it (the walks' caches are batched)
+    while getattr(method, "_guarded", False) and hasattr(method, "__wrapped__"):
+        method = method.__wrapped__
+    return method.__get__(layer)
 
 
 def tangent_count(T: np.ndarray | None, T_params: dict[str, np.ndarray] | None) -> int:
