@@ -8,7 +8,7 @@ Layers of every family register themselves in :data:`LAYERS` and are importable 
 :mod:`manual_bp.layers`; the most used ones are re-exported here.
 """
 
-from manual_bp._allocator import keep_freed_memory
+from manual_bp import _allocator
 from manual_bp._threads import get_num_threads, set_num_threads
 from manual_bp.activations import (
     ACTIVATIONS,
@@ -143,7 +143,7 @@ from manual_bp.training import History, nielsen_sgd, train
 
 __version__ = "0.2.0"
 
-keep_freed_memory()  # glibc: freed arrays' memory kept for reuse (manual_bp/_allocator.py)
+_allocator.keep_freed_memory()  # glibc: freed arrays' memory kept for reuse
 
 # Importing a submodule binds its name here; the implementation modules that the API above
 # pulled in are not the API (``from manual_bp._validation import ...`` still works).
