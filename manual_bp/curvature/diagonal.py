@@ -27,7 +27,8 @@ import numpy as np
 
 from manual_bp._arguments import as_generator, check_count, check_flag
 from manual_bp.curvature._checks import entry
-from manual_bp.curvature.chain import Chain, as_chain, put
+from manual_bp.curvature.chain import Chain, as_chain
+from manual_bp.curvature.link import put
 from manual_bp.curvature.loss import (
     factor_columns,
     output_factor,
@@ -77,7 +78,7 @@ def _mode(chain: Chain, per_sample: bool) -> bool | None:
 
 def _squares(link, cache, V: np.ndarray, signs, out: list, per_sample: bool | None, n) -> None:
     """Add ``Σ_c s_c (J_θᵀ V_c)²`` per sample (``per_sample``) or its batch mean to ``out``
-    (:meth:`~manual_bp.curvature.chain.Link.param_squares`)."""
+    (:meth:`~manual_bp.curvature.link.Link.param_squares`)."""
     if not link.index:
         return
     for name, d in link.param_squares(cache, V, signs, per_sample).items():

@@ -68,7 +68,7 @@ def _settings(
 def _privatised(model: Any, x: Any, y: Any, settings: _Settings) -> list[np.ndarray]:
     """``g̃ = (Σₓ cₓ gₓ + σ C ξ) / B`` (``CURV.dp-sgd``) for checked settings, without
     materialising the per-sample gradients: ``‖gₓ‖²`` is the sum over layers of each
-    layer's ``‖J_θᵀ δₓ‖²`` (:meth:`~manual_bp.curvature.chain.Link.grad_norms`: ``‖δₓ‖²‖xₓ‖²``
+    layer's ``‖J_θᵀ δₓ‖²`` (:meth:`~manual_bp.curvature.link.Link.grad_norms`: ``‖δₓ‖²‖xₓ‖²``
     for a dense layer), and since ``param_vjp`` is linear in the cotangent,
     ``Σₓ cₓ gₓ = J_θᵀ (c ⊙ δ)``, one batch-summed VJP per layer of the clipped errors
     (Goodfellow 2015; "ghost clipping", Lee & Kifer 2021)."""

@@ -11,7 +11,7 @@ per-sample cost, ``gₓ = ∇θ Cₓ`` (NOT divided by ``n``), so the mini-batch
 
 (Goodfellow 2015 for the norms; Dangel et al. 2020 for the batched forms.) The sweeps
 take the squares from each layer's products (``PROD.*.vjp``,
-:meth:`~manual_bp.curvature.chain.Link.param_squares`): for a dense layer the layer's own
+:meth:`~manual_bp.curvature.link.Link.param_squares`): for a dense layer the layer's own
 ``param_vjp``/``param_jvp`` at the squared input give the closed forms above without
 per-sample gradients; another layer would square its per-sample ``param_vjp``.
 """
