@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp._threads import parallel_rows
-from manual_bp.layers.pooling_geometry import tap_views, tiles
+from manual_bp.layers.pooling_geometry import tap_views, tiles, to_winners
 from manual_bp.layers.steps import GenericStep, shape_buffers
 
 __all__ = ["AvgPoolFast", "GlobalAvgPoolFast", "MaxPoolFast"]
@@ -113,10 +113,7 @@ class MaxPoolStep(_TiledStep):
         kernel = self.layer.kernel
 
         def work(rows: slice) -> None:
-            g, idx, mask = dout[rows], index[rows], won[rows]
-            for tap, target in enumerate(tap_views(dx[rows], kernel)):
-                np.equal(idx, tap, out=mask)
-                np.multiply(g, mask, out=target)
+            to_winners(dx[rows], dout[rows], index[rows], kernel, won[rows])
 
         parallel_rows(work, dx.shape[0], dx[0].size)
         return dx

@@ -30,6 +30,7 @@ __all__ = [
     "tap_slices",
     "tap_views",
     "tiles",
+    "to_winners",
     "window_misses_input",
     "windows_nd",
 ]
@@ -133,6 +134,19 @@ def tap_views(array: np.ndarray, kernel: tuple[int, ...]) -> list[np.ndarray]:
             at += [slice(None), int(i)]
         taps.append(tiled[tuple(at)])
     return taps
+
+
+def to_winners(
+    out: np.ndarray, M: np.ndarray, index: np.ndarray, kernel: tuple[int, ...], won: np.ndarray
+) -> np.ndarray:
+    """``out``'s tap slices (:func:`tap_views`) set to ``M·[index = tap]``: the max-pool
+    VJP on tiling windows, each input position written once (``LAYER.maxpool2d``). ``M``
+    ``(*lead, N, C, *S_out)`` (a V axis in front broadcasts against ``index``), ``won`` a
+    boolean buffer like ``index``. ``M`` finite: a NaN·0 would leak into lost windows."""
+    for tap, target in enumerate(tap_views(out, kernel)):
+        np.equal(index, tap, out=won)
+        np.multiply(M, won, out=target)
+    return out
 
 
 def scatter_taps(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from manual_bp.layers.base import zero_residual
-from manual_bp.layers.pooling_geometry import scatter_taps, tap_views, tiles
+from manual_bp.layers.pooling_geometry import scatter_taps, tap_views, tiles, to_winners
 
 __all__ = ["AvgPoolProducts", "GlobalAvgPoolProducts", "MaxPoolProducts", "scatter_taps"]
 
@@ -84,7 +84,9 @@ def max_pool_scatter(
     finite = bool(np.isfinite(M).all())
     lead = M.shape[: -(layer.dims + 2)]
     if finite and tiles(layer, x_shape):
-        return _tiled_scatter(layer, M, index, x_shape, lead, dtype)
+        # each input position in one window: every tap slice written once (no scatter-add)
+        out = np.empty((*lead, *x_shape), dtype=dtype)
+        return to_winners(out, M, index, layer.kernel, np.empty(index.shape, dtype=bool))
 
     def contribution(tap: int) -> np.ndarray:
         won = index == tap
@@ -106,26 +108,6 @@ def _tiled_gather(layer: Any, T: np.ndarray, index: np.ndarray, dtype: np.dtype)
         np.multiply(values, won, out=term if tap else out)
         if tap:
             out += term
-    return out
-
-
-def _tiled_scatter(
-    layer: Any,
-    M: np.ndarray,
-    index: np.ndarray,
-    x_shape: tuple[int, ...],
-    lead: tuple[int, ...],
-    dtype: np.dtype,
-) -> np.ndarray:
-    """:func:`max_pool_scatter` when the windows tile ``x`` (:func:`tiles`): every input
-    position is read by exactly one window, so each tap's slice of the result is
-    ``M·[tap won]``, written once — no zero fill, no scatter-add (as the fast step's
-    backward, ``pooling_fast``)."""
-    out = np.empty((*lead, *x_shape), dtype=dtype)
-    won = np.empty(index.shape, dtype=bool)
-    for tap, target in enumerate(tap_views(out, layer.kernel)):
-        np.equal(index, tap, out=won)
-        np.multiply(M, won, out=target)
     return out
 
 
