@@ -180,4 +180,6 @@ def test_an_all_ignored_batch_is_refused_alike_by_every_route():
     for name, call in calls.items():
         with pytest.raises(ValueError) as error:
             call()
-        assert str(error.value).startswith("y: every position is ignored (ignore_index=-100)"), name
+        message = str(error.value)
+        assert message.startswith("y: every position of the batch is ignored"), name
+        assert "ignore_index=-100" in message and "\n" not in message, name

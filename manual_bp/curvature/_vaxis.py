@@ -53,8 +53,8 @@ def _r_sweeps(chain: Chain, caches: list, f: np.ndarray, y, V: list, exact: bool
     for link, cache, r_in, below in chain.backwards(caches, r_inputs):
         layer, tangents = link.ops, _tangents(link, V)
         link.add(out, layer.param_vjp(cache, rg), v=None)
-        res_x = None
-        if exact and (r_in is not None or tangents is not None):
+        res_x = None  # none where the layer's Hessian is zero (ReLU, pooling): not computed
+        if exact and not link.layer.hessian_is_zero and (r_in is not None or tangents is not None):
             res_x, res_p = layer.residual(cache, g, r_in, tangents)
             link.add(out, res_p, v=None)
         if below:

@@ -55,7 +55,7 @@ from manual_bp.layers.dense import Dense
 from manual_bp.layers.dropout import Dropout
 from manual_bp.models.loss_cost import LossCost
 from manual_bp.models.sequential import Sequential
-from manual_bp.models.targets import rows
+from manual_bp.models.targets import counted_rows, rows
 
 __all__ = ["SUPPORTED_LAYERS", "Chain", "Link", "as_chain", "flatten"]  # put, restored: internal
 
@@ -121,7 +121,8 @@ class Chain:
         y = self.prepare.prepare_targets(as_real_array(y, "y"), x.shape[0])
         t = rows(y)
         if self.ignore_index is not None:
-            t = t[counted(t, self.ignore_index)]
+            mask = counted_rows(t, self.ignore_index, "y")
+            t = t if mask is None else t[mask]
         self.cost.check_targets(t)
         return x, y
 
@@ -165,18 +166,6 @@ class Chain:
         split), refused in one line naming ``v`` otherwise
         (:func:`~manual_bp.curvature._checks.as_direction`)."""
         return as_direction(v, self.shapes, self.dtype, name)
-
-
-def counted(target_rows: np.ndarray, ignore_index: int) -> np.ndarray:
-    """The rows of ``target_rows`` (one-hot, an ignored one all zero) that count; every
-    quantity refuses a batch with none, in one line naming ``y`` (torch's mean is NaN)."""
-    mask = target_rows.any(axis=1)
-    if not mask.any():
-        raise ValueError(
-            f"y: every position is ignored (ignore_index={ignore_index}): the mean over no "
-            "positions is undefined"
-        )
-    return mask
 
 
 def flatten(arrays: list[np.ndarray]) -> np.ndarray:

@@ -16,8 +16,7 @@ import numpy as np
 from manual_bp._arguments import check_count
 from manual_bp.costs.base import PREDICTIVE
 from manual_bp.curvature.chain import Chain
-from manual_bp.curvature.chain import counted as counted_rows
-from manual_bp.models.targets import rows
+from manual_bp.models.targets import counted_rows, rows
 
 __all__ = [
     "factor_columns",
@@ -36,9 +35,7 @@ def row_weights(chain: Chain, f: np.ndarray, y: np.ndarray) -> np.ndarray | None
     """``n·w_r`` per row of ``f`` ``(R,)`` (``CURV.rows``), ``n = f.shape[0]``: ``n/R_c`` on
     the ``R_c`` counted rows, 0 on rows ``ignore_index`` drops; None when all are 1."""
     R, n = int(np.prod(f.shape[:-1])), f.shape[0]
-    counted = None
-    if chain.ignore_index is not None:
-        counted = counted_rows(rows(y), chain.ignore_index)
+    counted = counted_rows(rows(y), chain.ignore_index, "y")  # None: every row counts
     if counted is None:
         return None if n == R else np.full(R, n / R, f.dtype)
     return np.where(counted, n / counted.sum(), 0.0).astype(f.dtype)

@@ -121,14 +121,19 @@ def prepare_targets(
     return y
 
 
-def counted_rows(y_rows: np.ndarray, ignore_index: int | None) -> np.ndarray | None:
-    """The rows that count (``m_r = 1``): None when nothing is ignored (every row counts)."""
+def counted_rows(
+    y_rows: np.ndarray, ignore_index: int | None, argument: str | None = None
+) -> np.ndarray | None:
+    """The rows that count (``m_r = 1``): None when nothing is ignored (every row counts).
+    A batch with none is refused in one line (prefixed with ``argument``, the caller's name
+    of the targets, when given)."""
     if ignore_index is None:
         return None
     mask = y_rows.any(axis=1)
     if not mask.any():
         raise ValueError(
-            f"every position of the batch is ignored (all labels equal ignore_index="
+            ("" if argument is None else f"{argument}: ")
+            + f"every position of the batch is ignored (all labels equal ignore_index="
             f"{ignore_index}): the mean over no positions is undefined (torch returns nan)"
         )
     return None if mask.all() else mask
